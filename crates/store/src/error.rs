@@ -1,0 +1,47 @@
+//! Typed errors of the store layer.
+//! Callers map these once to API `Status` objects at the HTTP edge.
+
+use crate::Revision;
+
+/// Everything a store operation can fail with.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// A single-key read found nothing (used by convenience helpers; `range` returns empty instead).
+    #[error("key not found")]
+    NotFound,
+    /// A transaction's compare did not hold; nothing was written.
+    #[error("compare failed")]
+    CompareFailed,
+    /// The requested revision has been compacted away.
+    #[error("required revision {requested} has been compacted; oldest available is {oldest_available}")]
+    Compacted {
+        requested: Revision,
+        oldest_available: Revision,
+    },
+    /// The requested revision is newer than anything written yet.
+    #[error("required revision {requested} is a future revision (current is {current})")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    /// A watcher could not keep up and was ended; resume from the last revision it saw.
+    #[error("watcher fell too far behind; resume after revision {last_revision}")]
+    WatcherLagged { last_revision: Revision },
+    /// The request itself is malformed (e.g. the same key twice in one transaction).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The store has been shut down.
+    #[error("store is closed")]
+    Closed,
+    /// The backend (SQLite, etcd) failed; the message carries its words.
+    #[error("storage backend failure: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

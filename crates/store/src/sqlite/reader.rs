@@ -1,0 +1,162 @@
+//! Read-side queries: ranges at the latest or a past revision, and history replay for
+//! watchers. Each call runs in one read transaction, so it sees one consistent revision.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, Row};
+
+use super::schema::{first_id, read_meta, revision_of};
+use crate::error::{Result, StoreError};
+use crate::types::{EventKind, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, WatchEvent};
+
+fn kv_from_row(row: &Row<'_>, keys_only: bool) -> rusqlite::Result<KeyValue> {
+    let key: Vec<u8> = row.get(0)?;
+    let value: Option<Vec<u8>> = if keys_only { None } else { row.get(1)? };
+    let id: i64 = row.get(3)?;
+    Ok(KeyValue {
+        key: key.into(),
+        value: value.map(Bytes::from).unwrap_or_default(),
+        create_revision: row.get(2)?,
+        mod_revision: revision_of(id),
+        version: row.get(4)?,
+    })
+}
+
+/// SQLite wants a concrete upper bound; a key can never sort after this many 0xff bytes
+/// in practice, but we use the unbounded query variant instead of guessing.
+fn bounds(range: &KeyRange) -> (&[u8], Option<&[u8]>) {
+    (&range.start[..], range.end.as_deref())
+}
+
+fn sql_limit(limit: Option<usize>) -> i64 {
+    match limit {
+        Some(n) => (n as i64).saturating_add(1),
+        None => -1,
+    }
+}
+
+pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse> {
+    let tx = conn.transaction()?;
+    let current = read_meta(&tx, "revision")?;
+    let compacted = read_meta(&tx, "compacted")?;
+    let at = match req.revision {
+        None => current,
+        Some(r) if r <= 0 => current,
+        Some(r) if r > current => {
+            return Err(StoreError::FutureRevision { requested: r, current });
+        }
+        Some(r) if r < compacted => {
+            return Err(StoreError::Compacted { requested: r, oldest_available: compacted });
+        }
+        Some(r) => r,
+    };
+    let (start, end) = bounds(&req.range);
+    let limit = sql_limit(req.limit);
+    let mut kvs = Vec::new();
+    {
+        let latest = at == current;
+        let sql = match (latest, end.is_some()) {
+            (true, true) => {
+                "SELECT c.key, h.value, h.create_rev, h.id, h.version FROM current c \
+                 JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND c.key < ?2 ORDER BY c.key LIMIT ?3"
+            }
+            (true, false) => {
+                "SELECT c.key, h.value, h.create_rev, h.id, h.version FROM current c \
+                 JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND ?2 IS NULL ORDER BY c.key LIMIT ?3"
+            }
+            (false, true) => {
+                "SELECT h.key, h.value, h.create_rev, h.id, h.version FROM history h \
+                 WHERE h.key >= ?1 AND h.key < ?2 AND h.id = \
+                 (SELECT MAX(h2.id) FROM history h2 WHERE h2.key = h.key AND h2.id < ?4) \
+                 AND h.value IS NOT NULL ORDER BY h.key LIMIT ?3"
+            }
+            (false, false) => {
+                "SELECT h.key, h.value, h.create_rev, h.id, h.version FROM history h \
+                 WHERE h.key >= ?1 AND ?2 IS NULL AND h.id = \
+                 (SELECT MAX(h2.id) FROM history h2 WHERE h2.key = h.key AND h2.id < ?4) \
+                 AND h.value IS NOT NULL ORDER BY h.key LIMIT ?3"
+            }
+        };
+        let mut stmt = tx.prepare_cached(sql)?;
+        let mut rows = if latest {
+            stmt.query(params![start, end, limit])?
+        } else {
+            stmt.query(params![start, end, limit, first_id(at + 1)])?
+        };
+        while let Some(row) = rows.next()? {
+            kvs.push(kv_from_row(row, req.keys_only)?);
+        }
+    }
+    let more = match req.limit {
+        Some(n) if kvs.len() > n => {
+            kvs.truncate(n);
+            true
+        }
+        _ => false,
+    };
+    Ok(RangeResponse { kvs, revision: at, more })
+}
+
+/// Events in `range` with `from <= revision <= to`, in revision order, at most `limit`.
+/// Fails with `Compacted` if history before `from` is no longer complete.
+pub fn replay(
+    conn: &mut Connection,
+    range: &KeyRange,
+    from: Revision,
+    to: Revision,
+    limit: usize,
+) -> Result<Vec<Arc<WatchEvent>>> {
+    let tx = conn.transaction()?;
+    let compacted = read_meta(&tx, "compacted")?;
+    if from <= compacted {
+        return Err(StoreError::Compacted { requested: from, oldest_available: compacted + 1 });
+    }
+    let (start, end) = bounds(range);
+    let sql = if end.is_some() {
+        "SELECT h.key, h.value, h.create_rev, h.id, h.version, p.value, p.create_rev, p.id, p.version \
+         FROM history h LEFT JOIN history p ON p.id = h.prev_id \
+         WHERE h.id >= ?1 AND h.id < ?2 AND h.key >= ?3 AND h.key < ?4 ORDER BY h.id LIMIT ?5"
+    } else {
+        "SELECT h.key, h.value, h.create_rev, h.id, h.version, p.value, p.create_rev, p.id, p.version \
+         FROM history h LEFT JOIN history p ON p.id = h.prev_id \
+         WHERE h.id >= ?1 AND h.id < ?2 AND h.key >= ?3 AND ?4 IS NULL ORDER BY h.id LIMIT ?5"
+    };
+    let mut stmt = tx.prepare_cached(sql)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(params![first_id(from), first_id(to + 1), start, end, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let key: Bytes = row.get::<_, Vec<u8>>(0)?.into();
+        let value: Option<Vec<u8>> = row.get(1)?;
+        let id: i64 = row.get(3)?;
+        let prev_id: Option<i64> = row.get(7)?;
+        let prev_kv = match prev_id {
+            Some(pid) => Some(KeyValue {
+                key: key.clone(),
+                value: row.get::<_, Option<Vec<u8>>>(5)?.map(Bytes::from).unwrap_or_default(),
+                create_revision: row.get(6)?,
+                mod_revision: revision_of(pid),
+                version: row.get(8)?,
+            }),
+            None => None,
+        };
+        let kind = if value.is_some() { EventKind::Put } else { EventKind::Delete };
+        out.push(Arc::new(WatchEvent {
+            kind,
+            kv: KeyValue {
+                key,
+                value: value.map(Bytes::from).unwrap_or_default(),
+                create_revision: if kind == EventKind::Put { row.get(2)? } else { 0 },
+                mod_revision: revision_of(id),
+                version: row.get(4)?,
+            },
+            prev_kv,
+        }));
+    }
+    Ok(out)
+}
+
+pub fn meta(conn: &Connection, name: &str) -> Result<i64> {
+    Ok(read_meta(conn, name)?)
+}

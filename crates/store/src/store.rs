@@ -1,0 +1,97 @@
+//! The `Store` trait: the one storage contract every backend (SQLite, etcd) implements,
+//! plus convenience helpers built only on the trait's operations.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::{Result, StoreError};
+use crate::types::{KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, Txn, TxnResponse, WatchEvent};
+
+/// An ordered stream of committed changes. It ends with an `Err` when the watcher
+/// is cut off (lagged, compacted, closed); events already yielded stay valid.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>>> + Send>>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Read a range of keys, at the latest or a past revision.
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse>;
+
+    /// Atomically check every compare and, if all hold, apply every op at one new revision.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
+
+    /// Stream every change to keys in `range` with revision >= `start_revision`
+    /// (history first, then live). `start_revision == 0` means "changes after now".
+    async fn watch(&self, range: KeyRange, start_revision: Revision) -> Result<WatchStream>;
+
+    /// Drop history older than `revision`: reads at revisions >= `revision` keep working,
+    /// watches must start after it.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// The latest committed revision.
+    async fn current_revision(&self) -> Result<Revision>;
+
+    /// The revision up to which history has been compacted (0 if never).
+    async fn compacted_revision(&self) -> Result<Revision>;
+}
+
+/// Helpers for the common single-key cases, available on every store.
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Read one key at the latest revision.
+    async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let resp = self
+            .range(RangeRequest::new(KeyRange::key(Bytes::copy_from_slice(key))))
+            .await?;
+        Ok(resp.kvs.into_iter().next())
+    }
+
+    /// Create a key that must not exist. Returns the new revision, or `CompareFailed`.
+    async fn create(&self, key: &[u8], value: Bytes) -> Result<Revision> {
+        let key = Bytes::copy_from_slice(key);
+        match self.txn(Txn::new().when(key.clone(), 0).put(key, value)).await? {
+            TxnResponse::Succeeded { revision, .. } => Ok(revision),
+            TxnResponse::Failed { .. } => Err(StoreError::CompareFailed),
+        }
+    }
+
+    /// Write a key unconditionally. Returns the new revision.
+    async fn put(&self, key: &[u8], value: Bytes) -> Result<Revision> {
+        Ok(self
+            .txn(Txn::new().put(Bytes::copy_from_slice(key), value))
+            .await?
+            .revision())
+    }
+
+    /// Replace a key only if it is unchanged since `mod_revision`.
+    async fn update(&self, key: &[u8], value: Bytes, mod_revision: Revision) -> Result<Revision> {
+        let key = Bytes::copy_from_slice(key);
+        match self
+            .txn(Txn::new().when(key.clone(), mod_revision).put(key, value))
+            .await?
+        {
+            TxnResponse::Succeeded { revision, .. } => Ok(revision),
+            TxnResponse::Failed { .. } => Err(StoreError::CompareFailed),
+        }
+    }
+
+    /// Delete a key only if it is unchanged since `mod_revision`; returns the deleted value.
+    async fn delete_if(&self, key: &[u8], mod_revision: Revision) -> Result<(Revision, KeyValue)> {
+        let key = Bytes::copy_from_slice(key);
+        match self
+            .txn(Txn::new().when(key.clone(), mod_revision).delete(key))
+            .await?
+        {
+            TxnResponse::Succeeded { revision, mut prev_kvs } => match prev_kvs.pop().flatten() {
+                Some(prev) => Ok((revision, prev)),
+                None => Err(StoreError::NotFound),
+            },
+            TxnResponse::Failed { .. } => Err(StoreError::CompareFailed),
+        }
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}

@@ -1,0 +1,293 @@
+//! In-memory fan-out of committed writes to watchers, plus a small ring of recent events
+//! so most watches start without touching the database.
+//! A slow watcher is cut off (it resumes from its last revision); it never stalls the writer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::error::{Result, StoreError};
+use crate::store::WatchStream;
+use crate::types::{KeyRange, Revision, WatchEvent};
+
+/// Tuning of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Events a watcher may have queued before it is cut off as lagging.
+    pub watcher_buffer: usize,
+    /// Bytes of recent events (keys + values) kept in memory for replay.
+    pub recent_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            watcher_buffer: 4096,
+            recent_bytes: 8 << 20,
+        }
+    }
+}
+
+struct Slot {
+    range: KeyRange,
+    tx: mpsc::Sender<Arc<WatchEvent>>,
+    lagged: Arc<AtomicBool>,
+}
+
+struct Inner {
+    /// Every event with revision <= published has been handed to the hub.
+    published: Revision,
+    watchers: Vec<Slot>,
+    /// Recent events in revision order; complete for revisions >= recent_from.
+    recent: VecDeque<Arc<WatchEvent>>,
+    recent_from: Revision,
+    recent_size: usize,
+    closed: bool,
+}
+
+pub struct WatchHub {
+    inner: Mutex<Inner>,
+    config: HubConfig,
+}
+
+/// What a new watcher gets: the events it must replay from the ring (if the ring covered
+/// its start), the revision up to which replay is needed, and its live feed.
+pub struct Subscription {
+    pub replayed: Option<Vec<Arc<WatchEvent>>>,
+    pub published: Revision,
+    rx: mpsc::Receiver<Arc<WatchEvent>>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// Reads history for replay: events with `from <= revision <= to` in `range`, at most
+/// `limit` of them, in revision order.
+pub type ReplayFn =
+    Arc<dyn Fn(KeyRange, Revision, Revision, usize) -> BoxFuture<'static, Result<Vec<Arc<WatchEvent>>>> + Send + Sync>;
+
+fn event_size(e: &WatchEvent) -> usize {
+    64 + e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| p.value.len())
+}
+
+impl WatchHub {
+    pub fn new(current: Revision, config: HubConfig) -> Self {
+        WatchHub {
+            inner: Mutex::new(Inner {
+                published: current,
+                watchers: Vec::new(),
+                recent: VecDeque::new(),
+                recent_from: current + 1,
+                recent_size: 0,
+                closed: false,
+            }),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the hub half-updated in a way that
+        // matters more than losing all watchers, so recover the guard.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a watcher of `range` that needs every event with revision >= `start`.
+    pub fn subscribe(&self, range: KeyRange, start: Revision) -> Result<Subscription> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        inner.watchers.retain(|w| !w.tx.is_closed());
+        let replayed = if start >= inner.recent_from {
+            Some(
+                inner
+                    .recent
+                    .iter()
+                    .filter(|e| e.revision() >= start && range.contains(&e.kv.key))
+                    .cloned()
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel(self.config.watcher_buffer.max(1));
+        let lagged = Arc::new(AtomicBool::new(false));
+        inner.watchers.push(Slot {
+            range,
+            tx,
+            lagged: lagged.clone(),
+        });
+        Ok(Subscription {
+            replayed,
+            published: inner.published,
+            rx,
+            lagged,
+        })
+    }
+
+    /// Hand committed events (in revision order, all <= `revision`) to every watcher.
+    pub fn publish(&self, revision: Revision, events: &[Arc<WatchEvent>]) {
+        let mut inner = self.lock();
+        for e in events {
+            inner.recent_size += event_size(e);
+            inner.recent.push_back(e.clone());
+        }
+        while inner.recent_size > self.config.recent_bytes {
+            let Some(old) = inner.recent.pop_front() else { break };
+            inner.recent_size -= event_size(&old);
+            inner.recent_from = inner.recent_from.max(old.revision() + 1);
+        }
+        inner.published = inner.published.max(revision);
+        if events.is_empty() {
+            return;
+        }
+        inner.watchers.retain(|w| {
+            for e in events {
+                if !w.range.contains(&e.kv.key) {
+                    continue;
+                }
+                match w.tx.try_send(e.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        w.lagged.store(true, Ordering::Release);
+                        return false;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            true
+        });
+    }
+
+    /// End every watcher; later subscriptions fail with `Closed`.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.watchers.clear();
+    }
+
+    /// The newest revision handed to the hub.
+    pub fn published(&self) -> Revision {
+        self.lock().published
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        let inner = self.lock();
+        inner.watchers.iter().filter(|w| !w.tx.is_closed()).count()
+    }
+}
+
+enum Phase {
+    /// Replaying history: next revision needed, up to (inclusive) `until`.
+    Replay { next: Revision, until: Revision, buffered: VecDeque<Arc<WatchEvent>> },
+    Live,
+    Done,
+}
+
+struct StreamState {
+    range: KeyRange,
+    rx: mpsc::Receiver<Arc<WatchEvent>>,
+    lagged: Arc<AtomicBool>,
+    replay: ReplayFn,
+    phase: Phase,
+    last: Revision,
+}
+
+const REPLAY_CHUNK: usize = 1024;
+
+/// Build the watcher's stream: replay (from the ring or via `replay`) then live events.
+/// `start == 0` means "only changes after now".
+pub fn watch_stream(range: KeyRange, start: Revision, sub: Subscription, replay: ReplayFn) -> WatchStream {
+    let start = if start <= 0 { sub.published + 1 } else { start };
+    let phase = match sub.replayed {
+        Some(events) => Phase::Replay {
+            next: sub.published + 1,
+            until: sub.published,
+            buffered: events.into(),
+        },
+        None => Phase::Replay {
+            next: start,
+            until: sub.published,
+            buffered: VecDeque::new(),
+        },
+    };
+    let state = StreamState {
+        range,
+        rx: sub.rx,
+        lagged: sub.lagged,
+        replay,
+        phase,
+        last: start - 1,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        let item = next_event(&mut st).await?;
+        Some((item, st))
+    }))
+}
+
+async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
+    loop {
+        match &mut st.phase {
+            Phase::Done => return None,
+            Phase::Replay { next, until, buffered } => {
+                if let Some(e) = buffered.pop_front() {
+                    st.last = e.revision();
+                    return Some(Ok(e));
+                }
+                if *next > *until {
+                    st.phase = Phase::Live;
+                    continue;
+                }
+                match (st.replay)(st.range.clone(), *next, *until, REPLAY_CHUNK).await {
+                    Ok(events) => {
+                        if events.len() < REPLAY_CHUNK {
+                            *next = *until + 1;
+                        } else if let Some(last) = events.last() {
+                            // A revision may straddle chunks: re-read it whole next time.
+                            let last_rev = last.revision();
+                            let whole: VecDeque<_> =
+                                events.into_iter().filter(|e| e.revision() < last_rev).collect();
+                            if whole.is_empty() {
+                                // One revision larger than a chunk: take it as read.
+                                let all = (st.replay)(st.range.clone(), last_rev, last_rev, usize::MAX).await;
+                                match all {
+                                    Ok(all) => {
+                                        *next = last_rev + 1;
+                                        buffered.extend(all);
+                                    }
+                                    Err(e) => {
+                                        st.phase = Phase::Done;
+                                        return Some(Err(e));
+                                    }
+                                }
+                                continue;
+                            }
+                            *next = last_rev;
+                            buffered.extend(whole);
+                            continue;
+                        }
+                        buffered.extend(events);
+                    }
+                    Err(e) => {
+                        st.phase = Phase::Done;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            Phase::Live => match st.rx.recv().await {
+                Some(e) => {
+                    st.last = e.revision();
+                    return Some(Ok(e));
+                }
+                None => {
+                    st.phase = Phase::Done;
+                    if st.lagged.load(Ordering::Acquire) {
+                        return Some(Err(StoreError::WatcherLagged { last_revision: st.last }));
+                    }
+                    return Some(Err(StoreError::Closed));
+                }
+            },
+        }
+    }
+}
