@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::schema::{first_id, read_meta, revision_of};
 use crate::error::{Result, StoreError};
@@ -52,49 +52,79 @@ pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse>
         Some(r) => r,
     };
     let (start, end) = bounds(&req.range);
-    let limit = sql_limit(req.limit);
     let mut kvs = Vec::new();
-    {
-        let latest = at == current;
-        let sql = match (latest, end.is_some()) {
-            (true, true) => {
-                "SELECT c.key, h.value, h.create_rev, h.id, h.version FROM current c \
-                 JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND c.key < ?2 ORDER BY c.key LIMIT ?3"
-            }
-            (true, false) => {
-                "SELECT c.key, h.value, h.create_rev, h.id, h.version FROM current c \
-                 JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND ?2 IS NULL ORDER BY c.key LIMIT ?3"
-            }
-            (false, true) => {
-                "SELECT h.key, h.value, h.create_rev, h.id, h.version FROM history h \
-                 WHERE h.key >= ?1 AND h.key < ?2 AND h.id = \
-                 (SELECT MAX(h2.id) FROM history h2 WHERE h2.key = h.key AND h2.id < ?4) \
-                 AND h.value IS NOT NULL ORDER BY h.key LIMIT ?3"
-            }
-            (false, false) => {
-                "SELECT h.key, h.value, h.create_rev, h.id, h.version FROM history h \
-                 WHERE h.key >= ?1 AND ?2 IS NULL AND h.id = \
-                 (SELECT MAX(h2.id) FROM history h2 WHERE h2.key = h.key AND h2.id < ?4) \
-                 AND h.value IS NOT NULL ORDER BY h.key LIMIT ?3"
-            }
+    let mut more = false;
+    let limit = req.limit.unwrap_or(usize::MAX);
+    if at == current {
+        let sql = if end.is_some() {
+            "SELECT c.key, h.value, h.create_rev, h.id, h.version FROM current c \
+             JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND c.key < ?2 AND h.value IS NOT NULL \
+             ORDER BY c.key LIMIT ?3"
+        } else {
+            "SELECT c.key, h.value, h.create_rev, h.id, h.version FROM current c \
+             JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND ?2 IS NULL AND h.value IS NOT NULL \
+             ORDER BY c.key LIMIT ?3"
         };
         let mut stmt = tx.prepare_cached(sql)?;
-        let mut rows = if latest {
-            stmt.query(params![start, end, limit])?
-        } else {
-            stmt.query(params![start, end, limit, first_id(at + 1)])?
-        };
+        let mut rows = stmt.query(params![start, end, sql_limit(req.limit)])?;
         while let Some(row) = rows.next()? {
+            if kvs.len() == limit {
+                more = true;
+                break;
+            }
             kvs.push(kv_from_row(row, req.keys_only)?);
         }
-    }
-    let more = match req.limit {
-        Some(n) if kvs.len() > n => {
-            kvs.truncate(n);
-            true
+    } else {
+        // At a past revision: walk each key's version chain back to the newest version
+        // at or before `at`. Keys deleted since are still in `current` as tombstones.
+        let bound = first_id(at + 1);
+        let sql = if end.is_some() {
+            "SELECT c.key, h.value, h.create_rev, h.id, h.version, h.prev_id FROM current c \
+             JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND c.key < ?2 ORDER BY c.key"
+        } else {
+            "SELECT c.key, h.value, h.create_rev, h.id, h.version, h.prev_id FROM current c \
+             JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND ?2 IS NULL ORDER BY c.key"
+        };
+        let mut stmt = tx.prepare_cached(sql)?;
+        let mut walk = tx.prepare_cached("SELECT value, create_rev, version, prev_id FROM history WHERE id = ?1")?;
+        let mut rows = stmt.query(params![start, end])?;
+        while let Some(row) = rows.next()? {
+            let mut id: i64 = row.get(3)?;
+            let mut value: Option<Vec<u8>> = row.get(1)?;
+            let mut create_rev: i64 = row.get(2)?;
+            let mut version: i64 = row.get(4)?;
+            let mut prev: Option<i64> = row.get(5)?;
+            let mut visible = true;
+            while id >= bound {
+                let Some(p) = prev else {
+                    visible = false;
+                    break;
+                };
+                let found = walk
+                    .query_row([p], |r| {
+                        Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+                    })
+                    .optional()?;
+                let Some((v, c, ver, pp)) = found else {
+                    visible = false;
+                    break;
+                };
+                (id, value, create_rev, version, prev) = (p, v, c, ver, pp);
+            }
+            let Some(value) = value.filter(|_| visible) else { continue };
+            if kvs.len() == limit {
+                more = true;
+                break;
+            }
+            kvs.push(KeyValue {
+                key: row.get::<_, Vec<u8>>(0)?.into(),
+                value: if req.keys_only { Bytes::new() } else { value.into() },
+                create_revision: create_rev,
+                mod_revision: revision_of(id),
+                version,
+            });
         }
-        _ => false,
-    };
+    }
     Ok(RangeResponse { kvs, revision: at, more })
 }
 
@@ -131,15 +161,17 @@ pub fn replay(
         let value: Option<Vec<u8>> = row.get(1)?;
         let id: i64 = row.get(3)?;
         let prev_id: Option<i64> = row.get(7)?;
-        let prev_kv = match prev_id {
-            Some(pid) => Some(KeyValue {
+        // The previous row may be a tombstone (a re-create): then there is no previous value.
+        let prev_value: Option<Vec<u8>> = row.get(5)?;
+        let prev_kv = match (prev_id, prev_value) {
+            (Some(pid), Some(prev_value)) => Some(KeyValue {
                 key: key.clone(),
-                value: row.get::<_, Option<Vec<u8>>>(5)?.map(Bytes::from).unwrap_or_default(),
+                value: prev_value.into(),
                 create_revision: row.get(6)?,
                 mod_revision: revision_of(pid),
                 version: row.get(8)?,
             }),
-            None => None,
+            _ => None,
         };
         let kind = if value.is_some() { EventKind::Put } else { EventKind::Delete };
         out.push(Arc::new(WatchEvent {

@@ -22,13 +22,13 @@ pub enum WriteRequest {
 
 /// Most transactions committed together; bounds the latency of the batch's first writer.
 const MAX_BATCH: usize = 2048;
-/// History rows removed per compaction step.
-const COMPACT_STEP_ROWS: i64 = 4096;
+/// Keys examined per compaction step.
+const COMPACT_STEP_KEYS: i64 = 1024;
 
 struct Compaction {
-    /// Next history row id to examine.
-    next_id: i64,
-    /// Rows with id below this are at or before the compaction revision.
+    /// Keys up to and including this one are done.
+    after_key: Option<Vec<u8>>,
+    /// History rows with id below this are at or before the compaction revision.
     end_id: i64,
     waiters: Vec<oneshot::Sender<Result<()>>>,
 }
@@ -41,23 +41,25 @@ pub struct Writer {
     compaction: Option<Compaction>,
 }
 
-/// The current version of a key, as the writer needs it.
+/// The newest history row of a key, as the writer needs it.
 struct Live {
     id: i64,
-    value: Bytes,
+    /// None for a tombstone.
+    value: Option<Bytes>,
     create_rev: Revision,
     version: i64,
 }
 
 impl Live {
-    fn to_kv(&self, key: &Bytes) -> KeyValue {
-        KeyValue {
+    /// The key's value if it is live (not a tombstone).
+    fn to_kv(&self, key: &Bytes) -> Option<KeyValue> {
+        Some(KeyValue {
             key: key.clone(),
-            value: self.value.clone(),
+            value: self.value.clone()?,
             create_revision: self.create_rev,
             mod_revision: revision_of(self.id),
             version: self.version,
-        }
+        })
     }
 }
 
@@ -172,40 +174,37 @@ impl Writer {
             let _ = reply.send(Err(e.into()));
             return;
         }
-        let start_id = match self.compaction.take() {
-            Some(c) => {
-                let mut waiters = c.waiters;
-                waiters.push(reply);
-                self.compaction = Some(Compaction { next_id: c.next_id, end_id: first_id(rev + 1), waiters });
-                self.compacted = rev;
-                return;
-            }
-            None => 0,
-        };
         self.compacted = rev;
-        self.compaction = Some(Compaction { next_id: start_id, end_id: first_id(rev + 1), waiters: vec![reply] });
+        match self.compaction.as_mut() {
+            // Keys already passed keep some extra history until the next pass; that is safe.
+            Some(c) => {
+                c.end_id = first_id(rev + 1);
+                c.waiters.push(reply);
+            }
+            None => {
+                self.compaction = Some(Compaction { after_key: None, end_id: first_id(rev + 1), waiters: vec![reply] })
+            }
+        }
     }
 
     fn compact_step(&mut self) {
         let Some(c) = self.compaction.as_mut() else { return };
         let result = (|| -> Result<bool> {
-            let step_end: i64 = self
-                .conn
-                .prepare_cached("SELECT id FROM history WHERE id >= ?1 ORDER BY id LIMIT 1 OFFSET ?2")?
-                .query_row(params![c.next_id, COMPACT_STEP_ROWS], |r| r.get(0))
-                .optional()?
-                .unwrap_or(i64::MAX)
-                .min(c.end_id);
-            // Remove tombstones and every version superseded at or before the compaction
-            // revision; the latest version of each key at that revision stays readable.
-            self.conn
-                .prepare_cached(
-                    "DELETE FROM history WHERE id >= ?1 AND id < ?2 AND (value IS NULL OR EXISTS \
-                     (SELECT 1 FROM history n WHERE n.key = history.key AND n.id > history.id AND n.id < ?3))",
-                )?
-                .execute(params![c.next_id, step_end, c.end_id])?;
-            c.next_id = step_end;
-            Ok(step_end >= c.end_id)
+            let tx = self.conn.transaction()?;
+            let heads: Vec<(Vec<u8>, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT key, id FROM current WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![c.after_key, COMPACT_STEP_KEYS], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (key, head) in &heads {
+                compact_key(&tx, key, *head, c.end_id)?;
+            }
+            tx.commit()?;
+            let done = heads.len() < COMPACT_STEP_KEYS as usize;
+            c.after_key = heads.into_iter().last().map(|(k, _)| k);
+            Ok(done)
         })();
         match result {
             Ok(false) => {}
@@ -245,28 +244,81 @@ impl Writer {
     }
 }
 
-fn load_live(conn: &Connection, key: &[u8]) -> Result<Option<Live>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT h.id, h.value, h.create_rev, h.version FROM current c JOIN history h ON h.id = c.id WHERE c.key = ?1",
-    )?;
-    Ok(stmt
-        .query_row([key], |r| {
+// Hot-path lookups avoid joins: SQLite re-prepares a join statement whenever its tables'
+// size estimates move, which under steady inserts is nearly every execution.
+fn head_id(conn: &Connection, key: &[u8]) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM current WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn load_head(conn: &Connection, key: &[u8]) -> Result<Option<Live>> {
+    let Some(id) = head_id(conn, key)? else { return Ok(None) };
+    Ok(conn
+        .prepare_cached("SELECT value, create_rev, version FROM history WHERE id = ?1")?
+        .query_row([id], |r| {
             Ok(Live {
-                id: r.get(0)?,
-                value: r.get::<_, Option<Vec<u8>>>(1)?.map(Bytes::from).unwrap_or_default(),
-                create_rev: r.get(2)?,
-                version: r.get(3)?,
+                id,
+                value: r.get::<_, Option<Vec<u8>>>(0)?.map(Bytes::from),
+                create_rev: r.get(1)?,
+                version: r.get(2)?,
             })
         })
         .optional()?)
 }
 
+/// The key's mod_revision, or 0 if it does not exist (absent or deleted).
 fn current_mod_revision(conn: &Connection, key: &[u8]) -> Result<Revision> {
-    let id: Option<i64> = conn
-        .prepare_cached("SELECT id FROM current WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
+    let Some(id) = head_id(conn, key)? else { return Ok(0) };
+    let live: Option<bool> = conn
+        .prepare_cached("SELECT value IS NOT NULL FROM history WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?;
-    Ok(id.map(revision_of).unwrap_or(0))
+    Ok(if live == Some(true) { revision_of(id) } else { 0 })
+}
+
+struct ChainRow {
+    is_tombstone: bool,
+    prev_id: Option<i64>,
+}
+
+fn chain_row(conn: &Connection, id: i64) -> Result<Option<ChainRow>> {
+    Ok(conn
+        .prepare_cached("SELECT value IS NULL, prev_id FROM history WHERE id = ?1")?
+        .query_row([id], |r| Ok(ChainRow { is_tombstone: r.get(0)?, prev_id: r.get(1)? }))
+        .optional()?)
+}
+
+/// Compact one key: keep its newest version below `end_id` (unless it is a tombstone),
+/// delete every older one, and forget the key once only a compacted tombstone is left.
+fn compact_key(conn: &Connection, key: &[u8], head: i64, end_id: i64) -> Result<()> {
+    let mut id = head;
+    let Some(mut row) = chain_row(conn, id)? else { return Ok(()) };
+    while id >= end_id {
+        let Some(prev) = row.prev_id else { return Ok(()) };
+        id = prev;
+        match chain_row(conn, id)? {
+            Some(r) => row = r,
+            None => return Ok(()),
+        }
+    }
+    // `id` is the version visible at the compaction revision; everything before it goes.
+    let mut older = row.prev_id;
+    while let Some(p) = older {
+        let Some(r) = chain_row(conn, p)? else { break };
+        conn.prepare_cached("DELETE FROM history WHERE id = ?1")?.execute([p])?;
+        older = r.prev_id;
+    }
+    if row.is_tombstone {
+        conn.prepare_cached("DELETE FROM history WHERE id = ?1")?.execute([id])?;
+        if id == head {
+            conn.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute([key])?;
+        }
+    } else if row.prev_id.is_some() {
+        conn.prepare_cached("UPDATE history SET prev_id = NULL WHERE id = ?1")?.execute([id])?;
+    }
+    Ok(())
 }
 
 /// Apply one transaction inside the batch's SQLite transaction. A request error (bad txn,
@@ -296,7 +348,7 @@ fn apply_txn(
     if !ok {
         let mut current = Vec::with_capacity(txn.compares.len());
         for c in &txn.compares {
-            current.push(load_live(conn, &c.key)?.map(|l| l.to_kv(&c.key)));
+            current.push(load_head(conn, &c.key)?.and_then(|l| l.to_kv(&c.key)));
         }
         return Ok(TxnResponse::Failed { revision: *revision, current });
     }
@@ -305,21 +357,21 @@ fn apply_txn(
     let mut changed = false;
     for (i, op) in txn.ops.iter().enumerate() {
         let key = op.key();
-        let prev = load_live(conn, key)?;
+        let head = load_head(conn, key)?;
+        let prev_kv = head.as_ref().and_then(|h| h.to_kv(key));
         let id = row_id(rev, i);
         match op {
             Op::Put { value, .. } => {
-                let (create_rev, version) = match &prev {
-                    Some(p) => (p.create_rev, p.version + 1),
+                let (create_rev, version) = match &prev_kv {
+                    Some(p) => (p.create_revision, p.version + 1),
                     None => (rev, 1),
                 };
                 conn.prepare_cached(
                     "INSERT INTO history(id, key, value, create_rev, version, prev_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![id, &key[..], &value[..], create_rev, version, prev.as_ref().map(|p| p.id)])?;
+                .execute(params![id, &key[..], &value[..], create_rev, version, head.as_ref().map(|h| h.id)])?;
                 conn.prepare_cached("INSERT OR REPLACE INTO current(key, id) VALUES (?1, ?2)")?
                     .execute(params![&key[..], id])?;
-                let prev_kv = prev.as_ref().map(|p| p.to_kv(key));
                 events.push(Arc::new(WatchEvent {
                     kind: EventKind::Put,
                     kv: KeyValue {
@@ -335,16 +387,18 @@ fn apply_txn(
                 changed = true;
             }
             Op::Delete { .. } => {
-                let Some(p) = prev else {
+                let Some(prev_kv) = prev_kv else {
                     prev_kvs.push(None);
                     continue;
                 };
                 conn.prepare_cached(
                     "INSERT INTO history(id, key, value, create_rev, version, prev_id) VALUES (?1, ?2, NULL, ?3, 0, ?4)",
                 )?
-                .execute(params![id, &key[..], p.create_rev, p.id])?;
-                conn.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute([&key[..]])?;
-                let prev_kv = p.to_kv(key);
+                .execute(params![id, &key[..], prev_kv.create_revision, head.as_ref().map(|h| h.id)])?;
+                // The tombstone stays the key's head until compaction, so reads at older
+                // revisions can still walk to the deleted versions.
+                conn.prepare_cached("INSERT OR REPLACE INTO current(key, id) VALUES (?1, ?2)")?
+                    .execute(params![&key[..], id])?;
                 events.push(Arc::new(WatchEvent {
                     kind: EventKind::Delete,
                     kv: KeyValue {
