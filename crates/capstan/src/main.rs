@@ -1,1 +1,76 @@
-fn main(){}
+//! The `capstan` binary: command line, configuration and wiring of the server's parts.
+
+mod kubeconfig;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use capstan_apiserver::{pki, router, serve, AppState};
+use capstan_store::{SqliteConfig, SqliteStore, Store};
+
+#[derive(Parser)]
+#[command(name = "capstan", version, about = "A lightweight Kubernetes-compatible control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-node cluster: API server on an embedded SQLite store.
+    Server {
+        /// Where the database, certificates, token and kubeconfig live.
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address to serve the Kubernetes API on (HTTPS).
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+    },
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("capstan");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/capstan"),
+        None => PathBuf::from("capstan-data"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server { data_dir, listen } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(server(data_dir.unwrap_or_else(default_data_dir), listen))
+        }
+    }
+}
+
+async fn server(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = SqliteStore::open(SqliteConfig::new(data_dir.join("store.db"))).context("opening the store")?;
+    let hosts = vec![listen.ip().to_string()];
+    let pki = pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
+    let token = kubeconfig::load_or_create_token(&data_dir.join("admin-token"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let local = listener.local_addr()?;
+    let kubeconfig_path = data_dir.join("kubeconfig");
+    kubeconfig::write(&kubeconfig_path, &format!("https://{local}"), &pki.ca_pem, &token)?;
+    let state = AppState { store: store.clone() as Arc<dyn Store>, admin_token: token.into() };
+    tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
+    println!("export KUBECONFIG={}", kubeconfig_path.display());
+    serve::serve_tls(listener, pki.tls, router(state)).await;
+    Ok(())
+}
