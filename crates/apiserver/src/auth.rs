@@ -14,7 +14,10 @@ const OPEN_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
 
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if OPEN_PATHS.iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
+    if OPEN_PATHS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
         return next.run(req).await;
     }
     let presented = req
@@ -24,7 +27,9 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) => next.run(req).await,
+        Some(token) if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) => {
+            next.run(req).await
+        }
         _ => ApiError::unauthorized().into_response(),
     }
 }

@@ -34,6 +34,9 @@ pub async fn live() -> impl IntoResponse {
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.current_revision().await {
         Ok(_) => (StatusCode::OK, "ok".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("[-]storage failed: {e}\nreadyz check failed")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]storage failed: {e}\nreadyz check failed"),
+        ),
     }
 }

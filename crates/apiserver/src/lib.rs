@@ -28,6 +28,9 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(health::live))
         .route("/readyz", get(health::ready))
         .fallback(|uri: axum::http::Uri| async move { status::ApiError::not_found(uri.path()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }

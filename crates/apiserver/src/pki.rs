@@ -9,7 +9,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("reading or writing {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("loading certificates: {0}")]
@@ -25,16 +28,28 @@ pub struct Pki {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Write a file readable only by its owner.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io { path: path.to_path_buf(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -43,14 +58,28 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
 /// Load the CA and serving certificate from `dir`, generating them on first use.
 /// `hosts` are the serving certificate's names (DNS names or IP addresses).
 pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_path_buf(), source })?;
-    let (ca_crt, ca_key, crt, key) = (dir.join("ca.crt"), dir.join("ca.key"), dir.join("server.crt"), dir.join("server.key"));
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (ca_crt, ca_key, crt, key) = (
+        dir.join("ca.crt"),
+        dir.join("ca.key"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    );
     if !(ca_crt.exists() && ca_key.exists()) {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "capstan-ca");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "capstan-ca");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let cert = params.self_signed(&key)?;
         write_private(&ca_key, &key.serialize_pem())?;
@@ -63,23 +92,36 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         let issuer = rcgen::Issuer::from_ca_cert_pem(&read(&ca_crt)?, ca_key_pair)?;
         let key_pair = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "capstan-apiserver");
-        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "capstan-apiserver");
+        let mut names: Vec<String> = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+        ];
         names.extend(hosts.iter().cloned());
         names.sort();
         names.dedup();
         for name in names {
-            params.subject_alt_names.push(match name.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.try_into()?),
-            });
+            params
+                .subject_alt_names
+                .push(match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(name.try_into()?),
+                });
         }
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let cert = params.signed_by(&key_pair, &issuer)?;
         write_private(&key, &key_pair.serialize_pem())?;
         write_private(&crt, &cert.pem())?;
     }
-    let chain: Vec<_> = rustls_pemfile::certs(&mut read(&crt)?.as_bytes()).filter_map(|c| c.ok()).collect();
+    let chain: Vec<_> = rustls_pemfile::certs(&mut read(&crt)?.as_bytes())
+        .filter_map(|c| c.ok())
+        .collect();
     if chain.is_empty() {
         return Err(PkiError::BadPem(crt));
     }
@@ -93,5 +135,8 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         .with_no_client_auth()
         .with_single_cert(chain, private)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Pki { ca_pem: read(&ca_crt)?, tls: Arc::new(tls) })
+    Ok(Pki {
+        ca_pem: read(&ca_crt)?,
+        tls: Arc::new(tls),
+    })
 }

@@ -15,13 +15,21 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into() }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+        }
     }
     pub fn unauthorized() -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
     }
     pub fn not_found(path: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({path})"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
@@ -51,7 +59,11 @@ impl From<capstan_store::StoreError> for ApiError {
         use capstan_store::StoreError as E;
         match e {
             E::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
-            E::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string()),
+            E::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                e.to_string(),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -14,7 +14,11 @@ use capstan_apiserver::{pki, router, serve, AppState};
 use capstan_store::{SqliteConfig, SqliteStore, Store};
 
 #[derive(Parser)]
-#[command(name = "capstan", version, about = "A lightweight Kubernetes-compatible control plane")]
+#[command(
+    name = "capstan",
+    version,
+    about = "A lightweight Kubernetes-compatible control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,13 +49,19 @@ fn default_data_dir() -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Server { data_dir, listen } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(server(data_dir.unwrap_or_else(default_data_dir), listen))
         }
     }
@@ -59,16 +69,29 @@ fn main() -> anyhow::Result<()> {
 
 async fn server(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = SqliteStore::open(SqliteConfig::new(data_dir.join("store.db"))).context("opening the store")?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = SqliteStore::open(SqliteConfig::new(data_dir.join("store.db")))
+        .context("opening the store")?;
     let hosts = vec![listen.ip().to_string()];
-    let pki = pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
+    let pki =
+        pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
     let token = kubeconfig::load_or_create_token(&data_dir.join("admin-token"))?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
     let kubeconfig_path = data_dir.join("kubeconfig");
-    kubeconfig::write(&kubeconfig_path, &format!("https://{local}"), &pki.ca_pem, &token)?;
-    let state = AppState { store: store.clone() as Arc<dyn Store>, admin_token: token.into() };
+    kubeconfig::write(
+        &kubeconfig_path,
+        &format!("https://{local}"),
+        &pki.ca_pem,
+        &token,
+    )?;
+    let state = AppState {
+        store: store.clone() as Arc<dyn Store>,
+        admin_token: token.into(),
+    };
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     serve::serve_tls(listener, pki.tls, router(state)).await;

@@ -39,7 +39,13 @@ async fn writes(dir: &tempfile::TempDir, writers: usize, total: usize) {
             let mut lat = Vec::new();
             for i in (w..total).step_by(writers) {
                 let t = Instant::now();
-                store.put(format!("/registry/configmaps/bench/w{w}-{i:08}").as_bytes(), value.clone()).await.unwrap();
+                store
+                    .put(
+                        format!("/registry/configmaps/bench/w{w}-{i:08}").as_bytes(),
+                        value.clone(),
+                    )
+                    .await
+                    .unwrap();
                 lat.push(t.elapsed());
             }
             lat
@@ -70,7 +76,13 @@ async fn ranges(dir: &tempfile::TempDir, keys: usize, runs: usize) {
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
             for i in (w..keys).step_by(64) {
-                store.put(format!("/registry/configmaps/r/{i:08}").as_bytes(), value.clone()).await.unwrap();
+                store
+                    .put(
+                        format!("/registry/configmaps/r/{i:08}").as_bytes(),
+                        value.clone(),
+                    )
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -82,14 +94,20 @@ async fn ranges(dir: &tempfile::TempDir, keys: usize, runs: usize) {
     let mut lat = Vec::new();
     let mut past = Vec::new();
     let at = store.current_revision().await.unwrap();
-    store.put(b"/registry/configmaps/r/00000000", value.clone()).await.unwrap();
+    store
+        .put(b"/registry/configmaps/r/00000000", value.clone())
+        .await
+        .unwrap();
     for _ in 0..runs {
         let t = Instant::now();
         let r = store.range(RangeRequest::new(range.clone())).await.unwrap();
         lat.push(t.elapsed());
         assert_eq!(r.kvs.len(), keys);
         let t = Instant::now();
-        let r = store.range(RangeRequest::new(range.clone()).at(at)).await.unwrap();
+        let r = store
+            .range(RangeRequest::new(range.clone()).at(at))
+            .await
+            .unwrap();
         past.push(t.elapsed());
         assert_eq!(r.kvs.len(), keys);
     }
@@ -110,13 +128,20 @@ async fn watch_latency(dir: &tempfile::TempDir, watchers: usize, events: usize) 
     let epoch = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..watchers {
-        let mut w = store.watch(KeyRange::prefix(&b"/registry/pods/"[..]), 0).await.unwrap();
+        let mut w = store
+            .watch(KeyRange::prefix(&b"/registry/pods/"[..]), 0)
+            .await
+            .unwrap();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(events);
             while lat.len() < events {
                 match w.next().await {
                     Some(Ok(e)) => {
-                        let sent: u64 = std::str::from_utf8(&e.kv.value[..20]).unwrap().trim().parse().unwrap();
+                        let sent: u64 = std::str::from_utf8(&e.kv.value[..20])
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
                         lat.push(epoch.elapsed().saturating_sub(Duration::from_nanos(sent)));
                     }
                     other => panic!("watch ended: {other:?}"),
@@ -128,7 +153,13 @@ async fn watch_latency(dir: &tempfile::TempDir, watchers: usize, events: usize) 
     let pad = "p".repeat(1000);
     for i in 0..events {
         let value = format!("{:>20}{pad}", epoch.elapsed().as_nanos());
-        store.put(format!("/registry/pods/ns/p{}", i % 50).as_bytes(), Bytes::from(value)).await.unwrap();
+        store
+            .put(
+                format!("/registry/pods/ns/p{}", i % 50).as_bytes(),
+                Bytes::from(value),
+            )
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut lat = Vec::new();
@@ -148,9 +179,17 @@ async fn watch_latency(dir: &tempfile::TempDir, watchers: usize, events: usize) 
 
 fn main() {
     let quick = std::env::var("STORE_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir_in(std::env::var("STORE_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
-    println!("capstan-store benchmark (SQLite, synchronous=FULL, WAL){}", if quick { " [quick]" } else { "" });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir_in(std::env::var("STORE_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
+    println!(
+        "capstan-store benchmark (SQLite, synchronous=FULL, WAL){}",
+        if quick { " [quick]" } else { "" }
+    );
     // STORE_BENCH_ONLY=writes64,range,... runs a subset (for profiling one figure).
     let only = std::env::var("STORE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);

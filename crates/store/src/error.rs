@@ -13,7 +13,9 @@ pub enum StoreError {
     #[error("compare failed")]
     CompareFailed,
     /// The requested revision has been compacted away.
-    #[error("required revision {requested} has been compacted; oldest available is {oldest_available}")]
+    #[error(
+        "required revision {requested} has been compacted; oldest available is {oldest_available}"
+    )]
     Compacted {
         requested: Revision,
         oldest_available: Revision,

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::{Result, StoreError};
-use crate::types::{KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, Txn, TxnResponse, WatchEvent};
+use crate::types::{
+    KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, Txn, TxnResponse, WatchEvent,
+};
 
 /// An ordered stream of committed changes. It ends with an `Err` when the watcher
 /// is cut off (lagged, compacted, closed); events already yielded stay valid.
@@ -44,7 +46,9 @@ pub trait StoreExt: Store {
     /// Read one key at the latest revision.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         let resp = self
-            .range(RangeRequest::new(KeyRange::key(Bytes::copy_from_slice(key))))
+            .range(RangeRequest::new(KeyRange::key(Bytes::copy_from_slice(
+                key,
+            ))))
             .await?;
         Ok(resp.kvs.into_iter().next())
     }
@@ -52,7 +56,10 @@ pub trait StoreExt: Store {
     /// Create a key that must not exist. Returns the new revision, or `CompareFailed`.
     async fn create(&self, key: &[u8], value: Bytes) -> Result<Revision> {
         let key = Bytes::copy_from_slice(key);
-        match self.txn(Txn::new().when(key.clone(), 0).put(key, value)).await? {
+        match self
+            .txn(Txn::new().when(key.clone(), 0).put(key, value))
+            .await?
+        {
             TxnResponse::Succeeded { revision, .. } => Ok(revision),
             TxnResponse::Failed { .. } => Err(StoreError::CompareFailed),
         }
@@ -85,7 +92,10 @@ pub trait StoreExt: Store {
             .txn(Txn::new().when(key.clone(), mod_revision).delete(key))
             .await?
         {
-            TxnResponse::Succeeded { revision, mut prev_kvs } => match prev_kvs.pop().flatten() {
+            TxnResponse::Succeeded {
+                revision,
+                mut prev_kvs,
+            } => match prev_kvs.pop().flatten() {
                 Some(prev) => Ok((revision, prev)),
                 None => Err(StoreError::NotFound),
             },

@@ -64,8 +64,11 @@ pub struct Subscription {
 
 /// Reads history for replay: events with `from <= revision <= to` in `range`, at most
 /// `limit` of them, in revision order.
-pub type ReplayFn =
-    Arc<dyn Fn(KeyRange, Revision, Revision, usize) -> BoxFuture<'static, Result<Vec<Arc<WatchEvent>>>> + Send + Sync>;
+pub type ReplayFn = Arc<
+    dyn Fn(KeyRange, Revision, Revision, usize) -> BoxFuture<'static, Result<Vec<Arc<WatchEvent>>>>
+        + Send
+        + Sync,
+>;
 
 fn event_size(e: &WatchEvent) -> usize {
     64 + e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| p.value.len())
@@ -134,7 +137,9 @@ impl WatchHub {
             inner.recent.push_back(e.clone());
         }
         while inner.recent_size > self.config.recent_bytes {
-            let Some(old) = inner.recent.pop_front() else { break };
+            let Some(old) = inner.recent.pop_front() else {
+                break;
+            };
             inner.recent_size -= event_size(&old);
             inner.recent_from = inner.recent_from.max(old.revision() + 1);
         }
@@ -180,7 +185,11 @@ impl WatchHub {
 
 enum Phase {
     /// Replaying history: next revision needed, up to (inclusive) `until`.
-    Replay { next: Revision, until: Revision, buffered: VecDeque<Arc<WatchEvent>> },
+    Replay {
+        next: Revision,
+        until: Revision,
+        buffered: VecDeque<Arc<WatchEvent>>,
+    },
     Live,
     Done,
 }
@@ -198,7 +207,12 @@ const REPLAY_CHUNK: usize = 1024;
 
 /// Build the watcher's stream: replay (from the ring or via `replay`) then live events.
 /// `start == 0` means "only changes after now".
-pub fn watch_stream(range: KeyRange, start: Revision, sub: Subscription, replay: ReplayFn) -> WatchStream {
+pub fn watch_stream(
+    range: KeyRange,
+    start: Revision,
+    sub: Subscription,
+    replay: ReplayFn,
+) -> WatchStream {
     let start = if start <= 0 { sub.published + 1 } else { start };
     let phase = match sub.replayed {
         Some(events) => Phase::Replay {
@@ -230,7 +244,11 @@ async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
     loop {
         match &mut st.phase {
             Phase::Done => return None,
-            Phase::Replay { next, until, buffered } => {
+            Phase::Replay {
+                next,
+                until,
+                buffered,
+            } => {
                 if let Some(e) = buffered.pop_front() {
                     st.last = e.revision();
                     return Some(Ok(e));
@@ -246,11 +264,15 @@ async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
                         } else if let Some(last) = events.last() {
                             // A revision may straddle chunks: re-read it whole next time.
                             let last_rev = last.revision();
-                            let whole: VecDeque<_> =
-                                events.into_iter().filter(|e| e.revision() < last_rev).collect();
+                            let whole: VecDeque<_> = events
+                                .into_iter()
+                                .filter(|e| e.revision() < last_rev)
+                                .collect();
                             if whole.is_empty() {
                                 // One revision larger than a chunk: take it as read.
-                                let all = (st.replay)(st.range.clone(), last_rev, last_rev, usize::MAX).await;
+                                let all =
+                                    (st.replay)(st.range.clone(), last_rev, last_rev, usize::MAX)
+                                        .await;
                                 match all {
                                     Ok(all) => {
                                         *next = last_rev + 1;
@@ -283,7 +305,9 @@ async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
                 None => {
                     st.phase = Phase::Done;
                     if st.lagged.load(Ordering::Acquire) {
-                        return Some(Err(StoreError::WatcherLagged { last_revision: st.last }));
+                        return Some(Err(StoreError::WatcherLagged {
+                            last_revision: st.last,
+                        }));
                     }
                     return Some(Err(StoreError::Closed));
                 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use capstan_store::watch_hub::HubConfig;
 use capstan_store::{
-    CompactionConfig, EventKind, KeyRange, RangeRequest, SqliteConfig, SqliteStore, Store, StoreError, StoreExt, Txn,
-    WatchStream,
+    CompactionConfig, EventKind, KeyRange, RangeRequest, SqliteConfig, SqliteStore, Store,
+    StoreError, StoreExt, Txn, WatchStream,
 };
 use futures::StreamExt;
 
@@ -30,17 +30,23 @@ async fn next(w: &mut WatchStream) -> Result<Arc<capstan_store::WatchEvent>, Sto
 async fn slow_watcher_is_cut_off_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir);
-    c.hub = HubConfig { watcher_buffer: 16, ..HubConfig::default() };
+    c.hub = HubConfig {
+        watcher_buffer: 16,
+        ..HubConfig::default()
+    };
     let store = SqliteStore::open(c).unwrap();
     let mut slow = store.watch(KeyRange::prefix(&b"s/"[..]), 0).await.unwrap();
     let mut fast = store.watch(KeyRange::prefix(&b"s/"[..]), 0).await.unwrap();
     let mut revs = Vec::new();
     for i in 0..100 {
         // Writers never wait on the slow watcher.
-        let rev = tokio::time::timeout(Duration::from_secs(5), store.put(format!("s/{i}").as_bytes(), Bytes::from("v")))
-            .await
-            .expect("a slow watcher stalled a writer")
-            .unwrap();
+        let rev = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.put(format!("s/{i}").as_bytes(), Bytes::from("v")),
+        )
+        .await
+        .expect("a slow watcher stalled a writer")
+        .unwrap();
         revs.push(rev);
         // The fast watcher keeps up.
         assert_eq!(next(&mut fast).await.unwrap().revision(), rev);
@@ -57,11 +63,18 @@ async fn slow_watcher_is_cut_off_and_resumes() {
     assert_eq!(got, revs[..got.len()].to_vec());
     assert!(got.len() <= 16);
     assert_eq!(last, *got.last().unwrap());
-    let mut resumed = store.watch(KeyRange::prefix(&b"s/"[..]), last + 1).await.unwrap();
+    let mut resumed = store
+        .watch(KeyRange::prefix(&b"s/"[..]), last + 1)
+        .await
+        .unwrap();
     for rev in &revs[got.len()..] {
         assert_eq!(next(&mut resumed).await.unwrap().revision(), *rev);
     }
-    assert_eq!(store.watcher_count(), 2, "the cut-off watcher is gone, the others remain");
+    assert_eq!(
+        store.watcher_count(),
+        2,
+        "the cut-off watcher is gone, the others remain"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,16 +91,28 @@ async fn reopen_keeps_data_and_replays_history_from_disk() {
         store.txn(big).await.unwrap();
         let mut last = 0;
         for i in 0..2500 {
-            last = store.put(format!("h/{}", i % 7).as_bytes(), Bytes::from(format!("v{i}"))).await.unwrap();
+            last = store
+                .put(
+                    format!("h/{}", i % 7).as_bytes(),
+                    Bytes::from(format!("v{i}")),
+                )
+                .await
+                .unwrap();
         }
         store.close();
         (first, last)
     };
     let store = SqliteStore::open(config(&dir)).unwrap();
     assert_eq!(store.current_revision().await.unwrap(), last);
-    let r = store.range(RangeRequest::new(KeyRange::prefix(&b"h/big/"[..]))).await.unwrap();
+    let r = store
+        .range(RangeRequest::new(KeyRange::prefix(&b"h/big/"[..])))
+        .await
+        .unwrap();
     assert_eq!(r.kvs.len(), 3000);
-    let mut w = store.watch(KeyRange::prefix(&b"h/"[..]), first).await.unwrap();
+    let mut w = store
+        .watch(KeyRange::prefix(&b"h/"[..]), first)
+        .await
+        .unwrap();
     let mut count = 0;
     let mut prev_rev = 0;
     while prev_rev < last {
@@ -114,7 +139,10 @@ async fn churn_with_compaction_keeps_files_bounded() {
     const WRITERS: usize = 16;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir);
-    c.compaction = Some(CompactionConfig { retention: Duration::from_millis(200), interval: Duration::from_millis(100) });
+    c.compaction = Some(CompactionConfig {
+        retention: Duration::from_millis(200),
+        interval: Duration::from_millis(100),
+    });
     let db = c.path.clone();
     let wal = dir.path().join("store.db-wal");
     let store = SqliteStore::open(c).unwrap();
@@ -127,7 +155,10 @@ async fn churn_with_compaction_keeps_files_bounded() {
             let value = value.clone();
             tasks.push(tokio::spawn(async move {
                 for k in (w..KEYS).step_by(WRITERS) {
-                    store.put(format!("churn/{k:04}").as_bytes(), value.clone()).await.unwrap();
+                    store
+                        .put(format!("churn/{k:04}").as_bytes(), value.clone())
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -138,14 +169,31 @@ async fn churn_with_compaction_keeps_files_bounded() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let (d, w) = (file_size(&db), file_size(&wal));
         sizes.push(d + w);
-        eprintln!("round {round}: db {} KiB, wal {} KiB, compacted to {}", d / 1024, w / 1024, store.compacted_revision().await.unwrap());
+        eprintln!(
+            "round {round}: db {} KiB, wal {} KiB, compacted to {}",
+            d / 1024,
+            w / 1024,
+            store.compacted_revision().await.unwrap()
+        );
     }
     let written = (KEYS * ROUNDS * 1024) as u64;
     let warm = *sizes[5..15].iter().max().unwrap();
     let late = *sizes[ROUNDS - 10..].iter().max().unwrap();
-    assert!(store.compacted_revision().await.unwrap() > 0, "compaction never ran");
-    assert!(late <= warm + warm / 4, "files kept growing: {warm} bytes early, {late} bytes late");
-    assert!(late < written / 4, "files hold {late} bytes after {written} bytes of churn");
-    let r = store.range(RangeRequest::new(KeyRange::prefix(&b"churn/"[..]))).await.unwrap();
+    assert!(
+        store.compacted_revision().await.unwrap() > 0,
+        "compaction never ran"
+    );
+    assert!(
+        late <= warm + warm / 4,
+        "files kept growing: {warm} bytes early, {late} bytes late"
+    );
+    assert!(
+        late < written / 4,
+        "files hold {late} bytes after {written} bytes of churn"
+    );
+    let r = store
+        .range(RangeRequest::new(KeyRange::prefix(&b"churn/"[..])))
+        .await
+        .unwrap();
     assert_eq!(r.kvs.len(), KEYS);
 }

@@ -8,7 +8,10 @@ async fn sqlite_store() -> Harness {
     let mut config = SqliteConfig::new(dir.path().join("store.db"));
     config.compaction = None;
     let store = SqliteStore::open(config).expect("open store");
-    Harness { store, guard: Box::new(dir) }
+    Harness {
+        store,
+        guard: Box::new(dir),
+    }
 }
 
 capstan_store::store_conformance_tests!(sqlite_store);
@@ -23,9 +26,15 @@ mod replay_from_database {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = SqliteConfig::new(dir.path().join("store.db"));
         config.compaction = None;
-        config.hub = HubConfig { recent_bytes: 0, ..HubConfig::default() };
+        config.hub = HubConfig {
+            recent_bytes: 0,
+            ..HubConfig::default()
+        };
         let store = SqliteStore::open(config).expect("open store");
-        Harness { store, guard: Box::new(dir) }
+        Harness {
+            store,
+            guard: Box::new(dir),
+        }
     }
 
     capstan_store::store_conformance_tests!(sqlite_store_without_ring);

@@ -38,9 +38,19 @@ async fn main() {
                     loop {
                         let cur = store.get(b"crash/counter").await.ok().flatten();
                         let (n, rev) = cur
-                            .map(|kv| (String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap_or(0), kv.mod_revision))
+                            .map(|kv| {
+                                (
+                                    String::from_utf8_lossy(&kv.value)
+                                        .parse::<u64>()
+                                        .unwrap_or(0),
+                                    kv.mod_revision,
+                                )
+                            })
                             .unwrap_or((0, 0));
-                        match store.update(b"crash/counter", Bytes::from((n + 1).to_string()), rev).await {
+                        match store
+                            .update(b"crash/counter", Bytes::from((n + 1).to_string()), rev)
+                            .await
+                        {
                             Ok(r) => {
                                 let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                                 let _ = writeln!(o, "counter {} {r}", n + 1);

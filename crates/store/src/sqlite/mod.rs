@@ -92,7 +92,8 @@ impl SqliteStore {
     pub fn open(config: SqliteConfig) -> Result<Arc<Self>> {
         if let Some(dir) = config.path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
             }
         }
         let conn = schema::open_writer(&config.path)?;
@@ -132,7 +133,12 @@ impl SqliteStore {
 
     /// Stop accepting writes, finish queued ones, end watchers and wait for the writer.
     pub fn close(&self) {
-        if let Some(c) = self.compactor.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(c) = self
+            .compactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             c.abort();
         }
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -148,10 +154,15 @@ impl SqliteStore {
 
     fn replay_fn(&self) -> ReplayFn {
         let pool = self.readers.clone();
-        Arc::new(move |range: KeyRange, from: Revision, to: Revision, limit: usize| {
-            let pool = pool.clone();
-            Box::pin(async move { pool.with(move |c| reader::replay(c, &range, from, to, limit)).await })
-        })
+        Arc::new(
+            move |range: KeyRange, from: Revision, to: Revision, limit: usize| {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    pool.with(move |c| reader::replay(c, &range, from, to, limit))
+                        .await
+                })
+            },
+        )
     }
 }
 
@@ -177,7 +188,10 @@ impl Store for SqliteStore {
         if start_revision > 0 {
             let compacted = self.compacted_revision().await?;
             if start_revision <= compacted {
-                return Err(StoreError::Compacted { requested: start_revision, oldest_available: compacted + 1 });
+                return Err(StoreError::Compacted {
+                    requested: start_revision,
+                    oldest_available: compacted + 1,
+                });
             }
         }
         let sub = self.hub.subscribe(range.clone(), start_revision)?;

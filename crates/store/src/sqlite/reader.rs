@@ -8,7 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::schema::{first_id, read_meta, revision_of};
 use crate::error::{Result, StoreError};
-use crate::types::{EventKind, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, WatchEvent};
+use crate::types::{
+    EventKind, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, WatchEvent,
+};
 
 fn kv_from_row(row: &Row<'_>, keys_only: bool) -> rusqlite::Result<KeyValue> {
     let key: Vec<u8> = row.get(0)?;
@@ -44,10 +46,16 @@ pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse>
         None => current,
         Some(r) if r <= 0 => current,
         Some(r) if r > current => {
-            return Err(StoreError::FutureRevision { requested: r, current });
+            return Err(StoreError::FutureRevision {
+                requested: r,
+                current,
+            });
         }
         Some(r) if r < compacted => {
-            return Err(StoreError::Compacted { requested: r, oldest_available: compacted });
+            return Err(StoreError::Compacted {
+                requested: r,
+                oldest_available: compacted,
+            });
         }
         Some(r) => r,
     };
@@ -86,7 +94,9 @@ pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse>
              JOIN history h ON h.id = c.id WHERE c.key >= ?1 AND ?2 IS NULL ORDER BY c.key"
         };
         let mut stmt = tx.prepare_cached(sql)?;
-        let mut walk = tx.prepare_cached("SELECT value, create_rev, version, prev_id FROM history WHERE id = ?1")?;
+        let mut walk = tx.prepare_cached(
+            "SELECT value, create_rev, version, prev_id FROM history WHERE id = ?1",
+        )?;
         let mut rows = stmt.query(params![start, end])?;
         while let Some(row) = rows.next()? {
             let mut id: i64 = row.get(3)?;
@@ -102,7 +112,12 @@ pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse>
                 };
                 let found = walk
                     .query_row([p], |r| {
-                        Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+                        Ok((
+                            r.get::<_, Option<Vec<u8>>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
                     })
                     .optional()?;
                 let Some((v, c, ver, pp)) = found else {
@@ -111,21 +126,31 @@ pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse>
                 };
                 (id, value, create_rev, version, prev) = (p, v, c, ver, pp);
             }
-            let Some(value) = value.filter(|_| visible) else { continue };
+            let Some(value) = value.filter(|_| visible) else {
+                continue;
+            };
             if kvs.len() == limit {
                 more = true;
                 break;
             }
             kvs.push(KeyValue {
                 key: row.get::<_, Vec<u8>>(0)?.into(),
-                value: if req.keys_only { Bytes::new() } else { value.into() },
+                value: if req.keys_only {
+                    Bytes::new()
+                } else {
+                    value.into()
+                },
                 create_revision: create_rev,
                 mod_revision: revision_of(id),
                 version,
             });
         }
     }
-    Ok(RangeResponse { kvs, revision: at, more })
+    Ok(RangeResponse {
+        kvs,
+        revision: at,
+        more,
+    })
 }
 
 /// Events in `range` with `from <= revision <= to`, in revision order, at most `limit`.
@@ -140,7 +165,10 @@ pub fn replay(
     let tx = conn.transaction()?;
     let compacted = read_meta(&tx, "compacted")?;
     if from <= compacted {
-        return Err(StoreError::Compacted { requested: from, oldest_available: compacted + 1 });
+        return Err(StoreError::Compacted {
+            requested: from,
+            oldest_available: compacted + 1,
+        });
     }
     let (start, end) = bounds(range);
     let sql = if end.is_some() {
@@ -173,13 +201,21 @@ pub fn replay(
             }),
             _ => None,
         };
-        let kind = if value.is_some() { EventKind::Put } else { EventKind::Delete };
+        let kind = if value.is_some() {
+            EventKind::Put
+        } else {
+            EventKind::Delete
+        };
         out.push(Arc::new(WatchEvent {
             kind,
             kv: KeyValue {
                 key,
                 value: value.map(Bytes::from).unwrap_or_default(),
-                create_revision: if kind == EventKind::Put { row.get(2)? } else { 0 },
+                create_revision: if kind == EventKind::Put {
+                    row.get(2)?
+                } else {
+                    0
+                },
                 mod_revision: revision_of(id),
                 version: row.get(4)?,
             },

@@ -159,7 +159,10 @@ impl Writer {
 
     fn start_compaction(&mut self, rev: Revision, reply: oneshot::Sender<Result<()>>) {
         if rev > self.revision {
-            let _ = reply.send(Err(StoreError::FutureRevision { requested: rev, current: self.revision }));
+            let _ = reply.send(Err(StoreError::FutureRevision {
+                requested: rev,
+                current: self.revision,
+            }));
             return;
         }
         if rev <= self.compacted {
@@ -182,20 +185,28 @@ impl Writer {
                 c.waiters.push(reply);
             }
             None => {
-                self.compaction = Some(Compaction { after_key: None, end_id: first_id(rev + 1), waiters: vec![reply] })
+                self.compaction = Some(Compaction {
+                    after_key: None,
+                    end_id: first_id(rev + 1),
+                    waiters: vec![reply],
+                })
             }
         }
     }
 
     fn compact_step(&mut self) {
-        let Some(c) = self.compaction.as_mut() else { return };
+        let Some(c) = self.compaction.as_mut() else {
+            return;
+        };
         let result = (|| -> Result<bool> {
             let tx = self.conn.transaction()?;
             let heads: Vec<(Vec<u8>, i64)> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT key, id FROM current WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![c.after_key, COMPACT_STEP_KEYS], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let rows = stmt.query_map(params![c.after_key, COMPACT_STEP_KEYS], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for (key, head) in &heads {
@@ -230,7 +241,11 @@ impl Writer {
 
     /// Give free pages back once a good share of the file is free, and keep the WAL short.
     fn reclaim_space(&mut self) {
-        let pages = |name: &str| -> i64 { self.conn.pragma_query_value(None, name, |r| r.get(0)).unwrap_or(0) };
+        let pages = |name: &str| -> i64 {
+            self.conn
+                .pragma_query_value(None, name, |r| r.get(0))
+                .unwrap_or(0)
+        };
         let free = pages("freelist_count");
         let total = pages("page_count");
         if free > 256 && free * 4 > total {
@@ -254,7 +269,9 @@ fn head_id(conn: &Connection, key: &[u8]) -> Result<Option<i64>> {
 }
 
 fn load_head(conn: &Connection, key: &[u8]) -> Result<Option<Live>> {
-    let Some(id) = head_id(conn, key)? else { return Ok(None) };
+    let Some(id) = head_id(conn, key)? else {
+        return Ok(None);
+    };
     Ok(conn
         .prepare_cached("SELECT value, create_rev, version FROM history WHERE id = ?1")?
         .query_row([id], |r| {
@@ -270,12 +287,18 @@ fn load_head(conn: &Connection, key: &[u8]) -> Result<Option<Live>> {
 
 /// The key's mod_revision, or 0 if it does not exist (absent or deleted).
 fn current_mod_revision(conn: &Connection, key: &[u8]) -> Result<Revision> {
-    let Some(id) = head_id(conn, key)? else { return Ok(0) };
+    let Some(id) = head_id(conn, key)? else {
+        return Ok(0);
+    };
     let live: Option<bool> = conn
         .prepare_cached("SELECT value IS NOT NULL FROM history WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
-    Ok(if live == Some(true) { revision_of(id) } else { 0 })
+    Ok(if live == Some(true) {
+        revision_of(id)
+    } else {
+        0
+    })
 }
 
 struct ChainRow {
@@ -286,7 +309,12 @@ struct ChainRow {
 fn chain_row(conn: &Connection, id: i64) -> Result<Option<ChainRow>> {
     Ok(conn
         .prepare_cached("SELECT value IS NULL, prev_id FROM history WHERE id = ?1")?
-        .query_row([id], |r| Ok(ChainRow { is_tombstone: r.get(0)?, prev_id: r.get(1)? }))
+        .query_row([id], |r| {
+            Ok(ChainRow {
+                is_tombstone: r.get(0)?,
+                prev_id: r.get(1)?,
+            })
+        })
         .optional()?)
 }
 
@@ -294,9 +322,13 @@ fn chain_row(conn: &Connection, id: i64) -> Result<Option<ChainRow>> {
 /// delete every older one, and forget the key once only a compacted tombstone is left.
 fn compact_key(conn: &Connection, key: &[u8], head: i64, end_id: i64) -> Result<()> {
     let mut id = head;
-    let Some(mut row) = chain_row(conn, id)? else { return Ok(()) };
+    let Some(mut row) = chain_row(conn, id)? else {
+        return Ok(());
+    };
     while id >= end_id {
-        let Some(prev) = row.prev_id else { return Ok(()) };
+        let Some(prev) = row.prev_id else {
+            return Ok(());
+        };
         id = prev;
         match chain_row(conn, id)? {
             Some(r) => row = r,
@@ -307,16 +339,20 @@ fn compact_key(conn: &Connection, key: &[u8], head: i64, end_id: i64) -> Result<
     let mut older = row.prev_id;
     while let Some(p) = older {
         let Some(r) = chain_row(conn, p)? else { break };
-        conn.prepare_cached("DELETE FROM history WHERE id = ?1")?.execute([p])?;
+        conn.prepare_cached("DELETE FROM history WHERE id = ?1")?
+            .execute([p])?;
         older = r.prev_id;
     }
     if row.is_tombstone {
-        conn.prepare_cached("DELETE FROM history WHERE id = ?1")?.execute([id])?;
+        conn.prepare_cached("DELETE FROM history WHERE id = ?1")?
+            .execute([id])?;
         if id == head {
-            conn.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute([key])?;
+            conn.prepare_cached("DELETE FROM current WHERE key = ?1")?
+                .execute([key])?;
         }
     } else if row.prev_id.is_some() {
-        conn.prepare_cached("UPDATE history SET prev_id = NULL WHERE id = ?1")?.execute([id])?;
+        conn.prepare_cached("UPDATE history SET prev_id = NULL WHERE id = ?1")?
+            .execute([id])?;
     }
     Ok(())
 }
@@ -330,12 +366,17 @@ fn apply_txn(
     events: &mut Vec<Arc<WatchEvent>>,
 ) -> Result<TxnResponse> {
     if txn.ops.len() >= MAX_OPS_PER_TXN {
-        return Err(StoreError::InvalidRequest(format!("too many operations in one transaction ({})", txn.ops.len())));
+        return Err(StoreError::InvalidRequest(format!(
+            "too many operations in one transaction ({})",
+            txn.ops.len()
+        )));
     }
     let mut seen = HashSet::with_capacity(txn.ops.len());
     for op in &txn.ops {
         if !seen.insert(op.key()) {
-            return Err(StoreError::InvalidRequest("duplicate key in one transaction".into()));
+            return Err(StoreError::InvalidRequest(
+                "duplicate key in one transaction".into(),
+            ));
         }
     }
     let mut ok = true;
@@ -350,7 +391,10 @@ fn apply_txn(
         for c in &txn.compares {
             current.push(load_head(conn, &c.key)?.and_then(|l| l.to_kv(&c.key)));
         }
-        return Ok(TxnResponse::Failed { revision: *revision, current });
+        return Ok(TxnResponse::Failed {
+            revision: *revision,
+            current,
+        });
     }
     let rev = *revision + 1;
     let mut prev_kvs = Vec::with_capacity(txn.ops.len());
@@ -418,5 +462,8 @@ fn apply_txn(
     if changed {
         *revision = rev;
     }
-    Ok(TxnResponse::Succeeded { revision: *revision, prev_kvs })
+    Ok(TxnResponse::Succeeded {
+        revision: *revision,
+        prev_kvs,
+    })
 }

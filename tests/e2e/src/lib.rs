@@ -1,0 +1,126 @@
+//! Harness for end-to-end tests: starts the built `capstan` binary on a free port with a
+//! fresh data dir and runs the real `kubectl` against it.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test: `$CAPSTAN_BIN`, else the workspace's release build.
+pub fn capstan_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAPSTAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/capstan");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build --release` first (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Server {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+    /// Time from spawn to the "export KUBECONFIG" line (printed once it serves).
+    pub startup: Duration,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let mut s = Server::start_in(&data_dir, free_port());
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Start on an existing data dir (to test restarts).
+    pub fn start_in(data_dir: &Path, port: u16) -> Server {
+        let started = Instant::now();
+        let mut child = Command::new(capstan_bin())
+            .args(["server", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn capstan");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read capstan stdout");
+        let startup = started.elapsed();
+        let expected = format!(
+            "export KUBECONFIG={}",
+            data_dir.join("kubeconfig").display()
+        );
+        assert_eq!(
+            line.trim(),
+            expected,
+            "capstan should print the one line a user needs"
+        );
+        Server {
+            data_dir: data_dir.to_path_buf(),
+            port,
+            child: Some(child),
+            _dir: None,
+            startup,
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// Run kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Run kubectl, require success, return stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGKILL the server, keeping its data dir.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
