@@ -111,6 +111,17 @@ async fn ranges(dir: &tempfile::TempDir, keys: usize, runs: usize) {
         past.push(t.elapsed());
         assert_eq!(r.kvs.len(), keys);
     }
+    let mut ko = Vec::new();
+    for _ in 0..runs {
+        let mut req = RangeRequest::new(range.clone());
+        req.keys_only = true;
+        let t = Instant::now();
+        let r = store.range(req).await.unwrap();
+        ko.push(t.elapsed());
+        assert_eq!(r.kvs.len(), keys);
+    }
+    ko.sort();
+    println!("range      keys only: p50 {:.2} ms", ms(pct(&ko, 0.5)));
     lat.sort();
     past.sort();
     println!(
@@ -205,7 +216,11 @@ fn main() {
             writes(&dir, 64, 50_000 / scale).await;
         }
         if run("range") {
-            ranges(&dir, 10_000 / scale, if quick { 5 } else { 30 }).await;
+            let runs = std::env::var("STORE_BENCH_RANGE_RUNS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if quick { 5 } else { 30 });
+            ranges(&dir, 10_000 / scale, runs).await;
         }
         if run("watch") {
             watch_latency(&dir, 1_000 / scale, if quick { 20 } else { 200 }).await;

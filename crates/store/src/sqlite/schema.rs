@@ -49,7 +49,7 @@ INSERT OR IGNORE INTO meta(name, value) VALUES ('revision', 1), ('compacted', 0)
 
 fn common_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "cache_size", -16_000i64)?; // 16 MB page cache per connection
+    conn.pragma_update(None, "cache_size", -16_000i64)?; // up to 16 MB page cache per connection, allocated on use
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
