@@ -1,15 +1,29 @@
-//! capstan's Kubernetes API server: TLS serving, authentication, routing and the Status
-//! error shape. Resources, discovery and the rest of the API machinery grow here.
+//! capstan's Kubernetes API server: TLS serving, authentication, routing, discovery, the
+//! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod auth;
+pub mod defaults;
+pub mod discovery;
 pub mod health;
+pub mod list;
+pub mod namespace_lifecycle;
+pub mod object;
+pub mod patch;
 pub mod pki;
+pub mod registry;
+pub mod rest;
+pub mod routing;
+pub mod selector;
 pub mod serve;
 pub mod status;
+pub mod table;
+pub mod validation;
+pub mod watch;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get};
 use axum::Router;
 use capstan_store::Store;
 
@@ -18,7 +32,21 @@ use capstan_store::Store;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
+    pub registry: registry::Registry,
 }
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, admin_token: &str) -> Self {
+        AppState {
+            store,
+            admin_token: admin_token.into(),
+            registry: registry::Registry::new(registry::builtin()),
+        }
+    }
+}
+
+/// Upstream's limit on a request body.
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The whole HTTP surface; usable in-process (e.g. by a kube::Client) without a socket.
 pub fn router(state: AppState) -> Router {
@@ -27,7 +55,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/livez", get(health::live))
         .route("/readyz", get(health::ready))
-        .fallback(|uri: axum::http::Uri| async move { status::ApiError::not_found(uri.path()) })
+        .route("/api", any(routing::handle))
+        .route("/api/{*rest}", any(routing::handle))
+        .route("/apis", any(routing::handle))
+        .route("/apis/{*rest}", any(routing::handle))
+        .fallback(
+            |uri: axum::http::Uri| async move { status::ApiError::path_not_found(uri.path()) },
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

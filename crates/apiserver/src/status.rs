@@ -3,14 +3,61 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 
-/// An API error: HTTP code, Kubernetes `reason`, and a human message.
+/// One field-level problem in a 422 (`details.causes[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`, ...
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl Cause {
+    pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {value:?}: {detail}"),
+        }
+    }
+    pub fn required(field: impl Into<String>, detail: &str) -> Self {
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message,
+        }
+    }
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
+    }
+    pub fn unknown_field(field: impl Into<String>) -> Self {
+        let field = field.into();
+        Cause {
+            reason: "FieldValueInvalid",
+            message: format!("unknown field {field:?}"),
+            field,
+        }
+    }
+}
+
+/// An API error: HTTP code, Kubernetes `reason`, a human message and optional details.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: StatusCode,
     pub reason: &'static str,
     pub message: String,
+    pub details: Option<Value>,
 }
 
 impl ApiError {
@@ -19,24 +66,103 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            details: None,
         }
+    }
+    fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
     }
     pub fn unauthorized() -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
     }
-    pub fn not_found(path: &str) -> Self {
+    pub fn path_not_found(path: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("the server could not find the requested resource ({path})"),
         )
     }
+    /// `configmaps "foo" not found`
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} {name:?} not found", qualified(group, resource)),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
+    }
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("{} {name:?} already exists", qualified(group, resource)),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
+    }
+    pub fn conflict(group: &str, resource: &str, name: &str, detail: &str) -> Self {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: {detail}",
+                qualified(group, resource)
+            ),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
+    }
+    /// 422 naming every bad field: `ConfigMap "foo" is invalid: [a: ..., b: ...]`.
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let parts: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let summary = if parts.len() == 1 {
+            parts[0].clone()
+        } else {
+            format!("[{}]", parts.join(", "))
+        };
+        let causes_json: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("{qualified_kind} {name:?} is invalid: {summary}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+    }
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"),
+        )
+    }
+    pub fn expired(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::GONE, "Expired", message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -44,12 +170,27 @@ impl ApiError {
             "message": self.message,
             "reason": self.reason,
             "code": self.code.as_u16(),
-        })
+        });
+        if let Some(d) = &self.details {
+            v["details"] = d.clone();
+        }
+        v
+    }
+}
+
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.code.is_server_error() {
+            tracing::error!(code = self.code.as_u16(), message = %self.message, "request failed");
+        }
         (self.code, axum::Json(self.to_json())).into_response()
     }
 }
@@ -58,7 +199,17 @@ impl From<capstan_store::StoreError> for ApiError {
     fn from(e: capstan_store::StoreError) -> Self {
         use capstan_store::StoreError as E;
         match e {
-            E::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+            E::Compacted {
+                requested,
+                oldest_available,
+            } => ApiError::expired(format!(
+                "too old resource version: {requested} ({oldest_available})"
+            )),
+            E::FutureRevision { requested, current } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!("Too large resource version: {requested}, current: {current}"),
+            ),
             E::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
@@ -67,4 +218,9 @@ impl From<capstan_store::StoreError> for ApiError {
             other => ApiError::internal(other.to_string()),
         }
     }
+}
+
+/// A success Status (used by deletecollection and some deletes).
+pub fn success() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
 }

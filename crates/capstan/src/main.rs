@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use capstan_apiserver::{pki, router, serve, AppState};
+use capstan_apiserver::{namespace_lifecycle, pki, router, serve, AppState};
 use capstan_store::{SqliteConfig, SqliteStore, Store};
 
 #[derive(Parser)]
@@ -88,10 +88,11 @@ async fn server(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
         &pki.ca_pem,
         &token,
     )?;
-    let state = AppState {
-        store: store.clone() as Arc<dyn Store>,
-        admin_token: token.into(),
-    };
+    let state = AppState::new(store.clone() as Arc<dyn Store>, &token);
+    namespace_lifecycle::ensure_system_namespaces(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating system namespaces: {}", e.message))?;
+    namespace_lifecycle::spawn(state.clone());
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     serve::serve_tls(listener, pki.tls, router(state)).await;

@@ -1,0 +1,115 @@
+//! Upstream defaulting and immutability rules of the types served today (Secret
+//! `stringData` and `type`, Namespace finalizers, phase and name label, immutable data).
+
+use base64::Engine;
+use rand::RngExt;
+use serde_json::{json, Value};
+
+use crate::object::{meta_mut, name};
+use crate::registry::ResourceType;
+use crate::status::Cause;
+
+/// Five characters from upstream's alphabet (no vowels, no ambiguous digits).
+pub fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn secret_defaults(obj: &mut Value) {
+    if let Some(Value::Object(string_data)) =
+        obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    {
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in string_data {
+            let s = v
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string());
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
+        }
+    }
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        obj["type"] = json!("Opaque");
+    }
+}
+
+fn namespace_defaults(obj: &mut Value) {
+    let n = name(obj).to_string();
+    let m = meta_mut(obj);
+    if !m.get("labels").is_some_and(Value::is_object) {
+        m.insert("labels".into(), json!({}));
+    }
+    m["labels"]["kubernetes.io/metadata.name"] = json!(n);
+    if obj.pointer("/spec/finalizers").is_none() {
+        if !obj.get("spec").is_some_and(Value::is_object) {
+            obj["spec"] = json!({});
+        }
+        obj["spec"]["finalizers"] = json!(["kubernetes"]);
+    }
+}
+
+pub fn on_create(rt: &ResourceType, obj: &mut Value) {
+    match (rt.group, rt.kind) {
+        ("", "Secret") => secret_defaults(obj),
+        ("", "Namespace") => {
+            namespace_defaults(obj);
+            obj["status"] = json!({"phase": "Active"});
+        }
+        _ => {
+            if rt.has_status {
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+}
+
+pub fn on_update(rt: &ResourceType, new: &mut Value, _old: &Value) {
+    match (rt.group, rt.kind) {
+        ("", "Secret") => secret_defaults(new),
+        ("", "Namespace") => namespace_defaults(new),
+        _ => {}
+    }
+}
+
+pub fn immutable_checks(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    match (rt.group, rt.kind) {
+        ("", "ConfigMap") | ("", "Secret") => {
+            if old.get("immutable") == Some(&json!(true)) {
+                if new.get("immutable") != Some(&json!(true)) {
+                    causes.push(Cause::forbidden(
+                        "immutable",
+                        "field is immutable when `immutable` is set",
+                    ));
+                }
+                for f in ["data", "binaryData"] {
+                    if old.get(f) != new.get(f) {
+                        causes.push(Cause::forbidden(
+                            f,
+                            "field is immutable when `immutable` is set",
+                        ));
+                    }
+                }
+            }
+            if rt.kind == "Secret" && old.get("type") != new.get("type") {
+                let t = new.get("type").and_then(Value::as_str).unwrap_or("");
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    field: "type".into(),
+                    message: format!("Invalid value: {t:?}: field is immutable"),
+                });
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,253 @@
+//! Collection verbs: list (selectors, `limit`/`continue` paging consistent at one revision,
+//! `resourceVersion`/`resourceVersionMatch`) and deletecollection.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use capstan_store::{prefix_end, KeyRange, RangeRequest};
+use serde_json::{json, Value};
+
+use crate::rest::{self, decode_stored, json_response, DeleteOptions};
+use crate::routing::Target;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::table;
+use crate::AppState;
+
+/// Key prefix of a collection: one namespace, or all of them.
+pub fn collection_prefix(t: &Target) -> String {
+    match (&t.namespace, t.rt.namespaced) {
+        (Some(ns), true) => format!("{}{}/", t.rt.key_prefix(), ns),
+        _ => t.rt.key_prefix(),
+    }
+}
+
+pub struct Selectors {
+    pub label: LabelSelector,
+    pub field: FieldSelector,
+}
+
+impl Selectors {
+    pub fn from_query(t: &Target, query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let label =
+            LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+                .map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse labelSelector: {e}"))
+                })?;
+        let field = FieldSelector::parse(
+            &t.rt,
+            query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        )
+        .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector: {e}")))?;
+        Ok(Selectors { label, field })
+    }
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.label.matches(obj) && self.field.matches(obj)
+    }
+}
+
+fn encode_continue(rev: i64, next_key: &[u8]) -> String {
+    let doc =
+        json!({"rv": rev, "start": base64::engine::general_purpose::STANDARD.encode(next_key)});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(i64, Vec<u8>), ApiError> {
+    let bad =
+        || ApiError::bad_request("continue key is not valid: the continue token is malformed");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let doc: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = doc
+        .get("rv")
+        .and_then(Value::as_i64)
+        .filter(|r| *r > 0)
+        .ok_or_else(bad)?;
+    let start = doc
+        .get("start")
+        .and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(bad)?;
+    if !start.starts_with(prefix.as_bytes()) {
+        return Err(bad());
+    }
+    Ok((rev, start))
+}
+
+/// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
+pub fn read_revision(query: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let matching = query
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or("");
+    if rv.is_empty() || rv == "0" {
+        if matching == "Exact" {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch: Exact requires a non-zero resourceVersion",
+            ));
+        }
+        return Ok(None);
+    }
+    let n: i64 = rv.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "invalid resourceVersion {rv:?}: must be an integer"
+        ))
+    })?;
+    match matching {
+        "Exact" => Ok(Some(n)),
+        "" | "NotOlderThan" => Ok(None),
+        other => Err(ApiError::bad_request(format!(
+            "unsupported resourceVersionMatch {other:?}"
+        ))),
+    }
+}
+
+pub struct Page {
+    pub items: Vec<Value>,
+    pub revision: i64,
+    pub continue_token: Option<String>,
+}
+
+/// Read matching objects, at most `limit`, from `start` at revision `at` (None = latest).
+pub async fn read_page(
+    state: &AppState,
+    prefix: &str,
+    sel: &Selectors,
+    limit: Option<usize>,
+    mut start: Vec<u8>,
+    mut at: Option<i64>,
+) -> Result<Page, ApiError> {
+    let end = prefix_end(prefix.as_bytes());
+    let mut items = Vec::new();
+    let chunk = limit.map_or(usize::MAX, |l| l.clamp(1, 10_000));
+    loop {
+        let range = KeyRange {
+            start: Bytes::from(start.clone()),
+            end: end.clone(),
+        };
+        let mut req = RangeRequest::new(range).limit(chunk);
+        req.revision = at;
+        let resp = state.store.range(req).await?;
+        at = Some(resp.revision);
+        let n = resp.kvs.len();
+        for (i, kv) in resp.kvs.iter().enumerate() {
+            let obj = decode_stored(kv)?;
+            if sel.matches(&obj) {
+                items.push(obj);
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                let more_here = i + 1 < n || resp.more;
+                let token = more_here.then(|| {
+                    let mut next = kv.key.to_vec();
+                    next.push(0);
+                    encode_continue(resp.revision, &next)
+                });
+                return Ok(Page {
+                    items,
+                    revision: resp.revision,
+                    continue_token: token,
+                });
+            }
+        }
+        match (resp.more, resp.kvs.last()) {
+            (true, Some(last)) => {
+                start = last.key.to_vec();
+                start.push(0);
+            }
+            _ => {
+                return Ok(Page {
+                    items,
+                    revision: resp.revision,
+                    continue_token: None,
+                })
+            }
+        }
+    }
+}
+
+pub async fn list(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let sel = Selectors::from_query(t, query)?;
+    let prefix = collection_prefix(t);
+    let limit = match query.get("limit").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        ),
+    };
+    let (start, at) = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let (rev, start) = decode_continue(token, &prefix)?;
+            (start, Some(rev))
+        }
+        None => (prefix.as_bytes().to_vec(), read_revision(query)?),
+    };
+    let page = match read_page(state, &prefix, &sel, limit, start, at).await {
+        Err(e) if e.code == StatusCode::GONE && query.contains_key("continue") => {
+            return Err(ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ))
+        }
+        other => other?,
+    };
+    let rv = page.revision.to_string();
+    if table::wants_table(accept) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(&t.rt, &page.items, &rv, page.continue_token.as_deref()),
+        ));
+    }
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = &page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(), "metadata": meta, "items": page.items}),
+    ))
+}
+
+pub async fn delete_collection(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let sel = Selectors::from_query(t, query)?;
+    let opts: DeleteOptions = rest::delete_options(query, body)?;
+    let prefix = collection_prefix(t);
+    let page = read_page(state, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
+    let mut deleted = Vec::new();
+    for obj in page.items {
+        let name = crate::object::name(&obj).to_string();
+        let ns = crate::object::namespace(&obj).to_string();
+        let target = Target {
+            rt: t.rt.clone(),
+            namespace: (!ns.is_empty()).then_some(ns),
+            name: Some(name.clone()),
+            subresource: None,
+        };
+        match rest::delete_object(state, &target, &name, &opts).await {
+            Ok((o, _)) => deleted.push(o),
+            Err(e) if e.code == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": page.revision.to_string()}, "items": deleted}),
+    ))
+}

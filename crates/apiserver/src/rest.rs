@@ -1,0 +1,578 @@
+//! Single-object verbs: get, create, update (PUT, main and `/status`), delete; plus the
+//! shared read/write helpers every verb (patch, lists, namespace lifecycle) goes through.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use capstan_store::{KeyValue, StoreError, StoreExt, Txn, TxnResponse};
+use serde_json::{json, Value};
+
+use crate::defaults;
+use crate::object::{self, meta_mut, set_meta};
+use crate::registry::ResourceType;
+use crate::routing::Target;
+use crate::status::{ApiError, Cause};
+use crate::table;
+use crate::validation;
+use crate::AppState;
+
+pub fn key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if rt.namespaced => format!("{}{}/{}", rt.key_prefix(), ns, name),
+        _ => format!("{}{}", rt.key_prefix(), name),
+    }
+}
+
+/// A stored object as the API shows it: resourceVersion is the key's mod revision.
+pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
+    set_meta(
+        &mut obj,
+        "resourceVersion",
+        json!(kv.mod_revision.to_string()),
+    );
+    Ok(obj)
+}
+
+fn encode_for_store(obj: &Value) -> Result<Bytes, ApiError> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub fn is_dry_run(query: &HashMap<String, String>) -> bool {
+    query.get("dryRun").is_some_and(|v| v == "All")
+}
+
+pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    match ct {
+        "" | "application/json" | "*/*" => {}
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+pub fn json_response(code: StatusCode, obj: &Value) -> Response {
+    (code, axum::Json(obj.clone())).into_response()
+}
+
+/// Render one object, as a one-row Table if the client asked for one.
+pub fn object_response(rt: &ResourceType, code: StatusCode, obj: &Value, accept: &str) -> Response {
+    if table::wants_table(accept) {
+        let rv = object::meta_str(obj, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
+        return json_response(
+            code,
+            &table::table(rt, std::slice::from_ref(obj), &rv, None),
+        );
+    }
+    json_response(code, obj)
+}
+
+/// Read one object (None if absent) with its mod revision.
+pub async fn read(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Option<(Value, i64)>, ApiError> {
+    match state.store.get(key(rt, ns, name).as_bytes()).await? {
+        Some(kv) => Ok(Some((decode_stored(&kv)?, kv.mod_revision))),
+        None => Ok(None),
+    }
+}
+
+fn require_name<'a>(t: &'a Target) -> Result<&'a str, ApiError> {
+    t.name
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("a resource name is required"))
+}
+
+pub async fn get(state: &AppState, t: &Target, accept: &str) -> Result<Response, ApiError> {
+    let name = require_name(t)?;
+    match read(state, &t.rt, t.namespace.as_deref(), name).await? {
+        Some((obj, _)) => Ok(object_response(&t.rt, StatusCode::OK, &obj, accept)),
+        None => Err(ApiError::not_found(t.rt.group, t.rt.plural, name)),
+    }
+}
+
+/// Check `apiVersion`/`kind` against the endpoint and fill them in when missing.
+fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = rt.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = json!(want_av),
+        Some(av) if av == want_av => {}
+        Some(av) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )))
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(rt.kind),
+        Some(k) if k == rt.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Put the namespace from the URL into the object, refusing a different one in the body.
+fn check_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
+    if !t.rt.namespaced {
+        meta_mut(obj).remove("namespace");
+        return Ok(());
+    }
+    let url_ns = t
+        .namespace
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("a namespace is required for this resource"))?;
+    match object::meta_str(obj, "namespace") {
+        None | Some("") => set_meta(obj, "namespace", json!(url_ns)),
+        Some(ns) if ns == url_ns => {}
+        Some(_) => return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+    Ok(())
+}
+
+fn invalid_or_ok(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = validation::validate_metadata(rt, obj);
+    causes.extend(validation::validate_type(rt, obj));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            rt.group,
+            rt.kind,
+            object::name(obj),
+            causes,
+        ))
+    }
+}
+
+/// The namespace must exist and not be terminating before anything is created in it.
+async fn check_namespace_open(state: &AppState, ns: &str) -> Result<(), ApiError> {
+    let ns_rt = crate::registry::builtin()
+        .into_iter()
+        .find(|t| t.kind == "Namespace")
+        .ok_or_else(|| ApiError::internal("no namespace type"))?;
+    match read(state, &ns_rt, None, ns).await? {
+        None => Err(ApiError::not_found("", "namespaces", ns)),
+        Some((obj, _)) if obj.pointer("/metadata/deletionTimestamp").is_some() => {
+            let mut e = ApiError::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ));
+            e.details = Some(
+                json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+            );
+            Err(e)
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+pub async fn create(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let obj = decode_body(content_type, body)?;
+    let (obj, _) = create_object(state, t, obj, is_dry_run(query)).await?;
+    Ok(json_response(StatusCode::CREATED, &obj))
+}
+
+/// Admit and store a new object; returns it with its resourceVersion.
+pub async fn create_object(
+    state: &AppState,
+    t: &Target,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<(Value, i64), ApiError> {
+    let rt = &t.rt;
+    check_type(rt, &mut obj)?;
+    check_namespace(t, &mut obj)?;
+    if object::name(&obj).is_empty() {
+        if let Some(prefix) = object::meta_str(&obj, "generateName").map(String::from) {
+            if !prefix.is_empty() {
+                set_meta(
+                    &mut obj,
+                    "name",
+                    json!(format!("{prefix}{}", defaults::random_suffix())),
+                );
+            }
+        }
+    }
+    let m = meta_mut(&mut obj);
+    for f in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        m.remove(f);
+    }
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+    if rt.has_status {
+        m.insert("generation".into(), json!(1));
+    } else {
+        m.remove("generation");
+    }
+    defaults::on_create(rt, &mut obj);
+    invalid_or_ok(rt, &obj)?;
+    let name = object::name(&obj).to_string();
+    if rt.namespaced {
+        check_namespace_open(state, object::namespace(&obj)).await?;
+    }
+    if dry_run {
+        if read(state, rt, t.namespace.as_deref(), &name)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::already_exists(rt.group, rt.plural, &name));
+        }
+        return Ok((obj, 0));
+    }
+    let k = key(rt, t.namespace.as_deref(), &name);
+    match state
+        .store
+        .create(k.as_bytes(), encode_for_store(&obj)?)
+        .await
+    {
+        Ok(rev) => {
+            set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
+            tracing::debug!(resource = rt.plural, name = %name, revision = rev, "created");
+            Ok((obj, rev))
+        }
+        Err(StoreError::CompareFailed) => Err(ApiError::already_exists(rt.group, rt.plural, &name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn update(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let name = require_name(t)?.to_string();
+    let mut obj = decode_body(content_type, body)?;
+    check_type(&t.rt, &mut obj)?;
+    match object::meta_str(&obj, "name") {
+        Some(n) if n == name => {}
+        None | Some("") => set_meta(&mut obj, "name", json!(name)),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+    }
+    check_namespace(t, &mut obj)?;
+    let Some((old, old_rev)) = read(state, &t.rt, t.namespace.as_deref(), &name).await? else {
+        return Err(ApiError::not_found(t.rt.group, t.rt.plural, &name));
+    };
+    let expected = match object::meta_str(&obj, "resourceVersion") {
+        None | Some("") => old_rev,
+        Some(rv) => rv.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                t.rt.group,
+                t.rt.kind,
+                &name,
+                vec![Cause::invalid(
+                    "metadata.resourceVersion",
+                    rv,
+                    "must be an integer",
+                )],
+            )
+        })?,
+    };
+    let out = update_object(state, t, old, old_rev, obj, expected, is_dry_run(query)).await?;
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// Replace `old` (at `old_rev`) by `new`, which must have been read at `expected`.
+/// The main endpoint keeps the stored status; `/status` keeps everything but status.
+pub async fn update_object(
+    state: &AppState,
+    t: &Target,
+    old: Value,
+    old_rev: i64,
+    mut new: Value,
+    expected: i64,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let rt = &t.rt;
+    let name = object::name(&old).to_string();
+    if expected != old_rev {
+        return Err(ApiError::conflict(rt.group, rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
+    }
+    if t.subresource.as_deref() == Some("status") {
+        let status = new.get("status").cloned();
+        new = old.clone();
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    } else if rt.has_status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    // Server-owned metadata comes from the stored object.
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    {
+        let m = meta_mut(&mut new);
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old_meta.get(f) {
+                Some(v) => {
+                    m.insert(f.into(), v.clone());
+                }
+                None => {
+                    m.remove(f);
+                }
+            }
+        }
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    defaults::on_update(rt, &mut new, &old);
+    if rt.has_status && spec_changed(&old, &new) {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        set_meta(&mut new, "generation", json!(g));
+    }
+    invalid_or_ok(rt, &new)?;
+    let mut causes = Vec::new();
+    defaults::immutable_checks(rt, &old, &new, &mut causes);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(rt.group, rt.kind, &name, causes));
+    }
+    let mut old_cmp = old.clone();
+    meta_mut(&mut old_cmp).remove("resourceVersion");
+    if old_cmp == new {
+        // Nothing changed: no write, the resourceVersion stays.
+        return Ok(old);
+    }
+    if dry_run {
+        set_meta(&mut new, "resourceVersion", json!(old_rev.to_string()));
+        return Ok(new);
+    }
+    let k = key(rt, t.namespace.as_deref(), &name);
+    // An object marked for deletion goes once its last finalizer is removed.
+    let finishing =
+        new.pointer("/metadata/deletionTimestamp").is_some() && object::finalizers(&new).is_empty();
+    let txn = if finishing {
+        Txn::new()
+            .when(Bytes::from(k.clone()), old_rev)
+            .delete(Bytes::from(k))
+    } else {
+        Txn::new()
+            .when(Bytes::from(k.clone()), old_rev)
+            .put(Bytes::from(k), encode_for_store(&new)?)
+    };
+    match state.store.txn(txn).await? {
+        TxnResponse::Succeeded { revision, .. } => {
+            set_meta(&mut new, "resourceVersion", json!(revision.to_string()));
+            Ok(new)
+        }
+        TxnResponse::Failed { .. } => Err(ApiError::conflict(
+            rt.group,
+            rt.plural,
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )),
+    }
+}
+
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+/// DeleteOptions from the body (JSON) with query parameters as fallback.
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+pub fn delete_options(
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        dry_run: is_dry_run(query),
+        uid: None,
+        resource_version: None,
+    };
+    if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
+            opts.dry_run |= d.iter().any(|x| x == "All");
+        }
+        if let Some(p) = v.get("preconditions") {
+            opts.uid = p.get("uid").and_then(Value::as_str).map(String::from);
+            opts.resource_version = p
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        if let Some(g) = v.get("gracePeriodSeconds") {
+            if !g.is_null() && g.as_i64().is_none_or(|n| n < 0) {
+                return Err(ApiError::bad_request(
+                    "gracePeriodSeconds must be a non-negative integer",
+                ));
+            }
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            if !["Orphan", "Background", "Foreground"].contains(&p) {
+                return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground")));
+            }
+        }
+    }
+    Ok(opts)
+}
+
+pub async fn delete(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let name = require_name(t)?.to_string();
+    let opts = delete_options(query, body)?;
+    let (obj, code) = delete_object(state, t, &name, &opts).await?;
+    Ok(json_response(code, &obj))
+}
+
+/// Delete one object: at once, or (finalizers, namespaces) by marking it for deletion.
+pub async fn delete_object(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<(Value, StatusCode), ApiError> {
+    let rt = &t.rt;
+    for _ in 0..8 {
+        let Some((obj, rev)) = read(state, rt, t.namespace.as_deref(), name).await? else {
+            return Err(ApiError::not_found(rt.group, rt.plural, name));
+        };
+        if let Some(uid) = &opts.uid {
+            let have = object::meta_str(&obj, "uid").unwrap_or("");
+            if have != uid {
+                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
+            }
+        }
+        if let Some(want) = &opts.resource_version {
+            if *want != rev.to_string() {
+                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}")));
+            }
+        }
+        let k = key(rt, t.namespace.as_deref(), name);
+        let needs_marking =
+            !object::finalizers(&obj).is_empty() || (rt.kind == "Namespace" && rt.group.is_empty());
+        if needs_marking {
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok((obj, StatusCode::OK));
+            }
+            let mut marked = obj.clone();
+            set_meta(
+                &mut marked,
+                "deletionTimestamp",
+                json!(object::now_rfc3339()),
+            );
+            set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+            if rt.kind == "Namespace" {
+                marked["status"] = json!({"phase": "Terminating"});
+            }
+            if opts.dry_run {
+                return Ok((marked, StatusCode::OK));
+            }
+            let txn = Txn::new()
+                .when(Bytes::from(k.clone()), rev)
+                .put(Bytes::from(k), encode_for_store(&marked)?);
+            match state.store.txn(txn).await? {
+                TxnResponse::Succeeded { revision, .. } => {
+                    set_meta(&mut marked, "resourceVersion", json!(revision.to_string()));
+                    return Ok((marked, StatusCode::OK));
+                }
+                TxnResponse::Failed { .. } => continue,
+            }
+        }
+        if opts.dry_run {
+            return Ok((obj, StatusCode::OK));
+        }
+        match state
+            .store
+            .txn(
+                Txn::new()
+                    .when(Bytes::from(k.clone()), rev)
+                    .delete(Bytes::from(k)),
+            )
+            .await?
+        {
+            TxnResponse::Succeeded { .. } => return Ok((obj, StatusCode::OK)),
+            TxnResponse::Failed { .. } => continue,
+        }
+    }
+    Err(ApiError::conflict(
+        rt.group,
+        rt.plural,
+        name,
+        "the object kept changing while being deleted; try again",
+    ))
+}

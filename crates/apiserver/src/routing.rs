@@ -1,0 +1,186 @@
+//! Request routing: turns `/api/...` and `/apis/...` paths into a discovery document or a
+//! resource target (type, namespace, name, subresource) and dispatches by verb.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::registry::ResourceType;
+use crate::status::ApiError;
+use crate::{discovery, list, patch, rest, watch, AppState};
+
+/// What a resource path names.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub rt: ResourceType,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+enum Route {
+    Doc(Response),
+    Resource(Target),
+}
+
+fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> {
+    let segs: Vec<&str> = path
+        .trim_end_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let reg = &state.registry;
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["api"] => return Ok(Route::Doc(discovery::api(reg, accept))),
+        ["apis"] => return Ok(Route::Doc(discovery::apis(reg, accept))),
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g] => {
+            return discovery::group(reg, g)
+                .map(|d| Route::Doc(axum::Json(d).into_response()))
+                .ok_or_else(|| ApiError::path_not_found(path));
+        }
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    if !reg.has_group_version(group, version) {
+        return Err(ApiError::path_not_found(path));
+    }
+    if rest.is_empty() {
+        return Ok(Route::Doc(
+            axum::Json(discovery::resource_list(reg, group, version)).into_response(),
+        ));
+    }
+    let find = |plural: &str| {
+        reg.find(group, version, plural)
+            .cloned()
+            .ok_or_else(|| ApiError::path_not_found(path))
+    };
+    let target = match rest {
+        ["namespaces", ns, plural, tail @ ..]
+            if reg
+                .find(group, version, plural)
+                .is_some_and(|t| t.namespaced) =>
+        {
+            let rt = find(plural)?;
+            match tail {
+                [] => Target {
+                    rt,
+                    namespace: Some(ns.to_string()),
+                    name: None,
+                    subresource: None,
+                },
+                [name] => Target {
+                    rt,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    subresource: None,
+                },
+                [name, sub] => Target {
+                    rt,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    subresource: Some(sub.to_string()),
+                },
+                _ => return Err(ApiError::path_not_found(path)),
+            }
+        }
+        [plural] => Target {
+            rt: find(plural)?,
+            namespace: None,
+            name: None,
+            subresource: None,
+        },
+        [plural, name] => {
+            let rt = find(plural)?;
+            if rt.namespaced {
+                // `/api/v1/configmaps/foo` is not a path upstream serves.
+                return Err(ApiError::path_not_found(path));
+            }
+            Target {
+                rt,
+                namespace: None,
+                name: Some(name.to_string()),
+                subresource: None,
+            }
+        }
+        [plural, name, sub] => {
+            let rt = find(plural)?;
+            if rt.namespaced {
+                return Err(ApiError::path_not_found(path));
+            }
+            Target {
+                rt,
+                namespace: None,
+                name: Some(name.to_string()),
+                subresource: Some(sub.to_string()),
+            }
+        }
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    if let Some(sub) = &target.subresource {
+        if !(sub == "status" && target.rt.has_status) {
+            return Err(ApiError::path_not_found(path));
+        }
+    }
+    Ok(Route::Resource(target))
+}
+
+fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| v == "true" || v == "1")
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let target = match parse(&state, uri.path(), &accept) {
+        Ok(Route::Doc(resp)) => {
+            return if method == Method::GET {
+                resp
+            } else {
+                ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                )
+                .into_response()
+            };
+        }
+        Ok(Route::Resource(t)) => t,
+        Err(e) => return e.into_response(),
+    };
+    let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));
+    let _enter = span.enter();
+    let result = match (&method, target.name.is_some()) {
+        (&Method::GET, false) if truthy(&query, "watch") => {
+            watch::watch(&state, &target, &query, &accept).await
+        }
+        (&Method::GET, false) => list::list(&state, &target, &query, &accept).await,
+        (&Method::GET, true) => rest::get(&state, &target, &accept).await,
+        (&Method::POST, false) => rest::create(&state, &target, &query, &content_type, &body).await,
+        (&Method::PUT, true) => rest::update(&state, &target, &query, &content_type, &body).await,
+        (&Method::PATCH, true) => patch::patch(&state, &target, &query, &content_type, &body).await,
+        (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
+        (&Method::DELETE, false) => list::delete_collection(&state, &target, &query, &body).await,
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {})",
+            method, target.rt.plural
+        ))),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}

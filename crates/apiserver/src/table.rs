@@ -1,0 +1,172 @@
+//! `meta.k8s.io/v1` Tables: the server-side printing `kubectl get` asks for, with the same
+//! columns kube-apiserver prints for each type.
+
+use serde_json::{json, Value};
+
+use crate::object;
+use crate::registry::{Printer, ResourceType};
+
+/// Whether the Accept header asks for a Table.
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p = part.replace(' ', "");
+        p.contains("as=Table")
+            && p.contains("g=meta.k8s.io")
+            && (p.contains("v=v1;") || p.ends_with("v=v1"))
+    })
+}
+
+fn col(name: &str, ty: &str, format: &str, description: &str, priority: i64) -> Value {
+    json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
+}
+
+fn columns(rt: &ResourceType) -> Vec<Value> {
+    let name = col(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    );
+    let age = col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+    match rt.printer {
+        Printer::Default => vec![name, age],
+        Printer::Namespace => vec![name, col("Status", "string", "", "The status of the namespace", 0), age],
+        Printer::ConfigMap => vec![name, col("Data", "integer", "", "Data contains the configuration data.", 0), age],
+        Printer::Secret => vec![
+            name,
+            col("Type", "string", "", "Used to facilitate programmatic handling of secret data.", 0),
+            col("Data", "integer", "", "Data contains the secret data.", 0),
+            age,
+        ],
+        Printer::ServiceAccount => vec![name, col("Secrets", "integer", "", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.", 0), age],
+        Printer::Event => vec![
+            col("Last Seen", "string", "", "Time when this Event was last observed.", 0),
+            col("Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+            col("Reason", "string", "", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
+            col("Object", "string", "", "The object that this event is about.", 0),
+            col("Message", "string", "", "A human-readable description of the status of this operation.", 0),
+        ],
+        Printer::Lease => vec![name, col("Holder", "string", "", "The holder of the lease.", 0), age],
+    }
+}
+
+fn count(obj: &Value, fields: &[&str]) -> i64 {
+    fields
+        .iter()
+        .map(|f| {
+            obj.get(*f)
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len() as i64)
+        })
+        .sum()
+}
+
+fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
+    let name = json!(object::name(obj));
+    let age = json!(object::age(object::meta_str(obj, "creationTimestamp")));
+    match rt.printer {
+        Printer::Default => vec![name, age],
+        Printer::Namespace => {
+            vec![
+                name,
+                json!(obj
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Active")),
+                age,
+            ]
+        }
+        Printer::ConfigMap => vec![name, json!(count(obj, &["data", "binaryData"])), age],
+        Printer::Secret => {
+            vec![
+                name,
+                json!(obj.get("type").and_then(Value::as_str).unwrap_or("Opaque")),
+                json!(count(obj, &["data"])),
+                age,
+            ]
+        }
+        Printer::ServiceAccount => {
+            vec![
+                name,
+                json!(obj
+                    .get("secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, |a| a.len())),
+                age,
+            ]
+        }
+        Printer::Event => {
+            let last = obj
+                .get("lastTimestamp")
+                .or_else(|| obj.get("eventTime"))
+                .or_else(|| obj.get("deprecatedLastTimestamp"))
+                .and_then(Value::as_str)
+                .or_else(|| object::meta_str(obj, "creationTimestamp"));
+            let regarding = obj.get("involvedObject").or_else(|| obj.get("regarding"));
+            let target = regarding.map_or(String::new(), |r| {
+                format!(
+                    "{}/{}",
+                    r.get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_lowercase(),
+                    r.get("name").and_then(Value::as_str).unwrap_or("")
+                )
+            });
+            let text = |f: &str| json!(obj.get(f).and_then(Value::as_str).unwrap_or(""));
+            let message = obj
+                .get("message")
+                .or_else(|| obj.get("note"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            vec![
+                json!(object::age(last)),
+                text("type"),
+                text("reason"),
+                json!(target),
+                json!(message),
+            ]
+        }
+        Printer::Lease => vec![
+            name,
+            json!(obj
+                .pointer("/spec/holderIdentity")
+                .and_then(Value::as_str)
+                .unwrap_or("")),
+            age,
+        ],
+    }
+}
+
+/// The PartialObjectMetadata kubectl expects in each row.
+fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+pub fn table(
+    rt: &ResourceType,
+    objs: &[Value],
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Value {
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| json!({"cells": cells(rt, o), "object": partial(o)}))
+        .collect();
+    let mut meta = json!({"resourceVersion": resource_version});
+    if let Some(c) = continue_token {
+        meta["continue"] = json!(c);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": columns(rt),
+        "rows": rows,
+    })
+}

@@ -1,0 +1,190 @@
+//! Watch: a chunked stream of `{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": …}`
+//! lines fed by the store's watch, filtered by namespace and selectors, optionally as
+//! one-row Tables, with bookmarks and `timeoutSeconds`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use capstan_store::{EventKind, KeyRange, StoreError, WatchEvent};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::list::{collection_prefix, read_page, Selectors};
+use crate::object::set_meta;
+use crate::registry::ResourceType;
+use crate::rest::decode_stored;
+use crate::routing::Target;
+use crate::status::ApiError;
+use crate::table;
+use crate::AppState;
+
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Encoder {
+    rt: ResourceType,
+    as_table: bool,
+}
+
+impl Encoder {
+    fn line(&self, kind: &str, obj: &Value) -> Bytes {
+        let object =
+            if self.as_table && (kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED") {
+                let rv = crate::object::meta_str(obj, "resourceVersion")
+                    .unwrap_or("")
+                    .to_string();
+                table::table(&self.rt, std::slice::from_ref(obj), &rv, None)
+            } else {
+                obj.clone()
+            };
+        let mut s = json!({"type": kind, "object": object}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+    fn bookmark(&self, rev: i64) -> Bytes {
+        let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
+        self.line("BOOKMARK", &obj)
+    }
+    fn error(&self, e: &ApiError) -> Bytes {
+        self.line("ERROR", &e.to_json())
+    }
+}
+
+/// Turn one store event into the API event this watcher should see, if any.
+fn translate(ev: &WatchEvent, sel: &Selectors) -> Result<Option<(&'static str, Value)>, ApiError> {
+    let old = match &ev.prev_kv {
+        Some(p) => Some(decode_stored(p)?),
+        None => None,
+    };
+    match ev.kind {
+        EventKind::Put => {
+            let new = decode_stored(&ev.kv)?;
+            let was = old.as_ref().is_some_and(|o| sel.matches(o));
+            let is = sel.matches(&new);
+            Ok(match (was, is) {
+                (true, true) => Some(("MODIFIED", new)),
+                (false, true) => Some(("ADDED", new)),
+                (true, false) => Some(("DELETED", new)),
+                (false, false) => None,
+            })
+        }
+        EventKind::Delete => match old {
+            Some(mut o) if sel.matches(&o) => {
+                set_meta(
+                    &mut o,
+                    "resourceVersion",
+                    json!(ev.kv.mod_revision.to_string()),
+                );
+                Ok(Some(("DELETED", o)))
+            }
+            _ => Ok(None),
+        },
+    }
+}
+
+pub async fn watch(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let sel = Selectors::from_query(t, query)?;
+    let prefix = collection_prefix(t);
+    let enc = Encoder {
+        rt: t.rt.clone(),
+        as_table: table::wants_table(accept),
+    };
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
+    let timeout = match query.get("timeoutSeconds") {
+        Some(s) => Duration::from_secs(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?,
+        ),
+        None => DEFAULT_TIMEOUT,
+    };
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    // "" or "0": start with the current state as synthetic ADDED events.
+    let (initial, from) = if rv.is_empty() || rv == "0" {
+        let page = read_page(state, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
+        (page.items, page.revision)
+    } else {
+        let n: i64 = rv.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resourceVersion {rv:?}: must be an integer"
+            ))
+        })?;
+        (Vec::new(), n)
+    };
+    let stream = match state
+        .store
+        .watch(KeyRange::prefix(Bytes::from(prefix.clone())), from + 1)
+        .await
+    {
+        Ok(s) => Some(s),
+        Err(StoreError::Compacted { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let Some(mut stream) = stream else {
+            let compacted = store.compacted_revision().await.unwrap_or(0);
+            let e = ApiError::expired(format!("too old resource version: {from} ({compacted})"));
+            let _ = tx.send(enc.error(&e)).await;
+            return;
+        };
+        for obj in &initial {
+            if tx.send(enc.line("ADDED", obj)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = from;
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if tx.send(enc.bookmark(last)).await.is_err() { return; }
+                }
+                item = stream.next() => match item {
+                    Some(Ok(ev)) => {
+                        last = ev.revision();
+                        match translate(&ev, &sel) {
+                            Ok(Some((kind, obj))) => {
+                                if tx.send(enc.line(kind, &obj)).await.is_err() { return; }
+                            }
+                            Ok(None) => {}
+                            Err(e) => { let _ = tx.send(enc.error(&e)).await; return; }
+                        }
+                    }
+                    Some(Err(StoreError::WatcherLagged { .. })) | Some(Err(StoreError::Compacted { .. })) => {
+                        // The client resumes from the last resourceVersion it saw.
+                        let e = ApiError::expired(format!("watch of {} fell behind; resume from resourceVersion {last}", enc.rt.plural));
+                        let _ = tx.send(enc.error(&e)).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => return,
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+    }));
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
