@@ -127,13 +127,14 @@ pub async fn read_page(
 ) -> Result<Page, ApiError> {
     let end = prefix_end(prefix.as_bytes());
     let mut items = Vec::new();
-    let chunk = limit.map_or(usize::MAX, |l| l.clamp(1, 10_000));
+    let chunk = limit.map(|l| l.clamp(1, 10_000));
     loop {
         let range = KeyRange {
             start: Bytes::from(start.clone()),
             end: end.clone(),
         };
-        let mut req = RangeRequest::new(range).limit(chunk);
+        let mut req = RangeRequest::new(range);
+        req.limit = chunk;
         req.revision = at;
         let resp = state.store.range(req).await?;
         at = Some(resp.revision);

@@ -329,6 +329,16 @@ pub async fn conformance_range_at_revision_with_limits(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((exact.kvs.len(), exact.more), (9, false));
+    // A huge limit is no limit.
+    let all = s
+        .range(
+            RangeRequest::new(KeyRange::prefix(b("r/")))
+                .at(at)
+                .limit(usize::MAX),
+        )
+        .await
+        .unwrap();
+    assert_eq!((all.kvs.len(), all.more), (9, false));
     // Keys only.
     let mut ko = RangeRequest::new(KeyRange::prefix(b("r/")));
     ko.keys_only = true;

@@ -33,7 +33,11 @@ fn bounds(range: &KeyRange) -> (&[u8], Option<&[u8]>) {
 
 fn sql_limit(limit: Option<usize>) -> i64 {
     match limit {
-        Some(n) => (n as i64).saturating_add(1),
+        // One extra row tells whether more remain; a limit beyond i64 is no limit.
+        Some(n) => i64::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_add(1))
+            .unwrap_or(-1),
         None => -1,
     }
 }
