@@ -1,0 +1,463 @@
+//! The core API machinery through the real kubectl: namespaces, configmaps and secrets
+//! created, applied, read in every format, selected, paged, watched, patched, refused when
+//! invalid or stale, deleted (also dry-run and by namespace), and kept across kill -9.
+
+use std::time::Duration;
+
+use capstan_e2e::{text, Server};
+
+const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n";
+
+fn cm(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: team-a\n  labels:\n    app: web\ndata:\n  key: \"{value}\"\n")
+}
+
+/// kubectl apply from stdin. OpenAPI is not served yet, so validation is off.
+fn apply(s: &Server, yaml: &str) -> String {
+    let out = s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], yaml);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "apply failed: {o}{e}");
+    o
+}
+
+#[test]
+fn system_namespaces_exist_from_the_start() {
+    let s = Server::start();
+    let out = s.kubectl_ok(&["get", "namespaces"]);
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("STATUS") && header.contains("AGE"),
+        "{out}"
+    );
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(ns) && l.contains("Active")),
+            "{ns} missing in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn apply_creates_then_configures_then_is_unchanged() {
+    let s = Server::start();
+    assert!(apply(&s, NS).contains("namespace/team-a created"));
+    assert!(apply(&s, &cm("settings", "one")).contains("configmap/settings created"));
+    // A change goes out as a strategic merge patch.
+    assert!(apply(&s, &cm("settings", "two")).contains("configmap/settings configured"));
+    assert!(apply(&s, &cm("settings", "two")).contains("configmap/settings unchanged"));
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.key}"
+        ]),
+        "two"
+    );
+}
+
+#[test]
+fn get_in_every_format_with_selectors_and_paging() {
+    let s = Server::start();
+    apply(&s, NS);
+    for (name, app) in [("alpha", "web"), ("beta", "db"), ("gamma", "web")] {
+        apply(
+            &s,
+            &cm(name, "v").replace("app: web", &format!("app: {app}")),
+        );
+    }
+    let table = s.kubectl_ok(&["get", "configmaps", "-n", "team-a"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["NAME", "DATA", "AGE"]),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["alpha", "1"])),
+        "{table}"
+    );
+    let yaml = s.kubectl_ok(&["get", "cm", "alpha", "-n", "team-a", "-o", "yaml"]);
+    for needle in [
+        "kind: ConfigMap",
+        "name: alpha",
+        "namespace: team-a",
+        "resourceVersion:",
+        "uid:",
+        "creationTimestamp:",
+    ] {
+        assert!(yaml.contains(needle), "{needle} missing in:\n{yaml}");
+    }
+    let json = s.kubectl_ok(&["get", "cm", "beta", "-n", "team-a", "-o", "json"]);
+    assert!(json.contains("\"app\": \"db\""), "{json}");
+    let web = s.kubectl_ok(&["get", "cm", "-n", "team-a", "-l", "app=web", "-o", "name"]);
+    assert_eq!(
+        web.lines().collect::<Vec<_>>(),
+        ["configmap/alpha", "configmap/gamma"]
+    );
+    let not_web = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "-n",
+        "team-a",
+        "-l",
+        "app notin (web)",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(not_web.trim(), "configmap/beta");
+    let by_name = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "-n",
+        "team-a",
+        "--field-selector",
+        "metadata.name=gamma",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(by_name.trim(), "configmap/gamma");
+    let all = s.kubectl_ok(&["get", "cm", "-A"]);
+    assert!(
+        all.lines().next().unwrap().starts_with("NAMESPACE"),
+        "{all}"
+    );
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with("team-a")).count(),
+        3,
+        "{all}"
+    );
+    // One object per page, still all three, in order.
+    let paged = s.kubectl_ok(&["get", "cm", "-n", "team-a", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(
+        paged.lines().collect::<Vec<_>>(),
+        ["configmap/alpha", "configmap/beta", "configmap/gamma"]
+    );
+    let bad = s.kubectl(&[
+        "get",
+        "cm",
+        "-n",
+        "team-a",
+        "--field-selector",
+        "data.key=v",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).1.contains("field label not supported"),
+        "{:?}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn watch_sees_added_modified_deleted() {
+    let s = Server::start();
+    apply(&s, NS);
+    let child = s.kubectl_spawn(&["get", "cm", "-n", "team-a", "-w", "--output-watch-events"]);
+    std::thread::sleep(Duration::from_millis(800));
+    apply(&s, &cm("watched", "1"));
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "watched",
+        "-n",
+        "team-a",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"more":"x"}}"#,
+    ]);
+    s.kubectl_ok(&["delete", "cm", "watched", "-n", "team-a"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut child = child;
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("watched"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["ADDED", "MODIFIED", "DELETED"],
+        "watch printed:\n{stdout}"
+    );
+}
+
+#[test]
+fn patch_label_annotate_replace() {
+    let s = Server::start();
+    apply(&s, NS);
+    apply(&s, &cm("p", "1"));
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "p",
+        "-n",
+        "team-a",
+        "-p",
+        r#"{"data":{"strategic":"1"}}"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "p",
+        "-n",
+        "team-a",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"merge":"2"}}"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "p",
+        "-n",
+        "team-a",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/json","value":"3"}]"#,
+    ]);
+    assert!(s
+        .kubectl_ok(&["label", "cm", "p", "-n", "team-a", "tier=backend"])
+        .contains("configmap/p labeled"));
+    assert!(s
+        .kubectl_ok(&["annotate", "cm", "p", "-n", "team-a", "owner=me"])
+        .contains("configmap/p annotated"));
+    let data = s.kubectl_ok(&["get", "cm", "p", "-n", "team-a", "-o", "jsonpath={.data}"]);
+    assert_eq!(
+        data,
+        r#"{"json":"3","key":"1","merge":"2","strategic":"1"}"#
+    );
+    let labels = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "p",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.metadata.labels.tier} {.metadata.annotations.owner}",
+    ]);
+    assert_eq!(labels, "backend me");
+    // A bad JSON patch is refused and changes nothing.
+    let bad = s.kubectl(&[
+        "patch",
+        "cm",
+        "p",
+        "-n",
+        "team-a",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/nope"}]"#,
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        s.kubectl_ok(&[
+            "get",
+            "cm",
+            "p",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.json}"
+        ]) == "3"
+    );
+    // replace with the current resourceVersion works; with a stale one it is a Conflict.
+    let current = s.kubectl_ok(&["get", "cm", "p", "-n", "team-a", "-o", "json"]);
+    let replaced = s.kubectl_stdin(
+        &["replace", "--validate=false", "-f", "-"],
+        &current.replace("\"key\": \"1\"", "\"key\": \"replaced\""),
+    );
+    assert!(replaced.status.success(), "{:?}", text(&replaced));
+    let stale = s.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &current);
+    assert!(!stale.status.success());
+    let err = text(&stale).1;
+    assert!(
+        err.contains("Error from server (Conflict)")
+            && err.contains("the object has been modified"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_objects_are_refused_naming_each_field() {
+    let s = Server::start();
+    apply(&s, NS);
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n  namespace: team-a\n  labels:\n    \"bad key!\": v\ndata:\n  \"bad key\": x\n";
+    let out = s.kubectl_stdin(&["create", "--validate=false", "-f", "-"], bad);
+    assert!(!out.status.success());
+    let err = text(&out).1;
+    assert!(
+        err.contains("The ConfigMap \"Not_Valid\" is invalid"),
+        "{err}"
+    );
+    assert!(
+        err.contains("* metadata.name: Invalid value: \"Not_Valid\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("* metadata.labels: Invalid value: \"bad key!\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("* data[bad key]: Invalid value: \"bad key\""),
+        "{err}"
+    );
+    let missing_ns = s.kubectl_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &cm("x", "1").replace("team-a", "nowhere"),
+    );
+    assert!(
+        text(&missing_ns)
+            .1
+            .contains("namespaces \"nowhere\" not found"),
+        "{:?}",
+        text(&missing_ns)
+    );
+    let dup = s.kubectl_stdin(&["create", "--validate=false", "-f", "-"], NS);
+    assert!(
+        text(&dup).1.contains("AlreadyExists") || text(&dup).1.contains("already exists"),
+        "{:?}",
+        text(&dup)
+    );
+    let missing = s.kubectl(&["get", "cm", "ghost", "-n", "team-a"]);
+    assert_eq!(
+        text(&missing).1.trim(),
+        "Error from server (NotFound): configmaps \"ghost\" not found"
+    );
+}
+
+#[test]
+fn secrets_get_their_string_data_encoded() {
+    let s = Server::start();
+    apply(&s, NS);
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: team-a\nstringData:\n  user: admin\n";
+    apply(&s, secret);
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "secret",
+            "creds",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.user} {.type}"
+        ]),
+        "YWRtaW4= Opaque"
+    );
+    let table = s.kubectl_ok(&["get", "secrets", "-n", "team-a"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["NAME", "TYPE", "DATA", "AGE"]),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq(["creds", "Opaque", "1"])),
+        "{table}"
+    );
+}
+
+#[test]
+fn delete_dry_run_then_delete_and_wait() {
+    let s = Server::start();
+    apply(&s, NS);
+    apply(&s, &cm("doomed", "1"));
+    assert!(s
+        .kubectl_ok(&["delete", "cm", "doomed", "-n", "team-a", "--dry-run=server"])
+        .contains("(server dry run)"));
+    assert!(s
+        .kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"])
+        .contains("configmap/doomed"));
+    let waiter = s.kubectl_spawn(&[
+        "wait",
+        "--for=delete",
+        "cm/doomed",
+        "-n",
+        "team-a",
+        "--timeout=20s",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s
+        .kubectl_ok(&["delete", "cm", "doomed", "-n", "team-a"])
+        .contains("configmap \"doomed\" deleted"));
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(s
+        .kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"])
+        .trim()
+        .is_empty());
+}
+
+#[test]
+fn deleting_a_namespace_removes_its_contents() {
+    let s = Server::start();
+    apply(&s, NS);
+    apply(&s, &cm("one", "1"));
+    apply(&s, &cm("two", "2"));
+    let out = s.kubectl(&["delete", "namespace", "team-a", "--timeout=30s"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(!s
+        .kubectl_ok(&["get", "ns", "-o", "name"])
+        .contains("team-a"));
+    assert!(s
+        .kubectl_ok(&["get", "cm", "-A", "-o", "name"])
+        .trim()
+        .is_empty());
+    // Creating into a deleted namespace is refused.
+    let late = s.kubectl_stdin(&["create", "--validate=false", "-f", "-"], &cm("late", "1"));
+    assert!(
+        text(&late).1.contains("namespaces \"team-a\" not found"),
+        "{:?}",
+        text(&late)
+    );
+}
+
+#[test]
+fn data_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = Server::start_in(dir.path(), port);
+    apply(&s, NS);
+    for i in 0..20 {
+        apply(&s, &cm(&format!("cm-{i:02}"), &i.to_string()));
+    }
+    s.kill();
+    let s = Server::start_in(dir.path(), port);
+    let names = s.kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"]);
+    assert_eq!(names.lines().count(), 20, "{names}");
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "cm",
+            "cm-13",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.key}"
+        ]),
+        "13"
+    );
+}
