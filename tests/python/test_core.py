@@ -1,0 +1,101 @@
+"""The official Python kubernetes client against capstan: CRUD, selectors, conflicts,
+errors and the watch.Watch stream."""
+import json
+import threading
+import time
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+
+def make_ns(core, name="py"):
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+def test_configmap_crud_and_selectors(core):
+    ns = make_ns(core)
+    for name, app in [("a", "web"), ("b", "db")]:
+        core.create_namespaced_config_map(
+            ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels={"app": app}), data={"k": name})
+        )
+    got = core.read_namespaced_config_map("a", ns)
+    assert got.data == {"k": "a"}
+    assert got.metadata.uid and got.metadata.resource_version and got.metadata.creation_timestamp
+    web = core.list_namespaced_config_map(ns, label_selector="app=web")
+    assert [i.metadata.name for i in web.items] == ["a"]
+    page = core.list_namespaced_config_map(ns, limit=1)
+    assert len(page.items) == 1 and page.metadata._continue
+    rest = core.list_namespaced_config_map(ns, limit=1, _continue=page.metadata._continue)
+    assert [i.metadata.name for i in page.items + rest.items] == ["a", "b"]
+    got.data["k"] = "changed"
+    updated = core.replace_namespaced_config_map("a", ns, got)
+    assert int(updated.metadata.resource_version) > int(got.metadata.resource_version)
+    patched = core.patch_namespaced_config_map("a", ns, {"data": {"extra": "1"}})
+    assert patched.data == {"k": "changed", "extra": "1"}
+    core.delete_namespaced_config_map("a", ns)
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_config_map("a", ns)
+    assert e.value.status == 404
+    status = json.loads(e.value.body)
+    assert (status["kind"], status["reason"], status["message"]) == ("Status", "NotFound", 'configmaps "a" not found')
+
+
+def test_stale_update_is_a_409_and_invalid_is_a_422(core):
+    ns = make_ns(core)
+    cm = core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="c"), data={"v": "1"}))
+    core.patch_namespaced_config_map("c", ns, {"data": {"v": "2"}})
+    cm.data["v"] = "stale"
+    with pytest.raises(ApiException) as e:
+        core.replace_namespaced_config_map("c", ns, cm)
+    assert e.value.status == 409
+    assert "the object has been modified" in e.value.body
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="UPPER"), data={"bad key": "x"}))
+    assert e.value.status == 422
+    fields = [c["field"] for c in json.loads(e.value.body)["details"]["causes"]]
+    assert "metadata.name" in fields and "data[bad key]" in fields
+
+
+def test_watch_stream_sees_changes(core):
+    ns = make_ns(core)
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    seen = []
+
+    def changes():
+        time.sleep(0.3)
+        core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"), data={"n": "1"}))
+        core.patch_namespaced_config_map("w", ns, {"data": {"n": "2"}})
+        core.delete_namespaced_config_map("w", ns)
+
+    t = threading.Thread(target=changes)
+    t.start()
+    w = watch.Watch()
+    for event in w.stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=10):
+        seen.append((event["type"], event["object"].metadata.name, (event["object"].data or {}).get("n")))
+        if event["type"] == "DELETED":
+            w.stop()
+    t.join()
+    assert seen == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"), ("DELETED", "w", "2")]
+
+
+def test_namespace_deletion_cascades(core):
+    ns = make_ns(core, "gone")
+    core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="s"), string_data={"p": "x"}))
+    assert core.read_namespaced_secret("s", ns).data == {"p": "eA=="}
+    # Like kube-apiserver, the answer is the Namespace now Terminating (the client's
+    # declared return type is V1Status, so it hands back the raw dict).
+    deleting = core.delete_namespace(ns)
+    assert deleting["status"]["phase"] == "Terminating"
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            core.read_namespace(ns)
+        except ApiException as e:
+            assert e.status == 404
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("namespace was not removed")
+    assert core.list_secret_for_all_namespaces(field_selector="metadata.namespace=gone").items == []
