@@ -49,11 +49,20 @@ fn namespace_defaults(obj: &mut Value) {
         m.insert("labels".into(), json!({}));
     }
     m["labels"]["kubernetes.io/metadata.name"] = json!(n);
-    if obj.pointer("/spec/finalizers").is_none() {
-        if !obj.get("spec").is_some_and(Value::is_object) {
-            obj["spec"] = json!({});
+}
+
+/// Upstream makes sure the `kubernetes` finalizer is there on create.
+fn namespace_finalizer(obj: &mut Value) {
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        obj["spec"] = json!({});
+    }
+    if !obj["spec"].get("finalizers").is_some_and(Value::is_array) {
+        obj["spec"]["finalizers"] = json!([]);
+    }
+    if let Some(list) = obj["spec"]["finalizers"].as_array_mut() {
+        if !list.iter().any(|f| f == "kubernetes") {
+            list.push(json!("kubernetes"));
         }
-        obj["spec"]["finalizers"] = json!(["kubernetes"]);
     }
 }
 
@@ -62,6 +71,7 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
         ("", "Secret") => secret_defaults(obj),
         ("", "Namespace") => {
             namespace_defaults(obj);
+            namespace_finalizer(obj);
             obj["status"] = json!({"phase": "Active"});
         }
         _ => {
@@ -74,10 +84,21 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
-pub fn on_update(rt: &ResourceType, new: &mut Value, _old: &Value) {
+pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
     match (rt.group, rt.kind) {
         ("", "Secret") => secret_defaults(new),
-        ("", "Namespace") => namespace_defaults(new),
+        ("", "Namespace") => {
+            namespace_defaults(new);
+            // Finalizers change only through the namespace's own lifecycle.
+            match old.get("spec") {
+                Some(spec) => new["spec"] = spec.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("spec");
+                    }
+                }
+            }
+        }
         _ => {}
     }
 }

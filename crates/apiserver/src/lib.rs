@@ -10,6 +10,7 @@ pub mod namespace_lifecycle;
 pub mod object;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod routing;

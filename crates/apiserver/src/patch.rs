@@ -58,13 +58,13 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
         return;
     };
     for (k, v) in p {
-        if k.starts_with('$') {
-            continue;
-        }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(have)), Value::Array(del)) = (t.get_mut(field), v) {
                 have.retain(|x| !del.contains(x));
             }
+            continue;
+        }
+        if k.starts_with('$') {
             continue;
         }
         if v.is_null() {

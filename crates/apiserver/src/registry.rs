@@ -79,6 +79,7 @@ impl ResourceType {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // a table row, read column by column
 const fn rt(
     group: &'static str,
     version: &'static str,

@@ -55,6 +55,7 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     match ct {
         "" | "application/json" | "*/*" => {}
+        crate::protobuf::CONTENT_TYPE => return crate::protobuf::decode(body),
         other => return Err(ApiError::unsupported_media_type(other)),
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| {
@@ -101,7 +102,7 @@ pub async fn read(
     }
 }
 
-fn require_name<'a>(t: &'a Target) -> Result<&'a str, ApiError> {
+fn require_name(t: &Target) -> Result<&str, ApiError> {
     t.name
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("a resource name is required"))

@@ -92,7 +92,7 @@ impl LabelSelector {
                 | Req::Exists(k)
                 | Req::NotExists(k) => k,
             };
-            if key.is_empty() || crate::validation::qualified_name_errors("", key).len() > 0 {
+            if key.is_empty() || !crate::validation::qualified_name_errors("", key).is_empty() {
                 return Err(format!(
                     "unable to parse requirement: invalid label key {key:?}"
                 ));

@@ -297,10 +297,8 @@ pub fn validate_type(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
-        ("", "Event") => {
-            if obj.get("involvedObject").is_none() {
-                causes.push(Cause::required("involvedObject", ""));
-            }
+        ("", "Event") if obj.get("involvedObject").is_none() => {
+            causes.push(Cause::required("involvedObject", ""));
         }
         _ => {}
     }

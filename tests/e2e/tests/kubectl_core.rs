@@ -461,3 +461,74 @@ fn data_survives_kill_9() {
         "13"
     );
 }
+
+#[test]
+fn create_generators_send_protobuf_and_work() {
+    let s = Server::start();
+    assert_eq!(
+        s.kubectl_ok(&["create", "namespace", "gen"]).trim(),
+        "namespace/gen created"
+    );
+    assert_eq!(
+        s.kubectl_ok(&[
+            "create",
+            "configmap",
+            "cfg",
+            "-n",
+            "gen",
+            "--from-literal=a=b",
+            "--from-literal=c=d"
+        ])
+        .trim(),
+        "configmap/cfg created"
+    );
+    assert_eq!(
+        s.kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "sec",
+            "-n",
+            "gen",
+            "--from-literal=pw=hunter2"
+        ])
+        .trim(),
+        "secret/sec created"
+    );
+    assert_eq!(
+        s.kubectl_ok(&["create", "serviceaccount", "robot", "-n", "gen"])
+            .trim(),
+        "serviceaccount/robot created"
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "cm", "cfg", "-n", "gen", "-o", "jsonpath={.data}"]),
+        r#"{"a":"b","c":"d"}"#
+    );
+    // hunter2, base64-encoded, as a Secret's data is.
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "secret",
+            "sec",
+            "-n",
+            "gen",
+            "-o",
+            "jsonpath={.data.pw} {.type}"
+        ]),
+        "aHVudGVyMg== Opaque"
+    );
+    let ns = s.kubectl_ok(&[
+        "get",
+        "ns",
+        "gen",
+        "-o",
+        "jsonpath={.status.phase} {.spec.finalizers}",
+    ]);
+    assert_eq!(ns, r#"Active ["kubernetes"]"#);
+    let dup = s.kubectl(&["create", "configmap", "cfg", "-n", "gen"]);
+    assert!(
+        text(&dup).1.contains("configmaps \"cfg\" already exists"),
+        "{:?}",
+        text(&dup)
+    );
+}
