@@ -4,10 +4,12 @@
 pub mod auth;
 pub mod defaults;
 pub mod discovery;
+pub mod field_validation;
 pub mod health;
 pub mod list;
 pub mod namespace_lifecycle;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
@@ -34,20 +36,41 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
     pub registry: registry::Registry,
+    pub openapi: Arc<openapi::OpenApi>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, admin_token: &str) -> Self {
+        let registry = registry::Registry::new(registry::builtin());
+        let openapi = Arc::new(openapi::OpenApi::build(&registry));
         AppState {
             store,
             admin_token: admin_token.into(),
-            registry: registry::Registry::new(registry::builtin()),
+            registry,
+            openapi,
         }
     }
 }
 
 /// Upstream's limit on a request body.
 const MAX_BODY: usize = 3 * 1024 * 1024;
+
+async fn openapi_root(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(state.openapi.root())
+}
+
+async fn openapi_doc(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.openapi.doc(&path) {
+        Some(d) => axum::Json(d.clone()).into_response(),
+        None => status::ApiError::path_not_found(&format!("/openapi/v3/{path}")).into_response(),
+    }
+}
 
 /// The whole HTTP surface; usable in-process (e.g. by a kube::Client) without a socket.
 pub fn router(state: AppState) -> Router {
@@ -56,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/livez", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/{*path}", get(openapi_doc))
         .route("/api", any(routing::handle))
         .route("/api/{*rest}", any(routing::handle))
         .route("/apis", any(routing::handle))

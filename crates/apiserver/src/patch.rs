@@ -96,6 +96,7 @@ pub async fn patch(
         .clone()
         .ok_or_else(|| ApiError::bad_request("a resource name is required"))?;
     let kind = kind(content_type)?;
+    let mode = crate::field_validation::mode(query)?;
     let patch: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
     })?;
@@ -141,6 +142,7 @@ pub async fn patch(
                 "the patched object is not a JSON object",
             ));
         }
+        let warnings = crate::field_validation::check(state, &t.rt, &mut doc, mode)?;
         let pinned = object::meta_str(&doc, "resourceVersion")
             .filter(|rv| *rv != old_rev.to_string())
             .map(String::from);
@@ -155,7 +157,12 @@ pub async fn patch(
             )));
         }
         match rest::update_object(state, t, old, old_rev, doc, expected, is_dry_run(query)).await {
-            Ok(obj) => return Ok(json_response(StatusCode::OK, &obj)),
+            Ok(obj) => {
+                return Ok(crate::field_validation::with_warnings(
+                    json_response(StatusCode::OK, &obj),
+                    &warnings,
+                ))
+            }
             Err(e)
                 if e.code == StatusCode::CONFLICT && pinned.is_none() && e.reason == "Conflict" =>
             {

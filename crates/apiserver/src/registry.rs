@@ -23,6 +23,13 @@ pub enum Printer {
     Lease,
 }
 
+/// Produces a type's OpenAPI schema (a `$ref` into the generator's definitions).
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
 #[derive(Debug, Clone)]
 pub struct ResourceType {
     pub group: &'static str,
@@ -36,6 +43,7 @@ pub struct ResourceType {
     /// Whether the type has a `/status` subresource (and so spec/status separation).
     pub has_status: bool,
     pub printer: Printer,
+    pub schema: Option<SchemaFn>,
 }
 
 impl ResourceType {
@@ -80,7 +88,7 @@ impl ResourceType {
 }
 
 #[allow(clippy::too_many_arguments)] // a table row, read column by column
-const fn rt(
+fn rt(
     group: &'static str,
     version: &'static str,
     kind: &'static str,
@@ -90,6 +98,7 @@ const fn rt(
     short_names: &'static [&'static str],
     has_status: bool,
     printer: Printer,
+    schema: SchemaFn,
 ) -> ResourceType {
     ResourceType {
         group,
@@ -102,11 +111,14 @@ const fn rt(
         categories: &[],
         has_status,
         printer,
+        schema: Some(schema),
     }
 }
 
 /// The built-in types served today.
 pub fn builtin() -> Vec<ResourceType> {
+    use k8s_openapi::api::{coordination, core, events};
+    use Printer as P;
     vec![
         rt(
             "",
@@ -117,7 +129,8 @@ pub fn builtin() -> Vec<ResourceType> {
             false,
             &["ns"],
             true,
-            Printer::Namespace,
+            P::Namespace,
+            schema_of::<core::v1::Namespace>,
         ),
         rt(
             "",
@@ -128,7 +141,8 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             &["cm"],
             false,
-            Printer::ConfigMap,
+            P::ConfigMap,
+            schema_of::<core::v1::ConfigMap>,
         ),
         rt(
             "",
@@ -139,7 +153,8 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             &[],
             false,
-            Printer::Secret,
+            P::Secret,
+            schema_of::<core::v1::Secret>,
         ),
         rt(
             "",
@@ -150,7 +165,8 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             &["sa"],
             false,
-            Printer::ServiceAccount,
+            P::ServiceAccount,
+            schema_of::<core::v1::ServiceAccount>,
         ),
         rt(
             "",
@@ -161,7 +177,8 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             &["ev"],
             false,
-            Printer::Event,
+            P::Event,
+            schema_of::<core::v1::Event>,
         ),
         rt(
             "events.k8s.io",
@@ -172,7 +189,8 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             &["ev"],
             false,
-            Printer::Event,
+            P::Event,
+            schema_of::<events::v1::Event>,
         ),
         rt(
             "coordination.k8s.io",
@@ -183,7 +201,8 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             &[],
             false,
-            Printer::Lease,
+            P::Lease,
+            schema_of::<coordination::v1::Lease>,
         ),
     ]
 }

@@ -10,6 +10,7 @@ use capstan_store::{KeyValue, StoreError, StoreExt, Txn, TxnResponse};
 use serde_json::{json, Value};
 
 use crate::defaults;
+use crate::field_validation;
 use crate::object::{self, meta_mut, set_meta};
 use crate::registry::ResourceType;
 use crate::routing::Target;
@@ -204,9 +205,14 @@ pub async fn create(
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let obj = decode_body(content_type, body)?;
+    let mode = field_validation::mode(query)?;
+    let mut obj = decode_body(content_type, body)?;
+    let warnings = field_validation::check(state, &t.rt, &mut obj, mode)?;
     let (obj, _) = create_object(state, t, obj, is_dry_run(query)).await?;
-    Ok(json_response(StatusCode::CREATED, &obj))
+    Ok(field_validation::with_warnings(
+        json_response(StatusCode::CREATED, &obj),
+        &warnings,
+    ))
 }
 
 /// Admit and store a new object; returns it with its resourceVersion.
@@ -285,7 +291,9 @@ pub async fn update(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let name = require_name(t)?.to_string();
+    let mode = field_validation::mode(query)?;
     let mut obj = decode_body(content_type, body)?;
+    let warnings = field_validation::check(state, &t.rt, &mut obj, mode)?;
     check_type(&t.rt, &mut obj)?;
     match object::meta_str(&obj, "name") {
         Some(n) if n == name => {}
@@ -316,7 +324,10 @@ pub async fn update(
         })?,
     };
     let out = update_object(state, t, old, old_rev, obj, expected, is_dry_run(query)).await?;
-    Ok(json_response(StatusCode::OK, &out))
+    Ok(field_validation::with_warnings(
+        json_response(StatusCode::OK, &out),
+        &warnings,
+    ))
 }
 
 /// Replace `old` (at `old_rev`) by `new`, which must have been read at `expected`.

@@ -12,9 +12,9 @@ fn cm(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: team-a\n  labels:\n    app: web\ndata:\n  key: \"{value}\"\n")
 }
 
-/// kubectl apply from stdin. OpenAPI is not served yet, so validation is off.
+/// kubectl apply from stdin (kubectl validates against our OpenAPI v3 first).
 fn apply(s: &Server, yaml: &str) -> String {
-    let out = s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], yaml);
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
     let (o, e) = text(&out);
     assert!(out.status.success(), "apply failed: {o}{e}");
     o
@@ -278,11 +278,11 @@ fn patch_label_annotate_replace() {
     // replace with the current resourceVersion works; with a stale one it is a Conflict.
     let current = s.kubectl_ok(&["get", "cm", "p", "-n", "team-a", "-o", "json"]);
     let replaced = s.kubectl_stdin(
-        &["replace", "--validate=false", "-f", "-"],
+        &["replace", "-f", "-"],
         &current.replace("\"key\": \"1\"", "\"key\": \"replaced\""),
     );
     assert!(replaced.status.success(), "{:?}", text(&replaced));
-    let stale = s.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &current);
+    let stale = s.kubectl_stdin(&["replace", "-f", "-"], &current);
     assert!(!stale.status.success());
     let err = text(&stale).1;
     assert!(
@@ -297,7 +297,7 @@ fn invalid_objects_are_refused_naming_each_field() {
     let s = Server::start();
     apply(&s, NS);
     let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n  namespace: team-a\n  labels:\n    \"bad key!\": v\ndata:\n  \"bad key\": x\n";
-    let out = s.kubectl_stdin(&["create", "--validate=false", "-f", "-"], bad);
+    let out = s.kubectl_stdin(&["create", "-f", "-"], bad);
     assert!(!out.status.success());
     let err = text(&out).1;
     assert!(
@@ -317,7 +317,7 @@ fn invalid_objects_are_refused_naming_each_field() {
         "{err}"
     );
     let missing_ns = s.kubectl_stdin(
-        &["create", "--validate=false", "-f", "-"],
+        &["create", "-f", "-"],
         &cm("x", "1").replace("team-a", "nowhere"),
     );
     assert!(
@@ -327,7 +327,7 @@ fn invalid_objects_are_refused_naming_each_field() {
         "{:?}",
         text(&missing_ns)
     );
-    let dup = s.kubectl_stdin(&["create", "--validate=false", "-f", "-"], NS);
+    let dup = s.kubectl_stdin(&["create", "-f", "-"], NS);
     assert!(
         text(&dup).1.contains("AlreadyExists") || text(&dup).1.contains("already exists"),
         "{:?}",
@@ -423,7 +423,7 @@ fn deleting_a_namespace_removes_its_contents() {
         .trim()
         .is_empty());
     // Creating into a deleted namespace is refused.
-    let late = s.kubectl_stdin(&["create", "--validate=false", "-f", "-"], &cm("late", "1"));
+    let late = s.kubectl_stdin(&["create", "-f", "-"], &cm("late", "1"));
     assert!(
         text(&late).1.contains("namespaces \"team-a\" not found"),
         "{:?}",
@@ -531,4 +531,46 @@ fn create_generators_send_protobuf_and_work() {
         "{:?}",
         text(&dup)
     );
+}
+
+#[test]
+fn explain_and_unknown_fields_follow_field_validation() {
+    let s = Server::start();
+    apply(&s, NS);
+    let explain = s.kubectl_ok(&["explain", "configmap"]);
+    assert!(
+        explain.contains("KIND:       ConfigMap")
+            && explain.contains("ConfigMap holds configuration data for pods to consume."),
+        "{explain}"
+    );
+    let field = s.kubectl_ok(&["explain", "configmap.data"]);
+    assert!(field.contains("FIELD: data <map[string]string>"), "{field}");
+    let lease = s.kubectl_ok(&["explain", "lease.spec.holderIdentity"]);
+    assert!(lease.contains("holderIdentity"), "{lease}");
+    let with_unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\n  namespace: team-a\n  bogus: 1\ndata:\n  a: \"1\"\nextra: {x: 1}\n";
+    // kubectl's default is Strict: refused, naming both fields.
+    let strict = s.kubectl_stdin(&["apply", "-f", "-"], with_unknown);
+    assert!(!strict.status.success());
+    let err = text(&strict).1;
+    assert!(
+        err.contains("strict decoding error")
+            && err.contains(r#"unknown field "extra""#)
+            && err.contains(r#"unknown field "metadata.bogus""#),
+        "{err}"
+    );
+    // Warn: created, with kubectl printing the server's warnings; the fields are dropped.
+    let warn = s.kubectl_stdin(&["apply", "--validate=warn", "-f", "-"], with_unknown);
+    let (out, err) = text(&warn);
+    assert!(warn.status.success(), "{out}{err}");
+    assert!(err.contains(r#"Warning: unknown field "extra""#), "{err}");
+    let stored = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "u",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.extra}|{.metadata.bogus}|{.data.a}",
+    ]);
+    assert_eq!(stored, "||1");
 }

@@ -1,0 +1,156 @@
+//! Unknown fields, per `fieldValidation`: every field the type's schema does not know is
+//! dropped (as a typed decode would), and reported as a 400 (Strict), a `Warning` header
+//! (Warn, the default) or not at all (Ignore).
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value};
+
+use crate::registry::ResourceType;
+use crate::status::ApiError;
+use crate::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+pub fn mode(query: &HashMap<String, String>) -> Result<Mode, ApiError> {
+    match query.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(Mode::Warn),
+        Some("Strict") => Ok(Mode::Strict),
+        Some("Ignore") => Ok(Mode::Ignore),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of \"Ignore\", \"Strict\" or \"Warn\", got {other:?}"
+        ))),
+    }
+}
+
+fn resolve<'a>(schema: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
+    let mut s = schema;
+    for _ in 0..8 {
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            match r.rsplit('/').next().and_then(|n| defs.get(n)) {
+                Some(d) => s = d,
+                None => return s,
+            }
+        } else if let Some(first) = s
+            .get("allOf")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            s = first;
+        } else {
+            return s;
+        }
+    }
+    s
+}
+
+fn walk(
+    schema: &Value,
+    defs: &Map<String, Value>,
+    value: &mut Value,
+    path: &str,
+    unknown: &mut Vec<String>,
+) {
+    let schema = resolve(schema, defs);
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    match value {
+        Value::Object(obj) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            if props.is_none() && additional.is_none() {
+                return; // free-form (e.g. FieldsV1, RawExtension)
+            }
+            let keys: Vec<String> = obj.keys().cloned().collect();
+            for k in keys {
+                let child_path = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let child_schema = props.and_then(|p| p.get(&k)).or(match additional {
+                    Some(Value::Object(_)) => additional,
+                    Some(Value::Bool(true)) => None,
+                    _ => None,
+                });
+                match child_schema {
+                    Some(cs) => {
+                        if let Some(v) = obj.get_mut(&k) {
+                            walk(cs, defs, v, &child_path, unknown);
+                        }
+                    }
+                    None if additional == Some(&Value::Bool(true)) => {}
+                    None => {
+                        obj.remove(&k);
+                        unknown.push(child_path);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, v) in items.iter_mut().enumerate() {
+                    walk(item_schema, defs, v, &format!("{path}[{i}]"), unknown);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drop unknown fields from `obj`; fail (Strict) or return the warnings to send.
+pub fn check(
+    state: &AppState,
+    rt: &ResourceType,
+    obj: &mut Value,
+    mode: Mode,
+) -> Result<Vec<String>, ApiError> {
+    let Some(defs) = state.openapi.schemas(rt.group, rt.version) else {
+        return Ok(vec![]);
+    };
+    let Some(schema) = defs.values().find(|s| {
+        s.get("x-kubernetes-group-version-kind")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter().any(|g| {
+                    g["kind"] == rt.kind && g["group"] == rt.group && g["version"] == rt.version
+                })
+            })
+    }) else {
+        return Ok(vec![]);
+    };
+    let mut unknown = Vec::new();
+    walk(schema, defs, obj, "", &mut unknown);
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match mode {
+        Mode::Strict if !messages.is_empty() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("strict decoding error: {}", messages.join(", ")),
+        )),
+        Mode::Warn => Ok(messages),
+        _ => Ok(vec![]),
+    }
+}
+
+/// Attach warnings as RFC 7234 `Warning: 299 - "..."` headers, as kube-apiserver does.
+pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}

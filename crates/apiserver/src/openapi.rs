@@ -1,0 +1,204 @@
+//! OpenAPI v3: one document per group-version, generated from k8s-openapi's schemas
+//! (schemars), carrying `x-kubernetes-group-version-kind`, the `fieldValidation` parameter
+//! and the patch content types kubectl looks for before it validates, applies or explains.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use serde_json::{json, Map, Value};
+
+use crate::registry::{Registry, ResourceType};
+
+pub struct OpenApi {
+    /// "api/v1" or "apis/{group}/{version}" -> (hash, document)
+    docs: BTreeMap<String, (String, Value)>,
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+fn gvk(rt: &ResourceType) -> Value {
+    json!({"group": rt.group, "version": rt.version, "kind": rt.kind})
+}
+
+fn query_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        query_param("dryRun", "When present, indicates that modifications should not be persisted. Valid values are: - All: all dry run stages will be processed"),
+        query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+        query_param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: - Ignore - Warn - Strict"),
+    ]
+}
+
+fn op(
+    rt: &ResourceType,
+    action: &str,
+    operation_id: String,
+    schema_ref: &Value,
+    body: Option<Value>,
+    params: Vec<Value>,
+) -> Value {
+    let mut o = json!({
+        "operationId": operation_id,
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk(rt),
+        "parameters": params,
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema_ref}}}, "401": {"description": "Unauthorized"}},
+    });
+    if let Some(b) = body {
+        o["requestBody"] = b;
+    }
+    o
+}
+
+fn paths_for(rt: &ResourceType, schema_ref: &Value, paths: &mut Map<String, Value>) {
+    let base = format!("/{}", gv_path(rt.group, rt.version));
+    let (collection, item) = if rt.namespaced {
+        (
+            format!("{base}/namespaces/{{namespace}}/{}", rt.plural),
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", rt.plural),
+        )
+    } else {
+        (
+            format!("{base}/{}", rt.plural),
+            format!("{base}/{}/{{name}}", rt.plural),
+        )
+    };
+    let id = format!(
+        "{}{}{}",
+        if rt.group.is_empty() { "Core" } else { "" },
+        rt.version,
+        rt.kind
+    );
+    let json_body =
+        json!({"content": {"application/json": {"schema": schema_ref}}, "required": true});
+    let patch_schema = json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."});
+    let patch_body = json!({"content": {
+        "application/apply-patch+yaml": {"schema": patch_schema},
+        "application/json-patch+json": {"schema": patch_schema},
+        "application/merge-patch+json": {"schema": patch_schema},
+        "application/strategic-merge-patch+json": {"schema": patch_schema},
+    }, "required": true});
+    let path_params = |with_name: bool| {
+        let mut p = Vec::new();
+        if with_name {
+            p.push(json!({"name": "name", "in": "path", "required": true, "description": format!("name of the {}", rt.kind), "schema": {"type": "string", "uniqueItems": true}}));
+        }
+        if rt.namespaced {
+            p.push(json!({"name": "namespace", "in": "path", "required": true, "description": "object name and auth scope, such as for teams and projects", "schema": {"type": "string", "uniqueItems": true}}));
+        }
+        p
+    };
+    let mut patch_params = write_params();
+    patch_params.push(json!({"name": "force", "in": "query", "description": "Force is going to \"force\" Apply requests.", "schema": {"type": "boolean", "uniqueItems": true}}));
+    paths.insert(
+        collection,
+        json!({
+            "get": op(rt, "list", format!("list{id}"), &json!({"type": "object"}), None, vec![]),
+            "post": op(rt, "post", format!("create{id}"), schema_ref, Some(json_body.clone()), write_params()),
+            "delete": op(rt, "deletecollection", format!("deleteCollection{id}"), &json!({"type": "object"}), None, vec![]),
+            "parameters": path_params(false),
+        }),
+    );
+    paths.insert(
+        item,
+        json!({
+            "get": op(rt, "get", format!("read{id}"), schema_ref, None, vec![]),
+            "put": op(rt, "put", format!("replace{id}"), schema_ref, Some(json_body), write_params()),
+            "patch": op(rt, "patch", format!("patch{id}"), schema_ref, Some(patch_body), patch_params),
+            "delete": op(rt, "delete", format!("delete{id}"), schema_ref, None, vec![]),
+            "parameters": path_params(true),
+        }),
+    );
+}
+
+fn build_doc(types: &[&ResourceType]) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut paths = Map::new();
+    let mut kinds: Vec<(String, Value)> = Vec::new();
+    for rt in types {
+        let Some(schema_fn) = rt.schema else { continue };
+        let schema_ref = serde_json::to_value(schema_fn(&mut generator)).unwrap_or(json!({}));
+        if let Some(name) = schema_ref
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next())
+        {
+            kinds.push((name.to_string(), gvk(rt)));
+        }
+        paths_for(rt, &schema_ref, &mut paths);
+    }
+    let mut schemas: Map<String, Value> = generator
+        .take_definitions(true)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(json!({}))))
+        .collect();
+    for (name, gvk) in kinds {
+        if let Some(Value::Object(s)) = schemas.get_mut(&name) {
+            s.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+        }
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::health::KUBE_MAJOR, crate::health::KUBE_MINOR)},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+fn hash_of(doc: &Value) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    doc.to_string().hash(&mut h);
+    format!("{:016X}", h.finish())
+}
+
+impl OpenApi {
+    pub fn build(registry: &Registry) -> Self {
+        let mut docs = BTreeMap::new();
+        for (g, v) in registry.group_versions() {
+            let types: Vec<&ResourceType> = registry
+                .all()
+                .iter()
+                .filter(|t| t.group == g && t.version == v)
+                .collect();
+            let doc = build_doc(&types);
+            docs.insert(gv_path(g, v), (hash_of(&doc), doc));
+        }
+        OpenApi { docs }
+    }
+
+    /// `/openapi/v3`: where each group-version's document lives.
+    pub fn root(&self) -> Value {
+        let paths: Map<String, Value> = self
+            .docs
+            .iter()
+            .map(|(path, (hash, _))| {
+                (
+                    path.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+                )
+            })
+            .collect();
+        json!({"paths": paths})
+    }
+
+    /// `/openapi/v3/{api/v1 | apis/g/v}`.
+    pub fn doc(&self, path: &str) -> Option<&Value> {
+        self.docs.get(path.trim_matches('/')).map(|(_, d)| d)
+    }
+
+    /// The schema definitions of a group-version (for field validation).
+    pub fn schemas(&self, group: &str, version: &str) -> Option<&Map<String, Value>> {
+        self.doc(&gv_path(group, version))?
+            .pointer("/components/schemas")?
+            .as_object()
+    }
+}
