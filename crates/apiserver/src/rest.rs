@@ -54,16 +54,20 @@ pub fn is_dry_run(query: &HashMap<String, String>) -> bool {
 
 pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
-    match ct {
-        "" | "application/json" | "*/*" => {}
+    let v: Value = match ct {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        })?,
+        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as YAML: {e}"
+            ))
+        })?,
         crate::protobuf::CONTENT_TYPE => return crate::protobuf::decode(body),
         other => return Err(ApiError::unsupported_media_type(other)),
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body of the request could not be decoded as JSON: {e}"
-        ))
-    })?;
+    };
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request must be a JSON object",

@@ -182,5 +182,41 @@ pub async fn handle(
             method, target.rt.plural
         ))),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    if prefers_yaml(&accept) && !truthy(&query, "watch") {
+        return to_yaml(resp).await;
+    }
+    resp
+}
+
+/// Whether the client's first choice is YAML (`Accept: application/yaml`).
+fn prefers_yaml(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| {
+        first
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim() == "application/yaml")
+    })
+}
+
+/// Re-encode a JSON response as YAML.
+async fn to_yaml(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("could not buffer the response").into_response();
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    match serde_yaml::to_string(&value) {
+        Ok(y) => {
+            parts.headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/yaml"),
+            );
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(y))
+        }
+        Err(e) => ApiError::internal(format!("could not encode YAML: {e}")).into_response(),
+    }
 }
