@@ -574,3 +574,203 @@ fn explain_and_unknown_fields_follow_field_validation() {
     ]);
     assert_eq!(stored, "||1");
 }
+
+#[test]
+fn edit_diff_and_describe() {
+    let s = Server::start();
+    apply(&s, NS);
+    apply(&s, &cm("ed", "before"));
+    // edit: the editor is a script that rewrites the value.
+    let dir = tempfile::tempdir().unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/key: before/key: edited/' \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("KUBE_EDITOR", &editor)
+        .args(["edit", "cm", "ed", "-n", "team-a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("configmap/ed edited"),
+        "{:?}",
+        text(&out)
+    );
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "cm",
+            "ed",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.key}"
+        ]),
+        "edited"
+    );
+    // diff: exit 0 when the same, exit 1 with a unified diff when not.
+    let same = s.kubectl_stdin(&["diff", "-f", "-"], &cm("ed", "edited"));
+    assert_eq!(same.status.code(), Some(0), "{:?}", text(&same));
+    let differs = s.kubectl_stdin(&["diff", "-f", "-"], &cm("ed", "other"));
+    assert_eq!(differs.status.code(), Some(1), "{:?}", text(&differs));
+    let d = text(&differs).0;
+    assert!(
+        d.contains("-  key: edited") && d.contains("+  key: other"),
+        "{d}"
+    );
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "cm",
+            "ed",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.key}"
+        ]),
+        "edited",
+        "diff must not write"
+    );
+    // describe, with an Event about the object found by its involvedObject fields.
+    let uid = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "ed",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let event = format!(
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: ed.1\n  namespace: team-a\ninvolvedObject:\n  apiVersion: v1\n  kind: ConfigMap\n  name: ed\n  namespace: team-a\n  uid: {uid}\nreason: Checked\nmessage: looked at it\ntype: Normal\nlastTimestamp: \"2026-01-01T00:00:00Z\"\n"
+    );
+    apply(&s, &event);
+    let desc = s.kubectl_ok(&["describe", "cm", "ed", "-n", "team-a"]);
+    assert!(
+        desc.contains("Name:         ed") && desc.contains("edited"),
+        "{desc}"
+    );
+    assert!(
+        desc.contains("Events:") && desc.contains("Checked") && desc.contains("looked at it"),
+        "{desc}"
+    );
+    let events = s.kubectl_ok(&["get", "events", "-n", "team-a"]);
+    assert!(
+        events
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]),
+        "{events}"
+    );
+    assert!(events.contains("configmap/ed"), "{events}");
+}
+
+#[test]
+fn finalizers_hold_deletion_until_removed() {
+    let s = Server::start();
+    apply(&s, NS);
+    let held = cm("held", "1").replace(
+        "  labels:",
+        "  finalizers:\n  - example.com/hold\n  labels:",
+    );
+    apply(&s, &held);
+    let out = s.kubectl(&["delete", "cm", "held", "-n", "team-a", "--wait=false"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // Still there, marked for deletion.
+    let ts = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "held",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(
+        ts.starts_with("20"),
+        "deletionTimestamp should be set, got {ts:?}"
+    );
+    // Removing the last finalizer lets it go.
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "held",
+        "-n",
+        "team-a",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let gone = s.kubectl(&["get", "cm", "held", "-n", "team-a"]);
+    assert!(text(&gone).1.contains("not found"), "{:?}", text(&gone));
+}
+
+#[test]
+fn kill_9_under_concurrent_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = Server::start_in(dir.path(), port);
+    apply(&s, NS);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubeconfig = s.kubeconfig();
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let (acked, stop, kubeconfig) = (acked.clone(), stop.clone(), kubeconfig.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let name = format!("w{w}-{i}");
+                    let out = std::process::Command::new("kubectl")
+                        .env("KUBECONFIG", &kubeconfig)
+                        .args([
+                            "create",
+                            "configmap",
+                            &name,
+                            "-n",
+                            "team-a",
+                            "--from-literal=k=v",
+                        ])
+                        .output()
+                        .unwrap();
+                    if out.status.success() {
+                        acked.lock().unwrap().push(name);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    s.kill(); // SIGKILL while creates are in flight
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 10,
+        "too few writes were acknowledged: {}",
+        acked.len()
+    );
+    let s = Server::start_in(dir.path(), port);
+    let present = s.kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"]);
+    for name in &acked {
+        assert!(
+            present.lines().any(|l| l == format!("configmap/{name}")),
+            "acknowledged {name} was lost"
+        );
+    }
+}
