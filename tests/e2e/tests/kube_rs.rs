@@ -1,0 +1,156 @@
+//! kube-rs (client and runtime) against the running binary over TLS: typed CRUD, patches,
+//! paging, errors, and the `watcher` a user's control loop is built on.
+
+use std::time::Duration;
+
+use capstan_e2e::Server;
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::json;
+
+async fn client(s: &Server) -> Client {
+    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+fn cm(name: &str, value: &str) -> ConfigMap {
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"app": "demo"}}, "data": {"v": value}}),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_crud_patch_and_paging() {
+    let s = Server::start();
+    let c = client(&s).await;
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "kr"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c, "kr");
+    for i in 0..5 {
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("c{i}"), &i.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    let page = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    let token = page.metadata.continue_.clone().expect("continue token");
+    let rest = api
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 3);
+    let p = api
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"extra": "m"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data.unwrap().get("extra").map(String::as_str), Some("m"));
+    let p = api
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"v": "s"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data.unwrap().get("v").map(String::as_str), Some("s"));
+    match api.get("missing").await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (404, "NotFound")),
+        other => panic!("expected a 404 Status, got {other:?}"),
+    }
+    match api.create(&PostParams::default(), &cm("c0", "dup")).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
+        other => panic!("expected a 409 Status, got {other:?}"),
+    }
+    api.delete("c0", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_streams_changes() {
+    let s = Server::start();
+    let c = client(&s).await;
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "kw"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c, "kw");
+    api.create(&PostParams::default(), &cm("before", "0"))
+        .await
+        .unwrap();
+    let stream = watcher(api.clone(), watcher::Config::default().labels("app=demo"));
+    let mut stream = Box::pin(stream);
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            api.create(&PostParams::default(), &cm("after", "1"))
+                .await
+                .unwrap();
+            api.patch(
+                "after",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"v": "2"}})),
+            )
+            .await
+            .unwrap();
+            api.delete("after", &DeleteParams::default()).await.unwrap();
+        })
+    };
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.last().map(String::as_str) != Some("delete after") {
+        let ev = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .expect("watcher stalled")
+            .expect("watcher error")
+            .expect("watcher ended");
+        match ev {
+            watcher::Event::InitApply(o) => seen.push(format!("init {}", o.metadata.name.unwrap())),
+            watcher::Event::Apply(o) => seen.push(format!(
+                "apply {} {}",
+                o.metadata.name.unwrap(),
+                o.data.unwrap()["v"]
+            )),
+            watcher::Event::Delete(o) => seen.push(format!("delete {}", o.metadata.name.unwrap())),
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            "init before",
+            "apply after 1",
+            "apply after 2",
+            "delete after"
+        ]
+    );
+}
