@@ -5,13 +5,13 @@ mod kubeconfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use capstan_apiserver::{namespace_lifecycle, pki, router, serve, AppState};
-use capstan_store::{SqliteConfig, SqliteStore, Store};
+use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,12 @@ enum Command {
         /// Address to serve the Kubernetes API on (HTTPS).
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
+        /// Seconds of history kept for watches to resume from; older history is compacted.
+        #[arg(long, default_value_t = 300)]
+        history_retention_seconds: u64,
+        /// Seconds between compaction passes.
+        #[arg(long, default_value_t = 30)]
+        compaction_interval_seconds: u64,
     },
 }
 
@@ -58,21 +64,39 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Server { data_dir, listen } => {
+        Command::Server {
+            data_dir,
+            listen,
+            history_retention_seconds,
+            compaction_interval_seconds,
+        } => {
+            let compaction = CompactionConfig {
+                retention: Duration::from_secs(history_retention_seconds),
+                interval: Duration::from_secs(compaction_interval_seconds.max(1)),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(server(data_dir.unwrap_or_else(default_data_dir), listen))
+            rt.block_on(server(
+                data_dir.unwrap_or_else(default_data_dir),
+                listen,
+                compaction,
+            ))
         }
     }
 }
 
-async fn server(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+async fn server(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    compaction: CompactionConfig,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = SqliteStore::open(SqliteConfig::new(data_dir.join("store.db")))
-        .context("opening the store")?;
+    let mut store_config = SqliteConfig::new(data_dir.join("store.db"));
+    store_config.compaction = Some(compaction);
+    let store = SqliteStore::open(store_config).context("opening the store")?;
     let hosts = vec![listen.ip().to_string()];
     let pki =
         pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;

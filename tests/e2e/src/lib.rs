@@ -48,11 +48,25 @@ impl Server {
 
     /// Start on an existing data dir (to test restarts).
     pub fn start_in(data_dir: &Path, port: u16) -> Server {
+        Server::start_with(data_dir, port, &[])
+    }
+
+    /// Start with extra `capstan server` flags on a fresh data dir.
+    pub fn start_args(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let mut s = Server::start_with(&data_dir, free_port(), extra);
+        s._dir = Some(dir);
+        s
+    }
+
+    fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         let started = Instant::now();
         let mut child = Command::new(capstan_bin())
             .args(["server", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
