@@ -154,3 +154,23 @@ pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     }
     resp
 }
+
+/// Duplicate keys in a JSON body, per `fieldValidation` (YAML bodies refuse them already).
+pub fn duplicates(body: &[u8], content_type: &str, mode: Mode) -> Result<Vec<String>, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    if !(ct.is_empty() || ct.ends_with("json")) || mode == Mode::Ignore {
+        return Ok(vec![]);
+    }
+    let messages: Vec<String> = crate::duplicate_fields::find(body)
+        .iter()
+        .map(|f| format!("duplicate field {f:?}"))
+        .collect();
+    match mode {
+        Mode::Strict if !messages.is_empty() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("strict decoding error: {}", messages.join(", ")),
+        )),
+        _ => Ok(messages),
+    }
+}

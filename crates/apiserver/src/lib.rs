@@ -4,8 +4,10 @@
 pub mod auth;
 pub mod defaults;
 pub mod discovery;
+pub mod duplicate_fields;
 pub mod field_validation;
 pub mod health;
+pub mod inflight;
 pub mod list;
 pub mod namespace_lifecycle;
 pub mod object;
@@ -37,6 +39,7 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     pub registry: registry::Registry,
     pub openapi: Arc<openapi::OpenApi>,
+    pub limiter: inflight::Limiter,
 }
 
 impl AppState {
@@ -48,9 +51,19 @@ impl AppState {
             admin_token: admin_token.into(),
             registry,
             openapi,
+            limiter: inflight::Limiter::new(DEFAULT_MAX_INFLIGHT),
         }
     }
+
+    /// Cap on requests in flight (watches excluded); more get 429.
+    pub fn with_max_inflight(mut self, n: usize) -> Self {
+        self.limiter = inflight::Limiter::new(n);
+        self
+    }
 }
+
+/// Upstream's default --max-requests-inflight.
+pub const DEFAULT_MAX_INFLIGHT: usize = 400;
 
 /// Upstream's limit on a request body.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -89,6 +102,10 @@ pub fn router(state: AppState) -> Router {
             |uri: axum::http::Uri| async move { status::ApiError::path_not_found(uri.path()) },
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.limiter.clone(),
+            inflight::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -97,6 +97,7 @@ pub async fn patch(
         .ok_or_else(|| ApiError::bad_request("a resource name is required"))?;
     let kind = kind(content_type)?;
     let mode = crate::field_validation::mode(query)?;
+    let duplicate_warnings = crate::field_validation::duplicates(body, content_type, mode)?;
     let patch: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
     })?;
@@ -142,7 +143,10 @@ pub async fn patch(
                 "the patched object is not a JSON object",
             ));
         }
-        let warnings = crate::field_validation::check(state, &t.rt, &mut doc, mode)?;
+        let mut warnings = duplicate_warnings.clone();
+        warnings.extend(crate::field_validation::check(
+            state, &t.rt, &mut doc, mode,
+        )?);
         let pinned = object::meta_str(&doc, "resourceVersion")
             .filter(|rv| *rv != old_rev.to_string())
             .map(String::from);

@@ -211,7 +211,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mode = field_validation::mode(query)?;
     let mut obj = decode_body(content_type, body)?;
-    let warnings = field_validation::check(state, &t.rt, &mut obj, mode)?;
+    let mut warnings = field_validation::duplicates(body, content_type, mode)?;
+    warnings.extend(field_validation::check(state, &t.rt, &mut obj, mode)?);
     let (obj, _) = create_object(state, t, obj, is_dry_run(query)).await?;
     Ok(field_validation::with_warnings(
         json_response(StatusCode::CREATED, &obj),
@@ -297,7 +298,8 @@ pub async fn update(
     let name = require_name(t)?.to_string();
     let mode = field_validation::mode(query)?;
     let mut obj = decode_body(content_type, body)?;
-    let warnings = field_validation::check(state, &t.rt, &mut obj, mode)?;
+    let mut warnings = field_validation::duplicates(body, content_type, mode)?;
+    warnings.extend(field_validation::check(state, &t.rt, &mut obj, mode)?);
     check_type(&t.rt, &mut obj)?;
     match object::meta_str(&obj, "name") {
         Some(n) if n == name => {}

@@ -37,6 +37,9 @@ enum Command {
         /// Seconds of history kept for watches to resume from; older history is compacted.
         #[arg(long, default_value_t = 300)]
         history_retention_seconds: u64,
+        /// Requests served at once (watches excluded); more get 429 Too Many Requests.
+        #[arg(long, default_value_t = capstan_apiserver::DEFAULT_MAX_INFLIGHT)]
+        max_requests_inflight: usize,
         /// Seconds between compaction passes.
         #[arg(long, default_value_t = 30)]
         compaction_interval_seconds: u64,
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             history_retention_seconds,
             compaction_interval_seconds,
+            max_requests_inflight,
         } => {
             let compaction = CompactionConfig {
                 retention: Duration::from_secs(history_retention_seconds),
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir.unwrap_or_else(default_data_dir),
                 listen,
                 compaction,
+                max_requests_inflight,
             ))
         }
     }
@@ -90,6 +95,7 @@ async fn server(
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction: CompactionConfig,
+    max_inflight: usize,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&data_dir)
@@ -112,7 +118,8 @@ async fn server(
         &pki.ca_pem,
         &token,
     )?;
-    let state = AppState::new(store.clone() as Arc<dyn Store>, &token);
+    let state =
+        AppState::new(store.clone() as Arc<dyn Store>, &token).with_max_inflight(max_inflight);
     namespace_lifecycle::ensure_system_namespaces(&state)
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {}", e.message))?;
