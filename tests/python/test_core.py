@@ -142,3 +142,18 @@ def test_duplicate_fields_follow_field_validation(capstan, core):
     assert resp.status == 201
     assert 'duplicate field \\"data.k\\"' in resp.getheader("Warning")
     assert json.loads(resp.data)["data"] == {"k": "2"}
+
+
+def test_resource_version_semantics(core):
+    ns = make_ns(core, "rv")
+    first = core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a"), data={"v": "1"}))
+    core.patch_namespaced_config_map("a", ns, {"data": {"v": "2"}})
+    # Exact: the list as it was at that revision.
+    old = core.list_namespaced_config_map(ns, resource_version=first.metadata.resource_version, resource_version_match="Exact")
+    assert [i.data["v"] for i in old.items] == ["1"]
+    assert old.metadata.resource_version == first.metadata.resource_version
+    # NotOlderThan (or "0"): at least as new, here the latest.
+    assert [i.data["v"] for i in core.list_namespaced_config_map(ns, resource_version="0").items] == ["2"]
+    with pytest.raises(ApiException) as e:
+        core.list_namespaced_config_map(ns, resource_version="999999", resource_version_match="NotOlderThan")
+    assert e.value.status == 504 and "Too large resource version" in json.loads(e.value.body)["message"]

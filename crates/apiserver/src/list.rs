@@ -194,7 +194,26 @@ pub async fn list(
             let (rev, start) = decode_continue(token, &prefix)?;
             (start, Some(rev))
         }
-        None => (prefix.as_bytes().to_vec(), read_revision(query)?),
+        None => {
+            let at = read_revision(query)?;
+            // NotOlderThan a revision the store has not reached yet: upstream's 504.
+            if at.is_none() {
+                if let Some(n) = query
+                    .get("resourceVersion")
+                    .and_then(|rv| rv.parse::<i64>().ok())
+                {
+                    let current = state.store.current_revision().await?;
+                    if n > current {
+                        return Err(capstan_store::StoreError::FutureRevision {
+                            requested: n,
+                            current,
+                        }
+                        .into());
+                    }
+                }
+            }
+            (prefix.as_bytes().to_vec(), at)
+        }
     };
     let page = match read_page(state, &prefix, &sel, limit, start, at).await {
         Err(e) if e.code == StatusCode::GONE && query.contains_key("continue") => {

@@ -836,3 +836,61 @@ fn compacted_resource_versions_get_410_expired() {
     let fresh = s.kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"]);
     assert_eq!(fresh.lines().count(), 5, "{fresh}");
 }
+
+#[test]
+fn status_subresource_is_isolated_from_the_main_endpoint() {
+    let s = Server::start();
+    apply(&s, NS);
+    // The main endpoint ignores status.
+    s.kubectl_ok(&[
+        "patch",
+        "ns",
+        "team-a",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Pretend"},"metadata":{"labels":{"x":"1"}}}"#,
+    ]);
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "ns",
+            "team-a",
+            "-o",
+            "jsonpath={.status.phase} {.metadata.labels.x}"
+        ]),
+        "Active 1"
+    );
+    // /status changes status only.
+    s.kubectl_ok(&[
+        "patch",
+        "ns",
+        "team-a",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Checked","status":"True"}]},"metadata":{"labels":{"x":"2"}}}"#,
+    ]);
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "ns",
+            "team-a",
+            "-o",
+            "jsonpath={.status.conditions[0].type} {.metadata.labels.x}"
+        ]),
+        "Checked 1"
+    );
+    // Neither bumps generation: only spec changes do, and a namespace's spec is its own.
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "ns",
+            "team-a",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "1"
+    );
+}
