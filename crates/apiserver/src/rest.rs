@@ -202,6 +202,21 @@ async fn check_namespace_open(state: &AppState, ns: &str) -> Result<(), ApiError
     }
 }
 
+/// Decode a full object body and apply `fieldValidation` (duplicate and unknown fields).
+fn decode_validated(
+    state: &AppState,
+    rt: &ResourceType,
+    query: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(Value, Vec<String>), ApiError> {
+    let mode = field_validation::mode(query)?;
+    let mut obj = decode_body(content_type, body)?;
+    let mut warnings = field_validation::duplicates(body, content_type, mode)?;
+    warnings.extend(field_validation::check(state, rt, &mut obj, mode)?);
+    Ok((obj, warnings))
+}
+
 pub async fn create(
     state: &AppState,
     t: &Target,
@@ -209,10 +224,7 @@ pub async fn create(
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let mode = field_validation::mode(query)?;
-    let mut obj = decode_body(content_type, body)?;
-    let mut warnings = field_validation::duplicates(body, content_type, mode)?;
-    warnings.extend(field_validation::check(state, &t.rt, &mut obj, mode)?);
+    let (obj, warnings) = decode_validated(state, &t.rt, query, content_type, body)?;
     let (obj, _) = create_object(state, t, obj, is_dry_run(query)).await?;
     Ok(field_validation::with_warnings(
         json_response(StatusCode::CREATED, &obj),
@@ -296,10 +308,7 @@ pub async fn update(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let name = require_name(t)?.to_string();
-    let mode = field_validation::mode(query)?;
-    let mut obj = decode_body(content_type, body)?;
-    let mut warnings = field_validation::duplicates(body, content_type, mode)?;
-    warnings.extend(field_validation::check(state, &t.rt, &mut obj, mode)?);
+    let (mut obj, warnings) = decode_validated(state, &t.rt, query, content_type, body)?;
     check_type(&t.rt, &mut obj)?;
     match object::meta_str(&obj, "name") {
         Some(n) if n == name => {}

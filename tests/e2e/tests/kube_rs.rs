@@ -20,6 +20,14 @@ async fn client(s: &Server) -> Client {
     Client::try_from(config).expect("client")
 }
 
+async fn make_ns(c: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(c.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
 fn cm(name: &str, value: &str) -> ConfigMap {
     serde_json::from_value(
         json!({"metadata": {"name": name, "labels": {"app": "demo"}}, "data": {"v": value}}),
@@ -31,14 +39,7 @@ fn cm(name: &str, value: &str) -> ConfigMap {
 async fn typed_crud_patch_and_paging() {
     let s = Server::start();
     let c = client(&s).await;
-    let namespaces: Api<Namespace> = Api::all(c.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "kr"}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    make_ns(&c, "kr").await;
     let api: Api<ConfigMap> = Api::namespaced(c, "kr");
     for i in 0..5 {
         api.create(
@@ -93,14 +94,7 @@ async fn typed_crud_patch_and_paging() {
 async fn watcher_streams_changes() {
     let s = Server::start();
     let c = client(&s).await;
-    let namespaces: Api<Namespace> = Api::all(c.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "kw"}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    make_ns(&c, "kw").await;
     let api: Api<ConfigMap> = Api::namespaced(c, "kw");
     api.create(&PostParams::default(), &cm("before", "0"))
         .await
