@@ -46,4 +46,10 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::types::FromSqlError> for StoreError {
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        StoreError::Backend(format!("stored row has an unexpected type: {e}"))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -79,13 +79,45 @@ pub fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeResponse>
         };
         let mut stmt = tx.prepare_cached(sql)?;
         let mut rows = stmt.query(params![start, end, sql_limit(req.limit)])?;
+        // Keys and values are copied into one arena and handed out as slices of it: one
+        // allocation per range instead of two per row.
+        let mut arena = bytes::BytesMut::new();
+        let mut spans = Vec::new();
         while let Some(row) = rows.next()? {
-            if kvs.len() == limit {
+            if spans.len() == limit {
                 more = true;
                 break;
             }
-            kvs.push(kv_from_row(row, req.keys_only)?);
+            let key = row.get_ref(0)?.as_blob()?;
+            let key_at = arena.len();
+            arena.extend_from_slice(key);
+            let value_at = arena.len();
+            if !req.keys_only {
+                if let Some(v) = row.get_ref(1)?.as_blob_or_null()? {
+                    arena.extend_from_slice(v);
+                }
+            }
+            let id: i64 = row.get(3)?;
+            spans.push((
+                key_at,
+                value_at,
+                arena.len(),
+                row.get::<_, i64>(2)?,
+                id,
+                row.get::<_, i64>(4)?,
+            ));
         }
+        let arena = arena.freeze();
+        kvs = spans
+            .into_iter()
+            .map(|(k, v, e, create_revision, id, version)| KeyValue {
+                key: arena.slice(k..v),
+                value: arena.slice(v..e),
+                create_revision,
+                mod_revision: revision_of(id),
+                version,
+            })
+            .collect();
     } else {
         // At a past revision: walk each key's version chain back to the newest version
         // at or before `at`. Keys deleted since are still in `current` as tombstones.
