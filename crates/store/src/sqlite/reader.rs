@@ -4,26 +4,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::schema::{first_id, read_meta, revision_of};
 use crate::error::{Result, StoreError};
 use crate::types::{
     EventKind, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, WatchEvent,
 };
-
-fn kv_from_row(row: &Row<'_>, keys_only: bool) -> rusqlite::Result<KeyValue> {
-    let key: Vec<u8> = row.get(0)?;
-    let value: Option<Vec<u8>> = if keys_only { None } else { row.get(1)? };
-    let id: i64 = row.get(3)?;
-    Ok(KeyValue {
-        key: key.into(),
-        value: value.map(Bytes::from).unwrap_or_default(),
-        create_revision: row.get(2)?,
-        mod_revision: revision_of(id),
-        version: row.get(4)?,
-    })
-}
 
 /// SQLite wants a concrete upper bound; a key can never sort after this many 0xff bytes
 /// in practice, but we use the unbounded query variant instead of guessing.
