@@ -66,7 +66,7 @@ impl AppState {
 pub const DEFAULT_MAX_INFLIGHT: usize = 400;
 
 /// Upstream's limit on a request body.
-const MAX_BODY: usize = 3 * 1024 * 1024;
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 async fn openapi_root(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -101,7 +101,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(
             |uri: axum::http::Uri| async move { status::ApiError::path_not_found(uri.path()) },
         )
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Bodies are read (and limited) in routing, which answers 413 with a Status.
+        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             state.limiter.clone(),
             inflight::limit,

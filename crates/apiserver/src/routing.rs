@@ -138,8 +138,23 @@ pub async fn handle(
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // Read the body here, so an oversized one is a Status like every other error.
+    let body: Bytes = match axum::body::to_bytes(body, crate::MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!(
+                    "the request body is larger than the {} byte limit",
+                    crate::MAX_BODY
+                ),
+            )
+            .into_response()
+        }
+    };
     let accept = headers
         .get("accept")
         .and_then(|v| v.to_str().ok())

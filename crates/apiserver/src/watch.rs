@@ -108,7 +108,9 @@ pub async fn watch(
                 .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?,
         ),
         None => DEFAULT_TIMEOUT,
-    };
+    }
+    // A client may ask for any number of seconds; no watch outlives a day.
+    .min(Duration::from_secs(86_400));
     let rv = query
         .get("resourceVersion")
         .map(String::as_str)
@@ -124,6 +126,14 @@ pub async fn watch(
                 "invalid resourceVersion {rv:?}: must be an integer"
             ))
         })?;
+        let current = state.store.current_revision().await?;
+        if n > current {
+            return Err(StoreError::FutureRevision {
+                requested: n,
+                current,
+            }
+            .into());
+        }
         (Vec::new(), n)
     };
     let stream = match state

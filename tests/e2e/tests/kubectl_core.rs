@@ -894,3 +894,38 @@ fn status_subresource_is_isolated_from_the_main_endpoint() {
         "1"
     );
 }
+
+#[test]
+fn oversized_bodies_and_future_watches_get_clear_answers() {
+    let s = Server::start();
+    apply(&s, NS);
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "x".repeat(4 << 20)).unwrap();
+    let out = s.kubectl(&[
+        "create",
+        "configmap",
+        "big",
+        "-n",
+        "team-a",
+        &format!("--from-file={}", big.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("larger than the 3145728 byte limit"),
+        "{:?}",
+        text(&out)
+    );
+    // A watch from a resourceVersion the server has not reached is refused at once.
+    let w = s.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/team-a/configmaps?watch=true&resourceVersion=999999999",
+    ]);
+    assert!(!w.status.success());
+    assert!(
+        text(&w).1.contains("Too large resource version"),
+        "{:?}",
+        text(&w)
+    );
+}
