@@ -106,6 +106,19 @@ fn walk(
     }
 }
 
+/// Problems found: a 400 under Strict, warnings under Warn, nothing under Ignore.
+fn verdict(messages: Vec<String>, mode: Mode) -> Result<Vec<String>, ApiError> {
+    match mode {
+        Mode::Strict if !messages.is_empty() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("strict decoding error: {}", messages.join(", ")),
+        )),
+        Mode::Warn => Ok(messages),
+        _ => Ok(vec![]),
+    }
+}
+
 /// Drop unknown fields from `obj`; fail (Strict) or return the warnings to send.
 pub fn check(
     state: &AppState,
@@ -129,19 +142,13 @@ pub fn check(
     };
     let mut unknown = Vec::new();
     walk(schema, defs, obj, "", &mut unknown);
-    let messages: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field {f:?}"))
-        .collect();
-    match mode {
-        Mode::Strict if !messages.is_empty() => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("strict decoding error: {}", messages.join(", ")),
-        )),
-        Mode::Warn => Ok(messages),
-        _ => Ok(vec![]),
-    }
+    verdict(
+        unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect(),
+        mode,
+    )
 }
 
 /// Attach warnings as RFC 7234 `Warning: 299 - "..."` headers, as kube-apiserver does.
@@ -161,16 +168,11 @@ pub fn duplicates(body: &[u8], content_type: &str, mode: Mode) -> Result<Vec<Str
     if !(ct.is_empty() || ct.ends_with("json")) || mode == Mode::Ignore {
         return Ok(vec![]);
     }
-    let messages: Vec<String> = crate::duplicate_fields::find(body)
-        .iter()
-        .map(|f| format!("duplicate field {f:?}"))
-        .collect();
-    match mode {
-        Mode::Strict if !messages.is_empty() => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("strict decoding error: {}", messages.join(", ")),
-        )),
-        _ => Ok(messages),
-    }
+    verdict(
+        crate::duplicate_fields::find(body)
+            .iter()
+            .map(|f| format!("duplicate field {f:?}"))
+            .collect(),
+        mode,
+    )
 }
