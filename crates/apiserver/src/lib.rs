@@ -5,6 +5,7 @@ pub mod auth;
 pub mod defaults;
 pub mod discovery;
 pub mod duplicate_fields;
+pub mod event_ttl;
 pub mod field_validation;
 pub mod health;
 pub mod inflight;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use capstan_apiserver::{namespace_lifecycle, pki, router, serve, AppState};
+use capstan_apiserver::{event_ttl, namespace_lifecycle, pki, router, serve, AppState};
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
 
 #[derive(Parser)]
@@ -40,6 +40,9 @@ enum Command {
         /// Requests served at once (watches excluded); more get 429 Too Many Requests.
         #[arg(long, default_value_t = capstan_apiserver::DEFAULT_MAX_INFLIGHT)]
         max_requests_inflight: usize,
+        /// Seconds an Event is kept after its last update (upstream's --event-ttl).
+        #[arg(long, default_value_t = 3600)]
+        event_ttl_seconds: u64,
         /// Seconds between compaction passes.
         #[arg(long, default_value_t = 30)]
         compaction_interval_seconds: u64,
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             history_retention_seconds,
             compaction_interval_seconds,
             max_requests_inflight,
+            event_ttl_seconds,
         } => {
             let compaction = CompactionConfig {
                 retention: Duration::from_secs(history_retention_seconds),
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 compaction,
                 max_requests_inflight,
+                Duration::from_secs(event_ttl_seconds),
             ))
         }
     }
@@ -96,6 +101,7 @@ async fn server(
     listen: SocketAddr,
     compaction: CompactionConfig,
     max_inflight: usize,
+    event_ttl: Duration,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&data_dir)
@@ -124,6 +130,7 @@ async fn server(
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {}", e.message))?;
     namespace_lifecycle::spawn(state.clone());
+    event_ttl::spawn(state.clone(), event_ttl);
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     serve::serve_tls(listener, pki.tls, router(state)).await;

@@ -929,3 +929,33 @@ fn oversized_bodies_and_future_watches_get_clear_answers() {
         text(&w)
     );
 }
+
+#[test]
+fn events_expire_after_their_ttl() {
+    let s = Server::start_args(&["--event-ttl-seconds", "3"]);
+    apply(&s, NS);
+    // An event counts as seen at the newest of its timestamps and its creation.
+    let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: brief\n  namespace: team-a\ninvolvedObject:\n  kind: ConfigMap\n  name: x\n  namespace: team-a\nreason: R\nmessage: m\ntype: Normal\nlastTimestamp: \"2020-01-01T00:00:00Z\"\n";
+    let created = std::time::Instant::now();
+    apply(&s, event);
+    assert!(s
+        .kubectl_ok(&["get", "events", "-n", "team-a", "-o", "name"])
+        .contains("event/brief"));
+    let deadline = created + Duration::from_secs(30);
+    while s
+        .kubectl_ok(&["get", "events", "-n", "team-a", "-o", "name"])
+        .contains("event/brief")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Gone, and not before its TTL had passed.
+    assert!(
+        created.elapsed() >= Duration::from_secs(3),
+        "expired after only {:?}",
+        created.elapsed()
+    );
+}
