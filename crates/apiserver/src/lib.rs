@@ -41,6 +41,8 @@ pub struct AppState {
     pub registry: registry::Registry,
     pub openapi: Arc<openapi::OpenApi>,
     pub limiter: inflight::Limiter,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_every: std::time::Duration,
 }
 
 impl AppState {
@@ -53,7 +55,13 @@ impl AppState {
             registry,
             openapi,
             limiter: inflight::Limiter::new(DEFAULT_MAX_INFLIGHT),
+            bookmark_every: std::time::Duration::from_secs(60),
         }
+    }
+
+    pub fn with_bookmark_interval(mut self, every: std::time::Duration) -> Self {
+        self.bookmark_every = every.max(std::time::Duration::from_millis(100));
+        self
     }
 
     /// Cap on requests in flight (watches excluded); more get 429.

@@ -40,6 +40,7 @@ fn bytes_b64(m: &std::collections::BTreeMap<String, Vec<u8>>) -> Value {
 fn put(obj: &mut Map<String, Value>, k: &str, v: Value) {
     let empty = match &v {
         Value::Null => true,
+        Value::String(s) => s.is_empty(),
         Value::Object(m) => m.is_empty(),
         Value::Array(a) => a.is_empty(),
         _ => false,

@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use capstan_store::{EventKind, KeyRange, StoreError, WatchEvent};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -23,7 +23,6 @@ use crate::status::ApiError;
 use crate::table;
 use crate::AppState;
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Encoder {
@@ -87,6 +86,39 @@ fn translate(ev: &WatchEvent, sel: &Selectors) -> Result<Option<(&'static str, V
     }
 }
 
+/// Send one store item to the client; false when the watch is over.
+async fn deliver(
+    item: Option<capstan_store::Result<std::sync::Arc<WatchEvent>>>,
+    tx: &mpsc::Sender<Bytes>,
+    enc: &Encoder,
+    sel: &Selectors,
+    last: &mut i64,
+) -> bool {
+    match item {
+        Some(Ok(ev)) => {
+            *last = ev.revision();
+            match translate(&ev, sel) {
+                Ok(Some((kind, obj))) => tx.send(enc.line(kind, &obj)).await.is_ok(),
+                Ok(None) => true,
+                Err(e) => {
+                    let _ = tx.send(enc.error(&e)).await;
+                    false
+                }
+            }
+        }
+        Some(Err(StoreError::WatcherLagged { .. })) | Some(Err(StoreError::Compacted { .. })) => {
+            // The client resumes from the last resourceVersion it saw.
+            let e = ApiError::expired(format!(
+                "watch of {} fell behind; resume from resourceVersion {last}",
+                enc.rt.plural
+            ));
+            let _ = tx.send(enc.error(&e)).await;
+            false
+        }
+        Some(Err(_)) | None => false,
+    }
+}
+
 pub async fn watch(
     state: &AppState,
     t: &Target,
@@ -146,6 +178,7 @@ pub async fn watch(
         Err(e) => return Err(e.into()),
     };
     let store = state.store.clone();
+    let bookmark_every = state.bookmark_every;
     tokio::spawn(async move {
         let Some(mut stream) = stream else {
             let compacted = store.compacted_revision().await.unwrap_or(0);
@@ -161,32 +194,28 @@ pub async fn watch(
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = from;
         let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
-                    if tx.send(enc.bookmark(last)).await.is_err() { return; }
-                }
-                item = stream.next() => match item {
-                    Some(Ok(ev)) => {
-                        last = ev.revision();
-                        match translate(&ev, &sel) {
-                            Ok(Some((kind, obj))) => {
-                                if tx.send(enc.line(kind, &obj)).await.is_err() { return; }
-                            }
-                            Ok(None) => {}
-                            Err(e) => { let _ = tx.send(enc.error(&e)).await; return; }
+                    // Progress, not just the last event: read the store's revision, hand
+                    // over everything already queued, and if the stream is live and idle
+                    // every change up to that revision has been seen.
+                    let target = store.current_revision().await.unwrap_or(last);
+                    while let Some(item) = stream.next().now_or_never() {
+                        if !deliver(item, &tx, &enc, &sel, &mut last).await {
+                            return;
                         }
                     }
-                    Some(Err(StoreError::WatcherLagged { .. })) | Some(Err(StoreError::Compacted { .. })) => {
-                        // The client resumes from the last resourceVersion it saw.
-                        let e = ApiError::expired(format!("watch of {} fell behind; resume from resourceVersion {last}", enc.rt.plural));
-                        let _ = tx.send(enc.error(&e)).await;
+                    let at = if stream.is_live() { target.max(last) } else { last };
+                    if tx.send(enc.bookmark(at)).await.is_err() { return; }
+                }
+                item = stream.next() => {
+                    if !deliver(item, &tx, &enc, &sel, &mut last).await {
                         return;
                     }
-                    Some(Err(_)) | None => return,
                 }
             }
         }

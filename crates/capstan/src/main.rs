@@ -43,6 +43,9 @@ enum Command {
         /// Seconds an Event is kept after its last update (upstream's --event-ttl).
         #[arg(long, default_value_t = 3600)]
         event_ttl_seconds: u64,
+        /// Seconds between bookmarks on watches that ask for them.
+        #[arg(long, default_value_t = 60)]
+        watch_bookmark_interval_seconds: u64,
         /// Seconds between compaction passes.
         #[arg(long, default_value_t = 30)]
         compaction_interval_seconds: u64,
@@ -77,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             compaction_interval_seconds,
             max_requests_inflight,
             event_ttl_seconds,
+            watch_bookmark_interval_seconds,
         } => {
             let compaction = CompactionConfig {
                 retention: Duration::from_secs(history_retention_seconds),
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
                 compaction,
                 max_requests_inflight,
                 Duration::from_secs(event_ttl_seconds),
+                Duration::from_secs(watch_bookmark_interval_seconds),
             ))
         }
     }
@@ -102,6 +107,7 @@ async fn server(
     compaction: CompactionConfig,
     max_inflight: usize,
     event_ttl: Duration,
+    bookmark_every: Duration,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&data_dir)
@@ -124,8 +130,9 @@ async fn server(
         &pki.ca_pem,
         &token,
     )?;
-    let state =
-        AppState::new(store.clone() as Arc<dyn Store>, &token).with_max_inflight(max_inflight);
+    let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
+        .with_max_inflight(max_inflight)
+        .with_bookmark_interval(bookmark_every);
     namespace_lifecycle::ensure_system_namespaces(&state)
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {}", e.message))?;

@@ -2,7 +2,9 @@
 //! plus convenience helpers built only on the trait's operations.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,7 +17,33 @@ use crate::types::{
 
 /// An ordered stream of committed changes. It ends with an `Err` when the watcher
 /// is cut off (lagged, compacted, closed); events already yielded stay valid.
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>>> + Send>>;
+pub struct WatchStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>>> + Send>>,
+    live: Arc<AtomicBool>,
+}
+
+impl WatchStream {
+    pub fn new(
+        inner: Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>>> + Send>>,
+        live: Arc<AtomicBool>,
+    ) -> Self {
+        WatchStream { inner, live }
+    }
+
+    /// True once history replay is over. From then on, whenever the stream has nothing
+    /// ready, every change up to the store's current revision has been yielded: a watch
+    /// can report that revision as its progress (a Kubernetes bookmark).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<Arc<WatchEvent>>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -201,6 +201,7 @@ struct StreamState {
     replay: ReplayFn,
     phase: Phase,
     last: Revision,
+    live: Arc<AtomicBool>,
 }
 
 const REPLAY_CHUNK: usize = 1024;
@@ -226,6 +227,7 @@ pub fn watch_stream(
             buffered: VecDeque::new(),
         },
     };
+    let live = Arc::new(AtomicBool::new(false));
     let state = StreamState {
         range,
         rx: sub.rx,
@@ -233,11 +235,13 @@ pub fn watch_stream(
         replay,
         phase,
         last: start - 1,
+        live: live.clone(),
     };
-    Box::pin(futures::stream::unfold(state, |mut st| async move {
+    let inner = Box::pin(futures::stream::unfold(state, |mut st| async move {
         let item = next_event(&mut st).await?;
         Some((item, st))
-    }))
+    }));
+    WatchStream::new(inner, live)
 }
 
 async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
@@ -255,6 +259,7 @@ async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
                 }
                 if *next > *until {
                     st.phase = Phase::Live;
+                    st.live.store(true, Ordering::Release);
                     continue;
                 }
                 match (st.replay)(st.range.clone(), *next, *until, REPLAY_CHUNK).await {
