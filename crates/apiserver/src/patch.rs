@@ -138,11 +138,7 @@ pub async fn patch(
                 strategic_merge(&mut doc, &patch);
             }
         }
-        if !doc.is_object() {
-            return Err(ApiError::bad_request(
-                "the patched object is not a JSON object",
-            ));
-        }
+        rest::check_shape(&doc)?;
         let mut warnings = duplicate_warnings.clone();
         warnings.extend(crate::field_validation::check(
             state, &t.rt, &mut doc, mode,

@@ -68,12 +68,31 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
         crate::protobuf::CONTENT_TYPE => return crate::protobuf::decode(body),
         other => return Err(ApiError::unsupported_media_type(other)),
     };
+    check_shape(&v)?;
+    Ok(v)
+}
+
+/// An object must be a JSON object whose `metadata`, if present, is one too: anything else
+/// cannot decode into a Kubernetes object at all (upstream answers 400 too). Every write
+/// path (bodies and patch results) goes through this.
+pub fn check_shape(v: &Value) -> Result<(), ApiError> {
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request must be a JSON object",
         ));
     }
-    Ok(v)
+    match v.get("metadata") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "metadata must be an object (ObjectMeta), got {}",
+            match other {
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+    }
 }
 
 pub fn json_response(code: StatusCode, obj: &Value) -> Response {
@@ -183,11 +202,11 @@ fn invalid_or_ok(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
 
 /// The namespace must exist and not be terminating before anything is created in it.
 async fn check_namespace_open(state: &AppState, ns: &str) -> Result<(), ApiError> {
-    let ns_rt = crate::registry::builtin()
-        .into_iter()
-        .find(|t| t.kind == "Namespace")
-        .ok_or_else(|| ApiError::internal("no namespace type"))?;
-    match read(state, &ns_rt, None, ns).await? {
+    let ns_rt = state
+        .registry
+        .find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+    match read(state, ns_rt, None, ns).await? {
         None => Err(ApiError::not_found("", "namespaces", ns)),
         Some((obj, _)) if obj.pointer("/metadata/deletionTimestamp").is_some() => {
             let mut e = ApiError::forbidden(format!(

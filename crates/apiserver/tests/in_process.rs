@@ -65,3 +65,174 @@ async fn in_process_client_creates_lists_and_gets_422s() {
         other => panic!("expected 422, got {other:?}"),
     }
 }
+
+/// Malformed requests get a Status with the right code, never a 500 or silent repair.
+#[tokio::test]
+async fn malformed_requests_get_status_answers() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SqliteConfig::new(dir.path().join("store.db"));
+    config.compaction = None;
+    let state = AppState::new(
+        SqliteStore::open(config).unwrap() as Arc<dyn Store>,
+        "token",
+    );
+    namespace_lifecycle::ensure_system_namespaces(&state)
+        .await
+        .unwrap();
+    let app = router(state);
+    let send = |method: &str, path: &str, ct: &str, body: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", "Bearer token")
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let code = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
+            (code, status)
+        }
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let created = send(
+        "POST",
+        cms,
+        "application/json",
+        r#"{"metadata":{"name":"a"},"data":{"k":"v"}}"#,
+    )
+    .await;
+    assert_eq!(created.0, 201);
+    let cases: Vec<(&str, String, &str, &str, u16, &str)> = vec![
+        (
+            "POST",
+            cms.into(),
+            "application/json",
+            "[1,2]",
+            400,
+            "must be a JSON object",
+        ),
+        (
+            "POST",
+            cms.into(),
+            "application/json",
+            r#"{"metadata":"x"}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PUT",
+            format!("{cms}/a"),
+            "application/json",
+            r#"{"metadata":"x","data":{}}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            format!("{cms}/a"),
+            "application/merge-patch+json",
+            r#"{"metadata":7}"#,
+            400,
+            "metadata must be an object",
+        ),
+        (
+            "PATCH",
+            format!("{cms}/a"),
+            "text/plain",
+            "x",
+            415,
+            "unknown format",
+        ),
+        (
+            "PATCH",
+            format!("{cms}/a"),
+            "application/json-patch+json",
+            r#"{"op":"x"}"#,
+            400,
+            "JSON patch is malformed",
+        ),
+        (
+            "GET",
+            format!("{cms}?limit=-1"),
+            "",
+            "",
+            400,
+            "invalid limit",
+        ),
+        (
+            "GET",
+            format!("{cms}?continue=garbage"),
+            "",
+            "",
+            400,
+            "continue",
+        ),
+        (
+            "GET",
+            format!("{cms}?labelSelector=a%20in%20b"),
+            "",
+            "",
+            400,
+            "labelSelector",
+        ),
+        (
+            "GET",
+            format!("{cms}?watch=true&resourceVersion=abc"),
+            "",
+            "",
+            400,
+            "resourceVersion",
+        ),
+        (
+            "DELETE",
+            format!("{cms}/a"),
+            "application/json",
+            "garbage",
+            400,
+            "DeleteOptions",
+        ),
+        (
+            "POST",
+            format!("{cms}/a"),
+            "application/json",
+            "{}",
+            405,
+            "does not allow",
+        ),
+        (
+            "POST",
+            cms.into(),
+            "application/vnd.kubernetes.protobuf",
+            "k8sxx",
+            400,
+            "protobuf",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/widgets".into(),
+            "",
+            "",
+            404,
+            "could not find",
+        ),
+    ];
+    for (method, path, ct, body, code, needle) in cases {
+        let (got, status) = send(method, &path, ct, body).await;
+        assert_eq!(got, code, "{method} {path}: {status}");
+        assert_eq!(status["kind"], "Status", "{method} {path}");
+        assert!(
+            status["message"].as_str().unwrap_or("").contains(needle),
+            "{method} {path}: {status}"
+        );
+    }
+    // The object the bad requests aimed at is untouched.
+    let (_, obj) = send("GET", &format!("{cms}/a"), "", "").await;
+    assert_eq!(obj["data"], json!({"k": "v"}));
+}
