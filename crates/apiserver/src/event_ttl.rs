@@ -9,7 +9,6 @@ use serde_json::Value;
 use crate::list::{read_page, Selectors};
 use crate::rest::{self, DeleteOptions};
 use crate::routing::Target;
-use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::AppState;
 
@@ -44,10 +43,7 @@ pub async fn sweep(state: &AppState, ttl: Duration) -> Result<usize, ApiError> {
             subresource: None,
         };
         let prefix = rt.key_prefix();
-        let everything = Selectors {
-            label: LabelSelector::default(),
-            field: FieldSelector::default(),
-        };
+        let everything = Selectors::everything();
         let page = read_page(
             state,
             &prefix,

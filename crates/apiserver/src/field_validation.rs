@@ -126,18 +126,7 @@ pub fn check(
     obj: &mut Value,
     mode: Mode,
 ) -> Result<Vec<String>, ApiError> {
-    let Some(defs) = state.openapi.schemas(rt.group, rt.version) else {
-        return Ok(vec![]);
-    };
-    let Some(schema) = defs.values().find(|s| {
-        s.get("x-kubernetes-group-version-kind")
-            .and_then(Value::as_array)
-            .is_some_and(|a| {
-                a.iter().any(|g| {
-                    g["kind"] == rt.kind && g["group"] == rt.group && g["version"] == rt.version
-                })
-            })
-    }) else {
+    let Some((schema, defs)) = state.openapi.schema_for(rt.group, rt.version, rt.kind) else {
         return Ok(vec![]);
     };
     let mut unknown = Vec::new();

@@ -44,6 +44,14 @@ impl Selectors {
         .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector: {e}")))?;
         Ok(Selectors { label, field })
     }
+    /// Matches every object (for internal sweeps).
+    pub fn everything() -> Self {
+        Selectors {
+            label: LabelSelector::default(),
+            field: FieldSelector::default(),
+        }
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.label.matches(obj) && self.field.matches(obj)
     }

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use crate::list::{read_page, Selectors};
 use crate::rest::{self, DeleteOptions};
 use crate::routing::Target;
-use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::AppState;
 
@@ -45,13 +44,6 @@ pub async fn ensure_system_namespaces(state: &AppState) -> Result<(), ApiError> 
     Ok(())
 }
 
-fn everything() -> Selectors {
-    Selectors {
-        label: LabelSelector::default(),
-        field: FieldSelector::default(),
-    }
-}
-
 /// One pass over terminating namespaces. Returns how many are still terminating.
 pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
     let t = namespace_target(state, None)?;
@@ -59,7 +51,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
     let page = read_page(
         state,
         &prefix,
-        &everything(),
+        &Selectors::everything(),
         None,
         prefix.as_bytes().to_vec(),
         None,
@@ -84,7 +76,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
             let objs = read_page(
                 state,
                 &coll,
-                &everything(),
+                &Selectors::everything(),
                 None,
                 coll.as_bytes().to_vec(),
                 None,

@@ -2,7 +2,7 @@
 //! (schemars), carrying `x-kubernetes-group-version-kind`, the `fieldValidation` parameter
 //! and the patch content types kubectl looks for before it validates, applies or explains.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use serde_json::{json, Map, Value};
@@ -12,6 +12,8 @@ use crate::registry::{Registry, ResourceType};
 pub struct OpenApi {
     /// "api/v1" or "apis/{group}/{version}" -> (hash, document)
     docs: BTreeMap<String, (String, Value)>,
+    /// (group, version, kind) -> name of its schema in that group-version's document
+    kinds: HashMap<(String, String, String), String>,
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -163,6 +165,7 @@ fn hash_of(doc: &Value) -> String {
 impl OpenApi {
     pub fn build(registry: &Registry) -> Self {
         let mut docs = BTreeMap::new();
+        let mut kinds = HashMap::new();
         for (g, v) in registry.group_versions() {
             let types: Vec<&ResourceType> = registry
                 .all()
@@ -170,9 +173,45 @@ impl OpenApi {
                 .filter(|t| t.group == g && t.version == v)
                 .collect();
             let doc = build_doc(&types);
+            // Index each served kind's schema once, for per-request field validation.
+            if let Some(schemas) = doc
+                .pointer("/components/schemas")
+                .and_then(Value::as_object)
+            {
+                for (name, schema) in schemas {
+                    let Some(gvks) = schema
+                        .get("x-kubernetes-group-version-kind")
+                        .and_then(Value::as_array)
+                    else {
+                        continue;
+                    };
+                    for k in gvks {
+                        let field =
+                            |f: &str| k.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+                        kinds.insert(
+                            (field("group"), field("version"), field("kind")),
+                            name.clone(),
+                        );
+                    }
+                }
+            }
             docs.insert(gv_path(g, v), (hash_of(&doc), doc));
         }
-        OpenApi { docs }
+        OpenApi { docs, kinds }
+    }
+
+    /// A kind's schema and the definitions its references resolve against.
+    pub fn schema_for(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Option<(&Value, &Map<String, Value>)> {
+        let name = self
+            .kinds
+            .get(&(group.to_string(), version.to_string(), kind.to_string()))?;
+        let defs = self.schemas(group, version)?;
+        Some((defs.get(name)?, defs))
     }
 
     /// `/openapi/v3`: where each group-version's document lives.

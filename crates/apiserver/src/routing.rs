@@ -93,7 +93,7 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
             name: None,
             subresource: None,
         },
-        [plural, name] => {
+        [plural, name, sub @ ..] if sub.len() <= 1 => {
             let rt = find(plural)?;
             if rt.namespaced {
                 // `/api/v1/configmaps/foo` is not a path upstream serves.
@@ -103,19 +103,7 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
                 rt,
                 namespace: None,
                 name: Some(name.to_string()),
-                subresource: None,
-            }
-        }
-        [plural, name, sub] => {
-            let rt = find(plural)?;
-            if rt.namespaced {
-                return Err(ApiError::path_not_found(path));
-            }
-            Target {
-                rt,
-                namespace: None,
-                name: Some(name.to_string()),
-                subresource: Some(sub.to_string()),
+                subresource: sub.first().map(|s| s.to_string()),
             }
         }
         _ => return Err(ApiError::path_not_found(path)),
