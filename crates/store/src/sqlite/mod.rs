@@ -1,6 +1,7 @@
 //! The embedded SQLite backend: one writer thread with group commit, a pool of read
 //! connections, the in-memory watch hub, and automatic time-based compaction.
 
+mod latest;
 mod reader;
 mod schema;
 mod writer;
@@ -10,6 +11,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
@@ -18,6 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::store::{Store, WatchStream};
 use crate::types::{KeyRange, RangeRequest, RangeResponse, Revision, Txn, TxnResponse};
 use crate::watch_hub::{watch_stream, HubConfig, ReplayFn, WatchHub};
+use latest::Latest;
 use writer::{WriteRequest, Writer};
 
 #[derive(Debug, Clone)]
@@ -82,6 +85,7 @@ pub struct SqliteStore {
     tx: Mutex<Option<std_mpsc::Sender<WriteRequest>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReadPool>,
+    latest: Arc<Latest>,
     hub: Arc<WatchHub>,
     compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -99,7 +103,14 @@ impl SqliteStore {
         let conn = schema::open_writer(&config.path)?;
         let current = schema::read_meta(&conn, "revision")?;
         let hub = Arc::new(WatchHub::new(current, config.hub.clone()));
-        let writer = Writer::new(conn, hub.clone())?;
+        let mut load = schema::open_reader(&config.path)?;
+        let live = reader::range(
+            &mut load,
+            &RangeRequest::new(KeyRange::prefix(Bytes::new())),
+        )?;
+        drop(load);
+        let latest = Arc::new(Latest::new(live.revision, live.kvs));
+        let writer = Writer::new(conn, hub.clone(), latest.clone())?;
         let (tx, rx) = std_mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -113,6 +124,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
                 max_idle: config.readers.max(1),
             }),
+            latest,
             hub,
             compactor: Mutex::new(None),
         });
@@ -175,6 +187,9 @@ impl Drop for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        if let Some(resp) = self.latest.range(&req) {
+            return Ok(resp);
+        }
         self.readers.with(move |c| reader::range(c, &req)).await
     }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::latest::Latest;
 use super::schema::{first_id, read_meta, revision_of, row_id, write_meta, MAX_OPS_PER_TXN};
 use crate::error::{Result, StoreError};
 use crate::types::{EventKind, KeyValue, Op, Revision, Txn, TxnResponse, WatchEvent};
@@ -36,6 +37,7 @@ struct Compaction {
 pub struct Writer {
     conn: Connection,
     hub: Arc<WatchHub>,
+    latest: Arc<Latest>,
     revision: Revision,
     compacted: Revision,
     compaction: Option<Compaction>,
@@ -64,12 +66,13 @@ impl Live {
 }
 
 impl Writer {
-    pub fn new(conn: Connection, hub: Arc<WatchHub>) -> Result<Self> {
+    pub fn new(conn: Connection, hub: Arc<WatchHub>, latest: Arc<Latest>) -> Result<Self> {
         let revision = read_meta(&conn, "revision")?;
         let compacted = read_meta(&conn, "compacted")?;
         Ok(Writer {
             conn,
             hub,
+            latest,
             revision,
             compacted,
             compaction: None,
@@ -143,6 +146,7 @@ impl Writer {
         })();
         match outcome {
             Ok(()) => {
+                self.latest.apply(self.revision, &events);
                 self.hub.publish(self.revision, &events);
                 for ((_, reply), r) in txns.into_iter().zip(results) {
                     let _ = reply.send(r);
