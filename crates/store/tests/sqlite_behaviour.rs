@@ -216,7 +216,7 @@ async fn in_memory_latest_view_matches_the_database() {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let key = format!("m/{:03}", seed % 400);
-            if seed % 5 == 0 {
+            if seed.is_multiple_of(5) {
                 store
                     .txn(Txn::new().delete(key.as_bytes().to_vec()))
                     .await
