@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod raw_object;
 pub mod registry;
 pub mod rest;
 pub mod routing;

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
-use capstan_store::{prefix_end, KeyRange, RangeRequest};
+use capstan_store::{prefix_end, KeyRange, KeyValue, RangeRequest};
 use serde_json::{json, Value};
 
+use crate::raw_object;
 use crate::rest::{self, decode_stored, json_response, DeleteOptions};
 use crate::routing::Target;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -118,8 +119,8 @@ pub fn read_revision(query: &HashMap<String, String>) -> Result<Option<i64>, Api
     }
 }
 
-pub struct Page {
-    pub items: Vec<Value>,
+pub struct Page<T = Value> {
+    pub items: Vec<T>,
     pub revision: i64,
     pub continue_token: Option<String>,
 }
@@ -130,9 +131,26 @@ pub async fn read_page(
     prefix: &str,
     sel: &Selectors,
     limit: Option<usize>,
+    start: Vec<u8>,
+    at: Option<i64>,
+) -> Result<Page, ApiError> {
+    read_page_with(state, prefix, limit, start, at, |kv| {
+        let obj = decode_stored(kv)?;
+        Ok(sel.matches(&obj).then_some(obj))
+    })
+    .await
+}
+
+/// The paging loop shared by every list: `keep` turns a stored key into an item, or
+/// `None` when the selectors exclude it.
+async fn read_page_with<T>(
+    state: &AppState,
+    prefix: &str,
+    limit: Option<usize>,
     mut start: Vec<u8>,
     mut at: Option<i64>,
-) -> Result<Page, ApiError> {
+    mut keep: impl FnMut(&KeyValue) -> Result<Option<T>, ApiError>,
+) -> Result<Page<T>, ApiError> {
     let end = prefix_end(prefix.as_bytes());
     let mut items = Vec::new();
     let chunk = limit.map(|l| l.clamp(1, 10_000));
@@ -148,9 +166,8 @@ pub async fn read_page(
         at = Some(resp.revision);
         let n = resp.kvs.len();
         for (i, kv) in resp.kvs.iter().enumerate() {
-            let obj = decode_stored(kv)?;
-            if sel.matches(&obj) {
-                items.push(obj);
+            if let Some(item) = keep(kv)? {
+                items.push(item);
             }
             if limit.is_some_and(|l| items.len() >= l) {
                 let more_here = i + 1 < n || resp.more;
@@ -180,6 +197,50 @@ pub async fn read_page(
             }
         }
     }
+}
+
+/// One list item as JSON bytes with its resourceVersion, if the selectors keep it. Stored
+/// bytes are spliced, not parsed, unless the object has an unexpected shape.
+fn raw_item(kv: &KeyValue, sel: &Selectors) -> Result<Option<Vec<u8>>, ApiError> {
+    if !sel.label.is_empty() {
+        let meta = raw_object::parse_metadata(&kv.value).unwrap_or(Value::Null);
+        if !sel.label.matches(&json!({ "metadata": meta })) {
+            return Ok(None);
+        }
+    }
+    let mut out = Vec::new();
+    if raw_object::append_with_resource_version(&kv.value, kv.mod_revision, &mut out) {
+        return Ok(Some(out));
+    }
+    let obj = decode_stored(kv)?;
+    serde_json::to_vec(&obj)
+        .map(Some)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A JSON list body written as bytes, upstream's key order (kind, apiVersion, metadata, items).
+fn raw_list_body(t: &Target, page: Page<Vec<u8>>) -> Vec<u8> {
+    let items: usize = page.items.iter().map(|i| i.len() + 1).sum();
+    let mut meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    let mut out = Vec::with_capacity(items + 256);
+    out.extend_from_slice(b"{\"kind\":");
+    out.extend_from_slice(json!(t.rt.list_kind()).to_string().as_bytes());
+    out.extend_from_slice(b",\"apiVersion\":");
+    out.extend_from_slice(json!(t.rt.api_version()).to_string().as_bytes());
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(meta.to_string().as_bytes());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 pub async fn list(
@@ -223,14 +284,28 @@ pub async fn list(
             (prefix.as_bytes().to_vec(), at)
         }
     };
-    let page = match read_page(state, &prefix, &sel, limit, start, at).await {
-        Err(e) if e.code == StatusCode::GONE && query.contains_key("continue") => {
-            return Err(ApiError::expired(
+    let expired = |e: ApiError| {
+        if e.code == StatusCode::GONE && query.contains_key("continue") {
+            ApiError::expired(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-            ))
+            )
+        } else {
+            e
         }
-        other => other?,
     };
+    if !table::wants_table(accept) && sel.field.is_empty() {
+        // The common case (informers, kubectl -o json/yaml): stored bytes straight through.
+        let page = read_page_with(state, &prefix, limit, start, at, |kv| raw_item(kv, &sel))
+            .await
+            .map_err(expired)?;
+        return Ok(rest::raw_json_response(
+            StatusCode::OK,
+            raw_list_body(t, page),
+        ));
+    }
+    let page = read_page(state, &prefix, &sel, limit, start, at)
+        .await
+        .map_err(expired)?;
     let rv = page.revision.to_string();
     if table::wants_table(accept) {
         return Ok(json_response(

@@ -96,7 +96,20 @@ pub fn check_shape(v: &Value) -> Result<(), ApiError> {
 }
 
 pub fn json_response(code: StatusCode, obj: &Value) -> Response {
-    (code, axum::Json(obj.clone())).into_response()
+    match serde_json::to_vec(obj) {
+        Ok(body) => raw_json_response(code, body),
+        Err(e) => ApiError::internal(format!("encoding the response: {e}")).into_response(),
+    }
+}
+
+/// A response whose body is already JSON bytes.
+pub fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Render one object, as a one-row Table if the client asked for one.

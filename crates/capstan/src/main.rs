@@ -1,5 +1,6 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
+mod fd_limit;
 mod kubeconfig;
 
 use std::net::SocketAddr;
@@ -50,6 +51,48 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         compaction_interval_seconds: u64,
     },
+    /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
+    Bench {
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        /// Scenario to run (repeatable); without it every scenario runs.
+        #[arg(long = "scenario", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(capstan_bench::SCENARIOS))]
+        scenarios: Vec<String>,
+        /// Concurrent clients for create and get (default 8; 4 with --quick).
+        #[arg(long)]
+        clients: Option<usize>,
+        /// ConfigMaps created, read and listed (default 2000; 200 with --quick).
+        #[arg(long)]
+        count: Option<usize>,
+        /// Watchers in watch-fanout (default 1000; 50 with --quick).
+        #[arg(long)]
+        watchers: Option<usize>,
+        /// Objects written while they watch (default 200; 50 with --quick).
+        #[arg(long)]
+        events: Option<usize>,
+        /// Clients in update-contention (default 16; 4 with --quick).
+        #[arg(long)]
+        contention_clients: Option<usize>,
+        /// Successful updates in update-contention (default 1000; 200 with --quick).
+        #[arg(long)]
+        updates: Option<usize>,
+        /// Small counts for a run of seconds (the test script uses it).
+        #[arg(long)]
+        quick: bool,
+        /// The capstan binary the startup scenario starts (default: this one).
+        #[arg(long)]
+        capstan_binary: Option<PathBuf>,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// A previous run's JSON: print each figure before -> after.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
 }
 
 fn default_data_dir() -> PathBuf {
@@ -72,6 +115,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // Watches hold a socket each: lift the soft descriptor limit, as Go binaries do.
+    fd_limit::raise();
     match cli.command {
         Command::Server {
             data_dir,
@@ -97,6 +142,69 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs(event_ttl_seconds),
                 Duration::from_secs(watch_bookmark_interval_seconds),
             ))
+        }
+        Command::Bench {
+            kubeconfig,
+            context,
+            scenarios,
+            clients,
+            count,
+            watchers,
+            events,
+            contention_clients,
+            updates,
+            quick,
+            capstan_binary,
+            json,
+            compare,
+        } => {
+            let mut opts = capstan_bench::Options::new(kubeconfig);
+            if quick {
+                opts = opts.quick();
+            }
+            opts.context = context;
+            opts.scenarios = scenarios;
+            opts.capstan_binary = capstan_binary;
+            opts.clients = clients.unwrap_or(opts.clients);
+            opts.count = count.unwrap_or(opts.count);
+            opts.watchers = watchers.unwrap_or(opts.watchers);
+            opts.events = events.unwrap_or(opts.events);
+            opts.contention_clients = contention_clients.unwrap_or(opts.contention_clients);
+            opts.updates = updates.unwrap_or(opts.updates);
+            let before = match &compare {
+                Some(p) => Some(
+                    serde_json::from_slice::<capstan_bench::Report>(
+                        &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                    )
+                    .with_context(|| format!("parsing {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = match rt.block_on(capstan_bench::run(opts)) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("capstan bench: {e}");
+                    std::process::exit(2);
+                }
+            };
+            println!();
+            print!("{}", report.table());
+            if let Some(before) = before {
+                println!();
+                print!("{}", report.compare(&before));
+            }
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            if !report.ok {
+                eprintln!("capstan bench: a consistency check failed");
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }
