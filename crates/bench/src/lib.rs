@@ -37,6 +37,8 @@ pub struct Options {
     pub count: usize,
     /// Repetitions of each list variant.
     pub list_runs: usize,
+    /// `limit` of the paginated list variants.
+    pub list_page: usize,
     pub contention_clients: usize,
     /// Successful read-modify-write updates, in total over all contention clients.
     pub updates: usize,
@@ -60,6 +62,7 @@ impl Options {
             clients: 8,
             count: 2000,
             list_runs: 10,
+            list_page: 500,
             contention_clients: 16,
             updates: 1000,
             watchers: 1000,
@@ -75,6 +78,8 @@ impl Options {
         self.count = 200;
         self.clients = 4;
         self.list_runs = 3;
+        // Smaller than `count`, so the quick run pages through continue tokens too.
+        self.list_page = 50;
         self.contention_clients = 4;
         self.updates = 200;
         self.watchers = 50;

@@ -104,8 +104,27 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
     ctx.check(
         "update-contention",
         "no lost update",
-        final_count == successes && successes == total as u64,
+        no_lost_update(final_count, successes, total as u64),
         format!("counter {final_count}, successful updates {successes}, asked {total}"),
     );
     Ok(())
+}
+
+/// Every acknowledged increment is in the counter, and every ticket was landed.
+fn no_lost_update(counter: u64, successes: u64, asked: u64) -> bool {
+    counter == successes && successes == asked
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lost_or_phantom_update_fails() {
+        assert!(super::no_lost_update(100, 100, 100));
+        assert!(!super::no_lost_update(99, 100, 100), "lost update");
+        assert!(
+            !super::no_lost_update(101, 100, 100),
+            "update counted that did not succeed"
+        );
+        assert!(!super::no_lost_update(90, 90, 100), "tickets left unserved");
+    }
 }

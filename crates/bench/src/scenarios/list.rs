@@ -40,11 +40,14 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
     ctx.ensure_seeded().await?;
     let mut conn = Conn::open(&ctx.ep).await?;
     let base = ctx.configmaps();
+    let page = ctx.opts.list_page.max(1);
+    let paged_unset = format!("limit={page} rv=unset");
+    let paged_zero = format!("limit={page} rv=0");
     let variants: [(&str, Option<usize>, Option<&str>); 4] = [
         ("all rv=unset", None, None),
         ("all rv=0", None, Some("0")),
-        ("limit=500 rv=unset", Some(500), None),
-        ("limit=500 rv=0", Some(500), Some("0")),
+        (&paged_unset, Some(page), None),
+        (&paged_zero, Some(page), Some("0")),
     ];
     for (name, limit, rv) in variants {
         let mut lat = Vec::with_capacity(ctx.opts.list_runs);
