@@ -373,6 +373,63 @@ current-context: one
     }
 
     #[test]
+    fn client_certificates_inline_or_from_files_are_loaded() {
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["admin".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "client.crt", &cert.pem());
+        write(dir.path(), "client.key", &key.serialize_pem());
+        write(dir.path(), "ca.crt", &ca.pem());
+        let path = write(
+            dir.path(),
+            "kc",
+            &format!(
+                "clusters:
+- name: a
+  cluster: {{server: 'https://localhost:6443', certificate-authority-data: {ca}}}
+- name: b
+  cluster: {{server: 'https://localhost:6443', certificate-authority: ca.crt}}
+users:
+- name: inline
+  user: {{client-certificate-data: {crt}, client-key-data: {k}}}
+- name: files
+  user: {{client-certificate: client.crt, client-key: client.key}}
+- name: nokey
+  user: {{client-certificate: client.crt}}
+contexts:
+- {{name: inline, context: {{cluster: a, user: inline}}}}
+- {{name: files, context: {{cluster: b, user: files}}}}
+- {{name: nokey, context: {{cluster: a, user: nokey}}}}
+current-context: inline
+",
+                ca = b64(ca.pem()),
+                crt = b64(cert.pem()),
+                k = b64(key.serialize_pem()),
+            ),
+        );
+        for ctx in ["inline", "files"] {
+            let e = Endpoint::from_kubeconfig(&path, Some(ctx)).unwrap();
+            let (config, name) = e.tls.expect("TLS");
+            assert!(config.client_auth_cert_resolver.has_certs(), "{ctx}");
+            assert_eq!(name.to_str(), "localhost");
+            assert_eq!(e.authorization, None);
+        }
+        let err = Endpoint::from_kubeconfig(&path, Some("nokey"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("without a key"), "{err}");
+    }
+
+    #[test]
     fn https_without_a_ca_or_skip_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
