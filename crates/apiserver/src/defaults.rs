@@ -67,7 +67,7 @@ fn namespace_finalizer(obj: &mut Value) {
 }
 
 pub fn on_create(rt: &ResourceType, obj: &mut Value) {
-    match (rt.group, rt.kind) {
+    match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Secret") => secret_defaults(obj),
         ("", "Namespace") => {
             namespace_defaults(obj);
@@ -85,7 +85,7 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
 }
 
 pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
-    match (rt.group, rt.kind) {
+    match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Secret") => secret_defaults(new),
         ("", "Namespace") => {
             namespace_defaults(new);
@@ -104,7 +104,7 @@ pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
 }
 
 pub fn immutable_checks(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
-    match (rt.group, rt.kind) {
+    match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "ConfigMap") | ("", "Secret") => {
             if old.get("immutable") == Some(&json!(true)) {
                 if new.get("immutable") != Some(&json!(true)) {

@@ -40,12 +40,23 @@ fn resource_entry(rt: &ResourceType) -> Value {
     if !rt.categories.is_empty() {
         r["categories"] = json!(rt.categories);
     }
+    let mut subs = Vec::new();
     if rt.has_status {
-        r["subresources"] = json!([{
+        subs.push(json!({
             "subresource": "status",
             "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
             "verbs": ["get", "patch", "update"],
-        }]);
+        }));
+    }
+    if rt.has_scale() {
+        subs.push(json!({
+            "subresource": "scale",
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
+    if !subs.is_empty() {
+        r["subresources"] = json!(subs);
     }
     r
 }
@@ -60,7 +71,7 @@ fn group_item(registry: &Registry, group: &str, content_type: &str) -> Value {
                 .all()
                 .iter()
                 .filter(|t| t.group == g && t.version == v)
-                .map(resource_entry)
+                .map(|t| resource_entry(t))
                 .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
@@ -70,7 +81,7 @@ fn group_item(registry: &Registry, group: &str, content_type: &str) -> Value {
 }
 
 fn aggregated(registry: &Registry, core: bool, content_type: &'static str) -> Response {
-    let mut groups: Vec<&str> = registry
+    let mut groups: Vec<String> = registry
         .group_versions()
         .into_iter()
         .map(|(g, _)| g)
@@ -107,7 +118,7 @@ pub fn apis(registry: &Registry, accept: &str) -> Response {
     if let Some(ct) = aggregated_type(accept) {
         return aggregated(registry, false, ct);
     }
-    let mut groups: Vec<&str> = registry
+    let mut groups: Vec<String> = registry
         .group_versions()
         .into_iter()
         .map(|(g, _)| g)
@@ -152,8 +163,14 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
                 main["shortNames"] = json!(t.short_names);
             }
             let mut out = vec![main];
+            if !t.categories.is_empty() {
+                out[0]["categories"] = json!(t.categories);
+            }
             if t.has_status {
                 out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+            }
+            if t.has_scale() {
+                out.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
             }
             out
         })

@@ -126,7 +126,7 @@ pub fn check(
     obj: &mut Value,
     mode: Mode,
 ) -> Result<Vec<String>, ApiError> {
-    let Some((schema, defs)) = state.openapi.schema_for(rt.group, rt.version, rt.kind) else {
+    let Some((schema, defs)) = state.openapi.schema_for(&rt.group, &rt.version, &rt.kind) else {
         return Ok(vec![]);
     };
     let mut unknown = Vec::new();

@@ -2,6 +2,7 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod auth;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod duplicate_fields;
@@ -9,6 +10,7 @@ pub mod event_ttl;
 pub mod field_validation;
 pub mod health;
 pub mod inflight;
+pub mod jsonpath;
 pub mod list;
 pub mod namespace_lifecycle;
 pub mod object;

@@ -22,7 +22,6 @@ fn namespace_target(state: &AppState, name: Option<&str>) -> Result<Target, ApiE
     let rt = state
         .registry
         .find("", "v1", "namespaces")
-        .cloned()
         .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
     Ok(Target {
         rt,

@@ -62,7 +62,7 @@ fn op(
 }
 
 fn paths_for(rt: &ResourceType, schema_ref: &Value, paths: &mut Map<String, Value>) {
-    let base = format!("/{}", gv_path(rt.group, rt.version));
+    let base = format!("/{}", gv_path(&rt.group, &rt.version));
     let (collection, item) = if rt.namespaced {
         (
             format!("{base}/namespaces/{{namespace}}/{}", rt.plural),
@@ -126,9 +126,19 @@ fn build_doc(types: &[&ResourceType]) -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
     let mut kinds: Vec<(String, Value)> = Vec::new();
+    let mut custom_schemas: Vec<(String, Value)> = Vec::new();
     for rt in types {
-        let Some(schema_fn) = rt.schema else { continue };
-        let schema_ref = serde_json::to_value(schema_fn(&mut generator)).unwrap_or(json!({}));
+        let schema_ref = match (rt.schema, &rt.custom) {
+            (Some(schema_fn), _) => {
+                serde_json::to_value(schema_fn(&mut generator)).unwrap_or(json!({}))
+            }
+            (None, Some(custom)) => {
+                let name = custom_schema_name(rt);
+                custom_schemas.push((name.clone(), custom_schema(rt, custom, &mut generator)));
+                json!({ "$ref": format!("#/components/schemas/{name}") })
+            }
+            (None, None) => continue,
+        };
         if let Some(name) = schema_ref
             .get("$ref")
             .and_then(Value::as_str)
@@ -143,6 +153,7 @@ fn build_doc(types: &[&ResourceType]) -> Value {
         .into_iter()
         .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(json!({}))))
         .collect();
+    schemas.extend(custom_schemas);
     for (name, gvk) in kinds {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
             s.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
@@ -156,6 +167,42 @@ fn build_doc(types: &[&ResourceType]) -> Value {
     })
 }
 
+/// Upstream's definition name for a custom kind: the group reversed, version, kind
+/// (`stable.example.com/v1 CronTab` is `com.example.stable.v1.CronTab`).
+fn custom_schema_name(rt: &ResourceType) -> String {
+    let group: Vec<&str> = rt.group.split('.').rev().collect();
+    format!("{}.{}.{}", group.join("."), rt.version, rt.kind)
+}
+
+/// A custom kind's schema: the CRD's `openAPIV3Schema` with the standard `apiVersion`,
+/// `kind` and `metadata` (a reference to ObjectMeta) put in, as upstream publishes it.
+fn custom_schema(
+    rt: &ResourceType,
+    custom: &crate::crd::CustomVersion,
+    generator: &mut schemars::SchemaGenerator,
+) -> Value {
+    let meta_ref = serde_json::to_value(
+        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+    )
+    .unwrap_or(json!({"type": "object"}));
+    let mut schema = custom
+        .schema_json
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if !schema.is_object() {
+        schema = json!({"type": "object"});
+    }
+    if !schema.get("properties").is_some_and(Value::is_object) {
+        schema["properties"] = json!({});
+    }
+    let props = &mut schema["properties"];
+    props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
+    props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
+    props["metadata"] = json!({"allOf": [meta_ref], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
+    let _ = rt;
+    schema
+}
+
 fn hash_of(doc: &Value) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     doc.to_string().hash(&mut h);
@@ -166,11 +213,12 @@ impl OpenApi {
     pub fn build(registry: &Registry) -> Self {
         let mut docs = BTreeMap::new();
         let mut kinds = HashMap::new();
+        let all = registry.all();
         for (g, v) in registry.group_versions() {
-            let types: Vec<&ResourceType> = registry
-                .all()
+            let types: Vec<&ResourceType> = all
                 .iter()
                 .filter(|t| t.group == g && t.version == v)
+                .map(|t| t.as_ref())
                 .collect();
             let doc = build_doc(&types);
             // Index each served kind's schema once, for per-request field validation.
@@ -195,7 +243,7 @@ impl OpenApi {
                     }
                 }
             }
-            docs.insert(gv_path(g, v), (hash_of(&doc), doc));
+            docs.insert(gv_path(&g, &v), (hash_of(&doc), doc));
         }
         OpenApi { docs, kinds }
     }

@@ -105,7 +105,7 @@ pub async fn patch(
     for _ in 0..8 {
         let Some((old, old_rev)) = rest::read(state, &t.rt, t.namespace.as_deref(), &name).await?
         else {
-            return Err(ApiError::not_found(t.rt.group, t.rt.plural, &name));
+            return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
         };
         let mut doc = old.clone();
         match kind {
@@ -172,8 +172,8 @@ pub async fn patch(
         }
     }
     Err(ApiError::conflict(
-        t.rt.group,
-        t.rt.plural,
+        &t.rt.group,
+        &t.rt.plural,
         &name,
         "the object kept changing while being patched; try again",
     ))

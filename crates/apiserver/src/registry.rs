@@ -1,8 +1,10 @@
 //! The registry: one entry per served resource type (scope, names, verbs, printer columns),
-//! looked up by group/version/plural. Built-in types are static entries; CRDs will add
-//! entries of the same shape at run time.
+//! looked up by group/version/plural. Built-in types are fixed entries; each served version
+//! of a CRD adds an entry of the same shape at run time.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use crate::crd::CustomVersion;
 
 /// How a resource prints in `kubectl get` (the Table's columns after NAME).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub enum Printer {
     Event,
     /// NAME HOLDER AGE
     Lease,
+    /// A CRD's additionalPrinterColumns (NAME AGE when it has none).
+    Custom,
 }
 
 /// Produces a type's OpenAPI schema (a `$ref` into the generator's definitions).
@@ -32,18 +36,20 @@ fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> sche
 
 #[derive(Debug, Clone)]
 pub struct ResourceType {
-    pub group: &'static str,
-    pub version: &'static str,
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub singular: &'static str,
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub singular: String,
     pub namespaced: bool,
-    pub short_names: &'static [&'static str],
-    pub categories: &'static [&'static str],
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
     /// Whether the type has a `/status` subresource (and so spec/status separation).
     pub has_status: bool,
     pub printer: Printer,
     pub schema: Option<SchemaFn>,
+    /// Set for custom resources: the CRD's schema, subresources and columns for this version.
+    pub custom: Option<Arc<CustomVersion>>,
 }
 
 impl ResourceType {
@@ -73,6 +79,9 @@ impl ResourceType {
             format!("/registry/{}/{}/", self.group, self.plural)
         }
     }
+    pub fn has_scale(&self) -> bool {
+        self.custom.as_ref().is_some_and(|c| c.scale.is_some())
+    }
     pub fn verbs(&self) -> &'static [&'static str] {
         &[
             "create",
@@ -89,29 +98,30 @@ impl ResourceType {
 
 #[allow(clippy::too_many_arguments)] // a table row, read column by column
 fn rt(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    singular: &'static str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    singular: &str,
     namespaced: bool,
-    short_names: &'static [&'static str],
+    short_names: &[&str],
     has_status: bool,
     printer: Printer,
     schema: SchemaFn,
 ) -> ResourceType {
     ResourceType {
-        group,
-        version,
-        kind,
-        plural,
-        singular,
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: singular.into(),
         namespaced,
-        short_names,
-        categories: &[],
+        short_names: short_names.iter().map(|s| s.to_string()).collect(),
+        categories: Vec::new(),
         has_status,
         printer,
         schema: Some(schema),
+        custom: None,
     }
 }
 
@@ -207,36 +217,98 @@ pub fn builtin() -> Vec<ResourceType> {
     ]
 }
 
-/// Every served type, shared by handlers.
+/// Every served type, shared by handlers. Readers take a snapshot; CRD changes swap in a
+/// new one, so a request sees one consistent set of types from start to end.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    types: Arc<Vec<ResourceType>>,
+    builtin: Arc<Vec<Arc<ResourceType>>>,
+    types: Arc<RwLock<Arc<Vec<Arc<ResourceType>>>>>,
 }
 
 impl Registry {
     pub fn new(types: Vec<ResourceType>) -> Self {
+        let builtin: Arc<Vec<_>> = Arc::new(types.into_iter().map(Arc::new).collect());
         Registry {
-            types: Arc::new(types),
+            types: Arc::new(RwLock::new(builtin.clone())),
+            builtin,
         }
     }
-    pub fn all(&self) -> &[ResourceType] {
-        &self.types
+    pub fn all(&self) -> Arc<Vec<Arc<ResourceType>>> {
+        self.types.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
-        self.types
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.all()
             .iter()
             .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+    pub fn is_builtin(&self, group: &str, plural: &str) -> bool {
+        self.builtin
+            .iter()
+            .any(|t| t.group == group && t.plural == plural)
     }
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.types
+        self.all()
             .iter()
             .any(|t| t.group == group && t.version == version)
     }
-    /// Group/version pairs in serving order (core first, then groups alphabetically).
-    pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
-        let mut gvs: Vec<_> = self.types.iter().map(|t| (t.group, t.version)).collect();
-        gvs.sort();
+    /// Group/version pairs in serving order: core first, then groups alphabetically; within
+    /// a group the preferred version first (GA > beta > alpha, higher numbers first).
+    pub fn group_versions(&self) -> Vec<(String, String)> {
+        let mut gvs: Vec<_> = self
+            .all()
+            .iter()
+            .map(|t| (t.group.clone(), t.version.clone()))
+            .collect();
+        gvs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| version_order(&a.1, &b.1)));
         gvs.dedup();
         gvs
+    }
+    /// Replace every custom entry by `custom` (all served versions of all established CRDs).
+    pub fn set_custom(&self, custom: Vec<ResourceType>) {
+        let mut all: Vec<Arc<ResourceType>> = self.builtin.iter().cloned().collect();
+        all.extend(custom.into_iter().map(Arc::new));
+        *self.types.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(all);
+    }
+}
+
+/// Kubernetes version priority (`v2` < `v1` < `v1beta2` < `v1beta1` < `v1alpha1` < `foo`
+/// in this order, i.e. the preferred version sorts first), as upstream's discovery orders them.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(v: &str) -> (u8, i64, i64, String) {
+        let parsed = v.strip_prefix('v').and_then(|rest| {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            let major: i64 = rest[..digits].parse().ok()?;
+            let tail = &rest[digits..];
+            if tail.is_empty() {
+                return Some((0, major, 0));
+            }
+            for (tier, word) in [(1u8, "beta"), (2u8, "alpha")] {
+                if let Some(n) = tail.strip_prefix(word) {
+                    return n.parse::<i64>().ok().map(|minor| (tier, major, minor));
+                }
+            }
+            None
+        });
+        match parsed {
+            Some((tier, major, minor)) => (tier, -major, -minor, String::new()),
+            None => (3, 0, 0, v.to_string()),
+        }
+    }
+    key(a).cmp(&key(b))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_sort_by_kubernetes_priority() {
+        let mut v = vec![
+            "v1alpha1", "foo", "v1", "v1beta1", "v2", "v1beta2", "v10", "bar",
+        ];
+        v.sort_by(|a, b| super::version_order(a, b));
+        assert_eq!(
+            v,
+            ["v10", "v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"]
+        );
     }
 }

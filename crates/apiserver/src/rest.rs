@@ -149,7 +149,7 @@ pub async fn get(state: &AppState, t: &Target, accept: &str) -> Result<Response,
     let name = require_name(t)?;
     match read(state, &t.rt, t.namespace.as_deref(), name).await? {
         Some((obj, _)) => Ok(object_response(&t.rt, StatusCode::OK, &obj, accept)),
-        None => Err(ApiError::not_found(t.rt.group, t.rt.plural, name)),
+        None => Err(ApiError::not_found(&t.rt.group, &t.rt.plural, name)),
     }
 }
 
@@ -205,8 +205,8 @@ fn invalid_or_ok(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            rt.group,
-            rt.kind,
+            &rt.group,
+            &rt.kind,
             object::name(obj),
             causes,
         ))
@@ -219,7 +219,7 @@ async fn check_namespace_open(state: &AppState, ns: &str) -> Result<(), ApiError
         .registry
         .find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
-    match read(state, ns_rt, None, ns).await? {
+    match read(state, &ns_rt, None, ns).await? {
         None => Err(ApiError::not_found("", "namespaces", ns)),
         Some((obj, _)) if obj.pointer("/metadata/deletionTimestamp").is_some() => {
             let mut e = ApiError::forbidden(format!(
@@ -312,7 +312,7 @@ pub async fn create_object(
             .await?
             .is_some()
         {
-            return Err(ApiError::already_exists(rt.group, rt.plural, &name));
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         return Ok((obj, 0));
     }
@@ -327,7 +327,9 @@ pub async fn create_object(
             tracing::debug!(resource = rt.plural, name = %name, revision = rev, "created");
             Ok((obj, rev))
         }
-        Err(StoreError::CompareFailed) => Err(ApiError::already_exists(rt.group, rt.plural, &name)),
+        Err(StoreError::CompareFailed) => {
+            Err(ApiError::already_exists(&rt.group, &rt.plural, &name))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -353,14 +355,14 @@ pub async fn update(
     }
     check_namespace(t, &mut obj)?;
     let Some((old, old_rev)) = read(state, &t.rt, t.namespace.as_deref(), &name).await? else {
-        return Err(ApiError::not_found(t.rt.group, t.rt.plural, &name));
+        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
     };
     let expected = match object::meta_str(&obj, "resourceVersion") {
         None | Some("") => old_rev,
         Some(rv) => rv.parse::<i64>().map_err(|_| {
             ApiError::invalid(
-                t.rt.group,
-                t.rt.kind,
+                &t.rt.group,
+                &t.rt.kind,
                 &name,
                 vec![Cause::invalid(
                     "metadata.resourceVersion",
@@ -391,7 +393,7 @@ pub async fn update_object(
     let rt = &t.rt;
     let name = object::name(&old).to_string();
     if expected != old_rev {
-        return Err(ApiError::conflict(rt.group, rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
+        return Err(ApiError::conflict(&rt.group, &rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
     }
     if t.subresource.as_deref() == Some("status") {
         let status = new.get("status").cloned();
@@ -450,7 +452,7 @@ pub async fn update_object(
     let mut causes = Vec::new();
     defaults::immutable_checks(rt, &old, &new, &mut causes);
     if !causes.is_empty() {
-        return Err(ApiError::invalid(rt.group, rt.kind, &name, causes));
+        return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
     }
     let mut old_cmp = old.clone();
     meta_mut(&mut old_cmp).remove("resourceVersion");
@@ -481,8 +483,8 @@ pub async fn update_object(
             Ok(new)
         }
         TxnResponse::Failed { .. } => Err(ApiError::conflict(
-            rt.group,
-            rt.plural,
+            &rt.group,
+            &rt.plural,
             &name,
             "the object has been modified; please apply your changes to the latest version and try again",
         )),
@@ -568,17 +570,17 @@ pub async fn delete_object(
     let rt = &t.rt;
     for _ in 0..8 {
         let Some((obj, rev)) = read(state, rt, t.namespace.as_deref(), name).await? else {
-            return Err(ApiError::not_found(rt.group, rt.plural, name));
+            return Err(ApiError::not_found(&rt.group, &rt.plural, name));
         };
         if let Some(uid) = &opts.uid {
             let have = object::meta_str(&obj, "uid").unwrap_or("");
             if have != uid {
-                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
             }
         }
         if let Some(want) = &opts.resource_version {
             if *want != rev.to_string() {
-                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}")));
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}")));
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
@@ -629,8 +631,8 @@ pub async fn delete_object(
         }
     }
     Err(ApiError::conflict(
-        rt.group,
-        rt.plural,
+        &rt.group,
+        &rt.plural,
         name,
         "the object kept changing while being deleted; try again",
     ))

@@ -15,7 +15,7 @@ use crate::{discovery, list, patch, rest, watch, AppState};
 /// What a resource path names.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub rt: ResourceType,
+    pub rt: std::sync::Arc<ResourceType>,
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
@@ -55,7 +55,6 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
     }
     let find = |plural: &str| {
         reg.find(group, version, plural)
-            .cloned()
             .ok_or_else(|| ApiError::path_not_found(path))
     };
     let target = match rest {

@@ -125,7 +125,7 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 
 /// Fields each type can be selected by, beyond metadata.name and metadata.namespace.
 fn type_fields(rt: &ResourceType) -> &'static [&'static str] {
-    match (rt.group, rt.kind) {
+    match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Event") => &[
             "involvedObject.kind",
             "involvedObject.namespace",

@@ -212,7 +212,7 @@ fn string_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) -> Vec<String> 
 /// Type-specific rules for the types served today.
 pub fn validate_type(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    match (rt.group, rt.kind) {
+    match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "ConfigMap") => {
             let data = string_map(obj, "data", &mut causes);
             if let Some(Value::Object(bin)) = obj.get("binaryData") {

@@ -27,7 +27,7 @@ use crate::AppState;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Encoder {
-    rt: ResourceType,
+    rt: std::sync::Arc<ResourceType>,
     as_table: bool,
     /// No selectors and no Table: events can be spliced from stored bytes.
     raw: bool,
