@@ -1,0 +1,15 @@
+//! Structural schemas (the OpenAPI v3 subset a CustomResourceDefinition carries): parsing,
+//! the structural rules a CRD must obey, value validation, pruning and defaulting.
+
+mod format;
+mod path;
+mod prune;
+mod schema;
+mod structural;
+mod validate;
+
+pub use path::FieldPath;
+pub use prune::{apply_defaults, prune};
+pub use schema::{Schema, SchemaError};
+pub use structural::check_structural;
+pub use validate::{validate, Violation, ViolationKind};
