@@ -67,6 +67,13 @@ fn namespace_finalizer(obj: &mut Value) {
 }
 
 pub fn on_create(rt: &ResourceType, obj: &mut Value) {
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        capstan_schema::apply_defaults(schema, obj);
+    }
+    if rt.is_crd() {
+        crate::crd::apply_defaults(obj);
+        crate::crd::add_finalizer(obj);
+    }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Secret") => secret_defaults(obj),
         ("", "Namespace") => {
@@ -85,6 +92,12 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
 }
 
 pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        capstan_schema::apply_defaults(schema, new);
+    }
+    if rt.is_crd() {
+        crate::crd::apply_defaults(new);
+    }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Secret") => secret_defaults(new),
         ("", "Namespace") => {
@@ -104,6 +117,15 @@ pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
 }
 
 pub fn immutable_checks(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    if rt.is_crd() {
+        // Only the rules that compare with the stored CRD; the rest ran already.
+        causes.extend(
+            crate::crd::validate(new, Some(old))
+                .into_iter()
+                .filter(|c| c.field == "spec.scope" || c.field == "status.storedVersions")
+                .filter(|c| c.message.contains("immutable") || c.message.contains("must appear")),
+        );
+    }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "ConfigMap") | ("", "Secret") => {
             if old.get("immutable") == Some(&json!(true)) {

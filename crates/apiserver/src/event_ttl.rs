@@ -46,6 +46,7 @@ pub async fn sweep(state: &AppState, ttl: Duration) -> Result<usize, ApiError> {
         let everything = Selectors::everything();
         let page = read_page(
             state,
+            rt,
             &prefix,
             &everything,
             None,

@@ -126,7 +126,19 @@ pub fn check(
     obj: &mut Value,
     mode: Mode,
 ) -> Result<Vec<String>, ApiError> {
-    let Some((schema, defs)) = state.openapi.schema_for(&rt.group, &rt.version, &rt.kind) else {
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.clone()) {
+        // Custom resources are pruned by their structural schema, whatever the mode.
+        let pruned = capstan_schema::prune(&schema, obj);
+        return verdict(
+            pruned
+                .iter()
+                .map(|f| format!("unknown field {f:?}"))
+                .collect(),
+            mode,
+        );
+    }
+    let openapi = state.openapi();
+    let Some((schema, defs)) = openapi.schema_for(&rt.group, &rt.version, &rt.kind) else {
         return Ok(vec![]);
     };
     let mut unknown = Vec::new();

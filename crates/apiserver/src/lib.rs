@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod crd;
 pub mod defaults;
+pub mod crd_controller;
 pub mod discovery;
 pub mod duplicate_fields;
 pub mod event_ttl;
@@ -22,6 +23,7 @@ pub mod raw_object;
 pub mod registry;
 pub mod rest;
 pub mod routing;
+pub mod scale;
 pub mod selector;
 pub mod serve;
 pub mod status;
@@ -42,8 +44,11 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
     pub registry: registry::Registry,
-    pub openapi: Arc<openapi::OpenApi>,
+    /// Rebuilt whenever the set of served types changes (CRDs).
+    openapi: Arc<std::sync::RwLock<Arc<openapi::OpenApi>>>,
     pub limiter: inflight::Limiter,
+    /// One CRD reconciliation at a time (handlers and the loop both run it).
+    pub crd_sync: Arc<tokio::sync::Mutex<()>>,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_every: std::time::Duration,
 }
@@ -51,15 +56,32 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, admin_token: &str) -> Self {
         let registry = registry::Registry::new(registry::builtin());
-        let openapi = Arc::new(openapi::OpenApi::build(&registry));
+        let openapi = Arc::new(std::sync::RwLock::new(Arc::new(openapi::OpenApi::build(
+            &registry,
+        ))));
         AppState {
             store,
             admin_token: admin_token.into(),
             registry,
             openapi,
             limiter: inflight::Limiter::new(DEFAULT_MAX_INFLIGHT),
+            crd_sync: Arc::new(tokio::sync::Mutex::new(())),
             bookmark_every: std::time::Duration::from_secs(60),
         }
+    }
+
+    /// The current OpenAPI documents.
+    pub fn openapi(&self) -> Arc<openapi::OpenApi> {
+        self.openapi
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuild the OpenAPI documents from the registry (after CRDs changed).
+    pub fn rebuild_openapi(&self) {
+        let fresh = Arc::new(openapi::OpenApi::build(&self.registry));
+        *self.openapi.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
     pub fn with_bookmark_interval(mut self, every: std::time::Duration) -> Self {
@@ -83,7 +105,7 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 async fn openapi_root(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::Json<serde_json::Value> {
-    axum::Json(state.openapi.root())
+    axum::Json(state.openapi().root())
 }
 
 async fn openapi_doc(
@@ -91,7 +113,7 @@ async fn openapi_doc(
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match state.openapi.doc(&path) {
+    match state.openapi().doc(&path) {
         Some(d) => axum::Json(d.clone()).into_response(),
         None => status::ApiError::path_not_found(&format!("/openapi/v3/{path}")).into_response(),
     }

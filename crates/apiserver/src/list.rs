@@ -11,6 +11,7 @@ use capstan_store::{prefix_end, KeyRange, KeyValue, RangeRequest};
 use serde_json::{json, Value};
 
 use crate::raw_object;
+use crate::registry::ResourceType;
 use crate::rest::{self, decode_stored, json_response, DeleteOptions};
 use crate::routing::Target;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -128,6 +129,7 @@ pub struct Page<T = Value> {
 /// Read matching objects, at most `limit`, from `start` at revision `at` (None = latest).
 pub async fn read_page(
     state: &AppState,
+    rt: &ResourceType,
     prefix: &str,
     sel: &Selectors,
     limit: Option<usize>,
@@ -135,7 +137,7 @@ pub async fn read_page(
     at: Option<i64>,
 ) -> Result<Page, ApiError> {
     read_page_with(state, prefix, limit, start, at, |kv| {
-        let obj = decode_stored(kv)?;
+        let obj = rest::decode_for(rt, kv)?;
         Ok(sel.matches(&obj).then_some(obj))
     })
     .await
@@ -293,7 +295,7 @@ pub async fn list(
             e
         }
     };
-    if !table::wants_table(accept) && sel.field.is_empty() {
+    if !table::wants_table(accept) && sel.field.is_empty() && t.rt.custom.is_none() {
         // The common case (informers, kubectl -o json/yaml): stored bytes straight through.
         let page = read_page_with(state, &prefix, limit, start, at, |kv| raw_item(kv, &sel))
             .await
@@ -303,7 +305,7 @@ pub async fn list(
             raw_list_body(t, page),
         ));
     }
-    let page = read_page(state, &prefix, &sel, limit, start, at)
+    let page = read_page(state, &t.rt, &prefix, &sel, limit, start, at)
         .await
         .map_err(expired)?;
     let rv = page.revision.to_string();
@@ -332,7 +334,7 @@ pub async fn delete_collection(
     let sel = Selectors::from_query(t, query)?;
     let opts: DeleteOptions = rest::delete_options(query, body)?;
     let prefix = collection_prefix(t);
-    let page = read_page(state, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
+    let page = read_page(state, &t.rt, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
     let mut deleted = Vec::new();
     for obj in page.items {
         let name = crate::object::name(&obj).to_string();

@@ -49,6 +49,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
     let prefix = t.rt.key_prefix();
     let page = read_page(
         state,
+        &t.rt,
         &prefix,
         &Selectors::everything(),
         None,
@@ -74,6 +75,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
             let coll = crate::list::collection_prefix(&target);
             let objs = read_page(
                 state,
+                rt,
                 &coll,
                 &Selectors::everything(),
                 None,

@@ -19,11 +19,11 @@ enum Kind {
     Strategic,
 }
 
-fn kind(content_type: &str) -> Result<Kind, ApiError> {
+fn kind(content_type: &str, custom: bool) -> Result<Kind, ApiError> {
     match content_type.split(';').next().unwrap_or("").trim() {
         "application/json-patch+json" => Ok(Kind::Json),
         "application/merge-patch+json" => Ok(Kind::Merge),
-        "application/strategic-merge-patch+json" => Ok(Kind::Strategic),
+        "application/strategic-merge-patch+json" if !custom => Ok(Kind::Strategic),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -84,6 +84,47 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Apply a patch body of the given content type to `doc` (the scale subresource uses this
+/// on its Scale view). `custom`: strategic merge is refused, as upstream does for CRs.
+pub fn apply_to(doc: &mut Value, content_type: &str, body: &[u8], custom: bool) -> Result<(), ApiError> {
+    let kind = kind(content_type, custom)?;
+    let patch: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
+    })?;
+    apply_parsed(doc, &kind, &patch)
+}
+
+fn apply_parsed(doc: &mut Value, kind: &Kind, patch: &Value) -> Result<(), ApiError> {
+    match kind {
+        Kind::Json => {
+            let p: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
+            json_patch::patch(doc, &p).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
+        }
+        Kind::Merge => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+            }
+            json_patch::merge(doc, patch);
+        }
+        Kind::Strategic => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
+            }
+            strategic_merge(doc, patch);
+        }
+    }
+    Ok(())
+}
+
 pub async fn patch(
     state: &AppState,
     t: &Target,
@@ -95,7 +136,7 @@ pub async fn patch(
         .name
         .clone()
         .ok_or_else(|| ApiError::bad_request("a resource name is required"))?;
-    let kind = kind(content_type)?;
+    let kind = kind(content_type, t.rt.custom.is_some())?;
     let mode = crate::field_validation::mode(query)?;
     let duplicate_warnings = crate::field_validation::duplicates(body, content_type, mode)?;
     let patch: Value = serde_json::from_slice(body).map_err(|e| {
@@ -108,36 +149,7 @@ pub async fn patch(
             return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
         };
         let mut doc = old.clone();
-        match kind {
-            Kind::Json => {
-                let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
-                    ApiError::bad_request(format!("the JSON patch is malformed: {e}"))
-                })?;
-                json_patch::patch(&mut doc, &p).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
-                })?;
-            }
-            Kind::Merge => {
-                if !patch.is_object() {
-                    return Err(ApiError::bad_request("a merge patch must be a JSON object"));
-                }
-                json_patch::merge(&mut doc, &patch);
-            }
-            Kind::Strategic => {
-                if !patch.is_object() {
-                    return Err(ApiError::bad_request(
-                        "a strategic merge patch must be a JSON object",
-                    ));
-                }
-                strategic_merge(&mut doc, &patch);
-            }
-        }
+        apply_parsed(&mut doc, &kind, &patch)?;
         rest::check_shape(&doc)?;
         let mut warnings = duplicate_warnings.clone();
         warnings.extend(crate::field_validation::check(

@@ -25,6 +25,8 @@ pub enum Printer {
     Lease,
     /// A CRD's additionalPrinterColumns (NAME AGE when it has none).
     Custom,
+    /// NAME CREATED AT
+    Crd,
 }
 
 /// Produces a type's OpenAPI schema (a `$ref` into the generator's definitions).
@@ -79,6 +81,13 @@ impl ResourceType {
             format!("/registry/{}/{}/", self.group, self.plural)
         }
     }
+    /// Whether objects carry `metadata.generation` (types with status, and every custom one).
+    pub fn tracks_generation(&self) -> bool {
+        self.has_status || self.custom.is_some()
+    }
+    pub fn is_crd(&self) -> bool {
+        self.group == crate::crd::GROUP && self.plural == "customresourcedefinitions"
+    }
     pub fn has_scale(&self) -> bool {
         self.custom.as_ref().is_some_and(|c| c.scale.is_some())
     }
@@ -128,6 +137,7 @@ fn rt(
 /// The built-in types served today.
 pub fn builtin() -> Vec<ResourceType> {
     use k8s_openapi::api::{coordination, core, events};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
     use Printer as P;
     vec![
         rt(
@@ -214,6 +224,21 @@ pub fn builtin() -> Vec<ResourceType> {
             P::Lease,
             schema_of::<coordination::v1::Lease>,
         ),
+        ResourceType {
+            categories: vec!["api-extensions".into()],
+            ..rt(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+                "customresourcedefinitions",
+                "customresourcedefinition",
+                false,
+                &["crd", "crds"],
+                true,
+                P::Crd,
+                schema_of::<apiextensions::v1::CustomResourceDefinition>,
+            )
+        },
     ]
 }
 

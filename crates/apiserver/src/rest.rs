@@ -38,7 +38,41 @@ pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-fn encode_for_store(obj: &Value) -> Result<Bytes, ApiError> {
+/// A stored object as a given version serves it: custom resources are stored in their
+/// storage version (`None` conversion rewrites apiVersion) and defaulted on read.
+pub fn present(rt: &ResourceType, obj: &mut Value) {
+    if let Some(custom) = &rt.custom {
+        if obj.is_object() {
+            obj["apiVersion"] = json!(rt.api_version());
+        }
+        if let Some(schema) = &custom.schema {
+            // Data stored under another version's (or an older) schema reads as this one's.
+            capstan_schema::prune(schema, obj);
+            capstan_schema::apply_defaults(schema, obj);
+        }
+    }
+}
+
+/// `decode_stored`, then `present` for the version `rt` serves.
+pub fn decode_for(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj = decode_stored(kv)?;
+    present(rt, &mut obj);
+    Ok(obj)
+}
+
+/// The bytes to store for `obj`; a custom resource is stored as its storage version.
+pub fn encode_as_stored(rt: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
+    match &rt.custom {
+        Some(c) if c.storage_version != rt.version => {
+            let mut o = obj.clone();
+            o["apiVersion"] = json!(c.storage_api_version(&rt.group));
+            encode_for_store(&o)
+        }
+        _ => encode_for_store(obj),
+    }
+}
+
+pub fn encode_for_store(obj: &Value) -> Result<Bytes, ApiError> {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
@@ -134,7 +168,7 @@ pub async fn read(
     name: &str,
 ) -> Result<Option<(Value, i64)>, ApiError> {
     match state.store.get(key(rt, ns, name).as_bytes()).await? {
-        Some(kv) => Ok(Some((decode_stored(&kv)?, kv.mod_revision))),
+        Some(kv) => Ok(Some((decode_for(rt, &kv)?, kv.mod_revision))),
         None => Ok(None),
     }
 }
@@ -272,6 +306,12 @@ pub async fn create_object(
     dry_run: bool,
 ) -> Result<(Value, i64), ApiError> {
     let rt = &t.rt;
+    if rt.custom.as_ref().is_some_and(|c| c.terminating) {
+        return Err(ApiError::method_not_allowed(format!(
+            "create not allowed while custom resource definition is terminating ({})",
+            rt.qualified()
+        )));
+    }
     check_type(rt, &mut obj)?;
     check_namespace(t, &mut obj)?;
     if object::name(&obj).is_empty() {
@@ -296,7 +336,7 @@ pub async fn create_object(
     }
     m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
-    if rt.has_status {
+    if rt.tracks_generation() {
         m.insert("generation".into(), json!(1));
     } else {
         m.remove("generation");
@@ -319,7 +359,7 @@ pub async fn create_object(
     let k = key(rt, t.namespace.as_deref(), &name);
     match state
         .store
-        .create(k.as_bytes(), encode_for_store(&obj)?)
+        .create(k.as_bytes(), encode_as_stored(rt, &obj)?)
         .await
     {
         Ok(rev) => {
@@ -440,7 +480,7 @@ pub async fn update_object(
         m.remove("selfLink");
     }
     defaults::on_update(rt, &mut new, &old);
-    if rt.has_status && spec_changed(&old, &new) {
+    if rt.tracks_generation() && spec_changed(&old, &new, rt.has_status) {
         let g = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -475,7 +515,7 @@ pub async fn update_object(
     } else {
         Txn::new()
             .when(Bytes::from(k.clone()), old_rev)
-            .put(Bytes::from(k), encode_for_store(&new)?)
+            .put(Bytes::from(k), encode_as_stored(rt, &new)?)
     };
     match state.store.txn(txn).await? {
         TxnResponse::Succeeded { revision, .. } => {
@@ -491,12 +531,15 @@ pub async fn update_object(
     }
 }
 
-fn spec_changed(old: &Value, new: &Value) -> bool {
+/// Whether anything but metadata (and status, when it has its own endpoint) changed.
+fn spec_changed(old: &Value, new: &Value, status_separate: bool) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(o) = v.as_object_mut() {
             o.remove("metadata");
-            o.remove("status");
+            if status_separate {
+                o.remove("status");
+            }
         }
         v
     };

@@ -108,7 +108,7 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         _ => return Err(ApiError::path_not_found(path)),
     };
     if let Some(sub) = &target.subresource {
-        if !(sub == "status" && target.rt.has_status) {
+        if !((sub == "status" && target.rt.has_status) || (sub == "scale" && target.rt.has_scale())) {
             return Err(ApiError::path_not_found(path));
         }
     }
@@ -168,7 +168,15 @@ pub async fn handle(
     };
     let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));
     let _enter = span.enter();
+    let scale = target.subresource.as_deref() == Some("scale");
     let result = match (&method, target.name.is_some()) {
+        (&Method::GET, true) if scale => crate::scale::get(&state, &target).await,
+        (&Method::PUT, true) if scale => {
+            crate::scale::update(&state, &target, &query, &content_type, &body).await
+        }
+        (&Method::PATCH, true) if scale => {
+            crate::scale::patch(&state, &target, &query, &content_type, &body).await
+        }
         (&Method::GET, false) if truthy(&query, "watch") => {
             watch::watch(&state, &target, &query, &accept).await
         }
@@ -184,7 +192,22 @@ pub async fn handle(
             method, target.rt.plural
         ))),
     };
-    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    let wrote = result.is_ok() && method != Method::GET;
+    if wrote && target.rt.is_crd() {
+        // The next request must already see the new API (discovery, OpenAPI, endpoints).
+        if let Err(e) = crate::crd_controller::sync(&state).await {
+            tracing::warn!(error = %e.message, "CRD sync after write failed");
+        }
+    }
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(w) = target
+        .rt
+        .custom
+        .as_ref()
+        .and_then(|c| c.deprecation_warning.as_deref())
+    {
+        resp = crate::field_validation::with_warnings(resp, &[w.to_string()]);
+    }
     if prefers_yaml(&accept) && !truthy(&query, "watch") {
         return to_yaml(resp).await;
     }

@@ -48,6 +48,10 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             col("Message", "string", "", "A human-readable description of the status of this operation.", 0),
         ],
         Printer::Lease => vec![name, col("Holder", "string", "", "The holder of the lease.", 0), age],
+        Printer::Crd => vec![
+            name,
+            col("Created At", "date", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0),
+        ],
         Printer::Custom => {
             let mut cols = vec![name];
             for c in custom_columns(rt) {
@@ -187,6 +191,10 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                 .and_then(Value::as_str)
                 .unwrap_or("")),
             age,
+        ],
+        Printer::Crd => vec![
+            name,
+            json!(object::meta_str(obj, "creationTimestamp").unwrap_or("")),
         ],
         Printer::Custom => {
             let mut out = vec![name];

@@ -211,6 +211,21 @@ fn string_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) -> Vec<String> 
 
 /// Type-specific rules for the types served today.
 pub fn validate_type(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        return capstan_schema::validate(schema, obj, &capstan_schema::FieldPath::default())
+            .into_iter()
+            // metadata is ObjectMeta, checked by validate_metadata, whatever the schema says.
+            .filter(|v| v.field != "metadata" && !v.field.starts_with("metadata."))
+            .map(|v| Cause {
+                reason: v.reason(),
+                message: v.message(),
+                field: v.field,
+            })
+            .collect();
+    }
+    if rt.is_crd() {
+        return crate::crd::validate(obj, None);
+    }
     let mut causes = Vec::new();
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "ConfigMap") => {

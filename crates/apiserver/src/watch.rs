@@ -18,7 +18,7 @@ use crate::list::{collection_prefix, read_page, Selectors};
 use crate::object::set_meta;
 use crate::raw_object;
 use crate::registry::ResourceType;
-use crate::rest::decode_stored;
+use crate::rest::decode_for;
 use crate::routing::Target;
 use crate::status::ApiError;
 use crate::table;
@@ -58,14 +58,18 @@ impl Encoder {
 }
 
 /// Turn one store event into the API event this watcher should see, if any.
-fn translate(ev: &WatchEvent, sel: &Selectors) -> Result<Option<(&'static str, Value)>, ApiError> {
+fn translate(
+    rt: &ResourceType,
+    ev: &WatchEvent,
+    sel: &Selectors,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
     let old = match &ev.prev_kv {
-        Some(p) => Some(decode_stored(p)?),
+        Some(p) => Some(decode_for(rt, p)?),
         None => None,
     };
     match ev.kind {
         EventKind::Put => {
-            let new = decode_stored(&ev.kv)?;
+            let new = decode_for(rt, &ev.kv)?;
             let was = old.as_ref().is_some_and(|o| sel.matches(o));
             let is = sel.matches(&new);
             Ok(match (was, is) {
@@ -124,7 +128,7 @@ async fn deliver(
                     return tx.send(line).await.is_ok();
                 }
             }
-            match translate(&ev, sel) {
+            match translate(&enc.rt, &ev, sel) {
                 Ok(Some((kind, obj))) => tx.send(enc.line(kind, &obj)).await.is_ok(),
                 Ok(None) => true,
                 Err(e) => {
@@ -158,7 +162,7 @@ pub async fn watch(
     let enc = Encoder {
         rt: t.rt.clone(),
         as_table,
-        raw: !as_table && sel.label.is_empty() && sel.field.is_empty(),
+        raw: !as_table && sel.label.is_empty() && sel.field.is_empty() && t.rt.custom.is_none(),
     };
     let bookmarks = query
         .get("allowWatchBookmarks")
@@ -179,7 +183,7 @@ pub async fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     // "" or "0": start with the current state as synthetic ADDED events.
     let (initial, from) = if rv.is_empty() || rv == "0" {
-        let page = read_page(state, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
+        let page = read_page(state, &t.rt, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
         (page.items, page.revision)
     } else {
         let n: i64 = rv.parse().map_err(|_| {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use capstan_apiserver::{event_ttl, namespace_lifecycle, pki, router, serve, AppState};
+use capstan_apiserver::{
+    crd_controller, event_ttl, namespace_lifecycle, pki, router, serve, AppState,
+};
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
 
 #[derive(Parser)]
@@ -244,6 +246,11 @@ async fn server(
     namespace_lifecycle::ensure_system_namespaces(&state)
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {}", e.message))?;
+    // Custom resource APIs are served from the first request on.
+    crd_controller::sync(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {}", e.message))?;
+    crd_controller::spawn(state.clone());
     namespace_lifecycle::spawn(state.clone());
     event_ttl::spawn(state.clone(), event_ttl);
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
