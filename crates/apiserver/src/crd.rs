@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use capstan_schema::{check_structural, FieldPath, Schema, Violation};
+use capstan_schema::{check_rules, check_structural, CelRules, FieldPath, Schema, Violation};
 use serde_json::{json, Value};
 
 use crate::jsonpath::JsonPath;
@@ -43,6 +43,8 @@ pub struct CustomVersion {
     /// The version's `openAPIV3Schema`, as given.
     pub schema_json: Option<Value>,
     pub schema: Option<Arc<Schema>>,
+    /// The version's `x-kubernetes-validations`, compiled (None when it has none).
+    pub cel: Option<Arc<capstan_schema::CelRules>>,
     pub scale: Option<ScalePaths>,
     pub columns: Vec<PrinterColumn>,
     /// Sent as a `Warning` header on every request to this version.
@@ -173,7 +175,10 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         ));
     }
     for key in ["shortNames", "categories"] {
-        if let Some(list) = obj.pointer(&format!("/spec/names/{key}")).and_then(Value::as_array) {
+        if let Some(list) = obj
+            .pointer(&format!("/spec/names/{key}"))
+            .and_then(Value::as_array)
+        {
             for (i, n) in list.iter().enumerate() {
                 let n = n.as_str().unwrap_or("");
                 if !is_dns1123_label(n) {
@@ -217,7 +222,10 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         .cloned()
         .unwrap_or_default();
     if versions.is_empty() {
-        c.push(Cause::required("spec.versions", "must have exactly one version marked as storage version"));
+        c.push(Cause::required(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
     }
     let mut seen = Vec::new();
     let mut storage = 0;
@@ -252,7 +260,14 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
             Some(raw) => {
                 let sp = FieldPath::root(&format!("{p}.schema.openAPIV3Schema"));
                 match Schema::parse(raw, &sp) {
-                    Ok(schema) => c.extend(check_structural(&schema, &sp).into_iter().map(violation_cause)),
+                    Ok(schema) => {
+                        c.extend(
+                            check_structural(&schema, &sp)
+                                .into_iter()
+                                .map(violation_cause),
+                        );
+                        c.extend(check_rules(raw, &sp).into_iter().map(violation_cause));
+                    }
                     Err(capstan_schema::SchemaError::Invalid { path, message }) => {
                         c.push(Cause::invalid(path, "", &message))
                     }
@@ -280,7 +295,11 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
                     path.starts_with(prefix)
                 };
                 if simple.is_none() || !scoped {
-                    let want = if prefix.is_empty() { ".spec or .status" } else { prefix.trim_end_matches('.') };
+                    let want = if prefix.is_empty() {
+                        ".spec or .status"
+                    } else {
+                        prefix.trim_end_matches('.')
+                    };
                     c.push(Cause::invalid(
                         format!("{sp}.{f}"),
                         path,
@@ -321,9 +340,16 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     }
     if let Some(old) = old {
         if s(old, "/spec/scope") != s(obj, "/spec/scope") && !s(old, "/spec/scope").is_empty() {
-            c.push(Cause::invalid("spec.scope", s(obj, "/spec/scope"), "field is immutable"));
+            c.push(Cause::invalid(
+                "spec.scope",
+                s(obj, "/spec/scope"),
+                "field is immutable",
+            ));
         }
-        if let Some(stored) = old.pointer("/status/storedVersions").and_then(Value::as_array) {
+        if let Some(stored) = old
+            .pointer("/status/storedVersions")
+            .and_then(Value::as_array)
+        {
             for sv in stored.iter().filter_map(Value::as_str) {
                 if !seen.contains(&sv) {
                     c.push(Cause::invalid(
@@ -346,7 +372,11 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
         names
             .get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let versions = crd
@@ -370,12 +400,12 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                 .as_ref()
                 .and_then(|raw| Schema::parse(raw, &FieldPath::default()).ok())
                 .map(Arc::new);
+            let cel = schema_json
+                .as_ref()
+                .and_then(|raw| CelRules::compile(raw, &group, &version, s(&names, "/kind")))
+                .map(Arc::new);
             let scale = v.pointer("/subresources/scale").map(|sc| {
-                let ptr = |f: &str| {
-                    JsonPath::parse(s(sc, f))
-                        .ok()
-                        .and_then(|j| j.as_pointer())
-                };
+                let ptr = |f: &str| JsonPath::parse(s(sc, f)).ok().and_then(|j| j.as_pointer());
                 ScalePaths {
                     spec_replicas: ptr("/specReplicasPath").unwrap_or_default(),
                     status_replicas: ptr("/statusReplicasPath").unwrap_or_default(),
@@ -423,6 +453,7 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                     storage_version: storage_version.clone(),
                     schema_json,
                     schema,
+                    cel,
                     scale,
                     columns,
                     deprecation_warning,
@@ -439,17 +470,17 @@ mod tests {
 
     fn crd() -> Value {
         json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "widgets.example.com"},
-            "spec": {"group": "example.com", "scope": "Namespaced",
-                "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
-                "versions": [
-                    {"name": "v1", "served": true, "storage": true,
-                     "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}}}}},
-                     "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
-                     "additionalPrinterColumns": [{"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}]},
-                    {"name": "v1beta1", "served": true, "storage": false, "deprecated": true,
-                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}
-                ]}})
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true,
+                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}}}}},
+                 "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+                 "additionalPrinterColumns": [{"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}]},
+                {"name": "v1beta1", "served": true, "storage": false, "deprecated": true,
+                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}
+            ]}})
     }
 
     #[test]
@@ -462,12 +493,20 @@ mod tests {
         let types = resource_types(&c);
         assert_eq!(types.len(), 2);
         let v1 = &types[0];
-        assert_eq!((v1.version.as_str(), v1.has_status, v1.has_scale()), ("v1", true, true));
+        assert_eq!(
+            (v1.version.as_str(), v1.has_status, v1.has_scale()),
+            ("v1", true, true)
+        );
         let cv = v1.custom.as_ref().unwrap();
         assert_eq!(cv.scale.as_ref().unwrap().spec_replicas, "/spec/replicas");
         assert_eq!(cv.storage_version, "v1");
         assert_eq!(
-            types[1].custom.as_ref().unwrap().deprecation_warning.as_deref(),
+            types[1]
+                .custom
+                .as_ref()
+                .unwrap()
+                .deprecation_warning
+                .as_deref(),
             Some("example.com/v1beta1 Widget is deprecated")
         );
     }
@@ -479,7 +518,8 @@ mod tests {
         c["spec"]["group"] = json!("nodot");
         c["spec"]["scope"] = json!("Everywhere");
         c["spec"]["versions"][1]["storage"] = json!(true);
-        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["x"] = json!({"description": "untyped"});
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["x"] = json!({"description": "untyped"});
         c["spec"]["versions"][0]["additionalPrinterColumns"][0]["type"] = json!("float");
         apply_defaults(&mut c);
         let fields: Vec<String> = validate(&c, None).into_iter().map(|c| c.field).collect();

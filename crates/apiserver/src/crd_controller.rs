@@ -53,8 +53,14 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
     }
     // Older CRDs keep their names when a newer one asks for the same.
     crds.sort_by(|a, b| {
-        let ts = |v: &Value| object::meta_str(v, "creationTimestamp").unwrap_or("").to_string();
-        ts(&a.0).cmp(&ts(&b.0)).then(object::name(&a.0).cmp(object::name(&b.0)))
+        let ts = |v: &Value| {
+            object::meta_str(v, "creationTimestamp")
+                .unwrap_or("")
+                .to_string()
+        };
+        ts(&a.0)
+            .cmp(&ts(&b.0))
+            .then(object::name(&a.0).cmp(object::name(&b.0)))
     });
     let builtin: HashSet<(String, String)> = state
         .registry
@@ -113,9 +119,21 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
         status["conditions"] = json!([
             condition("NamesAccepted", names_ok, reason, &message, crd_obj),
             if accepted {
-                condition("Established", "True", "InitialNamesAccepted", "the initial names have been accepted", crd_obj)
+                condition(
+                    "Established",
+                    "True",
+                    "InitialNamesAccepted",
+                    "the initial names have been accepted",
+                    crd_obj,
+                )
             } else {
-                condition("Established", "False", "NotAccepted", "not all names are accepted", crd_obj)
+                condition(
+                    "Established",
+                    "False",
+                    "NotAccepted",
+                    "not all names are accepted",
+                    crd_obj,
+                )
             },
         ]);
         if accepted {
@@ -162,7 +180,10 @@ async fn write(state: &AppState, key: &Bytes, rev: i64, obj: &Value) -> Result<(
 /// A deleted CRD: mark it Terminating, delete its custom resources (those with finalizers
 /// are marked and waited for), then drop the cleanup finalizer so the CRD itself goes.
 async fn cleanup(state: &AppState, crd_obj: &Value, rev: i64, key: &Bytes) -> Result<(), ApiError> {
-    let group = crd_obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+    let group = crd_obj
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let plural = crd_obj
         .pointer("/spec/names/plural")
         .and_then(Value::as_str)
@@ -178,11 +199,17 @@ async fn cleanup(state: &AppState, crd_obj: &Value, rev: i64, key: &Bytes) -> Re
             let obj = decode_stored(&kv)?;
             remaining += 1;
             if object::finalizers(&obj).is_empty() {
-                let txn = Txn::new().when(kv.key.clone(), kv.mod_revision).delete(kv.key.clone());
+                let txn = Txn::new()
+                    .when(kv.key.clone(), kv.mod_revision)
+                    .delete(kv.key.clone());
                 let _ = state.store.txn(txn).await?;
             } else if obj.pointer("/metadata/deletionTimestamp").is_none() {
                 let mut marked = obj;
-                object::set_meta(&mut marked, "deletionTimestamp", json!(object::now_rfc3339()));
+                object::set_meta(
+                    &mut marked,
+                    "deletionTimestamp",
+                    json!(object::now_rfc3339()),
+                );
                 write(state, &kv.key, kv.mod_revision, &marked).await?;
             }
         }
@@ -244,7 +271,10 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             };
             let watch = state
                 .store
-                .watch(KeyRange::prefix(Bytes::from_static(PREFIX.as_bytes())), from + 1)
+                .watch(
+                    KeyRange::prefix(Bytes::from_static(PREFIX.as_bytes())),
+                    from + 1,
+                )
                 .await;
             match watch {
                 Ok(mut w) => {

@@ -3,8 +3,8 @@
 
 pub mod auth;
 pub mod crd;
-pub mod defaults;
 pub mod crd_controller;
+pub mod defaults;
 pub mod discovery;
 pub mod duplicate_fields;
 pub mod event_ttl;

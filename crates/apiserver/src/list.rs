@@ -334,7 +334,16 @@ pub async fn delete_collection(
     let sel = Selectors::from_query(t, query)?;
     let opts: DeleteOptions = rest::delete_options(query, body)?;
     let prefix = collection_prefix(t);
-    let page = read_page(state, &t.rt, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
+    let page = read_page(
+        state,
+        &t.rt,
+        &prefix,
+        &sel,
+        None,
+        prefix.as_bytes().to_vec(),
+        None,
+    )
+    .await?;
     let mut deleted = Vec::new();
     for obj in page.items {
         let name = crate::object::name(&obj).to_string();

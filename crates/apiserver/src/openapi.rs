@@ -83,12 +83,17 @@ fn paths_for(rt: &ResourceType, schema_ref: &Value, paths: &mut Map<String, Valu
     let json_body =
         json!({"content": {"application/json": {"schema": schema_ref}}, "required": true});
     let patch_schema = json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."});
-    let patch_body = json!({"content": {
+    let mut patch_types = json!({
         "application/apply-patch+yaml": {"schema": patch_schema},
         "application/json-patch+json": {"schema": patch_schema},
         "application/merge-patch+json": {"schema": patch_schema},
-        "application/strategic-merge-patch+json": {"schema": patch_schema},
-    }, "required": true});
+    });
+    // Custom resources take no strategic merge patch; kubectl reads this to choose a
+    // JSON merge patch for `apply` instead.
+    if rt.custom.is_none() {
+        patch_types["application/strategic-merge-patch+json"] = json!({"schema": patch_schema});
+    }
+    let patch_body = json!({"content": patch_types, "required": true});
     let path_params = |with_name: bool| {
         let mut p = Vec::new();
         if with_name {

@@ -86,7 +86,12 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
 
 /// Apply a patch body of the given content type to `doc` (the scale subresource uses this
 /// on its Scale view). `custom`: strategic merge is refused, as upstream does for CRs.
-pub fn apply_to(doc: &mut Value, content_type: &str, body: &[u8], custom: bool) -> Result<(), ApiError> {
+pub fn apply_to(
+    doc: &mut Value,
+    content_type: &str,
+    body: &[u8],
+    custom: bool,
+) -> Result<(), ApiError> {
     let kind = kind(content_type, custom)?;
     let patch: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))

@@ -232,9 +232,10 @@ fn check_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn invalid_or_ok(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+fn invalid_or_ok(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let mut causes = validation::validate_metadata(rt, obj);
     causes.extend(validation::validate_type(rt, obj));
+    causes.extend(validation::validate_rules(rt, obj, old));
     if causes.is_empty() {
         Ok(())
     } else {
@@ -342,7 +343,7 @@ pub async fn create_object(
         m.remove("generation");
     }
     defaults::on_create(rt, &mut obj);
-    invalid_or_ok(rt, &obj)?;
+    invalid_or_ok(rt, &obj, None)?;
     let name = object::name(&obj).to_string();
     if rt.namespaced {
         check_namespace_open(state, object::namespace(&obj)).await?;
@@ -488,7 +489,7 @@ pub async fn update_object(
             + 1;
         set_meta(&mut new, "generation", json!(g));
     }
-    invalid_or_ok(rt, &new)?;
+    invalid_or_ok(rt, &new, Some(&old))?;
     let mut causes = Vec::new();
     defaults::immutable_checks(rt, &old, &new, &mut causes);
     if !causes.is_empty() {

@@ -108,7 +108,8 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         _ => return Err(ApiError::path_not_found(path)),
     };
     if let Some(sub) = &target.subresource {
-        if !((sub == "status" && target.rt.has_status) || (sub == "scale" && target.rt.has_scale())) {
+        if !((sub == "status" && target.rt.has_status) || (sub == "scale" && target.rt.has_scale()))
+        {
             return Err(ApiError::path_not_found(path));
         }
     }

@@ -15,8 +15,7 @@ use crate::status::{ApiError, Cause};
 use crate::AppState;
 
 fn paths(t: &Target) -> Result<&ScalePaths, ApiError> {
-    t.rt
-        .custom
+    t.rt.custom
         .as_ref()
         .and_then(|c| c.scale.as_ref())
         .ok_or_else(|| ApiError::path_not_found("scale"))
@@ -91,11 +90,16 @@ async fn write(
     let replicas = match replicas.and_then(Value::as_i64) {
         Some(n) if n >= 0 => n,
         Some(n) => {
-            return Err(ApiError::invalid("autoscaling", "Scale", &name, vec![Cause {
-                reason: "FieldValueInvalid",
-                field: "spec.replicas".into(),
-                message: format!("Invalid value: {n}: must be greater than or equal to 0"),
-            }]))
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                &name,
+                vec![Cause {
+                    reason: "FieldValueInvalid",
+                    field: "spec.replicas".into(),
+                    message: format!("Invalid value: {n}: must be greater than or equal to 0"),
+                }],
+            ))
         }
         None => {
             return Err(ApiError::invalid(

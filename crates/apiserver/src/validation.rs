@@ -209,6 +209,22 @@ fn string_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) -> Vec<String> 
     }
 }
 
+/// A custom resource's CEL rules (`x-kubernetes-validations`); transition rules see `old`.
+pub fn validate_rules(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let Some(rules) = rt.custom.as_ref().and_then(|c| c.cel.as_ref()) else {
+        return Vec::new();
+    };
+    rules
+        .validate(obj, old)
+        .into_iter()
+        .map(|v| Cause {
+            reason: v.reason(),
+            message: v.message(),
+            field: v.field,
+        })
+        .collect()
+}
+
 /// Type-specific rules for the types served today.
 pub fn validate_type(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {

@@ -183,7 +183,16 @@ pub async fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     // "" or "0": start with the current state as synthetic ADDED events.
     let (initial, from) = if rv.is_empty() || rv == "0" {
-        let page = read_page(state, &t.rt, &prefix, &sel, None, prefix.as_bytes().to_vec(), None).await?;
+        let page = read_page(
+            state,
+            &t.rt,
+            &prefix,
+            &sel,
+            None,
+            prefix.as_bytes().to_vec(),
+            None,
+        )
+        .await?;
         (page.items, page.revision)
     } else {
         let n: i64 = rv.parse().map_err(|_| {

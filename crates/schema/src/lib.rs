@@ -1,6 +1,7 @@
 //! Structural schemas (the OpenAPI v3 subset a CustomResourceDefinition carries): parsing,
 //! the structural rules a CRD must obey, value validation, pruning and defaulting.
 
+mod cel;
 mod format;
 mod path;
 mod prune;
@@ -8,6 +9,7 @@ mod schema;
 mod structural;
 mod validate;
 
+pub use cel::{check_rules, CelRules};
 pub use path::FieldPath;
 pub use prune::{apply_defaults, prune};
 pub use schema::{Schema, SchemaError};

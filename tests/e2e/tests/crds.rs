@@ -1,0 +1,483 @@
+//! CustomResourceDefinitions end to end with the real kubectl: a CRD with a rich schema
+//! (nested objects, int-or-string, a list-map, defaults, CEL rules including a transition
+//! rule, printer columns, status and scale subresources, two versions one deprecated) gives
+//! a full API at once; and the bad cases are refused with upstream's field paths.
+
+use std::time::{Duration, Instant};
+
+use capstan_e2e::{text, Server};
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: webapps.apps.example.com
+spec:
+  group: apps.example.com
+  scope: Namespaced
+  names:
+    plural: webapps
+    singular: webapp
+    kind: WebApp
+    shortNames: [wa]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.selector
+    additionalPrinterColumns:
+    - {name: Image, type: string, jsonPath: .spec.image}
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+    - {name: Port, type: string, jsonPath: .spec.port, priority: 1}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the web application should look like.
+            required: [image]
+            x-kubernetes-validations:
+            - rule: "self.replicas <= self.maxReplicas"
+              message: "replicas must not exceed maxReplicas"
+            properties:
+              image:
+                type: string
+                description: The container image to run.
+                minLength: 1
+              replicas: {type: integer, minimum: 0, default: 1}
+              maxReplicas: {type: integer, default: 10}
+              port:
+                x-kubernetes-int-or-string: true
+                default: 8080
+              tier:
+                type: string
+                enum: [frontend, backend]
+                default: frontend
+              storageClass:
+                type: string
+                x-kubernetes-validations:
+                - rule: "self == oldSelf"
+                  message: "storageClass is immutable"
+              env:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    value: {type: string}
+              resources:
+                type: object
+                properties:
+                  limits:
+                    type: object
+                    properties:
+                      memory: {type: string, pattern: '^[0-9]+(Mi|Gi)$'}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+              conditions:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    type: {type: string}
+                    status: {type: string}
+  - name: v1beta1
+    served: true
+    storage: false
+    deprecated: true
+    deprecationWarning: "apps.example.com/v1beta1 WebApp is deprecated; use apps.example.com/v1"
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+          status:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+"#;
+
+const APP: &str = r#"
+apiVersion: apps.example.com/v1
+kind: WebApp
+metadata:
+  name: shop
+spec:
+  image: nginx:1.25
+  replicas: 2
+  env:
+  - {name: MODE, value: prod}
+  resources:
+    limits: {memory: 256Mi}
+"#;
+
+fn install(s: &Server) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], CRD);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert!(
+        o.contains(
+            "customresourcedefinition.apiextensions.k8s.io/webapps.apps.example.com created"
+        ),
+        "{o}"
+    );
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/webapps.apps.example.com",
+        "--timeout=10s",
+    ]);
+}
+
+fn apply(s: &Server, yaml: &str) -> (bool, String, String) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    let (o, e) = text(&out);
+    (out.status.success(), o, e)
+}
+
+#[test]
+fn a_crd_gives_a_full_api_at_once() {
+    let s = Server::start();
+    install(&s);
+
+    // Discovery and OpenAPI know the new type without a restart.
+    let resources = s.kubectl_ok(&["api-resources", "--api-group=apps.example.com"]);
+    assert!(
+        resources.lines().any(|l| l.starts_with("webapps")
+            && l.contains(" wa ")
+            && l.contains("apps.example.com/v1")
+            && l.contains("WebApp")),
+        "{resources}"
+    );
+    let explain = s.kubectl_ok(&["explain", "webapp.spec.image"]);
+    assert!(explain.contains("The container image to run."), "{explain}");
+    let crd = s.kubectl_ok(&["get", "crd", "webapps.apps.example.com", "-o", "jsonpath={.status.conditions[*].type} {.status.storedVersions} {.status.acceptedNames.kind}"]);
+    assert_eq!(crd, "NamesAccepted Established [\"v1\"] WebApp");
+
+    // Create: defaults filled in at every level, unknown fields pruned.
+    let (ok, o, e) = apply(&s, APP);
+    assert!(ok, "{o}{e}");
+    let spec = s.kubectl_ok(&["get", "webapp", "shop", "-o", "jsonpath={.spec}"]);
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(spec["maxReplicas"], 10);
+    assert_eq!(spec["port"], 8080);
+    assert_eq!(spec["tier"], "frontend");
+    let gen = s.kubectl_ok(&["get", "wa", "shop", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(gen, "1");
+
+    let pruned = APP
+        .replace("  replicas: 2\n", "  replicas: 2\n  colour: blue\n")
+        .replace("name: shop", "name: pruned");
+    let out = s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], &pruned);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let spec = s.kubectl_ok(&["get", "webapp", "pruned", "-o", "jsonpath={.spec}"]);
+    assert!(!spec.contains("colour"), "unknown field kept: {spec}");
+    // Under Strict (kubectl's default for apply) the same field is refused, naming it.
+    let (ok, _, e) = apply(&s, &pruned.replace("name: pruned", "name: strict"));
+    assert!(!ok);
+    assert!(e.contains("unknown field \"spec.colour\""), "{e}");
+    // Warn: created, with kubectl printing the server's warning.
+    let out = s.kubectl_stdin(
+        &["apply", "--validate=warn", "-f", "-"],
+        &pruned.replace("name: pruned", "name: warned"),
+    );
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert!(e.contains("Warning: unknown field \"spec.colour\""), "{e}");
+
+    // Printer columns, priority 1 only with -o wide, JSONPath filters.
+    s.kubectl_ok(&["patch", "webapp", "shop", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":2,"selector":"app=shop","conditions":[{"type":"Ready","status":"True"}]}}"#]);
+    let table = s.kubectl_ok(&["get", "webapps"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "IMAGE", "REPLICAS", "READY", "AGE"],
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.starts_with("shop")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..4], ["shop", "nginx:1.25", "2", "True"], "{table}");
+    let wide = s.kubectl_ok(&["get", "webapps", "-o", "wide"]);
+    assert!(wide.lines().next().unwrap().contains("PORT"), "{wide}");
+    assert!(
+        wide.lines()
+            .any(|l| l.starts_with("shop") && l.contains("8080")),
+        "{wide}"
+    );
+    // `kubectl get all` includes types in the `all` category.
+    let all = s.kubectl_ok(&["get", "all"]);
+    // (kubectl prefixes names with the type only when `all` spans several types.)
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("shop ") || l.starts_with("webapp.apps.example.com/shop ")),
+        "{all}"
+    );
+
+    // /status isolation: the main endpoint keeps status, /status keeps spec; generation
+    // moves with spec only.
+    let (ok, o, e) = apply(&s, &APP.replace("replicas: 2", "replicas: 3"));
+    assert!(ok, "{o}{e}");
+    let got = s.kubectl_ok(&[
+        "get",
+        "wa",
+        "shop",
+        "-o",
+        "jsonpath={.spec.replicas} {.status.replicas} {.metadata.generation}",
+    ]);
+    assert_eq!(got, "3 2 2");
+    s.kubectl_ok(&[
+        "patch",
+        "webapp",
+        "shop",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":9},"status":{"replicas":3}}"#,
+    ]);
+    let got = s.kubectl_ok(&[
+        "get",
+        "wa",
+        "shop",
+        "-o",
+        "jsonpath={.spec.replicas} {.status.replicas} {.metadata.generation}",
+    ]);
+    assert_eq!(got, "3 3 2");
+
+    // kubectl scale through the scale subresource.
+    let out = s.kubectl_ok(&["scale", "webapp/shop", "--replicas=5"]);
+    assert!(out.contains("webapp.apps.example.com/shop scaled"), "{out}");
+    let scale = s.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/apps.example.com/v1/namespaces/default/webapps/shop/scale",
+    ]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(
+        scale["status"],
+        serde_json::json!({"replicas": 3, "selector": "app=shop"})
+    );
+    let out = s.kubectl(&["scale", "webapp/shop", "--replicas=-1"]);
+    assert!(!out.status.success());
+
+    // The deprecated version serves the same object, converted, with kubectl printing the
+    // deprecation warning; objects written through it are stored as v1.
+    let out = s.kubectl(&[
+        "get",
+        "webapps.v1beta1.apps.example.com",
+        "shop",
+        "-o",
+        "jsonpath={.apiVersion} {.spec.image}",
+    ]);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert_eq!(o, "apps.example.com/v1beta1 nginx:1.25");
+    assert!(
+        e.contains(
+            "Warning: apps.example.com/v1beta1 WebApp is deprecated; use apps.example.com/v1"
+        ),
+        "{e}"
+    );
+    let old = "apiVersion: apps.example.com/v1beta1\nkind: WebApp\nmetadata:\n  name: legacy\nspec:\n  image: httpd:2\n";
+    let (ok, o, e) = apply(&s, old);
+    assert!(ok, "{o}{e}");
+    let got = s.kubectl_ok(&[
+        "get",
+        "webapps.v1.apps.example.com",
+        "legacy",
+        "-o",
+        "jsonpath={.apiVersion} {.spec.replicas}",
+    ]);
+    assert_eq!(
+        got, "apps.example.com/v1 1",
+        "read through v1: converted and defaulted"
+    );
+
+    // Watch sees changes to custom resources.
+    let mut watch = s.kubectl_spawn(&[
+        "get",
+        "webapps",
+        "-w",
+        "--output-watch-events",
+        "--request-timeout=5s",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    s.kubectl_ok(&["delete", "webapp", "legacy"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let (o, _) = text(&out);
+    assert!(
+        o.lines()
+            .any(|l| l.starts_with("DELETED") && l.contains("legacy")),
+        "{o}"
+    );
+
+    // Deleting the CRD takes its objects and its API with it.
+    s.kubectl_ok(&["delete", "crd", "webapps.apps.example.com", "--timeout=20s"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.kubectl_ok(&["api-resources", "--api-group=apps.example.com"]);
+        if !r.contains("webapps") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "API still served: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = s.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/apps.example.com/v1/namespaces/default/webapps",
+    ]);
+    assert!(!out.status.success());
+    // Installing it again starts empty: the objects went with the CRD.
+    install(&s);
+    let left = s.kubectl_ok(&["get", "webapps", "-o", "name"]);
+    assert_eq!(left, "", "objects survived their CRD");
+}
+
+#[test]
+fn bad_custom_resources_are_refused_naming_every_field() {
+    let s = Server::start();
+    install(&s);
+    let bad = r#"
+apiVersion: apps.example.com/v1
+kind: WebApp
+metadata:
+  name: bad
+spec:
+  image: ""
+  replicas: 12
+  maxReplicas: 3
+  tier: middle
+  port: [80]
+  env:
+  - {name: A, value: "1"}
+  - {name: A, value: "2"}
+  resources:
+    limits: {memory: lots}
+"#;
+    let (ok, _, e) = apply(&s, bad);
+    assert!(!ok);
+    assert!(e.contains("The WebApp \"bad\" is invalid"), "{e}");
+    for want in [
+        "spec.image: Invalid value: \"\": spec.image in body should be at least 1 chars long",
+        "spec.tier: Unsupported value: \"middle\": supported values: \"frontend\", \"backend\"",
+        "spec.port: Invalid value: [80]: spec.port in body must be of type integer,string: \"array\"",
+        "spec.env[1]: Duplicate value: {\"name\":\"A\"}",
+        "spec.resources.limits.memory: Invalid value: \"lots\": spec.resources.limits.memory in body should match '^[0-9]+(Mi|Gi)$'",
+        "spec: Invalid value: \"object\": replicas must not exceed maxReplicas",
+    ] {
+        assert!(e.contains(want), "missing `{want}` in:\n{e}");
+    }
+    let (ok, _, e) = apply(
+        &s,
+        "apiVersion: apps.example.com/v1\nkind: WebApp\nmetadata:\n  name: bare\nspec: {}\n",
+    );
+    assert!(!ok);
+    assert!(e.contains("spec.image: Required value"), "{e}");
+
+    // A transition rule: storageClass may be set once, never changed.
+    let app = "apiVersion: apps.example.com/v1\nkind: WebApp\nmetadata:\n  name: db\nspec:\n  image: pg:16\n  storageClass: fast\n";
+    let (ok, o, e) = apply(&s, app);
+    assert!(ok, "{o}{e}");
+    let (ok, _, e) = apply(&s, &app.replace("fast", "slow"));
+    assert!(!ok);
+    assert!(
+        e.contains("spec.storageClass: Invalid value: \"string\": storageClass is immutable"),
+        "{e}"
+    );
+
+    // Changing the schema takes effect on the next request: a tier is now required.
+    let stricter = CRD
+        .replacen("required: [image]", "required: [image, tier]", 1)
+        .replacen("                default: frontend\n", "", 1);
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &stricter);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (ok, _, e) = apply(&s, "apiVersion: apps.example.com/v1\nkind: WebApp\nmetadata:\n  name: late\nspec:\n  image: x\n");
+    assert!(!ok);
+    assert!(e.contains("spec.tier: Required value"), "{e}");
+}
+
+#[test]
+fn bad_crds_are_refused_and_names_conflict_visibly() {
+    let s = Server::start();
+    let bad = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: things.example.com
+spec:
+  group: example
+  scope: Galaxy
+  names: {plural: things, kind: Thing}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            properties:
+              size: {type: integer}
+              when: {type: string, x-kubernetes-validations: [{rule: "self >>> 1"}]}
+  - name: v2
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object}
+"#;
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], bad);
+    let (_, e) = text(&out);
+    assert!(!out.status.success());
+    for want in [
+        "metadata.name: Invalid value: \"things.example.com\": must be spec.names.plural+\".\"+spec.group",
+        "spec.group: Invalid value: \"example\": should be a domain with at least one dot",
+        "spec.scope: Unsupported value: \"Galaxy\"",
+        "spec.versions: Invalid value: \"\": must have exactly one version marked as storage version",
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[when].x-kubernetes-validations[0].rule: Invalid value: \"self >>> 1\": compilation failed",
+    ] {
+        assert!(e.contains(want), "missing `{want}` in:\n{e}");
+    }
+
+    // Two CRDs claiming one kind in a group: the second is not established.
+    let one = |plural: &str| {
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.example.com\nspec:\n  group: example.com\n  scope: Cluster\n  names: {{plural: {plural}, kind: Gadget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        )
+    };
+    s.kubectl_stdin(&["apply", "-f", "-"], &one("gadgets"));
+    std::thread::sleep(Duration::from_millis(50));
+    s.kubectl_stdin(&["apply", "-f", "-"], &one("widgets"));
+    let status = s.kubectl_ok(&["get", "crd", "widgets.example.com", "-o", "jsonpath={.status.conditions[?(@.type==\"NamesAccepted\")].reason} {.status.conditions[?(@.type==\"Established\")].status}"]);
+    assert_eq!(status, "KindConflict False");
+    // The first one serves a cluster-scoped API.
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: g1\nanything: [1, 2]\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = s.kubectl_ok(&["get", "gadgets", "g1", "-o", "jsonpath={.anything}"]);
+    assert_eq!(got, "[1,2]");
+}
