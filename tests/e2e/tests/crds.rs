@@ -481,3 +481,119 @@ spec:
     let got = s.kubectl_ok(&["get", "gadgets", "g1", "-o", "jsonpath={.anything}"]);
     assert_eq!(got, "[1,2]");
 }
+
+#[test]
+fn versions_alpha_beta_stable_and_a_storage_switch() {
+    let s = Server::start();
+    let crd = |storage: &str, alpha_served: bool| {
+        let v = |name: &str| {
+            format!(
+                "  - name: {name}\n    served: {}\n    storage: {}\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              size: {{type: integer, default: 3}}\n",
+                name != "v1alpha1" || alpha_served,
+                name == storage
+            )
+        };
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: boxes.store.example.com\nspec:\n  group: store.example.com\n  scope: Cluster\n  names: {{plural: boxes, kind: Box}}\n  versions:\n{}{}{}",
+            v("v1alpha1"),
+            v("v1beta1"),
+            v("v1")
+        )
+    };
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &crd("v1beta1", true));
+    assert!(out.status.success(), "{:?}", text(&out));
+    // Discovery prefers v1, then v1beta1, then v1alpha1.
+    let group = s.kubectl_ok(&["get", "--raw", "/apis/store.example.com"]);
+    let group: serde_json::Value = serde_json::from_str(&group).unwrap();
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    let versions: Vec<&str> = group["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["v1", "v1beta1", "v1alpha1"]);
+
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: store.example.com/v1alpha1\nkind: Box\nmetadata:\n  name: old\nspec: {}\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    // Switch storage to v1 and stop serving v1alpha1: the old object still reads, in every
+    // served version; storedVersions remembers both storage versions.
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &crd("v1", false));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let stored = s.kubectl_ok(&[
+        "get",
+        "crd",
+        "boxes.store.example.com",
+        "-o",
+        "jsonpath={.status.storedVersions}",
+    ]);
+    assert_eq!(stored, "[\"v1beta1\",\"v1\"]");
+    for v in ["v1", "v1beta1"] {
+        let got = s.kubectl_ok(&[
+            "get",
+            &format!("boxes.{v}.store.example.com"),
+            "old",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.size}",
+        ]);
+        assert_eq!(got, format!("store.example.com/{v} 3"));
+    }
+    let out = s.kubectl(&["get", "--raw", "/apis/store.example.com/v1alpha1/boxes"]);
+    assert!(!out.status.success(), "an unserved version is not served");
+    let resources = s.kubectl_ok(&["api-versions"]);
+    assert!(
+        resources.contains("store.example.com/v1beta1")
+            && !resources.contains("store.example.com/v1alpha1"),
+        "{resources}"
+    );
+
+    // A custom resource's finalizer holds back both it and its CRD's deletion.
+    s.kubectl_ok(&[
+        "patch",
+        "box",
+        "old",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/keep"]}}"#,
+    ]);
+    s.kubectl_ok(&["delete", "crd", "boxes.store.example.com", "--wait=false"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let cond = s.kubectl_ok(&[
+        "get",
+        "crd",
+        "boxes.store.example.com",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Terminating\")].status}",
+    ]);
+    assert_eq!(cond, "True");
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: store.example.com/v1\nkind: Box\nmetadata:\n  name: new\n",
+    );
+    assert!(!out.status.success(), "no creates while terminating");
+    let ts = s.kubectl_ok(&[
+        "get",
+        "box",
+        "old",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!ts.is_empty());
+    s.kubectl_ok(&[
+        "patch",
+        "box",
+        "old",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "crd/boxes.store.example.com",
+        "--timeout=15s",
+    ]);
+}

@@ -1,0 +1,170 @@
+//! The proof that users can write their own control loops against capstan: a type defined
+//! with kube-rs' `#[derive(CustomResource)]`, its generated CRD installed through the API,
+//! and a `kube::runtime::Controller` that converges `status` to what `spec` asks for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_e2e::Server;
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, CustomResource, CustomResourceExt, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[kube(
+    group = "demo.capstan.dev",
+    version = "v1",
+    kind = "Echo",
+    namespaced,
+    status = "EchoStatus",
+    shortname = "ec",
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".spec.message"}"#
+)]
+pub struct EchoSpec {
+    pub message: String,
+    #[serde(default)]
+    pub times: u32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EchoStatus {
+    pub echoed: String,
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Debug)]
+struct ReconcileError(String);
+impl std::fmt::Display for ReconcileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ReconcileError {}
+
+async fn reconcile(echo: Arc<Echo>, api: Arc<Api<Echo>>) -> Result<Action, ReconcileError> {
+    let echoed = echo.spec.message.repeat(echo.spec.times.max(1) as usize);
+    let status =
+        json!({"status": {"echoed": echoed, "observedGeneration": echo.metadata.generation}});
+    api.patch_status(
+        &echo.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .map_err(|e| ReconcileError(e.to_string()))?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn error_policy(_: Arc<Echo>, _: &ReconcileError, _: Arc<Api<Echo>>) -> Action {
+    Action::requeue(Duration::from_millis(200))
+}
+
+async fn client(s: &Server) -> Client {
+    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..100 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_rs_controller_converges_status() {
+    let s = Server::start();
+    let c = client(&s).await;
+
+    // Install the CRD kube-rs generates for the type.
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    crds.create(&PostParams::default(), &Echo::crd())
+        .await
+        .expect("create CRD");
+    eventually("Established", async || {
+        let crd = crds.get(Echo::crd_name()).await.ok()?;
+        let conds = crd.status?.conditions?;
+        conds
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
+    let echoes: Api<Echo> = Api::namespaced(c.clone(), "default");
+    let ctx = Arc::new(echoes.clone());
+    let controller = tokio::spawn(
+        Controller::new(Api::<Echo>::all(c.clone()), watcher::Config::default())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {}),
+    );
+
+    let mut hello = Echo::new(
+        "hello",
+        EchoSpec {
+            message: "hi".into(),
+            times: 2,
+        },
+    );
+    hello = echoes
+        .create(&PostParams::default(), &hello)
+        .await
+        .expect("create Echo");
+    assert_eq!(hello.metadata.generation, Some(1));
+    let status = eventually("status from the controller", async || {
+        let e = echoes.get("hello").await.ok()?;
+        e.status.filter(|s| s.echoed == "hihi")
+    })
+    .await;
+    assert_eq!(status.observed_generation, Some(1));
+
+    // A spec change bumps the generation; the controller catches up on its own.
+    echoes
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"message": "yo", "times": 3}})),
+        )
+        .await
+        .expect("patch spec");
+    let status = eventually("status for generation 2", async || {
+        let e = echoes.get("hello").await.ok()?;
+        e.status.filter(|s| s.observed_generation == Some(2))
+    })
+    .await;
+    assert_eq!(status.echoed, "yoyoyo");
+    // The controller only ever wrote status: spec is the user's.
+    let e = echoes.get("hello").await.unwrap();
+    assert_eq!(e.spec.message, "yo");
+    assert_eq!(e.spec.times, 3);
+    assert_eq!(e.metadata.generation, Some(2));
+
+    // A status write through the main endpoint is ignored (status belongs to /status).
+    echoes
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"echoed": "forged"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        echoes.get("hello").await.unwrap().status.unwrap().echoed,
+        "yoyoyo"
+    );
+    controller.abort();
+}
