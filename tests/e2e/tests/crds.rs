@@ -441,6 +441,10 @@ spec:
             properties:
               size: {type: integer}
               when: {type: string, x-kubernetes-validations: [{rule: "self >>> 1"}]}
+              grid:
+                type: array
+                items: {type: array, items: {type: string}}
+                x-kubernetes-validations: [{rule: "self.all(r, r.all(c, self.all(q, q.all(d, d != c))))"}]
   - name: v2
     served: true
     storage: true
@@ -457,6 +461,8 @@ spec:
         "spec.versions: Invalid value: \"\": must have exactly one version marked as storage version",
         "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
         "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[when].x-kubernetes-validations[0].rule: Invalid value: \"self >>> 1\": compilation failed",
+        // Unbounded nested comprehensions could cost more than a call's budget: refused.
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[grid].x-kubernetes-validations[0].rule: Forbidden: estimated cost",
     ] {
         assert!(e.contains(want), "missing `{want}` in:\n{e}");
     }
