@@ -20,7 +20,10 @@ pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io"
 pub struct ScalePaths {
     pub spec_replicas: String,
     pub status_replicas: String,
+    /// Where a string selector is (CRDs' labelSelectorPath).
     pub label_selector: Option<String>,
+    /// Built-in workloads: the selector is `spec.selector`, printed as a string.
+    pub selector_from_spec: bool,
 }
 
 /// One additionalPrinterColumn.
@@ -45,7 +48,6 @@ pub struct CustomVersion {
     pub schema: Option<Arc<Schema>>,
     /// The version's `x-kubernetes-validations`, compiled (None when it has none).
     pub cel: Option<Arc<capstan_schema::CelRules>>,
-    pub scale: Option<ScalePaths>,
     pub columns: Vec<PrinterColumn>,
     /// Sent as a `Warning` header on every request to this version.
     pub deprecation_warning: Option<String>,
@@ -410,6 +412,7 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                     spec_replicas: ptr("/specReplicasPath").unwrap_or_default(),
                     status_replicas: ptr("/statusReplicasPath").unwrap_or_default(),
                     label_selector: ptr("/labelSelectorPath"),
+                    selector_from_spec: false,
                 }
             });
             let columns = v
@@ -448,13 +451,14 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                 has_status: v.pointer("/subresources/status").is_some(),
                 printer: Printer::Custom,
                 schema: None,
+                scale,
+                subresources: Vec::new(),
                 custom: Some(Arc::new(CustomVersion {
                     crd_name: s(crd, "/metadata/name").to_string(),
                     storage_version: storage_version.clone(),
                     schema_json,
                     schema,
                     cel,
-                    scale,
                     columns,
                     deprecation_warning,
                     terminating,
@@ -498,7 +502,7 @@ mod tests {
             ("v1", true, true)
         );
         let cv = v1.custom.as_ref().unwrap();
-        assert_eq!(cv.scale.as_ref().unwrap().spec_replicas, "/spec/replicas");
+        assert_eq!(v1.scale.as_ref().unwrap().spec_replicas, "/spec/replicas");
         assert_eq!(cv.storage_version, "v1");
         assert_eq!(
             types[1]

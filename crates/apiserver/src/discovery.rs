@@ -26,6 +26,16 @@ fn aggregated_type(accept: &str) -> Option<&'static str> {
     None
 }
 
+/// Verbs of the subresources the node agent serves, as upstream lists them.
+fn streaming_verbs(sub: &str) -> Vec<&'static str> {
+    match sub {
+        "log" | "ephemeralcontainers" => vec!["get", "patch", "update"],
+        "binding" | "eviction" => vec!["create"],
+        "approval" => vec!["get", "patch", "update"],
+        _ => vec!["create", "get"],
+    }
+}
+
 fn resource_entry(rt: &ResourceType) -> Value {
     let mut r = json!({
         "resource": rt.plural,
@@ -53,6 +63,13 @@ fn resource_entry(rt: &ResourceType) -> Value {
             "subresource": "scale",
             "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
             "verbs": ["get", "patch", "update"],
+        }));
+    }
+    for sub in &rt.subresources {
+        subs.push(json!({
+            "subresource": sub,
+            "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+            "verbs": streaming_verbs(sub),
         }));
     }
     if !subs.is_empty() {
@@ -168,6 +185,9 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             }
             if t.has_status {
                 out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+            }
+            for sub in &t.subresources {
+                out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));
             }
             if t.has_scale() {
                 out.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));

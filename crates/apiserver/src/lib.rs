@@ -2,6 +2,8 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod auth;
+pub mod builtin_printers;
+pub mod builtin_types;
 pub mod crd;
 pub mod crd_controller;
 pub mod defaults;
@@ -55,7 +57,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, admin_token: &str) -> Self {
-        let registry = registry::Registry::new(registry::builtin());
+        let registry = registry::Registry::new(builtin_types::builtin());
         let openapi = Arc::new(std::sync::RwLock::new(Arc::new(openapi::OpenApi::build(
             &registry,
         ))));

@@ -23,6 +23,36 @@ pub enum Printer {
     Event,
     /// NAME HOLDER AGE
     Lease,
+    Pod,
+    Service,
+    Deployment,
+    ReplicaSet,
+    ReplicationController,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    Node,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Endpoints,
+    EndpointSlice,
+    Ingress,
+    IngressClass,
+    NetworkPolicy,
+    Hpa,
+    Pdb,
+    StorageClass,
+    PriorityClass,
+    RuntimeClass,
+    RoleBinding,
+    ResourceQuota,
+    Csr,
+    Webhooks,
+    ControllerRevision,
+    PodTemplate,
+    /// NAME CREATED AT (roles, limit ranges …)
+    CreatedAt,
     /// A CRD's additionalPrinterColumns (NAME AGE when it has none).
     Custom,
     /// NAME CREATED AT
@@ -32,7 +62,9 @@ pub enum Printer {
 /// Produces a type's OpenAPI schema (a `$ref` into the generator's definitions).
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
 
-fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn schema_of<T: schemars::JsonSchema>(
+    g: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
     g.subschema_for::<T>()
 }
 
@@ -50,6 +82,10 @@ pub struct ResourceType {
     pub has_status: bool,
     pub printer: Printer,
     pub schema: Option<SchemaFn>,
+    /// The `scale` subresource, when the type has one.
+    pub scale: Option<crate::crd::ScalePaths>,
+    /// Further subresources served by the node agent (`log`, `exec`, …), for discovery.
+    pub subresources: Vec<String>,
     /// Set for custom resources: the CRD's schema, subresources and columns for this version.
     pub custom: Option<Arc<CustomVersion>>,
 }
@@ -89,7 +125,7 @@ impl ResourceType {
         self.group == crate::crd::GROUP && self.plural == "customresourcedefinitions"
     }
     pub fn has_scale(&self) -> bool {
-        self.custom.as_ref().is_some_and(|c| c.scale.is_some())
+        self.scale.is_some()
     }
     pub fn verbs(&self) -> &'static [&'static str] {
         &[
@@ -106,7 +142,7 @@ impl ResourceType {
 }
 
 #[allow(clippy::too_many_arguments)] // a table row, read column by column
-fn rt(
+pub(crate) fn rt(
     group: &str,
     version: &str,
     kind: &str,
@@ -130,116 +166,10 @@ fn rt(
         has_status,
         printer,
         schema: Some(schema),
+        scale: None,
+        subresources: Vec::new(),
         custom: None,
     }
-}
-
-/// The built-in types served today.
-pub fn builtin() -> Vec<ResourceType> {
-    use k8s_openapi::api::{coordination, core, events};
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
-    use Printer as P;
-    vec![
-        rt(
-            "",
-            "v1",
-            "Namespace",
-            "namespaces",
-            "namespace",
-            false,
-            &["ns"],
-            true,
-            P::Namespace,
-            schema_of::<core::v1::Namespace>,
-        ),
-        rt(
-            "",
-            "v1",
-            "ConfigMap",
-            "configmaps",
-            "configmap",
-            true,
-            &["cm"],
-            false,
-            P::ConfigMap,
-            schema_of::<core::v1::ConfigMap>,
-        ),
-        rt(
-            "",
-            "v1",
-            "Secret",
-            "secrets",
-            "secret",
-            true,
-            &[],
-            false,
-            P::Secret,
-            schema_of::<core::v1::Secret>,
-        ),
-        rt(
-            "",
-            "v1",
-            "ServiceAccount",
-            "serviceaccounts",
-            "serviceaccount",
-            true,
-            &["sa"],
-            false,
-            P::ServiceAccount,
-            schema_of::<core::v1::ServiceAccount>,
-        ),
-        rt(
-            "",
-            "v1",
-            "Event",
-            "events",
-            "event",
-            true,
-            &["ev"],
-            false,
-            P::Event,
-            schema_of::<core::v1::Event>,
-        ),
-        rt(
-            "events.k8s.io",
-            "v1",
-            "Event",
-            "events",
-            "event",
-            true,
-            &["ev"],
-            false,
-            P::Event,
-            schema_of::<events::v1::Event>,
-        ),
-        rt(
-            "coordination.k8s.io",
-            "v1",
-            "Lease",
-            "leases",
-            "lease",
-            true,
-            &[],
-            false,
-            P::Lease,
-            schema_of::<coordination::v1::Lease>,
-        ),
-        ResourceType {
-            categories: vec!["api-extensions".into()],
-            ..rt(
-                "apiextensions.k8s.io",
-                "v1",
-                "CustomResourceDefinition",
-                "customresourcedefinitions",
-                "customresourcedefinition",
-                false,
-                &["crd", "crds"],
-                true,
-                P::Crd,
-                schema_of::<apiextensions::v1::CustomResourceDefinition>,
-            )
-        },
-    ]
 }
 
 /// Every served type, shared by handlers. Readers take a snapshot; CRD changes swap in a

@@ -108,6 +108,17 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         _ => return Err(ApiError::path_not_found(path)),
     };
     if let Some(sub) = &target.subresource {
+        if target.rt.subresources.iter().any(|s| s == sub) {
+            // Logs, exec, attach, port-forward, binding, eviction: the node agent's work.
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!(
+                    "{}/{sub} needs a node agent, and none is connected to this server yet",
+                    target.rt.plural
+                ),
+            ));
+        }
         if !((sub == "status" && target.rt.has_status) || (sub == "scale" && target.rt.has_scale()))
         {
             return Err(ApiError::path_not_found(path));

@@ -15,9 +15,8 @@ use crate::status::{ApiError, Cause};
 use crate::AppState;
 
 fn paths(t: &Target) -> Result<&ScalePaths, ApiError> {
-    t.rt.custom
+    t.rt.scale
         .as_ref()
-        .and_then(|c| c.scale.as_ref())
         .ok_or_else(|| ApiError::path_not_found("scale"))
 }
 
@@ -32,12 +31,16 @@ pub fn to_scale(p: &ScalePaths, obj: &Value) -> Value {
     let mut status = json!({
         "replicas": obj.pointer(&p.status_replicas).and_then(Value::as_i64).unwrap_or(0),
     });
-    if let Some(sel) = p
-        .label_selector
-        .as_ref()
-        .and_then(|s| obj.pointer(s))
-        .and_then(Value::as_str)
-    {
+    let selector = if p.selector_from_spec {
+        obj.pointer("/spec/selector").and_then(selector_string)
+    } else {
+        p.label_selector
+            .as_ref()
+            .and_then(|s| obj.pointer(s))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    if let Some(sel) = selector {
         status["selector"] = json!(sel);
     }
     json!({
@@ -47,6 +50,35 @@ pub fn to_scale(p: &ScalePaths, obj: &Value) -> Value {
         "spec": {"replicas": obj.pointer(&p.spec_replicas).and_then(Value::as_i64).unwrap_or(0)},
         "status": status,
     })
+}
+
+/// A LabelSelector (`matchLabels` + `matchExpressions`) as the string form kubectl and HPAs
+/// read: `app=web,tier in (a,b)`.
+fn selector_string(sel: &Value) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => parts.push(format!("{key} in ({})", values.join(","))),
+                "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
+                "Exists" => parts.push(key.to_string()),
+                "DoesNotExist" => parts.push(format!("!{key}")),
+                _ => {}
+            }
+        }
+    }
+    Some(parts.join(","))
 }
 
 /// Set a JSON pointer's value, creating the objects on the way.
@@ -162,6 +194,7 @@ mod tests {
             spec_replicas: "/spec/replicas".into(),
             status_replicas: "/status/replicas".into(),
             label_selector: Some("/status/selector".into()),
+            selector_from_spec: false,
         };
         let obj = json!({"metadata": {"name": "a", "namespace": "n", "resourceVersion": "7"},
             "spec": {"replicas": 2}, "status": {"replicas": 1, "selector": "app=a"}});

@@ -29,6 +29,9 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
         0,
     );
     let age = col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+    if let Some(cols) = crate::builtin_printers::columns(rt.printer) {
+        return cols;
+    }
     match rt.printer {
         Printer::Default => vec![name, age],
         Printer::Namespace => vec![name, col("Status", "string", "", "The status of the namespace", 0), age],
@@ -60,6 +63,8 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             }
             cols
         }
+        // The workload, networking, storage and RBAC types print in builtin_printers.
+        _ => vec![name, age],
     }
 }
 
@@ -121,6 +126,9 @@ fn count(obj: &Value, fields: &[&str]) -> i64 {
 fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
     let name = json!(object::name(obj));
     let age = json!(object::age(object::meta_str(obj, "creationTimestamp")));
+    if let Some(cells) = crate::builtin_printers::cells(rt.printer, obj) {
+        return cells;
+    }
     match rt.printer {
         Printer::Default => vec![name, age],
         Printer::Namespace => {
@@ -201,6 +209,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             out.extend(custom_columns(rt).iter().map(|c| custom_cell(c, obj)));
             out
         }
+        _ => vec![name, age],
     }
 }
 
