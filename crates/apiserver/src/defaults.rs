@@ -89,6 +89,11 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
             }
         }
     }
+    crate::builtin_defaults::apply(&rt.group, &rt.kind, obj, true);
+    if rt.group == "batch" && rt.kind == "Job" {
+        let uid = crate::object::meta_str(obj, "uid").unwrap_or("").to_string();
+        crate::builtin_defaults::job_selector(obj, &uid);
+    }
 }
 
 pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
@@ -114,6 +119,7 @@ pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
         }
         _ => {}
     }
+    crate::builtin_defaults::apply(&rt.group, &rt.kind, new, false);
 }
 
 pub fn immutable_checks(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {

@@ -2,6 +2,7 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod auth;
+pub mod builtin_defaults;
 pub mod builtin_printers;
 pub mod builtin_types;
 pub mod crd;
