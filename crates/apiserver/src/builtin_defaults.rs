@@ -56,7 +56,11 @@ fn probe(p: &mut Value) {
 }
 
 fn container(c: &mut Value) {
-    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     default(c, "imagePullPolicy", json!(image_pull_policy(&image)));
     default(c, "terminationMessagePath", json!("/dev/termination-log"));
     default(c, "terminationMessagePolicy", json!("File"));
@@ -68,12 +72,18 @@ fn container(c: &mut Value) {
         }
     }
     each(c, "env", |e| {
-        if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").filter(|f| f.is_object()) {
+        if let Some(f) = e
+            .pointer_mut("/valueFrom/fieldRef")
+            .filter(|f| f.is_object())
+        {
             default(f, "apiVersion", json!("v1"));
         }
     });
     // Requests default to limits where only limits are given.
-    let limits = c.pointer("/resources/limits").and_then(Value::as_object).cloned();
+    let limits = c
+        .pointer("/resources/limits")
+        .and_then(Value::as_object)
+        .cloned();
     if let Some(limits) = limits {
         let res = child(c, "resources");
         let req = child(res, "requests");
@@ -85,13 +95,41 @@ fn container(c: &mut Value) {
 
 fn volume(v: &mut Value) {
     let sources = [
-        "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret",
-        "nfs", "iscsi", "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder",
-        "cephfs", "flocker", "downwardAPI", "fc", "azureFile", "configMap", "vsphereVolume",
-        "quobyte", "azureDisk", "photonPersistentDisk", "projected", "portworxVolume", "scaleIO",
-        "storageos", "csi", "ephemeral", "image",
+        "hostPath",
+        "emptyDir",
+        "gcePersistentDisk",
+        "awsElasticBlockStore",
+        "gitRepo",
+        "secret",
+        "nfs",
+        "iscsi",
+        "glusterfs",
+        "persistentVolumeClaim",
+        "rbd",
+        "flexVolume",
+        "cinder",
+        "cephfs",
+        "flocker",
+        "downwardAPI",
+        "fc",
+        "azureFile",
+        "configMap",
+        "vsphereVolume",
+        "quobyte",
+        "azureDisk",
+        "photonPersistentDisk",
+        "projected",
+        "portworxVolume",
+        "scaleIO",
+        "storageos",
+        "csi",
+        "ephemeral",
+        "image",
     ];
-    if !sources.iter().any(|s| v.get(*s).is_some_and(|x| !x.is_null())) {
+    if !sources
+        .iter()
+        .any(|s| v.get(*s).is_some_and(|x| !x.is_null()))
+    {
         v["emptyDir"] = json!({});
     }
     for key in ["secret", "configMap", "downwardAPI", "projected"] {
@@ -138,11 +176,14 @@ fn qos_class(spec: &Value) -> &'static str {
         .filter_map(|k| spec.get(*k).and_then(Value::as_array))
         .flatten()
         .collect();
-    let res = |c: &Value, kind: &str, r: &str| c.pointer(&format!("/resources/{kind}/{r}")).cloned();
+    let res =
+        |c: &Value, kind: &str, r: &str| c.pointer(&format!("/resources/{kind}/{r}")).cloned();
     let any = containers.iter().any(|c| {
-        ["requests", "limits"]
-            .iter()
-            .any(|k| c.pointer(&format!("/resources/{k}")).and_then(Value::as_object).is_some_and(|m| !m.is_empty()))
+        ["requests", "limits"].iter().any(|k| {
+            c.pointer(&format!("/resources/{k}"))
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+        })
     });
     if !any {
         return "BestEffort";
@@ -168,7 +209,11 @@ fn pod_on_create(obj: &mut Value) {
         .get("serviceAccountName")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .or_else(|| spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .or_else(|| {
+            spec.get("serviceAccount")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("default")
         .to_string();
     spec["serviceAccountName"] = json!(sa);
@@ -177,10 +222,15 @@ fn pod_on_create(obj: &mut Value) {
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     default(spec, "tolerations", json!([]));
     if let Some(tols) = spec["tolerations"].as_array_mut() {
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let has = tols.iter().any(|t| {
                 t.get("key").and_then(Value::as_str) == Some(key)
-                    && t.get("effect").and_then(Value::as_str).is_none_or(|e| e == "NoExecute")
+                    && t.get("effect")
+                        .and_then(Value::as_str)
+                        .is_none_or(|e| e == "NoExecute")
             });
             if !has {
                 tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
@@ -232,7 +282,9 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
             template(obj, "/spec/template/spec");
         }
         ("", "Service") => service(obj),
-        ("", "Endpoints") => each(obj, "subsets", |s| each(s, "ports", |p| default(p, "protocol", json!("TCP")))),
+        ("", "Endpoints") => each(obj, "subsets", |s| {
+            each(s, "ports", |p| default(p, "protocol", json!("TCP")))
+        }),
         ("", "PersistentVolumeClaim") => {
             if let Some(spec) = obj.get_mut("spec") {
                 pvc_spec(spec);
@@ -318,26 +370,42 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
             let v2 = obj.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v2");
             if v2 {
                 let spec = child(obj, "spec");
-                default(spec, "metrics", json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]));
+                default(
+                    spec,
+                    "metrics",
+                    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                );
             }
         }
         ("networking.k8s.io", "NetworkPolicy") => {
             let spec = child(obj, "spec");
             for dir in ["ingress", "egress"] {
-                each(spec, dir, |rule| each(rule, "ports", |p| default(p, "protocol", json!("TCP"))));
+                each(spec, dir, |rule| {
+                    each(rule, "ports", |p| default(p, "protocol", json!("TCP")))
+                });
             }
-            let egress = spec.get("egress").is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()));
-            let types = if egress { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) };
+            let egress = spec
+                .get("egress")
+                .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()));
+            let types = if egress {
+                json!(["Ingress", "Egress"])
+            } else {
+                json!(["Ingress"])
+            };
             default(spec, "policyTypes", types);
         }
-        ("discovery.k8s.io", "EndpointSlice") => each(obj, "ports", |p| default(p, "protocol", json!("TCP"))),
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => each(obj, "subjects", |s| {
-            let group = match s.get("kind").and_then(Value::as_str) {
-                Some("User") | Some("Group") => "rbac.authorization.k8s.io",
-                _ => "",
-            };
-            default(s, "apiGroup", json!(group));
-        }),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            each(obj, "ports", |p| default(p, "protocol", json!("TCP")))
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            each(obj, "subjects", |s| {
+                let group = match s.get("kind").and_then(Value::as_str) {
+                    Some("User") | Some("Group") => "rbac.authorization.k8s.io",
+                    _ => "",
+                };
+                default(s, "apiGroup", json!(group));
+            })
+        }
         ("storage.k8s.io", "StorageClass") => {
             default(obj, "reclaimPolicy", json!("Delete"));
             default(obj, "volumeBindingMode", json!("Immediate"));
@@ -352,8 +420,13 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
             default(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
             default(spec, "volumeLifecycleModes", json!(["Persistent"]));
         }
-        ("scheduling.k8s.io", "PriorityClass") => default(obj, "preemptionPolicy", json!("PreemptLowerPriority")),
-        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration") => {
+        ("scheduling.k8s.io", "PriorityClass") => {
+            default(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
+        }
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration",
+        ) => {
             let mutating = kind.starts_with("Mutating");
             each(obj, "webhooks", |w| {
                 default(w, "failurePolicy", json!("Fail"));
@@ -365,7 +438,10 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
                     default(w, "reinvocationPolicy", json!("Never"));
                 }
                 each(w, "rules", |r| default(r, "scope", json!("*")));
-                if let Some(svc) = w.pointer_mut("/clientConfig/service").filter(|s| s.is_object()) {
+                if let Some(svc) = w
+                    .pointer_mut("/clientConfig/service")
+                    .filter(|s| s.is_object())
+                {
                     default(svc, "port", json!(443));
                 }
             });
@@ -391,10 +467,18 @@ fn job_spec(spec: &mut Value) {
     }
     default(spec, "parallelism", json!(1));
     let per_index = has(spec, "backoffLimitPerIndex");
-    default(spec, "backoffLimit", json!(if per_index { i32::MAX } else { 6 }));
+    default(
+        spec,
+        "backoffLimit",
+        json!(if per_index { i32::MAX } else { 6 }),
+    );
     default(spec, "completionMode", json!("NonIndexed"));
     default(spec, "suspend", json!(false));
-    let replacement = if has(spec, "podFailurePolicy") { "Failed" } else { "TerminatingOrFailed" };
+    let replacement = if has(spec, "podFailurePolicy") {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
     default(spec, "podReplacementPolicy", json!(replacement));
 }
 
@@ -403,7 +487,11 @@ pub fn job_selector(obj: &mut Value, uid: &str) {
     if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
         return;
     }
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let spec = child(obj, "spec");
     spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
     let tmeta = child(child(spec, "template"), "metadata");
@@ -481,13 +569,19 @@ mod tests {
         assert_eq!(c[0]["terminationMessagePath"], "/dev/termination-log");
         assert_eq!(c[0]["terminationMessagePolicy"], "File");
         assert_eq!(c[0]["ports"][0]["protocol"], "TCP");
-        assert_eq!(c[0]["resources"]["requests"], json!({"cpu": "1", "memory": "1Gi"}));
+        assert_eq!(
+            c[0]["resources"]["requests"],
+            json!({"cpu": "1", "memory": "1Gi"})
+        );
         assert_eq!(c[0]["readinessProbe"]["periodSeconds"], 10);
         assert_eq!(c[0]["readinessProbe"]["httpGet"]["scheme"], "HTTP");
         assert_eq!(c[0]["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
         assert_eq!(s["volumes"][0]["emptyDir"], json!({}));
         assert_eq!(s["volumes"][1]["secret"]["defaultMode"], 420);
-        assert_eq!(pod["status"], json!({"phase": "Pending", "qosClass": "Burstable"}));
+        assert_eq!(
+            pod["status"],
+            json!({"phase": "Pending", "qosClass": "Burstable"})
+        );
     }
 
     #[test]
@@ -495,23 +589,37 @@ mod tests {
         let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
         apply("apps", "Deployment", &mut d, true);
         assert_eq!(d["spec"]["replicas"], 1);
-        assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
         assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        let mut svc = json!({"spec": {"ports": [{"port": 80}, {"port": 443, "targetPort": "https"}]}});
+        let mut svc =
+            json!({"spec": {"ports": [{"port": 80}, {"port": 443, "targetPort": "https"}]}});
         apply("", "Service", &mut svc, true);
         assert_eq!(svc["spec"]["type"], "ClusterIP");
         assert_eq!(svc["spec"]["sessionAffinity"], "None");
-        assert_eq!(svc["spec"]["ports"][0], json!({"port": 80, "protocol": "TCP", "targetPort": 80}));
+        assert_eq!(
+            svc["spec"]["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+        );
         assert_eq!(svc["spec"]["ports"][1]["targetPort"], "https");
-        let mut job = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": []}}}});
+        let mut job =
+            json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": []}}}});
         apply("batch", "Job", &mut job, true);
         job_selector(&mut job, "u1");
         assert_eq!(job["spec"]["completions"], 1);
         assert_eq!(job["spec"]["backoffLimit"], 6);
-        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u1");
-        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "j");
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u1"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "j"
+        );
         assert_eq!(image_pull_policy("localhost:5000/app"), "Always");
         assert_eq!(image_pull_policy("localhost:5000/app:v2"), "IfNotPresent");
     }

@@ -91,7 +91,9 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
     }
     crate::builtin_defaults::apply(&rt.group, &rt.kind, obj, true);
     if rt.group == "batch" && rt.kind == "Job" {
-        let uid = crate::object::meta_str(obj, "uid").unwrap_or("").to_string();
+        let uid = crate::object::meta_str(obj, "uid")
+            .unwrap_or("")
+            .to_string();
         crate::builtin_defaults::job_selector(obj, &uid);
     }
 }

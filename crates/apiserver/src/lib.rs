@@ -2,6 +2,7 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod builtin_defaults;
 pub mod builtin_printers;
 pub mod builtin_types;
@@ -15,6 +16,7 @@ pub mod field_validation;
 pub mod health;
 pub mod inflight;
 pub mod jsonpath;
+pub mod k8s_fields;
 pub mod list;
 pub mod namespace_lifecycle;
 pub mod object;
@@ -29,7 +31,9 @@ pub mod routing;
 pub mod scale;
 pub mod selector;
 pub mod serve;
+pub mod service_alloc;
 pub mod status;
+pub mod strategic_merge;
 pub mod table;
 pub mod validation;
 pub mod watch;
@@ -52,6 +56,8 @@ pub struct AppState {
     pub limiter: inflight::Limiter,
     /// One CRD reconciliation at a time (handlers and the loop both run it).
     pub crd_sync: Arc<tokio::sync::Mutex<()>>,
+    /// Where Service ClusterIPs and NodePorts come from.
+    pub service_ranges: Arc<service_alloc::Ranges>,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_every: std::time::Duration,
 }
@@ -69,6 +75,7 @@ impl AppState {
             openapi,
             limiter: inflight::Limiter::new(DEFAULT_MAX_INFLIGHT),
             crd_sync: Arc::new(tokio::sync::Mutex::new(())),
+            service_ranges: Arc::new(service_alloc::Ranges::default()),
             bookmark_every: std::time::Duration::from_secs(60),
         }
     }
@@ -85,6 +92,11 @@ impl AppState {
     pub fn rebuild_openapi(&self) {
         let fresh = Arc::new(openapi::OpenApi::build(&self.registry));
         *self.openapi.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    pub fn with_service_ranges(mut self, ranges: service_alloc::Ranges) -> Self {
+        self.service_ranges = Arc::new(ranges);
+        self
     }
 
     pub fn with_bookmark_interval(mut self, every: std::time::Duration) -> Self {

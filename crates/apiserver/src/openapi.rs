@@ -158,6 +158,7 @@ fn build_doc(types: &[&ResourceType]) -> Value {
         .into_iter()
         .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(json!({}))))
         .collect();
+    annotate_lists(&mut schemas);
     schemas.extend(custom_schemas);
     for (name, gvk) in kinds {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
@@ -170,6 +171,44 @@ fn build_doc(types: &[&ResourceType]) -> Value {
         "paths": paths,
         "components": {"schemas": schemas},
     })
+}
+
+/// Put upstream's list and map markers on the built-in definitions' properties
+/// (`x-kubernetes-patch-merge-key` and friends): kubectl reads them to compute strategic
+/// merge patches, and the server merges by them.
+fn annotate_lists(schemas: &mut Map<String, Value>) {
+    let table = crate::k8s_fields::table();
+    for (name, schema) in schemas.iter_mut() {
+        let Some(fields) = table.for_definition(name) else {
+            continue;
+        };
+        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (prop, ps) in props.iter_mut() {
+            let Some(f) = crate::k8s_fields::Table::field(fields, prop) else {
+                continue;
+            };
+            let Some(ps) = ps.as_object_mut() else {
+                continue;
+            };
+            if let Some(v) = f.patch_strategy {
+                ps.insert("x-kubernetes-patch-strategy".into(), json!(v));
+            }
+            if let Some(v) = f.merge_key {
+                ps.insert("x-kubernetes-patch-merge-key".into(), json!(v));
+            }
+            if let Some(v) = f.list_type {
+                ps.insert("x-kubernetes-list-type".into(), json!(v));
+            }
+            if !f.list_map_keys.is_empty() {
+                ps.insert("x-kubernetes-list-map-keys".into(), json!(f.list_map_keys));
+            }
+            if let Some(v) = f.map_type {
+                ps.insert("x-kubernetes-map-type".into(), json!(v));
+            }
+        }
+    }
 }
 
 /// Upstream's definition name for a custom kind: the group reversed, version, kind

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::object;
 use crate::rest::{self, is_dry_run, json_response};
 use crate::routing::Target;
 use crate::status::ApiError;
+use crate::strategic_merge;
 use crate::AppState;
 
 enum Kind {
@@ -28,62 +29,6 @@ fn kind(content_type: &str, custom: bool) -> Result<Kind, ApiError> {
     }
 }
 
-/// Strategic merge for the types served today: their lists carry no merge keys, so it is
-/// a merge patch plus the directives kubectl may send (`$patch`, `$retainKeys`,
-/// `$setElementOrder/…`, `$deleteFromPrimitiveList/…`).
-fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut clean = p.clone();
-        clean.remove("$patch");
-        *target = Value::Object(clean);
-        return;
-    }
-    if p.get("$patch").and_then(Value::as_str) == Some("delete") {
-        *target = Value::Null;
-        return;
-    }
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let retain: Option<Vec<String>> = p.get("$retainKeys").and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    });
-    let Some(t) = target.as_object_mut() else {
-        return;
-    };
-    for (k, v) in p {
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(have)), Value::Array(del)) = (t.get_mut(field), v) {
-                have.retain(|x| !del.contains(x));
-            }
-            continue;
-        }
-        if k.starts_with('$') {
-            continue;
-        }
-        if v.is_null() {
-            t.remove(k);
-        } else if v.is_object() {
-            let entry = t.entry(k.clone()).or_insert(Value::Null);
-            strategic_merge(entry, v);
-            if entry.is_null() {
-                t.remove(k);
-            }
-        } else {
-            t.insert(k.clone(), v.clone());
-        }
-    }
-    if let Some(keep) = retain {
-        t.retain(|k, _| keep.contains(k));
-    }
-}
-
 /// Apply a patch body of the given content type to `doc` (the scale subresource uses this
 /// on its Scale view). `custom`: strategic merge is refused, as upstream does for CRs.
 pub fn apply_to(
@@ -96,10 +41,15 @@ pub fn apply_to(
     let patch: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
     })?;
-    apply_parsed(doc, &kind, &patch)
+    apply_parsed(doc, &kind, &patch, None)
 }
 
-fn apply_parsed(doc: &mut Value, kind: &Kind, patch: &Value) -> Result<(), ApiError> {
+fn apply_parsed(
+    doc: &mut Value,
+    kind: &Kind,
+    patch: &Value,
+    schema: Option<strategic_merge::Cursor>,
+) -> Result<(), ApiError> {
     match kind {
         Kind::Json => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -124,7 +74,7 @@ fn apply_parsed(doc: &mut Value, kind: &Kind, patch: &Value) -> Result<(), ApiEr
                     "a strategic merge patch must be a JSON object",
                 ));
             }
-            strategic_merge(doc, patch);
+            strategic_merge::merge(doc, patch, schema);
         }
     }
     Ok(())
@@ -154,7 +104,11 @@ pub async fn patch(
             return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
         };
         let mut doc = old.clone();
-        apply_parsed(&mut doc, &kind, &patch)?;
+        let openapi = state.openapi();
+        let schema = openapi
+            .schema_for(&t.rt.group, &t.rt.version, &t.rt.kind)
+            .map(|(root, defs)| strategic_merge::Cursor::new(root, defs));
+        apply_parsed(&mut doc, &kind, &patch, schema)?;
         rest::check_shape(&doc)?;
         let mut warnings = duplicate_warnings.clone();
         warnings.extend(crate::field_validation::check(
@@ -194,32 +148,4 @@ pub async fn patch(
         &name,
         "the object kept changing while being patched; try again",
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn strategic_merge_directives() {
-        let mut doc = json!({"data": {"a": "1", "b": "2"}, "metadata": {"labels": {"x": "y"}}});
-        strategic_merge(
-            &mut doc,
-            &json!({"data": {"a": null, "c": "3"}, "metadata": {"labels": {"$patch": "replace", "z": "w"}}}),
-        );
-        assert_eq!(
-            doc,
-            json!({"data": {"b": "2", "c": "3"}, "metadata": {"labels": {"z": "w"}}})
-        );
-        let mut doc = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"x": 1, "y": 2}});
-        strategic_merge(
-            &mut doc,
-            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}, "spec": {"$retainKeys": ["y"], "y": 3}}),
-        );
-        assert_eq!(
-            doc,
-            json!({"metadata": {"finalizers": ["b"]}, "spec": {"y": 3}})
-        );
-    }
 }

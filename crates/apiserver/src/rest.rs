@@ -14,6 +14,7 @@ use crate::field_validation;
 use crate::object::{self, meta_mut, set_meta};
 use crate::registry::ResourceType;
 use crate::routing::Target;
+use crate::service_alloc;
 use crate::status::{ApiError, Cause};
 use crate::table;
 use crate::validation;
@@ -343,6 +344,18 @@ pub async fn create_object(
         m.remove("generation");
     }
     defaults::on_create(rt, &mut obj);
+    let is_service = is_core_service(rt);
+    if is_service {
+        let causes = service_alloc::range_causes(&state.service_ranges, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                object::name(&obj),
+                causes,
+            ));
+        }
+    }
     invalid_or_ok(rt, &obj, None)?;
     let name = object::name(&obj).to_string();
     if rt.namespaced {
@@ -355,9 +368,15 @@ pub async fn create_object(
         {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
+        if is_service {
+            service_alloc::assign(&state.service_ranges, &mut obj);
+        }
         return Ok((obj, 0));
     }
     let k = key(rt, t.namespace.as_deref(), &name);
+    if is_service {
+        return create_service(state, rt, &k, obj).await;
+    }
     match state
         .store
         .create(k.as_bytes(), encode_as_stored(rt, &obj)?)
@@ -481,6 +500,35 @@ pub async fn update_object(
         m.remove("selfLink");
     }
     defaults::on_update(rt, &mut new, &old);
+    if is_core_service(rt) {
+        service_alloc::keep_allocated(&old, &mut new);
+        let old_ip = old
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let new_ip = new
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let external = new.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
+        if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && !external {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                &name,
+                vec![Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    new_ip,
+                    "may not change once set",
+                )],
+            ));
+        }
+        service_alloc::assign(&state.service_ranges, &mut new);
+        let causes = service_alloc::range_causes(&state.service_ranges, &new);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+        }
+    }
     if rt.tracks_generation() && spec_changed(&old, &new, rt.has_status) {
         let g = old
             .pointer("/metadata/generation")
@@ -509,14 +557,17 @@ pub async fn update_object(
     // An object marked for deletion goes once its last finalizer is removed.
     let finishing =
         new.pointer("/metadata/deletionTimestamp").is_some() && object::finalizers(&new).is_empty();
+    let owner = format!("{}/{name}", t.namespace.as_deref().unwrap_or(""));
     let txn = if finishing {
-        Txn::new()
+        let txn = Txn::new()
             .when(Bytes::from(k.clone()), old_rev)
-            .delete(Bytes::from(k))
+            .delete(Bytes::from(k));
+        allocation_ops(rt, txn, Some(&old), None, &owner)
     } else {
-        Txn::new()
+        let txn = Txn::new()
             .when(Bytes::from(k.clone()), old_rev)
-            .put(Bytes::from(k), encode_as_stored(rt, &new)?)
+            .put(Bytes::from(k), encode_as_stored(rt, &new)?);
+        allocation_ops(rt, txn, Some(&old), Some(&new), &owner)
     };
     match state.store.txn(txn).await? {
         TxnResponse::Succeeded { revision, .. } => {
@@ -533,6 +584,91 @@ pub async fn update_object(
 }
 
 /// Whether anything but metadata (and status, when it has its own endpoint) changed.
+fn is_core_service(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.kind == "Service"
+}
+
+/// Add a Service's allocation changes to the transaction that writes it: keys it now holds
+/// and did not are claimed (and must be free), keys it no longer holds are released.
+fn allocation_ops(
+    rt: &ResourceType,
+    mut txn: Txn,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    owner: &str,
+) -> Txn {
+    if !is_core_service(rt) {
+        return txn;
+    }
+    let before = old.map(service_alloc::held).unwrap_or_default();
+    let after = new.map(service_alloc::held).unwrap_or_default();
+    for k in after.difference(&before) {
+        txn = txn
+            .when(Bytes::from(k.clone()), 0)
+            .put(Bytes::from(k.clone()), Bytes::from(owner.to_string()));
+    }
+    for k in before.difference(&after) {
+        txn = txn.delete(Bytes::from(k.clone()));
+    }
+    txn
+}
+
+/// Store a new Service with its address and ports in one transaction; addresses and ports
+/// the server picked are picked again if another Service got them first.
+async fn create_service(
+    state: &AppState,
+    rt: &ResourceType,
+    k: &str,
+    obj: Value,
+) -> Result<(Value, i64), ApiError> {
+    let name = object::name(&obj).to_string();
+    let owner = format!("{}/{name}", object::namespace(&obj));
+    for _ in 0..32 {
+        let mut candidate = obj.clone();
+        let chosen = service_alloc::assign(&state.service_ranges, &mut candidate);
+        let txn = Txn::new().when(Bytes::from(k.to_string()), 0).put(
+            Bytes::from(k.to_string()),
+            encode_as_stored(rt, &candidate)?,
+        );
+        let txn = allocation_ops(rt, txn, None, Some(&candidate), &owner);
+        let compared: Vec<Bytes> = txn.compares.iter().map(|c| c.key.clone()).collect();
+        match state.store.txn(txn).await? {
+            TxnResponse::Succeeded { revision, .. } => {
+                set_meta(
+                    &mut candidate,
+                    "resourceVersion",
+                    json!(revision.to_string()),
+                );
+                return Ok((candidate, revision));
+            }
+            TxnResponse::Failed { current, .. } => {
+                if current.first().is_some_and(Option::is_some) {
+                    return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+                }
+                let taken: Vec<String> = compared
+                    .iter()
+                    .zip(current.iter())
+                    .skip(1)
+                    .filter(|(_, cur)| cur.is_some())
+                    .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+                    .collect();
+                let users: Vec<Cause> = taken
+                    .iter()
+                    .filter(|key| !chosen.keys.contains(*key))
+                    .map(|key| service_alloc::taken_cause(&candidate, key))
+                    .collect();
+                if !users.is_empty() {
+                    return Err(ApiError::invalid(&rt.group, &rt.kind, &name, users));
+                }
+                // Only our own picks clashed: pick again.
+            }
+        }
+    }
+    Err(ApiError::internal(
+        "could not allocate a free ClusterIP or NodePort; the ranges may be full",
+    ))
+}
+
 fn spec_changed(old: &Value, new: &Value, status_separate: bool) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
@@ -661,13 +797,13 @@ pub async fn delete_object(
         if opts.dry_run {
             return Ok((obj, StatusCode::OK));
         }
+        let owner = format!("{}/{name}", object::namespace(&obj));
+        let txn = Txn::new()
+            .when(Bytes::from(k.clone()), rev)
+            .delete(Bytes::from(k));
         match state
             .store
-            .txn(
-                Txn::new()
-                    .when(Bytes::from(k.clone()), rev)
-                    .delete(Bytes::from(k)),
-            )
+            .txn(allocation_ops(rt, txn, Some(&obj), None, &owner))
             .await?
         {
             TxnResponse::Succeeded { .. } => return Ok((obj, StatusCode::OK)),

@@ -12,7 +12,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use capstan_apiserver::{
-    crd_controller, event_ttl, namespace_lifecycle, pki, router, serve, AppState,
+    bootstrap, crd_controller, event_ttl, namespace_lifecycle, pki, router, serve, service_alloc,
+    AppState,
 };
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
 
@@ -52,6 +53,12 @@ enum Command {
         /// Seconds between compaction passes.
         #[arg(long, default_value_t = 30)]
         compaction_interval_seconds: u64,
+        /// Where Service ClusterIPs come from (IPv4 CIDR).
+        #[arg(long, default_value = "10.96.0.0/12")]
+        service_cluster_ip_range: String,
+        /// Where Service NodePorts come from.
+        #[arg(long, default_value = "30000-32767")]
+        service_node_port_range: String,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -128,7 +135,12 @@ fn main() -> anyhow::Result<()> {
             max_requests_inflight,
             event_ttl_seconds,
             watch_bookmark_interval_seconds,
+            service_cluster_ip_range,
+            service_node_port_range,
         } => {
+            let ranges =
+                service_alloc::Ranges::parse(&service_cluster_ip_range, &service_node_port_range)
+                    .map_err(|e| anyhow::anyhow!(e))?;
             let compaction = CompactionConfig {
                 retention: Duration::from_secs(history_retention_seconds),
                 interval: Duration::from_secs(compaction_interval_seconds.max(1)),
@@ -136,14 +148,15 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(server(
-                data_dir.unwrap_or_else(default_data_dir),
+            rt.block_on(server(ServerOptions {
+                data_dir: data_dir.unwrap_or_else(default_data_dir),
                 listen,
                 compaction,
-                max_requests_inflight,
-                Duration::from_secs(event_ttl_seconds),
-                Duration::from_secs(watch_bookmark_interval_seconds),
-            ))
+                max_inflight: max_requests_inflight,
+                event_ttl: Duration::from_secs(event_ttl_seconds),
+                bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
+                ranges,
+            }))
         }
         Command::Bench {
             kubeconfig,
@@ -211,14 +224,27 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn server(
+/// Everything `capstan server` is configured with.
+struct ServerOptions {
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction: CompactionConfig,
     max_inflight: usize,
     event_ttl: Duration,
     bookmark_every: Duration,
-) -> anyhow::Result<()> {
+    ranges: service_alloc::Ranges,
+}
+
+async fn server(opts: ServerOptions) -> anyhow::Result<()> {
+    let ServerOptions {
+        data_dir,
+        listen,
+        compaction,
+        max_inflight,
+        event_ttl,
+        bookmark_every,
+        ranges,
+    } = opts;
     let started = Instant::now();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -242,10 +268,11 @@ async fn server(
     )?;
     let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
         .with_max_inflight(max_inflight)
-        .with_bookmark_interval(bookmark_every);
-    namespace_lifecycle::ensure_system_namespaces(&state)
+        .with_bookmark_interval(bookmark_every)
+        .with_service_ranges(ranges);
+    bootstrap::ensure_system_objects(&state, local.port())
         .await
-        .map_err(|e| anyhow::anyhow!("creating system namespaces: {}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("creating the system objects: {}", e.message))?;
     // Custom resource APIs are served from the first request on.
     crd_controller::sync(&state)
         .await
