@@ -50,7 +50,7 @@ for dirpath, _, files in os.walk(root):
                 i += 1
                 while True:
                     decl += " " + lines[i].strip()
-                    if decl.rstrip().endswith(","):
+                    if decl.rstrip().endswith(",") and decl.count("<") == decl.count(">"):
                         break
                     i += 1
                 a = ATTR.match(attr).group(1)
@@ -62,11 +62,12 @@ for dirpath, _, files in os.walk(root):
                     kind = "map:" + re.search(r'btree_map = "([^"]*)"', a).group(1).replace(" ", "")
                     card = "m"
                 else:
-                    kind = a.split(",")[0].strip()
+                    kind = a.split(",")[0].strip().split(" ")[0]
                 target = ""
                 if "message" in kind:
-                    inner = re.findall(r'((?:super::)*(?:[\w]+::)*[A-Z]\w*)>*\s*>*$', ty.replace(" ", ""))
-                    path = inner[0] if inner else ty
+                    paths = re.findall(r'(?:super::|\w+::)*[A-Z]\w*', ty.replace(" ", ""))
+                    paths = [p for p in paths if p.split("::")[-1] not in ("Option", "Vec", "BTreeMap", "String", "Box")]
+                    path = paths[-1] if paths else ty
                     segs = path.split("::")
                     up = 0
                     while segs and segs[0] == "super":
