@@ -163,8 +163,45 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
             write(state, key, *rev, &updated).await?;
         }
     }
-    state.registry.set_custom(served);
-    state.rebuild_openapi();
+    // Only a change in what is served invalidates the registry's snapshot and OpenAPI.
+    let fingerprint = |types: &[ResourceType]| -> Vec<String> {
+        types
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}/{}/{}:{:?}",
+                    t.group,
+                    t.version,
+                    t.plural,
+                    t.custom.as_ref().map(|c| (
+                        &c.crd_name,
+                        c.terminating,
+                        &c.schema_json,
+                        &c.deprecation_warning,
+                        c.columns.len()
+                    ))
+                )
+            })
+            .collect()
+    };
+    let current: Vec<ResourceType> = state
+        .registry
+        .all()
+        .iter()
+        .filter(|t| t.custom.is_some())
+        .map(|t| (**t).clone())
+        .collect();
+    if fingerprint(&current) != fingerprint(&served)
+        || current.iter().zip(&served).any(|(a, b)| {
+            a.scale.is_some() != b.scale.is_some()
+                || a.has_status != b.has_status
+                || a.short_names != b.short_names
+                || a.categories != b.categories
+        })
+    {
+        state.registry.set_custom(served);
+        state.rebuild_openapi();
+    }
     Ok(outcome)
 }
 

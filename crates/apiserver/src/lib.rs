@@ -51,8 +51,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
     pub registry: registry::Registry,
-    /// Rebuilt whenever the set of served types changes (CRDs).
-    openapi: Arc<std::sync::RwLock<Arc<openapi::OpenApi>>>,
+    /// Built on first use and again after the set of served types changes (CRDs): a
+    /// server that is never asked for OpenAPI or a write does not pay for it at start.
+    openapi: Arc<std::sync::RwLock<Option<Arc<openapi::OpenApi>>>>,
     pub limiter: inflight::Limiter,
     /// One CRD reconciliation at a time (handlers and the loop both run it).
     pub crd_sync: Arc<tokio::sync::Mutex<()>>,
@@ -65,9 +66,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, admin_token: &str) -> Self {
         let registry = registry::Registry::new(builtin_types::builtin());
-        let openapi = Arc::new(std::sync::RwLock::new(Arc::new(openapi::OpenApi::build(
-            &registry,
-        ))));
+        let openapi = Arc::new(std::sync::RwLock::new(None));
         AppState {
             store,
             admin_token: admin_token.into(),
@@ -82,16 +81,22 @@ impl AppState {
 
     /// The current OpenAPI documents.
     pub fn openapi(&self) -> Arc<openapi::OpenApi> {
-        self.openapi
+        if let Some(doc) = self
+            .openapi
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+        {
+            return doc;
+        }
+        let mut slot = self.openapi.write().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| Arc::new(openapi::OpenApi::build(&self.registry)))
+            .clone()
     }
 
-    /// Rebuild the OpenAPI documents from the registry (after CRDs changed).
+    /// Forget the OpenAPI documents (the served types changed); the next use rebuilds them.
     pub fn rebuild_openapi(&self) {
-        let fresh = Arc::new(openapi::OpenApi::build(&self.registry));
-        *self.openapi.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.openapi.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn with_service_ranges(mut self, ranges: service_alloc::Ranges) -> Self {

@@ -1,0 +1,517 @@
+//! The built-in workload, networking, RBAC and storage types with the real kubectl:
+//! `kubectl create` generators (protobuf bodies), upstream defaults on what `apply` stores,
+//! strategic merge by merge keys, `scale`, `get all`, and Service address/port allocation.
+
+use std::collections::HashSet;
+
+use capstan_e2e::{text, Server};
+
+const WORKLOADS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80, name: http}]
+        resources: {limits: {cpu: 500m, memory: 128Mi}}
+        readinessProbe: {httpGet: {path: /healthz, port: http}}
+      - name: logger
+        image: busybox
+        args: [sh, -c, "tail -f /var/log/app.log"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: pg, image: "postgres:16", volumeMounts: [{name: data, mountPath: /var/lib/postgresql}]}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: a, image: "agent:2"}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: "migrate:1"}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: n, image: "report:1"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: solo}
+spec:
+  containers: [{name: c, image: "busybox:1.36", command: [sleep, "3600"]}]
+  volumes: [{name: scratch}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny}
+spec:
+  podSelector: {}
+  egress: [{ports: [{port: 53}]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: readers}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: User, name: alice}, {kind: ServiceAccount, name: default, namespace: default}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: local}
+provisioner: kubernetes.io/no-provisioner
+"#;
+
+fn jp(s: &Server, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={path}");
+    args.extend_from_slice(&["-o", &p]);
+    s.kubectl_ok(&args)
+}
+
+#[test]
+fn applied_workloads_get_upstream_defaults_and_merge_by_key() {
+    let s = Server::start();
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], WORKLOADS);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert_eq!(
+        o.lines().filter(|l| l.ends_with(" created")).count(),
+        10,
+        "{o}"
+    );
+
+    // Deployment and its pod template.
+    assert_eq!(jp(&s, &["deploy", "web"], "{.spec.replicas} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.strategy.rollingUpdate.maxUnavailable} {.spec.revisionHistoryLimit} {.spec.progressDeadlineSeconds} {.metadata.generation}"), "1 RollingUpdate 25% 25% 10 600 1");
+    let t = "{.spec.template.spec";
+    assert_eq!(jp(&s, &["deploy", "web"], &format!("{t}.restartPolicy}} {t}.dnsPolicy}} {t}.terminationGracePeriodSeconds}} {t}.schedulerName}}")), "Always ClusterFirst 30 default-scheduler");
+    let c = &format!("{t}.containers[0]");
+    assert_eq!(jp(&s, &["deploy", "web"], &format!("{c}.imagePullPolicy}} {c}.terminationMessagePath}} {c}.terminationMessagePolicy}} {c}.ports[0].protocol}} {c}.resources.requests.cpu}} {c}.readinessProbe.periodSeconds}} {c}.readinessProbe.httpGet.scheme}}")),
+        "IfNotPresent /dev/termination-log File TCP 500m 10 HTTP");
+    assert_eq!(
+        jp(
+            &s,
+            &["deploy", "web"],
+            &format!("{t}.containers[1].imagePullPolicy}}")
+        ),
+        "Always",
+        "no tag means :latest"
+    );
+    // Service: type, affinity, targetPort = port, an address from the service range.
+    assert_eq!(jp(&s, &["svc", "web"], "{.spec.type} {.spec.sessionAffinity} {.spec.ports[0].protocol} {.spec.ports[0].targetPort} {.spec.ipFamilyPolicy}"), "ClusterIP None TCP 80 SingleStack");
+    let ip = jp(&s, &["svc", "web"], "{.spec.clusterIP}");
+    assert!(
+        ip.starts_with("10.9") || ip.starts_with("10.10") || ip.starts_with("10.11"),
+        "{ip}"
+    );
+    // StatefulSet, DaemonSet, Job, CronJob, Pod, NetworkPolicy, RoleBinding, StorageClass.
+    assert_eq!(jp(&s, &["sts", "db"], "{.spec.replicas} {.spec.podManagementPolicy} {.spec.updateStrategy.type} {.spec.updateStrategy.rollingUpdate.partition} {.spec.volumeClaimTemplates[0].spec.volumeMode}"), "1 OrderedReady RollingUpdate 0 Filesystem");
+    assert_eq!(jp(&s, &["ds", "agent"], "{.spec.updateStrategy.rollingUpdate.maxUnavailable} {.spec.updateStrategy.rollingUpdate.maxSurge} {.spec.revisionHistoryLimit}"), "1 0 10");
+    assert_eq!(jp(&s, &["job", "migrate"], "{.spec.completions} {.spec.parallelism} {.spec.backoffLimit} {.spec.completionMode} {.spec.template.metadata.labels.job-name}"), "1 1 6 NonIndexed migrate");
+    let uid = jp(&s, &["job", "migrate"], "{.metadata.uid}");
+    assert_eq!(
+        jp(
+            &s,
+            &["job", "migrate"],
+            "{.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid}"
+        ),
+        uid
+    );
+    assert_eq!(jp(&s, &["cj", "nightly"], "{.spec.concurrencyPolicy} {.spec.suspend} {.spec.successfulJobsHistoryLimit} {.spec.failedJobsHistoryLimit}"), "Allow false 3 1");
+    assert_eq!(jp(&s, &["pod", "solo"], "{.spec.serviceAccountName} {.spec.priority} {.status.phase} {.status.qosClass} {.spec.volumes[0].emptyDir} {.spec.tolerations[0].key}"), "default 0 Pending BestEffort {} node.kubernetes.io/not-ready");
+    assert_eq!(
+        jp(
+            &s,
+            &["netpol", "deny"],
+            "{.spec.policyTypes} {.spec.egress[0].ports[0].protocol}"
+        ),
+        "[\"Ingress\",\"Egress\"] TCP"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["rolebinding", "readers"],
+            "{.subjects[0].apiGroup} {.subjects[1].apiGroup}"
+        ),
+        "rbac.authorization.k8s.io "
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["sc", "local"],
+            "{.reclaimPolicy} {.volumeBindingMode}"
+        ),
+        "Delete Immediate"
+    );
+
+    // Re-applying the same file: kubectl sees the merge keys in OpenAPI, so lists merged by
+    // key compute no patch. (Atomic lists whose items the server defaulted — StatefulSet
+    // volumeClaimTemplates, NetworkPolicy rules, RoleBinding subjects — report
+    // `configured`, as against kube-apiserver, and stay as they are.)
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], WORKLOADS);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    for kind in [
+        "deployment.apps/web",
+        "service/web",
+        "daemonset.apps/agent",
+        "job.batch/migrate",
+        "cronjob.batch/nightly",
+        "storageclass.storage.k8s.io/local",
+    ] {
+        assert!(o.contains(&format!("{kind} unchanged")), "{kind} in:\n{o}");
+    }
+    assert_eq!(
+        jp(&s, &["pod", "solo"], "{.spec.volumes[0].emptyDir}"),
+        "{}"
+    );
+    assert_eq!(jp(&s, &["sts", "db"], "{.metadata.generation}"), "1");
+    // A changed image is a strategic merge: the other container, ports and defaults stay.
+    let changed = WORKLOADS.replacen("image: nginx:1.25", "image: nginx:1.26", 1);
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &changed);
+    let (o, e) = text(&out);
+    assert!(o.contains("deployment.apps/web configured"), "{o}{e}");
+    assert_eq!(jp(&s, &["deploy", "web"], &format!("{t}.containers[*].name}} {t}.containers[0].image}} {t}.containers[0].ports[0].containerPort}} {{.metadata.generation}}")), "nginx logger nginx:1.26 80 2");
+    // A strategic patch adding a container by name.
+    s.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"envoy:1"}]}}}}"#,
+    ]);
+    assert_eq!(
+        jp(&s, &["deploy", "web"], &format!("{t}.containers[*].name}}")),
+        "nginx logger sidecar"
+    );
+
+    // scale through the scale subresource, and the tables kubectl prints.
+    assert!(s
+        .kubectl_ok(&["scale", "deployment/web", "--replicas=3"])
+        .contains("scaled"));
+    let table = s.kubectl_ok(&["get", "deploy", "web", "-o", "wide"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert!(
+        table.contains("0/3")
+            && table.contains("nginx:1.26,busybox,envoy:1")
+            && table.contains("app=web"),
+        "{table}"
+    );
+    let all = s.kubectl_ok(&["get", "all"]);
+    for want in [
+        "pod/solo",
+        "service/web",
+        "service/kubernetes",
+        "deployment.apps/web",
+        "statefulset.apps/db",
+        "daemonset.apps/agent",
+        "job.batch/migrate",
+        "cronjob.batch/nightly",
+    ] {
+        assert!(all.contains(want), "missing {want} in:\n{all}");
+    }
+    let pods = s.kubectl_ok(&["get", "pods"]);
+    assert_eq!(
+        pods.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    assert!(
+        pods.lines()
+            .any(|l| l.starts_with("solo") && l.contains("0/1") && l.contains("Pending")),
+        "{pods}"
+    );
+    let svc = s.kubectl_ok(&["get", "svc", "web"]);
+    assert!(
+        svc.lines().next().unwrap().contains("CLUSTER-IP") && svc.contains("80/TCP"),
+        "{svc}"
+    );
+    // Streaming subresources wait for a node agent.
+    let out = s.kubectl(&["logs", "solo"]);
+    let (_, e) = text(&out);
+    assert!(
+        !out.status.success() && e.contains("needs a node agent"),
+        "{e}"
+    );
+    // explain reads the built-in OpenAPI.
+    assert!(s
+        .kubectl_ok(&["explain", "deployment.spec.strategy"])
+        .contains("rollingUpdate"));
+}
+
+#[test]
+fn kubectl_create_generators_send_protobuf_for_every_type() {
+    let s = Server::start();
+    for args in [
+        vec![
+            "create",
+            "deployment",
+            "d",
+            "--image=nginx:1.25",
+            "--replicas=0",
+            "--port=80",
+        ],
+        vec!["create", "service", "nodeport", "np", "--tcp=80:8080"],
+        vec!["create", "job", "j", "--image=busybox", "--", "echo", "hi"],
+        vec![
+            "create",
+            "cronjob",
+            "c",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+        vec![
+            "create",
+            "ingress",
+            "ing",
+            "--rule=foo.com/bar=svc:8080",
+            "--class=nginx",
+        ],
+        vec![
+            "create",
+            "pdb",
+            "pdb",
+            "--selector=app=d",
+            "--min-available=1",
+        ],
+        vec!["create", "role", "r", "--verb=get", "--resource=pods"],
+        vec!["create", "rolebinding", "rb", "--role=r", "--user=alice"],
+        vec![
+            "create",
+            "clusterrole",
+            "cr",
+            "--verb=list",
+            "--resource=nodes",
+        ],
+        vec![
+            "create",
+            "clusterrolebinding",
+            "crb",
+            "--clusterrole=cr",
+            "--group=ops",
+        ],
+        vec![
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--description=important",
+        ],
+        vec!["create", "quota", "q", "--hard=pods=10"],
+    ] {
+        let out = s.kubectl(&args);
+        let (o, e) = text(&out);
+        assert!(
+            out.status.success() && o.contains("created"),
+            "kubectl {args:?}: {o}{e}"
+        );
+    }
+    assert_eq!(
+        jp(
+            &s,
+            &["deploy", "d"],
+            "{.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort}"
+        ),
+        "0 80",
+        "--replicas=0 stays 0"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["svc", "np"],
+            "{.spec.type} {.spec.ports[0].targetPort}"
+        ),
+        "NodePort 8080"
+    );
+    let np: i64 = jp(&s, &["svc", "np"], "{.spec.ports[0].nodePort}")
+        .parse()
+        .unwrap();
+    assert!((30000..=32767).contains(&np));
+    assert_eq!(
+        jp(
+            &s,
+            &["ing", "ing"],
+            "{.spec.rules[0].host} {.spec.rules[0].http.paths[0].backend.service.port.number}"
+        ),
+        "foo.com 8080"
+    );
+    assert_eq!(jp(&s, &["pdb", "pdb"], "{.spec.minAvailable}"), "1");
+    assert_eq!(
+        jp(
+            &s,
+            &["clusterrolebinding", "crb"],
+            "{.subjects[0].kind} {.subjects[0].apiGroup}"
+        ),
+        "Group rbac.authorization.k8s.io"
+    );
+    assert_eq!(
+        jp(&s, &["pc", "high"], "{.value} {.preemptionPolicy}"),
+        "1000 PreemptLowerPriority"
+    );
+    let pcs = s.kubectl_ok(&["get", "priorityclasses", "-o", "name"]);
+    assert!(
+        pcs.contains("system-cluster-critical") && pcs.contains("system-node-critical"),
+        "{pcs}"
+    );
+}
+
+#[test]
+fn service_addresses_and_ports_are_never_handed_out_twice() {
+    let s = Server::start_args(&[
+        "--service-cluster-ip-range",
+        "10.200.0.0/26",
+        "--service-node-port-range",
+        "31000-31059",
+    ]);
+    // 40 NodePort Services created at once from separate kubectl processes: 40 addresses
+    // out of 61 usable, 40 ports out of 60 — collisions are likely and must be retried.
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let svc = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\nspec:\n  type: NodePort\n  ports: [{{port: 80}}]\n");
+            let kc = s.kubeconfig();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut child = std::process::Command::new("kubectl")
+                    .env("KUBECONFIG", kc)
+                    .args(["create", "-f", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(svc.as_bytes()).unwrap();
+                child.wait_with_output().unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let ips = s.kubectl_ok(&[
+        "get",
+        "svc",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.clusterIP}{\"\\n\"}{end}",
+    ]);
+    let ips: Vec<&str> = ips.lines().collect();
+    assert_eq!(ips.len(), 41, "40 and the kubernetes Service");
+    assert_eq!(
+        ips.iter().collect::<HashSet<_>>().len(),
+        41,
+        "an address was handed out twice: {ips:?}"
+    );
+    assert!(ips.iter().all(|ip| ip.starts_with("10.200.0.")), "{ips:?}");
+    let ports = s.kubectl_ok(&[
+        "get",
+        "svc",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.ports[0].nodePort}{\"\\n\"}{end}",
+    ]);
+    let ports: Vec<i64> = ports
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 40);
+    assert_eq!(
+        ports.iter().collect::<HashSet<_>>().len(),
+        40,
+        "a port was handed out twice: {ports:?}"
+    );
+
+    // Taken, out of range, and released on delete.
+    let taken_ip = jp(&s, &["svc", "s0"], "{.spec.clusterIP}");
+    let taken_port = jp(&s, &["svc", "s0"], "{.spec.ports[0].nodePort}");
+    let want = |ip: &str, port: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: mine\nspec:\n  type: NodePort\n  clusterIP: {ip}\n  ports: [{{port: 80, nodePort: {port}}}]\n")
+    };
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &want(&taken_ip, &taken_port));
+    let (_, e) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("provided IP is already allocated")
+            && e.contains("provided port is already allocated"),
+        "{e}"
+    );
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &want("10.0.0.9", "80"));
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("is not in the valid range")
+            && e.contains("provided port is not in the valid range"),
+        "{e}"
+    );
+    s.kubectl_ok(&["delete", "svc", "s0"]);
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &want(&taken_ip, &taken_port));
+    assert!(out.status.success(), "released on delete: {:?}", text(&out));
+    // The address of a Service does not change on update.
+    let out = s.kubectl(&[
+        "patch",
+        "svc",
+        "mine",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.200.0.62"}}"#,
+    ]);
+    let (_, e) = text(&out);
+    assert!(
+        !out.status.success() && e.contains("may not change once set"),
+        "{e}"
+    );
+}
