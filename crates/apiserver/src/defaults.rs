@@ -125,6 +125,11 @@ pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
 }
 
 pub fn immutable_checks(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    if rt.custom.is_none() {
+        causes.extend(crate::builtin_validation::validate_update(
+            &rt.group, &rt.kind, old, new,
+        ));
+    }
     if rt.is_crd() {
         // Only the rules that compare with the stored CRD; the rest ran already.
         causes.extend(

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod builtin_defaults;
 pub mod builtin_printers;
 pub mod builtin_types;
+pub mod builtin_validation;
 pub mod crd;
 pub mod crd_controller;
 pub mod defaults;

@@ -99,8 +99,16 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
         ));
     } else {
         // Namespaces and a few others need DNS labels; most names are DNS subdomains.
-        let label_only = rt.kind == "Namespace" || rt.kind == "Service";
-        causes.extend(name_errors("metadata.name", name, label_only));
+        let service = rt.group.is_empty() && rt.kind == "Service";
+        if service && !(is_dns1123_label(name) && name.as_bytes()[0].is_ascii_lowercase()) {
+            causes.push(Cause::invalid(
+                "metadata.name",
+                name,
+                crate::builtin_validation::DNS1035_MSG,
+            ));
+        } else if !service {
+            causes.extend(name_errors("metadata.name", name, rt.kind == "Namespace"));
+        }
     }
     if let Some(labels) = meta.and_then(|m| m.get("labels")) {
         match labels.as_object() {
@@ -242,7 +250,7 @@ pub fn validate_type(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     if rt.is_crd() {
         return crate::crd::validate(obj, None);
     }
-    let mut causes = Vec::new();
+    let mut causes = crate::builtin_validation::validate(&rt.group, &rt.kind, obj);
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "ConfigMap") => {
             let data = string_map(obj, "data", &mut causes);

@@ -74,7 +74,7 @@ spec:
       template:
         spec:
           restartPolicy: OnFailure
-          containers: [{name: n, image: "report:1"}]
+          containers: [{name: report, image: "report:1"}]
 ---
 apiVersion: v1
 kind: Pod
@@ -512,6 +512,140 @@ fn service_addresses_and_ports_are_never_handed_out_twice() {
     let (_, e) = text(&out);
     assert!(
         !out.status.success() && e.contains("may not change once set"),
+        "{e}"
+    );
+}
+
+fn pod(spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {spec}\n")
+}
+fn deploy(spec: &str) -> String {
+    format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec: {spec}\n")
+}
+const TPL: &str =
+    "template: {metadata: {labels: {app: a}}, spec: {containers: [{name: c, image: i}]}}";
+
+#[test]
+fn invalid_manifests_are_refused_with_upstream_field_paths() {
+    let s = Server::start();
+    let svc = |spec: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec: {spec}\n")
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (pod("{containers: []}"), "spec.containers: Required value"),
+        (pod("{containers: [{name: a, image: i}, {name: a, image: j}]}"), "spec.containers[1].name: Duplicate value: \"a\""),
+        (pod("{containers: [{name: a, image: i, ports: [{containerPort: 70000}]}]}"), "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
+        (pod("{containers: [{name: a, image: i, resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}]}"), "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"),
+        (pod("{containers: [{name: a, image: i, volumeMounts: [{name: data, mountPath: /d}]}]}"), "spec.containers[0].volumeMounts[0].name: Not found: \"data\""),
+        (pod("{containers: [{name: a, image: i, resources: {limits: {memory: lots}}}]}"), "spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": must match the regex"),
+        (pod("{restartPolicy: Sometimes, containers: [{name: a, image: i}]}"), "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""),
+        (pod("{containers: [{name: a}]}"), "spec.containers[0].image: Required value"),
+        (pod("{containers: [{name: a, image: i, env: [{name: 1X, value: v}]}]}"), "spec.containers[0].env[0].name: Invalid value: \"1X\": a valid environment variable name"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: a, image: i}]}\n".into(), "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        (deploy(&format!("{{selector: {{matchLabels: {{app: b}}}}, {TPL}}}")), "spec.template.metadata.labels: Invalid value: {\"app\":\"a\"}: `selector` does not match template `labels`"),
+        (deploy(&format!("{{replicas: -1, selector: {{matchLabels: {{app: a}}}}, {TPL}}}")), "spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
+        (deploy(&format!("{{{TPL}}}")), "spec.selector: Required value"),
+        (deploy("{selector: {matchLabels: {app: a}}, template: {metadata: {labels: {app: a}}, spec: {restartPolicy: Never, containers: [{name: c, image: i}]}}}"), "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""),
+        (deploy(&format!("{{selector: {{matchLabels: {{app: a}}}}, strategy: {{rollingUpdate: {{maxSurge: 0, maxUnavailable: 0}}}}, {TPL}}}")), "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0"),
+        (format!("apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: r}}\nspec: {{selector: {{matchLabels: {{app: x}}}}, {TPL}}}\n"), "spec.template.metadata.labels: Invalid value"),
+        (format!("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: s}}\nspec: {{podManagementPolicy: Whenever, selector: {{matchLabels: {{app: a}}}}, {TPL}}}\n"), "spec.podManagementPolicy: Unsupported value: \"Whenever\""),
+        ("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds}\nspec: {selector: {matchLabels: {app: a}}, template: {metadata: {labels: {app: a}}, spec: {containers: []}}}\n".into(), "spec.template.spec.containers: Required value"),
+        ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec: {template: {spec: {restartPolicy: Always, containers: [{name: c, image: i}]}}}\n".into(), "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""),
+        ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec: {backoffLimit: -1, template: {spec: {restartPolicy: Never, containers: [{name: c, image: i}]}}}\n".into(), "spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0"),
+        ("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec: {schedule: every day, jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: i}]}}}}}\n".into(), "spec.schedule: Invalid value: \"every day\""),
+        ("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec: {schedule: '@daily', concurrencyPolicy: Sometimes, jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: i}]}}}}}\n".into(), "spec.concurrencyPolicy: Unsupported value: \"Sometimes\""),
+        (svc("{selector: {app: a}}"), "spec.ports: Required value"),
+        (svc("{ports: [{port: 70000}]}"), "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"),
+        (svc("{ports: [{port: 80}, {port: 443}]}"), "spec.ports[0].name: Required value"),
+        (svc("{ports: [{port: 80, nodePort: 30080}]}"), "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"),
+        (svc("{type: Magic, ports: [{port: 80}]}"), "spec.type: Unsupported value: \"Magic\""),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: 1web}\nspec: {ports: [{port: 80}]}\n".into(), "metadata.name: Invalid value: \"1web\": a DNS-1035 label"),
+        ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: c}\nspec: {resources: {requests: {storage: 1Gi}}}\n".into(), "spec.accessModes: Required value"),
+        ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: c}\nspec: {accessModes: [ReadWriteOnce]}\n".into(), "spec.resources[storage]: Required value"),
+        ("apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: v}\nspec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce]}\n".into(), "spec: Required value: must specify a volume type"),
+        ("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec: {rules: [{http: {paths: [{path: /, backend: {service: {name: s, port: {number: 80}}}}]}}]}\n".into(), "spec.rules[0].http.paths[0].pathType: Required value"),
+        ("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec: {rules: [{http: {paths: [{path: rel, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}]}}]}\n".into(), "spec.rules[0].http.paths[0].path: Invalid value: \"rel\": must be an absolute path"),
+        ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, policyTypes: [Sideways]}\n".into(), "spec.policyTypes[0]: Unsupported value: \"Sideways\""),
+        ("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\nrules: [{apiGroups: [''], resources: [pods]}]\n".into(), "rules[0].verbs: Required value"),
+        ("apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Thing, name: x}\nsubjects: [{kind: User, name: a}]\n".into(), "roleRef.kind: Unsupported value: \"Thing\""),
+        ("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: crb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: x}\nsubjects: [{kind: ServiceAccount, name: a}]\n".into(), "subjects[0].namespace: Required value"),
+        ("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: sc}\n".into(), "provisioner: Required value"),
+        ("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: huge}\nvalue: 2000000000\n".into(), "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"),
+        ("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: system-mine}\nvalue: 10\n".into(), "metadata.name: Forbidden: priority class names with 'system-' prefix are reserved"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: h}\nspec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: d}, minReplicas: 3, maxReplicas: 1}\n".into(), "spec.maxReplicas: Invalid value: 1: must be greater than or equal to `minReplicas`"),
+        ("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: p}\nspec: {minAvailable: 1, maxUnavailable: 1}\n".into(), "minAvailable and maxUnavailable cannot be both set"),
+        ("apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: rc}\n".into(), "handler: Required value"),
+        ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: es}\naddressType: IPv5\nendpoints: []\n".into(), "addressType: Unsupported value: \"IPv5\""),
+        ("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: w}\nwebhooks: [{name: hook, sideEffects: None, admissionReviewVersions: [v1], clientConfig: {url: 'https://x'}}]\n".into(), "webhooks[0].name: Invalid value: \"hook\": should be a domain with at least three segments separated by dots"),
+        ("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {name: csr}\nspec: {signerName: example.com/x}\n".into(), "spec.request: Required value"),
+        ("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q}\nspec: {hard: {pods: many}}\n".into(), "spec.hard[pods]: Invalid value: \"many\""),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {'bad key': v}\n".into(), "data[bad key]"),
+    ];
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for (manifest, want) in &cases {
+        let out = s.kubectl_stdin(&["create", "-f", "-"], manifest);
+        let (_, e) = text(&out);
+        if out.status.success() || !e.contains(want) {
+            failures.push(format!("--- {manifest}\nwanted: {want}\ngot: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} not refused as upstream:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn immutable_fields_stay_put() {
+    let s = Server::start();
+    let d = deploy(&format!("{{selector: {{matchLabels: {{app: a}}}}, {TPL}}}"));
+    assert!(s.kubectl_stdin(&["create", "-f", "-"], &d).status.success());
+    let out = s.kubectl(&["patch", "deploy", "d", "--type=merge", "-p", r#"{"spec":{"selector":{"matchLabels":{"app":"b"}},"template":{"metadata":{"labels":{"app":"b"}}}}}"#]);
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("spec.selector: Invalid value") && e.contains("field is immutable"),
+        "{e}"
+    );
+    assert!(s
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &pod("{containers: [{name: a, image: 'i:1'}]}")
+        )
+        .status
+        .success());
+    // An image may change; anything else in a Pod's spec may not.
+    s.kubectl_ok(&[
+        "patch",
+        "pod",
+        "p",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"a","image":"i:2"}]}}"#,
+    ]);
+    let out = s.kubectl(&[
+        "patch",
+        "pod",
+        "p",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"a","args":["x"]}]}}"#,
+    ]);
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("spec: Forbidden: pod updates may not change fields other than"),
+        "{e}"
+    );
+    let rb = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects: [{kind: User, name: a}]\n";
+    assert!(s.kubectl_stdin(&["create", "-f", "-"], rb).status.success());
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &rb.replace("name: view", "name: edit"),
+    );
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("roleRef: Invalid value") && e.contains("cannot change roleRef"),
         "{e}"
     );
 }
