@@ -649,3 +649,361 @@ fn immutable_fields_stay_put() {
         "{e}"
     );
 }
+
+const EVERY_OTHER_TYPE: &str = r#"
+apiVersion: v1
+kind: Endpoints
+metadata: {name: legacy}
+subsets: [{addresses: [{ip: 10.1.2.3}], ports: [{port: 8080, name: http}]}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a, labels: {node-role.kubernetes.io/worker: ""}}
+spec: {podCIDR: 10.244.1.0/24}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-a}
+spec: {capacity: {storage: 5Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /srv/pv-a}, storageClassName: local}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, storageClassName: local}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: rc}}
+    spec: {containers: [{name: c, image: "nginx:1.25"}]}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: quota}
+spec: {hard: {pods: "10", requests.cpu: "4"}}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {name: limits}
+spec: {limits: [{type: Container, default: {cpu: 500m}}]}
+---
+apiVersion: v1
+kind: PodTemplate
+metadata: {name: tpl}
+template:
+  metadata: {labels: {app: tpl}}
+  spec: {containers: [{name: c, image: "busybox:1.36"}]}
+---
+apiVersion: apps/v1
+kind: ControllerRevision
+metadata: {name: rev-1}
+revision: 1
+data: {spec: {template: {}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: hpa2}
+spec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}, maxReplicas: 5}
+---
+apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata: {name: hpa1}
+spec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}, maxReplicas: 4, targetCPUUtilizationPercentage: 70}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: pdb}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: nginx}
+spec: {controller: k8s.io/ingress-nginx}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: site}
+spec:
+  ingressClassName: nginx
+  tls: [{hosts: [shop.example.com], secretName: shop-tls}]
+  rules:
+  - host: shop.example.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abc, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.1.2.3], conditions: {ready: true}}]
+ports: [{name: http, port: 80}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get, list, watch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-reader}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ops-read-nodes}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: node-reader}
+subjects: [{kind: Group, name: ops}]
+---
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: hostpath.csi.k8s.io}
+spec: {}
+---
+apiVersion: storage.k8s.io/v1
+kind: CSINode
+metadata: {name: node-a}
+spec: {drivers: [{name: hostpath.csi.k8s.io, nodeID: node-a}]}
+---
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttachment
+metadata: {name: va-1}
+spec: {attacher: hostpath.csi.k8s.io, nodeName: node-a, source: {persistentVolumeName: pv-a}}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: batch-low}
+value: 100
+description: Batch work.
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: gvisor}
+handler: runsc
+---
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: alice}
+spec: {request: bm90IGEgcmVhbCBDU1I=, signerName: kubernetes.io/kube-apiserver-client, usages: [client auth]}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: policy}
+webhooks:
+- name: policy.example.com
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  clientConfig: {service: {name: policy, namespace: default}}
+  rules: [{apiGroups: [apps], apiVersions: [v1], operations: [CREATE], resources: [deployments]}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: inject}
+webhooks:
+- name: inject.example.com
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  clientConfig: {url: "https://inject.example.com/mutate"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: replicas-limit}
+spec:
+  matchConstraints: {resourceRules: [{apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}]}
+  validations: [{expression: "object.spec.replicas <= 5"}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: replicas-limit}
+spec: {policyName: replicas-limit, validationActions: [Deny]}
+"#;
+
+#[test]
+fn every_other_built_in_type_is_stored_defaulted_and_printed() {
+    let s = Server::start();
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], EVERY_OTHER_TYPE);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert_eq!(
+        o.lines().filter(|l| l.ends_with(" created")).count(),
+        28,
+        "{o}"
+    );
+    // Read back with upstream defaults.
+    assert_eq!(
+        jp(
+            &s,
+            &["pv", "pv-a"],
+            "{.spec.persistentVolumeReclaimPolicy} {.spec.volumeMode} {.status.phase}"
+        ),
+        "Retain Filesystem Pending"
+    );
+    assert_eq!(
+        jp(&s, &["pvc", "claim"], "{.spec.volumeMode} {.status.phase}"),
+        "Filesystem Pending"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["rc", "rc"],
+            "{.spec.selector.app} {.metadata.labels.app} {.spec.template.spec.restartPolicy}"
+        ),
+        "rc rc Always"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["hpa.v2.autoscaling", "hpa2"],
+            "{.spec.minReplicas} {.spec.metrics[0].resource.target.averageUtilization}"
+        ),
+        "1 80"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["csidriver", "hostpath.csi.k8s.io"],
+            "{.spec.attachRequired} {.spec.fsGroupPolicy} {.spec.volumeLifecycleModes}"
+        ),
+        "true ReadWriteOnceWithFSType [\"Persistent\"]"
+    );
+    assert_eq!(
+        jp(&s, &["pc", "batch-low"], "{.preemptionPolicy}"),
+        "PreemptLowerPriority"
+    );
+    assert_eq!(jp(&s, &["validatingwebhookconfiguration", "policy"], "{.webhooks[0].failurePolicy} {.webhooks[0].matchPolicy} {.webhooks[0].timeoutSeconds} {.webhooks[0].rules[0].scope} {.webhooks[0].clientConfig.service.port}"), "Fail Equivalent 10 * 443");
+    assert_eq!(
+        jp(
+            &s,
+            &["mutatingwebhookconfiguration", "inject"],
+            "{.webhooks[0].reinvocationPolicy}"
+        ),
+        "Never"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["validatingadmissionpolicy", "replicas-limit"],
+            "{.spec.failurePolicy} {.spec.matchConstraints.matchPolicy}"
+        ),
+        "Fail Equivalent"
+    );
+    assert_eq!(
+        jp(&s, &["endpointslice", "web-abc"], "{.ports[0].protocol}"),
+        "TCP"
+    );
+    assert_eq!(
+        jp(
+            &s,
+            &["endpoints", "legacy"],
+            "{.subsets[0].ports[0].protocol}"
+        ),
+        "TCP"
+    );
+    // Tables with upstream columns.
+    let header = |what: &[&str]| -> Vec<String> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        s.kubectl_ok(&args)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split("  ")
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        header(&["pv"]),
+        [
+            "NAME",
+            "CAPACITY",
+            "ACCESS MODES",
+            "RECLAIM POLICY",
+            "STATUS",
+            "CLAIM",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "REASON",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        header(&["pvc"]),
+        [
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        header(&["ingress"]),
+        ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    );
+    assert_eq!(
+        header(&["hpa"]),
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        header(&["nodes"]),
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    );
+    assert_eq!(
+        header(&["rc"]),
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+    );
+    let ing = s.kubectl_ok(&["get", "ingress", "site"]);
+    assert!(
+        ing.contains("shop.example.com") && ing.contains("80, 443") && ing.contains("nginx"),
+        "{ing}"
+    );
+    let nodes = s.kubectl_ok(&["get", "nodes"]);
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.starts_with("node-a") && l.contains("NotReady") && l.contains("worker")),
+        "{nodes}"
+    );
+    let pdb = s.kubectl_ok(&["get", "pdb"]);
+    assert!(
+        pdb.lines()
+            .any(|l| l.starts_with("pdb") && l.contains("N/A")),
+        "{pdb}"
+    );
+    // Every one of them is listed under its short name or plural.
+    for (what, name) in [
+        ("ep", "legacy"),
+        ("podtemplates", "tpl"),
+        ("controllerrevisions", "rev-1"),
+        ("quota", "quota"),
+        ("limits", "limits"),
+        ("ingressclasses", "nginx"),
+        ("roles", "pod-reader"),
+        ("clusterroles", "node-reader"),
+        ("clusterrolebindings", "ops-read-nodes"),
+        ("csinodes", "node-a"),
+        ("volumeattachments", "va-1"),
+        ("runtimeclasses", "gvisor"),
+        ("csr", "alice"),
+        ("validatingadmissionpolicybindings", "replicas-limit"),
+    ] {
+        let listed = s.kubectl_ok(&["get", what, "-o", "name"]);
+        assert!(
+            listed.lines().any(|l| l.ends_with(&format!("/{name}"))),
+            "{what}: {listed}"
+        );
+    }
+}
