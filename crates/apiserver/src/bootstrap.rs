@@ -25,6 +25,7 @@ async fn ensure(
         namespace: ns.map(String::from),
         name: None,
         subresource: None,
+        manager: None,
     };
     match rest::create_object(state, &t, obj, false).await {
         Ok(_) => Ok(()),

@@ -41,6 +41,7 @@ pub async fn sweep(state: &AppState, ttl: Duration) -> Result<usize, ApiError> {
             namespace: None,
             name: None,
             subresource: None,
+            manager: None,
         };
         let prefix = rt.key_prefix();
         let everything = Selectors::everything();

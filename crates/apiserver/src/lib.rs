@@ -1,6 +1,7 @@
 //! capstan's Kubernetes API server: TLS serving, authentication, routing, discovery, the
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
+pub mod apply;
 pub mod auth;
 pub mod bootstrap;
 pub mod builtin_defaults;
@@ -19,6 +20,7 @@ pub mod inflight;
 pub mod jsonpath;
 pub mod k8s_fields;
 pub mod list;
+pub mod managed_fields;
 pub mod namespace_lifecycle;
 pub mod object;
 pub mod openapi;

@@ -353,6 +353,7 @@ pub async fn delete_collection(
             namespace: (!ns.is_empty()).then_some(ns),
             name: Some(name.clone()),
             subresource: None,
+            manager: None,
         };
         match rest::delete_object(state, &target, &name, &opts).await {
             Ok((o, _)) => deleted.push(o),

@@ -28,6 +28,7 @@ fn namespace_target(state: &AppState, name: Option<&str>) -> Result<Target, ApiE
         namespace: None,
         name: name.map(String::from),
         subresource: None,
+        manager: None,
     })
 }
 
@@ -71,6 +72,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
                 namespace: Some(ns.clone()),
                 name: None,
                 subresource: None,
+                manager: None,
             };
             let coll = crate::list::collection_prefix(&target);
             let objs = read_page(

@@ -87,6 +87,9 @@ pub async fn patch(
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    if content_type.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml" {
+        return crate::apply::apply(state, t, query, body).await;
+    }
     let name = t
         .name
         .clone()

@@ -357,6 +357,9 @@ pub async fn create_object(
         }
     }
     invalid_or_ok(rt, &obj, None)?;
+    if let Some(manager) = &t.manager {
+        record_fields(state, t, None, &mut obj, manager);
+    }
     let name = object::name(&obj).to_string();
     if rt.namespaced {
         check_namespace_open(state, object::namespace(&obj)).await?;
@@ -543,6 +546,9 @@ pub async fn update_object(
     if !causes.is_empty() {
         return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
     }
+    if let Some(manager) = &t.manager {
+        record_fields(state, t, Some(&old), &mut new, manager);
+    }
     let mut old_cmp = old.clone();
     meta_mut(&mut old_cmp).remove("resourceVersion");
     if old_cmp == new {
@@ -584,6 +590,28 @@ pub async fn update_object(
 }
 
 /// Whether anything but metadata (and status, when it has its own endpoint) changed.
+/// Note in `metadata.managedFields` what `manager` set with this write.
+fn record_fields(
+    state: &AppState,
+    t: &Target,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+) {
+    let openapi = state.openapi();
+    let schema = openapi
+        .schema_for(&t.rt.group, &t.rt.version, &t.rt.kind)
+        .map(|(root, defs)| crate::strategic_merge::Cursor::new(root, defs));
+    crate::managed_fields::record_update(
+        old,
+        new,
+        manager,
+        &t.rt.api_version(),
+        t.subresource.as_deref().unwrap_or(""),
+        schema,
+    );
+}
+
 fn is_core_service(rt: &ResourceType) -> bool {
     rt.group.is_empty() && rt.kind == "Service"
 }

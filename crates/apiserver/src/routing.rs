@@ -19,6 +19,9 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// Who writes (`fieldManager`, else the client's user agent); `None` for the server's
+    /// own writes and for apply, which records ownership itself.
+    pub manager: Option<String>,
 }
 
 enum Route {
@@ -70,18 +73,21 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
                     namespace: Some(ns.to_string()),
                     name: None,
                     subresource: None,
+                    manager: None,
                 },
                 [name] => Target {
                     rt,
                     namespace: Some(ns.to_string()),
                     name: Some(name.to_string()),
                     subresource: None,
+                    manager: None,
                 },
                 [name, sub] => Target {
                     rt,
                     namespace: Some(ns.to_string()),
                     name: Some(name.to_string()),
                     subresource: Some(sub.to_string()),
+                    manager: None,
                 },
                 _ => return Err(ApiError::path_not_found(path)),
             }
@@ -91,6 +97,7 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
             namespace: None,
             name: None,
             subresource: None,
+            manager: None,
         },
         [plural, name, sub @ ..] if sub.len() <= 1 => {
             let rt = find(plural)?;
@@ -103,6 +110,7 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
                 namespace: None,
                 name: Some(name.to_string()),
                 subresource: sub.first().map(|s| s.to_string()),
+                manager: None,
             }
         }
         _ => return Err(ApiError::path_not_found(path)),
@@ -125,6 +133,25 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         }
     }
     Ok(Route::Resource(target))
+}
+
+/// The field manager of a write: `fieldManager`, else the user agent's product name, as
+/// kube-apiserver derives it (`kubectl/v1.33.0 (linux/amd64)` → `kubectl`).
+fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    let ua = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
+    ua.split('/')
+        .next()
+        .unwrap_or(ua)
+        .trim()
+        .chars()
+        .take(128)
+        .collect()
 }
 
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
@@ -175,7 +202,10 @@ pub async fn handle(
                 .into_response()
             };
         }
-        Ok(Route::Resource(t)) => t,
+        Ok(Route::Resource(mut t)) => {
+            t.manager = Some(field_manager(&query, &headers));
+            t
+        }
         Err(e) => return e.into_response(),
     };
     let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));

@@ -37,7 +37,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn property(&self, key: &str) -> Option<(Cursor<'a>, &'a Value)> {
+    pub fn property(&self, key: &str) -> Option<(Cursor<'a>, &'a Value)> {
         let raw = self
             .node
             .get("properties")
@@ -57,7 +57,7 @@ impl<'a> Cursor<'a> {
         ))
     }
 
-    fn items(&self) -> Option<Cursor<'a>> {
+    pub fn items(&self) -> Option<Cursor<'a>> {
         self.node.get("items").map(|i| {
             Cursor {
                 node: i,

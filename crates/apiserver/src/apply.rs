@@ -1,0 +1,314 @@
+//! Server-side apply (`PATCH` with `application/apply-patch+yaml`): merge a manager's
+//! applied configuration by the type's list/map semantics, refuse (or, forced, take over)
+//! values other managers own, and drop fields the manager applied before and omits now.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::managed_fields::{
+    self, fields_of, list_kind, read_entries, remove_at, value_at, write_entries, Entry, FieldSet,
+    ListKind, Path,
+};
+use crate::object;
+use crate::rest::{self, is_dry_run, json_response};
+use crate::routing::Target;
+use crate::status::ApiError;
+use crate::strategic_merge::Cursor;
+use crate::AppState;
+
+/// Merge `config` into `live`: objects field by field (atomic maps replaced), map lists by
+/// their keys, set lists as unions, atomic lists replaced.
+fn merge(live: &mut Value, config: &Value, schema: Option<Cursor>) {
+    let (Some(l), Some(c)) = (live.as_object_mut(), config.as_object()) else {
+        *live = config.clone();
+        return;
+    };
+    for (k, v) in c {
+        let prop = schema.and_then(|s| s.property(k));
+        let atomic_map = prop
+            .and_then(|(_, raw)| raw.get("x-kubernetes-map-type"))
+            .and_then(Value::as_str)
+            == Some("atomic");
+        match (l.get_mut(k), v) {
+            (Some(existing @ Value::Object(_)), Value::Object(_)) if !atomic_map => {
+                merge(existing, v, prop.map(|(c, _)| c));
+            }
+            (Some(Value::Array(existing)), Value::Array(items)) => {
+                let kind = prop
+                    .map(|(_, raw)| list_kind(raw))
+                    .unwrap_or(ListKind::Atomic);
+                let item_schema = prop.and_then(|(c, _)| c.items());
+                match kind {
+                    ListKind::Atomic => *existing = items.clone(),
+                    ListKind::Set => {
+                        for i in items {
+                            if !existing.contains(i) {
+                                existing.push(i.clone());
+                            }
+                        }
+                    }
+                    ListKind::Map(keys) => {
+                        for item in items {
+                            let key = managed_fields::item_key(item, &keys);
+                            match existing
+                                .iter_mut()
+                                .find(|e| managed_fields::item_key(e, &keys) == key)
+                            {
+                                Some(e) => merge(e, item, item_schema),
+                                None => existing.push(item.clone()),
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                l.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// `.spec.template.spec.containers[name="nginx"].image`, as upstream prints a field.
+pub fn display(path: &Path) -> String {
+    let mut out = String::new();
+    for el in path {
+        if let Some(f) = el.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(f);
+        } else if let Some(k) = el.strip_prefix("k:") {
+            let m: serde_json::Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = el.strip_prefix("v:") {
+            out.push_str(&format!("[{v}]"));
+        }
+    }
+    out
+}
+
+/// The 409 upstream answers when applied values collide with other managers' fields.
+fn conflict_error(t: &Target, name: &str, conflicts: &[(String, String, Path)]) -> ApiError {
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|(m, av, p)| format!("conflict with {m:?} using {av}: {}", display(p)))
+        .collect();
+    let n = conflicts.len();
+    let message = if n == 1 {
+        format!("Apply failed with 1 conflict: {}", lines[0])
+    } else {
+        format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
+    };
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(m, av, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?} using {av}"), "field": display(p)}))
+        .collect();
+    ApiError::new(StatusCode::CONFLICT, "Conflict", message).with_details(json!({
+        "name": name, "group": t.rt.group, "kind": t.rt.plural, "causes": causes,
+    }))
+}
+
+fn decode(body: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the apply configuration is not UTF-8"))?;
+    let v: Value = serde_yaml::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the apply configuration must be an object",
+        ));
+    }
+    Ok(v)
+}
+
+pub async fn apply(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let name = t
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("a resource name is required"))?;
+    let manager = query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("PATCH apply requests require a fieldManager"))?;
+    let force = query.get("force").is_some_and(|v| v == "true" || v == "1");
+    let mut config = decode(body)?;
+    let av = t.rt.api_version();
+    for (field, want) in [("apiVersion", av.as_str()), ("kind", t.rt.kind.as_str())] {
+        match config.get(field).and_then(Value::as_str) {
+            Some(x) if x == want => {}
+            Some(x) => return Err(ApiError::bad_request(format!(
+                "the {field} of the apply configuration ({x}) does not match the endpoint ({want})"
+            ))),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be set in the apply configuration"
+                )))
+            }
+        }
+    }
+    match object::meta_str(&config, "name") {
+        Some(n) if n == name => {}
+        None | Some("") => object::set_meta(&mut config, "name", json!(name)),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+    }
+    if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    let openapi = state.openapi();
+    let schema = openapi
+        .schema_for(&t.rt.group, &t.rt.version, &t.rt.kind)
+        .map(|(root, defs)| Cursor::new(root, defs));
+    let applied = fields_of(&config, schema);
+    let subresource = t.subresource.clone().unwrap_or_default();
+    let entry = |fields: FieldSet| Entry {
+        manager: manager.clone(),
+        operation: "Apply".into(),
+        api_version: av.clone(),
+        time: object::now_rfc3339(),
+        subresource: subresource.clone(),
+        fields,
+    };
+    let quiet = Target {
+        manager: None,
+        ..t.clone()
+    };
+    let dry_run = is_dry_run(query);
+    for _ in 0..8 {
+        let live = rest::read(state, &t.rt, t.namespace.as_deref(), &name).await?;
+        let Some((live, live_rev)) = live else {
+            if t.subresource.is_some() {
+                return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
+            }
+            // Applying to nothing creates it, owned by this manager.
+            let mut obj = config.clone();
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            write_entries(&mut obj, &[entry(applied.clone())]);
+            let (created, _) = rest::create_object(state, &quiet, obj, dry_run).await?;
+            return Ok(json_response(StatusCode::CREATED, &created));
+        };
+        if let Some(rv) = object::meta_str(&config, "resourceVersion").filter(|rv| !rv.is_empty()) {
+            if rv != live_rev.to_string() {
+                return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
+            }
+        }
+        let mut entries = read_entries(&live);
+        let previous: FieldSet = entries
+            .iter()
+            .filter(|e| {
+                e.manager == manager && e.operation == "Apply" && e.subresource == subresource
+            })
+            .flat_map(|e| e.fields.iter().cloned())
+            .collect();
+        // Values this apply changes in fields someone else owns.
+        let mut conflicts = Vec::new();
+        for e in entries
+            .iter()
+            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        {
+            for p in e.fields.intersection(&applied) {
+                if p.last().map(String::as_str) == Some(".") {
+                    continue;
+                }
+                if value_at(&live, p) != value_at(&config, p) {
+                    conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+                }
+            }
+        }
+        if !conflicts.is_empty() && !force {
+            return Err(conflict_error(t, &name, &conflicts));
+        }
+        for (m, _, p) in &conflicts {
+            for e in entries.iter_mut().filter(|e| &e.manager == m) {
+                e.fields.remove(p);
+            }
+        }
+        let mut result = live.clone();
+        merge(&mut result, &config, schema);
+        // Fields this manager applied before and leaves out now go, unless others own them.
+        let mut dropped: Vec<&Path> = previous.difference(&applied).collect();
+        dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in dropped {
+            let shared = entries
+                .iter()
+                .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
+            if !shared {
+                remove_at(&mut result, p);
+            }
+        }
+        entries.retain(|e| {
+            !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+        });
+        entries.push(entry(applied.clone()));
+        write_entries(&mut result, &entries);
+        let expected = live_rev;
+        match rest::update_object(state, &quiet, live, live_rev, result, expected, dry_run).await {
+            Ok(obj) => return Ok(json_response(StatusCode::OK, &obj)),
+            Err(e)
+                if e.code == StatusCode::CONFLICT
+                    && e.reason == "Conflict"
+                    && object::meta_str(&config, "resourceVersion").is_none() =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        &t.rt.group,
+        &t.rt.plural,
+        &name,
+        "the object kept changing while being applied; try again",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_print_as_upstream() {
+        let p: Path = vec![
+            "f:spec".into(),
+            "f:containers".into(),
+            "k:{\"name\":\"nginx\"}".into(),
+            "f:image".into(),
+        ];
+        assert_eq!(display(&p), ".spec.containers[name=\"nginx\"].image");
+        assert_eq!(display(&vec!["f:data".into(), "f:a".into()]), ".data.a");
+    }
+
+    #[test]
+    fn merge_follows_list_semantics() {
+        let defs = json!({"S": {"properties": {
+            "m": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object"}},
+            "s": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "a": {"type": "array", "items": {"type": "string"}}}}});
+        let defs = defs.as_object().unwrap().clone();
+        let root = json!({"$ref": "#/components/schemas/S"});
+        let c = Cursor::new(&root, &defs);
+        let mut live = json!({"m": [{"name": "x", "v": 1, "w": 2}], "s": ["a"], "a": ["1", "2"], "keep": true});
+        merge(
+            &mut live,
+            &json!({"m": [{"name": "x", "v": 9}, {"name": "y"}], "s": ["b"], "a": ["3"]}),
+            Some(c),
+        );
+        assert_eq!(
+            live,
+            json!({"m": [{"name": "x", "v": 9, "w": 2}, {"name": "y"}], "s": ["a", "b"], "a": ["3"], "keep": true})
+        );
+    }
+}
