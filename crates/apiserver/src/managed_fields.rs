@@ -460,7 +460,7 @@ mod tests {
         let entries = read_entries(&second);
         assert_eq!(
             entries.len(),
-            0 + 1,
+            1,
             "alice lost everything and drops out: {entries:?}"
         );
         assert_eq!(entries[0].manager, "bob");
