@@ -123,6 +123,67 @@ fn decode(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A conflict: the other manager, its API version, the field.
+pub type Conflict = (String, String, Path);
+
+/// The pure core of apply: `live` (with its managedFields) after `entry.manager` applies
+/// `config` (whose fields are `applied`), or the conflicts that stop it.
+pub fn apply_config(
+    live: &Value,
+    config: &Value,
+    applied: &FieldSet,
+    entry: &Entry,
+    force: bool,
+    schema: Option<Cursor>,
+) -> Result<Value, Vec<Conflict>> {
+    let manager = &entry.manager;
+    let subresource = &entry.subresource;
+    let mine = |e: &Entry| {
+        &e.manager == manager && e.operation == "Apply" && &e.subresource == subresource
+    };
+    let mut entries = read_entries(live);
+    let previous: FieldSet = entries
+        .iter()
+        .filter(|e| mine(e))
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
+    // Values this apply changes in fields someone else owns.
+    let mut conflicts = Vec::new();
+    for e in entries.iter().filter(|e| !mine(e)) {
+        for p in e.fields.intersection(applied) {
+            if p.last().map(String::as_str) == Some(".") {
+                continue;
+            }
+            if value_at(live, p) != value_at(config, p) {
+                conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflicts);
+    }
+    for (m, _, p) in &conflicts {
+        for e in entries.iter_mut().filter(|e| &e.manager == m) {
+            e.fields.remove(p);
+        }
+    }
+    let mut result = live.clone();
+    merge(&mut result, config, schema);
+    // Fields this manager applied before and leaves out now go, unless others own them.
+    let mut dropped: Vec<&Path> = previous.difference(applied).collect();
+    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in dropped {
+        let shared = entries.iter().any(|e| !mine(e) && e.fields.contains(p));
+        if !shared {
+            remove_at(&mut result, p);
+        }
+    }
+    entries.retain(|e| !mine(e));
+    entries.push(entry.clone());
+    write_entries(&mut result, &entries);
+    Ok(result)
+}
+
 pub async fn apply(
     state: &AppState,
     t: &Target,
@@ -144,9 +205,11 @@ pub async fn apply(
     for (field, want) in [("apiVersion", av.as_str()), ("kind", t.rt.kind.as_str())] {
         match config.get(field).and_then(Value::as_str) {
             Some(x) if x == want => {}
-            Some(x) => return Err(ApiError::bad_request(format!(
+            Some(x) => {
+                return Err(ApiError::bad_request(format!(
                 "the {field} of the apply configuration ({x}) does not match the endpoint ({want})"
-            ))),
+            )))
+            }
             None => {
                 return Err(ApiError::bad_request(format!(
                     "{field} must be set in the apply configuration"
@@ -205,55 +268,17 @@ pub async fn apply(
                 return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
             }
         }
-        let mut entries = read_entries(&live);
-        let previous: FieldSet = entries
-            .iter()
-            .filter(|e| {
-                e.manager == manager && e.operation == "Apply" && e.subresource == subresource
-            })
-            .flat_map(|e| e.fields.iter().cloned())
-            .collect();
-        // Values this apply changes in fields someone else owns.
-        let mut conflicts = Vec::new();
-        for e in entries
-            .iter()
-            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
-        {
-            for p in e.fields.intersection(&applied) {
-                if p.last().map(String::as_str) == Some(".") {
-                    continue;
-                }
-                if value_at(&live, p) != value_at(&config, p) {
-                    conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
-                }
-            }
-        }
-        if !conflicts.is_empty() && !force {
-            return Err(conflict_error(t, &name, &conflicts));
-        }
-        for (m, _, p) in &conflicts {
-            for e in entries.iter_mut().filter(|e| &e.manager == m) {
-                e.fields.remove(p);
-            }
-        }
-        let mut result = live.clone();
-        merge(&mut result, &config, schema);
-        // Fields this manager applied before and leaves out now go, unless others own them.
-        let mut dropped: Vec<&Path> = previous.difference(&applied).collect();
-        dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in dropped {
-            let shared = entries
-                .iter()
-                .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
-            if !shared {
-                remove_at(&mut result, p);
-            }
-        }
-        entries.retain(|e| {
-            !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
-        });
-        entries.push(entry(applied.clone()));
-        write_entries(&mut result, &entries);
+        let result = match apply_config(
+            &live,
+            &config,
+            &applied,
+            &entry(applied.clone()),
+            force,
+            schema,
+        ) {
+            Ok(r) => r,
+            Err(conflicts) => return Err(conflict_error(t, &name, &conflicts)),
+        };
         let expected = live_rev;
         match rest::update_object(state, &quiet, live, live_rev, result, expected, dry_run).await {
             Ok(obj) => return Ok(json_response(StatusCode::OK, &obj)),
@@ -310,5 +335,115 @@ mod tests {
             live,
             json!({"m": [{"name": "x", "v": 9, "w": 2}, {"name": "y"}], "s": ["a", "b"], "a": ["3"], "keep": true})
         );
+    }
+}
+
+#[cfg(test)]
+mod ownership_properties {
+    //! Random sequences of applies by two managers on a schema with atomic, set and map
+    //! lists: every field is owned by someone, and no manager loses a field it still applies.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn schema() -> (Value, serde_json::Map<String, Value>) {
+        let defs = json!({"S": {"properties": {
+            "a": {"type": "integer"},
+            "b": {"type": "integer"},
+            "atomic": {"type": "array", "items": {"type": "string"}},
+            "set": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "map": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                    "items": {"type": "object", "properties": {"name": {"type": "string"}, "v": {"type": "integer"}}}}
+        }}});
+        (
+            json!({"$ref": "#/components/schemas/S"}),
+            defs.as_object().unwrap().clone(),
+        )
+    }
+
+    fn config() -> impl Strategy<Value = Value> {
+        (
+            proptest::option::of(0..3i64),
+            proptest::option::of(0..3i64),
+            proptest::option::of(proptest::collection::vec("[xyz]", 0..3)),
+            proptest::option::of(proptest::collection::btree_set("[xyz]", 0..3)),
+            proptest::option::of(proptest::collection::btree_map("[pq]", 0..3i64, 0..3)),
+        )
+            .prop_map(|(a, b, atomic, set, map)| {
+                let mut c = json!({"metadata": {"name": "o"}});
+                if let Some(a) = a {
+                    c["a"] = json!(a);
+                }
+                if let Some(b) = b {
+                    c["b"] = json!(b);
+                }
+                if let Some(x) = atomic {
+                    c["atomic"] = json!(x);
+                }
+                if let Some(s) = set {
+                    c["set"] = json!(s.into_iter().collect::<Vec<_>>());
+                }
+                if let Some(m) = map {
+                    c["map"] = json!(m
+                        .into_iter()
+                        .map(|(n, v)| json!({"name": n, "v": v}))
+                        .collect::<Vec<_>>());
+                }
+                c
+            })
+    }
+
+    fn owned(obj: &Value, manager: &str) -> FieldSet {
+        read_entries(obj)
+            .into_iter()
+            .filter(|e| e.manager == manager)
+            .flat_map(|e| e.fields)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn ownership_invariants_hold(steps in proptest::collection::vec((any::<bool>(), any::<bool>(), config()), 1..12)) {
+            let (root, defs) = schema();
+            let c = Cursor::new(&root, &defs);
+            let mut obj = json!({"metadata": {"name": "o"}});
+            let mut last: [Option<FieldSet>; 2] = [None, None];
+            for (second, force, cfg) in steps {
+                let (me, other) = if second { ("b", 0) } else { ("a", 1) };
+                let applied = fields_of(&cfg, Some(c));
+                let entry = Entry { manager: me.into(), operation: "Apply".into(), api_version: "v1".into(), time: String::new(), subresource: String::new(), fields: applied.clone() };
+                match apply_config(&obj, &cfg, &applied, &entry, force, Some(c)) {
+                    Ok(next) => {
+                        // The applier owns exactly what it applied, and the values are its.
+                        prop_assert_eq!(owned(&next, me), applied.clone());
+                        for p in &applied {
+                            prop_assert_eq!(value_at(&next, p), value_at(&cfg, p), "value of {:?}", p);
+                        }
+                        // The other manager keeps what it still applies, except what was forced away.
+                        if let Some(prev) = &last[other] {
+                            let kept = owned(&next, if second { "a" } else { "b" });
+                            for p in prev {
+                                let taken = force && value_at(&obj, p) != value_at(&cfg, p) && applied.contains(p);
+                                prop_assert!(kept.contains(p) || taken, "{:?} lost {:?}", other, p);
+                            }
+                            last[other] = Some(kept);
+                        }
+                        last[if second { 1 } else { 0 }] = Some(applied);
+                        obj = next;
+                    }
+                    Err(conflicts) => {
+                        prop_assert!(!force);
+                        prop_assert!(!conflicts.is_empty());
+                    }
+                }
+                // Every field of the object is owned by at least one manager.
+                let mut body = obj.clone();
+                body.as_object_mut().unwrap().remove("metadata");
+                let all: FieldSet = owned(&obj, "a").union(&owned(&obj, "b")).cloned().collect();
+                for p in fields_of(&body, Some(c)) {
+                    prop_assert!(all.contains(&p), "{:?} is owned by nobody in {}", p, obj);
+                }
+            }
+        }
     }
 }

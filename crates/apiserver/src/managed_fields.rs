@@ -60,11 +60,16 @@ fn atomic_map(raw: Option<&Value>) -> bool {
         == Some("atomic")
 }
 
-/// The `k:` key of a map-list item.
+/// The `k:` key of a map-list item. A missing `protocol` key is its schema default, TCP,
+/// as structured-merge-diff fills defaulted key fields (ports lists key on it).
 pub fn item_key(item: &Value, keys: &[String]) -> String {
     let m: Map<String, Value> = keys
         .iter()
-        .filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone())))
+        .filter_map(|k| match item.get(k) {
+            Some(v) => Some((k.clone(), v.clone())),
+            None if k == "protocol" => Some((k.clone(), json!("TCP"))),
+            None => None,
+        })
         .collect();
     format!("k:{}", Value::Object(m))
 }
@@ -192,6 +197,14 @@ pub fn from_fields_v1(v: &Value) -> FieldSet {
     out
 }
 
+/// Whether a list item has the key fields of a `k:` element (missing protocol = TCP).
+fn item_matches(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| match item.get(k) {
+        Some(x) => x == v,
+        None => k == "protocol" && v == "TCP",
+    })
+}
+
 /// The value at a field path, if present.
 pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = obj;
@@ -206,7 +219,7 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur
                 .as_array()?
                 .iter()
-                .find(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
+                .find(|item| item_matches(item, &key))?;
         } else if let Some(val) = el.strip_prefix("v:") {
             let want: Value = serde_json::from_str(val).ok()?;
             cur = cur.as_array()?.iter().find(|x| **x == want)?;
@@ -239,7 +252,7 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
             serde_json::from_str::<Map<String, Value>>(k),
             parent.as_array_mut(),
         ) {
-            list.retain(|item| !key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
+            list.retain(|item| !item_matches(item, &key));
         }
     } else if let Some(val) = last.strip_prefix("v:") {
         if let (Ok(want), Some(list)) = (serde_json::from_str::<Value>(val), parent.as_array_mut())
@@ -262,7 +275,7 @@ fn value_at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value
             cur = cur
                 .as_array_mut()?
                 .iter_mut()
-                .find(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
+                .find(|item| item_matches(item, &key))?;
         } else {
             return None;
         }
@@ -354,6 +367,14 @@ pub fn record_update(
     subresource: &str,
     schema: Option<Cursor>,
 ) {
+    // A client that rewrites managedFields itself (kubectl's client-side-apply upgrade
+    // does, with a JSON patch) gets what it wrote, as upstream honours it.
+    let sent = new.pointer("/metadata/managedFields");
+    if let (Some(sent), Some(old)) = (sent, old) {
+        if Some(sent) != old.pointer("/metadata/managedFields") {
+            return;
+        }
+    }
     let mut entries = old.map(read_entries).unwrap_or_default();
     let (set, gone) = match old {
         Some(o) => changed(o, new, schema),
