@@ -460,7 +460,12 @@ pub async fn update_object(
     }
     if t.subresource.as_deref() == Some("status") {
         let status = new.get("status").cloned();
+        // Ownership travels with a status write (apply computes it before it gets here).
+        let managed = new.pointer("/metadata/managedFields").cloned();
         new = old.clone();
+        if let Some(m) = managed {
+            set_meta(&mut new, "managedFields", m);
+        }
         match status {
             Some(s) => new["status"] = s,
             None => {

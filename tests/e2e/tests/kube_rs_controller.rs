@@ -168,3 +168,81 @@ async fn a_kube_rs_controller_converges_status() {
     );
     controller.abort();
 }
+
+/// Server-side apply from both sides: the user applies spec, the controller applies only
+/// status through `/status`; neither conflicts with the other and each owns its own part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_applies_status_while_the_user_applies_spec() {
+    let s = Server::start();
+    let c = client(&s).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    crds.create(&PostParams::default(), &Echo::crd())
+        .await
+        .expect("create CRD");
+    eventually("Established", async || {
+        let crd = crds.get(Echo::crd_name()).await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let echoes: Api<Echo> = Api::namespaced(c.clone(), "default");
+    let user = PatchParams::apply("user");
+    let spec = json!({"apiVersion": "demo.capstan.dev/v1", "kind": "Echo", "metadata": {"name": "e"}, "spec": {"message": "hi", "times": 2}});
+    let e = echoes
+        .patch("e", &user, &Patch::Apply(&spec))
+        .await
+        .expect("apply spec (creates)");
+    assert_eq!(e.spec.message, "hi");
+    let controller = PatchParams::apply("echo-controller").force();
+    let status = json!({"apiVersion": "demo.capstan.dev/v1", "kind": "Echo", "status": {"echoed": "hihi", "observedGeneration": 1}});
+    let e = echoes
+        .patch_status("e", &controller, &Patch::Apply(&status))
+        .await
+        .expect("apply status");
+    assert_eq!(e.status.as_ref().unwrap().echoed, "hihi");
+    assert_eq!(e.spec.message, "hi", "a status apply leaves spec alone");
+    // The user changes spec: no conflict with the controller's fields.
+    let spec2 = json!({"apiVersion": "demo.capstan.dev/v1", "kind": "Echo", "metadata": {"name": "e"}, "spec": {"message": "yo", "times": 2}});
+    let e = echoes
+        .patch("e", &user, &Patch::Apply(&spec2))
+        .await
+        .expect("re-apply spec");
+    assert_eq!(e.status.as_ref().unwrap().echoed, "hihi");
+    let mf = e.metadata.managed_fields.clone().unwrap_or_default();
+    let find = |m: &str| {
+        mf.iter()
+            .find(|f| f.manager.as_deref() == Some(m))
+            .cloned()
+            .unwrap()
+    };
+    let u = find("user");
+    assert_eq!(u.operation.as_deref(), Some("Apply"));
+    assert_eq!(u.subresource, None);
+    let uf = serde_json::to_value(&u.fields_v1).unwrap();
+    assert!(
+        uf.get("f:spec").is_some() && uf.get("f:status").is_none(),
+        "{uf}"
+    );
+    let ctl = find("echo-controller");
+    assert_eq!(ctl.subresource.as_deref(), Some("status"));
+    let cf = serde_json::to_value(&ctl.fields_v1).unwrap();
+    assert!(
+        cf.get("f:status").is_some() && cf.get("f:spec").is_none(),
+        "{cf}"
+    );
+    // The controller re-applies a new status without force: still no conflict.
+    let status2 = json!({"apiVersion": "demo.capstan.dev/v1", "kind": "Echo", "status": {"echoed": "yoyo", "observedGeneration": 2}});
+    let e = echoes
+        .patch_status(
+            "e",
+            &PatchParams::apply("echo-controller"),
+            &Patch::Apply(&status2),
+        )
+        .await
+        .expect("re-apply status");
+    assert_eq!(e.status.unwrap().echoed, "yoyo");
+    assert_eq!(e.spec.message, "yo");
+}
