@@ -656,9 +656,31 @@ async fn create_service(
 ) -> Result<(Value, i64), ApiError> {
     let name = object::name(&obj).to_string();
     let owner = format!("{}/{name}", object::namespace(&obj));
-    for _ in 0..32 {
+    // First try blind; after a clash, pick among what the store says is free.
+    let mut taken = std::collections::BTreeSet::new();
+    for attempt in 0..32 {
+        if attempt > 0 {
+            taken.clear();
+            for prefix in service_alloc::PREFIXES {
+                let mut req = capstan_store::RangeRequest::new(capstan_store::KeyRange::prefix(
+                    Bytes::from_static(prefix.as_bytes()),
+                ));
+                req.keys_only = true;
+                let held = state.store.range(req).await?;
+                taken.extend(
+                    held.kvs
+                        .iter()
+                        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned()),
+                );
+            }
+        }
         let mut candidate = obj.clone();
-        let chosen = service_alloc::assign(&state.service_ranges, &mut candidate);
+        let chosen = service_alloc::assign_avoiding(&state.service_ranges, &mut candidate, &taken);
+        if chosen.full {
+            return Err(ApiError::internal(
+                "failed to allocate a ClusterIP or NodePort: range is full",
+            ));
+        }
         let txn = Txn::new().when(Bytes::from(k.to_string()), 0).put(
             Bytes::from(k.to_string()),
             encode_as_stored(rt, &candidate)?,

@@ -73,14 +73,27 @@ impl Ranges {
         Ipv4Addr::from(self.net + 1)
     }
 
-    /// A random address, never the network, broadcast, or the `kubernetes` one.
-    fn random_ip(&self) -> Ipv4Addr {
-        let n = rand::rng().random_range(2..self.size() - 1);
-        Ipv4Addr::from(self.net + n)
+    /// A free address from a random start, never the network, broadcast, or the
+    /// `kubernetes` one; `None` when every one is taken.
+    fn pick_ip(&self, taken: &BTreeSet<String>) -> Option<Ipv4Addr> {
+        let usable = self.size().saturating_sub(3);
+        if usable == 0 {
+            return None;
+        }
+        let start = rand::rng().random_range(0..usable);
+        (0..usable)
+            .map(|i| Ipv4Addr::from(self.net + 2 + (start + i) % usable))
+            .find(|ip| !taken.contains(&format!("{IP_PREFIX}{ip}")))
     }
 
-    fn random_port(&self) -> u16 {
-        rand::rng().random_range(self.ports.0..=self.ports.1)
+    /// A free port from a random start; `None` when every one is taken.
+    fn pick_port(&self, taken: &BTreeSet<String>, also: &BTreeSet<i64>) -> Option<i64> {
+        let lo = i64::from(self.ports.0);
+        let span = i64::from(self.ports.1) - lo + 1;
+        let start = rand::rng().random_range(0..span);
+        (0..span)
+            .map(|i| lo + (start + i) % span)
+            .find(|p| !also.contains(p) && !taken.contains(&format!("{PORT_PREFIX}{p}")))
     }
 }
 
@@ -113,10 +126,20 @@ pub fn held(obj: &Value) -> BTreeSet<String> {
 #[derive(Default, Debug)]
 pub struct Chosen {
     pub keys: BTreeSet<String>,
+    /// A range had no free address or port left.
+    pub full: bool,
 }
 
-/// Fill in a ClusterIP and NodePorts where the Service asks for them and names none.
+/// Where allocation keys live (to list what is taken).
+pub const PREFIXES: [&str; 2] = [IP_PREFIX, PORT_PREFIX];
+
+/// Fill in a ClusterIP and NodePorts where the Service asks for them and names none,
+/// avoiding `taken` keys. `full` is set when a range has nothing left.
 pub fn assign(r: &Ranges, obj: &mut Value) -> Chosen {
+    assign_avoiding(r, obj, &BTreeSet::new())
+}
+
+pub fn assign_avoiding(r: &Ranges, obj: &mut Value, taken: &BTreeSet<String>) -> Chosen {
     let mut chosen = Chosen::default();
     let ty = obj
         .pointer("/spec/type")
@@ -133,10 +156,18 @@ pub fn assign(r: &Ranges, obj: &mut Value) -> Chosen {
             .unwrap_or("")
             .to_string();
         let ip = if ip.is_empty() {
-            let picked = r.random_ip().to_string();
-            chosen.keys.insert(format!("{IP_PREFIX}{picked}"));
-            spec["clusterIP"] = json!(picked);
-            picked
+            match r.pick_ip(taken) {
+                Some(picked) => {
+                    let picked = picked.to_string();
+                    chosen.keys.insert(format!("{IP_PREFIX}{picked}"));
+                    spec["clusterIP"] = json!(picked);
+                    picked
+                }
+                None => {
+                    chosen.full = true;
+                    return chosen;
+                }
+            }
         } else {
             ip
         };
@@ -164,10 +195,10 @@ pub fn assign(r: &Ranges, obj: &mut Value) -> Chosen {
             }
             for p in ports.iter_mut() {
                 if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) == 0 {
-                    let mut n = i64::from(r.random_port());
-                    while used.contains(&n) {
-                        n = i64::from(r.random_port());
-                    }
+                    let Some(n) = r.pick_port(taken, &used) else {
+                        chosen.full = true;
+                        return chosen;
+                    };
                     used.insert(n);
                     chosen.keys.insert(format!("{PORT_PREFIX}{n}"));
                     p["nodePort"] = json!(n);
@@ -324,6 +355,23 @@ mod tests {
             json!({"spec": {"clusterIP": "192.168.1.1", "ports": [{"port": 1, "nodePort": 80}]}});
         let causes = range_causes(&r, &out);
         assert_eq!(causes.len(), 2, "{causes:?}");
+    }
+
+    #[test]
+    fn picks_around_what_is_taken_and_says_when_full() {
+        let r = Ranges::parse("10.0.0.0/29", "30000-30001").unwrap();
+        // 8 addresses: network, .1 (kubernetes), broadcast are never handed out: 5 usable.
+        let mut taken: BTreeSet<String> =
+            (2..6).map(|i| format!("{IP_PREFIX}10.0.0.{i}")).collect();
+        taken.insert(format!("{PORT_PREFIX}30000"));
+        let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        let c = assign_avoiding(&r, &mut svc, &taken);
+        assert!(!c.full);
+        assert_eq!(svc["spec"]["clusterIP"], "10.0.0.6");
+        assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30001);
+        taken.insert(format!("{IP_PREFIX}10.0.0.6"));
+        let mut svc = json!({"spec": {"ports": [{"port": 80}]}});
+        assert!(assign_avoiding(&r, &mut svc, &taken).full);
     }
 
     #[test]

@@ -148,7 +148,15 @@ fn two_managers_share_a_deployment() {
         e.contains("conflict with") && e.contains(".spec.replicas"),
         "{e}"
     );
-    // Without replicas in the manifest the apply succeeds and leaves them alone.
+    // --force-conflicts takes replicas back from the scaler...
+    let (ok, _, e) = ssa(&s, DEPLOY, &["--force-conflicts"]);
+    assert!(ok, "{e}");
+    assert_eq!(
+        s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    s.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
+    // ...and without replicas in the manifest the apply succeeds and leaves them alone.
     let (ok, _, e) = ssa(
         &s,
         &DEPLOY
