@@ -237,8 +237,52 @@ fn pod_on_create(obj: &mut Value) {
             }
         }
     }
+    service_account_token(spec);
     let qos = qos_class(spec);
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's projected API-access volume (token, cluster CA,
+/// namespace), mounted into every container, unless the pod opts out or mounts one itself.
+fn service_account_token(spec: &mut Value) {
+    if spec.get("automountServiceAccountToken") == Some(&json!(false)) {
+        return;
+    }
+    let mounted = ["containers", "initContainers"].iter().any(|k| {
+        spec.get(*k).and_then(Value::as_array).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("volumeMounts")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ms| {
+                        ms.iter().any(|m| {
+                            m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT)
+                        })
+                    })
+            })
+        })
+    });
+    if mounted {
+        return;
+    }
+    let name = format!("kube-api-access-{}", crate::defaults::random_suffix());
+    default(spec, "volumes", json!([]));
+    if let Some(vols) = spec["volumes"].as_array_mut() {
+        vols.push(json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]}}));
+    }
+    for key in ["containers", "initContainers"] {
+        each(spec, key, |c| {
+            default(c, "volumeMounts", json!([]));
+            if let Some(ms) = c["volumeMounts"].as_array_mut() {
+                ms.push(json!({"name": name, "readOnly": true, "mountPath": TOKEN_MOUNT}));
+            }
+        });
+    }
 }
 
 fn template(obj: &mut Value, pointer: &str) {
