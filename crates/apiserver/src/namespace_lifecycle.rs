@@ -66,7 +66,14 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
     {
         let ns = crate::object::name(ns_obj).to_string();
         let mut remaining = 0usize;
-        for rt in state.registry.all().iter().filter(|rt| rt.namespaced) {
+        // Several versions of a type share one storage prefix: sweep each prefix once.
+        let mut swept = std::collections::HashSet::new();
+        for rt in state
+            .registry
+            .all()
+            .iter()
+            .filter(|rt| rt.namespaced && swept.insert(rt.key_prefix()))
+        {
             let target = Target {
                 rt: rt.clone(),
                 namespace: Some(ns.clone()),
