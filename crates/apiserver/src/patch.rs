@@ -102,10 +102,7 @@ pub async fn patch(
     })?;
     // Retry on conflict unless the patch itself pins a resourceVersion.
     for _ in 0..8 {
-        let Some((old, old_rev)) = rest::read(state, &t.rt, t.namespace.as_deref(), &name).await?
-        else {
-            return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
-        };
+        let (old, old_rev) = rest::read_existing(state, t, &name).await?;
         let mut doc = old.clone();
         let openapi = state.openapi();
         let schema = openapi

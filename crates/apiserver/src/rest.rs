@@ -174,6 +174,17 @@ pub async fn read(
     }
 }
 
+/// The named object of the target with its mod revision, or a 404 naming it.
+pub async fn read_existing(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+) -> Result<(Value, i64), ApiError> {
+    read(state, &t.rt, t.namespace.as_deref(), name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))
+}
+
 fn require_name(t: &Target) -> Result<&str, ApiError> {
     t.name
         .as_deref()
@@ -417,9 +428,7 @@ pub async fn update(
         }
     }
     check_namespace(t, &mut obj)?;
-    let Some((old, old_rev)) = read(state, &t.rt, t.namespace.as_deref(), &name).await? else {
-        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &name));
-    };
+    let (old, old_rev) = read_existing(state, t, &name).await?;
     let expected = match object::meta_str(&obj, "resourceVersion") {
         None | Some("") => old_rev,
         Some(rv) => rv.parse::<i64>().map_err(|_| {

@@ -101,10 +101,8 @@ fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
 pub async fn get(state: &AppState, t: &Target) -> Result<Response, ApiError> {
     let p = paths(t)?;
     let name = t.name.as_deref().unwrap_or("");
-    match rest::read(state, &t.rt, t.namespace.as_deref(), name).await? {
-        Some((obj, _)) => Ok(json_response(StatusCode::OK, &to_scale(p, &obj))),
-        None => Err(ApiError::not_found(&t.rt.group, &t.rt.plural, name)),
-    }
+    let (obj, _) = rest::read_existing(state, t, name).await?;
+    Ok(json_response(StatusCode::OK, &to_scale(p, &obj)))
 }
 
 /// Write a Scale (from PUT, or PATCH applied to the current Scale) back to the object.
@@ -161,9 +159,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let scale = rest::decode_body(content_type, body)?;
     let name = t.name.as_deref().unwrap_or("");
-    let Some((old, old_rev)) = rest::read(state, &t.rt, t.namespace.as_deref(), name).await? else {
-        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, name));
-    };
+    let (old, old_rev) = rest::read_existing(state, t, name).await?;
     write(state, t, query, old, old_rev, scale).await
 }
 
@@ -176,9 +172,7 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let p = paths(t)?;
     let name = t.name.as_deref().unwrap_or("");
-    let Some((old, old_rev)) = rest::read(state, &t.rt, t.namespace.as_deref(), name).await? else {
-        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, name));
-    };
+    let (old, old_rev) = rest::read_existing(state, t, name).await?;
     let mut scale = to_scale(p, &old);
     crate::patch::apply_to(&mut scale, content_type, body, true)?;
     write(state, t, query, old, old_rev, scale).await
