@@ -201,6 +201,8 @@ pub async fn apply(
         .ok_or_else(|| ApiError::bad_request("PATCH apply requests require a fieldManager"))?;
     let force = query.get("force").is_some_and(|v| v == "true" || v == "1");
     let mut config = decode(body)?;
+    rest::check_shape(&config)?;
+    let mode = crate::field_validation::mode(query)?;
     let av = t.rt.api_version();
     for (field, want) in [("apiVersion", av.as_str()), ("kind", t.rt.kind.as_str())] {
         match config.get(field).and_then(Value::as_str) {
@@ -259,6 +261,7 @@ pub async fn apply(
             if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
+            crate::field_validation::check(state, &t.rt, &mut obj, mode)?;
             write_entries(&mut obj, &[entry(applied.clone())]);
             let (created, _) = rest::create_object(state, &quiet, obj, dry_run).await?;
             return Ok(json_response(StatusCode::CREATED, &created));
@@ -268,7 +271,7 @@ pub async fn apply(
                 return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
             }
         }
-        let result = match apply_config(
+        let mut result = match apply_config(
             &live,
             &config,
             &applied,
@@ -279,6 +282,7 @@ pub async fn apply(
             Ok(r) => r,
             Err(conflicts) => return Err(conflict_error(t, &name, &conflicts)),
         };
+        crate::field_validation::check(state, &t.rt, &mut result, mode)?;
         let expected = live_rev;
         match rest::update_object(state, &quiet, live, live_rev, result, expected, dry_run).await {
             Ok(obj) => return Ok(json_response(StatusCode::OK, &obj)),

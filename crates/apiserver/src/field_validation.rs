@@ -57,9 +57,38 @@ fn walk(
     value: &mut Value,
     path: &str,
     unknown: &mut Vec<String>,
+    wrong: &mut Vec<String>,
 ) {
     let schema = resolve(schema, defs);
     if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    // An object or list where the type has the other shape cannot be decoded at all (what
+    // upstream's JSON decoding refuses); everything after relies on the shape.
+    let want = schema.get("type").and_then(Value::as_str);
+    let got = match value {
+        Value::Object(_) => "object",
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Null => "null",
+    };
+    // Free-form JSON (`default`, RawExtension) is typed object without properties: any
+    // shape goes there.
+    let structured = match want {
+        Some("object") => {
+            schema.get("properties").is_some() || schema.get("additionalProperties").is_some()
+        }
+        Some("array") => schema.get("items").is_some(),
+        _ => false,
+    };
+    if structured && want != Some(got) && got != "null" {
+        let field = if path.is_empty() { "the object" } else { path };
+        wrong.push(format!(
+            "cannot unmarshal {got} into field {field} of type {}",
+            want.unwrap_or("")
+        ));
         return;
     }
     match value {
@@ -84,7 +113,7 @@ fn walk(
                 match child_schema {
                     Some(cs) => {
                         if let Some(v) = obj.get_mut(&k) {
-                            walk(cs, defs, v, &child_path, unknown);
+                            walk(cs, defs, v, &child_path, unknown, wrong);
                         }
                     }
                     None if additional == Some(&Value::Bool(true)) => {}
@@ -98,7 +127,14 @@ fn walk(
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
                 for (i, v) in items.iter_mut().enumerate() {
-                    walk(item_schema, defs, v, &format!("{path}[{i}]"), unknown);
+                    walk(
+                        item_schema,
+                        defs,
+                        v,
+                        &format!("{path}[{i}]"),
+                        unknown,
+                        wrong,
+                    );
                 }
             }
         }
@@ -142,7 +178,18 @@ pub fn check(
         return Ok(vec![]);
     };
     let mut unknown = Vec::new();
-    walk(schema, defs, obj, "", &mut unknown);
+    let mut wrong = Vec::new();
+    walk(schema, defs, obj, "", &mut unknown, &mut wrong);
+    if !wrong.is_empty() {
+        // Whatever fieldValidation says: this body cannot be an object of the type.
+        return Err(ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {}",
+            rt.kind,
+            rt.version,
+            rt.kind,
+            wrong.join(", ")
+        )));
+    }
     verdict(
         unknown
             .iter()

@@ -164,11 +164,12 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for el in path {
-            cur = cur
-                .entry(el.clone())
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("inserted an object");
+            let next = cur.entry(el.clone()).or_insert_with(|| json!({}));
+            if !next.is_object() {
+                *next = json!({});
+            }
+            let Value::Object(m) = next else { break };
+            cur = m;
         }
     }
     Value::Object(root)
