@@ -503,7 +503,11 @@ fn service_addresses_and_ports_are_never_handed_out_twice() {
     assert!(out.status.success(), "released on delete: {:?}", text(&out));
     // The address of a Service does not change on update (to an address other than its
     // own: patching in the same value is a no-op and succeeds, as upstream).
-    let other = if taken_ip == "10.200.0.62" { "10.200.0.61" } else { "10.200.0.62" };
+    let other = if taken_ip == "10.200.0.62" {
+        "10.200.0.61"
+    } else {
+        "10.200.0.62"
+    };
     let out = s.kubectl(&[
         "patch",
         "svc",
