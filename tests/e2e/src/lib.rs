@@ -150,6 +150,22 @@ impl Server {
             .expect("run kubectl")
     }
 
+    /// Start a long-running kubectl whose stdout lines are collected as they arrive, so a
+    /// test waits for what it expects instead of sleeping.
+    pub fn kubectl_follow(&self, args: &[&str]) -> Follow {
+        let mut child = self.kubectl_spawn(args);
+        let stdout = child.stdout.take().expect("kubectl stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Follow { child, lines }
+    }
+
     /// SIGKILL the server, keeping its data dir.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -175,4 +191,40 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A running kubectl and the stdout lines it has printed so far.
+pub struct Follow {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Follow {
+    /// Wait up to `within` until a printed line satisfies `pred`; panics with everything
+    /// printed so far if none does.
+    pub fn wait_for_line(&self, what: &str, within: Duration, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.lines().iter().any(|l| pred(l)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl printed no line with {what} within {within:?}:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -312,24 +312,15 @@ fn a_crd_gives_a_full_api_at_once() {
     );
 
     // Watch sees changes to custom resources.
-    let mut watch = s.kubectl_spawn(&[
-        "get",
-        "webapps",
-        "-w",
-        "--output-watch-events",
-        "--request-timeout=5s",
-    ]);
-    std::thread::sleep(Duration::from_millis(500));
+    let watch = s.kubectl_follow(&["get", "webapps", "-w", "--output-watch-events"]);
+    watch.wait_for_line("ADDED legacy", Duration::from_secs(30), |l| {
+        l.starts_with("ADDED") && l.contains("legacy")
+    });
     s.kubectl_ok(&["delete", "webapp", "legacy"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = watch.kill();
-    let out = watch.wait_with_output().unwrap();
-    let (o, _) = text(&out);
-    assert!(
-        o.lines()
-            .any(|l| l.starts_with("DELETED") && l.contains("legacy")),
-        "{o}"
-    );
+    watch.wait_for_line("DELETED legacy", Duration::from_secs(30), |l| {
+        l.starts_with("DELETED") && l.contains("legacy")
+    });
+    drop(watch);
 
     // Deleting the CRD takes its objects and its API with it.
     s.kubectl_ok(&["delete", "crd", "webapps.apps.example.com", "--timeout=20s"]);
@@ -566,15 +557,32 @@ fn versions_alpha_beta_stable_and_a_storage_switch() {
         r#"{"metadata":{"finalizers":["example.com/keep"]}}"#,
     ]);
     s.kubectl_ok(&["delete", "crd", "boxes.store.example.com", "--wait=false"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let cond = s.kubectl_ok(&[
-        "get",
-        "crd",
-        "boxes.store.example.com",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Terminating\")].status}",
-    ]);
-    assert_eq!(cond, "True");
+    // The controller marks it Terminating and deletes the Box, which its finalizer holds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cond = s.kubectl_ok(&[
+            "get",
+            "crd",
+            "boxes.store.example.com",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Terminating\")].status}",
+        ]);
+        let ts = s.kubectl_ok(&[
+            "get",
+            "box",
+            "old",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]);
+        if cond == "True" && !ts.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not terminating: {cond:?} {ts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = s.kubectl_stdin(
         &["apply", "-f", "-"],
         "apiVersion: store.example.com/v1\nkind: Box\nmetadata:\n  name: new\n",

@@ -101,10 +101,13 @@ async fn watcher_streams_changes() {
         .unwrap();
     let stream = watcher(api.clone(), watcher::Config::default().labels("app=demo"));
     let mut stream = Box::pin(stream);
+    // The writes start once the initial list is through, so they arrive as watch events.
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut listed_tx = Some(listed_tx);
     let writer = {
         let api = api.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            listed_rx.await.unwrap();
             api.create(&PostParams::default(), &cm("after", "1"))
                 .await
                 .unwrap();
@@ -134,7 +137,12 @@ async fn watcher_streams_changes() {
                 o.data.unwrap()["v"]
             )),
             watcher::Event::Delete(o) => seen.push(format!("delete {}", o.metadata.name.unwrap())),
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            watcher::Event::InitDone => {
+                if let Some(tx) = listed_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            watcher::Event::Init => {}
         }
     }
     writer.await.unwrap();

@@ -76,7 +76,8 @@ async fn client(s: &Server) -> Client {
 }
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..100 {
+    // 30 s: generous, since CI shares two cores among parallel tests.
+    for _ in 0..300 {
         if let Some(v) = f().await {
             return v;
         }

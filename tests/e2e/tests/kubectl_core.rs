@@ -162,8 +162,12 @@ fn get_in_every_format_with_selectors_and_paging() {
 fn watch_sees_added_modified_deleted() {
     let s = Server::start();
     apply(&s, NS);
-    let child = s.kubectl_spawn(&["get", "cm", "-n", "team-a", "-w", "--output-watch-events"]);
-    std::thread::sleep(Duration::from_millis(800));
+    // Something already there: its ADDED line says the watch is running.
+    apply(&s, &cm("sentinel", "0"));
+    let watch = s.kubectl_follow(&["get", "cm", "-n", "team-a", "-w", "--output-watch-events"]);
+    watch.wait_for_line("the sentinel", Duration::from_secs(30), |l| {
+        l.contains("sentinel")
+    });
     apply(&s, &cm("watched", "1"));
     s.kubectl_ok(&[
         "patch",
@@ -177,20 +181,20 @@ fn watch_sees_added_modified_deleted() {
         r#"{"data":{"more":"x"}}"#,
     ]);
     s.kubectl_ok(&["delete", "cm", "watched", "-n", "team-a"]);
-    std::thread::sleep(Duration::from_millis(800));
-    let mut child = child;
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<&str> = stdout
-        .lines()
+    watch.wait_for_line("DELETED watched", Duration::from_secs(30), |l| {
+        l.starts_with("DELETED") && l.contains("watched")
+    });
+    let lines = watch.lines();
+    let events: Vec<&str> = lines
+        .iter()
         .filter(|l| l.contains("watched"))
-        .map(|l| l.split_whitespace().next().unwrap())
+        .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(
         events,
         ["ADDED", "MODIFIED", "DELETED"],
-        "watch printed:\n{stdout}"
+        "watch printed:\n{}",
+        lines.join("\n")
     );
 }
 
