@@ -95,33 +95,7 @@ fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
 
 /// A Kubernetes quantity (`500m`, `1Gi`, `2e3`) as a number, if well formed.
 pub fn quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(n * mult)
+    crate::quantity::Quantity::parse(q.trim()).map(|q| q.as_f64())
 }
 
 const QUANTITY_MSG: &str = "must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
@@ -678,8 +652,32 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
                 .into_iter()
                 .flatten()
             {
-                if v.as_str().and_then(quantity).is_none() {
+                // The decode already refused what is not a quantity.
+                let Some(q) = v.as_str().and_then(quantity) else {
                     c.invalid(&format!("spec.hard[{k}]"), v, QUANTITY_MSG);
+                    continue;
+                };
+                let counted = k.starts_with("count/")
+                    || [
+                        "pods",
+                        "services",
+                        "replicationcontrollers",
+                        "resourcequotas",
+                        "secrets",
+                        "configmaps",
+                        "persistentvolumeclaims",
+                        "services.nodeports",
+                        "services.loadbalancers",
+                    ]
+                    .contains(&k.as_str());
+                if q < 0.0 {
+                    c.invalid(
+                        &format!("spec.hard[{k}]"),
+                        v,
+                        "must be greater than or equal to 0",
+                    );
+                } else if counted && q.fract() != 0.0 {
+                    c.invalid(&format!("spec.hard[{k}]"), v, "must be an integer");
                 }
             }
         }

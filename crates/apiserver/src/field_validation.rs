@@ -1,6 +1,6 @@
-//! Unknown fields, per `fieldValidation`: every field the type's schema does not know is
-//! dropped (as a typed decode would), and reported as a 400 (Strict), a `Warning` header
-//! (Warn, the default) or not at all (Ignore).
+//! What decoding into the typed object does upstream: fields the schema does not know are
+//! dropped and reported per `fieldValidation` (400 Strict, `Warning` header Warn, or not at
+//! all), values of the wrong type are a 400, and quantities are written back canonical.
 
 use std::collections::HashMap;
 
@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
+use crate::quantity::{Quantity, SYNTAX_ERROR};
 use crate::registry::ResourceType;
 use crate::status::ApiError;
 use crate::AppState;
@@ -30,13 +31,19 @@ pub fn mode(query: &HashMap<String, String>) -> Result<Mode, ApiError> {
     }
 }
 
-fn resolve<'a>(schema: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
+const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+
+/// The schema behind `$ref`s and single `allOf`s, and whether it is a Quantity.
+fn resolve<'a>(schema: &'a Value, defs: &'a Map<String, Value>) -> (&'a Value, bool) {
     let mut s = schema;
+    let mut quantity = false;
     for _ in 0..8 {
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-            match r.rsplit('/').next().and_then(|n| defs.get(n)) {
+            let name = r.rsplit('/').next().unwrap_or("");
+            quantity |= name == QUANTITY;
+            match defs.get(name) {
                 Some(d) => s = d,
-                None => return s,
+                None => return (s, quantity),
             }
         } else if let Some(first) = s
             .get("allOf")
@@ -45,10 +52,10 @@ fn resolve<'a>(schema: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
         {
             s = first;
         } else {
-            return s;
+            return (s, quantity);
         }
     }
-    s
+    (s, quantity)
 }
 
 fn walk(
@@ -59,7 +66,22 @@ fn walk(
     unknown: &mut Vec<String>,
     wrong: &mut Vec<String>,
 ) {
-    let schema = resolve(schema, defs);
+    let (schema, is_quantity) = resolve(schema, defs);
+    if is_quantity {
+        // Decoding a Quantity parses it; encoding writes the canonical form back.
+        let text = match value {
+            Value::String(t) => Some(t.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(text) = text {
+            match Quantity::parse(&text) {
+                Some(q) => *value = Value::String(q.canonical()),
+                None => wrong.push(format!("{path}: {SYNTAX_ERROR}")),
+            }
+            return;
+        }
+    }
     if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
     }
@@ -88,6 +110,13 @@ fn walk(
         wrong.push(format!(
             "cannot unmarshal {got} into field {field} of type {}",
             want.unwrap_or("")
+        ));
+        return;
+    }
+    if let Some((what, go_type)) = scalar_mismatch(schema, want, value) {
+        let field = if path.is_empty() { "the object" } else { path };
+        wrong.push(format!(
+            "cannot unmarshal {what} into field {field} of type {go_type}"
         ));
         return;
     }
@@ -140,6 +169,57 @@ fn walk(
         }
         _ => {}
     }
+}
+
+/// A scalar a typed decode would refuse ("string ... of type int32"): integers that are
+/// not whole or overflow their format, and strings, numbers and booleans in one another's
+/// place. `null` is always accepted (it leaves the field unset), as are numbers and
+/// strings where the schema is int-or-string (IntOrString, Quantity: `cpu: 0.5` is valid).
+fn scalar_mismatch(
+    schema: &Value,
+    want: Option<&str>,
+    value: &Value,
+) -> Option<(String, &'static str)> {
+    if value.is_null()
+        || schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+            && (value.is_number() || value.is_string())
+    {
+        return None;
+    }
+    let format = schema.get("format").and_then(Value::as_str);
+    let go_type = match (want?, format) {
+        ("integer", Some("int32")) => "int32",
+        ("integer", _) => "int64",
+        ("number", _) => "float64",
+        ("boolean", _) => "bool",
+        ("string", _) => "string",
+        _ => return None,
+    };
+    let shape = match value {
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => return None,
+    };
+    let fits = match (go_type, value) {
+        ("int32", Value::Number(n)) => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+        ("int64", Value::Number(n)) => n.as_i64().is_some(),
+        ("float64", Value::Number(_)) => true,
+        ("bool", Value::Bool(_)) => true,
+        ("string", Value::String(_)) => true,
+        _ => false,
+    };
+    if fits {
+        return None;
+    }
+    // Go names the offending number itself ("number 1.5"), not just its kind.
+    let what = match value {
+        Value::Number(n) => format!("number {n}"),
+        _ => shape.to_string(),
+    };
+    Some((what, go_type))
 }
 
 /// Problems found: a 400 under Strict, warnings under Warn, nothing under Ignore.

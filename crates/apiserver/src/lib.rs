@@ -27,6 +27,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod quantity;
 pub mod raw_object;
 pub mod registry;
 pub mod rest;

@@ -231,6 +231,23 @@ async fn malformed_requests_get_status_answers() {
             400,
             "field spec.strategy of type object",
         ),
+        // Scalars of the wrong type are decode errors too, never stored.
+        (
+            "POST",
+            "/api/v1/namespaces/default/pods".into(),
+            "application/json",
+            r#"{"metadata":{"name":"p"},"spec":{"activeDeadlineSeconds":1.5,"containers":[{"name":"c","image":"i","tty":"yes","ports":[{"containerPort":3000000000}]}]}}"#,
+            400,
+            "cannot unmarshal number 1.5 into field spec.activeDeadlineSeconds of type int64, cannot unmarshal number 3000000000 into field spec.containers[0].ports[0].containerPort of type int32, cannot unmarshal string into field spec.containers[0].tty of type bool",
+        ),
+        (
+            "PATCH",
+            format!("{cms}/a"),
+            "application/merge-patch+json",
+            r#"{"data":{"k":1}}"#,
+            400,
+            "cannot unmarshal number 1 into field data.k of type string",
+        ),
         (
             "PATCH",
             "/apis/apps/v1/namespaces/default/deployments/d?fieldManager=m".into(),

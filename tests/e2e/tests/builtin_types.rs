@@ -543,7 +543,9 @@ fn invalid_manifests_are_refused_with_upstream_field_paths() {
         (pod("{containers: [{name: a, image: i, ports: [{containerPort: 70000}]}]}"), "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
         (pod("{containers: [{name: a, image: i, resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}]}"), "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"),
         (pod("{containers: [{name: a, image: i, volumeMounts: [{name: data, mountPath: /d}]}]}"), "spec.containers[0].volumeMounts[0].name: Not found: \"data\""),
-        (pod("{containers: [{name: a, image: i, resources: {limits: {memory: lots}}}]}"), "spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": must match the regex"),
+        (pod("{containers: [{name: a, image: i, resources: {limits: {memory: lots}}}]}"), "Pod in version \"v1\" cannot be handled as a Pod: spec.containers[0].resources.limits.memory: quantities must match the regular expression"),
+        // Scalars of the wrong type are refused as upstream's typed decode refuses them.
+        (deploy(&format!("{{replicas: three, selector: {{matchLabels: {{app: a}}}}, {TPL}}}")), "Deployment in version \"v1\" cannot be handled as a Deployment: cannot unmarshal string into field spec.replicas of type int32"),
         (pod("{restartPolicy: Sometimes, containers: [{name: a, image: i}]}"), "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""),
         (pod("{containers: [{name: a}]}"), "spec.containers[0].image: Required value"),
         (pod("{containers: [{name: a, image: i, env: [{name: 1X, value: v}]}]}"), "spec.containers[0].env[0].name: Invalid value: \"1X\": a valid environment variable name"),
@@ -584,7 +586,8 @@ fn invalid_manifests_are_refused_with_upstream_field_paths() {
         ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: es}\naddressType: IPv5\nendpoints: []\n".into(), "addressType: Unsupported value: \"IPv5\""),
         ("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: w}\nwebhooks: [{name: hook, sideEffects: None, admissionReviewVersions: [v1], clientConfig: {url: 'https://x'}}]\n".into(), "webhooks[0].name: Invalid value: \"hook\": should be a domain with at least three segments separated by dots"),
         ("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {name: csr}\nspec: {signerName: example.com/x}\n".into(), "spec.request: Required value"),
-        ("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q}\nspec: {hard: {pods: many}}\n".into(), "spec.hard[pods]: Invalid value: \"many\""),
+        ("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q}\nspec: {hard: {pods: many}}\n".into(), "ResourceQuota in version \"v1\" cannot be handled as a ResourceQuota: spec.hard.pods: quantities must match"),
+        ("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q}\nspec: {hard: {pods: 1500m, secrets: \"-1\"}}\n".into(), "* spec.hard[pods]: Invalid value: \"1500m\": must be an integer\n* spec.hard[secrets]: Invalid value: \"-1\": must be greater than or equal to 0"),
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {'bad key': v}\n".into(), "data[bad key]"),
     ];
     assert!(cases.len() >= 30);
@@ -1012,4 +1015,44 @@ fn every_other_built_in_type_is_stored_defaulted_and_printed() {
             "{what}: {listed}"
         );
     }
+}
+
+#[test]
+fn quantities_are_stored_in_canonical_form() {
+    let s = Server::start();
+    // YAML numbers and non-canonical strings, as people write them.
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - name: c\n    image: i\n    resources:\n      limits: {cpu: 0.5, memory: 1.5Gi, ephemeral-storage: 2000M}\n      requests: {cpu: 100m, memory: 1024Mi}\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        jp(
+            &s,
+            &["pod", "q"],
+            "{.spec.containers[0].resources.limits.cpu} {.spec.containers[0].resources.limits.memory} {.spec.containers[0].resources.limits.ephemeral-storage} {.spec.containers[0].resources.requests.memory}"
+        ),
+        "500m 1536Mi 2G 1Gi"
+    );
+    // The raw JSON holds strings, so typed clients (kube-rs, client-go) can decode it.
+    let raw = s.kubectl_ok(&["get", "--raw", "/api/v1/namespaces/default/pods/q"]);
+    let pod: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        pod.pointer("/spec/containers/0/resources/limits/cpu"),
+        Some(&serde_json::json!("500m"))
+    );
+    // A ResourceQuota's hard limits go through the same decode.
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: rq}\nspec: {hard: {requests.cpu: 4000m, pods: 10}}\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        jp(
+            &s,
+            &["resourcequota", "rq"],
+            "{.spec.hard.requests\\.cpu} {.spec.hard.pods}"
+        ),
+        "4 10"
+    );
 }
