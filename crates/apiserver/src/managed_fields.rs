@@ -406,7 +406,80 @@ pub fn record_update(
             }),
         }
     }
+    entries.retain(|e| !e.fields.is_empty());
+    cap_update_managers(&mut entries, MAX_UPDATE_MANAGERS);
     write_entries(new, &entries);
+}
+
+/// Upstream keeps at most this many Update entries; older ones merge into buckets.
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Merge the oldest Update entries, per apiVersion, into an `ancient-changes` entry until
+/// at most `max` Update entries remain (upstream's capManagersManager), so an object
+/// written by many clients does not carry an ever-growing managedFields list.
+pub fn cap_update_managers(entries: &mut Vec<Entry>, max: usize) {
+    type Id = (String, String, String, String);
+    let id = |e: &Entry| -> Id {
+        (
+            e.manager.clone(),
+            e.operation.clone(),
+            e.api_version.clone(),
+            e.subresource.clone(),
+        )
+    };
+    let mut updaters: Vec<Id> = entries
+        .iter()
+        .filter(|e| e.operation != "Apply")
+        .map(id)
+        .collect();
+    if updaters.len() <= max {
+        return;
+    }
+    // Oldest first by the second (RFC 3339 in UTC compares as text), then by identity.
+    let time_of = |entries: &[Entry], who: &Id| -> String {
+        entries
+            .iter()
+            .find(|e| id(e) == *who)
+            .map(|e| e.time.chars().take(19).collect())
+            .unwrap_or_default()
+    };
+    updaters.sort_by_cached_key(|who| (time_of(entries, who), who.clone()));
+    let mut first_of_version: std::collections::HashMap<String, Id> = Default::default();
+    let mut length = updaters.len();
+    for who in updaters {
+        if length <= max {
+            break;
+        }
+        let Some(pos) = entries.iter().position(|e| id(e) == who) else {
+            continue;
+        };
+        let version = entries[pos].api_version.clone();
+        let Some(first) = first_of_version.get(&version).cloned() else {
+            first_of_version.insert(version, who);
+            continue;
+        };
+        let bucket: Id = (
+            ANCIENT_CHANGES.into(),
+            "Update".into(),
+            version.clone(),
+            String::new(),
+        );
+        if !entries.iter().any(|e| id(e) == bucket) {
+            if let Some(f) = entries.iter_mut().find(|e| id(e) == first) {
+                f.manager = ANCIENT_CHANGES.into();
+                f.operation = "Update".into();
+                f.subresource.clear();
+            }
+        }
+        let merged = entries.remove(pos);
+        if let Some(b) = entries.iter_mut().find(|e| id(e) == bucket) {
+            b.fields.extend(merged.fields);
+            // The merged entry's time: it is the more recent one.
+            b.time = merged.time;
+        }
+        length -= 1;
+    }
 }
 
 #[cfg(test)]
@@ -468,6 +541,46 @@ mod tests {
             ],
         );
         assert_eq!(o["spec"]["containers"], json!([]));
+    }
+
+    #[test]
+    fn update_managers_are_capped_into_ancient_changes() {
+        let mut obj = json!({"metadata": {"name": "x"}, "data": {}});
+        record_update(None, &mut obj, "creator", "v1", "", None);
+        // Twelve more managers, each writing its own key, a second apart.
+        for i in 0..12 {
+            let mut next = obj.clone();
+            next["data"][format!("k{i}")] = json!("v");
+            record_update(Some(&obj), &mut next, &format!("m{i:02}"), "v1", "", None);
+            // Distinct seconds, so the age order is the write order.
+            let mut es = read_entries(&next);
+            if let Some(e) = es.iter_mut().find(|e| e.manager == format!("m{i:02}")) {
+                e.time = format!("2026-01-01T00:00:{:02}Z", i + 1);
+            }
+            write_entries(&mut next, &es);
+            obj = next;
+        }
+        let entries = read_entries(&obj);
+        let names: Vec<&str> = entries.iter().map(|e| e.manager.as_str()).collect();
+        assert_eq!(entries.len(), MAX_UPDATE_MANAGERS, "{names:?}");
+        let bucket = entries
+            .iter()
+            .find(|e| e.manager == ANCIENT_CHANGES)
+            .expect("a bucket");
+        // The oldest writers' fields are not lost, only their names.
+        for k in ["k0", "k1", "k2"] {
+            assert!(
+                bucket
+                    .fields
+                    .contains(&vec!["f:data".to_string(), format!("f:{k}")]),
+                "{k} in {:?}",
+                bucket.fields
+            );
+        }
+        assert!(
+            names.contains(&"m11") && !names.contains(&"m00"),
+            "{names:?}"
+        );
     }
 
     #[test]

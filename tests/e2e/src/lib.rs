@@ -2,7 +2,6 @@
 //! fresh data dir and runs the real `kubectl` against it.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -21,11 +20,13 @@ pub fn capstan_bin() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// The port the server's kubeconfig points at (it binds port 0 and writes the real one).
+fn served_port(kubeconfig: &Path) -> u16 {
+    let text = std::fs::read_to_string(kubeconfig).expect("read kubeconfig");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no server address in {}:\n{text}", kubeconfig.display()))
 }
 
 pub struct Server {
@@ -41,12 +42,13 @@ impl Server {
     pub fn start() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_path_buf();
-        let mut s = Server::start_in(&data_dir, free_port());
+        let mut s = Server::start_in(&data_dir, 0);
         s._dir = Some(dir);
         s
     }
 
-    /// Start on an existing data dir (to test restarts).
+    /// Start on an existing data dir (to test restarts); port 0 lets the server pick one
+    /// (no race with other tests for a probed port), then `port` says which.
     pub fn start_in(data_dir: &Path, port: u16) -> Server {
         Server::start_with(data_dir, port, &[])
     }
@@ -55,7 +57,7 @@ impl Server {
     pub fn start_args(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_path_buf();
-        let mut s = Server::start_with(&data_dir, free_port(), extra);
+        let mut s = Server::start_with(&data_dir, 0, extra);
         s._dir = Some(dir);
         s
     }
@@ -86,6 +88,7 @@ impl Server {
             expected,
             "capstan should print the one line a user needs"
         );
+        let port = served_port(&data_dir.join("kubeconfig"));
         Server {
             data_dir: data_dir.to_path_buf(),
             port,

@@ -438,12 +438,8 @@ fn deleting_a_namespace_removes_its_contents() {
 #[test]
 fn data_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut s = Server::start_in(dir.path(), port);
+    let mut s = Server::start_in(dir.path(), 0);
+    let port = s.port; // the restart listens where the first run did
     apply(&s, NS);
     for i in 0..20 {
         apply(&s, &cm(&format!("cm-{i:02}"), &i.to_string()));
@@ -720,12 +716,8 @@ fn finalizers_hold_deletion_until_removed() {
 #[test]
 fn kill_9_under_concurrent_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut s = Server::start_in(dir.path(), port);
+    let mut s = Server::start_in(dir.path(), 0);
+    let port = s.port; // the restart listens where the first run did
     apply(&s, NS);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

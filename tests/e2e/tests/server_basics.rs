@@ -55,12 +55,8 @@ fn unknown_path_is_a_404_status() {
 fn restart_keeps_the_cluster_identity() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut first = Server::start_in(&data, port);
+    let mut first = Server::start_in(&data, 0);
+    let port = first.port;
     assert_eq!(first.kubectl_ok(&["get", "--raw", "/readyz"]).trim(), "ok");
     first.kill();
     let kubeconfig_before = std::fs::read_to_string(first.kubeconfig()).unwrap();
