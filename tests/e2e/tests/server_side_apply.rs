@@ -226,3 +226,48 @@ fn client_side_and_server_side_apply_take_turns() {
     let (ok, _, e) = ssa(&s, &DEPLOY.replace("replicas: 2", "replicas: 3"), &[]);
     assert!(ok, "{e}");
 }
+
+#[test]
+fn many_updating_managers_are_capped_into_ancient_changes() {
+    let s = Server::start();
+    let (ok, _, e) = ssa(&s, CM, &[]);
+    assert!(ok, "{e}");
+    // Twelve clients each label the ConfigMap under their own field manager.
+    for i in 0..12 {
+        s.kubectl_ok(&[
+            "label",
+            "cm",
+            "settings",
+            &format!("team{i:02}=yes"),
+            &format!("--field-manager=team{i:02}"),
+        ]);
+    }
+    let mf = managed(&s, &["cm", "settings"]);
+    let entries = mf.as_array().unwrap();
+    let updates: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["operation"] == "Update")
+        .collect();
+    assert_eq!(updates.len(), 10, "{mf:#}");
+    let bucket = updates
+        .iter()
+        .find(|e| e["manager"] == "ancient-changes")
+        .unwrap_or_else(|| panic!("no ancient-changes in {mf:#}"));
+    // The oldest labels' ownership moved into the bucket, not lost.
+    let labels = &bucket["fieldsV1"]["f:metadata"]["f:labels"];
+    assert!(
+        labels.get("f:team00").is_some() && labels.get("f:team01").is_some(),
+        "{bucket:#}"
+    );
+    // The applier keeps its own entry, whatever the count of updaters.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["manager"] == "kubectl" && e["operation"] == "Apply"),
+        "{mf:#}"
+    );
+    assert!(
+        entries.iter().any(|e| e["manager"] == "team11"),
+        "the newest writer keeps its name: {mf:#}"
+    );
+}
