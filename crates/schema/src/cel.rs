@@ -116,6 +116,75 @@ impl CelRules {
     }
 }
 
+/// Names a CRD validation rule may use without binding them.
+const DECLARED: [&str; 14] = [
+    "self",
+    "oldSelf",
+    // Type denotations, usable as values (`type(self) == string`).
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "duration",
+    "timestamp",
+];
+
+/// The first variable a rule uses that is neither declared for CRD rules nor bound by an
+/// enclosing comprehension (`all`, `exists`, `map`, `filter` …).
+fn unknown_variable(rule: &str) -> Option<String> {
+    use kube_cel::cel::common::ast::{EntryExpr, Expr};
+    fn walk(e: &Expr, bound: &mut Vec<String>) -> Option<String> {
+        match e {
+            Expr::Ident(name) => (!bound.iter().any(|b| b == name)
+                && !DECLARED.contains(&name.as_str()))
+            .then(|| name.clone()),
+            Expr::Call(c) => c
+                .target
+                .iter()
+                .map(|t| &t.expr)
+                .chain(c.args.iter().map(|a| &a.expr))
+                .find_map(|x| walk(x, bound)),
+            Expr::Select(sel) => walk(&sel.operand.expr, bound),
+            Expr::List(l) => l.elements.iter().find_map(|x| walk(&x.expr, bound)),
+            Expr::Map(m) => m.entries.iter().find_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => {
+                    walk(&me.key.expr, bound).or_else(|| walk(&me.value.expr, bound))
+                }
+                EntryExpr::StructField(f) => walk(&f.value.expr, bound),
+            }),
+            Expr::Struct(st) => st.entries.iter().find_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => walk(&me.value.expr, bound),
+                EntryExpr::StructField(f) => walk(&f.value.expr, bound),
+            }),
+            Expr::Comprehension(c) => {
+                if let Some(v) =
+                    walk(&c.iter_range.expr, bound).or_else(|| walk(&c.accu_init.expr, bound))
+                {
+                    return Some(v);
+                }
+                let depth = bound.len();
+                bound.push(c.iter_var.clone());
+                bound.extend(c.iter_var2.clone());
+                bound.push(c.accu_var.clone());
+                let found = [&c.loop_cond, &c.loop_step, &c.result]
+                    .into_iter()
+                    .find_map(|x| walk(&x.expr, bound));
+                bound.truncate(depth);
+                found
+            }
+            Expr::Literal(_) | Expr::Unspecified => None,
+        }
+    }
+    let program = kube_cel::cel::Program::compile(rule).ok()?;
+    walk(&program.expression().expr, &mut Vec::new())
+}
+
 /// Problems with the rules of a CRD version's schema, found when the CRD is submitted:
 /// rules that do not compile, name unknown variables, or could cost more than upstream's
 /// budget per call (so no rule can tie up the server at run time).
@@ -162,6 +231,17 @@ fn walk(node: &Value, path: &FieldPath, out: &mut Vec<Violation>) {
                     });
                 }
             }
+            if let Some(unknown) = unknown_variable(rule) {
+                out.push(Violation {
+                    field: rp.child("rule").to_string(),
+                    kind: ViolationKind::Invalid,
+                    value: Some(Value::from(rule)),
+                    detail: format!("compilation failed: ERROR: <input>:1:1: undeclared reference to '{unknown}' (in container '')"),
+                });
+            }
+            // kube-cel's scope check counts comprehension variables (`x` in
+            // `self.all(x, …)`) as unknown; ours above binds them, so only its cost
+            // findings are used.
             for w in analyze_rule(rule, &compiled, ScopeContext::CrdValidation) {
                 match w.kind {
                     WarningKind::CostExceeded => out.push(Violation {
@@ -169,12 +249,6 @@ fn walk(node: &Value, path: &FieldPath, out: &mut Vec<Violation>) {
                         kind: ViolationKind::Forbidden,
                         value: None,
                         detail: format!("{} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)", w.message),
-                    }),
-                    WarningKind::WrongScope => out.push(Violation {
-                        field: rp.child("rule").to_string(),
-                        kind: ViolationKind::Invalid,
-                        value: Some(Value::from(rule)),
-                        detail: format!("compilation failed: {}", w.message),
                     }),
                     _ => {}
                 }
@@ -238,6 +312,36 @@ mod tests {
             assert!(got.contains(&(f.to_string(), m.to_string())), "missing {f}: {m} in {got:#?}");
         }
         assert!(CelRules::compile(&json!({"type": "object"}), "g", "v", "K").is_none());
+    }
+
+    #[test]
+    fn comprehension_variables_are_bound_and_strangers_are_not() {
+        for ok in [
+            "self.all(x, x.size() < 10)",
+            "self.exists(x, self.all(y, y != x))",
+            "self.map(x, x + 'a').filter(y, y.startsWith('b')).size() >= 0",
+            "self.exists_one(x, x == 'a') || type(self) == list",
+        ] {
+            assert_eq!(unknown_variable(ok), None, "{ok}");
+        }
+        assert_eq!(
+            unknown_variable("self.all(x, x == y)").as_deref(),
+            Some("y")
+        );
+        assert_eq!(unknown_variable("spec.size() > 0").as_deref(), Some("spec"));
+        // The comprehension variable is not visible after it.
+        assert_eq!(
+            unknown_variable("self.all(x, x != '') && x == 'a'").as_deref(),
+            Some("x")
+        );
+        let schema = json!({"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 10},
+            "x-kubernetes-validations": [{"rule": "self.all(x, x.size() < 10)"}, {"rule": "self.all(x, x == y)"}]});
+        let got = check_rules(&schema, &FieldPath::root("s"));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].detail.contains("undeclared reference to 'y'"),
+            "{got:#?}"
+        );
     }
 
     #[test]

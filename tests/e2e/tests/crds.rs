@@ -69,14 +69,18 @@ spec:
                   message: "storageClass is immutable"
               env:
                 type: array
+                maxItems: 64
                 x-kubernetes-list-type: map
                 x-kubernetes-list-map-keys: [name]
+                x-kubernetes-validations:
+                - rule: "self.all(e, !e.name.startsWith('CAPSTAN_'))"
+                  message: "names starting with CAPSTAN_ are reserved"
                 items:
                   type: object
                   required: [name]
                   properties:
-                    name: {type: string}
-                    value: {type: string}
+                    name: {type: string, maxLength: 128}
+                    value: {type: string, maxLength: 4096}
               resources:
                 type: object
                 properties:
@@ -394,6 +398,17 @@ spec:
     assert!(!ok);
     assert!(
         e.contains("spec.storageClass: Invalid value: \"string\": storageClass is immutable"),
+        "{e}"
+    );
+
+    // A rule with a comprehension (its variable bound by `all`).
+    let (ok, _, e) = apply(
+        &s,
+        "apiVersion: apps.example.com/v1\nkind: WebApp\nmetadata:\n  name: envy\nspec:\n  image: i\n  env: [{name: A}, {name: CAPSTAN_X}]\n",
+    );
+    assert!(!ok);
+    assert!(
+        e.contains("spec.env: Invalid value: \"array\": names starting with CAPSTAN_ are reserved"),
         "{e}"
     );
 
