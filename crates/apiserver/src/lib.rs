@@ -8,6 +8,7 @@ pub mod builtin_defaults;
 pub mod builtin_printers;
 pub mod builtin_types;
 pub mod builtin_validation;
+pub mod cel_runner;
 pub mod crd;
 pub mod crd_controller;
 pub mod defaults;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub service_ranges: Arc<service_alloc::Ranges>,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_every: std::time::Duration,
+    /// Where custom resources' CEL rules run (deadline, concurrency cap).
+    pub cel: cel_runner::CelRunner,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             crd_sync: Arc::new(tokio::sync::Mutex::new(())),
             service_ranges: Arc::new(service_alloc::Ranges::default()),
             bookmark_every: std::time::Duration::from_secs(60),
+            cel: cel_runner::CelRunner::default(),
         }
     }
 
@@ -110,6 +114,11 @@ impl AppState {
 
     pub fn with_bookmark_interval(mut self, every: std::time::Duration) -> Self {
         self.bookmark_every = every.max(std::time::Duration::from_millis(100));
+        self
+    }
+
+    pub fn with_cel_runner(mut self, runner: cel_runner::CelRunner) -> Self {
+        self.cel = runner;
         self
     }
 

@@ -244,10 +244,15 @@ fn check_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn invalid_or_ok(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+async fn invalid_or_ok(
+    state: &AppState,
+    rt: &ResourceType,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let mut causes = validation::validate_metadata(rt, obj);
     causes.extend(validation::validate_type(rt, obj));
-    causes.extend(validation::validate_rules(rt, obj, old));
+    causes.extend(validation::validate_rules(&state.cel, rt, obj, old).await?);
     if causes.is_empty() {
         Ok(())
     } else {
@@ -367,7 +372,7 @@ pub async fn create_object(
             ));
         }
     }
-    invalid_or_ok(rt, &obj, None)?;
+    invalid_or_ok(state, rt, &obj, None).await?;
     if let Some(manager) = &t.manager {
         record_fields(state, t, None, &mut obj, manager);
     }
@@ -554,7 +559,7 @@ pub async fn update_object(
             + 1;
         set_meta(&mut new, "generation", json!(g));
     }
-    invalid_or_ok(rt, &new, Some(&old))?;
+    invalid_or_ok(state, rt, &new, Some(&old)).await?;
     let mut causes = Vec::new();
     defaults::immutable_checks(rt, &old, &new, &mut causes);
     if !causes.is_empty() {

@@ -4,7 +4,10 @@
 use serde_json::Value;
 
 use crate::registry::ResourceType;
-use crate::status::Cause;
+use axum::http::StatusCode;
+
+use crate::cel_runner::{CelRunner, Overrun};
+use crate::status::{ApiError, Cause};
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -218,19 +221,37 @@ fn string_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) -> Vec<String> 
 }
 
 /// A custom resource's CEL rules (`x-kubernetes-validations`); transition rules see `old`.
-pub fn validate_rules(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let Some(rules) = rt.custom.as_ref().and_then(|c| c.cel.as_ref()) else {
-        return Vec::new();
+/// Rules that overrun the runner's deadline are one cause, as upstream's cost budget is.
+pub async fn validate_rules(
+    runner: &CelRunner,
+    rt: &ResourceType,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<Vec<Cause>, ApiError> {
+    let Some(rules) = rt.custom.as_ref().and_then(|c| c.cel.clone()) else {
+        return Ok(Vec::new());
     };
-    rules
-        .validate(obj, old)
-        .into_iter()
-        .map(|v| Cause {
-            reason: v.reason(),
-            message: v.message(),
-            field: v.field,
-        })
-        .collect()
+    match runner.run(rules, obj, old).await {
+        Ok(found) => Ok(found
+            .into_iter()
+            .map(|v| Cause {
+                reason: v.reason(),
+                message: v.message(),
+                field: v.field,
+            })
+            .collect()),
+        Err(Overrun::Budget) => Ok(vec![Cause::invalid(
+            "",
+            "object",
+            "validation failed due to running out of cost budget, no further validation rules will be run",
+        )]),
+        Err(Overrun::Busy) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many validation rules are being evaluated, please try again later",
+        )
+        .with_details(serde_json::json!({"retryAfterSeconds": 1}))),
+    }
 }
 
 /// Type-specific rules for the types served today.

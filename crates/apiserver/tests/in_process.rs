@@ -294,3 +294,96 @@ async fn malformed_requests_get_status_answers() {
     let (_, obj) = send("GET", &format!("{cms}/a"), "", "").await;
     assert_eq!(obj["data"], json!({"k": "v"}));
 }
+
+/// A rule whose CRD-time cost estimate was too low (it joins the whole list once per item:
+/// quadratic) is cut off at the runner's deadline with upstream's 422, a second one waits
+/// for the only evaluation slot and gets a 429, and the server keeps answering meanwhile.
+#[tokio::test]
+async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
+    use capstan_apiserver::cel_runner::CelRunner;
+    use std::time::{Duration, Instant};
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SqliteConfig::new(dir.path().join("store.db"));
+    config.compaction = None;
+    let state = AppState::new(
+        SqliteStore::open(config).unwrap() as Arc<dyn Store>,
+        "token",
+    )
+    .with_cel_runner(CelRunner::new(1, Duration::from_millis(300)));
+    namespace_lifecycle::ensure_system_namespaces(&state)
+        .await
+        .unwrap();
+    let app = router(state);
+    let send = |method: &str, path: &str, body: String| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", "Bearer token")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let code = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
+            (code, v)
+        }
+    };
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "tags.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "tags", "kind": "Tag"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {"names": {
+                    "type": "array", "items": {"type": "string"},
+                    "x-kubernetes-validations": [{"rule": "self.all(x, self.join(',').contains(x))"}]
+                }}}}}}}]}
+    });
+    let (code, body) = send(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd.to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let names: Vec<String> = (0..50_000).map(|i| format!("n{i:06}")).collect();
+    let tag = |name: &str| {
+        json!({"apiVersion": "example.com/v1", "kind": "Tag", "metadata": {"name": name},
+               "spec": {"names": names}})
+        .to_string()
+    };
+    let tags = "/apis/example.com/v1/namespaces/default/tags";
+    let started = Instant::now();
+    let (code, body) = send("POST", tags, tag("big")).await;
+    let took = started.elapsed();
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("validation failed due to running out of cost budget"),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    // The runaway still holds the only slot: the next evaluation is refused, not queued
+    // for ever; requests without rules are unaffected.
+    let (code, body) = send("POST", tags, tag("next")).await;
+    assert_eq!(code, 429, "{body}");
+    let started = Instant::now();
+    let (code, _) = send(
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (code, body) = send("GET", &format!("{tags}/big"), String::new()).await;
+    assert_eq!(code, 404, "nothing was stored: {body}");
+}
