@@ -1,7 +1,7 @@
-"""Starts the built capstan binary on a free port with a fresh data dir for each test."""
+"""Starts the built capstan binary with a fresh data dir for each test; it picks its own
+port (listen on :0) and writes it into the kubeconfig the client reads."""
 import os
 import pathlib
-import socket
 import subprocess
 
 import pytest
@@ -10,17 +10,11 @@ from kubernetes import client, config
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def capstan(tmp_path):
     binary = os.environ.get("CAPSTAN_BIN", str(ROOT / "target" / "release" / "capstan"))
     proc = subprocess.Popen(
-        [binary, "server", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{_free_port()}"],
+        [binary, "server", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -157,3 +157,29 @@ def test_resource_version_semantics(core):
     with pytest.raises(ApiException) as e:
         core.list_namespaced_config_map(ns, resource_version="999999", resource_version_match="NotOlderThan")
     assert e.value.status == 504 and "Too large resource version" in json.loads(e.value.body)["message"]
+
+
+def test_quantities_come_back_canonical_and_wrong_types_are_400(capstan, core):
+    ns = make_ns(core, "py-quantities")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"},
+           "spec": {"containers": [{"name": "c", "image": "i",
+                                    "resources": {"limits": {"cpu": "0.25", "memory": "0.5Gi"}}}]}}
+    made = core.create_namespaced_pod(ns, pod)
+    limits = made.spec.containers[0].resources.limits
+    assert limits == {"cpu": "250m", "memory": "512Mi"}
+    assert core.read_namespaced_pod("q", ns).spec.containers[0].resources.requests == limits
+    # JSON numbers (what YAML `cpu: 0.5` becomes) are quantities too, and come back as the
+    # strings the typed client requires.
+    as_numbers = json.dumps({**pod, "metadata": {"name": "n"}}).replace('"0.25"', "0.5").replace('"0.5Gi"', "1000000000")
+    resp = raw(capstan, "POST", f"/api/v1/namespaces/{ns}/pods",
+               {"Content-Type": "application/json", "Accept": "application/json"}, as_numbers.encode())
+    assert resp.status == 201, resp.data
+    assert core.read_namespaced_pod("n", ns).spec.containers[0].resources.limits == {"cpu": "500m", "memory": "1G"}
+    # A value of the wrong type is refused whole, as upstream's decoder refuses it.
+    wrong = json.dumps({**pod, "metadata": {"name": "bad"}}).replace('"name": "c",', '"name": "c", "stdin": "yes",')
+    resp = raw(capstan, "POST", f"/api/v1/namespaces/{ns}/pods",
+               {"Content-Type": "application/json", "Accept": "application/json"}, wrong.encode())
+    assert resp.status == 400, resp.data
+    status = json.loads(resp.data)
+    assert status["reason"] == "BadRequest"
+    assert "cannot unmarshal string into field spec.containers[0].stdin of type bool" in status["message"]
