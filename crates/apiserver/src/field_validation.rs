@@ -180,11 +180,17 @@ fn scalar_mismatch(
     want: Option<&str>,
     value: &Value,
 ) -> Option<(String, &'static str)> {
-    if value.is_null()
-        || schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
-            && (value.is_number() || value.is_string())
-    {
+    if value.is_null() {
         return None;
+    }
+    // IntOrString (Quantity never gets here): a string, or a number that is an int32.
+    if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        return match value {
+            Value::String(_) => None,
+            Value::Number(n) if n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()) => None,
+            Value::Number(n) => Some((format!("number {n}"), "int32")),
+            _ => None,
+        };
     }
     let format = schema.get("format").and_then(Value::as_str);
     let go_type = match (want?, format) {

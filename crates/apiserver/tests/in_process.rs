@@ -241,6 +241,14 @@ async fn malformed_requests_get_status_answers() {
             "cannot unmarshal number 1.5 into field spec.activeDeadlineSeconds of type int64, cannot unmarshal number 3000000000 into field spec.containers[0].ports[0].containerPort of type int32, cannot unmarshal string into field spec.containers[0].tty of type bool",
         ),
         (
+            "POST",
+            "/api/v1/namespaces/default/services".into(),
+            "application/json",
+            r#"{"metadata":{"name":"s"},"spec":{"ports":[{"port":80,"targetPort":80.5}]}}"#,
+            400,
+            "cannot unmarshal number 80.5 into field spec.ports[0].targetPort of type int32",
+        ),
+        (
             "PATCH",
             format!("{cms}/a"),
             "application/merge-patch+json",
