@@ -69,18 +69,17 @@ fn walk(
     let (schema, is_quantity) = resolve(schema, defs);
     if is_quantity {
         // Decoding a Quantity parses it; encoding writes the canonical form back.
-        let text = match value {
-            Value::String(t) => Some(t.clone()),
-            Value::Number(n) => Some(n.to_string()),
+        let parsed = match value {
+            Value::Null => return,
+            Value::String(t) => Quantity::parse(t),
+            Value::Number(n) => Quantity::parse(&n.to_string()),
             _ => None,
         };
-        if let Some(text) = text {
-            match Quantity::parse(&text) {
-                Some(q) => *value = Value::String(q.canonical()),
-                None => wrong.push(format!("{path}: {SYNTAX_ERROR}")),
-            }
-            return;
+        match parsed {
+            Some(q) => *value = Value::String(q.canonical()),
+            None => wrong.push(format!("{path}: {SYNTAX_ERROR}")),
         }
+        return;
     }
     if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
@@ -173,8 +172,8 @@ fn walk(
 
 /// A scalar a typed decode would refuse ("string ... of type int32"): integers that are
 /// not whole or overflow their format, and strings, numbers and booleans in one another's
-/// place. `null` is always accepted (it leaves the field unset), as are numbers and
-/// strings where the schema is int-or-string (IntOrString, Quantity: `cpu: 0.5` is valid).
+/// place; an IntOrString takes a string or an int32. `null` is always accepted (it leaves
+/// the field unset). Quantities are handled before this, by parsing them.
 fn scalar_mismatch(
     schema: &Value,
     want: Option<&str>,
@@ -189,7 +188,10 @@ fn scalar_mismatch(
             Value::String(_) => None,
             Value::Number(n) if n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()) => None,
             Value::Number(n) => Some((format!("number {n}"), "int32")),
-            _ => None,
+            Value::Bool(_) => Some(("bool".into(), "int32")),
+            Value::Array(_) => Some(("array".into(), "int32")),
+            Value::Object(_) => Some(("object".into(), "int32")),
+            Value::Null => None,
         };
     }
     let format = schema.get("format").and_then(Value::as_str);

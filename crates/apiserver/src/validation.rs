@@ -1,12 +1,11 @@
 //! Validation at the door: object names, labels, annotations and the per-type rules of the
 //! types served today, with every problem reported as a field-level cause.
 
+use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::registry::ResourceType;
-use axum::http::StatusCode;
-
 use crate::cel_runner::{CelRunner, Overrun};
+use crate::registry::ResourceType;
 use crate::status::{ApiError, Cause};
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";

@@ -249,6 +249,14 @@ async fn malformed_requests_get_status_answers() {
             "cannot unmarshal number 80.5 into field spec.ports[0].targetPort of type int32",
         ),
         (
+            "POST",
+            "/api/v1/namespaces/default/pods".into(),
+            "application/json",
+            r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i","resources":{"limits":{"cpu":true}}}]}}"#,
+            400,
+            "spec.containers[0].resources.limits.cpu: quantities must match the regular expression",
+        ),
+        (
             "PATCH",
             format!("{cms}/a"),
             "application/merge-patch+json",
