@@ -115,10 +115,26 @@ fn is_env_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+/// validateContainerResourceName: a qualified name; unprefixed, one of the standard
+/// container resources.
+fn container_resource_name(c: &mut Causes, name: &str, field: &str) {
+    c.0.extend(crate::validation::qualified_name_errors(field, name));
+    let standard =
+        ["cpu", "memory", "ephemeral-storage"].contains(&name) || name.starts_with("hugepages-");
+    if !name.contains('/') && !standard {
+        c.invalid(
+            field,
+            &json!(name),
+            "must be a standard resource for containers",
+        );
+    }
+}
+
 fn resources(c: &mut Causes, res: &Value, p: &str) {
     for kind in ["limits", "requests"] {
         if let Some(m) = res.get(kind).and_then(Value::as_object) {
             for (k, v) in m {
+                container_resource_name(c, k, &format!("{p}.{kind}[{k}]"));
                 let text = v
                     .as_str()
                     .map(String::from)
@@ -158,6 +174,40 @@ fn resources(c: &mut Causes, res: &Value, p: &str) {
     }
 }
 
+/// Volume sources in the order upstream's validateVolumeSource checks them.
+const VOLUME_SOURCES: [&str; 30] = [
+    "hostPath",
+    "emptyDir",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "gitRepo",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "configMap",
+    "projected",
+    "csi",
+    "ephemeral",
+    "image",
+];
+
 /// ValidatePodSpec: containers, volumes, mounts, ports, resources, policies.
 pub fn pod_spec(c: &mut Causes, spec: &Value, p: &str) {
     pod_spec_with(c, spec, p, &[]);
@@ -180,6 +230,17 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
         } else if !volumes.insert(name.to_string()) {
             c.duplicate(&vp, &json!(name));
         }
+        // One source per volume; each after the first (in upstream's order) is refused.
+        VOLUME_SOURCES
+            .iter()
+            .filter(|src| v.get(**src).is_some_and(|x| !x.is_null()))
+            .skip(1)
+            .for_each(|src| {
+                c.forbidden(
+                    &format!("{p}.volumes[{i}].{src}"),
+                    "may not specify more than 1 volume type",
+                )
+            });
     }
     let mut names = HashSet::new();
     for key in ["initContainers", "containers"] {
@@ -275,6 +336,25 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
                         c.forbidden(
                             &format!("{cp}.{probe}"),
                             "may not specify more than 1 handler type",
+                        );
+                    }
+                    for field in [
+                        "initialDelaySeconds",
+                        "timeoutSeconds",
+                        "periodSeconds",
+                        "successThreshold",
+                        "failureThreshold",
+                        "terminationGracePeriodSeconds",
+                    ] {
+                        c.non_negative(pr, &format!("/{field}"), &format!("{cp}.{probe}.{field}"));
+                    }
+                    // Only readiness may ask for several successes in a row.
+                    let st = pr.get("successThreshold").and_then(Value::as_i64);
+                    if probe != "readinessProbe" && st.is_some_and(|n| n != 1) {
+                        c.invalid(
+                            &format!("{cp}.{probe}.successThreshold"),
+                            &json!(st),
+                            "must be 1",
                         );
                     }
                 }

@@ -543,6 +543,9 @@ fn invalid_manifests_are_refused_with_upstream_field_paths() {
         (pod("{containers: [{name: a, image: i, ports: [{containerPort: 70000}]}]}"), "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
         (pod("{containers: [{name: a, image: i, resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}]}"), "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"),
         (pod("{containers: [{name: a, image: i, volumeMounts: [{name: data, mountPath: /d}]}]}"), "spec.containers[0].volumeMounts[0].name: Not found: \"data\""),
+        (pod("{containers: [{name: a, image: i, readinessProbe: {exec: {command: [x]}, periodSeconds: -1}, livenessProbe: {exec: {command: [x]}, successThreshold: 2}}]}"), "* spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1\n* spec.containers[0].readinessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 0"),
+        (pod("{containers: [{name: a, image: i, resources: {limits: {gpus: '1'}}}]}"), "spec.containers[0].resources.limits[gpus]: Invalid value: \"gpus\": must be a standard resource for containers"),
+        (pod("{containers: [{name: a, image: i}], volumes: [{name: v, emptyDir: {}, configMap: {name: x}}]}"), "spec.volumes[0].configMap: Forbidden: may not specify more than 1 volume type"),
         (pod("{containers: [{name: a, image: i, resources: {limits: {memory: lots}}}]}"), "Pod in version \"v1\" cannot be handled as a Pod: spec.containers[0].resources.limits.memory: quantities must match the regular expression"),
         // Scalars of the wrong type are refused as upstream's typed decode refuses them.
         (deploy(&format!("{{replicas: three, selector: {{matchLabels: {{app: a}}}}, {TPL}}}")), "Deployment in version \"v1\" cannot be handled as a Deployment: cannot unmarshal string into field spec.replicas of type int32"),
