@@ -308,7 +308,28 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
                 } else if !is_env_name(n) {
                     c.invalid(&format!("{cp}.env[{j}].name"), &json!(n), "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')");
                 }
+                if let Some(from) = e.get("valueFrom").and_then(Value::as_object) {
+                    let vp = format!("{cp}.env[{j}].valueFrom");
+                    if !s(e, "/value").is_empty() {
+                        c.invalid(
+                            &vp,
+                            &json!(""),
+                            "may not be specified when `value` is not empty",
+                        );
+                    }
+                    let sources = from.values().filter(|v| !v.is_null()).count();
+                    if sources == 0 {
+                        c.invalid(&vp, &json!(""), "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`");
+                    } else if sources > 1 {
+                        c.invalid(
+                            &vp,
+                            &json!(""),
+                            "may not have more than one field specified at a time",
+                        );
+                    }
+                }
             }
+            let mut paths = HashSet::new();
             for (j, m) in arr(ct, "/volumeMounts").iter().enumerate() {
                 let mp = format!("{cp}.volumeMounts[{j}]");
                 let mn = s(m, "/name");
@@ -317,9 +338,15 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
                 } else if !volumes.contains(mn) {
                     c.not_found(&format!("{mp}.name"), &json!(mn));
                 }
-                if s(m, "/mountPath").is_empty() {
+                let path = s(m, "/mountPath");
+                if path.is_empty() {
                     c.required(&format!("{mp}.mountPath"), "");
+                } else if !paths.insert(path) {
+                    c.invalid(&format!("{mp}.mountPath"), &json!(path), "must be unique");
                 }
+            }
+            if let Some(sc) = ct.get("securityContext") {
+                security_context_ids(c, sc, &format!("{cp}.securityContext"));
             }
             if let Some(res) = ct.get("resources") {
                 resources(c, res, &format!("{cp}.resources"));
@@ -387,6 +414,126 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
                 &json!(n),
                 "must be between 1 and 2147483647, inclusive",
             );
+        }
+    }
+    if let Some(sel) = spec.get("nodeSelector").and_then(Value::as_object) {
+        c.0.extend(crate::validation::label_map_errors(
+            &format!("{p}.nodeSelector"),
+            sel,
+        ));
+    }
+    for key in ["hostname", "subdomain"] {
+        let v = s(spec, &format!("/{key}"));
+        if !v.is_empty() && !is_dns1123_label(v) {
+            c.invalid(&format!("{p}.{key}"), &json!(v), DNS1123_LABEL_MSG);
+        }
+    }
+    if let Some(sc) = spec.get("securityContext") {
+        security_context_ids(c, sc, &format!("{p}.securityContext"));
+        if let Some(g) = sc.get("fsGroup").and_then(Value::as_i64) {
+            if !(0..=i64::from(i32::MAX)).contains(&g) {
+                c.invalid(
+                    &format!("{p}.securityContext.fsGroup"),
+                    &json!(g),
+                    "must be between 0 and 2147483647, inclusive",
+                );
+            }
+        }
+    }
+    tolerations(c, spec, p);
+    node_affinity(c, spec, p);
+}
+
+/// runAsUser and runAsGroup are Linux ids: 0 to 2147483647.
+fn security_context_ids(c: &mut Causes, sc: &Value, p: &str) {
+    for key in ["runAsUser", "runAsGroup"] {
+        if let Some(id) = sc.get(key).and_then(Value::as_i64) {
+            if !(0..=i64::from(i32::MAX)).contains(&id) {
+                c.invalid(
+                    &format!("{p}.{key}"),
+                    &json!(id),
+                    "must be between 0 and 2147483647, inclusive",
+                );
+            }
+        }
+    }
+}
+
+/// ValidateTolerations: operator, key and value, effect.
+fn tolerations(c: &mut Causes, spec: &Value, p: &str) {
+    for (i, t) in arr(spec, "/tolerations").iter().enumerate() {
+        let tp = format!("{p}.tolerations[{i}]");
+        let key = s(t, "/key");
+        if !key.is_empty() {
+            c.0.extend(crate::validation::qualified_name_errors(
+                &format!("{tp}.key"),
+                key,
+            ));
+        }
+        let op = s(t, "/operator");
+        if key.is_empty() && op != "Exists" {
+            c.invalid(
+                &format!("{tp}.operator"),
+                &json!(op),
+                "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+            );
+        }
+        match op {
+            "" | "Equal" => {}
+            "Exists" if s(t, "/value").is_empty() => {}
+            "Exists" => c.invalid(
+                &format!("{tp}.operator"),
+                t,
+                "value must be empty when `operator` is 'Exists'",
+            ),
+            _ => c.unsupported(&format!("{tp}.operator"), &json!(op), &["Equal", "Exists"]),
+        }
+        c.one_of(
+            t,
+            "/effect",
+            &format!("{tp}.effect"),
+            &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            false,
+        );
+    }
+}
+
+/// Node selector requirement operators in required and preferred node affinity.
+fn node_affinity(c: &mut Causes, spec: &Value, p: &str) {
+    let na = format!("{p}.affinity.nodeAffinity");
+    let mut terms: Vec<(String, &Value)> = Vec::new();
+    let required = "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
+    for (i, t) in arr(spec, &format!("{required}/nodeSelectorTerms"))
+        .iter()
+        .enumerate()
+    {
+        terms.push((
+            format!("{na}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"),
+            t,
+        ));
+    }
+    let preferred = "/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution";
+    for (i, t) in arr(spec, preferred).iter().enumerate() {
+        if let Some(pref) = t.get("preference") {
+            terms.push((
+                format!("{na}.preferredDuringSchedulingIgnoredDuringExecution[{i}].preference"),
+                pref,
+            ));
+        }
+    }
+    for (tp, term) in terms {
+        for list in ["matchExpressions", "matchFields"] {
+            for (j, r) in arr(term, &format!("/{list}")).iter().enumerate() {
+                let op = s(r, "/operator");
+                let ok = ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"].contains(&op);
+                if !ok {
+                    c.invalid(
+                        &format!("{tp}.{list}[{j}].operator"),
+                        &json!(op),
+                        "not a valid selector operator",
+                    );
+                }
+            }
         }
     }
 }
@@ -603,6 +750,15 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
         }
         ("batch", "Job") => job(&mut c, obj, "spec", "/spec"),
         ("batch", "CronJob") => {
+            // Its Jobs are named `<name>-<minutes since epoch>`, which must stay a label.
+            let name = s(obj, "/metadata/name");
+            if name.len() > 52 {
+                c.invalid(
+                    "metadata.name",
+                    &json!(name),
+                    "must be no more than 52 characters",
+                );
+            }
             let sched = s(obj, "/spec/schedule");
             if sched.is_empty() {
                 c.required("spec.schedule", "");
@@ -1076,6 +1232,9 @@ fn service(c: &mut Causes, obj: &Value) {
         .pointer("/spec/type")
         .and_then(Value::as_str)
         .unwrap_or("ClusterIP");
+    if let Some(sel) = obj.pointer("/spec/selector").and_then(Value::as_object) {
+        c.0.extend(crate::validation::label_map_errors("spec.selector", sel));
+    }
     c.one_of(
         obj,
         "/spec/type",

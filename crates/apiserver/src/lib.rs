@@ -27,6 +27,7 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod pod_priority;
 pub mod protobuf;
 pub mod quantity;
 pub mod raw_object;

@@ -359,6 +359,9 @@ pub async fn create_object(
     } else {
         m.remove("generation");
     }
+    if rt.group.is_empty() && rt.kind == "Pod" {
+        crate::pod_priority::admit(state, &mut obj).await?;
+    }
     defaults::on_create(rt, &mut obj);
     let is_service = is_core_service(rt);
     if is_service {

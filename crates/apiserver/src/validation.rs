@@ -85,6 +85,25 @@ fn label_value_ok(v: &str) -> bool {
     v.is_empty() || is_label_name_part(v)
 }
 
+/// ValidateLabels: qualified keys and label values, every problem reported at `field`
+/// (metadata.labels, a nodeSelector, a Service selector).
+pub fn label_map_errors(field: &str, map: &serde_json::Map<String, Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (k, v) in map {
+        causes.extend(qualified_name_errors(field, k));
+        match v.as_str() {
+            Some(s) if label_value_ok(s) => {}
+            Some(s) => causes.push(Cause::invalid(
+                field,
+                s,
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+            )),
+            None => causes.push(Cause::invalid(field, &v.to_string(), "must be a string")),
+        }
+    }
+    causes
+}
+
 /// Validate metadata common to every type. `name` may be empty only with generateName,
 /// which the caller has already resolved.
 pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
@@ -114,20 +133,7 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     }
     if let Some(labels) = meta.and_then(|m| m.get("labels")) {
         match labels.as_object() {
-            Some(map) => {
-                for (k, v) in map {
-                    causes.extend(qualified_name_errors("metadata.labels", k));
-                    match v.as_str() {
-                        Some(s) if label_value_ok(s) => {}
-                        Some(s) => causes.push(Cause::invalid(
-                            format!("metadata.labels.{k}"),
-                            s,
-                            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-                        )),
-                        None => causes.push(Cause::invalid(format!("metadata.labels.{k}"), &v.to_string(), "must be a string")),
-                    }
-                }
-            }
+            Some(map) => causes.extend(label_map_errors("metadata.labels", map)),
             None if labels.is_null() => {}
             None => causes.push(Cause::invalid(
                 "metadata.labels",

@@ -546,6 +546,16 @@ fn invalid_manifests_are_refused_with_upstream_field_paths() {
         (pod("{containers: [{name: a, image: i, readinessProbe: {exec: {command: [x]}, periodSeconds: -1}, livenessProbe: {exec: {command: [x]}, successThreshold: 2}}]}"), "* spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1\n* spec.containers[0].readinessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 0"),
         (pod("{containers: [{name: a, image: i, resources: {limits: {gpus: '1'}}}]}"), "spec.containers[0].resources.limits[gpus]: Invalid value: \"gpus\": must be a standard resource for containers"),
         (pod("{containers: [{name: a, image: i}], volumes: [{name: v, emptyDir: {}, configMap: {name: x}}]}"), "spec.volumes[0].configMap: Forbidden: may not specify more than 1 volume type"),
+        (pod("{containers: [{name: a, image: i, env: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}], volumeMounts: [{name: v, mountPath: /a}, {name: v, mountPath: /a}], securityContext: {runAsUser: -1}}], volumes: [{name: v, emptyDir: {}}]}"),
+            "* spec.containers[0].env[0].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty\n* spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/a\": must be unique\n* spec.containers[0].securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive"),
+        (pod("{containers: [{name: a, image: i}], hostname: Bad_Host, nodeSelector: {'bad key': x}, tolerations: [{key: a, operator: Maybe}]}"),
+            "* spec.hostname: Invalid value: \"Bad_Host\": a lowercase RFC 1123 label"),
+        (pod("{containers: [{name: a, image: i}], tolerations: [{key: a, operator: Maybe}, {operator: Equal}], affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: a, operator: Bogus}]}]}}}}"),
+            "* spec.tolerations[0].operator: Unsupported value: \"Maybe\": supported values: \"Equal\", \"Exists\"\n* spec.tolerations[1].operator: Invalid value: \"Equal\": operator must be Exists when `key` is empty, which means \"match all values and all keys\"\n* spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: Invalid value: \"Bogus\": not a valid selector operator"),
+        (svc("{selector: {app: 'bad value!'}, ports: [{port: 80}]}"), "spec.selector: Invalid value: \"bad value!\": a valid label must be an empty string"),
+        ("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: a-name-that-is-long-enough-to-exceed-fifty-two-characters}\nspec: {schedule: '* * * * *', jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: i}]}}}}}\n".into(),
+            "metadata.name: Invalid value: \"a-name-that-is-long-enough-to-exceed-fifty-two-characters\": must be no more than 52 characters"),
+        (pod("{containers: [{name: a, image: i}], priorityClassName: nope}"), "pods \"p\" is forbidden: no PriorityClass with name nope was found"),
         (pod("{containers: [{name: a, image: i, resources: {limits: {memory: lots}}}]}"), "Pod in version \"v1\" cannot be handled as a Pod: spec.containers[0].resources.limits.memory: quantities must match the regular expression"),
         // Scalars of the wrong type are refused as upstream's typed decode refuses them.
         (deploy(&format!("{{replicas: three, selector: {{matchLabels: {{app: a}}}}, {TPL}}}")), "Deployment in version \"v1\" cannot be handled as a Deployment: cannot unmarshal string into field spec.replicas of type int32"),
@@ -1057,5 +1067,48 @@ fn quantities_are_stored_in_canonical_form() {
             "{.spec.hard.requests\\.cpu} {.spec.hard.pods}"
         ),
         "4 10"
+    );
+}
+
+#[test]
+fn pods_take_their_priority_from_the_class() {
+    let s = Server::start();
+    let p = |name: &str, extra: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: i}}]{extra}}}\n")
+    };
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        &p("critical", ", priorityClassName: system-node-critical"),
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        jp(
+            &s,
+            &["pod", "critical"],
+            "{.spec.priority} {.spec.preemptionPolicy}"
+        ),
+        "2000001000 PreemptLowerPriority"
+    );
+    // A priority that contradicts the class is refused.
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &p("liar", ", priority: 7"));
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("the integer value of priority (7) must not be provided in pod spec; priority admission controller computed 0"),
+        "{e}"
+    );
+    // A global default class applies to pods that name none.
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: batch-default}\nvalue: 100\nglobalDefault: true\npreemptionPolicy: Never\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    s.kubectl_stdin(&["create", "-f", "-"], &p("plain", ""));
+    assert_eq!(
+        jp(
+            &s,
+            &["pod", "plain"],
+            "{.spec.priorityClassName} {.spec.priority} {.spec.preemptionPolicy}"
+        ),
+        "batch-default 100 Never"
     );
 }
