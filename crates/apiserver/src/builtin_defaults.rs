@@ -493,11 +493,13 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
             let spec = child(obj, "spec");
             default(spec, "failurePolicy", json!("Fail"));
-            let mc = child(spec, "matchConstraints");
-            default(mc, "matchPolicy", json!("Equivalent"));
-            default(mc, "namespaceSelector", json!({}));
-            default(mc, "objectSelector", json!({}));
-            each(mc, "resourceRules", |r| default(r, "scope", json!("*")));
+            // Absent constraints stay absent (validation requires them).
+            if let Some(mc) = spec.get_mut("matchConstraints").filter(|m| m.is_object()) {
+                default(mc, "matchPolicy", json!("Equivalent"));
+                default(mc, "namespaceSelector", json!({}));
+                default(mc, "objectSelector", json!({}));
+                each(mc, "resourceRules", |r| default(r, "scope", json!("*")));
+            }
         }
         _ => {}
     }

@@ -648,6 +648,22 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
         | ("", "ReplicationController") => {
             if kind != "ReplicationController" {
                 selector_matches_template(&mut c, obj, &kind.to_lowercase());
+            } else if let Some(sel) = obj.pointer("/spec/selector").and_then(Value::as_object) {
+                // (Defaulting copied the template's labels into an absent selector.)
+                let labels = obj
+                    .pointer("/spec/template/metadata/labels")
+                    .and_then(Value::as_object);
+                if obj.pointer("/spec/template").is_some()
+                    && !sel
+                        .iter()
+                        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                {
+                    c.invalid(
+                        "spec.template.metadata.labels",
+                        &json!(labels.cloned().unwrap_or_default()),
+                        "`selector` does not match template `labels`",
+                    );
+                }
             }
             c.non_negative(obj, "/spec/replicas", "spec.replicas");
             c.non_negative(obj, "/spec/minReadySeconds", "spec.minReadySeconds");
@@ -799,28 +815,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
             if modes.is_empty() && obj.pointer("/spec/dataSource").is_none() {
                 c.required("spec.accessModes", "at least 1 access mode is required");
             }
-            for (i, m) in modes.iter().enumerate() {
-                if !m.as_str().is_some_and(|x| {
-                    [
-                        "ReadWriteOnce",
-                        "ReadOnlyMany",
-                        "ReadWriteMany",
-                        "ReadWriteOncePod",
-                    ]
-                    .contains(&x)
-                }) {
-                    c.unsupported(
-                        &format!("spec.accessModes[{i}]"),
-                        m,
-                        &[
-                            "ReadOnlyMany",
-                            "ReadWriteMany",
-                            "ReadWriteOnce",
-                            "ReadWriteOncePod",
-                        ],
-                    );
-                }
-            }
+            access_modes(&mut c, obj);
             match obj.pointer("/spec/resources/requests/storage") {
                 None => c.required("spec.resources[storage]", ""),
                 Some(q) if q.as_str().and_then(quantity).is_none() => {
@@ -843,6 +838,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
             if arr(obj, "/spec/accessModes").is_empty() {
                 c.required("spec.accessModes", "");
             }
+            access_modes(&mut c, obj);
             let sources = [
                 "hostPath",
                 "nfs",
@@ -881,7 +877,8 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
                 false,
             );
         }
-        ("", "ResourceQuota" | "LimitRange") => {
+        ("", "LimitRange") => limit_range(&mut c, obj),
+        ("", "ResourceQuota") => {
             for (k, v) in obj
                 .pointer("/spec/hard")
                 .and_then(Value::as_object)
@@ -972,6 +969,129 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
             for (i, t) in arr(obj, "/spec/policyTypes").iter().enumerate() {
                 if !t.as_str().is_some_and(|x| x == "Ingress" || x == "Egress") {
                     c.unsupported(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]);
+                }
+            }
+            for (dir, peers) in [("ingress", "from"), ("egress", "to")] {
+                for (i, rule) in arr(obj, &format!("/spec/{dir}")).iter().enumerate() {
+                    let rp = format!("spec.{dir}[{i}]");
+                    for (j, port) in arr(rule, "/ports").iter().enumerate() {
+                        if let Some(n) = port.get("port").and_then(Value::as_i64) {
+                            if !(1..=65535).contains(&n) {
+                                c.invalid(
+                                    &format!("{rp}.ports[{j}].port"),
+                                    &json!(n),
+                                    "must be between 1 and 65535, inclusive",
+                                );
+                            }
+                        }
+                    }
+                    for (j, peer) in arr(rule, &format!("/{peers}")).iter().enumerate() {
+                        let Some(block) = peer.get("ipBlock") else {
+                            continue;
+                        };
+                        let bp = format!("{rp}.{peers}[{j}].ipBlock");
+                        let cidr = s(block, "/cidr");
+                        if cidr.is_empty() {
+                            c.required(&format!("{bp}.cidr"), "");
+                        } else if !is_cidr(cidr) {
+                            c.invalid(&format!("{bp}.cidr"), &json!(cidr), CIDR_MSG);
+                        }
+                        for (k, ex) in arr(block, "/except").iter().enumerate() {
+                            let e = ex.as_str().unwrap_or("");
+                            if !is_cidr(e) {
+                                c.invalid(&format!("{bp}.except[{k}]"), ex, CIDR_MSG);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ("networking.k8s.io", "IngressClass") => {
+            let ctl = s(obj, "/spec/controller");
+            let domain_path = ctl
+                .split_once('/')
+                .is_some_and(|(d, rest)| is_dns1123_subdomain(d) && !rest.is_empty());
+            if ctl.is_empty() {
+                c.required("spec.controller", "");
+            } else if !domain_path {
+                c.invalid(
+                    "spec.controller",
+                    &json!(ctl),
+                    "must be a domain-prefixed path (such as \"acme.io/foo\")",
+                );
+            }
+        }
+        ("", "Node") => {
+            for (i, t) in arr(obj, "/spec/taints").iter().enumerate() {
+                let tp = format!("spec.taints[{i}]");
+                let key = s(t, "/key");
+                if key.is_empty() {
+                    c.required(&format!("{tp}.key"), "");
+                } else {
+                    c.0.extend(crate::validation::qualified_name_errors(
+                        &format!("{tp}.key"),
+                        key,
+                    ));
+                }
+                c.one_of(
+                    t,
+                    "/effect",
+                    &format!("{tp}.effect"),
+                    &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                    true,
+                );
+            }
+            let cidr = s(obj, "/spec/podCIDR");
+            if !cidr.is_empty() && !is_cidr(cidr) {
+                c.invalid("spec.podCIDR", &json!(cidr), CIDR_MSG);
+            }
+            for (i, v) in arr(obj, "/spec/podCIDRs").iter().enumerate() {
+                if !v.as_str().is_some_and(is_cidr) {
+                    c.invalid(&format!("spec.podCIDRs[{i}]"), v, CIDR_MSG);
+                }
+            }
+        }
+        ("", "Endpoints") => {
+            for (i, subset) in arr(obj, "/subsets").iter().enumerate() {
+                for list in ["addresses", "notReadyAddresses"] {
+                    for (j, a) in arr(subset, &format!("/{list}")).iter().enumerate() {
+                        let ip = s(a, "/ip");
+                        if ip.parse::<std::net::IpAddr>().is_err() {
+                            c.invalid(
+                                &format!("subsets[{i}].{list}[{j}].ip"),
+                                &json!(ip),
+                                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                            );
+                        }
+                    }
+                }
+                for (j, port) in arr(subset, "/ports").iter().enumerate() {
+                    if let Some(n) = port.get("port").and_then(Value::as_i64) {
+                        if !(1..=65535).contains(&n) {
+                            c.invalid(
+                                &format!("subsets[{i}].ports[{j}].port"),
+                                &json!(n),
+                                "must be between 1 and 65535, inclusive",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            if obj.pointer("/spec/matchConstraints").is_none() {
+                c.required("spec.matchConstraints", "");
+            }
+            for (i, v) in arr(obj, "/spec/validations").iter().enumerate() {
+                let expr = s(v, "/expression");
+                if expr.is_empty() {
+                    c.required(&format!("spec.validations[{i}].expression"), "");
+                } else if let Some(e) = capstan_schema::cel_compile_error(expr) {
+                    c.invalid(
+                        &format!("spec.validations[{i}].expression"),
+                        &json!(expr),
+                        &format!("compilation failed: {e}"),
+                    );
                 }
             }
         }
@@ -1098,6 +1218,21 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
                     "must be greater than or equal to 1",
                 );
             }
+            for (i, m) in arr(obj, "/spec/metrics").iter().enumerate() {
+                c.one_of(
+                    m,
+                    "/type",
+                    &format!("spec.metrics[{i}].type"),
+                    &[
+                        "Object",
+                        "Pods",
+                        "Resource",
+                        "External",
+                        "ContainerResource",
+                    ],
+                    true,
+                );
+            }
         }
         ("policy", "PodDisruptionBudget") => {
             if obj.pointer("/spec/minAvailable").is_some()
@@ -1188,11 +1323,153 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
                     &["None", "NoneOnDryRun"],
                     true,
                 );
+                c.one_of(
+                    w,
+                    "/failurePolicy",
+                    &format!("{wp}.failurePolicy"),
+                    &["Fail", "Ignore"],
+                    false,
+                );
+                c.one_of(
+                    w,
+                    "/matchPolicy",
+                    &format!("{wp}.matchPolicy"),
+                    &["Equivalent", "Exact"],
+                    false,
+                );
             }
         }
         _ => {}
     }
     c.0
+}
+
+const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+/// `address/prefix`, IPv4 or IPv6, the prefix within the address's width.
+fn is_cidr(v: &str) -> bool {
+    let Some((ip, bits)) = v.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
+    }
+}
+
+const ACCESS_MODES: [&str; 4] = [
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+fn access_modes(c: &mut Causes, obj: &Value) {
+    for (i, m) in arr(obj, "/spec/accessModes").iter().enumerate() {
+        if !m.as_str().is_some_and(|x| ACCESS_MODES.contains(&x)) {
+            c.unsupported(&format!("spec.accessModes[{i}]"), m, &ACCESS_MODES);
+        }
+    }
+}
+
+/// ValidateLimitRange: known limit types, and min ≤ default request ≤ default ≤ max.
+fn limit_range(c: &mut Causes, obj: &Value) {
+    for (i, l) in arr(obj, "/spec/limits").iter().enumerate() {
+        let lp = format!("spec.limits[{i}]");
+        c.one_of(
+            l,
+            "/type",
+            &format!("{lp}.type"),
+            &["Pod", "Container", "PersistentVolumeClaim"],
+            true,
+        );
+        let q = |section: &str, k: &str| {
+            l.get(section)
+                .and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .and_then(quantity)
+        };
+        let mut names: Vec<&String> = Vec::new();
+        for section in [
+            "max",
+            "min",
+            "default",
+            "defaultRequest",
+            "maxLimitRequestRatio",
+        ] {
+            if let Some(m) = l.get(section).and_then(Value::as_object) {
+                names.extend(m.keys());
+            }
+        }
+        names.sort();
+        names.dedup();
+        for k in names {
+            let (min, max) = (q("min", k), q("max", k));
+            let (def, req) = (q("default", k), q("defaultRequest", k));
+            let text = |section: &str| {
+                l.pointer(&format!("/{section}/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            if let (Some(lo), Some(hi)) = (min, max) {
+                if lo > hi {
+                    c.invalid(
+                        &format!("{lp}.min[{k}]"),
+                        &json!(text("min")),
+                        &format!(
+                            "min value {} is greater than max value {}",
+                            text("min"),
+                            text("max")
+                        ),
+                    );
+                }
+            }
+            if let (Some(r), Some(hi)) = (req, max) {
+                if r > hi {
+                    c.invalid(
+                        &format!("{lp}.defaultRequest[{k}]"),
+                        &json!(text("defaultRequest")),
+                        &format!(
+                            "default request value {} is greater than max value {}",
+                            text("defaultRequest"),
+                            text("max")
+                        ),
+                    );
+                }
+            }
+            if let (Some(r), Some(d)) = (req, def) {
+                if r > d {
+                    c.invalid(
+                        &format!("{lp}.defaultRequest[{k}]"),
+                        &json!(text("defaultRequest")),
+                        &format!(
+                            "default request value {} is greater than default limit value {}",
+                            text("defaultRequest"),
+                            text("default")
+                        ),
+                    );
+                }
+            }
+            if let (Some(d), Some(hi)) = (def, max) {
+                if d > hi {
+                    c.invalid(
+                        &format!("{lp}.default[{k}]"),
+                        &json!(text("default")),
+                        &format!(
+                            "default value {} is greater than max value {}",
+                            text("default"),
+                            text("max")
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn job(c: &mut Causes, obj: &Value, p: &str, ptr: &str) {

@@ -116,6 +116,14 @@ impl CelRules {
     }
 }
 
+/// Why a CEL expression does not parse, if it does not (ValidatingAdmissionPolicy
+/// expressions, checked when the policy is written).
+pub fn cel_compile_error(expr: &str) -> Option<String> {
+    kube_cel::cel::Program::compile(expr)
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// Names a CRD validation rule may use without binding them.
 const DECLARED: [&str; 14] = [
     "self",

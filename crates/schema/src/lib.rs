@@ -9,7 +9,7 @@ mod schema;
 mod structural;
 mod validate;
 
-pub use cel::{check_rules, CelRules};
+pub use cel::{cel_compile_error, check_rules, CelRules};
 pub use path::FieldPath;
 pub use prune::{apply_defaults, prune};
 pub use schema::{Schema, SchemaError};
