@@ -1618,7 +1618,29 @@ pub fn validate_update(group: &str, kind: &str, old: &Value, new: &Value) -> Vec
         }
     };
     match (group, kind) {
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
+        ("apps", "StatefulSet") => {
+            // Everything but these is fixed at creation (its pods and claims depend on it).
+            let fixed = |v: &Value| {
+                let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
+                if let Some(m) = spec.as_object_mut() {
+                    for k in [
+                        "replicas",
+                        "ordinals",
+                        "template",
+                        "updateStrategy",
+                        "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds",
+                    ] {
+                        m.remove(k);
+                    }
+                }
+                spec
+            };
+            if fixed(old) != fixed(new) {
+                c.forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden");
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => {
             immutable(&mut c, "/spec/selector", "spec.selector")
         }
         ("batch", "Job") => {
@@ -1643,19 +1665,42 @@ pub fn validate_update(group: &str, kind: &str, old: &Value, new: &Value) -> Vec
             immutable(&mut c, "/volumeBindingMode", "volumeBindingMode");
         }
         ("", "PersistentVolumeClaim") => {
-            let mut o = old.get("spec").cloned().unwrap_or(Value::Null);
-            let mut n = new.get("spec").cloned().unwrap_or(Value::Null);
-            for spec in [&mut o, &mut n] {
+            // The binder may set volumeName once; a bound claim may grow its storage.
+            let bound = s(old, "/status/phase") == "Bound";
+            let set_once = s(old, "/spec/volumeName").is_empty();
+            let fixed = |v: &Value| {
+                let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
                 if let Some(m) = spec.as_object_mut() {
-                    m.remove("resources");
                     m.remove("volumeAttributesClassName");
-                    if m.get("volumeName").is_some_and(|v| v.as_str() == Some("")) {
+                    if set_once {
                         m.remove("volumeName");
                     }
                 }
-            }
-            if o != n && !s(old, "/spec/volumeName").is_empty() {
+                if bound {
+                    if let Some(req) = spec
+                        .pointer_mut("/resources/requests")
+                        .and_then(Value::as_object_mut)
+                    {
+                        req.remove("storage");
+                    }
+                }
+                spec
+            };
+            if fixed(old) != fixed(new) {
                 c.forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims");
+            }
+            let size = |v: &Value| {
+                v.pointer("/spec/resources/requests/storage")
+                    .and_then(Value::as_str)
+                    .and_then(quantity)
+            };
+            if let (Some(before), Some(after)) = (size(old), size(new)) {
+                if after < before {
+                    c.forbidden(
+                        "spec.resources.requests.storage",
+                        "field can not be less than previous value",
+                    );
+                }
             }
         }
         ("", "Pod") => {

@@ -690,6 +690,47 @@ fn immutable_fields_stay_put() {
         e.contains("roleRef: Invalid value") && e.contains("cannot change roleRef"),
         "{e}"
     );
+
+    // A StatefulSet keeps its serviceName and claim templates; its replicas may change.
+    let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template: {metadata: {labels: {app: db}}, spec: {containers: [{name: c, image: i}]}}\n";
+    assert!(s
+        .kubectl_stdin(&["create", "-f", "-"], sts)
+        .status
+        .success());
+    let out = s.kubectl(&[
+        "patch",
+        "sts",
+        "db",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"serviceName":"other"}}"#,
+    ]);
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"),
+        "{e}"
+    );
+    s.kubectl_ok(&["scale", "sts", "db", "--replicas=3"]);
+    // A claim's spec is fixed too, and its storage never shrinks.
+    let pvc = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: claim}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}\n";
+    assert!(s
+        .kubectl_stdin(&["create", "-f", "-"], pvc)
+        .status
+        .success());
+    let out = s.kubectl(&[
+        "patch",
+        "pvc",
+        "claim",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"accessModes":["ReadWriteMany"],"resources":{"requests":{"storage":"1Gi"}}}}"#,
+    ]);
+    let (_, e) = text(&out);
+    assert!(
+        e.contains("* spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims")
+            && e.contains("* spec.resources.requests.storage: Forbidden: field can not be less than previous value"),
+        "{e}"
+    );
 }
 
 const EVERY_OTHER_TYPE: &str = r#"
