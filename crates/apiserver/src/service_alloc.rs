@@ -172,14 +172,17 @@ pub fn assign_avoiding(r: &Ranges, obj: &mut Value, taken: &BTreeSet<String>) ->
             ip
         };
         spec["clusterIPs"] = json!([ip]);
-        if ip != "None" {
+        // An IPv4 single-stack cluster: asking for anything else is refused by
+        // `range_causes`, not rewritten here.
+        if spec
+            .get("ipFamilies")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty())
+        {
             spec["ipFamilies"] = json!(["IPv4"]);
+        }
+        if spec.get("ipFamilyPolicy").is_none_or(Value::is_null) {
             spec["ipFamilyPolicy"] = json!("SingleStack");
-        } else {
-            spec["ipFamilies"] = json!(["IPv4"]);
-            if spec.get("ipFamilyPolicy").is_none() {
-                spec["ipFamilyPolicy"] = json!("SingleStack");
-            }
         }
     }
     let wants_node_ports = ty == "NodePort"
@@ -256,6 +259,28 @@ pub fn keep_allocated(old: &Value, new: &mut Value) {
 /// A user-chosen address or port outside the configured ranges.
 pub fn range_causes(r: &Ranges, obj: &Value) -> Vec<Cause> {
     let mut out = Vec::new();
+    for (i, f) in obj
+        .pointer("/spec/ipFamilies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if f.as_str() != Some("IPv4") {
+            out.push(Cause::invalid(
+                format!("spec.ipFamilies[{i}]"),
+                f.as_str().unwrap_or(""),
+                "not configured on this cluster",
+            ));
+        }
+    }
+    if obj.pointer("/spec/ipFamilyPolicy").and_then(Value::as_str) == Some("RequireDualStack") {
+        out.push(Cause::invalid(
+            "spec.ipFamilyPolicy",
+            "RequireDualStack",
+            "this cluster is not configured for dual-stack services",
+        ));
+    }
     if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
         if ip != "None" && !ip.is_empty() {
             match ip.parse::<Ipv4Addr>() {
