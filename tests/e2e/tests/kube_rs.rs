@@ -156,3 +156,28 @@ async fn watcher_streams_changes() {
         ]
     );
 }
+
+/// What kubectl users write (`cpu: 0.5`, a YAML number) is read back by kube-rs's typed
+/// Pod: quantities come back as the canonical strings k8s-openapi's `Quantity` requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_clients_read_pods_written_with_numeric_quantities() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = Server::start();
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - name: c\n    image: i\n    resources: {limits: {cpu: 0.5, memory: 2000000000}}\n",
+    );
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    let pods: Api<Pod> = Api::default_namespaced(client(&s).await);
+    let pod = pods.get("q").await.expect("a typed Pod");
+    let limits = pod
+        .spec
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.resources)
+        .and_then(|r| r.limits)
+        .expect("limits");
+    assert_eq!(limits["cpu"].0, "500m");
+    assert_eq!(limits["memory"].0, "2G");
+    let listed = pods.list(&ListParams::default()).await.expect("typed list");
+    assert_eq!(listed.items.len(), 1);
+}
