@@ -749,7 +749,18 @@ fn kill_9_under_concurrent_writes_loses_no_acknowledged_write() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Kill once some writes are acknowledged (however slow the machine), a moment into
+    // the next ones, so creates are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_millis() % 300))
+            .unwrap_or(0),
+    ));
     s.kill(); // SIGKILL while creates are in flight
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for w in writers {
