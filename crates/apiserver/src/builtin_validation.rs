@@ -242,6 +242,7 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
                 )
             });
     }
+    let host_network = spec.get("hostNetwork") == Some(&Value::Bool(true));
     let mut names = HashSet::new();
     for key in ["initContainers", "containers"] {
         for (i, ct) in arr(spec, &format!("/{key}")).iter().enumerate() {
@@ -256,6 +257,19 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
             }
             if s(ct, "/image").is_empty() {
                 c.required(&format!("{cp}.image"), "");
+            }
+            // Only init containers may restart on their own (as sidecars), and only Always.
+            if let Some(rp) = ct.get("restartPolicy").filter(|v| !v.is_null()) {
+                if key == "initContainers" {
+                    if rp.as_str() != Some("Always") {
+                        c.unsupported(&format!("{cp}.restartPolicy"), rp, &["Always"]);
+                    }
+                } else {
+                    c.forbidden(
+                        &format!("{cp}.restartPolicy"),
+                        "may not be set for non-init containers",
+                    );
+                }
             }
             c.one_of(
                 ct,
@@ -282,6 +296,18 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
                             &format!("{pp}.hostPort"),
                             &json!(hp),
                             "must be between 1 and 65535, inclusive",
+                        );
+                    } else if host_network
+                        && hp
+                            != port
+                                .get("containerPort")
+                                .and_then(Value::as_i64)
+                                .unwrap_or(0)
+                    {
+                        c.invalid(
+                            &format!("{pp}.hostPort"),
+                            &json!(hp),
+                            "must match `containerPort` when `hostNetwork` is true",
                         );
                     }
                 }
@@ -407,6 +433,12 @@ fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&str]) {
         "/terminationGracePeriodSeconds",
         &format!("{p}.terminationGracePeriodSeconds"),
     );
+    if s(spec, "/dnsPolicy") == "None" && spec.get("dnsConfig").is_none_or(Value::is_null) {
+        c.required(
+            &format!("{p}.dnsConfig"),
+            "must provide `dnsConfig` when `dnsPolicy` is None",
+        );
+    }
     if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
         if n < 1 {
             c.invalid(
@@ -596,12 +628,14 @@ fn template_restart(c: &mut Causes, obj: &Value, ptr: &str, field: &str, allowed
     }
 }
 
-fn intstr_percent_ok(v: &Value) -> Option<String> {
+/// ValidatePositiveIntOrPercent, and with `at_most_100` IsNotMoreThan100Percent (a
+/// Deployment's maxSurge may exceed 100%; unavailability and PDB budgets may not).
+fn intstr_percent_ok(v: &Value, at_most_100: bool) -> Option<String> {
     match v {
         Value::Number(n) if n.as_i64().is_some_and(|x| x < 0) => Some("must be greater than or equal to 0".into()),
         Value::String(p) => match p.strip_suffix('%').and_then(|x| x.parse::<i64>().ok()) {
             None => Some("a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')".into()),
-            Some(x) if x > 100 => Some("must not be greater than 100%".into()),
+            Some(x) if at_most_100 && x > 100 => Some("must not be greater than 100%".into()),
             _ => None,
         },
         _ => None,
@@ -706,7 +740,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
                 }
                 for f in ["maxUnavailable", "maxSurge"] {
                     if let Some(v) = obj.pointer(&format!("/spec/strategy/rollingUpdate/{f}")) {
-                        if let Some(msg) = intstr_percent_ok(v) {
+                        if let Some(msg) = intstr_percent_ok(v, f == "maxUnavailable") {
                             c.invalid(&format!("spec.strategy.rollingUpdate.{f}"), v, &msg);
                         }
                     }
@@ -778,6 +812,12 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
             let sched = s(obj, "/spec/schedule");
             if sched.is_empty() {
                 c.required("spec.schedule", "");
+            } else if sched.starts_with("TZ=") || sched.starts_with("CRON_TZ=") {
+                c.invalid(
+                    "spec.schedule",
+                    &json!(sched),
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                );
             } else if !cron_ok(sched) {
                 c.invalid(
                     "spec.schedule",
@@ -1246,7 +1286,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
             }
             for f in ["minAvailable", "maxUnavailable"] {
                 if let Some(v) = obj.pointer(&format!("/spec/{f}")) {
-                    if let Some(msg) = intstr_percent_ok(v) {
+                    if let Some(msg) = intstr_percent_ok(v, true) {
                         c.invalid(&format!("spec.{f}"), v, &msg);
                     }
                 }
@@ -1473,8 +1513,27 @@ fn limit_range(c: &mut Causes, obj: &Value) {
 }
 
 fn job(c: &mut Causes, obj: &Value, p: &str, ptr: &str) {
-    for f in ["parallelism", "completions", "backoffLimit"] {
+    for f in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
         c.non_negative(obj, &format!("{ptr}/{f}"), &format!("{p}.{f}"));
+    }
+    let indexed = obj
+        .pointer(&format!("{ptr}/completionMode"))
+        .and_then(Value::as_str)
+        == Some("Indexed");
+    if indexed
+        && obj
+            .pointer(&format!("{ptr}/completions"))
+            .is_none_or(Value::is_null)
+    {
+        c.required(
+            &format!("{p}.completions"),
+            "when completion mode is Indexed",
+        );
     }
     c.one_of(
         obj,

@@ -173,6 +173,36 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
             )),
         }
     }
+    let list = |key: &str| {
+        meta.and_then(|m| m.get(key))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (i, f) in list("finalizers").iter().enumerate() {
+        let name = f.as_str().unwrap_or("");
+        causes.extend(qualified_name_errors(
+            &format!("metadata.finalizers[{i}]"),
+            name,
+        ));
+    }
+    // ValidateOwnerReferences: every reference names its owner fully.
+    for r in list("ownerReferences") {
+        for (key, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if r.get(key).and_then(Value::as_str).unwrap_or("").is_empty() {
+                causes.push(Cause::invalid(
+                    format!("metadata.ownerReferences.{key}"),
+                    "",
+                    &format!("{what} must not be empty"),
+                ));
+            }
+        }
+    }
     causes
 }
 
