@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use capstan_schema::is_cidr;
 use serde_json::{json, Value};
 
 use crate::status::Cause;
@@ -1386,21 +1387,6 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
 
 const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
 
-/// `address/prefix`, IPv4 or IPv6, the prefix within the address's width.
-fn is_cidr(v: &str) -> bool {
-    let Some((ip, bits)) = v.split_once('/') else {
-        return false;
-    };
-    let Ok(bits) = bits.parse::<u8>() else {
-        return false;
-    };
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
-        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
-        Err(_) => false,
-    }
-}
-
 const ACCESS_MODES: [&str; 4] = [
     "ReadOnlyMany",
     "ReadWriteMany",
@@ -1447,65 +1433,43 @@ fn limit_range(c: &mut Causes, obj: &Value) {
         }
         names.sort();
         names.dedup();
+        // (lower section, upper section, how upstream names each in its message)
+        let order = [
+            ("min", "max", "min value", "max value"),
+            (
+                "defaultRequest",
+                "max",
+                "default request value",
+                "max value",
+            ),
+            (
+                "defaultRequest",
+                "default",
+                "default request value",
+                "default limit value",
+            ),
+            ("default", "max", "default value", "max value"),
+        ];
         for k in names {
-            let (min, max) = (q("min", k), q("max", k));
-            let (def, req) = (q("default", k), q("defaultRequest", k));
             let text = |section: &str| {
                 l.pointer(&format!("/{section}/{k}"))
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string()
             };
-            if let (Some(lo), Some(hi)) = (min, max) {
-                if lo > hi {
-                    c.invalid(
-                        &format!("{lp}.min[{k}]"),
-                        &json!(text("min")),
-                        &format!(
-                            "min value {} is greater than max value {}",
-                            text("min"),
-                            text("max")
-                        ),
-                    );
-                }
-            }
-            if let (Some(r), Some(hi)) = (req, max) {
-                if r > hi {
-                    c.invalid(
-                        &format!("{lp}.defaultRequest[{k}]"),
-                        &json!(text("defaultRequest")),
-                        &format!(
-                            "default request value {} is greater than max value {}",
-                            text("defaultRequest"),
-                            text("max")
-                        ),
-                    );
-                }
-            }
-            if let (Some(r), Some(d)) = (req, def) {
-                if r > d {
-                    c.invalid(
-                        &format!("{lp}.defaultRequest[{k}]"),
-                        &json!(text("defaultRequest")),
-                        &format!(
-                            "default request value {} is greater than default limit value {}",
-                            text("defaultRequest"),
-                            text("default")
-                        ),
-                    );
-                }
-            }
-            if let (Some(d), Some(hi)) = (def, max) {
-                if d > hi {
-                    c.invalid(
-                        &format!("{lp}.default[{k}]"),
-                        &json!(text("default")),
-                        &format!(
-                            "default value {} is greater than max value {}",
-                            text("default"),
-                            text("max")
-                        ),
-                    );
+            for (lo, hi, lo_name, hi_name) in order {
+                if let (Some(a), Some(b)) = (q(lo, k), q(hi, k)) {
+                    if a > b {
+                        c.invalid(
+                            &format!("{lp}.{lo}[{k}]"),
+                            &json!(text(lo)),
+                            &format!(
+                                "{lo_name} {} is greater than {hi_name} {}",
+                                text(lo),
+                                text(hi)
+                            ),
+                        );
+                    }
                 }
             }
         }

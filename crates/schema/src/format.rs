@@ -37,7 +37,9 @@ pub fn check(format: &str, v: &Value) -> Option<bool> {
     })
 }
 
-fn cidr(s: &str) -> bool {
+/// `address/prefix`, IPv4 or IPv6, the prefix within the address's width (the `cidr`
+/// format, and built-in fields such as NetworkPolicy ipBlocks).
+pub fn cidr(s: &str) -> bool {
     let Some((ip, bits)) = s.split_once('/') else {
         return false;
     };

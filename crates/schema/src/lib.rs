@@ -10,6 +10,7 @@ mod structural;
 mod validate;
 
 pub use cel::{cel_compile_error, check_rules, CelRules};
+pub use format::cidr as is_cidr;
 pub use path::FieldPath;
 pub use prune::{apply_defaults, prune};
 pub use schema::{Schema, SchemaError};
