@@ -94,38 +94,7 @@ fn container(c: &mut Value) {
 }
 
 fn volume(v: &mut Value) {
-    let sources = [
-        "hostPath",
-        "emptyDir",
-        "gcePersistentDisk",
-        "awsElasticBlockStore",
-        "gitRepo",
-        "secret",
-        "nfs",
-        "iscsi",
-        "glusterfs",
-        "persistentVolumeClaim",
-        "rbd",
-        "flexVolume",
-        "cinder",
-        "cephfs",
-        "flocker",
-        "downwardAPI",
-        "fc",
-        "azureFile",
-        "configMap",
-        "vsphereVolume",
-        "quobyte",
-        "azureDisk",
-        "photonPersistentDisk",
-        "projected",
-        "portworxVolume",
-        "scaleIO",
-        "storageos",
-        "csi",
-        "ephemeral",
-        "image",
-    ];
+    let sources = crate::builtin_validation::VOLUME_SOURCES;
     if !sources
         .iter()
         .any(|s| v.get(*s).is_some_and(|x| !x.is_null()))

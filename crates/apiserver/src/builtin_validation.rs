@@ -175,8 +175,9 @@ fn resources(c: &mut Causes, res: &Value, p: &str) {
     }
 }
 
-/// Volume sources in the order upstream's validateVolumeSource checks them.
-const VOLUME_SOURCES: [&str; 30] = [
+/// Volume sources in the order upstream's validateVolumeSource checks them (defaulting
+/// gives a volume with none of them an emptyDir).
+pub const VOLUME_SOURCES: [&str; 30] = [
     "hostPath",
     "emptyDir",
     "gcePersistentDisk",

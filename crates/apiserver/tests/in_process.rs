@@ -32,6 +32,44 @@ async fn client() -> (Client, tempfile::TempDir) {
     (Client::new(svc, "default"), dir)
 }
 
+/// A fresh state on its own SQLite file (no compaction), system namespaces in place.
+async fn fresh_state(dir: &std::path::Path) -> AppState {
+    let mut config = SqliteConfig::new(dir.join("store.db"));
+    config.compaction = None;
+    let state = AppState::new(
+        SqliteStore::open(config).unwrap() as Arc<dyn Store>,
+        "token",
+    );
+    namespace_lifecycle::ensure_system_namespaces(&state)
+        .await
+        .unwrap();
+    state
+}
+
+/// One request through the router as the admin: the code and the JSON body (or `{}`).
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", "Bearer token")
+        .header("content-type", ct)
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (code, serde_json::from_slice(&bytes).unwrap_or(json!({})))
+}
+
 #[tokio::test]
 async fn in_process_client_creates_lists_and_gets_422s() {
     let (c, _dir) = client().await;
@@ -69,39 +107,11 @@ async fn in_process_client_creates_lists_and_gets_422s() {
 /// Malformed requests get a Status with the right code, never a 500 or silent repair.
 #[tokio::test]
 async fn malformed_requests_get_status_answers() {
-    use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = SqliteConfig::new(dir.path().join("store.db"));
-    config.compaction = None;
-    let state = AppState::new(
-        SqliteStore::open(config).unwrap() as Arc<dyn Store>,
-        "token",
-    );
-    namespace_lifecycle::ensure_system_namespaces(&state)
-        .await
-        .unwrap();
-    let app = router(state);
-    let send = |method: &str, path: &str, ct: &str, body: &str| {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", "Bearer token")
-            .header("content-type", ct)
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap();
-        let app = app.clone();
-        async move {
-            let resp = app.oneshot(req).await.unwrap();
-            let code = resp.status().as_u16();
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
-            (code, status)
-        }
-    };
+    let app = router(fresh_state(dir.path()).await);
     let cms = "/api/v1/namespaces/default/configmaps";
     let created = send(
+        &app,
         "POST",
         cms,
         "application/json",
@@ -298,7 +308,7 @@ async fn malformed_requests_get_status_answers() {
         ),
     ];
     for (method, path, ct, body, code, needle) in cases {
-        let (got, status) = send(method, &path, ct, body).await;
+        let (got, status) = send(&app, method, &path, ct, body).await;
         assert_eq!(got, code, "{method} {path}: {status}");
         assert_eq!(status["kind"], "Status", "{method} {path}");
         assert!(
@@ -307,7 +317,7 @@ async fn malformed_requests_get_status_answers() {
         );
     }
     // The object the bad requests aimed at is untouched.
-    let (_, obj) = send("GET", &format!("{cms}/a"), "", "").await;
+    let (_, obj) = send(&app, "GET", &format!("{cms}/a"), "", "").await;
     assert_eq!(obj["data"], json!({"k": "v"}));
 }
 
@@ -318,38 +328,12 @@ async fn malformed_requests_get_status_answers() {
 async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
     use capstan_apiserver::cel_runner::CelRunner;
     use std::time::{Duration, Instant};
-    use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = SqliteConfig::new(dir.path().join("store.db"));
-    config.compaction = None;
-    let state = AppState::new(
-        SqliteStore::open(config).unwrap() as Arc<dyn Store>,
-        "token",
-    )
-    .with_cel_runner(CelRunner::new(1, Duration::from_millis(300)));
-    namespace_lifecycle::ensure_system_namespaces(&state)
+    let state = fresh_state(dir.path())
         .await
-        .unwrap();
+        .with_cel_runner(CelRunner::new(1, Duration::from_millis(300)));
     let app = router(state);
-    let send = |method: &str, path: &str, body: String| {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", "Bearer token")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body))
-            .unwrap();
-        let app = app.clone();
-        async move {
-            let resp = app.oneshot(req).await.unwrap();
-            let code = resp.status().as_u16();
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
-            (code, v)
-        }
-    };
+    const JSON: &str = "application/json";
     let crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": "tags.example.com"},
@@ -362,9 +346,11 @@ async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
                 }}}}}}}]}
     });
     let (code, body) = send(
+        &app,
         "POST",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        crd.to_string(),
+        JSON,
+        &crd.to_string(),
     )
     .await;
     assert_eq!(code, 201, "{body}");
@@ -376,7 +362,7 @@ async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
     };
     let tags = "/apis/example.com/v1/namespaces/default/tags";
     let started = Instant::now();
-    let (code, body) = send("POST", tags, tag("big")).await;
+    let (code, body) = send(&app, "POST", tags, JSON, &tag("big")).await;
     let took = started.elapsed();
     assert_eq!(code, 422, "{body}");
     assert!(
@@ -389,17 +375,12 @@ async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     // The runaway still holds the only slot: the next evaluation is refused, not queued
     // for ever; requests without rules are unaffected.
-    let (code, body) = send("POST", tags, tag("next")).await;
+    let (code, body) = send(&app, "POST", tags, JSON, &tag("next")).await;
     assert_eq!(code, 429, "{body}");
     let started = Instant::now();
-    let (code, _) = send(
-        "GET",
-        "/api/v1/namespaces/default/configmaps",
-        String::new(),
-    )
-    .await;
+    let (code, _) = send(&app, "GET", "/api/v1/namespaces/default/configmaps", "", "").await;
     assert_eq!(code, 200);
     assert!(started.elapsed() < Duration::from_secs(2));
-    let (code, body) = send("GET", &format!("{tags}/big"), String::new()).await;
+    let (code, body) = send(&app, "GET", &format!("{tags}/big"), "", "").await;
     assert_eq!(code, 404, "nothing was stored: {body}");
 }
