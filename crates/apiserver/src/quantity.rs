@@ -73,7 +73,8 @@ impl Quantity {
             }
             Format::BinarySi
         } else if let Some(exp) = suffix.strip_prefix(['e', 'E']) {
-            let exp: i32 = exp.parse().ok().filter(|e: &i32| e.abs() <= 100)?;
+            // A range check, not abs(): `e-2147483648` must not overflow.
+            let exp: i32 = exp.parse().ok().filter(|e| (-100..=100).contains(e))?;
             scale += exp;
             Format::DecimalExponent
         } else {
@@ -203,7 +204,18 @@ mod tests {
     #[test]
     fn malformed_quantities_are_refused() {
         for bad in [
-            "", "lots", "1Gb", "1..2", ".", "1e", "--1", "1 Gi", "1e1000", "Mi",
+            "",
+            "lots",
+            "1Gb",
+            "1..2",
+            ".",
+            "1e",
+            "--1",
+            "1 Gi",
+            "1e1000",
+            "Mi",
+            "1e-2147483648",
+            "99999999999999999999999999999999Ei",
         ] {
             assert_eq!(canon(bad), "invalid", "{bad:?}");
         }
