@@ -113,8 +113,18 @@ fn conflict_error(t: &Target, name: &str, conflicts: &[(String, String, Path)]) 
 fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the apply configuration is not UTF-8"))?;
-    let v: Value = serde_yaml::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    // kubectl and kube-rs send JSON (a subset of YAML): take the fast path for it.
+    // (Flow-style YAML also starts with `{`: it falls through to the YAML parser.)
+    let as_json = match text.trim_start().starts_with('{') {
+        true => crate::limits::parse_request_json::<Value>(body, "the apply configuration")?.ok(),
+        false => None,
+    };
+    let v: Value = match as_json {
+        Some(v) => v,
+        None => crate::limits::parse_request_yaml(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+    };
+    crate::limits::check_value_depth(&v, "the apply configuration")?;
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the apply configuration must be an object",

@@ -28,6 +28,9 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .map(str::trim);
     match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) => {
+            if let Some(gate) = req.extensions().get::<crate::serve::ConnGate>() {
+                gate.authenticated();
+            }
             next.run(req).await
         }
         _ => ApiError::unauthorized().into_response(),

@@ -61,6 +61,7 @@ impl CelRunner {
         // runtime's shutdown, and it returns its slot only when it really ends.
         let spawned = std::thread::Builder::new()
             .name("cel".into())
+            .stack_size(crate::limits::THREAD_STACK_BYTES)
             .spawn(move || {
                 let found = rules.validate(&obj, old.as_ref());
                 drop(permit);

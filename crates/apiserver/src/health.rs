@@ -30,10 +30,14 @@ pub async fn live() -> impl IntoResponse {
     "ok"
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers and its last write did not fail for want of space.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.current_revision().await {
-        Ok(_) => (StatusCode::OK, "ok".to_string()),
+    let check = match state.store.current_revision().await {
+        Ok(_) => state.store.write_health(),
+        Err(e) => Err(e),
+    };
+    match check {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("[-]storage failed: {e}\nreadyz check failed"),

@@ -1,5 +1,6 @@
-//! Overload protection: at most N requests in flight (long-running watches excluded, as
-//! upstream's --max-requests-inflight); the rest get a 429 Status with Retry-After.
+//! Overload protection: at most N requests in flight (upstream's --max-requests-inflight),
+//! counted once a request is authenticated and its body has arrived, so clients that stall
+//! mid-upload cannot crowd out the rest; watches have a cap of their own. Over a cap: 429.
 
 use std::sync::Arc;
 
@@ -8,47 +9,82 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::status::ApiError;
 
+/// Upstream has no separate cap on watches; each costs a task and small buffers, so this
+/// many is far from a memory risk while bounding what one client can open.
+pub const DEFAULT_MAX_WATCHES: usize = 8192;
+
 #[derive(Clone)]
-pub struct Limiter(Arc<Semaphore>);
+pub struct Limiter {
+    requests: Arc<Semaphore>,
+    watches: Arc<Semaphore>,
+}
 
 impl Limiter {
     pub fn new(max_inflight: usize) -> Self {
-        Limiter(Arc::new(Semaphore::new(max_inflight)))
+        Limiter::with_watches(max_inflight, DEFAULT_MAX_WATCHES)
+    }
+
+    pub fn with_watches(max_inflight: usize, max_watches: usize) -> Self {
+        Limiter {
+            requests: Arc::new(Semaphore::new(max_inflight.max(1))),
+            watches: Arc::new(Semaphore::new(max_watches.max(1))),
+        }
+    }
+
+    /// A place for a request (held until its response is built), or the 429 to send.
+    pub fn request(&self) -> Result<OwnedSemaphorePermit, Response> {
+        self.requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| too_many())
+    }
+
+    /// A place for a watch (held for as long as it streams), or the 429 to send.
+    pub fn watch(&self) -> Result<OwnedSemaphorePermit, Response> {
+        self.watches
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| too_many())
     }
 }
 
-fn is_long_running(req: &Request) -> bool {
-    req.uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
+fn too_many() -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        "Too many requests, please try again later.",
+    );
+    e.details = Some(json!({"retryAfterSeconds": 1}));
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    resp
+}
+
+/// Paths whose handler takes its own place once the body is in (see `routing`), and
+/// probes, which must answer however busy the server is.
+fn limited_elsewhere(path: &str) -> bool {
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    ["/api", "/apis", "/healthz", "/livez", "/readyz"]
+        .iter()
+        .any(|p| under(p))
 }
 
 pub async fn limit(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
-    if is_long_running(&req) {
+    if limited_elsewhere(req.uri().path()) {
         return next.run(req).await;
     }
-    match limiter.0.clone().try_acquire_owned() {
+    match limiter.request() {
         Ok(permit) => {
             let resp = next.run(req).await;
             drop(permit);
             resp
         }
-        Err(_) => {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "Too many requests, please try again later.",
-            );
-            e.details = Some(json!({"retryAfterSeconds": 1}));
-            let mut resp = e.into_response();
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-            resp
-        }
+        Err(resp) => resp,
     }
 }
 
@@ -59,6 +95,15 @@ mod tests {
     use axum::routing::get;
     use axum::Router;
     use tower::ServiceExt;
+
+    #[test]
+    fn probes_and_api_paths_are_limited_in_their_handlers() {
+        assert!(limited_elsewhere("/api/v1/pods"));
+        assert!(limited_elsewhere("/apis"));
+        assert!(limited_elsewhere("/readyz"));
+        assert!(!limited_elsewhere("/openapi/v3"));
+        assert!(!limited_elsewhere("/apiextensions"));
+    }
 
     #[tokio::test]
     async fn over_the_limit_is_a_429_status() {
@@ -104,7 +149,8 @@ mod tests {
             ),
             (Some("Status"), Some("TooManyRequests"), Some(429))
         );
-        // Watches do not count, and the slot frees once the slow request ends.
+        // `?watch=true` is no way around the limit (real watches are capped in routing),
+        // and the slot frees once the slow request ends.
         let watch = app
             .clone()
             .oneshot(
@@ -114,7 +160,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(watch.status(), StatusCode::OK);
+        assert_eq!(watch.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
         let again = app
             .oneshot(

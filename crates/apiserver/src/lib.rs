@@ -19,12 +19,14 @@ pub mod field_validation;
 pub mod health;
 pub mod inflight;
 pub mod jsonpath;
+pub mod limits;
 pub mod k8s_fields;
 pub mod list;
 pub mod managed_fields;
 pub mod namespace_lifecycle;
 pub mod object;
 pub mod openapi;
+pub mod panic_guard;
 pub mod patch;
 pub mod pki;
 pub mod pod_priority;
@@ -128,6 +130,12 @@ impl AppState {
         self.limiter = inflight::Limiter::new(n);
         self
     }
+
+    /// Caps on requests in flight and, separately, on open watches; more get 429.
+    pub fn with_limits(mut self, max_inflight: usize, max_watches: usize) -> Self {
+        self.limiter = inflight::Limiter::with_watches(max_inflight, max_watches);
+        self
+    }
 }
 
 /// Upstream's default --max-requests-inflight.
@@ -179,5 +187,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(panic_guard::catch))
         .with_state(state)
 }

@@ -38,10 +38,58 @@ pub fn apply_to(
     custom: bool,
 ) -> Result<(), ApiError> {
     let kind = kind(content_type, custom)?;
-    let patch: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
-    })?;
+    let patch = decode(body)?;
     apply_parsed(doc, &kind, &patch, None)
+}
+
+fn decode(body: &[u8]) -> Result<Value, ApiError> {
+    crate::limits::parse_request_json(body, "the patch")?.map_err(|e| {
+        ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
+    })
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+}
+
+/// RFC 6902 with upstream's bounds: at most 10,000 operations, and at most 3 MiB copied in
+/// total, so that a small patch of repeated `copy` operations cannot grow the object
+/// exponentially. Operations apply one at a time to the caller's working copy (which is
+/// dropped on failure), so no undo step can trip over what an earlier operation did.
+fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
+    if ops.0.len() > crate::limits::MAX_JSON_PATCH_OPS {
+        return Err(invalid(format!(
+            "The allowed maximum operations in a JSON patch is {}, got {}",
+            crate::limits::MAX_JSON_PATCH_OPS,
+            ops.0.len()
+        )));
+    }
+    let limit = crate::limits::MAX_OBJECT_BYTES;
+    let mut copied = 0usize;
+    for (i, op) in ops.0.iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(c) = op {
+            if let Some(source) = doc.pointer(c.from.as_str()) {
+                copied += crate::limits::value_size(source, limit);
+                if copied > limit {
+                    return Err(invalid(format!(
+                        "the server rejected our request due to an error in our request: \
+                         operation {i} (copy from {:?}): the values copied by this patch \
+                         exceed the limit of {limit} bytes",
+                        c.from.as_str()
+                    )));
+                }
+            }
+        }
+        json_patch::patch_unsafe(doc, std::slice::from_ref(op)).map_err(|mut e| {
+            e.operation = i;
+            invalid(format!(
+                "the server rejected our request due to an error in our request: {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn apply_parsed(
@@ -51,17 +99,7 @@ fn apply_parsed(
     schema: Option<strategic_merge::Cursor>,
 ) -> Result<(), ApiError> {
     match kind {
-        Kind::Json => {
-            let p: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
-            json_patch::patch(doc, &p).map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })?;
-        }
+        Kind::Json => json_patch(doc, patch)?,
         Kind::Merge => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("a merge patch must be a JSON object"));
@@ -97,9 +135,7 @@ pub async fn patch(
     let kind = kind(content_type, t.rt.custom.is_some())?;
     let mode = crate::field_validation::mode(query)?;
     let duplicate_warnings = crate::field_validation::duplicates(body, content_type, mode)?;
-    let patch: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
-    })?;
+    let patch = decode(body)?;
     // Retry on conflict unless the patch itself pins a resourceVersion.
     for _ in 0..8 {
         let (old, old_rev) = rest::read_existing(state, t, &name).await?;

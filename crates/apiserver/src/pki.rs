@@ -42,17 +42,27 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
         path: path.to_path_buf(),
         source,
     };
+    // Unchanged contents need no write: a restart on a full disk must not fail here.
+    if std::fs::read(path).is_ok_and(|have| have == contents.as_bytes()) {
+        return Ok(());
+    }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // Leave no half-written file behind (a full disk, say).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }
 
 /// Load the CA and serving certificate from `dir`, generating them on first use.

@@ -182,7 +182,11 @@ fn special(msg: &str, bytes: &[u8], depth: usize) -> Result<Option<Value>, Strin
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(raw)
                 .unwrap_or_default();
-            Some(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            Some(
+                crate::limits::parse_request_json(&bytes, "an embedded object")
+                    .map_err(|e| e.message)?
+                    .unwrap_or(Value::Null),
+            )
         }
         _ => return Ok(Some(Value::Object(fields))),
     })

@@ -29,7 +29,7 @@ pub fn key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
 
 /// A stored object as the API shows it: resourceVersion is the key's mod revision.
 pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(&kv.value)
+    let mut obj: Value = crate::limits::parse_stored(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
     set_meta(
         &mut obj,
@@ -90,16 +90,22 @@ pub fn is_dry_run(query: &HashMap<String, String>) -> bool {
 pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let v: Value = match ct {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body of the request could not be decoded as JSON: {e}"
-            ))
-        })?,
-        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body of the request could not be decoded as YAML: {e}"
-            ))
-        })?,
+        "" | "application/json" | "*/*" => {
+            crate::limits::parse_request_json(body, "the body of the request")?.map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as JSON: {e}"
+                ))
+            })?
+        }
+        "application/yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("the body of the request is not UTF-8"))?;
+            crate::limits::parse_request_yaml(text).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            })?
+        }
         crate::protobuf::CONTENT_TYPE => return crate::protobuf::decode(body),
         other => return Err(ApiError::unsupported_media_type(other)),
     };
@@ -111,6 +117,7 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
 /// cannot decode into a Kubernetes object at all (upstream answers 400 too). Every write
 /// path (bodies and patch results) goes through this.
 pub fn check_shape(v: &Value) -> Result<(), ApiError> {
+    crate::limits::check_value_depth(v, "the object")?;
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request must be a JSON object",
@@ -772,7 +779,7 @@ pub fn delete_options(
         resource_version: None,
     };
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let v: Value = serde_json::from_slice(body)
+        let v: Value = crate::limits::parse_request_json(body, "DeleteOptions")?
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
         if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
             opts.dry_run |= d.iter().any(|x| x == "All");

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use crate::registry::ResourceType;
 use crate::status::ApiError;
@@ -158,6 +159,23 @@ fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k).is_some_and(|v| v == "true" || v == "1")
 }
 
+/// Bodies larger than this are decoded and merged off the reactor threads.
+const HEAVY_BODY_BYTES: usize = 64 * 1024;
+
+/// Run `f` to completion on this thread after handing the thread's other tasks to the
+/// rest of the runtime (a no-op distinction on a single-threaded runtime, as in tests).
+async fn off_reactor<F: std::future::Future>(f: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| Handle::current().block_on(f))
+    } else {
+        f.await
+    }
+}
+
+/// A request body must have arrived within this (upstream's default request timeout).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn handle(
     State(state): State<AppState>,
     method: Method,
@@ -166,10 +184,17 @@ pub async fn handle(
     Query(query): Query<HashMap<String, String>>,
     body: axum::body::Body,
 ) -> Response {
-    // Read the body here, so an oversized one is a Status like every other error.
-    let body: Bytes = match axum::body::to_bytes(body, crate::MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
+    // Read the body here, so an oversized or stalled one is a Status like every other
+    // error, and before taking a place among the requests in flight: a client trickling
+    // its upload must not hold a place others need.
+    let body: Bytes = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, crate::MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
@@ -180,6 +205,29 @@ pub async fn handle(
             )
             .into_response()
         }
+        Err(_) => {
+            return ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                format!(
+                    "the request body did not arrive within {} seconds",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    };
+    let is_watch = method == Method::GET && truthy(&query, "watch");
+    // Only a real watch (a GET of a collection, below) streams; anything else saying
+    // `watch=true` counts as an ordinary request.
+    let permit = if is_watch {
+        state.limiter.watch()
+    } else {
+        state.limiter.request()
+    };
+    let permit = match permit {
+        Ok(p) => p,
+        Err(resp) => return resp,
     };
     let accept = headers
         .get("accept")
@@ -209,9 +257,12 @@ pub async fn handle(
         Err(e) => return e.into_response(),
     };
     let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));
-    let _enter = span.enter();
     let scale = target.subresource.as_deref() == Some("scale");
-    let result = match (&method, target.name.is_some()) {
+    // Decoding, merging and encoding megabytes, or listing a whole collection, can take a
+    // core for a while: such requests run where they cannot hold up the reactor threads
+    // that serve probes and every other client.
+    let heavy = body.len() > HEAVY_BODY_BYTES || (method == Method::GET && target.name.is_none() && !is_watch);
+    let dispatch = async { match (&method, target.name.is_some()) {
         (&Method::GET, true) if scale => crate::scale::get(&state, &target).await,
         (&Method::PUT, true) if scale => {
             crate::scale::update(&state, &target, &query, &content_type, &body).await
@@ -219,8 +270,8 @@ pub async fn handle(
         (&Method::PATCH, true) if scale => {
             crate::scale::patch(&state, &target, &query, &content_type, &body).await
         }
-        (&Method::GET, false) if truthy(&query, "watch") => {
-            watch::watch(&state, &target, &query, &accept).await
+        (&Method::GET, false) if is_watch => {
+            watch::watch(&state, &target, &query, &accept, permit).await
         }
         (&Method::GET, false) => list::list(&state, &target, &query, &accept).await,
         (&Method::GET, true) => rest::get(&state, &target, &accept).await,
@@ -233,6 +284,12 @@ pub async fn handle(
             "the server does not allow this method on the requested resource ({} {})",
             method, target.rt.plural
         ))),
+    } }
+    .instrument(span);
+    let result = if heavy {
+        off_reactor(dispatch).await
+    } else {
+        dispatch.await
     };
     let wrote = result.is_ok() && method != Method::GET;
     if wrote && target.rt.is_crd() {
@@ -272,10 +329,10 @@ async fn to_yaml(resp: Response) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal("could not buffer the response").into_response();
     };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+    let Ok(value) = crate::limits::parse_stored::<serde_json::Value>(&bytes) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
-    match serde_yaml::to_string(&value) {
+    match serde_saphyr::to_string(&value) {
         Ok(y) => {
             parts.headers.insert(
                 axum::http::header::CONTENT_TYPE,

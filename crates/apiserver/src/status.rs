@@ -215,6 +215,11 @@ impl From<capstan_store::StoreError> for ApiError {
                 "ServiceUnavailable",
                 e.to_string(),
             ),
+            E::NoSpace(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InternalError",
+                format!("{e}; free disk space and retry"),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }

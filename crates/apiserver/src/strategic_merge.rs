@@ -2,6 +2,8 @@
 //! name, ports by containerPort, …) as the type's OpenAPI markers say, with the directives
 //! kubectl sends (`$patch`, `$retainKeys`, `$setElementOrder/…`, `$deleteFromPrimitiveList/…`).
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 /// Where in the type's schema a value sits.
@@ -113,7 +115,8 @@ pub fn merge(target: &mut Value, patch: &Value, schema: Option<Cursor>) {
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(list)), Some(del)) = (t.get_mut(field), v.as_array()) {
-                list.retain(|x| !del.contains(x));
+                let del: HashSet<String> = del.iter().map(identity).collect();
+                list.retain(|x| !del.contains(&identity(x)));
             }
             continue;
         }
@@ -168,6 +171,16 @@ pub fn merge(target: &mut Value, patch: &Value, schema: Option<Cursor>) {
     }
 }
 
+/// A hashable identity for a list item's key value (merge keys are scalars; anything else
+/// still gets a faithful, if longer, identity). Lookups by it keep merges of long lists
+/// linear: a patch of 300,000 items must not cost 300,000².
+fn identity(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("s{s}"),
+        other => format!("j{other}"),
+    }
+}
+
 fn merge_list(existing: &mut Vec<Value>, patch: &[Value], key: Option<&str>, item: Option<Cursor>) {
     if patch
         .iter()
@@ -182,48 +195,74 @@ fn merge_list(existing: &mut Vec<Value>, patch: &[Value], key: Option<&str>, ite
     }
     let Some(key) = key else {
         // A merged list of scalars (finalizers …): a set union, in order.
+        let mut seen: HashSet<String> = existing.iter().map(identity).collect();
         for v in patch {
-            if !existing.contains(v) {
+            if seen.insert(identity(v)) {
                 existing.push(v.clone());
             }
         }
         return;
     };
+    // Positions of every item by key; deleted items become None until the end.
+    let mut slots: Vec<Option<Value>> = existing.drain(..).map(Some).collect();
+    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, e) in slots.iter().enumerate() {
+        if let Some(id) = e.as_ref().and_then(|e| e.get(key)) {
+            by_key.entry(identity(id)).or_default().push(i);
+        }
+    }
     for p in patch {
-        let id = p.get(key);
-        let pos = existing
-            .iter()
-            .position(|e| id.is_some() && e.get(key) == id);
+        let id = p.get(key).map(identity);
         if p.get("$patch").and_then(Value::as_str) == Some("delete") {
-            existing.retain(|e| id.is_none() || e.get(key) != id);
+            if let Some(positions) = id.and_then(|id| by_key.remove(&id)) {
+                for i in positions {
+                    slots[i] = None;
+                }
+            }
             continue;
         }
-        match pos {
-            Some(i) => merge(&mut existing[i], p, item),
+        let pos = id
+            .as_ref()
+            .and_then(|id| by_key.get(id))
+            .and_then(|positions| positions.first().copied());
+        match pos.and_then(|i| slots[i].as_mut()) {
+            Some(target) => merge(target, p, item),
             None => {
                 let mut fresh = Value::Null;
                 merge(&mut fresh, p, item);
-                existing.push(fresh);
+                if let Some(id) = id {
+                    by_key.entry(id).or_default().push(slots.len());
+                }
+                slots.push(Some(fresh));
             }
         }
     }
+    existing.extend(slots.into_iter().flatten());
 }
 
 /// `$setElementOrder`: the listed items first, in the given order; the rest after.
 fn reorder(list: &mut Vec<Value>, order: &[Value], key: Option<&str>) {
-    let rank = |v: &Value| -> usize {
-        order
-            .iter()
-            .position(|o| match key {
-                Some(k) => o.get(k).is_some() && o.get(k) == v.get(k),
-                None => o == v,
-            })
-            .unwrap_or(usize::MAX)
+    let ident = |v: &Value| -> Option<String> {
+        match key {
+            Some(k) => v.get(k).map(identity),
+            None => Some(identity(v)),
+        }
     };
+    let mut ranks: HashMap<String, usize> = HashMap::new();
+    for (i, o) in order.iter().enumerate() {
+        if let Some(id) = ident(o) {
+            ranks.entry(id).or_insert(i);
+        }
+    }
     let mut indexed: Vec<(usize, usize, Value)> = list
         .drain(..)
         .enumerate()
-        .map(|(i, v)| (rank(&v), i, v))
+        .map(|(i, v)| {
+            let rank = ident(&v)
+                .and_then(|id| ranks.get(&id).copied())
+                .unwrap_or(usize::MAX);
+            (rank, i, v)
+        })
         .collect();
     indexed.sort_by_key(|(r, i, _)| (*r, *i));
     list.extend(indexed.into_iter().map(|(_, _, v)| v));

@@ -26,6 +26,44 @@ use crate::AppState;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// Bytes of encoded events a watch may have waiting for its client. Behind that, events
+/// wait (in the store's per-watcher queue, itself bounded) for the client to read.
+const SEND_BUDGET: u32 = 4 << 20;
+
+/// A client that takes no data for this long is dropped (upstream closes watchers whose
+/// buffer stays full); its queued events are released.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// The producer's end of a watch response: sends wait while the client has
+/// SEND_BUDGET bytes unread, and give up (ending the watch) after STALL_LIMIT.
+struct Sink {
+    tx: mpsc::Sender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Sink {
+    async fn send(&self, line: Bytes) -> bool {
+        let want = u32::try_from(line.len()).unwrap_or(u32::MAX).clamp(1, SEND_BUDGET);
+        let permit = match tokio::time::timeout(
+            STALL_LIMIT,
+            self.budget.clone().acquire_many_owned(want),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                tracing::debug!("watch client stopped reading; closing the watch");
+                return false;
+            }
+        };
+        self.tx.send((line, permit)).await.is_ok()
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
 struct Encoder {
     rt: std::sync::Arc<ResourceType>,
     as_table: bool,
@@ -115,7 +153,7 @@ fn raw_line(ev: &WatchEvent) -> Option<Bytes> {
 /// Send one store item to the client; false when the watch is over.
 async fn deliver(
     item: Option<capstan_store::Result<std::sync::Arc<WatchEvent>>>,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &Sink,
     enc: &Encoder,
     sel: &Selectors,
     last: &mut i64,
@@ -125,11 +163,11 @@ async fn deliver(
             *last = ev.revision();
             if enc.raw {
                 if let Some(line) = raw_line(&ev) {
-                    return tx.send(line).await.is_ok();
+                    return tx.send(line).await;
                 }
             }
             match translate(&enc.rt, &ev, sel) {
-                Ok(Some((kind, obj))) => tx.send(enc.line(kind, &obj)).await.is_ok(),
+                Ok(Some((kind, obj))) => tx.send(enc.line(kind, &obj)).await,
                 Ok(None) => true,
                 Err(e) => {
                     let _ = tx.send(enc.error(&e)).await;
@@ -155,6 +193,7 @@ pub async fn watch(
     t: &Target,
     query: &HashMap<String, String>,
     accept: &str,
+    place: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::from_query(t, query)?;
     let prefix = collection_prefix(t);
@@ -180,7 +219,11 @@ pub async fn watch(
         .get("resourceVersion")
         .map(String::as_str)
         .unwrap_or("");
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let (tx, rx) = mpsc::channel(1024);
+    let tx = Sink {
+        tx,
+        budget: std::sync::Arc::new(tokio::sync::Semaphore::new(SEND_BUDGET as usize)),
+    };
     // "" or "0": start with the current state as synthetic ADDED events.
     let (initial, from) = if rv.is_empty() || rv == "0" {
         let page = read_page(
@@ -222,6 +265,8 @@ pub async fn watch(
     let store = state.store.clone();
     let bookmark_every = state.bookmark_every;
     tokio::spawn(async move {
+        // The watch holds its place among open watches until it ends.
+        let _place = place;
         let Some(mut stream) = stream else {
             let compacted = store.compacted_revision().await.unwrap_or(0);
             let e = ApiError::expired(format!("too old resource version: {from} ({compacted})"));
@@ -229,7 +274,7 @@ pub async fn watch(
             return;
         };
         for obj in &initial {
-            if tx.send(enc.line("ADDED", obj)).await.is_err() {
+            if !tx.send(enc.line("ADDED", obj)).await {
                 return;
             }
         }
@@ -252,7 +297,7 @@ pub async fn watch(
                         }
                     }
                     let at = if stream.is_live() { target.max(last) } else { last };
-                    if tx.send(enc.bookmark(at)).await.is_err() { return; }
+                    if !tx.send(enc.bookmark(at)).await { return; }
                 }
                 item = stream.next() => {
                     if !deliver(item, &tx, &enc, &sel, &mut last).await {
@@ -263,9 +308,10 @@ pub async fn watch(
         }
     });
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        // The permit goes with the chunk to the connection: budget frees as it is taken.
         rx.recv()
             .await
-            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+            .map(|(b, _permit)| (Ok::<Bytes, std::convert::Infallible>(b), rx))
     }));
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -1,6 +1,7 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
 mod fd_limit;
+mod heap;
 mod kubeconfig;
 
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ enum Command {
         /// Requests served at once (watches excluded); more get 429 Too Many Requests.
         #[arg(long, default_value_t = capstan_apiserver::DEFAULT_MAX_INFLIGHT)]
         max_requests_inflight: usize,
+        /// Watches open at once; more get 429 Too Many Requests.
+        #[arg(long, default_value_t = capstan_apiserver::inflight::DEFAULT_MAX_WATCHES)]
+        max_watches: usize,
         /// Seconds an Event is kept after its last update (upstream's --event-ttl).
         #[arg(long, default_value_t = 3600)]
         event_ttl_seconds: u64,
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Watches hold a socket each: lift the soft descriptor limit, as Go binaries do.
     fd_limit::raise();
+    heap::tune();
     match cli.command {
         Command::Server {
             data_dir,
@@ -133,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             history_retention_seconds,
             compaction_interval_seconds,
             max_requests_inflight,
+            max_watches,
             event_ttl_seconds,
             watch_bookmark_interval_seconds,
             service_cluster_ip_range,
@@ -145,18 +151,24 @@ fn main() -> anyhow::Result<()> {
                 retention: Duration::from_secs(history_retention_seconds),
                 interval: Duration::from_secs(compaction_interval_seconds.max(1)),
             };
+            // Request threads walk objects as deep as the API admits: give them the stack
+            // for it (reserved address space; only what is used is committed).
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_stack_size(capstan_apiserver::limits::THREAD_STACK_BYTES)
                 .build()?;
-            rt.block_on(server(ServerOptions {
+            let server = rt.spawn(server(ServerOptions {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
                 listen,
                 compaction,
                 max_inflight: max_requests_inflight,
+                max_watches,
                 event_ttl: Duration::from_secs(event_ttl_seconds),
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
-            }))
+            }));
+            // The server runs on a worker (big stack), not on this main thread.
+            rt.block_on(server)?
         }
         Command::Bench {
             kubeconfig,
@@ -230,6 +242,7 @@ struct ServerOptions {
     listen: SocketAddr,
     compaction: CompactionConfig,
     max_inflight: usize,
+    max_watches: usize,
     event_ttl: Duration,
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
@@ -241,6 +254,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         listen,
         compaction,
         max_inflight,
+        max_watches,
         event_ttl,
         bookmark_every,
         ranges,
@@ -267,7 +281,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         &token,
     )?;
     let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
-        .with_max_inflight(max_inflight)
+        .with_limits(max_inflight, max_watches)
         .with_bookmark_interval(bookmark_every)
         .with_service_ranges(ranges);
     bootstrap::ensure_system_objects(&state, local.port())
@@ -280,6 +294,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     crd_controller::spawn(state.clone());
     namespace_lifecycle::spawn(state.clone());
     event_ttl::spawn(state.clone(), event_ttl);
+    heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     serve::serve_tls(listener, pki.tls, router(state)).await;

@@ -38,10 +38,19 @@ pub enum StoreError {
     /// The backend (SQLite, etcd) failed; the message carries its words.
     #[error("storage backend failure: {0}")]
     Backend(String),
+    /// The disk (or the backend's quota) is full: nothing was written; writes work again
+    /// once space is freed.
+    #[error("the store is out of space: {0}")]
+    NoSpace(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if f.code == rusqlite::ErrorCode::DiskFull {
+                return StoreError::NoSpace(e.to_string());
+            }
+        }
         StoreError::Backend(e.to_string())
     }
 }

@@ -66,6 +66,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision up to which history has been compacted (0 if never).
     async fn compacted_revision(&self) -> Result<Revision>;
+
+    /// Whether writes are expected to succeed: the last write did not fail for want of
+    /// space (readiness reports this).
+    fn write_health(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Helpers for the common single-key cases, available on every store.

@@ -1,13 +1,14 @@
 //! In-memory fan-out of committed writes to watchers, plus a small ring of recent events
 //! so most watches start without touching the database.
-//! A slow watcher is cut off (it resumes from its last revision); it never stalls the writer.
+//! A slow watcher is cut off (it resumes from its last revision); it never stalls the writer,
+//! and what it had queued is released at once, so a stalled client cannot pin memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::error::{Result, StoreError};
 use crate::store::WatchStream;
@@ -18,6 +19,10 @@ use crate::types::{KeyRange, Revision, WatchEvent};
 pub struct HubConfig {
     /// Events a watcher may have queued before it is cut off as lagging.
     pub watcher_buffer: usize,
+    /// Bytes of events (keys + values) a watcher may have queued before it is cut off:
+    /// with large objects the event count alone would let one stalled watcher pin
+    /// gigabytes. A watcher with nothing queued always gets the next event.
+    pub watcher_bytes: usize,
     /// Bytes of recent events (keys + values) kept in memory for replay.
     pub recent_bytes: usize,
 }
@@ -26,15 +31,113 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             watcher_buffer: 4096,
+            watcher_bytes: 16 << 20,
             recent_bytes: 8 << 20,
         }
     }
 }
 
+/// One watcher's queue, shared by the hub (which pushes) and the watcher's stream (which
+/// pops). The hub can empty it when it cuts the watcher off.
+struct Queue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    events: VecDeque<Arc<WatchEvent>>,
+    bytes: usize,
+    /// Cut off for falling behind: the stream ends with `WatcherLagged`.
+    lagged: bool,
+    /// The hub closed: the stream ends once drained.
+    closed: bool,
+    /// The stream was dropped: the hub forgets the slot.
+    gone: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+enum Push {
+    Queued,
+    Lagged,
+    Gone,
+}
+
 struct Slot {
     range: KeyRange,
-    tx: mpsc::Sender<Arc<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
+    queue: Arc<Queue>,
+}
+
+impl Slot {
+    fn push(&self, e: &Arc<WatchEvent>, config: &HubConfig) -> Push {
+        let mut q = self.queue.lock();
+        if q.gone {
+            return Push::Gone;
+        }
+        let size = event_size(e);
+        let full = q.events.len() >= config.watcher_buffer.max(1)
+            || (!q.events.is_empty() && q.bytes + size > config.watcher_bytes);
+        if full {
+            q.lagged = true;
+            q.events = VecDeque::new();
+            q.bytes = 0;
+            drop(q);
+            self.queue.notify.notify_one();
+            return Push::Lagged;
+        }
+        q.bytes += size;
+        q.events.push_back(e.clone());
+        drop(q);
+        self.queue.notify.notify_one();
+        Push::Queued
+    }
+
+    fn close(&self) {
+        self.queue.lock().closed = true;
+        self.queue.notify.notify_one();
+    }
+}
+
+/// The stream's end of a queue: popping events, and telling the hub when it is dropped.
+struct Receiver {
+    queue: Arc<Queue>,
+}
+
+impl Receiver {
+    async fn recv(&self) -> std::result::Result<Arc<WatchEvent>, bool> {
+        loop {
+            {
+                let mut q = self.queue.lock();
+                if let Some(e) = q.events.pop_front() {
+                    q.bytes = q.bytes.saturating_sub(event_size(&e));
+                    return Ok(e);
+                }
+                if q.lagged {
+                    return Err(true);
+                }
+                if q.closed {
+                    return Err(false);
+                }
+            }
+            // notify_one keeps a permit when nobody waits, so a push between the check
+            // above and this await is not lost.
+            self.queue.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut q = self.queue.lock();
+        q.gone = true;
+        q.events = VecDeque::new();
+        q.bytes = 0;
+    }
 }
 
 struct Inner {
@@ -58,8 +161,7 @@ pub struct WatchHub {
 pub struct Subscription {
     pub replayed: Option<Vec<Arc<WatchEvent>>>,
     pub published: Revision,
-    rx: mpsc::Receiver<Arc<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
+    rx: Receiver,
 }
 
 /// Reads history for replay: events with `from <= revision <= to` in `range`, at most
@@ -101,7 +203,7 @@ impl WatchHub {
         if inner.closed {
             return Err(StoreError::Closed);
         }
-        inner.watchers.retain(|w| !w.tx.is_closed());
+        inner.watchers.retain(|w| !w.queue.lock().gone);
         let replayed = if start >= inner.recent_from {
             Some(
                 inner
@@ -114,18 +216,18 @@ impl WatchHub {
         } else {
             None
         };
-        let (tx, rx) = mpsc::channel(self.config.watcher_buffer.max(1));
-        let lagged = Arc::new(AtomicBool::new(false));
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            notify: Notify::new(),
+        });
         inner.watchers.push(Slot {
             range,
-            tx,
-            lagged: lagged.clone(),
+            queue: queue.clone(),
         });
         Ok(Subscription {
             replayed,
             published: inner.published,
-            rx,
-            lagged,
+            rx: Receiver { queue },
         })
     }
 
@@ -147,18 +249,15 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
+        let config = &self.config;
         inner.watchers.retain(|w| {
             for e in events {
                 if !w.range.contains(&e.kv.key) {
                     continue;
                 }
-                match w.tx.try_send(e.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        w.lagged.store(true, Ordering::Release);
-                        return false;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                match w.push(e, config) {
+                    Push::Queued => {}
+                    Push::Lagged | Push::Gone => return false,
                 }
             }
             true
@@ -169,7 +268,9 @@ impl WatchHub {
     pub fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
-        inner.watchers.clear();
+        for w in inner.watchers.drain(..) {
+            w.close();
+        }
     }
 
     /// The newest revision handed to the hub.
@@ -179,7 +280,11 @@ impl WatchHub {
 
     pub fn watcher_count(&self) -> usize {
         let inner = self.lock();
-        inner.watchers.iter().filter(|w| !w.tx.is_closed()).count()
+        inner
+            .watchers
+            .iter()
+            .filter(|w| !w.queue.lock().gone)
+            .count()
     }
 }
 
@@ -196,8 +301,7 @@ enum Phase {
 
 struct StreamState {
     range: KeyRange,
-    rx: mpsc::Receiver<Arc<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
+    rx: Receiver,
     replay: ReplayFn,
     phase: Phase,
     last: Revision,
@@ -231,7 +335,6 @@ pub fn watch_stream(
     let state = StreamState {
         range,
         rx: sub.rx,
-        lagged: sub.lagged,
         replay,
         phase,
         last: start - 1,
@@ -303,13 +406,13 @@ async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {
                 }
             }
             Phase::Live => match st.rx.recv().await {
-                Some(e) => {
+                Ok(e) => {
                     st.last = e.revision();
                     return Some(Ok(e));
                 }
-                None => {
+                Err(lagged) => {
                     st.phase = Phase::Done;
-                    if st.lagged.load(Ordering::Acquire) {
+                    if lagged {
                         return Some(Err(StoreError::WatcherLagged {
                             last_revision: st.last,
                         }));

@@ -88,6 +88,8 @@ pub struct SqliteStore {
     latest: Arc<Latest>,
     hub: Arc<WatchHub>,
     compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by the writer while the disk is full.
+    no_space: Arc<Mutex<Option<String>>>,
 }
 
 impl SqliteStore {
@@ -111,6 +113,7 @@ impl SqliteStore {
         drop(load);
         let latest = Arc::new(Latest::new(live.revision, live.kvs));
         let writer = Writer::new(conn, hub.clone(), latest.clone())?;
+        let no_space = writer.no_space.clone();
         let (tx, rx) = std_mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -127,6 +130,7 @@ impl SqliteStore {
             latest,
             hub,
             compactor: Mutex::new(None),
+            no_space,
         });
         if let Some(cc) = config.compaction {
             let handle = compactor::spawn(Arc::downgrade(&(store.clone() as Arc<dyn Store>)), cc);
@@ -226,5 +230,12 @@ impl Store for SqliteStore {
 
     async fn compacted_revision(&self) -> Result<Revision> {
         self.readers.with(|c| reader::meta(c, "compacted")).await
+    }
+
+    fn write_health(&self) -> Result<()> {
+        match &*self.no_space.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(StoreError::NoSpace(why.clone())),
+            None => Ok(()),
+        }
     }
 }

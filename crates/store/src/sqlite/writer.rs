@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -35,6 +35,8 @@ struct Compaction {
 }
 
 pub struct Writer {
+    /// Why the last batch failed for want of space; cleared by the next commit.
+    pub no_space: Arc<Mutex<Option<String>>>,
     conn: Connection,
     hub: Arc<WatchHub>,
     latest: Arc<Latest>,
@@ -70,6 +72,7 @@ impl Writer {
         let revision = read_meta(&conn, "revision")?;
         let compacted = read_meta(&conn, "compacted")?;
         Ok(Writer {
+            no_space: Arc::new(Mutex::new(None)),
             conn,
             hub,
             latest,
@@ -131,7 +134,7 @@ impl Writer {
             let mut revision = start_revision;
             for (txn, _) in &txns {
                 let r = apply_txn(&tx, txn, &mut revision, &mut events);
-                if let Err(e @ StoreError::Backend(_)) = &r {
+                if let Err(e @ (StoreError::Backend(_) | StoreError::NoSpace(_))) = &r {
                     // The transaction may be half-applied: roll back the whole batch.
                     return Err(e.clone());
                 }
@@ -146,6 +149,7 @@ impl Writer {
         })();
         match outcome {
             Ok(()) => {
+                self.set_no_space(None);
                 self.latest.apply(self.revision, &events);
                 self.hub.publish(self.revision, &events);
                 for ((_, reply), r) in txns.into_iter().zip(results) {
@@ -153,11 +157,23 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "store batch failed; rolled back");
+                if let StoreError::NoSpace(why) = &e {
+                    self.set_no_space(Some(why.clone()));
+                    tracing::warn!(error = %e, "store batch refused: out of space; rolled back");
+                } else {
+                    tracing::error!(error = %e, "store batch failed; rolled back");
+                }
                 for (_, reply) in txns {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
+        }
+    }
+
+    fn set_no_space(&self, why: Option<String>) {
+        let mut slot = self.no_space.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() || why.is_some() {
+            *slot = why;
         }
     }
 
