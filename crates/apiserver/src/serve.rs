@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 /// A TLS handshake must finish within this.
@@ -23,26 +25,63 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection whose client takes no response data for this long is closed.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections open at once that have not yet sent an authenticated request; more are
-/// closed at accept, so idle or handshaking strangers cannot use up descriptors.
+/// Connections open at once that have not yet sent an authenticated request; past this
+/// the oldest of them is closed, so idle or handshaking strangers can neither use up
+/// descriptors nor lock out a real client that connects during a flood.
 pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 1024;
 
-/// Per connection: holds its place among the unauthenticated ones until a request on it
+/// The connections that have not authenticated yet, oldest first.
+#[derive(Default)]
+struct Strangers {
+    waiting: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    next_id: AtomicU64,
+}
+
+impl Strangers {
+    /// Register a new connection; returns its id and the signal that evicts it.
+    fn admit(&self) -> (u64, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.push_back((id, evict.clone()));
+        while waiting.len() > MAX_UNAUTHENTICATED_CONNECTIONS {
+            if let Some((_, oldest)) = waiting.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        (id, evict)
+    }
+
+    fn forget(&self, id: u64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = waiting.iter().position(|(i, _)| *i == id) {
+            waiting.remove(at);
+        }
+    }
+}
+
+/// Per connection: its place among the unauthenticated ones until a request on it
 /// authenticates. Handlers find it in the request's extensions.
-#[derive(Clone, Default)]
-pub struct ConnGate(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+#[derive(Clone)]
+pub struct ConnGate {
+    strangers: Arc<Strangers>,
+    id: u64,
+    done: Arc<AtomicBool>,
+}
 
 impl ConnGate {
-    /// The connection has proven who it is: it no longer counts against the cap.
+    /// The connection has proven who it is: it is no longer a stranger.
     pub fn authenticated(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if !self.done.swap(true, Ordering::Relaxed) {
+            self.strangers.forget(self.id);
+        }
     }
 }
 
 /// Serve `router` over TLS on `listener` until the process ends.
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
     let acceptor = TlsAcceptor::from(tls);
-    let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED_CONNECTIONS));
+    let strangers = Arc::new(Strangers::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -53,53 +92,71 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ro
                 continue;
             }
         };
-        let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many unauthenticated connections; closing");
-            drop(tcp);
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let (id, evicted) = strangers.admit();
+        let gate = ConnGate {
+            strangers: strangers.clone(),
+            id,
+            done: Arc::new(AtomicBool::new(false)),
+        };
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+            let serve = serve_connection(tcp, peer, acceptor, router, gate.clone());
+            tokio::select! {
+                _ = serve => {}
+                _ = evicted.notified() => {
+                    tracing::debug!(%peer, "too many unauthenticated connections; closed the oldest");
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let gate = ConnGate(Arc::new(Mutex::new(Some(permit))));
-            let service = tower::ServiceExt::map_request(
-                router,
-                move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(gate.clone());
-                    req
-                },
-            );
-            let service = TowerToHyperService::new(service);
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(1 << 20);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .max_concurrent_streams(250)
-                .max_header_list_size(1 << 20);
-            let io = TokioIo::new(StallGuard::new(tls, WRITE_STALL_TIMEOUT));
-            if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            // Gone either way: no longer waiting to authenticate.
+            gate.authenticated();
         });
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    gate: ConnGate,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let service = tower::ServiceExt::map_request(
+        router,
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(gate.clone());
+            req
+        },
+    );
+    let service = TowerToHyperService::new(service);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(1 << 20);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(250)
+        .max_header_list_size(1 << 20);
+    let io = TokioIo::new(StallGuard::new(tls, WRITE_STALL_TIMEOUT));
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -204,6 +261,48 @@ mod tests {
         let err = guarded.write_all(&[0u8; 4096]).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_stranger_is_evicted_and_the_authenticated_are_not() {
+        let strangers = Arc::new(Strangers::default());
+        let (first, first_evict) = strangers.admit();
+        let (_, second_evict) = strangers.admit();
+        ConnGate {
+            strangers: strangers.clone(),
+            id: first,
+            done: Arc::new(AtomicBool::new(false)),
+        }
+        .authenticated();
+        let rest: Vec<_> = (0..MAX_UNAUTHENTICATED_CONNECTIONS)
+            .map(|_| strangers.admit())
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The second (oldest unauthenticated) was told to go…
+            tokio::time::timeout(Duration::from_secs(1), second_evict.notified())
+                .await
+                .expect("oldest stranger evicted");
+            // …the authenticated first one and the newest were not.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), first_evict.notified())
+                    .await
+                    .is_err()
+            );
+            let newest = &rest.last().unwrap().1;
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), newest.notified())
+                    .await
+                    .is_err()
+            );
+        });
+        assert_eq!(
+            strangers.waiting.lock().unwrap().len(),
+            MAX_UNAUTHENTICATED_CONNECTIONS
+        );
     }
 
     #[tokio::test]
