@@ -228,6 +228,9 @@ pub async fn handle(
         (&Method::PUT, true) => rest::update(&state, &target, &query, &content_type, &body).await,
         (&Method::PATCH, true) => patch::patch(&state, &target, &query, &content_type, &body).await,
         (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
+        (&Method::DELETE, false) if !target.rt.verbs().contains(&"deletecollection") => {
+            Err(ApiError::method_not_served())
+        }
         (&Method::DELETE, false) => list::delete_collection(&state, &target, &query, &body).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
