@@ -191,7 +191,12 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let target = match parse(&state, uri.path(), &accept) {
+    // Route on the decoded path, as upstream does (`my%2Dcm` is `my-cm`).
+    let path = match crate::request_info::decode_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let target = match parse(&state, &path, &accept) {
         Ok(Route::Doc(resp)) => {
             return if method == Method::GET {
                 resp
