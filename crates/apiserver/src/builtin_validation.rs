@@ -1160,8 +1160,13 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
                 &["ClusterRole"]
             };
             c.one_of(obj, "/roleRef/kind", "roleRef.kind", allowed, true);
-            if s(obj, "/roleRef/name").is_empty() {
+            let role = s(obj, "/roleRef/name");
+            if role.is_empty() {
                 c.required("roleRef.name", "");
+            }
+            // ValidateRBACName: a role's name is only held to the path-segment rule.
+            for m in crate::validation::path_segment_errors(role) {
+                c.0.push(Cause::invalid("roleRef.name", role, &m));
             }
             for (i, sub) in arr(obj, "/subjects").iter().enumerate() {
                 c.one_of(

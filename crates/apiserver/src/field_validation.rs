@@ -287,14 +287,88 @@ pub fn check(
     )
 }
 
-/// Attach warnings as RFC 7234 `Warning: 299 - "..."` headers, as kube-apiserver does.
-pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
-    for w in warnings {
-        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
-        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
-            resp.headers_mut().append("warning", v);
+/// Upstream's warning recorder (k8s.io/apiserver/pkg/endpoints/filters/warning.go): each
+/// distinct text once; past 4096 runes in total every text is cut to 256 runes, and once
+/// the cut texts reach 4096 runes later ones are dropped. It lives in the response's
+/// extensions so warnings added at several layers share one budget.
+#[derive(Debug, Clone, Default)]
+struct WarningRecorder {
+    recorded: std::collections::HashSet<String>,
+    ordered: Vec<String>,
+    written: usize,
+    truncating: bool,
+}
+
+const TRUNCATE_AT_TOTAL_RUNES: usize = 4 * 1024;
+const TRUNCATE_ITEM_RUNES: usize = 256;
+
+/// RFC 7234 `299 - "text"`; texts a header cannot carry are skipped, as upstream's
+/// NewWarningHeader refuses control characters.
+fn warning_header(text: &str) -> Option<HeaderValue> {
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    HeaderValue::from_bytes(format!("299 - \"{escaped}\"").as_bytes()).ok()
+}
+
+fn cut(text: &str) -> (&str, usize) {
+    match text.char_indices().nth(TRUNCATE_ITEM_RUNES) {
+        Some((at, _)) => (&text[..at], TRUNCATE_ITEM_RUNES),
+        None => (text, text.chars().count()),
+    }
+}
+
+impl WarningRecorder {
+    fn add(&mut self, headers: &mut axum::http::HeaderMap, text: &str) {
+        if text.is_empty() || (self.truncating && self.written >= TRUNCATE_AT_TOTAL_RUNES) {
+            return;
+        }
+        if !self.recorded.insert(text.to_string()) {
+            return;
+        }
+        self.ordered.push(text.to_string());
+        let (shown, runes) = if self.truncating {
+            cut(text)
+        } else {
+            (text, text.chars().count())
+        };
+        let Some(header) = warning_header(shown) else {
+            return;
+        };
+        if self.written + runes <= TRUNCATE_AT_TOTAL_RUNES || self.truncating {
+            self.written += runes;
+            headers.append("warning", header);
+            return;
+        }
+        // Over the budget: start truncating and replay everything so far, cut.
+        self.truncating = true;
+        self.written = 0;
+        headers.remove("warning");
+        tracing::warn!("exceeded max warning header size, truncating");
+        for w in &self.ordered {
+            let (shown, runes) = cut(w);
+            if let Some(h) = warning_header(shown) {
+                self.written += runes;
+                headers.append("warning", h);
+            }
         }
     }
+}
+
+/// Attach warnings as `Warning: 299 - "..."` headers through the response's recorder.
+pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    if warnings.is_empty() {
+        return resp;
+    }
+    let mut recorder = resp
+        .extensions_mut()
+        .remove::<WarningRecorder>()
+        .unwrap_or_default();
+    for w in warnings {
+        recorder.add(resp.headers_mut(), w);
+    }
+    resp.extensions_mut().insert(recorder);
     resp
 }
 
@@ -311,4 +385,42 @@ pub fn duplicates(body: &[u8], content_type: &str, mode: Mode) -> Result<Vec<Str
             .collect(),
         mode,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    fn headers(resp: &Response) -> Vec<String> {
+        resp.headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn warnings_are_deduplicated_and_bounded_as_upstream() {
+        let resp = with_warnings(
+            "ok".into_response(),
+            &["a".into(), "a".into(), "say \"hi\"".into()],
+        );
+        let resp = with_warnings(resp, &["a".into(), "b".into()]);
+        assert_eq!(
+            headers(&resp),
+            [r#"299 - "a""#, r#"299 - "say \"hi\"""#, r#"299 - "b""#]
+        );
+
+        // 20 texts of 300 runes: 13 fit in 4096 before truncation starts; then every
+        // text is cut to 256 runes and adding stops once 4096 runes are written.
+        let many: Vec<String> = (0..40)
+            .map(|i| format!("{i:03}{}", "x".repeat(297)))
+            .collect();
+        let resp = with_warnings("ok".into_response(), &many);
+        let got = headers(&resp);
+        assert_eq!(got.len(), 16, "{got:?}");
+        assert!(got.iter().all(|h| h.len() == 256 + 8), "{got:?}");
+        assert!(got[0].starts_with(r#"299 - "000"#) && got[15].starts_with(r#"299 - "015"#));
+    }
 }

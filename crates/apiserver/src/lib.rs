@@ -34,6 +34,7 @@ pub mod protobuf;
 pub mod quantity;
 pub mod raw_object;
 pub mod registry;
+pub mod request_info;
 pub mod rest;
 pub mod routing;
 pub mod scale;

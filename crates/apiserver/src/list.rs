@@ -15,7 +15,7 @@ use crate::registry::ResourceType;
 use crate::rest::{self, decode_stored, json_response, DeleteOptions};
 use crate::routing::Target;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
+use crate::status::{ApiError, Cause};
 use crate::table;
 use crate::AppState;
 
@@ -34,16 +34,15 @@ pub struct Selectors {
 
 impl Selectors {
     pub fn from_query(t: &Target, query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        // Upstream answers a selector that does not parse with the parser's own message.
         let label =
             LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-                .map_err(|e| {
-                    ApiError::bad_request(format!("unable to parse labelSelector: {e}"))
-                })?;
+                .map_err(ApiError::bad_request)?;
         let field = FieldSelector::parse(
             &t.rt,
             query.get("fieldSelector").map(String::as_str).unwrap_or(""),
         )
-        .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector: {e}")))?;
+        .map_err(ApiError::bad_request)?;
         Ok(Selectors { label, field })
     }
     /// Matches every object (for internal sweeps).
@@ -86,6 +85,119 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(i64, Vec<u8>), ApiError
         return Err(bad());
     }
     Ok((rev, start))
+}
+
+/// An integer query parameter (`limit`, `timeoutSeconds`) as upstream decodes ListOptions:
+/// absent or empty is unset, anything else must parse as an int64 or the request is a 400
+/// carrying Go's strconv message.
+pub fn int_param(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(v) = query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    v.parse::<i64>().map(Some).map_err(|e| {
+        let why = match e.kind() {
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                "value out of range"
+            }
+            _ => "invalid syntax",
+        };
+        ApiError::bad_request(format!("strconv.ParseInt: parsing {v:?}: {why}"))
+    })
+}
+
+/// Upstream's ValidateListOptions (k8s.io/apimachinery/pkg/apis/meta/internalversion/
+/// validation), answered as `ListOptions.meta.k8s.io "" is invalid: ...` (422). Watches
+/// are checked with the WatchList feature off: this server does not stream initial events,
+/// so a client asking for them is told so and falls back to list-then-watch.
+pub fn validate_list_options(query: &HashMap<String, String>, watch: bool) -> Result<(), ApiError> {
+    let get = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
+    let matching = get("resourceVersionMatch");
+    let send_initial = !get("sendInitialEvents").is_empty();
+    let forbidden = |field: &str, detail: &str| Cause::forbidden(field, detail);
+    let not_supported = |value: &str, supported: &[&str]| Cause {
+        reason: "FieldValueNotSupported",
+        field: "resourceVersionMatch".into(),
+        message: format!(
+            "Unsupported value: {value:?}: supported values: {}",
+            supported
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut causes = Vec::new();
+    if watch {
+        if send_initial {
+            if matching != "NotOlderThan" {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+            ));
+        }
+        if !matching.is_empty() {
+            if !send_initial {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if matching != "NotOlderThan" {
+                causes.push(not_supported(matching, &["NotOlderThan"]));
+            }
+            if !get("continue").is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !matching.is_empty() {
+            let rv = get("resourceVersion");
+            if rv.is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if !get("continue").is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if matching != "Exact" && matching != "NotOlderThan" {
+                causes.push(not_supported(matching, &["Exact", "NotOlderThan", ""]));
+            }
+            if matching == "Exact" && rv == "0" {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial {
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let mut e = ApiError::invalid("meta.k8s.io", "ListOptions", "", causes);
+    // Upstream's details omit the empty name.
+    if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+        d.remove("name");
+    }
+    Err(e)
 }
 
 /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
@@ -253,13 +365,13 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let sel = Selectors::from_query(t, query)?;
     let prefix = collection_prefix(t);
-    let limit = match query.get("limit").map(String::as_str) {
-        None | Some("") | Some("0") => None,
-        Some(l) => Some(
-            l.parse::<usize>()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-        ),
-    };
+    // Zero or negative is no limit, as upstream's storage pages only when limit > 0.
+    let limit = int_param(query, "limit")?
+        .filter(|l| *l > 0)
+        .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    // Decoded (a 400 when malformed) but not used: a list is not held open.
+    int_param(query, "timeoutSeconds")?;
+    validate_list_options(query, false)?;
     let (start, at) = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let (rev, start) = decode_continue(token, &prefix)?;

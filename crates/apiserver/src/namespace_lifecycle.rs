@@ -18,6 +18,23 @@ use crate::AppState;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Namespaces upstream's NamespaceLifecycle admission never lets be deleted
+/// (kube-node-lease is created at start but may be deleted, as upstream).
+pub const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// NamespaceLifecycle on delete: `namespaces "default" is forbidden: this namespace may
+/// not be deleted`.
+pub fn admit_delete(t: &Target, name: &str) -> Result<(), ApiError> {
+    let is_namespace = t.rt.group.is_empty() && t.rt.plural == "namespaces";
+    if is_namespace && t.subresource.is_none() && IMMORTAL_NAMESPACES.contains(&name) {
+        return Err(ApiError::forbidden(format!(
+            "namespaces {name:?} is forbidden: this namespace may not be deleted"
+        ))
+        .with_details(json!({"name": name, "kind": "namespaces"})));
+    }
+    Ok(())
+}
+
 fn namespace_target(state: &AppState, name: Option<&str>) -> Result<Target, ApiError> {
     let rt = state
         .registry

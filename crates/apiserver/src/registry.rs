@@ -127,8 +127,10 @@ impl ResourceType {
     pub fn has_scale(&self) -> bool {
         self.scale.is_some()
     }
+    /// The verbs served, as discovery lists them. Upstream's namespace storage has no
+    /// deletecollection (deleting every namespace at once is not an operation it offers).
     pub fn verbs(&self) -> &'static [&'static str] {
-        &[
+        const ALL: &[&str] = &[
             "create",
             "delete",
             "deletecollection",
@@ -137,7 +139,15 @@ impl ResourceType {
             "patch",
             "update",
             "watch",
-        ]
+        ];
+        const NO_DELETECOLLECTION: &[&str] = &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
+        if self.group.is_empty() && self.plural == "namespaces" {
+            NO_DELETECOLLECTION
+        } else {
+            ALL
+        }
     }
 }
 

@@ -815,6 +815,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let name = require_name(t)?.to_string();
     let opts = delete_options(query, body)?;
+    crate::namespace_lifecycle::admit_delete(t, &name)?;
     let (obj, code) = delete_object(state, t, &name, &opts).await?;
     Ok(json_response(code, &obj))
 }

@@ -239,7 +239,12 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let target = match parse(&state, uri.path(), &accept) {
+    // Route on the decoded path, as upstream does (`my%2Dcm` is `my-cm`).
+    let path = match crate::request_info::decode_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let target = match parse(&state, &path, &accept) {
         Ok(Route::Doc(resp)) => {
             return if method == Method::GET {
                 resp
@@ -279,6 +284,9 @@ pub async fn handle(
         (&Method::PUT, true) => rest::update(&state, &target, &query, &content_type, &body).await,
         (&Method::PATCH, true) => patch::patch(&state, &target, &query, &content_type, &body).await,
         (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
+        (&Method::DELETE, false) if !target.rt.verbs().contains(&"deletecollection") => {
+            Err(ApiError::method_not_served())
+        }
         (&Method::DELETE, false) => list::delete_collection(&state, &target, &query, &body).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",

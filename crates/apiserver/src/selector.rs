@@ -14,92 +14,325 @@ enum Req {
     NotIn(String, Vec<String>),
     Exists(String),
     NotExists(String),
+    Gt(String, i64),
+    Lt(String, i64),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabelSelector(Vec<Req>);
 
-/// Split on commas that are not inside parentheses.
-fn split_top(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut depth, mut start) = (0i32, 0usize);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
+/// Tokens of upstream's label selector lexer (k8s.io/apimachinery/pkg/labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Error,
+    End,
+    ClosedPar,
+    Comma,
+    DoesNotExist,
+    DoubleEquals,
+    Equals,
+    GreaterThan,
+    Identifier,
+    In,
+    LessThan,
+    NotEquals,
+    NotIn,
+    OpenPar,
 }
 
-fn set_values(rest: &str) -> Result<Vec<String>, String> {
-    let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("expected a parenthesized set of values, found {rest:?}"))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+fn keyword(s: &str) -> Option<Tok> {
+    Some(match s {
+        ")" => Tok::ClosedPar,
+        "," => Tok::Comma,
+        "!" => Tok::DoesNotExist,
+        "==" => Tok::DoubleEquals,
+        "=" => Tok::Equals,
+        ">" => Tok::GreaterThan,
+        "in" => Tok::In,
+        "<" => Tok::LessThan,
+        "!=" => Tok::NotEquals,
+        "notin" => Tok::NotIn,
+        "(" => Tok::OpenPar,
+        _ => return None,
+    })
+}
+
+fn is_special(c: char) -> bool {
+    matches!(c, '=' | '!' | '(' | ')' | ',' | '>' | '<')
+}
+
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// The whole selector as tokens, ending with `End`: special symbols are read greedily while
+/// the text so far is a token (`===` is `==` then `=`), anything else up to a space or
+/// symbol is a keyword or an identifier.
+fn lex(s: &str) -> Vec<(Tok, String)> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut out = Vec::new();
+    loop {
+        while i < chars.len() && is_space(chars[i]) {
+            i += 1;
+        }
+        let Some(&c) = chars.get(i) else {
+            out.push((Tok::End, String::new()));
+            return out;
+        };
+        if is_special(c) {
+            let mut buf = String::new();
+            let mut last: Option<(Tok, String)> = None;
+            while let Some(&c) = chars.get(i).filter(|c| is_special(**c)) {
+                buf.push(c);
+                match keyword(&buf) {
+                    Some(t) => last = Some((t, buf.clone())),
+                    None if last.is_some() => break,
+                    None => {}
+                }
+                i += 1;
+            }
+            match last {
+                Some(item) => out.push(item),
+                None => out.push((Tok::Error, format!("error expected: keyword found '{buf}'"))),
+            }
+        } else {
+            let start = i;
+            while i < chars.len() && !is_special(chars[i]) && !is_space(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            out.push((keyword(&word).unwrap_or(Tok::Identifier), word));
+        }
+    }
+}
+
+/// Upstream's recursive-descent parser over the tokens, with its error messages.
+struct Parser {
+    items: Vec<(Tok, String)>,
+    pos: usize,
+}
+
+impl Parser {
+    /// The next token; `in`/`notin` read as identifiers where values are expected.
+    fn lookahead(&self, values: bool) -> (Tok, String) {
+        let (t, l) = self
+            .items
+            .get(self.pos)
+            .cloned()
+            .unwrap_or((Tok::End, String::new()));
+        match t {
+            Tok::In | Tok::NotIn if values => (Tok::Identifier, l),
+            _ => (t, l),
+        }
+    }
+    fn consume(&mut self, values: bool) -> (Tok, String) {
+        let item = self.lookahead(values);
+        if self.pos < self.items.len() {
+            self.pos += 1;
+        }
+        item
+    }
+
+    fn parse(&mut self) -> Result<Vec<Req>, String> {
+        let mut reqs = Vec::new();
+        loop {
+            let (t, lit) = self.lookahead(true);
+            match t {
+                Tok::Identifier | Tok::DoesNotExist => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    let (t, l) = self.consume(true);
+                    match t {
+                        Tok::End => return Ok(reqs),
+                        Tok::Comma => {
+                            let (t2, l2) = self.lookahead(true);
+                            if t2 != Tok::Identifier && t2 != Tok::DoesNotExist {
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
+                            }
+                        }
+                        _ => return Err(format!("found '{l}', expected: ',' or 'end of string'")),
+                    }
+                }
+                Tok::End => return Ok(reqs),
+                _ => {
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ))
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<Req, String> {
+        let (mut t, mut key) = self.consume(true);
+        let not_exists = t == Tok::DoesNotExist;
+        if not_exists {
+            (t, key) = self.consume(true);
+        }
+        if t != Tok::Identifier {
+            return Err(format!("found '{key}', expected: identifier"));
+        }
+        validate_key(&key)?;
+        let (next, _) = self.lookahead(true);
+        if next == Tok::End || next == Tok::Comma {
+            return Ok(if not_exists {
+                Req::NotExists(key)
+            } else {
+                Req::Exists(key)
+            });
+        }
+        if not_exists {
+            // `!a=b`: upstream builds a does-not-exist requirement with values.
+            return Err(
+                "values: Invalid value: null: values set must be empty for exists and does not exist"
+                    .to_string(),
+            );
+        }
+        let (op, lit) = self.consume(false);
+        match op {
+            Tok::In | Tok::NotIn => {
+                let values = self.values()?;
+                for v in &values {
+                    validate_value(v)?;
+                }
+                if values.is_empty() {
+                    return Err("values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty".into());
+                }
+                Ok(if op == Tok::In {
+                    Req::In(key, values)
+                } else {
+                    Req::NotIn(key, values)
+                })
+            }
+            Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::GreaterThan | Tok::LessThan => {
+                let value = self.exact_value()?;
+                match op {
+                    Tok::GreaterThan | Tok::LessThan => {
+                        let n: i64 = value.parse().map_err(|_| {
+                            format!("values[0]: Invalid value: {value:?}: for 'Gt', 'Lt' operators, the value must be an integer")
+                        })?;
+                        Ok(if op == Tok::GreaterThan {
+                            Req::Gt(key, n)
+                        } else {
+                            Req::Lt(key, n)
+                        })
+                    }
+                    _ => {
+                        validate_value(&value)?;
+                        Ok(if op == Tok::NotEquals {
+                            Req::NotEq(key, value)
+                        } else {
+                            Req::Eq(key, value)
+                        })
+                    }
+                }
+            }
+            _ => Err(format!(
+                "found '{lit}', expected: in, notin, =, ==, !=, gt, lt"
+            )),
+        }
+    }
+
+    fn exact_value(&mut self) -> Result<String, String> {
+        let (t, _) = self.lookahead(true);
+        if t == Tok::End || t == Tok::Comma {
+            return Ok(String::new());
+        }
+        match self.consume(true) {
+            (Tok::Identifier, lit) => Ok(lit),
+            (_, lit) => Err(format!("found '{lit}', expected: identifier")),
+        }
+    }
+
+    /// `(a,b)`, sorted and without repeats as upstream's string set holds them.
+    fn values(&mut self) -> Result<Vec<String>, String> {
+        let (t, lit) = self.consume(true);
+        if t != Tok::OpenPar {
+            return Err(format!("found '{lit}' expected: '('"));
+        }
+        let (t, lit) = self.lookahead(true);
+        let mut set = std::collections::BTreeSet::new();
+        match t {
+            Tok::Identifier | Tok::Comma => {
+                loop {
+                    let (t, lit) = self.consume(true);
+                    match t {
+                        Tok::Identifier => {
+                            set.insert(lit);
+                            let (t2, l2) = self.lookahead(true);
+                            match t2 {
+                                Tok::Comma => continue,
+                                Tok::ClosedPar => break,
+                                _ => return Err(format!("found '{l2}', expected: ',' or ')'")),
+                            }
+                        }
+                        Tok::Comma => {
+                            if set.is_empty() {
+                                set.insert(String::new());
+                            }
+                            let (t2, _) = self.lookahead(true);
+                            if t2 == Tok::ClosedPar {
+                                set.insert(String::new());
+                                break;
+                            }
+                            if t2 == Tok::Comma {
+                                self.consume(true);
+                                set.insert(String::new());
+                            }
+                        }
+                        _ => return Err(format!("found '{lit}', expected: ',', or identifier")),
+                    }
+                }
+                if self.consume(true).0 != Tok::ClosedPar {
+                    return Err(format!("found '{lit}', expected: ')'"));
+                }
+            }
+            Tok::ClosedPar => {
+                self.consume(true);
+                set.insert(String::new());
+            }
+            _ => return Err(format!("found '{lit}', expected: ',', ')' or identifier")),
+        }
+        Ok(set.into_iter().collect())
+    }
+}
+
+fn validate_key(key: &str) -> Result<(), String> {
+    let errs = crate::validation::qualified_name_errors("key", key);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let details: Vec<&str> = errs
+        .iter()
+        .filter_map(|c| c.message.split_once(": ").map(|(_, d)| d))
+        .map(|d| d.split_once(": ").map_or(d, |(_, d)| d))
+        .collect();
+    Err(format!(
+        "key: Invalid value: {key:?}: {}",
+        details.join("; ")
+    ))
+}
+
+fn validate_value(v: &str) -> Result<(), String> {
+    if crate::validation::is_label_value(v) {
+        return Ok(());
+    }
+    Err(format!("values[0]: Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"))
 }
 
 impl LabelSelector {
+    /// Parse as upstream's `labels.Parse`, with its error messages (the 400's text).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut reqs = Vec::new();
-        if s.trim().is_empty() {
-            return Ok(LabelSelector(reqs));
-        }
-        for part in split_top(s) {
-            let p = part.trim();
-            if p.is_empty() {
-                return Err(format!(
-                    "unable to parse requirement: found empty requirement in {s:?}"
-                ));
-            }
-            let req = if let Some(k) = p.strip_prefix('!') {
-                Req::NotExists(k.trim().to_string())
-            } else if let Some((k, v)) = p.split_once("!=") {
-                Req::NotEq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once("==") {
-                Req::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once('=') {
-                Req::Eq(k.trim().into(), v.trim().into())
-            } else if let Some(idx) = p.find(" notin ").or_else(|| p.find(" notin(")) {
-                Req::NotIn(p[..idx].trim().into(), set_values(&p[idx + 6..])?)
-            } else if let Some(idx) = p.find(" in ").or_else(|| p.find(" in(")) {
-                Req::In(p[..idx].trim().into(), set_values(&p[idx + 3..])?)
-            } else if p
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
-                Req::Exists(p.to_string())
-            } else {
-                return Err(format!("unable to parse requirement: {p:?}"));
-            };
-            let key = match &req {
-                Req::Eq(k, _)
-                | Req::NotEq(k, _)
-                | Req::In(k, _)
-                | Req::NotIn(k, _)
-                | Req::Exists(k)
-                | Req::NotExists(k) => k,
-            };
-            if key.is_empty() || !crate::validation::qualified_name_errors("", key).is_empty() {
-                return Err(format!(
-                    "unable to parse requirement: invalid label key {key:?}"
-                ));
-            }
-            reqs.push(req);
-        }
-        Ok(LabelSelector(reqs))
+        let mut p = Parser {
+            items: lex(s),
+            pos: 0,
+        };
+        p.parse().map(LabelSelector)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,6 +349,12 @@ impl LabelSelector {
             Req::NotIn(k, vs) => get(k).is_none_or(|x| !vs.iter().any(|v| v == x)),
             Req::Exists(k) => get(k).is_some(),
             Req::NotExists(k) => get(k).is_none(),
+            Req::Gt(k, n) => get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            Req::Lt(k, n) => get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         })
     }
 }
@@ -254,5 +493,37 @@ mod tests {
         }
         assert!(LabelSelector::parse("app in web").is_err());
         assert!(LabelSelector::parse("a,,b").is_err());
+        assert!(LabelSelector::parse("n>3")
+            .unwrap()
+            .matches(&json!({"metadata": {"labels": {"n": "4"}}})));
+        assert!(LabelSelector::parse("app in (web),!tier")
+            .unwrap()
+            .matches(&json!({"metadata": {"labels": {"app": "web"}}})));
+    }
+
+    #[test]
+    fn label_selector_errors_are_upstreams() {
+        for (sel, want) in [
+            (
+                "a===b",
+                "unable to parse requirement: found '=', expected: identifier",
+            ),
+            ("a=b c", "found 'c', expected: ',' or 'end of string'"),
+            (
+                "=b",
+                "found '=', expected: !, identifier, or 'end of string'",
+            ),
+            ("a,", "found '', expected: identifier after ','"),
+            (
+                "a in b",
+                "unable to parse requirement: found 'b' expected: '('",
+            ),
+            (
+                "a ~ b",
+                "unable to parse requirement: found '~', expected: in, notin, =, ==, !=, gt, lt",
+            ),
+        ] {
+            assert_eq!(LabelSelector::parse(sel).unwrap_err(), want, "{sel}");
+        }
     }
 }

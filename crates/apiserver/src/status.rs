@@ -147,6 +147,14 @@ impl ApiError {
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
     }
+    /// What upstream's router answers for a method a path does not serve (go-restful's
+    /// 405, turned into a Status with empty details).
+    pub fn method_not_served() -> Self {
+        ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )
+        .with_details(json!({}))
+    }
     pub fn unsupported_media_type(content_type: &str) -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -81,6 +81,10 @@ pub fn qualified_name_errors(field: &str, key: &str) -> Vec<Cause> {
     out
 }
 
+pub fn is_label_value(v: &str) -> bool {
+    label_value_ok(v)
+}
+
 fn label_value_ok(v: &str) -> bool {
     v.is_empty() || is_label_name_part(v)
 }
@@ -104,6 +108,48 @@ pub fn label_map_errors(field: &str, map: &serde_json::Map<String, Value>) -> Ve
     causes
 }
 
+/// How a type's names are validated upstream (the `nameFn` its strategy passes to
+/// ValidateObjectMeta).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// Services (`NameIsDNS1035Label`).
+    Dns1035Label,
+    /// Namespaces (`NameIsDNSLabel`).
+    Dns1123Label,
+    /// Most types (`NameIsDNSSubdomain`).
+    Dns1123Subdomain,
+    /// Only what every name must be to serve as one URL path segment: RBAC objects
+    /// (`ValidateRBACName`, so `system:controller:foo` is a name) and
+    /// CertificateSigningRequests (whose own name check accepts anything).
+    PathSegment,
+}
+
+pub fn name_rule(rt: &ResourceType) -> NameRule {
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Service") => NameRule::Dns1035Label,
+        ("", "Namespace") => NameRule::Dns1123Label,
+        (
+            "rbac.authorization.k8s.io",
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding",
+        )
+        | ("certificates.k8s.io", "CertificateSigningRequest") => NameRule::PathSegment,
+        _ => NameRule::Dns1123Subdomain,
+    }
+}
+
+/// Upstream's `path.IsValidPathSegmentName`: not `.` or `..`, no `/` or `%`. Every stored
+/// name must pass it (it is checked after the type's own rule).
+pub fn path_segment_errors(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|bad| name.contains(*bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+        .collect()
+}
+
 /// Validate metadata common to every type. `name` may be empty only with generateName,
 /// which the caller has already resolved.
 pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
@@ -119,16 +165,23 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
             "name or generateName is required",
         ));
     } else {
-        // Namespaces and a few others need DNS labels; most names are DNS subdomains.
-        let service = rt.group.is_empty() && rt.kind == "Service";
-        if service && !(is_dns1123_label(name) && name.as_bytes()[0].is_ascii_lowercase()) {
-            causes.push(Cause::invalid(
-                "metadata.name",
-                name,
-                crate::builtin_validation::DNS1035_MSG,
-            ));
-        } else if !service {
-            causes.extend(name_errors("metadata.name", name, rt.kind == "Namespace"));
+        match name_rule(rt) {
+            NameRule::Dns1035Label => {
+                if !(is_dns1123_label(name) && name.as_bytes()[0].is_ascii_lowercase()) {
+                    causes.push(Cause::invalid(
+                        "metadata.name",
+                        name,
+                        crate::builtin_validation::DNS1035_MSG,
+                    ));
+                }
+            }
+            NameRule::Dns1123Label => causes.extend(name_errors("metadata.name", name, true)),
+            NameRule::Dns1123Subdomain => causes.extend(name_errors("metadata.name", name, false)),
+            NameRule::PathSegment => causes.extend(
+                path_segment_errors(name)
+                    .iter()
+                    .map(|m| Cause::invalid("metadata.name", name, m)),
+            ),
         }
     }
     if let Some(labels) = meta.and_then(|m| m.get("labels")) {

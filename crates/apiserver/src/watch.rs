@@ -206,15 +206,14 @@ pub async fn watch(
     let bookmarks = query
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true" || v == "1");
-    let timeout = match query.get("timeoutSeconds") {
-        Some(s) => Duration::from_secs(
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?,
-        ),
-        None => DEFAULT_TIMEOUT,
+    // Upstream: unset or 0 is the server's default; a negative value ends the watch at once.
+    let timeout = match crate::list::int_param(query, "timeoutSeconds")? {
+        None | Some(0) => DEFAULT_TIMEOUT,
+        Some(n) => Duration::from_secs(u64::try_from(n).unwrap_or(0)),
     }
     // A client may ask for any number of seconds; no watch outlives a day.
     .min(Duration::from_secs(86_400));
+    crate::list::validate_list_options(query, true)?;
     let rv = query
         .get("resourceVersion")
         .map(String::as_str)

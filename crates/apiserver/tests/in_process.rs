@@ -170,11 +170,11 @@ async fn malformed_requests_get_status_answers() {
         ),
         (
             "GET",
-            format!("{cms}?limit=-1"),
+            format!("{cms}?limit=ten"),
             "",
             "",
             400,
-            "invalid limit",
+            "strconv.ParseInt: parsing \"ten\": invalid syntax",
         ),
         (
             "GET",
@@ -190,7 +190,7 @@ async fn malformed_requests_get_status_answers() {
             "",
             "",
             400,
-            "labelSelector",
+            "unable to parse requirement: found 'b' expected: '('",
         ),
         (
             "GET",
