@@ -263,7 +263,9 @@ mod tests {
         assert!(parse_request_yaml::<Value>(&deep).is_err());
         let flow = format!("{}1{}", "[".repeat(80_000), "]".repeat(80_000));
         assert!(parse_request_yaml::<Value>(&flow).is_err());
-        let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut laughs = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
             .iter()
             .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
@@ -282,7 +284,10 @@ mod tests {
         let v = serde_json::json!({"ab": ["x", 1, null, true]});
         let exact = serde_json::to_vec(&v).unwrap().len();
         let counted = value_size(&v, usize::MAX);
-        assert!(counted >= exact - 8 && counted <= exact + 16, "{counted} vs {exact}");
+        assert!(
+            counted >= exact - 8 && counted <= exact + 16,
+            "{counted} vs {exact}"
+        );
         let big = Value::Array(vec![Value::String("x".repeat(1000)); 1000]);
         assert!(value_size(&big, 10_000) > 10_000);
     }

@@ -2,7 +2,7 @@
 //! upstream's FieldsV1 form (`f:` fields, `k:` list items by key, `v:` set values, `.`),
 //! computed from objects with the type's list semantics and kept on every write.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
@@ -231,6 +231,81 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// `value_at` for many paths into one object: each list is indexed by the key (or value)
+/// its items are found by the first time it is searched, so comparing the fields of a list
+/// of n items costs n lookups, not n² comparisons.
+#[derive(Default)]
+struct Resolver<'a> {
+    lists: HashMap<(usize, String), HashMap<String, &'a Value>>,
+}
+
+impl<'a> Resolver<'a> {
+    fn value_at(&mut self, obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+        let mut cur = obj;
+        for el in path {
+            if el == "." {
+                continue;
+            }
+            if let Some(f) = el.strip_prefix("f:") {
+                cur = cur.get(f)?;
+            } else if let Some(k) = el.strip_prefix("k:") {
+                let key: Map<String, Value> = serde_json::from_str(k).ok()?;
+                let names: Vec<&str> = key.keys().map(String::as_str).collect();
+                let want = projection(&names, |n| key.get(n));
+                cur = self
+                    .index(cur, names.join(","), |item| {
+                        Some(projection(&names, |n| item.get(n)))
+                    })?
+                    .get(&want)
+                    .copied()?;
+            } else if let Some(val) = el.strip_prefix("v:") {
+                let want: Value = serde_json::from_str(val).ok()?;
+                cur = self
+                    .index(cur, "\0v".into(), |item| Some(item.to_string()))?
+                    .get(&want.to_string())
+                    .copied()?;
+            } else {
+                return None;
+            }
+        }
+        Some(cur)
+    }
+
+    fn index(
+        &mut self,
+        list: &'a Value,
+        by: String,
+        ident: impl Fn(&'a Value) -> Option<String>,
+    ) -> Option<&HashMap<String, &'a Value>> {
+        let items = list.as_array()?;
+        let slot = (list as *const Value as usize, by);
+        Some(self.lists.entry(slot).or_insert_with(|| {
+            let mut map = HashMap::new();
+            for item in items {
+                if let Some(id) = ident(item) {
+                    // The first match wins, as a linear search finds it.
+                    map.entry(id).or_insert(item);
+                }
+            }
+            map
+        }))
+    }
+}
+
+/// The identity of a list item by key fields (a missing protocol is TCP, as `item_matches`).
+fn projection<'v>(names: &[&str], get: impl Fn(&str) -> Option<&'v Value>) -> String {
+    let tcp = Value::String("TCP".into());
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| match get(n) {
+            Some(v) => v.to_string(),
+            None if *n == "protocol" => tcp.to_string(),
+            None => "\0absent".into(),
+        })
+        .collect();
+    parts.join("\u{1}")
+}
+
 /// Remove the field at `path` from `obj` (a list item by key or value, a map field).
 pub fn remove_at(obj: &mut Value, path: &[String]) {
     let (last, parent) = match path.split_last() {
@@ -349,9 +424,10 @@ pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
 pub fn changed(old: &Value, new: &Value, schema: Option<Cursor>) -> (FieldSet, FieldSet) {
     let before = fields_of(old, schema);
     let after = fields_of(new, schema);
+    let (mut in_old, mut in_new) = (Resolver::default(), Resolver::default());
     let set: FieldSet = after
         .iter()
-        .filter(|p| !before.contains(*p) || value_at(old, p) != value_at(new, p))
+        .filter(|p| !before.contains(*p) || in_old.value_at(old, p) != in_new.value_at(new, p))
         .cloned()
         .collect();
     let gone: FieldSet = before.difference(&after).cloned().collect();

@@ -53,7 +53,11 @@ mod tests {
             .layer(axum::middleware::from_fn(super::catch));
         let resp = app
             .clone()
-            .oneshot(axum::http::Request::get("/boom").body(Body::empty()).unwrap())
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), 500);

@@ -43,9 +43,8 @@ pub fn apply_to(
 }
 
 fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    crate::limits::parse_request_json(body, "the patch")?.map_err(|e| {
-        ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
-    })
+    crate::limits::parse_request_json(body, "the patch")?
+        .map_err(|e| ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}")))
 }
 
 fn invalid(message: String) -> ApiError {

@@ -187,36 +187,33 @@ pub async fn handle(
     // Read the body here, so an oversized or stalled one is a Status like every other
     // error, and before taking a place among the requests in flight: a client trickling
     // its upload must not hold a place others need.
-    let body: Bytes = match tokio::time::timeout(
-        BODY_TIMEOUT,
-        axum::body::to_bytes(body, crate::MAX_BODY),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                format!(
-                    "the request body is larger than the {} byte limit",
-                    crate::MAX_BODY
-                ),
-            )
-            .into_response()
-        }
-        Err(_) => {
-            return ApiError::new(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                "Timeout",
-                format!(
-                    "the request body did not arrive within {} seconds",
-                    BODY_TIMEOUT.as_secs()
-                ),
-            )
-            .into_response()
-        }
-    };
+    let body: Bytes =
+        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, crate::MAX_BODY)).await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!(
+                        "the request body is larger than the {} byte limit",
+                        crate::MAX_BODY
+                    ),
+                )
+                .into_response()
+            }
+            Err(_) => {
+                return ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "Timeout",
+                    format!(
+                        "the request body did not arrive within {} seconds",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                )
+                .into_response()
+            }
+        };
     let is_watch = method == Method::GET && truthy(&query, "watch");
     // Only a real watch (a GET of a collection, below) streams; anything else saying
     // `watch=true` counts as an ordinary request.
@@ -266,33 +263,44 @@ pub async fn handle(
     // Decoding, merging and encoding megabytes, or listing a whole collection, can take a
     // core for a while: such requests run where they cannot hold up the reactor threads
     // that serve probes and every other client.
-    let heavy = body.len() > HEAVY_BODY_BYTES || (method == Method::GET && target.name.is_none() && !is_watch);
-    let dispatch = async { match (&method, target.name.is_some()) {
-        (&Method::GET, true) if scale => crate::scale::get(&state, &target).await,
-        (&Method::PUT, true) if scale => {
-            crate::scale::update(&state, &target, &query, &content_type, &body).await
+    let heavy = body.len() > HEAVY_BODY_BYTES
+        || (method == Method::GET && target.name.is_none() && !is_watch);
+    let dispatch = async {
+        match (&method, target.name.is_some()) {
+            (&Method::GET, true) if scale => crate::scale::get(&state, &target).await,
+            (&Method::PUT, true) if scale => {
+                crate::scale::update(&state, &target, &query, &content_type, &body).await
+            }
+            (&Method::PATCH, true) if scale => {
+                crate::scale::patch(&state, &target, &query, &content_type, &body).await
+            }
+            (&Method::GET, false) if is_watch => {
+                watch::watch(&state, &target, &query, &accept, permit).await
+            }
+            (&Method::GET, false) => list::list(&state, &target, &query, &accept).await,
+            (&Method::GET, true) => rest::get(&state, &target, &accept).await,
+            (&Method::POST, false) => {
+                rest::create(&state, &target, &query, &content_type, &body).await
+            }
+            (&Method::PUT, true) => {
+                rest::update(&state, &target, &query, &content_type, &body).await
+            }
+            (&Method::PATCH, true) => {
+                patch::patch(&state, &target, &query, &content_type, &body).await
+            }
+            (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
+            (&Method::DELETE, false) if !target.rt.verbs().contains(&"deletecollection") => {
+                Err(ApiError::method_not_served())
+            }
+            (&Method::DELETE, false) => {
+                list::delete_collection(&state, &target, &query, &body).await
+            }
+            _ => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                method, target.rt.plural
+            ))),
         }
-        (&Method::PATCH, true) if scale => {
-            crate::scale::patch(&state, &target, &query, &content_type, &body).await
-        }
-        (&Method::GET, false) if is_watch => {
-            watch::watch(&state, &target, &query, &accept, permit).await
-        }
-        (&Method::GET, false) => list::list(&state, &target, &query, &accept).await,
-        (&Method::GET, true) => rest::get(&state, &target, &accept).await,
-        (&Method::POST, false) => rest::create(&state, &target, &query, &content_type, &body).await,
-        (&Method::PUT, true) => rest::update(&state, &target, &query, &content_type, &body).await,
-        (&Method::PATCH, true) => patch::patch(&state, &target, &query, &content_type, &body).await,
-        (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
-        (&Method::DELETE, false) if !target.rt.verbs().contains(&"deletecollection") => {
-            Err(ApiError::method_not_served())
-        }
-        (&Method::DELETE, false) => list::delete_collection(&state, &target, &query, &body).await,
-        _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({} {})",
-            method, target.rt.plural
-        ))),
-    } }
+    }
     .instrument(span);
     let result = if heavy {
         off_reactor(dispatch).await

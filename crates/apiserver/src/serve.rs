@@ -2,9 +2,9 @@
 //! loop, and serves HTTP/1.1 and HTTP/2 (ALPN) with hyper on each — with time limits on
 //! every phase a client could stall, and a cap on connections that have not authenticated.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -178,7 +178,11 @@ impl<S> StallGuard<S> {
         }
     }
 
-    fn on_write<T>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    fn on_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
         match r {
             Poll::Pending => {
                 let limit = self.limit;
@@ -239,10 +243,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
         self.on_write(cx, r)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

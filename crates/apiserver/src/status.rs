@@ -196,8 +196,19 @@ fn qualified(group: &str, resource: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.code.is_server_error() {
-            tracing::error!(code = self.code.as_u16(), message = %self.message, "request failed");
+        // Only a 500 is the server's own fault; an unavailable subresource (503), a
+        // too-new resourceVersion (504) or a full disk (507) are conditions, not bugs.
+        match self.code {
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(code = self.code.as_u16(), message = %self.message, "request failed")
+            }
+            StatusCode::INSUFFICIENT_STORAGE => {
+                tracing::warn!(code = self.code.as_u16(), message = %self.message, "request refused")
+            }
+            c if c.is_server_error() => {
+                tracing::debug!(code = c.as_u16(), message = %self.message, "request refused")
+            }
+            _ => {}
         }
         (self.code, axum::Json(self.to_json())).into_response()
     }

@@ -43,19 +43,19 @@ struct Sink {
 
 impl Sink {
     async fn send(&self, line: Bytes) -> bool {
-        let want = u32::try_from(line.len()).unwrap_or(u32::MAX).clamp(1, SEND_BUDGET);
-        let permit = match tokio::time::timeout(
-            STALL_LIMIT,
-            self.budget.clone().acquire_many_owned(want),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            _ => {
-                tracing::debug!("watch client stopped reading; closing the watch");
-                return false;
-            }
-        };
+        let want = u32::try_from(line.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, SEND_BUDGET);
+        let permit =
+            match tokio::time::timeout(STALL_LIMIT, self.budget.clone().acquire_many_owned(want))
+                .await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    tracing::debug!("watch client stopped reading; closing the watch");
+                    return false;
+                }
+            };
         self.tx.send((line, permit)).await.is_ok()
     }
 

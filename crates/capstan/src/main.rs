@@ -274,12 +274,16 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
     let kubeconfig_path = data_dir.join("kubeconfig");
-    kubeconfig::write(
+    // Serving matters more than this convenience file: on a full disk the server still
+    // starts (the kubeconfig is unchanged when it listens where it did before).
+    if let Err(e) = kubeconfig::write(
         &kubeconfig_path,
         &format!("https://{local}"),
         &pki.ca_pem,
         &token,
-    )?;
+    ) {
+        tracing::error!(error = format!("{e:#}"), path = %kubeconfig_path.display(), "could not write the kubeconfig; it may name an older address");
+    }
     let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
         .with_limits(max_inflight, max_watches)
         .with_bookmark_interval(bookmark_every)

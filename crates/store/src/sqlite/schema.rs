@@ -57,9 +57,18 @@ fn common_pragmas(conn: &Connection) -> rusqlite::Result<()> {
 /// Open the one writing connection, creating the schema if needed.
 pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    // auto_vacuum must be chosen before the first table exists; it lets compaction give
-    // free pages back to the file system (incremental_vacuum).
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    // An existing store is opened without writing anything (a restart on a full disk
+    // must work): the schema statements below only run for a new one.
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        // auto_vacuum must be chosen before the first table exists; it lets compaction
+        // give free pages back to the file system (incremental_vacuum).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -68,7 +77,9 @@ pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // 3x slower; checkpointing on the writer every 4000 pages (16 MB) is the better trade.
     conn.pragma_update(None, "wal_autocheckpoint", 4000i64)?;
     common_pragmas(&conn)?;
-    conn.execute_batch(DDL)?;
+    if !exists {
+        conn.execute_batch(DDL)?;
+    }
     Ok(conn)
 }
 
