@@ -110,7 +110,7 @@ fn conflict_error(t: &Target, name: &str, conflicts: &[(String, String, Path)]) 
     }))
 }
 
-fn decode(body: &[u8]) -> Result<Value, ApiError> {
+pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the apply configuration is not UTF-8"))?;
     // kubectl and kube-rs send JSON (a subset of YAML): take the fast path for it.
