@@ -36,19 +36,29 @@ impl Limiter {
     }
 
     /// A place for a request (held until its response is built), or the 429 to send.
-    pub fn request(&self) -> Result<OwnedSemaphorePermit, Response> {
+    pub fn request(&self) -> Result<OwnedSemaphorePermit, TooMany> {
         self.requests
             .clone()
             .try_acquire_owned()
-            .map_err(|_| too_many())
+            .map_err(|_| TooMany)
     }
 
     /// A place for a watch (held for as long as it streams), or the 429 to send.
-    pub fn watch(&self) -> Result<OwnedSemaphorePermit, Response> {
+    pub fn watch(&self) -> Result<OwnedSemaphorePermit, TooMany> {
         self.watches
             .clone()
             .try_acquire_owned()
-            .map_err(|_| too_many())
+            .map_err(|_| TooMany)
+    }
+}
+
+/// Over a cap: answered 429 with Retry-After.
+#[derive(Debug)]
+pub struct TooMany;
+
+impl IntoResponse for TooMany {
+    fn into_response(self) -> Response {
+        too_many()
     }
 }
 
@@ -84,7 +94,7 @@ pub async fn limit(State(limiter): State<Limiter>, req: Request, next: Next) -> 
             drop(permit);
             resp
         }
-        Err(resp) => resp,
+        Err(over) => over.into_response(),
     }
 }
 

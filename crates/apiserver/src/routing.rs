@@ -224,7 +224,7 @@ pub async fn handle(
     };
     let permit = match permit {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(over) => return over.into_response(),
     };
     let accept = headers
         .get("accept")

@@ -31,9 +31,32 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 
 /// Tokens that matter to the decoders: nesting, quoting, YAML anchors and directives.
 const TOKENS: &[&str] = &[
-    "{\"a\":", "[", "]", "{", "}", "\"", "\\", ",", ":", "null", "-1", "1e999", "*a", "&a ",
-    "- ", "\n  ", "!!binary ", "<<: ", "$patch", "\"op\":\"copy\"", "\"from\":\"/\"", "/-",
-    "\"$setElementOrder/containers\":", "\u{0}", "\u{feff}", "k8s\u{0}",
+    "{\"a\":",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\"",
+    "\\",
+    ",",
+    ":",
+    "null",
+    "-1",
+    "1e999",
+    "*a",
+    "&a ",
+    "- ",
+    "\n  ",
+    "!!binary ",
+    "<<: ",
+    "$patch",
+    "\"op\":\"copy\"",
+    "\"from\":\"/\"",
+    "/-",
+    "\"$setElementOrder/containers\":",
+    "\u{0}",
+    "\u{feff}",
+    "k8s\u{0}",
 ];
 
 #[derive(Debug, Clone)]
@@ -215,15 +238,38 @@ proptest! {
 fn corpus_reproductions_get_their_answers() {
     bounded("corpus", Vec::new(), |_| {
         let json = corpus("json");
-        assert!(rest::decode_body("application/json", &json[1]).is_ok(), "depth at the limit");
-        assert_eq!(rest::decode_body("application/json", &json[2]).unwrap_err().code, 400);
+        assert!(
+            rest::decode_body("application/json", &json[1]).is_ok(),
+            "depth at the limit"
+        );
+        assert_eq!(
+            rest::decode_body("application/json", &json[2])
+                .unwrap_err()
+                .code,
+            400
+        );
         let yaml = corpus("yaml");
-        assert_eq!(rest::decode_body("application/yaml", &yaml[1]).unwrap_err().code, 400);
-        assert_eq!(rest::decode_body("application/yaml", &yaml[3]).unwrap_err().code, 400);
+        assert_eq!(
+            rest::decode_body("application/yaml", &yaml[1])
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            rest::decode_body("application/yaml", &yaml[3])
+                .unwrap_err()
+                .code,
+            400
+        );
         let jp = corpus("json-patch");
         let bomb = patch_with("application/json-patch+json", &jp[0]).unwrap_err();
         assert_eq!(bomb.code, 422, "{}", bomb.message);
-        assert_eq!(patch_with("application/json-patch+json", &jp[2]).unwrap_err().code, 422);
+        assert_eq!(
+            patch_with("application/json-patch+json", &jp[2])
+                .unwrap_err()
+                .code,
+            422
+        );
         let deepen = patch_with("application/json-patch+json", &jp[1]).unwrap_err();
         assert_eq!(deepen.code, 400, "{}", deepen.message);
         let pb = corpus("protobuf");
