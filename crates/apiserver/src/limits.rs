@@ -19,6 +19,11 @@ pub const THREAD_STACK_BYTES: usize = 64 << 20;
 /// (`JSONPatchMaxCopyBytes`), and on any object the server is asked to store.
 pub const MAX_OBJECT_BYTES: usize = 3 * 1024 * 1024;
 
+/// The largest object the server stores (with its managedFields). Upstream's practical
+/// bound is etcd's 1.5 MiB request limit; this is looser, but bounded, so repeated patches
+/// cannot grow one object without end.
+pub const MAX_STORED_BYTES: usize = 6 * 1024 * 1024;
+
 /// Upstream's `maxJSONPatchOperations`.
 pub const MAX_JSON_PATCH_OPS: usize = 10_000;
 

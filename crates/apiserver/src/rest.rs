@@ -78,9 +78,19 @@ pub fn encode_for_store(obj: &Value) -> Result<Bytes, ApiError> {
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    serde_json::to_vec(&o)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::internal(e.to_string()))
+    let bytes = serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))?;
+    if bytes.len() > crate::limits::MAX_STORED_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "the object would be {} bytes, larger than the {} byte limit on a stored object",
+                bytes.len(),
+                crate::limits::MAX_STORED_BYTES
+            ),
+        ));
+    }
+    Ok(Bytes::from(bytes))
 }
 
 pub fn is_dry_run(query: &HashMap<String, String>) -> bool {
