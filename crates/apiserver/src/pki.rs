@@ -97,7 +97,23 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         // A new CA invalidates any old serving certificate.
         let _ = std::fs::remove_file(&crt);
     }
-    if !(crt.exists() && key.exists()) {
+    // The names the serving certificate carries, as issued; a different wanted set (a new
+    // --tls-san, another listen address) re-issues it from the same CA.
+    let names_file = dir.join("server.names");
+    let mut names: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+    ];
+    names.extend(hosts.iter().filter(|h| !h.is_empty()).cloned());
+    names.sort();
+    names.dedup();
+    let wanted = names.join("\n");
+    let issued = std::fs::read_to_string(&names_file).unwrap_or_default();
+    if !(crt.exists() && key.exists()) || issued.trim() != wanted {
         let ca_key_pair = KeyPair::from_pem(&read(&ca_key)?)?;
         let issuer = rcgen::Issuer::from_ca_cert_pem(&read(&ca_crt)?, ca_key_pair)?;
         let key_pair = KeyPair::generate()?;
@@ -105,17 +121,6 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         params
             .distinguished_name
             .push(DnType::CommonName, "capstan-apiserver");
-        let mut names: Vec<String> = vec![
-            "localhost".into(),
-            "127.0.0.1".into(),
-            "::1".into(),
-            "kubernetes".into(),
-            "kubernetes.default".into(),
-            "kubernetes.default.svc".into(),
-        ];
-        names.extend(hosts.iter().cloned());
-        names.sort();
-        names.dedup();
         for name in names {
             params
                 .subject_alt_names
@@ -128,6 +133,7 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         let cert = params.signed_by(&key_pair, &issuer)?;
         write_private(&key, &key_pair.serialize_pem())?;
         write_private(&crt, &cert.pem())?;
+        write_private(&names_file, &wanted)?;
     }
     let chain: Vec<_> = rustls_pemfile::certs(&mut read(&crt)?.as_bytes())
         .filter_map(|c| c.ok())

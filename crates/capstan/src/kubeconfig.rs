@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use base64::Engine;
 use rand::RngExt;
+use serde_json::{json, Value};
 
 /// The admin bearer token: 32 random bytes, kept in the data dir across restarts.
 pub fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
@@ -20,29 +21,102 @@ pub fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-pub fn write(path: &Path, server: &str, ca_pem: &str, token: &str) -> anyhow::Result<()> {
+/// Write capstan's cluster, user and context (named `name`, distinct per server) into the
+/// kubeconfig at `path`, keeping every other entry a user added to it; the file is only
+/// rewritten when something changed.
+pub fn write(
+    path: &Path,
+    name: &str,
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+) -> anyhow::Result<()> {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let doc = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: capstan
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: capstan-admin
-  user:
-    token: {token}
-contexts:
-- name: capstan
-  context:
-    cluster: capstan
-    user: capstan-admin
-    namespace: default
-current-context: capstan
-"
+    let mut doc: Value = match std::fs::read_to_string(path) {
+        Ok(text) => match serde_saphyr::from_str::<Value>(&text) {
+            Ok(v) if v.is_object() => v,
+            _ => {
+                tracing::warn!(path = %path.display(), "the kubeconfig could not be read; writing a new one");
+                Value::Null
+            }
+        },
+        Err(_) => Value::Null,
+    };
+    if !doc.is_object() {
+        doc = json!({"apiVersion": "v1", "kind": "Config", "preferences": {}});
+    }
+    let user = format!("{name}-admin");
+    upsert(
+        &mut doc,
+        "clusters",
+        name,
+        "cluster",
+        json!({"server": server, "certificate-authority-data": ca}),
     );
-    capstan_apiserver::pki::write_private(path, &doc).context("writing the kubeconfig")?;
+    upsert(&mut doc, "users", &user, "user", json!({"token": token}));
+    upsert(
+        &mut doc,
+        "contexts",
+        name,
+        "context",
+        json!({"cluster": name, "user": user, "namespace": "default"}),
+    );
+    // Entries of older capstan versions, which named every server alike.
+    for (list, old) in [
+        ("clusters", "capstan"),
+        ("users", "capstan-admin"),
+        ("contexts", "capstan"),
+    ] {
+        if let Some(a) = doc.get_mut(list).and_then(Value::as_array_mut) {
+            a.retain(|e| e.get("name").and_then(Value::as_str) != Some(old));
+        }
+    }
+    // The user's own choice of context stands, unless it names nothing (or an old entry).
+    let current = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let exists = doc["contexts"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|c| c.get("name").and_then(Value::as_str) == Some(current))
+    });
+    if !exists {
+        doc["current-context"] = json!(name);
+    }
+    // Plain one-line scalars (no folding of the long CA data): tools that grep the file
+    // for `server:` or `certificate-authority-data:` keep working.
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    let text =
+        serde_saphyr::to_string_with_options(&doc, options).context("encoding the kubeconfig")?;
+    capstan_apiserver::pki::write_private(path, &text).context("writing the kubeconfig")?;
     Ok(())
+}
+
+fn upsert(doc: &mut Value, list: &str, name: &str, field: &str, body: Value) {
+    if !doc.get(list).is_some_and(Value::is_array) {
+        doc[list] = json!([]);
+    }
+    let entry = json!({"name": name, field: body});
+    if let Some(a) = doc[list].as_array_mut() {
+        match a
+            .iter_mut()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        {
+            Some(e) => *e = entry,
+            None => a.push(entry),
+        }
+    }
+}
+
+/// A name for this server's entries that differs between servers on one machine and stays
+/// the same across restarts: derived from its data directory.
+pub fn entry_name(data_dir: &Path) -> String {
+    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("capstan-{:08x}", h as u32)
 }

@@ -1,5 +1,6 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
+mod data_dir;
 mod fd_limit;
 mod heap;
 mod kubeconfig;
@@ -63,6 +64,10 @@ enum Command {
         /// Where Service NodePorts come from.
         #[arg(long, default_value = "30000-32767")]
         service_node_port_range: String,
+        /// Another name or address clients may reach the server by (repeatable); the
+        /// serving certificate is re-issued from the same CA when the set changes.
+        #[arg(long = "tls-san", value_name = "NAME")]
+        tls_san: Vec<String>,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -143,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             watch_bookmark_interval_seconds,
             service_cluster_ip_range,
             service_node_port_range,
+            tls_san,
         } => {
             let ranges =
                 service_alloc::Ranges::parse(&service_cluster_ip_range, &service_node_port_range)
@@ -166,6 +172,7 @@ fn main() -> anyhow::Result<()> {
                 event_ttl: Duration::from_secs(event_ttl_seconds),
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
+                tls_san,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             rt.block_on(server)?
@@ -246,6 +253,7 @@ struct ServerOptions {
     event_ttl: Duration,
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
+    tls_san: Vec<String>,
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -258,14 +266,18 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         event_ttl,
         bookmark_every,
         ranges,
+        tls_san,
     } = opts;
     let started = Instant::now();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    data_dir::private_umask();
+    // One server per data dir: a second one would corrupt the first's writes.
+    let dir = data_dir::open(&data_dir)?;
+    let data_dir = dir.path.clone();
     let mut store_config = SqliteConfig::new(data_dir.join("store.db"));
     store_config.compaction = Some(compaction);
     let store = SqliteStore::open(store_config).context("opening the store")?;
-    let hosts = vec![listen.ip().to_string()];
+    let mut hosts = vec![listen.ip().to_string()];
+    hosts.extend(tls_san);
     let pki =
         pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
     let token = kubeconfig::load_or_create_token(&data_dir.join("admin-token"))?;
@@ -278,6 +290,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     // starts (the kubeconfig is unchanged when it listens where it did before).
     if let Err(e) = kubeconfig::write(
         &kubeconfig_path,
+        &kubeconfig::entry_name(&data_dir),
         &format!("https://{local}"),
         &pki.ca_pem,
         &token,
@@ -302,5 +315,6 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     serve::serve_tls(listener, pki.tls, router(state)).await;
+    drop(dir);
     Ok(())
 }

@@ -53,6 +53,11 @@ impl Server {
         Server::start_with(data_dir, port, &[])
     }
 
+    /// Start on an existing data dir with extra `capstan server` flags.
+    pub fn start_with_args(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with(data_dir, 0, extra)
+    }
+
     /// Start with extra `capstan server` flags on a fresh data dir.
     pub fn start_args(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
