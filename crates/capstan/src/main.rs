@@ -175,7 +175,10 @@ fn main() -> anyhow::Result<()> {
                 tls_san,
             }));
             // The server runs on a worker (big stack), not on this main thread.
-            rt.block_on(server)?
+            let result = rt.block_on(server);
+            // Nothing left running may hold up the exit.
+            rt.shutdown_timeout(Duration::from_secs(2));
+            result?
         }
         Command::Bench {
             kubeconfig,
@@ -314,7 +317,34 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
-    serve::serve_tls(listener, pki.tls, router(state)).await;
+    tokio::select! {
+        _ = serve::serve_tls(listener, pki.tls, router(state)) => {}
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down: finishing queued writes");
+        }
+    }
+    // Queued writes are committed (and acknowledged) before the process ends.
+    let closing = Instant::now();
+    store.close();
+    tracing::info!(
+        elapsed_ms = closing.elapsed().as_millis() as u64,
+        "capstan server stopped"
+    );
     drop(dir);
     Ok(())
+}
+
+/// SIGTERM (systemd, kill) or SIGINT (Ctrl-C).
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

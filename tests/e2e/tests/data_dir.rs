@@ -152,3 +152,42 @@ fn the_kubeconfig_keeps_a_users_entries_and_names_each_server_apart() {
     // The path printed is absolute.
     assert!(first.kubeconfig().is_absolute());
 }
+
+#[test]
+fn sigterm_stops_the_server_quickly_keeping_its_writes_and_freeing_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_in(&data, 0);
+    s.kubectl_ok(&["create", "configmap", "kept", "--from-literal=k=v"]);
+    let pid = s.pid().unwrap();
+    let sent = std::time::Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Exited (a zombie until the harness reaps it) well within two seconds.
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| {
+                st.split(") ")
+                    .nth(1)
+                    .is_some_and(|rest| rest.starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    while !exited() {
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(5),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let took = sent.elapsed();
+    drop(s);
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    // The lock went with it, and the write is there.
+    let again = Server::start_in(&data, 0);
+    let out = again.kubectl_ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(out, "v");
+}
