@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_WATCHES: usize = 8192;
 pub struct Limiter {
     requests: Arc<Semaphore>,
     watches: Arc<Semaphore>,
+    max_requests: usize,
+    max_watches: usize,
 }
 
 impl Limiter {
@@ -32,7 +34,17 @@ impl Limiter {
         Limiter {
             requests: Arc::new(Semaphore::new(max_inflight.max(1))),
             watches: Arc::new(Semaphore::new(max_watches.max(1))),
+            max_requests: max_inflight.max(1),
+            max_watches: max_watches.max(1),
         }
+    }
+
+    /// Requests and watches in flight now.
+    pub fn in_use(&self) -> (usize, usize) {
+        (
+            self.max_requests - self.requests.available_permits(),
+            self.max_watches - self.watches.available_permits(),
+        )
     }
 
     /// A place for a request (held until its response is built), or the 429 to send.

@@ -23,6 +23,7 @@ pub mod k8s_fields;
 pub mod limits;
 pub mod list;
 pub mod managed_fields;
+pub mod metrics;
 pub mod namespace_lifecycle;
 pub mod object;
 pub mod openapi;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub bookmark_every: std::time::Duration,
     /// Where custom resources' CEL rules run (deadline, concurrency cap).
     pub cel: cel_runner::CelRunner,
+    /// Request counts and latencies for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
             service_ranges: Arc::new(service_alloc::Ranges::default()),
             bookmark_every: std::time::Duration::from_secs(60),
             cel: cel_runner::CelRunner::default(),
+            metrics: Arc::new(metrics::Metrics::default()),
         }
     }
 
@@ -169,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/livez", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::serve))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
         .route("/api", any(routing::handle))

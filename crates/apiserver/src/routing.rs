@@ -184,6 +184,7 @@ pub async fn handle(
     Query(query): Query<HashMap<String, String>>,
     body: axum::body::Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     // Read the body here, so an oversized or stalled one is a Status like every other
     // error, and before taking a place among the requests in flight: a client trickling
     // its upload must not hold a place others need.
@@ -324,8 +325,15 @@ pub async fn handle(
         resp = crate::field_validation::with_warnings(resp, &[w.to_string()]);
     }
     if prefers_yaml(&accept) && !truthy(&query, "watch") {
-        return to_yaml(resp).await;
+        resp = to_yaml(resp).await;
     }
+    let apply = content_type.starts_with("application/apply-patch");
+    state.metrics.observe(
+        &target,
+        crate::metrics::verb(&method, &target, is_watch, apply),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 

@@ -1,0 +1,65 @@
+"""/metrics in the Prometheus text format, read by the official Python client's API
+plumbing and parsed by prometheus_client's text parser."""
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(api):
+    if hasattr(api, "param_serialize"):  # the client's newer generated plumbing
+        params = api.param_serialize(method="GET", resource_path="/metrics", auth_settings=["BearerToken"])
+        resp = api.call_api(*params)
+        resp.read()
+        ctype, text = resp.getheader("Content-Type"), resp.data.decode()
+    else:
+        resp = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)[0]
+        ctype, text = resp.headers["Content-Type"], resp.data.decode()
+    assert ctype.startswith("text/plain; version=0.0.4"), ctype
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def samples(family, **labels):
+    return [s for s in family.samples if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def test_metrics_count_requests_by_verb_resource_and_code(capstan):
+    core = client.CoreV1Api(capstan)
+    for i in range(3):
+        core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"m{i}")))
+    try:
+        core.read_namespaced_config_map("absent", "default")
+    except ApiException as e:
+        assert e.status == 404
+    core.list_namespaced_config_map("default")
+    m = scrape(capstan)
+
+    req = m["apiserver_request"]
+    assert req.type == "counter"
+    created = samples(req, verb="POST", resource="configmaps", code="201", scope="namespace")
+    assert [s.value for s in created] == [3.0], created
+    missing = samples(req, verb="GET", resource="configmaps", code="404", scope="resource")
+    assert [s.value for s in missing] == [1.0]
+    assert samples(req, verb="LIST", resource="configmaps", code="200")
+
+    lat = m["apiserver_request_duration_seconds"]
+    assert lat.type == "histogram"
+    count = samples(lat, verb="POST", resource="configmaps")
+    assert any(s.name.endswith("_count") and s.value == 3.0 for s in count), count
+    inf = [s for s in count if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"]
+    assert inf and inf[0].value == 3.0
+
+    assert m["process_resident_memory_bytes"].samples[0].value > 1_000_000
+    assert m["process_open_fds"].samples[0].value > 3
+    assert m["process_cpu_seconds"].samples[0].value >= 0
+    assert m["capstan_store_revision"].samples[0].value >= 4
+    # The scrape itself is the one request in flight.
+    assert m["apiserver_current_inflight_requests"].samples[0].value == 1
+    assert m["apiserver_longrunning_requests"].samples[0].value == 0
+
+
+def test_metrics_need_credentials(capstan):
+    import urllib3
+    host = capstan.configuration.host
+    http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=capstan.configuration.ssl_ca_cert)
+    r = http.request("GET", f"{host}/metrics")
+    assert r.status == 403
