@@ -55,11 +55,21 @@ pub fn check_structural(s: &Schema, path: &FieldPath) -> Vec<Violation> {
                 "must not specify anything other than name and generateName, but metadata is implicitly specified"));
         }
     }
-    node(s, path, false, &mut out);
+    node(s, path, false, false, &mut out);
     out
 }
 
-fn node(s: &Schema, p: &FieldPath, in_junctor: bool, out: &mut Vec<Violation>) {
+/// `anyOf: [{type: integer}, {type: string}]` exactly: the shape controller-gen and other
+/// generators give int-or-string (and quantity) fields, which upstream lets through.
+fn is_int_or_string_pair(any_of: &[Schema]) -> bool {
+    any_of.len() == 2
+        && any_of[0].raw == serde_json::json!({"type": "integer"})
+        && any_of[1].raw == serde_json::json!({"type": "string"})
+}
+
+/// `skip_any_of`: this node's `anyOf` is the int-or-string pattern of its parent (upstream's
+/// skipAnyOf / skipAllOfAnyOf), and is not held to the structural rules.
+fn node(s: &Schema, p: &FieldPath, in_junctor: bool, skip_any_of: bool, out: &mut Vec<Violation>) {
     if let Some(raw) = s.raw.as_object() {
         for k in FORBIDDEN {
             if raw.contains_key(*k) {
@@ -225,25 +235,38 @@ fn node(s: &Schema, p: &FieldPath, in_junctor: bool, out: &mut Vec<Violation>) {
         }
     }
     for (name, child) in &s.properties {
-        node(child, &p.child("properties").key(name), in_junctor, out);
+        node(
+            child,
+            &p.child("properties").key(name),
+            in_junctor,
+            false,
+            out,
+        );
     }
     if let Some(Some(a)) = &s.additional_properties {
-        node(a, &p.child("additionalProperties"), in_junctor, out);
+        node(a, &p.child("additionalProperties"), in_junctor, false, out);
     }
     if let Some(items) = &s.items {
-        node(items, &p.child("items"), in_junctor, out);
+        node(items, &p.child("items"), in_junctor, false, out);
     }
+    let int_or_string_any_of = s.int_or_string && is_int_or_string_pair(&s.any_of);
+    let int_or_string_all_of =
+        s.int_or_string && s.all_of.len() == 1 && is_int_or_string_pair(&s.all_of[0].any_of);
     for (key, list) in [
         ("allOf", &s.all_of),
         ("anyOf", &s.any_of),
         ("oneOf", &s.one_of),
     ] {
+        if key == "anyOf" && (skip_any_of || int_or_string_any_of) {
+            continue;
+        }
         for (i, sub) in list.iter().enumerate() {
-            node(sub, &p.child(key).index(i), true, out);
+            let skip = key == "allOf" && int_or_string_all_of;
+            node(sub, &p.child(key).index(i), true, skip, out);
         }
     }
     if let Some(n) = &s.not {
-        node(n, &p.child("not"), true, out);
+        node(n, &p.child("not"), true, false, out);
     }
 }
 
@@ -251,6 +274,32 @@ fn node(s: &Schema, p: &FieldPath, in_junctor: bool, out: &mut Vec<Violation>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn generated_int_or_string_and_quantity_shapes_are_structural() {
+        let pair = json!([{"type": "integer"}, {"type": "string"}]);
+        let ok = json!({"type": "object", "properties": {
+            "port": {"anyOf": pair, "x-kubernetes-int-or-string": true},
+            "cpu": {"anyOf": pair, "pattern": "^[0-9]+m?$", "x-kubernetes-int-or-string": true},
+            "wrapped": {"allOf": [{"anyOf": pair}], "x-kubernetes-int-or-string": true},
+            "list": {"type": "array", "items": {"anyOf": pair, "x-kubernetes-int-or-string": true}},
+        }});
+        assert_eq!(problems(ok), Vec::<String>::new());
+        // Only that exact pair, and only with x-kubernetes-int-or-string.
+        let p = "spec.versions[0].schema.openAPIV3Schema.properties";
+        assert_eq!(
+            problems(json!({"type": "object", "properties": {
+                "a": {"type": "string", "anyOf": pair},
+                "b": {"anyOf": [{"type": "string"}, {"type": "integer"}], "x-kubernetes-int-or-string": true},
+            }})),
+            [
+                format!("{p}[a].anyOf[0].type: Forbidden: must be empty to be structural"),
+                format!("{p}[a].anyOf[1].type: Forbidden: must be empty to be structural"),
+                format!("{p}[b].anyOf[0].type: Forbidden: must be empty to be structural"),
+                format!("{p}[b].anyOf[1].type: Forbidden: must be empty to be structural"),
+            ]
+        );
+    }
 
     fn problems(v: Value) -> Vec<String> {
         let p = FieldPath::root("spec.versions[0].schema.openAPIV3Schema");

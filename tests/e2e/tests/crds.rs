@@ -626,3 +626,68 @@ fn versions_alpha_beta_stable_and_a_storage_switch() {
         "--timeout=15s",
     ]);
 }
+
+/// CRDs as generators write them (int-or-string and quantities as `anyOf: [integer,
+/// string]`) install with client-side and server-side apply, re-apply cleanly, and their
+/// objects take both an integer and a string where the schema allows either.
+#[test]
+fn generated_crds_with_int_or_string_install_both_ways() {
+    let s = Server::start();
+    let crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/generated-crd.yaml"
+    );
+    let out = s.kubectl_ok(&["apply", "-f", crd]);
+    assert!(out.contains("created"), "{out}");
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/scrapers.monitoring.capstan.test",
+    ]);
+    let out = s.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crd]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    let out = s.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    let cr = |name: &str, port: &str, cpu: &str| {
+        format!(
+            "apiVersion: monitoring.capstan.test/v1\nkind: Scraper\nmetadata: {{name: {name}}}\nspec:\n  endpoints:\n  - {{name: web, port: {port}, relabelings: [{{sourceLabels: [a], targetLabel: b}}]}}\n  resources: {{requests: {{cpu: {cpu}}}, limits: {{memory: 1Gi}}}}\n  maxUnavailable: 1\n"
+        )
+    };
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &cr("by-number", "8080", "1"));
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    let out = s.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &cr("by-name", "metrics", "500m"),
+    );
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    let got = s.kubectl_ok(&[
+        "get",
+        "scrapers",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.spec.endpoints[0].port},{.spec.interval},{.spec.endpoints[0].relabelings[0].action};{end}",
+    ]);
+    assert_eq!(
+        got,
+        "by-name=metrics,30s,replace;by-number=8080,30s,replace;"
+    );
+    // The schema still refuses what is neither, and the CEL rule runs.
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &cr("bad", "[1]", "1"));
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(
+        !out.status.success() && err.contains("spec.endpoints[0].port"),
+        "{err}"
+    );
+    let long = "x".repeat(70);
+    let body = cr("long", "1", "1").replace("name: web", &format!("name: {long}"));
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &body);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(
+        err.contains("endpoint names are at most 63 characters"),
+        "{err}"
+    );
+    let table = s.kubectl_ok(&["get", "scr"]);
+    assert!(
+        table.contains("INTERVAL") && table.contains("by-number"),
+        "{table}"
+    );
+}
