@@ -133,6 +133,24 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// What a write through `subresource` can set: upstream's strategies reset the rest
+/// (ResetFieldsFor), and structured-merge-diff records no ownership of reset fields. The
+/// main endpoint of a kind with a status subresource drops `status`; `/status` keeps only
+/// status (and metadata), so its manager does not claim the spec it sent along.
+pub fn owned_through(
+    mut fields: FieldSet,
+    rt: &crate::registry::ResourceType,
+    subresource: &str,
+) -> FieldSet {
+    let top = |p: &Path| p.first().map(String::as_str).unwrap_or("").to_string();
+    match subresource {
+        "" if rt.has_status => fields.retain(|p| top(p) != "f:status"),
+        "status" => fields.retain(|p| matches!(top(p).as_str(), "f:status" | "f:metadata")),
+        _ => {}
+    }
+    fields
+}
+
 /// A conflict: the other manager, its API version, the field.
 pub type Conflict = (String, String, Path);
 
@@ -245,8 +263,8 @@ pub async fn apply(
     let schema = openapi
         .schema_for(&t.rt.group, &t.rt.version, &t.rt.kind)
         .map(|(root, defs)| Cursor::new(root, defs));
-    let applied = fields_of(&config, schema);
     let subresource = t.subresource.clone().unwrap_or_default();
+    let applied = owned_through(fields_of(&config, schema), &t.rt, &subresource);
     let entry = |fields: FieldSet| Entry {
         manager: manager.clone(),
         operation: "Apply".into(),

@@ -81,6 +81,9 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
             namespace_finalizer(obj);
             obj["status"] = json!({"phase": "Active"});
         }
+        // Upstream's node strategy lets every field, status included, be set on create
+        // (a node agent registers its node with its capacity and addresses at once).
+        ("", "Node") => {}
         _ => {
             if rt.has_status {
                 if let Some(o) = obj.as_object_mut() {
@@ -98,7 +101,9 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
-pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
+/// `subresource` is the endpoint written (`status`, `finalize`), as upstream picks the
+/// update strategy by it.
+pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value, subresource: Option<&str>) {
     if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
         capstan_schema::apply_defaults(schema, new);
     }
@@ -109,12 +114,17 @@ pub fn on_update(rt: &ResourceType, new: &mut Value, old: &Value) {
         ("", "Secret") => secret_defaults(new),
         ("", "Namespace") => {
             namespace_defaults(new);
-            // Finalizers change only through the namespace's own lifecycle.
-            match old.get("spec") {
-                Some(spec) => new["spec"] = spec.clone(),
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("spec");
+            // Upstream's namespace strategies: the main endpoint keeps spec.finalizers (and
+            // status), `/status` keeps the whole spec; only `/finalize` writes the spec.
+            if subresource == Some("finalize") {
+                // The finalize strategy keeps everything the request carries but status.
+            } else {
+                match old.get("spec") {
+                    Some(spec) => new["spec"] = spec.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("spec");
+                        }
                     }
                 }
             }

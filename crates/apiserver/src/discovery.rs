@@ -65,6 +65,13 @@ fn resource_entry(rt: &ResourceType) -> Value {
             "verbs": ["get", "patch", "update"],
         }));
     }
+    if crate::routing::is_core_namespaces(rt) {
+        subs.push(json!({
+            "subresource": "finalize",
+            "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+            "verbs": ["update"],
+        }));
+    }
     for sub in &rt.subresources {
         subs.push(json!({
             "subresource": sub,
@@ -179,12 +186,19 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             if !t.short_names.is_empty() {
                 main["shortNames"] = json!(t.short_names);
             }
+            if let Some(c) = &t.custom {
+                main["storageVersionHash"] =
+                    json!(storage_version_hash(&t.group, &c.storage_version, &t.kind));
+            }
             let mut out = vec![main];
             if !t.categories.is_empty() {
                 out[0]["categories"] = json!(t.categories);
             }
             if t.has_status {
                 out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+            }
+            if crate::routing::is_core_namespaces(t) {
+                out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": t.kind, "verbs": ["update"]}));
             }
             for sub in &t.subresources {
                 out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));
@@ -196,6 +210,18 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
         })
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+/// Upstream's `discovery.StorageVersionHash`: base64 of the first 8 bytes of the sha256 of
+/// "group/version/kind" of the storage version. Clients (the storage version migrator)
+/// compare it across discovery reads to notice that the storage version changed.
+pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{group}/{version}/{kind}").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8])
 }
 
 /// `/apis/{group}`.

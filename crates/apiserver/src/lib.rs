@@ -166,19 +166,39 @@ async fn openapi_doc(
     }
 }
 
+/// A `timeout` query parameter Go cannot parse is a 400 on any request, as upstream's
+/// WithRequestDeadline answers it.
+async fn request_deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match request_info::check_timeout_param(req.uri().query()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The whole HTTP surface; usable in-process (e.g. by a kube::Client) without a socket.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/version", get(health::version))
-        .route("/healthz", get(health::live))
-        .route("/livez", get(health::live))
-        .route("/readyz", get(health::ready))
+        .route("/healthz", get(health::healthz))
+        .route("/healthz/{name}", get(health::healthz_check))
+        .route("/livez", get(health::livez))
+        .route("/livez/{name}", get(health::livez_check))
+        .route("/readyz", get(health::readyz))
+        .route("/readyz/{name}", get(health::readyz_check))
         .route("/metrics", get(metrics::serve))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
+        // `/api/` and `/apis/` are the same documents as without the slash (a wildcard
+        // does not match the empty tail, so they are routed explicitly).
         .route("/api", any(routing::handle))
+        .route("/api/", any(routing::handle))
         .route("/api/{*rest}", any(routing::handle))
         .route("/apis", any(routing::handle))
+        .route("/apis/", any(routing::handle))
         .route("/apis/{*rest}", any(routing::handle))
         .fallback(
             |uri: axum::http::Uri| async move { status::ApiError::path_not_found(uri.path()) },
@@ -193,6 +213,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // Upstream's request-deadline filter sits outside authentication.
+        .layer(axum::middleware::from_fn(request_deadline))
         .layer(axum::middleware::from_fn(panic_guard::catch))
         .with_state(state)
 }

@@ -236,6 +236,8 @@ pub struct Page<T = Value> {
     pub items: Vec<T>,
     pub revision: i64,
     pub continue_token: Option<String>,
+    /// Where the next page starts (set with `continue_token`).
+    pub next_key: Option<Vec<u8>>,
 }
 
 /// Read matching objects, at most `limit`, from `start` at revision `at` (None = latest).
@@ -285,15 +287,19 @@ async fn read_page_with<T>(
             }
             if limit.is_some_and(|l| items.len() >= l) {
                 let more_here = i + 1 < n || resp.more;
-                let token = more_here.then(|| {
+                let next_key = more_here.then(|| {
                     let mut next = kv.key.to_vec();
                     next.push(0);
-                    encode_continue(resp.revision, &next)
+                    next
                 });
+                let token = next_key
+                    .as_deref()
+                    .map(|next| encode_continue(resp.revision, next));
                 return Ok(Page {
                     items,
                     revision: resp.revision,
                     continue_token: token,
+                    next_key,
                 });
             }
         }
@@ -307,6 +313,7 @@ async fn read_page_with<T>(
                     items,
                     revision: resp.revision,
                     continue_token: None,
+                    next_key: None,
                 })
             }
         }
@@ -332,13 +339,48 @@ fn raw_item(kv: &KeyValue, sel: &Selectors) -> Result<Option<Vec<u8>>, ApiError>
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// A JSON list body written as bytes, upstream's key order (kind, apiVersion, metadata, items).
-fn raw_list_body(t: &Target, page: Page<Vec<u8>>) -> Vec<u8> {
-    let items: usize = page.items.iter().map(|i| i.len() + 1).sum();
-    let mut meta = json!({"resourceVersion": page.revision.to_string()});
-    if let Some(c) = &page.continue_token {
+/// How many objects follow a page, as upstream's storage reports `remainingItemCount`:
+/// only when there is a next page and no selector filters the collection (a count of keys
+/// would then overstate what the client will get, so upstream leaves it out).
+async fn remaining_items(
+    state: &AppState,
+    prefix: &str,
+    sel: &Selectors,
+    next_key: Option<&[u8]>,
+    revision: i64,
+) -> Result<Option<i64>, ApiError> {
+    let Some(start) = next_key else {
+        return Ok(None);
+    };
+    if !sel.label.is_empty() || !sel.field.is_empty() {
+        return Ok(None);
+    }
+    let mut req = RangeRequest::new(KeyRange {
+        start: Bytes::from(start.to_vec()),
+        end: prefix_end(prefix.as_bytes()),
+    });
+    req.keys_only = true;
+    req.revision = Some(revision);
+    let resp = state.store.range(req).await?;
+    Ok(Some(i64::try_from(resp.kvs.len()).unwrap_or(i64::MAX)))
+}
+
+/// A list's metadata: resourceVersion, continue and remainingItemCount when set.
+fn list_meta(revision: i64, continue_token: Option<&str>, remaining: Option<i64>) -> Value {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(c) = continue_token {
         meta["continue"] = json!(c);
     }
+    if let Some(n) = remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    meta
+}
+
+/// A JSON list body written as bytes, upstream's key order (kind, apiVersion, metadata, items).
+fn raw_list_body(t: &Target, page: Page<Vec<u8>>, remaining: Option<i64>) -> Vec<u8> {
+    let items: usize = page.items.iter().map(|i| i.len() + 1).sum();
+    let meta = list_meta(page.revision, page.continue_token.as_deref(), remaining);
     let mut out = Vec::with_capacity(items + 256);
     out.extend_from_slice(b"{\"kind\":");
     out.extend_from_slice(json!(t.rt.list_kind()).to_string().as_bytes());
@@ -412,25 +454,47 @@ pub async fn list(
         let page = read_page_with(state, &prefix, limit, start, at, |kv| raw_item(kv, &sel))
             .await
             .map_err(expired)?;
+        let remaining = remaining_items(
+            state,
+            &prefix,
+            &sel,
+            page.next_key.as_deref(),
+            page.revision,
+        )
+        .await
+        .map_err(expired)?;
         return Ok(rest::raw_json_response(
             StatusCode::OK,
-            raw_list_body(t, page),
+            raw_list_body(t, page, remaining),
         ));
     }
     let page = read_page(state, &t.rt, &prefix, &sel, limit, start, at)
         .await
         .map_err(expired)?;
+    let remaining = remaining_items(
+        state,
+        &prefix,
+        &sel,
+        page.next_key.as_deref(),
+        page.revision,
+    )
+    .await
+    .map_err(expired)?;
     let rv = page.revision.to_string();
-    if table::wants_table(accept) {
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::table(&t.rt, &page.items, &rv, page.continue_token.as_deref()),
-        ));
+    if let Some(version) = table::table_version(accept) {
+        let mut tbl = table::table(
+            &t.rt,
+            &page.items,
+            &rv,
+            page.continue_token.as_deref(),
+            version,
+        );
+        if let Some(n) = remaining {
+            tbl["metadata"]["remainingItemCount"] = json!(n);
+        }
+        return Ok(json_response(StatusCode::OK, &tbl));
     }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(c) = &page.continue_token {
-        meta["continue"] = json!(c);
-    }
+    let meta = list_meta(page.revision, page.continue_token.as_deref(), remaining);
     Ok(json_response(
         StatusCode::OK,
         &json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(), "metadata": meta, "items": page.items}),

@@ -194,6 +194,111 @@ fn pinned_name(selector: &str) -> Option<String> {
     })
 }
 
+/// Go's `time.ParseDuration`, for the `timeout` query parameter: `[-+]?([0-9]*(\.[0-9]*)?unit)+`
+/// with units ns, us (µs, μs), ms, s, m, h, or a bare `0`. Errors carry Go's wording.
+pub fn parse_go_duration(orig: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("time: invalid duration {orig:?}");
+    let mut s = orig;
+    let mut negative = false;
+    if let Some(rest) = s.strip_prefix('-') {
+        negative = true;
+        s = rest;
+    } else if let Some(rest) = s.strip_prefix('+') {
+        s = rest;
+    }
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut total_nanos: f64 = 0.0;
+    while !s.is_empty() {
+        if !s.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let int_len = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (int_part, rest) = s.split_at(int_len);
+        s = rest;
+        let mut frac_part = "";
+        if let Some(rest) = s.strip_prefix('.') {
+            let frac_len = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            frac_part = &rest[..frac_len];
+            s = &rest[frac_len..];
+        }
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(invalid());
+        }
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        if unit_len == 0 {
+            return Err(format!("time: missing unit in duration {orig:?}"));
+        }
+        let (unit, rest) = s.split_at(unit_len);
+        s = rest;
+        let scale: f64 = match unit {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(format!("time: unknown unit {unit:?} in duration {orig:?}")),
+        };
+        let number: f64 = format!(
+            "{}.{}",
+            if int_part.is_empty() { "0" } else { int_part },
+            if frac_part.is_empty() { "0" } else { frac_part }
+        )
+        .parse()
+        .map_err(|_| invalid())?;
+        total_nanos += number * scale;
+        // Go's Duration is an int64 of nanoseconds.
+        if total_nanos > i64::MAX as f64 {
+            return Err(invalid());
+        }
+    }
+    if negative {
+        // A negative timeout parses; it only means "no deadline" to the server.
+        return Ok(std::time::Duration::ZERO);
+    }
+    Ok(std::time::Duration::from_nanos(total_nanos as u64))
+}
+
+/// Upstream's WithRequestDeadline: a `timeout` that Go cannot parse is a 400 before
+/// anything else looks at the request.
+pub fn check_timeout_param(query: Option<&str>) -> Result<(), ApiError> {
+    let Some(query) = query else { return Ok(()) };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "timeout" {
+            continue;
+        }
+        let v = decode_query_value(v);
+        if v.is_empty() {
+            continue;
+        }
+        if let Err(e) = parse_go_duration(&v) {
+            return Err(ApiError::bad_request(format!(
+                "invalid timeout specified in the request URL - {e}"
+            )));
+        }
+        // Go's Query().Get reads the first value only.
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// A query value with `+` as space and `%XX` escapes decoded (lossy on bad escapes, as the
+/// value only has to be judged, not kept).
+fn decode_query_value(v: &str) -> String {
+    let v = v.replace('+', " ");
+    decode_path(&v).unwrap_or(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +344,38 @@ mod tests {
         );
         let i = info("GET", "/apis/apps/v1", &[]);
         assert!(!i.resource_request);
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_go_duration("invalid").unwrap_err(),
+            "time: invalid duration \"invalid\""
+        );
+        assert_eq!(
+            parse_go_duration("10").unwrap_err(),
+            "time: missing unit in duration \"10\""
+        );
+        assert_eq!(
+            parse_go_duration("3x").unwrap_err(),
+            "time: unknown unit \"x\" in duration \"3x\""
+        );
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration(".s").is_err());
+        let e = check_timeout_param(Some("a=b&timeout=invalid")).unwrap_err();
+        assert_eq!(e.code.as_u16(), 400);
+        assert_eq!(
+            e.message,
+            "invalid timeout specified in the request URL - time: invalid duration \"invalid\""
+        );
+        assert!(check_timeout_param(Some("timeout=30s")).is_ok());
+        assert!(check_timeout_param(None).is_ok());
     }
 
     #[test]

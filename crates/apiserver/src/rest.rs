@@ -166,13 +166,13 @@ pub fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
 
 /// Render one object, as a one-row Table if the client asked for one.
 pub fn object_response(rt: &ResourceType, code: StatusCode, obj: &Value, accept: &str) -> Response {
-    if table::wants_table(accept) {
+    if let Some(version) = table::table_version(accept) {
         let rv = object::meta_str(obj, "resourceVersion")
             .unwrap_or("")
             .to_string();
         return json_response(
             code,
-            &table::table(rt, std::slice::from_ref(obj), &rv, None),
+            &table::table(rt, std::slice::from_ref(obj), &rv, None, version),
         );
     }
     json_response(code, obj)
@@ -492,7 +492,25 @@ pub async fn update_object(
     if expected != old_rev {
         return Err(ApiError::conflict(&rt.group, &rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
     }
-    if t.subresource.as_deref() == Some("status") {
+    let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
+    if is_namespace && t.subresource.is_some() {
+        // Upstream's namespace status and finalize strategies copy only one part from the
+        // stored object (status keeps the spec, finalize keeps the status): the metadata
+        // the request carries (labels, annotations, finalizers) is applied as sent.
+        let keep = if t.subresource.as_deref() == Some("finalize") {
+            "status"
+        } else {
+            "spec"
+        };
+        match old.get(keep) {
+            Some(v) => new[keep] = v.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove(keep);
+                }
+            }
+        }
+    } else if t.subresource.as_deref() == Some("status") {
         let status = new.get("status").cloned();
         // Ownership travels with a status write (apply computes it before it gets here).
         let managed = new.pointer("/metadata/managedFields").cloned();
@@ -541,7 +559,7 @@ pub async fn update_object(
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
-    defaults::on_update(rt, &mut new, &old);
+    defaults::on_update(rt, &mut new, &old, t.subresource.as_deref());
     if is_core_service(rt) {
         service_alloc::keep_allocated(&old, &mut new);
         let old_ip = old

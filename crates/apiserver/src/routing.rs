@@ -128,12 +128,20 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
                 ),
             ));
         }
-        if !((sub == "status" && target.rt.has_status) || (sub == "scale" && target.rt.has_scale()))
+        // A namespace's `finalize` is its own subresource (upstream's FinalizeREST).
+        let finalize = sub == "finalize" && is_core_namespaces(&target.rt);
+        if !((sub == "status" && target.rt.has_status)
+            || (sub == "scale" && target.rt.has_scale())
+            || finalize)
         {
             return Err(ApiError::path_not_found(path));
         }
     }
     Ok(Route::Resource(target))
+}
+
+pub fn is_core_namespaces(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "namespaces"
 }
 
 /// The field manager of a write: `fieldManager`, else the user agent's product name, as
@@ -259,6 +267,10 @@ pub async fn handle(
         }
         Err(e) => return e.into_response(),
     };
+    // Output negotiation before any work: a conversion the server cannot make is a 406.
+    if let Err(e) = crate::table::negotiate(&accept) {
+        return e.into_response();
+    }
     let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));
     let scale = target.subresource.as_deref() == Some("scale");
     // Decoding, merging and encoding megabytes, or listing a whole collection, can take a
@@ -266,8 +278,11 @@ pub async fn handle(
     // that serve probes and every other client.
     let heavy = body.len() > HEAVY_BODY_BYTES
         || (method == Method::GET && target.name.is_none() && !is_watch);
+    let finalize = target.subresource.as_deref() == Some("finalize");
     let dispatch = async {
         match (&method, target.name.is_some()) {
+            // Upstream's FinalizeREST is an Updater only: any other verb is not routed.
+            (m, _) if finalize && m != Method::PUT => Err(ApiError::method_not_served()),
             (&Method::GET, true) if scale => crate::scale::get(&state, &target).await,
             (&Method::PUT, true) if scale => {
                 crate::scale::update(&state, &target, &query, &content_type, &body).await

@@ -67,6 +67,8 @@ impl Sink {
 struct Encoder {
     rt: std::sync::Arc<ResourceType>,
     as_table: bool,
+    /// The Table apiVersion asked for.
+    table_version: &'static str,
     /// No selectors and no Table: events can be spliced from stored bytes.
     raw: bool,
 }
@@ -78,7 +80,13 @@ impl Encoder {
                 let rv = crate::object::meta_str(obj, "resourceVersion")
                     .unwrap_or("")
                     .to_string();
-                table::table(&self.rt, std::slice::from_ref(obj), &rv, None)
+                table::table(
+                    &self.rt,
+                    std::slice::from_ref(obj),
+                    &rv,
+                    None,
+                    self.table_version,
+                )
             } else {
                 obj.clone()
             };
@@ -197,10 +205,12 @@ pub async fn watch(
 ) -> Result<Response, ApiError> {
     let sel = Selectors::from_query(t, query)?;
     let prefix = collection_prefix(t);
-    let as_table = table::wants_table(accept);
+    let table_version = table::table_version(accept);
+    let as_table = table_version.is_some();
     let enc = Encoder {
         rt: t.rt.clone(),
         as_table,
+        table_version: table_version.unwrap_or(table::TABLE_V1),
         raw: !as_table && sel.label.is_empty() && sel.field.is_empty() && t.rt.custom.is_none(),
     };
     let bookmarks = query

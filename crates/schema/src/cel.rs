@@ -1,9 +1,7 @@
 //! `x-kubernetes-validations`: CEL rules compiled once per CRD version with the Kubernetes
 //! CEL libraries (kube-cel), checked for cost when the CRD is submitted, run on each write.
 
-use kube_cel::{
-    analyze_rule, compile_schema, CompiledSchema, RootContext, ScopeContext, Validator, WarningKind,
-};
+use kube_cel::{compile_schema, CompiledSchema, RootContext, Validator};
 use serde_json::Value;
 
 use crate::path::FieldPath;
@@ -193,22 +191,357 @@ fn unknown_variable(rule: &str) -> Option<String> {
     walk(&program.expression().expr, &mut Vec::new())
 }
 
+/// Upstream's StaticEstimatedCostLimit: the largest static cost one expression may have
+/// (its cost per call times how many times it can be called per object).
+pub const STATIC_ESTIMATED_COST_LIMIT: u64 = 10_000_000;
+/// Upstream's StaticEstimatedCRDCostLimit: the largest total over a version's schema.
+pub const STATIC_ESTIMATED_CRD_COST_LIMIT: u64 = 100_000_000;
+/// Upstream sizes unbounded strings, lists and maps by what fits in a request (3 MiB).
+const MAX_REQUEST_BYTES: u64 = 3 * 1024 * 1024;
+
+/// Upstream's getCostErrorMessage.
+fn cost_error_message(what: &str, cost: u64, limit: u64) -> String {
+    let factor = cost as f64 / limit as f64;
+    let factor = if factor > 100.0 {
+        "more than 100x".to_string()
+    } else if factor < 1.5 {
+        format!("{factor:.6}x")
+    } else {
+        format!("{factor:.1}x")
+    };
+    format!("{what} exceeds budget by factor of {factor} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+}
+
+fn schema_type(s: &Value) -> &str {
+    s.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+fn bound(s: &Value, key: &str) -> Option<u64> {
+    s.get(key).and_then(Value::as_u64)
+}
+
+/// The fewest bytes one value of this schema takes in JSON (how many fit in a request).
+fn min_serialized_size(s: &Value) -> u64 {
+    match schema_type(s) {
+        "string" => 2 + bound(s, "minLength").unwrap_or(0),
+        "object" | "array" => 2,
+        _ => 1,
+    }
+}
+
+/// How many items a list or map of this schema can hold.
+fn max_elements(s: &Value) -> u64 {
+    let (limit, item) = match schema_type(s) {
+        "array" => (bound(s, "maxItems"), s.get("items")),
+        "object" => (bound(s, "maxProperties"), s.get("additionalProperties")),
+        "string" => {
+            // Characters: upstream counts up to 4 bytes per code point of a bounded
+            // string; an unbounded one is as long as a request.
+            return bound(s, "maxLength")
+                .map(|n| n.saturating_mul(4))
+                .unwrap_or(MAX_REQUEST_BYTES);
+        }
+        _ => return 1,
+    };
+    limit.unwrap_or_else(|| {
+        let each = item
+            .filter(|i| i.is_object())
+            .map_or(1, min_serialized_size)
+            + 1;
+        // A map entry also carries its key (`"":`).
+        let each = if schema_type(s) == "object" {
+            each + 3
+        } else {
+            each
+        };
+        MAX_REQUEST_BYTES / each
+    })
+}
+
+/// The schema of `field` under `s`, or why `self.field` cannot compile: a field the
+/// schema does not declare on an object that keeps no unknown fields is undefined.
+fn field_schema<'a>(s: &'a Value, field: &str, root: bool) -> Result<Option<&'a Value>, ()> {
+    if let Some(p) = s.get("properties").and_then(|p| p.get(field)) {
+        return Ok(Some(p));
+    }
+    if let Some(a) = s.get("additionalProperties").filter(|a| a.is_object()) {
+        return Ok(Some(a));
+    }
+    let open = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        || s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+        || s.get("additionalProperties") == Some(&Value::Bool(true));
+    // The object's own identity is declared for the root and embedded resources.
+    let embedded = root || s.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true));
+    if open || (embedded && matches!(field, "apiVersion" | "kind" | "metadata")) {
+        return Ok(None);
+    }
+    if schema_type(s) == "object" {
+        return Err(());
+    }
+    Ok(None)
+}
+
+/// Functions whose cost grows with the length of the string (or list) they scan.
+fn traverses(func: &str) -> bool {
+    matches!(
+        func,
+        "contains"
+            | "startsWith"
+            | "endsWith"
+            | "matches"
+            | "find"
+            | "findAll"
+            | "replace"
+            | "split"
+            | "indexOf"
+            | "lastIndexOf"
+            | "lowerAscii"
+            | "upperAscii"
+            | "trim"
+            | "_==_"
+            | "_!=_"
+            | "_+_"
+            | "@in"
+    )
+}
+
+/// A static cost estimate of CEL expressions against a schema, shaped as cel-go's
+/// estimator is: each node costs about one, scanning a string or list costs a tenth per
+/// element, and a comprehension costs its body once per element the list can hold.
+struct Estimator<'a> {
+    /// The schema `self` and `oldSelf` stand for.
+    root: &'a Value,
+    root_is_object_root: bool,
+    /// Variables bound by enclosing comprehensions, with their schemas.
+    bound: Vec<(String, Option<&'a Value>)>,
+    /// The first field the schema does not declare.
+    undefined: Option<String>,
+}
+
+impl<'a> Estimator<'a> {
+    fn est(&mut self, e: &kube_cel::cel::common::ast::Expr) -> (u64, Option<&'a Value>) {
+        use kube_cel::cel::common::ast::{EntryExpr, Expr};
+        match e {
+            Expr::Ident(name) => {
+                if let Some((_, s)) = self.bound.iter().rev().find(|(b, _)| b == name) {
+                    return (1, *s);
+                }
+                match name.as_str() {
+                    "self" | "oldSelf" => (1, Some(self.root)),
+                    _ => (1, None),
+                }
+            }
+            Expr::Literal(_) | Expr::Unspecified => (0, None),
+            Expr::Select(sel) => {
+                let is_root = matches!(&sel.operand.expr, Expr::Ident(n) if (n == "self" || n == "oldSelf") && self.root_is_object_root);
+                let (c, s) = self.est(&sel.operand.expr);
+                let child = match s {
+                    Some(s) => match field_schema(s, &sel.field, is_root) {
+                        Ok(child) => child,
+                        Err(()) => {
+                            self.undefined.get_or_insert_with(|| sel.field.clone());
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                (c.saturating_add(1), if sel.test { None } else { child })
+            }
+            Expr::List(l) => {
+                let c = l
+                    .elements
+                    .iter()
+                    .fold(1u64, |acc, x| acc.saturating_add(self.est(&x.expr).0));
+                (c, None)
+            }
+            Expr::Map(m) => {
+                let mut c = 1u64;
+                for en in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &en.expr {
+                        c = c
+                            .saturating_add(self.est(&me.key.expr).0)
+                            .saturating_add(self.est(&me.value.expr).0);
+                    }
+                }
+                (c, None)
+            }
+            Expr::Struct(st) => {
+                let mut c = 1u64;
+                for en in &st.entries {
+                    match &en.expr {
+                        EntryExpr::StructField(f) => {
+                            c = c.saturating_add(self.est(&f.value.expr).0)
+                        }
+                        EntryExpr::MapEntry(me) => c = c.saturating_add(self.est(&me.value.expr).0),
+                    }
+                }
+                (c, None)
+            }
+            Expr::Call(call) => {
+                let mut c = 1u64;
+                let mut scanned = 0u64;
+                let mut first_schema = None;
+                let operands = call
+                    .target
+                    .iter()
+                    .map(|t| &t.expr)
+                    .chain(call.args.iter().map(|a| &a.expr));
+                for (i, x) in operands.enumerate() {
+                    let (xc, xs) = self.est(x);
+                    c = c.saturating_add(xc);
+                    if i == 0 {
+                        first_schema = xs;
+                    }
+                    if let Some(xs) = xs {
+                        scanned = scanned.max(max_elements(xs));
+                    }
+                }
+                if traverses(&call.func_name) {
+                    c = c.saturating_add(scanned.div_ceil(10));
+                }
+                let result = match call.func_name.as_str() {
+                    // Indexing a list or map gives its element.
+                    "_[_]" => first_schema.and_then(|s| match schema_type(s) {
+                        "array" => s.get("items"),
+                        _ => s.get("additionalProperties").filter(|a| a.is_object()),
+                    }),
+                    _ => None,
+                };
+                (c, result)
+            }
+            Expr::Comprehension(comp) => {
+                let (range_cost, range_schema) = self.est(&comp.iter_range.expr);
+                let n = range_schema.map_or(1, max_elements);
+                let element = range_schema.and_then(|s| match schema_type(s) {
+                    "array" => s.get("items"),
+                    _ => None,
+                });
+                let depth = self.bound.len();
+                self.bound.push((comp.iter_var.clone(), element));
+                if let Some(v2) = &comp.iter_var2 {
+                    self.bound.push((v2.clone(), element));
+                }
+                self.bound.push((comp.accu_var.clone(), None));
+                let init = self.est(&comp.accu_init.expr).0;
+                let body = self
+                    .est(&comp.loop_cond.expr)
+                    .0
+                    .saturating_add(self.est(&comp.loop_step.expr).0)
+                    .max(1);
+                let result = self.est(&comp.result.expr).0;
+                self.bound.truncate(depth);
+                (
+                    range_cost
+                        .saturating_add(init)
+                        .saturating_add(n.saturating_mul(body))
+                        .saturating_add(result),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// The estimated cost of one call of `rule` on a value of `schema` (`is_root`: the
+/// schema is the object's root, which declares apiVersion, kind and metadata), and the
+/// first field it selects that the schema does not declare.
+fn estimate(rule: &str, schema: &Value, is_root: bool) -> Option<(u64, Option<String>)> {
+    let program = kube_cel::cel::Program::compile(rule).ok()?;
+    let mut e = Estimator {
+        root: schema,
+        root_is_object_root: is_root,
+        bound: Vec::new(),
+        undefined: None,
+    };
+    let (cost, _) = e.est(&program.expression().expr);
+    Some((cost, e.undefined))
+}
+
+/// Where cel-go points for `.field` (1-based column of the dot), and its two snippet
+/// lines, so the message reads as upstream's compiler writes it.
+fn undefined_field_message(rule: &str, field: &str) -> String {
+    let at = rule.find(&format!(".{field}")).unwrap_or(0);
+    let (line_no, col, line) = {
+        let before = &rule[..at];
+        let line_no = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_end = rule[line_start..]
+            .find('\n')
+            .map_or(rule.len(), |i| line_start + i);
+        (line_no, at - line_start + 1, &rule[line_start..line_end])
+    };
+    format!(
+        "compilation failed: ERROR: <input>:{line_no}:{col}: undefined field '{field}'\n | {line}\n | {}^",
+        ".".repeat(col - 1)
+    )
+}
+
+/// The running total of a schema's rule costs and its most expensive contributors
+/// (upstream's TotalCost: rules under 1% of the CRD limit are not named).
+#[derive(Default)]
+struct TotalCost {
+    total: u64,
+    most_expensive: Vec<(u64, String)>,
+}
+
+impl TotalCost {
+    fn observe(&mut self, path: String, cost: u64) {
+        self.total = self.total.saturating_add(cost);
+        if cost < STATIC_ESTIMATED_CRD_COST_LIMIT / 100 {
+            return;
+        }
+        self.most_expensive.push((cost, path));
+        self.most_expensive.sort_by_key(|e| std::cmp::Reverse(e.0));
+        self.most_expensive.truncate(4);
+    }
+}
+
 /// Problems with the rules of a CRD version's schema, found when the CRD is submitted:
-/// rules that do not compile, name unknown variables, or could cost more than upstream's
-/// budget per call (so no rule can tie up the server at run time).
+/// rules that do not compile, name unknown variables or undeclared fields, or whose
+/// estimated cost exceeds upstream's limits per expression (10,000,000) or for the whole
+/// schema (100,000,000), so no rule can tie up the server at run time.
 pub fn check_rules(schema: &Value, path: &FieldPath) -> Vec<Violation> {
     let mut out = Vec::new();
-    walk(schema, path, &mut out);
+    let mut total = TotalCost::default();
+    walk(schema, path, 1, true, &mut total, &mut out);
+    if total.total > STATIC_ESTIMATED_CRD_COST_LIMIT {
+        for (_, p) in &total.most_expensive {
+            out.push(Violation {
+                field: p.clone(),
+                kind: ViolationKind::Forbidden,
+                value: None,
+                detail: "contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema".into(),
+            });
+        }
+        out.push(Violation {
+            field: path.to_string(),
+            kind: ViolationKind::Forbidden,
+            value: None,
+            detail: cost_error_message(
+                "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                total.total,
+                STATIC_ESTIMATED_CRD_COST_LIMIT,
+            ),
+        });
+    }
     out
 }
 
-fn walk(node: &Value, path: &FieldPath, out: &mut Vec<Violation>) {
+/// `cardinality`: how many values of this node one object can hold (the product of the
+/// enclosing lists' and maps' sizes), the number of times its rules can run.
+fn walk(
+    node: &Value,
+    path: &FieldPath,
+    cardinality: u64,
+    is_root: bool,
+    total: &mut TotalCost,
+    out: &mut Vec<Violation>,
+) {
     let Some(obj) = node.as_object() else { return };
     if let Some(rules) = obj
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
     {
-        let compiled = compile_schema(node);
         for (i, r) in rules.iter().enumerate() {
             let rp = path.child("x-kubernetes-validations").index(i);
             let Some(rule) = r.get("rule").and_then(Value::as_str) else {
@@ -246,32 +579,56 @@ fn walk(node: &Value, path: &FieldPath, out: &mut Vec<Violation>) {
                     value: Some(Value::from(rule)),
                     detail: format!("compilation failed: ERROR: <input>:1:1: undeclared reference to '{unknown}' (in container '')"),
                 });
+                continue;
             }
-            // kube-cel's scope check counts comprehension variables (`x` in
-            // `self.all(x, …)`) as unknown; ours above binds them, so only its cost
-            // findings are used.
-            for w in analyze_rule(rule, &compiled, ScopeContext::CrdValidation) {
-                if w.kind == WarningKind::CostExceeded {
-                    out.push(Violation {
-                        field: rp.child("rule").to_string(),
-                        kind: ViolationKind::Forbidden,
-                        value: None,
-                        detail: format!("{} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)", w.message),
-                    });
-                }
+            let Some((per_call, undefined)) = estimate(rule, node, is_root) else {
+                continue;
+            };
+            if let Some(field) = undefined {
+                out.push(Violation {
+                    field: rp.child("rule").to_string(),
+                    kind: ViolationKind::Invalid,
+                    value: Some(Value::from(rule)),
+                    detail: undefined_field_message(rule, &field),
+                });
+                continue;
             }
+            let cost = per_call.saturating_mul(cardinality);
+            let rule_path = rp.child("rule").to_string();
+            if cost > STATIC_ESTIMATED_COST_LIMIT {
+                out.push(Violation {
+                    field: rule_path.clone(),
+                    kind: ViolationKind::Forbidden,
+                    value: None,
+                    detail: cost_error_message(
+                        "estimated rule cost",
+                        cost,
+                        STATIC_ESTIMATED_COST_LIMIT,
+                    ),
+                });
+            }
+            total.observe(rule_path, cost);
         }
     }
     if let Some(props) = obj.get("properties").and_then(Value::as_object) {
         for (k, v) in props {
-            walk(v, &path.child("properties").key(k), out);
+            walk(
+                v,
+                &path.child("properties").key(k),
+                cardinality,
+                false,
+                total,
+                out,
+            );
         }
     }
     if let Some(items) = obj.get("items") {
-        walk(items, &path.child("items"), out);
+        let n = cardinality.saturating_mul(max_elements(node));
+        walk(items, &path.child("items"), n, false, total, out);
     }
     if let Some(a) = obj.get("additionalProperties").filter(|a| a.is_object()) {
-        walk(a, &path.child("additionalProperties"), out);
+        let n = cardinality.saturating_mul(max_elements(node));
+        walk(a, &path.child("additionalProperties"), n, false, total, out);
     }
 }
 
@@ -365,5 +722,68 @@ mod tests {
         let fields: Vec<&str> = got.iter().map(|v| v.field.as_str()).collect();
         assert!(fields.contains(&"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[a].x-kubernetes-validations[0].rule"), "{got:#?}");
         assert!(got.iter().any(|v| v.kind == ViolationKind::Forbidden && v.field.contains("properties[list]")), "{got:#?}");
+    }
+
+    /// A CRD whose `spec.names` list holds `n` rules of the given cost shape.
+    fn names_schema(rules: usize, max_items: u64, max_length: u64) -> Value {
+        let rules: Vec<Value> = (0..rules)
+            .map(|i| json!({"rule": format!("self.contains('{i}')")}))
+            .collect();
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "names": {"type": "array", "maxItems": max_items,
+                      "items": {"type": "string", "maxLength": max_length, "x-kubernetes-validations": rules}}}}}})
+    }
+
+    #[test]
+    fn costs_are_held_to_upstreams_limits_per_rule_and_per_schema() {
+        let root = FieldPath::root("spec.versions[0].schema.openAPIV3Schema");
+        // 1,000 strings of up to 10,000 characters: about 4,000,000 per rule. One rule is
+        // fine (upstream's per-expression limit is 10,000,000, not 1,000,000).
+        assert!(check_rules(&names_schema(1, 1000, 10_000), &root).is_empty());
+        // Forty of them are 160,000,000 together: over the CRD's 100,000,000.
+        let got = check_rules(&names_schema(40, 1000, 10_000), &root);
+        let total = got.last().expect("a total violation");
+        assert_eq!(total.field, "spec.versions[0].schema.openAPIV3Schema");
+        assert_eq!(total.kind, ViolationKind::Forbidden);
+        assert!(
+            total.detail.starts_with("x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1.6x (try simplifying the rule"),
+            "{total:?}"
+        );
+        let named: Vec<&Violation> = got
+            .iter()
+            .filter(|v| {
+                v.detail
+                    .starts_with("contributed to estimated rule cost total")
+            })
+            .collect();
+        assert_eq!(named.len(), 4, "{got:#?}");
+        assert_eq!(got.len(), 5, "{got:#?}");
+        // Ten times longer strings: each rule alone is over its limit.
+        let got = check_rules(&names_schema(1, 1000, 100_000), &root);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(
+            got[0].message(),
+            "Forbidden: estimated rule cost exceeds budget by factor of 4.0x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+        );
+    }
+
+    #[test]
+    fn undeclared_fields_do_not_compile() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"x": {"type": "integer"}, "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            "x-kubernetes-validations": [{"rule": "self.x > 0"}, {"rule": "self.z > 0"}, {"rule": "has(self.free.anything)"}]}},
+            "x-kubernetes-validations": [{"rule": "self.metadata.name != '' && self.spec.x >= 0"}]});
+        let got = check_rules(&s, &FieldPath::root("s"));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(
+            got[0].field,
+            "s.properties[spec].x-kubernetes-validations[1].rule"
+        );
+        assert!(
+            got[0]
+                .detail
+                .starts_with("compilation failed: ERROR: <input>:1:5: undefined field 'z'"),
+            "{got:#?}"
+        );
     }
 }

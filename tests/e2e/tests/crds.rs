@@ -468,7 +468,7 @@ spec:
         "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
         "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[when].x-kubernetes-validations[0].rule: Invalid value: \"self >>> 1\": compilation failed",
         // Unbounded nested comprehensions could cost more than a call's budget: refused.
-        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[grid].x-kubernetes-validations[0].rule: Forbidden: estimated cost",
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[grid].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x",
     ] {
         assert!(e.contains(want), "missing `{want}` in:\n{e}");
     }

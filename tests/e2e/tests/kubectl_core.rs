@@ -868,7 +868,8 @@ fn status_subresource_is_isolated_from_the_main_endpoint() {
         ]),
         "Active 1"
     );
-    // /status changes status only.
+    // /status changes status and metadata, never the spec: upstream's namespace status
+    // strategy resets only the spec.
     s.kubectl_ok(&[
         "patch",
         "ns",
@@ -887,7 +888,7 @@ fn status_subresource_is_isolated_from_the_main_endpoint() {
             "-o",
             "jsonpath={.status.conditions[0].type} {.metadata.labels.x}"
         ]),
-        "Checked 1"
+        "Checked 2"
     );
     // Neither bumps generation: only spec changes do, and a namespace's spec is its own.
     assert_eq!(
