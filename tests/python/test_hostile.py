@@ -352,8 +352,8 @@ def test_a_full_disk_refuses_writes_cleanly_and_restarts(tmp_path):
                 doc = json.loads(resp)
                 assert doc["kind"] == "Status" and status == 507 and "out of space" in doc["message"], resp[:300]
         assert 507 in codes, codes
-        status, _, body = server.request("GET", "/readyz", auth=False)
-        assert status == 503 and b"out of space" in body, body
+        status, _, body = server.request("GET", "/readyz?verbose", auth=False)
+        assert status == 500 and b"[-]storage-writable failed" in body and b"out of space" in body, body
         # Reads still work, and a restart on the full disk comes up with every acked write.
         server.json("GET", f"{CMS}/before", expect=200)
         server.restart()

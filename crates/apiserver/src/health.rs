@@ -101,10 +101,10 @@ async fn probe_all(
         }
     }
     if failed {
-        // 503 rather than upstream's 500: load balancers and the hostile-input suite read
-        // it as "not ready", and the failing line carries the store's reason.
+        // Upstream's answer: 500 with the named checks (the failing line carries the
+        // store's reason, which upstream withholds).
         out.push_str(&format!("{} check failed", probe.name()));
-        return (StatusCode::SERVICE_UNAVAILABLE, out);
+        return (StatusCode::INTERNAL_SERVER_ERROR, out);
     }
     if !verbose {
         return (StatusCode::OK, "ok".to_string());
