@@ -99,7 +99,9 @@ pub fn apply_defaults(obj: &mut Value) {
     }
 }
 
-/// Add the cleanup finalizer on create (the CRD waits for its objects to go when deleted).
+/// Add the cleanup finalizer when deletion starts, as upstream does: the CRD waits for its
+/// objects to go. (Added at create, a later server-side apply by the creator would remove
+/// it as a field the applier no longer sets, and deletion would leave the objects behind.)
 pub fn add_finalizer(obj: &mut Value) {
     let meta = &mut obj["metadata"];
     if !meta.get("finalizers").is_some_and(Value::is_array) {

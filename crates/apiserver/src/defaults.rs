@@ -72,7 +72,6 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value) {
     }
     if rt.is_crd() {
         crate::crd::apply_defaults(obj);
-        crate::crd::add_finalizer(obj);
     }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Secret") => secret_defaults(obj),

@@ -872,8 +872,9 @@ pub async fn delete_object(
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
-        let needs_marking =
-            !object::finalizers(&obj).is_empty() || (rt.kind == "Namespace" && rt.group.is_empty());
+        let needs_marking = !object::finalizers(&obj).is_empty()
+            || (rt.kind == "Namespace" && rt.group.is_empty())
+            || rt.is_crd();
         if needs_marking {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok((obj, StatusCode::OK));
@@ -885,6 +886,9 @@ pub async fn delete_object(
                 json!(object::now_rfc3339()),
             );
             set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+            if rt.is_crd() {
+                crate::crd::add_finalizer(&mut marked);
+            }
             if rt.kind == "Namespace" {
                 marked["status"] = json!({"phase": "Terminating"});
             }

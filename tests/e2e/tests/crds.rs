@@ -691,3 +691,45 @@ fn generated_crds_with_int_or_string_install_both_ways() {
         "{table}"
     );
 }
+
+/// The cleanup that deletes a CRD's objects cannot be lost: a server-side re-apply of the
+/// manifest (Prometheus Operator's documented path) used to strip the finalizer added at
+/// create, so deletion left the objects behind and a re-created CRD showed them again.
+#[test]
+fn a_crd_deleted_after_a_server_side_re_apply_takes_its_objects_with_it() {
+    let s = Server::start();
+    let crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/generated-crd.yaml"
+    );
+    s.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/scrapers.monitoring.capstan.test",
+    ]);
+    s.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+    let cr = "apiVersion: monitoring.capstan.test/v1\nkind: Scraper\nmetadata: {name: left}\nspec:\n  endpoints: [{name: web, port: 80}]\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], cr);
+    assert!(out.status.success(), "{:?}", text(&out));
+    s.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+    s.kubectl_ok(&[
+        "delete",
+        "crd",
+        "scrapers.monitoring.capstan.test",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    s.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/scrapers.monitoring.capstan.test",
+    ]);
+    let left = s.kubectl_ok(&["get", "scrapers", "-A", "-o", "name"]);
+    assert_eq!(
+        left.trim(),
+        "",
+        "objects of the deleted CRD came back: {left}"
+    );
+}
