@@ -49,6 +49,31 @@ pub fn set_meta(obj: &mut Value, field: &str, value: Value) {
     meta_mut(obj).insert(field.to_string(), value);
 }
 
+/// Drop metadata maps and lists that are present but empty: upstream's ObjectMeta omits
+/// them when empty, so removing the last annotation must leave no `annotations: {}` behind
+/// (`kubectl diff` would show a change that is not there).
+pub fn drop_empty_meta(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in [
+            "labels",
+            "annotations",
+            "finalizers",
+            "ownerReferences",
+            "managedFields",
+        ] {
+            let empty = match m.get(f) {
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                m.remove(f);
+            }
+        }
+    }
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -349,6 +349,7 @@ pub async fn create_object(
     }
     check_type(rt, &mut obj)?;
     check_namespace(t, &mut obj)?;
+    object::drop_empty_meta(&mut obj);
     if object::name(&obj).is_empty() {
         if let Some(prefix) = object::meta_str(&obj, "generateName").map(String::from) {
             if !prefix.is_empty() {
@@ -559,6 +560,7 @@ pub async fn update_object(
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
+    object::drop_empty_meta(&mut new);
     defaults::on_update(rt, &mut new, &old, t.subresource.as_deref());
     if is_core_service(rt) {
         service_alloc::keep_allocated(&old, &mut new);

@@ -1016,3 +1016,28 @@ fn bookmarks_report_progress_even_when_nothing_matches() {
     );
     assert!(!out.contains("\"type\":\"ADDED\""), "{out}");
 }
+
+/// Removing the last annotation or label leaves no empty map behind (upstream omits them),
+/// so `kubectl diff` against the original manifest shows nothing.
+#[test]
+fn removing_the_last_annotation_leaves_no_empty_map() {
+    let s = Server::start();
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tidy, namespace: default}\ndata: {k: v}\n";
+    let out = s.kubectl_stdin(&["apply", "--server-side", "-f", "-"], manifest);
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    s.kubectl_ok(&["annotate", "configmap", "tidy", "note=x"]);
+    s.kubectl_ok(&["label", "configmap", "tidy", "tier=web"]);
+    s.kubectl_ok(&["annotate", "configmap", "tidy", "note-"]);
+    s.kubectl_ok(&["label", "configmap", "tidy", "tier-"]);
+    let json = s.kubectl_ok(&["get", "configmap", "tidy", "-o", "json"]);
+    let obj: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(obj["metadata"].get("annotations").is_none(), "{json}");
+    assert!(obj["metadata"].get("labels").is_none(), "{json}");
+    let diff = s.kubectl_stdin(&["diff", "--server-side", "-f", "-"], manifest);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "{:?}",
+        capstan_e2e::text(&diff)
+    );
+}
