@@ -183,3 +183,14 @@ def test_quantities_come_back_canonical_and_wrong_types_are_400(capstan, core):
     status = json.loads(resp.data)
     assert status["reason"] == "BadRequest"
     assert "cannot unmarshal string into field spec.containers[0].stdin of type bool" in status["message"]
+
+
+def test_error_bodies_are_upstreams_bytes(core):
+    """Clients compare Status bodies byte for byte: upstream's field order, no empty group
+    for core types, a trailing newline."""
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_config_map("foo", "default")
+    body = e.value.body.decode() if isinstance(e.value.body, bytes) else e.value.body
+    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                    '"message":"configmaps \\"foo\\" not found","reason":"NotFound",'
+                    '"details":{"name":"foo","kind":"configmaps"},"code":404}\n')

@@ -186,6 +186,54 @@ impl ApiError {
     }
 }
 
+/// The bytes of a `Status` as kube-apiserver writes them: fields in the Go struct's order
+/// (kind, apiVersion, metadata, status, message, reason, details, code), empty detail fields
+/// omitted (no `"group":""` for core types), and the encoder's trailing newline. Clients
+/// and conformance tests compare these bodies byte for byte.
+pub fn status_body(e: &ApiError) -> Vec<u8> {
+    let mut out = String::with_capacity(160 + e.message.len());
+    out.push_str(
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"#,
+    );
+    out.push_str(&Value::from(e.message.as_str()).to_string());
+    out.push_str(r#","reason":"#);
+    out.push_str(&Value::from(e.reason.to_string()).to_string());
+    if let Some(Value::Object(d)) = &e.details {
+        let mut parts = Vec::new();
+        for k in ["name", "group", "kind", "uid"] {
+            match d.get(k) {
+                Some(Value::String(v)) if v.is_empty() => {}
+                Some(v) => parts.push(format!("{}:{v}", Value::from(k))),
+                None => {}
+            }
+        }
+        if let Some(Value::Array(causes)) = d.get("causes") {
+            let causes: Vec<String> = causes
+                .iter()
+                .map(|c| {
+                    let fields: Vec<String> = ["reason", "message", "field"]
+                        .iter()
+                        .filter_map(|k| {
+                            c.get(*k)
+                                .filter(|v| v.as_str() != Some(""))
+                                .map(|v| format!("{}:{v}", Value::from(*k)))
+                        })
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                })
+                .collect();
+            parts.push(format!(r#""causes":[{}]"#, causes.join(",")));
+        }
+        if let Some(v) = d.get("retryAfterSeconds") {
+            parts.push(format!(r#""retryAfterSeconds":{v}"#));
+        }
+        out.push_str(&format!(r#","details":{{{}}}"#, parts.join(",")));
+    }
+    out.push_str(&format!(r#","code":{}}}"#, e.code.as_u16()));
+    out.push('\n');
+    out.into_bytes()
+}
+
 fn qualified(group: &str, resource: &str) -> String {
     if group.is_empty() {
         resource.to_string()
@@ -210,7 +258,12 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (self.code, axum::Json(self.to_json())).into_response()
+        (
+            self.code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            status_body(&self),
+        )
+            .into_response()
     }
 }
 
@@ -247,4 +300,41 @@ impl From<capstan_store::StoreError> for ApiError {
 /// A success Status (used by deletecollection and some deletes).
 pub fn success() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(e: &ApiError) -> String {
+        String::from_utf8(status_body(e)).unwrap()
+    }
+
+    #[test]
+    fn status_bodies_are_byte_for_byte_upstreams() {
+        assert_eq!(
+            body(&ApiError::not_found("", "configmaps", "foo")),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"foo\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"foo\",\"kind\":\"configmaps\"},\"code\":404}\n"
+        );
+        assert_eq!(
+            body(&ApiError::not_found("apps", "deployments", "d")),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"deployments.apps \\\"d\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"d\",\"group\":\"apps\",\"kind\":\"deployments\"},\"code\":404}\n"
+        );
+        let invalid = ApiError::invalid(
+            "",
+            "ConfigMap",
+            "x",
+            vec![Cause::invalid("metadata.name", "X", "must be lower case")],
+        );
+        let text = body(&invalid);
+        assert!(
+            text.contains("\"details\":{\"name\":\"x\",\"kind\":\"ConfigMap\",\"causes\":[{\"reason\":\"FieldValueInvalid\",\"message\":\"Invalid value: \\\"X\\\": must be lower case\",\"field\":\"metadata.name\"}]},\"code\":422}\n"),
+            "{text}"
+        );
+        // The body is the same document to_json describes.
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let mut want = invalid.to_json();
+        want["details"].as_object_mut().unwrap().remove("group");
+        assert_eq!(parsed, want);
+    }
 }
