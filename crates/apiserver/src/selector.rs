@@ -388,7 +388,33 @@ fn type_fields(rt: &ResourceType) -> &'static [&'static str] {
         ],
         ("", "Secret") => &["type"],
         ("", "Namespace") => &["status.phase"],
+        // Upstream's PodToSelectableFields: what the kubelet and scheduler select pods by.
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Service") => &["spec.clusterIP", "spec.type"],
+        ("", "ReplicationController") => &["status.replicas"],
+        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        ("certificates.k8s.io", "CertificateSigningRequest") => &["spec.signerName"],
         _ => &[],
+    }
+}
+
+/// What an absent field reads as: Go's zero value of its type, as upstream formats it.
+fn zero_value(field: &str) -> &'static str {
+    match field {
+        "spec.hostNetwork" | "spec.unschedulable" => "false",
+        "status.replicas" | "status.successful" => "0",
+        _ => "",
     }
 }
 
@@ -454,12 +480,12 @@ fn field_value(obj: &Value, field: &str) -> String {
     for seg in field.split('.') {
         match cur.get(seg) {
             Some(v) => cur = v,
-            None => return String::new(),
+            None => return zero_value(field).to_string(),
         }
     }
     match cur {
         Value::String(s) => s.clone(),
-        Value::Null => String::new(),
+        Value::Null => zero_value(field).to_string(),
         other => other.to_string(),
     }
 }

@@ -1041,3 +1041,86 @@ fn removing_the_last_annotation_leaves_no_empty_map() {
         capstan_e2e::text(&diff)
     );
 }
+
+/// Field selectors the node agent, the scheduler and kubectl use, per type as upstream.
+#[test]
+fn per_type_field_selectors_select_as_upstream() {
+    let s = Server::start();
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: on-n1}\nspec: {nodeName: n1, containers: [{name: c, image: busybox}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: host}\nspec: {hostNetwork: true, restartPolicy: Never, containers: [{name: c, image: busybox}]}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {unschedulable: true}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n2}\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], pods);
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    let names = |args: &[&str]| s.kubectl_ok(args).trim().to_string();
+    assert_eq!(
+        names(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=n1",
+            "-o",
+            "name"
+        ]),
+        "pod/on-n1"
+    );
+    assert_eq!(
+        names(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=",
+            "-o",
+            "name"
+        ]),
+        "pod/host"
+    );
+    assert_eq!(
+        names(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.hostNetwork=false",
+            "-o",
+            "name"
+        ]),
+        "pod/on-n1"
+    );
+    assert_eq!(
+        names(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.restartPolicy=Never,status.phase=Pending",
+            "-o",
+            "name"
+        ]),
+        "pod/host"
+    );
+    assert_eq!(
+        names(&[
+            "get",
+            "nodes",
+            "--field-selector",
+            "spec.unschedulable=false",
+            "-o",
+            "name"
+        ]),
+        "node/n2"
+    );
+    assert_eq!(
+        names(&[
+            "get",
+            "services",
+            "-A",
+            "--field-selector",
+            "spec.type=ClusterIP",
+            "-o",
+            "name"
+        ]),
+        "service/kubernetes"
+    );
+    let out = s.kubectl(&["get", "pods", "--field-selector", "spec.containers=x"]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(
+        !out.status.success() && err.contains("field label not supported: spec.containers"),
+        "{err}"
+    );
+}
