@@ -139,7 +139,8 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
             ctx.push(
                 p,
                 ViolationKind::TypeInvalid,
-                Some(v),
+                // Upstream shows the type of the wrong value, not the value itself.
+                Some(Value::from(type_name(v))),
                 format!("{name} in body must be of type {ty}: \"null\""),
             );
         }
@@ -150,7 +151,8 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
             ctx.push(
                 p,
                 ViolationKind::TypeInvalid,
-                Some(v),
+                // Upstream shows the type of the wrong value, not the value itself.
+                Some(Value::from(type_name(v))),
                 format!(
                     "{name} in body must be of type integer,string: {:?}",
                     type_name(v)
@@ -163,7 +165,8 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
             ctx.push(
                 p,
                 ViolationKind::TypeInvalid,
-                Some(v),
+                // Upstream shows the type of the wrong value, not the value itself.
+                Some(Value::from(type_name(v))),
                 format!("{name} in body must be of type {ty}: {:?}", type_name(v)),
             );
             return;

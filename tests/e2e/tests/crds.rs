@@ -376,7 +376,7 @@ spec:
     for want in [
         "spec.image: Invalid value: \"\": spec.image in body should be at least 1 chars long",
         "spec.tier: Unsupported value: \"middle\": supported values: \"frontend\", \"backend\"",
-        "spec.port: Invalid value: [80]: spec.port in body must be of type integer,string: \"array\"",
+        "spec.port: Invalid value: \"array\": spec.port in body must be of type integer,string: \"array\"",
         "spec.env[1]: Duplicate value: {\"name\":\"A\"}",
         "spec.resources.limits.memory: Invalid value: \"lots\": spec.resources.limits.memory in body should match '^[0-9]+(Mi|Gi)$'",
         "spec: Invalid value: \"object\": replicas must not exceed maxReplicas",
