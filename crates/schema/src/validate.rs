@@ -103,6 +103,23 @@ pub fn validate(schema: &Schema, value: &Value, path: &FieldPath) -> Vec<Violati
     ctx.out
 }
 
+/// `type_name` as a JSON string value, for a violation's "Invalid value".
+fn type_value(v: &Value) -> &'static Value {
+    static NAMES: std::sync::LazyLock<Vec<Value>> = std::sync::LazyLock::new(|| {
+        [
+            "null", "boolean", "integer", "number", "string", "array", "object",
+        ]
+        .into_iter()
+        .map(Value::from)
+        .collect()
+    });
+    let name = type_name(v);
+    NAMES
+        .iter()
+        .find(|n| n.as_str() == Some(name))
+        .unwrap_or(&NAMES[0])
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -140,7 +157,7 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
                 p,
                 ViolationKind::TypeInvalid,
                 // Upstream shows the type of the wrong value, not the value itself.
-                Some(Value::from(type_name(v))),
+                Some(type_value(v)),
                 format!("{name} in body must be of type {ty}: \"null\""),
             );
         }
@@ -152,7 +169,7 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
                 p,
                 ViolationKind::TypeInvalid,
                 // Upstream shows the type of the wrong value, not the value itself.
-                Some(Value::from(type_name(v))),
+                Some(type_value(v)),
                 format!(
                     "{name} in body must be of type integer,string: {:?}",
                     type_name(v)
@@ -166,7 +183,7 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
                 p,
                 ViolationKind::TypeInvalid,
                 // Upstream shows the type of the wrong value, not the value itself.
-                Some(Value::from(type_name(v))),
+                Some(type_value(v)),
                 format!("{name} in body must be of type {ty}: {:?}", type_name(v)),
             );
             return;
