@@ -206,29 +206,10 @@ fn item_matches(item: &Value, key: &Map<String, Value>) -> bool {
     })
 }
 
-/// The value at a field path, if present.
+/// The value at a field path, if present (one lookup; `changed` keeps a `Resolver` across
+/// many).
 pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut cur = obj;
-    for el in path {
-        if el == "." {
-            continue;
-        }
-        if let Some(f) = el.strip_prefix("f:") {
-            cur = cur.get(f)?;
-        } else if let Some(k) = el.strip_prefix("k:") {
-            let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur
-                .as_array()?
-                .iter()
-                .find(|item| item_matches(item, &key))?;
-        } else if let Some(val) = el.strip_prefix("v:") {
-            let want: Value = serde_json::from_str(val).ok()?;
-            cur = cur.as_array()?.iter().find(|x| **x == want)?;
-        } else {
-            return None;
-        }
-    }
-    Some(cur)
+    Resolver::default().value_at(obj, path)
 }
 
 /// `value_at` for many paths into one object: each list is indexed by the key (or value)

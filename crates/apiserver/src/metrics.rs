@@ -19,12 +19,8 @@ use crate::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    verb: String,
-    group: String,
-    version: String,
-    resource: String,
-    subresource: String,
-    scope: String,
+    #[prometheus(flatten)]
+    request: DurationLabels,
     code: String,
 }
 
@@ -150,12 +146,7 @@ impl Metrics {
         }
         self.requests
             .get_or_create(&RequestLabels {
-                verb: d.verb,
-                group: d.group,
-                version: d.version,
-                resource: d.resource,
-                subresource: d.subresource,
-                scope: d.scope,
+                request: d,
                 code: code.to_string(),
             })
             .inc();
