@@ -11,20 +11,8 @@ use tracing::Instrument;
 
 use crate::rest::{list, watch};
 use crate::status::ApiError;
-use crate::types::registry::ResourceType;
-use crate::{discovery, patch, rest, AppState};
-
-/// What a resource path names.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub rt: std::sync::Arc<ResourceType>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub subresource: Option<String>,
-    /// Who writes (`fieldManager`, else the client's user agent); `None` for the server's
-    /// own writes and for apply, which records ownership itself.
-    pub manager: Option<String>,
-}
+use crate::types::Target;
+use crate::{discovery, rest, AppState};
 
 enum Route {
     Doc(Response),
@@ -131,7 +119,7 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
             ));
         }
         // A namespace's `finalize` is its own subresource (upstream's FinalizeREST).
-        let finalize = sub == "finalize" && is_core_namespaces(&target.rt);
+        let finalize = sub == "finalize" && crate::types::registry::is_core_namespaces(&target.rt);
         if !((sub == "status" && target.rt.has_status)
             || (sub == "scale" && target.rt.has_scale())
             || finalize
@@ -141,10 +129,6 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         }
     }
     Ok(Route::Resource(target))
-}
-
-pub fn is_core_namespaces(rt: &ResourceType) -> bool {
-    rt.group.is_empty() && rt.plural == "namespaces"
 }
 
 /// The field manager of a write: `fieldManager`, else the user agent's product name, as
@@ -310,7 +294,7 @@ pub async fn handle(
                 rest::update(&state, &target, &query, &content_type, &body).await
             }
             (&Method::PATCH, true) => {
-                patch::merge::patch(&state, &target, &query, &content_type, &body).await
+                rest::patch::patch(&state, &target, &query, &content_type, &body).await
             }
             (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
             (&Method::DELETE, false) if !target.rt.verbs().contains(&"deletecollection") => {

@@ -1,6 +1,10 @@
 //! Discovery: aggregated (apidiscovery.k8s.io v2 and v2beta1) and legacy documents for
 //! `/api`, `/apis`, `/api/v1` and `/apis/{group}/{version}`, built from the registry.
 
+/// The Kubernetes release whose API this server serves.
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "33";
+
 pub mod openapi;
 pub mod table;
 
@@ -68,7 +72,7 @@ fn resource_entry(rt: &ResourceType) -> Value {
             "verbs": ["get", "patch", "update"],
         }));
     }
-    if crate::routing::is_core_namespaces(rt) {
+    if crate::types::registry::is_core_namespaces(rt) {
         subs.push(json!({
             "subresource": "finalize",
             "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
@@ -200,7 +204,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             if t.has_status {
                 out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
             }
-            if crate::routing::is_core_namespaces(t) {
+            if crate::types::registry::is_core_namespaces(t) {
                 out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": t.kind, "verbs": ["update"]}));
             }
             for sub in &t.subresources {

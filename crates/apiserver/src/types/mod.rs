@@ -13,3 +13,7 @@ pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod validation;
+
+pub mod target;
+
+pub use target::Target;

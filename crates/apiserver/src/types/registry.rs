@@ -277,3 +277,8 @@ mod tests {
         );
     }
 }
+
+/// Core `namespaces` (which has the `finalize` subresource of its own).
+pub fn is_core_namespaces(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "namespaces"
+}
