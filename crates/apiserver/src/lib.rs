@@ -30,6 +30,7 @@ pub mod openapi;
 pub mod panic_guard;
 pub mod patch;
 pub mod pki;
+pub mod pod_graceful_delete;
 pub mod pod_priority;
 pub mod protobuf;
 pub mod quantity;
