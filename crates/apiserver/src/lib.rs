@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod auth;
+pub mod binding;
 pub mod bootstrap;
 pub mod builtin_defaults;
 pub mod builtin_printers;
@@ -17,6 +18,7 @@ pub mod duplicate_fields;
 pub mod event_ttl;
 pub mod field_validation;
 pub mod health;
+pub mod in_process;
 pub mod inflight;
 pub mod jsonpath;
 pub mod k8s_fields;
@@ -55,6 +57,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use axum::Router;
 use capstan_store::Store;
+
+pub use in_process::client as in_process_client;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -117,7 +117,8 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         _ => return Err(ApiError::path_not_found(path)),
     };
     if let Some(sub) = &target.subresource {
-        if target.rt.subresources.iter().any(|s| s == sub) {
+        let binding = sub == "binding" && target.rt.group.is_empty() && target.rt.plural == "pods";
+        if target.rt.subresources.iter().any(|s| s == sub) && !binding {
             // Logs, exec, attach, port-forward, binding, eviction: the node agent's work.
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -132,7 +133,8 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         let finalize = sub == "finalize" && is_core_namespaces(&target.rt);
         if !((sub == "status" && target.rt.has_status)
             || (sub == "scale" && target.rt.has_scale())
-            || finalize)
+            || finalize
+            || binding)
         {
             return Err(ApiError::path_not_found(path));
         }
@@ -279,8 +281,13 @@ pub async fn handle(
     // measured 7 -> 11 ms p50 for a 2,000-item list.)
     let heavy = body.len() > HEAVY_BODY_BYTES;
     let finalize = target.subresource.as_deref() == Some("finalize");
+    let binding = target.subresource.as_deref() == Some("binding");
     let dispatch = async {
         match (&method, target.name.is_some()) {
+            (&Method::POST, true) if binding => {
+                crate::binding::create(&state, &target, &query, &content_type, &body).await
+            }
+            (_, _) if binding => Err(ApiError::method_not_served()),
             // Upstream's FinalizeREST is an Updater only: any other verb is not routed.
             (m, _) if finalize && m != Method::PUT => Err(ApiError::method_not_served()),
             (&Method::GET, true) if scale => crate::scale::get(&state, &target).await,
