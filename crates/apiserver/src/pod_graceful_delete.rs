@@ -133,7 +133,10 @@ mod tests {
         let Decision::Mark(short) = decide(&m, Some(10), now()) else {
             panic!("not shortened")
         };
-        assert_eq!(short["metadata"]["deletionTimestamp"], "2025-01-01T00:00:10Z");
+        assert_eq!(
+            short["metadata"]["deletionTimestamp"],
+            "2025-01-01T00:00:10Z"
+        );
         assert_eq!(short["metadata"]["deletionGracePeriodSeconds"], 10);
     }
 }

@@ -812,9 +812,10 @@ pub fn delete_options(
         grace_period_seconds: None,
     };
     if let Some(g) = query.get("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(g.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(
-            || ApiError::bad_request("gracePeriodSeconds must be a non-negative integer"),
-        )?);
+        opts.grace_period_seconds =
+            Some(g.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request("gracePeriodSeconds must be a non-negative integer")
+            })?);
     }
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
         let v: Value = crate::limits::parse_request_json(body, "DeleteOptions")?

@@ -4,6 +4,7 @@ mod data_dir;
 mod fd_limit;
 mod heap;
 mod kubeconfig;
+mod simulated_nodes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +69,31 @@ enum Command {
         /// serving certificate is re-issued from the same CA when the set changes.
         #[arg(long = "tls-san", value_name = "NAME")]
         tls_san: Vec<String>,
+        /// Run this many simulated nodes inside the server (over the in-process client), for
+        /// tests and benchmarks; see `capstan agent --help` for what they do.
+        #[arg(long, default_value_t = 0)]
+        simulated_nodes: usize,
+        #[command(flatten)]
+        sim: simulated_nodes::SimFlags,
+    },
+    /// Simulate nodes against any Kubernetes API server: they register, renew Leases, and play
+    /// the kubelet for pods bound to them (Running, pod IPs, readiness, exits, graceful
+    /// deletion). Pod annotations `sim.capstan.io/exit-after: 5s` and
+    /// `sim.capstan.io/exit-code: "1"` end a pod's containers (restartPolicy decides what
+    /// follows); a Node annotated `sim.capstan.io/stopped: "true"` stops heartbeating and
+    /// updating its pods until the annotation is removed.
+    Agent {
+        /// Number of simulated nodes of the default shape (32 CPUs, 256Gi, 110 pods).
+        #[arg(long)]
+        simulate: usize,
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        #[command(flatten)]
+        sim: simulated_nodes::SimFlags,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -149,7 +175,14 @@ fn main() -> anyhow::Result<()> {
             service_cluster_ip_range,
             service_node_port_range,
             tls_san,
+            simulated_nodes,
+            sim,
         } => {
+            let simulation = if sim.wanted(simulated_nodes) {
+                Some(sim.config(simulated_nodes)?)
+            } else {
+                None
+            };
             let ranges =
                 service_alloc::Ranges::parse(&service_cluster_ip_range, &service_node_port_range)
                     .map_err(|e| anyhow::anyhow!(e))?;
@@ -173,12 +206,39 @@ fn main() -> anyhow::Result<()> {
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
                 tls_san,
+                simulation,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
             // Nothing left running may hold up the exit.
             rt.shutdown_timeout(Duration::from_secs(2));
             result?
+        }
+        Command::Agent {
+            simulate,
+            kubeconfig,
+            context,
+            sim,
+        } => {
+            anyhow::ensure!(
+                sim.wanted(simulate),
+                "nothing to simulate: give --simulate N (N > 0) or a --node-group"
+            );
+            let config = sim.config(simulate)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let client =
+                    simulated_nodes::client_from_kubeconfig(&kubeconfig, context).await?;
+                tokio::select! {
+                    r = capstan_agent::simulate::run(client, config) => r.map_err(anyhow::Error::from),
+                    signal = shutdown_signal() => {
+                        tracing::info!(signal, "simulated nodes stopping");
+                        Ok(())
+                    }
+                }
+            })
         }
         Command::Bench {
             kubeconfig,
@@ -257,6 +317,8 @@ struct ServerOptions {
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
     tls_san: Vec<String>,
+    /// Simulated nodes run inside the server, if asked for.
+    simulation: Option<capstan_agent::simulate::SimConfig>,
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -270,6 +332,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         bookmark_every,
         ranges,
         tls_san,
+        simulation,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -313,6 +376,15 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {}", e.message))?;
     crd_controller::spawn(state.clone());
     namespace_lifecycle::spawn(state.clone());
+    // Simulated nodes are ordinary API clients over the in-process transport.
+    let simulator = simulation.map(|config| {
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = capstan_agent::simulate::run(client, config).await {
+                tracing::error!(error = format!("{e:#}"), "simulated nodes stopped");
+            }
+        })
+    });
     event_ttl::spawn(state.clone(), event_ttl);
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
@@ -322,6 +394,9 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down: finishing queued writes");
         }
+    }
+    if let Some(task) = simulator {
+        task.abort();
     }
     // Queued writes are committed (and acknowledged) before the process ends.
     let closing = Instant::now();

@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 pub enum CidrError {
     #[error("{0:?} is not an IPv4 CIDR (a.b.c.d/n)")]
     Syntax(String),
-    #[error("node CIDR mask /{node} must be longer than the cluster CIDR's /{cluster} and at most /30")]
+    #[error(
+        "node CIDR mask /{node} must be longer than the cluster CIDR's /{cluster} and at most /30"
+    )]
     Mask { cluster: u8, node: u8 },
     #[error("the cluster CIDR {cidr} has {blocks} /{mask} blocks: too few for {nodes} nodes")]
     TooSmall {
@@ -70,7 +72,11 @@ impl ClusterCidr {
         }
         let size = 1u64 << (32 - self.node_mask);
         let start = self.base as u64 + index as u64 * size;
-        Some(format!("{}/{}", Ipv4Addr::from(start as u32), self.node_mask))
+        Some(format!(
+            "{}/{}",
+            Ipv4Addr::from(start as u32),
+            self.node_mask
+        ))
     }
 }
 

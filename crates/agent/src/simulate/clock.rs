@@ -39,7 +39,10 @@ pub fn parse_duration(s: &str) -> Option<Millis> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
     let scale = match unit {
         "ms" => 1.0,
         "s" => 1000.0,
@@ -57,7 +60,10 @@ mod tests {
     #[test]
     fn formats_as_the_api_does() {
         assert_eq!(rfc3339(1_735_689_600_999), "2025-01-01T00:00:00Z");
-        assert_eq!(rfc3339_micro(1_735_689_600_042), "2025-01-01T00:00:00.042000Z");
+        assert_eq!(
+            rfc3339_micro(1_735_689_600_042),
+            "2025-01-01T00:00:00.042000Z"
+        );
     }
 
     #[test]

@@ -46,10 +46,6 @@ impl SimNode {
         }
     }
 
-    pub fn is_stopped(&self) -> bool {
-        *self.stopped.borrow()
-    }
-
     /// Use the podCIDR an existing Node already has: its pods' addresses come from it.
     pub fn adopt_pod_cidr(&self, cidr: &str) {
         let mut cur = lock(&self.pod_cidr);

@@ -167,7 +167,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((g.name.as_str(), g.count), ("gpu", 2));
-        assert_eq!((g.cpu.as_str(), g.memory.as_str(), g.pods), ("8", "64Gi", 30));
+        assert_eq!(
+            (g.cpu.as_str(), g.memory.as_str(), g.pods),
+            ("8", "64Gi", 30)
+        );
         assert_eq!(g.labels["accelerator"], "nvidia");
         assert_eq!(g.labels["topology.kubernetes.io/zone"], "b");
         assert_eq!(g.instance_type.as_deref(), Some("g4"));

@@ -20,8 +20,8 @@ use super::retry::is_not_found;
 /// Create the Node, or adopt the one that exists (a restarted simulator keeps its podCIDR).
 pub async fn register(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(fleet.client.clone());
-    let manifest: Node = serde_json::from_value(node_manifest(node, now_ms()))
-        .map_err(kube::Error::SerdeError)?;
+    let manifest: Node =
+        serde_json::from_value(node_manifest(node, now_ms())).map_err(kube::Error::SerdeError)?;
     let (stored, existed) = fleet
         .writer
         .write("register node", || async {
@@ -84,7 +84,9 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>) {
                     last_status = Instant::now();
                     status_due = false;
                 }
-                Err(e) => tracing::warn!(node = %node.name, error = %e, "could not post node status"),
+                Err(e) => {
+                    tracing::warn!(node = %node.name, error = %e, "could not post node status")
+                }
             }
         }
         tokio::select! {
@@ -128,7 +130,8 @@ async fn renew_lease(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
                     spec.holder_identity = Some(node.name.clone());
                     spec.lease_duration_seconds = Some(duration);
                     spec.renew_time = jiff::Timestamp::from_millisecond(now).ok().map(MicroTime);
-                    api.replace(&node.name, &PostParams::default(), &lease).await?
+                    api.replace(&node.name, &PostParams::default(), &lease)
+                        .await?
                 }
                 None => {
                     let uid = lock(&node.uid).clone();
@@ -151,7 +154,8 @@ pub async fn post_status(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Erro
         .writer
         .write("post node status", || async {
             let previous = lock(&node.conditions).clone();
-            let body: Value = json!({"status": {"conditions": conditions(previous.as_ref(), now_ms())}});
+            let body: Value =
+                json!({"status": {"conditions": conditions(previous.as_ref(), now_ms())}});
             api.patch_status(&node.name, &PatchParams::default(), &Patch::Strategic(body))
                 .await
         })

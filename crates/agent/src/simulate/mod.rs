@@ -140,11 +140,11 @@ pub async fn run(client: kube::Client, config: SimConfig) -> Result<(), SimError
         config,
     });
     let concurrency = fleet.config.max_concurrent_writes.max(1);
-    let mut registered = futures::stream::iter(fleet.ordered.iter())
+    let mut registered = futures::stream::iter(fleet.ordered.clone())
         .map(|n| {
-            let fleet = &fleet;
+            let fleet = fleet.clone();
             async move {
-                heartbeat::register(fleet, n)
+                heartbeat::register(&fleet, &n)
                     .await
                     .map_err(|source| SimError::Register {
                         node: n.name.clone(),

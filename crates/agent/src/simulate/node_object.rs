@@ -90,10 +90,30 @@ pub fn node_manifest(node: &SimNode, now: Millis) -> Value {
 /// status is unchanged keeps its lastTransitionTime from `previous` (the stored conditions).
 pub fn conditions(previous: Option<&Value>, now: Millis) -> Value {
     let want = [
-        ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        (
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        (
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        (
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        (
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
     ];
     let stamp = rfc3339(now);
     Value::Array(
@@ -120,7 +140,12 @@ pub fn conditions(previous: Option<&Value>, now: Millis) -> Value {
 }
 
 /// The node's Lease in `kube-node-lease`, owned by the Node as the kubelet makes it.
-pub fn lease_manifest(node: &SimNode, uid: Option<&str>, duration_seconds: i32, now: Millis) -> Value {
+pub fn lease_manifest(
+    node: &SimNode,
+    uid: Option<&str>,
+    duration_seconds: i32,
+    now: Millis,
+) -> Value {
     let mut lease = json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",

@@ -15,13 +15,14 @@ use super::ANNOTATION_STOPPED;
 
 pub async fn run(fleet: Arc<Fleet>) {
     let api: Api<Node> = Api::all(fleet.client.clone());
-    let mut events = watcher(api, watcher::Config::default())
+    let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(n)) | Ok(Event::InitApply(n)) => {
-                let Some(node) = n.metadata.name.as_deref().and_then(|name| fleet.node(name)) else {
+                let Some(node) = n.metadata.name.as_deref().and_then(|name| fleet.node(name))
+                else {
                     continue;
                 };
                 observe(node, &n);

@@ -27,7 +27,10 @@ pub struct Term {
 pub enum Run {
     Running,
     /// Crashed, waiting out the back-off before the next start.
-    BackOff { until: Millis, delay: Millis },
+    BackOff {
+        until: Millis,
+        delay: Millis,
+    },
     /// Finished for good (restartPolicy did not restart it).
     Done(Term),
 }
@@ -102,7 +105,11 @@ impl PodSim {
                         }
                         wake = Some(at);
                     }
-                    for c in view.containers.iter().chain(view.init_containers.iter().filter(|c| c.sidecar)) {
+                    for c in view
+                        .containers
+                        .iter()
+                        .chain(view.init_containers.iter().filter(|c| c.sidecar))
+                    {
                         for t in [c.started_after, c.ready_after] {
                             let at = self.run_started + t;
                             if at > now {
@@ -209,23 +216,57 @@ mod tests {
             assert_eq!(s.advance(&v, 100), Some(5000));
             assert_eq!(s.advance(&v, 5000), None);
             assert_eq!(s.phase, phase);
-            assert_eq!(s.run, Run::Done(Term { code, started: 0, finished: 5000 }));
+            assert_eq!(
+                s.run,
+                Run::Done(Term {
+                    code,
+                    started: 0,
+                    finished: 5000
+                })
+            );
             assert_eq!(s.restart_count, 0);
         }
     }
 
     #[test]
     fn on_failure_restarts_failures_with_back_off_and_finishes_on_success() {
-        let v = view(RestartPolicy::OnFailure, Some(Exit { after: 1000, code: 1 }), 0);
+        let v = view(
+            RestartPolicy::OnFailure,
+            Some(Exit {
+                after: 1000,
+                code: 1,
+            }),
+            0,
+        );
         let mut s = PodSim::start(&v, None, 0);
         // First crash at 1 s restarts at once; the second at 2 s waits 10 s.
         assert_eq!(s.advance(&v, 2500), Some(12_000));
         assert_eq!(s.restart_count, 2);
-        assert!(matches!(s.run, Run::BackOff { until: 12_000, delay: 10_000 }));
-        assert_eq!(s.last_term, Some(Term { code: 1, started: 1000, finished: 2000 }));
+        assert!(matches!(
+            s.run,
+            Run::BackOff {
+                until: 12_000,
+                delay: 10_000
+            }
+        ));
+        assert_eq!(
+            s.last_term,
+            Some(Term {
+                code: 1,
+                started: 1000,
+                finished: 2000
+            })
+        );
         assert_eq!(s.advance(&v, 12_000), Some(13_000));
         assert_eq!(s.phase, Phase::Running);
-        let ok = view(RestartPolicy::OnFailure, Some(Exit { after: 1000, code: 0 }), 0);
+        let ok = view(
+            RestartPolicy::OnFailure,
+            Some(Exit {
+                after: 1000,
+                code: 0,
+            }),
+            0,
+        );
         let mut s = PodSim::start(&ok, None, 0);
         s.advance(&ok, 1000);
         assert_eq!(s.phase, Phase::Succeeded);
@@ -233,7 +274,14 @@ mod tests {
 
     #[test]
     fn always_restarts_even_on_success() {
-        let v = view(RestartPolicy::Always, Some(Exit { after: 1000, code: 0 }), 0);
+        let v = view(
+            RestartPolicy::Always,
+            Some(Exit {
+                after: 1000,
+                code: 0,
+            }),
+            0,
+        );
         let mut s = PodSim::start(&v, None, 0);
         s.advance(&v, 1500);
         assert_eq!((s.restart_count, s.phase), (1, Phase::Running));
@@ -243,6 +291,9 @@ mod tests {
     #[test]
     fn back_off_doubles_to_five_minutes() {
         let got: Vec<_> = (1..=8).map(crash_backoff).collect();
-        assert_eq!(got, vec![0, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000]);
+        assert_eq!(
+            got,
+            vec![0, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000]
+        );
     }
 }

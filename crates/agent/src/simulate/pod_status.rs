@@ -42,7 +42,13 @@ pub fn render(view: &PodView, sim: &PodSim, host_ip: Ipv4Addr, now: Millis) -> V
     json!({"metadata": {"uid": view.uid}, "status": status})
 }
 
-fn condition(ty: &str, ok: bool, since: Millis, reason: Option<&str>, message: Option<String>) -> Value {
+fn condition(
+    ty: &str,
+    ok: bool,
+    since: Millis,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> Value {
     json!({
         "type": ty,
         "status": if ok { "True" } else { "False" },
@@ -108,8 +114,20 @@ fn conditions(view: &PodView, sim: &PodSim, now: Millis) -> Value {
     } else if !unready.is_empty() {
         let message = format!("containers with unready status: [{}]", unready.join(" "));
         (
-            condition("ContainersReady", false, unready_since, Some("ContainersNotReady"), Some(message.clone())),
-            condition("Ready", false, unready_since, Some("ContainersNotReady"), Some(message)),
+            condition(
+                "ContainersReady",
+                false,
+                unready_since,
+                Some("ContainersNotReady"),
+                Some(message.clone()),
+            ),
+            condition(
+                "Ready",
+                false,
+                unready_since,
+                Some("ContainersNotReady"),
+                Some(message),
+            ),
         )
     } else {
         let gates: Vec<String> = view
@@ -117,17 +135,30 @@ fn conditions(view: &PodView, sim: &PodSim, now: Millis) -> Value {
             .iter()
             .filter_map(|(ty, status)| match status.as_deref() {
                 Some("True") => None,
-                None => Some(format!("corresponding condition of pod readiness gate {ty:?} does not exist.")),
-                Some(s) => Some(format!("the status of pod readiness gate {ty:?} is not \"True\", but {s}")),
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {ty:?} does not exist."
+                )),
+                Some(s) => Some(format!(
+                    "the status of pod readiness gate {ty:?} is not \"True\", but {s}"
+                )),
             })
             .collect();
         let containers_ready = condition("ContainersReady", true, ready_since, None, None);
         if gates.is_empty() {
-            (containers_ready, condition("Ready", true, ready_since, None, None))
+            (
+                containers_ready,
+                condition("Ready", true, ready_since, None, None),
+            )
         } else {
             (
                 containers_ready,
-                condition("Ready", false, ready_since, Some("ReadinessGatesNotReady"), Some(gates.join(", "))),
+                condition(
+                    "Ready",
+                    false,
+                    ready_since,
+                    Some("ReadinessGatesNotReady"),
+                    Some(gates.join(", ")),
+                ),
             )
         }
     };
@@ -142,13 +173,24 @@ fn conditions(view: &PodView, sim: &PodSim, now: Millis) -> Value {
 }
 
 fn container_id(view: &PodView, name: &str, run: i32) -> String {
-    format!("containerd://{}{}", fake_id(&format!("{}/{name}/{run}", view.uid), "c"), fake_id(&format!("{}/{name}/{run}", view.uid), "d"))
+    format!(
+        "containerd://{}{}",
+        fake_id(&format!("{}/{name}/{run}", view.uid), "c"),
+        fake_id(&format!("{}/{name}/{run}", view.uid), "d")
+    )
 }
 
 fn image_id(image: &str) -> String {
     let repo = image.split('@').next().unwrap_or(image);
-    let repo = repo.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(repo, |(r, _)| r);
-    format!("{repo}@sha256:{}{}", fake_id(image, "i"), fake_id(image, "j"))
+    let repo = repo
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map_or(repo, |(r, _)| r);
+    format!(
+        "{repo}@sha256:{}{}",
+        fake_id(image, "i"),
+        fake_id(image, "j")
+    )
 }
 
 fn terminated(view: &PodView, name: &str, t: &Term, run: i32) -> Value {
@@ -252,7 +294,12 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a Value, ty: &str) -> &'a Value {
-        s["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == ty).unwrap()
+        s["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == ty)
+            .unwrap()
     }
 
     #[test]
@@ -268,27 +315,55 @@ mod tests {
         assert_eq!(s["status"]["hostIP"], "172.16.0.1");
         assert_eq!(cond(&s, "Ready")["status"], "False");
         assert_eq!(cond(&s, "Ready")["reason"], "ContainersNotReady");
-        assert_eq!(cond(&s, "Ready")["message"], "containers with unready status: [app]");
-        assert_eq!(s["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], "2025-01-01T00:00:00Z");
-        assert_eq!(s["status"]["containerStatuses"][0]["imageID"].as_str().unwrap().split('@').next(), Some("nginx"));
+        assert_eq!(
+            cond(&s, "Ready")["message"],
+            "containers with unready status: [app]"
+        );
+        assert_eq!(
+            s["status"]["containerStatuses"][0]["state"]["running"]["startedAt"],
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            s["status"]["containerStatuses"][0]["imageID"]
+                .as_str()
+                .unwrap()
+                .split('@')
+                .next(),
+            Some("nginx")
+        );
         let later = render(&v, &sim, Ipv4Addr::new(172, 16, 0, 1), 1_735_689_605_000);
         assert_eq!(cond(&later, "Ready")["status"], "True");
         assert_eq!(cond(&later, "Ready")["reason"], Value::Null);
-        assert_eq!(cond(&later, "Ready")["lastTransitionTime"], "2025-01-01T00:00:05Z");
+        assert_eq!(
+            cond(&later, "Ready")["lastTransitionTime"],
+            "2025-01-01T00:00:05Z"
+        );
         assert_eq!(cond(&later, "ContainersReady")["status"], "True");
         // Rendering again at a later moment gives the same patch: nothing is rewritten.
-        assert_eq!(later, render(&v, &sim, Ipv4Addr::new(172, 16, 0, 1), 1_735_689_700_000));
+        assert_eq!(
+            later,
+            render(&v, &sim, Ipv4Addr::new(172, 16, 0, 1), 1_735_689_700_000)
+        );
     }
 
     #[test]
     fn a_failed_pod_reports_its_exit() {
-        let v = view(0, Some(Exit { after: 2000, code: 7 }));
+        let v = view(
+            0,
+            Some(Exit {
+                after: 2000,
+                code: 7,
+            }),
+        );
         let mut sim = PodSim::start(&v, None, 0);
         sim.advance(&v, 2000);
         let s = render(&v, &sim, Ipv4Addr::new(172, 16, 0, 1), 3000);
         assert_eq!(s["status"]["phase"], "Failed");
         let t = &s["status"]["containerStatuses"][0]["state"]["terminated"];
-        assert_eq!((t["exitCode"].as_i64(), t["reason"].as_str()), (Some(7), Some("Error")));
+        assert_eq!(
+            (t["exitCode"].as_i64(), t["reason"].as_str()),
+            (Some(7), Some("Error"))
+        );
         assert_eq!(cond(&s, "Ready")["reason"], "PodFailed");
         assert_eq!(cond(&s, "PodReadyToStartContainers")["status"], "False");
     }

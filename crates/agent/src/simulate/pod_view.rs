@@ -86,7 +86,10 @@ impl PodView {
                 .collect(),
             exit,
             exit_error,
-            deletion: meta.deletion_timestamp.as_ref().map(|t| t.0.as_millisecond()),
+            deletion: meta
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| t.0.as_millisecond()),
             phase: status.and_then(|s| s.phase.clone()),
             pod_ip: status
                 .and_then(|s| s.pod_ip.as_deref())
@@ -192,7 +195,13 @@ mod tests {
         }));
         let v = PodView::from_pod(&p).unwrap();
         assert_eq!(v.restart_policy, RestartPolicy::OnFailure);
-        assert_eq!(v.exit, Some(Exit { after: 2000, code: 3 }));
+        assert_eq!(
+            v.exit,
+            Some(Exit {
+                after: 2000,
+                code: 3
+            })
+        );
         assert_eq!(v.containers[0].ready_after, 5000);
         assert_eq!(v.containers[1].started_after, 2000);
         assert_eq!(v.containers[1].ready_after, 2000);
@@ -202,7 +211,9 @@ mod tests {
 
     #[test]
     fn unbound_pods_are_not_ours_and_bad_annotations_are_reported() {
-        let p = pod(serde_json::json!({"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": []}}));
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": []}}),
+        );
         assert!(PodView::from_pod(&p).is_none());
         let p = pod(serde_json::json!({
             "metadata": {"name": "p", "uid": "u", "annotations": {"sim.capstan.io/exit-after": "soon"}},

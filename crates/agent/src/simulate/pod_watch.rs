@@ -24,7 +24,7 @@ struct Worker {
 pub async fn run(fleet: Arc<Fleet>) {
     let api: Api<Pod> = Api::all(fleet.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     while let Some(event) = events.next().await {
@@ -60,7 +60,11 @@ pub async fn run(fleet: Arc<Fleet>) {
 }
 
 /// Hand the pod to its worker (starting one for a new pod); returns its uid when it is ours.
-fn dispatch(fleet: &Arc<Fleet>, workers: &mut HashMap<String, Worker>, pod: &Pod) -> Option<String> {
+fn dispatch(
+    fleet: &Arc<Fleet>,
+    workers: &mut HashMap<String, Worker>,
+    pod: &Pod,
+) -> Option<String> {
     let view = PodView::from_pod(pod)?;
     let node = fleet.node(&view.node)?.clone();
     let uid = view.uid.clone();

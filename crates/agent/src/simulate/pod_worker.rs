@@ -53,11 +53,12 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<
             reported_exit_error = true;
         }
         let now = now_ms();
-        let finished_before = sim.is_none()
-            && matches!(view.phase.as_deref(), Some("Succeeded") | Some("Failed"));
+        let finished_before =
+            sim.is_none() && matches!(view.phase.as_deref(), Some("Succeeded") | Some("Failed"));
         let mut wake: Option<Millis> = None;
         if let Some(at) = view.deletion {
-            let over = now >= at || finished_before || sim.as_ref().is_some_and(PodSim::is_terminal);
+            let over =
+                now >= at || finished_before || sim.as_ref().is_some_and(PodSim::is_terminal);
             if over {
                 delete(&fleet, &view).await;
                 return;
@@ -149,7 +150,11 @@ async fn delete(fleet: &Fleet, view: &PodView) {
             match api.delete(&view.name, &params).await {
                 Ok(_) => Ok(()),
                 // Another pod now has the name: ours is already gone.
-                Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("UID in precondition") => Ok(()),
+                Err(kube::Error::Api(s))
+                    if s.code == 409 && s.message.contains("UID in precondition") =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         })
@@ -157,6 +162,8 @@ async fn delete(fleet: &Fleet, view: &PodView) {
     match result {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => {}
-        Err(e) => tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %e, "could not delete the pod"),
+        Err(e) => {
+            tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %e, "could not delete the pod")
+        }
     }
 }

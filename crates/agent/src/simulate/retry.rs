@@ -74,7 +74,7 @@ mod tests {
         )
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn conflicts_and_server_errors_are_retried_until_they_succeed() {
         let w = Writer::new(2);
         let calls = AtomicU32::new(0);
@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(out, 3);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_final_answer_is_returned_at_once() {
         let w = Writer::new(1);
         let calls = AtomicU32::new(0);
