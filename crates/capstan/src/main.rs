@@ -105,7 +105,8 @@ enum Command {
         /// Context to use instead of the kubeconfig's current one.
         #[arg(long)]
         context: Option<String>,
-        /// Scenario to run (repeatable); without it every scenario runs.
+        /// Scenario to run (repeatable); without it every scenario but schedule (which needs
+        /// nodes and a scheduler) runs.
         #[arg(long = "scenario", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(capstan_bench::SCENARIOS))]
         scenarios: Vec<String>,
         /// Concurrent clients for create and get (default 8; 4 with --quick).
@@ -126,6 +127,12 @@ enum Command {
         /// Successful updates in update-contention (default 1000; 200 with --quick).
         #[arg(long)]
         updates: Option<usize>,
+        /// Pods the schedule scenario creates (default 30000; 300 with --quick).
+        #[arg(long)]
+        pods: Option<usize>,
+        /// The server's process id, if it runs on this machine: schedule reports its RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
         /// Small counts for a run of seconds (the test script uses it).
         #[arg(long)]
         quick: bool,
@@ -252,6 +259,8 @@ fn main() -> anyhow::Result<()> {
             events,
             contention_clients,
             updates,
+            pods,
+            server_pid,
             quick,
             capstan_binary,
             json,
@@ -270,6 +279,8 @@ fn main() -> anyhow::Result<()> {
             opts.events = events.unwrap_or(opts.events);
             opts.contention_clients = contention_clients.unwrap_or(opts.contention_clients);
             opts.updates = updates.unwrap_or(opts.updates);
+            opts.pods = pods.unwrap_or(opts.pods);
+            opts.server_pid = server_pid;
             let before = match &compare {
                 Some(p) => Some(
                     serde_json::from_slice::<capstan_bench::Report>(
