@@ -629,6 +629,8 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `gracePeriodSeconds` (pods only; None: the pod's own).
+    pub grace_period_seconds: Option<i64>,
 }
 
 pub fn delete_options(
@@ -639,7 +641,14 @@ pub fn delete_options(
         dry_run: is_dry_run(query),
         uid: None,
         resource_version: None,
+        grace_period_seconds: None,
     };
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        opts.grace_period_seconds =
+            Some(g.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request("gracePeriodSeconds must be a non-negative integer")
+            })?);
+    }
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
         let v: Value = crate::limits::parse_request_json(body, "DeleteOptions")?
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
@@ -659,6 +668,7 @@ pub fn delete_options(
                     "gracePeriodSeconds must be a non-negative integer",
                 ));
             }
+            opts.grace_period_seconds = g.as_i64().or(opts.grace_period_seconds);
         }
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
             if !["Orphan", "Background", "Foreground"].contains(&p) {
@@ -713,6 +723,27 @@ pub async fn delete_object(
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
+        use crate::types::strategy::GracefulDelete;
+        match rt
+            .strategy
+            .graceful_delete(&obj, opts.grace_period_seconds, chrono::Utc::now())
+        {
+            GracefulDelete::Proceed => {}
+            GracefulDelete::Pending => return Ok((obj, StatusCode::OK)),
+            GracefulDelete::Mark(marked) if opts.dry_run => return Ok((*marked, StatusCode::OK)),
+            GracefulDelete::Mark(mut marked) => {
+                let txn = Txn::new()
+                    .when(Bytes::from(k.clone()), rev)
+                    .put(Bytes::from(k), encode_for_store(&marked)?);
+                match state.store.txn(txn).await? {
+                    TxnResponse::Succeeded { revision, .. } => {
+                        set_meta(&mut marked, "resourceVersion", json!(revision.to_string()));
+                        return Ok((*marked, StatusCode::OK));
+                    }
+                    TxnResponse::Failed { .. } => continue,
+                }
+            }
+        }
         let needs_marking =
             !object::finalizers(&obj).is_empty() || rt.strategy.deletion_is_two_phase();
         if needs_marking {
