@@ -69,6 +69,22 @@ enum Command {
         /// serving certificate is re-issued from the same CA when the set changes.
         #[arg(long = "tls-san", value_name = "NAME")]
         tls_san: Vec<String>,
+        /// Do not run the built-in scheduler (pods stay Pending unless another scheduler,
+        /// e.g. `capstan scheduler`, binds them).
+        #[arg(long)]
+        disable_scheduler: bool,
+    },
+    /// Run the scheduler stand-alone against any Kubernetes API server named by a kubeconfig.
+    Scheduler {
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        /// Binding requests in flight at once.
+        #[arg(long, default_value_t = capstan_scheduler::Options::default().max_concurrent_binds)]
+        max_concurrent_binds: usize,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -150,6 +166,7 @@ fn main() -> anyhow::Result<()> {
             service_cluster_ip_range,
             service_node_port_range,
             tls_san,
+            disable_scheduler,
         } => {
             let ranges =
                 service_alloc::Ranges::parse(&service_cluster_ip_range, &service_node_port_range)
@@ -174,12 +191,33 @@ fn main() -> anyhow::Result<()> {
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
                 tls_san,
+                scheduler: !disable_scheduler,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
             // Nothing left running may hold up the exit.
             rt.shutdown_timeout(Duration::from_secs(2));
             result?
+        }
+        Command::Scheduler {
+            kubeconfig,
+            context,
+            max_concurrent_binds,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let client = kube_client(&kubeconfig, context).await?;
+                let opts = capstan_scheduler::Options {
+                    max_concurrent_binds,
+                };
+                tokio::select! {
+                    _ = capstan_scheduler::run(client, opts) => {}
+                    signal = shutdown_signal() => tracing::info!(signal, "scheduler stopping"),
+                }
+                anyhow::Ok(())
+            })
         }
         Command::Bench {
             kubeconfig,
@@ -258,6 +296,21 @@ struct ServerOptions {
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
     tls_san: Vec<String>,
+    scheduler: bool,
+}
+
+/// A kube-rs client from a kubeconfig file (for the stand-alone controllers).
+async fn kube_client(path: &std::path::Path, context: Option<String>) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let opts = kube::config::KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .with_context(|| format!("using {}", path.display()))?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -271,6 +324,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         bookmark_every,
         ranges,
         tls_san,
+        scheduler,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -315,6 +369,11 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     crd_controller::spawn(state.clone());
     namespace_lifecycle::spawn(state.clone());
     event_ttl::spawn(state.clone(), event_ttl);
+    if scheduler {
+        // The scheduler is an ordinary API client over the in-process transport.
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(capstan_scheduler::run(client, capstan_scheduler::Options::default()));
+    }
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
