@@ -300,7 +300,10 @@ struct ServerOptions {
 }
 
 /// A kube-rs client from a kubeconfig file (for the stand-alone controllers).
-async fn kube_client(path: &std::path::Path, context: Option<String>) -> anyhow::Result<kube::Client> {
+async fn kube_client(
+    path: &std::path::Path,
+    context: Option<String>,
+) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading {}", path.display()))?;
     let opts = kube::config::KubeConfigOptions {
@@ -372,7 +375,10 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     if scheduler {
         // The scheduler is an ordinary API client over the in-process transport.
         let client = capstan_apiserver::in_process_client(state.clone());
-        tokio::spawn(capstan_scheduler::run(client, capstan_scheduler::Options::default()));
+        tokio::spawn(capstan_scheduler::run(
+            client,
+            capstan_scheduler::Options::default(),
+        ));
     }
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");

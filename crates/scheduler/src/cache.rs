@@ -83,10 +83,14 @@ impl PodInfo {
             non_zero: resources::pod_non_zero_requests(&spec),
             priority: pod_priority(&pod),
             host_ports,
-            has_affinity: aff.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some()),
+            has_affinity: aff
+                .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some()),
             has_required_anti_affinity: aff
                 .and_then(|a| a.pod_anti_affinity.as_ref())
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .is_some_and(|t| !t.is_empty()),
             pod,
         }
@@ -166,7 +170,8 @@ impl NodeInfo {
         if p.has_affinity {
             self.pods_with_affinity -= 1;
         }
-        self.pods_with_required_anti_affinity.retain(|q| q.uid != uid);
+        self.pods_with_required_anti_affinity
+            .retain(|q| q.uid != uid);
         true
     }
 
@@ -353,7 +358,10 @@ impl Cache {
     }
 
     fn attach(&mut self, info: Arc<PodInfo>, node: &str) {
-        self.nodes.entry(node.to_string()).or_default().add_pod(info);
+        self.nodes
+            .entry(node.to_string())
+            .or_default()
+            .add_pod(info);
     }
 
     fn detach(&mut self, uid: &str, node: &str) {
@@ -415,7 +423,10 @@ mod tests {
         assert_eq!(c.node("n1").unwrap().used_ports.len(), 1);
         assert!(c.remove_pod("a"));
         let n = c.node("n1").unwrap();
-        assert_eq!((n.requested.milli_cpu, n.used_ports.len(), n.pods.len()), (0, 0, 0));
+        assert_eq!(
+            (n.requested.milli_cpu, n.used_ports.len(), n.pods.len()),
+            (0, 0, 0)
+        );
         // A pod bound to a node the cache has not seen yet waits there for it.
         c.add_or_update_bound(pod("x", "1"), "later");
         assert!(c.node("later").is_none());

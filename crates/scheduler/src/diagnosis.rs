@@ -65,7 +65,12 @@ mod tests {
              preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
         );
         assert_eq!(
-            fit_error(2, Some("persistentvolumeclaim \"data\" not found"), std::iter::empty(), None),
+            fit_error(
+                2,
+                Some("persistentvolumeclaim \"data\" not found"),
+                std::iter::empty(),
+                None
+            ),
             "0/2 nodes are available: persistentvolumeclaim \"data\" not found."
         );
         assert_eq!(

@@ -64,7 +64,11 @@ impl Cycle {
         };
         node_basics::node_unschedulable(&self.spec, n)?;
         node_basics::node_name(&self.spec, n)?;
-        let node_taints = n.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+        let node_taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or(&[]);
         taints::filter(node_taints, self.tolerations())?;
         node_affinity::filter(&self.spec, n)?;
         node_basics::node_ports(&self.pod.host_ports, node)?;
@@ -77,17 +81,26 @@ impl Cycle {
     /// Weighted, normalised totals for each feasible node (upstream's default profile).
     pub fn score(&self, cache: &Cache, feasible: &[&NodeInfo]) -> Vec<i64> {
         let mut total = vec![0i64; feasible.len()];
-        let nodes = || feasible.iter().map(|n| n.node.as_deref().expect("feasible nodes exist"));
+        let nodes = || {
+            feasible
+                .iter()
+                .map(|n| n.node.as_deref().expect("feasible nodes exist"))
+        };
         for (t, n) in total.iter_mut().zip(feasible) {
             *t += WEIGHT_FIT * resources_fit::least_allocated(&self.pod, n);
             *t += WEIGHT_BALANCED * resources_fit::balanced_allocation(&self.pod, n).unwrap_or(0);
         }
-        let mut aff: Vec<i64> = nodes().map(|n| node_affinity::score(&self.spec, n)).collect();
+        let mut aff: Vec<i64> = nodes()
+            .map(|n| node_affinity::score(&self.spec, n))
+            .collect();
         default_normalize(&mut aff, false);
         let mut tt: Vec<i64> = nodes()
             .map(|n| {
                 taints::score(
-                    n.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]),
+                    n.spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_deref())
+                        .unwrap_or(&[]),
                     self.tolerations(),
                 )
             })
@@ -95,7 +108,10 @@ impl Cycle {
         default_normalize(&mut tt, true);
         let ipa = match inter_pod_affinity::prescore(&self.pod, &self.affinity_terms, cache) {
             Some(pairs) => {
-                let mut s: Vec<i64> = feasible.iter().map(|n| inter_pod_affinity::score(&pairs, n)).collect();
+                let mut s: Vec<i64> = feasible
+                    .iter()
+                    .map(|n| inter_pod_affinity::score(&pairs, n))
+                    .collect();
                 inter_pod_affinity::normalize(&mut s);
                 s
             }
@@ -103,7 +119,10 @@ impl Cycle {
         };
         let spread = match topology_spread::prescore(&self.pod, &self.spec, cache, feasible) {
             Some(state) => {
-                let raw: Vec<Option<i64>> = feasible.iter().map(|n| topology_spread::score(&state, n)).collect();
+                let raw: Vec<Option<i64>> = feasible
+                    .iter()
+                    .map(|n| topology_spread::score(&state, n))
+                    .collect();
                 topology_spread::normalize(&raw)
             }
             None => vec![0; feasible.len()],
@@ -155,7 +174,9 @@ pub fn find_feasible<'c>(
             break;
         }
         let name = &names[(start + i) % all];
-        let Some(node) = cache.node(name) else { continue };
+        let Some(node) = cache.node(name) else {
+            continue;
+        };
         out.processed += 1;
         match cycle.filter(node, nominated.get(name)) {
             Ok(()) => out.feasible.push(node),
@@ -204,14 +225,27 @@ mod tests {
         let mut c = cache(&[("a", json!({})), ("b", json!({}))]);
         c.upsert_node(node(json!({"metadata": {"name": "t"}, "spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]},
             "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})));
-        c.assume(info(json!({"metadata": {"name": "x", "uid": "x"}, "spec": {"containers": [{"name": "c",
-            "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}]}})), "a");
-        let p = info(json!({"metadata": {"name": "p", "uid": "p"}, "spec": {"containers": [{"name": "c",
-            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}));
+        c.assume(
+            info(
+                json!({"metadata": {"name": "x", "uid": "x"}, "spec": {"containers": [{"name": "c",
+            "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}]}}),
+            ),
+            "a",
+        );
+        let p = info(
+            json!({"metadata": {"name": "p", "uid": "p"}, "spec": {"containers": [{"name": "c",
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}),
+        );
         let cycle = Cycle::new(p, &c);
         let f = find_feasible(&cycle, &c, 0, &HashMap::new());
-        assert_eq!(f.feasible.iter().map(|n| n.name()).collect::<Vec<_>>(), vec!["a", "b"]);
-        assert_eq!(f.rejected[0].1.reasons, vec!["node(s) had untolerated taint {k: v}"]);
+        assert_eq!(
+            f.feasible.iter().map(|n| n.name()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            f.rejected[0].1.reasons,
+            vec!["node(s) had untolerated taint {k: v}"]
+        );
         let scores = cycle.score(&c, &f.feasible);
         assert!(scores[1] > scores[0], "{scores:?}");
         assert_eq!(select_host(&scores), 1);

@@ -31,7 +31,9 @@ async fn watch<K>(
 {
     let key = |o: &K| {
         let m = o.meta();
-        m.uid.clone().unwrap_or_else(|| m.name.clone().unwrap_or_default())
+        m.uid
+            .clone()
+            .unwrap_or_else(|| m.name.clone().unwrap_or_default())
     };
     let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
     let mut seen: HashSet<String> = HashSet::new();
@@ -160,7 +162,8 @@ fn apply_node(st: &mut State, node: Arc<Node>) {
 }
 
 fn delete_node(st: &mut State, node: Arc<Node>) {
-    st.cache.remove_node(node.metadata.name.as_deref().unwrap_or(""));
+    st.cache
+        .remove_node(node.metadata.name.as_deref().unwrap_or(""));
 }
 
 fn resync_nodes(st: &mut State, seen: &HashSet<String>) {
@@ -219,9 +222,33 @@ fn delete_pdb(st: &mut State, p: Arc<PodDisruptionBudget>) {
 /// Start the four watches.
 pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(watch(Api::<Node>::all(client.clone()), shared.clone(), apply_node, delete_node, resync_nodes)),
-        tokio::spawn(watch(Api::<Pod>::all(client.clone()), shared.clone(), apply_pod, delete_pod, resync_pods)),
-        tokio::spawn(watch(Api::<Namespace>::all(client.clone()), shared.clone(), apply_namespace, delete_namespace, resync_nothing)),
-        tokio::spawn(watch(Api::<PodDisruptionBudget>::all(client.clone()), shared.clone(), apply_pdb, delete_pdb, resync_nothing)),
+        tokio::spawn(watch(
+            Api::<Node>::all(client.clone()),
+            shared.clone(),
+            apply_node,
+            delete_node,
+            resync_nodes,
+        )),
+        tokio::spawn(watch(
+            Api::<Pod>::all(client.clone()),
+            shared.clone(),
+            apply_pod,
+            delete_pod,
+            resync_pods,
+        )),
+        tokio::spawn(watch(
+            Api::<Namespace>::all(client.clone()),
+            shared.clone(),
+            apply_namespace,
+            delete_namespace,
+            resync_nothing,
+        )),
+        tokio::spawn(watch(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            shared.clone(),
+            apply_pdb,
+            delete_pdb,
+            resync_nothing,
+        )),
     ]
 }

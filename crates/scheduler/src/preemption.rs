@@ -27,12 +27,19 @@ pub fn eligible(cycle: &Cycle, cache: &Cache) -> Result<(), String> {
         return Err(diagnosis::POLICY_NEVER.to_string());
     }
     // A pod that already preempted waits while its victims terminate.
-    if let Some(nn) = pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()) {
+    if let Some(nn) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+    {
         if let Some(node) = cache.node(nn) {
             if node.pods.iter().any(|p| {
                 p.pod.metadata.deletion_timestamp.is_some() && p.priority < cycle.pod.priority
             }) {
-                return Err("preemption: not eligible due to a terminating pod on the nominated node.".into());
+                return Err(
+                    "preemption: not eligible due to a terminating pod on the nominated node."
+                        .into(),
+                );
             }
         }
     }
@@ -41,13 +48,19 @@ pub fn eligible(cycle: &Cycle, cache: &Cache) -> Result<(), String> {
 
 /// Whether evicting `victim` would take a budget below what it allows; budgets are
 /// spent as victims are chosen.
-fn violates(victim: &PodInfo, pdbs: &[Arc<PodDisruptionBudget>], allowed: &mut HashMap<usize, i32>) -> bool {
+fn violates(
+    victim: &PodInfo,
+    pdbs: &[Arc<PodDisruptionBudget>],
+    allowed: &mut HashMap<usize, i32>,
+) -> bool {
     let mut violating = false;
     for (i, pdb) in pdbs.iter().enumerate() {
         if pdb.metadata.namespace.as_deref() != Some(victim.namespace()) {
             continue;
         }
-        let Some(sel) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else { continue };
+        let Some(sel) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+            continue;
+        };
         // An empty selector matches nothing for a PDB (upstream's special case).
         if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
             && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
@@ -57,9 +70,12 @@ fn violates(victim: &PodInfo, pdbs: &[Arc<PodDisruptionBudget>], allowed: &mut H
         if !selector_matches(sel, victim.labels()) {
             continue;
         }
-        let left = allowed
-            .entry(i)
-            .or_insert_with(|| pdb.status.as_ref().map(|s| s.disruptions_allowed).unwrap_or(0));
+        let left = allowed.entry(i).or_insert_with(|| {
+            pdb.status
+                .as_ref()
+                .map(|s| s.disruptions_allowed)
+                .unwrap_or(0)
+        });
         *left -= 1;
         if *left < 0 {
             violating = true;
@@ -89,20 +105,32 @@ fn victims_on(
     if cycle.filter(&reduced, nominated).is_err() {
         return None;
     }
-    let mut potential: Vec<Arc<PodInfo>> = node.pods.iter().filter(|p| p.priority < prio).cloned().collect();
+    let mut potential: Vec<Arc<PodInfo>> = node
+        .pods
+        .iter()
+        .filter(|p| p.priority < prio)
+        .cloned()
+        .collect();
     if potential.is_empty() {
         return None;
     }
     // More important first: higher priority, then the one that started earlier.
     potential.sort_by(|a, b| {
         b.priority.cmp(&a.priority).then_with(|| {
-            let t = |p: &PodInfo| p.pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0);
+            let t = |p: &PodInfo| {
+                p.pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map(|t| t.0)
+            };
             t(a).cmp(&t(b))
         })
     });
     let mut allowed = HashMap::new();
-    let (violating, fine): (Vec<_>, Vec<_>) =
-        potential.into_iter().partition(|p| violates(p, pdbs, &mut allowed));
+    let (violating, fine): (Vec<_>, Vec<_>) = potential
+        .into_iter()
+        .partition(|p| violates(p, pdbs, &mut allowed));
     let mut victims = Vec::new();
     let mut pdb_violations = 0;
     for (group, is_violating) in [(violating, true), (fine, false)] {
@@ -146,13 +174,25 @@ pub fn plan(
         }
     }
     if candidates.is_empty() {
-        return Err(diagnosis::preemption(cache.node_count(), reasons.into_iter()));
+        return Err(diagnosis::preemption(
+            cache.node_count(),
+            reasons.into_iter(),
+        ));
     }
     // upstream `pickOneNodeForPreemption`: fewest PDB violations, lowest highest victim
     // priority, lowest priority sum, fewest victims; then the first.
     let key = |c: &Candidate| {
-        let highest = c.victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN);
-        let sum: i64 = c.victims.iter().map(|v| v.priority as i64 + i32::MAX as i64 + 1).sum();
+        let highest = c
+            .victims
+            .iter()
+            .map(|v| v.priority)
+            .max()
+            .unwrap_or(i32::MIN);
+        let sum: i64 = c
+            .victims
+            .iter()
+            .map(|v| v.priority as i64 + i32::MAX as i64 + 1)
+            .sum();
         (c.pdb_violations, highest, sum, c.victims.len())
     };
     let best = candidates
@@ -173,11 +213,17 @@ mod tests {
     use serde_json::json;
 
     fn p(name: &str, prio: i32, cpu: &str, labels: serde_json::Value) -> Arc<PodInfo> {
-        info(json!({"metadata": {"name": name, "uid": name, "namespace": "d", "labels": labels},
-            "spec": {"priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
+        info(
+            json!({"metadata": {"name": name, "uid": name, "namespace": "d", "labels": labels},
+            "spec": {"priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}),
+        )
     }
 
-    fn run(c: &Cache, pod: Arc<PodInfo>, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<Plan, String> {
+    fn run(
+        c: &Cache,
+        pod: Arc<PodInfo>,
+        pdbs: &[Arc<PodDisruptionBudget>],
+    ) -> Result<Plan, String> {
         let cycle = Cycle::new(pod, c);
         let f = find_feasible(&cycle, c, 0, &HashMap::new());
         assert!(f.feasible.is_empty());
@@ -197,25 +243,34 @@ mod tests {
         assert_eq!(plan1.node, "n1");
         assert_eq!(plan1.victims.len(), 1);
         // A budget with no disruptions allowed protects "a": "b" is chosen.
-        let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "pa", "namespace": "d"},
+        let pdb: PodDisruptionBudget =
+            serde_json::from_value(json!({"metadata": {"name": "pa", "namespace": "d"},
             "spec": {"selector": {"matchLabels": {"app": "a"}}}, "status": {"disruptionsAllowed": 0,
-            "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}})).unwrap();
+            "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}}))
+            .unwrap();
         let plan2 = run(&c, p("hi", 10, "2", json!({})), &[Arc::new(pdb)]).unwrap();
         assert_eq!(plan2.victims[0].name(), "b");
         // Lower priority than everything placed: no victims anywhere.
         let err = run(&c, p("lo", 0, "2", json!({})), &[]).unwrap_err();
-        assert_eq!(err, "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.");
+        assert_eq!(
+            err,
+            "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod."
+        );
     }
 
     #[test]
     fn never_policy_and_unresolvable_nodes() {
         let mut c = cache(&[("n1", json!({}))]);
         c.assume(p("a", 1, "4", json!({})), "n1");
-        let never = info(json!({"metadata": {"name": "x", "uid": "x", "namespace": "d"}, "spec": {"priority": 10,
-            "preemptionPolicy": "Never", "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}));
+        let never = info(
+            json!({"metadata": {"name": "x", "uid": "x", "namespace": "d"}, "spec": {"priority": 10,
+            "preemptionPolicy": "Never", "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+        );
         assert_eq!(run(&c, never, &[]).unwrap_err(), diagnosis::POLICY_NEVER);
         let huge = p("h", 10, "64", json!({}));
-        assert_eq!(run(&c, huge, &[]).unwrap_err(),
-            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.");
+        assert_eq!(
+            run(&c, huge, &[]).unwrap_err(),
+            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        );
     }
 }

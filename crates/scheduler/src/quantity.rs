@@ -31,7 +31,11 @@ fn parse(text: &str) -> Option<Parsed> {
     if trimmed.len() > 30 {
         return None;
     }
-    let digits: i128 = if trimmed.is_empty() { 0 } else { trimmed.parse().ok()? };
+    let digits: i128 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.parse().ok()?
+    };
     let mut exp10 = -(frac.len() as i32);
     let mut exp2 = 0u32;
     match suffix {

@@ -44,7 +44,10 @@ fn plugin_cares(p: Plugin, e: Event) -> bool {
         },
         Event::AssignedPodAdded => matches!(p, PodTopologySpread | InterPodAffinity),
         Event::AssignedPodDeleted => {
-            matches!(p, NodePorts | NodeResourcesFit | PodTopologySpread | InterPodAffinity)
+            matches!(
+                p,
+                NodePorts | NodeResourcesFit | PodTopologySpread | InterPodAffinity
+            )
         }
     }
 }
@@ -185,7 +188,9 @@ impl Queue {
     }
 
     fn push_active(&mut self, key: &str) {
-        let Some(e) = self.pods.get_mut(key) else { return };
+        let Some(e) = self.pods.get_mut(key) else {
+            return;
+        };
         e.state = State::Active;
         e.gen += 1;
         self.active.push(ActiveItem {
@@ -198,7 +203,9 @@ impl Queue {
     }
 
     fn push_backoff(&mut self, key: &str) {
-        let Some(e) = self.pods.get_mut(key) else { return };
+        let Some(e) = self.pods.get_mut(key) else {
+            return;
+        };
         e.state = State::Backoff;
         e.gen += 1;
         self.backoff
@@ -251,7 +258,9 @@ impl Queue {
     pub fn pop(&mut self, now: Instant) -> Option<Popped> {
         self.flush_backoff(now);
         while let Some(item) = self.active.pop() {
-            let Some(e) = self.pods.get_mut(&item.key) else { continue };
+            let Some(e) = self.pods.get_mut(&item.key) else {
+                continue;
+            };
             if e.gen != item.gen || e.state != State::Active {
                 continue;
             }
@@ -274,7 +283,9 @@ impl Queue {
     /// about — unless such an event already came while it was being scheduled.
     pub fn unschedulable(&mut self, key: &str, plugins: HashSet<Plugin>, now: Instant) {
         let moves = self.moves;
-        let Some(e) = self.pods.get_mut(key) else { return };
+        let Some(e) = self.pods.get_mut(key) else {
+            return;
+        };
         e.attempts += 1;
         e.backoff_until = now + backoff_for(e.attempts);
         e.rejected_by = plugins;
@@ -289,7 +300,9 @@ impl Queue {
 
     /// The attempt failed for another reason (an API error, a failed bind): back off.
     pub fn error(&mut self, key: &str, now: Instant) {
-        let Some(e) = self.pods.get_mut(key) else { return };
+        let Some(e) = self.pods.get_mut(key) else {
+            return;
+        };
         e.attempts += 1;
         e.backoff_until = now + backoff_for(e.attempts);
         self.push_backoff(key);
@@ -337,8 +350,10 @@ mod tests {
 
     fn pod(name: &str, prio: i32, created: &str) -> Arc<Pod> {
         Arc::new(
-            serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "creationTimestamp": created},
-                "spec": {"containers": [], "priority": prio}}))
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "uid": name, "creationTimestamp": created},
+                "spec": {"containers": [], "priority": prio}}),
+            )
             .unwrap(),
         )
     }
@@ -380,13 +395,25 @@ mod tests {
         q.unschedulable("p", [Plugin::NodeResourcesFit].into(), t0);
         let later = t0 + Duration::from_secs(5);
         // A node's labels changing cannot give it cpu.
-        assert!(!q.on_event(Event::Node(NodeChange { labels: true, ..Default::default() }), later));
+        assert!(!q.on_event(
+            Event::Node(NodeChange {
+                labels: true,
+                ..Default::default()
+            }),
+            later
+        ));
         assert!(q.pop(later).is_none());
         assert!(q.on_event(Event::AssignedPodDeleted, later));
         assert_eq!(q.pop(later).unwrap().key, "p");
         // An event during the attempt sends the pod to back-off, not to wait.
         q.unschedulable("p", [Plugin::NodeAffinity].into(), later);
-        assert!(q.on_event(Event::Node(NodeChange { added: true, ..Default::default() }), later));
+        assert!(q.on_event(
+            Event::Node(NodeChange {
+                added: true,
+                ..Default::default()
+            }),
+            later
+        ));
         let p = q.pop(later + Duration::from_secs(10)).unwrap();
         q.on_event(Event::AssignedPodDeleted, later);
         q.unschedulable(&p.key, [Plugin::NodeAffinity].into(), later);
@@ -396,7 +423,10 @@ mod tests {
         q.add_or_update(pod("p", 0, "2024-01-01T00:00:00Z"), t0);
         q.pop(t0);
         q.unschedulable("p", [Plugin::TaintToleration].into(), t0);
-        q.add_or_update(pod("p", 5, "2024-01-01T00:00:00Z"), t0 + Duration::from_secs(60));
+        q.add_or_update(
+            pod("p", 5, "2024-01-01T00:00:00Z"),
+            t0 + Duration::from_secs(60),
+        );
         assert_eq!(q.pop(t0 + Duration::from_secs(60)).unwrap().key, "p");
     }
 }

@@ -127,8 +127,16 @@ pub fn pod_non_zero_requests(spec: &PodSpec) -> (i64, i64) {
                 .is_some_and(|m| m.contains_key(n))
         };
         (
-            if has("cpu") { r.milli_cpu } else { DEFAULT_MILLI_CPU },
-            if has("memory") { r.memory } else { DEFAULT_MEMORY },
+            if has("cpu") {
+                r.milli_cpu
+            } else {
+                DEFAULT_MILLI_CPU
+            },
+            if has("memory") {
+                r.memory
+            } else {
+                DEFAULT_MEMORY
+            },
         )
     };
     let (mut cpu, mut mem) = (0, 0);
@@ -208,6 +216,9 @@ mod tests {
     fn request_less_pod_is_zero_but_scores_as_default() {
         let s = spec(json!({"containers": [{"name": "a"}]}));
         assert_eq!(pod_requests(&s), Resources::default());
-        assert_eq!(pod_non_zero_requests(&s), (DEFAULT_MILLI_CPU, DEFAULT_MEMORY));
+        assert_eq!(
+            pod_non_zero_requests(&s),
+            (DEFAULT_MILLI_CPU, DEFAULT_MEMORY)
+        );
     }
 }

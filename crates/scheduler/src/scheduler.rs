@@ -21,7 +21,10 @@ use crate::writes;
 
 /// What one attempt decided, carried out after the lock is released.
 enum Outcome {
-    Bind { pod: Arc<Pod>, node: String },
+    Bind {
+        pod: Arc<Pod>,
+        node: String,
+    },
     Unschedulable {
         pod: Arc<Pod>,
         message: String,
@@ -89,7 +92,9 @@ impl Loop {
             Outcome::Bind { pod, node } => {
                 // Holding a permit before spawning bounds the binds in flight and slows the
                 // loop down when the API server is the bottleneck.
-                let Ok(permit) = self.binds.clone().acquire_owned().await else { return };
+                let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    return;
+                };
                 let client = self.client.clone();
                 let shared = self.shared.clone();
                 let key = p.key.clone();
@@ -98,10 +103,17 @@ impl Loop {
                     drop(permit);
                 });
             }
-            Outcome::Unschedulable { pod, message, nominate, evict, clear } => {
+            Outcome::Unschedulable {
+                pod,
+                message,
+                nominate,
+                evict,
+                clear,
+            } => {
                 let client = self.client.clone();
                 tokio::spawn(async move {
-                    report_failure(&client, &pod, &message, nominate.as_deref(), &evict, &clear).await;
+                    report_failure(&client, &pod, &message, nominate.as_deref(), &evict, &clear)
+                        .await;
                 });
             }
         }
@@ -112,7 +124,9 @@ impl Loop {
 fn decide(st: &mut State, p: &Popped, volume_check: Result<(), String>) -> Outcome {
     let now = Instant::now();
     // The pod may have been deleted or bound while its volumes were checked.
-    let Some(pod) = st.queue.pod(&p.key) else { return Outcome::Skip };
+    let Some(pod) = st.queue.pod(&p.key) else {
+        return Outcome::Skip;
+    };
     let info = Arc::new(PodInfo::new(pod.clone()));
     let all = st.cache.node_count();
     if let Err(msg) = volume_check {
@@ -121,7 +135,10 @@ fn decide(st: &mut State, p: &Popped, volume_check: Result<(), String>) -> Outco
             all,
             Some(&msg),
             std::iter::empty(),
-            Some(&diagnosis::preemption(all, std::iter::repeat_n(diagnosis::PREEMPTION_NOT_HELPFUL, all))),
+            Some(&diagnosis::preemption(
+                all,
+                std::iter::repeat_n(diagnosis::PREEMPTION_NOT_HELPFUL, all),
+            )),
         );
         return unschedulable(pod, message, None);
     }
@@ -159,9 +176,8 @@ fn decide(st: &mut State, p: &Popped, volume_check: Result<(), String>) -> Outco
         .collect();
     let plugins: HashSet<Plugin> = filtered.rejected.iter().map(|(_, r)| r.plugin).collect();
     let pdbs: Vec<_> = st.pdbs.values().cloned().collect();
-    let post = preemption::eligible(&cycle, &st.cache).and_then(|()| {
-        preemption::plan(&cycle, &st.cache, &filtered.rejected, &pdbs, &nominated)
-    });
+    let post = preemption::eligible(&cycle, &st.cache)
+        .and_then(|()| preemption::plan(&cycle, &st.cache, &filtered.rejected, &pdbs, &nominated));
     match post {
         Ok(plan) => {
             let message = diagnosis::fit_error(all, None, reasons.into_iter(), None);
@@ -239,7 +255,15 @@ async fn bind(client: &Client, shared: &Shared, key: &str, pod: &Pod, node: &str
             shared.wake.notify_one();
             if !gone {
                 let msg = format!("Binding rejected: {e}");
-                writes::event(client, pod, "Warning", "FailedScheduling", "Scheduling", &msg).await;
+                writes::event(
+                    client,
+                    pod,
+                    "Warning",
+                    "FailedScheduling",
+                    "Scheduling",
+                    &msg,
+                )
+                .await;
             }
         }
     }
@@ -263,7 +287,15 @@ async fn report_failure(
             tracing::debug!(error = %e, "could not clear a nomination");
         }
     }
-    writes::event(client, pod, "Warning", "FailedScheduling", "Scheduling", message).await;
+    writes::event(
+        client,
+        pod,
+        "Warning",
+        "FailedScheduling",
+        "Scheduling",
+        message,
+    )
+    .await;
     if !writes::condition_is(pod, message, nominate) {
         if let Err(e) = writes::set_unschedulable(client, pod, message, nominate).await {
             tracing::debug!(error = %e, pod = pod.metadata.name.as_deref().unwrap_or(""), "could not update the PodScheduled condition");

@@ -79,9 +79,9 @@ pub fn term_matches(term: &NodeSelectorTerm, node_name: &str, labels: &Labels) -
     exprs
         .iter()
         .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            r.key == "metadata.name" && requirement_matches(r, Some(node_name))
-        })
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(node_name)))
 }
 
 /// Terms are ORed.
@@ -108,21 +108,52 @@ mod tests {
     fn every_node_operator() {
         let n = node("n1", json!({"zone": "a", "cores": "8"}));
         let t = |e: serde_json::Value| terms(json!([{"matchExpressions": [e]}]));
-        assert!(terms_match(&t(json!({"key": "zone", "operator": "In", "values": ["a", "b"]})), &n));
-        assert!(!terms_match(&t(json!({"key": "zone", "operator": "NotIn", "values": ["a"]})), &n));
-        assert!(terms_match(&t(json!({"key": "gpu", "operator": "NotIn", "values": ["x"]})), &n));
-        assert!(terms_match(&t(json!({"key": "zone", "operator": "Exists"})), &n));
-        assert!(terms_match(&t(json!({"key": "gpu", "operator": "DoesNotExist"})), &n));
-        assert!(terms_match(&t(json!({"key": "cores", "operator": "Gt", "values": ["4"]})), &n));
-        assert!(!terms_match(&t(json!({"key": "cores", "operator": "Lt", "values": ["4"]})), &n));
-        assert!(!terms_match(&t(json!({"key": "zone", "operator": "Gt", "values": ["4"]})), &n));
-        let f = terms(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]));
+        assert!(terms_match(
+            &t(json!({"key": "zone", "operator": "In", "values": ["a", "b"]})),
+            &n
+        ));
+        assert!(!terms_match(
+            &t(json!({"key": "zone", "operator": "NotIn", "values": ["a"]})),
+            &n
+        ));
+        assert!(terms_match(
+            &t(json!({"key": "gpu", "operator": "NotIn", "values": ["x"]})),
+            &n
+        ));
+        assert!(terms_match(
+            &t(json!({"key": "zone", "operator": "Exists"})),
+            &n
+        ));
+        assert!(terms_match(
+            &t(json!({"key": "gpu", "operator": "DoesNotExist"})),
+            &n
+        ));
+        assert!(terms_match(
+            &t(json!({"key": "cores", "operator": "Gt", "values": ["4"]})),
+            &n
+        ));
+        assert!(!terms_match(
+            &t(json!({"key": "cores", "operator": "Lt", "values": ["4"]})),
+            &n
+        ));
+        assert!(!terms_match(
+            &t(json!({"key": "zone", "operator": "Gt", "values": ["4"]})),
+            &n
+        ));
+        let f = terms(
+            json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]),
+        );
         assert!(terms_match(&f, &n));
-        let f = terms(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]));
+        let f = terms(
+            json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]),
+        );
         assert!(!terms_match(&f, &n));
         // Terms are ORed; an empty term matches nothing.
         assert!(!terms_match(&terms(json!([{}])), &n));
-        assert!(terms_match(&terms(json!([{}, {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}])), &n));
+        assert!(terms_match(
+            &terms(json!([{}, {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}])),
+            &n
+        ));
     }
 
     #[test]
@@ -130,9 +161,18 @@ mod tests {
         let labels: Labels = [("app".to_string(), "web".to_string())].into();
         let s = |v| serde_json::from_value::<LabelSelector>(v).unwrap();
         assert!(selector_matches(&s(json!({})), &labels));
-        assert!(selector_matches(&s(json!({"matchLabels": {"app": "web"}})), &labels));
-        assert!(!selector_matches(&s(json!({"matchLabels": {"app": "db"}})), &labels));
-        assert!(selector_matches(&s(json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]})), &labels));
+        assert!(selector_matches(
+            &s(json!({"matchLabels": {"app": "web"}})),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &s(json!({"matchLabels": {"app": "db"}})),
+            &labels
+        ));
+        assert!(selector_matches(
+            &s(json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]})),
+            &labels
+        ));
         assert!(!opt_selector_matches(None, &labels));
     }
 }

@@ -10,7 +10,11 @@ pub fn claims(pod: &Pod) -> Vec<String> {
     pod.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
-        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+        .filter_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
         .collect()
 }
 
@@ -36,11 +40,18 @@ pub async fn check(client: &Client, pod: &Pod) -> Result<(), String> {
         if bound {
             continue;
         }
-        let class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
+        let class = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default();
         let wait = if class.is_empty() {
             false
         } else {
-            match Api::<StorageClass>::all(client.clone()).get_opt(&class).await {
+            match Api::<StorageClass>::all(client.clone())
+                .get_opt(&class)
+                .await
+            {
                 Ok(Some(sc)) => sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"),
                 Ok(None) => {
                     return Err(format!("storageclass.storage.k8s.io \"{class}\" not found"))

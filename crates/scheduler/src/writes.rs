@@ -52,8 +52,8 @@ pub fn condition_is(pod: &Pod, message: &str, nominated: Option<&str>) -> bool {
                 && c.reason.as_deref() == Some("Unschedulable")
                 && c.message.as_deref() == Some(message)
         });
-    let same_nominated = nominated.is_none()
-        || status.and_then(|s| s.nominated_node_name.as_deref()) == nominated;
+    let same_nominated =
+        nominated.is_none() || status.and_then(|s| s.nominated_node_name.as_deref()) == nominated;
     same_condition && same_nominated
 }
 
@@ -74,7 +74,11 @@ pub async fn set_unschedulable(
         status["nominatedNodeName"] = json!(n);
     }
     pods(client, ns)
-        .patch_status(name, &PatchParams::default(), &Patch::Strategic(json!({"status": status})))
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": status})),
+        )
         .await
         .map(|_| ())
 }
@@ -92,7 +96,14 @@ pub async fn clear_nomination(client: &Client, pod: &Pod) -> Result<(), kube::Er
 }
 
 /// A core/v1 Event about `pod` (what `kubectl describe pod` lists), from default-scheduler.
-pub async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str) {
+pub async fn event(
+    client: &Client,
+    pod: &Pod,
+    type_: &str,
+    reason: &str,
+    action: &str,
+    message: &str,
+) {
     let (ns, name, uid) = meta(pod);
     let now = Timestamp::now();
     let ev = Event {
@@ -136,7 +147,12 @@ pub async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, action
 
 /// Evict a preemption victim as upstream: mark DisruptionTarget, then DELETE with the pod's
 /// own grace period.
-pub async fn evict(client: &Client, victim: &Pod, preemptor: &Pod, node: &str) -> Result<(), kube::Error> {
+pub async fn evict(
+    client: &Client,
+    victim: &Pod,
+    preemptor: &Pod,
+    node: &str,
+) -> Result<(), kube::Error> {
     let (ns, name, uid) = meta(victim);
     let api = pods(client, ns);
     let cond = json!({"status": {"conditions": [{
@@ -144,7 +160,10 @@ pub async fn evict(client: &Client, victim: &Pod, preemptor: &Pod, node: &str) -
         "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
         "lastTransitionTime": Timestamp::now().to_string(),
     }]}});
-    if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Strategic(cond)).await {
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(cond))
+        .await
+    {
         tracing::debug!(error = %e, pod = name, "could not mark the preemption victim");
     }
     let dp = DeleteParams {

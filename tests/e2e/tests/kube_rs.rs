@@ -194,7 +194,10 @@ async fn watcher_sees_a_pod_scheduled() {
         "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}}))
     .unwrap();
     pods.create(&PostParams::default(), &p).await.unwrap();
-    let mut stream = Box::pin(watcher(pods.clone(), watcher::Config::default().fields("metadata.name=w")));
+    let mut stream = Box::pin(watcher(
+        pods.clone(),
+        watcher::Config::default().fields("metadata.name=w"),
+    ));
     // No node yet: the scheduler reports it Unschedulable.
     let unsched = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(ev) = stream.try_next().await.unwrap() {
@@ -209,14 +212,24 @@ async fn watcher_sees_a_pod_scheduled() {
     })
     .await
     .expect("an Unschedulable condition within 30 s");
-    assert_eq!((unsched.status.as_str(), unsched.reason.as_deref()), ("False", Some("Unschedulable")));
-    assert_eq!(unsched.message.as_deref(), Some("no nodes available to schedule pods"));
+    assert_eq!(
+        (unsched.status.as_str(), unsched.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
+    assert_eq!(
+        unsched.message.as_deref(),
+        Some("no nodes available to schedule pods")
+    );
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "k1"}})).unwrap();
     let nodes: Api<Node> = Api::all(c.clone());
     nodes.create(&PostParams::default(), &node).await.unwrap();
     nodes
-        .patch_status("k1", &PatchParams::default(), &Patch::Merge(json!({"status": {
-            "allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}})))
+        .patch_status(
+            "k1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+            "allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}})),
+        )
         .await
         .unwrap();
     let bound = tokio::time::timeout(Duration::from_secs(30), async {
@@ -233,5 +246,9 @@ async fn watcher_sees_a_pod_scheduled() {
     .expect("bound within 30 s");
     assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("k1"));
     let cond = bound.status.unwrap().conditions.unwrap_or_default();
-    assert!(cond.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"), "{cond:?}");
+    assert!(
+        cond.iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True"),
+        "{cond:?}"
+    );
 }

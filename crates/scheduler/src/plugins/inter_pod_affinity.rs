@@ -41,7 +41,10 @@ impl Term {
         let mut selector = t.label_selector.clone();
         let own = labels_of(&owner.metadata);
         let mut extra = Vec::new();
-        for (keys, op) in [(&t.match_label_keys, "In"), (&t.mismatch_label_keys, "NotIn")] {
+        for (keys, op) in [
+            (&t.match_label_keys, "In"),
+            (&t.mismatch_label_keys, "NotIn"),
+        ] {
             for k in keys.iter().flatten() {
                 if let Some(v) = own.get(k) {
                     extra.push(LabelSelectorRequirement {
@@ -53,7 +56,9 @@ impl Term {
             }
         }
         if let (Some(sel), false) = (selector.as_mut(), extra.is_empty()) {
-            sel.match_expressions.get_or_insert_with(Vec::new).extend(extra);
+            sel.match_expressions
+                .get_or_insert_with(Vec::new)
+                .extend(extra);
         }
         Term {
             namespaces,
@@ -70,12 +75,19 @@ impl Term {
                 static EMPTY: Labels = Labels::new();
                 selector_matches(s, ns_labels.get(ns).unwrap_or(&EMPTY))
             });
-        ns_ok && self.selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels()))
+        ns_ok
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| selector_matches(s, pod.labels()))
     }
 }
 
 fn terms(list: Option<&Vec<PodAffinityTerm>>, owner: &Pod) -> Vec<Term> {
-    list.into_iter().flatten().map(|t| Term::new(t, owner)).collect()
+    list.into_iter()
+        .flatten()
+        .map(|t| Term::new(t, owner))
+        .collect()
 }
 
 struct Weighted {
@@ -110,10 +122,34 @@ impl PodTerms {
         let pa = aff.and_then(|a| a.pod_affinity.as_ref());
         let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
         PodTerms {
-            required_affinity: terms(pa.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()), pod),
-            required_anti: terms(paa.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()), pod),
-            preferred_affinity: weighted(pa.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()), pod),
-            preferred_anti: weighted(paa.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()), pod),
+            required_affinity: terms(
+                pa.and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+            required_anti: terms(
+                paa.and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+            preferred_affinity: weighted(
+                pa.and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+            preferred_anti: weighted(
+                paa.and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
         }
     }
 
@@ -186,29 +222,62 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
     for t in &s.required_affinity {
         match labels.get(&t.topology_key) {
             None => {
-                return Err(Rejection::new(Plugin::InterPodAffinity, Code::Unresolvable, REASON_AFFINITY))
+                return Err(Rejection::new(
+                    Plugin::InterPodAffinity,
+                    Code::Unresolvable,
+                    REASON_AFFINITY,
+                ))
             }
             Some(v) => {
-                if s.affinity.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) <= 0 {
+                if s.affinity
+                    .get(&(t.topology_key.clone(), v.clone()))
+                    .copied()
+                    .unwrap_or(0)
+                    <= 0
+                {
                     pods_exist = false;
                 }
             }
         }
     }
-    if !pods_exist && !(s.affinity.is_empty() && s.self_match) {
-        return Err(Rejection::new(Plugin::InterPodAffinity, Code::Unresolvable, REASON_AFFINITY));
+    // The first pod of a group whose affinity names itself may go anywhere it fits.
+    let first_of_group = s.affinity.is_empty() && s.self_match;
+    if !(pods_exist || first_of_group) {
+        return Err(Rejection::new(
+            Plugin::InterPodAffinity,
+            Code::Unresolvable,
+            REASON_AFFINITY,
+        ));
     }
     for t in &s.required_anti {
         if let Some(v) = labels.get(&t.topology_key) {
-            if s.anti.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) > 0 {
-                return Err(Rejection::new(Plugin::InterPodAffinity, Code::Unschedulable, REASON_ANTI));
+            if s.anti
+                .get(&(t.topology_key.clone(), v.clone()))
+                .copied()
+                .unwrap_or(0)
+                > 0
+            {
+                return Err(Rejection::new(
+                    Plugin::InterPodAffinity,
+                    Code::Unschedulable,
+                    REASON_ANTI,
+                ));
             }
         }
     }
     if !s.existing_anti.is_empty() {
         for (k, v) in labels {
-            if s.existing_anti.get(&(k.clone(), v.clone())).copied().unwrap_or(0) > 0 {
-                return Err(Rejection::new(Plugin::InterPodAffinity, Code::Unschedulable, REASON_EXISTING_ANTI));
+            if s.existing_anti
+                .get(&(k.clone(), v.clone()))
+                .copied()
+                .unwrap_or(0)
+                > 0
+            {
+                return Err(Rejection::new(
+                    Plugin::InterPodAffinity,
+                    Code::Unschedulable,
+                    REASON_EXISTING_ANTI,
+                ));
             }
         }
     }
@@ -284,7 +353,11 @@ pub fn normalize(scores: &mut [i64]) {
     );
     let diff = max - min;
     for s in scores.iter_mut() {
-        *s = if diff > 0 { super::MAX_NODE_SCORE * (*s - min) / diff } else { 0 };
+        *s = if diff > 0 {
+            super::MAX_NODE_SCORE * (*s - min) / diff
+        } else {
+            0
+        };
     }
 }
 
@@ -316,7 +389,9 @@ mod tests {
             "spec": {"containers": [], "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}});
         // No db pod anywhere, and the pod is not a db itself: nowhere.
-        assert!(run(&c, aff.clone()).iter().all(|r| r.as_ref().unwrap_err().reasons == vec![REASON_AFFINITY]));
+        assert!(run(&c, aff.clone())
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().reasons == vec![REASON_AFFINITY]));
         c.assume(info(json!({"metadata": {"name": "db", "uid": "db", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}})), "n3");
         let r = run(&c, aff);
         assert!(r[0].is_err() && r[1].is_err() && r[2].is_ok());
@@ -335,16 +410,28 @@ mod tests {
             "spec": {"containers": [], "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}})), "n1");
         // A plain web pod: the existing pod's anti-affinity keeps it off n1.
-        let r = run(&c, json!({"metadata": {"name": "b", "uid": "b", "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}}));
-        assert_eq!(r[0].as_ref().unwrap_err().reasons, vec![REASON_EXISTING_ANTI]);
+        let r = run(
+            &c,
+            json!({"metadata": {"name": "b", "uid": "b", "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}}),
+        );
+        assert_eq!(
+            r[0].as_ref().unwrap_err().reasons,
+            vec![REASON_EXISTING_ANTI]
+        );
         assert!(r[1].is_ok() && r[2].is_ok());
         // The same pod in another namespace is not matched by the default namespace.
-        let r = run(&c, json!({"metadata": {"name": "b", "uid": "b", "namespace": "other", "labels": {"app": "web"}}, "spec": {"containers": []}}));
+        let r = run(
+            &c,
+            json!({"metadata": {"name": "b", "uid": "b", "namespace": "other", "labels": {"app": "web"}}, "spec": {"containers": []}}),
+        );
         assert!(r.iter().all(Result::is_ok));
         // Incoming anti-affinity by zone: n1 and n2 share zone a.
-        let r = run(&c, json!({"metadata": {"name": "x", "uid": "x", "namespace": "d"}, "spec": {"containers": [],
+        let r = run(
+            &c,
+            json!({"metadata": {"name": "x", "uid": "x", "namespace": "d"}, "spec": {"containers": [],
             "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone", "namespaceSelector": {}}]}}}}));
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone", "namespaceSelector": {}}]}}}}),
+        );
         assert_eq!(r[1].as_ref().unwrap_err().reasons, vec![REASON_ANTI]);
         assert!(r[2].is_ok());
     }
@@ -353,9 +440,11 @@ mod tests {
     fn preferred_terms_score_by_domain() {
         let mut c = three_zones();
         c.assume(info(json!({"metadata": {"name": "db", "uid": "db", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}})), "n3");
-        let p = info(json!({"metadata": {"name": "w", "uid": "w", "namespace": "d"}, "spec": {"containers": [], "affinity": {
+        let p = info(
+            json!({"metadata": {"name": "w", "uid": "w", "namespace": "d"}, "spec": {"containers": [], "affinity": {
             "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50,
-                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}}]}}}}));
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}}]}}}}),
+        );
         let pairs = prescore(&p, &PodTerms::of(&p.pod), &c).unwrap();
         let mut s: Vec<i64> = c.nodes().map(|n| score(&pairs, n)).collect();
         assert_eq!(s, vec![0, 0, 50]);

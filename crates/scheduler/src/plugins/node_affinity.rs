@@ -20,8 +20,10 @@ pub fn matches_required(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
-    {
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        }) {
         Some(req) => terms_match(&req.node_selector_terms, node),
         None => true,
     }
@@ -31,7 +33,11 @@ pub fn filter(spec: &PodSpec, node: &Node) -> Result<(), Rejection> {
     if matches_required(spec, node) {
         Ok(())
     } else {
-        Err(Rejection::new(Plugin::NodeAffinity, Code::Unresolvable, REASON))
+        Err(Rejection::new(
+            Plugin::NodeAffinity,
+            Code::Unresolvable,
+            REASON,
+        ))
     }
 }
 
@@ -41,7 +47,10 @@ pub fn score(spec: &PodSpec, node: &Node) -> i64 {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     else {
         return 0;
     };
@@ -79,10 +88,12 @@ mod tests {
 
     #[test]
     fn preferred_weights_add_up() {
-        let s = spec(json!({"containers": [], "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
-            {"weight": 5, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}}
-        ]}}}));
+        let s = spec(
+            json!({"containers": [], "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+                {"weight": 5, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}}
+            ]}}}),
+        );
         assert_eq!(score(&s, &node("n", json!({"zone": "a", "disk": "x"}))), 15);
         assert_eq!(score(&s, &node("n", json!({"disk": "x"}))), 5);
         assert_eq!(score(&s, &node("n", json!({}))), 0);

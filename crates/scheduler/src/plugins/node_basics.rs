@@ -7,7 +7,12 @@ use super::{taints, Code, Plugin, Rejection};
 use crate::cache::{HostPort, NodeInfo};
 
 pub fn node_unschedulable(spec: &PodSpec, node: &Node) -> Result<(), Rejection> {
-    if !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    if !node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     // A pod that tolerates the unschedulable taint may land on a cordoned node.
@@ -61,13 +66,20 @@ mod tests {
 
     #[test]
     fn cordoned_node_refuses_unless_tolerated() {
-        let n: Node = serde_json::from_value(json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}})).unwrap();
+        let n: Node = serde_json::from_value(
+            json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}}),
+        )
+        .unwrap();
         let plain: PodSpec = serde_json::from_value(json!({"containers": []})).unwrap();
-        assert_eq!(node_unschedulable(&plain, &n).unwrap_err().reasons, vec!["node(s) were unschedulable"]);
+        assert_eq!(
+            node_unschedulable(&plain, &n).unwrap_err().reasons,
+            vec!["node(s) were unschedulable"]
+        );
         let tol: PodSpec = serde_json::from_value(json!({"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]})).unwrap();
         assert!(node_unschedulable(&tol, &n).is_ok());
-        let named: PodSpec = serde_json::from_value(json!({"containers": [], "nodeName": "other"})).unwrap();
+        let named: PodSpec =
+            serde_json::from_value(json!({"containers": [], "nodeName": "other"})).unwrap();
         assert!(node_name(&named, &n).is_err());
         assert!(node_name(&plain, &n).is_ok());
     }
@@ -75,11 +87,19 @@ mod tests {
     #[test]
     fn host_ports_conflict_by_ip_protocol_and_port() {
         let mut c = cache(&[("n", json!({}))]);
-        let placed = info(json!({"metadata": {"name": "a", "uid": "a"}, "spec": {"containers": [{"name": "c",
-            "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": "10.0.0.1"}]}]}}));
+        let placed = info(
+            json!({"metadata": {"name": "a", "uid": "a"}, "spec": {"containers": [{"name": "c",
+            "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": "10.0.0.1"}]}]}}),
+        );
         c.assume(placed, "n");
         let n = c.node("n").unwrap();
-        let want = |ip: &str, proto: &str, port| vec![HostPort { ip: ip.into(), protocol: proto.into(), port }];
+        let want = |ip: &str, proto: &str, port| {
+            vec![HostPort {
+                ip: ip.into(),
+                protocol: proto.into(),
+                port,
+            }]
+        };
         assert!(node_ports(&want("0.0.0.0", "TCP", 8080), n).is_err());
         assert!(node_ports(&want("10.0.0.1", "TCP", 8080), n).is_err());
         assert!(node_ports(&want("10.0.0.2", "TCP", 8080), n).is_ok());

@@ -8,7 +8,11 @@ use crate::resources::Resources;
 /// upstream `fitsRequest`; `extra` is what higher-priority pods nominated to this node
 /// will take. Every insufficient resource is a reason; a request larger than the whole
 /// node is unresolvable (evicting pods cannot help).
-pub fn filter(pod: &PodInfo, node: &NodeInfo, extra: Option<&(usize, Resources)>) -> Result<(), Rejection> {
+pub fn filter(
+    pod: &PodInfo,
+    node: &NodeInfo,
+    extra: Option<&(usize, Resources)>,
+) -> Result<(), Rejection> {
     let mut requested = node.requested.clone();
     let mut pods = node.pods.len() as i64;
     if let Some((n, r)) = extra {
@@ -44,7 +48,11 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo, extra: Option<&(usize, Resources)>
     }
     Err(Rejection {
         plugin: Plugin::NodeResourcesFit,
-        code: if unresolvable { Code::Unresolvable } else { Code::Unschedulable },
+        code: if unresolvable {
+            Code::Unresolvable
+        } else {
+            Code::Unschedulable
+        },
         reasons,
     })
 }
@@ -83,8 +91,14 @@ pub fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
         return None;
     }
     let pairs = [
-        (node.requested.milli_cpu + pod.requests.milli_cpu, node.allocatable.milli_cpu),
-        (node.requested.memory + pod.requests.memory, node.allocatable.memory),
+        (
+            node.requested.milli_cpu + pod.requests.milli_cpu,
+            node.allocatable.milli_cpu,
+        ),
+        (
+            node.requested.memory + pod.requests.memory,
+            node.allocatable.memory,
+        ),
     ];
     let fractions: Vec<f64> = pairs
         .iter()
@@ -106,7 +120,9 @@ mod tests {
     use serde_json::json;
 
     fn p(uid: &str, req: serde_json::Value) -> std::sync::Arc<PodInfo> {
-        info(json!({"metadata": {"name": uid, "uid": uid}, "spec": {"containers": [{"name": "c", "resources": {"requests": req}}]}}))
+        info(
+            json!({"metadata": {"name": uid, "uid": uid}, "spec": {"containers": [{"name": "c", "resources": {"requests": req}}]}}),
+        )
     }
 
     #[test]
@@ -115,14 +131,35 @@ mod tests {
         c.assume(p("a", json!({"cpu": "3", "memory": "1Gi"})), "n");
         let n = c.node("n").unwrap();
         assert!(filter(&p("b", json!({"cpu": "1"})), n, None).is_ok());
-        let e = filter(&p("b", json!({"cpu": "2", "memory": "8Gi", "example.com/gpu": "1"})), n, None).unwrap_err();
-        assert_eq!(e.reasons, vec!["Insufficient cpu", "Insufficient memory", "Insufficient example.com/gpu"]);
+        let e = filter(
+            &p(
+                "b",
+                json!({"cpu": "2", "memory": "8Gi", "example.com/gpu": "1"}),
+            ),
+            n,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.reasons,
+            vec![
+                "Insufficient cpu",
+                "Insufficient memory",
+                "Insufficient example.com/gpu"
+            ]
+        );
         // 8Gi fits an empty node: evicting could help... but the gpu never can.
         assert_eq!(e.code, Code::Unresolvable);
         let e = filter(&p("b", json!({"cpu": "2"})), n, None).unwrap_err();
         assert_eq!(e.code, Code::Unschedulable);
         // Nominated pods of higher priority count as placed.
-        let extra = (1, crate::resources::Resources { milli_cpu: 1000, ..Default::default() });
+        let extra = (
+            1,
+            crate::resources::Resources {
+                milli_cpu: 1000,
+                ..Default::default()
+            },
+        );
         assert!(filter(&p("b", json!({"cpu": "1"})), n, Some(&extra)).is_err());
     }
 
@@ -132,7 +169,12 @@ mod tests {
         c.upsert_node(crate::plugins::testing::node(json!({"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "4", "pods": "1"}}})));
         assert!(filter(&p("a", json!({})), c.node("n").unwrap(), None).is_ok());
         c.assume(p("a", json!({})), "n");
-        assert_eq!(filter(&p("b", json!({})), c.node("n").unwrap(), None).unwrap_err().reasons, vec!["Too many pods"]);
+        assert_eq!(
+            filter(&p("b", json!({})), c.node("n").unwrap(), None)
+                .unwrap_err()
+                .reasons,
+            vec!["Too many pods"]
+        );
     }
 
     #[test]
@@ -150,6 +192,9 @@ mod tests {
         assert_eq!(balanced_allocation(&p("d", json!({})), n), None);
         // A request-less pod still counts 100m / 200Mi for LeastAllocated.
         let empty = crate::plugins::testing::cache(&[("m", json!({}))]);
-        assert_eq!(least_allocated(&p("d", json!({})), empty.node("m").unwrap()), (97 + 97) / 2);
+        assert_eq!(
+            least_allocated(&p("d", json!({})), empty.node("m").unwrap()),
+            (97 + 97) / 2
+        );
     }
 }

@@ -55,7 +55,12 @@ pub fn filter(taints: &[Taint], tolerations: &[Toleration]) -> Result<(), Reject
 pub fn score(taints: &[Taint], tolerations: &[Toleration]) -> i64 {
     let prefer: Vec<&Toleration> = tolerations
         .iter()
-        .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
+        .filter(|t| {
+            matches!(
+                t.effect.as_deref(),
+                None | Some("") | Some("PreferNoSchedule")
+            )
+        })
         .collect();
     taints
         .iter()
@@ -79,13 +84,28 @@ mod tests {
     fn untolerated_noschedule_is_named_in_upstream_shape() {
         let t = taints(json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]));
         let err = filter(&t, &[]).unwrap_err();
-        assert_eq!(err.reasons, vec!["node(s) had untolerated taint {dedicated: gpu}"]);
+        assert_eq!(
+            err.reasons,
+            vec!["node(s) had untolerated taint {dedicated: gpu}"]
+        );
         assert_eq!(err.code, Code::Unresolvable);
-        assert!(filter(&t, &tols(json!([{"key": "dedicated", "operator": "Equal", "value": "gpu"}]))).is_ok());
-        assert!(filter(&t, &tols(json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]))).is_ok());
+        assert!(filter(
+            &t,
+            &tols(json!([{"key": "dedicated", "operator": "Equal", "value": "gpu"}]))
+        )
+        .is_ok());
+        assert!(filter(
+            &t,
+            &tols(json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]))
+        )
+        .is_ok());
         assert!(filter(&t, &tols(json!([{"operator": "Exists"}]))).is_ok());
         assert!(filter(&t, &tols(json!([{"key": "dedicated", "value": "cpu"}]))).is_err());
-        assert!(filter(&t, &tols(json!([{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]))).is_err());
+        assert!(filter(
+            &t,
+            &tols(json!([{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]))
+        )
+        .is_err());
         // PreferNoSchedule never filters.
         let soft = taints(json!([{"key": "k", "effect": "PreferNoSchedule"}]));
         assert!(filter(&soft, &[]).is_ok());
@@ -99,8 +119,17 @@ mod tests {
             {"key": "c", "effect": "NoSchedule"}
         ]));
         assert_eq!(score(&t, &[]), 2);
-        assert_eq!(score(&t, &tols(json!([{"key": "a", "operator": "Exists"}]))), 1);
+        assert_eq!(
+            score(&t, &tols(json!([{"key": "a", "operator": "Exists"}]))),
+            1
+        );
         // A NoSchedule toleration does not cover a PreferNoSchedule taint.
-        assert_eq!(score(&t, &tols(json!([{"key": "b", "operator": "Exists", "effect": "NoSchedule"}]))), 2);
+        assert_eq!(
+            score(
+                &t,
+                &tols(json!([{"key": "b", "operator": "Exists", "effect": "NoSchedule"}]))
+            ),
+            2
+        );
     }
 }

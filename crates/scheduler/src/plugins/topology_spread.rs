@@ -79,7 +79,11 @@ fn eligible(c: &Constraint, spec: &PodSpec, node: &NodeInfo) -> bool {
         return false;
     }
     if c.honor_taints {
-        let taints = n.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+        let taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or(&[]);
         if taints::filter(taints, spec.tolerations.as_deref().unwrap_or(&[])).is_err() {
             return false;
         }
@@ -88,7 +92,8 @@ fn eligible(c: &Constraint, spec: &PodSpec, node: &NodeInfo) -> bool {
 }
 
 fn has_all_keys(cs: &[Constraint], node: &NodeInfo) -> bool {
-    cs.iter().all(|c| node.labels().contains_key(&c.topology_key))
+    cs.iter()
+        .all(|c| node.labels().contains_key(&c.topology_key))
 }
 
 /// upstream PreFilter state: matching pods per domain, per constraint.
@@ -120,7 +125,11 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
     }
     let self_match = cs
         .iter()
-        .map(|c| c.selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels())))
+        .map(|c| {
+            c.selector
+                .as_ref()
+                .is_some_and(|s| selector_matches(s, pod.labels()))
+        })
         .collect();
     FilterState {
         constraints: cs,
@@ -132,7 +141,11 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
 pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
     for (i, c) in s.constraints.iter().enumerate() {
         let Some(value) = node.labels().get(&c.topology_key) else {
-            return Err(Rejection::new(Plugin::PodTopologySpread, Code::Unresolvable, REASON_LABEL));
+            return Err(Rejection::new(
+                Plugin::PodTopologySpread,
+                Code::Unresolvable,
+                REASON_LABEL,
+            ));
         };
         let domains = &s.counts[i];
         // Fewer eligible domains than minDomains: the global minimum is taken as 0.
@@ -144,7 +157,11 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
         let here = domains.get(value).copied().unwrap_or(0);
         let skew = here + s.self_match[i] as i64 - min;
         if skew > c.max_skew {
-            return Err(Rejection::new(Plugin::PodTopologySpread, Code::Unschedulable, REASON_SKEW));
+            return Err(Rejection::new(
+                Plugin::PodTopologySpread,
+                Code::Unschedulable,
+                REASON_SKEW,
+            ));
         }
     }
     Ok(())
@@ -159,7 +176,12 @@ pub struct ScoreState {
     namespace: String,
 }
 
-pub fn prescore(pod: &PodInfo, spec: &PodSpec, cache: &Cache, feasible: &[&NodeInfo]) -> Option<ScoreState> {
+pub fn prescore(
+    pod: &PodInfo,
+    spec: &PodSpec,
+    cache: &Cache,
+    feasible: &[&NodeInfo],
+) -> Option<ScoreState> {
     let cs = constraints(pod, spec, "ScheduleAnyway");
     if cs.is_empty() {
         return None;
@@ -260,21 +282,30 @@ mod tests {
         cache(&[
             ("n1", json!({"zone": "a", "kubernetes.io/hostname": "n1"})),
             ("n2", json!({"zone": "b", "kubernetes.io/hostname": "n2"})),
-            ("n3", json!({"zone": "c", "kubernetes.io/hostname": "n3", "gpu": "yes"})),
+            (
+                "n3",
+                json!({"zone": "c", "kubernetes.io/hostname": "n3", "gpu": "yes"}),
+            ),
             ("nolabel", json!({"kubernetes.io/hostname": "nolabel"})),
         ])
     }
 
     fn web(uid: &str) -> std::sync::Arc<PodInfo> {
-        info(json!({"metadata": {"name": uid, "uid": uid, "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}}))
+        info(
+            json!({"metadata": {"name": uid, "uid": uid, "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}}),
+        )
     }
 
     fn spread(extra: serde_json::Value) -> std::sync::Arc<PodInfo> {
         let mut c = json!({"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
             "labelSelector": {"matchLabels": {"app": "web"}}});
-        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        info(json!({"metadata": {"name": "new", "uid": "new", "namespace": "d", "labels": {"app": "web"}},
-            "spec": {"containers": [], "topologySpreadConstraints": [c]}}))
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        info(
+            json!({"metadata": {"name": "new", "uid": "new", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": [], "topologySpreadConstraints": [c]}}),
+        )
     }
 
     fn run(c: &Cache, p: &PodInfo) -> Vec<Result<(), Rejection>> {
@@ -304,10 +335,12 @@ mod tests {
         c.assume(web("w1"), "n3");
         c.assume(web("w2"), "n3");
         let pinned = |policy: &str| {
-            info(json!({"metadata": {"name": "p", "uid": "p", "namespace": "d", "labels": {"app": "web"}},
+            info(
+                json!({"metadata": {"name": "p", "uid": "p", "namespace": "d", "labels": {"app": "web"}},
                 "spec": {"containers": [], "nodeSelector": {"gpu": "yes"}, "topologySpreadConstraints": [
                     {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
-                     "nodeAffinityPolicy": policy, "labelSelector": {"matchLabels": {"app": "web"}}}]}}))
+                     "nodeAffinityPolicy": policy, "labelSelector": {"matchLabels": {"app": "web"}}}]}}),
+            )
         };
         // Honour: only zone c counts (min 2), so n3 keeps the skew at 1.
         assert!(run(&c, &pinned("Honor"))[2].is_ok());
@@ -330,9 +363,11 @@ mod tests {
         c.assume(web("w1"), "n1");
         c.assume(web("w2"), "n1");
         c.assume(web("w3"), "n2");
-        let p = info(json!({"metadata": {"name": "new", "uid": "new", "namespace": "d", "labels": {"app": "web"}},
+        let p = info(
+            json!({"metadata": {"name": "new", "uid": "new", "namespace": "d", "labels": {"app": "web"}},
             "spec": {"containers": [], "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
-                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}}));
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}}),
+        );
         let spec = p.pod.spec.clone().unwrap();
         let feasible: Vec<&NodeInfo> = c.nodes().collect();
         let s = prescore(&p, &spec, &c, &feasible).unwrap();
