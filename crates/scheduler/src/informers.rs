@@ -99,7 +99,14 @@ pub fn apply_pod(st: &mut State, pod: Arc<Pod>) {
     if !responsible(&pod) || is_terminal(&pod) {
         return;
     }
-    if pod.metadata.deletion_timestamp.is_some() {
+    let gated = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty());
+    // Terminating pods are not placed; gated pods wait until their gates are removed
+    // (upstream's SchedulingGates PreEnqueue).
+    if pod.metadata.deletion_timestamp.is_some() || gated {
         st.queue.delete(&key);
         st.unscheduled_seen.remove(&key);
         return;

@@ -113,6 +113,8 @@ pub struct Queue {
     backoff: BinaryHeap<Reverse<(Instant, u64, String, u64)>>,
     seq: u64,
     moves: u64,
+    /// Keys of the pods in the unschedulable pool, so events do not scan the whole queue.
+    waiting: HashSet<String>,
 }
 
 fn created(pod: &Pod) -> i64 {
@@ -185,9 +187,11 @@ impl Queue {
 
     pub fn delete(&mut self, key: &str) {
         self.pods.remove(key);
+        self.waiting.remove(key);
     }
 
     fn push_active(&mut self, key: &str) {
+        self.waiting.remove(key);
         let Some(e) = self.pods.get_mut(key) else {
             return;
         };
@@ -203,6 +207,7 @@ impl Queue {
     }
 
     fn push_backoff(&mut self, key: &str) {
+        self.waiting.remove(key);
         let Some(e) = self.pods.get_mut(key) else {
             return;
         };
@@ -294,6 +299,7 @@ impl Queue {
             _ => {
                 e.state = State::Unschedulable(now);
                 e.gen += 1;
+                self.waiting.insert(key.to_string());
             }
         }
     }
@@ -312,14 +318,15 @@ impl Queue {
     pub fn on_event(&mut self, event: Event, now: Instant) -> bool {
         self.moves += 1;
         let keys: Vec<String> = self
-            .pods
+            .waiting
             .iter()
-            .filter(|(_, e)| {
-                matches!(e.state, State::Unschedulable(_))
-                    && (e.rejected_by.is_empty()
-                        || e.rejected_by.iter().any(|p| plugin_cares(*p, event)))
+            .filter(|k| {
+                self.pods.get(*k).is_some_and(|e| {
+                    e.rejected_by.is_empty()
+                        || e.rejected_by.iter().any(|p| plugin_cares(*p, event))
+                })
             })
-            .map(|(k, _)| k.clone())
+            .cloned()
             .collect();
         let moved = !keys.is_empty();
         for k in keys {

@@ -52,8 +52,27 @@ impl Loop {
 
     pub async fn run(self) {
         let mut last_leftover_flush = Instant::now();
+        let mut last_report = (Instant::now(), 0u64);
         loop {
             let now = Instant::now();
+            if now.duration_since(last_report.0) >= Duration::from_secs(10) {
+                let bound = self.shared.bound.load(std::sync::atomic::Ordering::Relaxed);
+                if bound > last_report.1 {
+                    let (active, backoff, waiting, in_flight) = self.shared.lock().queue.counts();
+                    let rate = (bound - last_report.1) as f64
+                        / now.duration_since(last_report.0).as_secs_f64();
+                    tracing::info!(
+                        bound,
+                        per_second = rate as u64,
+                        active,
+                        backoff,
+                        waiting,
+                        in_flight,
+                        "scheduler progress"
+                    );
+                }
+                last_report = (now, bound);
+            }
             let (popped, next) = {
                 let mut st = self.shared.lock();
                 if now.duration_since(last_leftover_flush) > Duration::from_secs(30) {
@@ -99,8 +118,17 @@ impl Loop {
                 let shared = self.shared.clone();
                 let key = p.key.clone();
                 tokio::spawn(async move {
-                    bind(&client, &shared, &key, &pod, &node).await;
+                    let bound = bind(&client, &shared, &key, &pod, &node).await;
+                    // The event is not part of the bind: free the slot first.
                     drop(permit);
+                    if bound {
+                        let msg = format!(
+                            "Successfully assigned {}/{} to {node}",
+                            pod.metadata.namespace.as_deref().unwrap_or(""),
+                            pod.metadata.name.as_deref().unwrap_or("")
+                        );
+                        writes::event(&client, &pod, "Normal", "Scheduled", "Binding", &msg).await;
+                    }
                 });
             }
             Outcome::Unschedulable {
@@ -225,16 +253,15 @@ fn assume(st: &mut State, info: Arc<PodInfo>, pod: Arc<Pod>, node: String) -> Ou
     Outcome::Bind { pod, node }
 }
 
-async fn bind(client: &Client, shared: &Shared, key: &str, pod: &Pod, node: &str) {
+/// Bind; true when bound. A failure forgets the assumption and backs the pod off.
+async fn bind(client: &Client, shared: &Shared, key: &str, pod: &Pod, node: &str) -> bool {
     match writes::bind(client, pod, node).await {
         Ok(()) => {
             shared.lock().queue.delete(key);
-            let msg = format!(
-                "Successfully assigned {}/{} to {node}",
-                pod.metadata.namespace.as_deref().unwrap_or(""),
-                pod.metadata.name.as_deref().unwrap_or("")
-            );
-            writes::event(client, pod, "Normal", "Scheduled", "Binding", &msg).await;
+            shared
+                .bound
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
         }
         Err(e) => {
             let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
@@ -265,6 +292,7 @@ async fn bind(client: &Client, shared: &Shared, key: &str, pod: &Pod, node: &str
                 )
                 .await;
             }
+            false
         }
     }
 }

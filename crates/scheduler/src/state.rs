@@ -74,6 +74,8 @@ pub struct State {
 pub struct Shared {
     state: Mutex<State>,
     pub wake: Notify,
+    /// Pods bound since start (for the progress log).
+    pub bound: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

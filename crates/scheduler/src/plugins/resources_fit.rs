@@ -13,12 +13,19 @@ pub fn filter(
     node: &NodeInfo,
     extra: Option<&(usize, Resources)>,
 ) -> Result<(), Rejection> {
-    let mut requested = node.requested.clone();
+    // Only a node with nominated pods needs a combined copy.
+    let combined;
     let mut pods = node.pods.len() as i64;
-    if let Some((n, r)) = extra {
-        requested.add(r);
-        pods += *n as i64;
-    }
+    let requested = match extra {
+        Some((n, r)) => {
+            let mut c = node.requested.clone();
+            c.add(r);
+            pods += *n as i64;
+            combined = c;
+            &combined
+        }
+        None => &node.requested,
+    };
     let alloc = &node.allocatable;
     let mut reasons = Vec::new();
     let mut unresolvable = false;
