@@ -11,20 +11,8 @@ use tracing::Instrument;
 
 use crate::rest::{list, watch};
 use crate::status::ApiError;
-use crate::types::registry::ResourceType;
-use crate::{discovery, patch, rest, AppState};
-
-/// What a resource path names.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub rt: std::sync::Arc<ResourceType>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub subresource: Option<String>,
-    /// Who writes (`fieldManager`, else the client's user agent); `None` for the server's
-    /// own writes and for apply, which records ownership itself.
-    pub manager: Option<String>,
-}
+use crate::types::Target;
+use crate::{discovery, rest, AppState};
 
 enum Route {
     Doc(Response),
@@ -118,8 +106,14 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         _ => return Err(ApiError::path_not_found(path)),
     };
     if let Some(sub) = &target.subresource {
-        let binding = sub == "binding" && target.rt.group.is_empty() && target.rt.plural == "pods";
-        if target.rt.subresources.iter().any(|s| s == sub) && !binding {
+        // Subresources the kind's strategy serves here (a pod's binding, a namespace's
+        // finalize); the type's other listed subresources are the node agent's.
+        let own = target
+            .rt
+            .strategy
+            .own_subresources()
+            .contains(&sub.as_str());
+        if target.rt.subresources.iter().any(|s| s == sub) && !own {
             // Logs, exec, attach, port-forward, binding, eviction: the node agent's work.
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -130,21 +124,14 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
                 ),
             ));
         }
-        // A namespace's `finalize` is its own subresource (upstream's FinalizeREST).
-        let finalize = sub == "finalize" && is_core_namespaces(&target.rt);
         if !((sub == "status" && target.rt.has_status)
             || (sub == "scale" && target.rt.has_scale())
-            || finalize
-            || binding)
+            || own)
         {
             return Err(ApiError::path_not_found(path));
         }
     }
     Ok(Route::Resource(target))
-}
-
-pub fn is_core_namespaces(rt: &ResourceType) -> bool {
-    rt.group.is_empty() && rt.plural == "namespaces"
 }
 
 /// The field manager of a write: `fieldManager`, else the user agent's product name, as
@@ -310,7 +297,7 @@ pub async fn handle(
                 rest::update(&state, &target, &query, &content_type, &body).await
             }
             (&Method::PATCH, true) => {
-                patch::merge::patch(&state, &target, &query, &content_type, &body).await
+                rest::patch::patch(&state, &target, &query, &content_type, &body).await
             }
             (&Method::DELETE, true) => rest::delete(&state, &target, &query, &body).await,
             (&Method::DELETE, false) if !target.rt.verbs().contains(&"deletecollection") => {
@@ -332,7 +319,7 @@ pub async fn handle(
         dispatch.await
     };
     let wrote = result.is_ok() && method != Method::GET;
-    if wrote && target.rt.is_crd() {
+    if wrote && target.rt.strategy.changes_served_types() {
         // The next request must already see the new API (discovery, OpenAPI, endpoints).
         if let Err(e) = crate::crds::controller::sync(&state).await {
             tracing::warn!(error = %e.message, "CRD sync after write failed");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use capstan_apiserver::admission::namespace_lifecycle;
+use capstan_apiserver::housekeeping::namespaces as namespace_lifecycle;
 use capstan_apiserver::{router, AppState};
 use capstan_store::{SqliteConfig, SqliteStore, Store};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use capstan_apiserver::admission::{namespace_lifecycle, service_alloc};
+use capstan_apiserver::admission::service_alloc;
 use capstan_apiserver::crds::controller as crd_controller;
+use capstan_apiserver::housekeeping::namespaces as namespace_lifecycle;
 use capstan_apiserver::housekeeping::{bootstrap, event_ttl};
 use capstan_apiserver::serving::{pki, serve};
 use capstan_apiserver::{router, AppState};

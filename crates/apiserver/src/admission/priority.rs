@@ -6,8 +6,8 @@ use bytes::Bytes;
 use capstan_store::{KeyRange, RangeRequest};
 use serde_json::{json, Value};
 
-use crate::rest::{decode_for, read};
 use crate::status::ApiError;
+use crate::storage::{decode_for, read};
 use crate::AppState;
 
 fn forbidden(pod: &str, why: String) -> ApiError {

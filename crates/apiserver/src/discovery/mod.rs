@@ -1,6 +1,10 @@
 //! Discovery: aggregated (apidiscovery.k8s.io v2 and v2beta1) and legacy documents for
 //! `/api`, `/apis`, `/api/v1` and `/apis/{group}/{version}`, built from the registry.
 
+/// The Kubernetes release whose API this server serves.
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "33";
+
 pub mod openapi;
 pub mod table;
 
@@ -34,9 +38,20 @@ fn streaming_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "log" | "ephemeralcontainers" => vec!["get", "patch", "update"],
         "binding" | "eviction" => vec!["create"],
+        "finalize" => vec!["update"],
         "approval" => vec!["get", "patch", "update"],
         _ => vec!["create", "get"],
     }
+}
+
+/// Subresources the kind's strategy serves that the type's row does not list (a
+/// namespace's `finalize`).
+fn own_only(rt: &ResourceType) -> impl Iterator<Item = &'static str> + '_ {
+    rt.strategy
+        .own_subresources()
+        .iter()
+        .copied()
+        .filter(|s| !rt.subresources.iter().any(|x| x == s))
 }
 
 fn resource_entry(rt: &ResourceType) -> Value {
@@ -68,11 +83,11 @@ fn resource_entry(rt: &ResourceType) -> Value {
             "verbs": ["get", "patch", "update"],
         }));
     }
-    if crate::routing::is_core_namespaces(rt) {
+    for sub in own_only(rt) {
         subs.push(json!({
-            "subresource": "finalize",
+            "subresource": sub,
             "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-            "verbs": ["update"],
+            "verbs": streaming_verbs(sub),
         }));
     }
     for sub in &rt.subresources {
@@ -200,8 +215,8 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             if t.has_status {
                 out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
             }
-            if crate::routing::is_core_namespaces(t) {
-                out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": t.kind, "verbs": ["update"]}));
+            for sub in own_only(t) {
+                out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));
             }
             for sub in &t.subresources {
                 out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));

@@ -167,7 +167,7 @@ fn build_doc(types: &[&ResourceType]) -> Value {
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::telemetry::health::KUBE_MAJOR, crate::telemetry::health::KUBE_MINOR)},
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::discovery::KUBE_MAJOR, crate::discovery::KUBE_MINOR)},
         "paths": paths,
         "components": {"schemas": schemas},
     })

@@ -3,10 +3,10 @@
 
 use serde_json::json;
 
-use crate::admission::namespace_lifecycle;
+use crate::housekeeping::namespaces;
 use crate::rest;
-use crate::routing::Target;
 use crate::status::ApiError;
+use crate::types::Target;
 use crate::AppState;
 
 async fn ensure(
@@ -36,7 +36,7 @@ async fn ensure(
 
 /// Create what is missing; `api_port` is the port the API server listens on.
 pub async fn ensure_system_objects(state: &AppState, api_port: u16) -> Result<(), ApiError> {
-    namespace_lifecycle::ensure_system_namespaces(state).await?;
+    namespaces::ensure_system_namespaces(state).await?;
     let ip = state.service_ranges.first().to_string();
     ensure(
         state,

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::rest::list::{read_page, Selectors};
 use crate::rest::{self, DeleteOptions};
-use crate::routing::Target;
 use crate::status::ApiError;
+use crate::types::Target;
 use crate::AppState;
 
 /// The newest time the event was written or observed.

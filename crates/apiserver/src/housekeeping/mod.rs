@@ -3,3 +3,4 @@
 
 pub mod bootstrap;
 pub mod event_ttl;
+pub mod namespaces;

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use crate::object;
 use crate::rest::{self, is_dry_run, json_response};
-use crate::routing::Target;
 use crate::status::{ApiError, Cause};
+use crate::types::Target;
 use crate::AppState;
 
 /// Attempts at the read-modify-write before a concurrent writer wins for good.

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use crate::discovery::table;
 use crate::rest::{self, decode_stored, json_response, DeleteOptions};
-use crate::routing::Target;
 use crate::status::{ApiError, Cause};
 use crate::storage::raw_object;
 use crate::types::registry::ResourceType;
 use crate::types::selector::{FieldSelector, LabelSelector};
+use crate::types::Target;
 use crate::AppState;
 
 /// Key prefix of a collection: one namespace, or all of them.

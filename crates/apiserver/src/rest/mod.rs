@@ -1,8 +1,10 @@
 //! Single-object verbs: get, create, update (PUT, main and `/status`), delete; plus the
 //! shared read/write helpers every verb (patch, lists, namespace lifecycle) goes through.
 
+pub mod apply;
 pub mod binding;
 pub mod list;
+pub mod patch;
 pub mod scale;
 pub mod watch;
 
@@ -11,92 +13,23 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use capstan_store::{KeyValue, StoreError, StoreExt, Txn, TxnResponse};
+use capstan_store::{StoreError, StoreExt, Txn, TxnResponse};
 use serde_json::{json, Value};
 
 use crate::admission::service_alloc;
 use crate::discovery::table;
 use crate::encoding::field_validation;
 use crate::object::{self, meta_mut, set_meta};
-use crate::routing::Target;
 use crate::status::{ApiError, Cause};
 use crate::types::defaults;
 use crate::types::registry::ResourceType;
 use crate::types::validation;
 use crate::AppState;
 
-pub fn key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) if rt.namespaced => format!("{}{}/{}", rt.key_prefix(), ns, name),
-        _ => format!("{}{}", rt.key_prefix(), name),
-    }
-}
-
-/// A stored object as the API shows it: resourceVersion is the key's mod revision.
-pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = crate::limits::parse_stored(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
-    set_meta(
-        &mut obj,
-        "resourceVersion",
-        json!(kv.mod_revision.to_string()),
-    );
-    Ok(obj)
-}
-
-/// A stored object as a given version serves it: custom resources are stored in their
-/// storage version (`None` conversion rewrites apiVersion) and defaulted on read.
-pub fn present(rt: &ResourceType, obj: &mut Value) {
-    if let Some(custom) = &rt.custom {
-        if obj.is_object() {
-            obj["apiVersion"] = json!(rt.api_version());
-        }
-        if let Some(schema) = &custom.schema {
-            // Data stored under another version's (or an older) schema reads as this one's.
-            capstan_schema::prune(schema, obj);
-            capstan_schema::apply_defaults(schema, obj);
-        }
-    }
-}
-
-/// `decode_stored`, then `present` for the version `rt` serves.
-pub fn decode_for(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj = decode_stored(kv)?;
-    present(rt, &mut obj);
-    Ok(obj)
-}
-
-/// The bytes to store for `obj`; a custom resource is stored as its storage version.
-pub fn encode_as_stored(rt: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
-    match &rt.custom {
-        Some(c) if c.storage_version != rt.version => {
-            let mut o = obj.clone();
-            o["apiVersion"] = json!(c.storage_api_version(&rt.group));
-            encode_for_store(&o)
-        }
-        _ => encode_for_store(obj),
-    }
-}
-
-pub fn encode_for_store(obj: &Value) -> Result<Bytes, ApiError> {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    let bytes = serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))?;
-    if bytes.len() > crate::limits::MAX_STORED_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!(
-                "the object would be {} bytes, larger than the {} byte limit on a stored object",
-                bytes.len(),
-                crate::limits::MAX_STORED_BYTES
-            ),
-        ));
-    }
-    Ok(Bytes::from(bytes))
-}
+pub use crate::storage::{
+    decode_for, decode_stored, encode_as_stored, encode_for_store, key, present, read,
+};
+pub use crate::types::Target;
 
 pub fn is_dry_run(query: &HashMap<String, String>) -> bool {
     query.get("dryRun").is_some_and(|v| v == "All")
@@ -181,19 +114,6 @@ pub fn object_response(rt: &ResourceType, code: StatusCode, obj: &Value, accept:
         );
     }
     json_response(code, obj)
-}
-
-/// Read one object (None if absent) with its mod revision.
-pub async fn read(
-    state: &AppState,
-    rt: &ResourceType,
-    ns: Option<&str>,
-    name: &str,
-) -> Result<Option<(Value, i64)>, ApiError> {
-    match state.store.get(key(rt, ns, name).as_bytes()).await? {
-        Some(kv) => Ok(Some((decode_for(rt, &kv)?, kv.mod_revision))),
-        None => Ok(None),
-    }
 }
 
 /// The named object of the target with its mod revision, or a 404 naming it.
@@ -498,50 +418,9 @@ pub async fn update_object(
     if expected != old_rev {
         return Err(ApiError::conflict(&rt.group, &rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
     }
-    let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
-    if is_namespace && t.subresource.is_some() {
-        // Upstream's namespace status and finalize strategies copy only one part from the
-        // stored object (status keeps the spec, finalize keeps the status): the metadata
-        // the request carries (labels, annotations, finalizers) is applied as sent.
-        let keep = if t.subresource.as_deref() == Some("finalize") {
-            "status"
-        } else {
-            "spec"
-        };
-        match old.get(keep) {
-            Some(v) => new[keep] = v.clone(),
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove(keep);
-                }
-            }
-        }
-    } else if t.subresource.as_deref() == Some("status") {
-        let status = new.get("status").cloned();
-        // Ownership travels with a status write (apply computes it before it gets here).
-        let managed = new.pointer("/metadata/managedFields").cloned();
-        new = old.clone();
-        if let Some(m) = managed {
-            set_meta(&mut new, "managedFields", m);
-        }
-        match status {
-            Some(s) => new["status"] = s,
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    } else if rt.has_status {
-        match old.get("status") {
-            Some(s) => new["status"] = s.clone(),
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    }
+    // What this endpoint may change (the kind's PrepareForUpdate).
+    rt.strategy
+        .prepare_for_update(&mut new, &old, t.subresource.as_deref(), rt.has_status);
     // Server-owned metadata comes from the stored object.
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     {
@@ -566,7 +445,7 @@ pub async fn update_object(
         m.remove("selfLink");
     }
     object::drop_empty_meta(&mut new);
-    defaults::on_update(rt, &mut new, &old, t.subresource.as_deref());
+    defaults::on_update(rt, &mut new);
     if is_core_service(rt) {
         service_alloc::keep_allocated(&old, &mut new);
         let old_ip = old
@@ -879,9 +758,8 @@ pub async fn delete_object(
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
-        let needs_marking = !object::finalizers(&obj).is_empty()
-            || (rt.kind == "Namespace" && rt.group.is_empty())
-            || rt.is_crd();
+        let needs_marking =
+            !object::finalizers(&obj).is_empty() || rt.strategy.deletion_is_two_phase();
         if needs_marking {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok((obj, StatusCode::OK));
@@ -893,12 +771,7 @@ pub async fn delete_object(
                 json!(object::now_rfc3339()),
             );
             set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
-            if rt.is_crd() {
-                crate::types::crd::add_finalizer(&mut marked);
-            }
-            if rt.kind == "Namespace" {
-                marked["status"] = json!({"phase": "Terminating"});
-            }
+            rt.strategy.prepare_for_delete(&mut marked);
             if opts.dry_run {
                 return Ok((marked, StatusCode::OK));
             }

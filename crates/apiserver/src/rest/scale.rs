@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use crate::object;
 use crate::rest::{self, is_dry_run, json_response};
-use crate::routing::Target;
 use crate::status::{ApiError, Cause};
 use crate::types::crd::ScalePaths;
+use crate::types::Target;
 use crate::AppState;
 
 fn paths(t: &Target) -> Result<&ScalePaths, ApiError> {

@@ -18,10 +18,10 @@ use crate::discovery::table;
 use crate::object::set_meta;
 use crate::rest::decode_for;
 use crate::rest::list::{collection_prefix, read_page, Selectors};
-use crate::routing::Target;
 use crate::status::ApiError;
 use crate::storage::raw_object;
 use crate::types::registry::ResourceType;
+use crate::types::Target;
 use crate::AppState;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);

@@ -11,14 +11,12 @@ use serde_json::json;
 use crate::AppState;
 
 /// The Kubernetes version capstan serves; kubectl picks its matching binary by the minor.
-pub const KUBE_MAJOR: &str = "1";
-pub const KUBE_MINOR: &str = "33";
 
 pub async fn version() -> impl IntoResponse {
     Json(json!({
-        "major": KUBE_MAJOR,
-        "minor": KUBE_MINOR,
-        "gitVersion": format!("v{KUBE_MAJOR}.{KUBE_MINOR}.0+capstan-{}", env!("CARGO_PKG_VERSION")),
+        "major": crate::discovery::KUBE_MAJOR,
+        "minor": crate::discovery::KUBE_MINOR,
+        "gitVersion": format!("v{}.{}.0+capstan-{}", crate::discovery::KUBE_MAJOR, crate::discovery::KUBE_MINOR, env!("CARGO_PKG_VERSION")),
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "",
