@@ -70,8 +70,34 @@ fn trim_meta<K: Resource>(o: &mut K) {
     m.annotations = None;
 }
 
+/// A container reduced to what placement reads: requests, host ports, restart policy.
+fn trim_container(c: &mut k8s_openapi::api::core::v1::Container) {
+    *c = k8s_openapi::api::core::v1::Container {
+        name: std::mem::take(&mut c.name),
+        resources: c.resources.take(),
+        ports: c.ports.take(),
+        restart_policy: c.restart_policy.take(),
+        ..Default::default()
+    };
+}
+
 fn trim_pod(p: &mut Pod) {
     trim_meta(p);
+    if let Some(spec) = p.spec.as_mut() {
+        spec.containers.iter_mut().for_each(trim_container);
+        spec.init_containers
+            .iter_mut()
+            .flatten()
+            .for_each(trim_container);
+        spec.ephemeral_containers = None;
+        spec.security_context = None;
+        spec.dns_config = None;
+        spec.readiness_gates = None;
+        // Only claims matter (the PVC check); projected tokens, config maps etc. do not.
+        if let Some(v) = spec.volumes.as_mut() {
+            v.retain(|v| v.persistent_volume_claim.is_some());
+        }
+    }
     if let Some(s) = p.status.as_mut() {
         s.container_statuses = None;
         s.init_container_statuses = None;
