@@ -77,6 +77,10 @@ enum Command {
         simulated_nodes: usize,
         #[command(flatten)]
         sim: simulated_nodes::SimFlags,
+        /// Do not run the built-in scheduler (pods stay Pending unless another scheduler,
+        /// e.g. `capstan scheduler`, binds them).
+        #[arg(long)]
+        disable_scheduler: bool,
     },
     /// Simulate nodes against any Kubernetes API server: they register, renew Leases, and play
     /// the kubelet for pods bound to them (Running, pod IPs, readiness, exits, graceful
@@ -96,6 +100,18 @@ enum Command {
         context: Option<String>,
         #[command(flatten)]
         sim: simulated_nodes::SimFlags,
+    },
+    /// Run the scheduler stand-alone against any Kubernetes API server named by a kubeconfig.
+    Scheduler {
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        /// Binding requests in flight at once.
+        #[arg(long, default_value_t = capstan_scheduler::Options::default().max_concurrent_binds)]
+        max_concurrent_binds: usize,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -186,6 +202,7 @@ fn main() -> anyhow::Result<()> {
             tls_san,
             simulated_nodes,
             sim,
+            disable_scheduler,
         } => {
             let simulation = if sim.wanted(simulated_nodes) {
                 Some(sim.config(simulated_nodes)?)
@@ -216,6 +233,7 @@ fn main() -> anyhow::Result<()> {
                 ranges,
                 tls_san,
                 simulation,
+                scheduler: !disable_scheduler,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
@@ -239,7 +257,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(async {
                 let client =
-                    simulated_nodes::client_from_kubeconfig(&kubeconfig, context).await?;
+                    kubeconfig::client(&kubeconfig, context).await?;
                 tokio::select! {
                     r = capstan_agent::simulate::run(client, config) => r.map_err(anyhow::Error::from),
                     signal = shutdown_signal() => {
@@ -247,6 +265,26 @@ fn main() -> anyhow::Result<()> {
                         Ok(())
                     }
                 }
+            })
+        }
+        Command::Scheduler {
+            kubeconfig,
+            context,
+            max_concurrent_binds,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let client = kubeconfig::client(&kubeconfig, context).await?;
+                let opts = capstan_scheduler::Options {
+                    max_concurrent_binds,
+                };
+                tokio::select! {
+                    _ = capstan_scheduler::run(client, opts) => {}
+                    signal = shutdown_signal() => tracing::info!(signal, "scheduler stopping"),
+                }
+                anyhow::Ok(())
             })
         }
         Command::Bench {
@@ -332,7 +370,9 @@ struct ServerOptions {
     tls_san: Vec<String>,
     /// Simulated nodes run inside the server, if asked for.
     simulation: Option<capstan_agent::simulate::SimConfig>,
+    scheduler: bool,
 }
+
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     let ServerOptions {
@@ -346,6 +386,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         ranges,
         tls_san,
         simulation,
+        scheduler,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -399,6 +440,14 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         })
     });
     event_ttl::spawn(state.clone(), event_ttl);
+    if scheduler {
+        // The scheduler is an ordinary API client over the in-process transport.
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(capstan_scheduler::run(
+            client,
+            capstan_scheduler::Options::default(),
+        ));
+    }
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());

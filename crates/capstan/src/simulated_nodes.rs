@@ -54,18 +54,3 @@ impl SimFlags {
     }
 }
 
-pub async fn client_from_kubeconfig(
-    path: &Path,
-    context: Option<String>,
-) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let options = kube::config::KubeConfigOptions {
-        context,
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &options)
-        .await
-        .with_context(|| format!("using {}", path.display()))?;
-    kube::Client::try_from(config).context("building the API client")
-}
