@@ -373,7 +373,6 @@ struct ServerOptions {
     scheduler: bool,
 }
 
-
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     let ServerOptions {
         data_dir,

@@ -1,10 +1,8 @@
 //! The simulated-node flags shared by `capstan agent --simulate N` and `capstan server
 //! --simulated-nodes N`, and the kube client the stand-alone agent builds from a kubeconfig.
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use capstan_agent::simulate::{self, NodeGroup, SimConfig};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -53,4 +51,3 @@ impl SimFlags {
         count > 0 || self.node_groups.iter().any(|g| g.count > 0)
     }
 }
-
