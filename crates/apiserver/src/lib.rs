@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod namespace_lifecycle;
 pub mod object;
 pub mod openapi;
+pub mod openapi_v2;
+pub mod openapi_v2_proto;
 pub mod panic_guard;
 pub mod patch;
 pub mod pki;
@@ -190,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/readyz/{name}", get(health::readyz_check))
         .route("/metrics", get(metrics::serve))
+        .route("/openapi/v2", get(openapi_v2::serve))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
         // `/api/` and `/apis/` are the same documents as without the slash (a wildcard

@@ -14,6 +14,8 @@ pub struct OpenApi {
     docs: BTreeMap<String, (String, Value)>,
     /// (group, version, kind) -> name of its schema in that group-version's document
     kinds: HashMap<(String, String, String), String>,
+    /// `/openapi/v2`, made from these documents on first request (dropped with them).
+    v2: std::sync::OnceLock<std::sync::Arc<crate::openapi_v2::SpecV2>>,
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -289,7 +291,11 @@ impl OpenApi {
             }
             docs.insert(gv_path(&g, &v), (hash_of(&doc), doc));
         }
-        OpenApi { docs, kinds }
+        OpenApi {
+            docs,
+            kinds,
+            v2: std::sync::OnceLock::new(),
+        }
     }
 
     /// A kind's schema and the definitions its references resolve against.
@@ -324,6 +330,17 @@ impl OpenApi {
     /// `/openapi/v3/{api/v1 | apis/g/v}`.
     pub fn doc(&self, path: &str) -> Option<&Value> {
         self.docs.get(path.trim_matches('/')).map(|(_, d)| d)
+    }
+
+    /// The Swagger 2.0 document of every group-version (`/openapi/v2`).
+    pub fn v2(&self) -> std::sync::Arc<crate::openapi_v2::SpecV2> {
+        self.v2
+            .get_or_init(|| {
+                std::sync::Arc::new(crate::openapi_v2::SpecV2::build(
+                    self.docs.values().map(|(_, d)| d),
+                ))
+            })
+            .clone()
     }
 
     /// The schema definitions of a group-version (for field validation).
