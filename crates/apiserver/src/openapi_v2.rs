@@ -1,6 +1,7 @@
 //! `/openapi/v2`: one Swagger 2.0 document of every served group-version, converted from the
 //! v3 documents `openapi.rs` builds, served as JSON or gnostic protobuf with upstream's ETag.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -34,7 +35,7 @@ pub struct SpecV2 {
 
 impl SpecV2 {
     /// Merge the v3 documents (one per group-version) into one v2 document.
-    pub fn build<'a>(v3_docs: impl Iterator<Item = &'a Value>) -> SpecV2 {
+    pub fn build<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> SpecV2 {
         let doc = document(v3_docs);
         let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
         let digest = ring::digest::digest(&ring::digest::SHA512, &json);
@@ -69,7 +70,8 @@ impl SpecV2 {
     }
 }
 
-fn document<'a>(v3_docs: impl Iterator<Item = &'a Value>) -> Value {
+/// Each v3 document is read once and may be dropped before the next is made.
+fn document<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> Value {
     let mut paths = Map::new();
     let mut definitions = Map::new();
     for doc in v3_docs {

@@ -4,6 +4,7 @@
 mod cel;
 mod format;
 mod path;
+mod pattern;
 mod prune;
 mod schema;
 mod structural;

@@ -1,7 +1,8 @@
 //! A parsed `JSONSchemaProps`: the fields validation, pruning and defaulting read, with
-//! patterns compiled once when the CRD is loaded rather than on every request.
+//! patterns compiled once (and shared) when the CRD is loaded rather than on every request.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
@@ -25,7 +26,7 @@ pub struct Schema {
     pub items: Option<Box<Schema>>,
     pub required: Vec<String>,
     pub enum_: Vec<Value>,
-    pub pattern: Option<Regex>,
+    pub pattern: Option<Arc<Regex>>,
     pub pattern_text: Option<String>,
     pub minimum: Option<f64>,
     pub maximum: Option<f64>,
@@ -51,8 +52,12 @@ pub struct Schema {
     pub list_type: Option<String>,
     pub list_map_keys: Vec<String>,
     pub map_type: Option<String>,
-    /// The JSON this was parsed from (kept for CEL rules and for publishing).
-    pub raw: Value,
+    /// Keys of the JSON this was parsed from that a structural schema may not have
+    /// (`$ref`, `patternProperties` …): the structural check reports them. The JSON itself
+    /// is not kept — a copy per node made memory grow with the square of the depth.
+    pub forbidden_keys: Vec<&'static str>,
+    /// The JSON was `{"type": …}` and nothing else (an int-or-string `anyOf` branch).
+    pub type_only: bool,
 }
 
 fn bad(path: &FieldPath, message: impl Into<String>) -> SchemaError {
@@ -97,7 +102,12 @@ impl Schema {
         let mut out = Schema {
             type_: s("type").filter(|t| !t.is_empty()),
             format: s("format").filter(|t| !t.is_empty()),
-            raw: v.clone(),
+            forbidden_keys: crate::structural::FORBIDDEN
+                .iter()
+                .copied()
+                .filter(|k| obj.contains_key(*k))
+                .collect(),
+            type_only: obj.len() == 1 && obj.contains_key("type"),
             ..Default::default()
         };
         if let Some(props) = obj.get("properties") {
@@ -147,7 +157,7 @@ impl Schema {
                 .clone();
         }
         if let Some(p) = s("pattern") {
-            let re = Regex::new(&p).map_err(|e| {
+            let re = crate::pattern::compile(&p).map_err(|e| {
                 bad(
                     &path.child("pattern"),
                     format!("must be a valid regular expression, but isn't: {e}"),
