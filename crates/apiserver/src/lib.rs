@@ -1,54 +1,21 @@
 //! capstan's Kubernetes API server: TLS serving, authentication, routing, discovery, the
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
-pub mod apply;
-pub mod auth;
-pub mod bootstrap;
-pub mod builtin_defaults;
-pub mod builtin_printers;
-pub mod builtin_types;
-pub mod builtin_validation;
-pub mod cel_runner;
-pub mod crd;
-pub mod crd_controller;
-pub mod defaults;
+pub mod admission;
+pub mod crds;
 pub mod discovery;
-pub mod duplicate_fields;
-pub mod event_ttl;
-pub mod field_validation;
-pub mod health;
-pub mod inflight;
-pub mod jsonpath;
-pub mod k8s_fields;
+pub mod encoding;
+pub mod housekeeping;
 pub mod limits;
-pub mod list;
-pub mod managed_fields;
-pub mod metrics;
-pub mod namespace_lifecycle;
 pub mod object;
-pub mod openapi;
-pub mod openapi_v2;
-pub mod openapi_v2_proto;
-pub mod panic_guard;
 pub mod patch;
-pub mod pki;
-pub mod pod_priority;
-pub mod protobuf;
-pub mod quantity;
-pub mod raw_object;
-pub mod registry;
-pub mod request_info;
 pub mod rest;
 pub mod routing;
-pub mod scale;
-pub mod selector;
-pub mod serve;
-pub mod service_alloc;
+pub mod serving;
 pub mod status;
-pub mod strategic_merge;
-pub mod table;
-pub mod validation;
-pub mod watch;
+pub mod storage;
+pub mod telemetry;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -56,6 +23,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use axum::Router;
 use capstan_store::Store;
+
+pub use serving::in_process::client as in_process_client;
+
+use admission::service_alloc;
+use discovery::openapi;
+use serving::{auth, inflight, panic_guard, request_info};
+use telemetry::{health, metrics};
+use types::{builtin as builtin_types, cel_runner, registry};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -192,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/readyz/{name}", get(health::readyz_check))
         .route("/metrics", get(metrics::serve))
-        .route("/openapi/v2", get(openapi_v2::serve))
+        .route("/openapi/v2", get(discovery::openapi_v2::serve))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
         // `/api/` and `/apis/` are the same documents as without the slash (a wildcard

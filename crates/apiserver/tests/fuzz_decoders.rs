@@ -9,8 +9,12 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use capstan_apiserver::discovery::openapi;
+use capstan_apiserver::encoding::protobuf;
+use capstan_apiserver::patch::{apply, merge as patch};
 use capstan_apiserver::status::ApiError;
-use capstan_apiserver::{apply, builtin_types, limits, openapi, patch, protobuf, registry, rest};
+use capstan_apiserver::types::{builtin as builtin_types, registry};
+use capstan_apiserver::{limits, rest};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -215,12 +219,12 @@ proptest! {
                 let doc = pod_schema();
                 let cursor = doc
                     .schema_for("", "v1", "Pod")
-                    .map(|(root, defs)| capstan_apiserver::strategic_merge::Cursor::new(root, defs));
+                    .map(|(root, defs)| capstan_apiserver::patch::strategic_merge::Cursor::new(root, defs));
                 let mut target = base_pod();
                 if !p.is_object() {
                     return Err(ApiError::bad_request("not an object"));
                 }
-                capstan_apiserver::strategic_merge::merge(&mut target, &p, cursor);
+                capstan_apiserver::patch::strategic_merge::merge(&mut target, &p, cursor);
                 rest::check_shape(&target)
             });
             client_error_or_ok("strategic merge patch", b, r)

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use capstan_apiserver::{namespace_lifecycle, router, AppState};
+use capstan_apiserver::housekeeping::namespaces as namespace_lifecycle;
+use capstan_apiserver::{router, AppState};
 use capstan_store::{SqliteConfig, SqliteStore, Store};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, PostParams};
@@ -326,7 +327,7 @@ async fn malformed_requests_get_status_answers() {
 /// for the only evaluation slot and gets a 429, and the server keeps answering meanwhile.
 #[tokio::test]
 async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
-    use capstan_apiserver::cel_runner::CelRunner;
+    use capstan_apiserver::types::cel_runner::CelRunner;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let state = fresh_state(dir.path())

@@ -17,7 +17,8 @@ pub fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
     }
     let bytes: [u8; 32] = rand::rng().random();
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    capstan_apiserver::pki::write_private(path, &token).context("writing the admin token")?;
+    capstan_apiserver::serving::pki::write_private(path, &token)
+        .context("writing the admin token")?;
     Ok(token)
 }
 
@@ -89,7 +90,8 @@ pub fn write(
     options.prefer_block_scalars = false;
     let text =
         serde_saphyr::to_string_with_options(&doc, options).context("encoding the kubeconfig")?;
-    capstan_apiserver::pki::write_private(path, &text).context("writing the kubeconfig")?;
+    capstan_apiserver::serving::pki::write_private(path, &text)
+        .context("writing the kubeconfig")?;
     Ok(())
 }
 

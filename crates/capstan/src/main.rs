@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use capstan_apiserver::{
-    bootstrap, crd_controller, event_ttl, namespace_lifecycle, pki, router, serve, service_alloc,
-    AppState,
-};
+use capstan_apiserver::admission::service_alloc;
+use capstan_apiserver::crds::controller as crd_controller;
+use capstan_apiserver::housekeeping::namespaces as namespace_lifecycle;
+use capstan_apiserver::housekeeping::{bootstrap, event_ttl};
+use capstan_apiserver::serving::{pki, serve};
+use capstan_apiserver::{router, AppState};
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
 
 #[derive(Parser)]
@@ -47,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = capstan_apiserver::DEFAULT_MAX_INFLIGHT)]
         max_requests_inflight: usize,
         /// Watches open at once; more get 429 Too Many Requests.
-        #[arg(long, default_value_t = capstan_apiserver::inflight::DEFAULT_MAX_WATCHES)]
+        #[arg(long, default_value_t = capstan_apiserver::serving::inflight::DEFAULT_MAX_WATCHES)]
         max_watches: usize,
         /// Seconds an Event is kept after its last update (upstream's --event-ttl).
         #[arg(long, default_value_t = 3600)]

@@ -1,0 +1,324 @@
+//! `meta.k8s.io/v1` Tables: the server-side printing `kubectl get` asks for, with the same
+//! columns kube-apiserver prints for each type.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::object;
+use crate::status::ApiError;
+use crate::types::registry::{Printer, ResourceType};
+
+pub const TABLE_V1: &str = "meta.k8s.io/v1";
+pub const TABLE_V1BETA1: &str = "meta.k8s.io/v1beta1";
+
+/// What one Accept entry asks for.
+#[derive(Debug, PartialEq)]
+enum Wanted {
+    /// The object itself (JSON, YAML, protobuf, a wildcard).
+    Plain,
+    /// A Table of this apiVersion.
+    Table(&'static str),
+    /// A conversion (`as=`) this server cannot make, or a media type it does not write.
+    Unservable { transform: bool },
+}
+
+fn read_entry(entry: &str) -> Wanted {
+    let mut parts = entry.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("").to_ascii_lowercase();
+    let mut params = HashMap::new();
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=') {
+            params.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    let plain_media = matches!(
+        media.as_str(),
+        "" | "*/*"
+            | "application/*"
+            | "application/json"
+            | "application/yaml"
+            | crate::encoding::protobuf::CONTENT_TYPE
+    );
+    let Some(as_kind) = params.get("as") else {
+        return if plain_media {
+            Wanted::Plain
+        } else {
+            Wanted::Unservable { transform: false }
+        };
+    };
+    let g = params.get("g").map(String::as_str).unwrap_or("");
+    let v = params.get("v").map(String::as_str).unwrap_or("");
+    match (as_kind.as_str(), g, v) {
+        ("Table", "meta.k8s.io", "v1") if plain_media => Wanted::Table(TABLE_V1),
+        ("Table", "meta.k8s.io", "v1beta1") if plain_media => Wanted::Table(TABLE_V1BETA1),
+        // Metadata-only conversions are served as the whole object (clients read the
+        // metadata out of it), as this server always has.
+        ("PartialObjectMetadata" | "PartialObjectMetadataList", "meta.k8s.io", _) => Wanted::Plain,
+        _ => Wanted::Unservable { transform: true },
+    }
+}
+
+/// Upstream's output negotiation: the first Accept entry the server can serve decides.
+/// `Ok(Some(apiVersion))` is a Table, `Ok(None)` the object itself; a client that asked
+/// for a conversion this server cannot make, and nothing it can, gets 406 NotAcceptable.
+pub fn negotiate(accept: &str) -> Result<Option<&'static str>, ApiError> {
+    let mut asked_transform = false;
+    for entry in accept.split(',') {
+        match read_entry(entry) {
+            Wanted::Plain => return Ok(None),
+            Wanted::Table(v) => return Ok(Some(v)),
+            Wanted::Unservable { transform } => asked_transform |= transform,
+        }
+    }
+    if asked_transform {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        ));
+    }
+    // Only media types this server does not write (`text/html`): JSON, as always.
+    Ok(None)
+}
+
+/// The Table apiVersion the Accept header asks for, if it asks for a Table.
+pub fn table_version(accept: &str) -> Option<&'static str> {
+    negotiate(accept).ok().flatten()
+}
+
+/// Whether the Accept header asks for a Table.
+pub fn wants_table(accept: &str) -> bool {
+    table_version(accept).is_some()
+}
+
+fn col(name: &str, ty: &str, format: &str, description: &str, priority: i64) -> Value {
+    json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
+}
+
+fn columns(rt: &ResourceType) -> Vec<Value> {
+    let name = col(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    );
+    let age = col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+    if let Some(cols) = crate::types::builtin_printers::columns(rt.printer) {
+        return cols;
+    }
+    match rt.printer {
+        Printer::Default => vec![name, age],
+        Printer::Namespace => vec![name, col("Status", "string", "", "The status of the namespace", 0), age],
+        Printer::ConfigMap => vec![name, col("Data", "integer", "", "Data contains the configuration data.", 0), age],
+        Printer::Secret => vec![
+            name,
+            col("Type", "string", "", "Used to facilitate programmatic handling of secret data.", 0),
+            col("Data", "integer", "", "Data contains the secret data.", 0),
+            age,
+        ],
+        Printer::ServiceAccount => vec![name, col("Secrets", "integer", "", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.", 0), age],
+        Printer::Event => vec![
+            col("Last Seen", "string", "", "Time when this Event was last observed.", 0),
+            col("Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+            col("Reason", "string", "", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
+            col("Object", "string", "", "The object that this event is about.", 0),
+            col("Message", "string", "", "A human-readable description of the status of this operation.", 0),
+        ],
+        Printer::Lease => vec![name, col("Holder", "string", "", "The holder of the lease.", 0), age],
+        Printer::Crd => vec![
+            name,
+            col("Created At", "date", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0),
+        ],
+        Printer::Custom => {
+            let mut cols = vec![name];
+            for c in custom_columns(rt) {
+                let ty = if c.type_ == "date" { "date" } else { &c.type_ };
+                cols.push(col(&c.name, ty, &c.format, &c.description, c.priority));
+            }
+            cols
+        }
+        // The workload, networking, storage and RBAC types print in builtin_printers.
+        _ => vec![name, age],
+    }
+}
+
+/// A CRD version's columns; upstream shows AGE when the CRD names none.
+fn custom_columns(rt: &ResourceType) -> Vec<crate::types::crd::PrinterColumn> {
+    match &rt.custom {
+        Some(c) if !c.columns.is_empty() => c.columns.clone(),
+        _ => vec![crate::types::crd::PrinterColumn {
+            name: "Age".into(),
+            type_: "date".into(),
+            format: String::new(),
+            description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
+            priority: 0,
+            json_path: ".metadata.creationTimestamp".into(),
+        }],
+    }
+}
+
+/// One custom column's cell: the JSONPath's value typed as the column says; a date prints
+/// as an age; nothing selected is null (kubectl prints `<none>`).
+fn custom_cell(c: &crate::types::crd::PrinterColumn, obj: &Value) -> Value {
+    let Ok(path) = crate::types::jsonpath::JsonPath::parse(&c.json_path) else {
+        return Value::Null;
+    };
+    let found = path.eval(obj);
+    let Some(first) = found.first() else {
+        return Value::Null;
+    };
+    match c.type_.as_str() {
+        "date" => match first.as_str() {
+            Some(ts) => json!(object::age(Some(ts))),
+            None => Value::Null,
+        },
+        "integer" | "number" | "boolean" => (*first).clone(),
+        _ => {
+            let text: Vec<String> = found
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            json!(text.join(","))
+        }
+    }
+}
+
+fn count(obj: &Value, fields: &[&str]) -> i64 {
+    fields
+        .iter()
+        .map(|f| {
+            obj.get(*f)
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len() as i64)
+        })
+        .sum()
+}
+
+fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
+    let name = json!(object::name(obj));
+    let age = json!(object::age(object::meta_str(obj, "creationTimestamp")));
+    if let Some(cells) = crate::types::builtin_printers::cells(rt.printer, obj) {
+        return cells;
+    }
+    match rt.printer {
+        Printer::Default => vec![name, age],
+        Printer::Namespace => {
+            vec![
+                name,
+                json!(obj
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Active")),
+                age,
+            ]
+        }
+        Printer::ConfigMap => vec![name, json!(count(obj, &["data", "binaryData"])), age],
+        Printer::Secret => {
+            vec![
+                name,
+                json!(obj.get("type").and_then(Value::as_str).unwrap_or("Opaque")),
+                json!(count(obj, &["data"])),
+                age,
+            ]
+        }
+        Printer::ServiceAccount => {
+            vec![
+                name,
+                json!(obj
+                    .get("secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, |a| a.len())),
+                age,
+            ]
+        }
+        Printer::Event => {
+            let last = obj
+                .get("lastTimestamp")
+                .or_else(|| obj.get("eventTime"))
+                .or_else(|| obj.get("deprecatedLastTimestamp"))
+                .and_then(Value::as_str)
+                .or_else(|| object::meta_str(obj, "creationTimestamp"));
+            let regarding = obj.get("involvedObject").or_else(|| obj.get("regarding"));
+            let target = regarding.map_or(String::new(), |r| {
+                format!(
+                    "{}/{}",
+                    r.get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_lowercase(),
+                    r.get("name").and_then(Value::as_str).unwrap_or("")
+                )
+            });
+            let text = |f: &str| json!(obj.get(f).and_then(Value::as_str).unwrap_or(""));
+            let message = obj
+                .get("message")
+                .or_else(|| obj.get("note"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            vec![
+                json!(object::age(last)),
+                text("type"),
+                text("reason"),
+                json!(target),
+                json!(message),
+            ]
+        }
+        Printer::Lease => vec![
+            name,
+            json!(obj
+                .pointer("/spec/holderIdentity")
+                .and_then(Value::as_str)
+                .unwrap_or("")),
+            age,
+        ],
+        Printer::Crd => vec![
+            name,
+            json!(object::meta_str(obj, "creationTimestamp").unwrap_or("")),
+        ],
+        Printer::Custom => {
+            let mut out = vec![name];
+            out.extend(custom_columns(rt).iter().map(|c| custom_cell(c, obj)));
+            out
+        }
+        _ => vec![name, age],
+    }
+}
+
+/// The PartialObjectMetadata kubectl expects in each row.
+fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+pub fn table(
+    rt: &ResourceType,
+    objs: &[Value],
+    resource_version: &str,
+    continue_token: Option<&str>,
+    api_version: &str,
+) -> Value {
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| json!({"cells": cells(rt, o), "object": partial(o)}))
+        .collect();
+    let mut meta = json!({"resourceVersion": resource_version});
+    if let Some(c) = continue_token {
+        meta["continue"] = json!(c);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": api_version,
+        "metadata": meta,
+        "columnDefinitions": columns(rt),
+        "rows": rows,
+    })
+}

@@ -1,0 +1,664 @@
+//! Field ownership (`metadata.managedFields`): the set of fields each manager set, in
+//! upstream's FieldsV1 form (`f:` fields, `k:` list items by key, `v:` set values, `.`),
+//! computed from objects with the type's list semantics and kept on every write.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Map, Value};
+
+use crate::patch::strategic_merge::Cursor;
+
+/// One owned field: the path of FieldsV1 keys from the root (`["f:spec", "f:replicas"]`).
+pub type Path = Vec<String>;
+pub type FieldSet = BTreeSet<Path>;
+
+/// How a list's items are identified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListKind {
+    Atomic,
+    Set,
+    Map(Vec<String>),
+}
+
+/// The list semantics of a property: x-kubernetes-list-type (with map keys), else a
+/// built-in's patch merge key (map) or merge strategy (set), else atomic.
+pub fn list_kind(raw: &Value) -> ListKind {
+    let s = |k: &str| raw.get(k).and_then(Value::as_str);
+    match s("x-kubernetes-list-type") {
+        Some("set") => return ListKind::Set,
+        Some("atomic") => return ListKind::Atomic,
+        Some("map") => {
+            let keys: Vec<String> = raw
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                return ListKind::Map(keys);
+            }
+        }
+        _ => {}
+    }
+    match (
+        s("x-kubernetes-patch-merge-key"),
+        s("x-kubernetes-patch-strategy"),
+    ) {
+        (Some(k), _) => ListKind::Map(vec![k.to_string()]),
+        (None, Some(st)) if st.split(',').any(|x| x == "merge") => ListKind::Set,
+        _ => ListKind::Atomic,
+    }
+}
+
+/// Whether a map property is atomic (`x-kubernetes-map-type: atomic`).
+fn atomic_map(raw: Option<&Value>) -> bool {
+    raw.and_then(|r| r.get("x-kubernetes-map-type"))
+        .and_then(Value::as_str)
+        == Some("atomic")
+}
+
+/// The `k:` key of a map-list item. A missing `protocol` key is its schema default, TCP,
+/// as structured-merge-diff fills defaulted key fields (ports lists key on it).
+pub fn item_key(item: &Value, keys: &[String]) -> String {
+    let m: Map<String, Value> = keys
+        .iter()
+        .filter_map(|k| match item.get(k) {
+            Some(v) => Some((k.clone(), v.clone())),
+            None if k == "protocol" => Some((k.clone(), json!("TCP"))),
+            None => None,
+        })
+        .collect();
+    format!("k:{}", Value::Object(m))
+}
+
+/// Fields a manager never owns: identity and server-managed metadata.
+fn ignored(path: &[String]) -> bool {
+    matches!(
+        path.first().map(String::as_str),
+        Some("f:apiVersion" | "f:kind")
+    ) || (path.first().map(String::as_str) == Some("f:metadata")
+        && matches!(
+            path.get(1).map(String::as_str),
+            Some(
+                "f:managedFields"
+                    | "f:resourceVersion"
+                    | "f:uid"
+                    | "f:creationTimestamp"
+                    | "f:generation"
+                    | "f:selfLink"
+                    | "f:deletionTimestamp"
+                    | "f:deletionGracePeriodSeconds"
+                    | "f:name"
+                    | "f:namespace"
+            )
+        ))
+}
+
+/// Every leaf field set in `obj` (objects recurse, list items by the list's kind).
+pub fn fields_of(obj: &Value, schema: Option<Cursor>) -> FieldSet {
+    let mut out = FieldSet::new();
+    walk(obj, schema, &mut Vec::new(), &mut out);
+    out.retain(|p| !ignored(p));
+    out
+}
+
+fn walk(v: &Value, schema: Option<Cursor>, path: &mut Path, out: &mut FieldSet) {
+    let Value::Object(m) = v else {
+        out.insert(path.clone());
+        return;
+    };
+    if m.is_empty() && !path.is_empty() {
+        out.insert(path.clone());
+        return;
+    }
+    for (k, child) in m {
+        let prop = schema.and_then(|s| s.property(k));
+        path.push(format!("f:{k}"));
+        match child {
+            Value::Object(_) if atomic_map(prop.map(|(_, raw)| raw)) => {
+                out.insert(path.clone());
+            }
+            Value::Object(_) => walk(child, prop.map(|(c, _)| c), path, out),
+            Value::Array(items) => {
+                let kind = prop
+                    .map(|(_, raw)| list_kind(raw))
+                    .unwrap_or(ListKind::Atomic);
+                let item_schema = prop.and_then(|(c, _)| c.items());
+                match kind {
+                    ListKind::Atomic => {
+                        out.insert(path.clone());
+                    }
+                    ListKind::Set => {
+                        for item in items {
+                            path.push(format!("v:{item}"));
+                            out.insert(path.clone());
+                            path.pop();
+                        }
+                    }
+                    ListKind::Map(keys) => {
+                        for item in items {
+                            path.push(item_key(item, &keys));
+                            path.push(".".into());
+                            out.insert(path.clone());
+                            path.pop();
+                            walk(item, item_schema, path, out);
+                            path.pop();
+                        }
+                    }
+                }
+            }
+            _ => {
+                out.insert(path.clone());
+            }
+        }
+        path.pop();
+    }
+}
+
+/// A field set as FieldsV1 JSON.
+pub fn to_fields_v1(set: &FieldSet) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut cur = &mut root;
+        for el in path {
+            let next = cur.entry(el.clone()).or_insert_with(|| json!({}));
+            if !next.is_object() {
+                *next = json!({});
+            }
+            let Value::Object(m) = next else { break };
+            cur = m;
+        }
+    }
+    Value::Object(root)
+}
+
+/// FieldsV1 JSON back to a field set (its leaves, and `.` markers).
+pub fn from_fields_v1(v: &Value) -> FieldSet {
+    fn rec(v: &Value, path: &mut Path, out: &mut FieldSet) {
+        match v.as_object() {
+            Some(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    rec(child, path, out);
+                    path.pop();
+                }
+            }
+            _ => {
+                if !path.is_empty() {
+                    out.insert(path.clone());
+                }
+            }
+        }
+    }
+    let mut out = FieldSet::new();
+    rec(v, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Whether a list item has the key fields of a `k:` element (missing protocol = TCP).
+fn item_matches(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| match item.get(k) {
+        Some(x) => x == v,
+        None => k == "protocol" && v == "TCP",
+    })
+}
+
+/// The value at a field path, if present (one lookup; `changed` keeps a `Resolver` across
+/// many).
+pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    Resolver::default().value_at(obj, path)
+}
+
+/// `value_at` for many paths into one object: each list is indexed by the key (or value)
+/// its items are found by the first time it is searched, so comparing the fields of a list
+/// of n items costs n lookups, not n² comparisons.
+#[derive(Default)]
+struct Resolver<'a> {
+    lists: HashMap<(usize, String), HashMap<String, &'a Value>>,
+}
+
+impl<'a> Resolver<'a> {
+    fn value_at(&mut self, obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+        let mut cur = obj;
+        for el in path {
+            if el == "." {
+                continue;
+            }
+            if let Some(f) = el.strip_prefix("f:") {
+                cur = cur.get(f)?;
+            } else if let Some(k) = el.strip_prefix("k:") {
+                let key: Map<String, Value> = serde_json::from_str(k).ok()?;
+                let names: Vec<&str> = key.keys().map(String::as_str).collect();
+                let want = projection(&names, |n| key.get(n));
+                cur = self
+                    .index(cur, names.join(","), |item| {
+                        Some(projection(&names, |n| item.get(n)))
+                    })?
+                    .get(&want)
+                    .copied()?;
+            } else if let Some(val) = el.strip_prefix("v:") {
+                let want: Value = serde_json::from_str(val).ok()?;
+                cur = self
+                    .index(cur, "\0v".into(), |item| Some(item.to_string()))?
+                    .get(&want.to_string())
+                    .copied()?;
+            } else {
+                return None;
+            }
+        }
+        Some(cur)
+    }
+
+    fn index(
+        &mut self,
+        list: &'a Value,
+        by: String,
+        ident: impl Fn(&'a Value) -> Option<String>,
+    ) -> Option<&HashMap<String, &'a Value>> {
+        let items = list.as_array()?;
+        let slot = (list as *const Value as usize, by);
+        Some(self.lists.entry(slot).or_insert_with(|| {
+            let mut map = HashMap::new();
+            for item in items {
+                if let Some(id) = ident(item) {
+                    // The first match wins, as a linear search finds it.
+                    map.entry(id).or_insert(item);
+                }
+            }
+            map
+        }))
+    }
+}
+
+/// The identity of a list item by key fields (a missing protocol is TCP, as `item_matches`).
+fn projection<'v>(names: &[&str], get: impl Fn(&str) -> Option<&'v Value>) -> String {
+    let tcp = Value::String("TCP".into());
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| match get(n) {
+            Some(v) => v.to_string(),
+            None if *n == "protocol" => tcp.to_string(),
+            None => "\0absent".into(),
+        })
+        .collect();
+    parts.join("\u{1}")
+}
+
+/// Remove the field at `path` from `obj` (a list item by key or value, a map field).
+pub fn remove_at(obj: &mut Value, path: &[String]) {
+    let (last, parent) = match path.split_last() {
+        Some((l, p)) if l == "." => match p.split_last() {
+            Some((l2, p2)) => (l2, p2),
+            None => return,
+        },
+        Some(x) => x,
+        None => return,
+    };
+    let Some(parent) = value_at_mut(obj, parent) else {
+        return;
+    };
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = parent.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(k) = last.strip_prefix("k:") {
+        if let (Ok(key), Some(list)) = (
+            serde_json::from_str::<Map<String, Value>>(k),
+            parent.as_array_mut(),
+        ) {
+            list.retain(|item| !item_matches(item, &key));
+        }
+    } else if let Some(val) = last.strip_prefix("v:") {
+        if let (Ok(want), Some(list)) = (serde_json::from_str::<Value>(val), parent.as_array_mut())
+        {
+            list.retain(|x| *x != want);
+        }
+    }
+}
+
+fn value_at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    let mut cur = obj;
+    for el in path {
+        if el == "." {
+            continue;
+        }
+        if let Some(f) = el.strip_prefix("f:") {
+            cur = cur.get_mut(f)?;
+        } else if let Some(k) = el.strip_prefix("k:") {
+            let key: Map<String, Value> = serde_json::from_str(k).ok()?;
+            cur = cur
+                .as_array_mut()?
+                .iter_mut()
+                .find(|item| item_matches(item, &key))?;
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+/// One `managedFields` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub manager: String,
+    pub operation: String,
+    pub api_version: String,
+    pub time: String,
+    pub subresource: String,
+    pub fields: FieldSet,
+}
+
+pub fn read_entries(obj: &Value) -> Vec<Entry> {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    Entry {
+                        manager: s("manager"),
+                        operation: s("operation"),
+                        api_version: s("apiVersion"),
+                        time: s("time"),
+                        subresource: s("subresource"),
+                        fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| {
+            let mut v = json!({
+                "manager": e.manager,
+                "operation": e.operation,
+                "apiVersion": e.api_version,
+                "time": e.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": to_fields_v1(&e.fields),
+            });
+            if !e.subresource.is_empty() {
+                v["subresource"] = json!(e.subresource);
+            }
+            v
+        })
+        .collect();
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if list.is_empty() {
+            m.remove("managedFields");
+        } else {
+            m.insert("managedFields".into(), Value::Array(list));
+        }
+    }
+}
+
+/// Leaves whose value differs between `old` and `new` (added or changed), and leaves
+/// `old` had that `new` lacks.
+pub fn changed(old: &Value, new: &Value, schema: Option<Cursor>) -> (FieldSet, FieldSet) {
+    let before = fields_of(old, schema);
+    let after = fields_of(new, schema);
+    let (mut in_old, mut in_new) = (Resolver::default(), Resolver::default());
+    let set: FieldSet = after
+        .iter()
+        .filter(|p| !before.contains(*p) || in_old.value_at(old, p) != in_new.value_at(new, p))
+        .cloned()
+        .collect();
+    let gone: FieldSet = before.difference(&after).cloned().collect();
+    (set, gone)
+}
+
+/// Record an Update by `manager` that turned `old` into `new` (old = None on create): the
+/// fields it set become its own, taken from everyone else; fields it removed leave every set.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+    schema: Option<Cursor>,
+) {
+    // A client that rewrites managedFields itself (kubectl's client-side-apply upgrade
+    // does, with a JSON patch) gets what it wrote, as upstream honours it.
+    let sent = new.pointer("/metadata/managedFields");
+    if let (Some(sent), Some(old)) = (sent, old) {
+        if Some(sent) != old.pointer("/metadata/managedFields") {
+            return;
+        }
+    }
+    let mut entries = old.map(read_entries).unwrap_or_default();
+    let (set, gone) = match old {
+        Some(o) => changed(o, new, schema),
+        None => (fields_of(new, schema), FieldSet::new()),
+    };
+    for e in entries.iter_mut() {
+        e.fields.retain(|p| !set.contains(p) && !gone.contains(p));
+    }
+    if !set.is_empty() {
+        let now = crate::object::now_rfc3339();
+        match entries.iter_mut().find(|e| {
+            e.manager == manager
+                && e.operation == "Update"
+                && e.api_version == api_version
+                && e.subresource == subresource
+        }) {
+            Some(e) => {
+                e.fields.extend(set);
+                e.time = now;
+            }
+            None => entries.push(Entry {
+                manager: manager.to_string(),
+                operation: "Update".into(),
+                api_version: api_version.to_string(),
+                time: now,
+                subresource: subresource.to_string(),
+                fields: set,
+            }),
+        }
+    }
+    entries.retain(|e| !e.fields.is_empty());
+    cap_update_managers(&mut entries, MAX_UPDATE_MANAGERS);
+    write_entries(new, &entries);
+}
+
+/// Upstream keeps at most this many Update entries; older ones merge into buckets.
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Merge the oldest Update entries, per apiVersion, into an `ancient-changes` entry until
+/// at most `max` Update entries remain (upstream's capManagersManager), so an object
+/// written by many clients does not carry an ever-growing managedFields list.
+pub fn cap_update_managers(entries: &mut Vec<Entry>, max: usize) {
+    type Id = (String, String, String, String);
+    let id = |e: &Entry| -> Id {
+        (
+            e.manager.clone(),
+            e.operation.clone(),
+            e.api_version.clone(),
+            e.subresource.clone(),
+        )
+    };
+    let mut updaters: Vec<Id> = entries
+        .iter()
+        .filter(|e| e.operation != "Apply")
+        .map(id)
+        .collect();
+    if updaters.len() <= max {
+        return;
+    }
+    // Oldest first by the second (RFC 3339 in UTC compares as text), then by identity.
+    let time_of = |entries: &[Entry], who: &Id| -> String {
+        entries
+            .iter()
+            .find(|e| id(e) == *who)
+            .map(|e| e.time.chars().take(19).collect())
+            .unwrap_or_default()
+    };
+    updaters.sort_by_cached_key(|who| (time_of(entries, who), who.clone()));
+    let mut first_of_version: std::collections::HashMap<String, Id> = Default::default();
+    let mut length = updaters.len();
+    for who in updaters {
+        if length <= max {
+            break;
+        }
+        let Some(pos) = entries.iter().position(|e| id(e) == who) else {
+            continue;
+        };
+        let version = entries[pos].api_version.clone();
+        let Some(first) = first_of_version.get(&version).cloned() else {
+            first_of_version.insert(version, who);
+            continue;
+        };
+        let bucket: Id = (
+            ANCIENT_CHANGES.into(),
+            "Update".into(),
+            version.clone(),
+            String::new(),
+        );
+        if !entries.iter().any(|e| id(e) == bucket) {
+            if let Some(f) = entries.iter_mut().find(|e| id(e) == first) {
+                f.manager = ANCIENT_CHANGES.into();
+                f.operation = "Update".into();
+                f.subresource.clear();
+            }
+        }
+        let merged = entries.remove(pos);
+        if let Some(b) = entries.iter_mut().find(|e| id(e) == bucket) {
+            b.fields.extend(merged.fields);
+            // The merged entry's time: it is the more recent one.
+            b.time = merged.time;
+        }
+        length -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defs() -> (Value, Map<String, Value>) {
+        let defs = json!({
+            "Obj": {"properties": {"spec": {"$ref": "#/components/schemas/Spec"}}},
+            "Spec": {"properties": {
+                "containers": {"type": "array", "items": {"type": "object"}, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+                "finalizers": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+                "args": {"type": "array", "items": {"type": "string"}},
+                "selector": {"type": "object", "x-kubernetes-map-type": "atomic"}
+            }}
+        });
+        (
+            json!({"$ref": "#/components/schemas/Obj"}),
+            defs.as_object().unwrap().clone(),
+        )
+    }
+
+    #[test]
+    fn field_sets_follow_list_semantics_and_round_trip() {
+        let (root, d) = defs();
+        let c = Cursor::new(&root, &d);
+        let obj = json!({"apiVersion": "v1", "metadata": {"name": "x", "labels": {"a": "b"}, "uid": "u"},
+            "spec": {"containers": [{"name": "web", "image": "i"}], "finalizers": ["f"], "args": ["1"], "selector": {"k": "v"}}});
+        let set = fields_of(&obj, Some(c));
+        let v1 = to_fields_v1(&set);
+        assert_eq!(
+            v1,
+            json!({
+                "f:metadata": {"f:labels": {"f:a": {}}},
+                "f:spec": {
+                    "f:args": {},
+                    "f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}},
+                    "f:finalizers": {"v:\"f\"": {}},
+                    "f:selector": {}
+                }
+            })
+        );
+        assert_eq!(from_fields_v1(&v1), set);
+        let p: Path = vec![
+            "f:spec".into(),
+            "f:containers".into(),
+            "k:{\"name\":\"web\"}".into(),
+            "f:image".into(),
+        ];
+        assert_eq!(value_at(&obj, &p), Some(&json!("i")));
+        let mut o = obj.clone();
+        remove_at(
+            &mut o,
+            &[
+                "f:spec".into(),
+                "f:containers".into(),
+                "k:{\"name\":\"web\"}".into(),
+                ".".into(),
+            ],
+        );
+        assert_eq!(o["spec"]["containers"], json!([]));
+    }
+
+    #[test]
+    fn update_managers_are_capped_into_ancient_changes() {
+        let mut obj = json!({"metadata": {"name": "x"}, "data": {}});
+        record_update(None, &mut obj, "creator", "v1", "", None);
+        // Twelve more managers, each writing its own key, a second apart.
+        for i in 0..12 {
+            let mut next = obj.clone();
+            next["data"][format!("k{i}")] = json!("v");
+            record_update(Some(&obj), &mut next, &format!("m{i:02}"), "v1", "", None);
+            // Distinct seconds, so the age order is the write order.
+            let mut es = read_entries(&next);
+            if let Some(e) = es.iter_mut().find(|e| e.manager == format!("m{i:02}")) {
+                e.time = format!("2026-01-01T00:00:{:02}Z", i + 1);
+            }
+            write_entries(&mut next, &es);
+            obj = next;
+        }
+        let entries = read_entries(&obj);
+        let names: Vec<&str> = entries.iter().map(|e| e.manager.as_str()).collect();
+        assert_eq!(entries.len(), MAX_UPDATE_MANAGERS, "{names:?}");
+        let bucket = entries
+            .iter()
+            .find(|e| e.manager == ANCIENT_CHANGES)
+            .expect("a bucket");
+        // The oldest writers' fields are not lost, only their names.
+        for k in ["k0", "k1", "k2"] {
+            assert!(
+                bucket
+                    .fields
+                    .contains(&vec!["f:data".to_string(), format!("f:{k}")]),
+                "{k} in {:?}",
+                bucket.fields
+            );
+        }
+        assert!(
+            names.contains(&"m11") && !names.contains(&"m00"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn updates_take_fields_from_other_managers() {
+        let old = json!({"metadata": {"name": "x"}, "data": {"a": "1", "b": "2"}});
+        let mut first = old.clone();
+        record_update(None, &mut first, "alice", "v1", "", None);
+        let mut second = first.clone();
+        second["data"]["a"] = json!("changed");
+        second["data"].as_object_mut().unwrap().remove("b");
+        record_update(Some(&first), &mut second, "bob", "v1", "", None);
+        let entries = read_entries(&second);
+        assert_eq!(
+            entries.len(),
+            1,
+            "alice lost everything and drops out: {entries:?}"
+        );
+        assert_eq!(entries[0].manager, "bob");
+        assert_eq!(
+            to_fields_v1(&entries[0].fields),
+            json!({"f:data": {"f:a": {}}})
+        );
+    }
+}

@@ -1,0 +1,858 @@
+//! Single-object verbs: get, create, update (PUT, main and `/status`), delete; plus the
+//! shared read/write helpers every verb (patch, lists, namespace lifecycle) goes through.
+
+pub mod apply;
+pub mod binding;
+pub mod list;
+pub mod patch;
+pub mod scale;
+pub mod watch;
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use capstan_store::{StoreError, StoreExt, Txn, TxnResponse};
+use serde_json::{json, Value};
+
+use crate::admission::service_alloc;
+use crate::discovery::table;
+use crate::encoding::field_validation;
+use crate::object::{self, meta_mut, set_meta};
+use crate::status::{ApiError, Cause};
+use crate::types::defaults;
+use crate::types::registry::ResourceType;
+use crate::types::validation;
+use crate::AppState;
+
+pub use crate::storage::{
+    decode_for, decode_stored, encode_as_stored, encode_for_store, key, present, read,
+};
+pub use crate::types::Target;
+
+pub fn is_dry_run(query: &HashMap<String, String>) -> bool {
+    query.get("dryRun").is_some_and(|v| v == "All")
+}
+
+pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let v: Value = match ct {
+        "" | "application/json" | "*/*" => {
+            crate::limits::parse_request_json(body, "the body of the request")?.map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as JSON: {e}"
+                ))
+            })?
+        }
+        "application/yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("the body of the request is not UTF-8"))?;
+            crate::limits::parse_request_yaml(text).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            })?
+        }
+        crate::encoding::protobuf::CONTENT_TYPE => return crate::encoding::protobuf::decode(body),
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    check_shape(&v)?;
+    Ok(v)
+}
+
+/// An object must be a JSON object whose `metadata`, if present, is one too: anything else
+/// cannot decode into a Kubernetes object at all (upstream answers 400 too). Every write
+/// path (bodies and patch results) goes through this.
+pub fn check_shape(v: &Value) -> Result<(), ApiError> {
+    crate::limits::check_value_depth(v, "the object")?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    match v.get("metadata") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "metadata must be an object (ObjectMeta), got {}",
+            match other {
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+    }
+}
+
+pub fn json_response(code: StatusCode, obj: &Value) -> Response {
+    match serde_json::to_vec(obj) {
+        Ok(body) => raw_json_response(code, body),
+        Err(e) => ApiError::internal(format!("encoding the response: {e}")).into_response(),
+    }
+}
+
+/// A response whose body is already JSON bytes.
+pub fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Render one object, as a one-row Table if the client asked for one.
+pub fn object_response(rt: &ResourceType, code: StatusCode, obj: &Value, accept: &str) -> Response {
+    if let Some(version) = table::table_version(accept) {
+        let rv = object::meta_str(obj, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
+        return json_response(
+            code,
+            &table::table(rt, std::slice::from_ref(obj), &rv, None, version),
+        );
+    }
+    json_response(code, obj)
+}
+
+/// The named object of the target with its mod revision, or a 404 naming it.
+pub async fn read_existing(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+) -> Result<(Value, i64), ApiError> {
+    read(state, &t.rt, t.namespace.as_deref(), name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))
+}
+
+fn require_name(t: &Target) -> Result<&str, ApiError> {
+    t.name
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("a resource name is required"))
+}
+
+pub async fn get(state: &AppState, t: &Target, accept: &str) -> Result<Response, ApiError> {
+    let name = require_name(t)?;
+    match read(state, &t.rt, t.namespace.as_deref(), name).await? {
+        Some((obj, _)) => Ok(object_response(&t.rt, StatusCode::OK, &obj, accept)),
+        None => Err(ApiError::not_found(&t.rt.group, &t.rt.plural, name)),
+    }
+}
+
+/// Check `apiVersion`/`kind` against the endpoint and fill them in when missing.
+fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = rt.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = json!(want_av),
+        Some(av) if av == want_av => {}
+        Some(av) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )))
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(rt.kind),
+        Some(k) if k == rt.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Put the namespace from the URL into the object, refusing a different one in the body.
+fn check_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
+    if !t.rt.namespaced {
+        meta_mut(obj).remove("namespace");
+        return Ok(());
+    }
+    let url_ns = t
+        .namespace
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("a namespace is required for this resource"))?;
+    match object::meta_str(obj, "namespace") {
+        None | Some("") => set_meta(obj, "namespace", json!(url_ns)),
+        Some(ns) if ns == url_ns => {}
+        Some(_) => return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+    Ok(())
+}
+
+async fn invalid_or_ok(
+    state: &AppState,
+    rt: &ResourceType,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let mut causes = validation::validate_metadata(rt, obj);
+    causes.extend(validation::validate_type(rt, obj));
+    causes.extend(validation::validate_rules(&state.cel, rt, obj, old).await?);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            object::name(obj),
+            causes,
+        ))
+    }
+}
+
+/// The namespace must exist and not be terminating before anything is created in it.
+async fn check_namespace_open(state: &AppState, ns: &str) -> Result<(), ApiError> {
+    let ns_rt = state
+        .registry
+        .find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+    match read(state, &ns_rt, None, ns).await? {
+        None => Err(ApiError::not_found("", "namespaces", ns)),
+        Some((obj, _)) if obj.pointer("/metadata/deletionTimestamp").is_some() => {
+            let mut e = ApiError::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ));
+            e.details = Some(
+                json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+            );
+            Err(e)
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Decode a full object body and apply `fieldValidation` (duplicate and unknown fields).
+fn decode_validated(
+    state: &AppState,
+    rt: &ResourceType,
+    query: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(Value, Vec<String>), ApiError> {
+    let mode = field_validation::mode(query)?;
+    let mut obj = decode_body(content_type, body)?;
+    let mut warnings = field_validation::duplicates(body, content_type, mode)?;
+    warnings.extend(field_validation::check(state, rt, &mut obj, mode)?);
+    Ok((obj, warnings))
+}
+
+pub async fn create(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (obj, warnings) = decode_validated(state, &t.rt, query, content_type, body)?;
+    let (obj, _) = create_object(state, t, obj, is_dry_run(query)).await?;
+    Ok(field_validation::with_warnings(
+        json_response(StatusCode::CREATED, &obj),
+        &warnings,
+    ))
+}
+
+/// Admit and store a new object; returns it with its resourceVersion.
+pub async fn create_object(
+    state: &AppState,
+    t: &Target,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<(Value, i64), ApiError> {
+    let rt = &t.rt;
+    if rt.custom.as_ref().is_some_and(|c| c.terminating) {
+        return Err(ApiError::method_not_allowed(format!(
+            "create not allowed while custom resource definition is terminating ({})",
+            rt.qualified()
+        )));
+    }
+    check_type(rt, &mut obj)?;
+    check_namespace(t, &mut obj)?;
+    object::drop_empty_meta(&mut obj);
+    if object::name(&obj).is_empty() {
+        if let Some(prefix) = object::meta_str(&obj, "generateName").map(String::from) {
+            if !prefix.is_empty() {
+                set_meta(
+                    &mut obj,
+                    "name",
+                    json!(format!("{prefix}{}", defaults::random_suffix())),
+                );
+            }
+        }
+    }
+    let m = meta_mut(&mut obj);
+    for f in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        m.remove(f);
+    }
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+    if rt.tracks_generation() {
+        m.insert("generation".into(), json!(1));
+    } else {
+        m.remove("generation");
+    }
+    if rt.group.is_empty() && rt.kind == "Pod" {
+        crate::admission::priority::admit(state, &mut obj).await?;
+    }
+    defaults::on_create(rt, &mut obj);
+    let is_service = is_core_service(rt);
+    if is_service {
+        let causes = service_alloc::range_causes(&state.service_ranges, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                object::name(&obj),
+                causes,
+            ));
+        }
+    }
+    invalid_or_ok(state, rt, &obj, None).await?;
+    if let Some(manager) = &t.manager {
+        record_fields(state, t, None, &mut obj, manager);
+    }
+    let name = object::name(&obj).to_string();
+    if rt.namespaced {
+        check_namespace_open(state, object::namespace(&obj)).await?;
+    }
+    if dry_run {
+        if read(state, rt, t.namespace.as_deref(), &name)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+        }
+        if is_service {
+            service_alloc::assign(&state.service_ranges, &mut obj);
+        }
+        return Ok((obj, 0));
+    }
+    let k = key(rt, t.namespace.as_deref(), &name);
+    if is_service {
+        return create_service(state, rt, &k, obj).await;
+    }
+    match state
+        .store
+        .create(k.as_bytes(), encode_as_stored(rt, &obj)?)
+        .await
+    {
+        Ok(rev) => {
+            set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
+            tracing::debug!(resource = rt.plural, name = %name, revision = rev, "created");
+            Ok((obj, rev))
+        }
+        Err(StoreError::CompareFailed) => {
+            Err(ApiError::already_exists(&rt.group, &rt.plural, &name))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn update(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let name = require_name(t)?.to_string();
+    let (mut obj, warnings) = decode_validated(state, &t.rt, query, content_type, body)?;
+    check_type(&t.rt, &mut obj)?;
+    match object::meta_str(&obj, "name") {
+        Some(n) if n == name => {}
+        None | Some("") => set_meta(&mut obj, "name", json!(name)),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+    }
+    check_namespace(t, &mut obj)?;
+    let (old, old_rev) = read_existing(state, t, &name).await?;
+    let expected = match object::meta_str(&obj, "resourceVersion") {
+        None | Some("") => old_rev,
+        Some(rv) => rv.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                &t.rt.group,
+                &t.rt.kind,
+                &name,
+                vec![Cause::invalid(
+                    "metadata.resourceVersion",
+                    rv,
+                    "must be an integer",
+                )],
+            )
+        })?,
+    };
+    let out = update_object(state, t, old, old_rev, obj, expected, is_dry_run(query)).await?;
+    Ok(field_validation::with_warnings(
+        json_response(StatusCode::OK, &out),
+        &warnings,
+    ))
+}
+
+/// Replace `old` (at `old_rev`) by `new`, which must have been read at `expected`.
+/// The main endpoint keeps the stored status; `/status` keeps everything but status.
+pub async fn update_object(
+    state: &AppState,
+    t: &Target,
+    old: Value,
+    old_rev: i64,
+    mut new: Value,
+    expected: i64,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let rt = &t.rt;
+    let name = object::name(&old).to_string();
+    if expected != old_rev {
+        return Err(ApiError::conflict(&rt.group, &rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
+    }
+    let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
+    if is_namespace && t.subresource.is_some() {
+        // Upstream's namespace status and finalize strategies copy only one part from the
+        // stored object (status keeps the spec, finalize keeps the status): the metadata
+        // the request carries (labels, annotations, finalizers) is applied as sent.
+        let keep = if t.subresource.as_deref() == Some("finalize") {
+            "status"
+        } else {
+            "spec"
+        };
+        match old.get(keep) {
+            Some(v) => new[keep] = v.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove(keep);
+                }
+            }
+        }
+    } else if t.subresource.as_deref() == Some("status") {
+        let status = new.get("status").cloned();
+        // Ownership travels with a status write (apply computes it before it gets here).
+        let managed = new.pointer("/metadata/managedFields").cloned();
+        new = old.clone();
+        if let Some(m) = managed {
+            set_meta(&mut new, "managedFields", m);
+        }
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    } else if rt.has_status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    // Server-owned metadata comes from the stored object.
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    {
+        let m = meta_mut(&mut new);
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old_meta.get(f) {
+                Some(v) => {
+                    m.insert(f.into(), v.clone());
+                }
+                None => {
+                    m.remove(f);
+                }
+            }
+        }
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    object::drop_empty_meta(&mut new);
+    defaults::on_update(rt, &mut new, &old, t.subresource.as_deref());
+    if is_core_service(rt) {
+        service_alloc::keep_allocated(&old, &mut new);
+        let old_ip = old
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let new_ip = new
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let external = new.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
+        if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && !external {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                &name,
+                vec![Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    new_ip,
+                    "may not change once set",
+                )],
+            ));
+        }
+        service_alloc::assign(&state.service_ranges, &mut new);
+        let causes = service_alloc::range_causes(&state.service_ranges, &new);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+        }
+    }
+    if rt.tracks_generation() && spec_changed(&old, &new, rt.has_status) {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        set_meta(&mut new, "generation", json!(g));
+    }
+    invalid_or_ok(state, rt, &new, Some(&old)).await?;
+    let mut causes = Vec::new();
+    defaults::immutable_checks(rt, &old, &new, &mut causes);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+    }
+    if let Some(manager) = &t.manager {
+        record_fields(state, t, Some(&old), &mut new, manager);
+    }
+    let mut old_cmp = old.clone();
+    meta_mut(&mut old_cmp).remove("resourceVersion");
+    if old_cmp == new {
+        // Nothing changed: no write, the resourceVersion stays.
+        return Ok(old);
+    }
+    if dry_run {
+        set_meta(&mut new, "resourceVersion", json!(old_rev.to_string()));
+        return Ok(new);
+    }
+    let k = key(rt, t.namespace.as_deref(), &name);
+    // An object marked for deletion goes once its last finalizer is removed.
+    let finishing =
+        new.pointer("/metadata/deletionTimestamp").is_some() && object::finalizers(&new).is_empty();
+    let owner = format!("{}/{name}", t.namespace.as_deref().unwrap_or(""));
+    let txn = if finishing {
+        let txn = Txn::new()
+            .when(Bytes::from(k.clone()), old_rev)
+            .delete(Bytes::from(k));
+        allocation_ops(rt, txn, Some(&old), None, &owner)
+    } else {
+        let txn = Txn::new()
+            .when(Bytes::from(k.clone()), old_rev)
+            .put(Bytes::from(k), encode_as_stored(rt, &new)?);
+        allocation_ops(rt, txn, Some(&old), Some(&new), &owner)
+    };
+    match state.store.txn(txn).await? {
+        TxnResponse::Succeeded { revision, .. } => {
+            set_meta(&mut new, "resourceVersion", json!(revision.to_string()));
+            Ok(new)
+        }
+        TxnResponse::Failed { .. } => Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )),
+    }
+}
+
+/// Whether anything but metadata (and status, when it has its own endpoint) changed.
+/// Note in `metadata.managedFields` what `manager` set with this write.
+fn record_fields(
+    state: &AppState,
+    t: &Target,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+) {
+    let openapi = state.openapi();
+    let schema = openapi
+        .schema_for(&t.rt.group, &t.rt.version, &t.rt.kind)
+        .map(|(root, defs)| crate::patch::strategic_merge::Cursor::new(root, defs));
+    crate::patch::managed_fields::record_update(
+        old,
+        new,
+        manager,
+        &t.rt.api_version(),
+        t.subresource.as_deref().unwrap_or(""),
+        schema,
+    );
+}
+
+fn is_core_service(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.kind == "Service"
+}
+
+/// Add a Service's allocation changes to the transaction that writes it: keys it now holds
+/// and did not are claimed (and must be free), keys it no longer holds are released.
+fn allocation_ops(
+    rt: &ResourceType,
+    mut txn: Txn,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    owner: &str,
+) -> Txn {
+    if !is_core_service(rt) {
+        return txn;
+    }
+    let before = old.map(service_alloc::held).unwrap_or_default();
+    let after = new.map(service_alloc::held).unwrap_or_default();
+    for k in after.difference(&before) {
+        txn = txn
+            .when(Bytes::from(k.clone()), 0)
+            .put(Bytes::from(k.clone()), Bytes::from(owner.to_string()));
+    }
+    for k in before.difference(&after) {
+        txn = txn.delete(Bytes::from(k.clone()));
+    }
+    txn
+}
+
+/// Store a new Service with its address and ports in one transaction; addresses and ports
+/// the server picked are picked again if another Service got them first.
+async fn create_service(
+    state: &AppState,
+    rt: &ResourceType,
+    k: &str,
+    obj: Value,
+) -> Result<(Value, i64), ApiError> {
+    let name = object::name(&obj).to_string();
+    let owner = format!("{}/{name}", object::namespace(&obj));
+    // First try blind; after a clash, pick among what the store says is free.
+    let mut taken = std::collections::BTreeSet::new();
+    for attempt in 0..32 {
+        if attempt > 0 {
+            taken.clear();
+            for prefix in service_alloc::PREFIXES {
+                let mut req = capstan_store::RangeRequest::new(capstan_store::KeyRange::prefix(
+                    Bytes::from_static(prefix.as_bytes()),
+                ));
+                req.keys_only = true;
+                let held = state.store.range(req).await?;
+                taken.extend(
+                    held.kvs
+                        .iter()
+                        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned()),
+                );
+            }
+        }
+        let mut candidate = obj.clone();
+        let chosen = service_alloc::assign_avoiding(&state.service_ranges, &mut candidate, &taken);
+        if chosen.full {
+            return Err(ApiError::internal(
+                "failed to allocate a ClusterIP or NodePort: range is full",
+            ));
+        }
+        let txn = Txn::new().when(Bytes::from(k.to_string()), 0).put(
+            Bytes::from(k.to_string()),
+            encode_as_stored(rt, &candidate)?,
+        );
+        let txn = allocation_ops(rt, txn, None, Some(&candidate), &owner);
+        let compared: Vec<Bytes> = txn.compares.iter().map(|c| c.key.clone()).collect();
+        match state.store.txn(txn).await? {
+            TxnResponse::Succeeded { revision, .. } => {
+                set_meta(
+                    &mut candidate,
+                    "resourceVersion",
+                    json!(revision.to_string()),
+                );
+                return Ok((candidate, revision));
+            }
+            TxnResponse::Failed { current, .. } => {
+                if current.first().is_some_and(Option::is_some) {
+                    return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+                }
+                let taken: Vec<String> = compared
+                    .iter()
+                    .zip(current.iter())
+                    .skip(1)
+                    .filter(|(_, cur)| cur.is_some())
+                    .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+                    .collect();
+                let users: Vec<Cause> = taken
+                    .iter()
+                    .filter(|key| !chosen.keys.contains(*key))
+                    .map(|key| service_alloc::taken_cause(&candidate, key))
+                    .collect();
+                if !users.is_empty() {
+                    return Err(ApiError::invalid(&rt.group, &rt.kind, &name, users));
+                }
+                // Only our own picks clashed: pick again.
+            }
+        }
+    }
+    Err(ApiError::internal(
+        "could not allocate a free ClusterIP or NodePort; the ranges may be full",
+    ))
+}
+
+fn spec_changed(old: &Value, new: &Value, status_separate: bool) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            if status_separate {
+                o.remove("status");
+            }
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+/// DeleteOptions from the body (JSON) with query parameters as fallback.
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+pub fn delete_options(
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        dry_run: is_dry_run(query),
+        uid: None,
+        resource_version: None,
+    };
+    if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        let v: Value = crate::limits::parse_request_json(body, "DeleteOptions")?
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
+            opts.dry_run |= d.iter().any(|x| x == "All");
+        }
+        if let Some(p) = v.get("preconditions") {
+            opts.uid = p.get("uid").and_then(Value::as_str).map(String::from);
+            opts.resource_version = p
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        if let Some(g) = v.get("gracePeriodSeconds") {
+            if !g.is_null() && g.as_i64().is_none_or(|n| n < 0) {
+                return Err(ApiError::bad_request(
+                    "gracePeriodSeconds must be a non-negative integer",
+                ));
+            }
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            if !["Orphan", "Background", "Foreground"].contains(&p) {
+                return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground")));
+            }
+        }
+    }
+    Ok(opts)
+}
+
+pub async fn delete(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let name = require_name(t)?.to_string();
+    let opts = delete_options(query, body)?;
+    crate::admission::namespace_lifecycle::admit_delete(t, &name)?;
+    let (obj, code) = delete_object(state, t, &name, &opts).await?;
+    Ok(json_response(code, &obj))
+}
+
+/// Delete one object: at once, or (finalizers, namespaces) by marking it for deletion.
+pub async fn delete_object(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<(Value, StatusCode), ApiError> {
+    let rt = &t.rt;
+    for _ in 0..8 {
+        let Some((obj, rev)) = read(state, rt, t.namespace.as_deref(), name).await? else {
+            return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+        };
+        if let Some(uid) = &opts.uid {
+            let have = object::meta_str(&obj, "uid").unwrap_or("");
+            if have != uid {
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
+            }
+        }
+        if let Some(want) = &opts.resource_version {
+            if *want != rev.to_string() {
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}")));
+            }
+        }
+        let k = key(rt, t.namespace.as_deref(), name);
+        let needs_marking = !object::finalizers(&obj).is_empty()
+            || (rt.kind == "Namespace" && rt.group.is_empty())
+            || rt.is_crd();
+        if needs_marking {
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok((obj, StatusCode::OK));
+            }
+            let mut marked = obj.clone();
+            set_meta(
+                &mut marked,
+                "deletionTimestamp",
+                json!(object::now_rfc3339()),
+            );
+            set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+            if rt.is_crd() {
+                crate::types::crd::add_finalizer(&mut marked);
+            }
+            if rt.kind == "Namespace" {
+                marked["status"] = json!({"phase": "Terminating"});
+            }
+            if opts.dry_run {
+                return Ok((marked, StatusCode::OK));
+            }
+            let txn = Txn::new()
+                .when(Bytes::from(k.clone()), rev)
+                .put(Bytes::from(k), encode_for_store(&marked)?);
+            match state.store.txn(txn).await? {
+                TxnResponse::Succeeded { revision, .. } => {
+                    set_meta(&mut marked, "resourceVersion", json!(revision.to_string()));
+                    return Ok((marked, StatusCode::OK));
+                }
+                TxnResponse::Failed { .. } => continue,
+            }
+        }
+        if opts.dry_run {
+            return Ok((obj, StatusCode::OK));
+        }
+        let owner = format!("{}/{name}", object::namespace(&obj));
+        let txn = Txn::new()
+            .when(Bytes::from(k.clone()), rev)
+            .delete(Bytes::from(k));
+        match state
+            .store
+            .txn(allocation_ops(rt, txn, Some(&obj), None, &owner))
+            .await?
+        {
+            TxnResponse::Succeeded { .. } => return Ok((obj, StatusCode::OK)),
+            TxnResponse::Failed { .. } => continue,
+        }
+    }
+    Err(ApiError::conflict(
+        &rt.group,
+        &rt.plural,
+        name,
+        "the object kept changing while being deleted; try again",
+    ))
+}

@@ -1,0 +1,122 @@
+//! Authentication, as kube-apiserver's chain decides it: a bearer token (scheme matched
+//! case-insensitively) that is the admin token passes; one that is not is a 401. A request
+//! with no credentials is the anonymous user, who may only read the health endpoints and
+//! `/version` (upstream's `system:public-info-viewer`); anything else is upstream's 403.
+
+use std::collections::HashMap;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::serving::request_info::{decode_path, RequestInfo};
+use crate::status::ApiError;
+use crate::AppState;
+
+const OPEN_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+
+/// Upstream's warning when `Authorization: Bearer  token` (two spaces) is ignored.
+const EXTRA_SPACE_WARNING: &str =
+    "the provided Authorization header contains extra space before the bearer token, and is ignored";
+
+/// What the `Authorization` header presents.
+#[derive(Debug, PartialEq, Eq)]
+enum Credential<'a> {
+    /// No header, another scheme, or an empty token: the request is anonymous.
+    None {
+        extra_space: bool,
+    },
+    Bearer(&'a [u8]),
+}
+
+/// Upstream's bearer-token authenticator: trim, split on single spaces into at most three
+/// parts, scheme compared without case; an empty token (`Bearer  x`) is no token at all.
+fn credential(header: Option<&HeaderValue>) -> Credential<'_> {
+    let Some(raw) = header.map(HeaderValue::as_bytes) else {
+        return Credential::None { extra_space: false };
+    };
+    let raw = raw.trim_ascii();
+    let mut parts = raw.splitn(3, |b| *b == b' ');
+    let scheme = parts.next().unwrap_or_default();
+    let Some(token) = parts.next() else {
+        return Credential::None { extra_space: false };
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Credential::None { extra_space: false };
+    }
+    if token.is_empty() {
+        return Credential::None {
+            extra_space: parts.next().is_some(),
+        };
+    }
+    Credential::Bearer(token)
+}
+
+fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if OPEN_PATHS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
+        return next.run(req).await;
+    }
+    match credential(req.headers().get(AUTHORIZATION)) {
+        Credential::Bearer(token) if bool::from(token.ct_eq(state.admin_token.as_bytes())) => {
+            if let Some(gate) = req.extensions().get::<crate::serving::serve::ConnGate>() {
+                gate.authenticated();
+            }
+            next.run(req).await
+        }
+        // A credential that fails is never taken for anonymous (upstream's FailOnError).
+        Credential::Bearer(_) => ApiError::unauthorized().into_response(),
+        Credential::None { extra_space } => {
+            let decoded = match decode_path(path) {
+                Ok(p) => p,
+                Err(e) => return e.into_response(),
+            };
+            let info = RequestInfo::new(req.method().as_str(), &decoded, &query_map(req.uri()));
+            let resp = info.anonymous_forbidden().into_response();
+            if extra_space {
+                crate::encoding::field_validation::with_warnings(
+                    resp,
+                    &[EXTRA_SPACE_WARNING.to_string()],
+                )
+            } else {
+                resp
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(header: &str, want: Credential<'_>) {
+        let h = HeaderValue::from_str(header).unwrap();
+        assert_eq!(credential(Some(&h)), want, "{header:?}");
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_empty_tokens_are_anonymous() {
+        check("Bearer abc", Credential::Bearer(b"abc"));
+        check("bearer abc", Credential::Bearer(b"abc"));
+        check("BEARER abc ", Credential::Bearer(b"abc"));
+        check(
+            "Basic dXNlcjpwdw==",
+            Credential::None { extra_space: false },
+        );
+        check("Bearer", Credential::None { extra_space: false });
+        check("Bearer  abc", Credential::None { extra_space: true });
+        assert_eq!(credential(None), Credential::None { extra_space: false });
+    }
+}

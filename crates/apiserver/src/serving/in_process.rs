@@ -1,0 +1,20 @@
+//! A kube-rs client over the in-process router (no socket, no TLS): how the built-in
+//! scheduler, controllers and simulated nodes talk to this server, as ordinary API clients.
+
+use axum::http::{header::AUTHORIZATION, HeaderValue, Request};
+
+use crate::{router, AppState};
+
+/// A `kube::Client` whose requests enter the same router, middleware and admission as a
+/// remote client's, authenticated as the admin (the token never leaves the process).
+pub fn client(state: AppState) -> kube::Client {
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", state.admin_token))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    let svc = tower::ServiceBuilder::new()
+        .map_request(move |mut req: Request<kube::client::Body>| {
+            req.headers_mut().insert(AUTHORIZATION, bearer.clone());
+            req
+        })
+        .service(router(state));
+    kube::Client::new(svc, "default")
+}

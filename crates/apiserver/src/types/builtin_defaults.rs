@@ -1,0 +1,644 @@
+//! Upstream defaulting for the built-in types (kube-apiserver's SetDefaults_* functions and
+//! the admission plugins every cluster runs), applied on create and on every update.
+
+use serde_json::{json, Value};
+
+/// Set `obj[key]` to `value` unless it is present (and not null).
+fn default(obj: &mut Value, key: &str, value: Value) {
+    if let Some(o) = obj.as_object_mut() {
+        match o.get(key) {
+            Some(v) if !v.is_null() => {}
+            _ => {
+                o.insert(key.to_string(), value);
+            }
+        }
+    }
+}
+
+/// The object at `obj[key]`, created empty if missing.
+fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
+    default(obj, key, json!({}));
+    &mut obj[key]
+}
+
+fn each(obj: &mut Value, key: &str, mut f: impl FnMut(&mut Value)) {
+    if let Some(list) = obj.get_mut(key).and_then(Value::as_array_mut) {
+        for item in list {
+            f(item);
+        }
+    }
+}
+
+/// `Always` for `:latest` or no tag (and no digest), else `IfNotPresent`.
+pub fn image_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn probe(p: &mut Value) {
+    if !p.is_object() {
+        return;
+    }
+    default(p, "timeoutSeconds", json!(1));
+    default(p, "periodSeconds", json!(10));
+    default(p, "successThreshold", json!(1));
+    default(p, "failureThreshold", json!(3));
+    if let Some(h) = p.get_mut("httpGet").filter(|h| h.is_object()) {
+        default(h, "path", json!("/"));
+        default(h, "scheme", json!("HTTP"));
+    }
+}
+
+fn container(c: &mut Value) {
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    default(c, "imagePullPolicy", json!(image_pull_policy(&image)));
+    default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default(c, "terminationMessagePolicy", json!("File"));
+    default(c, "resources", json!({}));
+    each(c, "ports", |p| default(p, "protocol", json!("TCP")));
+    for key in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(key) {
+            probe(p);
+        }
+    }
+    each(c, "env", |e| {
+        if let Some(f) = e
+            .pointer_mut("/valueFrom/fieldRef")
+            .filter(|f| f.is_object())
+        {
+            default(f, "apiVersion", json!("v1"));
+        }
+    });
+    // Requests default to limits where only limits are given.
+    let limits = c
+        .pointer("/resources/limits")
+        .and_then(Value::as_object)
+        .cloned();
+    if let Some(limits) = limits {
+        let res = child(c, "resources");
+        let req = child(res, "requests");
+        for (k, v) in limits {
+            default(req, &k, v);
+        }
+    }
+}
+
+fn volume(v: &mut Value) {
+    let sources = crate::types::builtin_validation::VOLUME_SOURCES;
+    if !sources
+        .iter()
+        .any(|s| v.get(*s).is_some_and(|x| !x.is_null()))
+    {
+        v["emptyDir"] = json!({});
+    }
+    for key in ["secret", "configMap", "downwardAPI", "projected"] {
+        if let Some(src) = v.get_mut(key).filter(|s| s.is_object()) {
+            default(src, "defaultMode", json!(420));
+        }
+    }
+    if let Some(h) = v.get_mut("hostPath").filter(|s| s.is_object()) {
+        default(h, "type", json!(""));
+    }
+}
+
+/// SetDefaults_PodSpec and its containers, volumes and probes.
+pub fn pod_spec(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "securityContext", json!({}));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "enableServiceLinks", json!(true));
+    let host_network = spec.get("hostNetwork") == Some(&json!(true));
+    for key in ["containers", "initContainers", "ephemeralContainers"] {
+        each(spec, key, |c| {
+            container(c);
+            if host_network {
+                each(c, "ports", |p| {
+                    if let Some(cp) = p.get("containerPort").cloned() {
+                        default(p, "hostPort", cp);
+                    }
+                });
+            }
+        });
+    }
+    each(spec, "volumes", volume);
+}
+
+/// The QoS class upstream reports for a pod's resources.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let res =
+        |c: &Value, kind: &str, r: &str| c.pointer(&format!("/resources/{kind}/{r}")).cloned();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"].iter().any(|k| {
+            c.pointer(&format!("/resources/{k}"))
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let l = res(c, "limits", r);
+            l.is_some() && res(c, "requests", r).is_none_or(|q| Some(q) == l)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// What the admission plugins every kube-apiserver runs add to a new Pod: its service
+/// account, a priority, the not-ready/unreachable tolerations, and a Pending status.
+fn pod_on_create(obj: &mut Value) {
+    let spec = child(obj, "spec");
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            spec.get("serviceAccount")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or("default")
+        .to_string();
+    spec["serviceAccountName"] = json!(sa);
+    spec["serviceAccount"] = json!(sa);
+    default(spec, "priority", json!(0));
+    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    default(spec, "tolerations", json!([]));
+    if let Some(tols) = spec["tolerations"].as_array_mut() {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            let has = tols.iter().any(|t| {
+                t.get("key").and_then(Value::as_str) == Some(key)
+                    && t.get("effect")
+                        .and_then(Value::as_str)
+                        .is_none_or(|e| e == "NoExecute")
+            });
+            if !has {
+                tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+    service_account_token(spec);
+    let qos = qos_class(spec);
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's projected API-access volume (token, cluster CA,
+/// namespace), mounted into every container, unless the pod opts out or mounts one itself.
+fn service_account_token(spec: &mut Value) {
+    if spec.get("automountServiceAccountToken") == Some(&json!(false)) {
+        return;
+    }
+    let mounted = ["containers", "initContainers"].iter().any(|k| {
+        spec.get(*k).and_then(Value::as_array).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("volumeMounts")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ms| {
+                        ms.iter().any(|m| {
+                            m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT)
+                        })
+                    })
+            })
+        })
+    });
+    if mounted {
+        return;
+    }
+    let name = format!(
+        "kube-api-access-{}",
+        crate::types::defaults::random_suffix()
+    );
+    default(spec, "volumes", json!([]));
+    if let Some(vols) = spec["volumes"].as_array_mut() {
+        vols.push(json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]}}));
+    }
+    for key in ["containers", "initContainers"] {
+        each(spec, key, |c| {
+            default(c, "volumeMounts", json!([]));
+            if let Some(ms) = c["volumeMounts"].as_array_mut() {
+                ms.push(json!({"name": name, "readOnly": true, "mountPath": TOKEN_MOUNT}));
+            }
+        });
+    }
+}
+
+fn template(obj: &mut Value, pointer: &str) {
+    if let Some(spec) = obj.pointer_mut(pointer) {
+        pod_spec(spec);
+    }
+}
+
+fn pvc_spec(spec: &mut Value) {
+    if spec.is_object() {
+        default(spec, "volumeMode", json!("Filesystem"));
+    }
+}
+
+fn label_selector_from_template(obj: &mut Value) {
+    let labels = obj.pointer("/spec/template/metadata/labels").cloned();
+    if let Some(labels) = labels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty())) {
+        let spec = child(obj, "spec");
+        default(spec, "selector", labels.clone());
+        let meta = child(obj, "metadata");
+        default(meta, "labels", labels);
+    }
+}
+
+/// Defaults for one object of a built-in type; `creating` adds what only creation sets.
+pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
+    match (group, kind) {
+        ("", "Pod") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pod_spec(spec);
+            }
+            if creating {
+                pod_on_create(obj);
+            }
+        }
+        ("", "PodTemplate") => template(obj, "/template/spec"),
+        ("", "ReplicationController") => {
+            label_selector_from_template(obj);
+            default(child(obj, "spec"), "replicas", json!(1));
+            default(child(obj, "spec"), "minReadySeconds", json!(0));
+            template(obj, "/spec/template/spec");
+        }
+        ("", "Service") => service(obj),
+        ("", "Endpoints") => each(obj, "subsets", |s| {
+            each(s, "ports", |p| default(p, "protocol", json!("TCP")))
+        }),
+        ("", "PersistentVolumeClaim") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pvc_spec(spec);
+            }
+            if creating {
+                obj["status"] = json!({"phase": "Pending"});
+            }
+        }
+        ("", "PersistentVolume") => {
+            let spec = child(obj, "spec");
+            default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            default(spec, "volumeMode", json!("Filesystem"));
+            if creating {
+                obj["status"] = json!({"phase": "Pending"});
+            }
+        }
+        ("apps", "Deployment") => {
+            let spec = child(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = child(spec, "strategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                let ru = child(strategy, "rollingUpdate");
+                default(ru, "maxUnavailable", json!("25%"));
+                default(ru, "maxSurge", json!("25%"));
+            }
+            template(obj, "/spec/template/spec");
+        }
+        ("apps", "ReplicaSet") => {
+            default(child(obj, "spec"), "replicas", json!(1));
+            template(obj, "/spec/template/spec");
+        }
+        ("apps", "StatefulSet") => {
+            let spec = child(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "podManagementPolicy", json!("OrderedReady"));
+            default(spec, "revisionHistoryLimit", json!(10));
+            let us = child(spec, "updateStrategy");
+            default(us, "type", json!("RollingUpdate"));
+            if us["type"] == "RollingUpdate" {
+                default(child(us, "rollingUpdate"), "partition", json!(0));
+            }
+            let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
+            default(retention, "whenDeleted", json!("Retain"));
+            default(retention, "whenScaled", json!("Retain"));
+            each(spec, "volumeClaimTemplates", |t| {
+                if let Some(s) = t.get_mut("spec") {
+                    pvc_spec(s);
+                }
+                default(t, "status", json!({"phase": "Pending"}));
+            });
+            template(obj, "/spec/template/spec");
+        }
+        ("apps", "DaemonSet") => {
+            let spec = child(obj, "spec");
+            default(spec, "revisionHistoryLimit", json!(10));
+            let us = child(spec, "updateStrategy");
+            default(us, "type", json!("RollingUpdate"));
+            if us["type"] == "RollingUpdate" {
+                let ru = child(us, "rollingUpdate");
+                default(ru, "maxUnavailable", json!(1));
+                default(ru, "maxSurge", json!(0));
+            }
+            template(obj, "/spec/template/spec");
+        }
+        ("batch", "Job") => {
+            job_spec(child(obj, "spec"));
+            template(obj, "/spec/template/spec");
+        }
+        ("batch", "CronJob") => {
+            let spec = child(obj, "spec");
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            template(obj, "/spec/jobTemplate/spec/template/spec");
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            let spec = child(obj, "spec");
+            default(spec, "minReplicas", json!(1));
+            let v2 = obj.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v2");
+            if v2 {
+                let spec = child(obj, "spec");
+                default(
+                    spec,
+                    "metrics",
+                    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                );
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            let spec = child(obj, "spec");
+            for dir in ["ingress", "egress"] {
+                each(spec, dir, |rule| {
+                    each(rule, "ports", |p| default(p, "protocol", json!("TCP")))
+                });
+            }
+            let egress = spec
+                .get("egress")
+                .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()));
+            let types = if egress {
+                json!(["Ingress", "Egress"])
+            } else {
+                json!(["Ingress"])
+            };
+            default(spec, "policyTypes", types);
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            each(obj, "ports", |p| default(p, "protocol", json!("TCP")))
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            each(obj, "subjects", |s| {
+                let group = match s.get("kind").and_then(Value::as_str) {
+                    Some("User") | Some("Group") => "rbac.authorization.k8s.io",
+                    _ => "",
+                };
+                default(s, "apiGroup", json!(group));
+            })
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            default(obj, "reclaimPolicy", json!("Delete"));
+            default(obj, "volumeBindingMode", json!("Immediate"));
+        }
+        ("storage.k8s.io", "CSIDriver") => {
+            let spec = child(obj, "spec");
+            default(spec, "attachRequired", json!(true));
+            default(spec, "podInfoOnMount", json!(false));
+            default(spec, "storageCapacity", json!(false));
+            default(spec, "requiresRepublish", json!(false));
+            default(spec, "seLinuxMount", json!(false));
+            default(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+            default(spec, "volumeLifecycleModes", json!(["Persistent"]));
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            default(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
+        }
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration",
+        ) => {
+            let mutating = kind.starts_with("Mutating");
+            each(obj, "webhooks", |w| {
+                default(w, "failurePolicy", json!("Fail"));
+                default(w, "matchPolicy", json!("Equivalent"));
+                default(w, "namespaceSelector", json!({}));
+                default(w, "objectSelector", json!({}));
+                default(w, "timeoutSeconds", json!(10));
+                if mutating {
+                    default(w, "reinvocationPolicy", json!("Never"));
+                }
+                each(w, "rules", |r| default(r, "scope", json!("*")));
+                if let Some(svc) = w
+                    .pointer_mut("/clientConfig/service")
+                    .filter(|s| s.is_object())
+                {
+                    default(svc, "port", json!(443));
+                }
+            });
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            let spec = child(obj, "spec");
+            default(spec, "failurePolicy", json!("Fail"));
+            // Absent constraints stay absent (validation requires them).
+            if let Some(mc) = spec.get_mut("matchConstraints").filter(|m| m.is_object()) {
+                default(mc, "matchPolicy", json!("Equivalent"));
+                default(mc, "namespaceSelector", json!({}));
+                default(mc, "objectSelector", json!({}));
+                each(mc, "resourceRules", |r| default(r, "scope", json!("*")));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn job_spec(spec: &mut Value) {
+    let has = |spec: &Value, k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+    if !has(spec, "completions") && !has(spec, "parallelism") {
+        spec["completions"] = json!(1);
+        spec["parallelism"] = json!(1);
+    }
+    default(spec, "parallelism", json!(1));
+    let per_index = has(spec, "backoffLimitPerIndex");
+    default(
+        spec,
+        "backoffLimit",
+        json!(if per_index { i32::MAX } else { 6 }),
+    );
+    default(spec, "completionMode", json!("NonIndexed"));
+    default(spec, "suspend", json!(false));
+    let replacement = if has(spec, "podFailurePolicy") {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    default(spec, "podReplacementPolicy", json!(replacement));
+}
+
+/// A new Job's generated selector and pod labels (unless it chose its own selector).
+pub fn job_selector(obj: &mut Value, uid: &str) {
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let spec = child(obj, "spec");
+    spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let tmeta = child(child(spec, "template"), "metadata");
+    let labels = child(tmeta, "labels");
+    if let Some(l) = labels.as_object_mut() {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", uid),
+            ("batch.kubernetes.io/job-name", name.as_str()),
+            ("controller-uid", uid),
+            ("job-name", name.as_str()),
+        ] {
+            l.insert(k.to_string(), json!(v));
+        }
+    }
+}
+
+fn service(obj: &mut Value) {
+    let spec = child(obj, "spec");
+    default(spec, "type", json!("ClusterIP"));
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
+    default(spec, "sessionAffinity", json!("None"));
+    if spec["sessionAffinity"] == "ClientIP" {
+        let cfg = child(spec, "sessionAffinityConfig");
+        default(child(cfg, "clientIP"), "timeoutSeconds", json!(10800));
+    }
+    each(spec, "ports", |p| {
+        default(p, "protocol", json!("TCP"));
+        if let Some(port) = p.get("port").cloned() {
+            let unset = match p.get("targetPort") {
+                None | Some(Value::Null) => true,
+                Some(Value::Number(n)) => n.as_i64() == Some(0),
+                Some(Value::String(s)) => s.is_empty(),
+                _ => false,
+            };
+            if unset {
+                p["targetPort"] = port;
+            }
+        }
+    });
+    if ty != "ExternalName" {
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_gets_upstreams_defaults() {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "containers": [
+                {"name": "a", "image": "nginx", "ports": [{"containerPort": 80}], "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                 "readinessProbe": {"httpGet": {"port": 80}}, "env": [{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
+                {"name": "b", "image": "busybox:1.36"}, {"name": "c", "image": "reg:5000/x@sha256:abc"}],
+            "volumes": [{"name": "v"}, {"name": "s", "secret": {"secretName": "x"}}]}});
+        apply("", "Pod", &mut pod, true);
+        let s = &pod["spec"];
+        assert_eq!(s["restartPolicy"], "Always");
+        assert_eq!(s["dnsPolicy"], "ClusterFirst");
+        assert_eq!(s["terminationGracePeriodSeconds"], 30);
+        assert_eq!(s["schedulerName"], "default-scheduler");
+        assert_eq!(s["serviceAccountName"], "default");
+        assert_eq!(s["tolerations"].as_array().unwrap().len(), 2);
+        let c = &s["containers"];
+        assert_eq!(c[0]["imagePullPolicy"], "Always");
+        assert_eq!(c[1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c[2]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c[0]["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c[0]["terminationMessagePolicy"], "File");
+        assert_eq!(c[0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            c[0]["resources"]["requests"],
+            json!({"cpu": "1", "memory": "1Gi"})
+        );
+        assert_eq!(c[0]["readinessProbe"]["periodSeconds"], 10);
+        assert_eq!(c[0]["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(c[0]["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+        assert_eq!(s["volumes"][0]["emptyDir"], json!({}));
+        assert_eq!(s["volumes"][1]["secret"]["defaultMode"], 420);
+        assert_eq!(
+            pod["status"],
+            json!({"phase": "Pending", "qosClass": "Burstable"})
+        );
+    }
+
+    #[test]
+    fn workloads_and_services_get_upstreams_defaults() {
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        apply("apps", "Deployment", &mut d, true);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+        assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut svc =
+            json!({"spec": {"ports": [{"port": 80}, {"port": 443, "targetPort": "https"}]}});
+        apply("", "Service", &mut svc, true);
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert_eq!(svc["spec"]["sessionAffinity"], "None");
+        assert_eq!(
+            svc["spec"]["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+        );
+        assert_eq!(svc["spec"]["ports"][1]["targetPort"], "https");
+        let mut job =
+            json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": []}}}});
+        apply("batch", "Job", &mut job, true);
+        job_selector(&mut job, "u1");
+        assert_eq!(job["spec"]["completions"], 1);
+        assert_eq!(job["spec"]["backoffLimit"], 6);
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u1"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "j"
+        );
+        assert_eq!(image_pull_policy("localhost:5000/app"), "Always");
+        assert_eq!(image_pull_policy("localhost:5000/app:v2"), "IfNotPresent");
+    }
+}
