@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::AppState;
 
 /// The Kubernetes version capstan serves; kubectl picks its matching binary by the minor.
-
 pub async fn version() -> impl IntoResponse {
     Json(json!({
         "major": crate::discovery::KUBE_MAJOR,

@@ -263,6 +263,11 @@ pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
+/// Core `namespaces` (which has the `finalize` subresource of its own).
+pub fn is_core_namespaces(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "namespaces"
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -276,9 +281,4 @@ mod tests {
             ["v10", "v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"]
         );
     }
-}
-
-/// Core `namespaces` (which has the `finalize` subresource of its own).
-pub fn is_core_namespaces(rt: &ResourceType) -> bool {
-    rt.group.is_empty() && rt.plural == "namespaces"
 }
