@@ -114,8 +114,8 @@ pub struct Parameter {
 pub mod parameter {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Oneof {
-        #[prost(message, tag = "1")]
-        BodyParameter(super::BodyParameter),
+        #[prost(message, boxed, tag = "1")]
+        BodyParameter(Box<super::BodyParameter>),
         #[prost(message, tag = "2")]
         NonBodyParameter(super::NonBodyParameter),
     }
@@ -307,8 +307,8 @@ pub struct AdditionalPropertiesItem {
 pub mod additional_properties_item {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Oneof {
-        #[prost(message, tag = "1")]
-        Schema(super::Schema),
+        #[prost(message, boxed, tag = "1")]
+        Schema(Box<super::Schema>),
         #[prost(bool, tag = "2")]
         Boolean(bool),
     }
@@ -493,7 +493,9 @@ fn schema(v: &Value) -> Schema {
                 oneof: Some(additional_properties_item::Oneof::Boolean(*b)),
             })),
             Some(s @ Value::Object(_)) => Some(Box::new(AdditionalPropertiesItem {
-                oneof: Some(additional_properties_item::Oneof::Schema(schema(s))),
+                oneof: Some(additional_properties_item::Oneof::Schema(Box::new(schema(
+                    s,
+                )))),
             })),
             _ => None,
         },
@@ -525,13 +527,13 @@ fn schema(v: &Value) -> Schema {
 
 fn parameter(p: &Value) -> ParametersItem {
     let oneof = match p.get("in").and_then(Value::as_str) {
-        Some("body") => parameter::Oneof::BodyParameter(BodyParameter {
+        Some("body") => parameter::Oneof::BodyParameter(Box::new(BodyParameter {
             description: str_of(p, "description"),
             name: str_of(p, "name"),
             r#in: "body".into(),
             required: p.get("required").and_then(Value::as_bool).unwrap_or(false),
             schema: p.get("schema").map(schema),
-        }),
+        })),
         Some("query") => parameter::Oneof::NonBodyParameter(NonBodyParameter {
             oneof: Some(non_body_parameter::Oneof::QueryParameterSubSchema(
                 QueryParameter {
