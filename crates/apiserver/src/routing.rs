@@ -106,8 +106,14 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         _ => return Err(ApiError::path_not_found(path)),
     };
     if let Some(sub) = &target.subresource {
-        let binding = sub == "binding" && target.rt.group.is_empty() && target.rt.plural == "pods";
-        if target.rt.subresources.iter().any(|s| s == sub) && !binding {
+        // Subresources the kind's strategy serves here (a pod's binding, a namespace's
+        // finalize); the type's other listed subresources are the node agent's.
+        let own = target
+            .rt
+            .strategy
+            .own_subresources()
+            .contains(&sub.as_str());
+        if target.rt.subresources.iter().any(|s| s == sub) && !own {
             // Logs, exec, attach, port-forward, binding, eviction: the node agent's work.
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -118,12 +124,9 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
                 ),
             ));
         }
-        // A namespace's `finalize` is its own subresource (upstream's FinalizeREST).
-        let finalize = sub == "finalize" && crate::types::registry::is_core_namespaces(&target.rt);
         if !((sub == "status" && target.rt.has_status)
             || (sub == "scale" && target.rt.has_scale())
-            || finalize
-            || binding)
+            || own)
         {
             return Err(ApiError::path_not_found(path));
         }
@@ -316,7 +319,7 @@ pub async fn handle(
         dispatch.await
     };
     let wrote = result.is_ok() && method != Method::GET;
-    if wrote && target.rt.is_crd() {
+    if wrote && target.rt.strategy.changes_served_types() {
         // The next request must already see the new API (discovery, OpenAPI, endpoints).
         if let Err(e) = crate::crds::controller::sync(&state).await {
             tracing::warn!(error = %e.message, "CRD sync after write failed");

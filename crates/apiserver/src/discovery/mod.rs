@@ -40,9 +40,20 @@ fn streaming_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "log" | "ephemeralcontainers" => vec!["get", "patch", "update"],
         "binding" | "eviction" => vec!["create"],
+        "finalize" => vec!["update"],
         "approval" => vec!["get", "patch", "update"],
         _ => vec!["create", "get"],
     }
+}
+
+/// Subresources the kind's strategy serves that the type's row does not list (a
+/// namespace's `finalize`).
+fn own_only(rt: &ResourceType) -> impl Iterator<Item = &'static str> + '_ {
+    rt.strategy
+        .own_subresources()
+        .iter()
+        .copied()
+        .filter(|s| !rt.subresources.iter().any(|x| x == s))
 }
 
 fn resource_entry(rt: &ResourceType) -> Value {
@@ -74,11 +85,11 @@ fn resource_entry(rt: &ResourceType) -> Value {
             "verbs": ["get", "patch", "update"],
         }));
     }
-    if crate::types::registry::is_core_namespaces(rt) {
+    for sub in own_only(rt) {
         subs.push(json!({
-            "subresource": "finalize",
+            "subresource": sub,
             "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-            "verbs": ["update"],
+            "verbs": streaming_verbs(sub),
         }));
     }
     for sub in &rt.subresources {
@@ -206,8 +217,8 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             if t.has_status {
                 out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
             }
-            if crate::types::registry::is_core_namespaces(t) {
-                out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": t.kind, "verbs": ["update"]}));
+            for sub in own_only(t) {
+                out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));
             }
             for sub in &t.subresources {
                 out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));

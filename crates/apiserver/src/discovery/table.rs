@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::object;
 use crate::status::ApiError;
-use crate::types::registry::{Printer, ResourceType};
+use crate::types::registry::ResourceType;
+use crate::types::shared::printing::described_col;
 
 pub const TABLE_V1: &str = "meta.k8s.io/v1";
 pub const TABLE_V1BETA1: &str = "meta.k8s.io/v1beta1";
@@ -93,56 +94,33 @@ pub fn wants_table(accept: &str) -> bool {
     table_version(accept).is_some()
 }
 
-fn col(name: &str, ty: &str, format: &str, description: &str, priority: i64) -> Value {
-    json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
-}
-
+/// The kind's columns (its strategy's, a CRD's additionalPrinterColumns), else NAME AGE.
 fn columns(rt: &ResourceType) -> Vec<Value> {
-    let name = col(
+    let name = described_col(
         "Name",
         "string",
         "name",
         "Name must be unique within a namespace.",
         0,
     );
-    let age = col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
-    if let Some(cols) = crate::types::builtin_printers::columns(rt.printer) {
+    if rt.custom.is_some() {
+        let mut cols = vec![name];
+        for c in custom_columns(rt) {
+            let ty = if c.type_ == "date" { "date" } else { &c.type_ };
+            cols.push(described_col(
+                &c.name,
+                ty,
+                &c.format,
+                &c.description,
+                c.priority,
+            ));
+        }
         return cols;
     }
-    match rt.printer {
-        Printer::Default => vec![name, age],
-        Printer::Namespace => vec![name, col("Status", "string", "", "The status of the namespace", 0), age],
-        Printer::ConfigMap => vec![name, col("Data", "integer", "", "Data contains the configuration data.", 0), age],
-        Printer::Secret => vec![
-            name,
-            col("Type", "string", "", "Used to facilitate programmatic handling of secret data.", 0),
-            col("Data", "integer", "", "Data contains the secret data.", 0),
-            age,
-        ],
-        Printer::ServiceAccount => vec![name, col("Secrets", "integer", "", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.", 0), age],
-        Printer::Event => vec![
-            col("Last Seen", "string", "", "Time when this Event was last observed.", 0),
-            col("Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
-            col("Reason", "string", "", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
-            col("Object", "string", "", "The object that this event is about.", 0),
-            col("Message", "string", "", "A human-readable description of the status of this operation.", 0),
-        ],
-        Printer::Lease => vec![name, col("Holder", "string", "", "The holder of the lease.", 0), age],
-        Printer::Crd => vec![
-            name,
-            col("Created At", "date", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0),
-        ],
-        Printer::Custom => {
-            let mut cols = vec![name];
-            for c in custom_columns(rt) {
-                let ty = if c.type_ == "date" { "date" } else { &c.type_ };
-                cols.push(col(&c.name, ty, &c.format, &c.description, c.priority));
-            }
-            cols
-        }
-        // The workload, networking, storage and RBAC types print in builtin_printers.
-        _ => vec![name, age],
-    }
+    rt.strategy.columns().unwrap_or_else(|| {
+        let age = described_col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+        vec![name, age]
+    })
 }
 
 /// A CRD version's columns; upstream shows AGE when the CRD names none.
@@ -189,105 +167,19 @@ fn custom_cell(c: &crate::types::crd::PrinterColumn, obj: &Value) -> Value {
     }
 }
 
-fn count(obj: &Value, fields: &[&str]) -> i64 {
-    fields
-        .iter()
-        .map(|f| {
-            obj.get(*f)
-                .and_then(Value::as_object)
-                .map_or(0, |m| m.len() as i64)
-        })
-        .sum()
-}
-
 fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
     let name = json!(object::name(obj));
-    let age = json!(object::age(object::meta_str(obj, "creationTimestamp")));
-    if let Some(cells) = crate::types::builtin_printers::cells(rt.printer, obj) {
-        return cells;
+    if rt.custom.is_some() {
+        let mut out = vec![name];
+        out.extend(custom_columns(rt).iter().map(|c| custom_cell(c, obj)));
+        return out;
     }
-    match rt.printer {
-        Printer::Default => vec![name, age],
-        Printer::Namespace => {
-            vec![
-                name,
-                json!(obj
-                    .pointer("/status/phase")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Active")),
-                age,
-            ]
-        }
-        Printer::ConfigMap => vec![name, json!(count(obj, &["data", "binaryData"])), age],
-        Printer::Secret => {
-            vec![
-                name,
-                json!(obj.get("type").and_then(Value::as_str).unwrap_or("Opaque")),
-                json!(count(obj, &["data"])),
-                age,
-            ]
-        }
-        Printer::ServiceAccount => {
-            vec![
-                name,
-                json!(obj
-                    .get("secrets")
-                    .and_then(Value::as_array)
-                    .map_or(0, |a| a.len())),
-                age,
-            ]
-        }
-        Printer::Event => {
-            let last = obj
-                .get("lastTimestamp")
-                .or_else(|| obj.get("eventTime"))
-                .or_else(|| obj.get("deprecatedLastTimestamp"))
-                .and_then(Value::as_str)
-                .or_else(|| object::meta_str(obj, "creationTimestamp"));
-            let regarding = obj.get("involvedObject").or_else(|| obj.get("regarding"));
-            let target = regarding.map_or(String::new(), |r| {
-                format!(
-                    "{}/{}",
-                    r.get("kind")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_lowercase(),
-                    r.get("name").and_then(Value::as_str).unwrap_or("")
-                )
-            });
-            let text = |f: &str| json!(obj.get(f).and_then(Value::as_str).unwrap_or(""));
-            let message = obj
-                .get("message")
-                .or_else(|| obj.get("note"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            vec![
-                json!(object::age(last)),
-                text("type"),
-                text("reason"),
-                json!(target),
-                json!(message),
-            ]
-        }
-        Printer::Lease => vec![
+    rt.strategy.cells(obj).unwrap_or_else(|| {
+        vec![
             name,
-            json!(obj
-                .pointer("/spec/holderIdentity")
-                .and_then(Value::as_str)
-                .unwrap_or("")),
-            age,
-        ],
-        Printer::Crd => vec![
-            name,
-            json!(object::meta_str(obj, "creationTimestamp").unwrap_or("")),
-        ],
-        Printer::Custom => {
-            let mut out = vec![name];
-            out.extend(custom_columns(rt).iter().map(|c| custom_cell(c, obj)));
-            out
-        }
-        _ => vec![name, age],
-    }
+            json!(object::age(object::meta_str(obj, "creationTimestamp"))),
+        ]
+    })
 }
 
 /// The PartialObjectMetadata kubectl expects in each row.

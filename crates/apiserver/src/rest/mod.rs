@@ -418,50 +418,9 @@ pub async fn update_object(
     if expected != old_rev {
         return Err(ApiError::conflict(&rt.group, &rt.plural, &name, "the object has been modified; please apply your changes to the latest version and try again"));
     }
-    let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
-    if is_namespace && t.subresource.is_some() {
-        // Upstream's namespace status and finalize strategies copy only one part from the
-        // stored object (status keeps the spec, finalize keeps the status): the metadata
-        // the request carries (labels, annotations, finalizers) is applied as sent.
-        let keep = if t.subresource.as_deref() == Some("finalize") {
-            "status"
-        } else {
-            "spec"
-        };
-        match old.get(keep) {
-            Some(v) => new[keep] = v.clone(),
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove(keep);
-                }
-            }
-        }
-    } else if t.subresource.as_deref() == Some("status") {
-        let status = new.get("status").cloned();
-        // Ownership travels with a status write (apply computes it before it gets here).
-        let managed = new.pointer("/metadata/managedFields").cloned();
-        new = old.clone();
-        if let Some(m) = managed {
-            set_meta(&mut new, "managedFields", m);
-        }
-        match status {
-            Some(s) => new["status"] = s,
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    } else if rt.has_status {
-        match old.get("status") {
-            Some(s) => new["status"] = s.clone(),
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    }
+    // What this endpoint may change (the kind's PrepareForUpdate).
+    rt.strategy
+        .prepare_for_update(&mut new, &old, t.subresource.as_deref(), rt.has_status);
     // Server-owned metadata comes from the stored object.
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     {
@@ -486,7 +445,7 @@ pub async fn update_object(
         m.remove("selfLink");
     }
     object::drop_empty_meta(&mut new);
-    defaults::on_update(rt, &mut new, &old, t.subresource.as_deref());
+    defaults::on_update(rt, &mut new);
     if is_core_service(rt) {
         service_alloc::keep_allocated(&old, &mut new);
         let old_ip = old
@@ -799,9 +758,8 @@ pub async fn delete_object(
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
-        let needs_marking = !object::finalizers(&obj).is_empty()
-            || (rt.kind == "Namespace" && rt.group.is_empty())
-            || rt.is_crd();
+        let needs_marking =
+            !object::finalizers(&obj).is_empty() || rt.strategy.deletion_is_two_phase();
         if needs_marking {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok((obj, StatusCode::OK));
@@ -813,12 +771,7 @@ pub async fn delete_object(
                 json!(object::now_rfc3339()),
             );
             set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
-            if rt.is_crd() {
-                crate::types::crd::add_finalizer(&mut marked);
-            }
-            if rt.kind == "Namespace" {
-                marked["status"] = json!({"phase": "Terminating"});
-            }
+            rt.strategy.prepare_for_delete(&mut marked);
             if opts.dry_run {
                 return Ok((marked, StatusCode::OK));
             }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::status::Cause;
 use crate::types::jsonpath::JsonPath;
-use crate::types::registry::{Printer, ResourceType};
+use crate::types::registry::ResourceType;
 use crate::types::validation::{is_dns1123_label, is_dns1123_subdomain};
 
 pub const GROUP: &str = "apiextensions.k8s.io";
@@ -480,6 +480,17 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                         format!("{group}/{version} {} is deprecated", s(&names, "/kind"))
                     })
             });
+            let custom = Arc::new(CustomVersion {
+                crd_name: s(crd, "/metadata/name").to_string(),
+                storage_version: storage_version.clone(),
+                schema_json,
+                schema,
+                cel,
+                columns,
+                deprecation_warning,
+                terminating,
+                spec_hash,
+            });
             ResourceType {
                 group: group.clone(),
                 version: version.clone(),
@@ -490,21 +501,13 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                 short_names: list("shortNames"),
                 categories: list("categories"),
                 has_status: v.pointer("/subresources/status").is_some(),
-                printer: Printer::Custom,
                 schema: None,
                 scale,
                 subresources: Vec::new(),
-                custom: Some(Arc::new(CustomVersion {
-                    crd_name: s(crd, "/metadata/name").to_string(),
-                    storage_version: storage_version.clone(),
-                    schema_json,
-                    schema,
-                    cel,
-                    columns,
-                    deprecation_warning,
-                    terminating,
-                    spec_hash,
-                })),
+                strategy: Arc::new(crate::types::custom::CustomResource {
+                    version: custom.clone(),
+                }),
+                custom: Some(custom),
             }
         })
         .collect()

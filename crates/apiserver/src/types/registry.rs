@@ -1,63 +1,11 @@
-//! The registry: one entry per served resource type (scope, names, verbs, printer columns),
+//! The registry: one entry per served resource type (scope, names, verbs, its strategy),
 //! looked up by group/version/plural. Built-in types are fixed entries; each served version
 //! of a CRD adds an entry of the same shape at run time.
 
 use std::sync::{Arc, RwLock};
 
 use crate::types::crd::CustomVersion;
-
-/// How a resource prints in `kubectl get` (the Table's columns after NAME).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Printer {
-    /// NAME AGE
-    Default,
-    /// NAME STATUS AGE
-    Namespace,
-    /// NAME DATA AGE
-    ConfigMap,
-    /// NAME TYPE DATA AGE
-    Secret,
-    /// NAME SECRETS AGE
-    ServiceAccount,
-    /// LAST SEEN TYPE REASON OBJECT MESSAGE
-    Event,
-    /// NAME HOLDER AGE
-    Lease,
-    Pod,
-    Service,
-    Deployment,
-    ReplicaSet,
-    ReplicationController,
-    StatefulSet,
-    DaemonSet,
-    Job,
-    CronJob,
-    Node,
-    PersistentVolume,
-    PersistentVolumeClaim,
-    Endpoints,
-    EndpointSlice,
-    Ingress,
-    IngressClass,
-    NetworkPolicy,
-    Hpa,
-    Pdb,
-    StorageClass,
-    PriorityClass,
-    RuntimeClass,
-    RoleBinding,
-    ResourceQuota,
-    Csr,
-    Webhooks,
-    ControllerRevision,
-    PodTemplate,
-    /// NAME CREATED AT (roles, limit ranges …)
-    CreatedAt,
-    /// A CRD's additionalPrinterColumns (NAME AGE when it has none).
-    Custom,
-    /// NAME CREATED AT
-    Crd,
-}
+use crate::types::strategy::Strategy;
 
 /// Produces a type's OpenAPI schema (a `$ref` into the generator's definitions).
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
@@ -68,7 +16,7 @@ pub(crate) fn schema_of<T: schemars::JsonSchema>(
     g.subschema_for::<T>()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ResourceType {
     pub group: String,
     pub version: String,
@@ -80,7 +28,6 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     /// Whether the type has a `/status` subresource (and so spec/status separation).
     pub has_status: bool,
-    pub printer: Printer,
     pub schema: Option<SchemaFn>,
     /// The `scale` subresource, when the type has one.
     pub scale: Option<crate::types::crd::ScalePaths>,
@@ -88,6 +35,14 @@ pub struct ResourceType {
     pub subresources: Vec<String>,
     /// Set for custom resources: the CRD's schema, subresources and columns for this version.
     pub custom: Option<Arc<CustomVersion>>,
+    /// Everything the REST path asks of this kind (defaults, validation, printing …).
+    pub strategy: Arc<dyn Strategy>,
+}
+
+impl std::fmt::Debug for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResourceType({})", self.qualified())
+    }
 }
 
 impl ResourceType {
@@ -161,8 +116,8 @@ pub(crate) fn rt(
     namespaced: bool,
     short_names: &[&str],
     has_status: bool,
-    printer: Printer,
     schema: SchemaFn,
+    strategy: Arc<dyn Strategy>,
 ) -> ResourceType {
     ResourceType {
         group: group.into(),
@@ -174,11 +129,11 @@ pub(crate) fn rt(
         short_names: short_names.iter().map(|s| s.to_string()).collect(),
         categories: Vec::new(),
         has_status,
-        printer,
         schema: Some(schema),
         scale: None,
         subresources: Vec::new(),
         custom: None,
+        strategy,
     }
 }
 

@@ -125,16 +125,7 @@ pub enum NameRule {
 }
 
 pub fn name_rule(rt: &ResourceType) -> NameRule {
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Service") => NameRule::Dns1035Label,
-        ("", "Namespace") => NameRule::Dns1123Label,
-        (
-            "rbac.authorization.k8s.io",
-            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding",
-        )
-        | ("certificates.k8s.io", "CertificateSigningRequest") => NameRule::PathSegment,
-        _ => NameRule::Dns1123Subdomain,
-    }
+    rt.strategy.name_rule()
 }
 
 /// Upstream's `path.IsValidPathSegmentName`: not `.` or `..`, no `/` or `%`. Every stored
@@ -171,7 +162,7 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
                     causes.push(Cause::invalid(
                         "metadata.name",
                         name,
-                        crate::types::builtin_validation::DNS1035_MSG,
+                        crate::types::shared::validating::DNS1035_MSG,
                     ));
                 }
             }
@@ -259,55 +250,6 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     causes
 }
 
-/// ConfigMap and Secret keys: `[-._a-zA-Z0-9]+`, at most 253 characters, not `.` or `..`.
-fn config_key_errors(field: &str, key: &str) -> Vec<Cause> {
-    let ok = !key.is_empty()
-        && key.len() <= 253
-        && key != "."
-        && key != ".."
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
-        vec![]
-    } else {
-        vec![Cause::invalid(
-            format!("{field}[{key}]"),
-            key,
-            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
-        )]
-    }
-}
-
-fn string_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) -> Vec<String> {
-    match obj.get(field) {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Object(m)) => {
-            let mut keys = Vec::new();
-            for (k, v) in m {
-                if !v.is_string() {
-                    causes.push(Cause::invalid(
-                        format!("{field}[{k}]"),
-                        &v.to_string(),
-                        "must be a string",
-                    ));
-                }
-                causes.extend(config_key_errors(field, k));
-                keys.push(k.clone());
-            }
-            keys
-        }
-        Some(other) => {
-            causes.push(Cause::invalid(
-                field,
-                &other.to_string(),
-                "must be an object of strings",
-            ));
-            vec![]
-        }
-    }
-}
-
 /// A custom resource's CEL rules (`x-kubernetes-validations`); transition rules see `old`.
 /// Rules that overrun the runner's deadline are one cause, as upstream's cost budget is.
 pub async fn validate_rules(
@@ -342,118 +284,8 @@ pub async fn validate_rules(
     }
 }
 
-/// Type-specific rules for the types served today.
+/// The kind's own rules (its strategy: a built-in kind's module, or a custom resource's
+/// schema).
 pub fn validate_type(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
-    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
-        return capstan_schema::validate(schema, obj, &capstan_schema::FieldPath::default())
-            .into_iter()
-            // metadata is ObjectMeta, checked by validate_metadata, whatever the schema says.
-            .filter(|v| v.field != "metadata" && !v.field.starts_with("metadata."))
-            .map(|v| Cause {
-                reason: v.reason(),
-                message: v.message(),
-                field: v.field,
-            })
-            .collect();
-    }
-    if rt.is_crd() {
-        return crate::types::crd::validate(obj, None);
-    }
-    let mut causes = crate::types::builtin_validation::validate(&rt.group, &rt.kind, obj);
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "ConfigMap") => {
-            let data = string_map(obj, "data", &mut causes);
-            if let Some(Value::Object(bin)) = obj.get("binaryData") {
-                for (k, v) in bin {
-                    causes.extend(config_key_errors("binaryData", k));
-                    if data.contains(k) {
-                        causes.push(Cause::invalid(
-                            format!("data[{k}]"),
-                            k,
-                            "duplicate of key present in binaryData",
-                        ));
-                    }
-                    if !v.as_str().is_some_and(is_base64) {
-                        causes.push(Cause::invalid(
-                            format!("binaryData[{k}]"),
-                            "<value>",
-                            "must be base64-encoded",
-                        ));
-                    }
-                }
-            }
-        }
-        ("", "Secret") => {
-            if let Some(Value::Object(data)) = obj.get("data") {
-                for (k, v) in data {
-                    causes.extend(config_key_errors("data", k));
-                    if !v.as_str().is_some_and(is_base64) {
-                        causes.push(Cause::invalid(
-                            format!("data[{k}]"),
-                            "<secret contents redacted>",
-                            "illegal base64 data",
-                        ));
-                    }
-                }
-            }
-            let ty = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque");
-            let has = |k: &str| obj.get("data").and_then(|d| d.get(k)).is_some();
-            match ty {
-                "kubernetes.io/tls" => {
-                    for k in ["tls.crt", "tls.key"] {
-                        if !has(k) {
-                            causes.push(Cause::required(format!("data[{k}]"), ""));
-                        }
-                    }
-                }
-                "kubernetes.io/dockerconfigjson" if !has(".dockerconfigjson") => {
-                    causes.push(Cause::required("data[.dockerconfigjson]", ""));
-                }
-                "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
-                    causes.push(Cause::required("data[username]", ""));
-                }
-                "kubernetes.io/ssh-auth" if !has("ssh-privatekey") => {
-                    causes.push(Cause::required("data[ssh-privatekey]", ""));
-                }
-                _ => {}
-            }
-        }
-        ("coordination.k8s.io", "Lease") => {
-            if let Some(spec) = obj.get("spec") {
-                for f in ["leaseDurationSeconds", "leaseTransitions"] {
-                    if let Some(v) = spec.get(f) {
-                        match v.as_i64() {
-                            Some(n) if n < 0 || (f == "leaseDurationSeconds" && n == 0) => causes
-                                .push(Cause::invalid(
-                                    format!("spec.{f}"),
-                                    &n.to_string(),
-                                    if f == "leaseDurationSeconds" {
-                                        "must be greater than 0"
-                                    } else {
-                                        "must be greater than or equal to 0"
-                                    },
-                                )),
-                            Some(_) => {}
-                            None if v.is_null() => {}
-                            None => causes.push(Cause::invalid(
-                                format!("spec.{f}"),
-                                &v.to_string(),
-                                "must be an integer",
-                            )),
-                        }
-                    }
-                }
-            }
-        }
-        ("", "Event") if obj.get("involvedObject").is_none() => {
-            causes.push(Cause::required("involvedObject", ""));
-        }
-        _ => {}
-    }
-    causes
-}
-
-fn is_base64(s: &str) -> bool {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+    rt.strategy.validate(obj)
 }

@@ -1,10 +1,10 @@
-//! Upstream defaulting for the built-in types (kube-apiserver's SetDefaults_* functions and
-//! the admission plugins every cluster runs), applied on create and on every update.
+//! Defaulting helpers the built-in kinds share (kube-apiserver's SetDefaults_* building
+//! blocks: pod specs, containers, probes, volumes, templates, services, jobs).
 
 use serde_json::{json, Value};
 
 /// Set `obj[key]` to `value` unless it is present (and not null).
-fn default(obj: &mut Value, key: &str, value: Value) {
+pub(crate) fn default(obj: &mut Value, key: &str, value: Value) {
     if let Some(o) = obj.as_object_mut() {
         match o.get(key) {
             Some(v) if !v.is_null() => {}
@@ -16,12 +16,12 @@ fn default(obj: &mut Value, key: &str, value: Value) {
 }
 
 /// The object at `obj[key]`, created empty if missing.
-fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
+pub(crate) fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     default(obj, key, json!({}));
     &mut obj[key]
 }
 
-fn each(obj: &mut Value, key: &str, mut f: impl FnMut(&mut Value)) {
+pub(crate) fn each(obj: &mut Value, key: &str, mut f: impl FnMut(&mut Value)) {
     if let Some(list) = obj.get_mut(key).and_then(Value::as_array_mut) {
         for item in list {
             f(item);
@@ -41,7 +41,7 @@ pub fn image_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn probe(p: &mut Value) {
+pub(crate) fn probe(p: &mut Value) {
     if !p.is_object() {
         return;
     }
@@ -55,7 +55,7 @@ fn probe(p: &mut Value) {
     }
 }
 
-fn container(c: &mut Value) {
+pub(crate) fn container(c: &mut Value) {
     let image = c
         .get("image")
         .and_then(Value::as_str)
@@ -93,8 +93,8 @@ fn container(c: &mut Value) {
     }
 }
 
-fn volume(v: &mut Value) {
-    let sources = crate::types::builtin_validation::VOLUME_SOURCES;
+pub(crate) fn volume(v: &mut Value) {
+    let sources = crate::types::shared::validating::VOLUME_SOURCES;
     if !sources
         .iter()
         .any(|s| v.get(*s).is_some_and(|x| !x.is_null()))
@@ -139,7 +139,7 @@ pub fn pod_spec(spec: &mut Value) {
 }
 
 /// The QoS class upstream reports for a pod's resources.
-fn qos_class(spec: &Value) -> &'static str {
+pub(crate) fn qos_class(spec: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
         .iter()
         .filter_map(|k| spec.get(*k).and_then(Value::as_array))
@@ -172,7 +172,7 @@ fn qos_class(spec: &Value) -> &'static str {
 
 /// What the admission plugins every kube-apiserver runs add to a new Pod: its service
 /// account, a priority, the not-ready/unreachable tolerations, and a Pending status.
-fn pod_on_create(obj: &mut Value) {
+pub(crate) fn pod_on_create(obj: &mut Value) {
     let spec = child(obj, "spec");
     let sa = spec
         .get("serviceAccountName")
@@ -211,11 +211,11 @@ fn pod_on_create(obj: &mut Value) {
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
 }
 
-const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// The ServiceAccount admission plugin's projected API-access volume (token, cluster CA,
 /// namespace), mounted into every container, unless the pod opts out or mounts one itself.
-fn service_account_token(spec: &mut Value) {
+pub(crate) fn service_account_token(spec: &mut Value) {
     if spec.get("automountServiceAccountToken") == Some(&json!(false)) {
         return;
     }
@@ -257,19 +257,19 @@ fn service_account_token(spec: &mut Value) {
     }
 }
 
-fn template(obj: &mut Value, pointer: &str) {
+pub(crate) fn template(obj: &mut Value, pointer: &str) {
     if let Some(spec) = obj.pointer_mut(pointer) {
         pod_spec(spec);
     }
 }
 
-fn pvc_spec(spec: &mut Value) {
+pub(crate) fn pvc_spec(spec: &mut Value) {
     if spec.is_object() {
         default(spec, "volumeMode", json!("Filesystem"));
     }
 }
 
-fn label_selector_from_template(obj: &mut Value) {
+pub(crate) fn label_selector_from_template(obj: &mut Value) {
     let labels = obj.pointer("/spec/template/metadata/labels").cloned();
     if let Some(labels) = labels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty())) {
         let spec = child(obj, "spec");
@@ -279,205 +279,7 @@ fn label_selector_from_template(obj: &mut Value) {
     }
 }
 
-/// Defaults for one object of a built-in type; `creating` adds what only creation sets.
-pub fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
-    match (group, kind) {
-        ("", "Pod") => {
-            if let Some(spec) = obj.get_mut("spec") {
-                pod_spec(spec);
-            }
-            if creating {
-                pod_on_create(obj);
-            }
-        }
-        ("", "PodTemplate") => template(obj, "/template/spec"),
-        ("", "ReplicationController") => {
-            label_selector_from_template(obj);
-            default(child(obj, "spec"), "replicas", json!(1));
-            default(child(obj, "spec"), "minReadySeconds", json!(0));
-            template(obj, "/spec/template/spec");
-        }
-        ("", "Service") => service(obj),
-        ("", "Endpoints") => each(obj, "subsets", |s| {
-            each(s, "ports", |p| default(p, "protocol", json!("TCP")))
-        }),
-        ("", "PersistentVolumeClaim") => {
-            if let Some(spec) = obj.get_mut("spec") {
-                pvc_spec(spec);
-            }
-            if creating {
-                obj["status"] = json!({"phase": "Pending"});
-            }
-        }
-        ("", "PersistentVolume") => {
-            let spec = child(obj, "spec");
-            default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-            default(spec, "volumeMode", json!("Filesystem"));
-            if creating {
-                obj["status"] = json!({"phase": "Pending"});
-            }
-        }
-        ("apps", "Deployment") => {
-            let spec = child(obj, "spec");
-            default(spec, "replicas", json!(1));
-            default(spec, "revisionHistoryLimit", json!(10));
-            default(spec, "progressDeadlineSeconds", json!(600));
-            let strategy = child(spec, "strategy");
-            default(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                let ru = child(strategy, "rollingUpdate");
-                default(ru, "maxUnavailable", json!("25%"));
-                default(ru, "maxSurge", json!("25%"));
-            }
-            template(obj, "/spec/template/spec");
-        }
-        ("apps", "ReplicaSet") => {
-            default(child(obj, "spec"), "replicas", json!(1));
-            template(obj, "/spec/template/spec");
-        }
-        ("apps", "StatefulSet") => {
-            let spec = child(obj, "spec");
-            default(spec, "replicas", json!(1));
-            default(spec, "podManagementPolicy", json!("OrderedReady"));
-            default(spec, "revisionHistoryLimit", json!(10));
-            let us = child(spec, "updateStrategy");
-            default(us, "type", json!("RollingUpdate"));
-            if us["type"] == "RollingUpdate" {
-                default(child(us, "rollingUpdate"), "partition", json!(0));
-            }
-            let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
-            default(retention, "whenDeleted", json!("Retain"));
-            default(retention, "whenScaled", json!("Retain"));
-            each(spec, "volumeClaimTemplates", |t| {
-                if let Some(s) = t.get_mut("spec") {
-                    pvc_spec(s);
-                }
-                default(t, "status", json!({"phase": "Pending"}));
-            });
-            template(obj, "/spec/template/spec");
-        }
-        ("apps", "DaemonSet") => {
-            let spec = child(obj, "spec");
-            default(spec, "revisionHistoryLimit", json!(10));
-            let us = child(spec, "updateStrategy");
-            default(us, "type", json!("RollingUpdate"));
-            if us["type"] == "RollingUpdate" {
-                let ru = child(us, "rollingUpdate");
-                default(ru, "maxUnavailable", json!(1));
-                default(ru, "maxSurge", json!(0));
-            }
-            template(obj, "/spec/template/spec");
-        }
-        ("batch", "Job") => {
-            job_spec(child(obj, "spec"));
-            template(obj, "/spec/template/spec");
-        }
-        ("batch", "CronJob") => {
-            let spec = child(obj, "spec");
-            default(spec, "concurrencyPolicy", json!("Allow"));
-            default(spec, "suspend", json!(false));
-            default(spec, "successfulJobsHistoryLimit", json!(3));
-            default(spec, "failedJobsHistoryLimit", json!(1));
-            template(obj, "/spec/jobTemplate/spec/template/spec");
-        }
-        ("autoscaling", "HorizontalPodAutoscaler") => {
-            let spec = child(obj, "spec");
-            default(spec, "minReplicas", json!(1));
-            let v2 = obj.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v2");
-            if v2 {
-                let spec = child(obj, "spec");
-                default(
-                    spec,
-                    "metrics",
-                    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
-                );
-            }
-        }
-        ("networking.k8s.io", "NetworkPolicy") => {
-            let spec = child(obj, "spec");
-            for dir in ["ingress", "egress"] {
-                each(spec, dir, |rule| {
-                    each(rule, "ports", |p| default(p, "protocol", json!("TCP")))
-                });
-            }
-            let egress = spec
-                .get("egress")
-                .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()));
-            let types = if egress {
-                json!(["Ingress", "Egress"])
-            } else {
-                json!(["Ingress"])
-            };
-            default(spec, "policyTypes", types);
-        }
-        ("discovery.k8s.io", "EndpointSlice") => {
-            each(obj, "ports", |p| default(p, "protocol", json!("TCP")))
-        }
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            each(obj, "subjects", |s| {
-                let group = match s.get("kind").and_then(Value::as_str) {
-                    Some("User") | Some("Group") => "rbac.authorization.k8s.io",
-                    _ => "",
-                };
-                default(s, "apiGroup", json!(group));
-            })
-        }
-        ("storage.k8s.io", "StorageClass") => {
-            default(obj, "reclaimPolicy", json!("Delete"));
-            default(obj, "volumeBindingMode", json!("Immediate"));
-        }
-        ("storage.k8s.io", "CSIDriver") => {
-            let spec = child(obj, "spec");
-            default(spec, "attachRequired", json!(true));
-            default(spec, "podInfoOnMount", json!(false));
-            default(spec, "storageCapacity", json!(false));
-            default(spec, "requiresRepublish", json!(false));
-            default(spec, "seLinuxMount", json!(false));
-            default(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
-            default(spec, "volumeLifecycleModes", json!(["Persistent"]));
-        }
-        ("scheduling.k8s.io", "PriorityClass") => {
-            default(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
-        }
-        (
-            "admissionregistration.k8s.io",
-            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration",
-        ) => {
-            let mutating = kind.starts_with("Mutating");
-            each(obj, "webhooks", |w| {
-                default(w, "failurePolicy", json!("Fail"));
-                default(w, "matchPolicy", json!("Equivalent"));
-                default(w, "namespaceSelector", json!({}));
-                default(w, "objectSelector", json!({}));
-                default(w, "timeoutSeconds", json!(10));
-                if mutating {
-                    default(w, "reinvocationPolicy", json!("Never"));
-                }
-                each(w, "rules", |r| default(r, "scope", json!("*")));
-                if let Some(svc) = w
-                    .pointer_mut("/clientConfig/service")
-                    .filter(|s| s.is_object())
-                {
-                    default(svc, "port", json!(443));
-                }
-            });
-        }
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
-            let spec = child(obj, "spec");
-            default(spec, "failurePolicy", json!("Fail"));
-            // Absent constraints stay absent (validation requires them).
-            if let Some(mc) = spec.get_mut("matchConstraints").filter(|m| m.is_object()) {
-                default(mc, "matchPolicy", json!("Equivalent"));
-                default(mc, "namespaceSelector", json!({}));
-                default(mc, "objectSelector", json!({}));
-                each(mc, "resourceRules", |r| default(r, "scope", json!("*")));
-            }
-        }
-        _ => {}
-    }
-}
-
-fn job_spec(spec: &mut Value) {
+pub(crate) fn job_spec(spec: &mut Value) {
     let has = |spec: &Value, k: &str| spec.get(k).is_some_and(|v| !v.is_null());
     if !has(spec, "completions") && !has(spec, "parallelism") {
         spec["completions"] = json!(1);
@@ -526,7 +328,7 @@ pub fn job_selector(obj: &mut Value, uid: &str) {
     }
 }
 
-fn service(obj: &mut Value) {
+pub(crate) fn service(obj: &mut Value) {
     let spec = child(obj, "spec");
     default(spec, "type", json!("ClusterIP"));
     let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
@@ -563,6 +365,19 @@ fn service(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The built-in kind's strategy (tests exercise the helpers through the kinds).
+    fn strategy(group: &str, kind: &str) -> std::sync::Arc<dyn crate::types::strategy::Strategy> {
+        crate::types::builtin::builtin()
+            .into_iter()
+            .find(|t| t.group == group && t.kind == kind)
+            .expect("a built-in kind")
+            .strategy
+    }
+
+    fn apply(group: &str, kind: &str, obj: &mut Value, creating: bool) {
+        strategy(group, kind).defaults(obj, creating);
+    }
 
     #[test]
     fn a_pod_gets_upstreams_defaults() {

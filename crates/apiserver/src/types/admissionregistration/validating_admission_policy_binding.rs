@@ -1,0 +1,8 @@
+//! ValidatingAdmissionPolicyBinding (admissionregistration.k8s.io, admissionregistration.k8s.io/v1): its defaults, validation, table columns and field
+//! selectors — everything capstan knows about the kind, in one place.
+
+use crate::types::strategy::Strategy;
+
+pub struct ValidatingAdmissionPolicyBinding;
+
+impl Strategy for ValidatingAdmissionPolicyBinding {}

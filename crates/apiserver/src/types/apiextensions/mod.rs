@@ -1,0 +1,4 @@
+//! The apiextensions.k8s.io API group: one module per kind (its strategy), plus what several of
+//! its kinds share.
+
+pub mod custom_resource_definition;

@@ -1,0 +1,84 @@
+//! Deployment (apps, apps/v1): its defaults, validation, table columns and field
+//! selectors — everything capstan knows about the kind, in one place.
+
+use serde_json::{json, Value};
+
+use crate::status::Cause;
+use crate::types::strategy::Strategy;
+
+pub struct Deployment;
+
+impl Strategy for Deployment {
+    fn defaults(&self, obj: &mut Value, _creating: bool) {
+        use crate::types::shared::defaulting::*;
+        let spec = child(obj, "spec");
+        default(spec, "replicas", json!(1));
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(spec, "progressDeadlineSeconds", json!(600));
+        let strategy = child(spec, "strategy");
+        default(strategy, "type", json!("RollingUpdate"));
+        if strategy["type"] == "RollingUpdate" {
+            let ru = child(strategy, "rollingUpdate");
+            default(ru, "maxUnavailable", json!("25%"));
+            default(ru, "maxSurge", json!("25%"));
+        }
+        template(obj, "/spec/template/spec");
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        crate::types::apps::workload_validation(&mut c, "apps", "Deployment", obj);
+        c.0
+    }
+
+    fn validate_update(&self, old: &Value, new: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        crate::types::apps::workload_selector_immutable(&mut c, "apps", "Deployment", old, new);
+        c.0
+    }
+
+    fn columns(&self) -> Option<Vec<Value>> {
+        use crate::types::shared::printing::*;
+        let c = |spec: &[(&str, &str, i64)]| {
+            Some(spec.iter().map(|(n, t, pr)| col(n, t, *pr)).collect())
+        };
+        c(&[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "string", 0),
+            ("Available", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ])
+    }
+
+    fn cells(&self, o: &Value) -> Option<Vec<Value>> {
+        use crate::types::shared::printing::*;
+        let name = json!(object::name(o));
+        let tpl = o
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(json!({}));
+        let (cnames, images) = containers(&tpl);
+        let sel = or_none(selector(o.pointer("/spec/selector")));
+        let mut out = vec![name];
+        out.extend([
+            json!(format!(
+                "{}/{}",
+                i(o, "/status/readyReplicas"),
+                i(o, "/spec/replicas")
+            )),
+            json!(i(o, "/status/updatedReplicas")),
+            json!(i(o, "/status/availableReplicas")),
+            age(o),
+            json!(cnames),
+            json!(images),
+            sel,
+        ]);
+        Some(out)
+    }
+}

@@ -1,0 +1,45 @@
+//! ReplicaSet (apps, apps/v1): its defaults, validation, table columns and field
+//! selectors — everything capstan knows about the kind, in one place.
+
+use serde_json::{json, Value};
+
+use crate::status::Cause;
+use crate::types::strategy::Strategy;
+
+pub struct ReplicaSet;
+
+impl Strategy for ReplicaSet {
+    fn defaults(&self, obj: &mut Value, _creating: bool) {
+        use crate::types::shared::defaulting::*;
+        default(child(obj, "spec"), "replicas", json!(1));
+        template(obj, "/spec/template/spec");
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        crate::types::apps::workload_validation(&mut c, "apps", "ReplicaSet", obj);
+        c.0
+    }
+
+    fn validate_update(&self, old: &Value, new: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        crate::types::apps::workload_selector_immutable(&mut c, "apps", "ReplicaSet", old, new);
+        c.0
+    }
+
+    fn columns(&self) -> Option<Vec<Value>> {
+        crate::types::apps::replica_set_columns()
+    }
+
+    fn cells(&self, o: &Value) -> Option<Vec<Value>> {
+        let mut out = vec![json!(crate::object::name(o))];
+        crate::types::apps::replica_set_cells(o, &mut out)?;
+        Some(out)
+    }
+
+    fn field_selectors(&self) -> &'static [&'static str] {
+        &["status.replicas"]
+    }
+}

@@ -1,0 +1,121 @@
+//! Job (batch, batch/v1): its defaults, validation, table columns and field
+//! selectors — everything capstan knows about the kind, in one place.
+
+use serde_json::{json, Value};
+
+use crate::status::Cause;
+use crate::types::strategy::Strategy;
+
+pub struct Job;
+
+impl Strategy for Job {
+    fn defaults(&self, obj: &mut Value, creating: bool) {
+        use crate::types::shared::defaulting::*;
+        job_spec(child(obj, "spec"));
+        template(obj, "/spec/template/spec");
+
+        if creating {
+            // The selector names the Job's own uid (upstream's generated selector).
+            let uid = crate::object::meta_str(obj, "uid")
+                .unwrap_or("")
+                .to_string();
+            job_selector(obj, &uid);
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        job(&mut c, obj, "spec", "/spec");
+        c.0
+    }
+
+    fn validate_update(&self, old: &Value, new: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        let immutable = |c: &mut Causes, ptr: &str, field: &str| {
+            if old.pointer(ptr) != new.pointer(ptr) {
+                c.invalid(
+                    field,
+                    new.pointer(ptr).unwrap_or(&Value::Null),
+                    "field is immutable",
+                );
+            }
+        };
+        immutable(&mut c, "/spec/selector", "spec.selector");
+        immutable(&mut c, "/spec/template", "spec.template");
+        immutable(&mut c, "/spec/completionMode", "spec.completionMode");
+        c.0
+    }
+
+    fn columns(&self) -> Option<Vec<Value>> {
+        use crate::types::shared::printing::*;
+        let c = |spec: &[(&str, &str, i64)]| {
+            Some(spec.iter().map(|(n, t, pr)| col(n, t, *pr)).collect())
+        };
+        c(&[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ])
+    }
+
+    fn cells(&self, o: &Value) -> Option<Vec<Value>> {
+        use crate::types::shared::printing::*;
+        let name = json!(object::name(o));
+        let tpl = o
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(json!({}));
+        let (cnames, images) = containers(&tpl);
+        let sel = or_none(selector(o.pointer("/spec/selector")));
+        let mut out = vec![name];
+        let conds = arr(o, "/status/conditions");
+        let has = |t: &str| {
+            conds
+                .iter()
+                .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
+        };
+        let status = if has("Complete") {
+            "Complete"
+        } else if has("Failed") {
+            "Failed"
+        } else if o.pointer("/spec/suspend") == Some(&json!(true)) {
+            "Suspended"
+        } else {
+            "Running"
+        };
+        let completions = o.pointer("/spec/completions").and_then(Value::as_i64);
+        let done = i(o, "/status/succeeded");
+        let duration = match (
+            o.pointer("/status/startTime").and_then(Value::as_str),
+            o.pointer("/status/completionTime").and_then(Value::as_str),
+        ) {
+            (Some(start), None) => duration_since(start),
+            (Some(_), Some(end)) => duration_since(end),
+            _ => String::new(),
+        };
+        out.extend([
+            json!(status),
+            json!(match completions {
+                Some(c) => format!("{done}/{c}"),
+                None => format!("{done}/1 of {}", i(o, "/spec/parallelism").max(1)),
+            }),
+            json!(duration),
+            age(o),
+            json!(cnames),
+            json!(images),
+            sel,
+        ]);
+        Some(out)
+    }
+
+    fn field_selectors(&self) -> &'static [&'static str] {
+        &["status.successful"]
+    }
+}

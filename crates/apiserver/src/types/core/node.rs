@@ -1,0 +1,118 @@
+//! Node (core, v1): its defaults, validation, table columns and field
+//! selectors — everything capstan knows about the kind, in one place.
+
+use serde_json::{json, Value};
+
+use crate::status::Cause;
+use crate::types::strategy::Strategy;
+
+pub struct Node;
+
+impl Strategy for Node {
+    /// Upstream's node strategy lets every field, status included, be set on create (a
+    /// node agent registers its node with its capacity and addresses at once).
+    fn prepare_for_create(&self, _obj: &mut Value, _has_status: bool) {}
+
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        use crate::types::shared::validating::*;
+        let mut c = Causes::default();
+        for (i, t) in arr(obj, "/spec/taints").iter().enumerate() {
+            let tp = format!("spec.taints[{i}]");
+            let key = s(t, "/key");
+            if key.is_empty() {
+                c.required(&format!("{tp}.key"), "");
+            } else {
+                c.0.extend(crate::types::validation::qualified_name_errors(
+                    &format!("{tp}.key"),
+                    key,
+                ));
+            }
+            c.one_of(
+                t,
+                "/effect",
+                &format!("{tp}.effect"),
+                &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                true,
+            );
+        }
+        let cidr = s(obj, "/spec/podCIDR");
+        if !cidr.is_empty() && !is_cidr(cidr) {
+            c.invalid("spec.podCIDR", &json!(cidr), CIDR_MSG);
+        }
+        for (i, v) in arr(obj, "/spec/podCIDRs").iter().enumerate() {
+            if !v.as_str().is_some_and(is_cidr) {
+                c.invalid(&format!("spec.podCIDRs[{i}]"), v, CIDR_MSG);
+            }
+        }
+        c.0
+    }
+
+    fn columns(&self) -> Option<Vec<Value>> {
+        use crate::types::shared::printing::*;
+        let c = |spec: &[(&str, &str, i64)]| {
+            Some(spec.iter().map(|(n, t, pr)| col(n, t, *pr)).collect())
+        };
+        c(&[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ])
+    }
+
+    fn cells(&self, o: &Value) -> Option<Vec<Value>> {
+        use crate::types::shared::printing::*;
+        let name = json!(object::name(o));
+
+        let mut out = vec![name];
+        let ready = arr(o, "/status/conditions")
+            .iter()
+            .find(|c| s(c, "/type") == "Ready");
+        let mut status = match ready.map(|c| s(c, "/status")) {
+            Some("True") => "Ready".to_string(),
+            _ => "NotReady".to_string(),
+        };
+        if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
+            status.push_str(",SchedulingDisabled");
+        }
+        let roles: Vec<String> = o
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.keys()
+                    .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let addr = |t: &str| {
+            arr(o, "/status/addresses")
+                .iter()
+                .find(|a| s(a, "/type") == t)
+                .map(|a| s(a, "/address").to_string())
+                .unwrap_or_else(|| "<none>".into())
+        };
+        out.extend([
+            json!(status),
+            or_none(roles.join(",")),
+            age(o),
+            json!(s(o, "/status/nodeInfo/kubeletVersion")),
+            json!(addr("InternalIP")),
+            json!(addr("ExternalIP")),
+            json!(s(o, "/status/nodeInfo/osImage")),
+            json!(s(o, "/status/nodeInfo/kernelVersion")),
+            json!(s(o, "/status/nodeInfo/containerRuntimeVersion")),
+        ]);
+        Some(out)
+    }
+
+    fn field_selectors(&self) -> &'static [&'static str] {
+        &["spec.unschedulable"]
+    }
+}

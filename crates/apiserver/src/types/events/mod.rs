@@ -1,0 +1,4 @@
+//! The events.k8s.io API group: one module per kind (its strategy), plus what several of
+//! its kinds share.
+
+pub mod event;

@@ -1,0 +1,118 @@
+//! The strategy of a kind: everything the generic REST path asks of a type — defaults,
+//! what create and update reset, validation, deletion, printing, field selectors.
+
+use serde_json::Value;
+
+use crate::status::Cause;
+use crate::types::validation::NameRule;
+
+/// One kind's rules (upstream's registry strategy, `pkg/registry/<group>/<kind>`). The
+/// registry entry of every served type holds one; built-in kinds have a module each under
+/// `types/<group>/`, custom resources a [`crate::types::custom::CustomResource`] built from
+/// their CRD's schema. Every method has the behaviour of a kind with nothing special.
+pub trait Strategy: Send + Sync {
+    /// What `metadata.name` must be.
+    fn name_rule(&self) -> NameRule {
+        NameRule::Dns1123Subdomain
+    }
+
+    /// What the server sets or clears on a new object before defaults (PrepareForCreate):
+    /// by default a type with a status subresource starts without status.
+    fn prepare_for_create(&self, obj: &mut Value, has_status: bool) {
+        if has_status {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
+
+    /// What an update through `subresource` keeps from the stored object
+    /// (PrepareForUpdate): `/status` writes only status, the main endpoint of a type with
+    /// a status subresource keeps the stored status.
+    fn prepare_for_update(
+        &self,
+        new: &mut Value,
+        old: &Value,
+        subresource: Option<&str>,
+        has_status: bool,
+    ) {
+        if subresource == Some("status") {
+            let status = new.get("status").cloned();
+            // Ownership travels with a status write (apply computes it before it gets here).
+            let managed = new.pointer("/metadata/managedFields").cloned();
+            *new = old.clone();
+            if let Some(m) = managed {
+                crate::object::set_meta(new, "managedFields", m);
+            }
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        } else if has_status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Upstream's defaulting, on create (`creating`) and on every update.
+    fn defaults(&self, _obj: &mut Value, _creating: bool) {}
+
+    /// The kind's own rules on create and update (metadata is checked generically).
+    fn validate(&self, _obj: &Value) -> Vec<Cause> {
+        Vec::new()
+    }
+
+    /// What may not change on update, beyond what every type checks.
+    fn validate_update(&self, _old: &Value, _new: &Value) -> Vec<Cause> {
+        Vec::new()
+    }
+
+    /// Whether a delete only marks the object (deletionTimestamp) even without
+    /// finalizers, for a loop to finish (namespaces, CRDs).
+    fn deletion_is_two_phase(&self) -> bool {
+        false
+    }
+
+    /// What a delete that marks the object sets on it.
+    fn prepare_for_delete(&self, _marked: &mut Value) {}
+
+    /// Subresources the API server serves for this kind beyond `status` and `scale`.
+    fn own_subresources(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether writing an object of this kind changes which types are served (CRDs).
+    fn changes_served_types(&self) -> bool {
+        false
+    }
+
+    /// Table columns (NAME included); `None` prints NAME and AGE.
+    fn columns(&self) -> Option<Vec<Value>> {
+        None
+    }
+
+    /// One object's cells, matching `columns`.
+    fn cells(&self, _obj: &Value) -> Option<Vec<Value>> {
+        None
+    }
+
+    /// Fields the kind can be selected by, beyond metadata.name and metadata.namespace.
+    fn field_selectors(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// A kind with nothing special (the trait's defaults).
+pub struct Plain;
+
+impl Strategy for Plain {}
