@@ -2,6 +2,7 @@
 //! v3 documents `openapi.rs` builds, served as JSON or gnostic protobuf with upstream's ETag.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -9,7 +10,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::AppState;
@@ -36,8 +38,7 @@ pub struct SpecV2 {
 impl SpecV2 {
     /// Merge the v3 documents (one per group-version) into one v2 document.
     pub fn build<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> SpecV2 {
-        let doc = document(v3_docs);
-        let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        let json = Bytes::from(document_json(v3_docs));
         let digest = ring::digest::digest(&ring::digest::SHA512, &json);
         let etag = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
         SpecV2 {
@@ -70,10 +71,28 @@ impl SpecV2 {
     }
 }
 
-/// Each v3 document is read once and may be dropped before the next is made.
-fn document<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> Value {
-    let mut paths = Map::new();
-    let mut definitions = Map::new();
+/// The document, written in one pass: each v3 document is converted and serialized part
+/// by part (compact JSON per path and definition) and may be dropped before the next is
+/// made, so the whole document never exists as a value tree (several times its size).
+#[derive(Serialize)]
+struct Document<'a> {
+    definitions: &'a BTreeMap<String, Box<RawValue>>,
+    info: Value,
+    paths: &'a BTreeMap<String, Box<RawValue>>,
+    security: Value,
+    #[serde(rename = "securityDefinitions")]
+    security_definitions: Value,
+    swagger: &'static str,
+}
+
+fn document_json<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> Vec<u8> {
+    let raw = |v: &Value| {
+        serde_json::value::to_raw_value(v).unwrap_or_else(|_| {
+            serde_json::value::to_raw_value(&json!({})).expect("an empty object serializes")
+        })
+    };
+    let mut paths = BTreeMap::new();
+    let mut definitions = BTreeMap::new();
     for doc in v3_docs {
         for (name, schema) in doc
             .pointer("/components/schemas")
@@ -83,7 +102,7 @@ fn document<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> Value {
         {
             // Every group-version carries the shared definitions (ObjectMeta …); one copy.
             if !definitions.contains_key(name) {
-                definitions.insert(name.clone(), definition(name, schema));
+                definitions.insert(name.clone(), raw(&definition(name, schema)));
             }
         }
         for (path, item) in doc
@@ -92,23 +111,24 @@ fn document<'a>(v3_docs: impl Iterator<Item = Cow<'a, Value>>) -> Value {
             .into_iter()
             .flatten()
         {
-            paths.insert(path.clone(), path_item(path, item));
+            paths.insert(path.clone(), raw(&path_item(path, item)));
         }
     }
-    json!({
-        "swagger": "2.0",
-        "info": {
+    let doc = Document {
+        definitions: &definitions,
+        info: json!({
             "title": "Kubernetes",
             "version": format!("v{}.{}.0", crate::discovery::KUBE_MAJOR, crate::discovery::KUBE_MINOR),
-        },
-        "paths": paths,
-        "definitions": definitions,
-        "securityDefinitions": {"BearerToken": {
+        }),
+        paths: &paths,
+        security: json!([{"BearerToken": []}]),
+        security_definitions: json!({"BearerToken": {
             "type": "apiKey", "name": "authorization", "in": "header",
             "description": "Bearer Token authentication",
-        }},
-        "security": [{"BearerToken": []}],
-    })
+        }}),
+        swagger: "2.0",
+    };
+    serde_json::to_vec(&doc).unwrap_or_default()
 }
 
 fn definition(name: &str, schema: &Value) -> Value {
