@@ -52,6 +52,8 @@ pub struct AppState {
     pub cel: cel_runner::CelRunner,
     /// Request counts and latencies for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// The admission plugins every write passes.
+    pub admission: Arc<admission::Chain>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             bookmark_every: std::time::Duration::from_secs(60),
             cel: cel_runner::CelRunner::default(),
             metrics: Arc::new(metrics::Metrics::default()),
+            admission: Arc::new(admission::Chain::default()),
         }
     }
 

@@ -23,7 +23,11 @@ pub const SCENARIOS: &[&str] = &[
     "update-contention",
     "watch-fanout",
     "startup",
+    "schedule",
 ];
+
+/// Scenarios that need more than an API server (nodes, a scheduler): run only when named.
+pub const ON_REQUEST: &[&str] = &["schedule"];
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -49,6 +53,10 @@ pub struct Options {
     /// rather than behind a queue of the tool's own making.
     pub event_interval_ms: u64,
     pub startup_runs: usize,
+    /// Pods the `schedule` scenario creates.
+    pub pods: usize,
+    /// The server's process id, when it runs on this machine: its RSS is reported.
+    pub server_pid: Option<u32>,
     /// The capstan binary the `startup` scenario starts.
     pub capstan_binary: Option<PathBuf>,
 }
@@ -69,6 +77,8 @@ impl Options {
             events: 200,
             event_interval_ms: 20,
             startup_runs: 5,
+            pods: 30_000,
+            server_pid: None,
             capstan_binary: None,
         }
     }
@@ -86,6 +96,7 @@ impl Options {
         self.events = 50;
         self.event_interval_ms = 5;
         self.startup_runs = 2;
+        self.pods = 300;
         self
     }
 }
@@ -101,7 +112,9 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             )));
         }
     }
-    let wanted = |name: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == name);
+    let named = |name: &str| opts.scenarios.iter().any(|s| s == name);
+    let wanted =
+        |name: &str| named(name) || (opts.scenarios.is_empty() && !ON_REQUEST.contains(&name));
     let ep = Endpoint::from_kubeconfig(&opts.kubeconfig, opts.context.as_deref())?;
     let started = Instant::now();
     let cpu_before = stats::own_cpu_seconds();

@@ -122,3 +122,20 @@ pub fn entry_name(data_dir: &Path) -> String {
     }
     format!("capstan-{:08x}", h as u32)
 }
+/// A kube-rs client for the server a kubeconfig names (the stand-alone scheduler, agent).
+pub async fn client(
+    path: &Path,
+    context: Option<String>,
+) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let options = kube::config::KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .with_context(|| format!("using {}", path.display()))?;
+    kube::Client::try_from(config).context("building the API client")
+}
+

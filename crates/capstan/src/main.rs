@@ -4,6 +4,7 @@ mod data_dir;
 mod fd_limit;
 mod heap;
 mod kubeconfig;
+mod simulated_nodes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +71,47 @@ enum Command {
         /// serving certificate is re-issued from the same CA when the set changes.
         #[arg(long = "tls-san", value_name = "NAME")]
         tls_san: Vec<String>,
+        /// Run this many simulated nodes inside the server (over the in-process client), for
+        /// tests and benchmarks; see `capstan agent --help` for what they do.
+        #[arg(long, default_value_t = 0)]
+        simulated_nodes: usize,
+        #[command(flatten)]
+        sim: simulated_nodes::SimFlags,
+        /// Do not run the built-in scheduler (pods stay Pending unless another scheduler,
+        /// e.g. `capstan scheduler`, binds them).
+        #[arg(long)]
+        disable_scheduler: bool,
+    },
+    /// Simulate nodes against any Kubernetes API server: they register, renew Leases, and play
+    /// the kubelet for pods bound to them (Running, pod IPs, readiness, exits, graceful
+    /// deletion). Pod annotations `sim.capstan.io/exit-after: 5s` and
+    /// `sim.capstan.io/exit-code: "1"` end a pod's containers (restartPolicy decides what
+    /// follows); a Node annotated `sim.capstan.io/stopped: "true"` stops heartbeating and
+    /// updating its pods until the annotation is removed.
+    Agent {
+        /// Number of simulated nodes of the default shape (32 CPUs, 256Gi, 110 pods).
+        #[arg(long)]
+        simulate: usize,
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        #[command(flatten)]
+        sim: simulated_nodes::SimFlags,
+    },
+    /// Run the scheduler stand-alone against any Kubernetes API server named by a kubeconfig.
+    Scheduler {
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        /// Binding requests in flight at once.
+        #[arg(long, default_value_t = capstan_scheduler::Options::default().max_concurrent_binds)]
+        max_concurrent_binds: usize,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -79,7 +121,8 @@ enum Command {
         /// Context to use instead of the kubeconfig's current one.
         #[arg(long)]
         context: Option<String>,
-        /// Scenario to run (repeatable); without it every scenario runs.
+        /// Scenario to run (repeatable); without it every scenario but schedule (which needs
+        /// nodes and a scheduler) runs.
         #[arg(long = "scenario", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(capstan_bench::SCENARIOS))]
         scenarios: Vec<String>,
         /// Concurrent clients for create and get (default 8; 4 with --quick).
@@ -100,6 +143,12 @@ enum Command {
         /// Successful updates in update-contention (default 1000; 200 with --quick).
         #[arg(long)]
         updates: Option<usize>,
+        /// Pods the schedule scenario creates (default 30000; 300 with --quick).
+        #[arg(long)]
+        pods: Option<usize>,
+        /// The server's process id, if it runs on this machine: schedule reports its RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
         /// Small counts for a run of seconds (the test script uses it).
         #[arg(long)]
         quick: bool,
@@ -151,7 +200,15 @@ fn main() -> anyhow::Result<()> {
             service_cluster_ip_range,
             service_node_port_range,
             tls_san,
+            simulated_nodes,
+            sim,
+            disable_scheduler,
         } => {
+            let simulation = if sim.wanted(simulated_nodes) {
+                Some(sim.config(simulated_nodes)?)
+            } else {
+                None
+            };
             let ranges =
                 service_alloc::Ranges::parse(&service_cluster_ip_range, &service_node_port_range)
                     .map_err(|e| anyhow::anyhow!(e))?;
@@ -175,12 +232,60 @@ fn main() -> anyhow::Result<()> {
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
                 tls_san,
+                simulation,
+                scheduler: !disable_scheduler,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
             // Nothing left running may hold up the exit.
             rt.shutdown_timeout(Duration::from_secs(2));
             result?
+        }
+        Command::Agent {
+            simulate,
+            kubeconfig,
+            context,
+            sim,
+        } => {
+            anyhow::ensure!(
+                sim.wanted(simulate),
+                "nothing to simulate: give --simulate N (N > 0) or a --node-group"
+            );
+            let config = sim.config(simulate)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let client =
+                    kubeconfig::client(&kubeconfig, context).await?;
+                tokio::select! {
+                    r = capstan_agent::simulate::run(client, config) => r.map_err(anyhow::Error::from),
+                    signal = shutdown_signal() => {
+                        tracing::info!(signal, "simulated nodes stopping");
+                        Ok(())
+                    }
+                }
+            })
+        }
+        Command::Scheduler {
+            kubeconfig,
+            context,
+            max_concurrent_binds,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let client = kubeconfig::client(&kubeconfig, context).await?;
+                let opts = capstan_scheduler::Options {
+                    max_concurrent_binds,
+                };
+                tokio::select! {
+                    _ = capstan_scheduler::run(client, opts) => {}
+                    signal = shutdown_signal() => tracing::info!(signal, "scheduler stopping"),
+                }
+                anyhow::Ok(())
+            })
         }
         Command::Bench {
             kubeconfig,
@@ -192,6 +297,8 @@ fn main() -> anyhow::Result<()> {
             events,
             contention_clients,
             updates,
+            pods,
+            server_pid,
             quick,
             capstan_binary,
             json,
@@ -210,6 +317,8 @@ fn main() -> anyhow::Result<()> {
             opts.events = events.unwrap_or(opts.events);
             opts.contention_clients = contention_clients.unwrap_or(opts.contention_clients);
             opts.updates = updates.unwrap_or(opts.updates);
+            opts.pods = pods.unwrap_or(opts.pods);
+            opts.server_pid = server_pid;
             let before = match &compare {
                 Some(p) => Some(
                     serde_json::from_slice::<capstan_bench::Report>(
@@ -259,7 +368,11 @@ struct ServerOptions {
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
     tls_san: Vec<String>,
+    /// Simulated nodes run inside the server, if asked for.
+    simulation: Option<capstan_agent::simulate::SimConfig>,
+    scheduler: bool,
 }
+
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     let ServerOptions {
@@ -272,6 +385,8 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         bookmark_every,
         ranges,
         tls_san,
+        simulation,
+        scheduler,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -315,7 +430,24 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {}", e.message))?;
     crd_controller::spawn(state.clone());
     namespace_lifecycle::spawn(state.clone());
+    // Simulated nodes are ordinary API clients over the in-process transport.
+    let simulator = simulation.map(|config| {
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = capstan_agent::simulate::run(client, config).await {
+                tracing::error!(error = format!("{e:#}"), "simulated nodes stopped");
+            }
+        })
+    });
     event_ttl::spawn(state.clone(), event_ttl);
+    if scheduler {
+        // The scheduler is an ordinary API client over the in-process transport.
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(capstan_scheduler::run(
+            client,
+            capstan_scheduler::Options::default(),
+        ));
+    }
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
@@ -324,6 +456,9 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down: finishing queued writes");
         }
+    }
+    if let Some(task) = simulator {
+        task.abort();
     }
     // Queued writes are committed (and acknowledged) before the process ends.
     let closing = Instant::now();

@@ -168,3 +168,23 @@ fn bench_refuses_bad_credentials_and_unknown_scenarios() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("401"), "names the refusal: {stderr}");
 }
+
+/// `schedule` needs nodes and a scheduler: it is left out of "every scenario" and, named on a
+/// server with no nodes, says what it needs instead of waiting for pods that cannot run.
+#[test]
+fn the_schedule_scenario_runs_only_when_named_and_needs_nodes() {
+    let server = Server::start();
+    let out = bench(&server, &["--quick", "--scenario", "schedule"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("schedule needs Ready nodes"), "{stderr}");
+    let help = Command::new(capstan_bin())
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&help).0.contains("every scenario but schedule"),
+        "{:?}",
+        text(&help)
+    );
+}

@@ -181,3 +181,74 @@ async fn typed_clients_read_pods_written_with_numeric_quantities() {
     let listed = pods.list(&ListParams::default()).await.expect("typed list");
     assert_eq!(listed.items.len(), 1);
 }
+
+/// The scheduler seen through kube-rs: a `watcher` observes a Pending pod become bound,
+/// with PodScheduled=True, once a Node exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_sees_a_pod_scheduled() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let s = Server::start();
+    let c = client(&s).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "w"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let mut stream = Box::pin(watcher(
+        pods.clone(),
+        watcher::Config::default().fields("metadata.name=w"),
+    ));
+    // No node yet: the scheduler reports it Unschedulable.
+    let unsched = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = ev {
+                let c = p.status.and_then(|s| s.conditions).unwrap_or_default();
+                if let Some(c) = c.into_iter().find(|c| c.type_ == "PodScheduled") {
+                    return c;
+                }
+            }
+        }
+        panic!("watch ended")
+    })
+    .await
+    .expect("an Unschedulable condition within 30 s");
+    assert_eq!(
+        (unsched.status.as_str(), unsched.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
+    assert_eq!(
+        unsched.message.as_deref(),
+        Some("no nodes available to schedule pods")
+    );
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "k1"}})).unwrap();
+    let nodes: Api<Node> = Api::all(c.clone());
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    nodes
+        .patch_status(
+            "k1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+            "allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}})),
+        )
+        .await
+        .unwrap();
+    let bound = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            if let watcher::Event::Apply(p) = ev {
+                if p.spec.as_ref().and_then(|s| s.node_name.clone()).is_some() {
+                    return p;
+                }
+            }
+        }
+        panic!("watch ended")
+    })
+    .await
+    .expect("bound within 30 s");
+    assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("k1"));
+    let cond = bound.status.unwrap().conditions.unwrap_or_default();
+    assert!(
+        cond.iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True"),
+        "{cond:?}"
+    );
+}

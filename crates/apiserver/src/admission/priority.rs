@@ -6,13 +6,37 @@ use bytes::Bytes;
 use capstan_store::{KeyRange, RangeRequest};
 use serde_json::{json, Value};
 
+use crate::admission::{Attributes, Operation, Plugin, Verdict};
 use crate::status::ApiError;
 use crate::storage::{decode_for, read};
+use crate::types::registry::ResourceType;
 use crate::AppState;
 
 fn forbidden(pod: &str, why: String) -> ApiError {
     ApiError::forbidden(format!("pods \"{pod}\" is forbidden: {why}"))
         .with_details(json!({"name": pod, "kind": "pods"}))
+}
+
+/// The Priority admission plugin.
+pub struct Priority;
+
+impl Plugin for Priority {
+    fn name(&self) -> &'static str {
+        "Priority"
+    }
+
+    fn handles(&self, operation: Operation, rt: &ResourceType) -> bool {
+        operation == Operation::Create && rt.group.is_empty() && rt.plural == "pods"
+    }
+
+    fn mutate<'a>(
+        &'a self,
+        attrs: &'a Attributes<'a>,
+        pod: &'a mut Value,
+        _old: Option<&'a Value>,
+    ) -> Verdict<'a> {
+        Box::pin(admit(attrs.state, pod))
+    }
 }
 
 /// Fill in `spec.priority` (and the class's preemption policy) of a Pod being created.

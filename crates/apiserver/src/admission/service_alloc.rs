@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 use rand::RngExt;
 use serde_json::{json, Value};
 
-use crate::status::Cause;
+use crate::admission::{Attributes, Operation, Plugin, Verdict};
+use crate::status::{ApiError, Cause};
+use crate::types::registry::ResourceType;
+use crate::AppState;
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";
 const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
@@ -347,6 +350,106 @@ pub fn taken_cause(obj: &Value, key: &str) -> Cause {
         reason: "FieldValueInvalid",
         field: format!("spec.ports[{idx}].nodePort"),
         message: format!("Invalid value: {port}: provided port is already allocated"),
+    }
+}
+
+/// Service ClusterIPs and NodePorts as admission sees them (upstream does this in the
+/// Service REST storage): an update keeps what was allocated and gets what it newly asks
+/// for, user-chosen values must be in range and a ClusterIP may not change, and the keys a
+/// Service holds are claimed in the transaction that stores it.
+pub struct ServiceAllocation;
+
+impl Plugin for ServiceAllocation {
+    fn name(&self) -> &'static str {
+        "ServiceAllocation"
+    }
+
+    fn handles(&self, _operation: Operation, rt: &ResourceType) -> bool {
+        rt.group.is_empty() && rt.plural == "services"
+    }
+
+    fn mutate<'a>(
+        &'a self,
+        attrs: &'a Attributes<'a>,
+        svc: &'a mut Value,
+        old: Option<&'a Value>,
+    ) -> Verdict<'a> {
+        if let Some(old) = old {
+            keep_allocated(old, svc);
+            assign(&attrs.state.service_ranges, svc);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn validate<'a>(
+        &'a self,
+        attrs: &'a Attributes<'a>,
+        svc: &'a Value,
+        old: Option<&'a Value>,
+    ) -> Verdict<'a> {
+        let result = (|| {
+            if attrs.operation == Operation::Delete {
+                return Ok(());
+            }
+            let rt = &attrs.target.rt;
+            if let Some(old) = old {
+                let ip = |v: &Value| {
+                    v.pointer("/spec/clusterIP")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let (old_ip, new_ip) = (ip(old), ip(svc));
+                let external =
+                    svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
+                if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && !external {
+                    return Err(ApiError::invalid(
+                        &rt.group,
+                        &rt.kind,
+                        attrs.name,
+                        vec![Cause::invalid(
+                            "spec.clusterIPs[0]",
+                            &new_ip,
+                            "may not change once set",
+                        )],
+                    ));
+                }
+            }
+            let causes = range_causes(&attrs.state.service_ranges, svc);
+            if causes.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::invalid(&rt.group, &rt.kind, attrs.name, causes))
+            }
+        })();
+        Box::pin(async move { result })
+    }
+
+    fn claims(&self, svc: &Value) -> BTreeSet<String> {
+        held(svc)
+    }
+
+    fn claim_prefixes(&self) -> &'static [&'static str] {
+        &PREFIXES
+    }
+
+    fn allocate(
+        &self,
+        state: &AppState,
+        svc: &mut Value,
+        taken: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, ApiError> {
+        let chosen = assign_avoiding(&state.service_ranges, svc, taken);
+        if chosen.full {
+            return Err(ApiError::internal(
+                "failed to allocate a ClusterIP or NodePort: range is full",
+            ));
+        }
+        Ok(chosen.keys)
+    }
+
+    fn clash_cause(&self, svc: &Value, key: &str) -> Cause {
+        taken_cause(svc, key)
     }
 }
 

@@ -71,6 +71,7 @@ pub async fn sweep(state: &AppState, ttl: Duration) -> Result<usize, ApiError> {
                 dry_run: false,
                 uid: None,
                 resource_version: crate::object::meta_str(&ev, "resourceVersion").map(String::from),
+                grace_period_seconds: None,
             };
             match rest::delete_object(state, &target, &name, &opts).await {
                 Ok(_) => deleted += 1,

@@ -99,6 +99,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
                     dry_run: false,
                     uid: None,
                     resource_version: None,
+                    grace_period_seconds: None,
                 };
                 match rest::delete_object(
                     state,

@@ -135,6 +135,13 @@ pub fn merge(target: &mut Value, patch: &Value, schema: Option<Cursor>) {
                         let item_schema = prop.and_then(|(c, _)| c.items());
                         merge_list(existing, items, key, item_schema);
                     }
+                    (true, _) => {
+                        // Merged into an empty list, so a `null` field in a new item
+                        // means "absent" here too (pod conditions' reason, message).
+                        let mut fresh = Vec::new();
+                        merge_list(&mut fresh, items, key, prop.and_then(|(c, _)| c.items()));
+                        t.insert(k.clone(), Value::Array(fresh));
+                    }
                     _ => {
                         // Nothing to merge into: the patch's items, without directives.
                         let clean: Vec<Value> = items
@@ -288,6 +295,19 @@ mod tests {
             json!({"$ref": "#/components/schemas/Spec"}),
             defs.as_object().unwrap().clone(),
         )
+    }
+
+    #[test]
+    fn a_merged_list_new_to_the_object_drops_null_fields_and_directives() {
+        let (root, defs) = schema();
+        let c = Cursor::new(&root, &defs);
+        let mut doc = json!({});
+        merge(
+            &mut doc,
+            &json!({"containers": [{"name": "a", "image": null}, {"name": "b", "$patch": "delete"}]}),
+            Some(c),
+        );
+        assert_eq!(doc["containers"], json!([{"name": "a"}]));
     }
 
     #[test]

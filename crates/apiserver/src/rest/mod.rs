@@ -8,7 +8,7 @@ pub mod patch;
 pub mod scale;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use capstan_store::{StoreError, StoreExt, Txn, TxnResponse};
 use serde_json::{json, Value};
 
-use crate::admission::service_alloc;
+use crate::admission::{Attributes, Operation, Plugin};
 use crate::discovery::table;
 use crate::encoding::field_validation;
 use crate::object::{self, meta_mut, set_meta};
@@ -207,27 +207,6 @@ async fn invalid_or_ok(
     }
 }
 
-/// The namespace must exist and not be terminating before anything is created in it.
-async fn check_namespace_open(state: &AppState, ns: &str) -> Result<(), ApiError> {
-    let ns_rt = state
-        .registry
-        .find("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
-    match read(state, &ns_rt, None, ns).await? {
-        None => Err(ApiError::not_found("", "namespaces", ns)),
-        Some((obj, _)) if obj.pointer("/metadata/deletionTimestamp").is_some() => {
-            let mut e = ApiError::forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
-            ));
-            e.details = Some(
-                json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
-            );
-            Err(e)
-        }
-        Some(_) => Ok(()),
-    }
-}
-
 /// Decode a full object body and apply `fieldValidation` (duplicate and unknown fields).
 fn decode_validated(
     state: &AppState,
@@ -302,30 +281,22 @@ pub async fn create_object(
     } else {
         m.remove("generation");
     }
-    if rt.group.is_empty() && rt.kind == "Pod" {
-        crate::admission::priority::admit(state, &mut obj).await?;
-    }
     defaults::on_create(rt, &mut obj);
-    let is_service = is_core_service(rt);
-    if is_service {
-        let causes = service_alloc::range_causes(&state.service_ranges, &obj);
-        if !causes.is_empty() {
-            return Err(ApiError::invalid(
-                &rt.group,
-                &rt.kind,
-                object::name(&obj),
-                causes,
-            ));
-        }
-    }
+    let name = object::name(&obj).to_string();
+    let attrs = Attributes {
+        state,
+        operation: Operation::Create,
+        target: t,
+        name: &name,
+        dry_run,
+    };
+    state.admission.mutate(&attrs, &mut obj, None).await?;
     invalid_or_ok(state, rt, &obj, None).await?;
     if let Some(manager) = &t.manager {
         record_fields(state, t, None, &mut obj, manager);
     }
-    let name = object::name(&obj).to_string();
-    if rt.namespaced {
-        check_namespace_open(state, object::namespace(&obj)).await?;
-    }
+    state.admission.validate(&attrs, &obj, None).await?;
+    let claimers = state.admission.claimers(rt);
     if dry_run {
         if read(state, rt, t.namespace.as_deref(), &name)
             .await?
@@ -333,14 +304,14 @@ pub async fn create_object(
         {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
-        if is_service {
-            service_alloc::assign(&state.service_ranges, &mut obj);
+        for p in &claimers {
+            p.allocate(state, &mut obj, &BTreeSet::new())?;
         }
         return Ok((obj, 0));
     }
     let k = key(rt, t.namespace.as_deref(), &name);
-    if is_service {
-        return create_service(state, rt, &k, obj).await;
+    if !claimers.is_empty() {
+        return create_claiming(state, rt, &k, obj, &claimers).await;
     }
     match state
         .store
@@ -446,35 +417,14 @@ pub async fn update_object(
     }
     object::drop_empty_meta(&mut new);
     defaults::on_update(rt, &mut new);
-    if is_core_service(rt) {
-        service_alloc::keep_allocated(&old, &mut new);
-        let old_ip = old
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let new_ip = new
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let external = new.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
-        if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && !external {
-            return Err(ApiError::invalid(
-                &rt.group,
-                &rt.kind,
-                &name,
-                vec![Cause::invalid(
-                    "spec.clusterIPs[0]",
-                    new_ip,
-                    "may not change once set",
-                )],
-            ));
-        }
-        service_alloc::assign(&state.service_ranges, &mut new);
-        let causes = service_alloc::range_causes(&state.service_ranges, &new);
-        if !causes.is_empty() {
-            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
-        }
-    }
+    let attrs = Attributes {
+        state,
+        operation: Operation::Update,
+        target: t,
+        name: &name,
+        dry_run,
+    };
+    state.admission.mutate(&attrs, &mut new, Some(&old)).await?;
     if rt.tracks_generation() && spec_changed(&old, &new, rt.has_status) {
         let g = old
             .pointer("/metadata/generation")
@@ -489,6 +439,7 @@ pub async fn update_object(
     if !causes.is_empty() {
         return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
     }
+    state.admission.validate(&attrs, &new, Some(&old)).await?;
     if let Some(manager) = &t.manager {
         record_fields(state, t, Some(&old), &mut new, manager);
     }
@@ -511,12 +462,12 @@ pub async fn update_object(
         let txn = Txn::new()
             .when(Bytes::from(k.clone()), old_rev)
             .delete(Bytes::from(k));
-        allocation_ops(rt, txn, Some(&old), None, &owner)
+        claim_ops(state, rt, txn, Some(&old), None, &owner)
     } else {
         let txn = Txn::new()
             .when(Bytes::from(k.clone()), old_rev)
             .put(Bytes::from(k), encode_as_stored(rt, &new)?);
-        allocation_ops(rt, txn, Some(&old), Some(&new), &owner)
+        claim_ops(state, rt, txn, Some(&old), Some(&new), &owner)
     };
     match state.store.txn(txn).await? {
         TxnResponse::Succeeded { revision, .. } => {
@@ -555,24 +506,19 @@ fn record_fields(
     );
 }
 
-fn is_core_service(rt: &ResourceType) -> bool {
-    rt.group.is_empty() && rt.kind == "Service"
-}
-
-/// Add a Service's allocation changes to the transaction that writes it: keys it now holds
-/// and did not are claimed (and must be free), keys it no longer holds are released.
-fn allocation_ops(
+/// Add the keys admission plugins claim for the object to the transaction that writes
+/// it: keys it now holds and did not are claimed (and must be free), keys it no longer
+/// holds are released.
+fn claim_ops(
+    state: &AppState,
     rt: &ResourceType,
     mut txn: Txn,
     old: Option<&Value>,
     new: Option<&Value>,
     owner: &str,
 ) -> Txn {
-    if !is_core_service(rt) {
-        return txn;
-    }
-    let before = old.map(service_alloc::held).unwrap_or_default();
-    let after = new.map(service_alloc::held).unwrap_or_default();
+    let claims = |v: Option<&Value>| v.map(|o| state.admission.claims(rt, o)).unwrap_or_default();
+    let (before, after) = (claims(old), claims(new));
     for k in after.difference(&before) {
         txn = txn
             .when(Bytes::from(k.clone()), 0)
@@ -584,22 +530,24 @@ fn allocation_ops(
     txn
 }
 
-/// Store a new Service with its address and ports in one transaction; addresses and ports
-/// the server picked are picked again if another Service got them first.
-async fn create_service(
+/// Store a new object with the keys admission plugins allocate for it (a Service's
+/// address and ports) in one transaction; keys the server picked are picked again if
+/// another object got them first, keys the user asked for that are taken are a 422.
+async fn create_claiming(
     state: &AppState,
     rt: &ResourceType,
     k: &str,
     obj: Value,
+    claimers: &[&dyn Plugin],
 ) -> Result<(Value, i64), ApiError> {
     let name = object::name(&obj).to_string();
     let owner = format!("{}/{name}", object::namespace(&obj));
     // First try blind; after a clash, pick among what the store says is free.
-    let mut taken = std::collections::BTreeSet::new();
+    let mut taken = BTreeSet::new();
     for attempt in 0..32 {
         if attempt > 0 {
             taken.clear();
-            for prefix in service_alloc::PREFIXES {
+            for prefix in claimers.iter().flat_map(|p| p.claim_prefixes()) {
                 let mut req = capstan_store::RangeRequest::new(capstan_store::KeyRange::prefix(
                     Bytes::from_static(prefix.as_bytes()),
                 ));
@@ -613,17 +561,15 @@ async fn create_service(
             }
         }
         let mut candidate = obj.clone();
-        let chosen = service_alloc::assign_avoiding(&state.service_ranges, &mut candidate, &taken);
-        if chosen.full {
-            return Err(ApiError::internal(
-                "failed to allocate a ClusterIP or NodePort: range is full",
-            ));
+        let mut chosen = BTreeSet::new();
+        for p in claimers {
+            chosen.extend(p.allocate(state, &mut candidate, &taken)?);
         }
         let txn = Txn::new().when(Bytes::from(k.to_string()), 0).put(
             Bytes::from(k.to_string()),
             encode_as_stored(rt, &candidate)?,
         );
-        let txn = allocation_ops(rt, txn, None, Some(&candidate), &owner);
+        let txn = claim_ops(state, rt, txn, None, Some(&candidate), &owner);
         let compared: Vec<Bytes> = txn.compares.iter().map(|c| c.key.clone()).collect();
         match state.store.txn(txn).await? {
             TxnResponse::Succeeded { revision, .. } => {
@@ -638,17 +584,19 @@ async fn create_service(
                 if current.first().is_some_and(Option::is_some) {
                     return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
                 }
-                let taken: Vec<String> = compared
+                let users: Vec<Cause> = compared
                     .iter()
                     .zip(current.iter())
                     .skip(1)
                     .filter(|(_, cur)| cur.is_some())
                     .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
-                    .collect();
-                let users: Vec<Cause> = taken
-                    .iter()
-                    .filter(|key| !chosen.keys.contains(*key))
-                    .map(|key| service_alloc::taken_cause(&candidate, key))
+                    .filter(|key| !chosen.contains(key))
+                    .filter_map(|key| {
+                        claimers
+                            .iter()
+                            .find(|p| p.claim_prefixes().iter().any(|pre| key.starts_with(pre)))
+                            .map(|p| p.clash_cause(&candidate, &key))
+                    })
                     .collect();
                 if !users.is_empty() {
                     return Err(ApiError::invalid(&rt.group, &rt.kind, &name, users));
@@ -658,7 +606,7 @@ async fn create_service(
         }
     }
     Err(ApiError::internal(
-        "could not allocate a free ClusterIP or NodePort; the ranges may be full",
+        "could not allocate the keys this object needs; the ranges may be full",
     ))
 }
 
@@ -681,6 +629,8 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `gracePeriodSeconds` (pods only; None: the pod's own).
+    pub grace_period_seconds: Option<i64>,
 }
 
 pub fn delete_options(
@@ -691,7 +641,14 @@ pub fn delete_options(
         dry_run: is_dry_run(query),
         uid: None,
         resource_version: None,
+        grace_period_seconds: None,
     };
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        opts.grace_period_seconds =
+            Some(g.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request("gracePeriodSeconds must be a non-negative integer")
+            })?);
+    }
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
         let v: Value = crate::limits::parse_request_json(body, "DeleteOptions")?
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
@@ -711,6 +668,7 @@ pub fn delete_options(
                     "gracePeriodSeconds must be a non-negative integer",
                 ));
             }
+            opts.grace_period_seconds = g.as_i64().or(opts.grace_period_seconds);
         }
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
             if !["Orphan", "Background", "Foreground"].contains(&p) {
@@ -729,7 +687,14 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let name = require_name(t)?.to_string();
     let opts = delete_options(query, body)?;
-    crate::admission::namespace_lifecycle::admit_delete(t, &name)?;
+    let attrs = Attributes {
+        state,
+        operation: Operation::Delete,
+        target: t,
+        name: &name,
+        dry_run: opts.dry_run,
+    };
+    state.admission.validate(&attrs, &Value::Null, None).await?;
     let (obj, code) = delete_object(state, t, &name, &opts).await?;
     Ok(json_response(code, &obj))
 }
@@ -758,6 +723,27 @@ pub async fn delete_object(
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
+        use crate::types::strategy::GracefulDelete;
+        match rt
+            .strategy
+            .graceful_delete(&obj, opts.grace_period_seconds, chrono::Utc::now())
+        {
+            GracefulDelete::Proceed => {}
+            GracefulDelete::Pending => return Ok((obj, StatusCode::OK)),
+            GracefulDelete::Mark(marked) if opts.dry_run => return Ok((*marked, StatusCode::OK)),
+            GracefulDelete::Mark(mut marked) => {
+                let txn = Txn::new()
+                    .when(Bytes::from(k.clone()), rev)
+                    .put(Bytes::from(k), encode_for_store(&marked)?);
+                match state.store.txn(txn).await? {
+                    TxnResponse::Succeeded { revision, .. } => {
+                        set_meta(&mut marked, "resourceVersion", json!(revision.to_string()));
+                        return Ok((*marked, StatusCode::OK));
+                    }
+                    TxnResponse::Failed { .. } => continue,
+                }
+            }
+        }
         let needs_marking =
             !object::finalizers(&obj).is_empty() || rt.strategy.deletion_is_two_phase();
         if needs_marking {
@@ -795,7 +781,7 @@ pub async fn delete_object(
             .delete(Bytes::from(k));
         match state
             .store
-            .txn(allocation_ops(rt, txn, Some(&obj), None, &owner))
+            .txn(claim_ops(state, rt, txn, Some(&obj), None, &owner))
             .await?
         {
             TxnResponse::Succeeded { .. } => return Ok((obj, StatusCode::OK)),

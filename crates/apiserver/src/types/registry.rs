@@ -76,9 +76,6 @@ impl ResourceType {
     pub fn tracks_generation(&self) -> bool {
         self.has_status || self.custom.is_some()
     }
-    pub fn is_crd(&self) -> bool {
-        self.group == crate::types::crd::GROUP && self.plural == "customresourcedefinitions"
-    }
     pub fn has_scale(&self) -> bool {
         self.scale.is_some()
     }

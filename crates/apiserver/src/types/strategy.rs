@@ -6,6 +6,17 @@ use serde_json::Value;
 use crate::status::Cause;
 use crate::types::validation::NameRule;
 
+/// What a DELETE does before the generic path (finalizers, removal) runs.
+#[derive(Debug, PartialEq)]
+pub enum GracefulDelete {
+    /// Not graceful: the generic path deletes the object, or marks it for its finalizers.
+    Proceed,
+    /// Already marked with at least this much grace: answered with the object as it is.
+    Pending,
+    /// Store this marked object (first mark, or a shorter grace period than before).
+    Mark(Box<Value>),
+}
+
 /// One kind's rules (upstream's registry strategy, `pkg/registry/<group>/<kind>`). The
 /// registry entry of every served type holds one; built-in kinds have a module each under
 /// `types/<group>/`, custom resources a [`crate::types::custom::CustomResource`] built from
@@ -85,6 +96,17 @@ pub trait Strategy: Send + Sync {
 
     /// What a delete that marks the object sets on it.
     fn prepare_for_delete(&self, _marked: &mut Value) {}
+
+    /// Graceful deletion (upstream's CheckGracefulDelete and BeforeDelete) for a request's
+    /// `gracePeriodSeconds`: whether the object is only marked, for its runner to remove.
+    fn graceful_delete(
+        &self,
+        _obj: &Value,
+        _grace_period_seconds: Option<i64>,
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> GracefulDelete {
+        GracefulDelete::Proceed
+    }
 
     /// Subresources the API server serves for this kind beyond `status` and `scale`.
     fn own_subresources(&self) -> &'static [&'static str] {

@@ -5,6 +5,7 @@ mod contention;
 mod create;
 mod get;
 mod list;
+mod schedule;
 mod startup;
 mod watch_fanout;
 
@@ -54,6 +55,7 @@ impl Ctx {
             "update-contention" => contention::run(self).await,
             "watch-fanout" => watch_fanout::run(self).await,
             "startup" => startup::run(self).await,
+            "schedule" => schedule::run(self).await,
             other => Err(BenchError::Config(format!("unknown scenario {other:?}"))),
         }
     }

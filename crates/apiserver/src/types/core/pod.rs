@@ -9,6 +9,16 @@ use crate::types::strategy::Strategy;
 pub struct Pod;
 
 impl Strategy for Pod {
+    /// A pod on a node is marked and its kubelet removes it after the grace period.
+    fn graceful_delete(
+        &self,
+        obj: &Value,
+        grace_period_seconds: Option<i64>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> crate::types::strategy::GracefulDelete {
+        super::pod_graceful_delete::decide(obj, grace_period_seconds, now)
+    }
+
     /// `binding` is served here (the scheduler's write); the rest need a node agent.
     fn own_subresources(&self) -> &'static [&'static str] {
         &["binding"]

@@ -170,91 +170,11 @@ pub(crate) fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
-/// What the admission plugins every kube-apiserver runs add to a new Pod: its service
-/// account, a priority, the not-ready/unreachable tolerations, and a Pending status.
+/// A new Pod starts Pending with its QoS class (upstream's pod PrepareForCreate; the
+/// service account, tolerations and priority come from admission plugins).
 pub(crate) fn pod_on_create(obj: &mut Value) {
-    let spec = child(obj, "spec");
-    let sa = spec
-        .get("serviceAccountName")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            spec.get("serviceAccount")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or("default")
-        .to_string();
-    spec["serviceAccountName"] = json!(sa);
-    spec["serviceAccount"] = json!(sa);
-    default(spec, "priority", json!(0));
-    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    default(spec, "tolerations", json!([]));
-    if let Some(tols) = spec["tolerations"].as_array_mut() {
-        for key in [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
-        ] {
-            let has = tols.iter().any(|t| {
-                t.get("key").and_then(Value::as_str) == Some(key)
-                    && t.get("effect")
-                        .and_then(Value::as_str)
-                        .is_none_or(|e| e == "NoExecute")
-            });
-            if !has {
-                tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-            }
-        }
-    }
-    service_account_token(spec);
-    let qos = qos_class(spec);
+    let qos = qos_class(child(obj, "spec"));
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-}
-
-pub(crate) const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/// The ServiceAccount admission plugin's projected API-access volume (token, cluster CA,
-/// namespace), mounted into every container, unless the pod opts out or mounts one itself.
-pub(crate) fn service_account_token(spec: &mut Value) {
-    if spec.get("automountServiceAccountToken") == Some(&json!(false)) {
-        return;
-    }
-    let mounted = ["containers", "initContainers"].iter().any(|k| {
-        spec.get(*k).and_then(Value::as_array).is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("volumeMounts")
-                    .and_then(Value::as_array)
-                    .is_some_and(|ms| {
-                        ms.iter().any(|m| {
-                            m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT)
-                        })
-                    })
-            })
-        })
-    });
-    if mounted {
-        return;
-    }
-    let name = format!(
-        "kube-api-access-{}",
-        crate::types::defaults::random_suffix()
-    );
-    default(spec, "volumes", json!([]));
-    if let Some(vols) = spec["volumes"].as_array_mut() {
-        vols.push(json!({"name": name, "projected": {"defaultMode": 420, "sources": [
-            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
-        ]}}));
-    }
-    for key in ["containers", "initContainers"] {
-        each(spec, key, |c| {
-            default(c, "volumeMounts", json!([]));
-            if let Some(ms) = c["volumeMounts"].as_array_mut() {
-                ms.push(json!({"name": name, "readOnly": true, "mountPath": TOKEN_MOUNT}));
-            }
-        });
-    }
 }
 
 pub(crate) fn template(obj: &mut Value, pointer: &str) {
@@ -393,8 +313,6 @@ mod tests {
         assert_eq!(s["dnsPolicy"], "ClusterFirst");
         assert_eq!(s["terminationGracePeriodSeconds"], 30);
         assert_eq!(s["schedulerName"], "default-scheduler");
-        assert_eq!(s["serviceAccountName"], "default");
-        assert_eq!(s["tolerations"].as_array().unwrap().len(), 2);
         let c = &s["containers"];
         assert_eq!(c[0]["imagePullPolicy"], "Always");
         assert_eq!(c[1]["imagePullPolicy"], "IfNotPresent");

@@ -484,6 +484,8 @@ pub(crate) fn pod_spec_with(c: &mut Causes, spec: &Value, p: &str, claims: &[&st
     }
     tolerations(c, spec, p);
     node_affinity(c, spec, p);
+    pod_affinity(c, spec, p);
+    topology_spread(c, spec, p);
 }
 
 /// runAsUser and runAsGroup are Linux ids: 0 to 2147483647.
@@ -556,6 +558,14 @@ pub(crate) fn node_affinity(c: &mut Causes, spec: &Value, p: &str) {
     }
     let preferred = "/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution";
     for (i, t) in arr(spec, preferred).iter().enumerate() {
+        let weight = t.get("weight").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=100).contains(&weight) {
+            c.invalid(
+                &format!("{na}.preferredDuringSchedulingIgnoredDuringExecution[{i}].weight"),
+                &json!(weight),
+                "must be in the range 1-100",
+            );
+        }
         if let Some(pref) = t.get("preference") {
             terms.push((
                 format!("{na}.preferredDuringSchedulingIgnoredDuringExecution[{i}].preference"),
@@ -566,16 +576,169 @@ pub(crate) fn node_affinity(c: &mut Causes, spec: &Value, p: &str) {
     for (tp, term) in terms {
         for list in ["matchExpressions", "matchFields"] {
             for (j, r) in arr(term, &format!("/{list}")).iter().enumerate() {
-                let op = s(r, "/operator");
-                let ok = ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"].contains(&op);
-                if !ok {
-                    c.invalid(
-                        &format!("{tp}.{list}[{j}].operator"),
+                let rp = format!("{tp}.{list}[{j}]");
+                let values = arr(r, "/values");
+                match s(r, "/operator") {
+                    "In" | "NotIn" if values.is_empty() => c.required(
+                        &format!("{rp}.values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    ),
+                    "Exists" | "DoesNotExist" if !values.is_empty() => c.forbidden(
+                        &format!("{rp}.values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    ),
+                    "Gt" | "Lt" if values.len() != 1 => c.required(
+                        &format!("{rp}.values"),
+                        "must be specified single value when `operator` is 'Lt' or 'Gt'",
+                    ),
+                    "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
+                    op => c.invalid(
+                        &format!("{rp}.operator"),
                         &json!(op),
                         "not a valid selector operator",
-                    );
+                    ),
                 }
             }
+        }
+    }
+}
+
+/// A label selector's expressions (upstream's ValidateLabelSelectorRequirement).
+pub(crate) fn label_selector(c: &mut Causes, sel: &Value, p: &str) {
+    for (j, r) in arr(sel, "/matchExpressions").iter().enumerate() {
+        let rp = format!("{p}.matchExpressions[{j}]");
+        let values = arr(r, "/values");
+        match s(r, "/operator") {
+            "In" | "NotIn" if values.is_empty() => c.required(
+                &format!("{rp}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            ),
+            "Exists" | "DoesNotExist" if !values.is_empty() => c.forbidden(
+                &format!("{rp}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            op => c.invalid(
+                &format!("{rp}.operator"),
+                &json!(op),
+                "not a valid selector operator",
+            ),
+        }
+        let key = s(r, "/key");
+        c.0.extend(crate::types::validation::qualified_name_errors(
+            &format!("{rp}.key"),
+            key,
+        ));
+    }
+}
+
+/// Inter-pod affinity and anti-affinity terms: a topology key and valid selectors, and
+/// preferred terms weighted 1-100 (upstream's validatePodAffinityTerm).
+pub(crate) fn pod_affinity(c: &mut Causes, spec: &Value, p: &str) {
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        let base = format!("{p}.affinity.{kind}");
+        let ptr = format!("/affinity/{kind}");
+        let mut terms: Vec<(String, &Value)> = Vec::new();
+        for (i, t) in arr(
+            spec,
+            &format!("{ptr}/requiredDuringSchedulingIgnoredDuringExecution"),
+        )
+        .iter()
+        .enumerate()
+        {
+            terms.push((
+                format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                t,
+            ));
+        }
+        for (i, w) in arr(
+            spec,
+            &format!("{ptr}/preferredDuringSchedulingIgnoredDuringExecution"),
+        )
+        .iter()
+        .enumerate()
+        {
+            let wp = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+            let weight = w.get("weight").and_then(Value::as_i64).unwrap_or(0);
+            if !(1..=100).contains(&weight) {
+                c.invalid(
+                    &format!("{wp}.weight"),
+                    &json!(weight),
+                    "must be in the range 1-100",
+                );
+            }
+            if let Some(t) = w.get("podAffinityTerm") {
+                terms.push((format!("{wp}.podAffinityTerm"), t));
+            }
+        }
+        for (tp, term) in terms {
+            if s(term, "/topologyKey").is_empty() {
+                c.required(&format!("{tp}.topologyKey"), "can not be empty");
+            } else {
+                c.0.extend(crate::types::validation::qualified_name_errors(
+                    &format!("{tp}.topologyKey"),
+                    s(term, "/topologyKey"),
+                ));
+            }
+            for sel in ["labelSelector", "namespaceSelector"] {
+                if let Some(v) = term.get(sel) {
+                    label_selector(c, v, &format!("{tp}.{sel}"));
+                }
+            }
+        }
+    }
+}
+
+/// Topology spread constraints (upstream's validateTopologySpreadConstraints).
+pub(crate) fn topology_spread(c: &mut Causes, spec: &Value, p: &str) {
+    let mut seen = HashSet::new();
+    for (i, t) in arr(spec, "/topologySpreadConstraints").iter().enumerate() {
+        let tp = format!("{p}.topologySpreadConstraints[{i}]");
+        let skew = t.get("maxSkew").and_then(Value::as_i64).unwrap_or(0);
+        if skew <= 0 {
+            c.invalid(
+                &format!("{tp}.maxSkew"),
+                &json!(skew),
+                "must be greater than zero",
+            );
+        }
+        let key = s(t, "/topologyKey");
+        if key.is_empty() {
+            c.required(&format!("{tp}.topologyKey"), "can not be empty");
+        }
+        let when = s(t, "/whenUnsatisfiable");
+        if !["DoNotSchedule", "ScheduleAnyway"].contains(&when) {
+            c.unsupported(
+                &format!("{tp}.whenUnsatisfiable"),
+                &json!(when),
+                &["DoNotSchedule", "ScheduleAnyway"],
+            );
+        }
+        if let Some(min) = t.get("minDomains").and_then(Value::as_i64) {
+            if min <= 0 {
+                c.invalid(
+                    &format!("{tp}.minDomains"),
+                    &json!(min),
+                    "must be greater than 0",
+                );
+            } else if when != "DoNotSchedule" {
+                c.invalid(
+                    &format!("{tp}.minDomains"),
+                    &json!(min),
+                    &format!(
+                        "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {when}"
+                    ),
+                );
+            }
+        }
+        if !key.is_empty() && !seen.insert((key.to_string(), when.to_string())) {
+            c.duplicate(
+                &format!("{tp}.{{topologyKey, whenUnsatisfiable}}"),
+                &json!(format!("{{{key}, {when}}}")),
+            );
+        }
+        if let Some(sel) = t.get("labelSelector") {
+            label_selector(c, sel, &format!("{tp}.labelSelector"));
         }
     }
 }
@@ -1027,6 +1190,43 @@ mod tests {
             "spec.strategy.rollingUpdate",
         ] {
             assert!(fields.iter().any(|x| x == f), "missing {f} in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn affinity_and_spread_are_checked_as_upstream() {
+        let pod = json!({"spec": {"containers": [{"name": "a", "image": "x"}],
+            "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "cores", "operator": "Gt", "values": ["1", "2"]}, {"key": "zone", "operator": "In"}]}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 500, "preference": {}}]},
+              "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchExpressions": [{"key": "app", "operator": "Within", "values": ["a"]}]}}],
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 0, "podAffinityTerm": {"topologyKey": "zone", "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}}]}},
+            "topologySpreadConstraints": [
+                {"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "Sometimes"},
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 2},
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}]}});
+        let fields: Vec<String> = validate("", "Pod", &pod)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        for f in [
+            "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+            "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchExpressions[0].operator",
+            "spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+            "spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.labelSelector.matchExpressions[0].values",
+            "spec.topologySpreadConstraints[0].maxSkew",
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values",
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[1].values",
+            "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+            "spec.topologySpreadConstraints[0].whenUnsatisfiable",
+            "spec.topologySpreadConstraints[1].minDomains",
+            "spec.topologySpreadConstraints[2].{topologyKey, whenUnsatisfiable}",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} missing in {fields:?}");
         }
     }
 }

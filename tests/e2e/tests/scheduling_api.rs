@@ -1,5 +1,6 @@
-//! `pods/binding` through the real kubectl: a Binding sets a pending pod's node once and
-//! marks it scheduled; a second binding is a 409, a bad one names its field.
+//! What the scheduler relies on, through the real kubectl: `pods/binding` sets a pending
+//! pod's node once and marks it scheduled (a second binding is a 409, a bad one names its
+//! field), and placement rules a scheduler could not honour are refused at the door.
 
 use capstan_e2e::{text, Server};
 
@@ -92,4 +93,51 @@ fn bad_bindings_are_refused_by_name() {
         s.kubectl_ok(&["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]),
         ""
     );
+}
+
+#[test]
+fn placement_rules_are_validated_at_the_door() {
+    let s = Server::start();
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: picky
+spec:
+  containers:
+  - name: c
+    image: busybox
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+        - matchExpressions:
+          - key: zone
+            operator: Near
+            values: [a]
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - labelSelector:
+          matchExpressions:
+          - key: app
+            operator: Within
+            values: [web]
+  topologySpreadConstraints:
+  - maxSkew: 0
+    topologyKey: zone
+    whenUnsatisfiable: Sometimes
+"#;
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], pod);
+    let (o, e) = text(&out);
+    assert!(!out.status.success(), "{o}");
+    for want in [
+        r#"The Pod "picky" is invalid"#,
+        r#"spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: Invalid value: "Near": not a valid selector operator"#,
+        r#"spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchExpressions[0].operator: Invalid value: "Within": not a valid selector operator"#,
+        "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: Required value: can not be empty",
+        "spec.topologySpreadConstraints[0].maxSkew: Invalid value: 0: must be greater than zero",
+        r#"spec.topologySpreadConstraints[0].whenUnsatisfiable: Unsupported value: "Sometimes""#,
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    assert!(!s.kubectl(&["get", "pod", "picky"]).status.success());
 }

@@ -1,0 +1,179 @@
+//! Registration and heartbeats, as the kubelet does them: create the Node (or adopt an existing
+//! one), renew its Lease every quarter of the lease duration, and post node status only when it
+//! differs from what is stored or every `nodeStatusReportFrequency` (5 min).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::{json, Value};
+
+use super::clock::now_ms;
+use super::fleet::{lock, Fleet, SimNode};
+use super::node_object::{conditions, lease_manifest, node_manifest};
+use super::retry::is_not_found;
+
+/// Create the Node, or adopt the one that exists (a restarted simulator keeps its podCIDR).
+pub async fn register(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(fleet.client.clone());
+    let manifest: Node =
+        serde_json::from_value(node_manifest(node, now_ms())).map_err(kube::Error::SerdeError)?;
+    let (stored, existed) = fleet
+        .writer
+        .write("register node", || async {
+            match api.create(&PostParams::default(), &manifest).await {
+                Ok(n) => Ok((n, false)),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok((api.get(&node.name).await?, true)),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    observe(node, &stored);
+    if existed {
+        if let Some(cidr) = stored.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) {
+            node.adopt_pod_cidr(cidr);
+        }
+        post_status(fleet, node).await?;
+    }
+    Ok(())
+}
+
+/// Remember what the API says about one of our nodes (uid, conditions).
+pub fn observe(node: &SimNode, n: &Node) {
+    if let Some(uid) = &n.metadata.uid {
+        *lock(&node.uid) = Some(uid.clone());
+    }
+    let conds = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| serde_json::to_value(c).ok());
+    *lock(&node.conditions) = conds;
+}
+
+/// One node's heartbeat loop; runs until the process ends.
+pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>) {
+    let renew = fleet.config.lease_renew_interval();
+    let report = fleet.config.status_report_interval;
+    // Spread the fleet's renewals over the interval rather than in one burst.
+    let n = fleet.ordered.len().max(1);
+    tokio::time::sleep(renew.mul_f64((node.index % n) as f64 / n as f64)).await;
+    let mut stopped = node.stopped.subscribe();
+    let mut last_status = Instant::now();
+    let mut status_due = false;
+    loop {
+        if *stopped.borrow_and_update() {
+            tracing::info!(node = %node.name, "simulated node stopped: no heartbeats");
+            if stopped.wait_for(|s| !*s).await.is_err() {
+                return;
+            }
+            tracing::info!(node = %node.name, "simulated node resumed");
+            // A kubelet that comes back posts its status at once.
+            status_due = true;
+        }
+        if let Err(e) = renew_lease(&fleet, &node).await {
+            tracing::warn!(node = %node.name, error = %e, "could not renew the node's Lease");
+        }
+        if status_due || last_status.elapsed() >= report || status_differs(&node) {
+            match post_status(&fleet, &node).await {
+                Ok(()) => {
+                    last_status = Instant::now();
+                    status_due = false;
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node.name, error = %e, "could not post node status")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(renew) => {}
+            r = stopped.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Whether the stored conditions say something other than what this node would report (the
+/// node lifecycle controller marked it Unknown, or someone edited it).
+fn status_differs(node: &SimNode) -> bool {
+    let stored = lock(&node.conditions).clone();
+    let Some(stored) = stored else { return true };
+    let want = conditions(None, 0);
+    want.as_array().into_iter().flatten().any(|w| {
+        !stored
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["type"] == w["type"] && s["status"] == w["status"])
+    })
+}
+
+async fn renew_lease(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(fleet.client.clone(), "kube-node-lease");
+    let duration = fleet.config.lease_duration_seconds;
+    fleet
+        .writer
+        .write("renew lease", || async {
+            let mut cached = node.lease.lock().await;
+            let now = now_ms();
+            // The cached copy is taken: a failed write leaves nothing stale behind.
+            let current = match cached.take() {
+                Some(l) => Some(l),
+                None => api.get_opt(&node.name).await?,
+            };
+            let written = match current {
+                Some(mut lease) => {
+                    let spec = lease.spec.get_or_insert_with(Default::default);
+                    spec.holder_identity = Some(node.name.clone());
+                    spec.lease_duration_seconds = Some(duration);
+                    spec.renew_time = jiff::Timestamp::from_millisecond(now).ok().map(MicroTime);
+                    api.replace(&node.name, &PostParams::default(), &lease)
+                        .await?
+                }
+                None => {
+                    let uid = lock(&node.uid).clone();
+                    let fresh: Lease =
+                        serde_json::from_value(lease_manifest(node, uid.as_deref(), duration, now))
+                            .map_err(kube::Error::SerdeError)?;
+                    api.create(&PostParams::default(), &fresh).await?
+                }
+            };
+            *cached = Some(written);
+            Ok(())
+        })
+        .await
+}
+
+/// Post the node's conditions (strategic merge by type, so others' conditions stay).
+pub async fn post_status(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(fleet.client.clone());
+    let result = fleet
+        .writer
+        .write("post node status", || async {
+            let previous = lock(&node.conditions).clone();
+            let body: Value =
+                json!({"status": {"conditions": conditions(previous.as_ref(), now_ms())}});
+            api.patch_status(&node.name, &PatchParams::default(), &Patch::Strategic(body))
+                .await
+        })
+        .await;
+    match result {
+        Ok(n) => {
+            observe(node, &n);
+            Ok(())
+        }
+        Err(e) if is_not_found(&e) => {
+            tracing::warn!(node = %node.name, "the simulated Node was deleted; not recreating it");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Every node's lease renews this often: a quarter of its duration, as the kubelet.
+pub fn renew_interval(lease_duration_seconds: i32) -> Duration {
+    Duration::from_millis((lease_duration_seconds.max(1) as u64) * 250)
+}

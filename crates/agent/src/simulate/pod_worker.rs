@@ -1,0 +1,169 @@
+//! One task per pod bound to a simulated node: it lives the pod's life (`pod_state`), writes
+//! the status when it changes, and removes the pod once its grace period is over.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::clock::{now_ms, until, Millis};
+use super::fleet::{Fleet, SimNode};
+use super::pod_state::PodSim;
+use super::pod_status::render;
+use super::pod_view::PodView;
+use super::retry::is_not_found;
+
+/// Gives a pod's address back to its node when the pod is done with it, however the task
+/// ends (finished, or aborted because the pod was deleted).
+struct IpGuard {
+    node: Arc<SimNode>,
+    ip: Ipv4Addr,
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        self.node.release_ip(self.ip);
+    }
+}
+
+pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<Arc<PodView>>) {
+    let mut stopped = node.stopped.subscribe();
+    let mut sim: Option<PodSim> = None;
+    let mut ip_guard: Option<IpGuard> = None;
+    let mut written: Option<Value> = None;
+    let mut reported_exit_error = false;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        if *stopped.borrow_and_update() {
+            // A stopped node's kubelet is gone: nothing moves until it resumes.
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                r = stopped.changed() => if r.is_err() { return },
+            }
+            // A resumed kubelet reports its pods afresh.
+            written = None;
+            continue;
+        }
+        if let (Some(err), false) = (&view.exit_error, reported_exit_error) {
+            tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), "{err}; the pod runs until deleted");
+            reported_exit_error = true;
+        }
+        let now = now_ms();
+        let finished_before =
+            sim.is_none() && matches!(view.phase.as_deref(), Some("Succeeded") | Some("Failed"));
+        let mut wake: Option<Millis> = None;
+        if let Some(at) = view.deletion {
+            let over =
+                now >= at || finished_before || sim.as_ref().is_some_and(PodSim::is_terminal);
+            if over {
+                delete(&fleet, &view).await;
+                return;
+            }
+            wake = Some(at);
+        }
+        if !finished_before {
+            if sim.is_none() {
+                // After a simulator restart the pod keeps the address it has.
+                let ip = match view.pod_ip {
+                    Some(ip) if node.reserve_ip(ip) => Some(ip),
+                    _ => node.allocate_ip(),
+                };
+                let Some(ip) = ip else {
+                    // As a kubelet whose CNI has no address left: the pod stays Pending.
+                    tracing::warn!(node = %node.name, pod = %view.name, "no free pod IP in the node's podCIDR");
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                ip_guard = Some(IpGuard {
+                    node: node.clone(),
+                    ip,
+                });
+                sim = Some(PodSim::start(&view, Some(ip), now));
+            }
+            if let Some(s) = sim.as_mut() {
+                if let Some(next) = s.advance(&view, now) {
+                    wake = Some(wake.map_or(next, |w| w.min(next)));
+                }
+                if s.is_terminal() {
+                    // The sandbox is gone; its address may be handed out again.
+                    drop(ip_guard.take());
+                }
+                let body = render(&view, s, node.internal_ip, now);
+                if written.as_ref() != Some(&body) {
+                    match patch_status(&fleet, &view, &body).await {
+                        Ok(()) => written = Some(body),
+                        Err(e) if is_not_found(&e) => return,
+                        Err(e) => {
+                            tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %e, "pod status refused");
+                            written = Some(body);
+                        }
+                    }
+                }
+            }
+        }
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep(until(at, now_ms())).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            r = stopped.changed() => if r.is_err() { return },
+            _ = sleep => {}
+        }
+    }
+}
+
+async fn patch_status(fleet: &Fleet, view: &PodView, body: &Value) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(fleet.client.clone(), &view.namespace);
+    fleet
+        .writer
+        .write("pod status", || async {
+            api.patch_status(&view.name, &PatchParams::default(), &Patch::Strategic(body))
+                .await
+                .map(|_| ())
+        })
+        .await
+}
+
+/// The kubelet's final DELETE: grace 0, only this incarnation of the name (uid precondition).
+async fn delete(fleet: &Fleet, view: &PodView) {
+    let api: Api<Pod> = Api::namespaced(fleet.client.clone(), &view.namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(view.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let result = fleet
+        .writer
+        .write("delete pod", || async {
+            match api.delete(&view.name, &params).await {
+                Ok(_) => Ok(()),
+                // Another pod now has the name: ours is already gone.
+                Err(kube::Error::Api(s))
+                    if s.code == 409 && s.message.contains("UID in precondition") =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    match result {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => {
+            tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %e, "could not delete the pod")
+        }
+    }
+}

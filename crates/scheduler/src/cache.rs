@@ -1,0 +1,437 @@
+//! The scheduler's view of the cluster: nodes with per-node aggregates (requested resources,
+//! host ports, pods with affinity) kept up to date as pods are placed, assumed or removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::resources::{self, Resources};
+
+/// A host port a pod occupies: ip ("0.0.0.0" when unset), protocol, port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// upstream `HostPortInfo.CheckConflict`: 0.0.0.0 conflicts with every ip.
+    pub fn conflicts(&self, o: &HostPort) -> bool {
+        self.port == o.port
+            && self.protocol == o.protocol
+            && (self.ip == o.ip || self.ip == "0.0.0.0" || o.ip == "0.0.0.0")
+    }
+}
+
+/// A pod with what the scheduler computes from it once.
+#[derive(Debug)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub uid: String,
+    pub requests: Resources,
+    pub non_zero: (i64, i64),
+    pub priority: i32,
+    pub host_ports: Vec<HostPort>,
+    pub has_affinity: bool,
+    pub has_required_anti_affinity: bool,
+}
+
+pub fn pod_key(pod: &Pod) -> String {
+    match pod.metadata.uid.as_deref() {
+        Some(u) if !u.is_empty() => u.to_string(),
+        _ => format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod.metadata.name.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+pub fn pod_priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut host_ports = Vec::new();
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for p in c.ports.iter().flatten() {
+                if let Some(hp) = p.host_port.filter(|hp| *hp > 0) {
+                    host_ports.push(HostPort {
+                        ip: p
+                            .host_ip
+                            .clone()
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or_else(|| "0.0.0.0".into()),
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        port: hp,
+                    });
+                }
+            }
+        }
+        let aff = spec.affinity.as_ref();
+        PodInfo {
+            uid: pod_key(&pod),
+            requests: resources::pod_requests(&spec),
+            non_zero: resources::pod_non_zero_requests(&spec),
+            priority: pod_priority(&pod),
+            host_ports,
+            has_affinity: aff
+                .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some()),
+            has_required_anti_affinity: aff
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .is_some_and(|t| !t.is_empty()),
+            pod,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("")
+    }
+
+    pub fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or("")
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        crate::selectors::labels_of(&self.pod.metadata)
+    }
+}
+
+/// One node and the pods placed (or assumed) on it, with their sums.
+#[derive(Debug, Default)]
+pub struct NodeInfo {
+    pub node: Option<Arc<Node>>,
+    pub allocatable: Resources,
+    pub requested: Resources,
+    pub non_zero: (i64, i64),
+    pub pods: Vec<Arc<PodInfo>>,
+    pub used_ports: Vec<HostPort>,
+    pub pods_with_affinity: usize,
+    pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
+}
+
+impl NodeInfo {
+    /// A copy of `node` holding only the pods `keep` accepts (preemption's what-if).
+    pub fn with_pods_where(&self, keep: impl Fn(&PodInfo) -> bool) -> NodeInfo {
+        let mut n = NodeInfo {
+            node: self.node.clone(),
+            allocatable: self.allocatable.clone(),
+            ..NodeInfo::default()
+        };
+        for p in self.pods.iter().filter(|p| keep(p)) {
+            n.add_pod(p.clone());
+        }
+        n
+    }
+
+    pub fn add_pod_for_whatif(&mut self, p: Arc<PodInfo>) {
+        self.add_pod(p);
+    }
+
+    fn add_pod(&mut self, p: Arc<PodInfo>) {
+        self.requested.add(&p.requests);
+        self.non_zero.0 += p.non_zero.0;
+        self.non_zero.1 += p.non_zero.1;
+        self.used_ports.extend(p.host_ports.iter().cloned());
+        if p.has_affinity {
+            self.pods_with_affinity += 1;
+        }
+        if p.has_required_anti_affinity {
+            self.pods_with_required_anti_affinity.push(p.clone());
+        }
+        self.pods.push(p);
+    }
+
+    fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(i) = self.pods.iter().position(|p| p.uid == uid) else {
+            return false;
+        };
+        let p = self.pods.swap_remove(i);
+        self.requested.sub(&p.requests);
+        self.non_zero.0 -= p.non_zero.0;
+        self.non_zero.1 -= p.non_zero.1;
+        for hp in &p.host_ports {
+            if let Some(j) = self.used_ports.iter().position(|u| u == hp) {
+                self.used_ports.swap_remove(j);
+            }
+        }
+        if p.has_affinity {
+            self.pods_with_affinity -= 1;
+        }
+        self.pods_with_required_anti_affinity
+            .retain(|q| q.uid != uid);
+        true
+    }
+
+    pub fn name(&self) -> &str {
+        self.node
+            .as_ref()
+            .and_then(|n| n.metadata.name.as_deref())
+            .unwrap_or("")
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.node
+            .as_ref()
+            .map(|n| crate::selectors::labels_of(&n.metadata))
+            .unwrap_or(&EMPTY)
+    }
+}
+
+#[derive(Debug)]
+struct PodEntry {
+    node: String,
+    assumed: bool,
+    info: Arc<PodInfo>,
+}
+
+/// What changed about a node, for deciding which waiting pods might now fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeChange {
+    pub added: bool,
+    pub labels: bool,
+    pub taints: bool,
+    pub allocatable: bool,
+    pub unschedulable: bool,
+}
+
+impl NodeChange {
+    pub fn any(&self) -> bool {
+        self.added || self.labels || self.taints || self.allocatable || self.unschedulable
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Cache {
+    nodes: HashMap<String, NodeInfo>,
+    /// Names of the nodes that exist (have a Node object), sorted: the iteration order.
+    order: Vec<String>,
+    pods: HashMap<String, PodEntry>,
+    /// Namespace labels, for affinity terms' `namespaceSelector`.
+    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Cache {
+    pub fn node_names(&self) -> &[String] {
+        &self.order
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name).filter(|n| n.node.is_some())
+    }
+
+    /// Nodes in iteration order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.order.iter().filter_map(|n| self.nodes.get(n))
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Add or replace a node; says what changed that could let a waiting pod fit.
+    pub fn upsert_node(&mut self, node: Arc<Node>) -> NodeChange {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let info = self.nodes.entry(name.clone()).or_default();
+        let change = match &info.node {
+            None => NodeChange {
+                added: true,
+                ..NodeChange::default()
+            },
+            Some(old) => {
+                let spec = |n: &Node| n.spec.clone().unwrap_or_default();
+                let (os, ns) = (spec(old), spec(&node));
+                NodeChange {
+                    added: false,
+                    labels: old.metadata.labels != node.metadata.labels,
+                    taints: os.taints != ns.taints,
+                    allocatable: resources::node_allocatable(old)
+                        != resources::node_allocatable(&node),
+                    unschedulable: os.unschedulable != ns.unschedulable,
+                }
+            }
+        };
+        info.allocatable = resources::node_allocatable(&node);
+        let was_new = info.node.is_none();
+        info.node = Some(node);
+        if was_new {
+            if let Err(i) = self.order.binary_search(&name) {
+                self.order.insert(i, name);
+            }
+        }
+        change
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(info) = self.nodes.get_mut(name) {
+            info.node = None;
+            // Pods still bound there keep their entry until they are deleted (as upstream).
+            if info.pods.is_empty() {
+                self.nodes.remove(name);
+            }
+        }
+        if let Ok(i) = self.order.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.order.remove(i);
+        }
+    }
+
+    pub fn has_pod(&self, uid: &str) -> bool {
+        self.pods.contains_key(uid)
+    }
+
+    pub fn is_assumed(&self, uid: &str) -> bool {
+        self.pods.get(uid).is_some_and(|e| e.assumed)
+    }
+
+    pub fn pod_node(&self, uid: &str) -> Option<&str> {
+        self.pods.get(uid).map(|e| e.node.as_str())
+    }
+
+    /// A pod seen bound to `node` by the watch: add, replace, or confirm an assumption.
+    /// Returns whether its labels or placement are new (affinity/spread may now match).
+    pub fn add_or_update_bound(&mut self, pod: Arc<Pod>, node: &str) -> bool {
+        let info = Arc::new(PodInfo::new(pod));
+        let uid = info.uid.clone();
+        let mut changed = true;
+        if let Some(old) = self.pods.remove(&uid) {
+            changed = old.node != node || old.info.labels() != info.labels();
+            self.detach(&uid, &old.node);
+        }
+        self.attach(info.clone(), node);
+        self.pods.insert(
+            uid,
+            PodEntry {
+                node: node.to_string(),
+                assumed: false,
+                info,
+            },
+        );
+        changed
+    }
+
+    /// The scheduler decided: count the pod on `node` before the API says so.
+    pub fn assume(&mut self, info: Arc<PodInfo>, node: &str) {
+        let uid = info.uid.clone();
+        if let Some(old) = self.pods.remove(&uid) {
+            self.detach(&uid, &old.node);
+        }
+        self.attach(info.clone(), node);
+        self.pods.insert(
+            uid,
+            PodEntry {
+                node: node.to_string(),
+                assumed: true,
+                info,
+            },
+        );
+    }
+
+    /// A bind failed: undo the assumption (only if it is still an assumption).
+    pub fn forget(&mut self, uid: &str) {
+        if self.pods.get(uid).is_some_and(|e| e.assumed) {
+            self.remove_pod(uid);
+        }
+    }
+
+    /// The pod is gone (deleted or finished): free what it held. True if it was counted.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        match self.pods.remove(uid) {
+            Some(e) => {
+                self.detach(uid, &e.node);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn attach(&mut self, info: Arc<PodInfo>, node: &str) {
+        self.nodes
+            .entry(node.to_string())
+            .or_default()
+            .add_pod(info);
+    }
+
+    fn detach(&mut self, uid: &str, node: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.remove_pod(uid);
+            if n.node.is_none() && n.pods.is_empty() {
+                self.nodes.remove(node);
+            }
+        }
+    }
+
+    /// Uids of every pod the cache counts (for reconciling after a relist).
+    pub fn pod_uids(&self) -> Vec<String> {
+        self.pods.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(uid: &str, cpu: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": uid, "namespace": "d", "uid": uid},
+                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}},
+                    "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn node(name: &str) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn assume_confirm_forget_and_remove_keep_sums_right() {
+        let mut c = Cache::default();
+        assert!(c.upsert_node(node("n1")).added);
+        assert!(!c.upsert_node(node("n1")).any());
+        c.assume(Arc::new(PodInfo::new(pod("a", "500m"))), "n1");
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 500);
+        assert!(c.is_assumed("a"));
+        c.add_or_update_bound(pod("a", "500m"), "n1");
+        assert!(!c.is_assumed("a"));
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 500);
+        // forget only undoes assumptions.
+        c.forget("a");
+        assert_eq!(c.node("n1").unwrap().pods.len(), 1);
+        c.assume(Arc::new(PodInfo::new(pod("b", "1"))), "n1");
+        c.forget("b");
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 500);
+        assert_eq!(c.node("n1").unwrap().used_ports.len(), 1);
+        assert!(c.remove_pod("a"));
+        let n = c.node("n1").unwrap();
+        assert_eq!(
+            (n.requested.milli_cpu, n.used_ports.len(), n.pods.len()),
+            (0, 0, 0)
+        );
+        // A pod bound to a node the cache has not seen yet waits there for it.
+        c.add_or_update_bound(pod("x", "1"), "later");
+        assert!(c.node("later").is_none());
+        c.upsert_node(node("later"));
+        assert_eq!(c.node("later").unwrap().requested.milli_cpu, 1000);
+        assert_eq!(c.node_names(), &["later".to_string(), "n1".to_string()]);
+    }
+}

@@ -1,0 +1,454 @@
+//! InterPodAffinity: the incoming pod's required affinity and anti-affinity, and existing
+//! pods' required anti-affinity, by topology domain (filter); preferred terms of both sides
+//! and existing pods' required affinity (weight 1) score.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+use super::{Code, Plugin, Rejection};
+use crate::cache::{Cache, NodeInfo, PodInfo};
+use crate::selectors::{labels_of, selector_matches, Labels};
+
+pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
+pub const REASON_ANTI: &str = "node(s) didn't match pod anti-affinity rules";
+pub const REASON_EXISTING_ANTI: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
+
+/// upstream's `HardPodAffinityWeight` default.
+const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
+
+type Pair = (String, String);
+
+/// A term with its namespaces resolved (upstream `framework.AffinityTerm`).
+#[derive(Debug, Clone)]
+pub struct Term {
+    namespaces: HashSet<String>,
+    namespace_selector: Option<LabelSelector>,
+    selector: Option<LabelSelector>,
+    pub topology_key: String,
+}
+
+impl Term {
+    /// `owner` is the pod that declares the term: its namespace is the default, and its
+    /// labels fill `matchLabelKeys`/`mismatchLabelKeys`.
+    pub fn new(t: &PodAffinityTerm, owner: &Pod) -> Term {
+        let ns = owner.metadata.namespace.clone().unwrap_or_default();
+        let mut namespaces: HashSet<String> = t.namespaces.iter().flatten().cloned().collect();
+        if namespaces.is_empty() && t.namespace_selector.is_none() {
+            namespaces.insert(ns);
+        }
+        let mut selector = t.label_selector.clone();
+        let own = labels_of(&owner.metadata);
+        let mut extra = Vec::new();
+        for (keys, op) in [
+            (&t.match_label_keys, "In"),
+            (&t.mismatch_label_keys, "NotIn"),
+        ] {
+            for k in keys.iter().flatten() {
+                if let Some(v) = own.get(k) {
+                    extra.push(LabelSelectorRequirement {
+                        key: k.clone(),
+                        operator: op.into(),
+                        values: Some(vec![v.clone()]),
+                    });
+                }
+            }
+        }
+        if let (Some(sel), false) = (selector.as_mut(), extra.is_empty()) {
+            sel.match_expressions
+                .get_or_insert_with(Vec::new)
+                .extend(extra);
+        }
+        Term {
+            namespaces,
+            namespace_selector: t.namespace_selector.clone(),
+            selector,
+            topology_key: t.topology_key.clone(),
+        }
+    }
+
+    pub fn matches(&self, pod: &PodInfo, ns_labels: &HashMap<String, Labels>) -> bool {
+        let ns = pod.namespace();
+        let ns_ok = self.namespaces.contains(ns)
+            || self.namespace_selector.as_ref().is_some_and(|s| {
+                static EMPTY: Labels = Labels::new();
+                selector_matches(s, ns_labels.get(ns).unwrap_or(&EMPTY))
+            });
+        ns_ok
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| selector_matches(s, pod.labels()))
+    }
+}
+
+fn terms(list: Option<&Vec<PodAffinityTerm>>, owner: &Pod) -> Vec<Term> {
+    list.into_iter()
+        .flatten()
+        .map(|t| Term::new(t, owner))
+        .collect()
+}
+
+struct Weighted {
+    term: Term,
+    weight: i64,
+}
+
+fn weighted(
+    list: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>,
+    owner: &Pod,
+) -> Vec<Weighted> {
+    list.into_iter()
+        .flatten()
+        .map(|w| Weighted {
+            term: Term::new(&w.pod_affinity_term, owner),
+            weight: w.weight as i64,
+        })
+        .collect()
+}
+
+/// The terms a pod declares.
+pub struct PodTerms {
+    pub required_affinity: Vec<Term>,
+    pub required_anti: Vec<Term>,
+    preferred_affinity: Vec<Weighted>,
+    preferred_anti: Vec<Weighted>,
+}
+
+impl PodTerms {
+    pub fn of(pod: &Pod) -> PodTerms {
+        let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let pa = aff.and_then(|a| a.pod_affinity.as_ref());
+        let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
+        PodTerms {
+            required_affinity: terms(
+                pa.and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+            required_anti: terms(
+                paa.and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+            preferred_affinity: weighted(
+                pa.and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+            preferred_anti: weighted(
+                paa.and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }),
+                pod,
+            ),
+        }
+    }
+
+    fn has_preferred(&self) -> bool {
+        !self.preferred_affinity.is_empty() || !self.preferred_anti.is_empty()
+    }
+}
+
+/// upstream's PreFilter state: counts of matching pods per topology pair.
+#[derive(Default)]
+pub struct FilterState {
+    existing_anti: HashMap<Pair, i64>,
+    affinity: HashMap<Pair, i64>,
+    anti: HashMap<Pair, i64>,
+    required_affinity: Vec<Term>,
+    required_anti: Vec<Term>,
+    /// The pod matches all its own affinity terms (the first of a group may go anywhere).
+    self_match: bool,
+}
+
+fn pair(node: &NodeInfo, key: &str) -> Option<Pair> {
+    node.labels().get(key).map(|v| (key.to_string(), v.clone()))
+}
+
+pub fn prefilter(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> FilterState {
+    let mut s = FilterState::default();
+    let ns = &cache.namespaces;
+    // Existing pods' required anti-affinity against the incoming pod.
+    for node in cache.nodes() {
+        for existing in &node.pods_with_required_anti_affinity {
+            for t in PodTerms::of(&existing.pod).required_anti {
+                if t.matches(pod, ns) {
+                    if let Some(p) = pair(node, &t.topology_key) {
+                        *s.existing_anti.entry(p).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    if !terms.required_affinity.is_empty() || !terms.required_anti.is_empty() {
+        for node in cache.nodes() {
+            for existing in &node.pods {
+                for t in &terms.required_affinity {
+                    if t.matches(existing, ns) {
+                        if let Some(p) = pair(node, &t.topology_key) {
+                            *s.affinity.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+                for t in &terms.required_anti {
+                    if t.matches(existing, ns) {
+                        if let Some(p) = pair(node, &t.topology_key) {
+                            *s.anti.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    s.self_match = terms.required_affinity.iter().all(|t| t.matches(pod, ns));
+    s.required_affinity = terms.required_affinity.clone();
+    s.required_anti = terms.required_anti.clone();
+    s
+}
+
+pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
+    let labels = node.labels();
+    // Affinity: every term's topology label on the node, and a matching pod in its domain.
+    let mut pods_exist = true;
+    for t in &s.required_affinity {
+        match labels.get(&t.topology_key) {
+            None => {
+                return Err(Rejection::new(
+                    Plugin::InterPodAffinity,
+                    Code::Unresolvable,
+                    REASON_AFFINITY,
+                ))
+            }
+            Some(v) => {
+                if s.affinity
+                    .get(&(t.topology_key.clone(), v.clone()))
+                    .copied()
+                    .unwrap_or(0)
+                    <= 0
+                {
+                    pods_exist = false;
+                }
+            }
+        }
+    }
+    // The first pod of a group whose affinity names itself may go anywhere it fits.
+    let first_of_group = s.affinity.is_empty() && s.self_match;
+    if !(pods_exist || first_of_group) {
+        return Err(Rejection::new(
+            Plugin::InterPodAffinity,
+            Code::Unresolvable,
+            REASON_AFFINITY,
+        ));
+    }
+    for t in &s.required_anti {
+        if let Some(v) = labels.get(&t.topology_key) {
+            if s.anti
+                .get(&(t.topology_key.clone(), v.clone()))
+                .copied()
+                .unwrap_or(0)
+                > 0
+            {
+                return Err(Rejection::new(
+                    Plugin::InterPodAffinity,
+                    Code::Unschedulable,
+                    REASON_ANTI,
+                ));
+            }
+        }
+    }
+    if !s.existing_anti.is_empty() {
+        for (k, v) in labels {
+            if s.existing_anti
+                .get(&(k.clone(), v.clone()))
+                .copied()
+                .unwrap_or(0)
+                > 0
+            {
+                return Err(Rejection::new(
+                    Plugin::InterPodAffinity,
+                    Code::Unschedulable,
+                    REASON_EXISTING_ANTI,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// upstream PreScore: weights per topology pair, from both the incoming pod's preferred
+/// terms and existing pods' terms that match it. None when nothing could score.
+pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<HashMap<Pair, i64>> {
+    let any_existing = cache.nodes().any(|n| n.pods_with_affinity > 0);
+    if !terms.has_preferred() && !any_existing {
+        return None;
+    }
+    let ns = &cache.namespaces;
+    let mut scores: HashMap<Pair, i64> = HashMap::new();
+    let mut add = |node: &NodeInfo, t: &Term, w: i64| {
+        if let Some(p) = pair(node, &t.topology_key) {
+            *scores.entry(p).or_default() += w;
+        }
+    };
+    for node in cache.nodes() {
+        if !terms.has_preferred() && node.pods_with_affinity == 0 {
+            continue;
+        }
+        for existing in &node.pods {
+            for w in &terms.preferred_affinity {
+                if w.term.matches(existing, ns) {
+                    add(node, &w.term, w.weight);
+                }
+            }
+            for w in &terms.preferred_anti {
+                if w.term.matches(existing, ns) {
+                    add(node, &w.term, -w.weight);
+                }
+            }
+            if existing.has_affinity {
+                let theirs = PodTerms::of(&existing.pod);
+                for t in &theirs.required_affinity {
+                    if t.matches(pod, ns) {
+                        add(node, t, HARD_POD_AFFINITY_WEIGHT);
+                    }
+                }
+                for w in &theirs.preferred_affinity {
+                    if w.term.matches(pod, ns) {
+                        add(node, &w.term, w.weight);
+                    }
+                }
+                for w in &theirs.preferred_anti {
+                    if w.term.matches(pod, ns) {
+                        add(node, &w.term, -w.weight);
+                    }
+                }
+            }
+        }
+    }
+    Some(scores)
+}
+
+pub fn score(pairs: &HashMap<Pair, i64>, node: &NodeInfo) -> i64 {
+    let labels: &BTreeMap<String, String> = node.labels();
+    pairs
+        .iter()
+        .filter(|((k, v), _)| labels.get(k) == Some(v))
+        .map(|(_, s)| *s)
+        .sum()
+}
+
+/// upstream's min-max normalisation (scores may be negative).
+pub fn normalize(scores: &mut [i64]) {
+    let (min, max) = (
+        scores.iter().copied().min().unwrap_or(0),
+        scores.iter().copied().max().unwrap_or(0),
+    );
+    let diff = max - min;
+    for s in scores.iter_mut() {
+        *s = if diff > 0 {
+            super::MAX_NODE_SCORE * (*s - min) / diff
+        } else {
+            0
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{cache, info};
+    use serde_json::json;
+
+    fn three_zones() -> Cache {
+        cache(&[
+            ("n1", json!({"zone": "a", "kubernetes.io/hostname": "n1"})),
+            ("n2", json!({"zone": "a", "kubernetes.io/hostname": "n2"})),
+            ("n3", json!({"zone": "b", "kubernetes.io/hostname": "n3"})),
+        ])
+    }
+
+    fn run(c: &Cache, pod: serde_json::Value) -> Vec<Result<(), Rejection>> {
+        let p = info(pod);
+        let terms = PodTerms::of(&p.pod);
+        let s = prefilter(&p, &terms, c);
+        c.nodes().map(|n| filter(&s, n)).collect()
+    }
+
+    #[test]
+    fn required_affinity_follows_the_domain_and_the_first_pod_goes_anywhere() {
+        let mut c = three_zones();
+        let aff = json!({"metadata": {"name": "w", "uid": "w", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": [], "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}});
+        // No db pod anywhere, and the pod is not a db itself: nowhere.
+        assert!(run(&c, aff.clone())
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().reasons == vec![REASON_AFFINITY]));
+        c.assume(info(json!({"metadata": {"name": "db", "uid": "db", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}})), "n3");
+        let r = run(&c, aff);
+        assert!(r[0].is_err() && r[1].is_err() && r[2].is_ok());
+        // A pod whose affinity names itself may start the group anywhere.
+        let c2 = three_zones();
+        let selfish = json!({"metadata": {"name": "s", "uid": "s", "namespace": "d", "labels": {"app": "db"}},
+            "spec": {"containers": [], "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}});
+        assert!(run(&c2, selfish).iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn anti_affinity_both_ways_and_namespaces() {
+        let mut c = three_zones();
+        c.assume(info(json!({"metadata": {"name": "a", "uid": "a", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": [], "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}})), "n1");
+        // A plain web pod: the existing pod's anti-affinity keeps it off n1.
+        let r = run(
+            &c,
+            json!({"metadata": {"name": "b", "uid": "b", "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}}),
+        );
+        assert_eq!(
+            r[0].as_ref().unwrap_err().reasons,
+            vec![REASON_EXISTING_ANTI]
+        );
+        assert!(r[1].is_ok() && r[2].is_ok());
+        // The same pod in another namespace is not matched by the default namespace.
+        let r = run(
+            &c,
+            json!({"metadata": {"name": "b", "uid": "b", "namespace": "other", "labels": {"app": "web"}}, "spec": {"containers": []}}),
+        );
+        assert!(r.iter().all(Result::is_ok));
+        // Incoming anti-affinity by zone: n1 and n2 share zone a.
+        let r = run(
+            &c,
+            json!({"metadata": {"name": "x", "uid": "x", "namespace": "d"}, "spec": {"containers": [],
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone", "namespaceSelector": {}}]}}}}),
+        );
+        assert_eq!(r[1].as_ref().unwrap_err().reasons, vec![REASON_ANTI]);
+        assert!(r[2].is_ok());
+    }
+
+    #[test]
+    fn preferred_terms_score_by_domain() {
+        let mut c = three_zones();
+        c.assume(info(json!({"metadata": {"name": "db", "uid": "db", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}})), "n3");
+        let p = info(
+            json!({"metadata": {"name": "w", "uid": "w", "namespace": "d"}, "spec": {"containers": [], "affinity": {
+            "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}}]}}}}),
+        );
+        let pairs = prescore(&p, &PodTerms::of(&p.pod), &c).unwrap();
+        let mut s: Vec<i64> = c.nodes().map(|n| score(&pairs, n)).collect();
+        assert_eq!(s, vec![0, 0, 50]);
+        normalize(&mut s);
+        assert_eq!(s, vec![0, 0, 100]);
+    }
+}
