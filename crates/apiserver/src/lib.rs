@@ -170,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/readyz/{name}", get(health::readyz_check))
         .route("/metrics", get(metrics::serve))
+        .route("/openapi/v2", get(discovery::openapi_v2::serve))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
         // `/api/` and `/apis/` are the same documents as without the slash (a wildcard

@@ -10,8 +10,15 @@ use crate::validate::{Violation, ViolationKind};
 /// One CRD version's rules, ready to evaluate.
 pub struct CelRules {
     compiled: CompiledSchema,
-    validator: Validator,
+    validator: &'static Validator,
     root: RootContext,
+}
+
+/// One evaluator for every rule set: it holds only the registered CEL functions, and one
+/// per CRD version cost about a megabyte each.
+fn validator() -> &'static Validator {
+    static VALIDATOR: std::sync::OnceLock<Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(Validator::new)
 }
 
 impl std::fmt::Debug for CelRules {
@@ -72,7 +79,7 @@ impl CelRules {
         }
         Some(CelRules {
             compiled: compile_schema(schema),
-            validator: Validator::new(),
+            validator: validator(),
             root: RootContext {
                 api_version: format!("{group}/{version}"),
                 api_group: group.to_string(),

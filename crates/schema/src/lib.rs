@@ -4,6 +4,7 @@
 mod cel;
 mod format;
 mod path;
+mod pattern;
 mod prune;
 mod schema;
 mod structural;
@@ -13,6 +14,6 @@ pub use cel::{cel_compile_error, check_rules, CelRules};
 pub use format::cidr as is_cidr;
 pub use path::FieldPath;
 pub use prune::{apply_defaults, prune};
-pub use schema::{Schema, SchemaError};
+pub use schema::{Bounds, Properties, Schema, SchemaError};
 pub use structural::check_structural;
 pub use validate::{validate, Violation, ViolationKind};

@@ -1,7 +1,7 @@
 //! A parsed `JSONSchemaProps`: the fields validation, pruning and defaulting read, with
-//! patterns compiled once when the CRD is loaded rather than on every request.
+//! patterns compiled once (and shared) when the CRD is loaded rather than on every request.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
@@ -18,14 +18,40 @@ pub enum SchemaError {
 pub struct Schema {
     pub type_: Option<String>,
     pub format: Option<String>,
-    pub properties: BTreeMap<String, Schema>,
+    pub properties: Properties,
     /// `additionalProperties: <schema>` (a map); `Some(None)` for `true`.
     pub additional_properties: Option<Option<Box<Schema>>>,
     pub additional_properties_false: bool,
     pub items: Option<Box<Schema>>,
     pub required: Vec<String>,
+    /// Value bounds, when the node sets any (`bounds()` reads them).
+    bounds: Option<Box<Bounds>>,
+    pub nullable: bool,
+    pub default: Option<Value>,
+    pub all_of: Vec<Schema>,
+    pub any_of: Vec<Schema>,
+    pub one_of: Vec<Schema>,
+    pub not: Option<Box<Schema>>,
+    pub int_or_string: bool,
+    pub preserve_unknown: bool,
+    pub embedded_resource: bool,
+    pub list_type: Option<String>,
+    pub list_map_keys: Vec<String>,
+    pub map_type: Option<String>,
+    /// Keys of the JSON this was parsed from that a structural schema may not have
+    /// (`$ref`, `patternProperties` …): the structural check reports them. The JSON itself
+    /// is not kept — a copy per node made memory grow with the square of the depth.
+    pub forbidden_keys: Vec<&'static str>,
+    /// The JSON was `{"type": …}` and nothing else (an int-or-string `anyOf` branch).
+    pub type_only: bool,
+}
+
+/// What a node bounds its value by. Most nodes set none of it, and a CRD version has
+/// thousands of nodes, so it lives behind one pointer that is usually absent.
+#[derive(Debug, Clone, Default)]
+pub struct Bounds {
     pub enum_: Vec<Value>,
-    pub pattern: Option<Regex>,
+    pub pattern: Option<Arc<Regex>>,
     pub pattern_text: Option<String>,
     pub minimum: Option<f64>,
     pub maximum: Option<f64>,
@@ -39,20 +65,87 @@ pub struct Schema {
     pub min_properties: Option<u64>,
     pub max_properties: Option<u64>,
     pub unique_items: bool,
-    pub nullable: bool,
-    pub default: Option<Value>,
-    pub all_of: Vec<Schema>,
-    pub any_of: Vec<Schema>,
-    pub one_of: Vec<Schema>,
-    pub not: Option<Box<Schema>>,
-    pub int_or_string: bool,
-    pub preserve_unknown: bool,
-    pub embedded_resource: bool,
-    pub list_type: Option<String>,
-    pub list_map_keys: Vec<String>,
-    pub map_type: Option<String>,
-    /// The JSON this was parsed from (kept for CEL rules and for publishing).
-    pub raw: Value,
+}
+
+static NO_BOUNDS: Bounds = Bounds {
+    enum_: Vec::new(),
+    pattern: None,
+    pattern_text: None,
+    minimum: None,
+    maximum: None,
+    exclusive_minimum: false,
+    exclusive_maximum: false,
+    multiple_of: None,
+    min_length: None,
+    max_length: None,
+    min_items: None,
+    max_items: None,
+    min_properties: None,
+    max_properties: None,
+    unique_items: false,
+};
+
+impl Bounds {
+    fn is_unset(&self) -> bool {
+        self.enum_.is_empty()
+            && self.pattern.is_none()
+            && self.minimum.is_none()
+            && self.maximum.is_none()
+            && !self.exclusive_minimum
+            && !self.exclusive_maximum
+            && self.multiple_of.is_none()
+            && self.min_length.is_none()
+            && self.max_length.is_none()
+            && self.min_items.is_none()
+            && self.max_items.is_none()
+            && self.min_properties.is_none()
+            && self.max_properties.is_none()
+            && !self.unique_items
+    }
+}
+
+/// An object's properties sorted by name, in a vector sized to fit (a B-tree node
+/// reserves room for eleven schemas whatever the count).
+#[derive(Debug, Clone, Default)]
+pub struct Properties(Vec<(String, Schema)>);
+
+fn pair(e: &(String, Schema)) -> (&String, &Schema) {
+    (&e.0, &e.1)
+}
+
+impl Properties {
+    pub fn get(&self, name: &str) -> Option<&Schema> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Schema)> {
+        self.0.iter().map(pair)
+    }
+}
+
+impl<'a> IntoIterator for &'a Properties {
+    type Item = (&'a String, &'a Schema);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, Schema)>,
+        fn(&'a (String, Schema)) -> (&'a String, &'a Schema),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(pair)
+    }
 }
 
 fn bad(path: &FieldPath, message: impl Into<String>) -> SchemaError {
@@ -97,19 +190,27 @@ impl Schema {
         let mut out = Schema {
             type_: s("type").filter(|t| !t.is_empty()),
             format: s("format").filter(|t| !t.is_empty()),
-            raw: v.clone(),
+            forbidden_keys: crate::structural::FORBIDDEN
+                .iter()
+                .copied()
+                .filter(|k| obj.contains_key(*k))
+                .collect(),
+            type_only: obj.len() == 1 && obj.contains_key("type"),
             ..Default::default()
         };
         if let Some(props) = obj.get("properties") {
             let props = props
                 .as_object()
                 .ok_or_else(|| bad(&path.child("properties"), "must be an object"))?;
+            let mut parsed = Vec::with_capacity(props.len());
             for (k, p) in props {
-                out.properties.insert(
+                parsed.push((
                     k.clone(),
                     Schema::parse(p, &path.child("properties").key(k))?,
-                );
+                ));
             }
+            parsed.sort_by(|a, b| a.0.cmp(&b.0));
+            out.properties = Properties(parsed);
         }
         match obj.get("additionalProperties") {
             None | Some(Value::Null) => {}
@@ -140,34 +241,38 @@ impl Schema {
                 .collect::<Option<_>>()
                 .ok_or_else(|| bad(&path.child("required"), "must be a list of strings"))?;
         }
+        let mut b = Bounds::default();
         if let Some(e) = obj.get("enum") {
-            out.enum_ = e
+            b.enum_ = e
                 .as_array()
                 .ok_or_else(|| bad(&path.child("enum"), "must be a list"))?
                 .clone();
         }
         if let Some(p) = s("pattern") {
-            let re = Regex::new(&p).map_err(|e| {
+            let re = crate::pattern::compile(&p).map_err(|e| {
                 bad(
                     &path.child("pattern"),
                     format!("must be a valid regular expression, but isn't: {e}"),
                 )
             })?;
-            out.pattern = Some(re);
-            out.pattern_text = Some(p);
+            b.pattern = Some(re);
+            b.pattern_text = Some(p);
         }
-        out.minimum = float(v, "minimum", path)?;
-        out.maximum = float(v, "maximum", path)?;
-        out.multiple_of = float(v, "multipleOf", path)?;
-        out.exclusive_minimum = flag(v, "exclusiveMinimum");
-        out.exclusive_maximum = flag(v, "exclusiveMaximum");
-        out.min_length = uint(v, "minLength", path)?;
-        out.max_length = uint(v, "maxLength", path)?;
-        out.min_items = uint(v, "minItems", path)?;
-        out.max_items = uint(v, "maxItems", path)?;
-        out.min_properties = uint(v, "minProperties", path)?;
-        out.max_properties = uint(v, "maxProperties", path)?;
-        out.unique_items = flag(v, "uniqueItems");
+        b.minimum = float(v, "minimum", path)?;
+        b.maximum = float(v, "maximum", path)?;
+        b.multiple_of = float(v, "multipleOf", path)?;
+        b.exclusive_minimum = flag(v, "exclusiveMinimum");
+        b.exclusive_maximum = flag(v, "exclusiveMaximum");
+        b.min_length = uint(v, "minLength", path)?;
+        b.max_length = uint(v, "maxLength", path)?;
+        b.min_items = uint(v, "minItems", path)?;
+        b.max_items = uint(v, "maxItems", path)?;
+        b.min_properties = uint(v, "minProperties", path)?;
+        b.max_properties = uint(v, "maxProperties", path)?;
+        b.unique_items = flag(v, "uniqueItems");
+        if !b.is_unset() {
+            out.bounds = Some(Box::new(b));
+        }
         out.nullable = flag(v, "nullable");
         out.default = obj.get("default").cloned();
         for (key, dst) in [
@@ -203,6 +308,11 @@ impl Schema {
                 .unwrap_or_default();
         }
         Ok(out)
+    }
+
+    /// The node's value bounds (none set for most nodes).
+    pub fn bounds(&self) -> &Bounds {
+        self.bounds.as_deref().unwrap_or(&NO_BOUNDS)
     }
 
     /// The schema of a property (or of a map value); `None` when the field is unknown.

@@ -7,7 +7,7 @@ use crate::path::FieldPath;
 use crate::schema::Schema;
 use crate::validate::{validate, Violation, ViolationKind};
 
-const FORBIDDEN: &[&str] = &[
+pub(crate) const FORBIDDEN: &[&str] = &[
     "$ref",
     "$schema",
     "id",
@@ -63,24 +63,22 @@ pub fn check_structural(s: &Schema, path: &FieldPath) -> Vec<Violation> {
 /// generators give int-or-string (and quantity) fields, which upstream lets through.
 fn is_int_or_string_pair(any_of: &[Schema]) -> bool {
     any_of.len() == 2
-        && any_of[0].raw == serde_json::json!({"type": "integer"})
-        && any_of[1].raw == serde_json::json!({"type": "string"})
+        && any_of[0].type_only
+        && any_of[0].type_.as_deref() == Some("integer")
+        && any_of[1].type_only
+        && any_of[1].type_.as_deref() == Some("string")
 }
 
 /// `skip_any_of`: this node's `anyOf` is the int-or-string pattern of its parent (upstream's
 /// skipAnyOf / skipAllOfAnyOf), and is not held to the structural rules.
 fn node(s: &Schema, p: &FieldPath, in_junctor: bool, skip_any_of: bool, out: &mut Vec<Violation>) {
-    if let Some(raw) = s.raw.as_object() {
-        for k in FORBIDDEN {
-            if raw.contains_key(*k) {
-                out.push(v(
-                    &p.child(k),
-                    ViolationKind::Forbidden,
-                    None,
-                    &format!("{k} is not supported"),
-                ));
-            }
-        }
+    for k in &s.forbidden_keys {
+        out.push(v(
+            &p.child(k),
+            ViolationKind::Forbidden,
+            None,
+            &format!("{k} is not supported"),
+        ));
     }
     if in_junctor {
         let mut forbid = |set: bool, name: &str| {

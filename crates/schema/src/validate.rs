@@ -189,8 +189,8 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
             return;
         }
     }
-    if !s.enum_.is_empty() && !s.enum_.contains(v) {
-        let allowed: Vec<String> = s.enum_.iter().map(show).collect();
+    if !s.bounds().enum_.is_empty() && !s.bounds().enum_.contains(v) {
+        let allowed: Vec<String> = s.bounds().enum_.iter().map(show).collect();
         ctx.push(
             p,
             ViolationKind::NotSupported,
@@ -259,7 +259,7 @@ fn node(s: &Schema, v: &Value, p: &FieldPath, ctx: &mut Ctx) {
 
 fn string(s: &Schema, text: &str, v: &Value, p: &FieldPath, name: &str, ctx: &mut Ctx) {
     let len = text.chars().count() as u64;
-    if let Some(max) = s.max_length {
+    if let Some(max) = s.bounds().max_length {
         if len > max {
             ctx.push(
                 p,
@@ -269,7 +269,7 @@ fn string(s: &Schema, text: &str, v: &Value, p: &FieldPath, name: &str, ctx: &mu
             );
         }
     }
-    if let Some(min) = s.min_length {
+    if let Some(min) = s.bounds().min_length {
         if len < min {
             ctx.push(
                 p,
@@ -279,7 +279,7 @@ fn string(s: &Schema, text: &str, v: &Value, p: &FieldPath, name: &str, ctx: &mu
             );
         }
     }
-    if let (Some(re), Some(src)) = (&s.pattern, &s.pattern_text) {
+    if let (Some(re), Some(src)) = (&s.bounds().pattern, &s.bounds().pattern_text) {
         if !re.is_match(text) {
             ctx.push(
                 p,
@@ -292,8 +292,8 @@ fn string(s: &Schema, text: &str, v: &Value, p: &FieldPath, name: &str, ctx: &mu
 }
 
 fn number(s: &Schema, x: f64, v: &Value, p: &FieldPath, name: &str, ctx: &mut Ctx) {
-    if let Some(min) = s.minimum {
-        if s.exclusive_minimum && x <= min {
+    if let Some(min) = s.bounds().minimum {
+        if s.bounds().exclusive_minimum && x <= min {
             ctx.push(
                 p,
                 ViolationKind::Invalid,
@@ -309,8 +309,8 @@ fn number(s: &Schema, x: f64, v: &Value, p: &FieldPath, name: &str, ctx: &mut Ct
             );
         }
     }
-    if let Some(max) = s.maximum {
-        if s.exclusive_maximum && x >= max {
+    if let Some(max) = s.bounds().maximum {
+        if s.bounds().exclusive_maximum && x >= max {
             ctx.push(
                 p,
                 ViolationKind::Invalid,
@@ -326,7 +326,7 @@ fn number(s: &Schema, x: f64, v: &Value, p: &FieldPath, name: &str, ctx: &mut Ct
             );
         }
     }
-    if let Some(m) = s.multiple_of {
+    if let Some(m) = s.bounds().multiple_of {
         if m != 0.0 && (x / m).fract().abs() > 1e-9 {
             ctx.push(
                 p,
@@ -340,7 +340,7 @@ fn number(s: &Schema, x: f64, v: &Value, p: &FieldPath, name: &str, ctx: &mut Ct
 
 fn array(s: &Schema, items: &[Value], v: &Value, p: &FieldPath, name: &str, ctx: &mut Ctx) {
     let n = items.len() as u64;
-    if let Some(max) = s.max_items {
+    if let Some(max) = s.bounds().max_items {
         if n > max {
             ctx.push(
                 p,
@@ -350,7 +350,7 @@ fn array(s: &Schema, items: &[Value], v: &Value, p: &FieldPath, name: &str, ctx:
             );
         }
     }
-    if let Some(min) = s.min_items {
+    if let Some(min) = s.bounds().min_items {
         if n < min {
             ctx.push(
                 p,
@@ -361,7 +361,7 @@ fn array(s: &Schema, items: &[Value], v: &Value, p: &FieldPath, name: &str, ctx:
         }
     }
     let list_type = s.list_type.as_deref().unwrap_or("atomic");
-    if s.unique_items || list_type == "set" {
+    if s.bounds().unique_items || list_type == "set" {
         let mut seen = HashSet::new();
         for (i, item) in items.iter().enumerate() {
             if !seen.insert(item.to_string()) {
@@ -415,7 +415,7 @@ fn object(
         }
     }
     let n = map.len() as u64;
-    if let Some(max) = s.max_properties {
+    if let Some(max) = s.bounds().max_properties {
         if n > max {
             ctx.push(
                 p,
@@ -425,7 +425,7 @@ fn object(
             );
         }
     }
-    if let Some(min) = s.min_properties {
+    if let Some(min) = s.bounds().min_properties {
         if n < min {
             ctx.push(
                 p,

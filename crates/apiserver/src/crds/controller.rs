@@ -75,6 +75,7 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
         })
         .collect();
     let mut taken = builtin;
+    let current = state.registry.all();
     let mut served: Vec<ResourceType> = Vec::new();
     let mut outcome = Outcome::default();
     for (crd_obj, rev, key) in &crds {
@@ -99,7 +100,23 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
         if accepted {
             taken.insert((group.clone(), plural.clone()));
             taken.insert((group.clone(), format!("kind:{kind}")));
-            served.extend(crd::resource_types(crd_obj));
+            // An unchanged CRD keeps the entries (parsed schemas, CEL) it already has.
+            let hash = crd::spec_hash(crd_obj);
+            let name = object::name(crd_obj);
+            let kept: Vec<ResourceType> = current
+                .iter()
+                .filter(|t| {
+                    t.custom
+                        .as_ref()
+                        .is_some_and(|c| c.crd_name == name && c.spec_hash == hash)
+                })
+                .map(|t| (**t).clone())
+                .collect();
+            if kept.is_empty() {
+                served.extend(crd::resource_types(crd_obj));
+            } else {
+                served.extend(kept);
+            }
         }
         let terminating = crd_obj.pointer("/metadata/deletionTimestamp").is_some();
         if terminating {
@@ -176,7 +193,7 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
                     t.custom.as_ref().map(|c| (
                         &c.crd_name,
                         c.terminating,
-                        &c.schema_json,
+                        c.spec_hash,
                         &c.deprecation_warning,
                         c.columns.len()
                     ))
@@ -184,9 +201,7 @@ pub async fn sync(state: &AppState) -> Result<Outcome, ApiError> {
             })
             .collect()
     };
-    let current: Vec<ResourceType> = state
-        .registry
-        .all()
+    let current: Vec<ResourceType> = current
         .iter()
         .filter(|t| t.custom.is_some())
         .map(|t| (**t).clone())

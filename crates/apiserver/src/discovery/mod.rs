@@ -6,6 +6,8 @@ pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "33";
 
 pub mod openapi;
+pub mod openapi_v2;
+pub mod openapi_v2_proto;
 pub mod table;
 
 use axum::http::header::CONTENT_TYPE;

@@ -1,19 +1,21 @@
 //! OpenAPI v3: one document per group-version, generated from k8s-openapi's schemas
-//! (schemars), carrying `x-kubernetes-group-version-kind`, the `fieldValidation` parameter
-//! and the patch content types kubectl looks for before it validates, applies or explains.
+//! (schemars) on first use, carrying `x-kubernetes-group-version-kind`, the `fieldValidation`
+//! parameter and the patch content types kubectl looks for before it validates or applies.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Map, Value};
 
 use crate::types::registry::{Registry, ResourceType};
 
 pub struct OpenApi {
-    /// "api/v1" or "apis/{group}/{version}" -> (hash, document)
-    docs: BTreeMap<String, (String, Value)>,
-    /// (group, version, kind) -> name of its schema in that group-version's document
-    kinds: HashMap<(String, String, String), String>,
+    /// "api/v1" or "apis/{group}/{version}" -> its document (built on first use)
+    docs: BTreeMap<String, Arc<GroupVersionDoc>>,
+    /// `/openapi/v2`, made from these documents on first request (dropped with them).
+    v2: OnceLock<Arc<crate::discovery::openapi_v2::SpecV2>>,
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -230,8 +232,7 @@ fn custom_schema(
     )
     .unwrap_or(json!({"type": "object"}));
     let mut schema = custom
-        .schema_json
-        .clone()
+        .schema_value()
         .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
     if !schema.is_object() {
         schema = json!({"type": "object"});
@@ -247,49 +248,125 @@ fn custom_schema(
     schema
 }
 
-fn hash_of(doc: &Value) -> String {
+/// A hash of what a group-version's document is made of, known without building it:
+/// it moves whenever the document would (for `/openapi/v3`'s `?hash=` and caches).
+fn inputs_hash(types: &[Arc<ResourceType>]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    doc.to_string().hash(&mut h);
+    (crate::discovery::KUBE_MAJOR, crate::discovery::KUBE_MINOR).hash(&mut h);
+    for t in types {
+        (&t.group, &t.version, &t.kind, &t.plural, t.namespaced).hash(&mut h);
+        (t.has_status, t.scale.is_some()).hash(&mut h);
+        t.custom.as_ref().map(|c| c.spec_hash).hash(&mut h);
+    }
     format!("{:016X}", h.finish())
 }
 
-impl OpenApi {
-    pub fn build(registry: &Registry) -> Self {
-        let mut docs = BTreeMap::new();
-        let mut kinds = HashMap::new();
-        let all = registry.all();
-        for (g, v) in registry.group_versions() {
-            let types: Vec<&ResourceType> = all
-                .iter()
-                .filter(|t| t.group == g && t.version == v)
-                .map(|t| t.as_ref())
-                .collect();
-            let doc = build_doc(&types);
+/// One group-version's document, built on first use and kept while its types are served.
+pub struct GroupVersionDoc {
+    types: Vec<Arc<ResourceType>>,
+    hash: String,
+    built: OnceLock<Built>,
+}
+
+struct Built {
+    doc: Value,
+    /// kind -> the name of its schema in `doc`
+    kinds: HashMap<String, String>,
+}
+
+impl GroupVersionDoc {
+    fn new(types: Vec<Arc<ResourceType>>) -> Self {
+        GroupVersionDoc {
+            hash: inputs_hash(&types),
+            types,
+            built: OnceLock::new(),
+        }
+    }
+
+    fn make(&self) -> Value {
+        let types: Vec<&ResourceType> = self.types.iter().map(|t| t.as_ref()).collect();
+        build_doc(&types)
+    }
+
+    fn built(&self) -> &Built {
+        self.built.get_or_init(|| {
+            let doc = self.make();
             // Index each served kind's schema once, for per-request field validation.
-            if let Some(schemas) = doc
+            let mut kinds = HashMap::new();
+            for (name, schema) in doc
                 .pointer("/components/schemas")
                 .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
             {
-                for (name, schema) in schemas {
-                    let Some(gvks) = schema
-                        .get("x-kubernetes-group-version-kind")
-                        .and_then(Value::as_array)
-                    else {
-                        continue;
-                    };
-                    for k in gvks {
-                        let field =
-                            |f: &str| k.get(f).and_then(Value::as_str).unwrap_or("").to_string();
-                        kinds.insert(
-                            (field("group"), field("version"), field("kind")),
-                            name.clone(),
-                        );
+                for k in schema
+                    .get("x-kubernetes-group-version-kind")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(kind) = k.get("kind").and_then(Value::as_str) {
+                        kinds.insert(kind.to_string(), name.clone());
                     }
                 }
             }
-            docs.insert(gv_path(&g, &v), (hash_of(&doc), doc));
+            Built { doc, kinds }
+        })
+    }
+
+    /// The document: the kept one if it was built, else one made for this use only (so
+    /// `/openapi/v2` does not make every custom group-version's document stay).
+    fn doc_or_transient(&self) -> Cow<'_, Value> {
+        match self.built.get() {
+            Some(b) => Cow::Borrowed(&b.doc),
+            None if self.types.iter().all(|t| t.custom.is_none()) => {
+                Cow::Borrowed(&self.built().doc)
+            }
+            None => Cow::Owned(self.make()),
         }
-        OpenApi { docs, kinds }
+    }
+}
+
+/// Built-in group-versions never change: their documents are shared by every `OpenApi`
+/// (a CRD change rebuilds only what it touches), keyed by what they are made of.
+fn builtin_doc(types: Vec<Arc<ResourceType>>) -> Arc<GroupVersionDoc> {
+    static SHARED: OnceLock<Mutex<HashMap<String, Arc<GroupVersionDoc>>>> = OnceLock::new();
+    let hash = inputs_hash(&types);
+    let mut shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    shared
+        .entry(hash)
+        .or_insert_with(|| Arc::new(GroupVersionDoc::new(types)))
+        .clone()
+}
+
+impl OpenApi {
+    /// The documents of what `registry` serves; none is built until it is used.
+    pub fn build(registry: &Registry) -> Self {
+        let all = registry.all();
+        let docs = registry
+            .group_versions()
+            .into_iter()
+            .map(|(g, v)| {
+                let types: Vec<Arc<ResourceType>> = all
+                    .iter()
+                    .filter(|t| t.group == g && t.version == v)
+                    .cloned()
+                    .collect();
+                let doc = if types.iter().all(|t| t.custom.is_none()) {
+                    builtin_doc(types)
+                } else {
+                    Arc::new(GroupVersionDoc::new(types))
+                };
+                (gv_path(&g, &v), doc)
+            })
+            .collect();
+        OpenApi {
+            docs,
+            v2: OnceLock::new(),
+        }
     }
 
     /// A kind's schema and the definitions its references resolve against.
@@ -299,10 +376,9 @@ impl OpenApi {
         version: &str,
         kind: &str,
     ) -> Option<(&Value, &Map<String, Value>)> {
-        let name = self
-            .kinds
-            .get(&(group.to_string(), version.to_string(), kind.to_string()))?;
-        let defs = self.schemas(group, version)?;
+        let built = self.docs.get(&gv_path(group, version))?.built();
+        let name = built.kinds.get(kind)?;
+        let defs = built.doc.pointer("/components/schemas")?.as_object()?;
         Some((defs.get(name)?, defs))
     }
 
@@ -311,10 +387,10 @@ impl OpenApi {
         let paths: Map<String, Value> = self
             .docs
             .iter()
-            .map(|(path, (hash, _))| {
+            .map(|(path, gv)| {
                 (
                     path.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", gv.hash)}),
                 )
             })
             .collect();
@@ -323,7 +399,20 @@ impl OpenApi {
 
     /// `/openapi/v3/{api/v1 | apis/g/v}`.
     pub fn doc(&self, path: &str) -> Option<&Value> {
-        self.docs.get(path.trim_matches('/')).map(|(_, d)| d)
+        self.docs
+            .get(path.trim_matches('/'))
+            .map(|gv| &gv.built().doc)
+    }
+
+    /// The Swagger 2.0 document of every group-version (`/openapi/v2`).
+    pub fn v2(&self) -> Arc<crate::discovery::openapi_v2::SpecV2> {
+        self.v2
+            .get_or_init(|| {
+                Arc::new(crate::discovery::openapi_v2::SpecV2::build(
+                    self.docs.values().map(|gv| gv.doc_or_transient()),
+                ))
+            })
+            .clone()
     }
 
     /// The schema definitions of a group-version (for field validation).

@@ -43,8 +43,9 @@ pub struct CustomVersion {
     pub crd_name: String,
     /// The version objects are stored as; others are converted (`None` strategy) on the way.
     pub storage_version: String,
-    /// The version's `openAPIV3Schema`, as given.
-    pub schema_json: Option<Value>,
+    /// The version's `openAPIV3Schema` as compact JSON text (the one kept copy, parsed only
+    /// to publish OpenAPI; versions with the same schema share it).
+    pub schema_json: Option<Arc<str>>,
     pub schema: Option<Arc<Schema>>,
     /// The version's `x-kubernetes-validations`, compiled (None when it has none).
     pub cel: Option<Arc<capstan_schema::CelRules>>,
@@ -53,9 +54,21 @@ pub struct CustomVersion {
     pub deprecation_warning: Option<String>,
     /// Set while the CRD is being deleted: no new objects.
     pub terminating: bool,
+    /// `spec_hash` of the CRD this came from: an unchanged CRD is not parsed again.
+    pub spec_hash: u64,
 }
 
 impl CustomVersion {
+    /// The version's `openAPIV3Schema` as a value (schemas as deep as admission allows:
+    /// serde's fixed recursion limit does not apply).
+    pub fn schema_value(&self) -> Option<Value> {
+        use serde::Deserialize;
+        let text = self.schema_json.as_deref()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.disable_recursion_limit();
+        Value::deserialize(&mut de).ok()
+    }
+
     pub fn storage_api_version(&self, group: &str) -> String {
         format!("{group}/{}", self.storage_version)
     }
@@ -369,7 +382,22 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
 }
 
 /// The registry entries an established CRD serves: one per served version.
+/// What `resource_types` reads of a CRD, hashed: equal hashes give equal entries.
+pub fn spec_hash(crd: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s(crd, "/metadata/name").hash(&mut h);
+    crd.pointer("/metadata/deletionTimestamp")
+        .is_some()
+        .hash(&mut h);
+    crd.get("spec").map(Value::to_string).hash(&mut h);
+    h.finish()
+}
+
 pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
+    let spec_hash = spec_hash(crd);
+    // Versions with the same schema share its text and its parsed form.
+    let mut parsed: Vec<(Arc<str>, Option<Arc<Schema>>)> = Vec::new();
     let group = s(crd, "/spec/group").to_string();
     let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let list = |k: &str| -> Vec<String> {
@@ -399,13 +427,24 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
         .filter(|v| v.get("served") == Some(&json!(true)))
         .map(|v| {
             let version = s(v, "/name").to_string();
-            let schema_json = v.pointer("/schema/openAPIV3Schema").cloned();
-            let schema = schema_json
-                .as_ref()
-                .and_then(|raw| Schema::parse(raw, &FieldPath::default()).ok())
-                .map(Arc::new);
-            let cel = schema_json
-                .as_ref()
+            let raw = v.pointer("/schema/openAPIV3Schema");
+            let (schema_json, schema) = match raw {
+                None => (None, None),
+                Some(raw) => {
+                    let text = raw.to_string();
+                    match parsed.iter().find(|(t, _)| **t == *text) {
+                        Some((t, schema)) => (Some(t.clone()), schema.clone()),
+                        None => {
+                            let schema =
+                                Schema::parse(raw, &FieldPath::default()).ok().map(Arc::new);
+                            let text: Arc<str> = Arc::from(text);
+                            parsed.push((text.clone(), schema.clone()));
+                            (Some(text), schema)
+                        }
+                    }
+                }
+            };
+            let cel = raw
                 .and_then(|raw| CelRules::compile(raw, &group, &version, s(&names, "/kind")))
                 .map(Arc::new);
             let scale = v.pointer("/subresources/scale").map(|sc| {
@@ -450,6 +489,7 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                 columns,
                 deprecation_warning,
                 terminating,
+                spec_hash,
             });
             ResourceType {
                 group: group.clone(),

@@ -215,6 +215,11 @@ pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
+/// Core `namespaces` (which has the `finalize` subresource of its own).
+pub fn is_core_namespaces(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "namespaces"
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
