@@ -273,8 +273,18 @@ fn higher_priority_preempts_and_never_policy_waits() {
         &s,
         r#"{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high-never"}, "value": 1000, "preemptionPolicy": "Never"}"#,
     );
+    // No node agent runs these nodes, so a victim with a grace period would stay
+    // Terminating (holding its room) as upstream's would: these end at once.
     for n in ["low-1", "low-2"] {
-        create(&s, &pod(n, r#", "priorityClassName": "low""#, "{}", "3"));
+        create(
+            &s,
+            &pod(
+                n,
+                r#", "priorityClassName": "low", "terminationGracePeriodSeconds": 0"#,
+                "{}",
+                "3",
+            ),
+        );
     }
     let mut placed = [wait_bound(&s, "low-1"), wait_bound(&s, "low-2")];
     placed.sort();
