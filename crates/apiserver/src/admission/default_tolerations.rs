@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::admission::{Attributes, Operation, Plugin, Verdict};
+use crate::admission::{creates_pod, Attributes, Operation, Plugin, Verdict};
 use crate::types::registry::ResourceType;
 
 pub struct DefaultTolerationSeconds;
@@ -14,7 +14,7 @@ impl Plugin for DefaultTolerationSeconds {
     }
 
     fn handles(&self, operation: Operation, rt: &ResourceType) -> bool {
-        operation == Operation::Create && rt.group.is_empty() && rt.plural == "pods"
+        creates_pod(operation, rt)
     }
 
     fn mutate<'a>(

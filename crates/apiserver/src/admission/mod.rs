@@ -35,6 +35,11 @@ pub struct Attributes<'a> {
     pub dry_run: bool,
 }
 
+/// Whether a request creates a core Pod (what the pod admission plugins handle).
+pub fn creates_pod(operation: Operation, rt: &ResourceType) -> bool {
+    operation == Operation::Create && rt.group.is_empty() && rt.plural == "pods"
+}
+
 /// A future a plugin returns.
 pub type Verdict<'a> = BoxFuture<'a, Result<(), ApiError>>;
 

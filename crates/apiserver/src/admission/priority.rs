@@ -6,7 +6,7 @@ use bytes::Bytes;
 use capstan_store::{KeyRange, RangeRequest};
 use serde_json::{json, Value};
 
-use crate::admission::{Attributes, Operation, Plugin, Verdict};
+use crate::admission::{creates_pod, Attributes, Operation, Plugin, Verdict};
 use crate::status::ApiError;
 use crate::storage::{decode_for, read};
 use crate::types::registry::ResourceType;
@@ -26,7 +26,7 @@ impl Plugin for Priority {
     }
 
     fn handles(&self, operation: Operation, rt: &ResourceType) -> bool {
-        operation == Operation::Create && rt.group.is_empty() && rt.plural == "pods"
+        creates_pod(operation, rt)
     }
 
     fn mutate<'a>(
