@@ -561,6 +561,20 @@ async fn a_kube_rs_watcher_sees_a_bound_pod_go_from_pending_to_running() {
         watcher::Config::default().fields("metadata.name=web"),
     )
     .boxed();
+    // A watcher is lazy: its initial list runs when first polled. Wait for that list to
+    // finish before creating the pod, or the list itself may already show it Running.
+    tokio::time::timeout(WITHIN, async {
+        loop {
+            match events.next().await {
+                Some(Ok(watcher::Event::InitDone)) => break,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("watch: {e}"),
+                None => panic!("the watch ended before its initial list"),
+            }
+        }
+    })
+    .await
+    .expect("initial list");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"nodeName": "sim-node-0", "containers": [{"name": "app", "image": "nginx"}]}
