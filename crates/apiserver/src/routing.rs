@@ -286,7 +286,8 @@ pub async fn handle(
                 crate::rest::scale::patch(&state, &target, &query, &content_type, &body).await
             }
             (&Method::GET, false) if is_watch => {
-                watch::watch(&state, &target, &query, &accept, permit).await
+                let open = state.metrics.long_running(&target);
+                watch::watch(&state, &target, &query, &accept, (permit, open)).await
             }
             (&Method::GET, false) => list::list(&state, &target, &query, &accept).await,
             (&Method::GET, true) => rest::get(&state, &target, &accept).await,

@@ -201,7 +201,7 @@ pub async fn watch(
     t: &Target,
     query: &HashMap<String, String>,
     accept: &str,
-    place: tokio::sync::OwnedSemaphorePermit,
+    place: impl Send + 'static,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::from_query(t, query)?;
     let prefix = collection_prefix(t);

@@ -54,7 +54,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     inflight: Family<KindLabels, Gauge>,
-    watches: Gauge,
+    long_running: Family<DurationLabels, Gauge>,
     revision: Gauge,
 }
 
@@ -67,7 +67,7 @@ impl Default for Metrics {
                 duration_histogram,
             );
         let inflight = Family::<KindLabels, Gauge>::default();
-        let watches = Gauge::default();
+        let long_running = Family::<DurationLabels, Gauge>::default();
         let revision = Gauge::default();
         registry.register(
             "apiserver_request",
@@ -86,8 +86,8 @@ impl Default for Metrics {
         );
         registry.register(
             "apiserver_longrunning_requests",
-            "Gauge of all active long-running apiserver requests (watches)",
-            watches.clone(),
+            "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component",
+            long_running.clone(),
         );
         registry.register(
             "capstan_store_revision",
@@ -99,7 +99,7 @@ impl Default for Metrics {
             requests,
             durations,
             inflight,
-            watches,
+            long_running,
             revision,
         }
     }
@@ -122,24 +122,38 @@ pub fn verb(method: &axum::http::Method, t: &Target, watch: bool, apply: bool) -
     }
 }
 
+/// One open long-running request, counted in `apiserver_longrunning_requests` under its
+/// own labels until dropped (so a client's watch is told apart from the scheduler's).
+pub struct LongRunning(Gauge);
+
+impl Drop for LongRunning {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn labels(t: &Target, verb: &str) -> DurationLabels {
+    let scope = if t.name.is_some() {
+        "resource"
+    } else if t.namespace.is_some() {
+        "namespace"
+    } else {
+        "cluster"
+    };
+    DurationLabels {
+        verb: verb.to_string(),
+        group: t.rt.group.clone(),
+        version: t.rt.version.clone(),
+        resource: t.rt.plural.clone(),
+        subresource: t.subresource.clone().unwrap_or_default(),
+        scope: scope.to_string(),
+    }
+}
+
 impl Metrics {
     /// Count one resource request and its latency.
     pub fn observe(&self, t: &Target, verb: &str, code: u16, took: Duration) {
-        let scope = if t.name.is_some() {
-            "resource"
-        } else if t.namespace.is_some() {
-            "namespace"
-        } else {
-            "cluster"
-        };
-        let d = DurationLabels {
-            verb: verb.to_string(),
-            group: t.rt.group.clone(),
-            version: t.rt.version.clone(),
-            resource: t.rt.plural.clone(),
-            subresource: t.subresource.clone().unwrap_or_default(),
-            scope: scope.to_string(),
-        };
+        let d = labels(t, verb);
         // A watch's latency is its lifetime; upstream leaves it out of the histogram too.
         if verb != "WATCH" {
             self.durations.get_or_create(&d).observe(took.as_secs_f64());
@@ -150,6 +164,13 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
+    }
+
+    /// Count a watch as open until the returned guard is dropped.
+    pub fn long_running(&self, t: &Target) -> LongRunning {
+        let g = self.long_running.get_or_create(&labels(t, "WATCH")).clone();
+        g.inc();
+        LongRunning(g)
     }
 
     fn encode(&self) -> String {
@@ -186,13 +207,12 @@ fn process_metrics(out: &mut String) {
 
 pub async fn serve(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
-    let (requests, watches) = state.limiter.in_use();
+    let (requests, _watches) = state.limiter.in_use();
     m.inflight
         .get_or_create(&KindLabels {
             request_kind: "readOnly+mutating".into(),
         })
         .set(requests as i64);
-    m.watches.set(watches as i64);
     if let Ok(rev) = state.store.current_revision().await {
         m.revision.set(rev);
     }
