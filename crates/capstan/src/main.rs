@@ -1,5 +1,6 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
+mod controller_flags;
 mod data_dir;
 mod fd_limit;
 mod heap;
@@ -81,6 +82,12 @@ enum Command {
         /// e.g. `capstan scheduler`, binds them).
         #[arg(long)]
         disable_scheduler: bool,
+        /// Do not run the built-in controllers (Deployments, Jobs … are stored but nothing
+        /// acts on them unless `capstan controller-manager` runs elsewhere).
+        #[arg(long)]
+        disable_controllers: bool,
+        #[command(flatten)]
+        controller_flags: controller_flags::ControllerFlags,
     },
     /// Simulate nodes against any Kubernetes API server: they register, renew Leases, and play
     /// the kubelet for pods bound to them (Running, pod IPs, readiness, exits, graceful
@@ -112,6 +119,18 @@ enum Command {
         /// Binding requests in flight at once.
         #[arg(long, default_value_t = capstan_scheduler::Options::default().max_concurrent_binds)]
         max_concurrent_binds: usize,
+    },
+    /// Run the controllers stand-alone against any Kubernetes API server named by a
+    /// kubeconfig; several may run, one leads (the `kube-controller-manager` Lease).
+    ControllerManager {
+        /// The kubeconfig naming the server and the credentials to use.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Context to use instead of the kubeconfig's current one.
+        #[arg(long)]
+        context: Option<String>,
+        #[command(flatten)]
+        controller_flags: controller_flags::ControllerFlags,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -203,6 +222,8 @@ fn main() -> anyhow::Result<()> {
             simulated_nodes,
             sim,
             disable_scheduler,
+            disable_controllers,
+            controller_flags,
         } => {
             let simulation = if sim.wanted(simulated_nodes) {
                 Some(sim.config(simulated_nodes)?)
@@ -234,6 +255,11 @@ fn main() -> anyhow::Result<()> {
                 tls_san,
                 simulation,
                 scheduler: !disable_scheduler,
+                controllers: if disable_controllers {
+                    None
+                } else {
+                    Some(controller_flags.options()?)
+                },
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
@@ -283,6 +309,24 @@ fn main() -> anyhow::Result<()> {
                 tokio::select! {
                     _ = capstan_scheduler::run(client, opts) => {}
                     signal = shutdown_signal() => tracing::info!(signal, "scheduler stopping"),
+                }
+                anyhow::Ok(())
+            })
+        }
+        Command::ControllerManager {
+            kubeconfig,
+            context,
+            controller_flags,
+        } => {
+            let opts = controller_flags.options()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let client = kubeconfig::client(&kubeconfig, context).await?;
+                tokio::select! {
+                    _ = capstan_controllers::run(client, opts) => {}
+                    signal = shutdown_signal() => tracing::info!(signal, "controllers stopping"),
                 }
                 anyhow::Ok(())
             })
@@ -371,6 +415,8 @@ struct ServerOptions {
     /// Simulated nodes run inside the server, if asked for.
     simulation: Option<capstan_agent::simulate::SimConfig>,
     scheduler: bool,
+    /// The built-in controllers' options, unless disabled.
+    controllers: Option<capstan_controllers::Options>,
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -386,6 +432,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         tls_san,
         simulation,
         scheduler,
+        controllers,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -446,6 +493,11 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
             client,
             capstan_scheduler::Options::default(),
         ));
+    }
+    if let Some(opts) = controllers {
+        // The controllers are ordinary API clients over the in-process transport too.
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(capstan_controllers::run(client, opts));
     }
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");

@@ -1,0 +1,40 @@
+//! The controllers' flags, shared by `capstan server` and `capstan controller-manager`
+//! (upstream kube-controller-manager's names where it has one).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerFlags {
+    /// Controllers to run: `*` for all, `-name` to leave one out (upstream's
+    /// `--controllers`), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Seconds a controller-manager Lease is held without renewal before another process
+    /// may take it.
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_lease_duration_seconds: u64,
+}
+
+impl ControllerFlags {
+    /// The options the controllers run with.
+    pub fn options(&self) -> anyhow::Result<capstan_controllers::Options> {
+        let mut disabled = HashSet::new();
+        for c in &self.controllers {
+            match c.trim() {
+                "*" | "" => {}
+                s if s.starts_with('-') => {
+                    disabled.insert(s[1..].to_string());
+                }
+                s => anyhow::bail!(
+                    "--controllers: {s:?}: name every controller with `*` and leave some out with `-name`"
+                ),
+            }
+        }
+        Ok(capstan_controllers::Options {
+            lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
+            disabled,
+            ..capstan_controllers::Options::default()
+        })
+    }
+}

@@ -1,0 +1,44 @@
+//! capstan's control loops: kube-controller-manager's controllers as ordinary kube-rs clients
+//! over any `kube::Client` (in `capstan server`, the in-process one), run while this process
+//! holds the controller-manager Lease, so several servers sharing a store run each loop once.
+
+pub mod backoff;
+pub mod conditions;
+pub mod context;
+pub mod events;
+pub mod hash;
+pub mod informers;
+pub mod leader;
+pub mod owners;
+pub mod pods;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::task::JoinHandle;
+
+pub use context::{Context, Options};
+
+/// Run the controllers until the task is dropped: wait to lead, run every enabled loop while
+/// leading, stop them all if the lease is lost, and try again.
+pub async fn run(client: Client, opts: Options) {
+    leader::run_while_leading(client, opts, spawn_loops).await
+}
+
+/// How a loop is started: it gets the term's context and runs until aborted.
+type Start = fn(Arc<Context>) -> JoinHandle<()>;
+
+/// Start every enabled loop (one module each; upstream's controller names).
+fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
+    let loops: Vec<(&str, Start)> = vec![
+        // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+    ];
+    loops
+        .into_iter()
+        .filter(|(name, _)| ctx.opts.enabled(name))
+        .map(|(name, start)| {
+            tracing::debug!(controller = name, "starting");
+            start(ctx.clone())
+        })
+        .collect()
+}
