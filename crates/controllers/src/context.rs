@@ -25,10 +25,31 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            identity: format!("capstan-{}", std::process::id()),
+            identity: default_identity(),
             lease_duration: Duration::from_secs(15),
             disabled: HashSet::new(),
         }
+    }
+}
+
+/// Upstream's `<hostname>_<uuid>`: unique across machines and restarts.
+fn default_identity() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let host = read("/proc/sys/kernel/hostname");
+    let uuid = read("/proc/sys/kernel/random/uuid");
+    let host = if host.is_empty() {
+        "capstan".into()
+    } else {
+        host
+    };
+    if uuid.is_empty() {
+        format!("{host}_{}", std::process::id())
+    } else {
+        format!("{host}_{uuid}")
     }
 }
 
