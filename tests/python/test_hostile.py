@@ -306,8 +306,9 @@ def test_stalled_uploads_and_idle_strangers_do_not_starve_other_clients(tmp_path
 
 
 def test_only_real_watches_skip_the_request_limit_and_they_have_their_own(tmp_path):
-    # The built-in scheduler's own watches would take places; this case is about clients'.
-    server = Server(tmp_path / "d", extra=["--max-watches", "2", "--disable-scheduler"])
+    # The server's own scheduler and controllers watch too, over the in-process client:
+    # they take no places, so clients still get both of theirs.
+    server = Server(tmp_path / "d", extra=["--max-watches", "2"])
     try:
         watches = []
         for _ in range(2):
