@@ -10,7 +10,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// Changes held for a loop that has not taken them yet; one that falls further behind
@@ -22,6 +22,36 @@ pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
     pub store: Store<K>,
     tx: broadcast::Sender<Arc<K>>,
     task: JoinHandle<()>,
+    ready: Ready,
+}
+
+/// "The store has its first list", awaitable by any number of tasks at once. kube's
+/// `Store::wait_until_ready` wakes only the last of several tasks waiting at the same time
+/// (one waker slot), so the others would wait forever: loops must await this instead.
+#[derive(Clone)]
+pub struct Ready(watch::Receiver<bool>);
+
+impl Ready {
+    /// Readiness of `store`: one task waits on it and tells everyone.
+    pub fn of<K>(store: &Store<K>) -> Ready
+    where
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+    {
+        let (tx, rx) = watch::channel(false);
+        let store = store.clone();
+        tokio::spawn(async move {
+            // Err: the writer is gone (its informer stopped); waiting longer helps no one.
+            let _ = store.wait_until_ready().await;
+            let _ = tx.send(true);
+        });
+        Ready(rx)
+    }
+
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
 }
 
 impl<K> Shared<K>
@@ -50,7 +80,13 @@ where
                 }
             }
         });
-        Shared { store, tx, task }
+        let ready = Ready::of(&store);
+        Shared {
+            store,
+            tx,
+            task,
+            ready,
+        }
     }
 
     /// Every change from now on (created, updated, deleted objects), for a Controller's
@@ -70,9 +106,9 @@ where
         })
     }
 
-    /// Wait until the first list is in the store.
+    /// Wait until the first list is in the store (any number of tasks may wait at once).
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        self.ready.wait().await
     }
 }
 
@@ -84,3 +120,31 @@ impl<K: Resource<DynamicType = ()> + 'static> Drop for Shared<K> {
 
 /// Re-exported so loops name one place for reflector types.
 pub use reflector::ObjectRef;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_waiter_sees_readiness() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let ready = Ready::of(&store);
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let r = ready.clone();
+                tokio::spawn(async move { r.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("a waiter was never woken")
+                .expect("waiter");
+        }
+    }
+}
