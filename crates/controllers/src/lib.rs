@@ -33,7 +33,9 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
-        ("garbage-collector", |ctx| tokio::spawn(garbage_collector::run(ctx))),
+        ("garbage-collector", |ctx| {
+            tokio::spawn(garbage_collector::run(ctx))
+        }),
     ];
     loops
         .into_iter()

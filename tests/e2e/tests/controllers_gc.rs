@@ -82,7 +82,10 @@ fn background_delete_removes_dependents_and_their_dependents() {
         ),
     );
     let d = uid(&s, "default", "cm/dep-cm");
-    apply(&s, &configmap("default", "grandchild", &[cm_ref("dep-cm", &d, false)], &[]));
+    apply(
+        &s,
+        &configmap("default", "grandchild", &[cm_ref("dep-cm", &d, false)], &[]),
+    );
     apply(&s, &configmap("default", "bystander", &[], &[]));
     // Nothing is collected while the owner lives.
     std::thread::sleep(Duration::from_millis(300));
@@ -106,7 +109,12 @@ fn foreground_delete_waits_for_blocking_dependents() {
         &s,
         &format!(
             "{}{}",
-            configmap("default", "held", &[cm_ref("owner", &o, true)], &["example.com/hold"]),
+            configmap(
+                "default",
+                "held",
+                &[cm_ref("owner", &o, true)],
+                &["example.com/hold"]
+            ),
             configmap("default", "free", &[cm_ref("owner", &o, false)], &[]),
         ),
     );
@@ -116,14 +124,35 @@ fn foreground_delete_waits_for_blocking_dependents() {
         get_json(&s, "default", "cm/held")
             .is_some_and(|h| h["metadata"]["deletionTimestamp"].is_string())
     });
-    wait_until("the non-blocking dependent is gone", || gone(&s, "default", "cm/free"));
+    wait_until("the non-blocking dependent is gone", || {
+        gone(&s, "default", "cm/free")
+    });
     let owner = get_json(&s, "default", "cm/owner").expect("the owner waits");
-    assert!(owner["metadata"]["deletionTimestamp"].is_string(), "{owner}");
-    assert_eq!(owner["metadata"]["finalizers"], serde_json::json!(["foregroundDeletion"]));
+    assert!(
+        owner["metadata"]["deletionTimestamp"].is_string(),
+        "{owner}"
+    );
+    assert_eq!(
+        owner["metadata"]["finalizers"],
+        serde_json::json!(["foregroundDeletion"])
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!gone(&s, "default", "cm/owner"), "the owner must wait for its blocking dependent");
-    assert!(del.try_wait().expect("kubectl").is_none(), "kubectl delete must still wait");
-    s.kubectl_ok(&["patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    assert!(
+        !gone(&s, "default", "cm/owner"),
+        "the owner must wait for its blocking dependent"
+    );
+    assert!(
+        del.try_wait().expect("kubectl").is_none(),
+        "kubectl delete must still wait"
+    );
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     let out = del.wait_with_output().expect("kubectl delete");
     let (o_, e) = text(&out);
     assert!(out.status.success(), "{o_}{e}");
@@ -143,7 +172,12 @@ fn orphan_delete_leaves_dependents_without_the_reference() {
         &format!(
             "{}{}",
             configmap("default", "dep-1", &[cm_ref("owner", &o, true)], &[]),
-            configmap("default", "dep-2", &[cm_ref("owner", &o, true), cm_ref("other", &other, false)], &[]),
+            configmap(
+                "default",
+                "dep-2",
+                &[cm_ref("owner", &o, true), cm_ref("other", &other, false)],
+                &[]
+            ),
         ),
     );
     let out = s.kubectl_ok(&["delete", "cm", "owner", "--cascade=orphan"]);
@@ -172,27 +206,54 @@ fn dangling_reference_and_owner_in_another_namespace_are_collected() {
         &format!(
             "{}{}",
             configmap("b", "misplaced", &[cm_ref("owner", &o, false)], &[]),
-            configmap("a", "orphaned", &[cm_ref("nobody", "4b1c5c3e-0000-4000-8000-00000000dead", false)], &[]),
+            configmap(
+                "a",
+                "orphaned",
+                &[cm_ref(
+                    "nobody",
+                    "4b1c5c3e-0000-4000-8000-00000000dead",
+                    false
+                )],
+                &[]
+            ),
         ),
     );
-    wait_until("the dependent with a dangling reference is collected", || {
-        gone(&s, "a", "cm/orphaned")
-    });
-    wait_until("the dependent of an owner in another namespace is collected", || {
-        gone(&s, "b", "cm/misplaced")
-    });
+    wait_until(
+        "the dependent with a dangling reference is collected",
+        || gone(&s, "a", "cm/orphaned"),
+    );
+    wait_until(
+        "the dependent of an owner in another namespace is collected",
+        || gone(&s, "b", "cm/misplaced"),
+    );
     assert!(!gone(&s, "a", "cm/owner"), "the owner itself stays");
     wait_until("an OwnerRefInvalidNamespace warning", || {
-        s.kubectl_ok(&["get", "events", "-n", "b"]).contains("OwnerRefInvalidNamespace")
+        s.kubectl_ok(&["get", "events", "-n", "b"])
+            .contains("OwnerRefInvalidNamespace")
     });
 }
 
 #[test]
 fn a_dependent_with_two_owners_survives_one() {
     let s = Server::start();
-    apply(&s, &format!("{}{}", configmap("default", "o1", &[], &[]), configmap("default", "o2", &[], &[])));
+    apply(
+        &s,
+        &format!(
+            "{}{}",
+            configmap("default", "o1", &[], &[]),
+            configmap("default", "o2", &[], &[])
+        ),
+    );
     let (u1, u2) = (uid(&s, "default", "cm/o1"), uid(&s, "default", "cm/o2"));
-    apply(&s, &configmap("default", "shared", &[cm_ref("o1", &u1, true), cm_ref("o2", &u2, true)], &[]));
+    apply(
+        &s,
+        &configmap(
+            "default",
+            "shared",
+            &[cm_ref("o1", &u1, true), cm_ref("o2", &u2, true)],
+            &[],
+        ),
+    );
     s.kubectl_ok(&["delete", "cm", "o1"]);
     wait_until("the dead owner's reference is removed", || {
         get_json(&s, "default", "cm/shared").is_some_and(|d| {
@@ -202,7 +263,9 @@ fn a_dependent_with_two_owners_survives_one() {
         })
     });
     s.kubectl_ok(&["delete", "cm", "o2"]);
-    wait_until("the last owner's dependent is collected", || gone(&s, "default", "cm/shared"));
+    wait_until("the last owner's dependent is collected", || {
+        gone(&s, "default", "cm/shared")
+    });
 }
 
 #[test]
@@ -210,21 +273,39 @@ fn cluster_scoped_owners_and_dependents() {
     let s = Server::start();
     apply(&s, "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: owner-role}\nrules: []\n");
     let role = uid(&s, "", "clusterrole/owner-role");
-    let role_ref = owner_ref("rbac.authorization.k8s.io/v1", "ClusterRole", "owner-role", &role, true);
-    apply(&s, &configmap("default", "of-a-cluster-role", &[role_ref.clone()], &[]));
+    let role_ref = owner_ref(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "owner-role",
+        &role,
+        true,
+    );
+    apply(
+        &s,
+        &configmap(
+            "default",
+            "of-a-cluster-role",
+            std::slice::from_ref(&role_ref),
+            &[],
+        ),
+    );
     apply(&s, &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: child-role, ownerReferences: [{role_ref}]}}\nrules: []\n"));
     // A namespaced owner of a cluster-scoped object counts as absent.
     apply(&s, &configmap("default", "ns-owner", &[], &[]));
     let ns_owner = uid(&s, "default", "cm/ns-owner");
     apply(&s, &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: bad-child, ownerReferences: [{}]}}\nrules: []\n", cm_ref("ns-owner", &ns_owner, false)));
-    wait_until("a cluster-scoped object with a namespaced owner is collected", || {
-        gone(&s, "", "clusterrole/bad-child")
-    });
-    assert!(!gone(&s, "default", "cm/of-a-cluster-role") && !gone(&s, "", "clusterrole/child-role"));
+    wait_until(
+        "a cluster-scoped object with a namespaced owner is collected",
+        || gone(&s, "", "clusterrole/bad-child"),
+    );
+    assert!(
+        !gone(&s, "default", "cm/of-a-cluster-role") && !gone(&s, "", "clusterrole/child-role")
+    );
     s.kubectl_ok(&["delete", "clusterrole", "owner-role"]);
-    wait_until("the cluster-scoped owner's dependents are collected", || {
-        gone(&s, "default", "cm/of-a-cluster-role") && gone(&s, "", "clusterrole/child-role")
-    });
+    wait_until(
+        "the cluster-scoped owner's dependents are collected",
+        || gone(&s, "default", "cm/of-a-cluster-role") && gone(&s, "", "clusterrole/child-role"),
+    );
 }
 
 const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
@@ -249,9 +330,20 @@ fn custom_resources_own_and_are_owned() {
     wait_until("the CRD is served", || {
         s.kubectl(&["get", "widgets"]).status.success()
     });
-    apply(&s, "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\n");
+    apply(
+        &s,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\n",
+    );
     let w1 = uid(&s, "default", "widget/w1");
-    apply(&s, &configmap("default", "of-widget", &[owner_ref("example.com/v1", "Widget", "w1", &w1, true)], &[]));
+    apply(
+        &s,
+        &configmap(
+            "default",
+            "of-widget",
+            &[owner_ref("example.com/v1", "Widget", "w1", &w1, true)],
+            &[],
+        ),
+    );
     apply(&s, &configmap("default", "cm-owner", &[], &[]));
     let c = uid(&s, "default", "cm/cm-owner");
     apply(&s, &format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w2, namespace: default, ownerReferences: [{}]}}\n", cm_ref("cm-owner", &c, true)));
@@ -259,7 +351,9 @@ fn custom_resources_own_and_are_owned() {
     s.kubectl_ok(&["delete", "widget", "w1", "--cascade=foreground"]);
     assert!(gone(&s, "default", "widget/w1") && gone(&s, "default", "cm/of-widget"));
     s.kubectl_ok(&["delete", "cm", "cm-owner"]);
-    wait_until("the widget owned by a ConfigMap is collected", || gone(&s, "default", "widget/w2"));
+    wait_until("the widget owned by a ConfigMap is collected", || {
+        gone(&s, "default", "widget/w2")
+    });
 }
 
 async fn kube_client(s: &Server) -> kube::Client {
@@ -280,9 +374,12 @@ async fn delete_options_are_validated_and_replication_controllers_orphan_by_defa
     let client = kube_client(&s).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm = |v: Value| -> ConfigMap { serde_json::from_value(v).expect("cm") };
-    cms.create(&PostParams::default(), &cm(serde_json::json!({"metadata": {"name": "x"}})))
-        .await
-        .expect("x");
+    cms.create(
+        &PostParams::default(),
+        &cm(serde_json::json!({"metadata": {"name": "x"}})),
+    )
+    .await
+    .expect("x");
     let body = br#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground","orphanDependents":true}"#;
     let req = http::Request::delete("/api/v1/namespaces/default/configmaps/x")
         .header("content-type", "application/json")
@@ -291,7 +388,11 @@ async fn delete_options_are_validated_and_replication_controllers_orphan_by_defa
     match client.request::<Value>(req).await {
         Err(kube::Error::Api(st)) => {
             assert_eq!(st.code, 422, "{st:?}");
-            assert!(st.message.contains("orphanDependents and deletionPropagation cannot be both set"), "{st:?}");
+            assert!(
+                st.message
+                    .contains("orphanDependents and deletionPropagation cannot be both set"),
+                "{st:?}"
+            );
         }
         other => panic!("expected a 422, got {other:?}"),
     }
@@ -303,13 +404,22 @@ async fn delete_options_are_validated_and_replication_controllers_orphan_by_defa
         "spec": {"replicas": 0, "selector": {"app": "rc"}, "template": {"metadata": {"labels": {"app": "rc"}},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
     .expect("rc");
-    let rc = rcs.create(&PostParams::default(), &rc).await.expect("create rc");
-    cms.create(&PostParams::default(), &cm(serde_json::json!({"metadata": {"name": "of-rc",
-        "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController", "name": "rc",
-            "uid": rc.metadata.uid, "blockOwnerDeletion": true}]}})))
+    let rc = rcs
+        .create(&PostParams::default(), &rc)
         .await
-        .expect("of-rc");
-    let marked = rcs.delete("rc", &DeleteParams::default()).await.expect("delete rc");
+        .expect("create rc");
+    cms.create(
+        &PostParams::default(),
+        &cm(serde_json::json!({"metadata": {"name": "of-rc",
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController", "name": "rc",
+            "uid": rc.metadata.uid, "blockOwnerDeletion": true}]}})),
+    )
+    .await
+    .expect("of-rc");
+    let marked = rcs
+        .delete("rc", &DeleteParams::default())
+        .await
+        .expect("delete rc");
     let marked = marked.left().expect("marked with the orphan finalizer");
     assert_eq!(marked.metadata.finalizers, Some(vec!["orphan".to_string()]));
     let end = Instant::now() + DEADLINE;
@@ -331,7 +441,10 @@ async fn kube_rs_foreground_delete() {
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     let cm = |v: Value| -> ConfigMap { serde_json::from_value(v).expect("cm") };
     let owner = api
-        .create(&PostParams::default(), &cm(serde_json::json!({"metadata": {"name": "owner"}})))
+        .create(
+            &PostParams::default(),
+            &cm(serde_json::json!({"metadata": {"name": "owner"}})),
+        )
         .await
         .expect("owner");
     let o_uid = owner.metadata.uid.clone().expect("uid");
@@ -342,9 +455,15 @@ async fn kube_rs_foreground_delete() {
     )
     .await
     .expect("dep");
-    let deleted = api.delete("owner", &DeleteParams::foreground()).await.expect("delete");
+    let deleted = api
+        .delete("owner", &DeleteParams::foreground())
+        .await
+        .expect("delete");
     let marked = deleted.left().expect("the owner is marked, not gone");
-    assert_eq!(marked.metadata.finalizers, Some(vec!["foregroundDeletion".to_string()]));
+    assert_eq!(
+        marked.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
     let end = Instant::now() + DEADLINE;
     loop {
         let dep = api.get("dep").await.expect("dep");
@@ -354,10 +473,17 @@ async fn kube_rs_foreground_delete() {
         assert!(Instant::now() < end, "the GC never deleted the dependent");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(api.get_opt("owner").await.expect("get").is_some(), "the owner waits");
-    api.patch("dep", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})))
-        .await
-        .expect("release");
+    assert!(
+        api.get_opt("owner").await.expect("get").is_some(),
+        "the owner waits"
+    );
+    api.patch(
+        "dep",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release");
     let end = Instant::now() + DEADLINE;
     while api.get_opt("owner").await.expect("get").is_some() {
         assert!(Instant::now() < end, "the owner never went");

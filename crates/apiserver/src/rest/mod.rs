@@ -652,7 +652,9 @@ impl Propagation {
             "Orphan" => Ok(Propagation::Orphan),
             "Background" => Ok(Propagation::Background),
             "Foreground" => Ok(Propagation::Foreground),
-            _ => Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground"))),
+            _ => Err(ApiError::bad_request(format!(
+                "propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground"
+            ))),
         }
     }
 }

@@ -43,7 +43,10 @@ impl Node {
         Some((
             uid,
             Node {
-                namespace: meta.namespace.clone().filter(|n| !n.is_empty() && res.namespaced),
+                namespace: meta
+                    .namespace
+                    .clone()
+                    .filter(|n| !n.is_empty() && res.namespaced),
                 name: meta.name.clone()?,
                 owners: meta.owner_references.clone().unwrap_or_default(),
                 being_deleted,
@@ -216,11 +219,9 @@ impl Graph {
             if let Some(deps) = self.dependents.get(&uid) {
                 for d in deps {
                     if let Some(n) = self.nodes.get(d) {
-                        let named = n
-                            .owners
-                            .iter()
-                            .filter(|r| *r.uid == *uid)
-                            .any(|r| self.owner_state(n.namespace.as_deref(), r) == OwnerState::Unknown);
+                        let named = n.owners.iter().filter(|r| *r.uid == *uid).any(|r| {
+                            self.owner_state(n.namespace.as_deref(), r) == OwnerState::Unknown
+                        });
                         if named {
                             fx.attempt_delete.push(d.clone());
                         }
@@ -372,14 +373,37 @@ mod tests {
     fn an_owner_going_leaves_its_dependents_to_check() {
         let cm = res("ConfigMap", "configmaps", true);
         let mut g = Graph::default();
-        assert_eq!(add(&mut g, &cm, json!({"name": "o", "namespace": "a", "uid": "o1"})), Effects::default());
-        let fx = add(&mut g, &cm, json!({"name": "d", "namespace": "a", "uid": "d1", "ownerReferences": [owner("o1", "o", false)]}));
+        assert_eq!(
+            add(
+                &mut g,
+                &cm,
+                json!({"name": "o", "namespace": "a", "uid": "o1"})
+            ),
+            Effects::default()
+        );
+        let fx = add(
+            &mut g,
+            &cm,
+            json!({"name": "d", "namespace": "a", "uid": "d1", "ownerReferences": [owner("o1", "o", false)]}),
+        );
         assert!(fx.attempt_delete.is_empty(), "owner present: nothing to do");
-        assert!(matches!(g.work("d1"), Work::Check { all_solid: true, .. }));
+        assert!(matches!(
+            g.work("d1"),
+            Work::Check {
+                all_solid: true,
+                ..
+            }
+        ));
         let mut fx = Effects::default();
         g.remove("o1", &mut fx);
         assert_eq!(uids(&fx.attempt_delete), ["d1"]);
-        assert!(matches!(g.work("d1"), Work::Check { all_solid: false, .. }));
+        assert!(matches!(
+            g.work("d1"),
+            Work::Check {
+                all_solid: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -387,13 +411,33 @@ mod tests {
         let cm = res("ConfigMap", "configmaps", true);
         let ns = res("Namespace", "namespaces", false);
         let mut g = Graph::default();
-        let fx = add(&mut g, &cm, json!({"name": "d", "namespace": "a", "uid": "d1", "ownerReferences": [owner("nope", "x", false)]}));
+        let fx = add(
+            &mut g,
+            &cm,
+            json!({"name": "d", "namespace": "a", "uid": "d1", "ownerReferences": [owner("nope", "x", false)]}),
+        );
         assert_eq!(uids(&fx.attempt_delete), ["d1"]);
-        add(&mut g, &cm, json!({"name": "o", "namespace": "b", "uid": "o1"}));
-        let fx = add(&mut g, &cm, json!({"name": "d2", "namespace": "a", "uid": "d2", "ownerReferences": [owner("o1", "o", false)]}));
-        assert_eq!(uids(&fx.attempt_delete), ["d2"], "an owner in another namespace is absent");
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "o", "namespace": "b", "uid": "o1"}),
+        );
+        let fx = add(
+            &mut g,
+            &cm,
+            json!({"name": "d2", "namespace": "a", "uid": "d2", "ownerReferences": [owner("o1", "o", false)]}),
+        );
+        assert_eq!(
+            uids(&fx.attempt_delete),
+            ["d2"],
+            "an owner in another namespace is absent"
+        );
         // A namespaced owner of a cluster-scoped dependent is absent too.
-        let fx = add(&mut g, &ns, json!({"name": "n", "uid": "n1", "ownerReferences": [owner("o1", "o", false)]}));
+        let fx = add(
+            &mut g,
+            &ns,
+            json!({"name": "n", "uid": "n1", "ownerReferences": [owner("o1", "o", false)]}),
+        );
         assert_eq!(uids(&fx.attempt_delete), ["n1"]);
     }
 
@@ -401,14 +445,33 @@ mod tests {
     fn foreground_waits_for_blocking_dependents_and_is_rechecked_as_they_go() {
         let cm = res("ConfigMap", "configmaps", true);
         let mut g = Graph::default();
-        add(&mut g, &cm, json!({"name": "o", "namespace": "a", "uid": "o1"}));
-        add(&mut g, &cm, json!({"name": "b", "namespace": "a", "uid": "b1", "ownerReferences": [owner("o1", "o", true)]}));
-        add(&mut g, &cm, json!({"name": "n", "namespace": "a", "uid": "n1", "ownerReferences": [owner("o1", "o", false)]}));
-        let fx = add(&mut g, &cm, json!({"name": "o", "namespace": "a", "uid": "o1",
-            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["foregroundDeletion"]}));
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "o", "namespace": "a", "uid": "o1"}),
+        );
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "b", "namespace": "a", "uid": "b1", "ownerReferences": [owner("o1", "o", true)]}),
+        );
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "n", "namespace": "a", "uid": "n1", "ownerReferences": [owner("o1", "o", false)]}),
+        );
+        let fx = add(
+            &mut g,
+            &cm,
+            json!({"name": "o", "namespace": "a", "uid": "o1",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["foregroundDeletion"]}),
+        );
         assert_eq!(uids(&fx.attempt_delete), ["b1", "n1", "o1"]);
         match g.work("o1") {
-            Work::DeletingDependents { blocking, .. } => assert_eq!(uids(&blocking.iter().map(|b| b.0.clone()).collect::<Vec<_>>()), ["b1"]),
+            Work::DeletingDependents { blocking, .. } => assert_eq!(
+                uids(&blocking.iter().map(|b| b.0.clone()).collect::<Vec<_>>()),
+                ["b1"]
+            ),
             w => panic!("{w:?}"),
         }
         let mut fx = Effects::default();
@@ -419,8 +482,16 @@ mod tests {
             w => panic!("{w:?}"),
         }
         // Dropping blockOwnerDeletion frees the owner too.
-        add(&mut g, &cm, json!({"name": "b", "namespace": "a", "uid": "b2", "ownerReferences": [owner("o1", "o", true)]}));
-        let fx = add(&mut g, &cm, json!({"name": "b", "namespace": "a", "uid": "b2", "ownerReferences": [owner("o1", "o", false)]}));
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "b", "namespace": "a", "uid": "b2", "ownerReferences": [owner("o1", "o", true)]}),
+        );
+        let fx = add(
+            &mut g,
+            &cm,
+            json!({"name": "b", "namespace": "a", "uid": "b2", "ownerReferences": [owner("o1", "o", false)]}),
+        );
         assert!(fx.attempt_delete.iter().any(|u| &**u == "o1"));
     }
 
@@ -428,9 +499,17 @@ mod tests {
     fn orphaning_and_relists() {
         let cm = res("ConfigMap", "configmaps", true);
         let mut g = Graph::default();
-        add(&mut g, &cm, json!({"name": "d", "namespace": "a", "uid": "d1", "ownerReferences": [owner("o1", "o", true)]}));
-        let fx = add(&mut g, &cm, json!({"name": "o", "namespace": "a", "uid": "o1",
-            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["orphan"]}));
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "d", "namespace": "a", "uid": "d1", "ownerReferences": [owner("o1", "o", true)]}),
+        );
+        let fx = add(
+            &mut g,
+            &cm,
+            json!({"name": "o", "namespace": "a", "uid": "o1",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["orphan"]}),
+        );
         assert_eq!(uids(&fx.attempt_orphan), ["o1"]);
         assert_eq!(g.is_orphaning("o1").map(|i| i.name), Some("o".into()));
         assert_eq!(g.dependents("o1").len(), 1);

@@ -124,7 +124,9 @@ pub async fn run(ctx: Arc<Context>) {
     let mut tasks: Vec<Task> = (0..workers)
         .map(|_| Task(tokio::spawn(workers::work(gc.clone(), false))))
         .collect();
-    tasks.extend((0..workers.div_ceil(4)).map(|_| Task(tokio::spawn(workers::work(gc.clone(), true)))));
+    tasks.extend(
+        (0..workers.div_ceil(4)).map(|_| Task(tokio::spawn(workers::work(gc.clone(), true)))),
+    );
     tracing::info!(workers, "garbage collector: running");
     // Everything runs in the tasks; dropping them (when this is aborted) stops them.
     std::future::pending::<()>().await;

@@ -83,7 +83,9 @@ pub async fn run(gc: Arc<Gc>, synced: oneshot::Sender<()>) {
         if let Some(s) = synced.take() {
             let all = futures::future::join_all(firsts);
             if tokio::time::timeout(INITIAL_SYNC, all).await.is_err() {
-                tracing::warn!("garbage collector: not every resource listed in time; starting anyway");
+                tracing::warn!(
+                    "garbage collector: not every resource listed in time; starting anyway"
+                );
             }
             tracing::info!(
                 objects = gc.graph().len(),

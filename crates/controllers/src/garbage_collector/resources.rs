@@ -22,7 +22,11 @@ impl Res {
     }
 
     /// The metadata-only API of this resource in `namespace` (ignored if cluster-scoped).
-    pub fn api(&self, client: &Client, namespace: Option<&str>) -> Api<PartialObjectMeta<DynamicObject>> {
+    pub fn api(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+    ) -> Api<PartialObjectMeta<DynamicObject>> {
         match (self.namespaced, namespace) {
             (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &self.ar),
             _ => Api::all_with(client.clone(), &self.ar),
@@ -66,10 +70,8 @@ impl Resources {
                     namespaced: caps.scope == Scope::Namespaced,
                     ar,
                 });
-                r.by_kind.insert(
-                    (res.ar.group.clone(), res.ar.kind.clone()),
-                    res.clone(),
-                );
+                r.by_kind
+                    .insert((res.ar.group.clone(), res.ar.kind.clone()), res.clone());
                 if watchable && !ignored {
                     r.monitored.push(res);
                 }

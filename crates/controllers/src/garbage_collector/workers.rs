@@ -32,7 +32,10 @@ enum Class {
 pub async fn attempt_to_delete(gc: &Gc, uid: &Uid) -> Result<(), Error> {
     let work = gc.graph().work(uid);
     match work {
-        Work::Nothing | Work::Check { all_solid: true, .. } => Ok(()),
+        Work::Nothing
+        | Work::Check {
+            all_solid: true, ..
+        } => Ok(()),
         Work::DeletingDependents { ident, blocking } => {
             if blocking.is_empty() {
                 tracing::debug!(namespace = ?ident.namespace, name = %ident.name, kind = %ident.res.ar.kind, "no blocking dependents left: removing foregroundDeletion");
@@ -295,11 +298,12 @@ async fn orphan_one(gc: &Gc, dep: Ident, owner: Uid) -> Result<(), Error> {
 }
 
 /// Run one queue's worker: take an item, do it, retry failures with back-off.
-pub async fn work(
-    gc: Arc<Gc>,
-    orphan: bool,
-) {
-    let q = if orphan { gc.orphan_q.clone() } else { gc.delete_q.clone() };
+pub async fn work(gc: Arc<Gc>, orphan: bool) {
+    let q = if orphan {
+        gc.orphan_q.clone()
+    } else {
+        gc.delete_q.clone()
+    };
     loop {
         let uid = q.get().await;
         let result = if orphan {
