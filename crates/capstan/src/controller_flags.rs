@@ -14,6 +14,9 @@ pub struct ControllerFlags {
     /// may take it.
     #[arg(long, default_value_t = 15)]
     pub leader_elect_lease_duration_seconds: u64,
+    /// Objects the garbage collector works on at once.
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_gc_syncs: usize,
 }
 
 impl ControllerFlags {
@@ -34,6 +37,7 @@ impl ControllerFlags {
         Ok(capstan_controllers::Options {
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
+            concurrent_gc_syncs: self.concurrent_gc_syncs.max(1),
             ..capstan_controllers::Options::default()
         })
     }

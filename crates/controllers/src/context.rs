@@ -20,6 +20,8 @@ pub struct Options {
     pub lease_duration: Duration,
     /// Loops not to run, by upstream's controller name (`--controllers=-name`).
     pub disabled: HashSet<String>,
+    /// Garbage collector workers (upstream's `--concurrent-gc-syncs`, 20).
+    pub concurrent_gc_syncs: usize,
 }
 
 impl Default for Options {
@@ -28,6 +30,7 @@ impl Default for Options {
             identity: default_identity(),
             lease_duration: Duration::from_secs(15),
             disabled: HashSet::new(),
+            concurrent_gc_syncs: 20,
         }
     }
 }

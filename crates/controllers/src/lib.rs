@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod conditions;
 pub mod context;
 pub mod events;
+pub mod garbage_collector;
 pub mod hash;
 pub mod informers;
 pub mod leader;
@@ -32,6 +33,9 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+        ("garbage-collector", |ctx| {
+            tokio::spawn(garbage_collector::run(ctx))
+        }),
     ];
     loops
         .into_iter()

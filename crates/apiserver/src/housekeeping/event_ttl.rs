@@ -72,6 +72,7 @@ pub async fn sweep(state: &AppState, ttl: Duration) -> Result<usize, ApiError> {
                 uid: None,
                 resource_version: crate::object::meta_str(&ev, "resourceVersion").map(String::from),
                 grace_period_seconds: None,
+                ..DeleteOptions::default()
             };
             match rest::delete_object(state, &target, &name, &opts).await {
                 Ok(_) => deleted += 1,

@@ -100,6 +100,9 @@ pub async fn reconcile(state: &AppState) -> Result<usize, ApiError> {
                     uid: None,
                     resource_version: None,
                     grace_period_seconds: None,
+                    // As upstream's namespace deleter: dependents go in the background.
+                    propagation: Some(rest::Propagation::Background),
+                    orphan_dependents: None,
                 };
                 match rest::delete_object(
                     state,

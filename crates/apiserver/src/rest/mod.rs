@@ -625,12 +625,80 @@ fn spec_changed(old: &Value, new: &Value, status_separate: bool) -> bool {
 }
 
 /// DeleteOptions from the body (JSON) with query parameters as fallback.
+#[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
     pub dry_run: bool,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     /// `gracePeriodSeconds` (pods only; None: the pod's own).
     pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: what becomes of the object's dependents.
+    pub propagation: Option<Propagation>,
+    /// The older `orphanDependents` (cannot be set together with `propagationPolicy`).
+    pub orphan_dependents: Option<bool>,
+}
+
+/// `propagationPolicy` of a delete (upstream's DeletionPropagation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+impl Propagation {
+    fn parse(p: &str) -> Result<Self, ApiError> {
+        match p {
+            "Orphan" => Ok(Propagation::Orphan),
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            _ => Err(ApiError::bad_request(format!(
+                "propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground"
+            ))),
+        }
+    }
+}
+
+/// The finalizer that makes the garbage collector remove the object's reference from every
+/// dependent before the object goes (upstream's `metav1.FinalizerOrphanDependents`).
+pub const FINALIZER_ORPHAN: &str = "orphan";
+/// The finalizer that keeps the object until the garbage collector has deleted its blocking
+/// dependents (upstream's `metav1.FinalizerDeleteDependents`).
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// Upstream's deletionFinalizersForGarbageCollection: the finalizers a delete with `opts`
+/// leaves on `obj` for the garbage collector, when they differ from what it has. An explicit
+/// `orphanDependents` or `propagationPolicy` decides; else a GC finalizer the object already
+/// carries; else the kind's default (orphan for core/v1 ReplicationControllers and batch/v1
+/// Jobs, for backward compatibility; background for everything else).
+fn gc_finalizers(rt: &ResourceType, obj: &Value, opts: &DeleteOptions) -> Option<Vec<String>> {
+    let current = object::finalizers(obj);
+    let has = |f: &str| current.iter().any(|x| x == f);
+    let orphan = match (opts.orphan_dependents, opts.propagation) {
+        (Some(o), _) => o,
+        (None, Some(p)) => p == Propagation::Orphan,
+        (None, None) if has(FINALIZER_ORPHAN) => true,
+        (None, None) if has(FINALIZER_FOREGROUND) => false,
+        (None, None) => rt.strategy.orphans_dependents_by_default(),
+    };
+    let foreground = match (opts.orphan_dependents, opts.propagation) {
+        (Some(_), _) => false,
+        (None, Some(p)) => p == Propagation::Foreground,
+        (None, None) => !has(FINALIZER_ORPHAN) && has(FINALIZER_FOREGROUND),
+    };
+    let mut new: Vec<String> = current
+        .iter()
+        .filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND)
+        .cloned()
+        .collect();
+    if orphan {
+        new.push(FINALIZER_ORPHAN.into());
+    }
+    if foreground {
+        new.push(FINALIZER_FOREGROUND.into());
+    }
+    let as_set = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    (as_set(&new) != as_set(&current)).then_some(new)
 }
 
 pub fn delete_options(
@@ -639,10 +707,16 @@ pub fn delete_options(
 ) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
         dry_run: is_dry_run(query),
-        uid: None,
-        resource_version: None,
-        grace_period_seconds: None,
+        ..DeleteOptions::default()
     };
+    if let Some(p) = query.get("propagationPolicy") {
+        opts.propagation = Some(Propagation::parse(p)?);
+    }
+    if let Some(o) = query.get("orphanDependents") {
+        opts.orphan_dependents = Some(o.parse::<bool>().map_err(|_| {
+            ApiError::bad_request(format!("orphanDependents: invalid boolean {o:?}"))
+        })?);
+    }
     if let Some(g) = query.get("gracePeriodSeconds") {
         opts.grace_period_seconds =
             Some(g.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
@@ -671,10 +745,24 @@ pub fn delete_options(
             opts.grace_period_seconds = g.as_i64().or(opts.grace_period_seconds);
         }
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
-            if !["Orphan", "Background", "Foreground"].contains(&p) {
-                return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground")));
-            }
+            opts.propagation = Some(Propagation::parse(p)?);
         }
+        if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
+            opts.orphan_dependents = Some(o);
+        }
+    }
+    // Upstream's ValidateDeleteOptions.
+    if let (Some(_), Some(p)) = (opts.orphan_dependents, opts.propagation) {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            vec![Cause::invalid(
+                "propagationPolicy",
+                &format!("{p:?}"),
+                "orphanDependents and deletionPropagation cannot be both set",
+            )],
+        ));
     }
     Ok(opts)
 }
@@ -723,6 +811,8 @@ pub async fn delete_object(
             }
         }
         let k = key(rt, t.namespace.as_deref(), name);
+        // The garbage collector's finalizers this delete asks for (Orphan, Foreground).
+        let gc = gc_finalizers(rt, &obj, opts);
         use crate::types::strategy::GracefulDelete;
         match rt
             .strategy
@@ -730,8 +820,13 @@ pub async fn delete_object(
         {
             GracefulDelete::Proceed => {}
             GracefulDelete::Pending => return Ok((obj, StatusCode::OK)),
-            GracefulDelete::Mark(marked) if opts.dry_run => return Ok((*marked, StatusCode::OK)),
             GracefulDelete::Mark(mut marked) => {
+                if let Some(f) = &gc {
+                    set_meta(&mut marked, "finalizers", json!(f));
+                }
+                if opts.dry_run {
+                    return Ok((*marked, StatusCode::OK));
+                }
                 let txn = Txn::new()
                     .when(Bytes::from(k.clone()), rev)
                     .put(Bytes::from(k), encode_for_store(&marked)?);
@@ -744,20 +839,30 @@ pub async fn delete_object(
                 }
             }
         }
+        let mut marked = obj.clone();
+        if let Some(f) = &gc {
+            if f.is_empty() {
+                object::meta_mut(&mut marked).remove("finalizers");
+            } else {
+                set_meta(&mut marked, "finalizers", json!(f));
+            }
+        }
         let needs_marking =
-            !object::finalizers(&obj).is_empty() || rt.strategy.deletion_is_two_phase();
+            !object::finalizers(&marked).is_empty() || rt.strategy.deletion_is_two_phase();
         if needs_marking {
-            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            let already = obj.pointer("/metadata/deletionTimestamp").is_some();
+            if already && gc.is_none() {
                 return Ok((obj, StatusCode::OK));
             }
-            let mut marked = obj.clone();
-            set_meta(
-                &mut marked,
-                "deletionTimestamp",
-                json!(object::now_rfc3339()),
-            );
-            set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
-            rt.strategy.prepare_for_delete(&mut marked);
+            if !already {
+                set_meta(
+                    &mut marked,
+                    "deletionTimestamp",
+                    json!(object::now_rfc3339()),
+                );
+                set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+                rt.strategy.prepare_for_delete(&mut marked);
+            }
             if opts.dry_run {
                 return Ok((marked, StatusCode::OK));
             }

@@ -97,6 +97,14 @@ pub trait Strategy: Send + Sync {
     /// What a delete that marks the object sets on it.
     fn prepare_for_delete(&self, _marked: &mut Value) {}
 
+    /// Whether a delete that names no propagation policy orphans the object's dependents
+    /// (upstream's DefaultGarbageCollectionPolicy `OrphanDependents`, kept by core/v1
+    /// ReplicationControllers and batch/v1 Jobs for backward compatibility); else the
+    /// garbage collector deletes them in the background.
+    fn orphans_dependents_by_default(&self) -> bool {
+        false
+    }
+
     /// Graceful deletion (upstream's CheckGracefulDelete and BeforeDelete) for a request's
     /// `gracePeriodSeconds`: whether the object is only marked, for its runner to remove.
     fn graceful_delete(

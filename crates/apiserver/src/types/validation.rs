@@ -223,11 +223,22 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
             .cloned()
             .unwrap_or_default()
     };
-    for (i, f) in list("finalizers").iter().enumerate() {
+    let finalizers = list("finalizers");
+    for (i, f) in finalizers.iter().enumerate() {
         let name = f.as_str().unwrap_or("");
         causes.extend(qualified_name_errors(
             &format!("metadata.finalizers[{i}]"),
             name,
+        ));
+    }
+    // The garbage collector's two finalizers ask for opposite things.
+    if finalizers.iter().any(|f| f == "orphan")
+        && finalizers.iter().any(|f| f == "foregroundDeletion")
+    {
+        causes.push(Cause::invalid(
+            "metadata.finalizers",
+            &serde_json::to_string(&finalizers).unwrap_or_default(),
+            "finalizer orphan and foregroundDeletion cannot be both set",
         ));
     }
     // ValidateOwnerReferences: every reference names its owner fully.

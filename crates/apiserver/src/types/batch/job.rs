@@ -9,6 +9,12 @@ use crate::types::strategy::Strategy;
 pub struct Job;
 
 impl Strategy for Job {
+    /// A delete naming no propagation policy orphans the pods, as upstream keeps for
+    /// batch/v1 Jobs.
+    fn orphans_dependents_by_default(&self) -> bool {
+        true
+    }
+
     fn defaults(&self, obj: &mut Value, creating: bool) {
         use crate::types::shared::defaulting::*;
         job_spec(child(obj, "spec"));

@@ -9,6 +9,12 @@ use crate::types::strategy::Strategy;
 pub struct ReplicationController;
 
 impl Strategy for ReplicationController {
+    /// A delete naming no propagation policy orphans the pods, as upstream keeps for
+    /// core/v1 ReplicationControllers.
+    fn orphans_dependents_by_default(&self) -> bool {
+        true
+    }
+
     fn defaults(&self, obj: &mut Value, _creating: bool) {
         use crate::types::shared::defaulting::*;
         label_selector_from_template(obj);

@@ -1,0 +1,166 @@
+//! The GC's watches (upstream's monitors): discover every listable, watchable, deletable
+//! resource, watch each one's metadata into the graph, and re-discover when CRDs change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PartialObjectMeta;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::graph::{Effects, Node, Uid};
+use super::resources::{Res, Resources};
+use super::Gc;
+
+/// How long the first start waits for every watch's first list before the workers start.
+const INITIAL_SYNC: Duration = Duration::from_secs(60);
+/// CRD changes come in bursts (created, then Established): one discovery for a burst.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A task aborted when its handle is dropped (a monitor of a resource no longer served, or
+/// the whole GC at the end of a leadership term).
+pub struct Task(pub JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keep the graph fed; `synced` fires once the first lists are in (or `INITIAL_SYNC` passed).
+pub async fn run(gc: Arc<Gc>, synced: oneshot::Sender<()>) {
+    let mut synced = Some(synced);
+    let mut monitors: HashMap<String, Task> = HashMap::new();
+    let (changed_tx, mut changed) = mpsc::channel::<()>(1);
+    let _crds = Task(tokio::spawn(watch_crds(gc.clone(), changed_tx)));
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let resources = match Resources::discover(&gc.client).await {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collector: discovery failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        retry = Duration::from_millis(200);
+        gc.set_resources(resources.clone());
+        let wanted: HashMap<String, Arc<Res>> = resources
+            .monitored
+            .iter()
+            .map(|r| (r.key(), r.clone()))
+            .collect();
+        let gone: Vec<String> = monitors
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            monitors.remove(&k);
+            // No longer served (its CRD went): whatever is left of it is gone.
+            let mut fx = Effects::default();
+            gc.graph().retain_resource(&k, &HashSet::new(), &mut fx);
+            gc.enqueue(fx);
+            tracing::debug!(resource = %k, "garbage collector: stopped watching");
+        }
+        let mut firsts = Vec::new();
+        for (k, res) in wanted {
+            if monitors.contains_key(&k) {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            firsts.push(rx);
+            tracing::debug!(resource = %k, "garbage collector: watching");
+            monitors.insert(k, Task(tokio::spawn(monitor(gc.clone(), res, tx))));
+        }
+        if let Some(s) = synced.take() {
+            let all = futures::future::join_all(firsts);
+            if tokio::time::timeout(INITIAL_SYNC, all).await.is_err() {
+                tracing::warn!(
+                    "garbage collector: not every resource listed in time; starting anyway"
+                );
+            }
+            tracing::info!(
+                objects = gc.graph().len(),
+                resources = monitors.len(),
+                "garbage collector: graph synced"
+            );
+            let _ = s.send(());
+        }
+        if changed.recv().await.is_none() {
+            return;
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        while changed.try_recv().is_ok() {}
+    }
+}
+
+/// Signal `changed` whenever a CRD is created, changed or deleted.
+async fn watch_crds(gc: Arc<Gc>, changed: mpsc::Sender<()>) {
+    let api: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(gc.client.clone());
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
+                let _ = changed.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "garbage collector: CRD watch error"),
+        }
+    }
+}
+
+/// Watch one resource's metadata into the graph. `first` fires after the first list (or
+/// the first failure to list: one resource that cannot be listed must not stop the GC).
+async fn monitor(gc: Arc<Gc>, res: Arc<Res>, first: oneshot::Sender<()>) {
+    let api = res.api(&gc.client, None);
+    let mut first = Some(first);
+    let mut listing: Option<HashSet<Uid>> = None;
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let key = res.key();
+    while let Some(ev) = events.next().await {
+        let mut fx = Effects::default();
+        match ev {
+            Ok(Event::Init) => listing = Some(HashSet::new()),
+            Ok(Event::InitApply(o)) | Ok(Event::Apply(o)) => {
+                if let Some((uid, node)) = Node::from_meta(res.clone(), &o.metadata) {
+                    if let Some(seen) = listing.as_mut() {
+                        seen.insert(uid.clone());
+                    }
+                    gc.graph().upsert(uid, node, &mut fx);
+                }
+            }
+            Ok(Event::InitDone) => {
+                // A relist: what it did not list is gone.
+                let seen = listing.take().unwrap_or_default();
+                gc.graph().retain_resource(&key, &seen, &mut fx);
+                if let Some(f) = first.take() {
+                    let _ = f.send(());
+                }
+            }
+            Ok(Event::Delete(o)) => {
+                if let Some(uid) = o.metadata.uid.as_deref() {
+                    gc.graph().remove(uid, &mut fx);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(resource = %key, error = %e, "garbage collector: watch error");
+                if let Some(f) = first.take() {
+                    let _ = f.send(());
+                }
+            }
+        }
+        gc.enqueue(fx);
+    }
+}
