@@ -14,6 +14,10 @@ pub struct ControllerFlags {
     /// may take it.
     #[arg(long, default_value_t = 15)]
     pub leader_elect_lease_duration_seconds: u64,
+    /// First retry delay, in milliseconds, of the statefulset, daemonset and disruption
+    /// loops after a failed sync (doubling up to 5 minutes).
+    #[arg(long, default_value_t = 1000)]
+    pub sets_backoff_base_ms: u64,
 }
 
 impl ControllerFlags {
@@ -34,6 +38,7 @@ impl ControllerFlags {
         Ok(capstan_controllers::Options {
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
+            sets_backoff_base: Duration::from_millis(self.sets_backoff_base_ms.max(1)),
             ..capstan_controllers::Options::default()
         })
     }

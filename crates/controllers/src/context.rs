@@ -20,6 +20,9 @@ pub struct Options {
     pub lease_duration: Duration,
     /// Loops not to run, by upstream's controller name (`--controllers=-name`).
     pub disabled: HashSet<String>,
+    /// First retry delay of the statefulset, daemonset and disruption loops after a failed
+    /// sync (doubling to 5 minutes; upstream's workqueue rate limiter starts at 5 ms).
+    pub sets_backoff_base: Duration,
 }
 
 impl Default for Options {
@@ -28,6 +31,7 @@ impl Default for Options {
             identity: format!("capstan-{}", std::process::id()),
             lease_duration: Duration::from_secs(15),
             disabled: HashSet::new(),
+            sets_backoff_base: Duration::from_secs(1),
         }
     }
 }

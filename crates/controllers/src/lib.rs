@@ -5,12 +5,16 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod daemonset;
+pub mod disruption;
 pub mod events;
 pub mod hash;
+pub mod history;
 pub mod informers;
 pub mod leader;
 pub mod owners;
 pub mod pods;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -32,6 +36,9 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+        ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
+        ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
+        ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
     ];
     loops
         .into_iter()
