@@ -72,7 +72,15 @@ where
 
     /// Wait until the first list is in the store.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        // kube's Store wakes only the last of several concurrent waiters (its DelayedInit
+        // keeps one waker), so loops starting together would hang: wait in short turns.
+        while tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            self.store.wait_until_ready(),
+        )
+        .await
+        .is_err()
+        {}
     }
 }
 

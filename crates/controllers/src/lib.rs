@@ -14,6 +14,7 @@ pub mod informers;
 pub mod leader;
 pub mod owners;
 pub mod pods;
+pub mod retry_gate;
 pub mod statefulset;
 
 use std::sync::Arc;

@@ -21,6 +21,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::retry_gate::RetryGate;
 use crate::events::{EventType, Recorder};
 use crate::{conditions, history, owners, pods, Context};
 
@@ -55,6 +56,7 @@ struct Cx {
     ctx: Arc<Context>,
     recorder: Recorder,
     backoff: Backoff,
+    gate: RetryGate,
     expect: Mutex<Expectations>,
 }
 
@@ -63,6 +65,7 @@ pub async fn run(ctx: Arc<Context>) {
     let cx = Arc::new(Cx {
         recorder: ctx.recorder("daemonset-controller"),
         backoff: Backoff::new(ctx.opts.sets_backoff_base, Duration::from_secs(300)),
+        gate: RetryGate::default(),
         expect: Mutex::new(Expectations::default()),
         ctx: ctx.clone(),
     });
@@ -116,6 +119,10 @@ pub(crate) struct NodeView {
 
 async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     let key = pods::key(&ds.metadata);
+    // Woken by its own failure report (or a pod) before the retry is due: wait for it.
+    if let Some(wait) = cx.gate.wait(&key, ds.metadata.generation) {
+        return Ok(Action::requeue(wait));
+    }
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -383,6 +390,7 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     .await?;
 
     cx.backoff.reset(&key);
+    cx.gate.release(&key);
     Ok(match wait_for_available {
         Some(s) => Action::requeue(Duration::from_secs(s.max(1) as u64)),
         None => Action::await_change(),
@@ -397,6 +405,7 @@ const FAILURE: &str = "ReplicaFailure";
 async fn failed(cx: &Cx, ds: &DaemonSet, e: Error) -> Result<Action, Error> {
     let key = pods::key(&ds.metadata);
     let (attempts, delay) = cx.backoff.failed(&key);
+    cx.gate.hold(&key, ds.metadata.generation, delay);
     let msg = format!(
         "{e} (attempt {attempts}; next attempt in {}s)",
         delay.as_secs_f64().ceil() as u64

@@ -20,6 +20,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::retry_gate::RetryGate;
 use crate::events::{EventType, Recorder};
 use crate::{conditions, history, owners, pods, Context};
 use identity::{ordinal_of, revision_of};
@@ -51,6 +52,7 @@ struct Cx {
     ctx: Arc<Context>,
     recorder: Recorder,
     backoff: Backoff,
+    gate: RetryGate,
 }
 
 /// Run the loop until aborted.
@@ -58,6 +60,7 @@ pub async fn run(ctx: Arc<Context>) {
     let cx = Arc::new(Cx {
         recorder: ctx.recorder("statefulset-controller"),
         backoff: Backoff::new(ctx.opts.sets_backoff_base, Duration::from_secs(300)),
+        gate: RetryGate::default(),
         ctx: ctx.clone(),
     });
     let pods = ctx.pods().subscribe();
@@ -122,6 +125,10 @@ impl World {
 
 async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     let key = pods::key(&set.metadata);
+    // Woken by its own failure report (or a pod) before the retry is due: wait for it.
+    if let Some(wait) = cx.gate.wait(&key, set.metadata.generation) {
+        return Ok(Action::requeue(wait));
+    }
     if set.metadata.deletion_timestamp.is_some() {
         // Dependents are the garbage collector's (upstream does nothing here either).
         return Ok(Action::await_change());
@@ -390,6 +397,7 @@ async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> 
     .await?;
 
     cx.backoff.reset(&key);
+    cx.gate.release(&key);
     Ok(match requeue {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
@@ -404,6 +412,7 @@ const FAILURE: &str = "ReplicaFailure";
 async fn failed(cx: &Cx, set: &StatefulSet, e: Error) -> Result<Action, Error> {
     let key = pods::key(&set.metadata);
     let (attempts, delay) = cx.backoff.failed(&key);
+    cx.gate.hold(&key, set.metadata.generation, delay);
     let msg = format!(
         "{e} (attempt {attempts}; next attempt in {}s)",
         delay.as_secs_f64().ceil() as u64
