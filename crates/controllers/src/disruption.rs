@@ -158,7 +158,13 @@ async fn expected_scale(cx: &Cx, ns: &str, pods: &[Arc<Pod>]) -> Result<i32, Err
 }
 
 /// Set the DisruptionAllowed condition (lastTransitionTime moves with its status).
-fn set_condition(conds: &mut Vec<Condition>, status: &str, reason: &str, message: &str, generation: Option<i64>) {
+fn set_condition(
+    conds: &mut Vec<Condition>,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
     let now = Time(Timestamp::now());
     match conds.iter_mut().find(|c| c.type_ == "DisruptionAllowed") {
         Some(c) => {
@@ -230,7 +236,13 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, cx: Arc<Cx>) -> Result<Action,
             let mut status = pdb.status.clone().unwrap_or_default();
             status.disruptions_allowed = 0;
             let mut conds = status.conditions.take().unwrap_or_default();
-            set_condition(&mut conds, "False", "SyncFailed", &msg, pdb.metadata.generation);
+            set_condition(
+                &mut conds,
+                "False",
+                "SyncFailed",
+                &msg,
+                pdb.metadata.generation,
+            );
             status.conditions = Some(conds);
             write_status(&cx, &pdb, status).await?;
             return Err(e);
@@ -286,9 +298,21 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, cx: Arc<Cx>) -> Result<Action,
     };
     let mut conds = status.conditions.take().unwrap_or_default();
     if allowed > 0 {
-        set_condition(&mut conds, "True", "SufficientPods", "", pdb.metadata.generation);
+        set_condition(
+            &mut conds,
+            "True",
+            "SufficientPods",
+            "",
+            pdb.metadata.generation,
+        );
     } else {
-        set_condition(&mut conds, "False", "InsufficientPods", "", pdb.metadata.generation);
+        set_condition(
+            &mut conds,
+            "False",
+            "InsufficientPods",
+            "",
+            pdb.metadata.generation,
+        );
     }
     status.conditions = Some(conds);
     if pdb.status.as_ref() != Some(&status) {

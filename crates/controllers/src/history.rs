@@ -139,7 +139,11 @@ pub async fn create(
     mut rev: ControllerRevision,
     collision_count: &mut i32,
 ) -> Result<ControllerRevision, Error> {
-    let data = rev.data.as_ref().map(|d| d.0.clone()).unwrap_or(Value::Null);
+    let data = rev
+        .data
+        .as_ref()
+        .map(|d| d.0.clone())
+        .unwrap_or(Value::Null);
     let owner_name = owners::controller_of(&rev.metadata)
         .map(|o| o.name.clone())
         .unwrap_or_default();
@@ -287,7 +291,10 @@ mod tests {
             name["web-".len()..]
         );
         assert!(!equal(&a, &b));
-        assert!(equal(&a, &rev(5, template_patch(&json!({"spec": {"x": 1}})))));
+        assert!(equal(
+            &a,
+            &rev(5, template_patch(&json!({"spec": {"x": 1}})))
+        ));
         let mut v = vec![b.clone(), a.clone()];
         sort(&mut v);
         assert_eq!(v[0].revision, 1);

@@ -47,14 +47,18 @@ fn items(v: &Value) -> Vec<Value> {
 }
 
 fn name(v: &Value) -> String {
-    v["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn ready(pod: &Value) -> bool {
     pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn image(pod: &Value) -> String {
@@ -158,8 +162,14 @@ fn a_statefulset_comes_up_in_order_with_stable_names_and_claims_and_scales_down_
     let ps = pods(&s, "app=web");
     for (i, p) in ps.iter().enumerate() {
         let n = format!("web-{i}");
-        assert_eq!(p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], n.as_str());
-        assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], i.to_string().as_str());
+        assert_eq!(
+            p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+            n.as_str()
+        );
+        assert_eq!(
+            p["metadata"]["labels"]["apps.kubernetes.io/pod-index"],
+            i.to_string().as_str()
+        );
         assert_eq!(p["spec"]["hostname"], n.as_str());
         assert_eq!(p["spec"]["subdomain"], "web-svc");
         assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
@@ -167,11 +177,18 @@ fn a_statefulset_comes_up_in_order_with_stable_names_and_claims_and_scales_down_
             .as_array()
             .and_then(|vs| vs.iter().find(|v| v["name"] == "www").cloned())
             .unwrap_or_default();
-        assert_eq!(vol["persistentVolumeClaim"]["claimName"], format!("www-web-{i}").as_str(), "{p}");
+        assert_eq!(
+            vol["persistentVolumeClaim"]["claimName"],
+            format!("www-web-{i}").as_str(),
+            "{p}"
+        );
     }
     let pvcs = s.kubectl_ok(&["get", "pvc", "-o", "name"]);
     for i in 0..3 {
-        assert!(pvcs.contains(&format!("persistentvolumeclaim/www-web-{i}")), "{pvcs}");
+        assert!(
+            pvcs.contains(&format!("persistentvolumeclaim/www-web-{i}")),
+            "{pvcs}"
+        );
     }
     let st = wait_for("status to count 3 ready", WITHIN, || {
         let st = sts_status(&s, "web");
@@ -181,27 +198,41 @@ fn a_statefulset_comes_up_in_order_with_stable_names_and_claims_and_scales_down_
     assert_eq!(st["currentReplicas"], 3);
     assert_eq!(st["updatedReplicas"], 3);
     assert_eq!(st["currentRevision"], st["updateRevision"]);
-    assert!(st["currentRevision"].as_str().unwrap_or_default().starts_with("web-"));
+    assert!(st["currentRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("web-"));
     assert_eq!(st["observedGeneration"], 1);
     let out = s.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=20s"]);
-    assert!(out.contains("partitioned roll out complete: 3 new pods have been updated"), "{out}");
+    assert!(
+        out.contains("partitioned roll out complete: 3 new pods have been updated"),
+        "{out}"
+    );
     let revs = s.kubectl_ok(&["get", "controllerrevisions", "-o", "name"]);
     assert_eq!(revs.lines().count(), 1, "{revs}");
 
-    // Scale down: the highest ordinal goes first, one at a time.
+    // Scale down: the highest ordinal goes first, and the next only once it is gone.
     s.kubectl_ok(&["scale", "sts/web", "--replicas=1"]);
-    wait_for("web-2 gone before web-1", WITHIN, || {
-        let names: Vec<String> = pods(&s, "app=web").iter().map(name).collect();
-        assert!(names.contains(&"web-0".to_string()), "{names:?}");
-        if !names.contains(&"web-2".to_string()) && names.contains(&"web-1".to_string()) {
-            return Some(());
-        }
+    let mut saw_web2_going_first = false;
+    wait_for("web-2 and web-1 gone", WITHIN, || {
+        let all = get_json(&s, &["pods", "-l", "app=web"]).map(|l| items(&l))?;
+        let find = |n: &str| all.iter().find(|p| name(p) == n).cloned();
+        let live = |p: &Option<Value>| {
+            p.as_ref()
+                .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null())
+        };
+        let (w0, w1, w2) = (find("web-0"), find("web-1"), find("web-2"));
+        assert!(live(&w0), "web-0 must stay");
         assert!(
-            names.contains(&"web-2".to_string()),
-            "web-1 went before web-2: {names:?}"
+            live(&w1) || w2.is_none(),
+            "web-1 went while web-2 was still there"
         );
-        None
+        if live(&w1) && !live(&w2) {
+            saw_web2_going_first = true;
+        }
+        (w1.is_none() && w2.is_none()).then_some(())
     });
+    assert!(saw_web2_going_first, "web-2 went while web-1 stayed");
     wait_for("one pod left", WITHIN, || {
         let st = sts_status(&s, "web");
         (pods(&s, "app=web").len() == 1 && st["replicas"] == 1 && st["readyReplicas"] == 1)
@@ -235,28 +266,38 @@ fn a_partitioned_rolling_update_updates_only_high_ordinals_and_rolls_back() {
         (ps.len() == 3 && ps.iter().all(ready)).then_some(())
     });
     s.kubectl_ok(&["set", "image", "sts/db", "app=nginx:1.28"]);
-    wait_for("db-1 and db-2 on the new image, db-0 on the old", WITHIN, || {
-        let ps = pods(&s, "app=db");
-        let images: Vec<String> = ps.iter().map(image).collect();
-        (ps.len() == 3
-            && ps.iter().all(ready)
-            && images == ["nginx:1.27", "nginx:1.28", "nginx:1.28"])
+    wait_for(
+        "db-1 and db-2 on the new image, db-0 on the old",
+        WITHIN,
+        || {
+            let ps = pods(&s, "app=db");
+            let images: Vec<String> = ps.iter().map(image).collect();
+            (ps.len() == 3
+                && ps.iter().all(ready)
+                && images == ["nginx:1.27", "nginx:1.28", "nginx:1.28"])
             .then_some(())
-    });
+        },
+    );
     let st = wait_for("2 updated replicas", WITHIN, || {
         let st = sts_status(&s, "db");
         (st["updatedReplicas"] == 2 && st["readyReplicas"] == 3).then_some(st)
     });
     assert_ne!(st["currentRevision"], st["updateRevision"]);
     let out = s.kubectl_ok(&["rollout", "status", "sts/db", "--timeout=20s"]);
-    assert!(out.contains("partitioned roll out complete: 2 new pods have been updated"), "{out}");
+    assert!(
+        out.contains("partitioned roll out complete: 2 new pods have been updated"),
+        "{out}"
+    );
     // Held at the partition: db-0 stays old.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(image(&pods(&s, "app=db")[0]), "nginx:1.27");
 
     // Partition 0: the rest follows, and the update revision becomes current.
     s.kubectl_ok(&[
-        "patch", "sts/db", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+        "patch",
+        "sts/db",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
     ]);
     let st = wait_for("all updated and current", WITHIN, || {
         let st = sts_status(&s, "db");
@@ -269,7 +310,10 @@ fn a_partitioned_rolling_update_updates_only_high_ordinals_and_rolls_back() {
     });
     assert_eq!(st["updatedReplicas"], 3);
     let hist = s.kubectl_ok(&["rollout", "history", "sts/db"]);
-    assert!(hist.contains("REVISION") && hist.contains("\n1 ") && hist.contains("\n2 "), "{hist}");
+    assert!(
+        hist.contains("REVISION") && hist.contains("\n1 ") && hist.contains("\n2 "),
+        "{hist}"
+    );
 
     // Undo returns to the first template (its revision renumbered as the newest).
     let out = s.kubectl_ok(&["rollout", "undo", "sts/db"]);
@@ -279,7 +323,10 @@ fn a_partitioned_rolling_update_updates_only_high_ordinals_and_rolls_back() {
         (ps.len() == 3 && ps.iter().all(|p| ready(p) && image(p) == "nginx:1.27")).then_some(())
     });
     let hist = s.kubectl_ok(&["rollout", "history", "sts/db"]);
-    assert!(hist.contains("\n2 ") && hist.contains("\n3 ") && !hist.contains("\n1 "), "{hist}");
+    assert!(
+        hist.contains("\n2 ") && hist.contains("\n3 ") && !hist.contains("\n1 "),
+        "{hist}"
+    );
     let out = s.kubectl_ok(&["rollout", "status", "sts/db", "--timeout=20s"]);
     assert!(out.contains("3 new pods have been updated"), "{out}");
 }
@@ -311,7 +358,11 @@ fn ds_pods_by_node(s: &Server) -> Vec<(String, String)> {
 fn a_daemonset_runs_on_each_eligible_node_follows_nodes_and_rolls() {
     let s = Server::start_args(&["--simulated-nodes", "3"]);
     wait_for("3 nodes", WITHIN, || {
-        (s.kubectl_ok(&["get", "nodes", "-o", "name"]).lines().count() == 3).then_some(())
+        (s.kubectl_ok(&["get", "nodes", "-o", "name"])
+            .lines()
+            .count()
+            == 3)
+            .then_some(())
     });
     s.kubectl_ok(&["taint", "nodes", "sim-node-2", "dedicated=infra:NoSchedule"]);
     apply(
@@ -341,7 +392,8 @@ spec:
     wait_for("daemons on the two untainted nodes", WITHIN, || {
         let got = ds_pods_by_node(&s);
         (got.len() == 2
-            && got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == ["sim-node-0", "sim-node-1"]
+            && got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+                == ["sim-node-0", "sim-node-1"]
             && pods(&s, "app=agent").iter().all(ready))
         .then_some(())
     });
@@ -354,18 +406,29 @@ spec:
     assert_eq!(st["updatedNumberScheduled"], 2);
     assert_eq!(st["numberMisscheduled"], 0);
     let p = &pods(&s, "app=agent")[0];
-    assert!(p["metadata"]["labels"]["controller-revision-hash"].is_string(), "{p}");
+    assert!(
+        p["metadata"]["labels"]["controller-revision-hash"].is_string(),
+        "{p}"
+    );
     assert_eq!(
         p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             ["nodeSelectorTerms"][0]["matchFields"][0]["key"],
         "metadata.name"
     );
     let tolerations = p["spec"]["tolerations"].to_string();
-    for t in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "node.kubernetes.io/unschedulable", "node.kubernetes.io/disk-pressure"] {
+    for t in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/disk-pressure",
+    ] {
         assert!(tolerations.contains(t), "{tolerations}");
     }
     let out = s.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=20s"]);
-    assert!(out.contains("daemon set \"agent\" successfully rolled out"), "{out}");
+    assert!(
+        out.contains("daemon set \"agent\" successfully rolled out"),
+        "{out}"
+    );
 
     // The taint goes: the daemon follows onto that node.
     s.kubectl_ok(&["taint", "nodes", "sim-node-2", "dedicated-"]);
@@ -375,7 +438,14 @@ spec:
     // A new node joins: it gets a daemon too.
     let _agent = Agent(
         Command::new(capstan_e2e::capstan_bin())
-            .args(["agent", "--simulate", "1", "--node-prefix", "extra", "--kubeconfig"])
+            .args([
+                "agent",
+                "--simulate",
+                "1",
+                "--node-prefix",
+                "extra",
+                "--kubeconfig",
+            ])
             .arg(s.kubeconfig())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -384,8 +454,10 @@ spec:
     );
     wait_for("a daemon on the new node", WITHIN, || {
         let got = ds_pods_by_node(&s);
-        (got.len() == 4 && got.iter().any(|(n, _)| n == "extra-0") && pods(&s, "app=agent").iter().all(ready))
-            .then_some(())
+        (got.len() == 4
+            && got.iter().any(|(n, _)| n == "extra-0")
+            && pods(&s, "app=agent").iter().all(ready))
+        .then_some(())
     });
     // A node labelled out of the selector loses its daemon.
     s.kubectl_ok(&["label", "nodes", "sim-node-0", "daemon=no"]);
@@ -395,20 +467,27 @@ spec:
     ]);
     // That was also a template change: a rolling update, one node at a time.
     let mut max_unavailable_seen = 0;
-    wait_for("daemons on the 3 selected nodes, all updated", WITHIN, || {
-        let st = get_json(&s, &["ds", "agent"])?["status"].clone();
-        let unavailable = st["desiredNumberScheduled"].as_i64().unwrap_or(0)
-            - st["numberAvailable"].as_i64().unwrap_or(0);
-        max_unavailable_seen = max_unavailable_seen.max(unavailable);
-        let got = ds_pods_by_node(&s);
-        (got.len() == 3
-            && !got.iter().any(|(n, _)| n == "sim-node-0")
-            && st["updatedNumberScheduled"] == 3
-            && st["numberAvailable"] == 3
-            && st["desiredNumberScheduled"] == 3)
-            .then_some(())
-    });
-    assert!(max_unavailable_seen <= 1, "maxUnavailable 1 was exceeded: {max_unavailable_seen}");
+    wait_for(
+        "daemons on the 3 selected nodes, all updated",
+        WITHIN,
+        || {
+            let st = get_json(&s, &["ds", "agent"])?["status"].clone();
+            let unavailable = st["desiredNumberScheduled"].as_i64().unwrap_or(0)
+                - st["numberAvailable"].as_i64().unwrap_or(0);
+            max_unavailable_seen = max_unavailable_seen.max(unavailable);
+            let got = ds_pods_by_node(&s);
+            (got.len() == 3
+                && !got.iter().any(|(n, _)| n == "sim-node-0")
+                && st["updatedNumberScheduled"] == 3
+                && st["numberAvailable"] == 3
+                && st["desiredNumberScheduled"] == 3)
+                .then_some(())
+        },
+    );
+    assert!(
+        max_unavailable_seen <= 1,
+        "maxUnavailable 1 was exceeded: {max_unavailable_seen}"
+    );
     s.kubectl_ok(&["set", "image", "ds/agent", "app=busybox:1.37"]);
     let out = s.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=25s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
@@ -462,7 +541,10 @@ spec:
         max_pods = max_pods.max(ps.len());
         // Never fewer than 2 ready daemons (maxUnavailable 0), at most one extra.
         assert!(ps.len() <= 3, "more than maxSurge extra pods: {}", ps.len());
-        assert!(readies >= 2, "a node was left without a ready daemon: {ps:?}");
+        assert!(
+            readies >= 2,
+            "a node was left without a ready daemon: {ps:?}"
+        );
         (ps.len() == 2 && ps.iter().all(|p| ready(p) && image(p) == "busybox:1.37")).then_some(())
     });
     assert_eq!(max_pods, 3, "a surge pod ran beside the old one");
@@ -480,9 +562,11 @@ fn eviction(pod: &str) -> String {
 
 async fn client(s: &Server) -> Client {
     let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig");
+    // kube-rs retries 429s by default (until the budget allows it): see the refusal itself.
+    config.default_retry = false;
     Client::try_from(config).expect("client")
 }
 
@@ -510,39 +594,71 @@ fn a_disruption_budget_reports_and_guards_evictions_and_drain() {
     assert_eq!(cond["status"], "False");
     assert_eq!(cond["reason"], "InsufficientPods");
     let table = s.kubectl_ok(&["get", "pdb", "web"]);
-    assert!(table.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(3) == Some("0")), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().nth(3) == Some("0")),
+        "{table}"
+    );
 
     // An eviction that would break the budget: 429 with the DisruptionBudget cause.
     let out = s.kubectl_stdin(
-        &["create", "--raw", "/api/v1/namespaces/default/pods/web-0/eviction", "-f", "-"],
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web-0/eviction",
+            "-f",
+            "-",
+        ],
         &eviction("web-0"),
     );
     let (_, err) = capstan_e2e::text(&out);
     assert!(!out.status.success());
-    assert!(err.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{err}");
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
     // kubectl drain uses evictions, and waits on the budget until its timeout.
     let node = get_json(&s, &["pod", "web-0"]).expect("web-0")["spec"]["nodeName"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     let out = s.kubectl(&[
-        "drain", &node, "--pod-selector", "statefulset.kubernetes.io/pod-name=web-0",
-        "--ignore-daemonsets", "--timeout=3s",
+        "drain",
+        &node,
+        "--pod-selector",
+        "statefulset.kubernetes.io/pod-name=web-0",
+        "--ignore-daemonsets",
+        "--timeout=3s",
     ]);
     let (stdout, err) = capstan_e2e::text(&out);
     assert!(!out.status.success(), "{stdout}{err}");
-    assert!(err.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{err}");
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
     assert!(get_json(&s, &["pod", "web-0"]).is_some_and(|p| ready(&p)));
 
     // One disruption allowed: drain evicts the pod, and the budget is spent at once.
-    s.kubectl_ok(&["patch", "pdb/web", "--type=merge", "-p", r#"{"spec":{"maxUnavailable":1}}"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "pdb/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxUnavailable":1}}"#,
+    ]);
     wait_for("one disruption allowed", WITHIN, || {
         let st = pdb_status(&s, "web");
         (st["disruptionsAllowed"] == 1 && st["observedGeneration"] == 2).then_some(())
     });
     let out = s.kubectl(&[
-        "drain", &node, "--pod-selector", "statefulset.kubernetes.io/pod-name=web-0",
-        "--ignore-daemonsets", "--timeout=20s",
+        "drain",
+        &node,
+        "--pod-selector",
+        "statefulset.kubernetes.io/pod-name=web-0",
+        "--ignore-daemonsets",
+        "--timeout=20s",
     ]);
     let (stdout, err) = capstan_e2e::text(&out);
     assert!(out.status.success(), "{stdout}{err}");
@@ -552,7 +668,13 @@ fn a_disruption_budget_reports_and_guards_evictions_and_drain() {
     // web-0 comes back on another node (this one is cordoned); until it is Ready the
     // budget allows nothing more.
     let out = s.kubectl_stdin(
-        &["create", "--raw", "/api/v1/namespaces/default/pods/web-1/eviction", "-f", "-"],
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web-1/eviction",
+            "-f",
+            "-",
+        ],
         &eviction("web-1"),
     );
     if !out.status.success() {
@@ -576,11 +698,20 @@ fn a_disruption_budget_reports_and_guards_evictions_and_drain() {
     });
     assert_eq!(st["desiredHealthy"], 2, "50% of 3 rounds up");
     let out = s.kubectl_stdin(
-        &["create", "--raw", "/api/v1/namespaces/default/pods/web-2/eviction", "-f", "-"],
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web-2/eviction",
+            "-f",
+            "-",
+        ],
         &eviction("web-2"),
     );
     let (_, err) = capstan_e2e::text(&out);
-    assert!(err.contains("This pod has more than one PodDisruptionBudget"), "{err}");
+    assert!(
+        err.contains("This pod has more than one PodDisruptionBudget"),
+        "{err}"
+    );
     s.kubectl_ok(&["delete", "pdb", "web2"]);
 
     // kube-rs: Api::<Pod>::evict succeeds within the budget and is refused beyond it.
@@ -588,8 +719,14 @@ fn a_disruption_budget_reports_and_guards_evictions_and_drain() {
     rt.block_on(async {
         let c = client(&s).await;
         let api: Api<Pod> = Api::namespaced(c, "default");
-        let st = api.evict("web-2", &EvictParams::default()).await.expect("evict web-2");
-        assert_eq!(st.status, Some(kube::core::response::StatusSummary::Success));
+        let st = api
+            .evict("web-2", &EvictParams::default())
+            .await
+            .expect("evict web-2");
+        assert_eq!(
+            st.status,
+            Some(kube::core::response::StatusSummary::Success)
+        );
         let refused = api.evict("web-1", &EvictParams::default()).await;
         match refused {
             Err(kube::Error::Api(st)) => {
@@ -605,7 +742,10 @@ fn a_disruption_budget_reports_and_guards_evictions_and_drain() {
 fn an_unprocessed_budget_refuses_evictions_and_pods_without_one_are_evicted() {
     // Without the disruption loop the budget is never observed: upstream's 429.
     let s = Server::start_args(&["--simulated-nodes", "1", "--controllers", "*,-disruption"]);
-    apply_sts(&s, &sts_yaml("web", 2, "nginx:1.27", "  podManagementPolicy: Parallel\n"));
+    apply_sts(
+        &s,
+        &sts_yaml("web", 2, "nginx:1.27", "  podManagementPolicy: Parallel\n"),
+    );
     wait_for("2 Ready pods", WITHIN, || {
         let ps = pods(&s, "app=web");
         (ps.len() == 2 && ps.iter().all(ready)).then_some(())
@@ -615,20 +755,44 @@ fn an_unprocessed_budget_refuses_evictions_and_pods_without_one_are_evicted() {
         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\nspec:\n  minAvailable: 0\n  selector:\n    matchLabels:\n      statefulset.kubernetes.io/pod-name: web-0\n",
     );
     let out = s.kubectl_stdin(
-        &["create", "--raw", "/api/v1/namespaces/default/pods/web-0/eviction", "-f", "-"],
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web-0/eviction",
+            "-f",
+            "-",
+        ],
         &eviction("web-0"),
     );
     let (_, err) = capstan_e2e::text(&out);
-    assert!(err.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{err}");
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
     // A mismatched name is a 400; a pod no budget selects is evicted outright.
     let out = s.kubectl_stdin(
-        &["create", "--raw", "/api/v1/namespaces/default/pods/web-1/eviction", "-f", "-"],
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web-1/eviction",
+            "-f",
+            "-",
+        ],
         &eviction("web-0"),
     );
     let (_, err) = capstan_e2e::text(&out);
-    assert!(err.contains("name in URL does not match name in Eviction object"), "{err}");
+    assert!(
+        err.contains("name in URL does not match name in Eviction object"),
+        "{err}"
+    );
     let out = s.kubectl_stdin(
-        &["create", "--raw", "/api/v1/namespaces/default/pods/web-1/eviction", "-f", "-"],
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web-1/eviction",
+            "-f",
+            "-",
+        ],
         &eviction("web-1"),
     );
     let (stdout, err) = capstan_e2e::text(&out);
@@ -671,11 +835,18 @@ fn a_statefulset_that_cannot_create_its_pod_says_why_and_recovers() {
     assert_eq!(cond["status"], "True");
     assert_eq!(cond["reason"], "FailedCreate");
     let msg = cond["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("create Pod web-0 in StatefulSet web failed"), "{msg}");
-    assert!(msg.contains("no PriorityClass with name urgent was found"), "{msg}");
+    assert!(
+        msg.contains("create Pod web-0 in StatefulSet web failed"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("no PriorityClass with name urgent was found"),
+        "{msg}"
+    );
     assert!(msg.contains("next attempt in"), "{msg}");
     // One Event, counted, not one per retry.
-    let events = get_json(&s, &["events", "--field-selector", "reason=FailedCreate"]).expect("events");
+    let events =
+        get_json(&s, &["events", "--field-selector", "reason=FailedCreate"]).expect("events");
     let evs = items(&events);
     assert_eq!(evs.len(), 1, "{events}");
     assert!(evs[0]["count"].as_i64().unwrap_or(0) >= 2, "{events}");

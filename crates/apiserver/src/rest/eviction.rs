@@ -150,10 +150,7 @@ pub async fn create(
         _ => Vec::new(),
     };
     let mut opts = rest::delete_options(query, &delete_body)?;
-    let Some(pdb_rt) = state
-        .registry
-        .find("policy", "v1", "poddisruptionbudgets")
-    else {
+    let Some(pdb_rt) = state.registry.find("policy", "v1", "poddisruptionbudgets") else {
         return Err(ApiError::internal("PodDisruptionBudgets are not served"));
     };
     let user_rv = opts.resource_version.clone();
@@ -233,8 +230,7 @@ pub async fn create(
                 subresource: Some("status".into()),
                 manager: None,
             };
-            match rest::update_object(state, &pdb_target, old, pdb_rev, pdb, pdb_rev, false).await
-            {
+            match rest::update_object(state, &pdb_target, old, pdb_rev, pdb, pdb_rev, false).await {
                 Ok(_) => {}
                 Err(e) if e.code == StatusCode::CONFLICT => continue,
                 Err(e) => return Err(e),

@@ -21,8 +21,8 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::backoff::Backoff;
-use crate::retry_gate::RetryGate;
 use crate::events::{EventType, Recorder};
+use crate::retry_gate::RetryGate;
 use crate::{conditions, history, owners, pods, Context};
 
 /// The label naming the revision a daemon pod was made from (its hash).
@@ -185,8 +185,10 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     let now_i = Instant::now();
     let (deleted_recently, mut failed_pods): (HashSet<String>, Vec<Pod>) = {
         let mut e = cx.expect.lock().unwrap_or_else(|p| p.into_inner());
-        e.deleted.retain(|_, t| now_i.duration_since(*t) < EXPECT_FOR);
-        e.created.retain(|_, t| now_i.duration_since(*t) < EXPECT_FOR);
+        e.deleted
+            .retain(|_, t| now_i.duration_since(*t) < EXPECT_FOR);
+        e.created
+            .retain(|_, t| now_i.duration_since(*t) < EXPECT_FOR);
         (e.deleted.keys().cloned().collect(), Vec::new())
     };
     let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
@@ -322,7 +324,9 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
         .collect();
     let mut status = DaemonSetStatus {
         observed_generation: ds.metadata.generation,
-        collision_count: Some(collision).filter(|c| *c > 0).or(ds.status.as_ref().and_then(|s| s.collision_count)),
+        collision_count: Some(collision)
+            .filter(|c| *c > 0)
+            .or(ds.status.as_ref().and_then(|s| s.collision_count)),
         conditions: ds.status.as_ref().and_then(|s| s.conditions.clone()),
         ..Default::default()
     };
@@ -336,7 +340,10 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
             .collect();
         if v.should_run {
             status.desired_number_scheduled += 1;
-            if let Some(p) = live.iter().max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0)) {
+            if let Some(p) = live
+                .iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
+            {
                 status.current_number_scheduled += 1;
                 if pods::is_ready(p) {
                     ready += 1;
@@ -417,8 +424,10 @@ async fn failed(cx: &Cx, ds: &DaemonSet, e: Error) -> Result<Action, Error> {
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
     if conditions::set(&mut conds, FAILURE, "True", "FailedCreate", &msg) {
-        let api: Api<DaemonSet> =
-            Api::namespaced(cx.ctx.client.clone(), ds.metadata.namespace.as_deref().unwrap_or(""));
+        let api: Api<DaemonSet> = Api::namespaced(
+            cx.ctx.client.clone(),
+            ds.metadata.namespace.as_deref().unwrap_or(""),
+        );
         api.patch_status(
             ds.metadata.name.as_deref().unwrap_or(""),
             &PatchParams::default(),
@@ -482,10 +491,7 @@ async fn create_pods(
                             ds,
                             EventType::Normal,
                             "SuccessfulCreate",
-                            &format!(
-                                "Created pod: {}",
-                                p.metadata.name.as_deref().unwrap_or("")
-                            ),
+                            &format!("Created pod: {}", p.metadata.name.as_deref().unwrap_or("")),
                         )
                         .await;
                 }

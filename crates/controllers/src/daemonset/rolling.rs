@@ -55,8 +55,12 @@ pub fn keep_on_node(
     if !surge {
         return vec![0];
     }
-    let new = pods_on_node.iter().position(|p| label(p, HASH_LABEL) == hash);
-    let old = pods_on_node.iter().position(|p| label(p, HASH_LABEL) != hash);
+    let new = pods_on_node
+        .iter()
+        .position(|p| label(p, HASH_LABEL) == hash);
+    let old = pods_on_node
+        .iter()
+        .position(|p| label(p, HASH_LABEL) != hash);
     match (new, old) {
         (Some(n), Some(o)) if !pods::is_available(&pods_on_node[n], min_ready, now) => vec![n, o],
         (Some(n), _) => vec![n],
@@ -156,10 +160,8 @@ mod tests {
 
     #[test]
     fn limits_round_percentages_up() {
-        let ru: RollingUpdateDaemonSet = serde_json::from_value(
-            json!({"maxSurge": "25%", "maxUnavailable": 0}),
-        )
-        .unwrap();
+        let ru: RollingUpdateDaemonSet =
+            serde_json::from_value(json!({"maxSurge": "25%", "maxUnavailable": 0})).unwrap();
         assert_eq!(limits(Some(&ru), 10), (3, 0));
         assert_eq!(limits(None, 10), (0, 1));
     }
@@ -179,7 +181,11 @@ mod tests {
         };
         let p = plan(&views, "new", &l, &HashSet::new(), now);
         // c is unavailable (replaced at once, using one of the two), then one more.
-        let names: Vec<_> = p.delete.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let names: Vec<_> = p
+            .delete
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(names, ["c", "a"]);
         assert!(p.surge_on.is_empty());
     }
@@ -199,10 +205,17 @@ mod tests {
             min_ready: 0,
         };
         let p = plan(&views, "new", &l, &HashSet::new(), now);
-        let names: Vec<_> = p.delete.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let names: Vec<_> = p
+            .delete
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(names, ["a"]);
         assert_eq!(p.surge_on, ["c"]);
-        assert_eq!(keep_on_node(&views[1].pods, "new", true, 0, now), vec![1, 0]);
+        assert_eq!(
+            keep_on_node(&views[1].pods, "new", true, 0, now),
+            vec![1, 0]
+        );
         assert_eq!(keep_on_node(&views[0].pods, "new", true, 0, now), vec![1]);
     }
 }

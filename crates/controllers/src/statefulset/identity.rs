@@ -158,7 +158,10 @@ pub fn identity_matches(set: &StatefulSet, pod: &Pod, ordinal: i32) -> bool {
         .as_ref()
         .and_then(|s| s.service_name.as_deref())
         .filter(|s| !s.is_empty());
-    labels.and_then(|l| l.get(POD_NAME_LABEL)).map(String::as_str) == Some(name)
+    labels
+        .and_then(|l| l.get(POD_NAME_LABEL))
+        .map(String::as_str)
+        == Some(name)
         && labels.and_then(|l| l.get(POD_INDEX_LABEL)) == Some(&ordinal.to_string())
         && pod.spec.as_ref().and_then(|s| s.hostname.as_deref()) == Some(name)
         && pod.spec.as_ref().and_then(|s| s.subdomain.as_deref()) == service

@@ -20,8 +20,8 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::backoff::Backoff;
-use crate::retry_gate::RetryGate;
 use crate::events::{EventType, Recorder};
+use crate::retry_gate::RetryGate;
 use crate::{conditions, history, owners, pods, Context};
 use identity::{ordinal_of, revision_of};
 
@@ -332,8 +332,9 @@ async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> 
             .slots
             .iter()
             .filter(|s| {
-                s.as_ref()
-                    .is_none_or(|p| terminating(p) || !running_ready(p) || !pods::is_available(p, min_ready, now))
+                s.as_ref().is_none_or(|p| {
+                    terminating(p) || !running_ready(p) || !pods::is_available(p, min_ready, now)
+                })
             })
             .count() as i32;
         for i in (0..world.slots.len()).rev() {
@@ -424,8 +425,10 @@ async fn failed(cx: &Cx, set: &StatefulSet, e: Error) -> Result<Action, Error> {
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
     if conditions::set(&mut conds, FAILURE, "True", "FailedCreate", &msg) {
-        let api: Api<StatefulSet> =
-            Api::namespaced(cx.ctx.client.clone(), set.metadata.namespace.as_deref().unwrap_or(""));
+        let api: Api<StatefulSet> = Api::namespaced(
+            cx.ctx.client.clone(),
+            set.metadata.namespace.as_deref().unwrap_or(""),
+        );
         api.patch_status(
             set.metadata.name.as_deref().unwrap_or(""),
             &PatchParams::default(),

@@ -38,10 +38,7 @@ pub async fn sync(
         collision,
     )
     .await?;
-    let current_name = set
-        .status
-        .as_ref()
-        .and_then(|s| s.current_revision.clone());
+    let current_name = set.status.as_ref().and_then(|s| s.current_revision.clone());
     let current = all
         .iter()
         .find(|r| r.metadata.name.is_some() && r.metadata.name == current_name)
