@@ -329,6 +329,19 @@ fn a_partitioned_rolling_update_updates_only_high_ordinals_and_rolls_back() {
     );
     let out = s.kubectl_ok(&["rollout", "status", "sts/db", "--timeout=20s"]);
     assert!(out.contains("3 new pods have been updated"), "{out}");
+
+    // Restart: every pod is replaced by one carrying the restart annotation.
+    let out = s.kubectl_ok(&["rollout", "restart", "sts/db"]);
+    assert!(out.contains("statefulset.apps/db restarted"), "{out}");
+    wait_for("all pods restarted", WITHIN, || {
+        let ps = pods(&s, "app=db");
+        (ps.len() == 3
+            && ps.iter().all(|p| {
+                ready(p)
+                    && p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string()
+            }))
+        .then_some(())
+    });
 }
 
 struct Agent(Child);
@@ -341,7 +354,7 @@ impl Drop for Agent {
 }
 
 fn ds_pods_by_node(s: &Server) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = pods(&s, "app=agent")
+    let mut v: Vec<(String, String)> = pods(s, "app=agent")
         .iter()
         .map(|p| {
             (

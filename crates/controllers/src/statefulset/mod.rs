@@ -668,3 +668,23 @@ async fn fix_identity(api: &Api<Pod>, p: &Pod, ord: i32) -> Result<(), Error> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_unavailable_rounds_down_and_is_at_least_one() {
+        assert_eq!(max_unavailable(None, 10), 1);
+        assert_eq!(max_unavailable(Some(&IntOrString::Int(3)), 10), 3);
+        assert_eq!(
+            max_unavailable(Some(&IntOrString::String("25%".into())), 10),
+            2
+        );
+        assert_eq!(
+            max_unavailable(Some(&IntOrString::String("10%".into())), 3),
+            1
+        );
+        assert_eq!(max_unavailable(Some(&IntOrString::Int(0)), 3), 1);
+    }
+}
