@@ -273,12 +273,17 @@ pub async fn handle(
     let heavy = body.len() > HEAVY_BODY_BYTES;
     let finalize = target.subresource.as_deref() == Some("finalize");
     let binding = target.subresource.as_deref() == Some("binding");
+    let eviction = target.subresource.as_deref() == Some("eviction");
     let dispatch = async {
         match (&method, target.name.is_some()) {
             (&Method::POST, true) if binding => {
                 crate::rest::binding::create(&state, &target, &query, &content_type, &body).await
             }
             (_, _) if binding => Err(ApiError::method_not_served()),
+            (&Method::POST, true) if eviction => {
+                crate::rest::eviction::create(&state, &target, &query, &content_type, &body).await
+            }
+            (_, _) if eviction => Err(ApiError::method_not_served()),
             // Upstream's FinalizeREST is an Updater only: any other verb is not routed.
             (m, _) if finalize && m != Method::PUT => Err(ApiError::method_not_served()),
             (&Method::GET, true) if scale => crate::rest::scale::get(&state, &target).await,

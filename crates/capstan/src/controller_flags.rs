@@ -17,6 +17,10 @@ pub struct ControllerFlags {
     /// Objects the garbage collector works on at once.
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
+    /// First retry delay, in milliseconds, of the statefulset, daemonset and disruption
+    /// loops after a failed sync (doubling up to 5 minutes).
+    #[arg(long, default_value_t = 1000)]
+    pub sets_backoff_base_ms: u64,
 }
 
 impl ControllerFlags {
@@ -38,6 +42,7 @@ impl ControllerFlags {
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
             concurrent_gc_syncs: self.concurrent_gc_syncs.max(1),
+            sets_backoff_base: Duration::from_millis(self.sets_backoff_base_ms.max(1)),
             ..capstan_controllers::Options::default()
         })
     }

@@ -22,6 +22,9 @@ pub struct Options {
     pub disabled: HashSet<String>,
     /// Garbage collector workers (upstream's `--concurrent-gc-syncs`, 20).
     pub concurrent_gc_syncs: usize,
+    /// First retry delay of the statefulset, daemonset and disruption loops after a failed
+    /// sync (doubling to 5 minutes; upstream's workqueue rate limiter starts at 5 ms).
+    pub sets_backoff_base: Duration,
 }
 
 impl Default for Options {
@@ -31,6 +34,7 @@ impl Default for Options {
             lease_duration: Duration::from_secs(15),
             disabled: HashSet::new(),
             concurrent_gc_syncs: 20,
+            sets_backoff_base: Duration::from_secs(1),
         }
     }
 }

@@ -5,13 +5,18 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod daemonset;
+pub mod disruption;
 pub mod events;
 pub mod garbage_collector;
 pub mod hash;
+pub mod history;
 pub mod informers;
 pub mod leader;
 pub mod owners;
 pub mod pods;
+pub mod retry_gate;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -36,6 +41,9 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("garbage-collector", |ctx| {
             tokio::spawn(garbage_collector::run(ctx))
         }),
+        ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
+        ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
+        ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
     ];
     loops
         .into_iter()

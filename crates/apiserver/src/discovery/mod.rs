@@ -46,6 +46,15 @@ fn streaming_verbs(sub: &str) -> Vec<&'static str> {
     }
 }
 
+/// The kind a subresource takes and returns, where it is not the resource's own (a pod's
+/// eviction is a policy/v1 Eviction).
+fn sub_kind<'a>(rt: &'a ResourceType, sub: &str) -> (&'a str, &'a str, &'a str) {
+    match sub {
+        "eviction" => ("policy", "v1", "Eviction"),
+        _ => (&rt.group, &rt.version, &rt.kind),
+    }
+}
+
 /// Subresources the kind's strategy serves that the type's row does not list (a
 /// namespace's `finalize`).
 fn own_only(rt: &ResourceType) -> impl Iterator<Item = &'static str> + '_ {
@@ -93,9 +102,10 @@ fn resource_entry(rt: &ResourceType) -> Value {
         }));
     }
     for sub in &rt.subresources {
+        let (group, version, kind) = sub_kind(rt, sub);
         subs.push(json!({
             "subresource": sub,
-            "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+            "responseKind": {"group": group, "version": version, "kind": kind},
             "verbs": streaming_verbs(sub),
         }));
     }
@@ -221,7 +231,15 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
                 out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));
             }
             for sub in &t.subresources {
-                out.push(json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)}));
+                let mut entry = json!({"name": format!("{}/{sub}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": streaming_verbs(sub)});
+                let (group, version, kind) = sub_kind(t, sub);
+                if kind != t.kind {
+                    // kubectl drain finds the Eviction's group-version here.
+                    entry["group"] = json!(group);
+                    entry["version"] = json!(version);
+                    entry["kind"] = json!(kind);
+                }
+                out.push(entry);
             }
             if t.has_scale() {
                 out.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod binding;
+pub mod eviction;
 pub mod list;
 pub mod patch;
 pub mod scale;

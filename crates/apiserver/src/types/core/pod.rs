@@ -21,7 +21,7 @@ impl Strategy for Pod {
 
     /// `binding` is served here (the scheduler's write); the rest need a node agent.
     fn own_subresources(&self) -> &'static [&'static str] {
-        &["binding"]
+        &["binding", "eviction"]
     }
 
     fn defaults(&self, obj: &mut Value, creating: bool) {
