@@ -14,6 +14,17 @@ pub struct ControllerFlags {
     /// may take it.
     #[arg(long, default_value_t = 15)]
     pub leader_elect_lease_duration_seconds: u64,
+    /// Job controller: milliseconds before the first replacement of a failed pod, doubled
+    /// per further failure up to 6 minutes (upstream's fixed 10 s; shorter for tests).
+    #[arg(long, default_value_t = 10_000)]
+    pub job_pod_failure_backoff_ms: u64,
+    /// CronJob controller, for tests: shift its clock by this many seconds.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub cronjob_clock_offset_seconds: i64,
+    /// CronJob controller, for tests: run its clock this many times as fast as real time
+    /// (60: one scheduled minute per second).
+    #[arg(long, default_value_t = 1.0)]
+    pub cronjob_clock_speed: f64,
 }
 
 impl ControllerFlags {
@@ -34,6 +45,13 @@ impl ControllerFlags {
         Ok(capstan_controllers::Options {
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
+            job_pod_failure_backoff: Duration::from_millis(self.job_pod_failure_backoff_ms),
+            cronjob_clock_offset_seconds: self.cronjob_clock_offset_seconds,
+            cronjob_clock_speed: if self.cronjob_clock_speed > 0.0 {
+                self.cronjob_clock_speed
+            } else {
+                anyhow::bail!("--cronjob-clock-speed: must be greater than 0")
+            },
             ..capstan_controllers::Options::default()
         })
     }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// Changes held for a loop that has not taken them yet; one that falls further behind
@@ -21,6 +22,9 @@ const FAN_OUT_BUFFER: usize = 1 << 16;
 pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
     pub store: Store<K>,
     tx: broadcast::Sender<Arc<K>>,
+    /// True once the first list is in the store. (kube's `Store::wait_until_ready` wakes
+    /// only the last of several concurrent waiters, so loops wait on this instead.)
+    ready: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
@@ -33,24 +37,33 @@ where
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(FAN_OUT_BUFFER);
         let feed = tx.clone();
+        let (ready_tx, ready) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut changes =
-                reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
                     .default_backoff()
-                    .touched_objects()
                     .boxed();
             while let Some(change) = changes.next().await {
                 match change {
-                    Ok(obj) => {
+                    Ok(Event::Apply(obj) | Event::InitApply(obj) | Event::Delete(obj)) => {
                         let _ = feed.send(Arc::new(obj));
                     }
+                    Ok(Event::InitDone) => {
+                        ready_tx.send_replace(true);
+                    }
+                    Ok(Event::Init) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, kind = %K::kind(&()), "informer watch error")
                     }
                 }
             }
         });
-        Shared { store, tx, task }
+        Shared {
+            store,
+            tx,
+            ready,
+            task,
+        }
     }
 
     /// Every change from now on (created, updated, deleted objects), for a Controller's
@@ -72,7 +85,8 @@ where
 
     /// Wait until the first list is in the store.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
     }
 }
 

@@ -5,12 +5,15 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod cronjob;
 pub mod events;
 pub mod hash;
 pub mod informers;
+pub mod job;
 pub mod leader;
 pub mod owners;
 pub mod pods;
+pub mod ttl_after_finished;
 
 use std::sync::Arc;
 
@@ -32,6 +35,11 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+        ("cronjob", |ctx| tokio::spawn(cronjob::run(ctx))),
+        ("job", |ctx| tokio::spawn(job::run(ctx))),
+        ("ttl-after-finished", |ctx| {
+            tokio::spawn(ttl_after_finished::run(ctx))
+        }),
     ];
     loops
         .into_iter()
