@@ -31,7 +31,8 @@ def batch(tmp_path):
 
 
 def condition(job, kind):
-    return next((c for c in (job.status.conditions or []) if c.type == kind), None)
+    conds = (job.status.conditions if job.status else None) or []
+    return next((c for c in conds if c.type == kind), None)
 
 
 def test_job_reaches_complete(batch):

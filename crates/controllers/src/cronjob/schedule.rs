@@ -130,6 +130,9 @@ fn go_duration_ms(s: &str) -> Option<i64> {
     Some(total as i64)
 }
 
+/// What `most_recent` finds: where it looked from, the latest due start, how many missed.
+pub type Recent = (DateTime<Utc>, Option<DateTime<Utc>>, Missed);
+
 /// Upstream's mostRecentScheduleTime: from `earliest` (the last start, else creation; with
 /// `deadline_seconds`, no earlier than now − deadline), the latest start at or before
 /// `now`, and how many were missed. Errors when two starts are under a second apart.
@@ -138,7 +141,7 @@ pub fn most_recent(
     earliest: DateTime<Utc>,
     now: DateTime<Utc>,
     deadline_seconds: Option<i64>,
-) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>, Missed), String> {
+) -> Result<Recent, String> {
     let mut earliest = earliest;
     if let Some(d) = deadline_seconds {
         let limit = now - chrono::Duration::seconds(d);
@@ -194,21 +197,45 @@ mod tests {
     #[test]
     fn macros_zones_and_next_times() {
         let s = Schedule::parse("*/5 * * * *", None).unwrap();
-        assert_eq!(s.next(at("2026-01-01T00:03:10Z")), Some(at("2026-01-01T00:05:00Z")));
-        assert_eq!(s.next(at("2026-01-01T00:05:00Z")), Some(at("2026-01-01T00:10:00Z")));
+        assert_eq!(
+            s.next(at("2026-01-01T00:03:10Z")),
+            Some(at("2026-01-01T00:05:00Z"))
+        );
+        assert_eq!(
+            s.next(at("2026-01-01T00:05:00Z")),
+            Some(at("2026-01-01T00:10:00Z"))
+        );
         let h = Schedule::parse("@hourly", None).unwrap();
-        assert_eq!(h.next(at("2026-01-01T00:03:00Z")), Some(at("2026-01-01T01:00:00Z")));
+        assert_eq!(
+            h.next(at("2026-01-01T00:03:00Z")),
+            Some(at("2026-01-01T01:00:00Z"))
+        );
         // 09:00 in New York is 14:00 UTC in winter.
         let ny = Schedule::parse("0 9 * * *", Some("America/New_York")).unwrap();
-        assert_eq!(ny.next(at("2026-01-01T00:00:00Z")), Some(at("2026-01-01T14:00:00Z")));
-        assert_eq!(ny.rfc3339(at("2026-01-01T14:00:00Z")), "2026-01-01T09:00:00-05:00");
+        assert_eq!(
+            ny.next(at("2026-01-01T00:00:00Z")),
+            Some(at("2026-01-01T14:00:00Z"))
+        );
+        assert_eq!(
+            ny.rfc3339(at("2026-01-01T14:00:00Z")),
+            "2026-01-01T09:00:00-05:00"
+        );
         assert!(Schedule::parse("0 9 * * *", Some("Mars/Olympus")).is_err());
-        assert_eq!(zone(Some("Bad/Zone")).unwrap_err(), "unknown time zone Bad/Zone");
+        assert_eq!(
+            zone(Some("Bad/Zone")).unwrap_err(),
+            "unknown time zone Bad/Zone"
+        );
         assert!(Schedule::parse("not a schedule", None).is_err());
         let every = Schedule::parse("@every 90s", None).unwrap();
-        assert_eq!(every.next(at("2026-01-01T00:00:00Z")), Some(at("2026-01-01T00:01:30Z")));
+        assert_eq!(
+            every.next(at("2026-01-01T00:00:00Z")),
+            Some(at("2026-01-01T00:01:30Z"))
+        );
         let q = Schedule::parse("0 0 ? * ?", None).unwrap();
-        assert_eq!(q.next(at("2026-01-01T00:03:00Z")), Some(at("2026-01-02T00:00:00Z")));
+        assert_eq!(
+            q.next(at("2026-01-01T00:03:00Z")),
+            Some(at("2026-01-02T00:00:00Z"))
+        );
     }
 
     #[test]

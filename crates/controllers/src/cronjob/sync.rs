@@ -88,7 +88,8 @@ fn until_next(
     sched: &Schedule,
     now: DateTime<Utc>,
 ) -> Option<chrono::Duration> {
-    let (earliest, recent, _) = schedule::most_recent(sched, earliest(cj, status), now, None).ok()?;
+    let (earliest, recent, _) =
+        schedule::most_recent(sched, earliest(cj, status), now, None).ok()?;
     let next = sched.next(recent.unwrap_or(earliest))?;
     Some(next - now + chrono::Duration::milliseconds(NEXT_DELTA_MS))
 }
@@ -162,7 +163,11 @@ pub async fn sync(st: &CronJobLoop, cached: &CronJob) -> Result<Action, Error> {
                         &cj,
                         EventType::Normal,
                         "SawCompletedJob",
-                        &format!("Saw completed job: {}, condition: {}", j.name_any(), f.type_),
+                        &format!(
+                            "Saw completed job: {}, condition: {}",
+                            j.name_any(),
+                            f.type_
+                        ),
                     )
                     .await;
             }
@@ -325,7 +330,10 @@ async fn start_if_due(
             let jname = r.name.clone().unwrap_or_default();
             if let Some(j) = job_api.get_opt(&jname).await? {
                 if !delete_job(st, cj, job_api, &j).await {
-                    return Err(Error::Replace(format!("{}/{jname}", cj.namespace().unwrap_or_default())));
+                    return Err(Error::Replace(format!(
+                        "{}/{jname}",
+                        cj.namespace().unwrap_or_default()
+                    )));
                 }
                 remove_active(status, &j.uid().unwrap_or_default());
             }
@@ -368,7 +376,10 @@ async fn start_if_due(
             return Err(e.into());
         }
     };
-    status.active.get_or_insert_with(Vec::new).push(reference(&created));
+    status
+        .active
+        .get_or_insert_with(Vec::new)
+        .push(reference(&created));
     status.last_schedule_time = Some(to_time(due));
     Ok(until_next(cj, status, &sched, now))
 }
@@ -430,7 +441,11 @@ async fn cleanup(
         }
         // Oldest start first; Jobs that never started last (upstream's byJobStartTime).
         done.sort_by_key(|j| {
-            let start = j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0);
+            let start = j
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0);
             (start.is_none(), start, j.name_any())
         });
         for j in done.into_iter().take(extra) {
@@ -448,7 +463,10 @@ mod tests {
     #[test]
     fn job_names_are_minutes_since_the_epoch() {
         let t: DateTime<Utc> = "2026-01-01T00:05:00Z".parse().unwrap();
-        assert_eq!(job_name("hello", t), format!("hello-{}", t.timestamp() / 60));
+        assert_eq!(
+            job_name("hello", t),
+            format!("hello-{}", t.timestamp() / 60)
+        );
         assert_eq!(job_name("hello", t), "hello-29453765");
     }
 }

@@ -69,8 +69,11 @@ impl Expectations {
                 .get(u.as_str())
                 .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
         });
-        e.rm_finalizers
-            .retain(|u| by_uid.get(u.as_str()).is_some_and(|p| has_tracking_finalizer(p)));
+        e.rm_finalizers.retain(|u| {
+            by_uid
+                .get(u.as_str())
+                .is_some_and(|p| has_tracking_finalizer(p))
+        });
         if e.since.is_some_and(|s| s.elapsed() > TIMEOUT) {
             e.creates.clear();
             e.deletes.clear();

@@ -97,7 +97,10 @@ fn outcome(rule: &PodFailurePolicyRule, message: impl FnOnce() -> String) -> Out
 
 /// The first terminated container (init containers first) whose non-zero exit code the
 /// rule's `onExitCodes` matches.
-fn matching_container<'a>(pod: &'a Pod, rule: &PodFailurePolicyRule) -> Option<&'a ContainerStatus> {
+fn matching_container<'a>(
+    pod: &'a Pod,
+    rule: &PodFailurePolicyRule,
+) -> Option<&'a ContainerStatus> {
     let req = rule.on_exit_codes.as_ref()?;
     let status = pod.status.as_ref()?;
     let all = status

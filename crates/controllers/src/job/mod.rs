@@ -7,6 +7,7 @@ mod backoff_record;
 mod expectations;
 pub mod failure_policy;
 pub mod indexes;
+mod orphans;
 mod pod_control;
 mod sync;
 
@@ -99,6 +100,8 @@ pub async fn run(ctx: Arc<Context>) {
     // Subscribe before waiting, so nothing between the first list and the start is missed.
     let job_changes = jobs.subscribe();
     let pod_changes = ctx.pods().subscribe();
+    let orphan_pods = ctx.pods().subscribe();
+    let orphan_jobs = jobs.subscribe();
     ctx.pods().ready().await;
     jobs.ready().await;
     tracing::debug!("job controller: informers ready");
@@ -110,7 +113,7 @@ pub async fn run(ctx: Arc<Context>) {
         told: Mutex::new(HashMap::new()),
         errors: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
     });
-    Controller::for_shared_stream(job_changes, jobs.store.clone())
+    let controller = Controller::for_shared_stream(job_changes, jobs.store.clone())
         .owns_shared_stream(pod_changes)
         // Every Job once at start (another loop may have started the informer earlier).
         .reconcile_all_on(futures::stream::once(async {}))
@@ -119,8 +122,13 @@ pub async fn run(ctx: Arc<Context>) {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "job reconcile");
             }
-        })
-        .await;
+        });
+    // Both end together when the loop is stopped (the task holding them is aborted).
+    futures::future::join(
+        controller,
+        orphans::release(ctx.clone(), orphan_pods, orphan_jobs),
+    )
+    .await;
 }
 
 async fn reconcile(job: Arc<Job>, st: Arc<JobLoop>) -> Result<Action, Error> {

@@ -35,7 +35,8 @@ pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {
     if let Some(i) = index {
         pod.annotations_mut()
             .insert(INDEX_KEY.to_string(), i.to_string());
-        pod.labels_mut().insert(INDEX_KEY.to_string(), i.to_string());
+        pod.labels_mut()
+            .insert(INDEX_KEY.to_string(), i.to_string());
         if let Some(f) = failures {
             pod.annotations_mut()
                 .insert(FAILURE_COUNT_KEY.to_string(), f.to_string());
@@ -83,7 +84,11 @@ pub async fn create(api: &Api<Pod>, pod: &Pod) -> Result<Pod, kube::Error> {
 pub async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
     let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER]}});
     match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),

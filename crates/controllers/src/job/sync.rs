@@ -150,7 +150,9 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
     let snapshot = job.clone();
     let orig = job.status.clone().unwrap_or_default();
     let mut status = orig.clone();
-    let uncounted = status.uncounted_terminated_pods.get_or_insert_with(Default::default);
+    let uncounted = status
+        .uncounted_terminated_pods
+        .get_or_insert_with(Default::default);
     let (satisfied, expected_rm) = st.expectations.observe(&key, &pods);
     let now = Timestamp::now();
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
@@ -215,8 +217,7 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
     c.succeeded = status.succeeded.unwrap_or(0)
         + new_succeeded.len() as i32
         + c.uncounted_succeeded.len() as i32;
-    let failed =
-        status.failed.unwrap_or(0) + counted_new_failed + c.uncounted_failed.len() as i32;
+    let failed = status.failed.unwrap_or(0) + counted_new_failed + c.uncounted_failed.len() as i32;
     if status.start_time.is_none() && !suspended {
         status.start_time = Some(Time(now));
     }
@@ -242,7 +243,9 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
             ft.reason.as_deref().unwrap_or(""),
             ft.message.as_deref().unwrap_or(""),
         ));
-    } else if let Some(m) = failure_policy::fail_job_message(&snapshot, c.pods.iter().map(|p| p.as_ref())) {
+    } else if let Some(m) =
+        failure_policy::fail_job_message(&snapshot, c.pods.iter().map(|p| p.as_ref()))
+    {
         c.finished = Some(Finish::new("FailureTarget", "PodFailurePolicy", &m));
     }
     if c.finished.is_none() {
@@ -270,10 +273,16 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
         }
     }
     if indexed {
-        c.prev_succeeded_ix =
-            indexes::parse(status.completed_indexes.as_deref().unwrap_or(""), c.completions);
+        c.prev_succeeded_ix = indexes::parse(
+            status.completed_indexes.as_deref().unwrap_or(""),
+            c.completions,
+        );
         let mut all = c.prev_succeeded_ix.clone();
-        for p in c.pods.iter().filter(|p| phase(p) == "Succeeded" && c.tracked(p)) {
+        for p in c
+            .pods
+            .iter()
+            .filter(|p| phase(p) == "Succeeded" && c.tracked(p))
+        {
             if let Some(ix) = c.index(p) {
                 all.insert(ix);
             }
@@ -418,8 +427,15 @@ fn index_failures(c: &Ctx, ix: i32) -> (i32, Option<Timestamp>) {
 
 /// Indexes that used up `backoffLimitPerIndex` (or hit a FailIndex rule).
 fn failed_indexes(c: &Ctx, status: &JobStatus, limit: i32) -> BTreeSet<i32> {
-    let mut out = indexes::parse(status.failed_indexes.as_deref().unwrap_or(""), c.completions);
-    for p in c.pods.iter().filter(|p| failure_policy::is_failed(p, c.job)) {
+    let mut out = indexes::parse(
+        status.failed_indexes.as_deref().unwrap_or(""),
+        c.completions,
+    );
+    for p in c
+        .pods
+        .iter()
+        .filter(|p| failure_policy::is_failed(p, c.job))
+    {
         let Some(ix) = c.index(p) else { continue };
         let outcome = c
             .spec
@@ -427,8 +443,7 @@ fn failed_indexes(c: &Ctx, status: &JobStatus, limit: i32) -> BTreeSet<i32> {
             .as_ref()
             .map(|pol| failure_policy::evaluate(pol, p))
             .unwrap_or(Outcome::Count);
-        if outcome == Outcome::FailIndex
-            || (outcome.counts() && indexes::failure_count(p) >= limit)
+        if outcome == Outcome::FailIndex || (outcome.counts() && indexes::failure_count(p) >= limit)
         {
             out.insert(ix);
         }
@@ -437,7 +452,11 @@ fn failed_indexes(c: &Ctx, status: &JobStatus, limit: i32) -> BTreeSet<i32> {
 }
 
 /// The first `successPolicy` rule the succeeded indexes meet, as upstream words it.
-fn success_policy_met(spec: &JobSpec, completions: i32, succeeded: &BTreeSet<i32>) -> Option<String> {
+fn success_policy_met(
+    spec: &JobSpec,
+    completions: i32,
+    succeeded: &BTreeSet<i32>,
+) -> Option<String> {
     let rules = &spec.success_policy.as_ref()?.rules;
     for (i, rule) in rules.iter().enumerate() {
         let met = match (&rule.succeeded_indexes, rule.succeeded_count) {
@@ -605,10 +624,23 @@ async fn tell_backoff(st: &JobLoop, c: &Ctx<'_>, wait: Duration) {
         }
         told.insert(c.key.clone(), failures);
     }
+    let delay = Record::delay(
+        failures,
+        st.ctx.opts.job_pod_failure_backoff,
+        POD_FAILURE_BACKOFF_CAP,
+    );
+    let at = Timestamp::now()
+        .checked_add(wait)
+        .map(|t| {
+            t.round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or(t)
+                .to_string()
+        })
+        .unwrap_or_default();
     let msg = format!(
-        "{failures} pod failure(s) since the last success (backoffLimit {}); next pod in {}s",
+        "{failures} pod failure(s) since the last success (backoffLimit {}): next pod after a {}s back-off, at {at}",
         c.spec.backoff_limit.unwrap_or(6),
-        wait.as_secs_f64().ceil() as u64
+        delay.as_secs_f64()
     );
     st.recorder
         .record(c.job, EventType::Warning, "BackoffPodCreation", &msg)
@@ -832,7 +864,10 @@ async fn track_and_write(
     if let Some(f) = finished_now {
         tracing::info!(job = %c.key, condition = f.type_, reason = %f.reason, "job finished");
         if f.type_ == "Complete" {
-            if c.spec.completions.is_some_and(|n| status.succeeded.unwrap_or(0) > n) {
+            if c.spec
+                .completions
+                .is_some_and(|n| status.succeeded.unwrap_or(0) > n)
+            {
                 st.recorder
                     .record(
                         job,

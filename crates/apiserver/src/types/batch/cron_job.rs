@@ -137,8 +137,7 @@ fn time_zone(c: &mut crate::types::shared::validating::Causes, tz: &str) {
             && p != ".."
             && !p.starts_with('-')
             && (1..=14).contains(&p.len())
-            && p
-                .chars()
+            && p.chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || ".-_+".contains(ch))
     };
     if !tz.split('/').all(part_ok) {

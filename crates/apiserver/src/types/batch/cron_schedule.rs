@@ -14,11 +14,31 @@ const MONTHS: &[&str] = &[
 const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 const FIELDS: [Bounds; 5] = [
-    Bounds { min: 0, max: 59, names: &[] },
-    Bounds { min: 0, max: 23, names: &[] },
-    Bounds { min: 1, max: 31, names: &[] },
-    Bounds { min: 1, max: 12, names: MONTHS },
-    Bounds { min: 0, max: 6, names: DAYS },
+    Bounds {
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    Bounds {
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    Bounds {
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    Bounds {
+        min: 1,
+        max: 12,
+        names: MONTHS,
+    },
+    Bounds {
+        min: 0,
+        max: 6,
+        names: DAYS,
+    },
 ];
 
 /// Why `spec` is not a schedule upstream accepts (None: it is one).
