@@ -83,10 +83,13 @@ pub fn age(timestamp: Option<&str>) -> String {
     let Some(ts) = timestamp.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - ts.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
-    match secs {
+    let secs = (chrono::Utc::now() - ts.with_timezone(&chrono::Utc)).num_seconds();
+    human_seconds(secs)
+}
+
+/// A span of seconds as kubectl prints ages and durations (`42s`, `3m5s`, `2h`, `4d`).
+pub fn human_seconds(secs: i64) -> String {
+    match secs.max(0) {
         s if s < 120 => format!("{s}s"),
         s if s < 600 => format!("{}m{}s", s / 60, s % 60),
         s if s < 3 * 3600 => format!("{}m", s / 60),

@@ -21,6 +21,17 @@ pub struct ControllerFlags {
     /// loops after a failed sync (doubling up to 5 minutes).
     #[arg(long, default_value_t = 1000)]
     pub sets_backoff_base_ms: u64,
+    /// Job controller: milliseconds before the first replacement of a failed pod, doubled
+    /// per further failure up to 6 minutes (upstream's fixed 10 s; shorter for tests).
+    #[arg(long, default_value_t = 10_000)]
+    pub job_pod_failure_backoff_ms: u64,
+    /// CronJob controller, for tests: shift its clock by this many seconds.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub cronjob_clock_offset_seconds: i64,
+    /// CronJob controller, for tests: run its clock this many times as fast as real time
+    /// (60: one scheduled minute per second).
+    #[arg(long, default_value_t = 1.0)]
+    pub cronjob_clock_speed: f64,
 }
 
 impl ControllerFlags {
@@ -43,6 +54,13 @@ impl ControllerFlags {
             disabled,
             concurrent_gc_syncs: self.concurrent_gc_syncs.max(1),
             sets_backoff_base: Duration::from_millis(self.sets_backoff_base_ms.max(1)),
+            job_pod_failure_backoff: Duration::from_millis(self.job_pod_failure_backoff_ms),
+            cronjob_clock_offset_seconds: self.cronjob_clock_offset_seconds,
+            cronjob_clock_speed: if self.cronjob_clock_speed > 0.0 {
+                self.cronjob_clock_speed
+            } else {
+                anyhow::bail!("--cronjob-clock-speed: must be greater than 0")
+            },
             ..capstan_controllers::Options::default()
         })
     }

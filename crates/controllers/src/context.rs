@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client};
 
@@ -25,6 +26,13 @@ pub struct Options {
     /// First retry delay of the statefulset, daemonset and disruption loops after a failed
     /// sync (doubling to 5 minutes; upstream's workqueue rate limiter starts at 5 ms).
     pub sets_backoff_base: Duration,
+    /// The Job controller's first delay before replacing failed pods, doubled per failure up
+    /// to 6 min (upstream's DefaultJobPodFailureBackOff, 10 s; a flag for tests).
+    pub job_pod_failure_backoff: Duration,
+    /// The CronJob controller's clock, for tests: `now` is the real time shifted by
+    /// `offset_seconds`, running `speed` times as fast from the moment the loop starts.
+    pub cronjob_clock_offset_seconds: i64,
+    pub cronjob_clock_speed: f64,
 }
 
 impl Default for Options {
@@ -35,6 +43,9 @@ impl Default for Options {
             disabled: HashSet::new(),
             concurrent_gc_syncs: 20,
             sets_backoff_base: Duration::from_secs(1),
+            job_pod_failure_backoff: Duration::from_secs(10),
+            cronjob_clock_offset_seconds: 0,
+            cronjob_clock_speed: 1.0,
         }
     }
 }
@@ -73,6 +84,7 @@ pub struct Context {
     pub opts: Options,
     pods: OnceLock<Shared<Pod>>,
     nodes: OnceLock<Shared<Node>>,
+    jobs: OnceLock<Shared<Job>>,
 }
 
 impl Context {
@@ -82,6 +94,7 @@ impl Context {
             opts,
             pods: OnceLock::new(),
             nodes: OnceLock::new(),
+            jobs: OnceLock::new(),
         }
     }
 
@@ -94,6 +107,12 @@ impl Context {
     /// Every node, watched once for all loops (started on first use).
     pub fn nodes(&self) -> &Shared<Node> {
         self.nodes
+            .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+    }
+
+    /// Every Job, watched once for the job, cronjob and ttl-after-finished loops.
+    pub fn jobs(&self) -> &Shared<Job> {
+        self.jobs
             .get_or_init(|| Shared::start(Api::all(self.client.clone())))
     }
 

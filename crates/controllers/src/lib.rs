@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod cronjob;
 pub mod daemonset;
 pub mod disruption;
 pub mod events;
@@ -12,11 +13,13 @@ pub mod garbage_collector;
 pub mod hash;
 pub mod history;
 pub mod informers;
+pub mod job;
 pub mod leader;
 pub mod owners;
 pub mod pods;
 pub mod retry_gate;
 pub mod statefulset;
+pub mod ttl_after_finished;
 
 use std::sync::Arc;
 
@@ -44,6 +47,11 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
         ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
         ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
+        ("cronjob", |ctx| tokio::spawn(cronjob::run(ctx))),
+        ("job", |ctx| tokio::spawn(job::run(ctx))),
+        ("ttl-after-finished", |ctx| {
+            tokio::spawn(ttl_after_finished::run(ctx))
+        }),
     ];
     loops
         .into_iter()

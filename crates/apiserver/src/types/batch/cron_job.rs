@@ -34,18 +34,21 @@ impl Strategy for CronJob {
         let sched = s(obj, "/spec/schedule");
         if sched.is_empty() {
             c.required("spec.schedule", "");
-        } else if sched.starts_with("TZ=") || sched.starts_with("CRON_TZ=") {
-            c.invalid(
-                "spec.schedule",
-                &json!(sched),
-                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
-            );
-        } else if !cron_ok(sched) {
-            c.invalid(
-                "spec.schedule",
-                &json!(sched),
-                "unparseable cron expression",
-            );
+        } else {
+            // validateScheduleFormat: the parser's complaint, then any TZ in the schedule.
+            if let Some(e) = super::cron_schedule::parse_error(sched) {
+                c.invalid("spec.schedule", &json!(sched), &e);
+            }
+            if sched.contains("TZ") {
+                c.invalid(
+                    "spec.schedule",
+                    &json!(sched),
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                );
+            }
+        }
+        if let Some(tz) = obj.pointer("/spec/timeZone").and_then(Value::as_str) {
+            time_zone(&mut c, tz);
         }
         c.one_of(
             obj,
@@ -119,5 +122,40 @@ impl Strategy for CronJob {
             or_none(selector(o.pointer("/spec/jobTemplate/spec/selector"))),
         ]);
         Some(out)
+    }
+}
+
+/// validateTimeZone: an explicit IANA zone name the zone database knows.
+fn time_zone(c: &mut crate::types::shared::validating::Causes, tz: &str) {
+    let f = "spec.timeZone";
+    if tz.is_empty() {
+        c.invalid(f, &json!(tz), "timeZone must be nil or non-empty string");
+        return;
+    }
+    let part_ok = |p: &str| {
+        p != "."
+            && p != ".."
+            && !p.starts_with('-')
+            && (1..=14).contains(&p.len())
+            && p.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ".-_+".contains(ch))
+    };
+    if !tz.split('/').all(part_ok) {
+        c.invalid(f, &json!(tz), &format!("unknown time zone {tz}"));
+        return;
+    }
+    if tz.eq_ignore_ascii_case("Local") {
+        c.invalid(
+            f,
+            &json!(tz),
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+        );
+        // Go's LoadLocation("Local") succeeds; other spellings are unknown names.
+        if tz == "Local" {
+            return;
+        }
+    }
+    if tz != "UTC" && tz.parse::<chrono_tz::Tz>().is_err() {
+        c.invalid(f, &json!(tz), &format!("unknown time zone {tz}"));
     }
 }

@@ -103,7 +103,14 @@ impl Strategy for Job {
             o.pointer("/status/completionTime").and_then(Value::as_str),
         ) {
             (Some(start), None) => duration_since(start),
-            (Some(_), Some(end)) => duration_since(end),
+            // A finished Job's duration is completion minus start, as upstream prints it.
+            (Some(start), Some(end)) => match (
+                chrono::DateTime::parse_from_rfc3339(start),
+                chrono::DateTime::parse_from_rfc3339(end),
+            ) {
+                (Ok(a), Ok(b)) => crate::object::human_seconds((b - a).num_seconds()),
+                _ => String::new(),
+            },
             _ => String::new(),
         };
         out.extend([

@@ -2,4 +2,5 @@
 //! its kinds share.
 
 pub mod cron_job;
+mod cron_schedule;
 pub mod job;

@@ -821,26 +821,6 @@ pub(crate) fn intstr_percent_ok(v: &Value, at_most_100: bool) -> Option<String> 
     }
 }
 
-pub(crate) fn cron_ok(sched: &str) -> bool {
-    let sched = sched.trim();
-    if let Some(rest) = sched.strip_prefix('@') {
-        return [
-            "yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly",
-        ]
-        .contains(&rest);
-    }
-    let fields: Vec<&str> = sched
-        .split_whitespace()
-        .filter(|f| !f.starts_with("TZ=") && !f.starts_with("CRON_TZ="))
-        .collect();
-    fields.len() == 5
-        && fields.iter().all(|f| {
-            !f.is_empty()
-                && f.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "*/,-?".contains(ch))
-        })
-}
-
 pub(crate) const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
 
 pub(crate) const ACCESS_MODES: [&str; 4] = [
@@ -1164,7 +1144,6 @@ mod tests {
         assert_eq!(quantity("1Gi"), Some(1073741824.0));
         assert_eq!(quantity("2e3"), Some(2000.0));
         assert!(quantity("lots").is_none() && quantity("1Gb").is_none());
-        assert!(cron_ok("*/5 * * * *") && cron_ok("@hourly") && !cron_ok("every day"));
     }
 
     #[test]
