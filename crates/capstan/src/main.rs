@@ -165,6 +165,9 @@ enum Command {
         /// Pods the schedule scenario creates (default 30000; 300 with --quick).
         #[arg(long)]
         pods: Option<usize>,
+        /// Replicas of the deployment scenario's Deployment (default 1000; 50 with --quick).
+        #[arg(long)]
+        deployment_replicas: Option<usize>,
         /// The server's process id, if it runs on this machine: schedule reports its RSS.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -342,6 +345,7 @@ fn main() -> anyhow::Result<()> {
             contention_clients,
             updates,
             pods,
+            deployment_replicas,
             server_pid,
             quick,
             capstan_binary,
@@ -362,6 +366,7 @@ fn main() -> anyhow::Result<()> {
             opts.contention_clients = contention_clients.unwrap_or(opts.contention_clients);
             opts.updates = updates.unwrap_or(opts.updates);
             opts.pods = pods.unwrap_or(opts.pods);
+            opts.deployment_replicas = deployment_replicas.unwrap_or(opts.deployment_replicas);
             opts.server_pid = server_pid;
             let before = match &compare {
                 Some(p) => Some(

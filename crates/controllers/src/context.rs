@@ -20,6 +20,11 @@ pub struct Options {
     pub lease_duration: Duration,
     /// Loops not to run, by upstream's controller name (`--controllers=-name`).
     pub disabled: HashSet<String>,
+    /// First delay before a ReplicaSet/Deployment retries what the API refused, doubling
+    /// per failure up to `replica_backoff_max` (upstream's workqueue rate limiter caps at
+    /// 1000 s).
+    pub replica_backoff_base: Duration,
+    pub replica_backoff_max: Duration,
 }
 
 impl Default for Options {
@@ -28,6 +33,8 @@ impl Default for Options {
             identity: format!("capstan-{}", std::process::id()),
             lease_duration: Duration::from_secs(15),
             disabled: HashSet::new(),
+            replica_backoff_base: Duration::from_secs(1),
+            replica_backoff_max: Duration::from_secs(1000),
         }
     }
 }

@@ -5,12 +5,14 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod deployment;
 pub mod events;
 pub mod hash;
 pub mod informers;
 pub mod leader;
 pub mod owners;
 pub mod pods;
+pub mod replicaset;
 
 use std::sync::Arc;
 
@@ -32,6 +34,9 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+        ("deployment", |ctx| tokio::spawn(deployment::run(ctx))),
+        ("replicaset", |ctx| tokio::spawn(replicaset::run(ctx))),
+        ("replicationcontroller", |ctx| tokio::spawn(replicaset::run_rc(ctx))),
     ];
     loops
         .into_iter()
