@@ -140,8 +140,8 @@ enum Command {
         /// Context to use instead of the kubeconfig's current one.
         #[arg(long)]
         context: Option<String>,
-        /// Scenario to run (repeatable); without it every scenario but schedule (which needs
-        /// nodes and a scheduler) runs.
+        /// Scenario to run (repeatable); without it every scenario but schedule and
+        /// deployment (which need nodes, a scheduler and the controllers) runs.
         #[arg(long = "scenario", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(capstan_bench::SCENARIOS))]
         scenarios: Vec<String>,
         /// Concurrent clients for create and get (default 8; 4 with --quick).

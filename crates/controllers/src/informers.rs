@@ -10,7 +10,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// Changes held for a loop that has not taken them yet; one that falls further behind
@@ -22,6 +22,7 @@ pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
     pub store: Store<K>,
     tx: broadcast::Sender<Arc<K>>,
     task: JoinHandle<()>,
+    ready: watch::Receiver<bool>,
 }
 
 impl<K> Shared<K>
@@ -50,7 +51,13 @@ where
                 }
             }
         });
-        Shared { store, tx, task }
+        let ready = ready_flag(&store);
+        Shared {
+            store,
+            tx,
+            task,
+            ready,
+        }
     }
 
     /// Every change from now on (created, updated, deleted objects), for a Controller's
@@ -70,9 +77,9 @@ where
         })
     }
 
-    /// Wait until the first list is in the store.
+    /// Wait until the first list is in the store (any number of loops may wait at once).
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        wait_ready(&self.ready).await
     }
 }
 
@@ -80,6 +87,31 @@ impl<K: Resource<DynamicType = ()> + 'static> Drop for Shared<K> {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A flag set once `store` has its first list. kube's `Store::wait_until_ready` wakes only
+/// the last of several tasks waiting at once (they share one oneshot receiver, which keeps
+/// one waker): the others would wait forever. One task waits on it here; any number may
+/// wait on the flag with [`wait_ready`].
+pub fn ready_flag<K>(store: &Store<K>) -> watch::Receiver<bool>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    let (tx, rx) = watch::channel(false);
+    let store = store.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
+/// Wait until a [`ready_flag`] is set (or its store's writer is gone).
+pub async fn wait_ready(flag: &watch::Receiver<bool>) {
+    let mut rx = flag.clone();
+    let _ = rx.wait_for(|ready| *ready).await;
 }
 
 /// Re-exported so loops name one place for reflector types.

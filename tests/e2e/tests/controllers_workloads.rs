@@ -304,7 +304,7 @@ fn recreate_stops_old_pods_before_starting_new_ones() {
     let s = server();
     apply(
         &s,
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: rc8\nspec:\n  replicas: 2\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels: {app: rc8}\n  template:\n    metadata:\n      labels: {app: rc8}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.26\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: rc8\nspec:\n  replicas: 2\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels: {app: rc8}\n  template:\n    metadata:\n      labels: {app: rc8}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: app\n        image: nginx:1.26\n",
     );
     rollout_status(&s, "deployment/rc8");
     let old_hash = wait_running(&s, "app=rc8", 2)[0]["metadata"]["labels"]["pod-template-hash"]
@@ -488,7 +488,7 @@ fn replication_controllers_and_min_ready_seconds() {
     let s = server();
     apply(
         &s,
-        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: legacy\nspec:\n  replicas: 2\n  minReadySeconds: 2\n  selector: {app: legacy}\n  template:\n    metadata:\n      labels: {app: legacy}\n    spec:\n      containers:\n      - name: app\n        image: nginx\n",
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: legacy\nspec:\n  replicas: 2\n  minReadySeconds: 4\n  selector: {app: legacy}\n  template:\n    metadata:\n      labels: {app: legacy}\n    spec:\n      containers:\n      - name: app\n        image: nginx\n",
     );
     wait_running(&s, "app=legacy", 2);
     let rc = wait_for("the RC ready but not yet available", WITHIN, || {
@@ -496,7 +496,7 @@ fn replication_controllers_and_min_ready_seconds() {
     });
     let first = rc["status"]["availableReplicas"].as_i64().unwrap_or(0);
     assert!(first < 2, "available before minReadySeconds: {rc}");
-    let rc = wait_for("available after minReadySeconds", Duration::from_secs(10), || {
+    let rc = wait_for("available after minReadySeconds", Duration::from_secs(15), || {
         get_json(&s, &["rc", "legacy"]).filter(|r| r["status"]["availableReplicas"] == 2)
     });
     assert_eq!(rc["status"]["fullyLabeledReplicas"], 2);

@@ -44,6 +44,8 @@ pub enum Error {
 pub struct Loop {
     client: kube::Client,
     rss: Store<ReplicaSet>,
+    /// Set once `rss` has its first list (see `informers::ready_flag`).
+    rss_ready: tokio::sync::watch::Receiver<bool>,
     pods: Store<Pod>,
     recorder: Recorder,
     backoff: Backoff,
@@ -65,6 +67,7 @@ pub async fn run(ctx: Arc<Context>) {
     .touched_objects();
     let state = Arc::new(Loop {
         client: ctx.client.clone(),
+        rss_ready: crate::informers::ready_flag(&rss),
         rss,
         pods: shared.store.clone(),
         recorder: ctx.recorder("deployment-controller"),
@@ -88,7 +91,7 @@ fn error_policy(d: Arc<Deployment>, err: &Error, state: Arc<Loop>) -> Action {
 }
 
 async fn reconcile(d: Arc<Deployment>, state: Arc<Loop>) -> Result<Action, Error> {
-    let _ = state.rss.wait_until_ready().await;
+    crate::informers::wait_ready(&state.rss_ready).await;
     let key = pods::key(d.meta());
     let mut s = sync::Sync::load(&d, &state).await?;
     let requeue = if d.metadata.deletion_timestamp.is_some() {

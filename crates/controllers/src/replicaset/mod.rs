@@ -301,7 +301,7 @@ async fn manage<K: ReplicaKind>(
                 }
             }
             if let Some(e) = err {
-                let msg = api_message(&e);
+                let msg = generated_name_as_prefix(&api_message(&e), &pod);
                 tracing::info!(%key, error = %msg, "pod create refused");
                 state
                     .recorder
@@ -371,10 +371,44 @@ async fn manage<K: ReplicaKind>(
     }
 }
 
+/// Upstream's admission errors name a pod being created by its `generateName` (the name
+/// is generated after admission); capstan's API server names the generated pod. Word it
+/// as upstream does, so repeats of one refusal read the same and aggregate into one Event.
+fn generated_name_as_prefix(msg: &str, pod: &Pod) -> String {
+    let Some(prefix) = pod.metadata.generate_name.as_deref() else {
+        return msg.to_string();
+    };
+    let head = format!("pods \"{prefix}");
+    match msg.strip_prefix(&head).and_then(|rest| rest.split_once('"')) {
+        Some((suffix, tail)) if suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            format!("{head}\"{tail}")
+        }
+        _ => msg.to_string(),
+    }
+}
+
 /// The API's own message for a refused request (what upstream shows in the condition).
 fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_generate_name_as_upstream() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"generateName": "bad-"}})).unwrap();
+        assert_eq!(
+            generated_name_as_prefix(r#"pods "bad-x7k2p" is forbidden: exceeded quota"#, &pod),
+            r#"pods "bad-" is forbidden: exceeded quota"#
+        );
+        assert_eq!(
+            generated_name_as_prefix(r#"pods "other" is forbidden: x"#, &pod),
+            r#"pods "other" is forbidden: x"#
+        );
     }
 }
