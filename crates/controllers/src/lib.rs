@@ -13,6 +13,7 @@ pub mod leader;
 pub mod owners;
 pub mod pods;
 pub mod replicaset;
+pub mod replicationcontroller;
 
 use std::sync::Arc;
 
@@ -36,7 +37,9 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
         ("deployment", |ctx| tokio::spawn(deployment::run(ctx))),
         ("replicaset", |ctx| tokio::spawn(replicaset::run(ctx))),
-        ("replicationcontroller", |ctx| tokio::spawn(replicaset::run_rc(ctx))),
+        ("replicationcontroller", |ctx| {
+            tokio::spawn(replicationcontroller::run(ctx))
+        }),
     ];
     loops
         .into_iter()

@@ -77,8 +77,10 @@ fn pods(s: &Server, selector: &str) -> Vec<Value> {
 fn wait_running(s: &Server, selector: &str, n: usize) -> Vec<Value> {
     wait_for(&format!("{n} running pods {selector}"), WITHIN, || {
         let p = pods(s, selector);
-        (p.len() == n && p.iter().all(|p| p["status"]["phase"] == "Running" && is_ready(p)))
-            .then_some(p)
+        (p.len() == n
+            && p.iter()
+                .all(|p| p["status"]["phase"] == "Running" && is_ready(p)))
+        .then_some(p)
     })
 }
 
@@ -112,7 +114,12 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let min = Arc::new(AtomicI64::new(i64::MAX));
         let samples = Arc::new(AtomicI64::new(0));
-        let (st, mn, sa, sel) = (stop.clone(), min.clone(), samples.clone(), selector.to_string());
+        let (st, mn, sa, sel) = (
+            stop.clone(),
+            min.clone(),
+            samples.clone(),
+            selector.to_string(),
+        );
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 let out = std::process::Command::new("kubectl")
@@ -182,17 +189,29 @@ fn a_deployment_rolls_out_updates_within_budget_and_undoes() {
     assert_eq!(annotation(&d, "deployment.kubernetes.io/revision"), "1");
     let rs1 = replica_sets(&s, "app=web");
     assert_eq!(rs1.len(), 1, "{rs1:?}");
-    let rs1_name = rs1[0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let rs1_name = rs1[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let hash = rs1[0]["metadata"]["labels"]["pod-template-hash"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     assert_eq!(rs1_name, format!("web-{hash}"));
-    assert_eq!(annotation(&rs1[0], "deployment.kubernetes.io/desired-replicas"), "3");
-    assert_eq!(annotation(&rs1[0], "deployment.kubernetes.io/max-replicas"), "4");
+    assert_eq!(
+        annotation(&rs1[0], "deployment.kubernetes.io/desired-replicas"),
+        "3"
+    );
+    assert_eq!(
+        annotation(&rs1[0], "deployment.kubernetes.io/max-replicas"),
+        "4"
+    );
     for p in pods(&s, "app=web") {
         assert_eq!(p["metadata"]["labels"]["pod-template-hash"], hash.as_str());
-        assert_eq!(p["metadata"]["ownerReferences"][0]["name"], rs1_name.as_str());
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["name"],
+            rs1_name.as_str()
+        );
     }
 
     // A rolling update: 25% of 3 is maxSurge 1, maxUnavailable 0 -> never fewer than 3 ready.
@@ -202,7 +221,10 @@ fn a_deployment_rolls_out_updates_within_budget_and_undoes() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let (min_ready, samples) = sampler.finish();
     assert!(samples >= 3, "too few samples: {samples}");
-    assert!(min_ready >= 3, "ready pods dropped to {min_ready} during the rollout");
+    assert!(
+        min_ready >= 3,
+        "ready pods dropped to {min_ready} during the rollout"
+    );
     let running = wait_running(&s, "app=web", 3);
     for p in &running {
         assert_eq!(p["spec"]["containers"][0]["image"], "busybox:1.36");
@@ -236,7 +258,10 @@ fn a_deployment_rolls_out_updates_within_budget_and_undoes() {
         get_json(&s, &["rs", &rs1_name]).filter(|r| r["status"]["readyReplicas"] == 3)
     });
     assert_eq!(annotation(&rs, "deployment.kubernetes.io/revision"), "3");
-    assert_eq!(annotation(&rs, "deployment.kubernetes.io/revision-history"), "1");
+    assert_eq!(
+        annotation(&rs, "deployment.kubernetes.io/revision-history"),
+        "1"
+    );
     for p in wait_running(&s, "app=web", 3) {
         assert_eq!(p["spec"]["containers"][0]["image"], "busybox");
         assert_eq!(p["metadata"]["labels"]["pod-template-hash"], hash.as_str());
@@ -260,15 +285,29 @@ fn a_deployment_rolls_out_updates_within_budget_and_undoes() {
     });
     assert_eq!(d["status"]["replicas"], 2, "{d}");
 
-    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=web"]);
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+    ]);
     assert!(events.contains("ScalingReplicaSet"), "{events}");
-    assert!(events.contains(&format!("Scaled up replica set {rs1_name} from 0 to 3")), "{events}");
+    assert!(
+        events.contains(&format!("Scaled up replica set {rs1_name} from 0 to 3")),
+        "{events}"
+    );
 }
 
 #[test]
 fn pause_resume_and_restart_make_revisions_only_when_resumed() {
     let s = server();
-    s.kubectl_ok(&["create", "deployment", "api", "--image=nginx", "--replicas=2"]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "api",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
     rollout_status(&s, "deployment/api");
     s.kubectl_ok(&["rollout", "pause", "deployment/api"]);
     s.kubectl_ok(&["set", "image", "deployment/api", "nginx=nginx:1.27"]);
@@ -277,7 +316,10 @@ fn pause_resume_and_restart_make_revisions_only_when_resumed() {
             .filter(|d| condition(d, "Progressing")["reason"] == "DeploymentPaused")
     });
     assert_eq!(condition(&d, "Progressing")["status"], "Unknown");
-    assert_eq!(d["status"]["observedGeneration"], d["metadata"]["generation"]);
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
     // Observed while paused, and still one ReplicaSet.
     assert_eq!(replica_sets(&s, "app=api").len(), 1);
     s.kubectl_ok(&["rollout", "resume", "deployment/api"]);
@@ -328,7 +370,11 @@ fn recreate_stops_old_pods_before_starting_new_ones() {
                     let hashes: Vec<String> = items(&v)
                         .iter()
                         .filter(|p| p["status"]["phase"] == "Running")
-                        .filter_map(|p| p["metadata"]["labels"]["pod-template-hash"].as_str().map(String::from))
+                        .filter_map(|p| {
+                            p["metadata"]["labels"]["pod-template-hash"]
+                                .as_str()
+                                .map(String::from)
+                        })
                         .collect();
                     if hashes.iter().any(|h| *h == oh) && hashes.iter().any(|h| *h != oh) {
                         ov.store(true, Ordering::SeqCst);
@@ -346,9 +392,15 @@ fn recreate_stops_old_pods_before_starting_new_ones() {
     stop.store(true, Ordering::SeqCst);
     let samples = sampler.join().unwrap_or(0);
     assert!(samples >= 2, "{samples} samples");
-    assert!(!overlap.load(Ordering::SeqCst), "old and new pods ran together");
+    assert!(
+        !overlap.load(Ordering::SeqCst),
+        "old and new pods ran together"
+    );
     for p in new {
-        assert_ne!(p["metadata"]["labels"]["pod-template-hash"], old_hash.as_str());
+        assert_ne!(
+            p["metadata"]["labels"]["pod-template-hash"],
+            old_hash.as_str()
+        );
         assert_eq!(p["spec"]["containers"][0]["image"], "nginx:1.27");
     }
 }
@@ -369,7 +421,10 @@ fn a_replica_set_adopts_orphans_and_releases_relabelled_pods() {
         .iter()
         .find(|p| p["metadata"]["name"] == "stray")
         .expect("the orphan is one of the two");
-    assert_eq!(stray["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    assert_eq!(
+        stray["metadata"]["ownerReferences"][0]["kind"],
+        "ReplicaSet"
+    );
     assert_eq!(stray["metadata"]["ownerReferences"][0]["name"], "orph");
     assert_eq!(stray["metadata"]["ownerReferences"][0]["controller"], true);
     let rs = wait_for("status of 2 ready", WITHIN, || {
@@ -426,7 +481,12 @@ fn a_refused_replica_set_shows_replica_failure_and_recovers() {
         })
     });
     assert!(rs["status"]["replicas"] == 0 || rs["status"]["replicas"].is_null());
-    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=bad"]);
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=bad",
+    ]);
     assert!(events.contains("FailedCreate"), "{events}");
     assert!(
         events.contains("Error creating: pods") && events.contains("no-such-class"),
@@ -434,7 +494,10 @@ fn a_refused_replica_set_shows_replica_failure_and_recovers() {
     );
     // One aggregated Event, not one per retry.
     assert_eq!(
-        events.lines().filter(|l| l.contains("FailedCreate")).count(),
+        events
+            .lines()
+            .filter(|l| l.contains("FailedCreate"))
+            .count(),
         1,
         "{events}"
     );
@@ -496,14 +559,24 @@ fn replication_controllers_and_min_ready_seconds() {
     });
     let first = rc["status"]["availableReplicas"].as_i64().unwrap_or(0);
     assert!(first < 2, "available before minReadySeconds: {rc}");
-    let rc = wait_for("available after minReadySeconds", Duration::from_secs(15), || {
-        get_json(&s, &["rc", "legacy"]).filter(|r| r["status"]["availableReplicas"] == 2)
-    });
+    let rc = wait_for(
+        "available after minReadySeconds",
+        Duration::from_secs(15),
+        || get_json(&s, &["rc", "legacy"]).filter(|r| r["status"]["availableReplicas"] == 2),
+    );
     assert_eq!(rc["status"]["fullyLabeledReplicas"], 2);
     let pod = &pods(&s, "app=legacy")[0];
-    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["kind"],
+        "ReplicationController"
+    );
     let get = s.kubectl_ok(&["get", "rc", "legacy"]);
-    assert!(get.lines().nth(1).is_some_and(|l| l.split_whitespace().collect::<Vec<_>>()[1..4] == ["2", "2", "2"]), "{get}");
+    assert!(
+        get.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().collect::<Vec<_>>()[1..4] == ["2", "2", "2"]),
+        "{get}"
+    );
 }
 
 async fn client(s: &Server) -> Client {
@@ -527,7 +600,9 @@ async fn a_kube_rs_watcher_sees_a_deployment_become_available() {
                               "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
     }))
     .expect("deployment");
-    api.create(&PostParams::default(), &d).await.expect("create");
+    api.create(&PostParams::default(), &d)
+        .await
+        .expect("create");
     let cfg = watcher::Config::default().fields("metadata.name=kr");
     let mut stream = watcher(api.clone(), cfg).applied_objects().boxed();
     let seen = tokio::time::timeout(WITHIN, async {

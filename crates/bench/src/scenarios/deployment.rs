@@ -76,7 +76,9 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
     let peak = Arc::new(AtomicUsize::new(0));
     let mut watch_conn = Conn::open(&ctx.ep).await?;
     let mut stream = watch_conn
-        .stream(&format!("{pods}?watch=1&resourceVersion={rv}&timeoutSeconds=3600"))
+        .stream(&format!(
+            "{pods}?watch=1&resourceVersion={rv}&timeoutSeconds=3600"
+        ))
         .await?;
     let watcher = {
         let (live, peak) = (live.clone(), peak.clone());
@@ -125,10 +127,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
         .request(
             Method::PATCH,
             &path,
-            Some((
-                Bytes::from(patch),
-                "application/strategic-merge-patch+json",
-            )),
+            Some((Bytes::from(patch), "application/strategic-merge-patch+json")),
         )
         .await?;
     reply.ok(&Method::PATCH, &path)?;

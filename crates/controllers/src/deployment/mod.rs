@@ -85,6 +85,17 @@ pub async fn run(ctx: Arc<Context>) {
 
 fn error_policy(d: Arc<Deployment>, err: &Error, state: Arc<Loop>) -> Action {
     let key = pods::key(d.meta());
+    // A conflict means this sync read a stale ReplicaSet: the newer one is on its way.
+    if let Error::Api {
+        source: kube::Error::Api(s),
+        ..
+    } = err
+    {
+        if s.code == 409 {
+            tracing::debug!(%key, "stale replica set; syncing again");
+            return Action::requeue(Duration::from_millis(200));
+        }
+    }
     let (attempts, delay) = state.backoff.failed(&key);
     tracing::warn!(%key, attempts, error = %err, "deployment sync failed; retrying");
     Action::requeue(delay)

@@ -122,13 +122,18 @@ impl Sync<'_> {
                 if let Some(c) = conds.iter_mut().find(|c| c.type_ == "Progressing") {
                     c.last_update_time = Some(Time(now));
                     if current.as_ref().is_some_and(|c| c.status == "True") {
-                        c.last_transition_time =
-                            current.and_then(|c| c.last_transition_time);
+                        c.last_transition_time = current.and_then(|c| c.last_transition_time);
                     }
                 }
             } else if is_timed_out {
                 let msg = format!("{what} has timed out progressing.");
-                conditions::set(conds, "Progressing", "False", "ProgressDeadlineExceeded", &msg);
+                conditions::set(
+                    conds,
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    &msg,
+                );
             }
         }
         // A ReplicaSet that cannot make pods says so on the Deployment too.
@@ -160,8 +165,10 @@ impl Sync<'_> {
         if is_complete || paused(&self.d) {
             return Ok(None);
         }
-        let (Some(secs), Some(c)) = (deadline(&self.d), conditions::get(self.conds(), "Progressing"))
-        else {
+        let (Some(secs), Some(c)) = (
+            deadline(&self.d),
+            conditions::get(self.conds(), "Progressing"),
+        ) else {
             return Ok(None);
         };
         if c.status != "True" {

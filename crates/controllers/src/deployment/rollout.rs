@@ -49,9 +49,7 @@ impl Sync<'_> {
         }
         let all_pods = sum_spec(&self.rss);
         let min_available = replicas(&self.d) - max_unavailable(&self.d);
-        let new_unavailable = self
-            .new_rs()
-            .map_or(0, |n| rs_replicas(n) - rs_status(n).2);
+        let new_unavailable = self.new_rs().map_or(0, |n| rs_replicas(n) - rs_status(n).2);
         let max_scaled_down = all_pods - min_available - new_unavailable;
         if max_scaled_down <= 0 {
             return Ok(false);

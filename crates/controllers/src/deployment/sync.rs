@@ -34,7 +34,11 @@ impl<'a> Sync<'a> {
     pub async fn load(d: &Deployment, st: &'a Loop) -> Result<Sync<'a>, Error> {
         let ns = d.namespace().unwrap_or_default();
         let uid = d.metadata.uid.clone().unwrap_or_default();
-        let selector = d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let selector = d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         let candidates: Vec<ReplicaSet> = st
             .rss
             .state()
@@ -79,7 +83,9 @@ impl<'a> Sync<'a> {
 
     pub fn new_rs(&self) -> Option<&ReplicaSet> {
         let n = self.new_name.as_deref()?;
-        self.rss.iter().find(|r| r.metadata.name.as_deref() == Some(n))
+        self.rss
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(n))
     }
 
     pub fn old_rss(&self) -> Vec<ReplicaSet> {
@@ -98,7 +104,11 @@ impl<'a> Sync<'a> {
     }
 
     fn put(&mut self, rs: ReplicaSet) {
-        match self.rss.iter_mut().find(|r| r.metadata.name == rs.metadata.name) {
+        match self
+            .rss
+            .iter_mut()
+            .find(|r| r.metadata.name == rs.metadata.name)
+        {
             Some(slot) => *slot = rs,
             None => self.rss.push(rs),
         }
@@ -123,12 +133,7 @@ impl<'a> Sync<'a> {
             .iter()
             .find(|r| rs_template(r).is_some_and(|t| same_template(t, &tpl)))
             .and_then(|r| r.metadata.name.clone());
-        let max_old = self
-            .old_rss()
-            .iter()
-            .map(revision_of)
-            .max()
-            .unwrap_or(0);
+        let max_old = self.old_rss().iter().map(revision_of).max().unwrap_or(0);
         let revision = max_old + 1;
         if let Some(rs) = self.new_rs().cloned() {
             let mut ann: BTreeMap<String, String> = copied_annotations(&self.d, &rs);
@@ -323,9 +328,14 @@ impl<'a> Sync<'a> {
             .patch(
                 name,
                 &PatchParams::default(),
+                // The resourceVersion makes the write conditional, as upstream's Update: a
+                // size computed from a stale copy is refused (409) and recomputed, so the
+                // surge bound holds for the pods that really exist.
                 &Patch::Merge(json!({
-                    "metadata": {"annotations": {
-                        DESIRED_REPLICAS: dr.to_string(), MAX_REPLICAS: max.to_string()}},
+                    "metadata": {
+                        "resourceVersion": rs.metadata.resource_version,
+                        "annotations": {
+                            DESIRED_REPLICAS: dr.to_string(), MAX_REPLICAS: max.to_string()}},
                     "spec": {"replicas": size},
                 })),
             )
@@ -456,8 +466,8 @@ impl<'a> Sync<'a> {
             -r
         } else {
             let target = dr + max_surge(&self.d);
-            let annotated = annotation_i32(rs, MAX_REPLICAS)
-                .unwrap_or_else(|| self.orig.replicas.unwrap_or(0));
+            let annotated =
+                annotation_i32(rs, MAX_REPLICAS).unwrap_or_else(|| self.orig.replicas.unwrap_or(0));
             if annotated == 0 {
                 0
             } else {

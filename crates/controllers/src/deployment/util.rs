@@ -63,7 +63,11 @@ pub fn scaled(v: Option<&IntOrString>, total: i32, round_up: bool, default: &str
     };
     let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
     let num = pct * i64::from(total);
-    let v = if round_up { (num + 99) / 100 } else { num / 100 };
+    let v = if round_up {
+        (num + 99) / 100
+    } else {
+        num / 100
+    };
     v as i32
 }
 

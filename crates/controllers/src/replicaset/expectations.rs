@@ -74,9 +74,8 @@ impl Expectations {
             };
             let get = |name: &str| pods.get(&ObjectRef::new(name).within(namespace));
             p.adds.retain(|n| get(n).is_none());
-            p.dels.retain(|n| {
-                get(n).is_some_and(|pod| pod.metadata.deletion_timestamp.is_none())
-            });
+            p.dels
+                .retain(|n| get(n).is_some_and(|pod| pod.metadata.deletion_timestamp.is_none()));
             let expired = p.since.is_some_and(|s| s.elapsed() > TIMEOUT);
             if expired || (p.adds.is_empty() && p.dels.is_empty()) {
                 m.remove(key);

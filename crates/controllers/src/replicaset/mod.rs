@@ -65,7 +65,10 @@ pub async fn run_rc(ctx: Arc<Context>) {
 async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
     let shared = ctx.pods();
     shared.ready().await;
-    let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<K>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    );
     let owners_store = controller.store();
     let state = Arc::new(Loop {
         client: ctx.client.clone(),
@@ -277,10 +280,7 @@ async fn manage<K: ReplicaKind>(
         // quota or validation refusal costs one request, not hundreds.
         while done < want {
             let size = batch.min(want - done);
-            let results = futures::future::join_all(
-                (0..size).map(|_| api.create(&pp, &pod)),
-            )
-            .await;
+            let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
             let mut err: Option<kube::Error> = None;
             for r in results {
                 match r {
@@ -379,8 +379,13 @@ fn generated_name_as_prefix(msg: &str, pod: &Pod) -> String {
         return msg.to_string();
     };
     let head = format!("pods \"{prefix}");
-    match msg.strip_prefix(&head).and_then(|rest| rest.split_once('"')) {
-        Some((suffix, tail)) if suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) => {
+    match msg
+        .strip_prefix(&head)
+        .and_then(|rest| rest.split_once('"'))
+    {
+        Some((suffix, tail))
+            if suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
             format!("{head}\"{tail}")
         }
         _ => msg.to_string(),
@@ -401,7 +406,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_generate_name_as_upstream() {
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"generateName": "bad-"}})).unwrap();
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"generateName": "bad-"}})).unwrap();
         assert_eq!(
             generated_name_as_prefix(r#"pods "bad-x7k2p" is forbidden: exceeded quota"#, &pod),
             r#"pods "bad-" is forbidden: exceeded quota"#
