@@ -365,22 +365,20 @@ fn recreate_stops_old_pods_before_starting_new_ones() {
                 .env("KUBECONFIG", &kc)
                 .args(["get", "pods", "-l", "app=rc8", "-o", "json"])
                 .output();
-            if let Ok(v) = out.map(|o| serde_json::from_slice::<Value>(&o.stdout)) {
-                if let Ok(v) = v {
-                    let hashes: Vec<String> = items(&v)
-                        .iter()
-                        .filter(|p| p["status"]["phase"] == "Running")
-                        .filter_map(|p| {
-                            p["metadata"]["labels"]["pod-template-hash"]
-                                .as_str()
-                                .map(String::from)
-                        })
-                        .collect();
-                    if hashes.iter().any(|h| *h == oh) && hashes.iter().any(|h| *h != oh) {
-                        ov.store(true, Ordering::SeqCst);
-                    }
-                    n += 1;
+            if let Ok(Ok(v)) = out.map(|o| serde_json::from_slice::<Value>(&o.stdout)) {
+                let hashes: Vec<String> = items(&v)
+                    .iter()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .filter_map(|p| {
+                        p["metadata"]["labels"]["pod-template-hash"]
+                            .as_str()
+                            .map(String::from)
+                    })
+                    .collect();
+                if hashes.contains(&oh) && hashes.iter().any(|h| *h != oh) {
+                    ov.store(true, Ordering::SeqCst);
                 }
+                n += 1;
             }
         }
         n
