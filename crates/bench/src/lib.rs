@@ -24,10 +24,11 @@ pub const SCENARIOS: &[&str] = &[
     "watch-fanout",
     "startup",
     "schedule",
+    "deployment",
 ];
 
 /// Scenarios that need more than an API server (nodes, a scheduler): run only when named.
-pub const ON_REQUEST: &[&str] = &["schedule"];
+pub const ON_REQUEST: &[&str] = &["schedule", "deployment"];
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -55,6 +56,8 @@ pub struct Options {
     pub startup_runs: usize,
     /// Pods the `schedule` scenario creates.
     pub pods: usize,
+    /// Replicas of the `deployment` scenario's Deployment.
+    pub deployment_replicas: usize,
     /// The server's process id, when it runs on this machine: its RSS is reported.
     pub server_pid: Option<u32>,
     /// The capstan binary the `startup` scenario starts.
@@ -78,6 +81,7 @@ impl Options {
             event_interval_ms: 20,
             startup_runs: 5,
             pods: 30_000,
+            deployment_replicas: 1000,
             server_pid: None,
             capstan_binary: None,
         }
@@ -97,6 +101,7 @@ impl Options {
         self.event_interval_ms = 5;
         self.startup_runs = 2;
         self.pods = 300;
+        self.deployment_replicas = 50;
         self
     }
 }

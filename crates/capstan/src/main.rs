@@ -140,8 +140,8 @@ enum Command {
         /// Context to use instead of the kubeconfig's current one.
         #[arg(long)]
         context: Option<String>,
-        /// Scenario to run (repeatable); without it every scenario but schedule (which needs
-        /// nodes and a scheduler) runs.
+        /// Scenario to run (repeatable); without it every scenario but schedule and
+        /// deployment (which need nodes, a scheduler and the controllers) runs.
         #[arg(long = "scenario", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(capstan_bench::SCENARIOS))]
         scenarios: Vec<String>,
         /// Concurrent clients for create and get (default 8; 4 with --quick).
@@ -165,6 +165,9 @@ enum Command {
         /// Pods the schedule scenario creates (default 30000; 300 with --quick).
         #[arg(long)]
         pods: Option<usize>,
+        /// Replicas of the deployment scenario's Deployment (default 1000; 50 with --quick).
+        #[arg(long)]
+        deployment_replicas: Option<usize>,
         /// The server's process id, if it runs on this machine: schedule reports its RSS.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -342,6 +345,7 @@ fn main() -> anyhow::Result<()> {
             contention_clients,
             updates,
             pods,
+            deployment_replicas,
             server_pid,
             quick,
             capstan_binary,
@@ -362,6 +366,7 @@ fn main() -> anyhow::Result<()> {
             opts.contention_clients = contention_clients.unwrap_or(opts.contention_clients);
             opts.updates = updates.unwrap_or(opts.updates);
             opts.pods = pods.unwrap_or(opts.pods);
+            opts.deployment_replicas = deployment_replicas.unwrap_or(opts.deployment_replicas);
             opts.server_pid = server_pid;
             let before = match &compare {
                 Some(p) => Some(

@@ -33,6 +33,11 @@ pub struct Options {
     /// `offset_seconds`, running `speed` times as fast from the moment the loop starts.
     pub cronjob_clock_offset_seconds: i64,
     pub cronjob_clock_speed: f64,
+    /// First delay before a ReplicaSet/Deployment retries what the API refused, doubling
+    /// per failure up to `replica_backoff_max` (upstream's workqueue rate limiter caps at
+    /// 1000 s).
+    pub replica_backoff_base: Duration,
+    pub replica_backoff_max: Duration,
 }
 
 impl Default for Options {
@@ -46,6 +51,8 @@ impl Default for Options {
             job_pod_failure_backoff: Duration::from_secs(10),
             cronjob_clock_offset_seconds: 0,
             cronjob_clock_speed: 1.0,
+            replica_backoff_base: Duration::from_secs(1),
+            replica_backoff_max: Duration::from_secs(1000),
         }
     }
 }

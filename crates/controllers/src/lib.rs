@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod context;
 pub mod cronjob;
 pub mod daemonset;
+pub mod deployment;
 pub mod disruption;
 pub mod events;
 pub mod garbage_collector;
@@ -17,6 +18,8 @@ pub mod job;
 pub mod leader;
 pub mod owners;
 pub mod pods;
+pub mod replicaset;
+pub mod replicationcontroller;
 pub mod retry_gate;
 pub mod statefulset;
 pub mod ttl_after_finished;
@@ -41,14 +44,19 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+        ("cronjob", |ctx| tokio::spawn(cronjob::run(ctx))),
+        ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
+        ("deployment", |ctx| tokio::spawn(deployment::run(ctx))),
+        ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
         ("garbage-collector", |ctx| {
             tokio::spawn(garbage_collector::run(ctx))
         }),
-        ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
-        ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
-        ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
-        ("cronjob", |ctx| tokio::spawn(cronjob::run(ctx))),
         ("job", |ctx| tokio::spawn(job::run(ctx))),
+        ("replicaset", |ctx| tokio::spawn(replicaset::run(ctx))),
+        ("replicationcontroller", |ctx| {
+            tokio::spawn(replicationcontroller::run(ctx))
+        }),
+        ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
         ("ttl-after-finished", |ctx| {
             tokio::spawn(ttl_after_finished::run(ctx))
         }),

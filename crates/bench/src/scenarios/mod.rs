@@ -3,6 +3,7 @@
 
 mod contention;
 mod create;
+mod deployment;
 mod get;
 mod list;
 mod schedule;
@@ -56,6 +57,7 @@ impl Ctx {
             "watch-fanout" => watch_fanout::run(self).await,
             "startup" => startup::run(self).await,
             "schedule" => schedule::run(self).await,
+            "deployment" => deployment::run(self).await,
             other => Err(BenchError::Config(format!("unknown scenario {other:?}"))),
         }
     }

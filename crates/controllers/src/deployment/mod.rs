@@ -1,0 +1,125 @@
+//! The Deployment loop (upstream `deployment` controller): ReplicaSets per pod template
+//! (`pod-template-hash`), RollingUpdate and Recreate, revisions and history cleanup,
+//! proportional scaling, pause, and the Progressing/Available conditions.
+
+mod progress;
+mod rollout;
+mod sync;
+pub mod util;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::Resource;
+
+use crate::backoff::Backoff;
+use crate::context::Context;
+use crate::events::Recorder;
+use crate::pods;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} for deployment {key}: {source}")]
+    Api {
+        key: String,
+        what: &'static str,
+        source: kube::Error,
+    },
+    #[error("hash collision for deployment {key}: replica set {name} exists with another template; collisionCount is now {count}")]
+    Collision {
+        key: String,
+        name: String,
+        count: i32,
+    },
+}
+
+/// The loop's state, shared by its reconciles.
+pub struct Loop {
+    client: kube::Client,
+    rss: Store<ReplicaSet>,
+    /// Set once `rss` has its first list (see `informers::Ready`).
+    rss_ready: crate::informers::Ready,
+    pods: Store<Pod>,
+    recorder: Recorder,
+    backoff: Backoff,
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let shared = ctx.pods();
+    shared.ready().await;
+    // The loop's own ReplicaSet informer (ReplicaSets are few; pods are shared).
+    let (rss, writer) = reflector::store();
+    let rs_changes = reflector::reflector(
+        writer,
+        watcher(
+            Api::<ReplicaSet>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let state = Arc::new(Loop {
+        client: ctx.client.clone(),
+        rss_ready: crate::informers::Ready::of(&rss),
+        rss,
+        pods: shared.store.clone(),
+        recorder: ctx.recorder("deployment-controller"),
+        backoff: Backoff::new(ctx.opts.replica_backoff_base, ctx.opts.replica_backoff_max),
+    });
+    Controller::new(
+        Api::<Deployment>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .owns_stream(rs_changes)
+    .run(reconcile, error_policy, state)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(d: Arc<Deployment>, err: &Error, state: Arc<Loop>) -> Action {
+    let key = pods::key(d.meta());
+    // A conflict means this sync read a stale ReplicaSet: the newer one is on its way.
+    if let Error::Api {
+        source: kube::Error::Api(s),
+        ..
+    } = err
+    {
+        if s.code == 409 {
+            tracing::debug!(%key, "stale replica set; syncing again");
+            return Action::requeue(Duration::from_millis(200));
+        }
+    }
+    let (attempts, delay) = state.backoff.failed(&key);
+    tracing::warn!(%key, attempts, error = %err, "deployment sync failed; retrying");
+    Action::requeue(delay)
+}
+
+async fn reconcile(d: Arc<Deployment>, state: Arc<Loop>) -> Result<Action, Error> {
+    state.rss_ready.wait().await;
+    let key = pods::key(d.meta());
+    let mut s = sync::Sync::load(&d, &state).await?;
+    let requeue = if d.metadata.deletion_timestamp.is_some() {
+        s.sync_status_only().await?
+    } else {
+        s.check_paused_conditions();
+        if util::paused(&d) || s.is_scaling_event() {
+            s.sync_scale().await?
+        } else if util::is_recreate(&d) {
+            s.rollout_recreate().await?
+        } else {
+            s.rollout_rolling().await?
+        }
+    };
+    state.backoff.reset(&key);
+    Ok(match requeue {
+        Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    })
+}

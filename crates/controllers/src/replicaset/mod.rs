@@ -1,0 +1,420 @@
+//! The ReplicaSet loop (upstream `replicaset` and `replicationcontroller` controllers: one
+//! code path over both kinds): claim pods by selector, create or delete to the desired count
+//! in slow-start batches, report status and `ReplicaFailure`, retry refused creates with
+//! back-off.
+
+mod delete_order;
+mod expectations;
+pub mod kind;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capstan_scheduler::selectors::labels_of;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::ResourceExt;
+use serde_json::json;
+
+use crate::backoff::Backoff;
+use crate::context::Context;
+use crate::events::{EventType, Recorder};
+use crate::{owners, pods};
+use expectations::Expectations;
+use kind::{Counts, Failure, ReplicaKind};
+
+/// Most pods created or deleted by one sync (upstream's BurstReplicas).
+const BURST_REPLICAS: usize = 500;
+/// Slow start begins with this many creates, doubling while they succeed.
+const SLOW_START_INITIAL: usize = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status of {key}: {source}")]
+    Status { key: String, source: kube::Error },
+}
+
+/// The loop's state, shared by its reconciles.
+pub struct Loop<K: ReplicaKind> {
+    client: kube::Client,
+    pods: Store<Pod>,
+    owners: Store<K>,
+    expectations: Expectations,
+    backoff: Backoff,
+    /// Per key: when the next create/delete may be tried after a failure, and the
+    /// generation that failed (a spec change retries at once: the cause may be gone).
+    retry_at: Mutex<HashMap<String, (Instant, i64)>>,
+    recorder: Recorder,
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    run_kind::<ReplicaSet>(ctx).await
+}
+
+pub async fn run_rc(ctx: Arc<Context>) {
+    run_kind::<ReplicationController>(ctx).await
+}
+
+async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
+    let shared = ctx.pods();
+    shared.ready().await;
+    let controller = Controller::new(
+        Api::<K>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    );
+    let owners_store = controller.store();
+    let state = Arc::new(Loop {
+        client: ctx.client.clone(),
+        pods: shared.store.clone(),
+        owners: owners_store.clone(),
+        expectations: Expectations::default(),
+        backoff: Backoff::new(ctx.opts.replica_backoff_base, ctx.opts.replica_backoff_max),
+        retry_at: Mutex::new(HashMap::new()),
+        recorder: ctx.recorder(K::COMPONENT),
+    });
+    let mapper_state = state.clone();
+    let kind = K::kind(&()).into_owned();
+    let api_version = K::api_version(&()).into_owned();
+    controller
+        .watches_shared_stream(shared.subscribe(), move |pod: Arc<Pod>| {
+            let ns = pod.namespace().unwrap_or_default();
+            match owners::controller_of(&pod.metadata) {
+                Some(r) if r.kind == kind && r.api_version == api_version => {
+                    mapper_state
+                        .expectations
+                        .observed(&format!("{ns}/{}", r.name), &pod.name_any());
+                    vec![ObjectRef::new(&r.name).within(&ns)]
+                }
+                Some(_) => vec![],
+                // An orphan: every owner whose selector picks it may adopt it.
+                None => mapper_state
+                    .owners
+                    .state()
+                    .iter()
+                    .filter(|o| o.namespace().as_deref() == Some(&ns))
+                    .filter(|o| o.selects(labels_of(&pod.metadata)))
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect(),
+            }
+        })
+        .run(reconcile::<K>, error_policy::<K>, state)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy<K: ReplicaKind>(obj: Arc<K>, err: &Error, state: Arc<Loop<K>>) -> Action {
+    let key = pods::key(obj.meta());
+    let (attempts, delay) = state.backoff.failed(&format!("{key}#status"));
+    tracing::warn!(%key, attempts, error = %err, "replica sync failed; retrying");
+    Action::requeue(delay)
+}
+
+async fn reconcile<K: ReplicaKind>(owner: Arc<K>, state: Arc<Loop<K>>) -> Result<Action, Error> {
+    let meta = owner.meta();
+    let key = pods::key(meta);
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+    if state.owners.get(&ObjectRef::from_obj(&*owner)).is_none() {
+        state.expectations.forget(&key);
+        state.backoff.reset(&key);
+        return Ok(Action::await_change());
+    }
+    let deleting = meta.deletion_timestamp.is_some();
+    let generation = meta.generation.unwrap_or(0);
+
+    // Candidates: active pods of the namespace this owner controls or may adopt.
+    let candidates: Vec<Pod> = state
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns) && pods::is_active(p))
+        .filter(|p| match owners::controller_of(&p.metadata) {
+            Some(r) => r.uid == uid,
+            None => owner.selects(labels_of(&p.metadata)),
+        })
+        .map(|p| (**p).clone())
+        .collect();
+    let pod_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
+    let oref = owners::controller_ref(&*owner);
+    let claimed = owners::claim(&pod_api, &oref, deleting, candidates, |p| {
+        owner.selects(labels_of(&p.metadata))
+    })
+    .await;
+
+    // Manage replicas unless earlier creates/deletes are still unseen or a failure's
+    // back-off has not run out (for the same spec).
+    let mut failure: Failure = None;
+    let mut requeue: Option<Duration> = None;
+    let backing_off = {
+        let m = state.retry_at.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&key)
+            .filter(|(at, g)| *g == generation && *at > Instant::now())
+            .map(|(at, _)| *at)
+    };
+    if let Some(at) = backing_off {
+        // Keep showing the failure until the retry says otherwise.
+        failure = current_failure(&*owner);
+        requeue = Some(at.saturating_duration_since(Instant::now()));
+    } else if !deleting && state.expectations.satisfied(&key, &ns, &state.pods) {
+        if let Some((reason, message)) = manage(&*owner, &key, &claimed, &pod_api, &state).await {
+            let (attempts, delay) = state.backoff.failed(&key);
+            let next = Timestamp::now()
+                .checked_add(jiff_span(delay))
+                .unwrap_or_else(|_| Timestamp::now());
+            let shown = format!(
+                "{message} (attempt {attempts}; next retry in {}s at {})",
+                delay.as_secs(),
+                next.strftime("%Y-%m-%dT%H:%M:%SZ")
+            );
+            state
+                .retry_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), (Instant::now() + delay, generation));
+            failure = Some((reason, shown));
+            requeue = Some(delay);
+        } else {
+            state.backoff.reset(&key);
+            state
+                .retry_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+    }
+
+    // Status from the pods claimed at the start of this sync (upstream's calculateStatus).
+    let now = Timestamp::now();
+    let min_ready = owner.min_ready_seconds();
+    let labels = owner
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let mut counts = Counts {
+        replicas: claimed.len() as i32,
+        observed_generation: generation,
+        ..Counts::default()
+    };
+    let mut next_available: Option<i64> = None;
+    for p in &claimed {
+        let have = labels_of(&p.metadata);
+        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            counts.fully_labeled += 1;
+        }
+        if let Some(since) = pods::ready_since(p) {
+            counts.ready += 1;
+            if pods::is_available(p, min_ready, now) {
+                counts.available += 1;
+            } else {
+                let at = since.as_second() + i64::from(min_ready);
+                next_available = Some(next_available.map_or(at, |n| n.min(at)));
+            }
+        }
+    }
+    if let Some(status) = owner.status_update(&counts, &failure) {
+        let api: Api<K> = Api::namespaced(state.client.clone(), &ns);
+        api.patch_status(
+            &owner.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            key: key.clone(),
+            source,
+        })?;
+    }
+    state.backoff.reset(&format!("{key}#status"));
+    // Wake when the next pod becomes available (minReadySeconds), not on a timer.
+    if let Some(at) = next_available {
+        let wait = Duration::from_millis(((at - now.as_second()).max(0) as u64) * 1000 + 100);
+        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn jiff_span(d: Duration) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_secs(d.as_secs() as i64)
+}
+
+/// The `ReplicaFailure` condition as stored, for keeping it while backing off.
+fn current_failure<K: ReplicaKind>(owner: &K) -> Failure {
+    let v = serde_json::to_value(owner).ok()?;
+    let c = v
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")?;
+    Some((
+        c["reason"].as_str()?.to_string(),
+        c["message"].as_str()?.to_string(),
+    ))
+}
+
+/// Create or delete pods towards the desired count. Returns the failure (reason, the
+/// API's message) if any create or delete was refused.
+async fn manage<K: ReplicaKind>(
+    owner: &K,
+    key: &str,
+    claimed: &[Pod],
+    api: &Api<Pod>,
+    state: &Loop<K>,
+) -> Option<(String, String)> {
+    let diff = claimed.len() as i64 - i64::from(owner.replicas());
+    if diff < 0 {
+        let want = ((-diff) as usize).min(BURST_REPLICAS);
+        let template = owner.template()?;
+        let pod = pods::from_template(template, owners::controller_ref(owner), &owner.name_any());
+        let pp = PostParams::default();
+        let mut batch = SLOW_START_INITIAL;
+        let mut done = 0;
+        // Slow start: 1, 2, 4 … creates at a time; stop at the first failing batch so a
+        // quota or validation refusal costs one request, not hundreds.
+        while done < want {
+            let size = batch.min(want - done);
+            let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
+            let mut err: Option<kube::Error> = None;
+            for r in results {
+                match r {
+                    Ok(created) => {
+                        let name = created.name_any();
+                        state.expectations.expect_add(key, &name);
+                        state
+                            .recorder
+                            .record(
+                                owner,
+                                EventType::Normal,
+                                "SuccessfulCreate",
+                                &format!("Created pod: {name}"),
+                            )
+                            .await;
+                    }
+                    Err(e) => err = Some(e),
+                }
+            }
+            if let Some(e) = err {
+                let msg = generated_name_as_prefix(&api_message(&e), &pod);
+                tracing::info!(%key, error = %msg, "pod create refused");
+                state
+                    .recorder
+                    .record(
+                        owner,
+                        EventType::Warning,
+                        "FailedCreate",
+                        &format!("Error creating: {msg}"),
+                    )
+                    .await;
+                return Some(("FailedCreate".into(), msg));
+            }
+            done += size;
+            batch *= 2;
+        }
+        None
+    } else if diff > 0 {
+        let n = (diff as usize).min(BURST_REPLICAS);
+        let victims: Vec<Pod> = delete_order::order_for_deletion(claimed.to_vec(), claimed)
+            .into_iter()
+            .take(n)
+            .collect();
+        for v in &victims {
+            state.expectations.expect_delete(key, &v.name_any());
+        }
+        let results = futures::future::join_all(victims.iter().map(|v| async move {
+            (
+                v.name_any(),
+                api.delete(&v.name_any(), &DeleteParams::default()).await,
+            )
+        }))
+        .await;
+        let mut failure = None;
+        for (name, r) in results {
+            match r {
+                Ok(_) => {
+                    state
+                        .recorder
+                        .record(
+                            owner,
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            &format!("Deleted pod: {name}"),
+                        )
+                        .await
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    state.expectations.forget_delete(key, &name);
+                    let msg = api_message(&e);
+                    state
+                        .recorder
+                        .record(
+                            owner,
+                            EventType::Warning,
+                            "FailedDelete",
+                            &format!("Error deleting: {msg}"),
+                        )
+                        .await;
+                    failure = Some(("FailedDelete".to_string(), msg));
+                }
+            }
+        }
+        failure
+    } else {
+        None
+    }
+}
+
+/// Upstream's admission errors name a pod being created by its `generateName` (the name
+/// is generated after admission); capstan's API server names the generated pod. Word it
+/// as upstream does, so repeats of one refusal read the same and aggregate into one Event.
+fn generated_name_as_prefix(msg: &str, pod: &Pod) -> String {
+    let Some(prefix) = pod.metadata.generate_name.as_deref() else {
+        return msg.to_string();
+    };
+    let head = format!("pods \"{prefix}");
+    match msg
+        .strip_prefix(&head)
+        .and_then(|rest| rest.split_once('"'))
+    {
+        Some((suffix, tail))
+            if suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            format!("{head}\"{tail}")
+        }
+        _ => msg.to_string(),
+    }
+}
+
+/// The API's own message for a refused request (what upstream shows in the condition).
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_generate_name_as_upstream() {
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"generateName": "bad-"}})).unwrap();
+        assert_eq!(
+            generated_name_as_prefix(r#"pods "bad-x7k2p" is forbidden: exceeded quota"#, &pod),
+            r#"pods "bad-" is forbidden: exceeded quota"#
+        );
+        assert_eq!(
+            generated_name_as_prefix(r#"pods "other" is forbidden: x"#, &pod),
+            r#"pods "other" is forbidden: x"#
+        );
+    }
+}
