@@ -20,6 +20,17 @@ pub struct Options {
     pub lease_duration: Duration,
     /// Loops not to run, by upstream's controller name (`--controllers=-name`).
     pub disabled: HashSet<String>,
+    /// The cluster CA (PEM) the root-CA publisher writes into every namespace as
+    /// `kube-root-ca.crt` (upstream's `--root-ca-file`); nothing is published without it.
+    pub root_ca_pem: Option<String>,
+    /// How long a node's Lease may go unrenewed before it is Ready=Unknown (upstream's
+    /// `--node-monitor-grace-period`, 50 s).
+    pub node_monitor_grace_period: Duration,
+    /// Terminated pods kept before the oldest are deleted (upstream's
+    /// `--terminated-pod-gc-threshold`, 12500; 0 keeps them all).
+    pub terminated_pod_gc_threshold: usize,
+    /// Endpoints per EndpointSlice (upstream's `--max-endpoints-per-slice`, 100).
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for Options {
@@ -28,6 +39,10 @@ impl Default for Options {
             identity: format!("capstan-{}", std::process::id()),
             lease_duration: Duration::from_secs(15),
             disabled: HashSet::new(),
+            root_ca_pem: None,
+            node_monitor_grace_period: Duration::from_secs(50),
+            terminated_pod_gc_threshold: 12500,
+            max_endpoints_per_slice: 100,
         }
     }
 }

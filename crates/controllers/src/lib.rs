@@ -5,12 +5,22 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod hash;
 pub mod informers;
 pub mod leader;
+pub mod namespace;
+pub mod node_lifecycle;
 pub mod owners;
+pub mod podgc;
 pub mod pods;
+pub mod resourcequota;
+pub mod root_ca_publisher;
+pub mod service_pods;
+pub mod serviceaccount;
+pub mod taint_eviction;
 
 use std::sync::Arc;
 
@@ -32,6 +42,15 @@ type Start = fn(Arc<Context>) -> JoinHandle<()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Start)> = vec![
         // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
+        ("endpoints", |ctx| tokio::spawn(endpoints::run(ctx))),
+        ("endpointslice", |ctx| tokio::spawn(endpointslice::run(ctx))),
+        ("namespace", |ctx| tokio::spawn(namespace::run(ctx))),
+        ("node-lifecycle", |ctx| tokio::spawn(node_lifecycle::run(ctx))),
+        ("pod-garbage-collector", |ctx| tokio::spawn(podgc::run(ctx))),
+        ("resourcequota", |ctx| tokio::spawn(resourcequota::run(ctx))),
+        ("root-ca-cert-publisher", |ctx| tokio::spawn(root_ca_publisher::run(ctx))),
+        ("serviceaccount", |ctx| tokio::spawn(serviceaccount::run(ctx))),
+        ("taint-eviction-controller", |ctx| tokio::spawn(taint_eviction::run(ctx))),
     ];
     loops
         .into_iter()
