@@ -75,6 +75,11 @@ async fn delete_endpoints(client: kube::Client, svc: &Service) {
     }
 }
 
+/// A write refused because the namespace is being deleted: nothing to do there any more.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("because it is being terminated"))
+}
+
 fn error_policy(svc: Arc<Service>, err: &kube::Error, lp: Arc<Loop>) -> Action {
     let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
     let (attempts, delay) = lp.backoff.failed(&key);
@@ -214,6 +219,7 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
         Err(kube::Error::Api(s)) if s.code == 409 => {
             return Ok(Action::requeue(Duration::from_millis(100)))
         }
+        Err(e) if namespace_terminating(&e) => return Ok(Action::await_change()),
         Err(e) => return Err(e),
     }
     lp.backoff.reset(&key);

@@ -54,6 +54,11 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
+/// A write refused because the namespace is being deleted: nothing to do there any more.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("because it is being terminated"))
+}
+
 fn error_policy(svc: Arc<Service>, err: &kube::Error, lp: Arc<Loop>) -> Action {
     let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
     let (attempts, delay) = lp.backoff.failed(&key);
@@ -229,7 +234,11 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
                     endpoints: eps,
                     ports,
                 };
-                api.create(&PostParams::default(), &slice).await?;
+                match api.create(&PostParams::default(), &slice).await {
+                    Ok(_) => {}
+                    Err(e) if namespace_terminating(&e) => return Ok(Action::await_change()),
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

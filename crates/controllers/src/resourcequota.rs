@@ -1,6 +1,6 @@
 //! The ResourceQuota controller (upstream's pkg/controller/resourcequota): `status.hard`
-//! mirrors the spec and `status.used` counts what the namespace holds, recomputed when the
-//! counted objects change (and every five minutes, upstream's full resync).
+//! mirrors the spec and `status.used` counts what the namespace holds, recounted when `hard`
+//! changes, when counted objects end or go, and every five minutes (upstream's resync).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use capstan_scheduler::quantity;
@@ -50,43 +50,81 @@ fn quotas_of<K: Resource>(store: &Store<ResourceQuota>, obj: &K) -> Vec<ObjectRe
         .collect()
 }
 
+/// The namespaces where objects of a kind are deleted (upstream's replenishment: a delete
+/// gives quota back; a create was charged by admission already).
+fn deletions<K>(api: Api<K>) -> futures::stream::BoxStream<'static, String>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|ev| async move {
+            match ev {
+                Ok(watcher::Event::Delete(o)) => o.meta().namespace.clone(),
+                _ => None,
+            }
+        })
+        .boxed()
+}
+
 pub async fn run(ctx: Arc<Context>) {
     let lp = Arc::new(Loop {
         ctx: ctx.clone(),
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(60)),
     });
     let c = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<ResourceQuota>::all(c.clone()),
-        watcher::Config::default(),
+    // Quotas trigger a count when their `hard` changes, not when `used` does: admission
+    // charges `used` for objects not stored yet, and a count then would undo the charge.
+    let (store, writer) = reflector::store();
+    let quotas = reflector::reflector(
+        writer,
+        watcher(Api::<ResourceQuota>::all(c.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(
+        |q: &ResourceQuota| {
+            let text = serde_json::to_string(&(
+                q.spec.as_ref().map(|s| &s.hard),
+                q.status.as_ref().map(|s| &s.hard),
+            ))
+            .unwrap_or_default();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&text, &mut h);
+            Some(std::hash::Hasher::finish(&h))
+        },
+        PredicateConfig::default(),
     );
-    let store = controller.store();
-    let wc = watcher::Config::default;
-    let (s1, s2, s3, s4, s5, s6) = (
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-    );
-    controller
+    let replenished = futures::stream::select_all([
+        deletions(Api::<Service>::all(c.clone())),
+        deletions(Api::<ConfigMap>::all(c.clone())),
+        deletions(Api::<Secret>::all(c.clone())),
+        deletions(Api::<PersistentVolumeClaim>::all(c.clone())),
+        deletions(Api::<ReplicationController>::all(c.clone())),
+    ]);
+    let in_ns = store.clone();
+    let replenished = replenished.flat_map(move |ns| {
+        let refs: Vec<ObjectRef<ResourceQuota>> = in_ns
+            .state()
+            .iter()
+            .filter(|q| q.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .map(|q| ObjectRef::from_obj(q.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    });
+    let (by_pod, pods) = (store.clone(), ctx.pods().store.clone());
+    Controller::for_stream(quotas, store)
+        // A pod gives its quota back when it ends or is gone.
         .watches_shared_stream(ctx.pods().subscribe(), move |p: Arc<Pod>| {
-            quotas_of(&s1, p.as_ref())
+            let gone = pods.get(&ObjectRef::from_obj(p.as_ref())).is_none();
+            if gone || pods::is_terminal(&p) {
+                quotas_of(&by_pod, p.as_ref())
+            } else {
+                Vec::new()
+            }
         })
-        .watches(Api::<Service>::all(c.clone()), wc(), move |o| quotas_of(&s2, &o))
-        .watches(Api::<ConfigMap>::all(c.clone()), wc(), move |o| quotas_of(&s3, &o))
-        .watches(Api::<Secret>::all(c.clone()), wc(), move |o| quotas_of(&s4, &o))
-        .watches(
-            Api::<PersistentVolumeClaim>::all(c.clone()),
-            wc(),
-            move |o| quotas_of(&s5, &o),
-        )
-        .watches(
-            Api::<ReplicationController>::all(c.clone()),
-            wc(),
-            move |o| quotas_of(&s6, &o),
-        )
+        .reconcile_on(replenished)
         .run(reconcile, error_policy, lp)
         .for_each(|_| async {})
         .await;
