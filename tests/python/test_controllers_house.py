@@ -33,7 +33,11 @@ def test_quota_refuses_the_pod_beyond_it_with_upstreams_message(core):
         "default",
         client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="q"), spec=client.V1ResourceQuotaSpec(hard={"pods": "1"})),
     )
-    wait_for("the quota's status", lambda: (core.read_namespaced_resource_quota("q", "default").status.used or {}).get("pods") == "0")
+    def used_pods():
+        status = core.read_namespaced_resource_quota("q", "default").status
+        return ((status and status.used) or {}).get("pods")
+
+    wait_for("the quota's status", lambda: used_pods() == "0")
     core.create_namespaced_pod("default", pod("one"))
     with pytest.raises(ApiException) as e:
         core.create_namespaced_pod("default", pod("two"))
@@ -41,8 +45,8 @@ def test_quota_refuses_the_pod_beyond_it_with_upstreams_message(core):
     body = json.loads(e.value.body)
     assert body["reason"] == "Forbidden"
     assert body["message"] == 'pods "two" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
-    q = wait_for("used pods=1", lambda: (lambda q: q if q.status.used.get("pods") == "1" else None)(core.read_namespaced_resource_quota("q", "default")))
-    assert q.status.hard == {"pods": "1"}
+    wait_for("used pods=1", lambda: used_pods() == "1")
+    assert core.read_namespaced_resource_quota("q", "default").status.hard == {"pods": "1"}
 
 
 def test_a_new_namespace_gets_its_account_and_ca_and_goes_when_deleted(core):

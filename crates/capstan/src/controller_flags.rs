@@ -65,9 +65,10 @@ impl ControllerFlags {
             }
         }
         let root_ca_pem = match &self.root_ca_file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                anyhow::anyhow!("--root-ca-file {}: {e}", p.display())
-            })?),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("--root-ca-file {}: {e}", p.display()))?,
+            ),
             None => None,
         };
         Ok(capstan_controllers::Options {

@@ -41,7 +41,10 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let events = reflector::reflector(
         writer,
-        watcher(Api::<Service>::all(ctx.client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<Service>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .inspect(move |ev| {
@@ -69,9 +72,13 @@ async fn delete_endpoints(client: kube::Client, svc: &Service) {
     }
     let api: Api<Endpoints> = Api::namespaced(client, &ns);
     match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => tracing::debug!(namespace = %ns, service = %name, "endpoints deleted with their service"),
+        Ok(_) => {
+            tracing::debug!(namespace = %ns, service = %name, "endpoints deleted with their service")
+        }
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => tracing::warn!(namespace = %ns, service = %name, error = %e, "could not delete a deleted service's endpoints"),
+        Err(e) => {
+            tracing::warn!(namespace = %ns, service = %name, error = %e, "could not delete a deleted service's endpoints")
+        }
     }
 }
 
@@ -96,6 +103,13 @@ fn address(svc: &Service, pod: &Pod, ip: &str) -> EndpointAddress {
     }
 }
 
+/// One port set's ports, ready and not-ready addresses.
+type Subset = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
 /// Upstream's RepackSubsets: one subset per distinct port set, addresses sorted by IP.
 fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSubset>, Vec<Arc<Pod>>, bool) {
     let publish = sp::publishes_not_ready(svc);
@@ -104,8 +118,7 @@ fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSubset>, Vec<Arc<Po
         .as_ref()
         .and_then(|s| s.ports.clone())
         .unwrap_or_default();
-    let mut by_ports: BTreeMap<String, (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    let mut by_ports: BTreeMap<String, Subset> = BTreeMap::new();
     let mut included = Vec::new();
     let mut count = 0usize;
     let mut truncated = false;
@@ -174,7 +187,8 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
     }
     let pods = sp::selected_pods(&lp.ctx.pods().store, &svc);
     let (subsets, included, truncated) = subsets(&svc, &pods);
-    lp.members.set(&ns, &name, included.iter().map(|p| p.name_any()));
+    lp.members
+        .set(&ns, &name, included.iter().map(|p| p.name_any()));
     let api: Api<Endpoints> = Api::namespaced(lp.ctx.client.clone(), &ns);
     let current = api.get_opt(&name).await?;
     let labels = sp::labels(&svc);
@@ -226,4 +240,3 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
     tracing::debug!(service = %key, addresses = included.len(), "endpoints synced");
     Ok(Action::await_change())
 }
-

@@ -82,12 +82,7 @@ fn address_type(svc: &Service) -> &'static str {
 }
 
 /// One pod as an endpoint, with the ports it serves the Service's ports on.
-fn endpoint(
-    lp: &Loop,
-    svc: &Service,
-    pod: &Pod,
-    ip: &str,
-) -> (Vec<EndpointPort>, Endpoint) {
+fn endpoint(lp: &Loop, svc: &Service, pod: &Pod, ip: &str) -> (Vec<EndpointPort>, Endpoint) {
     let publish = sp::publishes_not_ready(svc);
     let serving = publish || crate::pods::is_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
@@ -158,7 +153,8 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
         g.1.push(ep);
         included.push(pod.clone());
     }
-    lp.members.set(&ns, &name, included.iter().map(|p| p.name_any()));
+    lp.members
+        .set(&ns, &name, included.iter().map(|p| p.name_any()));
     let api: Api<EndpointSlice> = Api::namespaced(lp.ctx.client.clone(), &ns);
     let listed = api
         .list(&ListParams::default().labels(&format!(
@@ -216,7 +212,8 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
                         .insert(sp::TRIGGER_TIME_ANNOTATION.into(), t.clone());
                 }
                 let slice_name = slice.name_any();
-                api.replace(&slice_name, &PostParams::default(), &slice).await?;
+                api.replace(&slice_name, &PostParams::default(), &slice)
+                    .await?;
             }
             None => {
                 let slice = EndpointSlice {
@@ -243,7 +240,10 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
         }
     }
     for slice in spare {
-        match api.delete(&slice.name_any(), &DeleteParams::default()).await {
+        match api
+            .delete(&slice.name_any(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e),

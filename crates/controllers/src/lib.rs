@@ -45,12 +45,20 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("endpoints", |ctx| tokio::spawn(endpoints::run(ctx))),
         ("endpointslice", |ctx| tokio::spawn(endpointslice::run(ctx))),
         ("namespace", |ctx| tokio::spawn(namespace::run(ctx))),
-        ("node-lifecycle", |ctx| tokio::spawn(node_lifecycle::run(ctx))),
+        ("node-lifecycle", |ctx| {
+            tokio::spawn(node_lifecycle::run(ctx))
+        }),
         ("pod-garbage-collector", |ctx| tokio::spawn(podgc::run(ctx))),
         ("resourcequota", |ctx| tokio::spawn(resourcequota::run(ctx))),
-        ("root-ca-cert-publisher", |ctx| tokio::spawn(root_ca_publisher::run(ctx))),
-        ("serviceaccount", |ctx| tokio::spawn(serviceaccount::run(ctx))),
-        ("taint-eviction-controller", |ctx| tokio::spawn(taint_eviction::run(ctx))),
+        ("root-ca-cert-publisher", |ctx| {
+            tokio::spawn(root_ca_publisher::run(ctx))
+        }),
+        ("serviceaccount", |ctx| {
+            tokio::spawn(serviceaccount::run(ctx))
+        }),
+        ("taint-eviction-controller", |ctx| {
+            tokio::spawn(taint_eviction::run(ctx))
+        }),
     ];
     loops
         .into_iter()

@@ -307,12 +307,7 @@ async fn finalize(lp: &Loop, ns: &Namespace) -> Result<(), Error> {
         f.retain(|f| f != FINALIZER);
     }
     match api
-        .replace_subresource(
-            "finalize",
-            &ns.name_any(),
-            &PostParams::default(),
-            &fresh,
-        )
+        .replace_subresource("finalize", &ns.name_any(), &PostParams::default(), &fresh)
         .await
     {
         Ok(_) => Ok(()),

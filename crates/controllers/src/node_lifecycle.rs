@@ -69,7 +69,8 @@ fn millis(t: Timestamp) -> i64 {
 async fn reconcile(node: Arc<Node>, lp: Arc<Loop>) -> Result<Action, kube::Error> {
     let name = node.name_any();
     let now = Timestamp::now();
-    let grace = i64::try_from(lp.ctx.opts.node_monitor_grace_period.as_millis()).unwrap_or(i64::MAX);
+    let grace =
+        i64::try_from(lp.ctx.opts.node_monitor_grace_period.as_millis()).unwrap_or(i64::MAX);
     let leases: Api<Lease> = Api::namespaced(lp.ctx.client.clone(), LEASE_NAMESPACE);
     let renewed = leases
         .get_opt(&name)
@@ -169,7 +170,11 @@ async fn mark_pods_not_ready(lp: &Loop, node: &str) {
         let patch = json!({"status": {"conditions": [
             {"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
         if let Err(e) = api
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
             .await
         {
             tracing::debug!(pod = %pod.name_any(), node, error = %e, "could not mark a pod not ready");

@@ -64,7 +64,12 @@ async fn gc_terminated(ctx: &Context, all: &[Arc<Pod>]) {
     }
     done.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let excess = done.len() - threshold;
-    tracing::info!(terminated = done.len(), threshold, deleting = excess, "garbage collecting terminated pods");
+    tracing::info!(
+        terminated = done.len(),
+        threshold,
+        deleting = excess,
+        "garbage collecting terminated pods"
+    );
     for p in done.into_iter().take(excess) {
         force_delete(ctx, p, None).await;
     }

@@ -79,7 +79,10 @@ pub async fn run(ctx: Arc<Context>) {
     let (store, writer) = reflector::store();
     let quotas = reflector::reflector(
         writer,
-        watcher(Api::<ResourceQuota>::all(c.clone()), watcher::Config::default()),
+        watcher(
+            Api::<ResourceQuota>::all(c.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .applied_objects()
@@ -159,13 +162,24 @@ fn counted(resource: &str) -> Option<(&'static str, &'static str, &'static str, 
         "jobs.batch" => ("batch", "v1", "Job", "jobs"),
         "cronjobs.batch" => ("batch", "v1", "CronJob", "cronjobs"),
         "ingresses.networking.k8s.io" => ("networking.k8s.io", "v1", "Ingress", "ingresses"),
-        "networkpolicies.networking.k8s.io" => {
-            ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
-        }
-        "poddisruptionbudgets.policy" => ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-        "horizontalpodautoscalers.autoscaling" => {
-            ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
-        }
+        "networkpolicies.networking.k8s.io" => (
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+        ),
+        "poddisruptionbudgets.policy" => (
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+        ),
+        "horizontalpodautoscalers.autoscaling" => (
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+        ),
         "leases.coordination.k8s.io" => ("coordination.k8s.io", "v1", "Lease", "leases"),
         _ => return None,
     })
@@ -251,9 +265,7 @@ async fn usage(
             "pods" | "count/pods" => pods.len().to_string(),
             "cpu" | "requests.cpu" => amount(&req, "cpu"),
             "memory" | "requests.memory" => amount(&req, "memory"),
-            "ephemeral-storage" | "requests.ephemeral-storage" => {
-                amount(&req, "ephemeral-storage")
-            }
+            "ephemeral-storage" | "requests.ephemeral-storage" => amount(&req, "ephemeral-storage"),
             "limits.cpu" => amount(&lim, "cpu"),
             "limits.memory" => amount(&lim, "memory"),
             "limits.ephemeral-storage" => amount(&lim, "ephemeral-storage"),
@@ -263,7 +275,11 @@ async fn usage(
                 let svcs = list(lp, ns, "services", &mut lists).await?;
                 let mut n = 0usize;
                 for s in svcs {
-                    let t = s.data.pointer("/spec/type").and_then(|v| v.as_str()).unwrap_or("");
+                    let t = s
+                        .data
+                        .pointer("/spec/type")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("");
                     if name == "services.loadbalancers" {
                         n += usize::from(t == "LoadBalancer");
                     } else if t == "NodePort" || t == "LoadBalancer" {

@@ -37,15 +37,18 @@ pub async fn run(ctx: Arc<Context>) {
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
     let maps: Api<ConfigMap> = Api::all(ctx.client.clone());
-    Controller::new(Api::<Namespace>::all(ctx.client.clone()), watcher::Config::default())
-        .watches(
-            maps,
-            watcher::Config::default().fields(&format!("metadata.name={NAME}")),
-            |cm: ConfigMap| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-        )
-        .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
-        .await;
+    Controller::new(
+        Api::<Namespace>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        maps,
+        watcher::Config::default().fields(&format!("metadata.name={NAME}")),
+        |cm: ConfigMap| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+    )
+    .run(reconcile, error_policy, lp)
+    .for_each(|_| async {})
+    .await;
 }
 
 fn error_policy(ns: Arc<Namespace>, err: &kube::Error, lp: Arc<Loop>) -> Action {
@@ -83,7 +86,9 @@ async fn reconcile(ns: Arc<Namespace>, lp: Arc<Loop>) -> Result<Action, kube::Er
             cm.binary_data = None;
             cm.annotations_mut()
                 .insert(DESCRIPTION_KEY.to_string(), DESCRIPTION.to_string());
-            api.replace(NAME, &PostParams::default(), &cm).await.map(|_| ())
+            api.replace(NAME, &PostParams::default(), &cm)
+                .await
+                .map(|_| ())
         }
         Some(_) => Ok(()),
     };

@@ -238,7 +238,8 @@ mod tests {
             {"name": "a", "ports": [{"name": "http", "containerPort": 8080},
                                     {"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]}}));
         let sp = |tp: serde_json::Value, proto: &str| -> ServicePort {
-            serde_json::from_value(json!({"port": 80, "targetPort": tp, "protocol": proto})).unwrap()
+            serde_json::from_value(json!({"port": 80, "targetPort": tp, "protocol": proto}))
+                .unwrap()
         };
         assert_eq!(target_port(&p, &sp(json!("http"), "TCP")), Some(8080));
         assert_eq!(target_port(&p, &sp(json!("http"), "UDP")), None);

@@ -29,15 +29,18 @@ pub async fn run(ctx: Arc<Context>) {
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
     let accounts: Api<ServiceAccount> = Api::all(ctx.client.clone());
-    Controller::new(Api::<Namespace>::all(ctx.client.clone()), watcher::Config::default())
-        .watches(
-            accounts,
-            watcher::Config::default().fields(&format!("metadata.name={DEFAULT}")),
-            |sa: ServiceAccount| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-        )
-        .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
-        .await;
+    Controller::new(
+        Api::<Namespace>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        accounts,
+        watcher::Config::default().fields(&format!("metadata.name={DEFAULT}")),
+        |sa: ServiceAccount| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+    )
+    .run(reconcile, error_policy, lp)
+    .for_each(|_| async {})
+    .await;
 }
 
 fn error_policy(ns: Arc<Namespace>, err: &kube::Error, lp: Arc<Loop>) -> Action {

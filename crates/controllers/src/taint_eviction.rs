@@ -66,7 +66,10 @@ fn no_execute(node: &Node) -> Vec<Taint> {
 
 /// upstream's Toleration.ToleratesTaint.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = t.key.as_deref().unwrap_or("");
@@ -204,7 +207,7 @@ mod tests {
         let forever = tol(json!({"operator": "Exists"}));
         let other = tol(json!({"key": "x", "operator": "Exists"}));
         let t = std::slice::from_ref(&taint);
-        assert_eq!(toleration_seconds(&[default_300.clone()], t), Some(300));
+        assert_eq!(toleration_seconds(std::slice::from_ref(&default_300), t), Some(300));
         assert_eq!(toleration_seconds(&[default_300, short], t), Some(2));
         assert_eq!(toleration_seconds(&[forever], t), None);
         assert_eq!(toleration_seconds(&[other], t), Some(0));

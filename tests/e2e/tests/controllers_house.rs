@@ -117,7 +117,10 @@ fn a_new_namespace_gets_the_default_service_account_and_the_root_ca() {
             .stdout,
     )
     .expect("utf8");
-    assert!(decoded.contains(first_line), "published CA differs from the server's");
+    assert!(
+        decoded.contains(first_line),
+        "published CA differs from the server's"
+    );
     // A deleted default account comes back.
     s.kubectl_ok(&["delete", "serviceaccount", "default", "-n", "team"]);
     wait_for("the default ServiceAccount again", WITHIN, || {
@@ -147,10 +150,33 @@ fn a_new_namespace_gets_the_default_service_account_and_the_root_ca() {
 fn deleting_a_namespace_empties_and_removes_it() {
     let s = Server::start();
     s.kubectl_ok(&["create", "namespace", "doomed"]);
-    s.kubectl_ok(&["create", "configmap", "c", "-n", "doomed", "--from-literal=a=b"]);
-    s.kubectl_ok(&["create", "secret", "generic", "x", "-n", "doomed", "--from-literal=a=b"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ]);
     s.kubectl_ok(&["create", "deployment", "d", "-n", "doomed", "--image=nginx"]);
-    s.kubectl_ok(&["create", "service", "clusterip", "svc", "-n", "doomed", "--tcp=80"]);
+    s.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "-n",
+        "doomed",
+        "--tcp=80",
+    ]);
     s.kubectl_ok(&["delete", "namespace", "doomed", "--wait=false"]);
     wait_for("the namespace to go", WITHIN, || {
         let out = s.kubectl(&["get", "namespace", "doomed"]);
@@ -159,8 +185,20 @@ fn deleting_a_namespace_empties_and_removes_it() {
     });
     // Re-created empty: nothing of the old contents is left.
     s.kubectl_ok(&["create", "namespace", "doomed"]);
-    let left = s.kubectl_ok(&["get", "configmaps,secrets,deployments,services", "-n", "doomed", "-o", "name"]);
-    assert!(!left.contains("configmap/c") && !left.contains("deployment") && !left.contains("service/svc"), "{left}");
+    let left = s.kubectl_ok(&[
+        "get",
+        "configmaps,secrets,deployments,services",
+        "-n",
+        "doomed",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !left.contains("configmap/c")
+            && !left.contains("deployment")
+            && !left.contains("service/svc"),
+        "{left}"
+    );
 }
 
 #[test]
@@ -168,7 +206,10 @@ fn a_namespace_with_a_lingering_pod_reports_what_remains() {
     let s = Server::start_args(&["--simulated-nodes", "1"]);
     s.kubectl_ok(&["create", "namespace", "slow"]);
     wait_for("the default ServiceAccount", WITHIN, || {
-        s.kubectl(&["get", "sa", "default", "-n", "slow"]).status.success().then_some(())
+        s.kubectl(&["get", "sa", "default", "-n", "slow"])
+            .status
+            .success()
+            .then_some(())
     });
     // A pod whose kubelet takes its time (3 s grace) holds the namespace Terminating.
     apply(
@@ -227,7 +268,10 @@ fn without_controllers_a_deleted_namespace_stays_terminating() {
 /// `kubectl get endpoints web` ENDPOINTS column.
 fn endpoints_column(s: &Server) -> String {
     let out = s.kubectl_ok(&["get", "endpoints", "web", "--no-headers"]);
-    out.split_whitespace().nth(1).unwrap_or_default().to_string()
+    out.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn pod_ip(s: &Server, pod: &str) -> String {
@@ -244,7 +288,10 @@ fn a_services_endpoint_slice_and_endpoints_follow_its_ready_pods() {
     apply(&s, &web_pod("web-a", "sim-node-0", 0));
     apply(&s, &web_pod("web-b", "sim-node-1", 4));
     // Not part of the Service: a different label.
-    apply(&s, &web_pod("other", "sim-node-0", 0).replace("app: web", "app: other"));
+    apply(
+        &s,
+        &web_pod("other", "sim-node-0", 0).replace("app: web", "app: other"),
+    );
     let a = pod_ip(&s, "web-a");
     let b = pod_ip(&s, "web-b");
     // web-a is ready first: the Endpoints list it alone; web-b waits as not ready.
@@ -259,7 +306,10 @@ fn a_services_endpoint_slice_and_endpoints_follow_its_ready_pods() {
     assert_eq!(subset["addresses"][0]["targetRef"]["name"], "web-a");
     assert_eq!(subset["addresses"][0]["nodeName"], "sim-node-0");
     assert_eq!(ep["metadata"]["labels"]["tier"], "front");
-    assert!(ep["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"].is_string());
+    assert!(
+        ep["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"]
+            .is_string()
+    );
     // The slice: both pods, web-b not yet ready, the named port resolved.
     let slices = s.kubectl_ok(&[
         "get",
@@ -271,8 +321,11 @@ fn a_services_endpoint_slice_and_endpoints_follow_its_ready_pods() {
     let cols: Vec<&str> = slices.split_whitespace().collect();
     assert_eq!(cols[1], "IPv4", "{slices}");
     assert_eq!(cols[2], "8080", "{slices}");
-    let slice = &get_json(&s, &["endpointslices", "-l", "kubernetes.io/service-name=web"])
-        .expect("slices")["items"][0];
+    let slice = &get_json(
+        &s,
+        &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+    )
+    .expect("slices")["items"][0];
     assert_eq!(
         slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
         "endpointslice-controller.k8s.io"
@@ -286,7 +339,10 @@ fn a_services_endpoint_slice_and_endpoints_follow_its_ready_pods() {
             .cloned()
             .unwrap_or(Value::Null)
     };
-    assert_eq!(of(&a)["conditions"], json!({"ready": true, "serving": true, "terminating": false}));
+    assert_eq!(
+        of(&a)["conditions"],
+        json!({"ready": true, "serving": true, "terminating": false})
+    );
     assert_eq!(of(&b)["conditions"]["ready"], false, "{slice}");
     assert_eq!(of(&a)["targetRef"]["kind"], "Pod");
     assert_eq!(of(&a)["nodeName"], "sim-node-0");
@@ -301,13 +357,23 @@ fn a_services_endpoint_slice_and_endpoints_follow_its_ready_pods() {
         (endpoints_column(&s) == format!("{b}:8080")).then_some(())
     });
     wait_for("the slice without web-a", WITHIN, || {
-        let sl = get_json(&s, &["endpointslices", "-l", "kubernetes.io/service-name=web"])?;
+        let sl = get_json(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
         let eps = sl["items"][0]["endpoints"].as_array()?.clone();
         (eps.len() == 1 && eps[0]["addresses"][0] == b.as_str()).then_some(())
     });
     // A Service without a selector is the user's: no slice, no Endpoints from us.
     s.kubectl_ok(&["create", "service", "clusterip", "manual", "--tcp=80"]);
-    s.kubectl_ok(&["patch", "service", "manual", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/selector"}]"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "service",
+        "manual",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/selector"}]"#,
+    ]);
     apply(&s, "apiVersion: v1\nkind: Endpoints\nmetadata: {name: manual}\nsubsets: [{addresses: [{ip: 192.0.2.1}], ports: [{port: 80}]}]\n");
     std::thread::sleep(Duration::from_millis(300));
     let manual = get_json(&s, &["endpoints", "manual"]).expect("manual endpoints");
@@ -337,14 +403,23 @@ fn publish_not_ready_addresses_and_headless_services() {
         (endpoints_column(&s) == format!("{ip}:8080")).then_some(())
     });
     let ep = get_json(&s, &["endpoints", "web"]).expect("endpoints");
-    assert_eq!(ep["metadata"]["labels"]["service.kubernetes.io/headless"], "");
+    assert_eq!(
+        ep["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
     let slice = wait_for("the slice", WITHIN, || {
-        let sl = get_json(&s, &["endpointslices", "-l", "kubernetes.io/service-name=web"])?;
+        let sl = get_json(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
         let item = sl["items"][0].clone();
         (item["endpoints"].as_array()?.len() == 1).then_some(item)
     });
     assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
-    assert_eq!(slice["metadata"]["labels"]["service.kubernetes.io/headless"], "");
+    assert_eq!(
+        slice["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
 }
 
 #[test]
@@ -355,7 +430,10 @@ fn slices_hold_at_most_the_maximum_endpoints() {
         apply(&s, &web_pod(&format!("web-{i}"), "sim-node-0", 0));
     }
     let sizes = wait_for("three slices of 2, 2 and 1", WITHIN, || {
-        let sl = get_json(&s, &["endpointslices", "-l", "kubernetes.io/service-name=web"])?;
+        let sl = get_json(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
         let mut sizes: Vec<usize> = sl["items"]
             .as_array()?
             .iter()
@@ -394,7 +472,12 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
     std::thread::sleep(Duration::from_secs(4));
     let nodes = s.kubectl_ok(&["get", "nodes", "--no-headers"]);
     assert!(!nodes.contains("NotReady"), "{nodes}");
-    s.kubectl_ok(&["annotate", "node", "sim-node-0", "sim.capstan.io/stopped=true"]);
+    s.kubectl_ok(&[
+        "annotate",
+        "node",
+        "sim-node-0",
+        "sim.capstan.io/stopped=true",
+    ]);
     let node = wait_for("sim-node-0 Ready=Unknown", WITHIN, || {
         let n = get_json(&s, &["node", "sim-node-0"])?;
         let ready = n["status"]["conditions"]
@@ -420,7 +503,9 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
     });
     for effect in ["NoSchedule", "NoExecute"] {
         assert!(
-            taints.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == effect),
+            taints
+                .iter()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == effect),
             "{taints:?}"
         );
     }
@@ -454,7 +539,10 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
     s.kubectl_ok(&["annotate", "node", "sim-node-0", "sim.capstan.io/stopped-"]);
     wait_for("the taints removed", WITHIN, || {
         let n = get_json(&s, &["node", "sim-node-0"])?;
-        n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()).then_some(())
+        n["spec"]["taints"]
+            .as_array()
+            .is_none_or(|t| t.is_empty())
+            .then_some(())
     });
 }
 
@@ -497,7 +585,9 @@ fn a_quota_refuses_the_pod_beyond_it_and_describe_shows_usage() {
     let out = s.kubectl(&["run", "bare", "--image=nginx"]);
     let (_, err) = capstan_e2e::text(&out);
     assert!(
-        err.contains(r#"pods "bare" is forbidden: failed quota: q: must specify requests.cpu for: bare"#),
+        err.contains(
+            r#"pods "bare" is forbidden: failed quota: q: must specify requests.cpu for: bare"#
+        ),
         "{err}"
     );
     let described = wait_for("describe to show 2 of 2 pods", WITHIN, || {
@@ -558,7 +648,9 @@ fn limit_range_defaults_and_bounds_apply_to_new_pods() {
     let out = s.kubectl(&["run", "big", "--image=nginx", "--overrides={\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"nginx\",\"resources\":{\"limits\":{\"cpu\":\"2\"}}}]}}"]);
     let (_, err) = capstan_e2e::text(&out);
     assert!(
-        err.contains(r#"pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#),
+        err.contains(
+            r#"pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#
+        ),
         "{err}"
     );
 }
@@ -589,7 +681,10 @@ async fn a_kube_rs_watcher_sees_the_endpoint_slice_reach_three_ready_endpoints()
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
     }))
     .expect("service");
-    services.create(&PostParams::default(), &svc).await.expect("create service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     for i in 0..3 {
         let pod: Pod = serde_json::from_value(json!({

@@ -416,7 +416,9 @@ fn delete_dry_run_then_delete_and_wait() {
         .contains("configmap \"doomed\" deleted"));
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
-    assert!(without_root_ca(&s.kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"])).is_empty());
+    assert!(
+        without_root_ca(&s.kubectl_ok(&["get", "cm", "-n", "team-a", "-o", "name"])).is_empty()
+    );
 }
 
 #[test]

@@ -159,7 +159,11 @@ fn apply_defaults(pod: &mut Value, item: &Value) {
             continue;
         };
         for c in cs {
-            let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             for (from, which, word) in [
                 ("defaultRequest", "requests", "request"),
                 ("default", "limits", "limit"),
@@ -274,9 +278,18 @@ mod tests {
         let item = json!({"type": "Container", "default": {"cpu": "500m"},
             "defaultRequest": {"cpu": "100m"}});
         apply_defaults(&mut pod, &item);
-        assert_eq!(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"], "500m");
-        assert_eq!(pod["spec"]["containers"][0]["resources"]["requests"]["cpu"], "100m");
-        assert_eq!(pod["spec"]["containers"][1]["resources"]["limits"]["cpu"], "2");
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "500m"
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "100m"
+        );
+        assert_eq!(
+            pod["spec"]["containers"][1]["resources"]["limits"]["cpu"],
+            "2"
+        );
         assert!(pod["metadata"]["annotations"][ANNOTATION]
             .as_str()
             .unwrap()
@@ -288,7 +301,12 @@ mod tests {
         let c = json!({"resources": {"requests": {"cpu": "50m"}, "limits": {"cpu": "2", "memory": "1Gi"}}});
         let item = json!({"type": "Container", "min": {"cpu": "100m"}, "max": {"cpu": "1"},
             "maxLimitRequestRatio": {"memory": "2"}});
-        let errs = constraints(&item, "Container", &list_of(&c, "requests"), &list_of(&c, "limits"));
+        let errs = constraints(
+            &item,
+            "Container",
+            &list_of(&c, "requests"),
+            &list_of(&c, "limits"),
+        );
         assert_eq!(
             errs,
             [

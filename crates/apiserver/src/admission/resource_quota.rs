@@ -57,7 +57,9 @@ fn milli_of(v: &Value) -> Option<i128> {
 /// Whether a resource's amounts are written in binary units (bytes) or decimal ones.
 fn format_of(resource: &str) -> Format {
     let bytes = ["memory", "storage", "ephemeral-storage"];
-    if bytes.iter().any(|b| resource == *b || resource.ends_with(&format!(".{b}")))
+    if bytes
+        .iter()
+        .any(|b| resource == *b || resource.ends_with(&format!(".{b}")))
         || resource.starts_with("hugepages-")
     {
         Format::BinarySi
@@ -175,7 +177,10 @@ pub fn usage_of(rt: &ResourceType, obj: &Value) -> Usage {
                 .and_then(milli_of)
                 .unwrap_or(0);
             add(&mut u, "requests.storage", storage);
-            if let Some(sc) = obj.pointer("/spec/storageClassName").and_then(Value::as_str) {
+            if let Some(sc) = obj
+                .pointer("/spec/storageClassName")
+                .and_then(Value::as_str)
+            {
                 let prefix = format!("{sc}.storageclass.storage.k8s.io/");
                 add(&mut u, &format!("{prefix}requests.storage"), storage);
                 add(&mut u, &format!("{prefix}persistentvolumeclaims"), 1000);
@@ -190,7 +195,11 @@ pub fn usage_of(rt: &ResourceType, obj: &Value) -> Usage {
 }
 
 /// upstream's pod Constraints: quota on cpu or memory needs every container to say it.
-fn missing_constraints(rt: &ResourceType, obj: &Value, restricted: &BTreeSet<String>) -> Option<String> {
+fn missing_constraints(
+    rt: &ResourceType,
+    obj: &Value,
+    restricted: &BTreeSet<String>,
+) -> Option<String> {
     if !(rt.group.is_empty() && rt.plural == "pods") {
         return None;
     }
@@ -218,10 +227,12 @@ fn missing_constraints(rt: &ResourceType, obj: &Value, restricted: &BTreeSet<Str
                 .flatten()
             {
                 if !resources(c, which).is_some_and(|m| m.contains_key(res)) {
-                    missing
-                        .entry(required)
-                        .or_default()
-                        .insert(c.get("name").and_then(Value::as_str).unwrap_or("").to_string());
+                    missing.entry(required).or_default().insert(
+                        c.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    );
                 }
             }
         }
@@ -231,7 +242,12 @@ fn missing_constraints(rt: &ResourceType, obj: &Value, restricted: &BTreeSet<Str
     }
     let parts: Vec<String> = missing
         .iter()
-        .map(|(r, names)| format!("{r} for: {}", names.iter().cloned().collect::<Vec<_>>().join(",")))
+        .map(|(r, names)| {
+            format!(
+                "{r} for: {}",
+                names.iter().cloned().collect::<Vec<_>>().join(",")
+            )
+        })
         .collect();
     Some(format!("must specify {}", parts.join("; ")))
 }
@@ -296,12 +312,18 @@ async fn check_and_charge(attrs: &Attributes<'_>, obj: &Value) -> Result<(), Api
             return Err(forbidden(attrs, &format!("failed quota: {name}: {why}")));
         }
         let used = usage_map(&quota, "used");
-        let unknown: Vec<&String> = restricted.iter().filter(|k| !used.contains_key(*k)).collect();
+        let unknown: Vec<&String> = restricted
+            .iter()
+            .filter(|k| !used.contains_key(*k))
+            .collect();
         if !unknown.is_empty() {
             let list: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
             return Err(forbidden(
                 attrs,
-                &format!("status unknown for quota: {name}, resources: {}", list.join(",")),
+                &format!(
+                    "status unknown for quota: {name}, resources: {}",
+                    list.join(",")
+                ),
             ));
         }
         let mut new_used = used.clone();
@@ -337,9 +359,10 @@ async fn check_and_charge(attrs: &Attributes<'_>, obj: &Value) -> Result<(), Api
             .collect();
         charged["status"]["used"] = Value::Object(used_json);
         let k = key(&quota_rt, Some(&ns), &name);
-        let txn = Txn::new()
-            .when(Bytes::from(k.clone()), rev)
-            .put(Bytes::from(k.clone()), encode_as_stored(&quota_rt, &charged)?);
+        let txn = Txn::new().when(Bytes::from(k.clone()), rev).put(
+            Bytes::from(k.clone()),
+            encode_as_stored(&quota_rt, &charged)?,
+        );
         match state.store.txn(txn).await? {
             TxnResponse::Succeeded { .. } => {}
             TxnResponse::Failed { .. } => {
@@ -381,7 +404,10 @@ mod tests {
     fn quantities_print_as_upstream() {
         assert_eq!(quantity_text("pods", 2000), "2");
         assert_eq!(quantity_text("requests.cpu", 1500), "1500m");
-        assert_eq!(quantity_text("requests.memory", 256 * 1024 * 1024 * 1000), "256Mi");
+        assert_eq!(
+            quantity_text("requests.memory", 256 * 1024 * 1024 * 1000),
+            "256Mi"
+        );
         let u = Usage::from([("pods".to_string(), 1000)]);
         assert_eq!(pretty(&u, &BTreeSet::from(["pods".to_string()])), "pods=1");
     }

@@ -80,7 +80,11 @@ async fn lookup(attrs: &Attributes<'_>, ns: &str, name: &str) -> Result<Value, A
         .registry
         .find("", "v1", "serviceaccounts")
         .ok_or_else(|| ApiError::internal("serviceaccounts are not registered"))?;
-    let tries = if name == "default" { DEFAULT_LOOKUPS } else { 1 };
+    let tries = if name == "default" {
+        DEFAULT_LOOKUPS
+    } else {
+        1
+    };
     for i in 0..tries {
         if i > 0 {
             let jitter: u64 = rand::RngExt::random_range(&mut rand::rng(), 0..100);
@@ -92,9 +96,7 @@ async fn lookup(attrs: &Attributes<'_>, ns: &str, name: &str) -> Result<Value, A
     }
     Err(forbidden(
         attrs,
-        &format!(
-            "error looking up service account {ns}/{name}: serviceaccount {name:?} not found"
-        ),
+        &format!("error looking up service account {ns}/{name}: serviceaccount {name:?} not found"),
     ))
 }
 

@@ -206,8 +206,14 @@ mod tests {
             Quantity::from_milli(q("128Mi").milli() * 2, Format::BinarySi).canonical(),
             "256Mi"
         );
-        assert_eq!(Quantity::from_milli(1500, Format::DecimalSi).canonical(), "1500m");
-        assert_eq!(Quantity::from_milli(3000, Format::DecimalSi).canonical(), "3");
+        assert_eq!(
+            Quantity::from_milli(1500, Format::DecimalSi).canonical(),
+            "1500m"
+        );
+        assert_eq!(
+            Quantity::from_milli(3000, Format::DecimalSi).canonical(),
+            "3"
+        );
     }
 
     #[test]
