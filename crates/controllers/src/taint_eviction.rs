@@ -207,7 +207,10 @@ mod tests {
         let forever = tol(json!({"operator": "Exists"}));
         let other = tol(json!({"key": "x", "operator": "Exists"}));
         let t = std::slice::from_ref(&taint);
-        assert_eq!(toleration_seconds(std::slice::from_ref(&default_300), t), Some(300));
+        assert_eq!(
+            toleration_seconds(std::slice::from_ref(&default_300), t),
+            Some(300)
+        );
         assert_eq!(toleration_seconds(&[default_300, short], t), Some(2));
         assert_eq!(toleration_seconds(&[forever], t), None);
         assert_eq!(toleration_seconds(&[other], t), Some(0));
