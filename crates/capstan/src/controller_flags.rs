@@ -32,6 +32,39 @@ pub struct ControllerFlags {
     /// (60: one scheduled minute per second).
     #[arg(long, default_value_t = 1.0)]
     pub cronjob_clock_speed: f64,
+    /// How long a node's Lease may go unrenewed before the node is Ready=Unknown and
+    /// tainted unreachable (`50s`, `500ms`, `2m`).
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// Terminated pods kept before the oldest are deleted (0: keep them all).
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
+    /// Endpoints per EndpointSlice.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_endpoints_per_slice: u16,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (`capstan
+    /// server` publishes its own CA without it).
+    #[arg(long)]
+    pub root_ca_file: Option<std::path::PathBuf>,
+}
+
+/// `50s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 50s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 impl ControllerFlags {
@@ -49,6 +82,13 @@ impl ControllerFlags {
                 ),
             }
         }
+        let root_ca_pem = match &self.root_ca_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("--root-ca-file {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
         Ok(capstan_controllers::Options {
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
@@ -61,6 +101,10 @@ impl ControllerFlags {
             } else {
                 anyhow::bail!("--cronjob-clock-speed: must be greater than 0")
             },
+            root_ca_pem,
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            max_endpoints_per_slice: usize::from(self.max_endpoints_per_slice),
             ..capstan_controllers::Options::default()
         })
     }

@@ -17,7 +17,6 @@ use clap::{Parser, Subcommand};
 
 use capstan_apiserver::admission::service_alloc;
 use capstan_apiserver::crds::controller as crd_controller;
-use capstan_apiserver::housekeeping::namespaces as namespace_lifecycle;
 use capstan_apiserver::housekeeping::{bootstrap, event_ttl};
 use capstan_apiserver::serving::{pki, serve};
 use capstan_apiserver::{router, AppState};
@@ -475,12 +474,14 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     bootstrap::ensure_system_objects(&state, local.port())
         .await
         .map_err(|e| anyhow::anyhow!("creating the system objects: {}", e.message))?;
+    bootstrap::ensure_api_endpoints(&state, local.ip(), local.port())
+        .await
+        .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {}", e.message))?;
     // Custom resource APIs are served from the first request on.
     crd_controller::sync(&state)
         .await
         .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {}", e.message))?;
     crd_controller::spawn(state.clone());
-    namespace_lifecycle::spawn(state.clone());
     // Simulated nodes are ordinary API clients over the in-process transport.
     let simulator = simulation.map(|config| {
         let client = capstan_apiserver::in_process_client(state.clone());
@@ -499,7 +500,9 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
             capstan_scheduler::Options::default(),
         ));
     }
-    if let Some(opts) = controllers {
+    if let Some(mut opts) = controllers {
+        // The root-CA publisher hands out this server's CA unless told another.
+        opts.root_ca_pem.get_or_insert_with(|| pki.ca_pem.clone());
         // The controllers are ordinary API clients over the in-process transport too.
         let client = capstan_apiserver::in_process_client(state.clone());
         tokio::spawn(capstan_controllers::run(client, opts));

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::{
     DaemonSetCondition, DeploymentCondition, ReplicaSetCondition, StatefulSetCondition,
 };
 use k8s_openapi::api::batch::v1::JobCondition;
-use k8s_openapi::api::core::v1::ReplicationControllerCondition;
+use k8s_openapi::api::core::v1::{NamespaceCondition, ReplicationControllerCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -58,6 +58,7 @@ condition!(ReplicationControllerCondition);
 condition!(StatefulSetCondition);
 condition!(DaemonSetCondition);
 condition!(JobCondition, last_probe_time);
+condition!(NamespaceCondition);
 
 /// Find the condition of `type_`.
 pub fn get<'a, C: Condition>(conds: &'a [C], type_: &str) -> Option<&'a C> {

@@ -38,6 +38,17 @@ pub struct Options {
     /// 1000 s).
     pub replica_backoff_base: Duration,
     pub replica_backoff_max: Duration,
+    /// The cluster CA (PEM) the root-CA publisher writes into every namespace as
+    /// `kube-root-ca.crt` (upstream's `--root-ca-file`); nothing is published without it.
+    pub root_ca_pem: Option<String>,
+    /// How long a node's Lease may go unrenewed before it is Ready=Unknown (upstream's
+    /// `--node-monitor-grace-period`, 50 s).
+    pub node_monitor_grace_period: Duration,
+    /// Terminated pods kept before the oldest are deleted (upstream's
+    /// `--terminated-pod-gc-threshold`, 12500; 0 keeps them all).
+    pub terminated_pod_gc_threshold: usize,
+    /// Endpoints per EndpointSlice (upstream's `--max-endpoints-per-slice`, 100).
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for Options {
@@ -53,6 +64,10 @@ impl Default for Options {
             cronjob_clock_speed: 1.0,
             replica_backoff_base: Duration::from_secs(1),
             replica_backoff_max: Duration::from_secs(1000),
+            root_ca_pem: None,
+            node_monitor_grace_period: Duration::from_secs(50),
+            terminated_pod_gc_threshold: 12500,
+            max_endpoints_per_slice: 100,
         }
     }
 }

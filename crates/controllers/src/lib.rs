@@ -9,6 +9,8 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod garbage_collector;
 pub mod hash;
@@ -16,12 +18,20 @@ pub mod history;
 pub mod informers;
 pub mod job;
 pub mod leader;
+pub mod namespace;
+pub mod node_lifecycle;
 pub mod owners;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod retry_gate;
+pub mod root_ca_publisher;
+pub mod service_pods;
+pub mod serviceaccount;
 pub mod statefulset;
+pub mod taint_eviction;
 pub mod ttl_after_finished;
 
 use std::sync::Arc;
@@ -48,15 +58,32 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
         ("deployment", |ctx| tokio::spawn(deployment::run(ctx))),
         ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
+        ("endpoints", |ctx| tokio::spawn(endpoints::run(ctx))),
+        ("endpointslice", |ctx| tokio::spawn(endpointslice::run(ctx))),
         ("garbage-collector", |ctx| {
             tokio::spawn(garbage_collector::run(ctx))
         }),
         ("job", |ctx| tokio::spawn(job::run(ctx))),
+        ("namespace", |ctx| tokio::spawn(namespace::run(ctx))),
+        ("node-lifecycle", |ctx| {
+            tokio::spawn(node_lifecycle::run(ctx))
+        }),
+        ("pod-garbage-collector", |ctx| tokio::spawn(podgc::run(ctx))),
         ("replicaset", |ctx| tokio::spawn(replicaset::run(ctx))),
         ("replicationcontroller", |ctx| {
             tokio::spawn(replicationcontroller::run(ctx))
         }),
+        ("resourcequota", |ctx| tokio::spawn(resourcequota::run(ctx))),
+        ("root-ca-cert-publisher", |ctx| {
+            tokio::spawn(root_ca_publisher::run(ctx))
+        }),
+        ("serviceaccount", |ctx| {
+            tokio::spawn(serviceaccount::run(ctx))
+        }),
         ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
+        ("taint-eviction-controller", |ctx| {
+            tokio::spawn(taint_eviction::run(ctx))
+        }),
         ("ttl-after-finished", |ctx| {
             tokio::spawn(ttl_after_finished::run(ctx))
         }),

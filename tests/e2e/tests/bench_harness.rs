@@ -56,9 +56,12 @@ fn quick_bench_runs_every_scenario_and_its_checks_pass() {
     assert!(0.0 < min && min <= p50 && p50 <= p99 && p99 <= max, "{lat}");
     assert_eq!(case("get", "random c=4")["count"], 200);
     // 200 objects in pages of 50: the paged variants follow continue tokens to the end.
+    // (Plus the kube-root-ca.crt the root-CA publisher puts in every namespace, as upstream.)
     let paged = case("list", "limit=50 rv=unset");
-    assert_eq!(paged["figures"]["pages"], 4.0);
-    assert_eq!(paged["figures"]["items"], 200.0);
+    let items = paged["figures"]["items"].as_f64().unwrap();
+    let pages = paged["figures"]["pages"].as_f64().unwrap();
+    assert!(items == 200.0 || items == 201.0, "{paged}");
+    assert!(pages == 4.0 || pages == 5.0, "{paged}");
     assert_eq!(case("list", "all rv=0")["figures"]["pages"], 1.0);
     assert!(
         case("list", "all rv=unset")["figures"]["bytes"]

@@ -37,7 +37,8 @@ fn cm(name: &str, value: &str) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_crud_patch_and_paging() {
-    let s = Server::start();
+    // Exact page sizes: without the kube-root-ca.crt the publisher would add.
+    let s = Server::start_args(&["--controllers=*,-root-ca-cert-publisher"]);
     let c = client(&s).await;
     make_ns(&c, "kr").await;
     let api: Api<ConfigMap> = Api::namespaced(c, "kr");

@@ -3,8 +3,10 @@
 //! each declaring the operations and resources it handles. Dry-run runs the same chain.
 
 pub mod default_tolerations;
+pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod priority;
+pub mod resource_quota;
 pub mod service_account;
 pub mod service_alloc;
 
@@ -38,6 +40,27 @@ pub struct Attributes<'a> {
 /// Whether a request creates a core Pod (what the pod admission plugins handle).
 pub fn creates_pod(operation: Operation, rt: &ResourceType) -> bool {
     operation == Operation::Create && rt.group.is_empty() && rt.plural == "pods"
+}
+
+/// upstream's `admission.NewForbidden`: `pods "x" is forbidden: <why>` (403), the request's
+/// resource and name in the details.
+pub fn forbidden(attrs: &Attributes<'_>, why: &str) -> ApiError {
+    let rt = &attrs.target.rt;
+    let qualified = if rt.group.is_empty() {
+        rt.plural.to_string()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    };
+    let message = if attrs.name.is_empty() {
+        format!("{qualified} is forbidden: {why}")
+    } else {
+        format!("{qualified} {:?} is forbidden: {why}", attrs.name)
+    };
+    let mut details = serde_json::json!({"name": attrs.name, "kind": rt.plural});
+    if !rt.group.is_empty() {
+        details["group"] = serde_json::json!(rt.group);
+    }
+    ApiError::forbidden(message).with_details(details)
 }
 
 /// A future a plugin returns.
@@ -114,10 +137,13 @@ impl Default for Chain {
         Chain {
             plugins: vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle),
+                Box::new(limit_ranger::LimitRanger),
                 Box::new(service_account::ServiceAccount),
                 Box::new(default_tolerations::DefaultTolerationSeconds),
                 Box::new(priority::Priority),
                 Box::new(service_alloc::ServiceAllocation),
+                // Last, as upstream: it charges the quota for what the others let through.
+                Box::new(resource_quota::ResourceQuota),
             ],
         }
     }

@@ -1,10 +1,19 @@
 //! The ServiceAccount admission plugin: a new pod runs as its namespace's `default`
-//! service account unless it names one, with the projected API-access volume mounted.
+//! service account unless it names one, which must exist, with the projected API-access
+//! volume mounted (unless the pod or its account opt out).
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::admission::{creates_pod, Attributes, Operation, Plugin, Verdict};
+use crate::admission::{creates_pod, forbidden, Attributes, Operation, Plugin, Verdict};
+use crate::status::ApiError;
+use crate::storage::read;
 use crate::types::registry::ResourceType;
+
+/// Looks for a missing `default` account (the ServiceAccount controller makes it moments
+/// after its namespace), as upstream: up to ten times, 100–200 ms apart.
+const DEFAULT_LOOKUPS: usize = 10;
 
 /// Where the token, CA and namespace are mounted in every container.
 pub const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -22,12 +31,96 @@ impl Plugin for ServiceAccount {
 
     fn mutate<'a>(
         &'a self,
-        _attrs: &'a Attributes<'a>,
+        attrs: &'a Attributes<'a>,
         pod: &'a mut Value,
         _old: Option<&'a Value>,
     ) -> Verdict<'a> {
-        admit(pod);
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            let ns = crate::object::namespace(pod).to_string();
+            let name = account_name(pod);
+            // A pod a kubelet mirrors from a static manifest is not checked upstream either.
+            if pod
+                .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+                .is_some()
+            {
+                return Ok(());
+            }
+            let account = lookup(attrs, &ns, &name).await?;
+            admit(pod);
+            // The account may opt its pods out of the API-access volume; the pod's own
+            // setting wins.
+            if account.pointer("/automountServiceAccountToken") == Some(&json!(false))
+                && pod.pointer("/spec/automountServiceAccountToken").is_none()
+            {
+                unmount(pod);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The account the pod names, `default` if none.
+fn account_name(pod: &Value) -> String {
+    let spec = pod.get("spec");
+    let named = |k: &str| {
+        spec.and_then(|s| s.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    named("serviceAccountName")
+        .or_else(|| named("serviceAccount"))
+        .unwrap_or("default")
+        .to_string()
+}
+
+/// The stored ServiceAccount, or upstream's 403 `error looking up service account`.
+async fn lookup(attrs: &Attributes<'_>, ns: &str, name: &str) -> Result<Value, ApiError> {
+    let state = attrs.state;
+    let rt = state
+        .registry
+        .find("", "v1", "serviceaccounts")
+        .ok_or_else(|| ApiError::internal("serviceaccounts are not registered"))?;
+    let tries = if name == "default" {
+        DEFAULT_LOOKUPS
+    } else {
+        1
+    };
+    for i in 0..tries {
+        if i > 0 {
+            let jitter: u64 = rand::RngExt::random_range(&mut rand::rng(), 0..100);
+            tokio::time::sleep(Duration::from_millis(100 + jitter)).await;
+        }
+        if let Some((sa, _)) = read(state, &rt, Some(ns), name).await? {
+            return Ok(sa);
+        }
+    }
+    Err(forbidden(
+        attrs,
+        &format!("error looking up service account {ns}/{name}: serviceaccount {name:?} not found"),
+    ))
+}
+
+/// Take the API-access volume `admit` added back out.
+fn unmount(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec") else {
+        return;
+    };
+    let ours = |v: &Value| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+    };
+    if let Some(vols) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        vols.retain(|v| !ours(v));
+    }
+    for key in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) {
+            for c in cs {
+                if let Some(ms) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                    ms.retain(|m| !ours(m));
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Objects every cluster has from its first start: the system namespaces, the `kubernetes`
-//! Service in `default`, and the two system PriorityClasses.
+//! Service in `default` (with Endpoints and an EndpointSlice naming this server), and the
+//! two system PriorityClasses.
 
 use serde_json::json;
 
@@ -61,4 +62,86 @@ pub async fn ensure_system_objects(state: &AppState, api_port: u16) -> Result<()
         .await?;
     }
     Ok(())
+}
+
+/// The `kubernetes` Service's Endpoints and EndpointSlice name this server (upstream's
+/// endpoint reconciler), rewritten when the address or port changed since the last start.
+pub async fn ensure_api_endpoints(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> Result<(), ApiError> {
+    let ip = if ip.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        ip
+    };
+    let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
+    let labels = json!({"endpointslice.kubernetes.io/skip-mirror": "true"});
+    upsert(
+        state,
+        "",
+        "endpoints",
+        json!({"metadata": {"name": "kubernetes", "labels": labels},
+               "subsets": [{"addresses": [{"ip": ip.to_string()}],
+                            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+        "/subsets",
+    )
+    .await?;
+    upsert(
+        state,
+        "discovery.k8s.io",
+        "endpointslices",
+        json!({"metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+               "addressType": family,
+               "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+               "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+        "/endpoints",
+    )
+    .await
+}
+
+/// Create `obj` in `default`, or replace the stored one when the part at `pointer` (or the
+/// slice's ports) differs.
+async fn upsert(
+    state: &AppState,
+    group: &str,
+    plural: &str,
+    obj: serde_json::Value,
+    pointer: &str,
+) -> Result<(), ApiError> {
+    let rt = state
+        .registry
+        .find(group, "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not registered")))?;
+    let name = crate::object::name(&obj).to_string();
+    let t = Target {
+        rt: rt.clone(),
+        namespace: Some("default".into()),
+        name: Some(name.clone()),
+        subresource: None,
+        manager: None,
+    };
+    match crate::storage::read(state, &rt, Some("default"), &name).await? {
+        None => match rest::create_object(state, &t, obj, false).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        },
+        Some((old, rev)) => {
+            let same = |p: &str| old.pointer(p) == obj.pointer(p);
+            if same(pointer) && same("/ports") {
+                return Ok(());
+            }
+            let mut new = old.clone();
+            for key in ["subsets", "endpoints", "ports", "addressType"] {
+                if let Some(v) = obj.get(key) {
+                    new[key] = v.clone();
+                }
+            }
+            rest::update_object(state, &t, old, rev, new, rev, false)
+                .await
+                .map(|_| ())
+        }
+    }
 }

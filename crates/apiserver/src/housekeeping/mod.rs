@@ -1,5 +1,5 @@
-//! The server's own background work: bootstrap objects, the event TTL sweep and the
-//! namespace lifecycle (deleting a terminating namespace's contents).
+//! The server's own background work: bootstrap objects (the system namespaces among them)
+//! and the event TTL sweep.
 
 pub mod bootstrap;
 pub mod event_ttl;

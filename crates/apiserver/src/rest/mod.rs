@@ -456,8 +456,9 @@ pub async fn update_object(
     }
     let k = key(rt, t.namespace.as_deref(), &name);
     // An object marked for deletion goes once its last finalizer is removed.
-    let finishing =
-        new.pointer("/metadata/deletionTimestamp").is_some() && object::finalizers(&new).is_empty();
+    let finishing = new.pointer("/metadata/deletionTimestamp").is_some()
+        && object::finalizers(&new).is_empty()
+        && rt.strategy.goes_when_finalized(&new);
     let owner = format!("{}/{name}", t.namespace.as_deref().unwrap_or(""));
     let txn = if finishing {
         let txn = Txn::new()

@@ -98,6 +98,34 @@ impl Quantity {
         })
     }
 
+    /// The value in thousandths, rounded up (what quota and limit arithmetic sums).
+    pub fn milli(&self) -> i128 {
+        let e = self.scale + 3;
+        if e >= 0 {
+            10i128
+                .checked_pow(e as u32)
+                .and_then(|p| self.mantissa.checked_mul(p))
+                .unwrap_or(i128::MAX)
+        } else {
+            let div = 10i128.checked_pow((-e) as u32).unwrap_or(i128::MAX);
+            let q = self.mantissa / div;
+            if self.mantissa % div > 0 {
+                q + 1
+            } else {
+                q
+            }
+        }
+    }
+
+    /// `milli` thousandths, written in `format` (canonical() gives upstream's text).
+    pub fn from_milli(milli: i128, format: Format) -> Quantity {
+        Quantity {
+            mantissa: milli,
+            scale: -3,
+            format,
+        }
+    }
+
     /// The value as a float, for comparisons (requests ≤ limits).
     pub fn as_f64(&self) -> f64 {
         self.mantissa as f64 * 10f64.powi(self.scale)
@@ -166,6 +194,26 @@ mod tests {
         Quantity::parse(s)
             .map(|q| q.canonical())
             .unwrap_or_else(|| "invalid".into())
+    }
+
+    #[test]
+    fn milli_arithmetic_round_trips() {
+        let q = |s: &str| Quantity::parse(s).unwrap();
+        assert_eq!(q("500m").milli(), 500);
+        assert_eq!(q("2").milli(), 2000);
+        assert_eq!(q("1n").milli(), 1);
+        assert_eq!(
+            Quantity::from_milli(q("128Mi").milli() * 2, Format::BinarySi).canonical(),
+            "256Mi"
+        );
+        assert_eq!(
+            Quantity::from_milli(1500, Format::DecimalSi).canonical(),
+            "1500m"
+        );
+        assert_eq!(
+            Quantity::from_milli(3000, Format::DecimalSi).canonical(),
+            "3"
+        );
     }
 
     #[test]

@@ -94,6 +94,13 @@ pub trait Strategy: Send + Sync {
         false
     }
 
+    /// Whether an update leaving a marked object without metadata finalizers removes it
+    /// (namespaces also wait for their `spec.finalizers`, as upstream's
+    /// ShouldDeleteNamespaceDuringUpdate).
+    fn goes_when_finalized(&self, _new: &Value) -> bool {
+        true
+    }
+
     /// What a delete that marks the object sets on it.
     fn prepare_for_delete(&self, _marked: &mut Value) {}
 

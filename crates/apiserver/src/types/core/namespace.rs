@@ -52,9 +52,18 @@ impl Strategy for Namespace {
         name_label(new);
     }
 
-    /// A namespace is emptied before it goes (housekeeping::namespaces does it).
+    /// A namespace is emptied before it goes (the namespace controller does it, then
+    /// removes the `kubernetes` finalizer through `/finalize`).
     fn deletion_is_two_phase(&self) -> bool {
         true
+    }
+
+    /// A Terminating namespace goes when its `spec.finalizers` are empty too (the namespace
+    /// controller removes `kubernetes` through `/finalize` once it is empty).
+    fn goes_when_finalized(&self, new: &Value) -> bool {
+        new.pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty())
     }
 
     fn prepare_for_delete(&self, marked: &mut Value) {

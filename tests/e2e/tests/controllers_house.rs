@@ -1,0 +1,729 @@
+//! The cluster housekeeping loops through kubectl and kube-rs against the built binary:
+//! namespace lifecycle, default ServiceAccount and root CA, EndpointSlices/Endpoints, node
+//! lifecycle with taint eviction, pod GC, ResourceQuota and LimitRange admission.
+
+use std::time::{Duration, Instant};
+
+use capstan_e2e::Server;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Poll `f` until it returns Some, or fail naming what was awaited.
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn get_json(s: &Server, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = s.kubectl(&all);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn apply(s: &Server, yaml: &str) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+}
+
+/// A pod labelled `app=web` serving `http` on 8080, ready after `ready_after` seconds.
+fn web_pod(name: &str, node: &str, ready_after: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: web}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: nginx
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{tcpSocket: {{port: 8080}}, initialDelaySeconds: {ready_after}}}
+"#
+    )
+}
+
+const WEB_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {tier: front}}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#;
+
+#[test]
+fn a_new_namespace_gets_the_default_service_account_and_the_root_ca() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "team"]);
+    wait_for("the default ServiceAccount", WITHIN, || {
+        s.kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let ca = wait_for("kube-root-ca.crt", WITHIN, || {
+        let out = s.kubectl(&[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "team",
+            "-o",
+            r"jsonpath={.data.ca\.crt}",
+        ]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    // The same CA the kubeconfig trusts.
+    let kc = std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig");
+    let first_line = ca.lines().nth(1).expect("a PEM body");
+    let data = kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .expect("CA data in the kubeconfig");
+    let decoded = String::from_utf8(
+        std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(data.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("base64")
+            .stdout,
+    )
+    .expect("utf8");
+    assert!(
+        decoded.contains(first_line),
+        "published CA differs from the server's"
+    );
+    // A deleted default account comes back.
+    s.kubectl_ok(&["delete", "serviceaccount", "default", "-n", "team"]);
+    wait_for("the default ServiceAccount again", WITHIN, || {
+        s.kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // A pod naming an account that does not exist is refused, as upstream.
+    let out = s.kubectl(&[
+        "run",
+        "p",
+        "-n",
+        "team",
+        "--image=nginx",
+        "--overrides={\"spec\":{\"serviceAccountName\":\"robot\"}}",
+    ]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(r#"pods "p" is forbidden: error looking up service account team/robot: serviceaccount "robot" not found"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn deleting_a_namespace_empties_and_removes_it() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "doomed"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ]);
+    s.kubectl_ok(&["create", "deployment", "d", "-n", "doomed", "--image=nginx"]);
+    s.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "-n",
+        "doomed",
+        "--tcp=80",
+    ]);
+    s.kubectl_ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    wait_for("the namespace to go", WITHIN, || {
+        let out = s.kubectl(&["get", "namespace", "doomed"]);
+        let (_, err) = capstan_e2e::text(&out);
+        (!out.status.success() && err.contains("NotFound")).then_some(())
+    });
+    // Re-created empty: nothing of the old contents is left.
+    s.kubectl_ok(&["create", "namespace", "doomed"]);
+    let left = s.kubectl_ok(&[
+        "get",
+        "configmaps,secrets,deployments,services",
+        "-n",
+        "doomed",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !left.contains("configmap/c")
+            && !left.contains("deployment")
+            && !left.contains("service/svc"),
+        "{left}"
+    );
+}
+
+#[test]
+fn a_namespace_with_a_lingering_pod_reports_what_remains() {
+    let s = Server::start_args(&["--simulated-nodes", "1"]);
+    s.kubectl_ok(&["create", "namespace", "slow"]);
+    wait_for("the default ServiceAccount", WITHIN, || {
+        s.kubectl(&["get", "sa", "default", "-n", "slow"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // A pod whose kubelet takes its time (3 s grace) holds the namespace Terminating.
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: slow}\nspec:\n  nodeName: sim-node-0\n  terminationGracePeriodSeconds: 3\n  containers: [{name: a, image: nginx}]\n",
+    );
+    wait_for("the pod to run", WITHIN, || {
+        let p = get_json(&s, &["pod", "p", "-n", "slow"])?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    s.kubectl_ok(&["delete", "namespace", "slow", "--wait=false"]);
+    let ns = wait_for("NamespaceContentRemaining", WITHIN, || {
+        let ns = get_json(&s, &["namespace", "slow"])?;
+        let conds = ns["status"]["conditions"].as_array()?.clone();
+        conds
+            .iter()
+            .any(|c| c["type"] == "NamespaceContentRemaining" && c["status"] == "True")
+            .then_some(ns)
+    });
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let conds = ns["status"]["conditions"].as_array().expect("conditions");
+    let remaining = conds
+        .iter()
+        .find(|c| c["type"] == "NamespaceContentRemaining")
+        .expect("condition");
+    assert_eq!(remaining["reason"], "SomeResourcesRemain");
+    assert!(
+        remaining["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pods has 1 resource instances"),
+        "{remaining}"
+    );
+    assert!(conds
+        .iter()
+        .any(|c| c["type"] == "NamespaceDeletionDiscoveryFailure" && c["status"] == "False"));
+    wait_for("the namespace to go", WITHIN, || {
+        (!s.kubectl(&["get", "namespace", "slow"]).status.success()).then_some(())
+    });
+}
+
+#[test]
+fn without_controllers_a_deleted_namespace_stays_terminating() {
+    let s = Server::start_args(&["--disable-controllers"]);
+    s.kubectl_ok(&["create", "namespace", "kept"]);
+    s.kubectl_ok(&["delete", "namespace", "kept", "--wait=false"]);
+    // Nothing finishes it, as upstream without a controller-manager (bounded look).
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let out = s.kubectl_ok(&["get", "namespace", "kept", "--no-headers"]);
+        assert!(out.contains("Terminating"), "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `kubectl get endpoints web` ENDPOINTS column.
+fn endpoints_column(s: &Server) -> String {
+    let out = s.kubectl_ok(&["get", "endpoints", "web", "--no-headers"]);
+    out.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn pod_ip(s: &Server, pod: &str) -> String {
+    wait_for(&format!("{pod}'s IP"), WITHIN, || {
+        let p = get_json(s, &["pod", pod])?;
+        p["status"]["podIP"].as_str().map(String::from)
+    })
+}
+
+#[test]
+fn a_services_endpoint_slice_and_endpoints_follow_its_ready_pods() {
+    let s = Server::start_args(&["--simulated-nodes", "2"]);
+    apply(&s, WEB_SERVICE);
+    apply(&s, &web_pod("web-a", "sim-node-0", 0));
+    apply(&s, &web_pod("web-b", "sim-node-1", 4));
+    // Not part of the Service: a different label.
+    apply(
+        &s,
+        &web_pod("other", "sim-node-0", 0).replace("app: web", "app: other"),
+    );
+    let a = pod_ip(&s, "web-a");
+    let b = pod_ip(&s, "web-b");
+    // web-a is ready first: the Endpoints list it alone; web-b waits as not ready.
+    wait_for("Endpoints with web-a only", WITHIN, || {
+        (endpoints_column(&s) == format!("{a}:8080")).then_some(())
+    });
+    let ep = get_json(&s, &["endpoints", "web"]).expect("endpoints");
+    let subset = &ep["subsets"][0];
+    assert_eq!(subset["ports"][0]["port"], 8080);
+    assert_eq!(subset["ports"][0]["name"], "http");
+    assert_eq!(subset["notReadyAddresses"][0]["ip"], b.as_str(), "{ep}");
+    assert_eq!(subset["addresses"][0]["targetRef"]["name"], "web-a");
+    assert_eq!(subset["addresses"][0]["nodeName"], "sim-node-0");
+    assert_eq!(ep["metadata"]["labels"]["tier"], "front");
+    assert!(
+        ep["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"]
+            .is_string()
+    );
+    // The slice: both pods, web-b not yet ready, the named port resolved.
+    let slices = s.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "--no-headers",
+    ]);
+    let cols: Vec<&str> = slices.split_whitespace().collect();
+    assert_eq!(cols[1], "IPv4", "{slices}");
+    assert_eq!(cols[2], "8080", "{slices}");
+    let slice = &get_json(
+        &s,
+        &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+    )
+    .expect("slices")["items"][0];
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+    let eps = slice["endpoints"].as_array().expect("endpoints");
+    assert_eq!(eps.len(), 2, "{slice}");
+    let of = |ip: &str| {
+        eps.iter()
+            .find(|e| e["addresses"][0] == ip)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        of(&a)["conditions"],
+        json!({"ready": true, "serving": true, "terminating": false})
+    );
+    assert_eq!(of(&b)["conditions"]["ready"], false, "{slice}");
+    assert_eq!(of(&a)["targetRef"]["kind"], "Pod");
+    assert_eq!(of(&a)["nodeName"], "sim-node-0");
+    // web-b becomes ready: both listed.
+    wait_for("Endpoints with both pods", WITHIN, || {
+        let col = endpoints_column(&s);
+        (col.contains(&format!("{a}:8080")) && col.contains(&format!("{b}:8080"))).then_some(())
+    });
+    // web-a goes: it leaves the Endpoints at once, and the slice once it is gone.
+    s.kubectl_ok(&["delete", "pod", "web-a", "--wait=false"]);
+    wait_for("Endpoints without web-a", WITHIN, || {
+        (endpoints_column(&s) == format!("{b}:8080")).then_some(())
+    });
+    wait_for("the slice without web-a", WITHIN, || {
+        let sl = get_json(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
+        let eps = sl["items"][0]["endpoints"].as_array()?.clone();
+        (eps.len() == 1 && eps[0]["addresses"][0] == b.as_str()).then_some(())
+    });
+    // A Service without a selector is the user's: no slice, no Endpoints from us.
+    s.kubectl_ok(&["create", "service", "clusterip", "manual", "--tcp=80"]);
+    s.kubectl_ok(&[
+        "patch",
+        "service",
+        "manual",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/selector"}]"#,
+    ]);
+    apply(&s, "apiVersion: v1\nkind: Endpoints\nmetadata: {name: manual}\nsubsets: [{addresses: [{ip: 192.0.2.1}], ports: [{port: 80}]}]\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let manual = get_json(&s, &["endpoints", "manual"]).expect("manual endpoints");
+    assert_eq!(manual["subsets"][0]["addresses"][0]["ip"], "192.0.2.1");
+    // The kubernetes Service points at the API server.
+    let k8s = get_json(&s, &["service", "kubernetes"]).expect("kubernetes service");
+    assert_eq!(k8s["spec"]["ports"][0]["targetPort"], json!(s.port));
+    let api = s.kubectl_ok(&["get", "endpoints", "kubernetes", "--no-headers"]);
+    assert_eq!(
+        api.split_whitespace().nth(1),
+        Some(format!("127.0.0.1:{}", s.port).as_str()),
+        "{api}"
+    );
+}
+
+#[test]
+fn publish_not_ready_addresses_and_headless_services() {
+    let s = Server::start_args(&["--simulated-nodes", "1"]);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: None\n  publishNotReadyAddresses: true\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    // Never ready within the test, yet published.
+    apply(&s, &web_pod("slow", "sim-node-0", 600));
+    let ip = pod_ip(&s, "slow");
+    wait_for("the not-ready pod published", WITHIN, || {
+        (endpoints_column(&s) == format!("{ip}:8080")).then_some(())
+    });
+    let ep = get_json(&s, &["endpoints", "web"]).expect("endpoints");
+    assert_eq!(
+        ep["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
+    let slice = wait_for("the slice", WITHIN, || {
+        let sl = get_json(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
+        let item = sl["items"][0].clone();
+        (item["endpoints"].as_array()?.len() == 1).then_some(item)
+    });
+    assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
+    assert_eq!(
+        slice["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
+}
+
+#[test]
+fn slices_hold_at_most_the_maximum_endpoints() {
+    let s = Server::start_args(&["--simulated-nodes", "1", "--max-endpoints-per-slice", "2"]);
+    apply(&s, WEB_SERVICE);
+    for i in 0..5 {
+        apply(&s, &web_pod(&format!("web-{i}"), "sim-node-0", 0));
+    }
+    let sizes = wait_for("three slices of 2, 2 and 1", WITHIN, || {
+        let sl = get_json(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
+        let mut sizes: Vec<usize> = sl["items"]
+            .as_array()?
+            .iter()
+            .map(|i| i["endpoints"].as_array().map_or(0, Vec::len))
+            .collect();
+        sizes.sort();
+        (sizes.iter().sum::<usize>() == 5).then_some(sizes)
+    });
+    assert_eq!(sizes, [1, 2, 2]);
+}
+
+#[test]
+fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
+    let s = Server::start_args(&[
+        "--simulated-nodes",
+        "2",
+        "--node-lease-duration-seconds",
+        "2",
+        "--node-monitor-grace-period",
+        "3s",
+    ]);
+    // Tolerates unreachability for 1 s (the default admission would give 300 s).
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: short}\nspec:\n  nodeName: sim-node-0\n  tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]\n  containers: [{name: a, image: nginx}]\n",
+    );
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: patient}\nspec:\n  nodeName: sim-node-0\n  containers: [{name: a, image: nginx}]\n",
+    );
+    wait_for("both pods ready", WITHIN, || {
+        let out = s.kubectl_ok(&["get", "pods", "--no-headers"]);
+        (out.lines().filter(|l| l.contains("1/1")).count() == 2).then_some(())
+    });
+    // Healthy nodes stay Ready past the grace period (their Leases are renewed).
+    std::thread::sleep(Duration::from_secs(4));
+    let nodes = s.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(!nodes.contains("NotReady"), "{nodes}");
+    s.kubectl_ok(&[
+        "annotate",
+        "node",
+        "sim-node-0",
+        "sim.capstan.io/stopped=true",
+    ]);
+    let node = wait_for("sim-node-0 Ready=Unknown", WITHIN, || {
+        let n = get_json(&s, &["node", "sim-node-0"])?;
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (ready["status"] == "Unknown").then_some(n)
+    });
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .expect("Ready");
+    assert_eq!(ready["reason"], "NodeStatusUnknown");
+    assert_eq!(ready["message"], "Kubelet stopped posting node status.");
+    let taints = wait_for("the unreachable taints", WITHIN, || {
+        let n = get_json(&s, &["node", "sim-node-0"])?;
+        let t = n["spec"]["taints"].as_array()?.clone();
+        (t.len() == 2).then_some(t)
+    });
+    for effect in ["NoSchedule", "NoExecute"] {
+        assert!(
+            taints
+                .iter()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == effect),
+            "{taints:?}"
+        );
+    }
+    let listed = s.kubectl_ok(&["get", "node", "sim-node-0", "--no-headers"]);
+    assert!(listed.contains("NotReady"), "{listed}");
+    // The 1 s pod is marked and deleted (its stopped kubelet cannot finish it: Terminating).
+    let short = wait_for("the short-tolerating pod evicted", WITHIN, || {
+        let p = get_json(&s, &["pod", "short"])?;
+        p["metadata"]["deletionTimestamp"].is_string().then_some(p)
+    });
+    let disruption = short["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .cloned()
+        .expect("DisruptionTarget");
+    assert_eq!(disruption["reason"], "DeletionByTaintManager");
+    // The other pod keeps its 300 s, but is no longer Ready.
+    let patient = get_json(&s, &["pod", "patient"]).expect("patient");
+    assert!(patient["metadata"]["deletionTimestamp"].is_null());
+    let pready = patient["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .expect("Ready");
+    assert_eq!(pready["status"], "False", "{patient}");
+    // Back: the taints go.
+    s.kubectl_ok(&["annotate", "node", "sim-node-0", "sim.capstan.io/stopped-"]);
+    wait_for("the taints removed", WITHIN, || {
+        let n = get_json(&s, &["node", "sim-node-0"])?;
+        n["spec"]["taints"]
+            .as_array()
+            .is_none_or(|t| t.is_empty())
+            .then_some(())
+    });
+}
+
+#[test]
+fn pods_on_a_deleted_node_are_garbage_collected() {
+    let s = Server::start_args(&["--simulated-nodes", "2"]);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan}\nspec:\n  nodeName: sim-node-1\n  containers: [{name: a, image: nginx}]\n",
+    );
+    wait_for("the pod to run", WITHIN, || {
+        let p = get_json(&s, &["pod", "orphan"])?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    s.kubectl_ok(&["delete", "node", "sim-node-1"]);
+    wait_for("the orphaned pod to go", WITHIN, || {
+        (!s.kubectl(&["get", "pod", "orphan"]).status.success()).then_some(())
+    });
+}
+
+#[test]
+fn a_quota_refuses_the_pod_beyond_it_and_describe_shows_usage() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "quota", "q", "--hard=pods=2,requests.cpu=1"]);
+    wait_for("the quota's status", WITHIN, || {
+        let q = get_json(&s, &["quota", "q"])?;
+        (q["status"]["used"]["pods"] == "0").then_some(())
+    });
+    for p in ["p1", "p2"] {
+        s.kubectl_ok(&["run", p, "--image=nginx", "--overrides={\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"nginx\",\"resources\":{\"requests\":{\"cpu\":\"100m\"}}}]}}"]);
+    }
+    let out = s.kubectl(&["run", "p3", "--image=nginx", "--overrides={\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"nginx\",\"resources\":{\"requests\":{\"cpu\":\"100m\"}}}]}}"]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(r#"pods "p3" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"#),
+        "{err}"
+    );
+    // A pod that says nothing about cpu is refused by a cpu quota.
+    let out = s.kubectl(&["run", "bare", "--image=nginx"]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(
+        err.contains(
+            r#"pods "bare" is forbidden: failed quota: q: must specify requests.cpu for: bare"#
+        ),
+        "{err}"
+    );
+    let described = wait_for("describe to show 2 of 2 pods", WITHIN, || {
+        let d = s.kubectl_ok(&["describe", "quota", "q"]);
+        d.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["pods", "2", "2"])
+            .then_some(d)
+    });
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["requests.cpu", "200m", "1"]),
+        "{described}"
+    );
+    // Freed room is counted again.
+    s.kubectl_ok(&["delete", "pod", "p1", "--grace-period=0", "--force"]);
+    wait_for("used pods back to 1", WITHIN, || {
+        let q = get_json(&s, &["quota", "q"])?;
+        (q["status"]["used"]["pods"] == "1").then_some(())
+    });
+    s.kubectl_ok(&["run", "p3", "--image=nginx", "--overrides={\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"nginx\",\"resources\":{\"requests\":{\"cpu\":\"100m\"}}}]}}"]);
+    // Object counts: configmaps.
+    s.kubectl_ok(&["create", "quota", "cm", "--hard=configmaps=2"]);
+    wait_for("the cm quota's status", WITHIN, || {
+        let q = get_json(&s, &["quota", "cm"])?;
+        q["status"]["used"]["configmaps"].as_str().map(|_| ())
+    });
+    let mut refused = None;
+    for i in 0..3 {
+        let out = s.kubectl(&["create", "configmap", &format!("c{i}")]);
+        if !out.status.success() {
+            refused = Some(capstan_e2e::text(&out).1);
+            break;
+        }
+    }
+    let err = refused.expect("one configmap refused");
+    assert!(err.contains("exceeded quota: cm, requested: configmaps=1, used: configmaps=2, limited: configmaps=2"), "{err}");
+}
+
+#[test]
+fn limit_range_defaults_and_bounds_apply_to_new_pods() {
+    let s = Server::start();
+    apply(
+        &s,
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: lr}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m, memory: 128Mi}\n    max: {cpu: '1'}\n",
+    );
+    s.kubectl_ok(&["run", "p", "--image=nginx"]);
+    let p = get_json(&s, &["pod", "p"]).expect("pod");
+    let r = &p["spec"]["containers"][0]["resources"];
+    assert_eq!(r["limits"]["cpu"], "500m", "{p}");
+    assert_eq!(r["requests"]["cpu"], "100m");
+    assert_eq!(r["limits"]["memory"], "256Mi");
+    assert_eq!(r["requests"]["memory"], "128Mi");
+    assert!(p["metadata"]["annotations"]["kubernetes.io/limit-ranger"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("LimitRanger plugin set: "));
+    let out = s.kubectl(&["run", "big", "--image=nginx", "--overrides={\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"nginx\",\"resources\":{\"limits\":{\"cpu\":\"2\"}}}]}}"]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(
+        err.contains(
+            r#"pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#
+        ),
+        "{err}"
+    );
+}
+
+async fn client(s: &Server) -> Client {
+    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+fn ready_endpoints(slice: &EndpointSlice) -> usize {
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_rs_watcher_sees_the_endpoint_slice_reach_three_ready_endpoints() {
+    let s = Server::start_args(&["--simulated-nodes", "3"]);
+    let c = client(&s).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
+    let svc = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .expect("service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    for i in 0..3 {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
+            "spec": {"nodeName": format!("sim-node-{i}"),
+                     "containers": [{"name": "a", "image": "nginx"}]}
+        }))
+        .expect("pod");
+        // The nodes register moments after the server starts: retry a refused bind.
+        let deadline = Instant::now() + WITHIN;
+        while let Err(e) = pods.create(&PostParams::default(), &pod).await {
+            assert!(Instant::now() < deadline, "create pod: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(c, "default");
+    let mut events = watcher(
+        slices,
+        watcher::Config::default().labels("kubernetes.io/service-name=web"),
+    )
+    .boxed();
+    let mut seen = Vec::new();
+    tokio::time::timeout(WITHIN, async {
+        while let Some(ev) = events.next().await {
+            let slice = match ev.expect("watch event") {
+                watcher::Event::Apply(s) | watcher::Event::InitApply(s) => s,
+                _ => continue,
+            };
+            let n = ready_endpoints(&slice);
+            if seen.last() != Some(&n) {
+                seen.push(n);
+            }
+            if n == 3 {
+                assert_eq!(slice.ports.as_ref().and_then(|p| p[0].port), Some(8080));
+                return;
+            }
+        }
+        panic!("the watch ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never 3 ready endpoints; saw {seen:?}"));
+}
