@@ -107,6 +107,7 @@ pub struct Context {
     pods: OnceLock<Shared<Pod>>,
     nodes: OnceLock<Shared<Node>>,
     jobs: OnceLock<Shared<Job>>,
+    warm: tokio::sync::OnceCell<()>,
 }
 
 impl Context {
@@ -117,6 +118,7 @@ impl Context {
             pods: OnceLock::new(),
             nodes: OnceLock::new(),
             jobs: OnceLock::new(),
+            warm: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -130,6 +132,18 @@ impl Context {
     pub fn nodes(&self) -> &Shared<Node> {
         self.nodes
             .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+    }
+
+    /// Start the shared informers and wait for their first lists, once per term; every loop
+    /// awaits this before it starts (see `lib.rs::spawn_loops`).
+    pub async fn warm(&self) {
+        self.warm
+            .get_or_init(|| async {
+                self.pods().ready().await;
+                self.nodes().ready().await;
+                self.jobs().ready().await;
+            })
+            .await;
     }
 
     /// Every Job, watched once for the job, cronjob and ttl-after-finished loops.

@@ -36,6 +36,8 @@ pub mod ttl_after_finished;
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use kube::Client;
 use tokio::task::JoinHandle;
 
@@ -47,53 +49,56 @@ pub async fn run(client: Client, opts: Options) {
     leader::run_while_leading(client, opts, spawn_loops).await
 }
 
-/// How a loop is started: it gets the term's context and runs until aborted.
-type Start = fn(Arc<Context>) -> JoinHandle<()>;
+/// A loop: it gets the term's context and runs until aborted.
+type Loop = fn(Arc<Context>) -> BoxFuture<'static, ()>;
 
-/// Start every enabled loop (one module each; upstream's controller names).
+/// Start every enabled loop (one module each; upstream's controller names). Each first waits
+/// for the shared informers' first lists (`Context::warm`): kube's `Store::wait_until_ready`
+/// wakes only one of several concurrent waiters, and several loops' Controllers wait on the
+/// same shared store, so no loop may start waiting before the store is ready.
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
-    let loops: Vec<(&str, Start)> = vec![
-        // ("name", |ctx| tokio::spawn(module::run(ctx))), one line each, sorted by name
-        ("cronjob", |ctx| tokio::spawn(cronjob::run(ctx))),
-        ("daemonset", |ctx| tokio::spawn(daemonset::run(ctx))),
-        ("deployment", |ctx| tokio::spawn(deployment::run(ctx))),
-        ("disruption", |ctx| tokio::spawn(disruption::run(ctx))),
-        ("endpoints", |ctx| tokio::spawn(endpoints::run(ctx))),
-        ("endpointslice", |ctx| tokio::spawn(endpointslice::run(ctx))),
+    let loops: Vec<(&str, Loop)> = vec![
+        // ("name", |ctx| module::run(ctx).boxed()), one line each, sorted by name
+        ("cronjob", |ctx| cronjob::run(ctx).boxed()),
+        ("daemonset", |ctx| daemonset::run(ctx).boxed()),
+        ("deployment", |ctx| deployment::run(ctx).boxed()),
+        ("disruption", |ctx| disruption::run(ctx).boxed()),
+        ("endpoints", |ctx| endpoints::run(ctx).boxed()),
+        ("endpointslice", |ctx| endpointslice::run(ctx).boxed()),
         ("garbage-collector", |ctx| {
-            tokio::spawn(garbage_collector::run(ctx))
+            garbage_collector::run(ctx).boxed()
         }),
-        ("job", |ctx| tokio::spawn(job::run(ctx))),
-        ("namespace", |ctx| tokio::spawn(namespace::run(ctx))),
-        ("node-lifecycle", |ctx| {
-            tokio::spawn(node_lifecycle::run(ctx))
-        }),
-        ("pod-garbage-collector", |ctx| tokio::spawn(podgc::run(ctx))),
-        ("replicaset", |ctx| tokio::spawn(replicaset::run(ctx))),
+        ("job", |ctx| job::run(ctx).boxed()),
+        ("namespace", |ctx| namespace::run(ctx).boxed()),
+        ("node-lifecycle", |ctx| node_lifecycle::run(ctx).boxed()),
+        ("pod-garbage-collector", |ctx| podgc::run(ctx).boxed()),
+        ("replicaset", |ctx| replicaset::run(ctx).boxed()),
         ("replicationcontroller", |ctx| {
-            tokio::spawn(replicationcontroller::run(ctx))
+            replicationcontroller::run(ctx).boxed()
         }),
-        ("resourcequota", |ctx| tokio::spawn(resourcequota::run(ctx))),
+        ("resourcequota", |ctx| resourcequota::run(ctx).boxed()),
         ("root-ca-cert-publisher", |ctx| {
-            tokio::spawn(root_ca_publisher::run(ctx))
+            root_ca_publisher::run(ctx).boxed()
         }),
-        ("serviceaccount", |ctx| {
-            tokio::spawn(serviceaccount::run(ctx))
-        }),
-        ("statefulset", |ctx| tokio::spawn(statefulset::run(ctx))),
+        ("serviceaccount", |ctx| serviceaccount::run(ctx).boxed()),
+        ("statefulset", |ctx| statefulset::run(ctx).boxed()),
         ("taint-eviction-controller", |ctx| {
-            tokio::spawn(taint_eviction::run(ctx))
+            taint_eviction::run(ctx).boxed()
         }),
         ("ttl-after-finished", |ctx| {
-            tokio::spawn(ttl_after_finished::run(ctx))
+            ttl_after_finished::run(ctx).boxed()
         }),
     ];
     loops
         .into_iter()
         .filter(|(name, _)| ctx.opts.enabled(name))
-        .map(|(name, start)| {
+        .map(|(name, run)| {
             tracing::debug!(controller = name, "starting");
-            start(ctx.clone())
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                ctx.warm().await;
+                run(ctx).await
+            })
         })
         .collect()
 }
