@@ -34,6 +34,44 @@ impl RetryGate {
     }
 }
 
+/// The condition that says why pods are missing (the ReplicaSet's name for it).
+pub const FAILURE: &str = "ReplicaFailure";
+
+/// A workload's pods could not be made: count the attempt, hold the object until its retry
+/// is due, and say so in its `ReplicaFailure` condition (what failed, attempts, when the next
+/// is due), written through `/status` only if it changed. Returns the delay to requeue after.
+/// Shared by the StatefulSet and DaemonSet loops.
+pub async fn report_failure<K, C>(
+    api: &kube::Api<K>,
+    meta: &kube::api::ObjectMeta,
+    mut conds: Vec<C>,
+    backoff: &crate::backoff::Backoff,
+    gate: &RetryGate,
+    error: &(dyn std::fmt::Display + Sync),
+) -> Result<Duration, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    C: crate::conditions::Condition + serde::Serialize,
+{
+    let key = crate::pods::key(meta);
+    let (attempts, delay) = backoff.failed(&key);
+    gate.hold(&key, meta.generation, delay);
+    let msg = format!(
+        "{error} (attempt {attempts}; next attempt in {}s)",
+        delay.as_secs_f64().ceil() as u64
+    );
+    tracing::warn!(object = %key, %error, attempts, retry_in = ?delay, "could not create");
+    if crate::conditions::set(&mut conds, FAILURE, "True", "FailedCreate", &msg) {
+        api.patch_status(
+            meta.name.as_deref().unwrap_or(""),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"conditions": conds}})),
+        )
+        .await?;
+    }
+    Ok(delay)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,7 +368,7 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     status.number_unavailable = Some(status.desired_number_scheduled - available);
     // This pass made every pod it wanted: no failure to report.
     if let Some(conds) = status.conditions.as_mut() {
-        conditions::remove(conds, FAILURE);
+        conditions::remove(conds, crate::retry_gate::FAILURE);
     }
     if ds.status.as_ref() != Some(&status) {
         let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
@@ -404,37 +404,20 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     })
 }
 
-/// The condition that says why daemons are missing.
-const FAILURE: &str = "ReplicaFailure";
-
-/// Pods could not be made: say so in the status (what failed, how many attempts, when the
-/// next is due) and retry after the back-off.
+/// Pods could not be made: the shared "promise" report (`retry_gate::report_failure`).
 async fn failed(cx: &Cx, ds: &DaemonSet, e: Error) -> Result<Action, Error> {
-    let key = pods::key(&ds.metadata);
-    let (attempts, delay) = cx.backoff.failed(&key);
-    cx.gate.hold(&key, ds.metadata.generation, delay);
-    let msg = format!(
-        "{e} (attempt {attempts}; next attempt in {}s)",
-        delay.as_secs_f64().ceil() as u64
+    let api: Api<DaemonSet> = Api::namespaced(
+        cx.ctx.client.clone(),
+        ds.metadata.namespace.as_deref().unwrap_or(""),
     );
-    tracing::warn!(daemonset = %key, error = %e, attempts, retry_in = ?delay, "could not create");
-    let mut conds = ds
+    let conds = ds
         .status
         .as_ref()
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
-    if conditions::set(&mut conds, FAILURE, "True", "FailedCreate", &msg) {
-        let api: Api<DaemonSet> = Api::namespaced(
-            cx.ctx.client.clone(),
-            ds.metadata.namespace.as_deref().unwrap_or(""),
-        );
-        api.patch_status(
-            ds.metadata.name.as_deref().unwrap_or(""),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": conds}})),
-        )
-        .await?;
-    }
+    let delay =
+        crate::retry_gate::report_failure(&api, &ds.metadata, conds, &cx.backoff, &cx.gate, &e)
+            .await?;
     Ok(Action::requeue(delay))
 }
 

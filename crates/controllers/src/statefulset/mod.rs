@@ -373,7 +373,7 @@ async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> 
     );
     // This pass made every pod it wanted: no failure to report.
     if let Some(conds) = status.conditions.as_mut() {
-        conditions::remove(conds, FAILURE);
+        conditions::remove(conds, crate::retry_gate::FAILURE);
     }
     if set.status.as_ref() != Some(&status) {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -405,37 +405,20 @@ async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> 
     })
 }
 
-/// The condition that says why pods are missing (the ReplicaSet's name for it).
-const FAILURE: &str = "ReplicaFailure";
-
-/// A pod or claim could not be made: say so in the set's status (what failed, how many
-/// attempts, when the next is due) and retry after the back-off.
+/// Pods could not be made: the shared "promise" report (`retry_gate::report_failure`).
 async fn failed(cx: &Cx, set: &StatefulSet, e: Error) -> Result<Action, Error> {
-    let key = pods::key(&set.metadata);
-    let (attempts, delay) = cx.backoff.failed(&key);
-    cx.gate.hold(&key, set.metadata.generation, delay);
-    let msg = format!(
-        "{e} (attempt {attempts}; next attempt in {}s)",
-        delay.as_secs_f64().ceil() as u64
+    let api: Api<StatefulSet> = Api::namespaced(
+        cx.ctx.client.clone(),
+        set.metadata.namespace.as_deref().unwrap_or(""),
     );
-    tracing::warn!(statefulset = %key, error = %e, attempts, retry_in = ?delay, "could not create");
-    let mut conds = set
+    let conds = set
         .status
         .as_ref()
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
-    if conditions::set(&mut conds, FAILURE, "True", "FailedCreate", &msg) {
-        let api: Api<StatefulSet> = Api::namespaced(
-            cx.ctx.client.clone(),
-            set.metadata.namespace.as_deref().unwrap_or(""),
-        );
-        api.patch_status(
-            set.metadata.name.as_deref().unwrap_or(""),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": conds}})),
-        )
-        .await?;
-    }
+    let delay =
+        crate::retry_gate::report_failure(&api, &set.metadata, conds, &cx.backoff, &cx.gate, &e)
+            .await?;
     Ok(Action::requeue(delay))
 }
 
