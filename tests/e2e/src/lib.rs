@@ -236,3 +236,33 @@ impl Drop for Follow {
         let _ = self.child.wait();
     }
 }
+
+/// Poll `f` until it returns Some, or fail naming what was awaited.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `kubectl get ARGS -o json`, or None if kubectl failed.
+pub fn get_json(s: &Server, args: &[&str]) -> Option<serde_json::Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = s.kubectl(&all);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// `kubectl apply -f -` of `yaml`, which must succeed.
+pub fn apply(s: &Server, yaml: &str) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{:?}", text(&out));
+}

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capstan_e2e::Server;
+use capstan_e2e::{apply, get_json, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
@@ -17,33 +18,6 @@ use serde_json::{json, Value};
 const WITHIN: Duration = Duration::from_secs(30);
 
 /// Poll `f` until it returns Some, or fail naming what was awaited.
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn get_json(s: &Server, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let out = s.kubectl(&all);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn apply(s: &Server, yaml: &str) {
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
-    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
-}
-
 fn pod_yaml(
     name: &str,
     node: &str,
