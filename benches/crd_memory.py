@@ -152,7 +152,7 @@ def main():
         paths = emit(tmp / "crds", args.crds)
         size = sum(p.stat().st_size for p in paths)
         data = tmp / "data"
-        proc = subprocess.Popen([binary, "server", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        proc = subprocess.Popen([binary, "server", "--no-agent", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             proc.stdout.readline()

@@ -33,7 +33,7 @@ def rss_mib(pid):
 
 def start(data_dir, extra):
     binary = os.environ.get("CAPSTAN_BIN", str(ROOT / "target" / "release" / "capstan"))
-    proc = subprocess.Popen([binary, "server", "--data-dir", data_dir, "--listen", "127.0.0.1:0", *extra],
+    proc = subprocess.Popen([binary, "server", "--no-agent", "--data-dir", data_dir, "--listen", "127.0.0.1:0", *extra],
                             stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
     api = config.new_client_from_config(config_file=os.path.join(data_dir, "kubeconfig"))

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def capstan(tmp_path):
     binary = os.environ.get("CAPSTAN_BIN", str(ROOT / "target" / "release" / "capstan"))
     proc = subprocess.Popen(
-        [binary, "server", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"],
+        [binary, "server", "--no-agent", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -30,7 +30,7 @@ class Server:
 
     def start(self, port=0):
         self.proc = subprocess.Popen(
-            [binary(), "server", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{port}", *self.extra],
+            [binary(), "server", "--no-agent", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{port}", *self.extra],
             stdout=subprocess.PIPE,
             text=True,
         )

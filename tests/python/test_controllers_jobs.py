@@ -16,7 +16,7 @@ WAIT = 30
 def batch(tmp_path):
     binary = os.environ.get("CAPSTAN_BIN", str(ROOT / "target" / "release" / "capstan"))
     proc = subprocess.Popen(
-        [binary, "server", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0",
+        [binary, "server", "--no-agent", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0",
          "--simulated-nodes", "2"],
         stdout=subprocess.PIPE,
         text=True,

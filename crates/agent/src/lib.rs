@@ -1,4 +1,19 @@
-//! capstan's node agent. Today it holds the node simulator (`simulate`): fake Nodes that
-//! register, heartbeat and play the kubelet's part for the pods bound to them.
+//! capstan's node agent (the kubelet's job): it registers its Node, renews its Lease and runs
+//! the pods bound to it as real containers; `simulate` holds the node simulator.
+//!
+//! Parts, each owning one concern: `images` (the content-addressed image store, import and
+//! pull), `runtime` (containers via youki's libcontainer behind a per-container shim process),
+//! `node` (registration, Lease, conditions, the kubelet HTTPS endpoint), `pods` (the pod
+//! workers: sync a pod's spec to containers and report status), `logs` (container log files:
+//! writing with rotation, reading for `pods/log`).
 
+pub mod images;
+pub mod logs;
+pub mod node;
+pub mod pods;
+pub mod runtime;
 pub mod simulate;
+
+mod agent;
+
+pub use agent::{run, AgentError, AgentOptions};

@@ -1,5 +1,6 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
+mod agent_flags;
 mod controller_flags;
 mod data_dir;
 mod fd_limit;
@@ -87,6 +88,22 @@ enum Command {
         disable_controllers: bool,
         #[command(flatten)]
         controller_flags: controller_flags::ControllerFlags,
+        /// Do not run the node agent: this machine is not a node (pods bound to it never run).
+        #[arg(long)]
+        no_agent: bool,
+        #[command(flatten)]
+        agent_flags: agent_flags::AgentFlags,
+    },
+    /// Manage the node agent's image store (works while the server runs).
+    Images {
+        #[command(subcommand)]
+        command: agent_flags::ImagesCommand,
+    },
+    /// Internal: one container's shim (started by the agent, not by hand).
+    #[command(hide = true)]
+    ContainerShim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Simulate nodes against any Kubernetes API server: they register, renew Leases, and play
     /// the kubelet for pods bound to them (Running, pod IPs, readiness, exits, graceful
@@ -95,8 +112,9 @@ enum Command {
     /// follows); a Node annotated `sim.capstan.io/stopped: "true"` stops heartbeating and
     /// updating its pods until the annotation is removed.
     Agent {
-        /// Number of simulated nodes of the default shape (32 CPUs, 256Gi, 110 pods).
-        #[arg(long)]
+        /// Number of simulated nodes of the default shape (32 CPUs, 256Gi, 110 pods); without
+        /// it (and without a --node-group) this machine joins as a real node.
+        #[arg(long, default_value_t = 0)]
         simulate: usize,
         /// The kubeconfig naming the server and the credentials to use.
         #[arg(long, env = "KUBECONFIG")]
@@ -106,6 +124,11 @@ enum Command {
         context: Option<String>,
         #[command(flatten)]
         sim: simulated_nodes::SimFlags,
+        /// Where the real agent keeps images, containers and pod volumes.
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        agent_flags: agent_flags::AgentFlags,
     },
     /// Run the scheduler stand-alone against any Kubernetes API server named by a kubeconfig.
     Scheduler {
@@ -196,6 +219,13 @@ fn default_data_dir() -> PathBuf {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The shim forks containers: it must stay single-threaded, so it runs before anything
+    // else starts a thread.
+    if std::env::args().nth(1).as_deref() == Some("container-shim") {
+        std::process::exit(capstan_agent::runtime::shim_main(
+            std::env::args().skip(2).collect(),
+        ));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
@@ -226,6 +256,8 @@ fn main() -> anyhow::Result<()> {
             disable_scheduler,
             disable_controllers,
             controller_flags,
+            no_agent,
+            agent_flags,
         } => {
             let simulation = if sim.wanted(simulated_nodes) {
                 Some(sim.config(simulated_nodes)?)
@@ -262,6 +294,7 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     Some(controller_flags.options()?)
                 },
+                agent: (!no_agent).then_some(agent_flags),
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
@@ -269,16 +302,33 @@ fn main() -> anyhow::Result<()> {
             rt.shutdown_timeout(Duration::from_secs(2));
             result?
         }
+        Command::Images { command } => agent_flags::images(command, default_data_dir()),
+        Command::ContainerShim { .. } => unreachable!("dispatched before parsing"),
         Command::Agent {
             simulate,
             kubeconfig,
             context,
             sim,
+            data_dir,
+            agent_flags,
         } => {
-            anyhow::ensure!(
-                sim.wanted(simulate),
-                "nothing to simulate: give --simulate N (N > 0) or a --node-group"
-            );
+            if !sim.wanted(simulate) {
+                let data_dir = data_dir.unwrap_or_else(default_data_dir);
+                let opts = agent_flags.options(&data_dir)?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                return rt.block_on(async {
+                    let client = kubeconfig::client(&kubeconfig, context).await?;
+                    tokio::select! {
+                        r = capstan_agent::run(client, opts) => r.map_err(anyhow::Error::from),
+                        signal = shutdown_signal() => {
+                            tracing::info!(signal, "agent stopping (containers keep running)");
+                            Ok(())
+                        }
+                    }
+                });
+            }
             let config = sim.config(simulate)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -421,6 +471,8 @@ struct ServerOptions {
     scheduler: bool,
     /// The built-in controllers' options, unless disabled.
     controllers: Option<capstan_controllers::Options>,
+    /// The node agent's flags, unless `--no-agent`.
+    agent: Option<agent_flags::AgentFlags>,
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -437,6 +489,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         simulation,
         scheduler,
         controllers,
+        agent,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -506,6 +559,17 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         // The controllers are ordinary API clients over the in-process transport too.
         let client = capstan_apiserver::in_process_client(state.clone());
         tokio::spawn(capstan_controllers::run(client, opts));
+    }
+    if let Some(flags) = agent {
+        // The node agent is an ordinary API client over the in-process transport; it runs
+        // the pods bound to this machine.
+        let opts = flags.options(&data_dir)?;
+        let client = capstan_apiserver::in_process_client(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = capstan_agent::run(client, opts).await {
+                tracing::error!(error = %e, "node agent stopped");
+            }
+        });
     }
     heap::spawn_trimmer();
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");

@@ -67,12 +67,22 @@ impl Server {
         s
     }
 
+    /// Servers run without the node agent unless `extra` holds `--with-agent` (a marker of
+    /// this harness, not a flag): most suites need no real node, and agents of parallel
+    /// tests would all run pods on this machine.
     fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         let started = Instant::now();
+        let with_agent = extra.contains(&"--with-agent");
+        let extra: Vec<&str> = extra
+            .iter()
+            .copied()
+            .filter(|a| *a != "--with-agent")
+            .collect();
         let mut child = Command::new(capstan_bin())
             .args(["server", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args((!with_agent).then_some("--no-agent"))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,80 @@
+//! `run`: the real node agent's top level — open the image store and the runtime, register
+//! the Node, then run the Lease, status and pod loops until the future is dropped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::images::{ImageStore, ImagesError};
+use crate::node::NodeError;
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+
+/// What `capstan server` (in-process) or `capstan agent` (stand-alone) runs the agent with.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The Node's name (default: the host name, lower-cased).
+    pub node_name: String,
+    /// Where images, container state and pod volumes live (`<data-dir>/agent`).
+    pub root: PathBuf,
+    /// Archives in this folder are imported at start (as k3s's air-gap images folder).
+    pub images_dir: Option<PathBuf>,
+    /// The Lease's duration (kubelet: 40 s); renewed every quarter of it.
+    pub lease_duration_seconds: i32,
+    /// Node status is posted this often even when nothing changed (kubelet: 5 min).
+    pub status_report_interval: Duration,
+    /// Max pods (the Node's `pods` capacity, kubelet: 110).
+    pub max_pods: u32,
+    /// The kubelet HTTPS endpoint (logs, later exec): address to listen on; port 0 picks
+    /// one, which the Node's `status.daemonEndpoints.kubeletEndpoint.port` reports.
+    pub kubelet_listen: std::net::SocketAddr,
+    /// The cluster CA (PEM) the API server's client certificate is checked against, and the
+    /// CA certificate + key the agent's serving certificate is issued from (in-process).
+    pub kubelet_tls: Option<crate::node::KubeletTls>,
+    /// A short name distinguishing this agent's host resources (cgroup parent, runtime
+    /// state dir) from another agent's on the same machine: tests run several servers.
+    pub instance: String,
+    /// Container log rotation: bytes per file and files kept (kubelet: 10Mi, 5).
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
+}
+
+impl AgentOptions {
+    pub fn new(node_name: String, root: PathBuf, instance: String) -> AgentOptions {
+        AgentOptions {
+            node_name,
+            root,
+            images_dir: None,
+            lease_duration_seconds: 40,
+            status_report_interval: Duration::from_secs(300),
+            max_pods: 110,
+            kubelet_listen: "127.0.0.1:0".parse().expect("literal address"),
+            kubelet_tls: None,
+            instance,
+            container_log_max_size: 10 * 1024 * 1024,
+            container_log_max_files: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("image store: {0}")]
+    Images(#[from] ImagesError),
+    #[error("container runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("node: {0}")]
+    Node(#[from] NodeError),
+}
+
+/// Runs the agent until the returned future is dropped (containers keep running: a restarted
+/// agent finds them again).
+pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentError> {
+    let images = Arc::new(ImageStore::open(&opts.root.join("image-store"))?);
+    if let Some(dir) = &opts.images_dir {
+        images.import_dir(dir).await?;
+    }
+    let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
+    let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
+    crate::pods::run(client, opts, node, images, runtime).await;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Container log files as the kubelet keeps them: CRI-format lines
+//! (`<RFC 3339 nano time> <stdout|stderr> <F|P> <text>`) in
+//! `<pods root>/<pod uid>/logs/<container>/<attempt>.log`, rotated by size (`.log.1` …).
+//! `format` is the line codec; `writer` appends with rotation (the shim's side); `reader`
+//! answers `pods/log` options (the kubelet endpoint's side).
+
+pub mod format;
+
+use std::path::{Path, PathBuf};
+
+/// The log file of one run (`attempt`) of a container.
+pub fn container_log_path(
+    pods_root: &Path,
+    pod_uid: &str,
+    container: &str,
+    attempt: u32,
+) -> PathBuf {
+    container_log_dir(pods_root, pod_uid, container).join(format!("{attempt}.log"))
+}
+
+/// The folder holding every run's log of a container.
+pub fn container_log_dir(pods_root: &Path, pod_uid: &str, container: &str) -> PathBuf {
+    pods_root.join(pod_uid).join("logs").join(container)
+}
