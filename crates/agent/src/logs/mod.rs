@@ -22,3 +22,11 @@ pub fn container_log_path(
 pub fn container_log_dir(pods_root: &Path, pod_uid: &str, container: &str) -> PathBuf {
     pods_root.join(pod_uid).join("logs").join(container)
 }
+
+/// Written (empty) by the shim beside a run's log file after its last line, once the
+/// container has exited: a follower of the log stops when it sees it.
+pub fn exited_marker_path(log_path: &Path) -> PathBuf {
+    let mut name = log_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".exited");
+    log_path.with_file_name(name)
+}
