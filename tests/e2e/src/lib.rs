@@ -36,6 +36,8 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
     /// Time from spawn to the "export KUBECONFIG" line (printed once it serves).
     pub startup: Duration,
+    /// The node agent runs (pods are cleaned up before the server is killed).
+    pub with_agent: bool,
 }
 
 impl Server {
@@ -110,6 +112,7 @@ impl Server {
             child: Some(child),
             _dir: None,
             startup,
+            with_agent,
         }
     }
 
@@ -199,7 +202,47 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.with_agent && self.child.is_some() {
+            // Containers outlive the server (as they outlive a restarted agent): delete every
+            // workload and pod first, so the agent stops and removes them for real.
+            let _ = self.kubectl(&[
+                "delete",
+                "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs",
+                "--all",
+                "-A",
+                "--wait=false",
+            ]);
+            let _ = self.kubectl(&["delete", "pods", "--all", "-A", "--timeout=60s"]);
+        }
         self.kill();
+    }
+}
+
+/// Where `scripts/build-test-images` leaves the test images (`$CAPSTAN_TEST_IMAGES`, else
+/// `<workspace>/target/test-images`).
+pub fn test_images_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAPSTAN_TEST_IMAGES") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-images")
+}
+
+impl Server {
+    /// A server that is also a node: the agent runs, and the busybox test image is in the
+    /// images folder it imports at start (`busybox` to pods).
+    pub fn start_node(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let images = data_dir.join("agent").join("images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        let archive = test_images_dir().join("busybox.tar");
+        assert!(archive.exists(), "{} is missing: scripts/build-test-images makes it", archive.display());
+        std::fs::copy(&archive, images.join("busybox.tar")).expect("copy the busybox image");
+        let mut args = vec!["--with-agent"];
+        args.extend_from_slice(extra);
+        let mut s = Server::start_with(&data_dir, 0, &args);
+        s._dir = Some(dir);
+        s
     }
 }
 

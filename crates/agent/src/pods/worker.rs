@@ -641,6 +641,10 @@ impl Worker {
     }
 
     async fn write_status(&mut self, pod: &Pod) {
+        // A pod that had finished before this agent started keeps the status it has.
+        if self.phase.terminal() && self.slots.iter().all(|s| s.run.is_none()) {
+            return;
+        }
         let qos = match container_spec::qos_class(pod) {
             crate::runtime::QosClass::Guaranteed => "Guaranteed",
             crate::runtime::QosClass::Burstable => "Burstable",

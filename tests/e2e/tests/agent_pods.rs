@@ -1,0 +1,292 @@
+//! The node agent runs pods as real containers: kubectl against `capstan server` with its
+//! agent on, the busybox test image imported from the images folder at start.
+
+use std::time::{Duration, Instant};
+
+use capstan_e2e::{apply, get_json, wait_for, Server};
+use serde_json::Value;
+
+fn pod(s: &Server, name: &str) -> Option<Value> {
+    get_json(s, &["get", "pod", name, "-o", "json"])
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn container_status<'a>(p: &'a Value, name: &str) -> Option<&'a Value> {
+    p["status"]["containerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+fn node_ready(s: &Server) {
+    wait_for("the node to register Ready", Duration::from_secs(30), || {
+        let nodes = get_json(s, &["get", "nodes", "-o", "json"])?;
+        let ready = nodes["items"].as_array()?.iter().any(|n| {
+            n["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        });
+        ready.then_some(())
+    });
+}
+
+#[test]
+fn kubectl_run_echo_hi_completes_and_logs_print_hi() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    s.kubectl_ok(&["run", "one", "--image=busybox", "--restart=Never", "--", "echo", "hi"]);
+    let p = wait_for("pod one to succeed", Duration::from_secs(60), || {
+        let p = pod(&s, "one")?;
+        (phase(&p) == "Succeeded").then_some(p)
+    });
+    let c = container_status(&p, "one").expect("container status");
+    assert_eq!(c["state"]["terminated"]["exitCode"], 0, "{c}");
+    assert_eq!(c["state"]["terminated"]["reason"], "Completed", "{c}");
+    assert!(c["containerID"].as_str().is_some_and(|id| id.starts_with("capstan://")), "{c}");
+    assert!(c["imageID"].as_str().is_some_and(|id| !id.is_empty()), "{c}");
+    assert_eq!(s.kubectl_ok(&["logs", "one"]), "hi\n");
+    let table = s.kubectl_ok(&["get", "pod", "one"]);
+    assert!(table.contains("Completed"), "{table}");
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=one"]);
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(events.contains(reason), "no {reason} event:\n{events}");
+    }
+}
+
+#[test]
+fn a_crashing_container_backs_off_with_growing_delays() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    s.kubectl_ok(&["run", "crash", "--image=busybox", "--", "sh", "-c", "echo boom; exit 3"]);
+    let mut messages: Vec<String> = Vec::new();
+    let p = wait_for("CrashLoopBackOff with a 20s back-off", Duration::from_secs(90), || {
+        let p = pod(&s, "crash")?;
+        let c = container_status(&p, "crash")?.clone();
+        if let Some(m) = c["state"]["waiting"]["message"].as_str() {
+            if !messages.iter().any(|x| x == m) {
+                messages.push(m.to_string());
+            }
+        }
+        let waiting = c["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        (waiting && c["state"]["waiting"]["message"].as_str()?.contains("back-off 20s")).then_some(p)
+    });
+    assert!(
+        messages.iter().any(|m| m.contains("back-off 10s")),
+        "the delay grows from 10s: {messages:?}"
+    );
+    let c = container_status(&p, "crash").expect("status");
+    assert!(c["restartCount"].as_i64().unwrap_or(0) >= 2, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error", "{c}");
+    let table = s.kubectl_ok(&["get", "pod", "crash"]);
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+    assert_eq!(s.kubectl_ok(&["logs", "crash", "--previous"]), "boom\n");
+}
+
+#[test]
+fn a_memory_limit_breach_is_oom_killed() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox
+    command: ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    resources: {limits: {memory: 20Mi}}
+"#,
+    );
+    let p = wait_for("pod hog to fail", Duration::from_secs(60), || {
+        let p = pod(&s, "hog")?;
+        (phase(&p) == "Failed").then_some(p)
+    });
+    let c = container_status(&p, "hog").expect("status");
+    assert_eq!(c["state"]["terminated"]["reason"], "OOMKilled", "{c}");
+    assert_eq!(p["status"]["qosClass"], "Burstable");
+}
+
+#[test]
+fn config_map_and_secret_reach_env_and_files_and_updates_reach_the_file() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    s.kubectl_ok(&["create", "configmap", "cfg", "--from-literal=color=blue"]);
+    s.kubectl_ok(&["create", "secret", "generic", "sec", "--from-literal=password=s3cret"]);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, labels: {app: reader}}
+spec:
+  containers:
+  - name: reader
+    image: busybox
+    command: ["sh", "-c", "echo env=$COLOR/$PASSWORD/$POD_NAME; while true; do echo file=$(cat /cfg/color)/$(cat /sec/password); sleep 0.5; done"]
+    env:
+    - {name: COLOR, valueFrom: {configMapKeyRef: {name: cfg, key: color}}}
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: sec, key: password}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: sec, mountPath: /sec}
+  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: sec, secret: {secretName: sec}}
+"#,
+    );
+    wait_for("the env and the files in the logs", Duration::from_secs(60), || {
+        let logs = String::from_utf8_lossy(&s.kubectl(&["logs", "reader"]).stdout).into_owned();
+        (logs.contains("env=blue/s3cret/reader") && logs.contains("file=blue/s3cret")).then_some(())
+    });
+    s.kubectl_ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"color":"green"}}"#]);
+    let t = Instant::now();
+    wait_for("the ConfigMap change to reach the mounted file", Duration::from_secs(60), || {
+        let logs = String::from_utf8_lossy(&s.kubectl(&["logs", "reader", "--tail=1"]).stdout).into_owned();
+        logs.contains("file=green/s3cret").then_some(())
+    });
+    eprintln!("configmap update reached the file in {:?}", t.elapsed());
+}
+
+#[test]
+fn a_missing_key_is_create_container_config_error_until_it_exists() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    s.kubectl_ok(&["create", "configmap", "partial", "--from-literal=a=1"]);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: needs-key}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo b=$B"]
+    env:
+    - {name: B, valueFrom: {configMapKeyRef: {name: partial, key: b}}}
+"#,
+    );
+    let p = wait_for("CreateContainerConfigError", Duration::from_secs(30), || {
+        let p = pod(&s, "needs-key")?;
+        let c = container_status(&p, "c")?;
+        (c["state"]["waiting"]["reason"] == "CreateContainerConfigError").then(|| c.clone())
+    });
+    assert_eq!(p["state"]["waiting"]["message"], "couldn't find key b in ConfigMap default/partial");
+    s.kubectl_ok(&["patch", "configmap", "partial", "-p", r#"{"data":{"b":"2"}}"#]);
+    wait_for("the pod to run once the key exists", Duration::from_secs(60), || {
+        let p = pod(&s, "needs-key")?;
+        (phase(&p) == "Succeeded").then_some(())
+    });
+    assert_eq!(s.kubectl_ok(&["logs", "needs-key"]), "b=2\n");
+}
+
+#[test]
+fn delete_honours_the_grace_period_and_the_container_is_gone() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    // PID 1 with no handler ignores SIGTERM: only the SIGKILL after the grace period ends it.
+    s.kubectl_ok(&["run", "stubborn", "--image=busybox", "--restart=Never", "--", "sleep", "1000"]);
+    wait_for("stubborn to run", Duration::from_secs(60), || {
+        (phase(&pod(&s, "stubborn")?) == "Running").then_some(())
+    });
+    let t = Instant::now();
+    s.kubectl_ok(&["delete", "pod", "stubborn", "--grace-period=3", "--timeout=60s"]);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(3), "deleted after {took:?}, before the grace period");
+    assert!(took < Duration::from_secs(20), "deletion took {took:?}");
+    assert!(pod(&s, "stubborn").is_none());
+}
+
+#[test]
+fn a_missing_image_ends_in_image_pull_back_off() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    // Port 1 on loopback: nothing listens, the pull fails at once (no traffic leaves).
+    s.kubectl_ok(&["run", "ghost", "--image=127.0.0.1:1/ghost:1", "--restart=Never"]);
+    let mut reasons = Vec::new();
+    let c = wait_for("ImagePullBackOff", Duration::from_secs(60), || {
+        let p = pod(&s, "ghost")?;
+        let c = container_status(&p, "ghost")?.clone();
+        let r = c["state"]["waiting"]["reason"].as_str()?.to_string();
+        if !reasons.contains(&r) {
+            reasons.push(r.clone());
+        }
+        (r == "ImagePullBackOff").then_some(c)
+    });
+    assert!(reasons.iter().any(|r| r == "ErrImagePull"), "{reasons:?}");
+    let msg = c["state"]["waiting"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("127.0.0.1:1/ghost:1"), "{msg}");
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=ghost"]);
+    assert!(events.contains("Failed to pull image"), "{events}");
+}
+
+#[test]
+fn a_deployments_pods_run_for_real() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    s.kubectl_ok(&["create", "deployment", "web", "--image=busybox", "--replicas=2", "--", "sleep", "3600"]);
+    wait_for("2 ready replicas", Duration::from_secs(90), || {
+        let d = get_json(&s, &["get", "deployment", "web", "-o", "json"])?;
+        (d["status"]["readyReplicas"] == 2).then_some(())
+    });
+    let pods = get_json(&s, &["get", "pods", "-l", "app=web", "-o", "json"]).expect("pods");
+    for p in pods["items"].as_array().expect("items") {
+        assert_eq!(phase(p), "Running");
+        assert_eq!(p["status"]["conditions"].as_array().map(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")), Some(true));
+    }
+}
+
+/// Processes whose command line is exactly `argv` (joined by NULs in /proc).
+fn processes(argv: &[&str]) -> usize {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+                .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn containers_survive_a_server_kill_and_are_adopted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("agent").join("images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    std::fs::copy(capstan_e2e::test_images_dir().join("busybox.tar"), images.join("busybox.tar")).expect("copy image");
+    let mut s = Server::start_with_args(dir.path(), &["--with-agent"]);
+    node_ready(&s);
+    // A command line no other test runs, to count this container's process.
+    let argv = ["sleep", "3599"];
+    s.kubectl_ok(&["run", "steady", "--image=busybox", "--", argv[0], argv[1]]);
+    let before = wait_for("steady to run", Duration::from_secs(60), || {
+        let p = pod(&s, "steady")?;
+        (phase(&p) == "Running").then(|| container_status(&p, "steady").cloned())?
+    });
+    assert_eq!(processes(&argv), 1);
+    s.kill();
+    assert_eq!(processes(&argv), 1, "the container outlives the server");
+    let s = Server::start_with_args(dir.path(), &["--with-agent"]);
+    let p = wait_for("steady to be reported", Duration::from_secs(60), || pod(&s, "steady"));
+    let after = container_status(&p, "steady").expect("status").clone();
+    assert_eq!(after["containerID"], before["containerID"]);
+    assert_eq!(after["restartCount"], 0);
+    assert_eq!(after["state"]["running"]["startedAt"], before["state"]["running"]["startedAt"]);
+    assert_eq!(processes(&argv), 1, "adopted, not started again");
+    // Only an agent that adopted the container can stop it and let the pod go.
+    s.kubectl_ok(&["delete", "pod", "steady", "--grace-period=1", "--timeout=60s"]);
+    wait_for("the process to be gone", Duration::from_secs(30), || (processes(&argv) == 0).then_some(()));
+    drop(s);
+}

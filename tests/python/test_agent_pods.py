@@ -1,0 +1,75 @@
+"""The node agent through the official Python client: a pod created with CoreV1Api runs as a
+real container from the busybox test image, its log is read back, and deleting it stops the
+container and removes the pod."""
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+
+import pytest
+from kubernetes import client, config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WAIT = 60
+
+
+def wait(what, pred, within=WAIT):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def node(tmp_path):
+    binary = os.environ.get("CAPSTAN_BIN", str(ROOT / "target" / "release" / "capstan"))
+    images = os.environ.get("CAPSTAN_TEST_IMAGES", str(ROOT / "target" / "test-images"))
+    (tmp_path / "agent" / "images").mkdir(parents=True)
+    shutil.copy(pathlib.Path(images) / "busybox.tar", tmp_path / "agent" / "images" / "busybox.tar")
+    proc = subprocess.Popen(
+        [binary, "server", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline().strip()
+    assert line == f"export KUBECONFIG={tmp_path / 'kubeconfig'}", line
+    api = config.new_client_from_config(config_file=str(tmp_path / "kubeconfig"))
+    core = client.CoreV1Api(api)
+    yield core
+    # Containers outlive the server: delete the pods so the agent removes them.
+    for p in core.list_pod_for_all_namespaces().items:
+        core.delete_namespaced_pod(p.metadata.name, p.metadata.namespace)
+    wait("every pod to go", lambda: not core.list_pod_for_all_namespaces().items)
+    api.close()
+    proc.kill()
+    proc.wait()
+
+
+def test_pod_runs_logs_and_deletes(node):
+    core = node
+    core.create_namespaced_pod("default", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "py"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "py", "image": "busybox",
+            "command": ["sh", "-c", "echo line one; echo line two; sleep 3600"]}]},
+    })
+    wait("the pod to run", lambda: core.read_namespaced_pod("py", "default").status.phase == "Running")
+    logs = wait("both lines", lambda: (lambda l: "line two" in l and l)(
+        core.read_namespaced_pod_log("py", "default")))
+    assert logs == "line one\nline two\n"
+    assert core.read_namespaced_pod_log("py", "default", tail_lines=1) == "line two\n"
+    st = core.read_namespaced_pod("py", "default").status.container_statuses[0]
+    assert st.ready and st.state.running and st.restart_count == 0
+    core.delete_namespaced_pod("py", "default", grace_period_seconds=1)
+
+    def gone():
+        try:
+            core.read_namespaced_pod("py", "default")
+            return False
+        except client.ApiException as e:
+            return e.status == 404
+    wait("the pod to be deleted by its node", gone, within=30)
