@@ -290,3 +290,80 @@ fn containers_survive_a_server_kill_and_are_adopted() {
     wait_for("the process to be gone", Duration::from_secs(30), || (processes(&argv) == 0).then_some(()));
     drop(s);
 }
+
+#[test]
+fn a_failing_liveness_probe_restarts_and_readiness_follows_http() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  containers:
+  - name: probed
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/healthy; mkdir -p /www; echo ok > /www/index.html; httpd -p 8080 -h /www; sleep 4; rm /tmp/healthy; sleep 3600"]
+    ports: [{name: web, containerPort: 8080}]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      periodSeconds: 1
+      failureThreshold: 2
+    readinessProbe:
+      httpGet: {path: /index.html, port: web}
+      periodSeconds: 1
+"#,
+    );
+    wait_for("the pod to be Ready through its HTTP readiness probe", Duration::from_secs(60), || {
+        let p = pod(&s, "probed")?;
+        let c = container_status(&p, "probed")?;
+        (c["ready"] == true).then_some(())
+    });
+    wait_for("a restart after the liveness probe fails", Duration::from_secs(60), || {
+        let p = pod(&s, "probed")?;
+        let c = container_status(&p, "probed")?;
+        (c["restartCount"].as_i64()? >= 1).then_some(())
+    });
+    let table = s.kubectl_ok(&["get", "pod", "probed"]);
+    let restarts = table.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).unwrap_or("");
+    assert!(restarts.starts_with('1') || restarts.starts_with('2'), "{table}");
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=probed"]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(events.contains("failed liveness probe, will be restarted"), "{events}");
+}
+
+#[test]
+fn delete_runs_pre_stop_before_the_container_is_stopped() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    let host = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: hooked
+    image: busybox
+    command: ["sh", "-c", "trap 'echo term >> /host/log; exit 0' TERM; while true; do sleep 0.2; done"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "echo started >> /host/log"]}}}}
+      preStop: {{exec: {{command: ["sh", "-c", "echo prestop >> /host/log"]}}}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  volumes:
+  - {{name: host, hostPath: {{path: {}, type: Directory}}}}
+"#,
+        host.path().display()
+    );
+    apply(&s, &yaml);
+    wait_for("hooked to run", Duration::from_secs(60), || {
+        (phase(&pod(&s, "hooked")?) == "Running").then_some(())
+    });
+    s.kubectl_ok(&["delete", "pod", "hooked", "--timeout=60s"]);
+    let log = std::fs::read_to_string(host.path().join("log")).expect("the hooks wrote");
+    assert_eq!(log, "started\nprestop\nterm\n");
+}

@@ -49,6 +49,11 @@ pub struct Slot {
     pub not_before: Option<Instant>,
     /// The wait the last scheduled restart got (shown in CrashLoopBackOff's message).
     pub shown: Duration,
+    /// Probes of the current run: whether it has them, and their verdicts so far.
+    pub has_readiness: bool,
+    pub has_startup: bool,
+    pub readiness: Option<bool>,
+    pub startup_ok: bool,
 }
 
 impl Slot {
@@ -67,11 +72,25 @@ impl Slot {
             backoff: Duration::ZERO,
             not_before: None,
             shown: Duration::ZERO,
+            has_readiness: false,
+            has_startup: false,
+            readiness: None,
+            startup_ok: false,
         }
     }
 
     pub fn running(&self) -> bool {
         matches!(self.state, Some(ContainerState::Running { .. }))
+    }
+
+    /// Running and past its startup probe (`started` in the status).
+    pub fn started(&self) -> bool {
+        self.running() && (!self.has_startup || self.startup_ok)
+    }
+
+    /// Started and passing its readiness probe (`ready` in the status).
+    pub fn ready(&self) -> bool {
+        self.started() && (!self.has_readiness || self.readiness == Some(true))
     }
 
     pub fn exited(&self) -> Option<&Terminated> {

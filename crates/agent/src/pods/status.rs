@@ -144,7 +144,7 @@ pub fn render(uid: &str, v: &View<'_>, tr: &mut Transitions) -> Value {
     let unready: Vec<&str> = v
         .slots
         .iter()
-        .filter(|s| s.kind != Kind::Init && !s.running())
+        .filter(|s| s.kind != Kind::Init && !s.ready())
         .map(|s| s.name.as_str())
         .collect();
     let terminal_reason = match v.phase {
@@ -234,7 +234,7 @@ fn container_status(s: &Slot) -> Value {
     };
     let ready = match s.kind {
         Kind::Init => s.exited().is_some_and(|t| t.exit_code == 0),
-        _ => s.running(),
+        _ => s.ready(),
     };
     let mut v = json!({
         "name": s.name,
@@ -244,7 +244,7 @@ fn container_status(s: &Slot) -> Value {
         "restartCount": s.restarts,
         "image": s.image,
         "imageID": s.image_id,
-        "started": s.running(),
+        "started": s.started(),
     });
     if let Some((_, id)) = &s.run {
         v["containerID"] = json!(format!("capstan://{id}"));

@@ -4,7 +4,7 @@
 //! It wakes on a new version of the pod, a container exit, or a back-off timer; deletion
 //! stops the containers within the grace period and ends with the kubelet's final DELETE.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,9 +15,11 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::Api;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::container_spec::{self, ManagedFiles};
 use super::env::{self, Sources};
+use super::probes::{self, Action, ProbeKind, Target, Verdict};
 use super::slot::{Kind, Slot, Terminated};
 use super::status::{self, Phase, Transitions};
 use super::volumes::{self, Prepared};
@@ -49,11 +51,16 @@ pub struct Worker {
     initialized: bool,
     /// Containers whose terminationMessagePolicy is FallbackToLogsOnError.
     fallback_to_logs: Vec<String>,
+    /// Probe loops of each running container (by runtime id).
+    probes: HashMap<String, Vec<JoinHandle<()>>>,
+    verdict_tx: mpsc::UnboundedSender<Verdict>,
+    verdict_rx: mpsc::UnboundedReceiver<Verdict>,
 }
 
 impl Worker {
     pub fn new(shared: Arc<Shared>, pod: &Pod, found: Vec<ContainerRecord>) -> Worker {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
         let meta = &pod.metadata;
         let mut slots = Vec::new();
         if let Some(spec) = &pod.spec {
@@ -101,6 +108,9 @@ impl Worker {
                 .filter(|c| c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"))
                 .map(|c| c.name.clone())
                 .collect(),
+            probes: HashMap::new(),
+            verdict_tx,
+            verdict_rx,
         };
         // A pod that finished never runs again, whatever a restarted agent finds on disk.
         w.phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
@@ -176,6 +186,7 @@ impl Worker {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
                 Some(_) = self.exits_rx.recv() => {}
+                Some(v) = self.verdict_rx.recv() => self.on_verdict(&pod, v).await,
                 _ = sleep => {}
             }
         }
@@ -190,6 +201,7 @@ impl Worker {
         if self.phase.terminal() {
             return None;
         }
+        self.ensure_probes(pod);
         let now = Instant::now();
         let mut wake: Option<Duration> = None;
         let soon = |d: Duration, wake: &mut Option<Duration>| {
@@ -439,6 +451,16 @@ impl Worker {
                 slot.waiting = None;
                 slot.state = state.or(Some(ContainerState::Running { pid: 0, started_at: SystemTime::now() }));
                 tracing::info!(pod = %self.key(), container = %c.name, attempt, elapsed_ms = started_call.elapsed().as_millis() as u64, "container started");
+                if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                    let action = hook_action(hook);
+                    let target = self.target(c);
+                    if let Err(message) = probes::run_action(&self.shared.runtime, &id, &action, &target, Duration::from_secs(30)).await {
+                        let note = format!("PostStartHook failed: {message}");
+                        self.event(pod, EventType::Warning, "FailedPostStartHook", &note).await;
+                        let grace = grace_of(pod);
+                        let _ = self.shared.runtime.stop(&id, grace).await;
+                    }
+                }
                 let tx = self.exits_tx.clone();
                 let rt = self.shared.runtime.clone();
                 tokio::spawn(async move {
@@ -548,6 +570,7 @@ impl Worker {
                 let fallback = self.fallback_to_logs.contains(&name);
                 let message = termination_message(&log, file, fallback, &state);
                 let t = self_terminated(&id, &state, message);
+                self.stop_probes(&id);
                 let ran_for = started_at.and_then(|s| t.finished_at.duration_since(s).ok());
                 self.slots[i].terminated = Some(t);
                 self.slots[i].schedule_restart(Instant::now(), ran_for);
@@ -572,15 +595,42 @@ impl Worker {
             let note = format!("Stopping container {}", self.slots[*i].name);
             self.event(pod, EventType::Normal, "Killing", &note).await;
         }
-        let stops = running.iter().map(|(_, id)| {
+        let containers = all_containers(pod);
+        let stops = running.iter().map(|(i, id)| {
             let rt = self.shared.runtime.clone();
             let id = id.clone();
-            async move { rt.stop(&id, grace).await }
+            let spec = containers.iter().find(|c| c.name == self.slots[*i].name).cloned();
+            let target = spec.as_ref().map(|c| self.target(c));
+            async move {
+                let begun = Instant::now();
+                let mut failed = None;
+                // preStop runs first, within the grace period; what is left goes to SIGTERM.
+                if let (Some(c), Some(target)) = (&spec, &target) {
+                    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                        let action = hook_action(hook);
+                        let run = probes::run_action(&rt, &id, &action, target, grace);
+                        match tokio::time::timeout(grace, run).await {
+                            Ok(Err(m)) => failed = Some(format!("PreStopHook failed: {m}")),
+                            Err(_) => failed = Some(format!("PreStopHook did not finish within {grace:?}")),
+                            Ok(Ok(())) => {}
+                        }
+                    }
+                }
+                let left = grace.saturating_sub(begun.elapsed());
+                (rt.stop(&id, left).await, failed)
+            }
         });
-        for r in futures::future::join_all(stops).await {
+        for (r, failed) in futures::future::join_all(stops).await {
+            if let Some(note) = failed {
+                self.event(pod, EventType::Warning, "FailedPreStopHook", &note).await;
+            }
             if let Err(e) = r {
                 tracing::warn!(pod = %self.key(), error = %e, "stopping a container failed");
             }
+        }
+        let ids: Vec<String> = running.iter().map(|(_, id)| id.clone()).collect();
+        for id in ids {
+            self.stop_probes(&id);
         }
         self.refresh_states().await;
         for s in &mut self.slots {
@@ -702,6 +752,107 @@ impl Worker {
         }
     }
 
+    /// Starts the probe loops of running containers that have none yet (a new run, or one
+    /// adopted after an agent restart).
+    fn ensure_probes(&mut self, pod: &Pod) {
+        let containers = all_containers(pod);
+        for i in 0..self.slots.len() {
+            if !self.slots[i].running() {
+                continue;
+            }
+            let Some((_, id)) = self.slots[i].run.clone() else { continue };
+            if self.probes.contains_key(&id) {
+                continue;
+            }
+            let Some(c) = containers.iter().find(|c| c.name == self.slots[i].name) else { continue };
+            let target = self.target(c);
+            let mut loops = Vec::new();
+            let kinds = [
+                (ProbeKind::Startup, c.startup_probe.clone()),
+                (ProbeKind::Liveness, c.liveness_probe.clone()),
+                (ProbeKind::Readiness, c.readiness_probe.clone()),
+            ];
+            let slot = &mut self.slots[i];
+            slot.has_startup = c.startup_probe.is_some();
+            slot.has_readiness = c.readiness_probe.is_some();
+            slot.startup_ok = false;
+            slot.readiness = None;
+            for (kind, probe) in kinds {
+                let Some(probe) = probe else { continue };
+                loops.push(tokio::spawn(probes::probe_loop(
+                    self.shared.runtime.clone(),
+                    id.clone(),
+                    kind,
+                    probe,
+                    target.clone(),
+                    self.verdict_tx.clone(),
+                )));
+            }
+            self.probes.insert(id, loops);
+        }
+    }
+
+    fn stop_probes(&mut self, id: &str) {
+        for task in self.probes.remove(id).into_iter().flatten() {
+            task.abort();
+        }
+    }
+
+    async fn on_verdict(&mut self, pod: &Pod, v: Verdict) {
+        let Some(i) = self.slots.iter().position(|s| s.run.as_ref().is_some_and(|r| r.1 == v.container_id)) else {
+            return;
+        };
+        if !self.slots[i].running() {
+            return;
+        }
+        if let Some(message) = &v.failure {
+            let note = format!("{} probe failed: {message}", v.kind.as_str());
+            self.event(pod, EventType::Warning, "Unhealthy", &note).await;
+        }
+        let name = self.slots[i].name.clone();
+        match v.kind {
+            ProbeKind::Readiness => self.slots[i].readiness = v.state,
+            ProbeKind::Startup => {
+                if v.state == Some(true) {
+                    self.slots[i].startup_ok = true;
+                } else if v.state == Some(false) {
+                    let note = format!("Container {name} failed startup probe, will be restarted");
+                    self.kill_for_probe(pod, i, &note).await;
+                }
+            }
+            ProbeKind::Liveness => {
+                // Liveness counts only once the startup probe passed.
+                if v.state == Some(false) && self.slots[i].started() {
+                    let note = format!("Container {name} failed liveness probe, will be restarted");
+                    self.kill_for_probe(pod, i, &note).await;
+                }
+            }
+        }
+    }
+
+    async fn kill_for_probe(&mut self, pod: &Pod, i: usize, note: &str) {
+        let Some((_, id)) = self.slots[i].run.clone() else { return };
+        self.stop_probes(&id);
+        self.event(pod, EventType::Normal, "Killing", note).await;
+        let grace = grace_of(pod);
+        if let Err(e) = self.shared.runtime.stop(&id, grace).await {
+            tracing::warn!(pod = %self.key(), error = %e, "stopping an unhealthy container failed");
+        }
+    }
+
+    fn target(&self, c: &Container) -> Target {
+        Target {
+            net_ns: self.sandbox.as_ref().and_then(|s| s.net_ns.clone()),
+            host_ip: self.shared.node.host_ip.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            ports: c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+                .collect(),
+        }
+    }
+
     fn sandbox_spec(&self, pod: &Pod) -> SandboxSpec {
         let spec = pod.spec.as_ref();
         SandboxSpec {
@@ -728,6 +879,34 @@ impl Worker {
 
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+fn all_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .cloned()
+        .collect()
+}
+
+/// The pod's termination grace period (30 s unless it says otherwise).
+fn grace_of(pod: &Pod) -> Duration {
+    let secs = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+fn hook_action(h: &k8s_openapi::api::core::v1::LifecycleHandler) -> Action {
+    if let Some(e) = &h.exec {
+        Action::Exec(e.command.clone().unwrap_or_default())
+    } else if let Some(g) = &h.http_get {
+        Action::Http(g.clone())
+    } else if let Some(t) = &h.tcp_socket {
+        Action::Tcp(t.clone())
+    } else if let Some(s) = &h.sleep {
+        Action::Sleep(Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0)))
+    } else {
+        Action::Unsupported("the hook names no action")
     }
 }
 
