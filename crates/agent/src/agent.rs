@@ -36,6 +36,8 @@ pub struct AgentOptions {
     /// Container log rotation: bytes per file and files kept (kubelet: 10Mi, 5).
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
+    /// The node's pod network (its `spec.podCIDR`); pods get addresses from it.
+    pub pod_cidr: String,
 }
 
 impl AgentOptions {
@@ -52,6 +54,7 @@ impl AgentOptions {
             instance,
             container_log_max_size: 10 * 1024 * 1024,
             container_log_max_files: 5,
+            pod_cidr: "10.42.0.0/24".into(),
         }
     }
 }
@@ -64,6 +67,8 @@ pub enum AgentError {
     Runtime(#[from] RuntimeError),
     #[error("node: {0}")]
     Node(#[from] NodeError),
+    #[error("pod network: {0}")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// Runs the agent until the returned future is dropped (containers keep running: a restarted
@@ -74,7 +79,31 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
         images.import_dir(dir).await?;
     }
     let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
+    let cidr = crate::network::Cidr::parse(&opts.pod_cidr)?;
     let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
-    crate::pods::run(client, opts, node, images, runtime).await;
+    record_pod_cidr(&client, &node.name, cidr).await;
+    // The bridge is named for this agent's instance: two agents on one machine (tests) keep
+    // theirs apart.
+    let bridge = format!("cap{}", &opts.instance.chars().take(8).collect::<String>());
+    let network = match crate::network::PodNetwork::open(&bridge, cidr, &opts.root.join("network").join("ips")).await {
+        Ok(n) => Some(Arc::new(n)),
+        Err(e) => {
+            tracing::error!(error = %e, "no pod network: pods get no address of their own");
+            None
+        }
+    };
+    crate::pods::run(client, opts, node, images, runtime, network).await;
     Ok(())
+}
+
+/// The Node's `spec.podCIDR(s)` name the network its pods get addresses from (immutable once
+/// set: a different `--pod-cidr` later is refused by the API and logged).
+async fn record_pod_cidr(client: &kube::Client, node: &str, cidr: crate::network::Cidr) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<Node> = Api::all(client.clone());
+    let body = serde_json::json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
+    if let Err(e) = api.patch(node, &PatchParams::default(), &Patch::Merge(&body)).await {
+        tracing::warn!(node, error = %e, "recording the node's podCIDR failed");
+    }
 }

@@ -30,6 +30,10 @@ pub struct AgentFlags {
     /// Rotated log files kept per container.
     #[arg(long, default_value_t = 5)]
     pub container_log_max_files: u32,
+    /// The node's pod network (IPv4, /16 to /30): a bridge takes its first address, pods the
+    /// others.
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pub pod_cidr: String,
 }
 
 impl AgentFlags {
@@ -52,6 +56,7 @@ impl AgentFlags {
         opts.max_pods = self.max_pods;
         opts.container_log_max_size = self.container_log_max_size;
         opts.container_log_max_files = self.container_log_max_files;
+        opts.pod_cidr = self.pod_cidr.clone();
         Ok(opts)
     }
 }

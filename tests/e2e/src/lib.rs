@@ -218,6 +218,16 @@ impl Drop for Server {
     }
 }
 
+/// A /24 of its own for each node server: agents of parallel tests each make a bridge, and
+/// two bridges with one subnet would steal each other's replies.
+pub fn unique_pod_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("10.{}.{}.0/24", 200 + pid % 50, (pid / 50 + n * 37) % 256)
+}
+
 /// Where `scripts/build-test-images` leaves the test images (`$CAPSTAN_TEST_IMAGES`, else
 /// `<workspace>/target/test-images`).
 pub fn test_images_dir() -> PathBuf {
@@ -238,7 +248,8 @@ impl Server {
         let archive = test_images_dir().join("busybox.tar");
         assert!(archive.exists(), "{} is missing: scripts/build-test-images makes it", archive.display());
         std::fs::copy(&archive, images.join("busybox.tar")).expect("copy the busybox image");
-        let mut args = vec!["--with-agent"];
+        let cidr = unique_pod_cidr();
+        let mut args = vec!["--with-agent", "--pod-cidr", &cidr];
         args.extend_from_slice(extra);
         let mut s = Server::start_with(&data_dir, 0, &args);
         s._dir = Some(dir);

@@ -367,3 +367,28 @@ spec:
     let log = std::fs::read_to_string(host.path().join("log")).expect("the hooks wrote");
     assert_eq!(log, "started\nprestop\nterm\n");
 }
+
+#[test]
+fn pods_get_addresses_and_reach_each_other_and_the_node() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    let node = get_json(&s, &["get", "nodes", "-o", "json"]).expect("nodes");
+    let cidr = node["items"][0]["spec"]["podCIDR"].as_str().expect("the node has a podCIDR").to_string();
+    let prefix = cidr.rsplit_once('.').map(|(p, _)| format!("{p}.")).expect("a /24");
+    s.kubectl_ok(&["run", "server", "--image=busybox", "--", "sh", "-c", "mkdir /www; echo hello-from-server > /www/index.html; httpd -f -p 8080 -h /www"]);
+    let server_ip = wait_for("the server pod's IP", Duration::from_secs(60), || {
+        let p = pod(&s, "server")?;
+        (phase(&p) == "Running").then(|| p["status"]["podIP"].as_str().map(str::to_string))?
+    });
+    assert!(server_ip.starts_with(&prefix), "{server_ip} not in {cidr}");
+    let gateway = format!("{prefix}1");
+    let script = format!("wget -qO- http://{server_ip}:8080/; ping -c1 -W2 {gateway} >/dev/null && echo node-reachable");
+    s.kubectl_ok(&["run", "client", "--image=busybox", "--restart=Never", "--", "sh", "-c", &script]);
+    wait_for("the client to finish", Duration::from_secs(60), || {
+        let p = pod(&s, "client")?;
+        matches!(phase(&p), "Succeeded" | "Failed").then_some(())
+    });
+    assert_eq!(s.kubectl_ok(&["logs", "client"]), "hello-from-server\nnode-reachable\n");
+    let wide = s.kubectl_ok(&["get", "pod", "server", "-o", "wide"]);
+    assert!(wide.contains(&server_ip), "{wide}");
+}

@@ -68,6 +68,7 @@ pub async fn build(
     container: &Container,
     image_env: &[String],
     host_ip: &str,
+    pod_ip: Option<&str>,
     sources: &mut Sources,
 ) -> Result<Vec<String>, EnvError> {
     let ns = sources.namespace().to_string();
@@ -153,7 +154,7 @@ pub async fn build(
                         None => return Err(EnvError(format!("secret \"{}\" not found", r.name))),
                     }
                 } else if let Some(f) = &from.field_ref {
-                    field_value(pod, &f.field_path, host_ip)
+                    field_value(pod, &f.field_path, host_ip, pod_ip)
                         .ok_or_else(|| EnvError(format!("unsupported fieldPath: {}", f.field_path)))?
                 } else if let Some(r) = &from.resource_field_ref {
                     let target = match r.container_name.as_deref() {
@@ -226,7 +227,7 @@ pub fn expand(input: &str, known: &BTreeMap<&str, &str>) -> String {
 }
 
 /// The downward API's fields (env and volumes share it).
-pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
+pub fn field_value(pod: &Pod, path: &str, host_ip: &str, pod_ip: Option<&str>) -> Option<String> {
     let meta = &pod.metadata;
     let bracket = |prefix: &str| -> Option<String> {
         let rest = path.strip_prefix(prefix)?.strip_prefix("['")?;
@@ -253,14 +254,10 @@ pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
-        "status.podIP" | "status.podIPs" => {
-            let host = spec.and_then(|s| s.host_network).unwrap_or(false);
-            if host {
-                host_ip.to_string()
-            } else {
-                status.and_then(|s| s.pod_ip.clone()).unwrap_or_default()
-            }
-        }
+        "status.podIP" | "status.podIPs" => pod_ip
+            .map(str::to_string)
+            .or_else(|| status.and_then(|s| s.pod_ip.clone()))
+            .unwrap_or_default(),
         _ => return None,
     })
 }

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::AgentOptions;
 use crate::images::ImageStore;
+use crate::network::PodNetwork;
 use crate::node::NodeHandle;
 use crate::runtime::{ContainerRecord, ContainerState, Runtime};
 
@@ -41,6 +42,8 @@ pub struct Shared {
     pub images: Arc<ImageStore>,
     pub runtime: Arc<Runtime>,
     pub recorder: Recorder,
+    /// The pod network (None when it could not be set up: pods then have only loopback).
+    pub network: Option<Arc<PodNetwork>>,
 }
 
 struct Handle {
@@ -55,6 +58,7 @@ pub async fn run(
     node: NodeHandle,
     images: Arc<ImageStore>,
     runtime: Arc<Runtime>,
+    network: Option<Arc<PodNetwork>>,
 ) {
     let recorder = Recorder::new(
         client.clone(),
@@ -69,6 +73,7 @@ pub async fn run(
         images,
         runtime: runtime.clone(),
         recorder,
+        network: network.clone(),
     });
     // What a previous agent left running, by pod uid; handed to the pods' workers.
     let mut found: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
@@ -107,7 +112,8 @@ pub async fn run(
                     first_list = false;
                     let orphans: Vec<(String, Vec<ContainerRecord>)> = found.drain().collect();
                     let rt = runtime.clone();
-                    tokio::spawn(async move { remove_orphans(rt, orphans).await });
+                    let net = network.clone();
+                    tokio::spawn(async move { remove_orphans(rt, net, orphans).await });
                 }
                 listed.clear();
             }
@@ -149,7 +155,11 @@ fn dispatch(
 }
 
 /// Containers and sandboxes of pods that no longer exist (deleted while the agent was down).
-async fn remove_orphans(runtime: Arc<Runtime>, orphans: Vec<(String, Vec<ContainerRecord>)>) {
+async fn remove_orphans(
+    runtime: Arc<Runtime>,
+    network: Option<Arc<PodNetwork>>,
+    orphans: Vec<(String, Vec<ContainerRecord>)>,
+) {
     for (uid, records) in orphans {
         tracing::info!(pod_uid = %uid, containers = records.len(), "removing containers of a pod that no longer exists");
         for r in records {
@@ -160,6 +170,11 @@ async fn remove_orphans(runtime: Arc<Runtime>, orphans: Vec<(String, Vec<Contain
             }
             if let Err(e) = runtime.remove(&r.id).await {
                 tracing::warn!(container = %r.id, error = %e, "removing an orphaned container failed");
+            }
+        }
+        if let Some(net) = &network {
+            if let Err(e) = net.detach(&uid).await {
+                tracing::warn!(pod_uid = %uid, error = %e, "removing an orphaned pod's network failed");
             }
         }
         if let Err(e) = runtime.remove_sandbox(&uid).await {

@@ -292,7 +292,7 @@ fn downward_files(
 ) -> Result<(), VolumeError> {
     for item in items {
         let value = if let Some(f) = &item.field_ref {
-            field_value(pod, &f.field_path, host_ip)
+            field_value(pod, &f.field_path, host_ip, None)
                 .ok_or_else(|| err(volume, format!("unsupported fieldPath {}", f.field_path)))?
         } else if let Some(r) = &item.resource_field_ref {
             let container = pod

@@ -55,6 +55,8 @@ pub struct Worker {
     probes: HashMap<String, Vec<JoinHandle<()>>>,
     verdict_tx: mpsc::UnboundedSender<Verdict>,
     verdict_rx: mpsc::UnboundedReceiver<Verdict>,
+    /// The pod's own address on the pod network.
+    pod_ip: Option<String>,
 }
 
 impl Worker {
@@ -111,6 +113,7 @@ impl Worker {
             probes: HashMap::new(),
             verdict_tx,
             verdict_rx,
+            pod_ip: None,
         };
         // A pod that finished never runs again, whatever a restarted agent finds on disk.
         w.phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
@@ -221,9 +224,14 @@ impl Worker {
             soon(deadline - elapsed, &mut wake);
         }
         if self.sandbox.is_none() {
-            match self.shared.runtime.ensure_sandbox(&self.sandbox_spec(pod)).await {
-                Ok(info) => {
+            let made = match self.shared.runtime.ensure_sandbox(&self.sandbox_spec(pod)).await {
+                Ok(info) => self.attach_network(&info).await.map(|ip| (info, ip)),
+                Err(e) => Err(e.to_string()),
+            };
+            match made {
+                Ok((info, ip)) => {
                     self.sandbox = Some(info);
+                    self.pod_ip = ip;
                     self.sandbox_error = None;
                 }
                 Err(e) => {
@@ -369,7 +377,8 @@ impl Worker {
         };
         let mut sources = Sources::new(self.shared.client.clone(), &self.namespace);
         let host_ip = self.shared.node.host_ip.clone();
-        let env = match env::build(pod, c, &image.config.env, &host_ip, &mut sources).await {
+        let pod_ip = self.pod_ip(pod);
+        let env = match env::build(pod, c, &image.config.env, &host_ip, pod_ip.as_deref(), &mut sources).await {
             Ok(e) => e,
             Err(e) => {
                 self.config_error(pod, i, "CreateContainerConfigError", &e.0).await;
@@ -662,6 +671,11 @@ impl Worker {
         if let (Some(pod), Some(sb)) = (pod, &self.sandbox) {
             volumes::teardown(pod, &sb.pod_dir);
         }
+        if let Some(net) = &self.shared.network {
+            if let Err(e) = net.detach(&self.uid).await {
+                tracing::warn!(pod = %self.key(), error = %e, "removing the pod's network failed");
+            }
+        }
         if let Err(e) = self.shared.runtime.remove_sandbox(&self.uid).await {
             tracing::warn!(pod = %self.key(), error = %e, "removing the pod sandbox failed");
         }
@@ -867,10 +881,25 @@ impl Worker {
         }
     }
 
-    /// No pod network yet: a host-network pod has the node's address, others none.
+    /// A host-network pod has the node's address; others their own on the pod network.
     fn pod_ip(&self, pod: &Pod) -> Option<String> {
         let host = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
-        host.then(|| self.shared.node.host_ip.clone())
+        if host {
+            Some(self.shared.node.host_ip.clone())
+        } else {
+            self.pod_ip.clone()
+        }
+    }
+
+    /// Wires the sandbox's network namespace to the pod network; its address.
+    async fn attach_network(&self, info: &SandboxInfo) -> Result<Option<String>, String> {
+        let (Some(ns), Some(net)) = (&info.net_ns, &self.shared.network) else {
+            return Ok(None);
+        };
+        net.attach(&self.uid, ns)
+            .await
+            .map(|ip| Some(ip.to_string()))
+            .map_err(|e| format!("setting up the pod network: {e}"))
     }
 
     fn slot_index(&self, name: &str) -> Option<usize> {
