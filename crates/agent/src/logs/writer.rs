@@ -107,18 +107,34 @@ impl LogWriter {
         self.append(&out)
     }
 
+    /// Writes encoded lines, rotating between lines whenever the next one would take the
+    /// file past `max_size` (a single line longer than that still goes in whole).
     fn append(&mut self, out: &[u8]) -> Result<(), LogWriteError> {
-        if out.is_empty() {
+        let mut batch_start = 0;
+        let mut batch_len = 0u64;
+        for line in out.split_inclusive(|b| *b == b'\n') {
+            let len = line.len() as u64;
+            let size = self.size + batch_len;
+            if size > 0 && size + len > self.max_size {
+                self.write_all(&out[batch_start..batch_start + batch_len as usize])?;
+                batch_start += batch_len as usize;
+                batch_len = 0;
+                self.rotate()?;
+            }
+            batch_len += len;
+        }
+        self.write_all(&out[batch_start..batch_start + batch_len as usize])
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), LogWriteError> {
+        if bytes.is_empty() {
             return Ok(());
         }
-        if self.size > 0 && self.size + out.len() as u64 > self.max_size {
-            self.rotate()?;
-        }
-        self.file.write_all(out).map_err(|source| LogWriteError {
+        self.file.write_all(bytes).map_err(|source| LogWriteError {
             path: self.path.clone(),
             source,
         })?;
-        self.size += out.len() as u64;
+        self.size += bytes.len() as u64;
         Ok(())
     }
 
@@ -238,10 +254,13 @@ mod tests {
         let dir = temp_dir("rotate");
         let path = dir.join("0.log");
         let mut w = LogWriter::open(&path, 200, 3).expect("open");
-        for i in 0..100 {
+        for i in 0..50 {
             w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
                 .expect("write");
         }
+        // Many lines in one read rotate line by line too.
+        let many: String = (50..100).map(|i| format!("line {i}\n")).collect();
+        w.write(Stream::Stdout, many.as_bytes()).expect("write");
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .expect("read dir")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -254,7 +273,11 @@ mod tests {
         }
         // The newest line is in the live file, older ones in .1 then .2.
         assert!(lines(&path).last().expect("a line").2 == "line 99");
-        let newest_rotated = lines(&dir.join("0.log.1")).last().expect("a line").2.clone();
+        let newest_rotated = lines(&dir.join("0.log.1"))
+            .last()
+            .expect("a line")
+            .2
+            .clone();
         let first_live = lines(&path)[0].2.clone();
         let n = |s: &str| s["line ".len()..].parse::<u32>().expect("number");
         assert_eq!(n(&newest_rotated) + 1, n(&first_live));

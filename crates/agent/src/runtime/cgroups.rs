@@ -102,7 +102,11 @@ impl Hierarchy {
             }
             Hierarchy::V1(_) => {
                 for (controller, file, value) in [
-                    ("cpu", "cpu.shares", limits.cpu_shares.map(|s| s.to_string())),
+                    (
+                        "cpu",
+                        "cpu.shares",
+                        limits.cpu_shares.map(|s| s.to_string()),
+                    ),
                     (
                         "cpu",
                         "cpu.cfs_period_us",

@@ -235,9 +235,11 @@ impl Runtime {
             pods_root: config.pods_root.clone(),
         };
         for dir in [layout.containers_dir(), layout.libcontainer_root()] {
-            std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
         }
-        let cgroups = Hierarchy::detect().map_err(|e| io_err("detecting the cgroup hierarchy", e))?;
+        let cgroups =
+            Hierarchy::detect().map_err(|e| io_err("detecting the cgroup hierarchy", e))?;
         tracing::info!(state_root = %config.state_root.display(), cgroup_v2 = cgroups.is_v2(), "container runtime open");
         Ok(Runtime {
             config,
@@ -296,7 +298,8 @@ impl Runtime {
             .create(&cgroup_path, &spec.resources)
             .map_err(|e| io_err(format!("creating cgroup {cgroup_path}"), e))?;
         let pod_dir = self.layout.pod_dir(&spec.pod_uid);
-        std::fs::create_dir_all(&pod_dir).map_err(|e| io_err(format!("creating {}", pod_dir.display()), e))?;
+        std::fs::create_dir_all(&pod_dir)
+            .map_err(|e| io_err(format!("creating {}", pod_dir.display()), e))?;
         tracing::debug!(pod_uid = %spec.pod_uid, made = !complete, "sandbox ready");
         Ok(SandboxInfo {
             net_ns: own_network.then(|| dir.join(sandbox::NET)),
@@ -320,7 +323,8 @@ impl Runtime {
             .map_err(|e| io_err(format!("removing cgroup {cgroup}"), e))?;
         let pod_dir = self.layout.pod_dir(pod_uid);
         // Nothing may stay mounted below the pod dir before it is deleted recursively.
-        rootfs::unmount_all_under(&pod_dir).map_err(|e| io_err("unmounting below the pod dir", e))?;
+        rootfs::unmount_all_under(&pod_dir)
+            .map_err(|e| io_err("unmounting below the pod dir", e))?;
         remove_dir_if_exists(&pod_dir)?;
         tracing::debug!(pod_uid, "sandbox removed");
         Ok(())
@@ -343,6 +347,9 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         check_name("container id", &spec.id)?;
         check_name("pod uid", &spec.pod_uid)?;
+        if spec.security.seccomp_runtime_default {
+            tracing::warn!(id = %spec.id, "seccompProfile RuntimeDefault is not enforced yet");
+        }
         let dir = self.layout.container_dir(&spec.id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -369,13 +376,23 @@ impl Runtime {
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
         };
-        let oci_config = oci::config(spec, sandbox, &file.rootfs.merged, &cgroup_path, self.cgroups.is_v2());
-        record::write(&dir, record::OCI_CONFIG, &oci_config).map_err(|e| io_err("writing config.json", e))?;
-        record::write(&dir, record::CONTAINER, &file).map_err(|e| io_err("writing container.json", e))?;
+        let oci_config = oci::config(
+            spec,
+            sandbox,
+            &file.rootfs.merged,
+            &cgroup_path,
+            self.cgroups.is_v2(),
+        );
+        record::write(&dir, record::OCI_CONFIG, &oci_config)
+            .map_err(|e| io_err("writing config.json", e))?;
+        record::write(&dir, record::CONTAINER, &file)
+            .map_err(|e| io_err("writing container.json", e))?;
         if let Some(log_dir) = spec.log_path.parent() {
-            std::fs::create_dir_all(log_dir).map_err(|e| io_err(format!("creating {}", log_dir.display()), e))?;
+            std::fs::create_dir_all(log_dir)
+                .map_err(|e| io_err(format!("creating {}", log_dir.display()), e))?;
         }
-        let shim_log = std::fs::File::create(dir.join(record::SHIM_LOG)).map_err(|e| io_err("creating shim.log", e))?;
+        let shim_log = std::fs::File::create(dir.join(record::SHIM_LOG))
+            .map_err(|e| io_err("creating shim.log", e))?;
         let mut child = tokio::process::Command::new(&self.config.shim_binary)
             .arg("container-shim")
             .arg("run")
@@ -438,9 +455,12 @@ impl Runtime {
                 return Ok(state);
             }
             let dir = self.layout.container_dir(id);
-            let shim: Option<ShimFile> = record::read(&dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
+            let shim: Option<ShimFile> =
+                record::read(&dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
             let Some(shim) = shim else {
-                return Err(RuntimeError::Other(format!("container {id} has no shim (is it being started?)")));
+                return Err(RuntimeError::Other(format!(
+                    "container {id} has no shim (is it being started?)"
+                )));
             };
             // The shim exits right after recording the container's exit.
             process::wait_exit(shim.pid, shim.start_ticks)
@@ -458,12 +478,18 @@ impl Runtime {
             ContainerState::Created => None,
         };
         if let Some(pid) = pid {
-            process::signal(pid, Signal::SIGTERM).map_err(|e| io_err(format!("signalling {id}"), e))?;
+            process::signal(pid, Signal::SIGTERM)
+                .map_err(|e| io_err(format!("signalling {id}"), e))?;
             if let Ok(state) = tokio::time::timeout(grace, self.wait(id)).await {
                 return state;
             }
-            tracing::info!(id, ?grace, "container outlived its grace period: killing it");
-            process::signal(pid, Signal::SIGKILL).map_err(|e| io_err(format!("killing {id}"), e))?;
+            tracing::info!(
+                id,
+                ?grace,
+                "container outlived its grace period: killing it"
+            );
+            process::signal(pid, Signal::SIGKILL)
+                .map_err(|e| io_err(format!("killing {id}"), e))?;
         }
         let file = self.container_file(id)?;
         self.cgroups.kill_all(&file.cgroup_path);
@@ -475,7 +501,9 @@ impl Runtime {
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let state = self.state(id).await?;
         if !matches!(state, ContainerState::Exited { .. }) {
-            return Err(RuntimeError::Other(format!("container {id} is still running: stop it first")));
+            return Err(RuntimeError::Other(format!(
+                "container {id} is still running: stop it first"
+            )));
         }
         let file = self.container_file(id)?;
         // Left behind only when the shim died: kill what remains and delete it here.
@@ -489,7 +517,8 @@ impl Runtime {
         if let Err(e) = self.cgroups.remove(&file.cgroup_path) {
             tracing::warn!(id, error = %e, "removing the container cgroup");
         }
-        rootfs::unmount_all_under(&file.rootfs.base).map_err(|e| io_err("unmounting the rootfs", e))?;
+        rootfs::unmount_all_under(&file.rootfs.base)
+            .map_err(|e| io_err("unmounting the rootfs", e))?;
         remove_dir_if_exists(&file.rootfs.base)?;
         remove_dir_if_exists(&self.layout.container_dir(id))?;
         tracing::debug!(id, "container removed");
@@ -499,7 +528,8 @@ impl Runtime {
     /// Every container on disk, running or exited.
     pub async fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
         let dir = self.layout.containers_dir();
-        let entries = std::fs::read_dir(&dir).map_err(|e| io_err(format!("reading {}", dir.display()), e))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| io_err(format!("reading {}", dir.display()), e))?;
         let mut records = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -536,7 +566,9 @@ impl Runtime {
         }
         let state = self.state(id).await?;
         if !matches!(state, ContainerState::Running { .. }) {
-            return Err(RuntimeError::Other(format!("exec in {id}: the container is not running")));
+            return Err(RuntimeError::Other(format!(
+                "exec in {id}: the container is not running"
+            )));
         }
         let file = self.container_file(id)?;
         let began = std::time::Instant::now();
@@ -554,17 +586,20 @@ impl Runtime {
             .spawn()
             .map_err(|e| io_err(format!("running {}", self.config.shim_binary.display()), e))?;
         // The exec shim enforces the timeout itself; this one only guards against it hanging.
-        let output = match tokio::time::timeout(timeout + Duration::from_secs(10), child.wait_with_output()).await {
-            Ok(out) => out.map_err(|e| io_err("running the exec shim", e))?,
-            Err(_) => {
-                return Ok(ExecOutput {
-                    exit_code: exec::TIMED_OUT,
-                    stdout: Vec::new(),
-                    stderr: Vec::new(),
-                    timed_out: true,
-                })
-            }
-        };
+        let output =
+            match tokio::time::timeout(timeout + Duration::from_secs(10), child.wait_with_output())
+                .await
+            {
+                Ok(out) => out.map_err(|e| io_err("running the exec shim", e))?,
+                Err(_) => {
+                    return Ok(ExecOutput {
+                        exit_code: exec::TIMED_OUT,
+                        stdout: Vec::new(),
+                        stderr: Vec::new(),
+                        timed_out: true,
+                    })
+                }
+            };
         let exit_code = match (output.status.code(), output.status.signal()) {
             (Some(code), _) => code,
             (None, Some(sig)) => 128 + sig,
@@ -583,7 +618,10 @@ impl Runtime {
         match record::read(&dir, record::CONTAINER) {
             Ok(Some(f)) => Ok(f),
             Ok(None) => Err(RuntimeError::NotFound(id.to_string())),
-            Err(e) => Err(io_err(format!("reading {}", dir.join(record::CONTAINER).display()), e)),
+            Err(e) => Err(io_err(
+                format!("reading {}", dir.join(record::CONTAINER).display()),
+                e,
+            )),
         }
     }
 }
@@ -591,7 +629,8 @@ impl Runtime {
 /// The state the files in a container dir record.
 fn read_state(dir: &Path) -> Result<ContainerState, RuntimeError> {
     let read_exit = || -> Result<Option<ContainerState>, RuntimeError> {
-        let exit: Option<ExitFile> = record::read(dir, record::EXIT).map_err(|e| io_err("reading exit.json", e))?;
+        let exit: Option<ExitFile> =
+            record::read(dir, record::EXIT).map_err(|e| io_err("reading exit.json", e))?;
         Ok(exit.map(|e| ContainerState::Exited {
             exit_code: e.exit_code,
             oom_killed: e.oom_killed,
@@ -602,7 +641,8 @@ fn read_state(dir: &Path) -> Result<ContainerState, RuntimeError> {
     if let Some(state) = read_exit()? {
         return Ok(state);
     }
-    let error: Option<ErrorFile> = record::read(dir, record::ERROR).map_err(|e| io_err("reading error.json", e))?;
+    let error: Option<ErrorFile> =
+        record::read(dir, record::ERROR).map_err(|e| io_err("reading error.json", e))?;
     if error.is_some() {
         let finished_at = std::fs::metadata(dir.join(record::ERROR))
             .and_then(|m| m.modified())
@@ -614,8 +654,10 @@ fn read_state(dir: &Path) -> Result<ContainerState, RuntimeError> {
             finished_at,
         });
     }
-    let shim: Option<ShimFile> = record::read(dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
-    let started: Option<StartedFile> = record::read(dir, record::STARTED).map_err(|e| io_err("reading started.json", e))?;
+    let shim: Option<ShimFile> =
+        record::read(dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
+    let started: Option<StartedFile> =
+        record::read(dir, record::STARTED).map_err(|e| io_err("reading started.json", e))?;
     let shim_alive = shim.is_some_and(|s| process::is_alive(s.pid, s.start_ticks));
     if shim_alive {
         return Ok(match started {
@@ -652,7 +694,9 @@ fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
 
 fn remove_dir_if_exists(dir: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(format!("removing {}", dir.display()), e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_err(format!("removing {}", dir.display()), e))
+        }
         _ => Ok(()),
     }
 }
@@ -673,7 +717,12 @@ pub fn shim_main(args: Vec<String>) -> i32 {
         );
         2
     };
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["run", dir] => shim::run(Path::new(dir)),
         ["exec", root, id, timeout_ms, argv @ ..] if !argv.is_empty() => {
             let Ok(ms) = timeout_ms.parse::<u64>() else {
@@ -686,7 +735,9 @@ pub fn shim_main(args: Vec<String>) -> i32 {
                 argv.iter().map(|s| s.to_string()).collect(),
             )
         }
-        ["sandbox", dir, hostname, network] => sandbox::main(Path::new(dir), hostname, *network == "own"),
+        ["sandbox", dir, hostname, network] => {
+            sandbox::main(Path::new(dir), hostname, *network == "own")
+        }
         _ => usage(),
     }
 }

@@ -209,7 +209,9 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
         let open: Vec<usize> = (0..streams.len())
             .filter(|i| streams[*i].1.is_some())
             .collect();
-        if status.is_some() && (open.is_empty() || drain_deadline.is_some_and(|d| Instant::now() >= d)) {
+        if status.is_some()
+            && (open.is_empty() || drain_deadline.is_some_and(|d| Instant::now() >= d))
+        {
             break;
         }
         let mut fds: Vec<PollFd> = open
@@ -244,7 +246,10 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
                 continue;
             }
             let (stream, fd) = &mut streams[*i];
-            let n = match fd.as_ref().map(|f| nix::unistd::read(f.as_raw_fd(), &mut buf)) {
+            let n = match fd
+                .as_ref()
+                .map(|f| nix::unistd::read(f.as_raw_fd(), &mut buf))
+            {
                 Some(Ok(n)) => n,
                 Some(Err(nix::errno::Errno::EINTR)) | Some(Err(nix::errno::Errno::EAGAIN)) => {
                     continue
@@ -290,7 +295,11 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
     }
     let marker = crate::logs::exited_marker_path(&file.log_path);
     if let Err(e) = std::fs::write(&marker, b"") {
-        eprintln!("container-shim {}: writing {}: {e}", file.id, marker.display());
+        eprintln!(
+            "container-shim {}: writing {}: {e}",
+            file.id,
+            marker.display()
+        );
     }
     delete_container(file);
     0
@@ -322,6 +331,10 @@ pub fn delete_container(file: &ContainerFile) {
                 eprintln!("container-shim {}: deleting: {}", file.id, describe(&e));
             }
         }
-        Err(e) => eprintln!("container-shim {}: loading for delete: {}", file.id, describe(&e)),
+        Err(e) => eprintln!(
+            "container-shim {}: loading for delete: {}",
+            file.id,
+            describe(&e)
+        ),
     }
 }
