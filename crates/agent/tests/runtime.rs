@@ -204,6 +204,19 @@ fn log_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Polls the log until a line ends with `suffix` (or, with "", until any line), for up to 10 s;
+/// returns the lines seen.
+async fn wait_for_log(path: &Path, suffix: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_lines(path);
+        if lines.iter().any(|l| l.ends_with(suffix)) || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn exit_code(state: &ContainerState) -> i32 {
     match state {
         ContainerState::Exited { exit_code, .. } => *exit_code,
@@ -329,18 +342,29 @@ async fn stop_kills_after_the_grace_period_and_terminates_at_once_otherwise() {
     };
     let pod = f.pod("stop");
     let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
-    let stubborn = f.container(&pod, "stubborn", &["sh", "-c", "trap '' TERM; sleep 1000"]);
+    let stubborn = f.container(
+        &pod,
+        "stubborn",
+        &["sh", "-c", "trap '' TERM; echo ready; sleep 1000"],
+    );
     // PID 1 of a namespace gets only the signals it handles: this one handles TERM.
     let polite = f.container(
         &pod,
         "polite",
-        &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo ready; sleep 1000 & wait",
+        ],
     );
     for spec in [&stubborn, &polite] {
         f.runtime
             .start_container(&sandbox, spec)
             .await
             .expect("start");
+        // Signalled before its trap is set, a shell would not react to TERM.
+        let lines = wait_for_log(&spec.log_path, " ready").await;
+        assert!(lines.iter().any(|l| l.ends_with(" ready")), "{lines:?}");
     }
     let grace = Duration::from_secs(2);
     let began = Instant::now();
@@ -682,5 +706,136 @@ async fn start_latency_and_overhead_figures() {
         upper_kib,
     );
     assert!(latencies[latencies.len() / 2] < Duration::from_secs(5));
+    f.cleanup(&[&pod]).await;
+}
+
+/// A cgroup file of `rel` (relative to the hierarchy root) for `controller`, v1 or v2.
+fn cgroup_file(controller: &str, rel: &str, v1: &str, v2: &str) -> String {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = if unified {
+        Path::new("/sys/fs/cgroup").join(rel).join(v2)
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(rel)
+            .join(v1)
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn pod_and_container_cgroups_get_their_limits() {
+    let Some(f) = Fixture::new("limits") else {
+        return;
+    };
+    let mut pod = f.pod("limits");
+    pod.resources = Resources {
+        cpu_shares: Some(512),
+        cpu_quota: Some(100_000),
+        cpu_period: Some(100_000),
+        memory_limit: Some(256 * 1024 * 1024),
+        pids_limit: Some(100),
+    };
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    let mut spec = f.container(
+        &pod,
+        "limited",
+        &["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; sleep 1000"],
+    );
+    spec.resources = Resources {
+        cpu_shares: Some(256),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        memory_limit: Some(64 * 1024 * 1024),
+        pids_limit: Some(50),
+    };
+    f.runtime
+        .start_container(&sandbox, &spec)
+        .await
+        .expect("start");
+    let pod_cg = &sandbox.cgroup_path;
+    let ctr_cg = format!("{pod_cg}/{}", spec.id);
+    assert_eq!(
+        cgroup_file("memory", pod_cg, "memory.limit_in_bytes", "memory.max"),
+        (256 * 1024 * 1024).to_string()
+    );
+    assert_eq!(cgroup_file("pids", pod_cg, "pids.max", "pids.max"), "100");
+    assert_eq!(
+        cgroup_file("memory", &ctr_cg, "memory.limit_in_bytes", "memory.max"),
+        (64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(cgroup_file("pids", &ctr_cg, "pids.max", "pids.max"), "50");
+    let quota = cgroup_file("cpu", &ctr_cg, "cpu.cfs_quota_us", "cpu.max");
+    assert!(quota == "50000" || quota == "50000 100000", "{quota}");
+    // The container sees its own limit through its read-only /sys/fs/cgroup.
+    let seen = wait_for_log(&spec.log_path, "").await;
+    assert!(
+        seen.iter()
+            .any(|l| l.ends_with(&(64 * 1024 * 1024).to_string())),
+        "{seen:?}"
+    );
+    f.cleanup(&[&pod]).await;
+}
+
+/// The `CapEff`/`NoNewPrivs` lines a container's process sees.
+async fn status_of(f: &Fixture, sandbox: &SandboxInfo, spec: &ContainerSpec) -> (u64, String) {
+    assert_eq!(exit_code(&run_to_exit(f, sandbox, spec).await), 0);
+    let lines = log_lines(&spec.log_path);
+    let field = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| {
+                l.split_once(&format!("{name}:\t"))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("{name} in {lines:?}"))
+    };
+    let caps = u64::from_str_radix(&field("CapEff"), 16).expect("hex caps");
+    (caps, field("NoNewPrivs"))
+}
+
+#[tokio::test]
+async fn capabilities_follow_the_default_set_privileged_and_drops() {
+    let Some(f) = Fixture::new("caps") else {
+        return;
+    };
+    let pod = f.pod("caps");
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    let argv = ["grep", "-E", "^(CapEff|NoNewPrivs):", "/proc/self/status"];
+    let default = f.container(&pod, "default", &argv);
+    // containerd's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(
+        status_of(&f, &sandbox, &default).await,
+        (0xa80425fb, "0".into())
+    );
+
+    let mut dropped = f.container(&pod, "dropped", &argv);
+    dropped.security.cap_drop = vec!["NET_RAW".into(), "CHOWN".into()];
+    dropped.security.cap_add = vec!["NET_ADMIN".into()];
+    dropped.security.no_new_privileges = true;
+    let net_raw = 1 << 13;
+    let chown = 1 << 0;
+    let net_admin = 1 << 12;
+    assert_eq!(
+        status_of(&f, &sandbox, &dropped).await,
+        ((0xa80425fb & !net_raw & !chown) | net_admin, "1".into())
+    );
+
+    let mut privileged = f.container(&pod, "privileged", &argv);
+    privileged.security.privileged = true;
+    let (caps, _) = status_of(&f, &sandbox, &privileged).await;
+    // Every capability the runtime itself holds (its bounding set; capstan names up to
+    // CHECKPOINT_RESTORE, 40).
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .expect("CapBnd");
+    let expect = u64::from_str_radix(&bounding, 16).expect("hex") & ((1u64 << 41) - 1);
+    assert_eq!(caps, expect, "{caps:x}");
     f.cleanup(&[&pod]).await;
 }

@@ -447,25 +447,28 @@ impl Runtime {
         read_state(&dir)
     }
 
-    /// Waits until the container has exited (returns at once if it had).
+    /// Waits until the container has exited (returns at once if it had) and its shim has
+    /// finished cleaning up after it.
     pub async fn wait(&self, id: &str) -> Result<ContainerState, RuntimeError> {
         loop {
             let state = self.state(id).await?;
-            if matches!(state, ContainerState::Exited { .. }) {
-                return Ok(state);
-            }
             let dir = self.layout.container_dir(id);
             let shim: Option<ShimFile> =
                 record::read(&dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
-            let Some(shim) = shim else {
-                return Err(RuntimeError::Other(format!(
-                    "container {id} has no shim (is it being started?)"
-                )));
-            };
-            // The shim exits right after recording the container's exit.
-            process::wait_exit(shim.pid, shim.start_ticks)
-                .await
-                .map_err(|e| io_err(format!("waiting for the shim of {id}"), e))?;
+            match shim {
+                // The shim exits right after recording the exit and deleting the container.
+                Some(shim) if process::is_alive(shim.pid, shim.start_ticks) => {
+                    process::wait_exit(shim.pid, shim.start_ticks)
+                        .await
+                        .map_err(|e| io_err(format!("waiting for the shim of {id}"), e))?;
+                }
+                _ if matches!(state, ContainerState::Exited { .. }) => return Ok(state),
+                _ => {
+                    return Err(RuntimeError::Other(format!(
+                        "container {id} has no shim (is it being started?)"
+                    )))
+                }
+            }
         }
     }
 
@@ -504,6 +507,13 @@ impl Runtime {
             return Err(RuntimeError::Other(format!(
                 "container {id} is still running: stop it first"
             )));
+        }
+        // An exited container's shim may still be deleting it: let it finish.
+        if tokio::time::timeout(Duration::from_secs(10), self.wait(id))
+            .await
+            .is_err()
+        {
+            tracing::warn!(id, "the shim is slow to finish: removing anyway");
         }
         let file = self.container_file(id)?;
         // Left behind only when the shim died: kill what remains and delete it here.

@@ -24,7 +24,8 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "AUDIT_WRITE",
 ];
 
-/// Every capability (privileged containers, `add: [ALL]`).
+/// Every capability, in kernel numbering order (index = capability number): privileged
+/// containers and `add: [ALL]` get those of them the runtime itself holds.
 pub const ALL_CAPS: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
@@ -93,9 +94,22 @@ const READONLY_PATHS: &[&str] = &[
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The capability bounding set this process runs with (a container can hold no capability
+/// outside it: some sandboxes drop e.g. SYS_RESOURCE).
+pub fn current_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// The container's capability set: the default (or all, privileged) with `add`/`drop`
-/// applied; names as the kernel's (`CAP_…`).
-pub fn capabilities(spec: &ContainerSpec) -> Vec<String> {
+/// applied, within `bounding`; names as the kernel's (`CAP_…`).
+pub fn capabilities(spec: &ContainerSpec, bounding: u64) -> Vec<String> {
     let norm = |c: &String| c.trim().trim_start_matches("CAP_").to_ascii_uppercase();
     let adds: Vec<String> = spec.security.cap_add.iter().map(norm).collect();
     let drops: Vec<String> = spec.security.cap_drop.iter().map(norm).collect();
@@ -115,7 +129,16 @@ pub fn capabilities(spec: &ContainerSpec) -> Vec<String> {
             }
         }
     }
-    caps.into_iter().map(|c| format!("CAP_{c}")).collect()
+    let held = |name: &str| {
+        ALL_CAPS
+            .iter()
+            .position(|c| *c == name)
+            .is_some_and(|bit| bounding & (1u64 << bit) != 0)
+    };
+    caps.into_iter()
+        .filter(|c| held(c))
+        .map(|c| format!("CAP_{c}"))
+        .collect()
 }
 
 /// The config for `spec` in `sandbox`; `rootfs` is the mounted overlay, `cgroup_path` the
@@ -128,7 +151,7 @@ pub fn config(
     cgroup_ns: bool,
 ) -> Value {
     let sec = &spec.security;
-    let caps = capabilities(spec);
+    let caps = capabilities(spec, current_bounding_set());
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
@@ -154,6 +177,8 @@ pub fn config(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
     ];
@@ -287,25 +312,35 @@ mod tests {
 
     #[test]
     fn capabilities_apply_add_and_drop_to_the_default_set() {
-        let caps = capabilities(&spec(Security {
-            cap_add: vec!["NET_ADMIN".into()],
-            cap_drop: vec!["CAP_KILL".into(), "chown".into()],
-            ..Default::default()
-        }));
+        let caps = capabilities(
+            &spec(Security {
+                cap_add: vec!["NET_ADMIN".into()],
+                cap_drop: vec!["CAP_KILL".into(), "chown".into()],
+                ..Default::default()
+            }),
+            u64::MAX,
+        );
         assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(!caps.contains(&"CAP_KILL".to_string()));
         assert!(!caps.contains(&"CAP_CHOWN".to_string()));
         assert_eq!(caps.len(), DEFAULT_CAPS.len() - 1);
-        let none = capabilities(&spec(Security {
-            cap_drop: vec!["ALL".into()],
-            cap_add: vec!["NET_BIND_SERVICE".into()],
-            ..Default::default()
-        }));
+        let none = capabilities(
+            &spec(Security {
+                cap_drop: vec!["ALL".into()],
+                cap_add: vec!["NET_BIND_SERVICE".into()],
+                ..Default::default()
+            }),
+            u64::MAX,
+        );
         assert_eq!(none, vec!["CAP_NET_BIND_SERVICE".to_string()]);
-        let all = capabilities(&spec(Security {
+        let privileged = spec(Security {
             privileged: true,
             ..Default::default()
-        }));
-        assert_eq!(all.len(), ALL_CAPS.len());
+        });
+        assert_eq!(capabilities(&privileged, u64::MAX).len(), ALL_CAPS.len());
+        // Without SYS_RESOURCE (bit 24) in the bounding set, nobody gets it.
+        let bounded = capabilities(&privileged, u64::MAX & !(1 << 24));
+        assert_eq!(bounded.len(), ALL_CAPS.len() - 1);
+        assert!(!bounded.contains(&"CAP_SYS_RESOURCE".to_string()));
     }
 }
