@@ -5,6 +5,7 @@
 //! answers `pods/log` options (the kubelet endpoint's side).
 
 pub mod format;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 

@@ -5,11 +5,29 @@
 //! A pod's sandbox is its shared namespaces (net, ipc, uts) pinned by bind mounts, and its
 //! cgroup.
 
+mod cgroups;
+mod exec;
+mod layout;
+mod oci;
+mod process;
+mod record;
+mod rootfs;
+mod sandbox;
+mod shim;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
+use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
+
 use crate::agent::AgentOptions;
+use cgroups::Hierarchy;
+use layout::{libcontainer_id, Layout};
+use record::{ContainerFile, ErrorFile, ExitFile, ShimFile, StartReport, StartedFile};
 
 /// Where the runtime keeps state and how it names host resources.
 #[derive(Debug, Clone)]
@@ -199,27 +217,125 @@ pub enum RuntimeError {
 /// The runtime (cheap to share behind an `Arc`).
 pub struct Runtime {
     config: RuntimeConfig,
+    layout: Layout,
+    cgroups: Hierarchy,
 }
+
+/// How long the agent waits for a shim to report that its container started.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The exit code recorded when a container never started (containerd's StartError).
+const START_ERROR_EXIT: i32 = 128;
+/// The exit code recorded when the shim died without recording the container's.
+const SHIM_DIED_EXIT: i32 = 255;
 
 impl Runtime {
     pub fn open(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        Ok(Runtime { config })
+        let layout = Layout {
+            state_root: config.state_root.clone(),
+            pods_root: config.pods_root.clone(),
+        };
+        for dir in [layout.containers_dir(), layout.libcontainer_root()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+        }
+        let cgroups =
+            Hierarchy::detect().map_err(|e| io_err("detecting the cgroup hierarchy", e))?;
+        tracing::info!(state_root = %config.state_root.display(), cgroup_v2 = cgroups.is_v2(), "container runtime open");
+        Ok(Runtime {
+            config,
+            layout,
+            cgroups,
+        })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
     }
 
+    /// The pod's cgroup, relative to each hierarchy's root.
+    pub fn pod_cgroup(&self, pod_uid: &str) -> String {
+        format!("{}/pod{pod_uid}", self.config.cgroup_parent)
+    }
+
     /// Creates (or finds, if it exists) the pod's sandbox.
     pub async fn ensure_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
-        let _ = spec;
-        unimplemented!("runtime helper")
+        check_name("pod uid", &spec.pod_uid)?;
+        let dir = self.layout.sandbox_dir(&spec.pod_uid);
+        let own_network = !spec.host_network;
+        let mut kinds = vec![sandbox::IPC];
+        if own_network {
+            kinds.extend([sandbox::NET, sandbox::UTS]);
+        }
+        let pinned = rootfs::mounts_under(&dir);
+        let complete = kinds.iter().all(|k| pinned.contains(&dir.join(k)));
+        if !complete {
+            // A half-made sandbox (an agent crash mid-way) is made again from scratch.
+            rootfs::unmount_all_under(&dir).map_err(|e| io_err("unmounting a stale sandbox", e))?;
+            remove_dir_if_exists(&dir)?;
+            let output = tokio::process::Command::new(&self.config.shim_binary)
+                .arg("container-shim")
+                .arg("sandbox")
+                .arg(&dir)
+                .arg(&spec.hostname)
+                .arg(if own_network { "own" } else { "host" })
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| io_err(format!("running {}", self.config.shim_binary.display()), e))?;
+            if !output.status.success() {
+                return Err(RuntimeError::Other(format!(
+                    "making the sandbox of pod {}: {}",
+                    spec.pod_uid,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )));
+            }
+        }
+        if spec.share_process_namespace {
+            tracing::warn!(pod_uid = %spec.pod_uid, "shareProcessNamespace is not supported yet: each container gets its own PID namespace");
+        }
+        let cgroup_path = self.pod_cgroup(&spec.pod_uid);
+        self.cgroups
+            .create(&cgroup_path, &spec.resources)
+            .map_err(|e| io_err(format!("creating cgroup {cgroup_path}"), e))?;
+        let pod_dir = self.layout.pod_dir(&spec.pod_uid);
+        std::fs::create_dir_all(&pod_dir)
+            .map_err(|e| io_err(format!("creating {}", pod_dir.display()), e))?;
+        tracing::debug!(pod_uid = %spec.pod_uid, made = !complete, "sandbox ready");
+        Ok(SandboxInfo {
+            net_ns: own_network.then(|| dir.join(sandbox::NET)),
+            ipc_ns: Some(dir.join(sandbox::IPC)),
+            uts_ns: own_network.then(|| dir.join(sandbox::UTS)),
+            pid_ns: None,
+            cgroup_path,
+            pod_dir,
+        })
     }
 
     /// Removes the sandbox: namespaces, pod cgroup, pod dir (containers must be gone).
     pub async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
-        let _ = pod_uid;
-        unimplemented!("runtime helper")
+        check_name("pod uid", pod_uid)?;
+        let dir = self.layout.sandbox_dir(pod_uid);
+        rootfs::unmount_all_under(&dir).map_err(|e| io_err("unmounting sandbox namespaces", e))?;
+        remove_dir_if_exists(&dir)?;
+        let cgroup = self.pod_cgroup(pod_uid);
+        self.cgroups
+            .remove(&cgroup)
+            .map_err(|e| io_err(format!("removing cgroup {cgroup}"), e))?;
+        let pod_dir = self.layout.pod_dir(pod_uid);
+        // Nothing may stay mounted below the pod dir before it is deleted recursively.
+        rootfs::unmount_all_under(&pod_dir)
+            .map_err(|e| io_err("unmounting below the pod dir", e))?;
+        remove_dir_if_exists(&pod_dir)?;
+        tracing::debug!(pod_uid, "sandbox removed");
+        Ok(())
+    }
+
+    /// Removes the cgroup all pods live under (once every sandbox is gone: at shutdown, in
+    /// tests).
+    pub fn remove_cgroup_parent(&self) -> Result<(), RuntimeError> {
+        self.cgroups
+            .remove(&self.config.cgroup_parent)
+            .map_err(|e| io_err(format!("removing cgroup {}", self.config.cgroup_parent), e))
     }
 
     /// Starts a shim that creates the container and runs it; returns once it runs (or failed
@@ -229,37 +345,223 @@ impl Runtime {
         sandbox: &SandboxInfo,
         spec: &ContainerSpec,
     ) -> Result<(), RuntimeError> {
-        let _ = (sandbox, spec);
-        unimplemented!("runtime helper")
+        check_name("container id", &spec.id)?;
+        check_name("pod uid", &spec.pod_uid)?;
+        if spec.security.seccomp_runtime_default {
+            tracing::warn!(id = %spec.id, "seccompProfile RuntimeDefault is not enforced yet");
+        }
+        let dir = self.layout.container_dir(&spec.id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::Create {
+                    id: spec.id.clone(),
+                    reason: "a container with this id exists".to_string(),
+                })
+            }
+            Err(e) => return Err(io_err(format!("creating {}", dir.display()), e)),
+        }
+        let cgroup_path = format!("/{}/{}", sandbox.cgroup_path.trim_matches('/'), spec.id);
+        let file = ContainerFile {
+            id: spec.id.clone(),
+            pod_uid: spec.pod_uid.clone(),
+            labels: spec.labels.clone(),
+            libcontainer_root: self.layout.libcontainer_root(),
+            libcontainer_id: libcontainer_id(&spec.id),
+            layers: spec.layers.clone(),
+            rootfs: self.layout.rootfs_dirs(&spec.pod_uid, &spec.id),
+            read_only_rootfs: spec.security.read_only_rootfs,
+            cgroup_path: cgroup_path.clone(),
+            log_path: spec.log_path.clone(),
+            log_max_size: self.config.log_max_size,
+            log_max_files: self.config.log_max_files,
+        };
+        let oci_config = oci::config(
+            spec,
+            sandbox,
+            &file.rootfs.merged,
+            &cgroup_path,
+            self.cgroups.is_v2(),
+        );
+        record::write(&dir, record::OCI_CONFIG, &oci_config)
+            .map_err(|e| io_err("writing config.json", e))?;
+        record::write(&dir, record::CONTAINER, &file)
+            .map_err(|e| io_err("writing container.json", e))?;
+        if let Some(log_dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(log_dir)
+                .map_err(|e| io_err(format!("creating {}", log_dir.display()), e))?;
+        }
+        let shim_log = std::fs::File::create(dir.join(record::SHIM_LOG))
+            .map_err(|e| io_err("creating shim.log", e))?;
+        let mut child = tokio::process::Command::new(&self.config.shim_binary)
+            .arg("container-shim")
+            .arg("run")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(shim_log)
+            .spawn()
+            .map_err(|e| io_err(format!("running {}", self.config.shim_binary.display()), e))?;
+        let mut report = Vec::new();
+        let read = async {
+            if let Some(mut out) = child.stdout.take() {
+                out.read_to_end(&mut report).await?;
+            }
+            child.wait().await
+        };
+        match tokio::time::timeout(START_TIMEOUT, read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(io_err("waiting for the shim's report", e)),
+            Err(_) => {
+                return Err(RuntimeError::Create {
+                    id: spec.id.clone(),
+                    reason: format!("no report from the shim within {START_TIMEOUT:?}"),
+                })
+            }
+        }
+        match serde_json::from_slice::<StartReport>(report.trim_ascii()) {
+            Ok(StartReport::Started(started)) => {
+                tracing::debug!(id = %spec.id, pid = started.pid, "container started");
+                Ok(())
+            }
+            Ok(StartReport::Failed(error)) => Err(RuntimeError::Create {
+                id: spec.id.clone(),
+                reason: error.reason,
+            }),
+            Err(_) => {
+                let log = std::fs::read_to_string(dir.join(record::SHIM_LOG)).unwrap_or_default();
+                Err(RuntimeError::Create {
+                    id: spec.id.clone(),
+                    reason: format!("the shim ended without a report: {}", log.trim()),
+                })
+            }
+        }
     }
 
     pub async fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        let _ = id;
-        unimplemented!("runtime helper")
+        check_name("container id", id)?;
+        let dir = self.layout.container_dir(id);
+        if !dir.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        read_state(&dir)
     }
 
-    /// Waits until the container has exited (returns at once if it had).
+    /// Waits until the container has exited (returns at once if it had) and its shim has
+    /// finished cleaning up after it.
     pub async fn wait(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        let _ = id;
-        unimplemented!("runtime helper")
+        loop {
+            let state = self.state(id).await?;
+            let dir = self.layout.container_dir(id);
+            let shim: Option<ShimFile> =
+                record::read(&dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
+            match shim {
+                // The shim exits right after recording the exit and deleting the container.
+                Some(shim) if process::is_alive(shim.pid, shim.start_ticks) => {
+                    process::wait_exit(shim.pid, shim.start_ticks)
+                        .await
+                        .map_err(|e| io_err(format!("waiting for the shim of {id}"), e))?;
+                }
+                _ if matches!(state, ContainerState::Exited { .. }) => return Ok(state),
+                _ => {
+                    return Err(RuntimeError::Other(format!(
+                        "container {id} has no shim (is it being started?)"
+                    )))
+                }
+            }
+        }
     }
 
     /// SIGTERM (or the image's stop signal), SIGKILL after `grace`; returns once exited.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<ContainerState, RuntimeError> {
-        let _ = (id, grace);
-        unimplemented!("runtime helper")
+        let state = self.state(id).await?;
+        let pid = match state {
+            ContainerState::Exited { .. } => return Ok(state),
+            ContainerState::Running { pid, .. } => Some(pid as i32),
+            ContainerState::Created => None,
+        };
+        if let Some(pid) = pid {
+            process::signal(pid, Signal::SIGTERM)
+                .map_err(|e| io_err(format!("signalling {id}"), e))?;
+            if let Ok(state) = tokio::time::timeout(grace, self.wait(id)).await {
+                return state;
+            }
+            tracing::info!(
+                id,
+                ?grace,
+                "container outlived its grace period: killing it"
+            );
+            process::signal(pid, Signal::SIGKILL)
+                .map_err(|e| io_err(format!("killing {id}"), e))?;
+        }
+        let file = self.container_file(id)?;
+        self.cgroups.kill_all(&file.cgroup_path);
+        self.wait(id).await
     }
 
     /// Removes an exited container's state and writable layer (its log file stays until the
     /// pod goes).
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let _ = id;
-        unimplemented!("runtime helper")
+        let state = self.state(id).await?;
+        if !matches!(state, ContainerState::Exited { .. }) {
+            return Err(RuntimeError::Other(format!(
+                "container {id} is still running: stop it first"
+            )));
+        }
+        // An exited container's shim may still be deleting it: let it finish.
+        if tokio::time::timeout(Duration::from_secs(10), self.wait(id))
+            .await
+            .is_err()
+        {
+            tracing::warn!(id, "the shim is slow to finish: removing anyway");
+        }
+        let file = self.container_file(id)?;
+        // Left behind only when the shim died: kill what remains and delete it here.
+        if file.libcontainer_root.join(&file.libcontainer_id).exists() {
+            self.cgroups.kill_all(&file.cgroup_path);
+            let f = file.clone();
+            tokio::task::spawn_blocking(move || shim::delete_container(&f))
+                .await
+                .map_err(|e| RuntimeError::Other(format!("deleting {id}: {e}")))?;
+        }
+        if let Err(e) = self.cgroups.remove(&file.cgroup_path) {
+            tracing::warn!(id, error = %e, "removing the container cgroup");
+        }
+        rootfs::unmount_all_under(&file.rootfs.base)
+            .map_err(|e| io_err("unmounting the rootfs", e))?;
+        remove_dir_if_exists(&file.rootfs.base)?;
+        remove_dir_if_exists(&self.layout.container_dir(id))?;
+        tracing::debug!(id, "container removed");
+        Ok(())
     }
 
     /// Every container on disk, running or exited.
     pub async fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
-        unimplemented!("runtime helper")
+        let dir = self.layout.containers_dir();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| io_err(format!("reading {}", dir.display()), e))?;
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let file = match self.container_file(&name) {
+                Ok(f) => f,
+                Err(e) => {
+                    // container.json is written before the shim starts: a dir without it
+                    // is an agent crash mid-start.
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "skipping a container dir");
+                    continue;
+                }
+            };
+            let state = read_state(&entry.path())?;
+            records.push(ContainerRecord {
+                id: file.id,
+                pod_uid: file.pod_uid,
+                labels: file.labels,
+                state,
+            });
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
     }
 
     /// Runs a command in a running container (exec probes), killed after `timeout`.
@@ -269,14 +571,183 @@ impl Runtime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let _ = (id, argv, timeout);
-        unimplemented!("runtime helper")
+        if argv.is_empty() {
+            return Err(RuntimeError::Other("exec: empty command".to_string()));
+        }
+        let state = self.state(id).await?;
+        if !matches!(state, ContainerState::Running { .. }) {
+            return Err(RuntimeError::Other(format!(
+                "exec in {id}: the container is not running"
+            )));
+        }
+        let file = self.container_file(id)?;
+        let began = std::time::Instant::now();
+        let child = tokio::process::Command::new(&self.config.shim_binary)
+            .arg("container-shim")
+            .arg("exec")
+            .arg(&file.libcontainer_root)
+            .arg(&file.libcontainer_id)
+            .arg(timeout.as_millis().to_string())
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| io_err(format!("running {}", self.config.shim_binary.display()), e))?;
+        // The exec shim enforces the timeout itself; this one only guards against it hanging.
+        let output =
+            match tokio::time::timeout(timeout + Duration::from_secs(10), child.wait_with_output())
+                .await
+            {
+                Ok(out) => out.map_err(|e| io_err("running the exec shim", e))?,
+                Err(_) => {
+                    return Ok(ExecOutput {
+                        exit_code: exec::TIMED_OUT,
+                        stdout: Vec::new(),
+                        stderr: Vec::new(),
+                        timed_out: true,
+                    })
+                }
+            };
+        let exit_code = match (output.status.code(), output.status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => SHIM_DIED_EXIT,
+        };
+        Ok(ExecOutput {
+            exit_code,
+            timed_out: exit_code == exec::TIMED_OUT && began.elapsed() >= timeout,
+            stdout: output.stdout,
+            stderr: output.stderr,
+        })
+    }
+
+    fn container_file(&self, id: &str) -> Result<ContainerFile, RuntimeError> {
+        let dir = self.layout.container_dir(id);
+        match record::read(&dir, record::CONTAINER) {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(RuntimeError::NotFound(id.to_string())),
+            Err(e) => Err(io_err(
+                format!("reading {}", dir.join(record::CONTAINER).display()),
+                e,
+            )),
+        }
+    }
+}
+
+/// The state the files in a container dir record.
+fn read_state(dir: &Path) -> Result<ContainerState, RuntimeError> {
+    let read_exit = || -> Result<Option<ContainerState>, RuntimeError> {
+        let exit: Option<ExitFile> =
+            record::read(dir, record::EXIT).map_err(|e| io_err("reading exit.json", e))?;
+        Ok(exit.map(|e| ContainerState::Exited {
+            exit_code: e.exit_code,
+            oom_killed: e.oom_killed,
+            started_at: e.started_at_ns.map(record::from_ns),
+            finished_at: record::from_ns(e.finished_at_ns),
+        }))
+    };
+    if let Some(state) = read_exit()? {
+        return Ok(state);
+    }
+    let error: Option<ErrorFile> =
+        record::read(dir, record::ERROR).map_err(|e| io_err("reading error.json", e))?;
+    if error.is_some() {
+        let finished_at = std::fs::metadata(dir.join(record::ERROR))
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        return Ok(ContainerState::Exited {
+            exit_code: START_ERROR_EXIT,
+            oom_killed: false,
+            started_at: None,
+            finished_at,
+        });
+    }
+    let shim: Option<ShimFile> =
+        record::read(dir, record::SHIM).map_err(|e| io_err("reading shim.json", e))?;
+    let started: Option<StartedFile> =
+        record::read(dir, record::STARTED).map_err(|e| io_err("reading started.json", e))?;
+    let shim_alive = shim.is_some_and(|s| process::is_alive(s.pid, s.start_ticks));
+    if shim_alive {
+        return Ok(match started {
+            Some(s) => ContainerState::Running {
+                pid: s.pid as u32,
+                started_at: record::from_ns(s.started_at_ns),
+            },
+            None => ContainerState::Created,
+        });
+    }
+    if shim.is_none() {
+        return Ok(ContainerState::Created);
+    }
+    // The shim may have recorded the exit between the first read and now.
+    if let Some(state) = read_exit()? {
+        return Ok(state);
+    }
+    tracing::warn!(dir = %dir.display(), "the container's shim died without recording an exit");
+    Ok(ContainerState::Exited {
+        exit_code: SHIM_DIED_EXIT,
+        oom_killed: false,
+        started_at: started.map(|s| record::from_ns(s.started_at_ns)),
+        finished_at: SystemTime::now(),
+    })
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
+    if layout::valid_name(name) {
+        Ok(())
+    } else {
+        Err(RuntimeError::Other(format!("invalid {what} {name:?}")))
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_err(format!("removing {}", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn io_err(context: impl Into<String>, source: std::io::Error) -> RuntimeError {
+    RuntimeError::Io {
+        context: context.into(),
+        source,
     }
 }
 
 /// The hidden `capstan container-shim` subcommand's entry (called before any tokio runtime
 /// exists: the shim forks and must be single-threaded).
 pub fn shim_main(args: Vec<String>) -> i32 {
-    let _ = args;
-    unimplemented!("runtime helper")
+    let usage = || {
+        eprintln!(
+            "usage: capstan container-shim run <container dir> | exec <libcontainer root> <id> <timeout ms> <argv…> | sandbox <dir> <hostname> <own|host>"
+        );
+        2
+    };
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["run", dir] => shim::run(Path::new(dir)),
+        ["exec", root, id, timeout_ms, argv @ ..] if !argv.is_empty() => {
+            let Ok(ms) = timeout_ms.parse::<u64>() else {
+                return usage();
+            };
+            exec::main(
+                Path::new(root),
+                id,
+                Duration::from_millis(ms),
+                argv.iter().map(|s| s.to_string()).collect(),
+            )
+        }
+        ["sandbox", dir, hostname, network] => {
+            sandbox::main(Path::new(dir), hostname, *network == "own")
+        }
+        _ => usage(),
+    }
 }

@@ -1,0 +1,340 @@
+//! The shim: `capstan container-shim run <container dir>` detaches from the agent, mounts the
+//! rootfs, has libcontainer create and start the container with its output on pipes, reports
+//! "started" (or why not) on its stdout, copies the output into the rotating log, waits for the
+//! exit, records it (code, OOM, time) and deletes the libcontainer container.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use super::cgroups::Hierarchy;
+use super::process;
+use super::record::{self, ContainerFile, ErrorFile, ExitFile, ShimFile, StartReport, StartedFile};
+use crate::logs::format::Stream;
+use crate::logs::writer::LogWriter;
+
+/// How long output still arriving after the exit is copied (processes outside the container's
+/// own PID namespace may hold its pipes open).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+pub fn run(dir: &Path) -> i32 {
+    let report = match take_report_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("container-shim: setting up the report pipe: {e}");
+            return 1;
+        }
+    };
+    // Detach: the agent reaps only the first process; the second leads a new session; the
+    // third, reparented to init, runs the container.
+    // SAFETY: the shim is single-threaded (it runs before any runtime or thread exists).
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => return 0,
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("container-shim: fork: {e}");
+            return 1;
+        }
+    }
+    let _ = nix::unistd::setsid();
+    // SAFETY: as above, still single-threaded.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            // SAFETY: leaving at once without running anything of the parent's.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            send_report(report, &failed(format!("fork: {e}")));
+            return 1;
+        }
+    }
+    let pid = std::process::id() as i32;
+    let shim = ShimFile {
+        pid,
+        start_ticks: process::start_ticks(pid).unwrap_or(0),
+    };
+    if let Err(e) = record::write(dir, record::SHIM, &shim) {
+        send_report(report, &failed(format!("recording the shim: {e}")));
+        return 1;
+    }
+    let file: ContainerFile = match record::read(dir, record::CONTAINER) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            send_report(report, &failed("container.json is missing".to_string()));
+            return 1;
+        }
+        Err(e) => {
+            send_report(report, &failed(format!("reading container.json: {e}")));
+            return 1;
+        }
+    };
+    let started = match start(dir, &file) {
+        Ok(s) => s,
+        Err(reason) => {
+            eprintln!("container-shim {}: {reason}", file.id);
+            let error = ErrorFile { reason };
+            if let Err(e) = record::write(dir, record::ERROR, &error) {
+                eprintln!("container-shim {}: recording the error: {e}", file.id);
+            }
+            delete_container(&file);
+            send_report(report, &StartReport::Failed(error));
+            return 1;
+        }
+    };
+    let started_file = StartedFile {
+        pid: started.pid,
+        started_at_ns: record::to_ns(started.at),
+    };
+    if let Err(e) = record::write(dir, record::STARTED, &started_file) {
+        eprintln!("container-shim {}: recording the start: {e}", file.id);
+    }
+    send_report(report, &StartReport::Started(started_file));
+    supervise(dir, &file, started)
+}
+
+struct Started {
+    pid: i32,
+    at: SystemTime,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+fn failed(reason: String) -> StartReport {
+    StartReport::Failed(ErrorFile { reason })
+}
+
+/// Moves the agent's report pipe (our stdout) off fd 1, which becomes /dev/null, so nothing
+/// the container or libcontainer writes there can reach the agent.
+fn take_report_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates fd 1 into a new fd we then own.
+    let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by fcntl and is owned by nothing else.
+    let report = unsafe { OwnedFd::from_raw_fd(fd) };
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 1).map_err(std::io::Error::from)?;
+    Ok(report)
+}
+
+fn send_report(fd: OwnedFd, report: &StartReport) {
+    let mut file = std::fs::File::from(fd);
+    let mut line = serde_json::to_vec(report).unwrap_or_default();
+    line.push(b'\n');
+    if let Err(e) = file.write_all(&line) {
+        // The agent gave up waiting; the state files still say what happened.
+        eprintln!("container-shim: reporting to the agent: {e}");
+    }
+}
+
+fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
+    super::rootfs::mount_overlay(&file.layers, &file.rootfs).map_err(|e| e.to_string())?;
+    let (stdout_r, stdout_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stderr_r, stderr_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    std::fs::create_dir_all(&file.libcontainer_root)
+        .map_err(|e| format!("creating {}: {e}", file.libcontainer_root.display()))?;
+    let mut container = ContainerBuilder::new(file.libcontainer_id.clone(), SyscallType::default())
+        .with_root_path(&file.libcontainer_root)
+        .map_err(|e| e.to_string())?
+        .with_stdout(stdout_w)
+        .with_stderr(stderr_w)
+        .as_init(dir)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| describe(&e))?;
+    container.start().map_err(|e| describe(&e))?;
+    let pid = container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| "libcontainer reported no pid for the started container".to_string())?;
+    Ok(Started {
+        pid,
+        at: SystemTime::now(),
+        stdout: stdout_r,
+        stderr: stderr_r,
+    })
+}
+
+/// libcontainer's error with its causes (the executable-not-found reason is a cause).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Copies output until the container exits, then records the exit and cleans up.
+fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
+    let mut log = match LogWriter::open(&file.log_path, file.log_max_size, file.log_max_files) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("container-shim {}: {e}", file.id);
+            None
+        }
+    };
+    let pidfd = process::pidfd_open(started.pid).ok();
+    let mut streams: Vec<(Stream, Option<OwnedFd>)> = vec![
+        (Stream::Stdout, Some(started.stdout)),
+        (Stream::Stderr, Some(started.stderr)),
+    ];
+    let mut status: Option<WaitStatus> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if status.is_none() && pidfd.is_none() {
+            // No pidfd (very old kernel): block in waitpid once output has ended.
+            if streams.iter().all(|(_, fd)| fd.is_none()) {
+                status = Some(wait_child(started.pid));
+            }
+        }
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|i| streams[*i].1.is_some())
+            .collect();
+        if status.is_some()
+            && (open.is_empty() || drain_deadline.is_some_and(|d| Instant::now() >= d))
+        {
+            break;
+        }
+        let mut fds: Vec<PollFd> = open
+            .iter()
+            .filter_map(|i| streams[*i].1.as_ref())
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let watch_exit = status.is_none() && pidfd.is_some();
+        if let (true, Some(p)) = (watch_exit, pidfd.as_ref()) {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = match drain_deadline {
+            Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::ZERO),
+            None if watch_exit || !open.is_empty() => PollTimeout::NONE,
+            None => PollTimeout::ZERO,
+        };
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                eprintln!("container-shim {}: poll: {e}", file.id);
+                break;
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for (slot, i) in open.iter().enumerate() {
+            if !ready[slot] {
+                continue;
+            }
+            let (stream, fd) = &mut streams[*i];
+            let n = match fd
+                .as_ref()
+                .map(|f| nix::unistd::read(f.as_raw_fd(), &mut buf))
+            {
+                Some(Ok(n)) => n,
+                Some(Err(nix::errno::Errno::EINTR)) | Some(Err(nix::errno::Errno::EAGAIN)) => {
+                    continue
+                }
+                Some(Err(_)) | None => 0,
+            };
+            if n == 0 {
+                *fd = None;
+                continue;
+            }
+            if let Some(w) = log.as_mut() {
+                if let Err(e) = w.write(*stream, &buf[..n]) {
+                    eprintln!("container-shim {}: {e}", file.id);
+                }
+            }
+        }
+        if watch_exit && ready.last().copied().unwrap_or(false) {
+            status = Some(wait_child(started.pid));
+            drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+    }
+    if let Some(w) = log.as_mut() {
+        if let Err(e) = w.flush_partial() {
+            eprintln!("container-shim {}: {e}", file.id);
+        }
+    }
+    let exit_code = match status {
+        Some(WaitStatus::Exited(_, code)) => code,
+        Some(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+        _ => 255,
+    };
+    let oom_killed = Hierarchy::detect()
+        .map(|h| h.oom_kills(&file.cgroup_path) > 0)
+        .unwrap_or(false);
+    let exit = ExitFile {
+        exit_code,
+        oom_killed,
+        started_at_ns: Some(record::to_ns(started.at)),
+        finished_at_ns: record::to_ns(SystemTime::now()),
+    };
+    if let Err(e) = record::write(dir, record::EXIT, &exit) {
+        eprintln!("container-shim {}: recording the exit: {e}", file.id);
+    }
+    let marker = crate::logs::exited_marker_path(&file.log_path);
+    if let Err(e) = std::fs::write(&marker, b"") {
+        eprintln!(
+            "container-shim {}: writing {}: {e}",
+            file.id,
+            marker.display()
+        );
+    }
+    delete_container(file);
+    0
+}
+
+fn wait_child(pid: i32) -> WaitStatus {
+    loop {
+        // __WALL: libcontainer clones the init without an exit signal.
+        match nix::sys::wait::waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(status) => return status,
+            Err(e) => {
+                eprintln!("container-shim: waitpid {pid}: {e}");
+                return WaitStatus::StillAlive;
+            }
+        }
+    }
+}
+
+/// Deletes the libcontainer container (its state and cgroup), killing what is left in it.
+pub fn delete_container(file: &ContainerFile) {
+    let root: PathBuf = file.libcontainer_root.join(&file.libcontainer_id);
+    if !root.exists() {
+        return;
+    }
+    match libcontainer::container::Container::load(root) {
+        Ok(mut c) => {
+            if let Err(e) = c.delete(true) {
+                eprintln!("container-shim {}: deleting: {}", file.id, describe(&e));
+            }
+        }
+        Err(e) => eprintln!(
+            "container-shim {}: loading for delete: {}",
+            file.id,
+            describe(&e)
+        ),
+    }
+}
