@@ -70,18 +70,27 @@ fn imports_a_docker_save_archive_and_resolves_it_by_every_spelling() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path()).unwrap();
     let rt = runtime();
+    let busybox_tar = archive("busybox.tar");
     let started = Instant::now();
-    let names = rt.block_on(store.import_file(&archive("busybox.tar"))).unwrap();
+    let names = rt.block_on(store.import_file(&busybox_tar)).unwrap();
     let import_time = started.elapsed();
     assert_eq!(names, vec!["docker.io/library/busybox:latest".to_string()]);
 
     let images = store.list().unwrap();
     assert_eq!(images.len(), 1);
     let image = &images[0];
-    assert!(image.id.starts_with("sha256:") && image.id.len() == 71, "{}", image.id);
+    assert!(
+        image.id.starts_with("sha256:") && image.id.len() == 71,
+        "{}",
+        image.id
+    );
     assert_eq!(image.names, names);
     assert_eq!(image.config.cmd, vec!["sh".to_string()]);
-    assert!(image.config.env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
+    assert!(image
+        .config
+        .env
+        .iter()
+        .any(|e| e.starts_with("PATH=/usr/local/sbin:")));
     assert_eq!(image.config.user, "");
     // docker save layers are uncompressed: the size is the layer.tar's.
     let layer_tar_size = 2_129_920;
@@ -99,7 +108,11 @@ fn imports_a_docker_save_archive_and_resolves_it_by_every_spelling() {
         image.repo_digests[0].as_str(),
     ] {
         let found = store.resolve(spelling).unwrap();
-        assert_eq!(found.map(|i| i.id), Some(image.id.clone()), "resolving {spelling:?}");
+        assert_eq!(
+            found.map(|i| i.id),
+            Some(image.id.clone()),
+            "resolving {spelling:?}"
+        );
     }
     assert!(store.resolve("busybox:1.0").unwrap().is_none());
     assert!(store.resolve("quay.io/busybox").unwrap().is_none());
@@ -118,7 +131,8 @@ fn imports_a_docker_save_archive_and_resolves_it_by_every_spelling() {
     assert!(dir_entries(&tmp.path().join("tmp")).is_empty());
 
     // Importing again changes nothing (same manifest digest: the synthesised one is stable).
-    rt.block_on(store.import_file(&archive("busybox.tar"))).unwrap();
+    rt.block_on(store.import_file(&archive("busybox.tar")))
+        .unwrap();
     let again = store.list().unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].repo_digests, image.repo_digests);
@@ -147,7 +161,10 @@ fn imports_an_oci_archive_and_shares_its_layer_with_the_docker_save_one() {
         .block_on(store.import_file(&archive("busybox-oci.tar")))
         .unwrap();
     assert_eq!(names, vec!["capstan.test/busybox-oci:1.0".to_string()]);
-    let oci = store.resolve("capstan.test/busybox-oci:1.0").unwrap().unwrap();
+    let oci = store
+        .resolve("capstan.test/busybox-oci:1.0")
+        .unwrap()
+        .unwrap();
     assert_eq!(oci.config.cmd, vec!["sh".to_string()]);
     // The OCI archive's layer is gzip'd: its compressed size is far below the tar's.
     assert!(oci.size > 500_000 && oci.size < 2_000_000, "{}", oci.size);
@@ -168,7 +185,8 @@ fn imports_an_oci_archive_and_shares_its_layer_with_the_docker_save_one() {
     };
     assert_eq!(index["manifests"][0]["digest"], manifest_digest.as_str());
 
-    rt.block_on(store.import_file(&archive("busybox.tar"))).unwrap();
+    rt.block_on(store.import_file(&archive("busybox.tar")))
+        .unwrap();
     let docker = store.resolve("busybox").unwrap().unwrap();
     // Same rootfs, same config: one image with two names.
     assert_eq!(docker.id, oci.id);
@@ -187,18 +205,28 @@ fn imports_an_oci_archive_and_shares_its_layer_with_the_docker_save_one() {
     let busybox = fs::metadata(root.join("bin/busybox")).unwrap();
     assert_eq!(busybox.permissions().mode() & 0o7777, 0o755);
     assert_eq!(busybox.len(), fs::metadata("/bin/busybox").unwrap().len());
-    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
     let tmp_dir = fs::metadata(root.join("tmp")).unwrap();
     assert_eq!(tmp_dir.permissions().mode() & 0o7777, 0o1777);
     assert_eq!(
-        fs::metadata(root.join("root")).unwrap().permissions().mode() & 0o7777,
+        fs::metadata(root.join("root"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
         0o700
     );
     let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
     assert!(passwd.contains("nobody:x:65534:65534:"));
     // The archive's fixed mtimes survive (directories' too, set after their content).
     assert_eq!(busybox.mtime(), 1_700_000_000);
-    assert_eq!(fs::metadata(root.join("bin")).unwrap().mtime(), 1_700_000_000);
+    assert_eq!(
+        fs::metadata(root.join("bin")).unwrap().mtime(),
+        1_700_000_000
+    );
 }
 
 #[test]
@@ -206,7 +234,8 @@ fn layers_are_unpacked_once_and_shared() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path()).unwrap();
     let rt = runtime();
-    rt.block_on(store.import_file(&archive("busybox.tar"))).unwrap();
+    rt.block_on(store.import_file(&archive("busybox.tar")))
+        .unwrap();
     let image = store.resolve("busybox").unwrap().unwrap();
     let first = rt.block_on(store.layers(&image)).unwrap();
     let inode = fs::metadata(&first[0]).unwrap().ino();
@@ -222,14 +251,20 @@ fn layers_are_unpacked_once_and_shared() {
         busybox_inode
     );
     assert_eq!(dir_entries(&tmp.path().join("layers")).len(), 1);
-    eprintln!("figures: layers() of an unpacked image {} us", second_time.as_micros());
+    eprintln!(
+        "figures: layers() of an unpacked image {} us",
+        second_time.as_micros()
+    );
     // The dir is named by the layer's diff id.
     let name = first[0].file_name().unwrap().to_string_lossy().into_owned();
     let config: serde_json::Value = serde_json::from_slice(
         &fs::read(tmp.path().join("blobs/sha256").join(&image.id[7..])).unwrap(),
     )
     .unwrap();
-    assert_eq!(config["rootfs"]["diff_ids"][0], format!("sha256:{name}").as_str());
+    assert_eq!(
+        config["rootfs"]["diff_ids"][0],
+        format!("sha256:{name}").as_str()
+    );
 }
 
 /// A read-only overlay mount of lower dirs, unmounted when dropped.
@@ -267,7 +302,9 @@ fn whiteouts_become_overlayfs_whiteouts_and_hide_lower_files() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(&tmp.path().join("store")).unwrap();
     let rt = runtime();
-    let names = rt.block_on(store.import_file(&archive("layered.tar"))).unwrap();
+    let names = rt
+        .block_on(store.import_file(&archive("layered.tar")))
+        .unwrap();
     assert_eq!(names, vec!["capstan.test/layered:1.0".to_string()]);
     let image = store.resolve("capstan.test/layered:1.0").unwrap().unwrap();
     let layers = rt.block_on(store.layers(&image)).unwrap();
@@ -285,7 +322,10 @@ fn whiteouts_become_overlayfs_whiteouts_and_hide_lower_files() {
     assert!(!upper.join("opt/old/.wh..wh..opq").exists());
     // Owners, modes, hard links and absolute symlinks as the archive says.
     let home = fs::metadata(upper.join("home/nobody")).unwrap();
-    assert_eq!((home.uid(), home.gid(), home.mode() & 0o7777), (65534, 65534, 0o750));
+    assert_eq!(
+        (home.uid(), home.gid(), home.mode() & 0o7777),
+        (65534, 65534, 0o750)
+    );
     let secret = fs::metadata(upper.join("home/nobody/secret")).unwrap();
     assert_eq!((secret.uid(), secret.mode() & 0o7777), (65534, 0o600));
     assert_eq!(
@@ -303,12 +343,18 @@ fn whiteouts_become_overlayfs_whiteouts_and_hide_lower_files() {
     let _mount = OverlayMount::new(&[upper.clone(), lower.clone()], &merged);
     assert!(merged.join("bin/busybox").is_file());
     assert!(merged.join("etc/passwd").is_file());
-    assert!(!merged.join("etc/motd").exists(), "the whiteout hides /etc/motd");
+    assert!(
+        !merged.join("etc/motd").exists(),
+        "the whiteout hides /etc/motd"
+    );
     assert_eq!(
         fs::read_to_string(merged.join("etc/added.txt")).unwrap(),
         "added by the upper layer\n"
     );
-    assert_eq!(dir_entries(&merged.join("opt/old")), BTreeSet::from(["b.txt".to_string()]));
+    assert_eq!(
+        dir_entries(&merged.join("opt/old")),
+        BTreeSet::from(["b.txt".to_string()])
+    );
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -324,10 +370,12 @@ fn rm_drops_a_name_and_collects_what_no_name_reaches() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path()).unwrap();
     let rt = runtime();
-    rt.block_on(store.import_file(&archive("busybox.tar"))).unwrap();
+    rt.block_on(store.import_file(&archive("busybox.tar")))
+        .unwrap();
     rt.block_on(store.import_file(&archive("busybox-oci.tar")))
         .unwrap();
-    rt.block_on(store.import_file(&archive("layered.tar"))).unwrap();
+    rt.block_on(store.import_file(&archive("layered.tar")))
+        .unwrap();
     let busybox = store.resolve("busybox").unwrap().unwrap();
     let layered = store.resolve("capstan.test/layered:1.0").unwrap().unwrap();
     let busybox_layer = rt.block_on(store.layers(&busybox)).unwrap();
@@ -340,11 +388,21 @@ fn rm_drops_a_name_and_collects_what_no_name_reaches() {
     // One name of two goes: the image and its layer stay.
     store.remove("busybox").unwrap();
     assert!(store.resolve("busybox").unwrap().is_none());
-    let left = store.resolve("capstan.test/busybox-oci:1.0").unwrap().unwrap();
+    let left = store
+        .resolve("capstan.test/busybox-oci:1.0")
+        .unwrap()
+        .unwrap();
     assert_eq!(left.names, vec!["capstan.test/busybox-oci:1.0".to_string()]);
     assert!(busybox_layer[0].is_dir());
-    assert_eq!(blobs().len(), 2 + 1 + 4, "the docker-save manifest and tar layer went");
-    assert!(matches!(store.remove("busybox"), Err(ImagesError::NotFound(_))));
+    assert_eq!(
+        blobs().len(),
+        2 + 1 + 4,
+        "the docker-save manifest and tar layer went"
+    );
+    assert!(matches!(
+        store.remove("busybox"),
+        Err(ImagesError::NotFound(_))
+    ));
 
     // By image id: its last name goes, and with it its blobs and its layer.
     store.remove(&left.id).unwrap();
@@ -385,11 +443,20 @@ fn append(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
     b.append_data(&mut h, path, data).unwrap();
 }
 
 /// A raw tar header whose name is written as given (tar::Builder refuses `..`).
-fn raw_entry(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, link: &str, data: &[u8]) {
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    name: &str,
+    link: &str,
+    data: &[u8],
+) {
     let mut h = tar::Header::new_old();
     h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
     h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
@@ -431,10 +498,20 @@ fn a_layer_escaping_with_dotdot_is_refused_and_writes_nothing_outside() {
     let store = ImageStore::open(&store_dir).unwrap();
     let mut layer = tar::Builder::new(Vec::new());
     raw_entry(&mut layer, tar::EntryType::Regular, "ok.txt", "", b"fine\n");
-    raw_entry(&mut layer, tar::EntryType::Regular, "../../../escaped-dotdot", "", b"evil\n");
+    raw_entry(
+        &mut layer,
+        tar::EntryType::Regular,
+        "../../../escaped-dotdot",
+        "",
+        b"evil\n",
+    );
     let layer = layer.into_inner().unwrap();
-    let err = import_bytes(&store, tmp.path(), &docker_save_of(&layer, "capstan.test/crafted:1"))
-        .unwrap_err();
+    let err = import_bytes(
+        &store,
+        tmp.path(),
+        &docker_save_of(&layer, "capstan.test/crafted:1"),
+    )
+    .unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, ImagesError::Archive { .. }), "{err:?}");
     assert!(message.contains("../../../escaped-dotdot"), "{message}");
@@ -442,7 +519,9 @@ fn a_layer_escaping_with_dotdot_is_refused_and_writes_nothing_outside() {
     let mut paths = Vec::new();
     all_paths(tmp.path(), &mut paths);
     assert!(
-        paths.iter().all(|p| !p.ends_with("escaped-dotdot") && !p.ends_with("ok.txt")),
+        paths
+            .iter()
+            .all(|p| !p.ends_with("escaped-dotdot") && !p.ends_with("ok.txt")),
         "{paths:?}"
     );
     assert!(!Path::new("/escaped-dotdot").exists());
@@ -462,21 +541,49 @@ fn symlinks_in_a_layer_resolve_inside_it() {
     // `up -> ../../..` and `abs -> <outside>` point out of the layer: writes through them
     // land inside it, at the path they would have inside a container.
     raw_entry(&mut layer, tar::EntryType::Symlink, "up", "../../..", b"");
-    raw_entry(&mut layer, tar::EntryType::Regular, "up/through-relative", "", b"1\n");
+    raw_entry(
+        &mut layer,
+        tar::EntryType::Regular,
+        "up/through-relative",
+        "",
+        b"1\n",
+    );
     let abs = outside_abs.display().to_string();
     raw_entry(&mut layer, tar::EntryType::Symlink, "root", "/", b"");
     let through_abs = format!("root{abs}/through-absolute");
-    raw_entry(&mut layer, tar::EntryType::Regular, &through_abs, "", b"2\n");
+    raw_entry(
+        &mut layer,
+        tar::EntryType::Regular,
+        &through_abs,
+        "",
+        b"2\n",
+    );
     let layer = layer.into_inner().unwrap();
-    import_bytes(&store, tmp.path(), &docker_save_of(&layer, "capstan.test/crafted:1")).unwrap();
-    assert!(dir_entries(&outside).is_empty(), "nothing written outside the layer");
+    import_bytes(
+        &store,
+        tmp.path(),
+        &docker_save_of(&layer, "capstan.test/crafted:1"),
+    )
+    .unwrap();
+    assert!(
+        dir_entries(&outside).is_empty(),
+        "nothing written outside the layer"
+    );
     let image = store.resolve("capstan.test/crafted:1").unwrap().unwrap();
     let dirs = runtime().block_on(store.layers(&image)).unwrap();
     let root = &dirs[0];
-    assert_eq!(fs::read_to_string(root.join("through-relative")).unwrap(), "1\n");
-    let inside = root.join(abs.trim_start_matches('/')).join("through-absolute");
+    assert_eq!(
+        fs::read_to_string(root.join("through-relative")).unwrap(),
+        "1\n"
+    );
+    let inside = root
+        .join(abs.trim_start_matches('/'))
+        .join("through-absolute");
     assert_eq!(fs::read_to_string(inside).unwrap(), "2\n");
-    assert_eq!(fs::read_link(root.join("up")).unwrap(), Path::new("../../.."));
+    assert_eq!(
+        fs::read_link(root.join("up")).unwrap(),
+        Path::new("../../..")
+    );
 }
 
 #[test]
@@ -494,8 +601,12 @@ fn a_hard_link_to_a_host_file_is_refused() {
         b"",
     );
     let layer = layer.into_inner().unwrap();
-    let err = import_bytes(&store, tmp.path(), &docker_save_of(&layer, "capstan.test/crafted:1"))
-        .unwrap_err();
+    let err = import_bytes(
+        &store,
+        tmp.path(),
+        &docker_save_of(&layer, "capstan.test/crafted:1"),
+    )
+    .unwrap_err();
     assert!(matches!(err, ImagesError::Io { .. }), "{err:?}");
     assert_eq!(fs::metadata(&victim).unwrap().nlink(), 1);
 }
@@ -513,7 +624,10 @@ fn a_corrupt_or_foreign_archive_is_refused_clearly() {
     append(&mut b, "hello.txt", b"hi");
     let plain = tmp.path().join("plain.tar");
     fs::write(&plain, b.into_inner().unwrap()).unwrap();
-    let err = rt.block_on(store.import_file(&plain)).unwrap_err().to_string();
+    let err = rt
+        .block_on(store.import_file(&plain))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not an image archive"), "{err}");
     // A layer whose content does not match its diff id.
     let layer = {
@@ -533,7 +647,9 @@ fn a_corrupt_or_foreign_archive_is_refused_clearly() {
         "manifest.json",
         br#"[{"Config":"c.json","RepoTags":["capstan.test/crafted:1"],"Layers":["l/layer.tar"]}]"#,
     );
-    let err = import_bytes(&store, tmp.path(), &b.into_inner().unwrap()).unwrap_err().to_string();
+    let err = import_bytes(&store, tmp.path(), &b.into_inner().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("hashes to"), "{err}");
     assert!(dir_entries(&tmp.path().join("store/layers")).is_empty());
     assert!(matches!(
@@ -547,7 +663,8 @@ fn import_dir_takes_every_archive_and_survives_a_bad_one() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(&tmp.path().join("store")).unwrap();
     let rt = runtime();
-    rt.block_on(store.import_dir(&tmp.path().join("absent"))).unwrap();
+    rt.block_on(store.import_dir(&tmp.path().join("absent")))
+        .unwrap();
     let dir = tmp.path().join("images");
     fs::create_dir(&dir).unwrap();
     fs::copy(archive("busybox.tar"), dir.join("a-busybox.tar")).unwrap();
@@ -556,14 +673,23 @@ fn import_dir_takes_every_archive_and_survives_a_bad_one() {
     // gzip'd archives import too.
     let gz = fs::File::create(dir.join("c-layered.tar.gz")).unwrap();
     let mut enc = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
-    enc.write_all(&fs::read(archive("layered.tar")).unwrap()).unwrap();
+    enc.write_all(&fs::read(archive("layered.tar")).unwrap())
+        .unwrap();
     enc.finish().unwrap();
     rt.block_on(store.import_dir(&dir)).unwrap();
-    let mut names: Vec<String> = store.list().unwrap().into_iter().flat_map(|i| i.names).collect();
+    let mut names: Vec<String> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.names)
+        .collect();
     names.sort();
     assert_eq!(
         names,
-        vec!["capstan.test/layered:1.0".to_string(), "docker.io/library/busybox:latest".to_string()]
+        vec![
+            "capstan.test/layered:1.0".to_string(),
+            "docker.io/library/busybox:latest".to_string()
+        ]
     );
 }
 
@@ -592,7 +718,11 @@ fn two_processes_import_at_once_and_the_store_stays_consistent() {
     let exe = std::env::current_exe().unwrap();
     let spawn = || {
         Command::new(&exe)
-            .args(["--exact", "child_imports_into_a_shared_store", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_imports_into_a_shared_store",
+                "--test-threads=1",
+            ])
             .env("CAPSTAN_IMAGES_CHILD_STORE", &root)
             .env("CAPSTAN_TEST_IMAGES", test_images())
             .stdout(Stdio::piped())
@@ -612,7 +742,12 @@ fn two_processes_import_at_once_and_the_store_stays_consistent() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     }
     let store = ImageStore::open(&root).unwrap();
-    let mut names: Vec<String> = store.list().unwrap().into_iter().flat_map(|i| i.names).collect();
+    let mut names: Vec<String> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.names)
+        .collect();
     names.sort();
     assert_eq!(
         names,
@@ -694,8 +829,7 @@ fn registry_answers(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .is_err()
     {
         return false;
@@ -717,11 +851,18 @@ fn pulls_from_a_real_registry_and_names_a_missing_tag() {
     let host = format!("127.0.0.1:{}", registry.port);
     let out = Command::new("skopeo")
         .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
-        .arg(format!("docker-archive:{}", archive("busybox.tar").display()))
+        .arg(format!(
+            "docker-archive:{}",
+            archive("busybox.tar").display()
+        ))
         .arg(format!("docker://{host}/busybox:1"))
         .output()
         .expect("skopeo (apt-get install skopeo; scripts/test does)");
-    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let inspect = Command::new("skopeo")
         .args(["inspect", "--tls-verify=false"])
         .arg(format!("docker://{host}/busybox:1"))
@@ -738,20 +879,36 @@ fn pulls_from_a_real_registry_and_names_a_missing_tag() {
     let image = rt
         .block_on(store.pull(&format!("{host}/busybox:1"), &RegistryAuth::Anonymous))
         .unwrap();
-    eprintln!("figures: pull of busybox from loopback {} ms", started.elapsed().as_millis());
+    eprintln!(
+        "figures: pull of busybox from loopback {} ms",
+        started.elapsed().as_millis()
+    );
     assert_eq!(image.names, vec![format!("{host}/busybox:1")]);
-    assert_eq!(image.repo_digests, vec![format!("{host}/busybox@{registry_digest}")]);
+    assert_eq!(
+        image.repo_digests,
+        vec![format!("{host}/busybox@{registry_digest}")]
+    );
     assert_eq!(image.config.cmd, vec!["sh".to_string()]);
     // Same config as the archive it was pushed from: the same image id.
     let from_archive = ImageStore::open(&tmp.path().join("other")).unwrap();
-    rt.block_on(from_archive.import_file(&archive("busybox.tar"))).unwrap();
-    assert_eq!(from_archive.resolve("busybox").unwrap().unwrap().id, image.id);
+    rt.block_on(from_archive.import_file(&archive("busybox.tar")))
+        .unwrap();
     assert_eq!(
-        store.resolve(&format!("{host}/busybox:1")).unwrap().map(|i| i.id),
+        from_archive.resolve("busybox").unwrap().unwrap().id,
+        image.id
+    );
+    assert_eq!(
+        store
+            .resolve(&format!("{host}/busybox:1"))
+            .unwrap()
+            .map(|i| i.id),
         Some(image.id.clone())
     );
     assert_eq!(
-        store.resolve(&format!("{host}/busybox@{registry_digest}")).unwrap().map(|i| i.id),
+        store
+            .resolve(&format!("{host}/busybox@{registry_digest}"))
+            .unwrap()
+            .map(|i| i.id),
         Some(image.id.clone())
     );
     let layers = rt.block_on(store.layers(&image)).unwrap();
@@ -767,7 +924,10 @@ fn pulls_from_a_real_registry_and_names_a_missing_tag() {
             }
             .to_string();
             assert!(message.contains("busybox:no-such-tag"), "{message}");
-            assert!(reason.to_lowercase().contains("manifest unknown"), "{reason}");
+            assert!(
+                reason.to_lowercase().contains("manifest unknown"),
+                "{reason}"
+            );
         }
         other => panic!("pulling a missing tag gave {other:?}"),
     }

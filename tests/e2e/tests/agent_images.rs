@@ -66,7 +66,10 @@ fn import_ls_rm_through_the_binary() {
     assert!(data.path().join("agent/image-store/index.json").is_file());
 
     let table = stdout(&images(data.path(), &["ls"]));
-    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"], "{table}");
     assert_eq!(lines.len(), 4, "{table}");
     let row = |repo: &str| {
@@ -87,7 +90,10 @@ fn import_ls_rm_through_the_binary() {
     assert!(oci_row[3].ends_with("MB") || oci_row[3].ends_with("kB"));
     assert_eq!(row("capstan.test/layered")[1], "1.0");
 
-    assert_eq!(stdout(&images(data.path(), &["rm", "busybox"])), "Deleted: busybox\n");
+    assert_eq!(
+        stdout(&images(data.path(), &["rm", "busybox"])),
+        "Deleted: busybox\n"
+    );
     let table = stdout(&images(data.path(), &["ls"]));
     assert!(!table.contains("docker.io/library/busybox"), "{table}");
     assert!(table.contains("capstan.test/busybox-oci"), "{table}");
@@ -95,9 +101,19 @@ fn import_ls_rm_through_the_binary() {
     let out = images(data.path(), &["rm", "busybox"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("busybox") && err.contains("not present"), "{err}");
+    assert!(
+        err.contains("busybox") && err.contains("not present"),
+        "{err}"
+    );
 
-    let out = images(data.path(), &["rm", "capstan.test/busybox-oci:1.0", "capstan.test/layered:1.0"]);
+    let out = images(
+        data.path(),
+        &[
+            "rm",
+            "capstan.test/busybox-oci:1.0",
+            "capstan.test/layered:1.0",
+        ],
+    );
     assert_eq!(
         stdout(&out),
         "Deleted: capstan.test/busybox-oci:1.0\nDeleted: capstan.test/layered:1.0\n"

@@ -78,13 +78,17 @@ impl StagedArchive {
         let not_tar = |e: std::io::Error| bad(archive, format!("not a readable tar archive: {e}"));
         for (n, entry) in tar.entries().map_err(not_tar)?.enumerate() {
             let mut entry = entry.map_err(not_tar)?;
-            let raw = entry.path().map_err(not_tar)?.to_string_lossy().into_owned();
+            let raw = entry
+                .path()
+                .map_err(not_tar)?
+                .to_string_lossy()
+                .into_owned();
             let key = clean(archive, &raw)?;
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let path = staging.path().join(format!("f{n}"));
-                    let mut out =
-                        File::create(&path).map_err(io_err(format!("creating {}", path.display())))?;
+                    let mut out = File::create(&path)
+                        .map_err(io_err(format!("creating {}", path.display())))?;
                     let (digest, size) = digest::copy_hashing(&mut entry, &mut out)
                         .and_then(|r| out.flush().map(|()| r))
                         .map_err(|e| bad(archive, format!("reading {raw:?}: {e}")))?;
@@ -128,7 +132,10 @@ impl StagedArchive {
                 None => break,
             }
         }
-        Err(bad(&self.archive, format!("{name:?} is missing from the archive")))
+        Err(bad(
+            &self.archive,
+            format!("{name:?} is missing from the archive"),
+        ))
     }
 
     fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, ImagesError> {
@@ -144,7 +151,10 @@ impl StagedArchive {
         if f.digest != desc.digest {
             return Err(bad(
                 &self.archive,
-                format!("blob {} is corrupt: its content hashes to {}", desc.digest, f.digest),
+                format!(
+                    "blob {} is corrupt: its content hashes to {}",
+                    desc.digest, f.digest
+                ),
             ));
         }
         Ok(f)

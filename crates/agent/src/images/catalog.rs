@@ -48,7 +48,10 @@ pub(crate) fn load_manifest(
     let manifest = match manifest::parse_any(&bytes) {
         Ok(AnyManifest::Image(m)) => m,
         Ok(AnyManifest::Index(_)) => {
-            return Err(corrupt(layout, format!("{digest} is an index, not a manifest")))
+            return Err(corrupt(
+                layout,
+                format!("{digest} is an index, not a manifest"),
+            ))
         }
         Err(e) => return Err(corrupt(layout, format!("manifest {digest}: {e}"))),
     };

@@ -13,7 +13,9 @@ pub(crate) fn sha256_hex(digest: &str) -> Result<&str, String> {
         .strip_prefix("sha256:")
         .ok_or_else(|| format!("digest {digest:?} is not sha256:<hex>"))?;
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!("digest {digest:?} is not sha256:<64 lowercase hex>"));
+        return Err(format!(
+            "digest {digest:?} is not sha256:<64 lowercase hex>"
+        ));
     }
     Ok(hex)
 }

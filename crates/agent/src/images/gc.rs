@@ -38,7 +38,11 @@ pub(crate) fn collect(layout: &Layout, names: &[NameEntry]) {
         }
     }
     let mut freed_layers = 0u32;
-    for entry in fs::read_dir(layout.layers_dir()).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(layout.layers_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if diff_ids.contains(&name) {
             continue;
@@ -56,7 +60,11 @@ pub(crate) fn collect(layout: &Layout, names: &[NameEntry]) {
         }
     }
     if freed_blobs + freed_layers > 0 {
-        tracing::info!(blobs = freed_blobs, layers = freed_layers, "image store garbage collected");
+        tracing::info!(
+            blobs = freed_blobs,
+            layers = freed_layers,
+            "image store garbage collected"
+        );
     }
 }
 

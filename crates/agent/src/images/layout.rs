@@ -186,7 +186,8 @@ impl Layout {
     pub(crate) fn write_atomically(&self, path: &Path, data: &[u8]) -> Result<(), ImagesError> {
         let staging = self.staging()?;
         let tmp = staging.path().join("file");
-        let mut f = fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        let mut f =
+            fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
         f.write_all(data)
             .and_then(|()| f.sync_all())
             .map_err(io_err(format!("writing {}", tmp.display())))?;

@@ -160,7 +160,7 @@ pub(crate) fn pick_platform(index: &Index) -> Option<&Descriptor> {
     let candidates: Vec<&Descriptor> = index
         .manifests
         .iter()
-        .filter(|d| d.media_type != "application/vnd.oci.image.config.v1+json")
+        .filter(|d| d.media_type != OCI_CONFIG)
         .filter(|d| {
             d.platform
                 .as_ref()
@@ -233,7 +233,8 @@ mod tests {
 
     #[test]
     fn tells_manifests_from_indexes() {
-        let m = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"d","size":1},"layers":[]}"#;
+        let m =
+            br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"d","size":1},"layers":[]}"#;
         assert!(matches!(parse_any(m), Ok(AnyManifest::Image(_))));
         let i = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(parse_any(i), Ok(AnyManifest::Index(_))));

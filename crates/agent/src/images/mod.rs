@@ -123,7 +123,9 @@ pub(crate) fn find<'a>(
     }
     let is_id_prefix = reference.len() >= 12
         && reference.len() <= 64
-        && reference.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        && reference
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if is_id_prefix {
         let mut hits = images
             .iter()
@@ -154,7 +156,10 @@ fn blocking_failed(e: tokio::task::JoinError) -> ImagesError {
 
 /// Image archives `import_dir` picks up, by name.
 fn is_archive(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     [".tar", ".tar.gz", ".tgz"]
         .iter()
         .any(|ext| name.ends_with(ext))

@@ -13,9 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::catalog::Incoming;
 use super::digest;
 use super::layout::{Layout, Staging};
-use super::manifest::{
-    self, AnyManifest, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
-};
+use super::manifest::{self, AnyManifest, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use super::reference::Reference;
 use super::{ImagesError, RegistryAuth};
 
@@ -177,10 +175,21 @@ mod tests {
 
     #[test]
     fn loopback_registries_are_plain_http() {
-        for d in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+        for d in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(d), "{d}");
         }
-        for d in ["docker.io", "registry.local:5000", "10.0.0.1:5000", "[2001:db8::1]:443"] {
+        for d in [
+            "docker.io",
+            "registry.local:5000",
+            "10.0.0.1:5000",
+            "[2001:db8::1]:443",
+        ] {
             assert!(!is_loopback(d), "{d}");
         }
     }

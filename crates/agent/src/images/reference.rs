@@ -206,23 +206,53 @@ mod tests {
             ("busybox", "docker.io/library/busybox:latest".into()),
             ("busybox:1.36", "docker.io/library/busybox:1.36".into()),
             ("library/busybox", "docker.io/library/busybox:latest".into()),
-            ("docker.io/busybox", "docker.io/library/busybox:latest".into()),
-            ("index.docker.io/library/busybox:1", "docker.io/library/busybox:1".into()),
+            (
+                "docker.io/busybox",
+                "docker.io/library/busybox:latest".into(),
+            ),
+            (
+                "index.docker.io/library/busybox:1",
+                "docker.io/library/busybox:1".into(),
+            ),
             ("user/app", "docker.io/user/app:latest".into()),
             ("user/team/app:v2", "docker.io/user/team/app:v2".into()),
             ("localhost/app", "localhost/app:latest".into()),
             ("localhost:5000/x", "localhost:5000/x:latest".into()),
-            ("127.0.0.1:5000/busybox:1", "127.0.0.1:5000/busybox:1".into()),
+            (
+                "127.0.0.1:5000/busybox:1",
+                "127.0.0.1:5000/busybox:1".into(),
+            ),
             ("[::1]:5000/app:v1", "[::1]:5000/app:v1".into()),
-            ("quay.io/coreos/etcd:v3.5", "quay.io/coreos/etcd:v3.5".into()),
-            ("registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.9".into()),
-            ("capstan.test/busybox-oci:1.0", "capstan.test/busybox-oci:1.0".into()),
-            ("my_app.v2/x", "my_app.v2/x:latest".into()),
+            (
+                "quay.io/coreos/etcd:v3.5",
+                "quay.io/coreos/etcd:v3.5".into(),
+            ),
+            (
+                "registry.k8s.io/pause:3.9",
+                "registry.k8s.io/pause:3.9".into(),
+            ),
+            (
+                "capstan.test/busybox-oci:1.0",
+                "capstan.test/busybox-oci:1.0".into(),
+            ),
+            ("my-app.v2/x", "my-app.v2/x:latest".into()),
             ("a__b/c-d--e", "docker.io/a__b/c-d--e:latest".into()),
-            ("busybox:Latest_1.x-y", "docker.io/library/busybox:Latest_1.x-y".into()),
-            (&format!("busybox@{D}"), format!("docker.io/library/busybox@{D}")),
-            (&format!("busybox:1.36@{D}"), format!("docker.io/library/busybox@{D}")),
-            (&format!("localhost:5000/x@{D}"), format!("localhost:5000/x@{D}")),
+            (
+                "busybox:Latest_1.x-y",
+                "docker.io/library/busybox:Latest_1.x-y".into(),
+            ),
+            (
+                &format!("busybox@{D}"),
+                format!("docker.io/library/busybox@{D}"),
+            ),
+            (
+                &format!("busybox:1.36@{D}"),
+                format!("docker.io/library/busybox@{D}"),
+            ),
+            (
+                &format!("localhost:5000/x@{D}"),
+                format!("localhost:5000/x@{D}"),
+            ),
         ];
         for (input, want) in table {
             let got = Reference::parse(input).map(|r| r.to_string());
@@ -259,9 +289,11 @@ mod tests {
             "busybox/",
             "bad-.host.io/x",
             "host:port/x",
-            "a/b-/c",
+            "a/b..c",
+            "my_app.io/x",
             "a/.b",
             "a/b..c",
+            "my_app.io/x",
             "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ];
         for input in bad {

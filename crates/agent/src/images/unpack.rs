@@ -154,7 +154,11 @@ impl Unpacker<'_> {
     }
 
     fn sys(&self, what: &str, path: &Path) -> impl FnOnce(Errno) -> ImagesError {
-        let context = format!("unpacking {} of {}: {what}", path.display(), self.blob.display());
+        let context = format!(
+            "unpacking {} of {}: {what}",
+            path.display(),
+            self.blob.display()
+        );
         move |e| ImagesError::Io {
             context,
             source: e.into(),
@@ -335,8 +339,14 @@ impl Unpacker<'_> {
                 // container's root (or, here, with RESOLVE_IN_ROOT).
                 symlinkat(OsStr::from_bytes(&target), &dir, name)
                     .map_err(self.sys("creating a symlink", &rel))?;
-                chownat(&dir, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(self.sys("setting a symlink's owner", &rel))?;
+                chownat(
+                    &dir,
+                    name,
+                    Some(meta.uid),
+                    Some(meta.gid),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(self.sys("setting a symlink's owner", &rel))?;
                 utimensat(&dir, name, &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(self.sys("setting times", &rel))?;
             }
@@ -372,8 +382,14 @@ impl Unpacker<'_> {
                 self.remove_existing(&dir, name, &rel)?;
                 mknodat(&dir, name, file_type, meta.mode, makedev(major, minor))
                     .map_err(self.sys("creating a device node", &rel))?;
-                chownat(&dir, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(self.sys("setting an owner", &rel))?;
+                chownat(
+                    &dir,
+                    name,
+                    Some(meta.uid),
+                    Some(meta.gid),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(self.sys("setting an owner", &rel))?;
                 // After chown (which drops set-id bits) and not subject to the umask.
                 chmodat(&dir, name, meta.mode, AtFlags::empty())
                     .map_err(self.sys("setting a mode", &rel))?;
@@ -411,10 +427,22 @@ impl Unpacker<'_> {
         }
         let path: PathBuf = parent.iter().copied().chain([hidden]).collect();
         self.remove_existing(&dir, hidden, &path)?;
-        mknodat(&dir, hidden, FileType::CharacterDevice, Mode::empty(), makedev(0, 0))
-            .map_err(self.sys("creating a whiteout", &path))?;
-        chownat(&dir, hidden, Some(Uid::ROOT), Some(Gid::ROOT), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(self.sys("owning a whiteout", &path))
+        mknodat(
+            &dir,
+            hidden,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            makedev(0, 0),
+        )
+        .map_err(self.sys("creating a whiteout", &path))?;
+        chownat(
+            &dir,
+            hidden,
+            Some(Uid::ROOT),
+            Some(Gid::ROOT),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.sys("owning a whiteout", &path))
     }
 
     /// Extended attributes the archive carries (PAX `SCHILY.xattr.*`), except overlayfs's own:
