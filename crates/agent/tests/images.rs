@@ -776,9 +776,27 @@ struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// `capstan:capstan-secret`, bcrypt as docker-registry's htpasswd wants (made once with
+/// Python's crypt; a hash is a constant, so the test needs no tool to make it).
+const HTPASSWD: &str = "capstan:$2b$10$JR8UuIVUR.LFD3Dj/Bzux.a6xGWv4YaHiEuu8aXVXikyoqQ3voacy\n";
+
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with_auth(false)
+    }
+
+    fn start_with_auth(htpasswd: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let auth = if htpasswd {
+            let path = dir.path().join("htpasswd");
+            fs::write(&path, HTPASSWD).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n",
+                path.display()
+            )
+        } else {
+            String::new()
+        };
         // The port is probed free then handed over: another process may take it in between,
         // so a registry that does not come up is retried on a new one.
         for _ in 0..5 {
@@ -791,7 +809,7 @@ impl Registry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                     dir.path().join("data").display()
                 ),
             )
@@ -835,7 +853,10 @@ fn registry_answers(port: u16) -> bool {
         return false;
     }
     let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+    // 401 is an answer too: a registry with htpasswd asks for credentials.
+    s.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.")
+        && (&head[9..12] == b"200" || &head[9..12] == b"401")
 }
 
 impl Drop for Registry {
@@ -933,4 +954,86 @@ fn pulls_from_a_real_registry_and_names_a_missing_tag() {
     }
     // Nothing of the failed pull stays behind.
     assert!(dir_entries(&tmp.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn pulls_with_basic_auth_from_a_registry_that_wants_it() {
+    let registry = Registry::start_with_auth(true);
+    let host = format!("127.0.0.1:{}", registry.port);
+    let out = Command::new("skopeo")
+        .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
+        .args(["--dest-creds", "capstan:capstan-secret"])
+        .arg(format!("oci-archive:{}", archive("busybox-oci.tar").display()))
+        .arg(format!("docker://{host}/private/busybox:1"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path()).unwrap();
+    let rt = runtime();
+    let reference = format!("{host}/private/busybox:1");
+    match rt.block_on(store.pull(&reference, &RegistryAuth::Anonymous)) {
+        Err(ImagesError::Pull { reference: r, .. }) => assert_eq!(r, reference),
+        other => panic!("an anonymous pull should be refused, got {other:?}"),
+    }
+    let wrong = RegistryAuth::Basic {
+        username: "capstan".into(),
+        password: "wrong".into(),
+    };
+    assert!(matches!(
+        rt.block_on(store.pull(&reference, &wrong)),
+        Err(ImagesError::Pull { .. })
+    ));
+    let right = RegistryAuth::Basic {
+        username: "capstan".into(),
+        password: "capstan-secret".into(),
+    };
+    let image = rt.block_on(store.pull(&reference, &right)).unwrap();
+    assert_eq!(image.names, vec![reference]);
+    assert!(rt.block_on(store.layers(&image)).unwrap()[0].join("bin/busybox").is_file());
+}
+
+#[test]
+fn imports_the_newer_docker_save_with_blobs_and_gzip_layers() {
+    // Docker 25+ saves an OCI layout plus a manifest.json whose paths point into blobs/;
+    // rebuild one from the OCI archive: same blobs, a manifest.json naming them.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut config = None;
+    let mut layer = None;
+    let mut a = tar::Archive::new(fs::File::open(archive("busybox-oci.tar")).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        if data.starts_with(&[0x1f, 0x8b]) {
+            layer = Some(path.clone());
+        } else if data.starts_with(b"{\"architecture\"") {
+            config = Some(path.clone());
+        }
+        append(&mut out, &path, &data);
+    }
+    let manifest = format!(
+        r#"[{{"Config":"{}","RepoTags":["capstan.test/newer-docker:1"],"Layers":["{}"]}}]"#,
+        config.unwrap(),
+        layer.unwrap()
+    );
+    append(&mut out, "manifest.json", manifest.as_bytes());
+    let path = tmp.path().join("newer.tar");
+    fs::write(&path, out.into_inner().unwrap()).unwrap();
+
+    let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+    let rt = runtime();
+    let names = rt.block_on(store.import_file(&path)).unwrap();
+    // manifest.json wins over index.json: its RepoTags name the image.
+    assert_eq!(names, vec!["capstan.test/newer-docker:1".to_string()]);
+    let image = store.resolve("capstan.test/newer-docker:1").unwrap().unwrap();
+    let layers = rt.block_on(store.layers(&image)).unwrap();
+    assert!(layers[0].join("bin/busybox").is_file());
+    assert!(image.size < 2_000_000, "the gzip'd size: {}", image.size);
 }
