@@ -107,6 +107,139 @@ pub enum ImagesCommand {
 }
 
 pub fn images(command: ImagesCommand, default_data_dir: PathBuf) -> anyhow::Result<()> {
-    let _ = (command, default_data_dir);
-    anyhow::bail!("capstan images: not built yet (images helper)")
+    let open = |data_dir: Option<PathBuf>| {
+        let dir = image_store_dir(&data_dir.unwrap_or(default_data_dir.clone()));
+        capstan_agent::images::ImageStore::open(&dir)
+            .with_context(|| format!("opening the image store {}", dir.display()))
+    };
+    match command {
+        ImagesCommand::Import { files, data_dir } => {
+            anyhow::ensure!(!files.is_empty(), "capstan images import: no archive given");
+            let store = open(data_dir)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a runtime")?;
+            for file in files {
+                let names = rt
+                    .block_on(store.import_file(&file))
+                    .with_context(|| format!("importing {}", file.display()))?;
+                for name in names {
+                    println!("{name}");
+                }
+            }
+            Ok(())
+        }
+        ImagesCommand::Ls { data_dir } => {
+            let store = open(data_dir)?;
+            print!("{}", images_table(&store.list()?));
+            Ok(())
+        }
+        ImagesCommand::Rm {
+            references,
+            data_dir,
+        } => {
+            anyhow::ensure!(!references.is_empty(), "capstan images rm: no image given");
+            let store = open(data_dir)?;
+            for reference in references {
+                store
+                    .remove(&reference)
+                    .with_context(|| format!("removing {reference}"))?;
+                println!("Deleted: {reference}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `crictl images`' table: one row per name (an image without tags shows `<none>`).
+fn images_table(images: &[capstan_agent::images::Image]) -> String {
+    let mut rows = vec![[
+        "IMAGE".to_string(),
+        "TAG".to_string(),
+        "IMAGE ID".to_string(),
+        "SIZE".to_string(),
+    ]];
+    for image in images {
+        let short_id: String = image
+            .id
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        let size = human_size(image.size);
+        let mut tagged = false;
+        for name in &image.names {
+            let Ok(r) = capstan_agent::images::Reference::parse(name) else {
+                continue;
+            };
+            if let Some(tag) = r.tag.clone() {
+                rows.push([r.repository(), tag, short_id.clone(), size.clone()]);
+                tagged = true;
+            }
+        }
+        if !tagged {
+            for name in &image.names {
+                let repo = name.split('@').next().unwrap_or(name).to_string();
+                rows.push([repo, "<none>".into(), short_id.clone(), size.clone()]);
+            }
+        }
+    }
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Decimal units with three significant digits, as crictl (go-units' HumanSize) prints.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_as_crictl_does() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(2_129_920), "2.13MB");
+        assert_eq!(human_size(1_044_480), "1.04MB");
+        assert_eq!(human_size(10_000), "10kB");
+        assert_eq!(human_size(123_456_789), "123MB");
+    }
 }

@@ -1,0 +1,133 @@
+//! `capstan images import / ls / rm` through the built binary, over the archives
+//! scripts/build-test-images makes from Debian's busybox-static.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use capstan_e2e::capstan_bin;
+
+fn test_images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::var_os("CAPSTAN_TEST_IMAGES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target/test-images"));
+        let status = Command::new(workspace.join("scripts/build-test-images"))
+            .arg(&dir)
+            .status()
+            .expect("run scripts/build-test-images");
+        assert!(status.success(), "scripts/build-test-images failed");
+        dir
+    })
+}
+
+fn images(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(capstan_bin())
+        .arg("images")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("CAPSTAN_LOG", "warn")
+        .output()
+        .expect("run capstan images")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "capstan images failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn import_ls_rm_through_the_binary() {
+    let data = tempfile::tempdir().unwrap();
+    let busybox = test_images().join("busybox.tar");
+    let oci = test_images().join("busybox-oci.tar");
+    let layered = test_images().join("layered.tar");
+
+    let out = images(
+        data.path(),
+        &[
+            "import",
+            busybox.to_str().unwrap(),
+            oci.to_str().unwrap(),
+            layered.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "docker.io/library/busybox:latest\ncapstan.test/busybox-oci:1.0\ncapstan.test/layered:1.0\n"
+    );
+    assert!(data.path().join("agent/image-store/index.json").is_file());
+
+    let table = stdout(&images(data.path(), &["ls"]));
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"], "{table}");
+    assert_eq!(lines.len(), 4, "{table}");
+    let row = |repo: &str| {
+        lines
+            .iter()
+            .find(|l| l[0] == repo)
+            .unwrap_or_else(|| panic!("{repo} missing from\n{table}"))
+            .clone()
+    };
+    let docker = row("docker.io/library/busybox");
+    assert_eq!(docker[1], "latest");
+    assert_eq!(docker[2].len(), 12);
+    assert!(docker[2].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(docker[3], "2.13MB", "the uncompressed layer.tar");
+    let oci_row = row("capstan.test/busybox-oci");
+    assert_eq!(oci_row[1], "1.0");
+    assert_eq!(oci_row[2], docker[2], "same config: same image id");
+    assert!(oci_row[3].ends_with("MB") || oci_row[3].ends_with("kB"));
+    assert_eq!(row("capstan.test/layered")[1], "1.0");
+
+    assert_eq!(
+        stdout(&images(data.path(), &["rm", "busybox"])),
+        "Deleted: busybox\n"
+    );
+    let table = stdout(&images(data.path(), &["ls"]));
+    assert!(!table.contains("docker.io/library/busybox"), "{table}");
+    assert!(table.contains("capstan.test/busybox-oci"), "{table}");
+
+    let out = images(data.path(), &["rm", "busybox"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("busybox") && err.contains("not present"),
+        "{err}"
+    );
+
+    let out = images(
+        data.path(),
+        &[
+            "rm",
+            "capstan.test/busybox-oci:1.0",
+            "capstan.test/layered:1.0",
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "Deleted: capstan.test/busybox-oci:1.0\nDeleted: capstan.test/layered:1.0\n"
+    );
+    assert_eq!(stdout(&images(data.path(), &["ls"])).lines().count(), 1);
+}
+
+#[test]
+fn importing_something_else_fails_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let bogus = data.path().join("bogus.tar");
+    std::fs::write(&bogus, b"this is not a tar archive at all").unwrap();
+    let out = images(data.path(), &["import", bogus.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus.tar"), "{err}");
+}
