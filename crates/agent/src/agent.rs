@@ -36,6 +36,8 @@ pub struct AgentOptions {
     /// Container log rotation: bytes per file and files kept (kubelet: 10Mi, 5).
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
+    /// The agent runs inside the API server: its Node is labelled a control-plane node.
+    pub control_plane: bool,
 }
 
 impl AgentOptions {
@@ -52,6 +54,7 @@ impl AgentOptions {
             instance,
             container_log_max_size: 10 * 1024 * 1024,
             container_log_max_files: 5,
+            control_plane: false,
         }
     }
 }
@@ -70,11 +73,13 @@ pub enum AgentError {
 /// agent finds them again).
 pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentError> {
     let images = Arc::new(ImageStore::open(&opts.root.join("image-store"))?);
+    let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
+    // The Node registers first (the kubelet does within seconds of starting); importing
+    // air-gap archives can take minutes and pods wait for it below.
+    let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
     if let Some(dir) = &opts.images_dir {
         images.import_dir(dir).await?;
     }
-    let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
-    let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
     crate::pods::run(client, opts, node, images, runtime).await;
     Ok(())
 }

@@ -520,7 +520,13 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     ) {
         tracing::error!(error = format!("{e:#}"), path = %kubeconfig_path.display(), "could not write the kubeconfig; it may name an older address");
     }
+    let kubelet_client = capstan_apiserver::rest::node_proxy::KubeletClientTls::new(
+        &pki.ca_pem,
+        &pki.kubelet_client,
+    )
+    .context("preparing the kubelet client certificate")?;
     let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
+        .with_kubelet_client(kubelet_client)
         .with_limits(max_inflight, max_watches)
         .with_bookmark_interval(bookmark_every)
         .with_service_ranges(ranges);
@@ -563,7 +569,14 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     if let Some(flags) = agent {
         // The node agent is an ordinary API client over the in-process transport; it runs
         // the pods bound to this machine.
-        let opts = flags.options(&data_dir)?;
+        let mut opts = flags.options(&data_dir)?;
+        // In-process, the agent's node is this control plane's, and it issues its kubelet
+        // certificate from this server's CA.
+        opts.control_plane = true;
+        opts.kubelet_tls = Some(capstan_agent::node::KubeletTls {
+            ca_cert_pem: pki.ca_pem.clone(),
+            ca_key_pem: pki.ca_key_pem.clone(),
+        });
         let client = capstan_apiserver::in_process_client(state.clone());
         tokio::spawn(async move {
             if let Err(e) = capstan_agent::run(client, opts).await {

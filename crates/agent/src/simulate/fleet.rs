@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::cidr::IpPool;
 use super::groups::NodeGroup;
-use super::retry::Writer;
+use crate::api_retry::Writer;
 use super::SimConfig;
 
 pub struct SimNode {

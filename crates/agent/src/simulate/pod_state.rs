@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::clock::Millis;
+use crate::clock::Millis;
 use super::pod_view::{PodView, RestartPolicy};
 
 /// The kubelet's crash-loop back-off: the first restart is at once, then 10 s doubling to 5 min.

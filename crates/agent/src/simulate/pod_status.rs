@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use super::clock::{rfc3339, Millis};
+use crate::clock::{rfc3339, Millis};
 use super::node_object::fake_id;
 use super::pod_state::{Phase, PodSim, Run, Term};
 use super::pod_view::{ContainerView, PodView};

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::clock::{parse_duration, Millis};
+use crate::clock::{parse_duration, Millis};
 use super::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
