@@ -243,7 +243,10 @@ mod tests {
     fn an_unchanged_condition_keeps_its_transition_time() {
         let first = conditions_json(&Condition::healthy(), None, 1_000_000);
         let later = conditions_json(&Condition::healthy(), Some(&first), 2_000_000);
-        assert_eq!(later[3]["lastTransitionTime"], first[3]["lastTransitionTime"]);
+        assert_eq!(
+            later[3]["lastTransitionTime"],
+            first[3]["lastTransitionTime"]
+        );
         assert_ne!(later[3]["lastHeartbeatTime"], first[3]["lastHeartbeatTime"]);
         let mut want = Condition::healthy();
         want[3] = Condition::ready(Some("container runtime is down"));

@@ -20,8 +20,10 @@ pub struct AgentFlags {
     /// InternalIP, and it takes only clients with a certificate from the cluster CA.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub kubelet_listen: std::net::SocketAddr,
-    /// The node Lease's duration in seconds (renewed every quarter of it).
-    #[arg(long, default_value_t = 40)]
+    /// The node Lease's duration in seconds: the `--node-lease-duration-seconds` flag is
+    /// the simulator's (one flag for both kinds of node; clap refuses two of one name), and
+    /// the command copies it here.
+    #[arg(skip = 40)]
     pub node_lease_duration_seconds: i32,
     /// Pods this node takes (the Node's `pods` capacity).
     #[arg(long, default_value_t = 110)]

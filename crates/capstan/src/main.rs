@@ -259,6 +259,8 @@ fn main() -> anyhow::Result<()> {
             no_agent,
             agent_flags,
         } => {
+            let mut agent_flags = agent_flags;
+            agent_flags.node_lease_duration_seconds = sim.node_lease_duration_seconds;
             let simulation = if sim.wanted(simulated_nodes) {
                 Some(sim.config(simulated_nodes)?)
             } else {
@@ -314,6 +316,8 @@ fn main() -> anyhow::Result<()> {
         } => {
             if !sim.wanted(simulate) {
                 let data_dir = data_dir.unwrap_or_else(default_data_dir);
+                let mut agent_flags = agent_flags;
+                agent_flags.node_lease_duration_seconds = sim.node_lease_duration_seconds;
                 let opts = agent_flags.options(&data_dir)?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()

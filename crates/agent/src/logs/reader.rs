@@ -199,12 +199,9 @@ fn tail_start(files: &[PathBuf], n: u64) -> Result<(usize, u64), ReadError> {
                 .rposition(|b| *b == b'\n')
             {
                 let line_start = nl + 1;
-                if let Some(found) = count_line(
-                    &block[line_start..end],
-                    &mut ends_seen,
-                    &mut at_very_end,
-                    n,
-                ) {
+                if let Some(found) =
+                    count_line(&block[line_start..end], &mut ends_seen, &mut at_very_end, n)
+                {
                     if found {
                         return Ok((i, pos + end as u64));
                     }
@@ -214,7 +211,8 @@ fn tail_start(files: &[PathBuf], n: u64) -> Result<(usize, u64), ReadError> {
             carry = block[..end].to_vec();
         }
         // What is left starts the file: it is a whole line.
-        if !carry.is_empty() && count_line(&carry, &mut ends_seen, &mut at_very_end, n) == Some(true)
+        if !carry.is_empty()
+            && count_line(&carry, &mut ends_seen, &mut at_very_end, n) == Some(true)
         {
             return Ok((i, carry.len() as u64));
         }
@@ -370,17 +368,17 @@ mod tests {
     use super::*;
     use crate::logs::format::{encode, Stream};
 
-/// Waits up to `deadline` for `cond`, polling.
-fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if cond() {
-            return true;
+    /// Waits up to `deadline` for `cond`, polling.
+    fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        cond()
     }
-    cond()
-}
 
     fn t(sec: u32) -> String {
         format!("2026-01-01T00:00:{sec:02}.000000000Z")
@@ -389,7 +387,13 @@ fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
     fn lines(entries: &[(u32, bool, &str)]) -> Vec<u8> {
         let mut out = Vec::new();
         for (sec, partial, text) in entries {
-            encode(&mut out, &t(*sec), Stream::Stdout, *partial, text.as_bytes());
+            encode(
+                &mut out,
+                &t(*sec),
+                Stream::Stdout,
+                *partial,
+                text.as_bytes(),
+            );
         }
         out
     }
@@ -474,7 +478,10 @@ fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
                 ..Default::default()
             },
         );
-        let got: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap_or("")).collect();
+        let got: Vec<&str> = out
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
         let want: Vec<String> = (430..500).map(|i| i.to_string()).collect();
         assert_eq!(got, want);
     }
@@ -555,8 +562,7 @@ fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
         assert!(wait_until(deadline, || sink.text() == "first\nsecond\n"));
         std::fs::rename(&log, rotated_log_path(&log, 1)).expect("rotate");
         std::fs::write(&log, lines(&[(3, false, "third")])).expect("write");
-        assert!(wait_until(deadline, || sink.text()
-            == "first\nsecond\nthird\n"));
+        assert!(wait_until(deadline, || sink.text() == "first\nsecond\nthird\n"));
         assert!(done_rx.try_recv().is_err(), "still following");
         std::fs::write(exited_marker_path(&log), b"").expect("marker");
         done_rx.recv_timeout(deadline).expect("follow ends");

@@ -128,7 +128,9 @@ pub async fn container_logs(
         let message = if previous {
             format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
         } else {
-            format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")
+            format!(
+                "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+            )
         };
         return text(StatusCode::BAD_REQUEST, message);
     };

@@ -24,7 +24,6 @@ pub use host::HostFacts;
 pub use registration::{CONTROL_PLANE_LABEL, RUNTIME_VERSION};
 pub use status_loop::STATUS_PERIOD;
 
-
 use crate::agent::AgentOptions;
 use crate::images::ImageStore;
 
@@ -85,8 +84,7 @@ pub async fn start(
         control_plane: opts.control_plane,
     };
     let (problem_tx, problem_rx) = watch::channel(runtime_problem(opts));
-    let initial =
-        pressure::Pressure::read(&opts.root).conditions(problem_tx.borrow().as_deref());
+    let initial = pressure::Pressure::read(&opts.root).conditions(problem_tx.borrow().as_deref());
     // Registration waits out an API server that is still starting (or briefly failing).
     let stored = Writer::new(1)
         .write("register node", || {

@@ -26,8 +26,11 @@ impl Pressure {
         let memory = meminfo_kib("MemAvailable")
             .is_some_and(|kib| kib.saturating_mul(1024) < EVICTION_MEMORY_BYTES);
         let disk = filesystem_stats(agent_root).is_some_and(|fs| {
-            below_percent(fs.available_bytes, fs.total_bytes, DISK_AVAILABLE_MIN_PERCENT)
-                || below_percent(fs.free_inodes, fs.total_inodes, INODES_FREE_MIN_PERCENT)
+            below_percent(
+                fs.available_bytes,
+                fs.total_bytes,
+                DISK_AVAILABLE_MIN_PERCENT,
+            ) || below_percent(fs.free_inodes, fs.total_inodes, INODES_FREE_MIN_PERCENT)
         });
         let pids = pid_usage().is_some_and(|(used, limit)| {
             used.saturating_mul(100) > limit.saturating_mul(PID_USED_MAX_PERCENT)

@@ -61,7 +61,9 @@ impl StatusLoop {
                         previous = stored_conditions(&node);
                         last_post = Some(Instant::now());
                     }
-                    Err(kube::Error::Api(s)) if s.code == 404 => self.reregister(&mut previous).await,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        self.reregister(&mut previous).await
+                    }
                     Err(e) => {
                         tracing::warn!(node = %self.id.name, error = %e, "could not post node status")
                     }

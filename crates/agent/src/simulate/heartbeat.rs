@@ -10,11 +10,11 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
 
-use crate::clock::now_ms;
 use super::fleet::{lock, Fleet, SimNode};
 use super::node_object::node_manifest;
-use crate::node_heartbeat::{conditions_differ, conditions_json, renew_lease as renew, Condition};
 use crate::api_retry::is_not_found;
+use crate::clock::now_ms;
+use crate::node_heartbeat::{conditions_differ, conditions_json, renew_lease as renew, Condition};
 
 /// Create the Node, or adopt the one that exists (a restarted simulator keeps its podCIDR).
 pub async fn register(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {

@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
+use super::fleet::{lock, SimNode};
 use crate::clock::Millis;
 use crate::node_heartbeat::{conditions_json, standard_labels, Condition, KUBELET_VERSION};
-use super::fleet::{lock, SimNode};
 
 pub const RUNTIME_VERSION: &str = concat!("capstan-sim://", env!("CARGO_PKG_VERSION"));
 /// Marks a Node as simulated (informational; ownership is by name).

@@ -159,7 +159,9 @@ pub fn kubelet_address(node: &Value) -> Result<KubeletAddress, ApiError> {
             .find_map(|a| a.get("address")?.as_str()?.parse::<IpAddr>().ok())
     });
     let Some(ip) = ip else {
-        return Err(unavailable(format!("node {name:?} has no address to reach its kubelet at")));
+        return Err(unavailable(format!(
+            "node {name:?} has no address to reach its kubelet at"
+        )));
     };
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
@@ -167,13 +169,19 @@ pub fn kubelet_address(node: &Value) -> Result<KubeletAddress, ApiError> {
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0);
     let Some(port) = port else {
-        return Err(unavailable(format!("node {name:?} reports no kubelet endpoint port")));
+        return Err(unavailable(format!(
+            "node {name:?} reports no kubelet endpoint port"
+        )));
     };
     Ok(KubeletAddress { ip, port })
 }
 
 fn unavailable(message: String) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
 }
 
 /// The Node object named `node`, or a 404 as upstream's connection-info lookup answers.
@@ -197,9 +205,10 @@ pub async fn get(
     path_and_query: &str,
     insecure_skip_verify: bool,
 ) -> Result<Response, ApiError> {
-    let tls = state.kubelet_client.clone().ok_or_else(|| {
-        unavailable("this server has no client certificate for kubelets".into())
-    })?;
+    let tls = state
+        .kubelet_client
+        .clone()
+        .ok_or_else(|| unavailable("this server has no client certificate for kubelets".into()))?;
     let addr = kubelet_address(&node_object(state, node).await?)?;
     let config = if insecure_skip_verify {
         tls.unverified

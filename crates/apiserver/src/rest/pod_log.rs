@@ -71,7 +71,11 @@ fn parse(name: &str, q: &HashMap<String, String>) -> Result<LogQuery, ApiError> 
     // As upstream's ValidatePodLogOptions.
     let mut causes = Vec::new();
     if let Some(n) = query.tail_lines.filter(|n| *n < 0) {
-        causes.push(int_invalid("tailLines", n, "must be greater than or equal to 0"));
+        causes.push(int_invalid(
+            "tailLines",
+            n,
+            "must be greater than or equal to 0",
+        ));
     }
     if let Some(n) = query.limit_bytes.filter(|n| *n < 1) {
         causes.push(int_invalid("limitBytes", n, "must be greater than 0"));
@@ -114,7 +118,11 @@ fn pick_container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiErr
     let init = names(pod.pointer("/spec/initContainers"));
     let ephemeral = names(pod.pointer("/spec/ephemeralContainers"));
     if !asked.is_empty() {
-        let known = app.iter().chain(&init).chain(&ephemeral).any(|c| c == asked);
+        let known = app
+            .iter()
+            .chain(&init)
+            .chain(&ephemeral)
+            .any(|c| c == asked);
         return if known {
             Ok(asked.to_string())
         } else {
@@ -255,8 +263,11 @@ mod tests {
         );
         let e = parse("p", &q(&[("limitBytes", "0")])).expect_err("zero");
         assert_eq!(e.code.as_u16(), 422);
-        let e = parse("p", &q(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-01T00:00:00Z")]))
-            .expect_err("both");
+        let e = parse(
+            "p",
+            &q(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-01T00:00:00Z")]),
+        )
+        .expect_err("both");
         assert_eq!(e.code.as_u16(), 422);
         let ok = parse("p", &q(&[("tailLines", "3"), ("follow", "true")])).expect("valid");
         assert_eq!(
@@ -279,8 +290,7 @@ mod tests {
         );
         assert_eq!(pick_container(&pod, "p", "i").expect("init"), "i");
         let mut annotated = pod.clone();
-        annotated["metadata"] =
-            json!({"annotations": {DEFAULT_CONTAINER_ANNOTATION: "b"}});
+        annotated["metadata"] = json!({"annotations": {DEFAULT_CONTAINER_ANNOTATION: "b"}});
         assert_eq!(pick_container(&annotated, "p", "").expect("default"), "b");
     }
 }

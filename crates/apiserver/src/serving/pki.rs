@@ -51,7 +51,10 @@ fn kubelet_client_cert(
     ca_key: &Path,
     fresh_ca: bool,
 ) -> Result<ClientCert, PkiError> {
-    let (crt, key) = (dir.join("kubelet-client.crt"), dir.join("kubelet-client.key"));
+    let (crt, key) = (
+        dir.join("kubelet-client.crt"),
+        dir.join("kubelet-client.key"),
+    );
     if fresh_ca || !(crt.exists() && key.exists()) {
         let ca_key_pair = KeyPair::from_pem(&read(ca_key)?)?;
         let issuer = rcgen::Issuer::from_ca_cert_pem(&read(ca_crt)?, ca_key_pair)?;
