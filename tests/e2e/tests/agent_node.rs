@@ -343,7 +343,7 @@ fn kubectl_logs_streams_through_the_kubelet_endpoint() {
         "2026-01-01T00:00:03.000000000Z three\n"
     );
     assert_eq!(
-        s.kubectl_ok(&["logs", "talker", "--limit-bytes", "5"]),
+        s.kubectl_ok(&["logs", "talker", "--limit-bytes", "6"]),
         "one\ntw"
     );
     assert_eq!(
