@@ -24,7 +24,7 @@ pub fn images_status(store: &ImageStore) -> Option<Value> {
             return None;
         }
     };
-    images.sort_by(|a, b| b.size.cmp(&a.size));
+    images.sort_by_key(|i| std::cmp::Reverse(i.size));
     Some(Value::Array(
         images
             .iter()
