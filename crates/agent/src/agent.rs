@@ -38,6 +38,8 @@ pub struct AgentOptions {
     pub container_log_max_files: u32,
     /// The node's pod network (its `spec.podCIDR`); pods get addresses from it.
     pub pod_cidr: String,
+    /// The agent runs inside the API server: its Node is labelled a control-plane node.
+    pub control_plane: bool,
 }
 
 impl AgentOptions {
@@ -55,6 +57,7 @@ impl AgentOptions {
             container_log_max_size: 10 * 1024 * 1024,
             container_log_max_files: 5,
             pod_cidr: "10.42.0.0/24".into(),
+            control_plane: false,
         }
     }
 }
@@ -75,6 +78,10 @@ pub enum AgentError {
 /// agent finds them again).
 pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentError> {
     let images = Arc::new(ImageStore::open(&opts.root.join("image-store"))?);
+    let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
+    // The Node registers first (the kubelet does within seconds of starting); importing
+    // air-gap archives can take minutes and pods wait for it below.
+    let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
     if let Some(dir) = &opts.images_dir {
         images.import_dir(dir).await?;
     }

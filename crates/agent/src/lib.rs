@@ -16,5 +16,8 @@ pub mod runtime;
 pub mod simulate;
 
 mod agent;
+mod api_retry;
+mod clock;
+mod node_heartbeat;
 
 pub use agent::{run, AgentError, AgentOptions};

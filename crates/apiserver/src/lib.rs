@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The admission plugins every write passes.
     pub admission: Arc<admission::Chain>,
+    /// How this server connects to kubelets (`pods/log`); None: it cannot.
+    pub kubelet_client: Option<rest::node_proxy::KubeletClientTls>,
 }
 
 impl AppState {
@@ -72,7 +74,14 @@ impl AppState {
             cel: cel_runner::CelRunner::default(),
             metrics: Arc::new(metrics::Metrics::default()),
             admission: Arc::new(admission::Chain::default()),
+            kubelet_client: None,
         }
+    }
+
+    /// Lets `pods/log` reach kubelets with this TLS client configuration.
+    pub fn with_kubelet_client(mut self, tls: rest::node_proxy::KubeletClientTls) -> Self {
+        self.kubelet_client = Some(tls);
+        self
     }
 
     /// The current OpenAPI documents.

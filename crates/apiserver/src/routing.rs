@@ -108,13 +108,15 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
     if let Some(sub) = &target.subresource {
         // Subresources the kind's strategy serves here (a pod's binding, a namespace's
         // finalize); the type's other listed subresources are the node agent's.
+        // `pods/log` is served here, by proxying to the pod's node.
         let own = target
             .rt
             .strategy
             .own_subresources()
-            .contains(&sub.as_str());
+            .contains(&sub.as_str())
+            || is_pod_log(&target);
         if target.rt.subresources.iter().any(|s| s == sub) && !own {
-            // Logs, exec, attach, port-forward, binding, eviction: the node agent's work.
+            // Exec, attach, port-forward: the node agent's work, not reachable yet.
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
@@ -132,6 +134,10 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
         }
     }
     Ok(Route::Resource(target))
+}
+
+fn is_pod_log(t: &Target) -> bool {
+    t.rt.group.is_empty() && t.rt.plural == "pods" && t.subresource.as_deref() == Some("log")
 }
 
 /// The field manager of a write: `fieldManager`, else the user agent's product name, as
@@ -274,8 +280,13 @@ pub async fn handle(
     let finalize = target.subresource.as_deref() == Some("finalize");
     let binding = target.subresource.as_deref() == Some("binding");
     let eviction = target.subresource.as_deref() == Some("eviction");
+    let pod_log = is_pod_log(&target);
     let dispatch = async {
         match (&method, target.name.is_some()) {
+            (&Method::GET, true) if pod_log => {
+                crate::rest::pod_log::get(&state, &target, &query).await
+            }
+            (_, _) if pod_log => Err(ApiError::method_not_served()),
             (&Method::POST, true) if binding => {
                 crate::rest::binding::create(&state, &target, &query, &content_type, &body).await
             }

@@ -15,11 +15,15 @@ pub struct AgentFlags {
     /// (default: `<data-dir>/agent/images`).
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
-    /// Where the kubelet endpoint (container logs) listens; port 0 picks a free one.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Where the kubelet endpoint (container logs) listens; port 0 picks a free one. All
+    /// addresses by default, as the kubelet: the API server reaches it at the Node's
+    /// InternalIP, and it takes only clients with a certificate from the cluster CA.
+    #[arg(long, default_value = "0.0.0.0:0")]
     pub kubelet_listen: std::net::SocketAddr,
-    /// The node Lease's duration in seconds (renewed every quarter of it).
-    #[arg(long, default_value_t = 40)]
+    /// The node Lease's duration in seconds: the `--node-lease-duration-seconds` flag is
+    /// the simulator's (one flag for both kinds of node; clap refuses two of one name), and
+    /// the command copies it here.
+    #[arg(skip = 40)]
     pub node_lease_duration_seconds: i32,
     /// Pods this node takes (the Node's `pods` capacity).
     #[arg(long, default_value_t = 110)]

@@ -259,6 +259,8 @@ fn main() -> anyhow::Result<()> {
             no_agent,
             agent_flags,
         } => {
+            let mut agent_flags = agent_flags;
+            agent_flags.node_lease_duration_seconds = sim.node_lease_duration_seconds;
             let simulation = if sim.wanted(simulated_nodes) {
                 Some(sim.config(simulated_nodes)?)
             } else {
@@ -314,6 +316,8 @@ fn main() -> anyhow::Result<()> {
         } => {
             if !sim.wanted(simulate) {
                 let data_dir = data_dir.unwrap_or_else(default_data_dir);
+                let mut agent_flags = agent_flags;
+                agent_flags.node_lease_duration_seconds = sim.node_lease_duration_seconds;
                 let opts = agent_flags.options(&data_dir)?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
@@ -520,7 +524,13 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     ) {
         tracing::error!(error = format!("{e:#}"), path = %kubeconfig_path.display(), "could not write the kubeconfig; it may name an older address");
     }
+    let kubelet_client = capstan_apiserver::rest::node_proxy::KubeletClientTls::new(
+        &pki.ca_pem,
+        &pki.kubelet_client,
+    )
+    .context("preparing the kubelet client certificate")?;
     let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
+        .with_kubelet_client(kubelet_client)
         .with_limits(max_inflight, max_watches)
         .with_bookmark_interval(bookmark_every)
         .with_service_ranges(ranges);
@@ -563,7 +573,14 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     if let Some(flags) = agent {
         // The node agent is an ordinary API client over the in-process transport; it runs
         // the pods bound to this machine.
-        let opts = flags.options(&data_dir)?;
+        let mut opts = flags.options(&data_dir)?;
+        // In-process, the agent's node is this control plane's, and it issues its kubelet
+        // certificate from this server's CA.
+        opts.control_plane = true;
+        opts.kubelet_tls = Some(capstan_agent::node::KubeletTls {
+            ca_cert_pem: pki.ca_pem.clone(),
+            ca_key_pem: pki.ca_key_pem.clone(),
+        });
         let client = capstan_apiserver::in_process_client(state.clone());
         tokio::spawn(async move {
             if let Err(e) = capstan_agent::run(client, opts).await {

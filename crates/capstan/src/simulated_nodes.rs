@@ -19,7 +19,8 @@ pub struct SimFlags {
     /// Size of each simulated node's podCIDR.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
-    /// Lease duration of simulated nodes (renewed every quarter of it, as the kubelet).
+    /// Lease duration of this node and of simulated nodes (renewed every quarter of it, as
+    /// the kubelet).
     #[arg(long, default_value_t = 40)]
     pub node_lease_duration_seconds: i32,
     /// Simulated nodes post unchanged status this often (the kubelet's nodeStatusReportFrequency).

@@ -292,6 +292,20 @@ impl Follow {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines").clone()
     }
+
+    /// Wait up to `within` for kubectl to exit by itself; None if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Follow {

@@ -3,7 +3,26 @@
 //! host (Ready, MemoryPressure, DiskPressure, PIDPressure), `status.images`, and the kubelet
 //! HTTPS endpoint the API server reaches for `pods/log`.
 
+mod container_logs;
+mod host;
+mod images_status;
+mod kubelet_server;
+mod kubelet_tls;
+mod lease_loop;
+mod pressure;
+mod registration;
+mod status_loop;
+
 use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::api_retry::Writer;
+use crate::clock::now_ms;
+
+pub use host::HostFacts;
+pub use registration::{CONTROL_PLANE_LABEL, RUNTIME_VERSION};
+pub use status_loop::STATUS_PERIOD;
 
 use crate::agent::AgentOptions;
 use crate::images::ImageStore;
@@ -26,6 +45,20 @@ pub struct NodeHandle {
     pub host_ip: String,
     /// The kubelet endpoint's port.
     pub kubelet_port: u16,
+    /// Why the container runtime cannot run pods, None while it can: the Node is Ready
+    /// only while this is None. Whoever watches the runtime reports through it.
+    pub runtime_problem: Arc<watch::Sender<Option<String>>>,
+}
+
+impl NodeHandle {
+    /// Report the runtime's health; a change is posted in the Node's Ready condition at once.
+    pub fn report_runtime(&self, problem: Option<String>) {
+        self.runtime_problem.send_if_modified(|p| {
+            let changed = *p != problem;
+            *p = problem;
+            changed
+        });
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +75,101 @@ pub async fn start(
     opts: &AgentOptions,
     images: Arc<ImageStore>,
 ) -> Result<NodeHandle, NodeError> {
-    let _ = (client, opts, images);
-    unimplemented!("node helper")
+    let facts = HostFacts::read(&opts.root);
+    let (listener, kubelet_port) = bind_endpoint(opts).await?;
+    let id = registration::NodeIdentity {
+        name: opts.node_name.clone(),
+        max_pods: opts.max_pods,
+        kubelet_port,
+        control_plane: opts.control_plane,
+    };
+    let (problem_tx, problem_rx) = watch::channel(runtime_problem(opts));
+    let initial = pressure::Pressure::read(&opts.root).conditions(problem_tx.borrow().as_deref());
+    // Registration waits out an API server that is still starting (or briefly failing).
+    let stored = Writer::new(1)
+        .write("register node", || {
+            registration::register(&client, &id, &facts, &initial, now_ms())
+        })
+        .await
+        .map_err(|e| NodeError::Register {
+            name: id.name.clone(),
+            reason: e.to_string(),
+        })?;
+    let node_uid = Arc::new(watch::Sender::new(stored.metadata.uid.clone()));
+    tokio::spawn(lease_loop::run(
+        client.clone(),
+        id.name.clone(),
+        node_uid.clone(),
+        opts.lease_duration_seconds,
+    ));
+    let status = status_loop::StatusLoop {
+        client: client.clone(),
+        id: id.clone(),
+        facts: facts.clone(),
+        agent_root: opts.root.clone(),
+        report_interval: opts.status_report_interval,
+        images,
+        runtime_problem: problem_rx,
+        node_uid,
+    };
+    tokio::spawn(status.run(stored));
+    if let (Some(listener), Some(tls)) = (listener, &opts.kubelet_tls) {
+        let config = kubelet_tls::server_config(tls, &id.name, &[facts.internal_ip])
+            .map_err(|e| NodeError::Endpoint(e.to_string()))?;
+        let state = Arc::new(container_logs::LogsState {
+            client,
+            pods_root: opts.root.join("pods"),
+        });
+        tokio::spawn(kubelet_server::serve(
+            listener,
+            config,
+            kubelet_server::router(state),
+        ));
+    }
+    tracing::info!(node = %id.name, internal_ip = %facts.internal_ip, kubelet_port, "node registered");
+    Ok(NodeHandle {
+        name: id.name,
+        host_ip: facts.internal_ip.to_string(),
+        kubelet_port,
+        runtime_problem: Arc::new(problem_tx),
+    })
+}
+
+/// The kubelet endpoint's socket, bound before registering so the Node names its real port.
+/// Without certificates (a stand-alone agent given none) there is no endpoint.
+async fn bind_endpoint(
+    opts: &AgentOptions,
+) -> Result<(Option<tokio::net::TcpListener>, u16), NodeError> {
+    if opts.kubelet_tls.is_none() {
+        tracing::warn!(
+            "no cluster CA for the kubelet endpoint: container logs are not served from this node"
+        );
+        return Ok((None, 0));
+    }
+    let listener = tokio::net::TcpListener::bind(opts.kubelet_listen)
+        .await
+        .map_err(|e| NodeError::Endpoint(format!("binding {}: {e}", opts.kubelet_listen)))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| NodeError::Endpoint(e.to_string()))?
+        .port();
+    Ok((Some(listener), port))
+}
+
+/// What keeps containers from running on this host at all, checked once at start: the
+/// runtime's cgroup hierarchy and the agent's own root.
+fn runtime_problem(opts: &AgentOptions) -> Option<String> {
+    if let Err(e) = std::fs::create_dir_all(&opts.root) {
+        return Some(format!(
+            "container runtime is down: cannot create {}: {e}",
+            opts.root.display()
+        ));
+    }
+    let cgroup = std::path::Path::new("/sys/fs/cgroup");
+    let v2 = cgroup.join("cgroup.controllers").exists();
+    let v1 = cgroup.join("memory").is_dir() && cgroup.join("cpu").exists();
+    if !(v2 || v1) {
+        return Some("container runtime is down: no cgroup hierarchy at /sys/fs/cgroup".into());
+    }
+    None
 }

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use super::cidr::IpPool;
 use super::groups::NodeGroup;
-use super::retry::Writer;
 use super::SimConfig;
+use crate::api_retry::Writer;
 
 pub struct SimNode {
     pub name: String,

@@ -3,19 +3,18 @@
 //! differs from what is stored or every `nodeStatusReportFrequency` (5 min).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
 
-use super::clock::now_ms;
 use super::fleet::{lock, Fleet, SimNode};
-use super::node_object::{conditions, lease_manifest, node_manifest};
-use super::retry::is_not_found;
+use super::node_object::node_manifest;
+use crate::api_retry::is_not_found;
+use crate::clock::now_ms;
+use crate::node_heartbeat::{conditions_differ, conditions_json, renew_lease as renew, Condition};
 
 /// Create the Node, or adopt the one that exists (a restarted simulator keeps its podCIDR).
 pub async fn register(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
@@ -100,49 +99,25 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>) {
 /// node lifecycle controller marked it Unknown, or someone edited it).
 fn status_differs(node: &SimNode) -> bool {
     let stored = lock(&node.conditions).clone();
-    let Some(stored) = stored else { return true };
-    let want = conditions(None, 0);
-    want.as_array().into_iter().flatten().any(|w| {
-        !stored
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["type"] == w["type"] && s["status"] == w["status"])
-    })
+    conditions_differ(&Condition::healthy(), stored.as_ref())
 }
 
 async fn renew_lease(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
-    let api: Api<Lease> = Api::namespaced(fleet.client.clone(), "kube-node-lease");
     let duration = fleet.config.lease_duration_seconds;
     fleet
         .writer
         .write("renew lease", || async {
             let mut cached = node.lease.lock().await;
-            let now = now_ms();
-            // The cached copy is taken: a failed write leaves nothing stale behind.
-            let current = match cached.take() {
-                Some(l) => Some(l),
-                None => api.get_opt(&node.name).await?,
-            };
-            let written = match current {
-                Some(mut lease) => {
-                    let spec = lease.spec.get_or_insert_with(Default::default);
-                    spec.holder_identity = Some(node.name.clone());
-                    spec.lease_duration_seconds = Some(duration);
-                    spec.renew_time = jiff::Timestamp::from_millisecond(now).ok().map(MicroTime);
-                    api.replace(&node.name, &PostParams::default(), &lease)
-                        .await?
-                }
-                None => {
-                    let uid = lock(&node.uid).clone();
-                    let fresh: Lease =
-                        serde_json::from_value(lease_manifest(node, uid.as_deref(), duration, now))
-                            .map_err(kube::Error::SerdeError)?;
-                    api.create(&PostParams::default(), &fresh).await?
-                }
-            };
-            *cached = Some(written);
-            Ok(())
+            let uid = lock(&node.uid).clone();
+            renew(
+                &fleet.client,
+                &node.name,
+                uid.as_deref(),
+                duration,
+                now_ms(),
+                &mut cached,
+            )
+            .await
         })
         .await
 }
@@ -155,7 +130,7 @@ pub async fn post_status(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Erro
         .write("post node status", || async {
             let previous = lock(&node.conditions).clone();
             let body: Value =
-                json!({"status": {"conditions": conditions(previous.as_ref(), now_ms())}});
+                json!({"status": {"conditions": conditions_json(&Condition::healthy(), previous.as_ref(), now_ms())}});
             api.patch_status(&node.name, &PatchParams::default(), &Patch::Strategic(body))
                 .await
         })
@@ -171,9 +146,4 @@ pub async fn post_status(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Erro
         }
         Err(e) => Err(e),
     }
-}
-
-/// Every node's lease renews this often: a quarter of its duration, as the kubelet.
-pub fn renew_interval(lease_duration_seconds: i32) -> Duration {
-    Duration::from_millis((lease_duration_seconds.max(1) as u64) * 250)
 }

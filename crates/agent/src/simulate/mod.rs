@@ -7,7 +7,6 @@
 //! the annotation `sim.capstan.io/stopped: "true"` and resumes when it is removed.
 
 mod cidr;
-mod clock;
 mod fleet;
 mod groups;
 mod heartbeat;
@@ -18,7 +17,6 @@ mod pod_status;
 mod pod_view;
 mod pod_watch;
 mod pod_worker;
-mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,7 +77,7 @@ impl SimConfig {
     }
 
     pub fn lease_renew_interval(&self) -> Duration {
-        heartbeat::renew_interval(self.lease_duration_seconds)
+        crate::node_heartbeat::renew_interval(self.lease_duration_seconds)
     }
 }
 
@@ -131,7 +129,7 @@ pub async fn run(client: kube::Client, config: SimConfig) -> Result<(), SimError
     let started = Instant::now();
     let fleet = Arc::new(Fleet {
         client,
-        writer: retry::Writer::new(config.max_concurrent_writes),
+        writer: crate::api_retry::Writer::new(config.max_concurrent_writes),
         nodes: ordered
             .iter()
             .map(|n| (n.name.clone(), n.clone()))

@@ -1,25 +1,20 @@
 //! What a simulated node writes, shaped as the kubelet writes it: the Node at registration
-//! (labels, taints, capacity, podCIDR, addresses, nodeInfo), its conditions and its Lease.
+//! (labels, taints, capacity, podCIDR, addresses, nodeInfo); conditions and the Lease are
+//! shaped by `node_heartbeat`, shared with the real node.
 
 use serde_json::{json, Value};
 
-use super::clock::{rfc3339, rfc3339_micro, Millis};
 use super::fleet::{lock, SimNode};
+use crate::clock::Millis;
+use crate::node_heartbeat::{conditions_json, standard_labels, Condition, KUBELET_VERSION};
 
-/// The kubelet version simulated nodes report: the API server's own minor version.
-pub const KUBELET_VERSION: &str = "v1.33.0";
 pub const RUNTIME_VERSION: &str = concat!("capstan-sim://", env!("CARGO_PKG_VERSION"));
 /// Marks a Node as simulated (informational; ownership is by name).
 pub const ANNOTATION_SIMULATED: &str = "sim.capstan.io/simulated";
 
 pub fn node_manifest(node: &SimNode, now: Millis) -> Value {
     let g = &node.group;
-    let mut labels = serde_json::Map::new();
-    labels.insert("beta.kubernetes.io/arch".into(), json!(g.arch));
-    labels.insert("beta.kubernetes.io/os".into(), json!("linux"));
-    labels.insert("kubernetes.io/arch".into(), json!(g.arch));
-    labels.insert("kubernetes.io/hostname".into(), json!(node.name));
-    labels.insert("kubernetes.io/os".into(), json!("linux"));
+    let mut labels = standard_labels(&node.name, &g.arch);
     if let Some(t) = &g.instance_type {
         labels.insert("node.kubernetes.io/instance-type".into(), json!(t));
         labels.insert("beta.kubernetes.io/instance-type".into(), json!(t));
@@ -65,7 +60,7 @@ pub fn node_manifest(node: &SimNode, now: Millis) -> Value {
         "status": {
             "capacity": resources,
             "allocatable": resources,
-            "conditions": conditions(None, now),
+            "conditions": conditions_json(&Condition::healthy(), None, now),
             "addresses": [
                 {"type": "InternalIP", "address": node.internal_ip.to_string()},
                 {"type": "Hostname", "address": node.name},
@@ -84,83 +79,6 @@ pub fn node_manifest(node: &SimNode, now: Millis) -> Value {
             },
         },
     })
-}
-
-/// The four kubelet conditions, healthy, in the kubelet's order and words. A condition whose
-/// status is unchanged keeps its lastTransitionTime from `previous` (the stored conditions).
-pub fn conditions(previous: Option<&Value>, now: Millis) -> Value {
-    let want = [
-        (
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
-        (
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
-        (
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-        ),
-        (
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status",
-        ),
-    ];
-    let stamp = rfc3339(now);
-    Value::Array(
-        want.iter()
-            .map(|(ty, status, reason, message)| {
-                let old = previous
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.iter().find(|c| c["type"] == *ty));
-                let transition = match old {
-                    Some(c) if c["status"] == *status => c["lastTransitionTime"].clone(),
-                    _ => json!(stamp),
-                };
-                json!({
-                    "type": ty,
-                    "status": status,
-                    "lastHeartbeatTime": stamp,
-                    "lastTransitionTime": transition,
-                    "reason": reason,
-                    "message": message,
-                })
-            })
-            .collect(),
-    )
-}
-
-/// The node's Lease in `kube-node-lease`, owned by the Node as the kubelet makes it.
-pub fn lease_manifest(
-    node: &SimNode,
-    uid: Option<&str>,
-    duration_seconds: i32,
-    now: Millis,
-) -> Value {
-    let mut lease = json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": node.name, "namespace": "kube-node-lease"},
-        "spec": {
-            "holderIdentity": node.name,
-            "leaseDurationSeconds": duration_seconds,
-            "renewTime": rfc3339_micro(now),
-        },
-    });
-    if let Some(uid) = uid {
-        lease["metadata"]["ownerReferences"] =
-            json!([{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": uid}]);
-    }
-    lease
 }
 
 /// A stable hex string derived from a name (no real machine behind it).

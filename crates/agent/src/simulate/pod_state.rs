@@ -4,8 +4,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::clock::Millis;
 use super::pod_view::{PodView, RestartPolicy};
+use crate::clock::Millis;
 
 /// The kubelet's crash-loop back-off: the first restart is at once, then 10 s doubling to 5 min.
 pub fn crash_backoff(restart_count: i32) -> Millis {

@@ -6,10 +6,10 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use super::clock::{rfc3339, Millis};
 use super::node_object::fake_id;
 use super::pod_state::{Phase, PodSim, Run, Term};
 use super::pod_view::{ContainerView, PodView};
+use crate::clock::{rfc3339, Millis};
 
 /// The strategic-merge patch body for `pods/status`. Conditions merge by type, so each one
 /// names every field (null clears a stale reason or message); container statuses are atomic.

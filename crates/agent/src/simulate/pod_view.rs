@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::clock::{parse_duration, Millis};
 use super::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE};
+use crate::clock::{parse_duration, Millis};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RestartPolicy {

@@ -10,12 +10,12 @@ use kube::Api;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::clock::{now_ms, until, Millis};
 use super::fleet::{Fleet, SimNode};
 use super::pod_state::PodSim;
 use super::pod_status::render;
 use super::pod_view::PodView;
-use super::retry::is_not_found;
+use crate::api_retry::is_not_found;
+use crate::clock::{now_ms, until, Millis};
 
 /// Gives a pod's address back to its node when the pod is done with it, however the task
 /// ends (finished, or aborted because the pod was deleted).

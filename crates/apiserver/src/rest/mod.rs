@@ -5,7 +5,9 @@ pub mod apply;
 pub mod binding;
 pub mod eviction;
 pub mod list;
+pub mod node_proxy;
 pub mod patch;
+pub mod pod_log;
 pub mod scale;
 pub mod watch;
 

@@ -24,7 +24,58 @@ pub enum PkiError {
 /// What a client needs to trust the server, and the server's TLS configuration.
 pub struct Pki {
     pub ca_pem: String,
+    /// The CA's key: an in-process node agent issues its kubelet serving certificate with it.
+    pub ca_key_pem: String,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The client certificate the API server presents to kubelets (`pods/log`, later exec).
+    pub kubelet_client: ClientCert,
+}
+
+/// A certificate and its key (PEM).
+#[derive(Clone)]
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The API server's identity towards kubelets: `system:masters`, as kubeadm issues
+/// `apiserver-kubelet-client`, so a kubelet authorising by group lets it read logs.
+const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+const KUBELET_CLIENT_ORG: &str = "system:masters";
+
+/// The kubelet client certificate in `dir`, issued from the CA when missing (or when the CA
+/// was replaced: `fresh_ca`).
+fn kubelet_client_cert(
+    dir: &Path,
+    ca_crt: &Path,
+    ca_key: &Path,
+    fresh_ca: bool,
+) -> Result<ClientCert, PkiError> {
+    let (crt, key) = (
+        dir.join("kubelet-client.crt"),
+        dir.join("kubelet-client.key"),
+    );
+    if fresh_ca || !(crt.exists() && key.exists()) {
+        let ca_key_pair = KeyPair::from_pem(&read(ca_key)?)?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&read(ca_crt)?, ca_key_pair)?;
+        let key_pair = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, KUBELET_CLIENT_CN);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, KUBELET_CLIENT_ORG);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = params.signed_by(&key_pair, &issuer)?;
+        write_private(&key, &key_pair.serialize_pem())?;
+        write_private(&crt, &cert.pem())?;
+    }
+    Ok(ClientCert {
+        cert_pem: read(&crt)?,
+        key_pem: read(&key)?,
+    })
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -78,7 +129,8 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         dir.join("server.crt"),
         dir.join("server.key"),
     );
-    if !(ca_crt.exists() && ca_key.exists()) {
+    let fresh_ca = !(ca_crt.exists() && ca_key.exists());
+    if fresh_ca {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
@@ -151,8 +203,11 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         .with_no_client_auth()
         .with_single_cert(chain, private)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let kubelet_client = kubelet_client_cert(dir, &ca_crt, &ca_key, fresh_ca)?;
     Ok(Pki {
         ca_pem: read(&ca_crt)?,
+        ca_key_pem: read(&ca_key)?,
         tls: Arc::new(tls),
+        kubelet_client,
     })
 }

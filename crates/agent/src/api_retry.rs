@@ -1,5 +1,5 @@
-//! Every write the simulator makes goes through here: bounded in concurrency, and retried with
-//! exponential back-off while the answer says "later" (409, 429, 5xx, transport), never dropped.
+//! API writes of the agent and the simulator go through here: bounded in concurrency, and
+//! retried with exponential back-off while the answer says "later" (409, 429, 5xx, transport).
 
 use std::future::Future;
 use std::sync::Arc;

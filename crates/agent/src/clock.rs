@@ -1,5 +1,5 @@
-//! Wall-clock time as the simulator keeps it (Unix milliseconds) and as the API writes it
-//! (RFC 3339 in UTC, whole seconds for `Time`, microseconds for `MicroTime`).
+//! Wall-clock time as the agent and the simulator keep it (Unix milliseconds) and as the API
+//! writes it (RFC 3339 in UTC, whole seconds for `Time`, microseconds for `MicroTime`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

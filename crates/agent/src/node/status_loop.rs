@@ -1,0 +1,97 @@
+//! Node status, as the kubelet posts it: conditions recomputed from the host every status
+//! period (10 s) and posted when they changed, or every `status_report_interval` regardless.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::host::HostFacts;
+use super::images_status::images_status;
+use super::pressure::Pressure;
+use super::registration::{post_status, register, static_status, NodeIdentity};
+use crate::clock::now_ms;
+use crate::images::ImageStore;
+use crate::node_heartbeat::{conditions_differ, conditions_json};
+
+/// The kubelet's `nodeStatusUpdateFrequency`.
+pub const STATUS_PERIOD: Duration = Duration::from_secs(10);
+
+pub struct StatusLoop {
+    pub client: kube::Client,
+    pub id: NodeIdentity,
+    pub facts: HostFacts,
+    pub agent_root: PathBuf,
+    pub report_interval: Duration,
+    pub images: Arc<ImageStore>,
+    /// Why the runtime cannot run pods (None: it can); a change is posted at once.
+    pub runtime_problem: watch::Receiver<Option<String>>,
+    pub node_uid: Arc<watch::Sender<Option<String>>>,
+}
+
+/// The conditions of a stored Node, for lastTransitionTime and change detection.
+pub fn stored_conditions(node: &Node) -> Option<Value> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| serde_json::to_value(c).ok())
+}
+
+impl StatusLoop {
+    /// Runs until the process ends; `stored` is the Node as registration left it.
+    pub async fn run(mut self, stored: Node) {
+        let mut previous = stored_conditions(&stored);
+        // The first post fills in what an adopted Node may lack (a new port, new facts).
+        let mut last_post: Option<Instant> = None;
+        loop {
+            let problem = self.runtime_problem.borrow_and_update().clone();
+            let want = Pressure::read(&self.agent_root).conditions(problem.as_deref());
+            let due = last_post.is_none_or(|t| t.elapsed() >= self.report_interval);
+            if due || conditions_differ(&want, previous.as_ref()) {
+                let mut status = static_status(&self.id, &self.facts);
+                status["conditions"] = conditions_json(&want, previous.as_ref(), now_ms());
+                if let Some(images) = images_status(&self.images) {
+                    status["images"] = images;
+                }
+                match post_status(&self.client, &self.id.name, status).await {
+                    Ok(node) => {
+                        previous = stored_conditions(&node);
+                        last_post = Some(Instant::now());
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        self.reregister(&mut previous).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %self.id.name, error = %e, "could not post node status")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(STATUS_PERIOD) => {}
+                r = self.runtime_problem.changed() => if r.is_err() {
+                    // Nobody reports on the runtime any more: keep the period alone.
+                    tokio::time::sleep(STATUS_PERIOD).await;
+                },
+            }
+        }
+    }
+
+    /// Someone deleted the Node while the agent runs: register it again (a new uid, which
+    /// the Lease's owner reference follows).
+    async fn reregister(&self, previous: &mut Option<Value>) {
+        let problem = self.runtime_problem.borrow().clone();
+        let want = Pressure::read(&self.agent_root).conditions(problem.as_deref());
+        match register(&self.client, &self.id, &self.facts, &want, now_ms()).await {
+            Ok(node) => {
+                *previous = stored_conditions(&node);
+                self.node_uid.send_replace(node.metadata.uid.clone());
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.id.name, error = %e, "could not register the node again")
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Reaching a node's kubelet endpoint: its address and port from the Node object, mutual
+//! TLS (the kubelet's certificate checked against the cluster CA, ours presented), one
+//! HTTP/1.1 request whose response body streams back. `pods/log` uses it; exec, attach and
+//! port-forward will too.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::serving::pki::ClientCert;
+use crate::status::ApiError;
+use crate::AppState;
+
+/// Connecting (TCP and TLS) to a kubelet must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The kubelet must answer with its headers within this (the body may stream for long).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A kubelet's error text longer than this is cut.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// The TLS client configurations for kubelets: verifying their certificates, and not
+/// (`insecureSkipTLSVerifyBackend`, for a kubelet whose certificate does not match).
+#[derive(Clone)]
+pub struct KubeletClientTls {
+    verified: Arc<rustls::ClientConfig>,
+    unverified: Arc<rustls::ClientConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletTlsError {
+    #[error("the cluster CA holds no usable certificate")]
+    BadCa,
+    #[error("the kubelet client certificate or key is not usable PEM")]
+    BadClientCert,
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl KubeletClientTls {
+    pub fn new(ca_pem: &str, client: &ClientCert) -> Result<Self, KubeletTlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|_| KubeletTlsError::BadCa)?)
+                .map_err(|_| KubeletTlsError::BadCa)?;
+        }
+        if roots.is_empty() {
+            return Err(KubeletTlsError::BadCa);
+        }
+        let chain: Vec<CertificateDer<'static>> =
+            rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|_| KubeletTlsError::BadClientCert)?;
+        let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
+            .ok()
+            .flatten()
+            .ok_or(KubeletTlsError::BadClientCert)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verified = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain.clone(), key.clone_key())?;
+        let unverified = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_client_auth_cert(chain, key)?;
+        Ok(KubeletClientTls {
+            verified: Arc::new(verified),
+            unverified: Arc::new(unverified),
+        })
+    }
+}
+
+/// Accepts any server certificate (still checking the handshake's signatures): only for
+/// requests that asked for `insecureSkipTLSVerifyBackend`.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Where a node's kubelet listens, from its Node object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletAddress {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// The node's address and port. Addresses are tried as InternalIP, then ExternalIP: the
+/// upstream default puts Hostname first, but that needs DNS names capstan's nodes rarely have.
+pub fn kubelet_address(node: &Value) -> Result<KubeletAddress, ApiError> {
+    let name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let addresses = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ip = ["InternalIP", "ExternalIP"].iter().find_map(|want| {
+        addresses
+            .iter()
+            .filter(|a| a.get("type").and_then(Value::as_str) == Some(want))
+            .find_map(|a| a.get("address")?.as_str()?.parse::<IpAddr>().ok())
+    });
+    let Some(ip) = ip else {
+        return Err(unavailable(format!(
+            "node {name:?} has no address to reach its kubelet at"
+        )));
+    };
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0);
+    let Some(port) = port else {
+        return Err(unavailable(format!(
+            "node {name:?} reports no kubelet endpoint port"
+        )));
+    };
+    Ok(KubeletAddress { ip, port })
+}
+
+fn unavailable(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
+}
+
+/// The Node object named `node`, or a 404 as upstream's connection-info lookup answers.
+pub async fn node_object(state: &AppState, node: &str) -> Result<Value, ApiError> {
+    let rt = state
+        .registry
+        .find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("the nodes resource is not registered"))?;
+    crate::rest::read(state, &rt, None, node)
+        .await?
+        .map(|(obj, _)| obj)
+        .ok_or_else(|| ApiError::not_found("", "nodes", node))
+}
+
+/// GETs `path_and_query` from the node's kubelet. A 2xx answer's body streams through as
+/// `text/plain`; any other becomes a Status carrying the kubelet's text, as upstream's
+/// response checker does.
+pub async fn get(
+    state: &AppState,
+    node: &str,
+    path_and_query: &str,
+    insecure_skip_verify: bool,
+) -> Result<Response, ApiError> {
+    let tls = state
+        .kubelet_client
+        .clone()
+        .ok_or_else(|| unavailable("this server has no client certificate for kubelets".into()))?;
+    let addr = kubelet_address(&node_object(state, node).await?)?;
+    let config = if insecure_skip_verify {
+        tls.unverified
+    } else {
+        tls.verified
+    };
+    let dial_error = |e: String| {
+        unavailable(format!(
+            "error dialing the kubelet of node {node:?} at {}:{}: {e}",
+            addr.ip, addr.port
+        ))
+    };
+    let connect = async {
+        let tcp = TcpStream::connect((addr.ip, addr.port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        TlsConnector::from(config)
+            .connect(ServerName::IpAddress(addr.ip.into()), tcp)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| dial_error("timed out".into()))?
+        .map_err(dial_error)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| dial_error(e.to_string()))?;
+    // Drives the connection while the body streams; ends with it (or when the client
+    // goes away and the body is dropped).
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "kubelet connection ended");
+        }
+    });
+    let request = Request::get(path_and_query)
+        .header(header::HOST, format!("{}:{}", addr.ip, addr.port))
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
+    let response = tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| dial_error("no response in time".into()))?
+        .map_err(|e| dial_error(e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = axum::body::to_bytes(Body::new(response.into_body()), MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        return Err(kubelet_error(status, text));
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::new(response.into_body()))
+        .unwrap_or_else(|_| Response::new(Body::empty())))
+}
+
+/// A kubelet's refusal as a Status of the same code.
+fn kubelet_error(status: StatusCode, text: String) -> ApiError {
+    let reason = match status {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        _ => "InternalError",
+    };
+    ApiError::new(status, reason, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_address_comes_from_the_node_status() {
+        let node = json!({"metadata": {"name": "n"}, "status": {
+            "addresses": [{"type": "Hostname", "address": "n"},
+                          {"type": "InternalIP", "address": "10.0.0.7"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
+        assert_eq!(
+            kubelet_address(&node).expect("address"),
+            KubeletAddress {
+                ip: "10.0.0.7".parse().expect("ip"),
+                port: 10250
+            }
+        );
+        let no_port = json!({"metadata": {"name": "n"}, "status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]}});
+        assert_eq!(
+            kubelet_address(&no_port).expect_err("no port").code,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
