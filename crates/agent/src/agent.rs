@@ -85,9 +85,7 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     if let Some(dir) = &opts.images_dir {
         images.import_dir(dir).await?;
     }
-    let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
     let cidr = crate::network::Cidr::parse(&opts.pod_cidr)?;
-    let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
     record_pod_cidr(&client, &node.name, cidr).await;
     // The bridge is named for this agent's instance: two agents on one machine (tests) keep
     // theirs apart.
