@@ -46,6 +46,7 @@ impl StatusLoop {
         let mut previous = stored_conditions(&stored);
         // The first post fills in what an adopted Node may lack (a new port, new facts).
         let mut last_post: Option<Instant> = None;
+        let mut runtime_watched = true;
         loop {
             let problem = self.runtime_problem.borrow_and_update().clone();
             let want = Pressure::read(&self.agent_root).conditions(problem.as_deref());
@@ -69,12 +70,15 @@ impl StatusLoop {
                     }
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(STATUS_PERIOD) => {}
-                r = self.runtime_problem.changed() => if r.is_err() {
-                    // Nobody reports on the runtime any more: keep the period alone.
-                    tokio::time::sleep(STATUS_PERIOD).await;
-                },
+            let period = tokio::time::sleep(STATUS_PERIOD);
+            if runtime_watched {
+                tokio::select! {
+                    _ = period => {}
+                    r = self.runtime_problem.changed() => runtime_watched = r.is_ok(),
+                }
+            } else {
+                // Nobody reports on the runtime any more: the period alone paces the loop.
+                period.await;
             }
         }
     }
