@@ -209,13 +209,19 @@ pub async fn renew_lease(
             spec.holder_identity = Some(node.to_string());
             spec.lease_duration_seconds = Some(duration_seconds);
             spec.renew_time = jiff::Timestamp::from_millisecond(now).ok().map(MicroTime);
-            if lease.metadata.owner_references.is_none() {
-                if let Some(uid) = node_uid {
-                    lease.metadata.owner_references = serde_json::from_value(
-                        json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]),
-                    )
-                    .ok();
-                }
+            // A Node registered again has a new uid: the Lease follows it, or the garbage
+            // collector would delete it as the old Node's.
+            let owned_by = lease
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.first())
+                .map(|o| o.uid.as_str());
+            if let Some(uid) = node_uid.filter(|uid| owned_by != Some(*uid)) {
+                lease.metadata.owner_references = serde_json::from_value(
+                    json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]),
+                )
+                .ok();
             }
             api.replace(node, &PostParams::default(), &lease).await?
         }

@@ -201,6 +201,36 @@ fn a_restarted_server_reuses_its_node_and_keeps_what_users_set() {
     assert!(port > 0);
 }
 
+#[test]
+fn the_node_puts_its_status_right_and_comes_back_when_deleted() {
+    let s = Server::start_args(&["--with-agent"]);
+    let (node, _) = ready_node(&s);
+    let name = node["metadata"]["name"].as_str().expect("name");
+    let ready_status = || {
+        let n = get_json(&s, &["node", name])?;
+        Some((
+            condition(&n, "Ready")["status"].as_str()?.to_string(),
+            n["metadata"]["uid"].as_str()?.to_string(),
+        ))
+    };
+    // As the node lifecycle controller marks a silent node: the agent's next status period
+    // (10 s) says Ready again.
+    let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"Unknown","reason":"NodeStatusUnknown","message":"Kubelet stopped posting node status."}]}}"#;
+    s.kubectl_ok(&["patch", "node", name, "--subresource=status", "-p", patch]);
+    assert_eq!(ready_status().map(|r| r.0).as_deref(), Some("Unknown"));
+    wait_for("Ready to be True again", Duration::from_secs(30), || {
+        ready_status().filter(|r| r.0 == "True")
+    });
+
+    s.kubectl_ok(&["delete", "node", name]);
+    let old_uid = node["metadata"]["uid"].as_str().expect("uid");
+    wait_for(
+        "the node to register again",
+        Duration::from_secs(30),
+        || ready_status().filter(|r| r.0 == "True" && r.1 != old_uid),
+    );
+}
+
 /// A pod that never runs here (its image does not exist), bound to `node` or to none.
 fn pod_yaml(name: &str, node: Option<&str>, containers: &[&str]) -> String {
     let mut y = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n");

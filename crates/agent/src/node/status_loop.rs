@@ -1,11 +1,13 @@
 //! Node status, as the kubelet posts it: conditions recomputed from the host every status
-//! period (10 s) and posted when they changed, or every `status_report_interval` regardless.
+//! period (10 s) and posted when they differ from the stored Node's, or every
+//! `status_report_interval` regardless; a deleted Node is registered again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
+use kube::Api;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -43,10 +45,31 @@ pub fn stored_conditions(node: &Node) -> Option<Value> {
 impl StatusLoop {
     /// Runs until the process ends; `stored` is the Node as registration left it.
     pub async fn run(mut self, stored: Node) {
-        let mut previous = stored_conditions(&stored);
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut fresh = Some(stored);
+        let mut previous = None;
         // The first post fills in what an adopted Node may lack (a new port, new facts).
         let mut last_post: Option<Instant> = None;
+        let mut runtime_watched = true;
         loop {
+            // The Node as stored now, as the kubelet reads it each period: conditions someone
+            // else changed (the lifecycle controller's Unknown) are put right at once, and a
+            // deleted Node is registered again.
+            let current = match fresh.take() {
+                Some(n) => Ok(Some(n)),
+                None => api.get_opt(&self.id.name).await,
+            };
+            match current {
+                Ok(Some(node)) => previous = stored_conditions(&node),
+                Ok(None) => {
+                    if self.reregister(&mut previous).await {
+                        last_post = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %self.id.name, error = %e, "could not read the node")
+                }
+            }
             let problem = self.runtime_problem.borrow_and_update().clone();
             let want = Pressure::read(&self.agent_root).conditions(problem.as_deref());
             let due = last_post.is_none_or(|t| t.elapsed() >= self.report_interval);
@@ -62,35 +85,43 @@ impl StatusLoop {
                         last_post = Some(Instant::now());
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => {
-                        self.reregister(&mut previous).await
+                        if self.reregister(&mut previous).await {
+                            last_post = Some(Instant::now());
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(node = %self.id.name, error = %e, "could not post node status")
                     }
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(STATUS_PERIOD) => {}
-                r = self.runtime_problem.changed() => if r.is_err() {
-                    // Nobody reports on the runtime any more: keep the period alone.
-                    tokio::time::sleep(STATUS_PERIOD).await;
-                },
+            let period = tokio::time::sleep(STATUS_PERIOD);
+            if runtime_watched {
+                tokio::select! {
+                    _ = period => {}
+                    r = self.runtime_problem.changed() => runtime_watched = r.is_ok(),
+                }
+            } else {
+                // Nobody reports on the runtime any more: the period alone paces the loop.
+                period.await;
             }
         }
     }
 
     /// Someone deleted the Node while the agent runs: register it again (a new uid, which
     /// the Lease's owner reference follows).
-    async fn reregister(&self, previous: &mut Option<Value>) {
+    async fn reregister(&self, previous: &mut Option<Value>) -> bool {
         let problem = self.runtime_problem.borrow().clone();
         let want = Pressure::read(&self.agent_root).conditions(problem.as_deref());
         match register(&self.client, &self.id, &self.facts, &want, now_ms()).await {
             Ok(node) => {
+                tracing::info!(node = %self.id.name, "the Node was deleted: registered it again");
                 *previous = stored_conditions(&node);
                 self.node_uid.send_replace(node.metadata.uid.clone());
+                true
             }
             Err(e) => {
-                tracing::warn!(node = %self.id.name, error = %e, "could not register the node again")
+                tracing::warn!(node = %self.id.name, error = %e, "could not register the node again");
+                false
             }
         }
     }
