@@ -239,7 +239,15 @@ async fn echo_writes_a_cri_log_line_and_exits_zero() {
     };
     let pod = f.pod("echo");
     let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
-    let spec = f.container(&pod, "echo", &["sh", "-c", "echo $GREETING; echo err >&2"]);
+    let spec = f.container(
+        &pod,
+        "echo",
+        &[
+            "sh",
+            "-c",
+            "echo $GREETING; echo err >&2; exec grep SigIgn /proc/self/status",
+        ],
+    );
     let state = run_to_exit(&f, &sandbox, &spec).await;
     assert_eq!(exit_code(&state), 0);
     let lines = log_lines(&spec.log_path);
@@ -249,6 +257,13 @@ async fn echo_writes_a_cri_log_line_and_exits_zero() {
     );
     assert!(
         lines.iter().any(|l| l.ends_with(" stderr F err")),
+        "{lines:?}"
+    );
+    // No signal ignored by the shim is passed on to the container.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" stdout F SigIgn:\t0000000000000000")),
         "{lines:?}"
     );
     assert!(logs::exited_marker_path(&spec.log_path).exists());

@@ -7,6 +7,7 @@
 
 mod cgroups;
 mod exec;
+mod executor;
 mod layout;
 mod oci;
 mod process;
