@@ -137,7 +137,8 @@ impl Fixture {
             .remove_cgroup_parent()
             .expect("remove cgroup parent");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let root = self.root.to_string_lossy().into_owned();
+        // With the slash: another test's dir may share this one's name as a prefix.
+        let root = format!("{}/", self.root.display());
         assert!(
             !mountinfo.contains(&root),
             "mounts left below {root}:\n{mountinfo}"
