@@ -855,3 +855,73 @@ async fn capabilities_follow_the_default_set_privileged_and_drops() {
     assert_eq!(caps, expect, "{caps:x}");
     f.cleanup(&[&pod]).await;
 }
+
+#[tokio::test]
+async fn a_host_network_pod_keeps_the_node_network_and_hostname() {
+    let Some(f) = Fixture::new("hostnet") else {
+        return;
+    };
+    let mut pod = f.pod("hostnet");
+    pod.host_network = true;
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    assert!(sandbox.net_ns.is_none() && sandbox.uts_ns.is_none());
+    let spec = f.container(
+        &pod,
+        "h",
+        &[
+            "sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc",
+        ],
+    );
+    assert_eq!(exit_code(&run_to_exit(&f, &sandbox, &spec).await), 0);
+    let lines: Vec<String> = log_lines(&spec.log_path)
+        .iter()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string())
+        .collect();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let link = |ns: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .expect("ns link")
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(
+        lines,
+        vec![host_name.trim().to_string(), link("net"), lines[2].clone()]
+    );
+    assert_ne!(
+        lines[2],
+        link("ipc"),
+        "the pod still has its own IPC namespace"
+    );
+    f.cleanup(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn exec_of_a_missing_command_says_so() {
+    let Some(f) = Fixture::new("execmissing") else {
+        return;
+    };
+    let pod = f.pod("execmissing");
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    let spec = f.container(&pod, "t", &["sleep", "1000"]);
+    f.runtime
+        .start_container(&sandbox, &spec)
+        .await
+        .expect("start");
+    let out = f
+        .runtime
+        .exec(
+            &spec.id,
+            &["no-such-probe".to_string()],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 126);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-probe"), "{stderr}");
+    assert!(!out.timed_out);
+    f.cleanup(&[&pod]).await;
+}
