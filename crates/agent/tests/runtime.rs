@@ -925,3 +925,48 @@ async fn exec_of_a_missing_command_says_so() {
     assert!(!out.timed_out);
     f.cleanup(&[&pod]).await;
 }
+
+#[tokio::test]
+async fn containers_of_a_pod_sharing_its_pid_namespace_see_each_other() {
+    let Some(f) = Fixture::new("sharepid") else {
+        return;
+    };
+    let mut pod = f.pod("sharepid");
+    pod.share_process_namespace = true;
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    assert!(sandbox.pid_ns.is_some());
+    let sleeper = f.container(&pod, "sleeper", &["sleep", "1000"]);
+    f.runtime
+        .start_container(&sandbox, &sleeper)
+        .await
+        .expect("start");
+    let looker = f.container(
+        &pod,
+        "looker",
+        &[
+            "sh",
+            "-c",
+            "pidof sleep >/dev/null && echo seen; cat /proc/1/cmdline | tr '\\0' ' '",
+        ],
+    );
+    assert_eq!(exit_code(&run_to_exit(&f, &sandbox, &looker).await), 0);
+    let lines: Vec<String> = log_lines(&looker.log_path)
+        .iter()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string())
+        .collect();
+    assert_eq!(lines.first().map(String::as_str), Some("seen"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("container-shim sandbox")),
+        "{lines:?}"
+    );
+    // Not PID 1, the sleeper dies of SIGTERM at once.
+    let began = Instant::now();
+    let state = f
+        .runtime
+        .stop(&sleeper.id, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert!(began.elapsed() < Duration::from_secs(5));
+    assert_eq!(exit_code(&state), 128 + 15);
+    f.cleanup(&[&pod]).await;
+}
