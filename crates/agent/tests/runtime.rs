@@ -671,19 +671,25 @@ async fn start_latency_and_overhead_figures() {
         ids.push(spec.id);
     }
     latencies.sort();
-    let rss_kib: Vec<u64> = ids
-        .iter()
-        .map(|id| {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", shim_pid(&f, id)))
-                .expect("shim status");
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .expect("VmRSS")
-        })
-        .collect();
+    // Resident and private (anonymous: not shared with the other shims) memory, KiB.
+    let shim_memory = |field: &str| -> u64 {
+        let mut values: Vec<u64> = ids
+            .iter()
+            .map(|id| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", shim_pid(&f, id)))
+                    .expect("shim status");
+                status
+                    .lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+                    .expect("a memory field")
+            })
+            .collect();
+        values.sort();
+        values[values.len() / 2]
+    };
+    let (rss_kib, anon_kib) = (shim_memory("VmRSS:"), shim_memory("RssAnon:"));
     let du = |p: &Path| -> u64 {
         let out = std::process::Command::new("du")
             .args(["-sk", "-x"])
@@ -708,18 +714,12 @@ async fn start_latency_and_overhead_figures() {
         .join(&ids[0])
         .join("upper"));
     eprintln!(
-        "FIGURES start_container→Running: p50 {:?} p90 {:?} max {:?}; shim RSS p50 {} KiB; \
-         per-container state dir {} KiB, writable layer {} KiB",
+        "FIGURES start_container→Running: p50 {:?} p90 {:?} max {:?}; shim RSS p50 {rss_kib} KiB \
+         ({anon_kib} KiB private); per-container state dir {state_kib} KiB, writable layer \
+         {upper_kib} KiB",
         latencies[latencies.len() / 2],
         latencies[latencies.len() * 9 / 10],
         latencies[latencies.len() - 1],
-        {
-            let mut r = rss_kib.clone();
-            r.sort();
-            r[r.len() / 2]
-        },
-        state_kib,
-        upper_kib,
     );
     assert!(latencies[latencies.len() / 2] < Duration::from_secs(5));
     f.cleanup(&[&pod]).await;

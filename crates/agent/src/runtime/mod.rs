@@ -501,14 +501,26 @@ impl Runtime {
         }
         let file = self.container_file(id)?;
         self.cgroups.kill_all(&file.cgroup_path);
+        if pid.is_none() && !self.has_live_shim(id)? {
+            // Never started (the agent stopped before spawning its shim): nothing runs.
+            return Ok(state);
+        }
         self.wait(id).await
+    }
+
+    /// Whether the container's shim process still runs.
+    fn has_live_shim(&self, id: &str) -> Result<bool, RuntimeError> {
+        let shim: Option<ShimFile> = record::read(&self.layout.container_dir(id), record::SHIM)
+            .map_err(|e| io_err("reading shim.json", e))?;
+        Ok(shim.is_some_and(|s| process::is_alive(s.pid, s.start_ticks)))
     }
 
     /// Removes an exited container's state and writable layer (its log file stays until the
     /// pod goes).
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let state = self.state(id).await?;
-        if !matches!(state, ContainerState::Exited { .. }) {
+        let never_started = state == ContainerState::Created && !self.has_live_shim(id)?;
+        if !matches!(state, ContainerState::Exited { .. }) && !never_started {
             return Err(RuntimeError::Other(format!(
                 "container {id} is still running: stop it first"
             )));
@@ -557,7 +569,13 @@ impl Runtime {
                     continue;
                 }
             };
-            let state = read_state(&entry.path())?;
+            let state = match read_state(&entry.path()) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(id = %file.id, error = %e, "skipping a container with unreadable state");
+                    continue;
+                }
+            };
             records.push(ContainerRecord {
                 id: file.id,
                 pod_uid: file.pod_uid,
