@@ -137,7 +137,8 @@ impl Fixture {
             .remove_cgroup_parent()
             .expect("remove cgroup parent");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let root = self.root.to_string_lossy().into_owned();
+        // With the slash: another test's dir may share this one's name as a prefix.
+        let root = format!("{}/", self.root.display());
         assert!(
             !mountinfo.contains(&root),
             "mounts left below {root}:\n{mountinfo}"
@@ -239,7 +240,15 @@ async fn echo_writes_a_cri_log_line_and_exits_zero() {
     };
     let pod = f.pod("echo");
     let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
-    let spec = f.container(&pod, "echo", &["sh", "-c", "echo $GREETING; echo err >&2"]);
+    let spec = f.container(
+        &pod,
+        "echo",
+        &[
+            "sh",
+            "-c",
+            "echo $GREETING; echo err >&2; exec grep SigIgn /proc/self/status",
+        ],
+    );
     let state = run_to_exit(&f, &sandbox, &spec).await;
     assert_eq!(exit_code(&state), 0);
     let lines = log_lines(&spec.log_path);
@@ -251,6 +260,13 @@ async fn echo_writes_a_cri_log_line_and_exits_zero() {
         lines.iter().any(|l| l.ends_with(" stderr F err")),
         "{lines:?}"
     );
+    // SIGPIPE, which the (Rust) shim ignores, is not passed on ignored to the container.
+    let ignored = lines
+        .iter()
+        .find_map(|l| l.split_once("SigIgn:\t").map(|(_, v)| v.trim().to_string()))
+        .expect("a SigIgn line");
+    let ignored = u64::from_str_radix(&ignored, 16).expect("hex mask");
+    assert_eq!(ignored & (1 << (13 - 1)), 0, "SIGPIPE ignored: {ignored:x}");
     assert!(logs::exited_marker_path(&spec.log_path).exists());
     f.cleanup(&[&pod]).await;
 }
@@ -655,19 +671,25 @@ async fn start_latency_and_overhead_figures() {
         ids.push(spec.id);
     }
     latencies.sort();
-    let rss_kib: Vec<u64> = ids
-        .iter()
-        .map(|id| {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", shim_pid(&f, id)))
-                .expect("shim status");
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .expect("VmRSS")
-        })
-        .collect();
+    // Resident and private (anonymous: not shared with the other shims) memory, KiB.
+    let shim_memory = |field: &str| -> u64 {
+        let mut values: Vec<u64> = ids
+            .iter()
+            .map(|id| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", shim_pid(&f, id)))
+                    .expect("shim status");
+                status
+                    .lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+                    .expect("a memory field")
+            })
+            .collect();
+        values.sort();
+        values[values.len() / 2]
+    };
+    let (rss_kib, anon_kib) = (shim_memory("VmRSS:"), shim_memory("RssAnon:"));
     let du = |p: &Path| -> u64 {
         let out = std::process::Command::new("du")
             .args(["-sk", "-x"])
@@ -692,18 +714,12 @@ async fn start_latency_and_overhead_figures() {
         .join(&ids[0])
         .join("upper"));
     eprintln!(
-        "FIGURES start_container→Running: p50 {:?} p90 {:?} max {:?}; shim RSS p50 {} KiB; \
-         per-container state dir {} KiB, writable layer {} KiB",
+        "FIGURES start_container→Running: p50 {:?} p90 {:?} max {:?}; shim RSS p50 {rss_kib} KiB \
+         ({anon_kib} KiB private); per-container state dir {state_kib} KiB, writable layer \
+         {upper_kib} KiB",
         latencies[latencies.len() / 2],
         latencies[latencies.len() * 9 / 10],
         latencies[latencies.len() - 1],
-        {
-            let mut r = rss_kib.clone();
-            r.sort();
-            r[r.len() / 2]
-        },
-        state_kib,
-        upper_kib,
     );
     assert!(latencies[latencies.len() / 2] < Duration::from_secs(5));
     f.cleanup(&[&pod]).await;
@@ -837,5 +853,120 @@ async fn capabilities_follow_the_default_set_privileged_and_drops() {
         .expect("CapBnd");
     let expect = u64::from_str_radix(&bounding, 16).expect("hex") & ((1u64 << 41) - 1);
     assert_eq!(caps, expect, "{caps:x}");
+    f.cleanup(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn a_host_network_pod_keeps_the_node_network_and_hostname() {
+    let Some(f) = Fixture::new("hostnet") else {
+        return;
+    };
+    let mut pod = f.pod("hostnet");
+    pod.host_network = true;
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    assert!(sandbox.net_ns.is_none() && sandbox.uts_ns.is_none());
+    let spec = f.container(
+        &pod,
+        "h",
+        &[
+            "sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc",
+        ],
+    );
+    assert_eq!(exit_code(&run_to_exit(&f, &sandbox, &spec).await), 0);
+    let lines: Vec<String> = log_lines(&spec.log_path)
+        .iter()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string())
+        .collect();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let link = |ns: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .expect("ns link")
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(
+        lines,
+        vec![host_name.trim().to_string(), link("net"), lines[2].clone()]
+    );
+    assert_ne!(
+        lines[2],
+        link("ipc"),
+        "the pod still has its own IPC namespace"
+    );
+    f.cleanup(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn exec_of_a_missing_command_says_so() {
+    let Some(f) = Fixture::new("execmissing") else {
+        return;
+    };
+    let pod = f.pod("execmissing");
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    let spec = f.container(&pod, "t", &["sleep", "1000"]);
+    f.runtime
+        .start_container(&sandbox, &spec)
+        .await
+        .expect("start");
+    let out = f
+        .runtime
+        .exec(
+            &spec.id,
+            &["no-such-probe".to_string()],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 126);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-probe"), "{stderr}");
+    assert!(!out.timed_out);
+    f.cleanup(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_sharing_its_pid_namespace_see_each_other() {
+    let Some(f) = Fixture::new("sharepid") else {
+        return;
+    };
+    let mut pod = f.pod("sharepid");
+    pod.share_process_namespace = true;
+    let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
+    assert!(sandbox.pid_ns.is_some());
+    let sleeper = f.container(&pod, "sleeper", &["sleep", "1000"]);
+    f.runtime
+        .start_container(&sandbox, &sleeper)
+        .await
+        .expect("start");
+    let looker = f.container(
+        &pod,
+        "looker",
+        &[
+            "sh",
+            "-c",
+            "pidof sleep >/dev/null && echo seen; cat /proc/1/cmdline | tr '\\0' ' '",
+        ],
+    );
+    assert_eq!(exit_code(&run_to_exit(&f, &sandbox, &looker).await), 0);
+    let lines: Vec<String> = log_lines(&looker.log_path)
+        .iter()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string())
+        .collect();
+    assert_eq!(lines.first().map(String::as_str), Some("seen"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("container-shim sandbox")),
+        "{lines:?}"
+    );
+    // Not PID 1, the sleeper dies of SIGTERM at once.
+    let began = Instant::now();
+    let state = f
+        .runtime
+        .stop(&sleeper.id, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert!(began.elapsed() < Duration::from_secs(5));
+    assert_eq!(exit_code(&state), 128 + 15);
     f.cleanup(&[&pod]).await;
 }

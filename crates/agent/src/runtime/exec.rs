@@ -34,19 +34,11 @@ pub fn main(lc_root: &Path, lc_id: &str, timeout: Duration, argv: Vec<String>) -
             .map_err(|e| e.to_string())?
             .with_stdout(dup(1)?)
             .with_stderr(dup(2)?)
+            .with_executor(super::executor::ResetSignalsExecutor)
             .as_tenant()
             .with_container_args(argv)
             .with_detach(false);
-        let pid = builder.build().map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        })?;
+        let pid = builder.build().map_err(|e| super::shim::describe(&e))?;
         Ok(pid.as_raw())
     })();
     let pid = match built {

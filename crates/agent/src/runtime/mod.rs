@@ -7,6 +7,7 @@
 
 mod cgroups;
 mod exec;
+mod executor;
 mod layout;
 mod oci;
 mod process;
@@ -266,10 +267,15 @@ impl Runtime {
         if own_network {
             kinds.extend([sandbox::NET, sandbox::UTS]);
         }
+        let share_pid = spec.share_process_namespace;
+        if share_pid {
+            kinds.push(sandbox::PID);
+        }
         let pinned = rootfs::mounts_under(&dir);
         let complete = kinds.iter().all(|k| pinned.contains(&dir.join(k)));
         if !complete {
             // A half-made sandbox (an agent crash mid-way) is made again from scratch.
+            kill_pause(&dir);
             rootfs::unmount_all_under(&dir).map_err(|e| io_err("unmounting a stale sandbox", e))?;
             remove_dir_if_exists(&dir)?;
             let output = tokio::process::Command::new(&self.config.shim_binary)
@@ -278,6 +284,7 @@ impl Runtime {
                 .arg(&dir)
                 .arg(&spec.hostname)
                 .arg(if own_network { "own" } else { "host" })
+                .arg(if share_pid { "pid" } else { "nopid" })
                 .stdin(Stdio::null())
                 .output()
                 .await
@@ -289,9 +296,6 @@ impl Runtime {
                     String::from_utf8_lossy(&output.stderr).trim()
                 )));
             }
-        }
-        if spec.share_process_namespace {
-            tracing::warn!(pod_uid = %spec.pod_uid, "shareProcessNamespace is not supported yet: each container gets its own PID namespace");
         }
         let cgroup_path = self.pod_cgroup(&spec.pod_uid);
         self.cgroups
@@ -305,7 +309,7 @@ impl Runtime {
             net_ns: own_network.then(|| dir.join(sandbox::NET)),
             ipc_ns: Some(dir.join(sandbox::IPC)),
             uts_ns: own_network.then(|| dir.join(sandbox::UTS)),
-            pid_ns: None,
+            pid_ns: share_pid.then(|| dir.join(sandbox::PID)),
             cgroup_path,
             pod_dir,
         })
@@ -315,6 +319,7 @@ impl Runtime {
     pub async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
         check_name("pod uid", pod_uid)?;
         let dir = self.layout.sandbox_dir(pod_uid);
+        kill_pause(&dir);
         rootfs::unmount_all_under(&dir).map_err(|e| io_err("unmounting sandbox namespaces", e))?;
         remove_dir_if_exists(&dir)?;
         let cgroup = self.pod_cgroup(pod_uid);
@@ -496,14 +501,26 @@ impl Runtime {
         }
         let file = self.container_file(id)?;
         self.cgroups.kill_all(&file.cgroup_path);
+        if pid.is_none() && !self.has_live_shim(id)? {
+            // Never started (the agent stopped before spawning its shim): nothing runs.
+            return Ok(state);
+        }
         self.wait(id).await
+    }
+
+    /// Whether the container's shim process still runs.
+    fn has_live_shim(&self, id: &str) -> Result<bool, RuntimeError> {
+        let shim: Option<ShimFile> = record::read(&self.layout.container_dir(id), record::SHIM)
+            .map_err(|e| io_err("reading shim.json", e))?;
+        Ok(shim.is_some_and(|s| process::is_alive(s.pid, s.start_ticks)))
     }
 
     /// Removes an exited container's state and writable layer (its log file stays until the
     /// pod goes).
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let state = self.state(id).await?;
-        if !matches!(state, ContainerState::Exited { .. }) {
+        let never_started = state == ContainerState::Created && !self.has_live_shim(id)?;
+        if !matches!(state, ContainerState::Exited { .. }) && !never_started {
             return Err(RuntimeError::Other(format!(
                 "container {id} is still running: stop it first"
             )));
@@ -552,7 +569,13 @@ impl Runtime {
                     continue;
                 }
             };
-            let state = read_state(&entry.path())?;
+            let state = match read_state(&entry.path()) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(id = %file.id, error = %e, "skipping a container with unreadable state");
+                    continue;
+                }
+            };
             records.push(ContainerRecord {
                 id: file.id,
                 pod_uid: file.pod_uid,
@@ -694,6 +717,20 @@ fn read_state(dir: &Path) -> Result<ContainerState, RuntimeError> {
     })
 }
 
+/// SIGKILLs the sandbox's shared-PID-namespace init, if it has one (ending every process
+/// left in that namespace).
+fn kill_pause(dir: &Path) {
+    match record::read::<ShimFile>(dir, sandbox::PAUSE) {
+        Ok(Some(p)) if process::is_alive(p.pid, p.start_ticks) => {
+            if let Err(e) = process::signal(p.pid, Signal::SIGKILL) {
+                tracing::warn!(pid = p.pid, error = %e, "killing a sandbox's pause process");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "reading pause.json"),
+    }
+}
+
 fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
     if layout::valid_name(name) {
         Ok(())
@@ -723,7 +760,7 @@ fn io_err(context: impl Into<String>, source: std::io::Error) -> RuntimeError {
 pub fn shim_main(args: Vec<String>) -> i32 {
     let usage = || {
         eprintln!(
-            "usage: capstan container-shim run <container dir> | exec <libcontainer root> <id> <timeout ms> <argv…> | sandbox <dir> <hostname> <own|host>"
+            "usage: capstan container-shim run <container dir> | exec <libcontainer root> <id> <timeout ms> <argv…> | sandbox <dir> <hostname> <own|host> <pid|nopid>"
         );
         2
     };
@@ -745,8 +782,8 @@ pub fn shim_main(args: Vec<String>) -> i32 {
                 argv.iter().map(|s| s.to_string()).collect(),
             )
         }
-        ["sandbox", dir, hostname, network] => {
-            sandbox::main(Path::new(dir), hostname, *network == "own")
+        ["sandbox", dir, hostname, network, pid] => {
+            sandbox::main(Path::new(dir), hostname, *network == "own", *pid == "pid")
         }
         _ => usage(),
     }

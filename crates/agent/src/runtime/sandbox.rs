@@ -1,6 +1,7 @@
-//! A pod's sandbox namespaces: `capstan container-shim sandbox <dir> <hostname> <own|host>`
-//! unshares net (unless host), ipc and uts, sets the hostname, brings `lo` up and pins each
-//! namespace by bind-mounting `/proc/self/ns/<kind>` onto `<dir>/<kind>`, then exits.
+//! A pod's sandbox namespaces: `capstan container-shim sandbox <dir> <hostname> <own|host>
+//! <pid|nopid>` unshares net (unless host), ipc and uts, sets the hostname, brings `lo` up and
+//! pins each namespace by bind-mounting `/proc/self/ns/<kind>` onto `<dir>/<kind>`, then exits.
+//! A shared PID namespace needs a live PID 1: a detached child that only reaps (`pause.json`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -11,9 +12,12 @@ use nix::sched::CloneFlags;
 pub const NET: &str = "net";
 pub const IPC: &str = "ipc";
 pub const UTS: &str = "uts";
+pub const PID: &str = "pid";
+/// The shared PID namespace's init (pid and start time), killed with the sandbox.
+pub const PAUSE: &str = "pause.json";
 
-pub fn main(dir: &Path, hostname: &str, own_network: bool) -> i32 {
-    match make(dir, hostname, own_network) {
+pub fn main(dir: &Path, hostname: &str, own_network: bool, share_pid: bool) -> i32 {
+    match make(dir, hostname, own_network, share_pid) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("sandbox {}: {e}", dir.display());
@@ -22,7 +26,7 @@ pub fn main(dir: &Path, hostname: &str, own_network: bool) -> i32 {
     }
 }
 
-fn make(dir: &Path, hostname: &str, own_network: bool) -> Result<(), String> {
+fn make(dir: &Path, hostname: &str, own_network: bool, share_pid: bool) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating the dir: {e}"))?;
     // A hostNetwork pod keeps the node's network and hostname; it still gets its own IPC.
     let mut kinds = vec![IPC];
@@ -50,7 +54,69 @@ fn make(dir: &Path, hostname: &str, own_network: bool) -> Result<(), String> {
         )
         .map_err(|e| format!("pinning the {kind} namespace: {e}"))?;
     }
+    if share_pid {
+        start_pause(dir)?;
+    }
     Ok(())
+}
+
+/// Forks the shared PID namespace's init and pins the namespace through it.
+fn start_pause(dir: &Path) -> Result<(), String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid: {e}"))?;
+    // SAFETY: the sandbox helper is single-threaded (it runs before any runtime exists).
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => pause(),
+        nix::unistd::ForkResult::Parent { child } => {
+            let pid = child.as_raw();
+            let record = super::record::ShimFile {
+                pid,
+                start_ticks: super::process::start_ticks(pid).unwrap_or(0),
+            };
+            super::record::write(dir, PAUSE, &record)
+                .map_err(|e| format!("recording the pause process: {e}"))?;
+            let target = dir.join(PID);
+            std::fs::write(&target, b"").map_err(|e| format!("creating pid: {e}"))?;
+            let source = format!("/proc/{pid}/ns/pid");
+            nix::mount::mount(
+                Some(source.as_str()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("pinning the pid namespace: {e}"))?;
+            Ok(())
+        }
+    }
+}
+
+/// PID 1 of a shared PID namespace: reaps the orphans reparented to it, forever.
+fn pause() -> ! {
+    let _ = nix::unistd::setsid();
+    // The agent reads the helper's output to its end: let go of those pipes.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    let mut chld = nix::sys::signal::SigSet::empty();
+    chld.add(nix::sys::signal::Signal::SIGCHLD);
+    let _ = chld.thread_block();
+    loop {
+        let _ = chld.wait();
+        while let Ok(status) = nix::sys::wait::waitpid(
+            None::<nix::unistd::Pid>,
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
 }
 
 /// `ip link set lo up` by ioctl: a fresh network namespace's loopback starts down.

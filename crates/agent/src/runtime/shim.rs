@@ -149,6 +149,7 @@ fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
         .map_err(|e| e.to_string())?
         .with_stdout(stdout_w)
         .with_stderr(stderr_w)
+        .with_executor(super::executor::ResetSignalsExecutor)
         .as_init(dir)
         .with_systemd(false)
         .with_detach(true)
@@ -168,7 +169,7 @@ fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
 }
 
 /// libcontainer's error with its causes (the executable-not-found reason is a cause).
-fn describe(e: &dyn std::error::Error) -> String {
+pub(super) fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
