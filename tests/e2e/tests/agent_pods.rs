@@ -7,7 +7,7 @@ use capstan_e2e::{apply, get_json, wait_for, Server};
 use serde_json::Value;
 
 fn pod(s: &Server, name: &str) -> Option<Value> {
-    get_json(s, &["get", "pod", name, "-o", "json"])
+    get_json(s, &["pod", name])
 }
 
 fn phase(p: &Value) -> &str {
@@ -23,7 +23,7 @@ fn container_status<'a>(p: &'a Value, name: &str) -> Option<&'a Value> {
 
 fn node_ready(s: &Server) {
     wait_for("the node to register Ready", Duration::from_secs(30), || {
-        let nodes = get_json(s, &["get", "nodes", "-o", "json"])?;
+        let nodes = get_json(s, &["nodes"])?;
         let ready = nodes["items"].as_array()?.iter().any(|n| {
             n["status"]["conditions"]
                 .as_array()
@@ -237,10 +237,10 @@ fn a_deployments_pods_run_for_real() {
     node_ready(&s);
     s.kubectl_ok(&["create", "deployment", "web", "--image=busybox", "--replicas=2", "--", "sleep", "3600"]);
     wait_for("2 ready replicas", Duration::from_secs(90), || {
-        let d = get_json(&s, &["get", "deployment", "web", "-o", "json"])?;
+        let d = get_json(&s, &["deployment", "web"])?;
         (d["status"]["readyReplicas"] == 2).then_some(())
     });
-    let pods = get_json(&s, &["get", "pods", "-l", "app=web", "-o", "json"]).expect("pods");
+    let pods = get_json(&s, &["pods", "-l", "app=web"]).expect("pods");
     for p in pods["items"].as_array().expect("items") {
         assert_eq!(phase(p), "Running");
         assert_eq!(p["status"]["conditions"].as_array().map(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")), Some(true));
@@ -372,7 +372,7 @@ spec:
 fn pods_get_addresses_and_reach_each_other_and_the_node() {
     let s = Server::start_node(&[]);
     node_ready(&s);
-    let node = get_json(&s, &["get", "nodes", "-o", "json"]).expect("nodes");
+    let node = get_json(&s, &["nodes"]).expect("nodes");
     let cidr = node["items"][0]["spec"]["podCIDR"].as_str().expect("the node has a podCIDR").to_string();
     let prefix = cidr.rsplit_once('.').map(|(p, _)| format!("{p}.")).expect("a /24");
     s.kubectl_ok(&["run", "server", "--image=busybox", "--", "sh", "-c", "mkdir /www; echo hello-from-server > /www/index.html; httpd -f -p 8080 -h /www"]);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::events::{Recorder, Reporter};
+use capstan_events::Recorder;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -60,13 +60,7 @@ pub async fn run(
     runtime: Arc<Runtime>,
     network: Option<Arc<PodNetwork>>,
 ) {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kubelet".into(),
-            instance: Some(opts.node_name.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), "kubelet").with_host(opts.node_name.clone());
     let shared = Arc::new(Shared {
         client: client.clone(),
         node: node.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use capstan_events::EventType;
 use kube::Api;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -754,16 +754,7 @@ impl Worker {
             resource_version: pod.metadata.resource_version.clone(),
             ..ObjectReference::default()
         };
-        let ev = KubeEvent {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note.to_string()),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.shared.recorder.publish(&ev, &reference).await {
-            tracing::debug!(pod = %self.key(), error = %e, reason, "event not recorded");
-        }
+        self.shared.recorder.record_ref(reference, type_, reason, note).await;
     }
 
     /// Starts the probe loops of running containers that have none yet (a new run, or one
