@@ -963,11 +963,18 @@ fn pulls_with_basic_auth_from_a_registry_that_wants_it() {
     let out = Command::new("skopeo")
         .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
         .args(["--dest-creds", "capstan:capstan-secret"])
-        .arg(format!("oci-archive:{}", archive("busybox-oci.tar").display()))
+        .arg(format!(
+            "oci-archive:{}",
+            archive("busybox-oci.tar").display()
+        ))
         .arg(format!("docker://{host}/private/busybox:1"))
         .output()
         .expect("skopeo");
-    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path()).unwrap();
@@ -991,7 +998,9 @@ fn pulls_with_basic_auth_from_a_registry_that_wants_it() {
     };
     let image = rt.block_on(store.pull(&reference, &right)).unwrap();
     assert_eq!(image.names, vec![reference]);
-    assert!(rt.block_on(store.layers(&image)).unwrap()[0].join("bin/busybox").is_file());
+    assert!(rt.block_on(store.layers(&image)).unwrap()[0]
+        .join("bin/busybox")
+        .is_file());
 }
 
 #[test]
@@ -1032,8 +1041,51 @@ fn imports_the_newer_docker_save_with_blobs_and_gzip_layers() {
     let names = rt.block_on(store.import_file(&path)).unwrap();
     // manifest.json wins over index.json: its RepoTags name the image.
     assert_eq!(names, vec!["capstan.test/newer-docker:1".to_string()]);
-    let image = store.resolve("capstan.test/newer-docker:1").unwrap().unwrap();
+    let image = store
+        .resolve("capstan.test/newer-docker:1")
+        .unwrap()
+        .unwrap();
     let layers = rt.block_on(store.layers(&image)).unwrap();
     assert!(layers[0].join("bin/busybox").is_file());
     assert!(image.size < 2_000_000, "the gzip'd size: {}", image.size);
+}
+
+#[test]
+fn zstd_layers_and_archives_import_and_unpack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+    // A docker-save archive whose layer blob is zstd-compressed, itself zstd-compressed.
+    let mut layer = tar::Builder::new(Vec::new());
+    append(&mut layer, "hello.txt", b"from a zstd layer\n");
+    let layer = layer.into_inner().unwrap();
+    let diff_id = sha256_hex(&layer);
+    let compressed =
+        ruzstd::encoding::compress_to_vec(&layer[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#);
+    let mut b = tar::Builder::new(Vec::new());
+    append(&mut b, "layer.tar.zst", &compressed);
+    append(&mut b, "config.json", config.as_bytes());
+    append(
+        &mut b,
+        "manifest.json",
+        br#"[{"Config":"config.json","RepoTags":["capstan.test/zstd:1"],"Layers":["layer.tar.zst"]}]"#,
+    );
+    let archive = ruzstd::encoding::compress_to_vec(
+        &b.into_inner().unwrap()[..],
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let path = tmp.path().join("zstd.tar.zst");
+    fs::write(&path, archive).unwrap();
+    let rt = runtime();
+    assert_eq!(
+        rt.block_on(store.import_file(&path)).unwrap(),
+        vec!["capstan.test/zstd:1".to_string()]
+    );
+    let image = store.resolve("capstan.test/zstd:1").unwrap().unwrap();
+    assert_eq!(image.size, compressed.len() as u64);
+    let dirs = rt.block_on(store.layers(&image)).unwrap();
+    assert_eq!(
+        fs::read_to_string(dirs[0].join("hello.txt")).unwrap(),
+        "from a zstd layer\n"
+    );
 }

@@ -1,10 +1,10 @@
 //! Import of image archives: `docker save` (`manifest.json` + `RepoTags`, legacy `layer.tar`
 //! dirs or the newer blobs layout) and OCI image layouts (`index.json` naming its manifests),
-//! plain tar or gzip. One pass stages every file; nothing enters the store before commit.
+//! plain tar, gzip or zstd. One pass stages every file; nothing enters the store before commit.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::catalog::Incoming;
@@ -54,25 +54,11 @@ fn clean(archive: &Path, raw: &str) -> Result<String, ImagesError> {
     Ok(parts.join("/"))
 }
 
-/// Plain, gzip'd or (refused) zstd'd tar, by magic number.
-fn open_tar(path: &Path) -> Result<Box<dyn Read>, ImagesError> {
-    let f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-    let mut r = BufReader::with_capacity(256 * 1024, f);
-    let head = r
-        .fill_buf()
-        .map_err(io_err(format!("reading {}", path.display())))?;
-    match manifest::layer_media_type(head) {
-        manifest::OCI_LAYER_GZIP => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
-        manifest::OCI_LAYER_ZSTD => Err(bad(path, "zstd-compressed archives are not supported")),
-        _ => Ok(Box::new(r)),
-    }
-}
-
 impl StagedArchive {
     /// Copies every regular file of the archive into a staging dir, hashing it on the way.
     pub(crate) fn stage(layout: &Layout, archive: &Path) -> Result<StagedArchive, ImagesError> {
         let staging = layout.staging()?;
-        let mut tar = tar::Archive::new(open_tar(archive)?);
+        let mut tar = tar::Archive::new(super::compression::decompressed(archive)?);
         let mut files = HashMap::new();
         let mut links = HashMap::new();
         let not_tar = |e: std::io::Error| bad(archive, format!("not a readable tar archive: {e}"));

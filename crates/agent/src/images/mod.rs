@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod archive;
 mod catalog;
+mod compression;
 mod digest;
 mod gc;
 mod layout;
@@ -154,13 +155,13 @@ fn blocking_failed(e: tokio::task::JoinError) -> ImagesError {
     }
 }
 
-/// Image archives `import_dir` picks up, by name.
+/// Image archives `import_dir` picks up, by name (as k3s's air-gap images folder).
 fn is_archive(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    [".tar", ".tar.gz", ".tgz"]
+    [".tar", ".tar.gz", ".tgz", ".tar.zst"]
         .iter()
         .any(|ext| name.ends_with(ext))
 }
@@ -179,7 +180,8 @@ impl ImageStore {
         &self.root
     }
 
-    /// Imports a `docker save` or OCI archive (tar, optionally gzip); returns the names added.
+    /// Imports a `docker save` or OCI archive (tar, optionally gzip or zstd); returns the
+    /// names added.
     pub async fn import_file(&self, path: &Path) -> Result<Vec<String>, ImagesError> {
         let layout = self.layout.clone();
         let path = path.to_path_buf();

@@ -1,4 +1,4 @@
-//! Unpacking one layer (tar or tar+gzip) into `layers/<diff id hex>/`, in overlayfs form: OCI
+//! Unpacking one layer (tar, tar+gzip or tar+zstd) into `layers/<diff id hex>/`, in overlayfs form: OCI
 //! whiteouts become 0/0 character devices, opaque markers the `trusted.overlay.opaque` xattr.
 //!
 //! Every path is resolved with `openat2(RESOLVE_IN_ROOT)` from the layer's root, so neither
@@ -8,7 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,6 @@ use rustix::io::Errno;
 
 use super::digest::{self, HashingReader};
 use super::layout::{io_err, Layout};
-use super::manifest;
 use super::ImagesError;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -65,7 +64,7 @@ pub(crate) fn unpack_layer(
     )
     .map_err(|e| io_err(format!("opening {}", tmp_root.display()))(e.into()))?;
 
-    let mut tar = tar::Archive::new(HashingReader::new(open_layer(blob)?));
+    let mut tar = tar::Archive::new(HashingReader::new(super::compression::decompressed(blob)?));
     let mut unpacker = Unpacker {
         blob,
         root,
@@ -99,22 +98,6 @@ pub(crate) fn unpack_layer(
         dir: dest,
         unpacked: true,
     })
-}
-
-fn open_layer(blob: &Path) -> Result<Box<dyn Read>, ImagesError> {
-    let f = File::open(blob).map_err(io_err(format!("opening {}", blob.display())))?;
-    let mut r = BufReader::with_capacity(256 * 1024, f);
-    let head = r
-        .fill_buf()
-        .map_err(io_err(format!("reading {}", blob.display())))?;
-    match manifest::layer_media_type(head) {
-        manifest::OCI_LAYER_GZIP => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
-        manifest::OCI_LAYER_ZSTD => Err(ImagesError::Archive {
-            path: blob.to_path_buf(),
-            reason: "zstd-compressed layers are not supported".into(),
-        }),
-        _ => Ok(Box::new(r)),
-    }
 }
 
 struct Unpacker<'a> {
