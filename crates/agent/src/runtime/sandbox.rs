@@ -93,6 +93,7 @@ fn start_pause(dir: &Path) -> Result<(), String> {
 /// PID 1 of a shared PID namespace: reaps the orphans reparented to it, forever.
 fn pause() -> ! {
     let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
     // The agent reads the helper's output to its end: let go of those pipes.
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)

@@ -56,6 +56,8 @@ pub fn run(dir: &Path) -> i32 {
             return 1;
         }
     }
+    // A long-lived process should not keep the agent's working directory (and its mount) busy.
+    let _ = std::env::set_current_dir("/");
     let pid = std::process::id() as i32;
     let shim = ShimFile {
         pid,
