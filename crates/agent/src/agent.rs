@@ -90,7 +90,13 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     // The bridge is named for this agent's instance: two agents on one machine (tests) keep
     // theirs apart.
     let bridge = format!("cap{}", &opts.instance.chars().take(8).collect::<String>());
-    let network = match crate::network::PodNetwork::open(&bridge, cidr, &opts.root.join("network").join("ips")).await {
+    let network = match crate::network::PodNetwork::open(
+        &bridge,
+        cidr,
+        &opts.root.join("network").join("ips"),
+    )
+    .await
+    {
         Ok(n) => Some(Arc::new(n)),
         Err(e) => {
             tracing::error!(error = %e, "no pod network: pods get no address of their own");
@@ -107,8 +113,12 @@ async fn record_pod_cidr(client: &kube::Client, node: &str, cidr: crate::network
     use k8s_openapi::api::core::v1::Node;
     use kube::api::{Api, Patch, PatchParams};
     let api: Api<Node> = Api::all(client.clone());
-    let body = serde_json::json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
-    if let Err(e) = api.patch(node, &PatchParams::default(), &Patch::Merge(&body)).await {
+    let body =
+        serde_json::json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
+    if let Err(e) = api
+        .patch(node, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
         tracing::warn!(node, error = %e, "recording the node's podCIDR failed");
     }
 }

@@ -246,7 +246,11 @@ impl Server {
         let images = data_dir.join("agent").join("images");
         std::fs::create_dir_all(&images).expect("images dir");
         let archive = test_images_dir().join("busybox.tar");
-        assert!(archive.exists(), "{} is missing: scripts/build-test-images makes it", archive.display());
+        assert!(
+            archive.exists(),
+            "{} is missing: scripts/build-test-images makes it",
+            archive.display()
+        );
         std::fs::copy(&archive, images.join("busybox.tar")).expect("copy the busybox image");
         let cidr = unique_pod_cidr();
         let mut args = vec!["--with-agent", "--pod-cidr", &cidr];

@@ -6,8 +6,8 @@
 //! answers `pods/log` options (the kubelet endpoint's side).
 
 pub mod format;
-pub mod writer;
 pub mod reader;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 

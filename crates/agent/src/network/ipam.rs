@@ -39,7 +39,11 @@ impl Ipam {
         for n in 2..self.cidr.size().saturating_sub(1) {
             let ip = self.cidr.nth(n);
             let path = self.dir.join(ip.to_string());
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     f.write_all(pod_uid.as_bytes())
                         .map_err(io(format!("writing {}", path.display())))?;
@@ -79,12 +83,20 @@ mod tests {
         let ipam = Ipam::open(dir.path(), Cidr::parse("10.9.0.0/30").expect("cidr")).expect("open");
         let a = ipam.allocate("a").expect("a");
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
-        assert_eq!(ipam.allocate("a").expect("again"), a, "the same pod keeps its address");
-        assert!(matches!(ipam.allocate("b"), Err(NetworkError::Exhausted(_))));
+        assert_eq!(
+            ipam.allocate("a").expect("again"),
+            a,
+            "the same pod keeps its address"
+        );
+        assert!(matches!(
+            ipam.allocate("b"),
+            Err(NetworkError::Exhausted(_))
+        ));
         ipam.release("a").expect("release");
         assert_eq!(ipam.allocate("b").expect("b"), a);
         // A second Ipam on the same dir (a restarted agent) knows who holds what.
-        let again = Ipam::open(dir.path(), Cidr::parse("10.9.0.0/30").expect("cidr")).expect("open");
+        let again =
+            Ipam::open(dir.path(), Cidr::parse("10.9.0.0/30").expect("cidr")).expect("open");
         assert_eq!(again.lookup("b"), Some(a));
     }
 }

@@ -92,7 +92,11 @@ pub struct PodNetwork {
 
 impl PodNetwork {
     /// Creates (or finds) the bridge `bridge` with the CIDR's gateway address.
-    pub async fn open(bridge: &str, cidr: Cidr, state_dir: &Path) -> Result<PodNetwork, NetworkError> {
+    pub async fn open(
+        bridge: &str,
+        cidr: Cidr,
+        state_dir: &Path,
+    ) -> Result<PodNetwork, NetworkError> {
         let ipam = Ipam::open(state_dir, cidr)?;
         let handle = connect()?;
         let index = match link_index(&handle, bridge).await? {
@@ -104,10 +108,12 @@ impl PodNetwork {
                     .execute()
                     .await
                     .map_err(nl(format!("creating bridge {bridge}")))?;
-                link_index(&handle, bridge).await?.ok_or_else(|| NetworkError::Netlink {
-                    context: format!("bridge {bridge}"),
-                    reason: "not found after creation".into(),
-                })?
+                link_index(&handle, bridge)
+                    .await?
+                    .ok_or_else(|| NetworkError::Netlink {
+                        context: format!("bridge {bridge}"),
+                        reason: "not found after creation".into(),
+                    })?
             }
         };
         handle
@@ -149,17 +155,28 @@ impl PodNetwork {
             .execute()
             .await
             .map_err(nl(format!("creating veth {host_end}")))?;
-        let bridge = link_index(&handle, &self.bridge).await?.ok_or_else(|| NetworkError::Netlink {
-            context: format!("bridge {}", self.bridge),
-            reason: "missing".into(),
-        })?;
-        let host_index = link_index(&handle, &host_end).await?.ok_or_else(|| NetworkError::Netlink {
-            context: format!("veth {host_end}"),
-            reason: "missing after creation".into(),
-        })?;
+        let bridge =
+            link_index(&handle, &self.bridge)
+                .await?
+                .ok_or_else(|| NetworkError::Netlink {
+                    context: format!("bridge {}", self.bridge),
+                    reason: "missing".into(),
+                })?;
+        let host_index =
+            link_index(&handle, &host_end)
+                .await?
+                .ok_or_else(|| NetworkError::Netlink {
+                    context: format!("veth {host_end}"),
+                    reason: "missing after creation".into(),
+                })?;
         handle
             .link()
-            .change(LinkUnspec::new_with_index(host_index).controller(bridge).up().build())
+            .change(
+                LinkUnspec::new_with_index(host_index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("attaching {host_end} to {}", self.bridge)))?;
@@ -167,24 +184,37 @@ impl PodNetwork {
             context: format!("opening {}", net_ns.display()),
             source,
         })?;
-        let peer_index = link_index(&handle, &peer).await?.ok_or_else(|| NetworkError::Netlink {
-            context: format!("veth {peer}"),
-            reason: "missing after creation".into(),
-        })?;
+        let peer_index =
+            link_index(&handle, &peer)
+                .await?
+                .ok_or_else(|| NetworkError::Netlink {
+                    context: format!("veth {peer}"),
+                    reason: "missing after creation".into(),
+                })?;
         handle
             .link()
-            .change(LinkUnspec::new_with_index(peer_index).setns_by_fd(ns_file.as_raw_fd()).build())
+            .change(
+                LinkUnspec::new_with_index(peer_index)
+                    .setns_by_fd(ns_file.as_raw_fd())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("moving {peer} into the pod's namespace")))?;
         let (cidr, gateway) = (self.cidr, self.cidr.gateway());
         in_namespace(net_ns.to_path_buf(), move |h| async move {
-            let index = link_index(&h, &peer).await?.ok_or_else(|| NetworkError::Netlink {
-                context: format!("veth {peer} in the pod"),
-                reason: "missing".into(),
-            })?;
+            let index = link_index(&h, &peer)
+                .await?
+                .ok_or_else(|| NetworkError::Netlink {
+                    context: format!("veth {peer} in the pod"),
+                    reason: "missing".into(),
+                })?;
             h.link()
-                .change(LinkUnspec::new_with_index(index).name("eth0".to_string()).build())
+                .change(
+                    LinkUnspec::new_with_index(index)
+                        .name("eth0".to_string())
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(nl("renaming the pod's interface to eth0"))?;
@@ -206,7 +236,9 @@ impl PodNetwork {
                     .await
                     .map_err(nl("bringing lo up"))?;
             }
-            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .build();
             h.route()
                 .add(route)
                 .replace()

@@ -127,7 +127,15 @@ mod tests {
     fn payload(pairs: &[(&str, &str)]) -> BTreeMap<String, File> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), File { data: v.as_bytes().to_vec(), mode: 0o644 }))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    File {
+                        data: v.as_bytes().to_vec(),
+                        mode: 0o644,
+                    },
+                )
+            })
             .collect()
     }
 
@@ -135,11 +143,20 @@ mod tests {
     fn updates_swap_and_stale_names_go() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(write(dir.path(), &payload(&[("a", "1"), ("sub/b", "2")]), None).expect("write"));
-        assert_eq!(std::fs::read_to_string(dir.path().join("a")).expect("a"), "1");
-        assert_eq!(std::fs::read_to_string(dir.path().join("sub/b")).expect("b"), "2");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a")).expect("a"),
+            "1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sub/b")).expect("b"),
+            "2"
+        );
         assert!(!write(dir.path(), &payload(&[("a", "1"), ("sub/b", "2")]), None).expect("same"));
         assert!(write(dir.path(), &payload(&[("a", "3")]), None).expect("update"));
-        assert_eq!(std::fs::read_to_string(dir.path().join("a")).expect("a"), "3");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a")).expect("a"),
+            "3"
+        );
         assert!(!dir.path().join("sub").exists());
         let stamps = std::fs::read_dir(dir.path())
             .expect("read")

@@ -20,7 +20,11 @@ use crate::runtime::{Mount, MountKind, QosClass, Resources, Security};
 pub struct ConfigError(pub String);
 
 /// `command`/`args` over the image's Entrypoint/Cmd, as Kubernetes documents it.
-pub fn argv(container: &Container, image: &ImageConfig, env: &[String]) -> Result<Vec<String>, ConfigError> {
+pub fn argv(
+    container: &Container,
+    image: &ImageConfig,
+    env: &[String],
+) -> Result<Vec<String>, ConfigError> {
     let known: BTreeMap<&str, &str> = env.iter().filter_map(|e| e.split_once('=')).collect();
     let exp = |v: &Vec<String>| v.iter().map(|s| expand(s, &known)).collect::<Vec<_>>();
     let argv = match (&container.command, &container.args) {
@@ -31,7 +35,8 @@ pub fn argv(container: &Container, image: &ImageConfig, env: &[String]) -> Resul
     };
     if argv.is_empty() {
         return Err(ConfigError(
-            "no command specified: the image has no Entrypoint or Cmd and the container no command".into(),
+            "no command specified: the image has no Entrypoint or Cmd and the container no command"
+                .into(),
         ));
     }
     Ok(argv)
@@ -56,7 +61,9 @@ pub fn qos_class(pod: &Pod) -> QosClass {
         let req = res.and_then(|r| r.requests.as_ref());
         let lim = res.and_then(|r| r.limits.as_ref());
         for name in ["cpu", "memory"] {
-            let r = req.and_then(|m| m.get(name)).or_else(|| lim.and_then(|m| m.get(name)));
+            let r = req
+                .and_then(|m| m.get(name))
+                .or_else(|| lim.and_then(|m| m.get(name)));
             let l = lim.and_then(|m| m.get(name));
             if r.is_some() || l.is_some() {
                 any = true;
@@ -86,8 +93,12 @@ pub fn resources(container: &Container) -> Resources {
         .and_then(|m| m.get("cpu"))
         .or_else(|| lim.and_then(|m| m.get("cpu")))
         .and_then(|q| quantity::milli(&q.0));
-    let cpu_lim = lim.and_then(|m| m.get("cpu")).and_then(|q| quantity::milli(&q.0));
-    let mem_lim = lim.and_then(|m| m.get("memory")).and_then(|q| quantity::whole(&q.0));
+    let cpu_lim = lim
+        .and_then(|m| m.get("cpu"))
+        .and_then(|q| quantity::milli(&q.0));
+    let mem_lim = lim
+        .and_then(|m| m.get("memory"))
+        .and_then(|q| quantity::whole(&q.0));
     let period: u64 = 100_000;
     Resources {
         cpu_shares: Some(cpu_req.map_or(2, |m| ((m as u64) * 1024 / 1000).max(2))),
@@ -118,24 +129,35 @@ pub fn pod_resources(pod: &Pod) -> Resources {
 }
 
 /// Identity and privileges: the container's securityContext over the pod's over the image.
-pub fn security(pod: &Pod, container: &Container, image: &ImageConfig, layers: &[PathBuf]) -> Result<Security, ConfigError> {
+pub fn security(
+    pod: &Pod,
+    container: &Container,
+    image: &ImageConfig,
+    layers: &[PathBuf],
+) -> Result<Security, ConfigError> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();
     let (image_uid, image_gid) = image_user(&image.user, layers)?;
     let uid = sc
         .and_then(|s| s.run_as_user)
         .or_else(|| pod_sc.and_then(|p| p.run_as_user))
-        .map_or(Ok(image_uid), |u| u32::try_from(u).map_err(|_| ConfigError(format!("runAsUser {u} is out of range"))))?;
+        .map_or(Ok(image_uid), |u| {
+            u32::try_from(u).map_err(|_| ConfigError(format!("runAsUser {u} is out of range")))
+        })?;
     let gid = sc
         .and_then(|s| s.run_as_group)
         .or_else(|| pod_sc.and_then(|p| p.run_as_group))
-        .map_or(Ok(image_gid), |g| u32::try_from(g).map_err(|_| ConfigError(format!("runAsGroup {g} is out of range"))))?;
+        .map_or(Ok(image_gid), |g| {
+            u32::try_from(g).map_err(|_| ConfigError(format!("runAsGroup {g} is out of range")))
+        })?;
     let run_as_non_root = sc
         .and_then(|s| s.run_as_non_root)
         .or_else(|| pod_sc.and_then(|p| p.run_as_non_root))
         .unwrap_or(false);
     if run_as_non_root && uid == 0 {
-        return Err(ConfigError("container has runAsNonRoot and image will run as root".into()));
+        return Err(ConfigError(
+            "container has runAsNonRoot and image will run as root".into(),
+        ));
     }
     let mut additional: Vec<u32> = pod_sc
         .and_then(|p| p.supplemental_groups.as_ref())
@@ -143,7 +165,10 @@ pub fn security(pod: &Pod, container: &Container, image: &ImageConfig, layers: &
         .flatten()
         .filter_map(|g| u32::try_from(*g).ok())
         .collect();
-    if let Some(fs) = pod_sc.and_then(|p| p.fs_group).and_then(|g| u32::try_from(g).ok()) {
+    if let Some(fs) = pod_sc
+        .and_then(|p| p.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
+    {
         additional.push(fs);
     }
     let caps = sc.and_then(|s| s.capabilities.as_ref());
@@ -157,10 +182,13 @@ pub fn security(pod: &Pod, container: &Container, image: &ImageConfig, layers: &
         gid,
         additional_gids: additional,
         privileged,
-        read_only_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        read_only_rootfs: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
         cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
         cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
-        no_new_privileges: !privileged && sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        no_new_privileges: !privileged
+            && sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
         seccomp_runtime_default: seccomp,
     })
 }
@@ -176,7 +204,10 @@ fn image_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32), ConfigError>
         None => (user, None),
     };
     let find = |file: &str| -> Option<String> {
-        layers.iter().rev().find_map(|l| std::fs::read_to_string(l.join(file)).ok())
+        layers
+            .iter()
+            .rev()
+            .find_map(|l| std::fs::read_to_string(l.join(file)).ok())
     };
     let (uid, primary) = match u.parse::<u32>() {
         Ok(n) => (n, None),
@@ -186,7 +217,11 @@ fn image_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32), ConfigError>
                 .lines()
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.first() == Some(&u))
-                .ok_or_else(|| ConfigError(format!("unable to find user {u}: no matching entries in passwd file")))?;
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "unable to find user {u}: no matching entries in passwd file"
+                    ))
+                })?;
             let uid = entry.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
             let gid = entry.get(3).and_then(|s| s.parse().ok());
             (uid, gid)
@@ -203,7 +238,11 @@ fn image_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32), ConfigError>
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.first() == Some(&g))
                     .and_then(|f| f.get(2).and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| ConfigError(format!("unable to find group {g}: no matching entries in group file")))?
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "unable to find group {g}: no matching entries in group file"
+                        ))
+                    })?
             }
         },
     };
@@ -226,13 +265,21 @@ pub fn mounts(
             .any(|m| m.mount_path.trim_end_matches('/') == dest)
     };
     for m in container.volume_mounts.iter().flatten() {
-        let vol = volumes
-            .get(&m.name)
-            .ok_or_else(|| ConfigError(format!("cannot find volume {:?} to mount into container {:?}", m.name, container.name)))?;
+        let vol = volumes.get(&m.name).ok_or_else(|| {
+            ConfigError(format!(
+                "cannot find volume {:?} to mount into container {:?}",
+                m.name, container.name
+            ))
+        })?;
         let mut source = vol.path.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if Path::new(sub).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                return Err(ConfigError(format!("invalid subPath {sub:?}: must be relative without '..'")));
+            if Path::new(sub)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(ConfigError(format!(
+                    "invalid subPath {sub:?}: must be relative without '..'"
+                )));
             }
             source = source.join(sub);
             if !source.exists() && !vol.read_only {
@@ -285,7 +332,12 @@ pub struct ManagedFiles {
 }
 
 /// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the pod into its dir.
-pub fn write_managed_files(pod: &Pod, pod_dir: &Path, hostname: &str, pod_ip: Option<&str>) -> std::io::Result<ManagedFiles> {
+pub fn write_managed_files(
+    pod: &Pod,
+    pod_dir: &Path,
+    hostname: &str,
+    pod_ip: Option<&str>,
+) -> std::io::Result<ManagedFiles> {
     let dir = pod_dir.join("etc");
     std::fs::create_dir_all(&dir)?;
     let spec = pod.spec.as_ref();
@@ -300,9 +352,16 @@ pub fn write_managed_files(pod: &Pod, pod_dir: &Path, hostname: &str, pod_ip: Op
         }
         t
     };
-    for alias in spec.and_then(|s| s.host_aliases.as_ref()).into_iter().flatten() {
+    for alias in spec
+        .and_then(|s| s.host_aliases.as_ref())
+        .into_iter()
+        .flatten()
+    {
         let ip = &alias.ip;
-        text.push_str(&format!("\n# Entries added by HostAliases.\n{ip}\t{}\n", alias.hostnames.clone().unwrap_or_default().join("\t")));
+        text.push_str(&format!(
+            "\n# Entries added by HostAliases.\n{ip}\t{}\n",
+            alias.hostnames.clone().unwrap_or_default().join("\t")
+        ));
     }
     std::fs::write(&hosts, text)?;
     let hostname_file = dir.join("hostname");
@@ -339,10 +398,22 @@ mod tests {
             ..ImageConfig::default()
         };
         let env = vec!["X=1".to_string()];
-        assert_eq!(argv(&container(None, None), &image, &env).expect("argv"), ["/ep", "default"]);
-        assert_eq!(argv(&container(Some(&["sh"]), None), &image, &env).expect("argv"), ["sh"]);
-        assert_eq!(argv(&container(None, Some(&["$(X)"])), &image, &env).expect("argv"), ["/ep", "1"]);
-        assert_eq!(argv(&container(Some(&["a"]), Some(&["b"])), &image, &env).expect("argv"), ["a", "b"]);
+        assert_eq!(
+            argv(&container(None, None), &image, &env).expect("argv"),
+            ["/ep", "default"]
+        );
+        assert_eq!(
+            argv(&container(Some(&["sh"]), None), &image, &env).expect("argv"),
+            ["sh"]
+        );
+        assert_eq!(
+            argv(&container(None, Some(&["$(X)"])), &image, &env).expect("argv"),
+            ["/ep", "1"]
+        );
+        assert_eq!(
+            argv(&container(Some(&["a"]), Some(&["b"])), &image, &env).expect("argv"),
+            ["a", "b"]
+        );
         assert!(argv(&container(None, None), &ImageConfig::default(), &env).is_err());
     }
 
@@ -353,7 +424,13 @@ mod tests {
         let mut c = container(None, None);
         c.resources = Some(ResourceRequirements {
             requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
-            limits: Some([("cpu".to_string(), Quantity("500m".into())), ("memory".to_string(), Quantity("64Mi".into()))].into()),
+            limits: Some(
+                [
+                    ("cpu".to_string(), Quantity("500m".into())),
+                    ("memory".to_string(), Quantity("64Mi".into())),
+                ]
+                .into(),
+            ),
             ..ResourceRequirements::default()
         });
         let r = resources(&c);

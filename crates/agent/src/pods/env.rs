@@ -154,8 +154,9 @@ pub async fn build(
                         None => return Err(EnvError(format!("secret \"{}\" not found", r.name))),
                     }
                 } else if let Some(f) = &from.field_ref {
-                    field_value(pod, &f.field_path, host_ip, pod_ip)
-                        .ok_or_else(|| EnvError(format!("unsupported fieldPath: {}", f.field_path)))?
+                    field_value(pod, &f.field_path, host_ip, pod_ip).ok_or_else(|| {
+                        EnvError(format!("unsupported fieldPath: {}", f.field_path))
+                    })?
                 } else if let Some(r) = &from.resource_field_ref {
                     let target = match r.container_name.as_deref() {
                         None | Some("") => container,
@@ -166,10 +167,14 @@ pub async fn build(
                             .find(|c| c.name == name)
                             .unwrap_or(container),
                     };
-                    resource_value(target, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))
-                        .ok_or_else(|| {
-                            EnvError(format!("unsupported container resource: {}", r.resource))
-                        })?
+                    resource_value(
+                        target,
+                        &r.resource,
+                        r.divisor.as_ref().map(|d| d.0.as_str()),
+                    )
+                    .ok_or_else(|| {
+                        EnvError(format!("unsupported container resource: {}", r.resource))
+                    })?
                 } else {
                     String::new()
                 }
@@ -234,11 +239,21 @@ pub fn field_value(pod: &Pod, path: &str, host_ip: &str, pod_ip: Option<&str>) -
         Some(rest.strip_suffix("']")?.to_string())
     };
     if let Some(key) = bracket("metadata.labels") {
-        return Some(meta.labels.as_ref().and_then(|l| l.get(&key)).cloned().unwrap_or_default());
+        return Some(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(&key))
+                .cloned()
+                .unwrap_or_default(),
+        );
     }
     if let Some(key) = bracket("metadata.annotations") {
         return Some(
-            meta.annotations.as_ref().and_then(|a| a.get(&key)).cloned().unwrap_or_default(),
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(&key))
+                .cloned()
+                .unwrap_or_default(),
         );
     }
     let spec = pod.spec.as_ref();
@@ -273,7 +288,11 @@ fn map_lines(map: Option<&BTreeMap<String, String>>) -> String {
 
 /// `limits.cpu`, `requests.memory` … divided by the divisor and rounded up, as upstream; an
 /// unset limit is the node's allocatable in upstream — here the host's.
-pub fn resource_value(container: &Container, resource: &str, divisor: Option<&str>) -> Option<String> {
+pub fn resource_value(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Option<String> {
     let (kind, name) = resource.split_once('.')?;
     let res = container.resources.as_ref();
     let map = match kind {
@@ -296,7 +315,12 @@ pub fn resource_value(container: &Container, resource: &str, divisor: Option<&st
     if div <= 0.0 {
         return None;
     }
-    Some(format!("{}", (value / div).ceil().max(if value > 0.0 { 1.0 } else { 0.0 }) as u64))
+    Some(format!(
+        "{}",
+        (value / div)
+            .ceil()
+            .max(if value > 0.0 { 1.0 } else { 0.0 }) as u64
+    ))
 }
 
 #[cfg(test)]

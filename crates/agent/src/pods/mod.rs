@@ -18,9 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_events::Recorder;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use capstan_events::Recorder;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -96,7 +96,11 @@ pub async fn run(
             Ok(Event::InitDone) => {
                 // Pods deleted while the watch (or the agent) was down: their workers stop
                 // what runs; containers of pods never seen again are removed.
-                let gone: Vec<String> = workers.keys().filter(|u| !listed.contains(*u)).cloned().collect();
+                let gone: Vec<String> = workers
+                    .keys()
+                    .filter(|u| !listed.contains(*u))
+                    .cloned()
+                    .collect();
                 for uid in gone {
                     if let Some(w) = workers.get(&uid) {
                         let _ = w.tx.send(None);

@@ -107,12 +107,17 @@ pub async fn run_action(
             let port = resolve_port(&h.port, &target.ports)?;
             let (ip, host_header) = match h.host.as_deref().filter(|s| !s.is_empty()) {
                 Some(host) => (
-                    host.parse::<IpAddr>().map_err(|_| format!("host {host:?} is not an IP address"))?,
+                    host.parse::<IpAddr>()
+                        .map_err(|_| format!("host {host:?} is not an IP address"))?,
                     host.to_string(),
                 ),
                 None => (default_ip(target), default_ip(target).to_string()),
             };
-            let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+            let path = h
+                .path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".into());
             let mut headers = String::new();
             let mut has_host = false;
             for hd in h.http_headers.iter().flatten() {
@@ -132,13 +137,19 @@ pub async fn run_action(
             let url = format!("http://{host_header}:{port}{path}");
             blocking(move || {
                 let mut stream = connect_in(ns.as_ref(), addr, timeout)?;
-                stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-                stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+                stream
+                    .set_read_timeout(Some(timeout))
+                    .map_err(|e| e.to_string())?;
+                stream
+                    .set_write_timeout(Some(timeout))
+                    .map_err(|e| e.to_string())?;
                 stream
                     .write_all(request.as_bytes())
                     .map_err(|e| format!("Get \"{url}\": {e}"))?;
                 let mut head = [0u8; 64];
-                let n = stream.read(&mut head).map_err(|e| format!("Get \"{url}\": {e}"))?;
+                let n = stream
+                    .read(&mut head)
+                    .map_err(|e| format!("Get \"{url}\": {e}"))?;
                 let line = String::from_utf8_lossy(&head[..n]);
                 let code: u16 = line
                     .split_whitespace()
@@ -156,7 +167,9 @@ pub async fn run_action(
         Action::Tcp(t) => {
             let port = resolve_port(&t.port, &target.ports)?;
             let ip = match t.host.as_deref().filter(|s| !s.is_empty()) {
-                Some(h) => h.parse::<IpAddr>().map_err(|_| format!("host {h:?} is not an IP address"))?,
+                Some(h) => h
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("host {h:?} is not an IP address"))?,
                 None => default_ip(target),
             };
             let ns = target.net_ns.clone();
@@ -205,16 +218,25 @@ async fn blocking<T: Send + 'static>(
 /// Connects from inside `ns` (a socket keeps the namespace it was made in). The thread that
 /// enters the namespace is a fresh one that ends right after, so no pool thread is left in a
 /// pod's namespace.
-fn connect_in(ns: Option<&PathBuf>, addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+fn connect_in(
+    ns: Option<&PathBuf>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
     let Some(ns) = ns.cloned() else {
-        return TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("dial tcp {addr}: {e}"));
+        return TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("dial tcp {addr}: {e}"));
     };
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&ns).map_err(|e| format!("opening {}: {e}", ns.display()))?;
+        let file =
+            std::fs::File::open(&ns).map_err(|e| format!("opening {}: {e}", ns.display()))?;
         // SAFETY: setns on a valid namespace fd affects only this (short-lived) thread.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         if rc != 0 {
-            return Err(format!("entering the pod network: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "entering the pod network: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("dial tcp {addr}: {e}"))
     })
@@ -232,8 +254,17 @@ pub async fn probe_loop(
     tx: mpsc::UnboundedSender<Verdict>,
 ) {
     let action = Action::of_probe(&probe);
-    let secs = |v: Option<i32>, d: u64| v.and_then(|s| u64::try_from(s).ok()).filter(|s| *s > 0).unwrap_or(d);
-    let initial = Duration::from_secs(probe.initial_delay_seconds.and_then(|s| u64::try_from(s).ok()).unwrap_or(0));
+    let secs = |v: Option<i32>, d: u64| {
+        v.and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(d)
+    };
+    let initial = Duration::from_secs(
+        probe
+            .initial_delay_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0),
+    );
     let period = Duration::from_secs(secs(probe.period_seconds, 10));
     let timeout = Duration::from_secs(secs(probe.timeout_seconds, 1));
     let success_threshold = secs(probe.success_threshold, 1) as u32;

@@ -10,7 +10,9 @@ use crate::images::RegistryAuth;
 /// The registry host of a reference (`docker.io` when it names none).
 pub fn registry_of(reference: &str) -> String {
     let first = reference.split('/').next().unwrap_or("");
-    if reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+    if reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+    {
         first.to_string()
     } else {
         "docker.io".to_string()
@@ -23,7 +25,10 @@ pub async fn auth_for(client: &kube::Client, pod: &Pod, reference: &str) -> Regi
     };
     let host = registry_of(reference);
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secrets = pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref());
+    let secrets = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref());
     for r in secrets.into_iter().flatten() {
         let Ok(Some(secret)) = api.get_opt(&r.name).await else {
             continue;
@@ -33,7 +38,10 @@ pub async fn auth_for(client: &kube::Client, pod: &Pod, reference: &str) -> Regi
             .get(".dockerconfigjson")
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.0).ok())
             .and_then(|v| v.get("auths").cloned())
-            .or_else(|| data.get(".dockercfg").and_then(|b| serde_json::from_slice(&b.0).ok()));
+            .or_else(|| {
+                data.get(".dockercfg")
+                    .and_then(|b| serde_json::from_slice(&b.0).ok())
+            });
         let Some(serde_json::Value::Object(auths)) = doc else {
             continue;
         };
@@ -46,18 +54,28 @@ pub async fn auth_for(client: &kube::Client, pod: &Pod, reference: &str) -> Regi
                 .unwrap_or("")
                 .to_string();
             let matches = key_host == host
-                || (host == "docker.io" && (key_host == "index.docker.io" || key_host == "registry-1.docker.io"));
+                || (host == "docker.io"
+                    && (key_host == "index.docker.io" || key_host == "registry-1.docker.io"));
             if !matches {
                 continue;
             }
-            if let (Some(u), Some(p)) = (entry.get("username").and_then(|v| v.as_str()), entry.get("password").and_then(|v| v.as_str())) {
-                return RegistryAuth::Basic { username: u.into(), password: p.into() };
+            if let (Some(u), Some(p)) = (
+                entry.get("username").and_then(|v| v.as_str()),
+                entry.get("password").and_then(|v| v.as_str()),
+            ) {
+                return RegistryAuth::Basic {
+                    username: u.into(),
+                    password: p.into(),
+                };
             }
             if let Some(encoded) = entry.get("auth").and_then(|v| v.as_str()) {
                 use base64::Engine;
                 if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(encoded) {
                     if let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':') {
-                        return RegistryAuth::Basic { username: u.into(), password: p.into() };
+                        return RegistryAuth::Basic {
+                            username: u.into(),
+                            password: p.into(),
+                        };
                     }
                 }
             }

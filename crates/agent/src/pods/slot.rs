@@ -140,7 +140,8 @@ impl Slot {
 
     /// The delay the current wait stands for (the `back-off 20s` of CrashLoopBackOff).
     pub fn current_delay(&self, now: Instant) -> Duration {
-        self.not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+        self.not_before
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
     }
 }
 
@@ -153,7 +154,11 @@ mod tests {
         let mut s = Slot::new("c", Kind::App, "busybox");
         let t = Instant::now();
         s.schedule_restart(t, Some(Duration::from_secs(1)));
-        assert_eq!(s.ready_to_start(t), Ok(()), "the first restart is immediate");
+        assert_eq!(
+            s.ready_to_start(t),
+            Ok(()),
+            "the first restart is immediate"
+        );
         s.schedule_restart(t, Some(Duration::from_secs(1)));
         assert_eq!(s.ready_to_start(t), Err(Duration::from_secs(10)));
         s.schedule_restart(t, Some(Duration::from_secs(1)));
@@ -163,6 +168,10 @@ mod tests {
         }
         assert_eq!(s.ready_to_start(t), Err(BACKOFF_MAX));
         s.schedule_restart(t, Some(BACKOFF_RESET_AFTER));
-        assert_eq!(s.ready_to_start(t), Ok(()), "a long run resets the back-off");
+        assert_eq!(
+            s.ready_to_start(t),
+            Ok(()),
+            "a long run resets the back-off"
+        );
     }
 }

@@ -125,7 +125,11 @@ pub struct View<'a> {
 
 pub fn render(uid: &str, v: &View<'_>, tr: &mut Transitions) -> Value {
     let terminal = v.phase.terminal();
-    let condition = |tr: &mut Transitions, ty: &'static str, ok: bool, reason: Option<&str>, message: Option<String>| {
+    let condition = |tr: &mut Transitions,
+                     ty: &'static str,
+                     ok: bool,
+                     reason: Option<&str>,
+                     message: Option<String>| {
         json!({
             "type": ty,
             "status": if ok { "True" } else { "False" },
@@ -152,16 +156,31 @@ pub fn render(uid: &str, v: &View<'_>, tr: &mut Transitions) -> Value {
         Phase::Failed => Some("PodFailed"),
         _ => None,
     };
-    let mut conditions = vec![condition(tr, "PodReadyToStartContainers", v.sandbox_ready && !terminal, None, None)];
+    let mut conditions = vec![condition(
+        tr,
+        "PodReadyToStartContainers",
+        v.sandbox_ready && !terminal,
+        None,
+        None,
+    )];
     conditions.push(if v.initialized {
-        condition(tr, "Initialized", true, terminal_reason.filter(|r| *r == "PodCompleted"), None)
+        condition(
+            tr,
+            "Initialized",
+            true,
+            terminal_reason.filter(|r| *r == "PodCompleted"),
+            None,
+        )
     } else {
         condition(
             tr,
             "Initialized",
             false,
             Some("ContainersNotInitialized"),
-            Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )),
         )
     });
     let (ready, reason, message) = if let Some(r) = terminal_reason {
@@ -172,13 +191,20 @@ pub fn render(uid: &str, v: &View<'_>, tr: &mut Transitions) -> Value {
         (
             false,
             Some("ContainersNotReady"),
-            Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
         )
     };
     conditions.push(condition(tr, "Ready", ready, reason, message.clone()));
     conditions.push(condition(tr, "ContainersReady", ready, reason, message));
     let statuses = |kind: &dyn Fn(Kind) -> bool| -> Vec<Value> {
-        v.slots.iter().filter(|s| kind(s.kind)).map(container_status).collect()
+        v.slots
+            .iter()
+            .filter(|s| kind(s.kind))
+            .map(container_status)
+            .collect()
     };
     let mut status = json!({
         "phase": v.phase.as_str(),

@@ -60,7 +60,10 @@ pub async fn setup(
         let prepared = if let Some(empty) = &volume.empty_dir {
             create_dir(volume, &dir)?;
             if empty.medium.as_deref() == Some("Memory") {
-                let size = empty.size_limit.as_ref().and_then(|q| quantity::whole(&q.0));
+                let size = empty
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| quantity::whole(&q.0));
                 mount_tmpfs(&dir, size).map_err(|e| err(volume, e))?;
             }
             if let Some(g) = fs_group {
@@ -133,7 +136,10 @@ pub async fn setup(
             }
             write(volume, &dir, &files, fs_group)?
         } else {
-            return Err(err(volume, "this volume type is not supported by capstan's agent yet"));
+            return Err(err(
+                volume,
+                "this volume type is not supported by capstan's agent yet",
+            ));
         };
         out.insert(volume.name.clone(), prepared);
     }
@@ -168,7 +174,8 @@ fn write(
 }
 
 fn create_dir(volume: &Volume, dir: &Path) -> Result<(), VolumeError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(volume, format!("creating {}: {e}", dir.display())))
+    std::fs::create_dir_all(dir)
+        .map_err(|e| err(volume, format!("creating {}: {e}", dir.display())))
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -182,16 +189,26 @@ fn mode_of(item: Option<i32>, default: Option<i32>, fallback: u32) -> u32 {
         .map_or(fallback, |m| m & 0o7777)
 }
 
-fn project<'a>(
+/// Which object a projection reads (for messages) and whether it may be missing.
+struct Origin<'a> {
+    kind: &'a str,
+    name: &'a str,
+    optional: bool,
+}
+
+fn project(
     volume: &Volume,
-    data: &'a BTreeMap<String, Vec<u8>>,
+    data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: Option<i32>,
-    kind: &str,
-    name: &str,
-    optional: bool,
+    origin: Origin<'_>,
     files: &mut BTreeMap<String, File>,
 ) -> Result<(), VolumeError> {
+    let Origin {
+        kind,
+        name,
+        optional,
+    } = origin;
     match items {
         None => {
             for (k, v) in data {
@@ -220,7 +237,10 @@ fn project<'a>(
                     None => {
                         return Err(err(
                             volume,
-                            format!("configured to use key {:?} of {kind} {name:?}, which is missing", item.key),
+                            format!(
+                                "configured to use key {:?} of {kind} {name:?}, which is missing",
+                                item.key
+                            ),
                         ))
                     }
                 }
@@ -255,7 +275,18 @@ async fn config_map_files(
     for (k, v) in found.binary_data.iter().flatten() {
         data.insert(k.clone(), v.0.clone());
     }
-    project(volume, &data, cm.items.as_ref(), default_mode, "configmap", &cm.name, optional, files)
+    project(
+        volume,
+        &data,
+        cm.items.as_ref(),
+        default_mode,
+        Origin {
+            kind: "configmap",
+            name: &cm.name,
+            optional,
+        },
+        files,
+    )
 }
 
 async fn secret_files(
@@ -266,7 +297,10 @@ async fn secret_files(
     files: &mut BTreeMap<String, File>,
 ) -> Result<(), VolumeError> {
     let optional = s.optional.unwrap_or(false);
-    let found = sources.secret(&s.name).await.map_err(|e| err(volume, e.0))?;
+    let found = sources
+        .secret(&s.name)
+        .await
+        .map_err(|e| err(volume, e.0))?;
     let Some(found) = found else {
         if optional {
             return Ok(());
@@ -279,7 +313,18 @@ async fn secret_files(
         .flatten()
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect();
-    project(volume, &data, s.items.as_ref(), default_mode, "secret", &s.name, optional, files)
+    project(
+        volume,
+        &data,
+        s.items.as_ref(),
+        default_mode,
+        Origin {
+            kind: "secret",
+            name: &s.name,
+            optional,
+        },
+        files,
+    )
 }
 
 fn downward_files(
@@ -301,8 +346,12 @@ fn downward_files(
                 .flat_map(|s| s.containers.iter())
                 .find(|c| Some(c.name.as_str()) == r.container_name.as_deref())
                 .ok_or_else(|| err(volume, format!("no container {:?}", r.container_name)))?;
-            resource_value(container, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))
-                .ok_or_else(|| err(volume, format!("unsupported resource {}", r.resource)))?
+            resource_value(
+                container,
+                &r.resource,
+                r.divisor.as_ref().map(|d| d.0.as_str()),
+            )
+            .ok_or_else(|| err(volume, format!("unsupported resource {}", r.resource)))?
         } else {
             continue;
         };
@@ -322,7 +371,12 @@ fn host_path(volume: &Volume, path: &str, ty: &str) -> Result<(), VolumeError> {
     use std::os::unix::fs::FileTypeExt;
     let p = Path::new(path);
     let meta = std::fs::metadata(p);
-    let fail = |what: &str| Err(err(volume, format!("hostPath type check failed: {path} is not {what}")));
+    let fail = |what: &str| {
+        Err(err(
+            volume,
+            format!("hostPath type check failed: {path} is not {what}"),
+        ))
+    };
     match ty {
         "" => Ok(()),
         "DirectoryOrCreate" => {
@@ -398,7 +452,10 @@ fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<(), String> {
         )
     };
     if rc != 0 {
-        return Err(format!("mounting tmpfs: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mounting tmpfs: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

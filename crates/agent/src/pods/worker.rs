@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use capstan_events::EventType;
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use capstan_events::EventType;
 use kube::Api;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -75,7 +75,11 @@ impl Worker {
                 slots.push(Slot::new(&c.name, kind, c.image.as_deref().unwrap_or("")));
             }
             for c in &spec.containers {
-                slots.push(Slot::new(&c.name, Kind::App, c.image.as_deref().unwrap_or("")));
+                slots.push(Slot::new(
+                    &c.name,
+                    Kind::App,
+                    c.image.as_deref().unwrap_or(""),
+                ));
             }
         }
         let start_time = pod
@@ -106,8 +110,15 @@ impl Worker {
             fallback_to_logs: pod
                 .spec
                 .iter()
-                .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
-                .filter(|c| c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"))
+                .flat_map(|s| {
+                    s.init_containers
+                        .iter()
+                        .flatten()
+                        .chain(s.containers.iter())
+                })
+                .filter(|c| {
+                    c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+                })
                 .map(|c| c.name.clone())
                 .collect(),
             probes: HashMap::new(),
@@ -128,7 +139,7 @@ impl Worker {
 
     /// Containers a previous agent started are taken over, not restarted.
     fn adopt(&mut self, mut found: Vec<ContainerRecord>) {
-        found.sort_by_key(|r| attempt_of(r));
+        found.sort_by_key(attempt_of);
         for record in found {
             let Some(name) = record.labels.get(LABEL_CONTAINER).cloned() else {
                 continue;
@@ -143,7 +154,11 @@ impl Worker {
             slot.run = Some((attempt, record.id.clone()));
             slot.restarts = attempt;
             slot.waiting = None;
-            slot.image_id = record.labels.get(LABEL_IMAGE_ID).cloned().unwrap_or_default();
+            slot.image_id = record
+                .labels
+                .get(LABEL_IMAGE_ID)
+                .cloned()
+                .unwrap_or_default();
             if let ContainerState::Exited { .. } = record.state {
                 slot.terminated = Some(self_terminated(&record.id, &record.state, String::new()));
             } else {
@@ -171,7 +186,11 @@ impl Worker {
                 let grace = pod
                     .metadata
                     .deletion_grace_period_seconds
-                    .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                    .or_else(|| {
+                        pod.spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                    })
                     .unwrap_or(30)
                     .max(0) as u64;
                 self.teardown(Some(&pod), Duration::from_secs(grace)).await;
@@ -197,9 +216,7 @@ impl Worker {
 
     /// One step toward the spec; returns when the next timed step is due.
     async fn sync(&mut self, pod: &Pod) -> Option<Duration> {
-        let Some(spec) = pod.spec.clone() else {
-            return None;
-        };
+        let spec = pod.spec.clone()?;
         self.refresh_states().await;
         if self.phase.terminal() {
             return None;
@@ -210,21 +227,37 @@ impl Worker {
         let soon = |d: Duration, wake: &mut Option<Duration>| {
             *wake = Some(wake.map_or(d, |w| w.min(d)));
         };
-        if let Some(deadline) = spec.active_deadline_seconds.and_then(|s| u64::try_from(s).ok()) {
-            let elapsed = SystemTime::now().duration_since(self.start_time).unwrap_or_default();
+        if let Some(deadline) = spec
+            .active_deadline_seconds
+            .and_then(|s| u64::try_from(s).ok())
+        {
+            let elapsed = SystemTime::now()
+                .duration_since(self.start_time)
+                .unwrap_or_default();
             let deadline = Duration::from_secs(deadline);
             if elapsed >= deadline {
                 self.deadline_exceeded = true;
                 self.phase = Phase::Failed;
                 let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
                 self.stop_all(pod, Duration::from_secs(grace)).await;
-                self.event(pod, EventType::Warning, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline").await;
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "DeadlineExceeded",
+                    "Pod was active on the node longer than the specified deadline",
+                )
+                .await;
                 return None;
             }
             soon(deadline - elapsed, &mut wake);
         }
         if self.sandbox.is_none() {
-            let made = match self.shared.runtime.ensure_sandbox(&self.sandbox_spec(pod)).await {
+            let made = match self
+                .shared
+                .runtime
+                .ensure_sandbox(&self.sandbox_spec(pod))
+                .await
+            {
                 Ok(info) => self.attach_network(&info).await.map(|ip| (info, ip)),
                 Err(e) => Err(e.to_string()),
             };
@@ -237,7 +270,8 @@ impl Worker {
                 Err(e) => {
                     let msg = format!("Failed to create pod sandbox: {e}");
                     if self.sandbox_error.as_deref() != Some(msg.as_str()) {
-                        self.event(pod, EventType::Warning, "FailedCreatePodSandBox", &msg).await;
+                        self.event(pod, EventType::Warning, "FailedCreatePodSandBox", &msg)
+                            .await;
                         self.sandbox_error = Some(msg);
                     }
                     soon(Duration::from_secs(5), &mut wake);
@@ -248,15 +282,26 @@ impl Worker {
         let Some(sandbox) = self.sandbox.clone() else {
             return wake;
         };
-        if self.volumes_at.is_none_or(|t| now.duration_since(t) >= VOLUME_REFRESH) {
+        if self
+            .volumes_at
+            .is_none_or(|t| now.duration_since(t) >= VOLUME_REFRESH)
+        {
             let mut sources = Sources::new(self.shared.client.clone(), &self.namespace);
-            match volumes::setup(pod, &sandbox.pod_dir, &self.shared.node.host_ip, &mut sources).await {
+            match volumes::setup(
+                pod,
+                &sandbox.pod_dir,
+                &self.shared.node.host_ip,
+                &mut sources,
+            )
+            .await
+            {
                 Ok(v) => {
                     self.volumes = v;
                     self.volumes_at = Some(now);
                 }
                 Err(e) => {
-                    self.event(pod, EventType::Warning, "FailedMount", &e.to_string()).await;
+                    self.event(pod, EventType::Warning, "FailedMount", &e.to_string())
+                        .await;
                     self.volumes_at = None;
                     soon(Duration::from_secs(5), &mut wake);
                     if self.slots.iter().all(|s| s.run.is_none()) {
@@ -264,14 +309,23 @@ impl Worker {
                     }
                 }
             }
-            if self.volumes.values().any(|v| v.read_only) {
-                soon(VOLUME_REFRESH, &mut wake);
-            }
+        }
+        // Projected files (configMap, secret …) follow their sources: look again soon.
+        if self.volumes.values().any(|v| v.read_only) {
+            let since = self
+                .volumes_at
+                .map_or(Duration::ZERO, |t| now.duration_since(t));
+            soon(VOLUME_REFRESH.saturating_sub(since), &mut wake);
         }
         if self.managed.is_none() {
             let hostname = hostname_of(pod);
             let ip = self.pod_ip(pod);
-            match container_spec::write_managed_files(pod, &sandbox.pod_dir, &hostname, ip.as_deref()) {
+            match container_spec::write_managed_files(
+                pod,
+                &sandbox.pod_dir,
+                &hostname,
+                ip.as_deref(),
+            ) {
                 Ok(m) => self.managed = Some(m),
                 Err(e) => {
                     tracing::warn!(pod = %self.key(), error = %e, "writing /etc/hosts and friends failed");
@@ -280,14 +334,22 @@ impl Worker {
                 }
             }
         }
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         // Init containers, in order: each must succeed before the next; sidecars must run.
         let mut initialized = true;
         let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
         for c in &inits {
-            let Some(i) = self.slot_index(&c.name) else { continue };
+            let Some(i) = self.slot_index(&c.name) else {
+                continue;
+            };
             let kind = self.slots[i].kind;
-            if kind == Kind::Init && self.slots[i].exited().is_some_and(|t| t.exit_code == 0) && !self.slots[i].running() {
+            if kind == Kind::Init
+                && self.slots[i].exited().is_some_and(|t| t.exit_code == 0)
+                && !self.slots[i].running()
+            {
                 continue;
             }
             if let Some(d) = self.advance(pod, c, i, &policy).await {
@@ -296,7 +358,10 @@ impl Worker {
             if kind == Kind::Sidecar && self.slots[i].running() {
                 continue;
             }
-            if kind == Kind::Init && policy == "Never" && self.slots[i].exited().is_some_and(|t| t.exit_code != 0) {
+            if kind == Kind::Init
+                && policy == "Never"
+                && self.slots[i].exited().is_some_and(|t| t.exit_code != 0)
+            {
                 self.init_failed = true;
             }
             initialized = false;
@@ -304,7 +369,9 @@ impl Worker {
         }
         if initialized {
             for c in spec.containers.clone() {
-                let Some(i) = self.slot_index(&c.name) else { continue };
+                let Some(i) = self.slot_index(&c.name) else {
+                    continue;
+                };
                 if let Some(d) = self.advance(pod, &c, i, &policy).await {
                     soon(d, &mut wake);
                 }
@@ -322,7 +389,13 @@ impl Worker {
 
     /// One container: start it if it never ran, restart it after its back-off when the
     /// policy says so. Returns when to look again.
-    async fn advance(&mut self, pod: &Pod, c: &Container, i: usize, policy: &str) -> Option<Duration> {
+    async fn advance(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        i: usize,
+        policy: &str,
+    ) -> Option<Duration> {
         let now = Instant::now();
         if self.slots[i].running() {
             return None;
@@ -342,14 +415,31 @@ impl Worker {
                     self.namespace,
                     self.uid
                 );
-                if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
-                    let note = format!("Back-off restarting failed container {} in pod {}_{}({})", c.name, self.name, self.namespace, self.uid);
+                if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some("CrashLoopBackOff")
+                {
+                    let note = format!(
+                        "Back-off restarting failed container {} in pod {}_{}({})",
+                        c.name, self.name, self.namespace, self.uid
+                    );
                     self.event(pod, EventType::Warning, "BackOff", &note).await;
                 }
                 self.slots[i].waiting = Some(("CrashLoopBackOff".into(), msg));
                 return Some(wait);
             }
         } else if let Err(wait) = self.slots[i].ready_to_start(now) {
+            // Between pull attempts the container shows ImagePullBackOff, as upstream.
+            if self.slots[i]
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.0 == "ErrImagePull")
+            {
+                let msg = format!(
+                    "Back-off pulling image \"{}\"",
+                    c.image.as_deref().unwrap_or("")
+                );
+                self.event(pod, EventType::Normal, "BackOff", &msg).await;
+                self.slots[i].waiting = Some(("ImagePullBackOff".into(), msg));
+            }
             return Some(wait);
         }
         self.start(pod, c, i).await
@@ -371,27 +461,49 @@ impl Worker {
         let layers = match self.shared.images.layers(&image).await {
             Ok(l) => l,
             Err(e) => {
-                self.config_error(pod, i, "ErrImagePull", &format!("unpacking image {reference:?}: {e}")).await;
+                self.config_error(
+                    pod,
+                    i,
+                    "ErrImagePull",
+                    &format!("unpacking image {reference:?}: {e}"),
+                )
+                .await;
                 return Some(self.slots[i].current_delay(now));
             }
         };
         let mut sources = Sources::new(self.shared.client.clone(), &self.namespace);
         let host_ip = self.shared.node.host_ip.clone();
         let pod_ip = self.pod_ip(pod);
-        let env = match env::build(pod, c, &image.config.env, &host_ip, pod_ip.as_deref(), &mut sources).await {
+        let env = match env::build(
+            pod,
+            c,
+            &image.config.env,
+            &host_ip,
+            pod_ip.as_deref(),
+            &mut sources,
+        )
+        .await
+        {
             Ok(e) => e,
             Err(e) => {
-                self.config_error(pod, i, "CreateContainerConfigError", &e.0).await;
+                self.config_error(pod, i, "CreateContainerConfigError", &e.0)
+                    .await;
                 return Some(self.slots[i].current_delay(now));
             }
         };
         let attempt = self.slots[i].next_attempt();
-        let termination_log = sandbox.pod_dir.join("containers").join(&c.name).join(format!("{attempt}.termination-log"));
+        let termination_log = sandbox
+            .pod_dir
+            .join("containers")
+            .join(&c.name)
+            .join(format!("{attempt}.termination-log"));
         let built = (|| -> Result<ContainerSpec, container_spec::ConfigError> {
             if let Some(parent) = termination_log.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| container_spec::ConfigError(e.to_string()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| container_spec::ConfigError(e.to_string()))?;
             }
-            std::fs::write(&termination_log, b"").map_err(|e| container_spec::ConfigError(e.to_string()))?;
+            std::fs::write(&termination_log, b"")
+                .map_err(|e| container_spec::ConfigError(e.to_string()))?;
             let argv = container_spec::argv(c, &image.config, &env)?;
             let security = container_spec::security(pod, c, &image.config, &layers)?;
             let mounts = container_spec::mounts(c, &self.volumes, &managed, &termination_log)?;
@@ -420,14 +532,20 @@ impl Worker {
                 mounts,
                 resources: container_spec::resources(c),
                 hostname: hostname_of(pod),
-                log_path: crate::logs::container_log_path(&self.shared.runtime.config().pods_root, &self.uid, &c.name, attempt),
+                log_path: crate::logs::container_log_path(
+                    &self.shared.runtime.config().pods_root,
+                    &self.uid,
+                    &c.name,
+                    attempt,
+                ),
                 labels,
             })
         })();
         let spec = match built {
             Ok(s) => s,
             Err(e) => {
-                self.config_error(pod, i, "CreateContainerConfigError", &e.0).await;
+                self.config_error(pod, i, "CreateContainerConfigError", &e.0)
+                    .await;
                 return Some(self.slots[i].current_delay(now));
             }
         };
@@ -453,19 +571,43 @@ impl Worker {
         let started_call = Instant::now();
         match self.shared.runtime.start_container(&sandbox, &spec).await {
             Ok(()) => {
-                self.event(pod, EventType::Normal, "Created", &format!("Created container {}", c.name)).await;
-                self.event(pod, EventType::Normal, "Started", &format!("Started container {}", c.name)).await;
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Created",
+                    &format!("Created container {}", c.name),
+                )
+                .await;
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Started",
+                    &format!("Started container {}", c.name),
+                )
+                .await;
                 let state = self.shared.runtime.state(&id).await.ok();
                 let slot = &mut self.slots[i];
                 slot.waiting = None;
-                slot.state = state.or(Some(ContainerState::Running { pid: 0, started_at: SystemTime::now() }));
+                slot.state = state.or(Some(ContainerState::Running {
+                    pid: 0,
+                    started_at: SystemTime::now(),
+                }));
                 tracing::info!(pod = %self.key(), container = %c.name, attempt, elapsed_ms = started_call.elapsed().as_millis() as u64, "container started");
                 if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
                     let action = hook_action(hook);
                     let target = self.target(c);
-                    if let Err(message) = probes::run_action(&self.shared.runtime, &id, &action, &target, Duration::from_secs(30)).await {
+                    if let Err(message) = probes::run_action(
+                        &self.shared.runtime,
+                        &id,
+                        &action,
+                        &target,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    {
                         let note = format!("PostStartHook failed: {message}");
-                        self.event(pod, EventType::Warning, "FailedPostStartHook", &note).await;
+                        self.event(pod, EventType::Warning, "FailedPostStartHook", &note)
+                            .await;
                         let grace = grace_of(pod);
                         let _ = self.shared.runtime.stop(&id, grace).await;
                     }
@@ -480,7 +622,13 @@ impl Worker {
             }
             Err(e) => {
                 let message = e.to_string();
-                self.event(pod, EventType::Warning, "Failed", &format!("Error: {message}")).await;
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {message}"),
+                )
+                .await;
                 let slot = &mut self.slots[i];
                 slot.waiting = None;
                 slot.state = Some(ContainerState::Exited {
@@ -504,13 +652,28 @@ impl Worker {
     }
 
     /// The image, present or pulled; on failure the slot waits with upstream's reasons.
-    async fn ensure_image(&mut self, pod: &Pod, c: &Container, reference: &str, i: usize) -> Result<crate::images::Image, Duration> {
+    async fn ensure_image(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        reference: &str,
+        i: usize,
+    ) -> Result<crate::images::Image, Duration> {
         let now = Instant::now();
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| "IfNotPresent".into());
         let present = match self.shared.images.resolve(reference) {
             Ok(p) => p,
             Err(e) => {
-                self.config_error(pod, i, "InvalidImageName", &format!("Failed to apply default image tag {reference:?}: {e}")).await;
+                self.config_error(
+                    pod,
+                    i,
+                    "InvalidImageName",
+                    &format!("Failed to apply default image tag {reference:?}: {e}"),
+                )
+                .await;
                 return Err(self.slots[i].current_delay(now));
             }
         };
@@ -518,35 +681,51 @@ impl Worker {
         // imported, as k3s's), and only a registry can say the tag moved.
         if let Some(img) = present {
             if self.slots[i].run.is_none() {
-                self.event(pod, EventType::Normal, "Pulled", &format!("Container image \"{reference}\" already present on machine")).await;
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Container image \"{reference}\" already present on machine"),
+                )
+                .await;
             }
             return Ok(img);
         }
         if policy == "Never" {
-            let msg = format!("Container image \"{reference}\" is not present with pull policy of Never");
+            let msg =
+                format!("Container image \"{reference}\" is not present with pull policy of Never");
             self.config_error(pod, i, "ErrImageNeverPull", &msg).await;
             return Err(self.slots[i].current_delay(now));
         }
-        if self.slots[i].waiting.as_ref().is_some_and(|w| w.0 == "ErrImagePull" || w.0 == "ImagePullBackOff") {
-            let msg = format!("Back-off pulling image \"{reference}\"");
-            if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some("ImagePullBackOff") {
-                self.event(pod, EventType::Normal, "BackOff", &msg).await;
-            }
-            self.slots[i].waiting = Some(("ImagePullBackOff".into(), msg));
-        }
-        self.event(pod, EventType::Normal, "Pulling", &format!("Pulling image \"{reference}\"")).await;
+        self.event(
+            pod,
+            EventType::Normal,
+            "Pulling",
+            &format!("Pulling image \"{reference}\""),
+        )
+        .await;
         let auth = super::pull_secrets::auth_for(&self.shared.client, pod, reference).await;
         let t = Instant::now();
         match self.shared.images.pull(reference, &auth).await {
             Ok(img) => {
-                self.event(pod, EventType::Normal, "Pulled", &format!("Successfully pulled image \"{reference}\" in {:.3}s", t.elapsed().as_secs_f64())).await;
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!(
+                        "Successfully pulled image \"{reference}\" in {:.3}s",
+                        t.elapsed().as_secs_f64()
+                    ),
+                )
+                .await;
                 self.slots[i].backoff = Duration::ZERO;
                 Ok(img)
             }
             Err(e) => {
                 let msg = format!("Failed to pull image \"{reference}\": {e}");
                 self.event(pod, EventType::Warning, "Failed", &msg).await;
-                self.event(pod, EventType::Warning, "Failed", "Error: ErrImagePull").await;
+                self.event(pod, EventType::Warning, "Failed", "Error: ErrImagePull")
+                    .await;
                 self.slots[i].waiting = Some(("ErrImagePull".into(), msg));
                 self.slots[i].schedule_retry(Instant::now());
                 Err(self.slots[i].current_delay(Instant::now()))
@@ -555,9 +734,18 @@ impl Worker {
     }
 
     async fn config_error(&mut self, pod: &Pod, i: usize, reason: &str, message: &str) {
-        let changed = self.slots[i].waiting.as_ref().is_none_or(|w| w.0 != reason || w.1 != message);
+        let changed = self.slots[i]
+            .waiting
+            .as_ref()
+            .is_none_or(|w| w.0 != reason || w.1 != message);
         if changed {
-            self.event(pod, EventType::Warning, "Failed", &format!("Error: {message}")).await;
+            self.event(
+                pod,
+                EventType::Warning,
+                "Failed",
+                &format!("Error: {message}"),
+            )
+            .await;
         }
         self.slots[i].waiting = Some((reason.to_string(), message.to_string()));
         self.slots[i].schedule_retry(Instant::now());
@@ -567,15 +755,24 @@ impl Worker {
     async fn refresh_states(&mut self) {
         let pods_root = self.shared.runtime.config().pods_root.clone();
         for i in 0..self.slots.len() {
-            let Some((attempt, id)) = self.slots[i].run.clone() else { continue };
+            let Some((attempt, id)) = self.slots[i].run.clone() else {
+                continue;
+            };
             if self.slots[i].terminated.is_some() {
                 continue;
             }
-            let Ok(state) = self.shared.runtime.state(&id).await else { continue };
+            let Ok(state) = self.shared.runtime.state(&id).await else {
+                continue;
+            };
             if let ContainerState::Exited { started_at, .. } = &state {
                 let name = self.slots[i].name.clone();
                 let log = crate::logs::container_log_path(&pods_root, &self.uid, &name, attempt);
-                let file = self.sandbox.as_ref().map(|s| s.pod_dir.join("containers").join(&name).join(format!("{attempt}.termination-log")));
+                let file = self.sandbox.as_ref().map(|s| {
+                    s.pod_dir
+                        .join("containers")
+                        .join(&name)
+                        .join(format!("{attempt}.termination-log"))
+                });
                 let fallback = self.fallback_to_logs.contains(&name);
                 let message = termination_message(&log, file, fallback, &state);
                 let t = self_terminated(&id, &state, message);
@@ -590,8 +787,14 @@ impl Worker {
 
     async fn stop_all(&mut self, pod: &Pod, grace: Duration) {
         // App containers first, then sidecars and init containers in reverse order.
-        let mut order: Vec<usize> = (0..self.slots.len()).filter(|i| self.slots[*i].kind == Kind::App).collect();
-        order.extend((0..self.slots.len()).filter(|i| self.slots[*i].kind != Kind::App).rev());
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|i| self.slots[*i].kind == Kind::App)
+            .collect();
+        order.extend(
+            (0..self.slots.len())
+                .filter(|i| self.slots[*i].kind != Kind::App)
+                .rev(),
+        );
         let mut running = Vec::new();
         for i in order {
             if self.slots[i].running() {
@@ -608,7 +811,10 @@ impl Worker {
         let stops = running.iter().map(|(i, id)| {
             let rt = self.shared.runtime.clone();
             let id = id.clone();
-            let spec = containers.iter().find(|c| c.name == self.slots[*i].name).cloned();
+            let spec = containers
+                .iter()
+                .find(|c| c.name == self.slots[*i].name)
+                .cloned();
             let target = spec.as_ref().map(|c| self.target(c));
             async move {
                 let begun = Instant::now();
@@ -620,7 +826,10 @@ impl Worker {
                         let run = probes::run_action(&rt, &id, &action, target, grace);
                         match tokio::time::timeout(grace, run).await {
                             Ok(Err(m)) => failed = Some(format!("PreStopHook failed: {m}")),
-                            Err(_) => failed = Some(format!("PreStopHook did not finish within {grace:?}")),
+                            Err(_) => {
+                                failed =
+                                    Some(format!("PreStopHook did not finish within {grace:?}"))
+                            }
                             Ok(Ok(())) => {}
                         }
                     }
@@ -631,7 +840,8 @@ impl Worker {
         });
         for (r, failed) in futures::future::join_all(stops).await {
             if let Some(note) = failed {
-                self.event(pod, EventType::Warning, "FailedPreStopHook", &note).await;
+                self.event(pod, EventType::Warning, "FailedPreStopHook", &note)
+                    .await;
             }
             if let Err(e) = r {
                 tracing::warn!(pod = %self.key(), error = %e, "stopping a container failed");
@@ -654,7 +864,11 @@ impl Worker {
         if let Some(pod) = pod {
             self.stop_all(pod, grace).await;
         } else {
-            let ids: Vec<String> = self.slots.iter().filter_map(|s| s.run.as_ref().map(|r| r.1.clone())).collect();
+            let ids: Vec<String> = self
+                .slots
+                .iter()
+                .filter_map(|s| s.run.as_ref().map(|r| r.1.clone()))
+                .collect();
             for id in ids {
                 let _ = self.shared.runtime.stop(&id, grace).await;
             }
@@ -662,7 +876,11 @@ impl Worker {
         let records = self.shared.runtime.list().await.unwrap_or_default();
         for r in records.into_iter().filter(|r| r.pod_uid == self.uid) {
             if !matches!(r.state, ContainerState::Exited { .. }) {
-                let _ = self.shared.runtime.stop(&r.id, Duration::from_secs(1)).await;
+                let _ = self
+                    .shared
+                    .runtime
+                    .stop(&r.id, Duration::from_secs(1))
+                    .await;
             }
             if let Err(e) = self.shared.runtime.remove(&r.id).await {
                 tracing::warn!(pod = %self.key(), container = %r.id, error = %e, "removing a container failed");
@@ -715,9 +933,10 @@ impl Worker {
             crate::runtime::QosClass::BestEffort => "BestEffort",
         };
         let pod_ip = self.pod_ip(pod);
-        let reason = self
-            .deadline_exceeded
-            .then_some(("DeadlineExceeded", "Pod was active on the node longer than the specified deadline"));
+        let reason = self.deadline_exceeded.then_some((
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+        ));
         let body = status::render(
             &self.uid,
             &status::View {
@@ -737,7 +956,14 @@ impl Worker {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.namespace);
-        match api.patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&body)).await {
+        match api
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&body),
+            )
+            .await
+        {
             Ok(_) => self.written = Some(body),
             Err(kube::Error::Api(s)) if s.code == 404 => self.written = Some(body),
             Err(e) => tracing::warn!(pod = %self.key(), error = %e, "writing pod status failed"),
@@ -754,7 +980,10 @@ impl Worker {
             resource_version: pod.metadata.resource_version.clone(),
             ..ObjectReference::default()
         };
-        self.shared.recorder.record_ref(reference, type_, reason, note).await;
+        self.shared
+            .recorder
+            .record_ref(reference, type_, reason, note)
+            .await;
     }
 
     /// Starts the probe loops of running containers that have none yet (a new run, or one
@@ -765,11 +994,15 @@ impl Worker {
             if !self.slots[i].running() {
                 continue;
             }
-            let Some((_, id)) = self.slots[i].run.clone() else { continue };
+            let Some((_, id)) = self.slots[i].run.clone() else {
+                continue;
+            };
             if self.probes.contains_key(&id) {
                 continue;
             }
-            let Some(c) = containers.iter().find(|c| c.name == self.slots[i].name) else { continue };
+            let Some(c) = containers.iter().find(|c| c.name == self.slots[i].name) else {
+                continue;
+            };
             let target = self.target(c);
             let mut loops = Vec::new();
             let kinds = [
@@ -804,7 +1037,11 @@ impl Worker {
     }
 
     async fn on_verdict(&mut self, pod: &Pod, v: Verdict) {
-        let Some(i) = self.slots.iter().position(|s| s.run.as_ref().is_some_and(|r| r.1 == v.container_id)) else {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.run.as_ref().is_some_and(|r| r.1 == v.container_id))
+        else {
             return;
         };
         if !self.slots[i].running() {
@@ -812,7 +1049,8 @@ impl Worker {
         }
         if let Some(message) = &v.failure {
             let note = format!("{} probe failed: {message}", v.kind.as_str());
-            self.event(pod, EventType::Warning, "Unhealthy", &note).await;
+            self.event(pod, EventType::Warning, "Unhealthy", &note)
+                .await;
         }
         let name = self.slots[i].name.clone();
         match v.kind {
@@ -836,7 +1074,9 @@ impl Worker {
     }
 
     async fn kill_for_probe(&mut self, pod: &Pod, i: usize, note: &str) {
-        let Some((_, id)) = self.slots[i].run.clone() else { return };
+        let Some((_, id)) = self.slots[i].run.clone() else {
+            return;
+        };
         self.stop_probes(&id);
         self.event(pod, EventType::Normal, "Killing", note).await;
         let grace = grace_of(pod);
@@ -848,7 +1088,12 @@ impl Worker {
     fn target(&self, c: &Container) -> Target {
         Target {
             net_ns: self.sandbox.as_ref().and_then(|s| s.net_ns.clone()),
-            host_ip: self.shared.node.host_ip.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            host_ip: self
+                .shared
+                .node
+                .host_ip
+                .parse()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             ports: c
                 .ports
                 .iter()
@@ -866,7 +1111,9 @@ impl Worker {
             name: self.name.clone(),
             hostname: hostname_of(pod),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
-            share_process_namespace: spec.and_then(|s| s.share_process_namespace).unwrap_or(false),
+            share_process_namespace: spec
+                .and_then(|s| s.share_process_namespace)
+                .unwrap_or(false),
             resources: container_spec::pod_resources(pod),
             qos: container_spec::qos_class(pod),
         }
@@ -874,7 +1121,11 @@ impl Worker {
 
     /// A host-network pod has the node's address; others their own on the pod network.
     fn pod_ip(&self, pod: &Pod) -> Option<String> {
-        let host = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let host = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         if host {
             Some(self.shared.node.host_ip.clone())
         } else {
@@ -905,14 +1156,23 @@ impl Worker {
 fn all_containers(pod: &Pod) -> Vec<Container> {
     pod.spec
         .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
         .cloned()
         .collect()
 }
 
 /// The pod's termination grace period (30 s unless it says otherwise).
 fn grace_of(pod: &Pod) -> Duration {
-    let secs = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
@@ -938,7 +1198,10 @@ pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
 pub const LABEL_IMAGE_ID: &str = "capstan.io/image-id";
 
 fn attempt_of(r: &ContainerRecord) -> u32 {
-    r.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0)
+    r.labels
+        .get(LABEL_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Unique on the node and short (runtime state paths hold unix sockets).
@@ -952,7 +1215,11 @@ pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
 }
 
 fn image_id(image: &crate::images::Image) -> String {
-    image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone())
+    image
+        .repo_digests
+        .first()
+        .cloned()
+        .unwrap_or_else(|| image.id.clone())
 }
 
 fn hostname_of(pod: &Pod) -> String {
@@ -968,7 +1235,12 @@ fn hostname_of(pod: &Pod) -> String {
 
 fn self_terminated(id: &str, state: &ContainerState, message: String) -> Terminated {
     match state {
-        ContainerState::Exited { exit_code, oom_killed, started_at, finished_at } => Terminated {
+        ContainerState::Exited {
+            exit_code,
+            oom_killed,
+            started_at,
+            finished_at,
+        } => Terminated {
             exit_code: *exit_code,
             reason: if *oom_killed {
                 "OOMKilled".into()
@@ -995,7 +1267,12 @@ fn self_terminated(id: &str, state: &ContainerState, message: String) -> Termina
 
 /// The termination message: the file the container wrote (4 KiB at most), else — for
 /// `FallbackToLogsOnError` after a failure — the log's last 80 lines (2 KiB at most).
-fn termination_message(log: &std::path::Path, file: Option<PathBuf>, fallback_to_logs: bool, state: &ContainerState) -> String {
+fn termination_message(
+    log: &std::path::Path,
+    file: Option<PathBuf>,
+    fallback_to_logs: bool,
+    state: &ContainerState,
+) -> String {
     let written = file
         .and_then(|f| std::fs::read(f).ok())
         .map(|mut b| {
@@ -1011,7 +1288,10 @@ fn termination_message(log: &std::path::Path, file: Option<PathBuf>, fallback_to
         return String::new();
     };
     let mut out: Vec<u8> = Vec::new();
-    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     for line in lines.iter().skip(lines.len().saturating_sub(80)) {
         if let Some(parsed) = crate::logs::format::parse(line) {
             out.extend_from_slice(parsed.text);
@@ -1026,7 +1306,7 @@ fn termination_message(log: &std::path::Path, file: Option<PathBuf>, fallback_to
 
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m0s", s / 60)
     } else if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)
