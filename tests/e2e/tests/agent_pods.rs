@@ -602,3 +602,82 @@ fn pods_get_addresses_and_reach_each_other_and_the_node() {
     let wide = s.kubectl_ok(&["get", "pod", "server", "-o", "wide"]);
     assert!(wide.contains(&server_ip), "{wide}");
 }
+
+#[test]
+fn init_containers_run_in_order_and_the_termination_message_is_reported() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ordered}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: first, image: busybox, command: ["sh", "-c", "echo one >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: second, image: busybox, command: ["sh", "-c", "echo two >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "cat /work/order; echo all-done > /dev/termination-log"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+  - {name: work, emptyDir: {}}
+"#,
+    );
+    let p = wait_for("ordered to succeed", Duration::from_secs(60), || {
+        let p = pod(&s, "ordered")?;
+        (phase(&p) == "Succeeded").then_some(p)
+    });
+    assert_eq!(
+        s.kubectl_ok(&["logs", "ordered", "-c", "app"]),
+        "one\ntwo\n"
+    );
+    let inits = p["status"]["initContainerStatuses"]
+        .as_array()
+        .expect("init statuses");
+    assert_eq!(inits.len(), 2);
+    for c in inits {
+        assert_eq!(c["state"]["terminated"]["reason"], "Completed", "{c}");
+    }
+    let app = container_status(&p, "app").expect("app status");
+    assert_eq!(app["state"]["terminated"]["message"], "all-done\n");
+    let init_cond = p["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Initialized").cloned())
+        .expect("Initialized condition");
+    assert_eq!(init_cond["status"], "True");
+}
+
+#[test]
+fn active_deadline_seconds_fails_the_pod() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: bounded}
+spec:
+  restartPolicy: Never
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox, command: ["sleep", "3600"]}
+"#,
+    );
+    let p = wait_for(
+        "the deadline to fail the pod",
+        Duration::from_secs(60),
+        || {
+            let p = pod(&s, "bounded")?;
+            (phase(&p) == "Failed").then_some(p)
+        },
+    );
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded");
+    let c = container_status(&p, "c").expect("status");
+    assert!(c["state"]["terminated"].is_object(), "{c}");
+}
