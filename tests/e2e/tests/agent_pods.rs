@@ -681,3 +681,31 @@ spec:
     let c = container_status(&p, "c").expect("status");
     assert!(c["state"]["terminated"].is_object(), "{c}");
 }
+
+#[test]
+fn fallback_to_logs_on_error_reports_the_last_lines() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: fails}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ["sh", "-c", "echo first; echo last words; exit 2"]
+"#,
+    );
+    let p = wait_for("fails to fail", Duration::from_secs(60), || {
+        let p = pod(&s, "fails")?;
+        (phase(&p) == "Failed").then_some(p)
+    });
+    let c = container_status(&p, "c").expect("status");
+    assert_eq!(c["state"]["terminated"]["exitCode"], 2, "{c}");
+    assert_eq!(c["state"]["terminated"]["message"], "first\nlast words\n", "{c}");
+}

@@ -5,6 +5,8 @@
 
 mod container_logs;
 mod host;
+
+pub use host::meminfo_kib;
 mod images_status;
 mod kubelet_server;
 mod kubelet_tls;

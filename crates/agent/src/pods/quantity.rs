@@ -47,15 +47,7 @@ pub fn host_cpus() -> usize {
 }
 
 pub fn host_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    crate::node::meminfo_kib("MemTotal").map_or(0, |kib| kib * 1024)
 }
 
 #[cfg(test)]

@@ -1284,21 +1284,14 @@ fn termination_message(
     if !written.is_empty() || !failed || !fallback_to_logs {
         return written;
     }
-    let Ok(text) = std::fs::read(log) else {
-        return String::new();
+    // The log reader's tail (blocks read from the end, partial lines joined), as `logs` uses.
+    let opts = crate::logs::reader::LogOptions {
+        tail_lines: Some(80),
+        ..Default::default()
     };
     let mut out: Vec<u8> = Vec::new();
-    let lines: Vec<&[u8]> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    for line in lines.iter().skip(lines.len().saturating_sub(80)) {
-        if let Some(parsed) = crate::logs::format::parse(line) {
-            out.extend_from_slice(parsed.text);
-            if !parsed.partial {
-                out.push(b'\n');
-            }
-        }
+    if crate::logs::reader::read_log(log, &opts, &mut out).is_err() {
+        return String::new();
     }
     let start = out.len().saturating_sub(2048);
     String::from_utf8_lossy(&out[start..]).into_owned()
