@@ -707,5 +707,8 @@ spec:
     });
     let c = container_status(&p, "c").expect("status");
     assert_eq!(c["state"]["terminated"]["exitCode"], 2, "{c}");
-    assert_eq!(c["state"]["terminated"]["message"], "first\nlast words\n", "{c}");
+    assert_eq!(
+        c["state"]["terminated"]["message"], "first\nlast words\n",
+        "{c}"
+    );
 }
