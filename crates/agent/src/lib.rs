@@ -9,6 +9,7 @@
 
 pub mod images;
 pub mod logs;
+pub mod names;
 pub mod network;
 pub mod node;
 pub mod pods;

@@ -74,12 +74,7 @@ pub fn image_store_dir(data_dir: &Path) -> PathBuf {
 /// of two servers on one machine never share them.
 fn instance(data_dir: &Path) -> String {
     let abs = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    // FNV-1a: stable across builds (std's hasher is not).
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in abs.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let h = capstan_agent::names::stable_hash(&[abs.as_os_str().as_encoded_bytes()]);
     format!("{:08x}", h as u32)
 }
 

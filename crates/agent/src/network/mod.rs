@@ -273,11 +273,7 @@ impl PodNetwork {
 
 /// `vc` + 8 hex digits of the pod uid's hash: interface names hold 15 bytes at most.
 fn host_veth(pod_uid: &str) -> String {
-    let mut h: u32 = 0x811c9dc5;
-    for b in pod_uid.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x01000193);
-    }
+    let h = crate::names::stable_hash(&[pod_uid.as_bytes()]) as u32;
     format!("vc{h:08x}")
 }
 

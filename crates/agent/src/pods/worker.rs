@@ -1206,11 +1206,7 @@ fn attempt_of(r: &ContainerRecord) -> u32 {
 
 /// Unique on the node and short (runtime state paths hold unix sockets).
 pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in uid.bytes().chain([0]).chain(name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let h = crate::names::stable_hash(&[uid.as_bytes(), name.as_bytes()]);
     format!("{h:016x}-{attempt}")
 }
 
