@@ -402,18 +402,30 @@ async fn containers_of_a_pod_share_hostname_and_network_but_not_mounts() {
     };
     let pod = f.pod("share");
     let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");
-    let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; readlink /proc/self/ns/ipc";
+    // Both stay alive while compared: the kernel recycles a freed namespace's inode number, so
+    // two containers run one after the other can show the same `mnt:[N]` without sharing it.
+    let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; readlink /proc/self/ns/ipc; echo done; exec sleep 1000";
     let a = f.container(&pod, "a", &["sh", "-c", script]);
     let b = f.container(&pod, "b", &["sh", "-c", script]);
     let mut outputs = Vec::new();
     for spec in [&a, &b] {
-        assert_eq!(exit_code(&run_to_exit(&f, &sandbox, spec).await), 0);
-        let lines: Vec<String> = log_lines(&spec.log_path)
+        f.runtime
+            .start_container(&sandbox, spec)
+            .await
+            .expect("start");
+        let lines: Vec<String> = wait_for_log(&spec.log_path, " done")
+            .await
             .iter()
             .map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string())
             .collect();
-        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines.len(), 5, "{lines:?}");
         outputs.push(lines);
+    }
+    for spec in [&a, &b] {
+        f.runtime
+            .stop(&spec.id, Duration::from_secs(1))
+            .await
+            .expect("stop");
     }
     assert_eq!(outputs[0][0], "host-share");
     assert_eq!(outputs[1][0], "host-share");
