@@ -40,13 +40,12 @@ def node(tmp_path):
     api = config.new_client_from_config(config_file=str(tmp_path / "kubeconfig"))
     core = client.CoreV1Api(api)
     yield core
-    # Containers outlive the server: delete the pods so the agent removes them.
-    for p in core.list_pod_for_all_namespaces().items:
-        core.delete_namespaced_pod(p.metadata.name, p.metadata.namespace)
-    wait("every pod to go", lambda: not core.list_pod_for_all_namespaces().items)
     api.close()
     proc.kill()
     proc.wait()
+    # Containers outlive the server: `capstan cleanup` stops them and removes the agent's
+    # mounts, cgroups and links.
+    subprocess.run([binary, "cleanup", "--data-dir", str(tmp_path)], check=True, capture_output=True)
 
 
 def test_pod_runs_logs_and_deletes(node):

@@ -89,13 +89,8 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     record_pod_cidr(&client, &node.name, cidr).await;
     // The bridge is named for this agent's instance: two agents on one machine (tests) keep
     // theirs apart.
-    let bridge = format!("cap{}", &opts.instance.chars().take(8).collect::<String>());
-    let network = match crate::network::PodNetwork::open(
-        &bridge,
-        cidr,
-        &opts.root.join("network").join("ips"),
-    )
-    .await
+    let bridge = bridge_name(&opts.instance);
+    let network = match crate::network::PodNetwork::open(&bridge, cidr, &ips_dir(&opts.root)).await
     {
         Ok(n) => Some(Arc::new(n)),
         Err(e) => {
@@ -121,4 +116,34 @@ async fn record_pod_cidr(client: &kube::Client, node: &str, cidr: crate::network
     {
         tracing::warn!(node, error = %e, "recording the node's podCIDR failed");
     }
+}
+
+/// The node's pod bridge: one per agent instance, so test servers on one machine never share.
+fn bridge_name(instance: &str) -> String {
+    format!("cap{}", instance.chars().take(8).collect::<String>())
+}
+
+fn ips_dir(root: &std::path::Path) -> PathBuf {
+    root.join("network").join("ips")
+}
+
+/// `capstan cleanup`: stops every container of this agent instance and removes what it holds
+/// on the host — sandboxes, mounts, cgroups, the pod bridge and veths, the runtime state —
+/// as k3s-killall.sh does. Pods' API objects are untouched: a restarted agent makes their
+/// containers again. Returns what it removed.
+pub async fn cleanup(opts: &AgentOptions) -> Result<Vec<String>, AgentError> {
+    let config = crate::runtime::RuntimeConfig::for_agent(opts);
+    // Opening the runtime makes its state dir: only one that was there counts as removed.
+    let had_state = config.state_root.exists();
+    let runtime = Runtime::open(config)?;
+    let mut removed = runtime.remove_everything().await?;
+    if !had_state {
+        removed.retain(|r| !r.starts_with("dir "));
+    }
+    for link in
+        crate::network::remove_bridge(&bridge_name(&opts.instance), &ips_dir(&opts.root)).await?
+    {
+        removed.push(format!("link {link}"));
+    }
+    Ok(removed)
 }

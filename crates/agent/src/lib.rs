@@ -21,4 +21,4 @@ mod api_retry;
 mod clock;
 mod node_heartbeat;
 
-pub use agent::{run, AgentError, AgentOptions};
+pub use agent::{cleanup, run, AgentError, AgentOptions};

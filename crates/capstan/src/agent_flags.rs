@@ -65,6 +65,20 @@ impl AgentFlags {
     }
 }
 
+/// `capstan cleanup`: stop this data dir's containers and remove the agent's host state.
+pub fn cleanup(data_dir: &Path) -> anyhow::Result<()> {
+    let opts =
+        capstan_agent::AgentOptions::new(String::new(), data_dir.join("agent"), instance(data_dir));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    for what in rt.block_on(capstan_agent::cleanup(&opts))? {
+        println!("removed {what}");
+    }
+    Ok(())
+}
+
 /// The image store lives in `<data-dir>/agent/image-store`.
 pub fn image_store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("agent").join("image-store")

@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: agent_flags::ImagesCommand,
     },
+    /// Stop every container the node agent of this data dir runs and remove what it holds on
+    /// the host (sandboxes, mounts, cgroups, the pod bridge and veths), as k3s-killall.sh. Run
+    /// it with the server stopped; pods stay in the API and are started again next time.
+    Cleanup {
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Internal: one container's shim (started by the agent, not by hand).
     #[command(hide = true)]
     ContainerShim {
@@ -307,6 +314,9 @@ fn main() -> anyhow::Result<()> {
             result?
         }
         Command::Images { command } => agent_flags::images(command, default_data_dir()),
+        Command::Cleanup { data_dir } => {
+            agent_flags::cleanup(&data_dir.unwrap_or_else(default_data_dir))
+        }
         Command::ContainerShim { .. } => unreachable!("dispatched before parsing"),
         Command::Agent {
             simulate,

@@ -202,19 +202,32 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.with_agent && self.child.is_some() {
-            // Containers outlive the server (as they outlive a restarted agent): delete every
-            // workload and pod first, so the agent stops and removes them for real.
-            let _ = self.kubectl(&[
-                "delete",
-                "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs",
-                "--all",
-                "-A",
-                "--wait=false",
-            ]);
-            let _ = self.kubectl(&["delete", "pods", "--all", "-A", "--timeout=60s"]);
-        }
+        let agent_ran = self.with_agent && self.child.is_some();
         self.kill();
+        if agent_ran {
+            // Containers outlive the server (as they outlive a restarted agent): the cleanup
+            // stops them and removes the mounts, cgroups and links the agent holds.
+            if let Err(e) = self.cleanup() {
+                eprintln!("capstan cleanup of {}: {e}", self.data_dir.display());
+            }
+        }
+    }
+}
+
+impl Server {
+    /// `capstan cleanup --data-dir D` (the server must be stopped); what it printed.
+    pub fn cleanup(&self) -> Result<String, String> {
+        let out = Command::new(capstan_bin())
+            .args(["cleanup", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let (stdout, stderr) = text(&out);
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{stderr}"))
+        }
     }
 }
 

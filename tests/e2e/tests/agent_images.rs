@@ -145,3 +145,64 @@ fn importing_something_else_fails_with_its_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus.tar"), "{err}");
 }
+
+/// The names in the Node's `status.images`.
+fn node_image_names(s: &capstan_e2e::Server) -> Option<Vec<(String, u64)>> {
+    let nodes = capstan_e2e::get_json(s, &["nodes"])?;
+    let images = nodes["items"][0]["status"]["images"].as_array()?.clone();
+    Some(
+        images
+            .iter()
+            .flat_map(|i| {
+                let size = i["sizeBytes"].as_u64().unwrap_or(0);
+                i["names"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str())
+                    .map(move |n| (n.to_string(), size))
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn the_node_reports_its_images_and_an_import_while_it_runs() {
+    let s = capstan_e2e::Server::start_node(&[]);
+    let names = capstan_e2e::wait_for(
+        "the node to report the busybox image",
+        std::time::Duration::from_secs(30),
+        || {
+            let names = node_image_names(&s)?;
+            names
+                .iter()
+                .any(|(n, _)| n == "docker.io/library/busybox:latest")
+                .then_some(names)
+        },
+    );
+    let (_, size) = names
+        .iter()
+        .find(|(n, _)| n == "docker.io/library/busybox:latest")
+        .expect("busybox listed");
+    assert!(*size > 500_000, "sizeBytes {size}");
+    assert!(
+        names
+            .iter()
+            .any(|(n, _)| n.starts_with("docker.io/library/busybox@sha256:")),
+        "the repo digest is listed too: {names:?}"
+    );
+
+    let layered = test_images().join("layered.tar");
+    stdout(&images(&s.data_dir, &["import", layered.to_str().unwrap()]));
+    // The agent lists its store every status period (10 s) and posts a changed list.
+    capstan_e2e::wait_for(
+        "the imported image on the node",
+        std::time::Duration::from_secs(30),
+        || {
+            node_image_names(&s)?
+                .iter()
+                .any(|(n, _)| n == "capstan.test/layered:1.0")
+                .then_some(())
+        },
+    );
+}

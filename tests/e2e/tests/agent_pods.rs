@@ -712,3 +712,163 @@ spec:
         "{c}"
     );
 }
+
+/// Every network link on the host: (name, `ip -o link` line).
+fn ip_links() -> Vec<(String, String)> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?.split('@').next()?.to_string();
+            Some((name, l.to_string()))
+        })
+        .collect()
+}
+
+/// Mount points whose path contains `part`.
+fn mounts_containing(part: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.contains(part))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn cleanup_stops_the_containers_and_leaves_nothing_on_the_host() {
+    let mut s = Server::start_node(&[]);
+    node_ready(&s);
+    let argv = ["sleep", "3598"];
+    s.kubectl_ok(&["run", "left", "--image=busybox", "--", argv[0], argv[1]]);
+    wait_for("left to run", Duration::from_secs(60), || {
+        let p = pod(&s, "left")?;
+        (phase(&p) == "Running").then_some(())
+    });
+    assert_eq!(processes(&argv), 1);
+    let links_before = ip_links();
+    s.kill();
+    assert_eq!(processes(&argv), 1, "the container outlives the server");
+
+    let printed = s.cleanup().expect("capstan cleanup");
+    let removed: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("removed "))
+        .collect();
+    assert!(
+        removed.iter().any(|r| r.starts_with("container ")),
+        "{printed}"
+    );
+    assert!(
+        removed.iter().any(|r| r.starts_with("sandbox ")),
+        "{printed}"
+    );
+    let bridge = removed
+        .iter()
+        .find_map(|r| r.strip_prefix("link cap"))
+        .unwrap_or_else(|| panic!("no bridge removed: {printed}"));
+    let cgroup = removed
+        .iter()
+        .find_map(|r| r.strip_prefix("cgroup "))
+        .unwrap_or_else(|| panic!("no cgroup removed: {printed}"));
+    let state_dir = removed
+        .iter()
+        .find_map(|r| r.strip_prefix("dir "))
+        .unwrap_or_else(|| panic!("no state dir removed: {printed}"));
+
+    assert_eq!(processes(&argv), 0, "the container is stopped");
+    // The bridge and the pod's veth (a port of the bridge before the cleanup) are gone.
+    let ports: Vec<&String> = links_before
+        .iter()
+        .filter(|(_, line)| line.contains(&format!(" master cap{bridge} ")))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(ports.len(), 1, "one pod veth: {links_before:?}");
+    let links_after = ip_links();
+    for gone in ports.into_iter().chain([&format!("cap{bridge}")]) {
+        assert!(
+            !links_after.iter().any(|(name, _)| name == gone),
+            "{gone} is left: {links_after:?}"
+        );
+    }
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroupfs")
+        .flatten()
+    {
+        let dir = hierarchy.path().join(cgroup);
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    assert!(
+        !std::path::Path::new(state_dir).exists(),
+        "{state_dir} is left"
+    );
+    let data_dir = s.data_dir.to_string_lossy().into_owned();
+    for part in [state_dir, data_dir.as_str()] {
+        assert_eq!(
+            mounts_containing(part),
+            Vec::<String>::new(),
+            "mounts below {part}"
+        );
+    }
+    // Once more: nothing is left to remove.
+    assert_eq!(s.cleanup().expect("second cleanup").trim(), "");
+}
+
+#[test]
+fn runtime_default_seccomp_refuses_what_an_unconfined_container_may_do() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    // Creating a user namespace needs no capability (this kernel allows it), so only the
+    // filter stands between the container and `unshare`; fork/exec and threads still work.
+    let script = "grep Seccomp: /proc/self/status; unshare -U true && echo unshared || echo refused; (echo child) & wait";
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: filtered}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: confined
+    image: busybox
+    command: ["sh", "-c", "{script}"]
+    securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}
+  - name: unconfined
+    image: busybox
+    command: ["sh", "-c", "{script}"]
+    securityContext: {{seccompProfile: {{type: Unconfined}}}}
+"#
+        ),
+    );
+    wait_for("the pod to finish", Duration::from_secs(60), || {
+        let p = pod(&s, "filtered")?;
+        (phase(&p) == "Succeeded").then_some(())
+    });
+    let confined = s.kubectl_ok(&["logs", "filtered", "-c", "confined"]);
+    let unconfined = s.kubectl_ok(&["logs", "filtered", "-c", "unconfined"]);
+    let seccomp_mode = |log: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(|v| v.trim().to_string())
+    };
+    assert_eq!(seccomp_mode(&confined).as_deref(), Some("2"), "{confined}");
+    assert_eq!(
+        seccomp_mode(&unconfined).as_deref(),
+        Some("0"),
+        "{unconfined}"
+    );
+    assert!(
+        confined.contains("refused") && confined.contains("child"),
+        "{confined}"
+    );
+    assert!(
+        unconfined.contains("unshared") && unconfined.contains("child"),
+        "{unconfined}"
+    );
+}

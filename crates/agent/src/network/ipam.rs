@@ -63,6 +63,16 @@ impl Ipam {
         })
     }
 
+    /// Forgets every address held under `dir` (no pod holds one any more).
+    pub fn forget_all(dir: &Path) -> Result<(), NetworkError> {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("removing {}", dir.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn release(&self, pod_uid: &str) -> Result<(), NetworkError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ip) = self.lookup(pod_uid) {

@@ -286,6 +286,48 @@ fn connect() -> Result<Handle, NetworkError> {
     Ok(handle)
 }
 
+/// Deletes the bridge and every link enslaved to it (the pods' host-side veths; their peers
+/// go with them) and forgets the addresses handed out under `state_dir` (`capstan cleanup`:
+/// no pod survives it). Returns the names of the links removed.
+pub async fn remove_bridge(bridge: &str, state_dir: &Path) -> Result<Vec<String>, NetworkError> {
+    let handle = connect()?;
+    let mut removed = Vec::new();
+    if let Some(index) = link_index(&handle, bridge).await? {
+        let mut links = handle.link().get().execute();
+        let mut ports = Vec::new();
+        while let Some(link) = links.try_next().await.map_err(nl("listing links"))? {
+            let enslaved = link.attributes.iter().any(|a| {
+                matches!(a, rtnetlink::packet_route::link::LinkAttribute::Controller(c) if *c == index)
+            });
+            if enslaved {
+                let name = link.attributes.iter().find_map(|a| match a {
+                    rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                ports.push((link.header.index, name.unwrap_or_default()));
+            }
+        }
+        for (port, name) in ports {
+            handle
+                .link()
+                .del(port)
+                .execute()
+                .await
+                .map_err(nl(format!("deleting {name}")))?;
+            removed.push(name);
+        }
+        handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(nl(format!("deleting bridge {bridge}")))?;
+        removed.push(bridge.to_string());
+    }
+    Ipam::forget_all(state_dir)?;
+    Ok(removed)
+}
+
 async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {

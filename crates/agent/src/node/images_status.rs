@@ -8,15 +8,8 @@ use crate::images::ImageStore;
 /// The kubelet's `nodeStatusMaxImages`.
 const MAX_IMAGES: usize = 50;
 
-/// Off until the image store lists images (its `list` is still being written): flip this
-/// once `ImageStore::list` works; until then the Node reports no images.
-pub const REPORT_IMAGES: bool = false;
-
-/// The list to post, or None to leave `status.images` as it is.
+/// The list to post, or None (the store could not be read) to leave `status.images` as it is.
 pub fn images_status(store: &ImageStore) -> Option<Value> {
-    if !REPORT_IMAGES {
-        return None;
-    }
     let mut images = match store.list() {
         Ok(i) => i,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! Node status, as the kubelet posts it: conditions recomputed from the host every status
 //! period (10 s) and posted when they differ from the stored Node's, or every
-//! `status_report_interval` regardless; a deleted Node is registered again.
+//! `status_report_interval` regardless, or when the images in the store changed (an import,
+//! a pull, a removal); a deleted Node is registered again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ impl StatusLoop {
         // The first post fills in what an adopted Node may lack (a new port, new facts).
         let mut last_post: Option<Instant> = None;
         let mut runtime_watched = true;
+        let mut posted_images: Option<Value> = None;
         loop {
             // The Node as stored now, as the kubelet reads it each period: conditions someone
             // else changed (the lifecycle controller's Unknown) are put right at once, and a
@@ -73,16 +75,21 @@ impl StatusLoop {
             let problem = self.runtime_problem.borrow_and_update().clone();
             let want = Pressure::read(&self.agent_root).conditions(problem.as_deref());
             let due = last_post.is_none_or(|t| t.elapsed() >= self.report_interval);
-            if due || conditions_differ(&want, previous.as_ref()) {
+            let images = images_status(&self.images);
+            let images_changed = images.is_some() && images != posted_images;
+            if due || images_changed || conditions_differ(&want, previous.as_ref()) {
                 let mut status = static_status(&self.id, &self.facts);
                 status["conditions"] = conditions_json(&want, previous.as_ref(), now_ms());
-                if let Some(images) = images_status(&self.images) {
-                    status["images"] = images;
+                if let Some(images) = &images {
+                    status["images"] = images.clone();
                 }
                 match post_status(&self.client, &self.id.name, status).await {
                     Ok(node) => {
                         previous = stored_conditions(&node);
                         last_post = Some(Instant::now());
+                        if images.is_some() {
+                            posted_images = images;
+                        }
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => {
                         if self.reregister(&mut previous).await {

@@ -1,5 +1,6 @@
 //! The container process's last step before exec: libcontainer's default executor, with the
-//! signal dispositions the shim (a Rust program: SIGPIPE ignored) would otherwise pass on.
+//! signal dispositions the shim (a Rust program: SIGPIPE ignored) would otherwise pass on, and
+//! the RuntimeDefault seccomp filter when the spec's annotation asks for it.
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::default::DefaultExecutor;
@@ -17,10 +18,30 @@ impl Executor for ResetSignalsExecutor {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+        if wants_runtime_default(spec) {
+            // The last thing before exec, so the filter binds the workload, not the runtime.
+            let caps: Vec<String> = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.capabilities().as_ref())
+                .and_then(|c| c.effective().as_ref())
+                .map(|set| set.iter().map(|c| c.to_string()).collect())
+                .unwrap_or_default();
+            super::seccomp::programs(&caps)
+                .and_then(|p| super::seccomp::install(&p))
+                .map_err(|e| ExecutorError::Other(e.to_string()))?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
     }
+}
+
+fn wants_runtime_default(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(super::seccomp::ANNOTATION))
+        .is_some_and(|v| v == super::seccomp::RUNTIME_DEFAULT)
 }

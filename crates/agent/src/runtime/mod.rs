@@ -14,6 +14,7 @@ mod process;
 mod record;
 mod rootfs;
 mod sandbox;
+mod seccomp;
 mod shim;
 
 use std::collections::BTreeMap;
@@ -335,6 +336,80 @@ impl Runtime {
         Ok(())
     }
 
+    /// Stops and removes every container and sandbox this runtime has on the host, then its
+    /// cgroup parent, mounts and state dir (`capstan cleanup`, as k3s-killall.sh): nothing
+    /// is left running or mounted. Returns what it removed, for the operator.
+    pub async fn remove_everything(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        if self.layout.containers_dir().is_dir() {
+            for record in self.list().await? {
+                // No grace: the operator asked for everything to stop now.
+                if let Err(e) = self.stop(&record.id, Duration::ZERO).await {
+                    tracing::warn!(id = %record.id, error = %e, "stopping a container");
+                }
+                match self.remove(&record.id).await {
+                    Ok(()) => removed.push(format!("container {}", record.id)),
+                    Err(e) => tracing::warn!(id = %record.id, error = %e, "removing a container"),
+                }
+            }
+        }
+        let sandboxes = self.config.state_root.join("sandboxes");
+        if let Ok(entries) = std::fs::read_dir(&sandboxes) {
+            for entry in entries.flatten() {
+                let uid = entry.file_name().to_string_lossy().into_owned();
+                self.remove_sandbox(&uid).await?;
+                removed.push(format!("sandbox {uid}"));
+            }
+        }
+        // Whatever a crash left: processes in the pod cgroups, mounts below both roots.
+        for rel in self.cgroup_tree(&self.config.cgroup_parent) {
+            self.cgroups.kill_all(&rel);
+        }
+        if self
+            .cgroups
+            .dirs(&self.config.cgroup_parent)
+            .iter()
+            .any(|d| d.exists())
+        {
+            self.remove_cgroup_parent()?;
+            removed.push(format!("cgroup {}", self.config.cgroup_parent));
+        }
+        for root in [&self.config.state_root, &self.config.pods_root] {
+            for mount in rootfs::mounts_under(root) {
+                removed.push(format!("mount {}", mount.display()));
+            }
+            rootfs::unmount_all_under(root)
+                .map_err(|e| io_err(format!("unmounting below {}", root.display()), e))?;
+        }
+        if self.config.state_root.exists() {
+            remove_dir_if_exists(&self.config.state_root)?;
+            removed.push(format!("dir {}", self.config.state_root.display()));
+        }
+        Ok(removed)
+    }
+
+    /// `rel` and the cgroups below it (in the first hierarchy that has it), deepest first.
+    fn cgroup_tree(&self, rel: &str) -> Vec<String> {
+        let Some(root) = self.cgroups.dirs(rel).into_iter().find(|d| d.is_dir()) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut stack = vec![(root, rel.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        stack.push((e.path(), format!("{rel}/{name}")));
+                    }
+                }
+            }
+            found.push(rel);
+        }
+        found.reverse();
+        found
+    }
+
     /// Removes the cgroup all pods live under (once every sandbox is gone: at shutdown, in
     /// tests).
     pub fn remove_cgroup_parent(&self) -> Result<(), RuntimeError> {
@@ -352,8 +427,10 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         check_name("container id", &spec.id)?;
         check_name("pod uid", &spec.pod_uid)?;
-        if spec.security.seccomp_runtime_default {
-            tracing::warn!(id = %spec.id, "seccompProfile RuntimeDefault is not enforced yet");
+        if spec.security.seccomp_runtime_default && !spec.security.privileged {
+            // Built here too, so a filter that cannot be made fails the start with a reason
+            // instead of an opaque error from inside the container's init.
+            seccomp::programs(&[]).map_err(|e| RuntimeError::Other(e.to_string()))?;
         }
         let dir = self.layout.container_dir(&spec.id);
         match std::fs::create_dir(&dir) {

@@ -283,6 +283,12 @@ pub fn config(
         "root": {"path": rootfs, "readonly": sec.read_only_rootfs},
         "mounts": mounts,
         "linux": linux,
+        // A privileged container runs unconfined, as upstream's runtimes do.
+        "annotations": if sec.seccomp_runtime_default && !sec.privileged {
+            json!({super::seccomp::ANNOTATION: super::seccomp::RUNTIME_DEFAULT})
+        } else {
+            json!({})
+        },
     })
 }
 
