@@ -6,7 +6,8 @@ and CPU are its own) with the busybox test image in its images folder, then prin
 - creation → Running, as a watch sees it, for PODS busybox pods created one after another on
   an otherwise idle node (min/p50/p99/max);
 - the time for 110 pods created at once to all be Running, the agent's RSS then and the
-  shims' (one per container), and the time until all 110 are deleted.
+  shims' (one per container, PSS), and the time until all 110 are deleted and their shims
+  have ended.
 
     CAPSTAN_BIN=target/release/capstan python3 benches/agent_figures.py [--pods 100] [--burst 110]
 
@@ -95,11 +96,14 @@ class RunningWatch:
         self.thread.start()
 
     def _run(self, core, ns, rv):
-        for ev in self.w.stream(core.list_namespaced_pod, ns, resource_version=rv, timeout_seconds=3600):
-            p = ev["object"]
-            if p.status and p.status.phase == "Running":
-                with self.lock:
-                    self.running.setdefault(p.metadata.name, time.monotonic())
+        try:
+            for ev in self.w.stream(core.list_namespaced_pod, ns, resource_version=rv, timeout_seconds=3600):
+                p = ev["object"]
+                if p.status and p.status.phase == "Running":
+                    with self.lock:
+                        self.running.setdefault(p.metadata.name, time.monotonic())
+        except Exception:  # the server goes away at the end
+            pass
 
     def at(self, name):
         with self.lock:
@@ -110,11 +114,24 @@ class RunningWatch:
             return sum(1 for n in names if n in self.running)
 
 
-def delete_all(core, ns, names):
+def delete_all(core, ns):
+    """Seconds until the pods are gone from the API and every container's shim has ended."""
     began = time.monotonic()
     core.delete_collection_namespaced_pod(ns, label_selector="bench=agent")
     wait("the pods to be gone", lambda: not core.list_namespaced_pod(ns, label_selector="bench=agent").items, 300)
+    wait("the shims to end", lambda: not shim_pids(), 300)
     return time.monotonic() - began
+
+
+def pss_mib(pid):
+    """Proportional set size: shared pages divided among the processes sharing them."""
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
 
 
 def main():
@@ -122,6 +139,7 @@ def main():
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--burst", type=int, default=110)
     ap.add_argument("--idle-seconds", type=int, default=30)
+    ap.add_argument("--agent-log", help="write the agent's log here")
     args = ap.parse_args()
 
     data = tempfile.mkdtemp(prefix="capstan-agent-bench-")
@@ -136,7 +154,7 @@ def main():
         shutil.copy(IMAGES / "busybox.tar", images / "busybox.tar")
         agent = subprocess.Popen([BINARY, "agent", "--kubeconfig", kubeconfig, "--data-dir", f"{data}/node",
                                   "--node-name", "bench-node", "--pod-cidr", "10.250.0.0/23", "--max-pods", str(max(args.burst, 110))],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=open(args.agent_log, "w") if args.agent_log else subprocess.DEVNULL)
         core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
 
         def ready():
@@ -163,23 +181,26 @@ def main():
             latencies.append((at - began) * 1000)
         print(f"creation -> Running, {args.pods} pods one after another: min {min(latencies):.0f} ms, "
               f"p50 {pct(latencies, 50):.0f} ms, p99 {pct(latencies, 99):.0f} ms, max {max(latencies):.0f} ms")
-        gone = delete_all(core, ns, None)
+        gone = delete_all(core, ns)
         print(f"deleting {args.pods} pods: {gone:.2f} s until all gone")
 
         names = [f"burst-{i:03}" for i in range(args.burst)]
         began = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: core.create_namespaced_pod(ns, pod(n)), names))
+        created = time.monotonic() - began
         wait(f"{args.burst} pods to run", lambda: w.count(names) == len(names), 600)
         took = max(w.at(n) for n in names) - began
+        first = min(w.at(n) for n in names) - began
         shims = shim_pids()
-        print(f"{args.burst} pods created at once: all Running after {took:.2f} s; agent RSS "
-              f"{rss_mib(agent.pid):.1f} MiB; {len(shims)} shims, {sum(rss_mib(p) for p in shims):.0f} MiB RSS together")
+        print(f"{args.burst} pods created at once (all created after {created:.2f} s, the first Running after "
+              f"{first:.2f} s): all Running after {took:.2f} s; agent RSS "
+              f"{rss_mib(agent.pid):.1f} MiB; {len(shims)} shims, {sum(pss_mib(p) for p in shims):.0f} MiB PSS together")
         cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
         time.sleep(args.idle_seconds)
         busy_cpu = (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100
         print(f"agent with {args.burst} running pods: CPU {busy_cpu:.2f}% of a core over {args.idle_seconds} s")
-        gone = delete_all(core, ns, names)
+        gone = delete_all(core, ns)
         print(f"deleting {args.burst} pods: {gone:.2f} s until all gone")
         w.w.stop()
     finally:
