@@ -72,3 +72,44 @@ def test_pod_runs_logs_and_deletes(node):
         except client.ApiException as e:
             return e.status == 404
     wait("the pod to be deleted by its node", gone, within=30)
+
+
+def test_grpc_readiness_probe_follows_the_health_service(node):
+    """A real gRPC server (grpcio's health service) answers the agent's grpc probe: the pod
+    is Ready while the service is SERVING and not once it is NOT_SERVING."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    core = node
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("0.0.0.0:0")
+    server.start()
+    try:
+        servicer.set("capstan", health_pb2.HealthCheckResponse.SERVING)
+        # Host network: the probe dials the node's address, where this test's server listens.
+        core.create_namespaced_pod("default", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "grpc"},
+            "spec": {"hostNetwork": True, "terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                "readinessProbe": {"grpc": {"port": port, "service": "capstan"},
+                                   "periodSeconds": 1, "failureThreshold": 1}}]},
+        })
+
+        def ready():
+            p = core.read_namespaced_pod("grpc", "default")
+            return next((c.status for c in p.status.conditions or [] if c.type == "Ready"), None)
+        wait("the pod to be Ready", lambda: ready() == "True")
+        servicer.set("capstan", health_pb2.HealthCheckResponse.NOT_SERVING)
+        wait("the pod to be not Ready", lambda: ready() == "False")
+
+        def unhealthy():
+            events = core.list_namespaced_event("default", field_selector="involvedObject.name=grpc").items
+            return [e.message for e in events if e.reason == "Unhealthy"]
+        messages = wait("an Unhealthy event", unhealthy)
+        assert any('service unhealthy (responded with "NOT_SERVING")' in m for m in messages), messages
+    finally:
+        server.stop(0)

@@ -158,6 +158,31 @@ impl Fixture {
     }
 }
 
+/// A test that failed before its `cleanup` still leaves nothing running or mounted on the host
+/// (CI machines run the suite again; a leaked container would outlive it).
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let runtime = &self.runtime;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                if let Err(e) = rt.block_on(runtime.remove_everything()) {
+                    eprintln!("cleaning up after a failed test: {e}");
+                }
+            });
+        });
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 /// Command lines of processes whose cmdline mentions `needle` (our shims carry the state dir).
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -454,9 +479,8 @@ async fn a_restarted_runtime_finds_a_running_container_and_stops_it() {
         .await
         .expect("start");
     let config = f.runtime.config().clone();
-    let Fixture {
-        root, layer, name, ..
-    } = f;
+    let (root, layer, name) = (f.root.clone(), f.layer.clone(), f.name.clone());
+    drop(f);
     // The agent restarts: a new Runtime over the same dirs.
     let f = Fixture::with_config(root, layer, name, config);
     let records = f.runtime.list().await.expect("list");
@@ -489,9 +513,8 @@ async fn logs_rotate_keeping_at_most_max_files() {
     let mut config = f.runtime.config().clone();
     config.log_max_size = 4096;
     config.log_max_files = 3;
-    let Fixture {
-        root, layer, name, ..
-    } = f;
+    let (root, layer, name) = (f.root.clone(), f.layer.clone(), f.name.clone());
+    drop(f);
     let f = Fixture::with_config(root, layer, name, config);
     let pod = f.pod("rotate");
     let sandbox = f.runtime.ensure_sandbox(&pod).await.expect("sandbox");

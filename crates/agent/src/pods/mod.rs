@@ -6,6 +6,7 @@
 mod atomic_dir;
 mod container_spec;
 mod env;
+mod grpc_probe;
 mod probes;
 mod pull_secrets;
 mod quantity;

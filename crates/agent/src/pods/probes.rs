@@ -1,5 +1,5 @@
 //! Container probes and lifecycle-hook actions: exec (in the container, through the
-//! runtime), httpGet and tcpSocket (connected from inside the pod's network namespace, so
+//! runtime), httpGet, tcpSocket and grpc (connected from inside the pod's network namespace, so
 //! they work before — and without — a pod network), with upstream's timings and thresholds.
 //! A probe loop runs per (container run, probe kind) and reports each change of result.
 
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{HTTPGetAction, Probe, TCPSocketAction};
+use k8s_openapi::api::core::v1::{GRPCAction, HTTPGetAction, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::mpsc;
 
@@ -60,6 +60,7 @@ pub enum Action {
     Exec(Vec<String>),
     Http(HTTPGetAction),
     Tcp(TCPSocketAction),
+    Grpc(GRPCAction),
     Sleep(Duration),
     Unsupported(&'static str),
 }
@@ -72,8 +73,8 @@ impl Action {
             Action::Http(h.clone())
         } else if let Some(t) = &p.tcp_socket {
             Action::Tcp(t.clone())
-        } else if p.grpc.is_some() {
-            Action::Unsupported("grpc probes are not supported by capstan's agent yet")
+        } else if let Some(g) = &p.grpc {
+            Action::Grpc(g.clone())
         } else {
             Action::Unsupported("the probe names no action")
         }
@@ -175,6 +176,19 @@ pub async fn run_action(
             let ns = target.net_ns.clone();
             let addr = SocketAddr::new(ip, port);
             blocking(move || connect_in(ns.as_ref(), addr, timeout).map(|_| ())).await
+        }
+        Action::Grpc(g) => {
+            let port = u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?;
+            let addr = SocketAddr::new(default_ip(target), port);
+            let ns = target.net_ns.clone();
+            let stream = blocking(move || {
+                connect_in(ns.as_ref(), addr, timeout).map_err(|e| {
+                    format!("timeout: failed to connect service \"{addr}\" within {timeout:?}: {e}")
+                })
+            })
+            .await?;
+            let service = g.service.clone().unwrap_or_default();
+            super::grpc_probe::check(stream, &addr.to_string(), &service, timeout).await
         }
         Action::Sleep(d) => {
             tokio::time::sleep(*d).await;
