@@ -65,7 +65,9 @@ pub struct ServicePort {
 }
 
 /// The table as the agent creates it at start: an existing one (a previous run's) is
-/// deleted in the same transaction, so the node never sees a half-built table.
+/// deleted in the same transaction, so the node never sees a half-built table. Service
+/// rules see packets from this agent's bridge and the node's own: every cluster has the
+/// same first ClusterIP, and two agents on one host (tests) must not catch each other's.
 pub fn create_table(table: &str, bridge: &str, cidr: Cidr) -> String {
     format!(
         "add table {FAMILY} {table}
@@ -77,7 +79,7 @@ table {FAMILY} {table} {{
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
-    jump {SERVICES}
+    iifname \"{bridge}\" jump {SERVICES}
     fib daddr type local jump {HOSTPORTS}
   }}
   chain output {{
