@@ -247,9 +247,9 @@ struct Outside {
 
 impl Outside {
     fn start(tag: u32) -> Outside {
-        let netns = format!("capt{:x}", tag % 0xffff_ff);
-        let host_end = format!("cvh{:x}", tag % 0xffff_ff);
-        let peer = format!("cvn{:x}", tag % 0xffff_ff);
+        let netns = format!("capt{:x}", tag & 0x00ff_ffff);
+        let host_end = format!("cvh{:x}", tag & 0x00ff_ffff);
+        let peer = format!("cvn{:x}", tag & 0x00ff_ffff);
         // 10.250.0.0/16 is outside the test servers' pod CIDRs (10.200–249.x.0/24).
         let (a, b) = ((tag >> 8) % 256, (tag % 64) * 4);
         let host_ip = format!("10.250.{a}.{}", b + 1);
