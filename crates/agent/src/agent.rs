@@ -98,7 +98,28 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
             None
         }
     };
-    crate::pods::run(client, opts, node, images, runtime, network).await;
+    let services = crate::services::ServiceCache::start(client.clone());
+    let netfilter = match crate::netfilter::Netfilter::open(&opts.instance, &bridge, cidr).await {
+        Ok(n) => {
+            let n = Arc::new(n);
+            tokio::spawn(crate::netfilter::run_kubernetes_service(
+                client.clone(),
+                services.clone(),
+                n.clone(),
+            ));
+            Some(n)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no packet rules: pods cannot reach beyond the node, hostPorts and the kubernetes Service do not work");
+            None
+        }
+    };
+    let networking = crate::pods::Networking {
+        network,
+        netfilter,
+        services,
+    };
+    crate::pods::run(client, opts, node, images, runtime, networking).await;
     Ok(())
 }
 

@@ -5,15 +5,19 @@
 //! pull), `runtime` (containers via youki's libcontainer behind a per-container shim process),
 //! `node` (registration, Lease, conditions, the kubelet HTTPS endpoint), `pods` (the pod
 //! workers: sync a pod's spec to containers and report status), `logs` (container log files:
-//! writing with rotation, reading for `pods/log`).
+//! writing with rotation, reading for `pods/log`), `network` (bridge, veths, addresses),
+//! `netfilter` (the node's nftables table: egress NAT, hostPorts, Service DNAT), `services`
+//! (the Service cache).
 
 pub mod images;
 pub mod logs;
 pub mod names;
+pub mod netfilter;
 pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod services;
 pub mod simulate;
 
 mod agent;

@@ -63,16 +63,19 @@ impl Sources {
 }
 
 /// `KEY=value` entries: the image's env first (overridden by the pod's), then the pod's.
+/// `service_env` (the service-link variables) comes before the container's own, which win
+/// over it and may refer to it with `$(VAR)`, as upstream.
 pub async fn build(
     pod: &Pod,
     container: &Container,
     image_env: &[String],
     host_ip: &str,
     pod_ip: Option<&str>,
+    service_env: Vec<(String, String)>,
     sources: &mut Sources,
 ) -> Result<Vec<String>, EnvError> {
     let ns = sources.namespace().to_string();
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<(String, String)> = service_env;
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(slot) = vars.iter_mut().find(|(n, _)| *n == k) {
             slot.1 = v;

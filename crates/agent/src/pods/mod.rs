@@ -10,6 +10,7 @@ mod grpc_probe;
 mod probes;
 mod pull_secrets;
 mod quantity;
+mod service_env;
 mod slot;
 mod status;
 mod volumes;
@@ -30,9 +31,11 @@ use tokio::task::JoinHandle;
 
 use crate::agent::AgentOptions;
 use crate::images::ImageStore;
+use crate::netfilter::Netfilter;
 use crate::network::PodNetwork;
 use crate::node::NodeHandle;
 use crate::runtime::{ContainerRecord, ContainerState, Runtime};
+use crate::services::ServiceCache;
 
 pub use worker::container_id;
 
@@ -45,6 +48,17 @@ pub struct Shared {
     pub recorder: Recorder,
     /// The pod network (None when it could not be set up: pods then have only loopback).
     pub network: Option<Arc<PodNetwork>>,
+    /// The node's packet rules (None without nftables: hostPorts cannot be honoured).
+    pub netfilter: Option<Arc<Netfilter>>,
+    /// Services, for the service-link env vars.
+    pub services: ServiceCache,
+}
+
+/// The node's networking parts the pod workers use.
+pub struct Networking {
+    pub network: Option<Arc<PodNetwork>>,
+    pub netfilter: Option<Arc<Netfilter>>,
+    pub services: ServiceCache,
 }
 
 struct Handle {
@@ -59,8 +73,13 @@ pub async fn run(
     node: NodeHandle,
     images: Arc<ImageStore>,
     runtime: Arc<Runtime>,
-    network: Option<Arc<PodNetwork>>,
+    networking: Networking,
 ) {
+    let Networking {
+        network,
+        netfilter,
+        services,
+    } = networking;
     let recorder = Recorder::new(client.clone(), "kubelet").with_host(opts.node_name.clone());
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -69,6 +88,8 @@ pub async fn run(
         runtime: runtime.clone(),
         recorder,
         network: network.clone(),
+        netfilter: netfilter.clone(),
+        services,
     });
     // What a previous agent left running, by pod uid; handed to the pods' workers.
     let mut found: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
@@ -112,7 +133,8 @@ pub async fn run(
                     let orphans: Vec<(String, Vec<ContainerRecord>)> = found.drain().collect();
                     let rt = runtime.clone();
                     let net = network.clone();
-                    tokio::spawn(async move { remove_orphans(rt, net, orphans).await });
+                    let nf = netfilter.clone();
+                    tokio::spawn(async move { remove_orphans(rt, net, nf, orphans).await });
                 }
                 listed.clear();
             }
@@ -157,6 +179,7 @@ fn dispatch(
 async fn remove_orphans(
     runtime: Arc<Runtime>,
     network: Option<Arc<PodNetwork>>,
+    netfilter: Option<Arc<Netfilter>>,
     orphans: Vec<(String, Vec<ContainerRecord>)>,
 ) {
     for (uid, records) in orphans {
@@ -169,6 +192,11 @@ async fn remove_orphans(
             }
             if let Err(e) = runtime.remove(&r.id).await {
                 tracing::warn!(container = %r.id, error = %e, "removing an orphaned container failed");
+            }
+        }
+        if let Some(nf) = &netfilter {
+            if let Err(e) = nf.remove_host_ports(&uid).await {
+                tracing::warn!(pod_uid = %uid, error = %e, "removing an orphaned pod's hostPort rules failed");
             }
         }
         if let Some(net) = &network {

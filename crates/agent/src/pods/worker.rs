@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::container_spec::{self, ManagedFiles};
 use super::env::{self, Sources};
 use super::probes::{self, Action, ProbeKind, Target, Verdict};
+use super::service_env;
 use super::slot::{Kind, Slot, Terminated};
 use super::status::{self, Phase, Transitions};
 use super::volumes::{self, Prepared};
@@ -258,7 +259,7 @@ impl Worker {
                 .ensure_sandbox(&self.sandbox_spec(pod))
                 .await
             {
-                Ok(info) => self.attach_network(&info).await.map(|ip| (info, ip)),
+                Ok(info) => self.attach_network(pod, &info).await.map(|ip| (info, ip)),
                 Err(e) => Err(e.to_string()),
             };
             match made {
@@ -474,16 +475,22 @@ impl Worker {
         let mut sources = Sources::new(self.shared.client.clone(), &self.namespace);
         let host_ip = self.shared.node.host_ip.clone();
         let pod_ip = self.pod_ip(pod);
-        let env = match env::build(
-            pod,
-            c,
-            &image.config.env,
-            &host_ip,
-            pod_ip.as_deref(),
-            &mut sources,
-        )
-        .await
-        {
+        let env = match self.service_env(pod).await {
+            Ok(service_env) => {
+                env::build(
+                    pod,
+                    c,
+                    &image.config.env,
+                    &host_ip,
+                    pod_ip.as_deref(),
+                    service_env,
+                    &mut sources,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let env = match env {
             Ok(e) => e,
             Err(e) => {
                 self.config_error(pod, i, "CreateContainerConfigError", &e.0)
@@ -889,6 +896,11 @@ impl Worker {
         if let (Some(pod), Some(sb)) = (pod, &self.sandbox) {
             volumes::teardown(pod, &sb.pod_dir);
         }
+        if let Some(nf) = &self.shared.netfilter {
+            if let Err(e) = nf.remove_host_ports(&self.uid).await {
+                tracing::warn!(pod = %self.key(), error = %e, "removing the pod's hostPort rules failed");
+            }
+        }
         if let Some(net) = &self.shared.network {
             if let Err(e) = net.detach(&self.uid).await {
                 tracing::warn!(pod = %self.key(), error = %e, "removing the pod's network failed");
@@ -1133,15 +1145,50 @@ impl Worker {
         }
     }
 
-    /// Wires the sandbox's network namespace to the pod network; its address.
-    async fn attach_network(&self, info: &SandboxInfo) -> Result<Option<String>, String> {
+    /// Wires the sandbox's network namespace to the pod network and DNATs its hostPorts to
+    /// it (as the portmap plugin does at sandbox creation); its address.
+    async fn attach_network(
+        &self,
+        pod: &Pod,
+        info: &SandboxInfo,
+    ) -> Result<Option<String>, String> {
         let (Some(ns), Some(net)) = (&info.net_ns, &self.shared.network) else {
             return Ok(None);
         };
-        net.attach(&self.uid, ns)
+        let ip = net
+            .attach(&self.uid, ns)
             .await
-            .map(|ip| Some(ip.to_string()))
-            .map_err(|e| format!("setting up the pod network: {e}"))
+            .map_err(|e| format!("setting up the pod network: {e}"))?;
+        let host_ports = crate::netfilter::host_ports_of(pod);
+        if !host_ports.is_empty() {
+            let Some(nf) = &self.shared.netfilter else {
+                return Err(
+                    "hostPort needs the node's nftables rules, which could not be set up".into(),
+                );
+            };
+            nf.set_host_ports(&self.uid, ip, host_ports)
+                .await
+                .map_err(|e| format!("setting up hostPorts: {e}"))?;
+        }
+        Ok(Some(ip.to_string()))
+    }
+
+    /// The service-link variables for this pod, from the Service cache (upstream refuses to
+    /// start a container before Services were read once, and so does this).
+    async fn service_env(&self, pod: &Pod) -> Result<Vec<(String, String)>, env::EnvError> {
+        let cache = &self.shared.services;
+        if !cache.ready(Duration::from_secs(5)).await {
+            return Err(env::EnvError(
+                "services have not yet been read at least once, cannot construct envvars".into(),
+            ));
+        }
+        let (master_ns, master_name) = service_env::master_key();
+        let chosen = service_env::selected(
+            pod,
+            cache.in_namespace(&self.namespace),
+            cache.get(master_ns, master_name),
+        );
+        Ok(service_env::vars(&chosen))
     }
 
     fn slot_index(&self, name: &str) -> Option<usize> {
