@@ -72,6 +72,8 @@ pub enum AgentError {
     Node(#[from] NodeError),
     #[error("pod network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error("packet rules: {0}")]
+    Netfilter(#[from] crate::netfilter::NetfilterError),
 }
 
 /// Runs the agent until the returned future is dropped (containers keep running: a restarted
@@ -149,7 +151,8 @@ fn ips_dir(root: &std::path::Path) -> PathBuf {
 }
 
 /// `capstan cleanup`: stops every container of this agent instance and removes what it holds
-/// on the host — sandboxes, mounts, cgroups, the pod bridge and veths, the runtime state —
+/// on the host — sandboxes, mounts, cgroups, the pod bridge and veths, its nftables table, the
+/// runtime state —
 /// as k3s-killall.sh does. Pods' API objects are untouched: a restarted agent makes their
 /// containers again. Returns what it removed.
 pub async fn cleanup(opts: &AgentOptions) -> Result<Vec<String>, AgentError> {
@@ -165,6 +168,13 @@ pub async fn cleanup(opts: &AgentOptions) -> Result<Vec<String>, AgentError> {
         crate::network::remove_bridge(&bridge_name(&opts.instance), &ips_dir(&opts.root)).await?
     {
         removed.push(format!("link {link}"));
+    }
+    if crate::netfilter::table_exists(&opts.instance).await {
+        crate::netfilter::remove_table(&opts.instance).await?;
+        removed.push(format!(
+            "nftables table {}",
+            crate::netfilter::table_name(&opts.instance)
+        ));
     }
     Ok(removed)
 }

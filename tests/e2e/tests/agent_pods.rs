@@ -806,6 +806,15 @@ fn cleanup_stops_the_containers_and_leaves_nothing_on_the_host() {
         !std::path::Path::new(state_dir).exists(),
         "{state_dir} is left"
     );
+    let table = removed
+        .iter()
+        .find_map(|r| r.strip_prefix("nftables table "))
+        .unwrap_or_else(|| panic!("no nftables table removed: {printed}"));
+    let listed = std::process::Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .output()
+        .expect("nft");
+    assert!(!listed.status.success(), "table {table} is left");
     let data_dir = s.data_dir.to_string_lossy().into_owned();
     for part in [state_dir, data_dir.as_str()] {
         assert_eq!(

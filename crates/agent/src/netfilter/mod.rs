@@ -46,6 +46,15 @@ pub async fn remove_table(instance: &str) -> Result<(), NetfilterError> {
     nft::apply(&ruleset::delete_table(&table_name(instance))).await
 }
 
+/// Whether an agent instance's table exists (false too when `nft` cannot be run: then no
+/// agent could have made one).
+pub async fn table_exists(instance: &str) -> bool {
+    matches!(
+        nft::list(&["table", ruleset::FAMILY, &table_name(instance)]).await,
+        Ok(Some(_))
+    )
+}
+
 /// The uids of the pods with hostPort rules in an instance's table (from the kernel, not
 /// from memory: what tests and diagnostics check).
 pub async fn host_port_pods(instance: &str) -> Result<Vec<String>, NetfilterError> {
