@@ -515,7 +515,13 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     let mut store_config = SqliteConfig::new(data_dir.join("store.db"));
     store_config.compaction = Some(compaction);
     let store = SqliteStore::open(store_config).context("opening the store")?;
-    let mut hosts = vec![listen.ip().to_string()];
+    // In-cluster clients verify the server by the `kubernetes` Service's ClusterIP and DNS
+    // names (KUBERNETES_SERVICE_HOST), as upstream's serving certificate names them.
+    let mut hosts = vec![
+        listen.ip().to_string(),
+        ranges.first().to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+    ];
     hosts.extend(tls_san);
     let pki =
         pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
