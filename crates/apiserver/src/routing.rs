@@ -187,6 +187,7 @@ pub async fn handle(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     in_process: Option<axum::Extension<crate::serving::in_process::InProcess>>,
+    user: Option<axum::Extension<crate::serving::user_info::User>>,
     body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
@@ -281,8 +282,21 @@ pub async fn handle(
     let binding = target.subresource.as_deref() == Some("binding");
     let eviction = target.subresource.as_deref() == Some("eviction");
     let pod_log = is_pod_log(&target);
+    // `serviceaccounts/token` is the only `token` subresource.
+    let token_request = target.subresource.as_deref() == Some("token");
+    let review = target.rt.strategy.not_stored();
+    let user = user.map(|axum::Extension(u)| u);
     let dispatch = async {
         match (&method, target.name.is_some()) {
+            (&Method::POST, true) if token_request => {
+                crate::authn::token_request::create(&state, &target, &content_type, &body).await
+            }
+            (_, _) if token_request => Err(ApiError::method_not_served()),
+            (&Method::POST, false) if review => {
+                crate::authn::reviews::create(&state, &target, user.as_ref(), &content_type, &body)
+                    .await
+            }
+            (_, _) if review => Err(ApiError::method_not_served()),
             (&Method::GET, true) if pod_log => {
                 crate::rest::pod_log::get(&state, &target, &query).await
             }

@@ -9,6 +9,7 @@ mod env;
 mod probes;
 mod pull_secrets;
 mod quantity;
+mod service_account_token;
 mod slot;
 mod status;
 mod volumes;
