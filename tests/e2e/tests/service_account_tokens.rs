@@ -72,8 +72,8 @@ fn a_created_token_is_the_service_account_until_it_is_deleted() {
     let review = whoami(&s, &token);
     let info = &review["status"]["userInfo"];
     assert_eq!(info["username"], user.as_str(), "{review}");
-    let uid = get_json(&s, &["serviceaccount", "default", "-n", ns]).unwrap()["metadata"]["uid"]
-        .clone();
+    let uid =
+        get_json(&s, &["serviceaccount", "default", "-n", ns]).unwrap()["metadata"]["uid"].clone();
     assert_eq!(info["uid"], uid, "{review}");
     let groups: Vec<&str> = info["groups"]
         .as_array()
@@ -104,8 +104,8 @@ fn a_created_token_is_the_service_account_until_it_is_deleted() {
         assert!(stdout.contains("system:serviceaccounts"), "{bin}: {stdout}");
     }
     // The admin is k3s's.
-    let admin = serde_json::from_str::<Value>(&s.kubectl_ok(&["auth", "whoami", "-o", "json"]))
-        .unwrap();
+    let admin =
+        serde_json::from_str::<Value>(&s.kubectl_ok(&["auth", "whoami", "-o", "json"])).unwrap();
     assert_eq!(admin["status"]["userInfo"]["username"], "system:admin");
     assert_eq!(
         admin["status"]["userInfo"]["groups"],
@@ -126,31 +126,62 @@ fn a_pod_bound_token_ends_with_its_pod_and_bad_requests_name_the_field() {
     let s = Server::start();
     let ns = "tokens-pod";
     namespace_with_default_account(&s, ns);
-    s.kubectl_ok(&["run", "holder", "-n", ns, "--image=busybox", "--restart=Never"]);
+    s.kubectl_ok(&[
+        "run",
+        "holder",
+        "-n",
+        ns,
+        "--image=busybox",
+        "--restart=Never",
+    ]);
     let token = create_token(
         &s,
         ns,
-        &["--bound-object-kind", "Pod", "--bound-object-name", "holder"],
+        &[
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "holder",
+        ],
     );
     let review = whoami(&s, &token);
     let pod_uid = get_json(&s, &["pod", "holder", "-n", ns]).unwrap()["metadata"]["uid"].clone();
     let extra = &review["status"]["userInfo"]["extra"];
-    assert_eq!(extra["authentication.kubernetes.io/pod-name"][0], "holder", "{review}");
-    assert_eq!(extra["authentication.kubernetes.io/pod-uid"][0], pod_uid, "{review}");
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-name"][0], "holder",
+        "{review}"
+    );
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-uid"][0], pod_uid,
+        "{review}"
+    );
 
     s.kubectl_ok(&["delete", "pod", "holder", "-n", ns, "--wait=false"]);
     wait_for("the pod to go", Duration::from_secs(30), || {
-        get_json(&s, &["pod", "holder", "-n", ns]).is_none().then_some(())
+        get_json(&s, &["pod", "holder", "-n", ns])
+            .is_none()
+            .then_some(())
     });
     let out = as_token(&s, "kubectl", &token, &["get", "pods", "-n", ns]);
     assert!(unauthorized(&out), "{:?}", text(&out));
 
     // A binding to a pod that is not there, and a lifetime under ten minutes.
     let out = s.kubectl(&[
-        "create", "token", "default", "-n", ns, "--bound-object-kind", "Pod",
-        "--bound-object-name", "absent",
+        "create",
+        "token",
+        "default",
+        "-n",
+        ns,
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "absent",
     ]);
-    assert!(text(&out).1.contains("pods \"absent\" not found"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("pods \"absent\" not found"),
+        "{:?}",
+        text(&out)
+    );
     let out = s.kubectl(&["create", "token", "default", "-n", ns, "--duration", "1m"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
@@ -160,7 +191,9 @@ fn a_pod_bound_token_ends_with_its_pod_and_bad_requests_name_the_field() {
     );
     let out = s.kubectl(&["create", "token", "nobody", "-n", ns]);
     assert!(
-        text(&out).1.contains("serviceaccounts \"nobody\" not found"),
+        text(&out)
+            .1
+            .contains("serviceaccounts \"nobody\" not found"),
         "{:?}",
         text(&out)
     );
@@ -206,14 +239,15 @@ fn token_review_answers_for_audiences_and_discovery_lists_the_endpoints() {
     let review = token_review(&s, &vault, &[]);
     assert!(review["status"]["authenticated"].is_null(), "{review}");
     assert!(
-        review["status"]["error"].as_str().is_some_and(|e| e.contains("audiences")),
+        review["status"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("audiences")),
         "{review}"
     );
     let review = token_review(&s, "eyJhbGciOiJFUzI1NiJ9.e30.c2ln", &[]);
     assert!(review["status"]["error"].is_string(), "{review}");
 
-    let core: Value =
-        serde_json::from_str(&s.kubectl_ok(&["get", "--raw", "/api/v1"])).unwrap();
+    let core: Value = serde_json::from_str(&s.kubectl_ok(&["get", "--raw", "/api/v1"])).unwrap();
     let token_sub = core["resources"]
         .as_array()
         .unwrap()
@@ -224,12 +258,25 @@ fn token_review_answers_for_audiences_and_discovery_lists_the_endpoints() {
     assert_eq!(token_sub["verbs"], serde_json::json!(["create"]));
     assert_eq!(token_sub["kind"], "TokenRequest");
     assert_eq!(token_sub["group"], "authentication.k8s.io");
-    let resources = s.kubectl_ok(&["api-resources", "--api-group=authentication.k8s.io", "-o", "wide"]);
+    let resources = s.kubectl_ok(&[
+        "api-resources",
+        "--api-group=authentication.k8s.io",
+        "-o",
+        "wide",
+    ]);
     assert!(resources.contains("tokenreviews"), "{resources}");
     assert!(resources.contains("selfsubjectreviews"), "{resources}");
     let out = s.kubectl(&["get", "tokenreviews"]);
     assert!(!out.status.success(), "{:?}", text(&out));
     s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+/// A statically linked kubectl for a pod to run (`kubectl.1.33` beside the one on the PATH).
+fn static_kubectl() -> PathBuf {
+    match std::env::var_os("KUBECTL_VERSIONS_DIR") {
+        Some(d) => PathBuf::from(d).join("kubectl.1.33"),
+        None => kubectl_127().with_file_name("kubectl.1.33"),
+    }
 }
 
 #[test]
@@ -240,12 +287,26 @@ fn a_pod_calls_the_api_with_its_projected_token() {
     wait_for("the root CA ConfigMap", Duration::from_secs(30), || {
         get_json(&s, &["configmap", "kube-root-ca.crt", "-n", ns]).map(|_| ())
     });
+    let kubectl = static_kubectl();
+    let kdir = kubectl
+        .parent()
+        .expect("kubectl's directory")
+        .display()
+        .to_string();
+    let kname = kubectl
+        .file_name()
+        .expect("kubectl's name")
+        .to_string_lossy()
+        .to_string();
     let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    // kubectl in the pod finds no kubeconfig and so takes client-go's in-cluster config:
+    // the projected token, ca.crt (TLS verified against it) and namespace, and the API at
+    // KUBERNETES_SERVICE_HOST:PORT (the node's loopback: the pod shares its network).
+    // busybox's own `wget https://` cannot be the client: its TLS sends no
+    // signature_algorithms extension, which rustls requires.
     let script = format!(
         "ls {dir}; echo ns=$(cat {dir}/namespace); head -n 1 {dir}/ca.crt; \
-         wget -q -O- --no-check-certificate \
-         --header \"Authorization: Bearer $(cat {dir}/token)\" \
-         https://127.0.0.1:$API_PORT/api/v1/namespaces/{ns}/pods"
+         /kbin/{kname} get pods -o name; /kbin/{kname} auth whoami"
     );
     apply(
         &s,
@@ -259,12 +320,18 @@ metadata:
 spec:
   hostNetwork: true
   restartPolicy: Never
+  volumes:
+  - name: kbin
+    hostPath: {{path: "{kdir}", type: Directory}}
   containers:
   - name: caller
     image: busybox
     env:
-    - name: API_PORT
-      value: "{port}"
+    - {{name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}}
+    - {{name: KUBERNETES_SERVICE_PORT, value: "{port}"}}
+    - {{name: HOME, value: /tmp}}
+    volumeMounts:
+    - {{name: kbin, mountPath: /kbin, readOnly: true}}
     command: ["sh", "-c", {script:?}]
 "#,
             port = s.port,
@@ -282,8 +349,17 @@ spec:
     }
     assert!(logs.contains(&format!("ns={ns}")), "{logs}");
     assert!(logs.contains("-----BEGIN CERTIFICATE-----"), "{logs}");
-    // The pod listed itself through the API with its own token.
-    assert!(logs.contains("PodList"), "{logs}");
-    assert!(logs.contains("\"caller\""), "{logs}");
+    // The pod listed itself through the API, as its service account, in its namespace.
+    assert!(logs.lines().any(|l| l == "pod/caller"), "{logs}");
+    assert!(
+        logs.contains(&format!("system:serviceaccount:{ns}:default")),
+        "{logs}"
+    );
+    // Its token is bound to it: the authenticator says which pod holds it.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("authentication.kubernetes.io/pod-name") && l.contains("[caller]")),
+        "{logs}"
+    );
     s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
 }

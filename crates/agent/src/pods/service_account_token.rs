@@ -58,7 +58,11 @@ impl PodTokens {
 
     /// The token for `audience` (empty: the API server's own) and `expiration_seconds`,
     /// requested anew when the one held is due for renewal.
-    pub async fn token(&mut self, audience: &str, expiration_seconds: i64) -> Result<Vec<u8>, String> {
+    pub async fn token(
+        &mut self,
+        audience: &str,
+        expiration_seconds: i64,
+    ) -> Result<Vec<u8>, String> {
         let key = (audience.to_string(), expiration_seconds);
         let now = SystemTime::now();
         if let Some(held) = self.held.get(&key) {
@@ -137,8 +141,16 @@ mod tests {
         assert!(!needs_refresh(t0, hour, t0 + Duration::from_secs(2879)));
         assert!(needs_refresh(t0, hour, t0 + Duration::from_secs(2880)));
         let year = t0 + Duration::from_secs(365 * 24 * 3600);
-        assert!(!needs_refresh(t0, year, t0 + Duration::from_secs(24 * 3600)));
-        assert!(needs_refresh(t0, year, t0 + Duration::from_secs(24 * 3600 + 1)));
+        assert!(!needs_refresh(
+            t0,
+            year,
+            t0 + Duration::from_secs(24 * 3600)
+        ));
+        assert!(needs_refresh(
+            t0,
+            year,
+            t0 + Duration::from_secs(24 * 3600 + 1)
+        ));
         // A clock that went backwards renews nothing early.
         assert!(!needs_refresh(t0, hour, t0 - Duration::from_secs(10)));
     }

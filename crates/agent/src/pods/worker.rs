@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::container_spec::{self, ManagedFiles};
 use super::env::{self, Sources};
-use super::service_account_token::PodTokens;
 use super::probes::{self, Action, ProbeKind, Target, Verdict};
+use super::service_account_token::PodTokens;
 use super::slot::{Kind, Slot, Terminated};
 use super::status::{self, Phase, Transitions};
 use super::volumes::{self, Prepared};

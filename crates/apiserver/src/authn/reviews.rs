@@ -40,7 +40,9 @@ pub async fn create(
             });
             Ok(json_response(StatusCode::CREATED, &out))
         }
-        other => Err(ApiError::internal(format!("no review is served as {other}"))),
+        other => Err(ApiError::internal(format!(
+            "no review is served as {other}"
+        ))),
     }
 }
 

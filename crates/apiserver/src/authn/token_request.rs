@@ -132,12 +132,8 @@ async fn binding(
         return Ok(Binding::default());
     };
     let text = |f: &str| bound.get(f).and_then(Value::as_str).unwrap_or("");
-    let (api_version, kind, name, uid) = (
-        text("apiVersion"),
-        text("kind"),
-        text("name"),
-        text("uid"),
-    );
+    let (api_version, kind, name, uid) =
+        (text("apiVersion"), text("kind"), text("name"), text("uid"));
     let mut out = Binding::default();
     // Bindings are to core/v1 objects only: another group is "type <gvk>" as upstream.
     let core = api_version == "v1" || api_version.is_empty();
@@ -262,7 +258,9 @@ mod tests {
         let spec = spec_of(&json!({"spec": {"audiences": null}})).unwrap();
         assert_eq!(spec.expiration_seconds, 3600);
         assert!(spec.audiences.is_empty());
-        let e = spec_of(&json!({"spec": {"expirationSeconds": 60}})).err().unwrap();
+        let e = spec_of(&json!({"spec": {"expirationSeconds": 60}}))
+            .err()
+            .unwrap();
         assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
             e.message,
@@ -272,7 +270,11 @@ mod tests {
         let e = spec_of(&json!({"spec": {"expirationSeconds": (1i64 << 32) + 1}}))
             .err()
             .unwrap();
-        assert!(e.message.contains("spec.expirationSeconds"), "{}", e.message);
+        assert!(
+            e.message.contains("spec.expirationSeconds"),
+            "{}",
+            e.message
+        );
         let e = spec_of(&json!({"spec": {"audiences": [1]}})).err().unwrap();
         assert!(e.message.contains("spec.audiences[0]"), "{}", e.message);
     }

@@ -246,14 +246,20 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         parts[0] = b64.encode(serde_json::to_vec(&header).unwrap());
-        assert_eq!(verify(&key, &parts.join("."), NOW), Err(TokenError::Signature));
+        assert_eq!(
+            verify(&key, &parts.join("."), NOW),
+            Err(TokenError::Signature)
+        );
         // A payload naming another account under the original signature.
         let (token, mut claims) = issue(&key, request(3600), NOW).unwrap();
         claims.kubernetes.serviceaccount.name = "admin".into();
         claims.sub = username("ns1", "admin");
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         parts[1] = b64.encode(serde_json::to_vec(&claims).unwrap());
-        assert_eq!(verify(&key, &parts.join("."), NOW), Err(TokenError::Signature));
+        assert_eq!(
+            verify(&key, &parts.join("."), NOW),
+            Err(TokenError::Signature)
+        );
         assert_eq!(verify(&key, "eyJ.a.b", NOW), Err(TokenError::Malformed));
         assert!(!looks_like_jwt(b"plain-admin-token"));
     }

@@ -97,8 +97,7 @@ impl TokenAuthenticator {
     ) -> Result<Authenticated, TokenError> {
         let now = now();
         let claims = self.claims(token, now)?;
-        let accepted =
-            jwt::accepted_audiences(&claims, audiences.unwrap_or(&self.api_audiences))?;
+        let accepted = jwt::accepted_audiences(&claims, audiences.unwrap_or(&self.api_audiences))?;
         let k = &claims.kubernetes;
         let ns = k.namespace.as_str();
         let sa = lookup(state, "serviceaccounts", Some(ns), &k.serviceaccount).await?;
@@ -142,7 +141,9 @@ async fn lookup(
             TokenError::Invalidated
         })?;
     match found {
-        Some((obj, _)) if crate::object::meta_str(&obj, "uid") == Some(want.uid.as_str()) => Ok(obj),
+        Some((obj, _)) if crate::object::meta_str(&obj, "uid") == Some(want.uid.as_str()) => {
+            Ok(obj)
+        }
         Some(_) => {
             tracing::debug!(resource = plural, name = %want.name, "bound object was recreated (uid differs)");
             Err(TokenError::Invalidated)
