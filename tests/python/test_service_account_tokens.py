@@ -21,7 +21,9 @@ def wait_for_default_account(core, ns, within=30.0):
 
 def client_with_token(capstan, token):
     cfg = copy.deepcopy(capstan.configuration)
-    cfg.api_key = {"authorization": "Bearer " + token}
+    # The kubeconfig loader's hook would put the admin token back.
+    cfg.refresh_api_key_hook = None
+    cfg.api_key = {"BearerToken": "Bearer " + token}
     cfg.api_key_prefix = {}
     return client.ApiClient(cfg)
 
