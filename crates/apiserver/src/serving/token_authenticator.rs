@@ -14,8 +14,8 @@ use crate::AppState;
 /// Verified tokens kept, at most (a cluster's pods each hold one or two).
 const CACHE_ENTRIES: usize = 4096;
 
-/// A bound Pod or Secret deleted longer ago than this no longer vouches for its tokens
-/// (upstream gives a terminating pod this long to finish with its token).
+/// A bound Pod or Secret whose deletion is due longer ago than this no longer vouches for
+/// its tokens; a pod still within its grace period keeps using its token while it stops.
 const DELETION_GRACE_SECONDS: i64 = 60;
 
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
