@@ -2,6 +2,7 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod admission;
+pub mod authn;
 pub mod crds;
 pub mod discovery;
 pub mod encoding;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub admission: Arc<admission::Chain>,
     /// How this server connects to kubelets (`pods/log`); None: it cannot.
     pub kubelet_client: Option<rest::node_proxy::KubeletClientTls>,
+    /// Issues and checks service-account tokens; None: no key (TokenRequest is refused).
+    pub tokens: Option<Arc<serving::token_authenticator::TokenAuthenticator>>,
 }
 
 impl AppState {
@@ -75,7 +78,28 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             admission: Arc::new(admission::Chain::default()),
             kubelet_client: None,
+            // A process-lifetime key until the server hands it the data dir's.
+            tokens: match serving::service_account_key::SigningKey::generate() {
+                Ok(key) => Some(Arc::new(
+                    serving::token_authenticator::TokenAuthenticator::new(key),
+                )),
+                Err(e) => {
+                    tracing::error!(error = %e, "no service account signing key");
+                    None
+                }
+            },
         }
+    }
+
+    /// Sign and check service-account tokens with `key` (the data dir's).
+    pub fn with_service_account_key(
+        mut self,
+        key: serving::service_account_key::SigningKey,
+    ) -> Self {
+        self.tokens = Some(Arc::new(
+            serving::token_authenticator::TokenAuthenticator::new(key),
+        ));
+        self
     }
 
     /// Lets `pods/log` reach kubelets with this TLS client configuration.

@@ -177,6 +177,33 @@ async fn off_reactor<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Who sent the request, from what authentication left in its extensions: this process's
+/// own components (which take no places in flight), and the authenticated user.
+pub struct Caller {
+    in_process: bool,
+    user: Option<crate::serving::user_info::User>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            in_process: parts
+                .extensions
+                .get::<crate::serving::in_process::InProcess>()
+                .is_some(),
+            user: parts
+                .extensions
+                .get::<crate::serving::user_info::User>()
+                .cloned(),
+        })
+    }
+}
+
 /// A request body must have arrived within this (upstream's default request timeout).
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -186,7 +213,7 @@ pub async fn handle(
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-    in_process: Option<axum::Extension<crate::serving::in_process::InProcess>>,
+    caller: Caller,
     body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
@@ -223,7 +250,7 @@ pub async fn handle(
     let is_watch = method == Method::GET && truthy(&query, "watch");
     // Only a real watch (a GET of a collection, below) streams; anything else saying
     // `watch=true` counts as an ordinary request.
-    let permit = if in_process.is_some() {
+    let permit = if caller.in_process {
         Ok(None)
     } else if is_watch {
         state.limiter.watch().map(Some)
@@ -281,8 +308,21 @@ pub async fn handle(
     let binding = target.subresource.as_deref() == Some("binding");
     let eviction = target.subresource.as_deref() == Some("eviction");
     let pod_log = is_pod_log(&target);
+    // `serviceaccounts/token` is the only `token` subresource.
+    let token_request = target.subresource.as_deref() == Some("token");
+    let review = target.rt.strategy.not_stored();
+    let user = caller.user;
     let dispatch = async {
         match (&method, target.name.is_some()) {
+            (&Method::POST, true) if token_request => {
+                crate::authn::token_request::create(&state, &target, &content_type, &body).await
+            }
+            (_, _) if token_request => Err(ApiError::method_not_served()),
+            (&Method::POST, false) if review => {
+                crate::authn::reviews::create(&state, &target, user.as_ref(), &content_type, &body)
+                    .await
+            }
+            (_, _) if review => Err(ApiError::method_not_served()),
             (&Method::GET, true) if pod_log => {
                 crate::rest::pod_log::get(&state, &target, &query).await
             }

@@ -526,6 +526,11 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     let pki =
         pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
     let token = kubeconfig::load_or_create_token(&data_dir.join("admin-token"))?;
+    let service_account_key =
+        capstan_apiserver::serving::service_account_key::SigningKey::load_or_create(
+            &data_dir.join("pki"),
+        )
+        .context("preparing the service account signing key")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -549,6 +554,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     .context("preparing the kubelet client certificate")?;
     let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
         .with_kubelet_client(kubelet_client)
+        .with_service_account_key(service_account_key)
         .with_limits(max_inflight, max_watches)
         .with_bookmark_interval(bookmark_every)
         .with_service_ranges(ranges);

@@ -11,6 +11,7 @@ mod probes;
 mod pull_secrets;
 mod quantity;
 mod service_env;
+mod service_account_token;
 mod slot;
 mod status;
 mod volumes;

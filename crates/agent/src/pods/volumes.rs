@@ -1,7 +1,7 @@
 //! A pod's volumes on the node: emptyDir (disk, or a tmpfs of `sizeLimit` for
-//! `medium: Memory`), configMap, secret, downwardAPI and projected (written by `atomic_dir`,
-//! refreshed on every sync), hostPath (with its type checks). `setup` returns each volume's
-//! host path; `teardown` unmounts what it mounted.
+//! `medium: Memory`), configMap, secret, downwardAPI and projected (service-account tokens
+//! too; written by `atomic_dir`, refreshed on every sync), hostPath (with its type checks).
+//! `setup` returns each volume's host path; `teardown` unmounts what it mounted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 use super::atomic_dir::{self, File};
 use super::env::{field_value, resource_value, Sources};
 use super::quantity;
+use super::service_account_token::{PodTokens, DEFAULT_EXPIRATION_SECONDS};
 
 /// Why a volume could not be set up (the `FailedMount` event's message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +49,7 @@ pub async fn setup(
     pod_dir: &Path,
     host_ip: &str,
     sources: &mut Sources,
+    tokens: &mut PodTokens,
 ) -> Result<BTreeMap<String, Prepared>, VolumeError> {
     let mut out = BTreeMap::new();
     let spec = pod.spec.as_ref();
@@ -131,8 +133,22 @@ pub async fn setup(
                         &mut files,
                     )?;
                 }
-                // serviceAccountToken needs the TokenRequest API, which the API server does
-                // not serve yet: the token file is left out rather than faked.
+                if let Some(t) = &source.service_account_token {
+                    let token = tokens
+                        .token(
+                            t.audience.as_deref().unwrap_or(""),
+                            t.expiration_seconds.unwrap_or(DEFAULT_EXPIRATION_SECONDS),
+                        )
+                        .await
+                        .map_err(|e| err(volume, e))?;
+                    files.insert(
+                        t.path.clone(),
+                        File {
+                            data: token,
+                            mode: mode_of(None, projected.default_mode, 0o644),
+                        },
+                    );
+                }
             }
             write(volume, &dir, &files, fs_group)?
         } else {

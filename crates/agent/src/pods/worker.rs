@@ -21,6 +21,7 @@ use super::container_spec::{self, ManagedFiles};
 use super::env::{self, Sources};
 use super::probes::{self, Action, ProbeKind, Target, Verdict};
 use super::service_env;
+use super::service_account_token::PodTokens;
 use super::slot::{Kind, Slot, Terminated};
 use super::status::{self, Phase, Transitions};
 use super::volumes::{self, Prepared};
@@ -39,6 +40,8 @@ pub struct Worker {
     sandbox: Option<SandboxInfo>,
     volumes: BTreeMap<String, Prepared>,
     volumes_at: Option<Instant>,
+    /// The pod's service-account tokens, made on the first volume setup.
+    tokens: Option<PodTokens>,
     managed: Option<ManagedFiles>,
     start_time: SystemTime,
     transitions: Transitions,
@@ -97,6 +100,7 @@ impl Worker {
             sandbox: None,
             volumes: BTreeMap::new(),
             volumes_at: None,
+            tokens: None,
             managed: None,
             start_time,
             transitions: Transitions::default(),
@@ -293,6 +297,8 @@ impl Worker {
                 &sandbox.pod_dir,
                 &self.shared.node.host_ip,
                 &mut sources,
+                self.tokens
+                    .get_or_insert_with(|| PodTokens::new(self.shared.client.clone(), pod)),
             )
             .await
             {

@@ -39,7 +39,7 @@ fn aggregated_type(accept: &str) -> Option<&'static str> {
 fn streaming_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "log" | "ephemeralcontainers" => vec!["get", "patch", "update"],
-        "binding" | "eviction" => vec!["create"],
+        "binding" | "eviction" | "token" => vec!["create"],
         "finalize" => vec!["update"],
         "approval" => vec!["get", "patch", "update"],
         _ => vec!["create", "get"],
@@ -51,6 +51,7 @@ fn streaming_verbs(sub: &str) -> Vec<&'static str> {
 fn sub_kind<'a>(rt: &'a ResourceType, sub: &str) -> (&'a str, &'a str, &'a str) {
     match sub {
         "eviction" => ("policy", "v1", "Eviction"),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
         _ => (&rt.group, &rt.version, &rt.kind),
     }
 }

@@ -106,6 +106,17 @@ fn paths_for(rt: &ResourceType, schema_ref: &Value, paths: &mut Map<String, Valu
         }
         p
     };
+    if rt.strategy.not_stored() {
+        // A review is only created: upstream documents the one POST.
+        paths.insert(
+            collection,
+            json!({
+                "post": op(rt, "post", format!("create{id}"), schema_ref, Some(json_body), write_params()),
+                "parameters": path_params(false),
+            }),
+        );
+        return;
+    }
     let mut patch_params = write_params();
     patch_params.push(json!({"name": "force", "in": "query", "description": "Force is going to \"force\" Apply requests.", "schema": {"type": "boolean", "uniqueItems": true}}));
     paths.insert(
@@ -132,7 +143,7 @@ fn paths_for(rt: &ResourceType, schema_ref: &Value, paths: &mut Map<String, Valu
 fn build_doc(types: &[&ResourceType]) -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
-    let mut kinds: Vec<(String, Value)> = Vec::new();
+    let mut kinds: Vec<(String, Value, bool)> = Vec::new();
     let mut custom_schemas: Vec<(String, Value)> = Vec::new();
     for rt in types {
         let schema_ref = match (rt.schema, &rt.custom) {
@@ -151,7 +162,7 @@ fn build_doc(types: &[&ResourceType]) -> Value {
             .and_then(Value::as_str)
             .and_then(|r| r.rsplit('/').next())
         {
-            kinds.push((name.to_string(), gvk(rt)));
+            kinds.push((name.to_string(), gvk(rt), rt.strategy.not_stored()));
         }
         paths_for(rt, &schema_ref, &mut paths);
     }
@@ -162,9 +173,16 @@ fn build_doc(types: &[&ResourceType]) -> Value {
         .collect();
     annotate_lists(&mut schemas);
     schemas.extend(custom_schemas);
-    for (name, gvk) in kinds {
+    for (name, gvk, review) in kinds {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
             s.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+            if review {
+                // A review is only POSTed, so kubectl validates it against this schema
+                // client-side; upstream's does not require `metadata` (k8s-openapi's does).
+                if let Some(Value::Array(req)) = s.get_mut("required") {
+                    req.retain(|f| f != "metadata");
+                }
+            }
         }
     }
     json!({

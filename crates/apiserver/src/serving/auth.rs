@@ -1,7 +1,8 @@
 //! Authentication, as kube-apiserver's chain decides it: a bearer token (scheme matched
-//! case-insensitively) that is the admin token passes; one that is not is a 401. A request
-//! with no credentials is the anonymous user, who may only read the health endpoints and
-//! `/version` (upstream's `system:public-info-viewer`); anything else is upstream's 403.
+//! case-insensitively) that is the admin token, or else a valid service-account JWT, passes
+//! with its `User` in the request's extensions; any other is a 401. A request with no
+//! credentials is the anonymous user, who may only read the health endpoints and `/version`
+//! (upstream's `system:public-info-viewer`); anything else is upstream's 403.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::serving::request_info::{decode_path, RequestInfo};
+use crate::serving::service_account_jwt::looks_like_jwt;
+use crate::serving::user_info::User;
 use crate::status::ApiError;
 use crate::AppState;
 
@@ -61,6 +64,15 @@ fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Let the request on as `user`: its connection counts as authenticated from now on.
+async fn admit(mut req: Request, next: Next, user: User) -> Response {
+    if let Some(gate) = req.extensions().get::<crate::serving::serve::ConnGate>() {
+        gate.authenticated();
+    }
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if OPEN_PATHS
@@ -71,10 +83,23 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     }
     match credential(req.headers().get(AUTHORIZATION)) {
         Credential::Bearer(token) if bool::from(token.ct_eq(state.admin_token.as_bytes())) => {
-            if let Some(gate) = req.extensions().get::<crate::serving::serve::ConnGate>() {
-                gate.authenticated();
+            admit(req, next, User::admin()).await
+        }
+        // Only after the constant-time comparison failed: a service-account token.
+        Credential::Bearer(token) if looks_like_jwt(token) && state.tokens.is_some() => {
+            let Some(tokens) = state.tokens.clone() else {
+                return ApiError::unauthorized().into_response();
+            };
+            let Ok(token) = std::str::from_utf8(token).map(str::to_owned) else {
+                return ApiError::unauthorized().into_response();
+            };
+            match tokens.authenticate(&state, &token, None).await {
+                Ok(done) => admit(req, next, User(std::sync::Arc::new(done.user))).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "service account token refused");
+                    ApiError::unauthorized().into_response()
+                }
             }
-            next.run(req).await
         }
         // A credential that fails is never taken for anonymous (upstream's FailOnError).
         Credential::Bearer(_) => ApiError::unauthorized().into_response(),

@@ -1,5 +1,5 @@
-//! Serving: TLS and HTTP connections, authentication, request deadlines, the places
-//! for requests in flight, and the in-process client (the same router without a socket).
+//! Serving: TLS and HTTP connections, authentication (admin token, service-account JWTs),
+//! request deadlines, the places for requests in flight, and the in-process client.
 
 pub mod auth;
 pub mod in_process;
@@ -8,3 +8,7 @@ pub mod panic_guard;
 pub mod pki;
 pub mod request_info;
 pub mod serve;
+pub mod service_account_jwt;
+pub mod service_account_key;
+pub mod token_authenticator;
+pub mod user_info;

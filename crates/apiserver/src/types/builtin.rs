@@ -2,8 +2,8 @@
 //! kind, plural, scope, short names, categories, subresources, OpenAPI schema and strategy.
 
 use k8s_openapi::api::{
-    admissionregistration, apps, autoscaling, batch, certificates, coordination, core, discovery,
-    events, networking, node, policy, rbac, scheduling, storage,
+    admissionregistration, apps, authentication, autoscaling, batch, certificates, coordination,
+    core, discovery, events, networking, node, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 
@@ -90,7 +90,8 @@ pub fn builtin() -> Vec<ResourceType> {
         .short(&["cm"]),
         t("v1", "Secret", "secrets", schema_of::<core::v1::Secret>, k::core::secret::Secret),
         t("v1", "ServiceAccount", "serviceaccounts", schema_of::<core::v1::ServiceAccount>, k::core::service_account::ServiceAccount)
-        .short(&["sa"]),
+        .short(&["sa"])
+        .subresources(&["token"]),
         t("v1", "Event", "events", schema_of::<core::v1::Event>, k::core::event::Event)
             .short(&["ev"]),
         t("v1", "Pod", "pods", schema_of::<core::v1::Pod>, k::core::pod::Pod)
@@ -232,6 +233,14 @@ pub fn builtin() -> Vec<ResourceType> {
         t("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", schema_of::<admission::ValidatingAdmissionPolicyBinding>, k::admissionregistration::validating_admission_policy_binding::ValidatingAdmissionPolicyBinding)
         .cluster()
         .categories(&["api-extensions"]),
+        // authentication.k8s.io: reviews answered on create, never stored
+        t("authentication.k8s.io/v1", "TokenReview", "tokenreviews", schema_of::<authentication::v1::TokenReview>, k::authentication::Review)
+        .cluster(),
+        t("authentication.k8s.io/v1", "SelfSubjectReview", "selfsubjectreviews", schema_of::<authentication::v1::SelfSubjectReview>, k::authentication::Review)
+        .cluster(),
+        // kubectl 1.27's `auth whoami` asks v1beta1 (upstream still serves it in 1.33).
+        t("authentication.k8s.io/v1beta1", "SelfSubjectReview", "selfsubjectreviews", schema_of::<authentication::v1::SelfSubjectReview>, k::authentication::Review)
+        .cluster(),
         // events, leases, CRDs
         t("events.k8s.io/v1", "Event", "events", schema_of::<events::v1::Event>, k::events::event::Event)
         .short(&["ev"]),

@@ -4,6 +4,7 @@
 pub mod admissionregistration;
 pub mod apiextensions;
 pub mod apps;
+pub mod authentication;
 pub mod autoscaling;
 pub mod batch;
 pub mod builtin;

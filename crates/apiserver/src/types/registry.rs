@@ -95,7 +95,9 @@ impl ResourceType {
         const NO_DELETECOLLECTION: &[&str] = &[
             "create", "delete", "get", "list", "patch", "update", "watch",
         ];
-        if self.group.is_empty() && self.plural == "namespaces" {
+        if self.strategy.not_stored() {
+            &["create"]
+        } else if self.group.is_empty() && self.plural == "namespaces" {
             NO_DELETECOLLECTION
         } else {
             ALL

@@ -128,6 +128,12 @@ pub trait Strategy: Send + Sync {
         &[]
     }
 
+    /// Whether the kind is only ever created and answered, never stored (upstream's review
+    /// kinds: TokenReview, SelfSubjectReview): its one verb is `create`.
+    fn not_stored(&self) -> bool {
+        false
+    }
+
     /// Whether writing an object of this kind changes which types are served (CRDs).
     fn changes_served_types(&self) -> bool {
         false

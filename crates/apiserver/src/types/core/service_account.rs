@@ -8,6 +8,11 @@ use crate::types::strategy::Strategy;
 pub struct ServiceAccount;
 
 impl Strategy for ServiceAccount {
+    /// `serviceaccounts/token`: a TokenRequest (served by `authn::token_request`).
+    fn own_subresources(&self) -> &'static [&'static str] {
+        &["token"]
+    }
+
     fn columns(&self) -> Option<Vec<Value>> {
         use crate::types::shared::printing::*;
         let name = described_col(
