@@ -5,7 +5,8 @@
 //! pull), `runtime` (containers via youki's libcontainer behind a per-container shim process),
 //! `node` (registration, Lease, conditions, the kubelet HTTPS endpoint), `pods` (the pod
 //! workers: sync a pod's spec to containers and report status), `logs` (container log files:
-//! writing with rotation, reading for `pods/log`).
+//! writing with rotation, reading for `pods/log`), `storage` (the local-path provisioner:
+//! PersistentVolumes on this node's disk).
 
 pub mod images;
 pub mod logs;
@@ -15,6 +16,7 @@ pub mod node;
 pub mod pods;
 pub mod runtime;
 pub mod simulate;
+pub mod storage;
 
 mod agent;
 mod api_retry;

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod owners;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
@@ -71,6 +72,9 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("job", |ctx| job::run(ctx).boxed()),
         ("namespace", |ctx| namespace::run(ctx).boxed()),
         ("node-lifecycle", |ctx| node_lifecycle::run(ctx).boxed()),
+        ("persistentvolume-binder", |ctx| {
+            persistentvolume::run(ctx).boxed()
+        }),
         ("pod-garbage-collector", |ctx| podgc::run(ctx).boxed()),
         ("replicaset", |ctx| replicaset::run(ctx).boxed()),
         ("replicationcontroller", |ctx| {
