@@ -169,15 +169,15 @@ fn decide(
         Ok(a) => a,
         Err(msg) => {
             st.queue.error(&p.key, now);
-        let message = diagnosis::fit_error(
-            all,
-            Some(&msg),
-            std::iter::empty(),
-            Some(&diagnosis::preemption(
+            let message = diagnosis::fit_error(
                 all,
-                std::iter::repeat_n(diagnosis::PREEMPTION_NOT_HELPFUL, all),
-            )),
-        );
+                Some(&msg),
+                std::iter::empty(),
+                Some(&diagnosis::preemption(
+                    all,
+                    std::iter::repeat_n(diagnosis::PREEMPTION_NOT_HELPFUL, all),
+                )),
+            );
             return unschedulable(pod, message, None);
         }
     };

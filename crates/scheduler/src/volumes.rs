@@ -5,7 +5,9 @@
 //! annotated with the chosen node, for the binder and the node's provisioner).
 //! Only pods with claims pay: the scheduler calls none of this for the others.
 
-use k8s_openapi::api::core::v1::{Node, NodeSelector, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelector, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -69,9 +71,7 @@ pub async fn check(client: &Client, pod: &Pod) -> Result<ClaimNeeds, String> {
                         .and_then(|a| a.required),
                 ),
                 Ok(None) => {
-                    return Err(format!(
-                        "pvc {ns}/{name} bound to non-existent pv {volume}"
-                    ))
+                    return Err(format!("pvc {ns}/{name} bound to non-existent pv {volume}"))
                 }
                 Err(e) => return Err(format!("error getting PV \"{volume}\": {e}")),
             }
@@ -116,7 +116,11 @@ pub fn filter(affinity: &[NodeSelector], node: &Node) -> Result<(), Rejection> {
     {
         Ok(())
     } else {
-        Err(Rejection::new(Plugin::VolumeBinding, Code::Unresolvable, CONFLICT))
+        Err(Rejection::new(
+            Plugin::VolumeBinding,
+            Code::Unresolvable,
+            CONFLICT,
+        ))
     }
 }
 
@@ -144,12 +148,15 @@ mod tests {
 
     #[test]
     fn volume_affinity_restricts_nodes() {
-        let sel: NodeSelector = serde_json::from_value(json!({"nodeSelectorTerms": [{"matchExpressions":
+        let sel: NodeSelector =
+            serde_json::from_value(json!({"nodeSelectorTerms": [{"matchExpressions":
             [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["a"]}]}]}))
-        .unwrap();
+            .unwrap();
         let node = |n: &str| -> Node {
-            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}}}))
-                .unwrap()
+            serde_json::from_value(
+                json!({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}}}),
+            )
+            .unwrap()
         };
         assert!(filter(std::slice::from_ref(&sel), &node("a")).is_ok());
         let r = filter(&[sel], &node("b")).unwrap_err();

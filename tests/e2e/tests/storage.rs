@@ -39,12 +39,16 @@ fn wait_phase(s: &Server, what: &[&str], phase: &str, within: Duration) -> Value
 }
 
 fn wait_gone(s: &Server, what: &[&str]) {
-    wait_for(&format!("{what:?} to be gone"), Duration::from_secs(60), || {
-        let mut args = vec!["get"];
-        args.extend_from_slice(what);
-        args.extend_from_slice(&["--ignore-not-found", "-o", "name"]);
-        s.kubectl_ok(&args).trim().is_empty().then_some(())
-    });
+    wait_for(
+        &format!("{what:?} to be gone"),
+        Duration::from_secs(60),
+        || {
+            let mut args = vec!["get"];
+            args.extend_from_slice(what);
+            args.extend_from_slice(&["--ignore-not-found", "-o", "name"]);
+            s.kubectl_ok(&args).trim().is_empty().then_some(())
+        },
+    );
 }
 
 /// A busybox pod running `script` with the claim mounted at /data.
@@ -112,7 +116,11 @@ fn a_claim_without_class_is_provisioned_for_its_first_pod_and_outlives_it() {
     wait_for(
         "the WaitForFirstConsumer event",
         Duration::from_secs(30),
-        || events_for(&s, "data").contains("WaitForFirstConsumer").then_some(()),
+        || {
+            events_for(&s, "data")
+                .contains("WaitForFirstConsumer")
+                .then_some(())
+        },
     );
     assert_eq!(phase_of(&s, &["pvc", "data"]), "Pending");
     assert!(s.kubectl_ok(&["get", "pv", "-o", "name"]).trim().is_empty());
@@ -139,7 +147,14 @@ fn a_claim_without_class_is_provisioned_for_its_first_pod_and_outlives_it() {
         .lines()
         .find(|l| l.starts_with(&volume))
         .unwrap_or_else(|| panic!("no provisioned volume:\n{table}"));
-    for cell in ["64Mi", "RWO", "Delete", "Bound", "default/data", "local-path"] {
+    for cell in [
+        "64Mi",
+        "RWO",
+        "Delete",
+        "Bound",
+        "default/data",
+        "local-path",
+    ] {
         assert!(row.contains(cell), "{row}");
     }
     let pv = get_json(&s, &["pv", &volume]).expect("the volume");
@@ -148,7 +163,11 @@ fn a_claim_without_class_is_provisioned_for_its_first_pod_and_outlives_it() {
         "rancher.io/local-path"
     );
     let dir = storage_root(&s).join(format!("pvc-{uid}_default_data"));
-    assert_eq!(pv["spec"]["hostPath"]["path"], dir.to_str().unwrap(), "{pv}");
+    assert_eq!(
+        pv["spec"]["hostPath"]["path"],
+        dir.to_str().unwrap(),
+        "{pv}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("file")).expect("the file on the node"),
         "kept-across-pods\n"
@@ -162,9 +181,11 @@ fn a_claim_without_class_is_provisioned_for_its_first_pod_and_outlives_it() {
     // Deleting the claim releases the volume; its policy (Delete) removes it and its data.
     s.kubectl_ok(&["delete", "pvc", "data"]);
     wait_gone(&s, &["pv", &volume]);
-    wait_for("the volume directory to go", Duration::from_secs(10), || {
-        (!dir.exists()).then_some(())
-    });
+    wait_for(
+        "the volume directory to go",
+        Duration::from_secs(10),
+        || (!dir.exists()).then_some(()),
+    );
 }
 
 #[test]
@@ -178,13 +199,14 @@ fn a_pod_waits_in_container_creating_until_its_claim_is_bound() {
     );
     apply(&s, &pod_with_claim("patient", "later", "cat /data/seed"));
     wait_for("a FailedMount event", Duration::from_secs(60), || {
-        events_for(&s, "patient").contains("FailedMount").then_some(())
+        events_for(&s, "patient")
+            .contains("FailedMount")
+            .then_some(())
     });
     let pod = get_json(&s, &["pod", "patient"]).expect("pod");
     assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
     assert_eq!(
-        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
-        "ContainerCreating",
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating",
         "{pod}"
     );
     // The administrator makes a volume on this node: the claim binds, the pod starts.
@@ -199,7 +221,12 @@ fn a_pod_waits_in_container_creating_until_its_claim_is_bound() {
         ),
     );
     wait_phase(&s, &["pvc", "later"], "Bound", Duration::from_secs(30));
-    wait_phase(&s, &["pod", "patient"], "Succeeded", Duration::from_secs(60));
+    wait_phase(
+        &s,
+        &["pod", "patient"],
+        "Succeeded",
+        Duration::from_secs(60),
+    );
     assert_eq!(s.kubectl_ok(&["logs", "patient"]), "made-by-hand\n");
     s.kubectl_ok(&["delete", "pod", "patient"]);
 }
@@ -217,7 +244,12 @@ fn a_static_host_path_volume_binds_at_once_and_is_retained() {
             "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: static-pv, labels: {{kind: static}}}}\nspec: {{capacity: {{storage: 1Gi}}, accessModes: [ReadWriteOnce], hostPath: {{path: {path:?}}}}}\n---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: too-big}}\nspec: {{capacity: {{storage: 5Gi}}, accessModes: [ReadWriteOnce], hostPath: {{path: /nonexistent-capstan}}}}\n"
         ),
     );
-    wait_phase(&s, &["pv", "static-pv"], "Available", Duration::from_secs(20));
+    wait_phase(
+        &s,
+        &["pv", "static-pv"],
+        "Available",
+        Duration::from_secs(20),
+    );
     apply(
         &s,
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: static}\nspec: {storageClassName: \"\", accessModes: [ReadWriteOnce], resources: {requests: {storage: 100Mi}}}\n",
@@ -232,18 +264,34 @@ fn a_static_host_path_volume_binds_at_once_and_is_retained() {
     );
     let pv = wait_phase(&s, &["pv", "static-pv"], "Bound", Duration::from_secs(10));
     assert_eq!(pv["spec"]["claimRef"]["name"], "static", "{pv}");
-    assert_eq!(pv["spec"]["claimRef"]["uid"], claim["metadata"]["uid"], "{pv}");
+    assert_eq!(
+        pv["spec"]["claimRef"]["uid"], claim["metadata"]["uid"],
+        "{pv}"
+    );
     assert_eq!(phase_of(&s, &["pv", "too-big"]), "Available");
 
-    let logs = run_to_completion(&s, "sees", "static", "cat /data/seed; echo more > /data/added");
+    let logs = run_to_completion(
+        &s,
+        "sees",
+        "static",
+        "cat /data/seed; echo more > /data/added",
+    );
     assert_eq!(logs, "static-data\n");
     assert!(Path::new(path).join("added").exists());
 
     // Retain: the volume outlives its claim, Released, with its data.
     s.kubectl_ok(&["delete", "pvc", "static"]);
-    wait_phase(&s, &["pv", "static-pv"], "Released", Duration::from_secs(30));
+    wait_phase(
+        &s,
+        &["pv", "static-pv"],
+        "Released",
+        Duration::from_secs(30),
+    );
     let table = s.kubectl_ok(&["get", "pv", "static-pv"]);
-    assert!(table.contains("Released") && table.contains("Retain"), "{table}");
+    assert!(
+        table.contains("Released") && table.contains("Retain"),
+        "{table}"
+    );
     assert!(Path::new(path).join("seed").exists());
     s.kubectl_ok(&["delete", "pv", "static-pv", "too-big"]);
 }

@@ -61,14 +61,20 @@ fn path_of(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> Result<PathBuf
                 .map_err(|e| format!("creating {}: {e}", path.display()))?;
         }
         if !path.exists() {
-            return Err(format!("hostPath {} of volume \"{name}\" does not exist", path.display()));
+            return Err(format!(
+                "hostPath {} of volume \"{name}\" does not exist",
+                path.display()
+            ));
         }
         return Ok(path);
     }
     if let Some(local) = &spec.local {
         let path = PathBuf::from(&local.path);
         if !path.is_dir() {
-            return Err(format!("local volume path {} of volume \"{name}\" is not a directory", path.display()));
+            return Err(format!(
+                "local volume path {} of volume \"{name}\" is not a directory",
+                path.display()
+            ));
         }
         return Ok(path);
     }
@@ -90,7 +96,9 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "c", "uid": "u1"}})).unwrap();
         let pv = |uid: &str, source: serde_json::Value| -> PersistentVolume {
             let mut spec = json!({"claimRef": {"name": "c", "uid": uid}});
-            spec.as_object_mut().unwrap().extend(source.as_object().unwrap().clone());
+            spec.as_object_mut()
+                .unwrap()
+                .extend(source.as_object().unwrap().clone());
             serde_json::from_value(json!({"metadata": {"name": "v"}, "spec": spec})).unwrap()
         };
         let host = json!({"hostPath": {"path": dir.to_str().unwrap()}});
@@ -99,9 +107,12 @@ mod tests {
         let local = json!({"local": {"path": dir.to_str().unwrap()}});
         assert_eq!(path_of(&pv("u1", local), &pvc).unwrap(), dir);
         let nfs = json!({"nfs": {"server": "x", "path": "/"}});
-        assert!(path_of(&pv("u1", nfs), &pvc).unwrap_err().contains("only hostPath"));
+        assert!(path_of(&pv("u1", nfs), &pvc)
+            .unwrap_err()
+            .contains("only hostPath"));
         let created = dir.join("made");
-        let doc = json!({"hostPath": {"path": created.to_str().unwrap(), "type": "DirectoryOrCreate"}});
+        let doc =
+            json!({"hostPath": {"path": created.to_str().unwrap(), "type": "DirectoryOrCreate"}});
         assert_eq!(path_of(&pv("u1", doc), &pvc).unwrap(), created);
         assert!(created.is_dir());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -96,7 +96,10 @@ fn on_volume_error(pv: Arc<PersistentVolume>, err: &StorageError, _p: Arc<Provis
     Action::requeue(Duration::from_secs(5))
 }
 
-fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
     meta.annotations
         .as_ref()
         .and_then(|a| a.get(key))

@@ -53,7 +53,10 @@ async fn admit(state: &AppState, claim: &mut Value) -> Result<(), ApiError> {
     if names_a_class(claim) {
         return Ok(());
     }
-    let Some(rt) = state.registry.find("storage.k8s.io", "v1", "storageclasses") else {
+    let Some(rt) = state
+        .registry
+        .find("storage.k8s.io", "v1", "storageclasses")
+    else {
         return Ok(());
     };
     let all = state
@@ -123,6 +126,8 @@ mod tests {
     fn an_explicit_empty_class_is_kept() {
         assert!(names_a_class(&json!({"spec": {"storageClassName": ""}})));
         assert!(!names_a_class(&json!({"spec": {}})));
-        assert!(names_a_class(&json!({"metadata": {"annotations": {BETA_CLASS: "x"}}, "spec": {}})));
+        assert!(names_a_class(
+            &json!({"metadata": {"annotations": {BETA_CLASS: "x"}}, "spec": {}})
+        ));
     }
 }

@@ -13,10 +13,7 @@ use kube::Api;
 use super::matching::{self, ANN_BIND_COMPLETED, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER};
 use super::{writes, Error, State};
 
-pub async fn reconcile(
-    claim: Arc<PersistentVolumeClaim>,
-    st: Arc<State>,
-) -> Result<Action, Error> {
+pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, st: Arc<State>) -> Result<Action, Error> {
     let volume = claim
         .spec
         .as_ref()
@@ -61,7 +58,8 @@ async fn sync_unbound(claim: &PersistentVolumeClaim, st: &State) -> Result<(), E
         .as_ref()
         .is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
     let delay = waits_for_consumer && selected.is_none();
-    let node: Option<Arc<Node>> = selected.and_then(|n| st.ctx.nodes().store.get(&ObjectRef::new(n)));
+    let node: Option<Arc<Node>> =
+        selected.and_then(|n| st.ctx.nodes().store.get(&ObjectRef::new(n)));
     let volumes = st.volumes.state();
     let found = matching::find_best(
         claim,
@@ -141,11 +139,21 @@ async fn sync_bound(claim: &PersistentVolumeClaim, volume: &str, st: &State) -> 
     };
     let Some(pv) = pv else {
         if completed {
-            return lost(claim, "ClaimLost", "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!", st).await;
+            return lost(
+                claim,
+                "ClaimLost",
+                "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
+                st,
+            )
+            .await;
         }
         return ensure_pending(claim, st).await;
     };
-    let claimed = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some();
+    let claimed = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .is_some();
     if !claimed || matching::is_bound_to(&pv, claim) {
         return bind(claim, &pv, st).await;
     }
@@ -167,7 +175,11 @@ async fn sync_bound(claim: &PersistentVolumeClaim, volume: &str, st: &State) -> 
 
 /// Finish binding `claim` to `pv`; each step is skipped when already done, so a retry after
 /// a conflict picks up where the last attempt stopped.
-async fn bind(claim: &PersistentVolumeClaim, pv: &PersistentVolume, st: &State) -> Result<(), Error> {
+async fn bind(
+    claim: &PersistentVolumeClaim,
+    pv: &PersistentVolume,
+    st: &State,
+) -> Result<(), Error> {
     let client = &st.ctx.client;
     let name = pv.metadata.name.clone().unwrap_or_default();
     let uid_set = pv
@@ -201,7 +213,12 @@ async fn bind(claim: &PersistentVolumeClaim, pv: &PersistentVolume, st: &State) 
     Ok(())
 }
 
-async fn lost(claim: &PersistentVolumeClaim, reason: &str, msg: &str, st: &State) -> Result<(), Error> {
+async fn lost(
+    claim: &PersistentVolumeClaim,
+    reason: &str,
+    msg: &str,
+    st: &State,
+) -> Result<(), Error> {
     if phase(claim) != "Lost" {
         st.recorder
             .record(claim, EventType::Warning, reason, msg)

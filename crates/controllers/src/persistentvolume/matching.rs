@@ -145,7 +145,11 @@ pub fn find_best<'a>(
         if size < want || volume_is_block(pv) != claim_is_block(claim) {
             continue;
         }
-        let claimed = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some();
+        let claimed = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_some();
         if claimed && !is_bound_to(pv, claim) {
             continue;
         }
@@ -227,7 +231,11 @@ mod tests {
     fn only_available_unclaimed_volumes_are_candidates() {
         let vols = [
             pv("released", "1Gi", json!({"status": {"phase": "Released"}})),
-            pv("other", "1Gi", json!({"spec": {"claimRef": {"namespace": "ns", "name": "d"}}})),
+            pv(
+                "other",
+                "1Gi",
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "d"}}}),
+            ),
             pv("free", "5Gi", json!({})),
         ];
         assert_eq!(best(&claim(json!({})), &vols), Some("free"));
@@ -237,8 +245,12 @@ mod tests {
     fn a_volume_pre_bound_to_the_claim_wins_even_when_binding_waits() {
         let vols = [
             pv("free", "1Gi", json!({})),
-            pv("mine", "3Gi", json!({"spec": {"claimRef": {"namespace": "ns", "name": "c"}},
-                                     "status": {"phase": "Pending"}})),
+            pv(
+                "mine",
+                "3Gi",
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "c"}},
+                                     "status": {"phase": "Pending"}}),
+            ),
         ];
         let c = claim(json!({}));
         assert_eq!(best(&c, &vols), Some("mine"));
@@ -252,7 +264,11 @@ mod tests {
     fn selector_must_match_the_volume_labels() {
         let vols = [
             pv("plain", "1Gi", json!({})),
-            pv("fast", "2Gi", json!({"metadata": {"labels": {"tier": "fast"}}})),
+            pv(
+                "fast",
+                "2Gi",
+                json!({"metadata": {"labels": {"tier": "fast"}}}),
+            ),
         ];
         let c = claim(json!({"spec": {"selector": {"matchLabels": {"tier": "fast"}}}}));
         assert_eq!(best(&c, &vols), Some("fast"));
@@ -265,7 +281,11 @@ mod tests {
     fn every_requested_access_mode_must_be_offered() {
         let vols = [
             pv("rwo", "1Gi", json!({})),
-            pv("rwx", "2Gi", json!({"spec": {"accessModes": ["ReadWriteOnce", "ReadWriteMany"]}})),
+            pv(
+                "rwx",
+                "2Gi",
+                json!({"spec": {"accessModes": ["ReadWriteOnce", "ReadWriteMany"]}}),
+            ),
         ];
         let c = claim(json!({"spec": {"accessModes": ["ReadWriteMany"]}}));
         assert_eq!(best(&c, &vols), Some("rwx"));
@@ -274,7 +294,11 @@ mod tests {
     #[test]
     fn class_empty_matches_only_volumes_without_a_class() {
         let vols = [
-            pv("classed", "1Gi", json!({"spec": {"storageClassName": "gold"}})),
+            pv(
+                "classed",
+                "1Gi",
+                json!({"spec": {"storageClassName": "gold"}}),
+            ),
             pv("classless", "2Gi", json!({})),
         ];
         assert_eq!(best(&claim(json!({})), &vols), Some("classless"));
@@ -290,8 +314,12 @@ mod tests {
     fn volume_mode_and_node_affinity_must_agree() {
         let vols = [
             pv("block", "1Gi", json!({"spec": {"volumeMode": "Block"}})),
-            pv("elsewhere", "1Gi", json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms":
-                [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}]}]}}}})),
+            pv(
+                "elsewhere",
+                "1Gi",
+                json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms":
+                [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}]}]}}}}),
+            ),
             pv("here", "3Gi", json!({})),
         ];
         let node: Node = serde_json::from_value(

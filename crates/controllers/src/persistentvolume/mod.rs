@@ -72,30 +72,31 @@ pub async fn run(ctx: Arc<Context>) {
     });
 
     let pending = claims.store.clone();
-    let claim_loop = Controller::for_shared_stream(claims.subscribe(), claims.store.clone())
-        .watches_shared_stream(volumes.subscribe(), move |pv: Arc<PersistentVolume>| {
-            match pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
-                Some(r) => vec![ObjectRef::<PersistentVolumeClaim>::new(
-                    r.name.as_deref().unwrap_or(""),
-                )
-                .within(r.namespace.as_deref().unwrap_or(""))],
-                // A volume nobody claims may be what a pending claim waits for.
-                None => pending
-                    .state()
-                    .iter()
-                    .filter(|c| {
-                        c.spec
-                            .as_ref()
-                            .and_then(|s| s.volume_name.as_deref())
-                            .is_none_or(str::is_empty)
-                    })
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
-                    .collect(),
-            }
-        })
-        .reconcile_all_on(tick())
-        .run(claim_sync::reconcile, claim_error, st.clone())
-        .for_each(|_| async {});
+    let claim_loop =
+        Controller::for_shared_stream(claims.subscribe(), claims.store.clone())
+            .watches_shared_stream(volumes.subscribe(), move |pv: Arc<PersistentVolume>| {
+                match pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
+                    Some(r) => vec![ObjectRef::<PersistentVolumeClaim>::new(
+                        r.name.as_deref().unwrap_or(""),
+                    )
+                    .within(r.namespace.as_deref().unwrap_or(""))],
+                    // A volume nobody claims may be what a pending claim waits for.
+                    None => pending
+                        .state()
+                        .iter()
+                        .filter(|c| {
+                            c.spec
+                                .as_ref()
+                                .and_then(|s| s.volume_name.as_deref())
+                                .is_none_or(str::is_empty)
+                        })
+                        .map(|c| ObjectRef::from_obj(c.as_ref()))
+                        .collect(),
+                }
+            })
+            .reconcile_all_on(tick())
+            .run(claim_sync::reconcile, claim_error, st.clone())
+            .for_each(|_| async {});
 
     let volume_loop = Controller::for_shared_stream(volumes.subscribe(), volumes.store.clone())
         .watches_shared_stream(claims.subscribe(), |c: Arc<PersistentVolumeClaim>| {

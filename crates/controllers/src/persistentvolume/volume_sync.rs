@@ -32,7 +32,11 @@ fn phase(pv: &PersistentVolume) -> &str {
 async fn set_phase(pv: &PersistentVolume, to: &str, st: &State) -> Result<(), Error> {
     if phase(pv) != to {
         writes::volume_phase(&st.ctx.client, pv, to, None).await?;
-        tracing::info!(volume = pv.metadata.name.as_deref().unwrap_or(""), phase = to, "volume phase");
+        tracing::info!(
+            volume = pv.metadata.name.as_deref().unwrap_or(""),
+            phase = to,
+            "volume phase"
+        );
     }
     Ok(())
 }
