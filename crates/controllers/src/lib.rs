@@ -34,6 +34,7 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
+pub mod volume_protection;
 
 use std::sync::Arc;
 
@@ -76,6 +77,12 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
             persistentvolume::run(ctx).boxed()
         }),
         ("pod-garbage-collector", |ctx| podgc::run(ctx).boxed()),
+        ("pv-protection", |ctx| {
+            volume_protection::run_pv(ctx).boxed()
+        }),
+        ("pvc-protection", |ctx| {
+            volume_protection::run_pvc(ctx).boxed()
+        }),
         ("replicaset", |ctx| replicaset::run(ctx).boxed()),
         ("replicationcontroller", |ctx| {
             replicationcontroller::run(ctx).boxed()

@@ -173,6 +173,15 @@ fn a_claim_without_class_is_provisioned_for_its_first_pod_and_outlives_it() {
         "kept-across-pods\n"
     );
     assert!(events_for(&s, "data").contains("ProvisioningSucceeded"));
+    // Protected while they exist: neither goes while in use or bound.
+    assert_eq!(
+        claim["metadata"]["finalizers"][0], "kubernetes.io/pvc-protection",
+        "{claim}"
+    );
+    assert_eq!(
+        pv["metadata"]["finalizers"][0], "kubernetes.io/pv-protection",
+        "{pv}"
+    );
 
     // A new pod reads what the first wrote.
     let logs = run_to_completion(&s, "reader", "data", "cat /data/file");

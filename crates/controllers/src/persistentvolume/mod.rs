@@ -121,9 +121,19 @@ fn tick() -> impl futures::Stream<Item = ()> + Send + 'static {
     })
 }
 
+/// Another writer (the other loop, a provisioner, the protection controllers) changed the
+/// object since it was read: expected, retried at once on the fresh copy.
+fn conflict(err: &Error) -> bool {
+    matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+}
+
 fn claim_error(claim: Arc<PersistentVolumeClaim>, err: &Error, st: Arc<State>) -> Action {
     let key = format!("pvc/{}", crate::pods::key(&claim.metadata));
     let (attempts, delay) = st.errors.failed(&key);
+    if conflict(err) {
+        tracing::debug!(claim = %key, attempts, "persistentvolume: claim changed meanwhile; again");
+        return Action::requeue(delay);
+    }
     tracing::warn!(claim = %key, error = %err, attempts, "persistentvolume: claim sync failed");
     Action::requeue(delay)
 }
@@ -131,6 +141,10 @@ fn claim_error(claim: Arc<PersistentVolumeClaim>, err: &Error, st: Arc<State>) -
 fn volume_error(pv: Arc<PersistentVolume>, err: &Error, st: Arc<State>) -> Action {
     let key = format!("pv/{}", pv.metadata.name.as_deref().unwrap_or(""));
     let (attempts, delay) = st.errors.failed(&key);
+    if conflict(err) {
+        tracing::debug!(volume = %key, attempts, "persistentvolume: volume changed meanwhile; again");
+        return Action::requeue(delay);
+    }
     tracing::warn!(volume = %key, error = %err, attempts, "persistentvolume: volume sync failed");
     Action::requeue(delay)
 }
