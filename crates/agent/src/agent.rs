@@ -121,7 +121,11 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
         netfilter,
         services,
     };
-    crate::pods::run(client, opts, node, images, runtime, networking).await;
+    // The node's disk backs the local-path volumes scheduled here (joined, not spawned:
+    // dropping the agent stops it too).
+    let storage = crate::storage::run(client.clone(), node.name.clone(), opts.root.join("storage"));
+    let pods = crate::pods::run(client, opts, node, images, runtime, networking);
+    tokio::join!(storage, pods);
     Ok(())
 }
 

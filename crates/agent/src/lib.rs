@@ -7,7 +7,8 @@
 //! workers: sync a pod's spec to containers and report status), `logs` (container log files:
 //! writing with rotation, reading for `pods/log`), `network` (bridge, veths, addresses),
 //! `netfilter` (the node's nftables table: egress NAT, hostPorts, Service DNAT), `services`
-//! (the Service cache).
+//! (the Service cache), `storage` (the local-path provisioner: PersistentVolumes on this
+//! node's disk).
 
 pub mod images;
 pub mod logs;
@@ -19,6 +20,7 @@ pub mod pods;
 pub mod runtime;
 pub mod services;
 pub mod simulate;
+pub mod storage;
 
 mod agent;
 mod api_retry;

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod owners;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
@@ -33,6 +34,7 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
+pub mod volume_protection;
 
 use std::sync::Arc;
 
@@ -71,7 +73,16 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("job", |ctx| job::run(ctx).boxed()),
         ("namespace", |ctx| namespace::run(ctx).boxed()),
         ("node-lifecycle", |ctx| node_lifecycle::run(ctx).boxed()),
+        ("persistentvolume-binder", |ctx| {
+            persistentvolume::run(ctx).boxed()
+        }),
         ("pod-garbage-collector", |ctx| podgc::run(ctx).boxed()),
+        ("pv-protection", |ctx| {
+            volume_protection::run_pv(ctx).boxed()
+        }),
+        ("pvc-protection", |ctx| {
+            volume_protection::run_pvc(ctx).boxed()
+        }),
         ("replicaset", |ctx| replicaset::run(ctx).boxed()),
         ("replicationcontroller", |ctx| {
             replicationcontroller::run(ctx).boxed()

@@ -32,6 +32,8 @@ pub struct Cycle {
     affinity_terms: inter_pod_affinity::PodTerms,
     affinity: inter_pod_affinity::FilterState,
     spread: topology_spread::FilterState,
+    /// Node selectors of the volumes the pod's bound claims name (usually none).
+    volume_affinity: Vec<k8s_openapi::api::core::v1::NodeSelector>,
 }
 
 impl Cycle {
@@ -46,7 +48,17 @@ impl Cycle {
             affinity_terms,
             affinity,
             spread,
+            volume_affinity: Vec::new(),
         }
+    }
+
+    /// The pod's bound volumes may only be reached from the nodes their affinity names.
+    pub fn with_volume_affinity(
+        mut self,
+        affinity: Vec<k8s_openapi::api::core::v1::NodeSelector>,
+    ) -> Cycle {
+        self.volume_affinity = affinity;
+        self
     }
 
     fn tolerations(&self) -> &[Toleration] {
@@ -73,6 +85,9 @@ impl Cycle {
         node_affinity::filter(&self.spec, n)?;
         node_basics::node_ports(&self.pod.host_ports, node)?;
         resources_fit::filter(&self.pod, node, nominated)?;
+        if !self.volume_affinity.is_empty() {
+            crate::volumes::filter(&self.volume_affinity, n)?;
+        }
         topology_spread::filter(&self.spread, node)?;
         inter_pod_affinity::filter(&self.affinity, node)?;
         Ok(())

@@ -98,9 +98,13 @@ impl Loop {
 
     async fn schedule_one(&self, p: Popped) {
         let volume_check = if volumes::claims(&p.pod).is_empty() {
-            Ok(())
+            Ok(volumes::ClaimNeeds::default())
         } else {
             volumes::check(&self.client, &p.pod).await
+        };
+        let (volume_check, select) = match volume_check {
+            Ok(needs) => (Ok(needs.affinity), needs.select_node),
+            Err(e) => (Err(e), Vec::new()),
         };
         let outcome = {
             let mut st = self.shared.lock();
@@ -118,7 +122,7 @@ impl Loop {
                 let shared = self.shared.clone();
                 let key = p.key.clone();
                 tokio::spawn(async move {
-                    let bound = bind(&client, &shared, &key, &pod, &node).await;
+                    let bound = bind(&client, &shared, &key, &pod, &node, &select).await;
                     // The event is not part of the bind: free the slot first.
                     drop(permit);
                     if bound {
@@ -149,7 +153,11 @@ impl Loop {
 }
 
 /// The decision for one pod, made on the cache under the lock.
-fn decide(st: &mut State, p: &Popped, volume_check: Result<(), String>) -> Outcome {
+fn decide(
+    st: &mut State,
+    p: &Popped,
+    volume_check: Result<Vec<k8s_openapi::api::core::v1::NodeSelector>, String>,
+) -> Outcome {
     let now = Instant::now();
     // The pod may have been deleted or bound while its volumes were checked.
     let Some(pod) = st.queue.pod(&p.key) else {
@@ -157,24 +165,27 @@ fn decide(st: &mut State, p: &Popped, volume_check: Result<(), String>) -> Outco
     };
     let info = Arc::new(PodInfo::new(pod.clone()));
     let all = st.cache.node_count();
-    if let Err(msg) = volume_check {
-        st.queue.error(&p.key, now);
-        let message = diagnosis::fit_error(
-            all,
-            Some(&msg),
-            std::iter::empty(),
-            Some(&diagnosis::preemption(
+    let volume_affinity = match volume_check {
+        Ok(a) => a,
+        Err(msg) => {
+            st.queue.error(&p.key, now);
+            let message = diagnosis::fit_error(
                 all,
-                std::iter::repeat_n(diagnosis::PREEMPTION_NOT_HELPFUL, all),
-            )),
-        );
-        return unschedulable(pod, message, None);
-    }
+                Some(&msg),
+                std::iter::empty(),
+                Some(&diagnosis::preemption(
+                    all,
+                    std::iter::repeat_n(diagnosis::PREEMPTION_NOT_HELPFUL, all),
+                )),
+            );
+            return unschedulable(pod, message, None);
+        }
+    };
     if all == 0 {
         st.queue.unschedulable(&p.key, HashSet::new(), now);
         return unschedulable(pod, diagnosis::NO_NODES.to_string(), None);
     }
-    let cycle = Cycle::new(info.clone(), &st.cache);
+    let cycle = Cycle::new(info.clone(), &st.cache).with_volume_affinity(volume_affinity);
     let nominated = st.nominations.for_pod(&info.uid, info.priority);
     // A pod that preempted tries its nominated node first (upstream evaluateNominatedNode).
     if let Some(nn) = st.nominations.node_of(&info.uid).map(str::to_string) {
@@ -254,8 +265,20 @@ fn assume(st: &mut State, info: Arc<PodInfo>, pod: Arc<Pod>, node: String) -> Ou
 }
 
 /// Bind; true when bound. A failure forgets the assumption and backs the pod off.
-async fn bind(client: &Client, shared: &Shared, key: &str, pod: &Pod, node: &str) -> bool {
-    match writes::bind(client, pod, node).await {
+async fn bind(
+    client: &Client,
+    shared: &Shared,
+    key: &str,
+    pod: &Pod,
+    node: &str,
+    select: &[String],
+) -> bool {
+    // PreBind first: a claim waiting for its consumer learns the node before the pod lands.
+    let written = match volumes::select_node(client, pod, node, select).await {
+        Ok(()) => writes::bind(client, pod, node).await.map_err(|e| (e, true)),
+        Err(e) => Err((e, false)),
+    };
+    match written {
         Ok(()) => {
             shared.lock().queue.delete(key);
             shared
@@ -263,8 +286,9 @@ async fn bind(client: &Client, shared: &Shared, key: &str, pod: &Pod, node: &str
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             true
         }
-        Err(e) => {
-            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+        Err((e, binding)) => {
+            let gone =
+                binding && matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
             tracing::warn!(error = %e, pod = pod.metadata.name.as_deref().unwrap_or(""), node, "binding failed");
             {
                 let mut st = shared.lock();

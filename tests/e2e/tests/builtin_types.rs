@@ -931,14 +931,20 @@ fn every_other_built_in_type_is_stored_defaulted_and_printed() {
         jp(
             &s,
             &["pv", "pv-a"],
-            "{.spec.persistentVolumeReclaimPolicy} {.spec.volumeMode} {.status.phase}"
+            "{.spec.persistentVolumeReclaimPolicy} {.spec.volumeMode}"
         ),
-        "Retain Filesystem Pending"
+        "Retain Filesystem"
     );
     assert_eq!(
-        jp(&s, &["pvc", "claim"], "{.spec.volumeMode} {.status.phase}"),
-        "Filesystem Pending"
+        jp(&s, &["pvc", "claim"], "{.spec.volumeMode}"),
+        "Filesystem"
     );
+    // The binder pairs them (class `local` binds at once).
+    capstan_e2e::wait_for("pv-a to bind", std::time::Duration::from_secs(30), || {
+        (jp(&s, &["pv", "pv-a"], "{.status.phase}") == "Bound"
+            && jp(&s, &["pvc", "claim"], "{.status.phase} {.spec.volumeName}") == "Bound pv-a")
+            .then_some(())
+    });
     assert_eq!(
         jp(
             &s,

@@ -57,6 +57,10 @@ impl Sources {
         Ok(self.secrets.get(name).and_then(Option::as_ref))
     }
 
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }

@@ -4,6 +4,7 @@
 //! on disk are handed to their pods' workers, and those of pods that no longer exist go.
 
 mod atomic_dir;
+mod claim_volume;
 mod container_spec;
 mod env;
 mod grpc_probe;

@@ -1,7 +1,8 @@
 //! A pod's volumes on the node: emptyDir (disk, or a tmpfs of `sizeLimit` for
 //! `medium: Memory`), configMap, secret, downwardAPI and projected (service-account tokens
-//! too; written by `atomic_dir`, refreshed on every sync), hostPath (with its type checks).
-//! `setup` returns each volume's host path; `teardown` unmounts what it mounted.
+//! too; written by `atomic_dir`, refreshed on every sync), hostPath (with its type checks),
+//! persistentVolumeClaim (the bound volume's directory, by `claim_volume`). `setup` returns
+//! each volume's host path; `teardown` unmounts what it mounted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,24 @@ pub async fn setup(
             Prepared {
                 path: PathBuf::from(&host.path),
                 read_only: false,
+            }
+        } else if let Some(claim) = &volume.persistent_volume_claim {
+            let path = super::claim_volume::resolve(
+                sources.client(),
+                sources.namespace(),
+                &claim.claim_name,
+            )
+            .await
+            .map_err(|e| err(volume, e))?;
+            if let Some(g) = fs_group {
+                // As for a local volume: the pod's group owns the top directory, and what it
+                // creates there inherits the group (setgid).
+                let _ = std::os::unix::fs::chown(&path, None, Some(g));
+                add_mode(&path, 0o2070);
+            }
+            Prepared {
+                path,
+                read_only: claim.read_only.unwrap_or(false),
             }
         } else if let Some(cm) = &volume.config_map {
             let mut files = BTreeMap::new();
@@ -197,6 +216,14 @@ fn create_dir(volume: &Volume, dir: &Path) -> Result<(), VolumeError> {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+fn add_mode(path: &Path, bits: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() | bits;
+        set_mode(path, mode);
+    }
 }
 
 fn mode_of(item: Option<i32>, default: Option<i32>, fallback: u32) -> u32 {

@@ -2,6 +2,7 @@
 //! defaulted it — mutating plugins first, then (after validation) validating plugins —
 //! each declaring the operations and resources it handles. Dry-run runs the same chain.
 
+pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
@@ -141,6 +142,7 @@ impl Default for Chain {
                 Box::new(service_account::ServiceAccount),
                 Box::new(default_tolerations::DefaultTolerationSeconds),
                 Box::new(priority::Priority),
+                Box::new(default_storage_class::DefaultStorageClass),
                 Box::new(service_alloc::ServiceAllocation),
                 // Last, as upstream: it charges the quota for what the others let through.
                 Box::new(resource_quota::ResourceQuota),

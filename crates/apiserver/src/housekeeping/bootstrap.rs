@@ -1,6 +1,7 @@
 //! Objects every cluster has from its first start: the system namespaces, the `kubernetes`
 //! Service in `default` (with Endpoints and an EndpointSlice naming this server), and the
-//! two system PriorityClasses.
+//! two system PriorityClasses, and the default StorageClass `local-path` (the node agents'
+//! local-path provisioner, as k3s ships it).
 
 use serde_json::json;
 
@@ -61,8 +62,24 @@ pub async fn ensure_system_objects(state: &AppState, api_port: u16) -> Result<()
         )
         .await?;
     }
+    ensure(
+        state,
+        "storage.k8s.io",
+        "storageclasses",
+        None,
+        json!({"metadata": {"name": "local-path",
+                            "annotations": {crate::admission::default_storage_class::IS_DEFAULT_CLASS: "true"}},
+               "provisioner": LOCAL_PATH_PROVISIONER,
+               "reclaimPolicy": "Delete",
+               "volumeBindingMode": "WaitForFirstConsumer"}),
+    )
+    .await?;
     Ok(())
 }
+
+/// The provisioner name of the agents' local-path volumes (k3s's, so manifests written for
+/// k3s work unchanged).
+pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
 
 /// The `kubernetes` Service's Endpoints and EndpointSlice name this server (upstream's
 /// endpoint reconciler), rewritten when the address or port changed since the last start.
