@@ -271,14 +271,6 @@ fn token_review_answers_for_audiences_and_discovery_lists_the_endpoints() {
     s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
 }
 
-/// A statically linked kubectl for a pod to run (`kubectl.1.33` beside the one on the PATH).
-fn static_kubectl() -> PathBuf {
-    match std::env::var_os("KUBECTL_VERSIONS_DIR") {
-        Some(d) => PathBuf::from(d).join("kubectl.1.33"),
-        None => kubectl_127().with_file_name("kubectl.1.33"),
-    }
-}
-
 #[test]
 fn a_pod_calls_the_api_with_its_projected_token() {
     let s = Server::start_node(&[]);
@@ -287,26 +279,26 @@ fn a_pod_calls_the_api_with_its_projected_token() {
     wait_for("the root CA ConfigMap", Duration::from_secs(30), || {
         get_json(&s, &["configmap", "kube-root-ca.crt", "-n", ns]).map(|_| ())
     });
-    let kubectl = static_kubectl();
-    let kdir = kubectl
-        .parent()
-        .expect("kubectl's directory")
-        .display()
-        .to_string();
-    let kname = kubectl
-        .file_name()
-        .expect("kubectl's name")
-        .to_string_lossy()
-        .to_string();
-    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
-    // kubectl in the pod finds no kubeconfig and so takes client-go's in-cluster config:
-    // the projected token, ca.crt (TLS verified against it) and namespace, and the API at
-    // KUBERNETES_SERVICE_HOST:PORT (the node's loopback: the pod shares its network).
-    // busybox's own `wget https://` cannot be the client: its TLS sends no
+    // An image with a real in-cluster client: busybox plus a static kubectl, imported while
+    // the server runs. busybox's own `wget https://` cannot be the client: its TLS sends no
     // signature_algorithms extension, which rustls requires.
+    let archive = capstan_e2e::test_images_dir().join("kubectl.tar");
+    let imported = Command::new(capstan_e2e::capstan_bin())
+        .args(["images", "import"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .output()
+        .expect("capstan images import");
+    assert!(imported.status.success(), "{:?}", text(&imported));
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    // kubectl in the pod finds no kubeconfig and so takes client-go's in-cluster config: the
+    // projected token, ca.crt (the server's certificate verified against it, by the
+    // ClusterIP it names) and namespace, and the API at KUBERNETES_SERVICE_HOST:PORT — the
+    // `kubernetes` Service's ClusterIP, which the node's packet rules lead to the API server.
     let script = format!(
         "ls {dir}; echo ns=$(cat {dir}/namespace); head -n 1 {dir}/ca.crt; \
-         /kbin/{kname} get pods -o name; /kbin/{kname} auth whoami"
+         echo host=$KUBERNETES_SERVICE_HOST; kubectl get pods -o name; kubectl auth whoami"
     );
     apply(
         &s,
@@ -318,23 +310,14 @@ metadata:
   name: caller
   namespace: {ns}
 spec:
-  hostNetwork: true
   restartPolicy: Never
-  volumes:
-  - name: kbin
-    hostPath: {{path: "{kdir}", type: Directory}}
   containers:
   - name: caller
-    image: busybox
+    image: capstan.test/kubectl:1.0
     env:
-    - {{name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}}
-    - {{name: KUBERNETES_SERVICE_PORT, value: "{port}"}}
     - {{name: HOME, value: /tmp}}
-    volumeMounts:
-    - {{name: kbin, mountPath: /kbin, readOnly: true}}
     command: ["sh", "-c", {script:?}]
-"#,
-            port = s.port,
+"#
         ),
     );
     let phase = wait_for("the caller pod to finish", Duration::from_secs(90), || {
@@ -348,6 +331,10 @@ spec:
         assert!(logs.lines().any(|l| l == file), "{file} missing: {logs}");
     }
     assert!(logs.contains(&format!("ns={ns}")), "{logs}");
+    let cluster_ip = get_json(&s, &["service", "kubernetes", "-n", "default"])
+        .and_then(|svc| svc["spec"]["clusterIP"].as_str().map(str::to_string))
+        .expect("the kubernetes Service's ClusterIP");
+    assert!(logs.contains(&format!("host={cluster_ip}")), "{logs}");
     assert!(logs.contains("-----BEGIN CERTIFICATE-----"), "{logs}");
     // The pod listed itself through the API, as its service account, in its namespace.
     assert!(logs.lines().any(|l| l == "pod/caller"), "{logs}");
