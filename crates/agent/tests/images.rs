@@ -9,9 +9,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use capstan_agent::images::{ImageStore, ImagesError, RegistryAuth};
+use capstan_e2e::registry::Registry;
 
 /// The built archives: `$CAPSTAN_TEST_IMAGES`, else `<workspace>/target/test-images`, built
 /// (or refreshed) by the script once per test binary.
@@ -769,120 +770,13 @@ fn two_processes_import_at_once_and_the_store_stays_consistent() {
     }
 }
 
-/// Debian's docker-registry on a free loopback port, killed when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-/// `capstan:capstan-secret`, bcrypt as docker-registry's htpasswd wants (made once with
-/// Python's crypt; a hash is a constant, so the test needs no tool to make it).
-const HTPASSWD: &str = "capstan:$2b$10$JR8UuIVUR.LFD3Dj/Bzux.a6xGWv4YaHiEuu8aXVXikyoqQ3voacy\n";
-
-impl Registry {
-    fn start() -> Registry {
-        Registry::start_with_auth(false)
-    }
-
-    fn start_with_auth(htpasswd: bool) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = if htpasswd {
-            let path = dir.path().join("htpasswd");
-            fs::write(&path, HTPASSWD).unwrap();
-            format!(
-                "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n",
-                path.display()
-            )
-        } else {
-            String::new()
-        };
-        // The port is probed free then handed over: another process may take it in between,
-        // so a registry that does not come up is retried on a new one.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let config = dir.path().join("config.yml");
-            fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                    dir.path().join("data").display()
-                ),
-            )
-            .unwrap();
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("docker-registry (apt-get install docker-registry; scripts/test does)");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if registry_answers(port) {
-                    return Registry {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("docker-registry did not come up");
-    }
-}
-
-fn registry_answers(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    // 401 is an answer too: a registry with htpasswd asks for credentials.
-    s.read_exact(&mut head).is_ok()
-        && head.starts_with(b"HTTP/1.")
-        && (&head[9..12] == b"200" || &head[9..12] == b"401")
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn pulls_from_a_real_registry_and_names_a_missing_tag() {
     let registry = Registry::start();
-    let host = format!("127.0.0.1:{}", registry.port);
-    let out = Command::new("skopeo")
-        .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
-        .arg(format!(
-            "docker-archive:{}",
-            archive("busybox.tar").display()
-        ))
-        .arg(format!("docker://{host}/busybox:1"))
-        .output()
-        .expect("skopeo (apt-get install skopeo; scripts/test does)");
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let host = registry.host();
+    registry.push(
+        &Registry::docker_archive(&archive("busybox.tar")),
+        "busybox:1",
     );
     let inspect = Command::new("skopeo")
         .args(["inspect", "--tls-verify=false"])
@@ -959,21 +853,10 @@ fn pulls_from_a_real_registry_and_names_a_missing_tag() {
 #[test]
 fn pulls_with_basic_auth_from_a_registry_that_wants_it() {
     let registry = Registry::start_with_auth(true);
-    let host = format!("127.0.0.1:{}", registry.port);
-    let out = Command::new("skopeo")
-        .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
-        .args(["--dest-creds", "capstan:capstan-secret"])
-        .arg(format!(
-            "oci-archive:{}",
-            archive("busybox-oci.tar").display()
-        ))
-        .arg(format!("docker://{host}/private/busybox:1"))
-        .output()
-        .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let host = registry.host();
+    registry.push(
+        &format!("oci-archive:{}", archive("busybox-oci.tar").display()),
+        "private/busybox:1",
     );
 
     let tmp = tempfile::tempdir().unwrap();

@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests: starts the built `capstan` binary on a free port with a
 //! fresh data dir and runs the real `kubectl` against it.
 
+pub mod registry;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

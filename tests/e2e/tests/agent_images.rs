@@ -206,3 +206,83 @@ fn the_node_reports_its_images_and_an_import_while_it_runs() {
         },
     );
 }
+
+#[test]
+fn a_pod_runs_an_image_pulled_from_a_registry_with_its_pull_secret() {
+    let registry = capstan_e2e::registry::Registry::start_with_auth(true);
+    registry.push(
+        &capstan_e2e::registry::Registry::docker_archive(&test_images().join("busybox.tar")),
+        "private/busybox:1",
+    );
+    let s = capstan_e2e::Server::start_node(&[]);
+    let host = registry.host();
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={}", capstan_e2e::registry::USER),
+        &format!("--docker-password={}", capstan_e2e::registry::PASSWORD),
+    ]);
+    let image = format!("{host}/private/busybox:1");
+    let pod = |name: &str, secret: bool| {
+        let secrets = if secret {
+            "\n  imagePullSecrets: [{name: regcred}]"
+        } else {
+            ""
+        };
+        capstan_e2e::apply(
+            &s,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never{secrets}\n  containers:\n  - {{name: c, image: \"{image}\", command: [echo, pulled]}}\n"
+            ),
+        );
+    };
+    pod("pulled", true);
+    pod("refused", false);
+    let p = capstan_e2e::wait_for(
+        "the pod with the secret to pull and finish",
+        std::time::Duration::from_secs(90),
+        || {
+            let p = capstan_e2e::get_json(&s, &["pod", "pulled"])?;
+            (p["status"]["phase"] == "Succeeded").then_some(p)
+        },
+    );
+    assert_eq!(s.kubectl_ok(&["logs", "pulled"]), "pulled\n");
+    let c = &p["status"]["containerStatuses"][0];
+    assert!(
+        c["imageID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with(&format!("{host}/private/busybox@sha256:"))),
+        "{c}"
+    );
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pulled",
+    ]);
+    assert!(events.contains("Pulling"), "{events}");
+    assert!(events.contains("Successfully pulled image"), "{events}");
+    // Without the secret the registry refuses: the pull fails and backs off.
+    let waiting = capstan_e2e::wait_for(
+        "the pod without the secret to fail its pull",
+        std::time::Duration::from_secs(60),
+        || {
+            let p = capstan_e2e::get_json(&s, &["pod", "refused"])?;
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            matches!(
+                w["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+            .then_some(w)
+        },
+    );
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&image)),
+        "{waiting}"
+    );
+}
