@@ -276,6 +276,43 @@ impl Server {
     }
 }
 
+/// Waits up to 30 s until a Node reports Ready (the agent of a `start_node` server
+/// registered).
+pub fn node_ready(s: &Server) {
+    wait_for(
+        "the node to register Ready",
+        Duration::from_secs(30),
+        || {
+            let nodes = get_json(s, &["nodes"])?;
+            let ready = nodes["items"].as_array()?.iter().any(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            });
+            ready.then_some(())
+        },
+    );
+}
+
+/// Where `kubectl.1.27` … `kubectl.1.33` are: `$KUBECTL_VERSIONS_DIR`, else beside the
+/// `kubectl` the PATH names (a dispatcher that picks a version).
+pub fn kubectl_versions_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KUBECTL_VERSIONS_DIR") {
+        return PathBuf::from(d);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl on the PATH");
+    std::fs::canonicalize(&kubectl)
+        .expect("resolve kubectl")
+        .parent()
+        .expect("kubectl's directory")
+        .to_path_buf()
+}
+
 /// stdout and stderr of a finished command, for assertions and failure messages.
 pub fn text(out: &Output) -> (String, String) {
     (

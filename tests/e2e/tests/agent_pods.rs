@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{apply, get_json, wait_for, Server};
+use capstan_e2e::{apply, get_json, node_ready, wait_for, Server};
 use serde_json::Value;
 
 fn pod(s: &Server, name: &str) -> Option<Value> {
@@ -19,23 +19,6 @@ fn container_status<'a>(p: &'a Value, name: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|c| c["name"] == name)
-}
-
-fn node_ready(s: &Server) {
-    wait_for(
-        "the node to register Ready",
-        Duration::from_secs(30),
-        || {
-            let nodes = get_json(s, &["nodes"])?;
-            let ready = nodes["items"].as_array()?.iter().any(|n| {
-                n["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            });
-            ready.then_some(())
-        },
-    );
 }
 
 #[test]

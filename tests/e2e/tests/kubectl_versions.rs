@@ -16,19 +16,7 @@ use serde_json::Value;
 /// Where `kubectl.1.27` … live: `$KUBECTL_VERSIONS_DIR`, else beside the `kubectl` on the
 /// PATH (a dispatcher that picks a version).
 fn kubectl_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KUBECTL_VERSIONS_DIR") {
-        return PathBuf::from(d);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let kubectl = std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .expect("kubectl on the PATH");
-    std::fs::canonicalize(&kubectl)
-        .expect("resolve kubectl")
-        .parent()
-        .expect("kubectl's directory")
-        .to_path_buf()
+    capstan_e2e::kubectl_versions_dir()
 }
 
 struct Kubectl<'a> {

@@ -11,16 +11,7 @@ use serde_json::Value;
 
 /// `kubectl.1.27` beside the `kubectl` on the PATH (a dispatcher that picks a version).
 fn kubectl_127() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let kubectl = std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .expect("kubectl on the PATH");
-    std::fs::canonicalize(&kubectl)
-        .expect("resolve kubectl")
-        .parent()
-        .expect("kubectl's directory")
-        .join("kubectl.1.27")
+    capstan_e2e::kubectl_versions_dir().join("kubectl.1.27")
 }
 
 /// kubectl with the kubeconfig's server and CA but `token` as the credential.

@@ -5,25 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capstan_e2e::{apply, get_json, wait_for, Server};
+use capstan_e2e::{apply, get_json, node_ready, wait_for, Server};
 use serde_json::Value;
-
-fn node_ready(s: &Server) {
-    wait_for(
-        "the node to register Ready",
-        Duration::from_secs(30),
-        || {
-            let nodes = get_json(s, &["nodes"])?;
-            let ready = nodes["items"].as_array()?.iter().any(|n| {
-                n["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            });
-            ready.then_some(())
-        },
-    );
-}
 
 fn phase_of(s: &Server, what: &[&str]) -> String {
     get_json(s, what)

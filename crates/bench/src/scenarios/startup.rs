@@ -52,6 +52,9 @@ async fn start(bin: &Path, dir: &Path) -> Result<(Server, Endpoint, Duration), B
     let t = Instant::now();
     let child = Command::new(bin)
         .arg("server")
+        // The API server's start, comparable run to run; a node agent would also need root
+        // and leave a bridge and packet rules behind when the run kills it.
+        .arg("--no-agent")
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
