@@ -53,15 +53,11 @@ impl Layout {
     }
 }
 
-/// libcontainer's id for a container: 16 hex digits of FNV-1a over our id, so the socket
-/// paths below the state root stay far under the 108-byte limit whatever the id's length.
+/// libcontainer's id for a container: 16 hex digits of the stable hash of our id, so the
+/// socket paths below the state root stay far under the 108-byte limit whatever the id's
+/// length. Recorded in `container.json` at create, never recomputed for an existing one.
 pub fn libcontainer_id(id: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::names::stable_hash(&[id.as_bytes()]))
 }
 
 /// A container or pod id safe as one path component.
