@@ -173,10 +173,18 @@ pub fn security(
     }
     let caps = sc.and_then(|s| s.capabilities.as_ref());
     let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
-    let seccomp = sc
+    let profile = sc
         .and_then(|s| s.seccomp_profile.as_ref())
-        .or_else(|| pod_sc.and_then(|p| p.seccomp_profile.as_ref()))
-        .is_some_and(|p| p.type_ == "RuntimeDefault");
+        .or_else(|| pod_sc.and_then(|p| p.seccomp_profile.as_ref()));
+    // A profile that cannot be applied refuses the container rather than running it
+    // unconfined (privileged containers run unconfined whatever they ask, as upstream).
+    if let Some(p) = profile.filter(|p| p.type_ == "Localhost" && !privileged) {
+        return Err(ConfigError(format!(
+            "seccomp profile {:?} (Localhost) is not supported by capstan's agent",
+            p.localhost_profile.as_deref().unwrap_or("")
+        )));
+    }
+    let seccomp = profile.is_some_and(|p| p.type_ == "RuntimeDefault");
     Ok(Security {
         uid,
         gid,
@@ -388,6 +396,31 @@ mod tests {
             args: args.map(|c| c.iter().map(|s| s.to_string()).collect()),
             ..Container::default()
         }
+    }
+
+    #[test]
+    fn a_localhost_seccomp_profile_refuses_the_container_unless_privileged() {
+        use k8s_openapi::api::core::v1::{SeccompProfile, SecurityContext};
+        let pod = Pod::default();
+        let mut c = container(None, None);
+        c.security_context = Some(SecurityContext {
+            seccomp_profile: Some(SeccompProfile {
+                type_: "Localhost".into(),
+                localhost_profile: Some("my.json".into()),
+            }),
+            ..SecurityContext::default()
+        });
+        let err = security(&pod, &c, &ImageConfig::default(), &[]).expect_err("refused");
+        assert!(
+            err.0.contains("my.json") && err.0.contains("Localhost"),
+            "{}",
+            err.0
+        );
+        if let Some(sc) = c.security_context.as_mut() {
+            sc.privileged = Some(true);
+        }
+        let sec = security(&pod, &c, &ImageConfig::default(), &[]).expect("privileged runs");
+        assert!(!sec.seccomp_runtime_default);
     }
 
     #[test]
