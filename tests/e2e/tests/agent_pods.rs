@@ -190,14 +190,23 @@ spec:
         "-p",
         r#"{"data":{"color":"green"}}"#,
     ]);
+    s.kubectl_ok(&[
+        "patch",
+        "secret",
+        "sec",
+        "-p",
+        r#"{"stringData":{"password":"n3w"}}"#,
+    ]);
     let t = Instant::now();
+    // The agent re-reads projected volumes only every 60 s on its own: a change that arrives
+    // well before that came by the watch of the objects.
     wait_for(
-        "the ConfigMap change to reach the mounted file",
-        Duration::from_secs(60),
+        "the ConfigMap and Secret changes to reach the mounted files",
+        Duration::from_secs(15),
         || {
             let logs = String::from_utf8_lossy(&s.kubectl(&["logs", "reader", "--tail=1"]).stdout)
                 .into_owned();
-            logs.contains("file=green/s3cret").then_some(())
+            logs.contains("file=green/n3w").then_some(())
         },
     );
     eprintln!("configmap update reached the file in {:?}", t.elapsed());
@@ -862,5 +871,56 @@ spec:
     assert!(
         unconfined.contains("unshared") && unconfined.contains("child"),
         "{unconfined}"
+    );
+}
+
+#[test]
+fn downward_api_files_show_the_pod_and_follow_its_labels() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: downward, labels: {tier: one}, annotations: {note: hello}}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "while true; do echo \"name=$(cat /info/name) mem=$(cat /info/mem) $(tr '\\n' ' ' < /info/labels)\"; sleep 0.5; done"]
+    resources: {limits: {memory: 64Mi}}
+    volumeMounts:
+    - {name: info, mountPath: /info}
+  volumes:
+  - name: info
+    downwardAPI:
+      items:
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}
+"#,
+    );
+    wait_for(
+        "the downwardAPI files in the logs",
+        Duration::from_secs(60),
+        || {
+            let logs =
+                String::from_utf8_lossy(&s.kubectl(&["logs", "downward", "--tail=1"]).stdout)
+                    .into_owned();
+            (logs.contains("name=downward mem=64 ") && logs.contains("tier=\"one\"")).then_some(())
+        },
+    );
+    s.kubectl_ok(&["label", "pod", "downward", "tier=two", "--overwrite"]);
+    // The new labels arrive with the pod's own watch event, long before the 60 s resync.
+    wait_for(
+        "the label change to reach the downwardAPI file",
+        Duration::from_secs(15),
+        || {
+            let logs =
+                String::from_utf8_lossy(&s.kubectl(&["logs", "downward", "--tail=1"]).stdout)
+                    .into_owned();
+            logs.contains("tier=\"two\"").then_some(())
+        },
     );
 }

@@ -14,6 +14,7 @@ mod quantity;
 mod service_account_token;
 mod service_env;
 mod slot;
+mod source_watches;
 mod status;
 mod volumes;
 mod worker;
@@ -38,6 +39,7 @@ use crate::network::PodNetwork;
 use crate::node::NodeHandle;
 use crate::runtime::{ContainerRecord, ContainerState, Runtime};
 use crate::services::ServiceCache;
+use source_watches::SourceWatches;
 
 pub use worker::container_id;
 
@@ -54,6 +56,8 @@ pub struct Shared {
     pub netfilter: Option<Arc<Netfilter>>,
     /// Services, for the service-link env vars.
     pub services: ServiceCache,
+    /// The ConfigMaps and Secrets the pods' volumes project, watched.
+    pub source_watches: SourceWatches,
 }
 
 /// The node's networking parts the pod workers use.
@@ -92,6 +96,7 @@ pub async fn run(
         network: network.clone(),
         netfilter: netfilter.clone(),
         services,
+        source_watches: SourceWatches::new(client.clone()),
     });
     // What a previous agent left running, by pod uid; handed to the pods' workers.
     let mut found: HashMap<String, Vec<ContainerRecord>> = HashMap::new();

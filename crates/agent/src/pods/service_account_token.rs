@@ -56,6 +56,19 @@ impl PodTokens {
         }
     }
 
+    /// How long until the first token held is due for renewal (None: none held).
+    pub fn next_refresh(&self) -> Option<Duration> {
+        let now = SystemTime::now();
+        self.held
+            .values()
+            .map(|h| {
+                let lifetime = h.expires.duration_since(h.issued).unwrap_or_default();
+                let due = h.issued + lifetime.mul_f64(0.8).min(MAX_AGE);
+                due.duration_since(now).unwrap_or_default()
+            })
+            .min()
+    }
+
     /// The token for `audience` (empty: the API server's own) and `expiration_seconds`,
     /// requested anew when the one held is due for renewal.
     pub async fn token(

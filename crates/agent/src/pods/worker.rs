@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::container_spec::{self, ManagedFiles};
@@ -23,13 +23,21 @@ use super::probes::{self, Action, ProbeKind, Target, Verdict};
 use super::service_account_token::PodTokens;
 use super::service_env;
 use super::slot::{Kind, Slot, Terminated};
+use super::source_watches::{self, Subscription};
 use super::status::{self, Phase, Transitions};
 use super::volumes::{self, Prepared};
 use super::Shared;
 use crate::runtime::{ContainerRecord, ContainerSpec, ContainerState, SandboxInfo, SandboxSpec};
 
-/// Volumes (configMap, secret …) are re-projected at least this often.
-const VOLUME_REFRESH: Duration = Duration::from_secs(5);
+/// Volumes (configMap, secret …) are re-projected when their sources change (watched), and
+/// at least this often besides, as the kubelet's periodic sync.
+const VOLUME_RESYNC: Duration = Duration::from_secs(60);
+
+/// A pod's labels and annotations (what downwardAPI files may show).
+type PodMeta = (
+    Option<BTreeMap<String, String>>,
+    Option<BTreeMap<String, String>>,
+);
 
 pub struct Worker {
     shared: Arc<Shared>,
@@ -40,6 +48,13 @@ pub struct Worker {
     sandbox: Option<SandboxInfo>,
     volumes: BTreeMap<String, Prepared>,
     volumes_at: Option<Instant>,
+    /// Set when a watched volume source changed: the volumes are projected again.
+    volumes_stale: bool,
+    /// The labels and annotations the downwardAPI files were last written from.
+    volumes_meta: Option<PodMeta>,
+    /// Woken by the watches of the pod's volume sources.
+    volume_notify: Arc<Notify>,
+    volume_sources: Option<Subscription>,
     /// The pod's service-account tokens, made on the first volume setup.
     tokens: Option<PodTokens>,
     managed: Option<ManagedFiles>,
@@ -100,6 +115,10 @@ impl Worker {
             sandbox: None,
             volumes: BTreeMap::new(),
             volumes_at: None,
+            volumes_stale: false,
+            volumes_meta: None,
+            volume_notify: Arc::new(Notify::new()),
+            volume_sources: None,
             tokens: None,
             managed: None,
             start_time,
@@ -214,6 +233,7 @@ impl Worker {
                 r = rx.changed() => if r.is_err() { return },
                 Some(_) = self.exits_rx.recv() => {}
                 Some(v) = self.verdict_rx.recv() => self.on_verdict(&pod, v).await,
+                _ = self.volume_notify.notified() => self.volumes_stale = true,
                 _ = sleep => {}
             }
         }
@@ -287,10 +307,34 @@ impl Worker {
         let Some(sandbox) = self.sandbox.clone() else {
             return wake;
         };
-        if self
-            .volumes_at
-            .is_none_or(|t| now.duration_since(t) >= VOLUME_REFRESH)
+        let meta = (
+            pod.metadata.labels.clone(),
+            pod.metadata.annotations.clone(),
+        );
+        let token_due = self
+            .tokens
+            .as_ref()
+            .and_then(PodTokens::next_refresh)
+            .is_some_and(|d| d.is_zero());
+        if self.volumes_stale
+            || token_due
+            || self.volumes_meta.as_ref() != Some(&meta)
+            || self
+                .volumes_at
+                .is_none_or(|t| now.duration_since(t) >= VOLUME_RESYNC)
         {
+            if self.volume_sources.is_none() {
+                // Before reading them, so no change after the read goes unseen.
+                let keys = source_watches::volume_sources(pod);
+                if !keys.is_empty() {
+                    self.volume_sources = Some(
+                        self.shared
+                            .source_watches
+                            .subscribe(keys, self.volume_notify.clone()),
+                    );
+                }
+            }
+            self.volumes_stale = false;
             let mut sources = Sources::new(self.shared.client.clone(), &self.namespace);
             match volumes::setup(
                 pod,
@@ -305,6 +349,7 @@ impl Worker {
                 Ok(v) => {
                     self.volumes = v;
                     self.volumes_at = Some(now);
+                    self.volumes_meta = Some(meta);
                 }
                 Err(e) => {
                     self.event(pod, EventType::Warning, "FailedMount", &e.to_string())
@@ -317,12 +362,15 @@ impl Worker {
                 }
             }
         }
-        // Projected files (configMap, secret …) follow their sources: look again soon.
+        // Projected files are re-read at the periodic sync, and tokens renewed when due.
         if self.volumes.values().any(|v| v.read_only) {
             let since = self
                 .volumes_at
                 .map_or(Duration::ZERO, |t| now.duration_since(t));
-            soon(VOLUME_REFRESH.saturating_sub(since), &mut wake);
+            soon(VOLUME_RESYNC.saturating_sub(since), &mut wake);
+            if let Some(d) = self.tokens.as_ref().and_then(PodTokens::next_refresh) {
+                soon(d, &mut wake);
+            }
         }
         if self.managed.is_none() {
             let hostname = hostname_of(pod);
