@@ -223,6 +223,7 @@ impl StagedArchive {
                 manifest_digest,
                 manifest_size: bytes.len() as u64,
                 index_digest: None,
+                pulled: false,
                 blobs,
             });
         }
@@ -254,6 +255,7 @@ impl StagedArchive {
                 manifest_digest: m.digest.clone(),
                 manifest_size: m.size,
                 index_digest: None,
+                pulled: false,
                 blobs,
             });
         }

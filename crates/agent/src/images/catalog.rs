@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use super::gc;
 use super::layout::{Layout, NameEntry};
 use super::lock::LockMode;
-use super::manifest::{self, AnyManifest, ConfigFile, Manifest, ANNOTATION_INDEX_DIGEST};
+use super::manifest::{
+    self, AnyManifest, ConfigFile, Manifest, ANNOTATION_INDEX_DIGEST, ANNOTATION_PULLED,
+};
 use super::reference::Reference;
 use super::{Image, ImagesError};
 
@@ -28,6 +30,8 @@ pub(crate) struct Incoming {
     pub manifest_digest: String,
     pub manifest_size: u64,
     pub index_digest: Option<String>,
+    /// Fetched from a registry (`imagePullPolicy: Always` asks it again), not imported.
+    pub pulled: bool,
     /// `(digest, staged file)`: the manifest, the config and the layers.
     pub blobs: Vec<(String, PathBuf)>,
 }
@@ -90,6 +94,7 @@ pub(crate) fn load_images(layout: &Layout) -> Result<Vec<StoredImage>, ImagesErr
                 id,
                 names: Vec::new(),
                 repo_digests: Vec::new(),
+                pulled_names: Vec::new(),
                 config: config.image_config(),
                 size: manifest.layers.iter().map(|l| l.size).sum(),
             },
@@ -105,6 +110,9 @@ pub(crate) fn load_images(layout: &Layout) -> Result<Vec<StoredImage>, ImagesErr
             if !stored.image.repo_digests.contains(&repo_digest) {
                 stored.image.repo_digests.push(repo_digest);
             }
+        }
+        if entry.annotations.contains_key(ANNOTATION_PULLED) {
+            stored.image.pulled_names.push(entry.name.clone());
         }
         stored.image.names.push(entry.name);
     }
@@ -134,6 +142,9 @@ pub(crate) fn commit(layout: &Layout, incoming: &[Incoming]) -> Result<Vec<Strin
         let mut annotations = BTreeMap::new();
         if let Some(d) = &image.index_digest {
             annotations.insert(ANNOTATION_INDEX_DIGEST.to_string(), d.clone());
+        }
+        if image.pulled {
+            annotations.insert(ANNOTATION_PULLED.to_string(), "true".to_string());
         }
         for name in &image.names {
             names.retain(|n| &n.name != name);

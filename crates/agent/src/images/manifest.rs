@@ -22,6 +22,8 @@ pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The digest a registry gave for a multi-platform image (its index), when pulled from one.
 pub(crate) const ANNOTATION_INDEX_DIGEST: &str = "io.capstan.image.index-digest";
+/// Set on a name that came from a registry (not from an imported archive).
+pub(crate) const ANNOTATION_PULLED: &str = "io.capstan.image.pulled";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -45,6 +45,8 @@ pub struct Image {
     pub names: Vec<String>,
     /// `docker.io/library/busybox@sha256:<manifest digest>` where known.
     pub repo_digests: Vec<String>,
+    /// The names that came from a registry rather than an imported archive.
+    pub pulled_names: Vec<String>,
     pub config: ImageConfig,
     /// Compressed size of its layers (bytes), as `status.images[].sizeBytes`.
     pub size: u64,

@@ -154,6 +154,7 @@ pub(crate) async fn fetch(
             manifest_digest,
             manifest_size: manifest_bytes.len() as u64,
             index_digest,
+            pulled: true,
             blobs,
         },
         staging,

@@ -738,9 +738,15 @@ impl Worker {
                 return Err(self.slots[i].current_delay(now));
             }
         };
-        // A present image is used even under `Always`: the node may be air-gapped (images
-        // imported, as k3s's), and only a registry can say the tag moved.
-        if let Some(img) = present {
+        // `Always` asks the registry again for a name that came from one (the tag may have
+        // moved; blobs already here are not fetched again). A name imported from an archive
+        // is the node's air-gap image (as k3s's): it is used as it is.
+        let ask_registry = policy == "Always"
+            && present.as_ref().is_some_and(|img| {
+                crate::images::normalize(reference)
+                    .is_ok_and(|name| img.pulled_names.contains(&name))
+            });
+        if let Some(img) = present.filter(|_| !ask_registry) {
             if self.slots[i].run.is_none() {
                 self.event(
                     pod,
