@@ -12,6 +12,7 @@
 
 pub mod images;
 pub mod logs;
+pub mod mountinfo;
 pub mod names;
 pub mod netfilter;
 pub mod network;

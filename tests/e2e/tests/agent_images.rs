@@ -286,3 +286,152 @@ fn a_pod_runs_an_image_pulled_from_a_registry_with_its_pull_secret() {
         "{waiting}"
     );
 }
+
+#[test]
+fn always_asks_the_registry_again_and_follows_a_moved_tag() {
+    let registry = capstan_e2e::registry::Registry::start();
+    let busybox =
+        capstan_e2e::registry::Registry::docker_archive(&test_images().join("busybox.tar"));
+    let layered =
+        capstan_e2e::registry::Registry::docker_archive(&test_images().join("layered.tar"));
+    registry.push(&busybox, "moving/tool:latest");
+    let s = capstan_e2e::Server::start_node(&[]);
+    let image = format!("{}/moving/tool:latest", registry.host());
+    // Prints /etc/added.txt: only the layered image has it.
+    let pod = |name: &str, policy: &str| {
+        capstan_e2e::apply(
+            &s,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: \"{image}\", imagePullPolicy: {policy}, command: [sh, -c, 'cat /etc/added.txt 2>/dev/null || echo plain']}}\n"
+            ),
+        );
+    };
+    let finished = |name: &str| {
+        let p = capstan_e2e::wait_for(
+            &format!("pod {name} to finish"),
+            std::time::Duration::from_secs(90),
+            || {
+                let p = capstan_e2e::get_json(&s, &["pod", name])?;
+                (p["status"]["phase"] == "Succeeded").then_some(p)
+            },
+        );
+        let id = p["status"]["containerStatuses"][0]["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (s.kubectl_ok(&["logs", name]), id)
+    };
+    let events_of = |name: &str| {
+        s.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+    };
+    pod("first", "Always");
+    let (out, first_id) = finished("first");
+    assert_eq!(out, "plain\n");
+    // The tag moves in the registry: Always pulls the new image although one is present.
+    registry.push(&layered, "moving/tool:latest");
+    pod("second", "Always");
+    let (out, second_id) = finished("second");
+    assert_eq!(out, "added by the upper layer\n");
+    assert_ne!(first_id, second_id);
+    let events = events_of("second");
+    assert!(events.contains("Successfully pulled image"), "{events}");
+    // IfNotPresent uses what the node has, without asking.
+    pod("third", "IfNotPresent");
+    let (out, third_id) = finished("third");
+    assert_eq!(out, "added by the upper layer\n");
+    assert_eq!(third_id, second_id);
+    let events = events_of("third");
+    assert!(events.contains("already present on machine"), "{events}");
+    // With the registry gone, Always cannot confirm the tag: the pull fails, as upstream.
+    drop(registry);
+    pod("fourth", "Always");
+    let waiting = capstan_e2e::wait_for(
+        "pod fourth to fail its pull",
+        std::time::Duration::from_secs(60),
+        || {
+            let p = capstan_e2e::get_json(&s, &["pod", "fourth"])?;
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            matches!(
+                w["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+            .then_some(w)
+        },
+    );
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&image)),
+        "{waiting}"
+    );
+    // An imported image (the node's air-gap images) runs under Always without a registry.
+    capstan_e2e::apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: imported}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Always, command: [echo, local]}\n",
+    );
+    let (out, _) = finished("imported");
+    assert_eq!(out, "local\n");
+    let events = events_of("imported");
+    assert!(events.contains("already present on machine"), "{events}");
+}
+
+#[test]
+fn removing_an_image_keeps_the_layers_its_running_container_uses() {
+    let s = capstan_e2e::Server::start_node(&[]);
+    let layered = test_images().join("layered.tar");
+    stdout(&images(&s.data_dir, &["import", layered.to_str().unwrap()]));
+    capstan_e2e::apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  containers:\n  - {name: c, image: capstan.test/layered:1.0, command: [sh, -c, 'while true; do cat /etc/added.txt; sleep 0.3; done']}\n",
+    );
+    let logs = || s.kubectl(&["logs", "user", "--tail=1"]);
+    capstan_e2e::wait_for(
+        "the pod to print its file",
+        std::time::Duration::from_secs(60),
+        || (stdout_lossy(&logs()) == "added by the upper layer\n").then_some(()),
+    );
+    let layers_dir = s.data_dir.join("agent/image-store/layers");
+    let count_layers = || std::fs::read_dir(&layers_dir).map_or(0, |d| d.count());
+    let before = count_layers();
+    // The name goes; the layers under the running container stay.
+    stdout(&images(&s.data_dir, &["rm", "capstan.test/layered:1.0"]));
+    let listed = stdout(&images(&s.data_dir, &["ls"]));
+    assert!(!listed.contains("capstan.test/layered"), "{listed}");
+    assert_eq!(count_layers(), before, "layers in use were collected");
+    // The container still reads its files: new lines keep coming from the same rootfs.
+    let since = s.kubectl_ok(&["logs", "user"]).lines().count();
+    capstan_e2e::wait_for(
+        "the pod to go on printing its file",
+        std::time::Duration::from_secs(30),
+        || {
+            let all = s.kubectl_ok(&["logs", "user"]);
+            let lines: Vec<&str> = all.lines().collect();
+            (lines.len() > since + 3).then_some(())
+        },
+    );
+    let all = s.kubectl_ok(&["logs", "user"]);
+    assert!(
+        all.lines().all(|l| l == "added by the upper layer"),
+        "{all}"
+    );
+    // Once the container is gone, the next collection (any import) frees its layers.
+    s.kubectl_ok(&["delete", "pod", "user", "--grace-period=1"]);
+    let busybox = test_images().join("busybox.tar");
+    capstan_e2e::wait_for(
+        "the unused layers to be collected",
+        std::time::Duration::from_secs(60),
+        || {
+            stdout(&images(&s.data_dir, &["import", busybox.to_str().unwrap()]));
+            (count_layers() < before).then_some(())
+        },
+    );
+}
+
+fn stdout_lossy(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

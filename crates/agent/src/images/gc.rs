@@ -1,5 +1,6 @@
 //! Garbage collection: blobs and unpacked layers no name reaches any more are deleted (under
-//! the exclusive lock, so no import is half-committed and no unpack is running).
+//! the exclusive lock, so no import is half-committed and no unpack is running) — except the
+//! layers a mounted container rootfs still uses.
 
 use std::collections::HashSet;
 use std::fs;
@@ -37,6 +38,23 @@ pub(crate) fn collect(layout: &Layout, names: &[NameEntry]) {
             }
         }
     }
+    // A container keeps its rootfs mounted until it is removed: its layers stay, even when
+    // its image lost its last name (re-tagged, pulled anew, removed), as containerd keeps
+    // the snapshots of its containers.
+    let layers_dir = layout.layers_dir();
+    let in_use: HashSet<String> = crate::mountinfo::overlay_lower_dirs()
+        .into_iter()
+        .filter_map(|p| {
+            let rest = p.strip_prefix(&layers_dir).ok()?;
+            Some(
+                rest.components()
+                    .next()?
+                    .as_os_str()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect();
     let mut freed_layers = 0u32;
     for entry in fs::read_dir(layout.layers_dir())
         .into_iter()
@@ -44,7 +62,7 @@ pub(crate) fn collect(layout: &Layout, names: &[NameEntry]) {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if diff_ids.contains(&name) {
+        if diff_ids.contains(&name) || in_use.contains(&name) {
             continue;
         }
         // Renamed away first so that the layer vanishes at once, not file by file.
