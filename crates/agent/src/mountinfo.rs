@@ -4,17 +4,16 @@
 use std::path::PathBuf;
 
 /// One mount: where it is, its filesystem type and its superblock options.
-struct Mount {
-    point: PathBuf,
-    fstype: String,
-    options: String,
+pub struct Mount {
+    pub point: PathBuf,
+    pub fstype: String,
+    pub options: String,
 }
 
-fn mounts() -> Vec<Mount> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines().filter_map(parse_line).collect()
+/// Every mount of this mount namespace.
+pub fn mounts() -> std::io::Result<Vec<Mount>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info.lines().filter_map(parse_line).collect())
 }
 
 /// `36 35 98:0 /root /point rw,noatime shared:1 - ext4 /dev/root rw,errors=continue`: the
@@ -34,12 +33,13 @@ fn parse_line(line: &str) -> Option<Mount> {
 
 /// Every mount point.
 pub fn mount_points() -> Vec<PathBuf> {
-    mounts().into_iter().map(|m| m.point).collect()
+    mounts().unwrap_or_default().into_iter().map(|m| m.point).collect()
 }
 
 /// The lower dirs of every overlayfs mount.
 pub fn overlay_lower_dirs() -> Vec<PathBuf> {
     mounts()
+        .unwrap_or_default()
         .into_iter()
         .filter(|m| m.fstype == "overlay")
         .flat_map(|m| lower_dirs(&m.options))

@@ -464,12 +464,7 @@ fn host_path(volume: &Volume, path: &str, ty: &str) -> Result<(), VolumeError> {
 }
 
 fn is_mountpoint(dir: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let target = dir.to_string_lossy();
-    info.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == target))
+    crate::mountinfo::mount_points().iter().any(|p| p == dir)
 }
 
 fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<(), String> {

@@ -24,27 +24,18 @@ impl Hierarchy {
         if st.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC {
             return Ok(Hierarchy::V2(PathBuf::from(CGROUP_ROOT)));
         }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
         let mut hierarchies = Vec::new();
-        for line in mountinfo.lines() {
-            // `… <mount point> <options> [optional…] - <fs type> <source> <super options>`
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mut right = right.split_whitespace();
-            if right.next() != Some("cgroup") {
+        for m in crate::mountinfo::mounts()? {
+            if m.fstype != "cgroup" {
                 continue;
             }
-            let Some(mount_point) = left.split_whitespace().nth(4) else {
-                continue;
-            };
-            let super_opts = right.nth(1).unwrap_or("");
-            let controllers = super_opts
+            let controllers = m
+                .options
                 .split(',')
                 .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
                 .map(str::to_string)
                 .collect();
-            hierarchies.push((PathBuf::from(mount_point), controllers));
+            hierarchies.push((m.point, controllers));
         }
         Ok(Hierarchy::V1(hierarchies))
     }
