@@ -200,12 +200,15 @@ fn a_deployment_behind_services_is_reached_spread_sticky_and_follows_its_pods() 
 
     // No endpoints: refused at once, not a timeout.
     let started = Instant::now();
-    let refused = get_many(Some(&client_ns), &format!("http://{nobody_ip}/"), 1);
+    let refused = Command::new("nsenter")
+        .arg(format!("--net={}", client_ns.display()))
+        .args(["curl", "-sv", "--max-time", "5", &format!("http://{nobody_ip}/")])
+        .output()
+        .expect("run curl");
     let took = started.elapsed();
-    match refused {
-        Err((7, msg)) => assert!(msg.contains("refused"), "{msg}"),
-        other => panic!("a Service without endpoints answered {other:?}"),
-    }
+    let verbose = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(7), "{verbose}");
+    assert!(verbose.contains("Connection refused"), "{verbose}");
     assert!(took < Duration::from_secs(2), "refusal took {took:?}");
 
     // ClientIP affinity: one client keeps one backend.
