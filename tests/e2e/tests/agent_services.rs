@@ -202,7 +202,13 @@ fn a_deployment_behind_services_is_reached_spread_sticky_and_follows_its_pods() 
     let started = Instant::now();
     let refused = Command::new("nsenter")
         .arg(format!("--net={}", client_ns.display()))
-        .args(["curl", "-sv", "--max-time", "5", &format!("http://{nobody_ip}/")])
+        .args([
+            "curl",
+            "-sv",
+            "--max-time",
+            "5",
+            &format!("http://{nobody_ip}/"),
+        ])
         .output()
         .expect("run curl");
     let took = started.elapsed();
@@ -212,8 +218,12 @@ fn a_deployment_behind_services_is_reached_spread_sticky_and_follows_its_pods() 
     assert!(took < Duration::from_secs(2), "refusal took {took:?}");
 
     // ClientIP affinity: one client keeps one backend.
-    let sticky = get_many(Some(&client_ns), &format!("http://{sticky_ip}:81/index.html"), 20)
-        .expect("the sticky Service answers");
+    let sticky = get_many(
+        Some(&client_ns),
+        &format!("http://{sticky_ip}:81/index.html"),
+        20,
+    )
+    .expect("the sticky Service answers");
     let distinct: BTreeSet<&String> = sticky.iter().collect();
     assert_eq!(distinct.len(), 1, "affinity broken: {sticky:?}");
 
@@ -246,10 +256,14 @@ fn a_deployment_behind_services_is_reached_spread_sticky_and_follows_its_pods() 
         .as_str()
         .expect("name")
         .to_string();
-    wait_for("only the remaining pod to answer", Duration::from_secs(30), || {
-        let answers = get_many(Some(&client_ns), &url, 20).ok()?;
-        answers.iter().all(|a| *a == only).then_some(())
-    });
+    wait_for(
+        "only the remaining pod to answer",
+        Duration::from_secs(30),
+        || {
+            let answers = get_many(Some(&client_ns), &url, 20).ok()?;
+            answers.iter().all(|a| *a == only).then_some(())
+        },
+    );
     eprintln!(
         "figure: scaled 3 -> 1, only the remaining pod answers after {:?}",
         scaled.elapsed()

@@ -226,8 +226,7 @@ impl Proxy {
     }
 
     fn apply_slice(&mut self, s: EndpointSlice) {
-        let (Some(ns), Some(name)) = (s.metadata.namespace.clone(), s.metadata.name.clone())
-        else {
+        let (Some(ns), Some(name)) = (s.metadata.namespace.clone(), s.metadata.name.clone()) else {
             return;
         };
         self.remove_slice(&ns, &name);
@@ -242,7 +241,10 @@ impl Proxy {
         };
         let owner = (ns.clone(), service);
         self.slice_owner.insert((ns, name.clone()), owner.clone());
-        self.slices.entry(owner.clone()).or_default().insert(name, s);
+        self.slices
+            .entry(owner.clone())
+            .or_default()
+            .insert(name, s);
         self.mark(owner);
     }
 
@@ -284,8 +286,7 @@ impl Proxy {
             };
             let slices = self.slices.get(key).map(|m| m.values().collect::<Vec<_>>());
             let slices = slices.unwrap_or_default();
-            for port in model::proxied_ports(service, slices.iter().copied(), &self.node_name)
-            {
+            for port in model::proxied_ports(service, slices.iter().copied(), &self.node_name) {
                 let mut r = rules::port_rules(&port);
                 r.elements.retain(|e| match owners.get(&(e.map, e.key)) {
                     Some(other) if *other != port.key => {

@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(http.node_port, Some(30080));
         assert_eq!(
             http.cluster,
-            vec![(Ipv4Addr::new(10, 1, 0, 5), 8080), (Ipv4Addr::new(10, 1, 0, 7), 8080)]
+            vec![
+                (Ipv4Addr::new(10, 1, 0, 5), 8080),
+                (Ipv4Addr::new(10, 1, 0, 7), 8080)
+            ]
         );
         assert_eq!(http.local, vec![(Ipv4Addr::new(10, 1, 0, 5), 8080)]);
         assert_eq!(ports[1].cluster[0].1, 5353);

@@ -75,7 +75,9 @@ pub enum ElementKey {
 impl std::fmt::Display for ElementKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ElementKey::Address(ip, proto, port) => write!(f, "{ip} . {} . {port}", proto.keyword()),
+            ElementKey::Address(ip, proto, port) => {
+                write!(f, "{ip} . {} . {port}", proto.keyword())
+            }
             ElementKey::Port(proto, port) => write!(f, "{} . {port}", proto.keyword()),
         }
     }
@@ -144,17 +146,15 @@ pub fn port_rules(port: &ProxiedPort) -> PortRules {
     };
     let endpoint_chain = |b: Backend| ObjectName::new("ep", endpoint_hash(b));
     // The timeout is part of a set's definition: a new timeout makes a new set.
-    let affinity_set = |b: Backend, timeout: u32| {
-        ObjectName(format!("aff-{:016x}-{timeout}", endpoint_hash(b)))
-    };
+    let affinity_set =
+        |b: Backend, timeout: u32| ObjectName(format!("aff-{:016x}-{timeout}", endpoint_hash(b)));
     let proto = port.protocol_keyword();
     let mut rules = PortRules::default();
 
     let cluster_chain = ObjectName::new("svc", h);
     let local_chain = ObjectName::new("loc", h);
     let external_chain = ObjectName::new("ext", h);
-    let needs_cluster =
-        !port.cluster.is_empty() && (!port.internal_local || port.has_external());
+    let needs_cluster = !port.cluster.is_empty() && (!port.internal_local || port.has_external());
     let needs_local = !port.local.is_empty()
         && (port.internal_local || port.external_local && port.has_external());
 
@@ -378,7 +378,10 @@ mod tests {
         p.internal_local = true;
         let r = port_rules(&p);
         assert!(r.chains.is_empty(), "{r:#?}");
-        assert_eq!(r.elements.iter().next().map(|e| &e.verdict), Some(&Verdict::Drop));
+        assert_eq!(
+            r.elements.iter().next().map(|e| &e.verdict),
+            Some(&Verdict::Drop)
+        );
     }
 
     #[test]
@@ -406,9 +409,8 @@ mod tests {
             .1;
         assert_eq!(ext.len(), 3);
         assert!(ext[2].starts_with("goto loc-"), "{ext:?}");
-        assert!(r
-            .elements
-            .iter()
-            .any(|e| e.map == MapName::NodePorts && e.key == ElementKey::Port(Protocol::Tcp, 30080)));
+        assert!(r.elements.iter().any(
+            |e| e.map == MapName::NodePorts && e.key == ElementKey::Port(Protocol::Tcp, 30080)
+        ));
     }
 }
