@@ -366,7 +366,8 @@ impl Proxy {
             services = keys.len(),
             ports_changed = changed,
             script_lines = text.lines().count(),
-            since_change_ms = waited.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+            // From the first change the watches delivered to the rules being in the kernel.
+            latency_ms = (waited.unwrap_or_default() + started.elapsed()).as_secs_f64() * 1000.0,
             apply_ms = started.elapsed().as_secs_f64() * 1000.0,
             resync = self.resync,
             "Service rules programmed"
