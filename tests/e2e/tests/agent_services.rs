@@ -29,7 +29,7 @@ fn get_many(netns: Option<&Path>, url: &str, count: u32) -> Result<Vec<String>, 
         url.to_string()
     };
     let out = cmd
-        .args(["-sS", "--max-time", "5", "-H", "Connection: close", &glob])
+        .args(["-sS", "--max-time", "3", "-H", "Connection: close", &glob])
         .output()
         .expect("run curl");
     if !out.status.success() {
@@ -274,8 +274,62 @@ fn a_deployment_behind_services_is_reached_spread_sticky_and_follows_its_pods() 
     let answers = get_many(Some(&own_ns), &url, 5).expect("hairpin through the ClusterIP");
     assert!(answers.iter().all(|a| *a == only), "{answers:?}");
 
-    // Figures: new connections per second through the ClusterIP and to the pod directly.
+    // A selector-less Service with a hand-written EndpointSlice naming another node: with
+    // `internalTrafficPolicy: Local` its traffic is dropped here (no local endpoint), and it
+    // flows again once the slice names this node.
     let pod_ip = remaining[0]["status"]["podIP"].as_str().expect("podIP");
+    let node = get_json(&s, &["nodes"]).expect("nodes")["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("node name")
+        .to_string();
+    let manual = |node_name: &str, policy: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: manual}}
+spec:
+  internalTrafficPolicy: {policy}
+  ports: [{{name: web, port: 82}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: manual-1
+  labels: {{kubernetes.io/service-name: manual}}
+addressType: IPv4
+endpoints: [{{addresses: ["{pod_ip}"], nodeName: {node_name}, conditions: {{ready: true}}}}]
+ports: [{{name: web, port: 8080, protocol: TCP}}]
+"#
+        )
+    };
+    apply(&s, &manual("elsewhere", "Cluster"));
+    let manual_url = format!("http://{}:82/index.html", cluster_ip(&s, "manual"));
+    wait_for(
+        "the hand-written endpoint to answer",
+        Duration::from_secs(30),
+        || {
+            let a = get_many(Some(&client_ns), &manual_url, 1).ok()?;
+            (a == [only.clone()]).then_some(())
+        },
+    );
+    apply(&s, &manual("elsewhere", "Local"));
+    wait_for(
+        "Local policy without a local endpoint to drop (time out)",
+        Duration::from_secs(30),
+        || match get_many(Some(&client_ns), &manual_url, 1) {
+            Err((28, _)) => Some(()),
+            _ => None,
+        },
+    );
+    apply(&s, &manual(&node, "Local"));
+    wait_for(
+        "the endpoint on this node to answer under Local policy",
+        Duration::from_secs(30),
+        || get_many(Some(&client_ns), &manual_url, 1).ok(),
+    );
+
+    // Figures: new connections per second through the ClusterIP and to the pod directly.
     let direct = rate(&client_ns, &format!("http://{pod_ip}:8080/index.html"), 500);
     let proxied = rate(&client_ns, &url, 500);
     eprintln!("figure: requests/s (curl, new connection each): pod IP {direct:.0}, ClusterIP {proxied:.0}");
