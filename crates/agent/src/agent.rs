@@ -104,15 +104,15 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     let netfilter = match crate::netfilter::Netfilter::open(&opts.instance, &bridge, cidr).await {
         Ok(n) => {
             let n = Arc::new(n);
-            tokio::spawn(crate::netfilter::run_kubernetes_service(
+            tokio::spawn(crate::netfilter::run_service_proxy(
                 client.clone(),
-                services.clone(),
+                node.name.clone(),
                 n.clone(),
             ));
             Some(n)
         }
         Err(e) => {
-            tracing::error!(error = %e, "no packet rules: pods cannot reach beyond the node, hostPorts and the kubernetes Service do not work");
+            tracing::error!(error = %e, "no packet rules: pods cannot reach beyond the node, hostPorts and Services do not work");
             None
         }
     };

@@ -6,7 +6,7 @@
 //! `node` (registration, Lease, conditions, the kubelet HTTPS endpoint), `pods` (the pod
 //! workers: sync a pod's spec to containers and report status), `logs` (container log files:
 //! writing with rotation, reading for `pods/log`), `network` (bridge, veths, addresses),
-//! `netfilter` (the node's nftables table: egress NAT, hostPorts, Service DNAT), `services`
+//! `netfilter` (the node's nftables table: egress NAT, hostPorts, the Service proxy), `services`
 //! (the Service cache), `storage` (the local-path provisioner: PersistentVolumes on this
 //! node's disk).
 

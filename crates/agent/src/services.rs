@@ -1,6 +1,5 @@
 //! The node's view of Services: one watch over every Service feeding a reflector store,
-//! read by the pod workers (service-link env vars) and the netfilter rules (ClusterIPs), so
-//! neither lists Services per pod.
+//! read by the pod workers (service-link env vars), so they do not list Services per pod.
 
 use std::sync::Arc;
 use std::time::Duration;

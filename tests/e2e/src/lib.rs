@@ -276,6 +276,17 @@ impl Server {
     }
 }
 
+/// A pod's pinned network namespace (`/run/capstan/<instance>/sandboxes/<uid>/net`): tests
+/// run host tools (curl, wget) in it to act as the pod on the network.
+pub fn pod_netns(uid: &str) -> PathBuf {
+    std::fs::read_dir("/run/capstan")
+        .expect("/run/capstan")
+        .flatten()
+        .map(|e| e.path().join("sandboxes").join(uid).join("net"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no network namespace for pod {uid}"))
+}
+
 /// Waits up to 30 s until a Node reports Ready (the agent of a `start_node` server
 /// registered).
 pub fn node_ready(s: &Server) {

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use capstan_e2e::{apply, get_json, node_ready, wait_for, Server};
+use capstan_e2e::{apply, get_json, node_ready, pod_netns, wait_for, Server};
 use serde_json::Value;
 
 fn wait_phase(s: &Server, name: &str, want: &str) -> Value {
@@ -44,16 +44,6 @@ fn http_get(addr: SocketAddrV4) -> Option<String> {
     let mut answer = String::new();
     conn.read_to_string(&mut answer).ok()?;
     Some(answer)
-}
-
-/// The pod's pinned network namespace (`/run/capstan/<instance>/sandboxes/<uid>/net`).
-fn pod_netns(uid: &str) -> std::path::PathBuf {
-    std::fs::read_dir("/run/capstan")
-        .expect("/run/capstan")
-        .flatten()
-        .map(|e| e.path().join("sandboxes").join(uid).join("net"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("no network namespace for pod {uid}"))
 }
 
 /// Whether any nftables rule on the host carries the pod's hostPort comment.

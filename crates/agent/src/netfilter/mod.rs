@@ -1,11 +1,10 @@
 //! The node's packet rules, in one nftables table per agent instance (`ip capstan-<instance>`):
-//! egress masquerade for the podCIDR, `hostPort` DNAT and Services' ClusterIP DNAT (for now
-//! the `kubernetes` Service). The table is rebuilt at start; afterwards each change replaces
-//! one chain in a single `nft` transaction, from the state this module keeps in memory.
+//! egress masquerade for the podCIDR, `hostPort` DNAT and the Service proxy. The table is
+//! rebuilt at start; afterwards each change is one `nft` transaction on the chains it touches.
 
-mod kubernetes_service;
 mod nft;
 mod ruleset;
+pub mod service_proxy;
 mod sysctl;
 
 use std::collections::BTreeMap;
@@ -16,8 +15,8 @@ use tokio::sync::Mutex;
 
 use crate::network::Cidr;
 
-pub use kubernetes_service::run as run_kubernetes_service;
-pub use ruleset::{HostPort, Protocol, ServicePort};
+pub use ruleset::{HostPort, Protocol};
+pub use service_proxy::run as run_service_proxy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetfilterError {
@@ -79,7 +78,6 @@ pub async fn host_port_pods(instance: &str) -> Result<Vec<String>, NetfilterErro
 struct State {
     /// Per pod uid: its address and hostPorts.
     host_ports: BTreeMap<String, (Ipv4Addr, Vec<HostPort>)>,
-    services: Vec<ServicePort>,
 }
 
 /// The agent's table.
@@ -145,16 +143,16 @@ impl Netfilter {
             .await
     }
 
-    /// The Service rules become exactly `ports`.
-    pub async fn set_services(&self, ports: Vec<ServicePort>) -> Result<(), NetfilterError> {
-        let mut state = self.state.lock().await;
-        if state.services == ports {
-            return Ok(());
-        }
-        nft::apply(&ruleset::services(&self.table, &ports)).await?;
-        tracing::info!(table = %self.table, ports = ports.len(), "Service rules updated");
-        state.services = ports;
-        Ok(())
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Applies a Service proxy transaction (the proxy keeps its own account of what the
+    /// table holds; hostPort changes are serialised with it through the state lock).
+    pub async fn apply_services(&self, script: &str) -> Result<(), NetfilterError> {
+        let _state = self.state.lock().await;
+        nft::apply(script).await
     }
 }
 

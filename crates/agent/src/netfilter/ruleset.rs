@@ -12,8 +12,16 @@ use crate::network::Cidr;
 pub const FAMILY: &str = "ip";
 /// DNAT rules for `hostPort`s, reached for packets to the node's own addresses.
 pub const HOSTPORTS: &str = "hostports";
-/// DNAT rules for Services' ClusterIPs.
+/// Dispatch of packets to ClusterIPs (this node's pods and the node itself).
 pub const SERVICES: &str = "services";
+/// Dispatch of packets to NodePorts and external addresses (from anywhere).
+pub const EXTERNAL: &str = "external";
+/// Marks a packet to be masqueraded on its way out (hairpin, NodePort).
+pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+/// Rejects a connection (a Service without endpoints).
+pub const REJECT: &str = "reject-chain";
+/// The packet mark bit asking for masquerade (kube-proxy's).
+const MASQUERADE_MARK: &str = "0x4000";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
@@ -33,7 +41,7 @@ impl Protocol {
         }
     }
 
-    fn keyword(self) -> &'static str {
+    pub(crate) fn keyword(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -52,45 +60,73 @@ pub struct HostPort {
     pub container_port: u16,
 }
 
-/// One Service port: packets to `cluster_ip:port` go to one of `backends` (none: the rule is
-/// left out and the ClusterIP answers nothing, as kube-proxy rejects).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServicePort {
-    /// `namespace/name:port` — the rule's comment.
-    pub name: String,
-    pub cluster_ip: Ipv4Addr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub backends: Vec<(Ipv4Addr, u16)>,
-}
-
 /// The table as the agent creates it at start: an existing one (a previous run's) is
-/// deleted in the same transaction, so the node never sees a half-built table. Service
-/// rules see packets from this agent's bridge and the node's own: every cluster has the
+/// deleted in the same transaction, so the node never sees a half-built table. ClusterIP
+/// dispatch sees packets from this agent's bridge and the node's own: every cluster has the
 /// same first ClusterIP, and two agents on one host (tests) must not catch each other's.
+/// Per-Service chains hang off the verdict maps, so a packet costs one lookup however many
+/// Services there are; Services without endpoints are rejected in the filter hooks (the
+/// ClusterIP is not an address anyone answers for, so an unhandled packet would time out).
 pub fn create_table(table: &str, bridge: &str, cidr: Cidr) -> String {
+    let addr_map = "type ipv4_addr . inet_proto . inet_service : verdict;";
+    let port_map = "type inet_proto . inet_service : verdict;";
     format!(
         "add table {FAMILY} {table}
 delete table {FAMILY} {table}
 table {FAMILY} {table} {{
+  map service-ips {{ {addr_map} }}
+  map external-ips {{ {addr_map} }}
+  map service-nodeports {{ {port_map} }}
+  map no-endpoint-services {{ {addr_map} }}
+  map no-endpoint-nodeports {{ {port_map} }}
+  chain {MARK_FOR_MASQUERADE} {{
+    meta mark set meta mark | {MASQUERADE_MARK}
+  }}
+  chain {REJECT} {{
+    reject
+  }}
   chain {SERVICES} {{
+    ip daddr . meta l4proto . th dport vmap @service-ips
+  }}
+  chain {EXTERNAL} {{
+    ip daddr . meta l4proto . th dport vmap @external-ips
+    fib daddr type local meta l4proto . th dport vmap @service-nodeports
   }}
   chain {HOSTPORTS} {{
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname \"{bridge}\" jump {SERVICES}
+    jump {EXTERNAL}
     fib daddr type local jump {HOSTPORTS}
   }}
   chain output {{
     type nat hook output priority -100; policy accept;
     jump {SERVICES}
+    jump {EXTERNAL}
     fib daddr type local jump {HOSTPORTS}
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
+    meta mark & {MASQUERADE_MARK} == {MASQUERADE_MARK} masquerade
     ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade
     ip saddr {cidr} ip daddr != {cidr} oifname != \"{bridge}\" masquerade
+  }}
+  chain endpoints-check {{
+    ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+    fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports
+  }}
+  chain filter-forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    ct state new jump endpoints-check
+  }}
+  chain filter-input {{
+    type filter hook input priority filter - 10; policy accept;
+    ct state new jump endpoints-check
+  }}
+  chain filter-output {{
+    type filter hook output priority filter - 10; policy accept;
+    ct state new jump endpoints-check
   }}
 }}
 "
@@ -132,41 +168,9 @@ pub fn host_port_comment(uid: &str) -> String {
     format!("hostport pod {}", safe_comment(uid))
 }
 
-/// The `services` chain holding exactly these Service ports' rules.
-pub fn services(table: &str, ports: &[ServicePort]) -> String {
-    let mut s = format!("flush chain {FAMILY} {table} {SERVICES}\n");
-    for p in ports {
-        let target = match p.backends.as_slice() {
-            [] => continue,
-            [(ip, port)] => format!("dnat to {ip}:{port}"),
-            many => {
-                let elements: Vec<String> = many
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (ip, port))| format!("{i} : {ip} . {port}"))
-                    .collect();
-                format!(
-                    "dnat ip to numgen random mod {} map {{ {} }}",
-                    many.len(),
-                    elements.join(", ")
-                )
-            }
-        };
-        let _ = writeln!(
-            s,
-            "add rule {FAMILY} {table} {SERVICES} ip daddr {} {} dport {} {target} comment \"{}\"",
-            p.cluster_ip,
-            p.protocol.keyword(),
-            p.port,
-            safe_comment(&p.name)
-        );
-    }
-    s
-}
-
 /// Comments hold names and uids: anything else (quotes, newlines) is dropped, and the
 /// length kept under nftables' 128-byte limit.
-fn safe_comment(text: &str) -> String {
+pub(crate) fn safe_comment(text: &str) -> String {
     text.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '/' | ':' | '_'))
         .take(100)
@@ -199,39 +203,6 @@ mod tests {
             "flush chain ip t hostports\n\
              add rule ip t hostports tcp dport 8080 dnat to 10.0.0.2:80 comment \"hostport pod u-1\"\n\
              add rule ip t hostports ip daddr 127.0.0.1 udp dport 5353 dnat to 10.0.0.2:53 comment \"hostport pod u-1\"\n"
-        );
-    }
-
-    #[test]
-    fn service_rules_spread_over_backends_and_skip_empty_ones() {
-        let port = |backends: Vec<(Ipv4Addr, u16)>| ServicePort {
-            name: "default/kubernetes:https\"\n".into(),
-            cluster_ip: Ipv4Addr::new(10, 43, 0, 1),
-            port: 443,
-            protocol: Protocol::Tcp,
-            backends,
-        };
-        let one = services("t", &[port(vec![(Ipv4Addr::LOCALHOST, 6443)])]);
-        assert!(
-            one.ends_with("ip daddr 10.43.0.1 tcp dport 443 dnat to 127.0.0.1:6443 comment \"default/kubernetes:https\"\n"),
-            "{one}"
-        );
-        let two = services(
-            "t",
-            &[port(vec![
-                (Ipv4Addr::LOCALHOST, 6443),
-                (Ipv4Addr::new(10, 0, 0, 5), 6443),
-            ])],
-        );
-        assert!(
-            two.contains(
-                "dnat ip to numgen random mod 2 map { 0 : 127.0.0.1 . 6443, 1 : 10.0.0.5 . 6443 }"
-            ),
-            "{two}"
-        );
-        assert_eq!(
-            services("t", &[port(vec![])]),
-            "flush chain ip t services\n"
         );
     }
 }

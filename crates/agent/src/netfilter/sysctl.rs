@@ -1,6 +1,6 @@
 //! The kernel switches the node's rules rely on: forwarding (pods reach beyond the node,
 //! hostPorts from other hosts), `route_localnet` on the bridge (DNAT to and from 127.0.0.1)
-//! and, when the `br_netfilter` module is loaded, bridged traffic through the ip hooks.
+//! and bridged traffic through the ip hooks (`br_netfilter`, loaded when missing).
 
 use std::path::Path;
 
@@ -20,12 +20,22 @@ pub fn prepare(bridge: &str) {
     // Pod-to-pod packets on one bridge skip the ip hooks unless br_netfilter sends them
     // through; Service DNAT between pods on the node needs that. Without the module the
     // file is absent and only pod-to-pod Service traffic is affected.
+    // Loading it is what k3s and kubeadm's preflight do; a container without the right to
+    // load modules keeps going without it.
     let bridged = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    if !Path::new(bridged).exists() {
+        let loaded = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .output();
+        if let Err(e) = &loaded {
+            tracing::debug!(error = %e, "running modprobe br_netfilter failed");
+        }
+    }
     if Path::new(bridged).exists() {
         set(bridged, "1");
     } else {
-        tracing::info!(
-            "br_netfilter is not loaded: pod-to-pod traffic on the bridge bypasses the nat rules"
+        tracing::warn!(
+            "br_netfilter is not loaded: replies between pods on the bridge bypass the nat rules, so a pod reaching another pod of this node through a Service fails"
         );
     }
 }

@@ -146,6 +146,7 @@ impl PodNetwork {
         let host_end = host_veth(pod_uid);
         let handle = connect()?;
         if link_index(&handle, &host_end).await?.is_some() {
+            set_hairpin(&host_end);
             return Ok(ip);
         }
         let peer = format!("{host_end}p");
@@ -180,6 +181,7 @@ impl PodNetwork {
             .execute()
             .await
             .map_err(nl(format!("attaching {host_end} to {}", self.bridge)))?;
+        set_hairpin(&host_end);
         let ns_file = std::fs::File::open(net_ns).map_err(|source| NetworkError::Io {
             context: format!("opening {}", net_ns.display()),
             source,
@@ -268,6 +270,17 @@ impl PodNetwork {
     /// The address a pod holds, if any (after an agent restart).
     pub fn address_of(&self, pod_uid: &str) -> Option<Ipv4Addr> {
         self.ipam.lookup(pod_uid)
+    }
+}
+
+/// Lets the bridge send a frame back out of the port it came in on: a pod reaching itself
+/// through a Service has its packet DNATed back to its own port (the bridge CNI plugin's
+/// `hairpinMode`, which kube-proxy relies on). Without it only that case fails, so a
+/// failure is logged, not returned.
+fn set_hairpin(port: &str) {
+    let path = format!("/sys/class/net/{port}/brport/hairpin_mode");
+    if let Err(e) = std::fs::write(&path, "1") {
+        tracing::warn!(path, error = %e, "enabling hairpin mode failed: a pod cannot reach itself through a Service");
     }
 }
 
