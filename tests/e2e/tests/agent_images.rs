@@ -266,25 +266,7 @@ fn a_pod_runs_an_image_pulled_from_a_registry_with_its_pull_secret() {
     assert!(events.contains("Pulling"), "{events}");
     assert!(events.contains("Successfully pulled image"), "{events}");
     // Without the secret the registry refuses: the pull fails and backs off.
-    let waiting = capstan_e2e::wait_for(
-        "the pod without the secret to fail its pull",
-        std::time::Duration::from_secs(60),
-        || {
-            let p = capstan_e2e::get_json(&s, &["pod", "refused"])?;
-            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
-            matches!(
-                w["reason"].as_str(),
-                Some("ErrImagePull" | "ImagePullBackOff")
-            )
-            .then_some(w)
-        },
-    );
-    assert!(
-        waiting["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(&image)),
-        "{waiting}"
-    );
+    wait_for_pull_failure(&s, "refused", &image);
 }
 
 #[test]
@@ -350,25 +332,7 @@ fn always_asks_the_registry_again_and_follows_a_moved_tag() {
     // With the registry gone, Always cannot confirm the tag: the pull fails, as upstream.
     drop(registry);
     pod("fourth", "Always");
-    let waiting = capstan_e2e::wait_for(
-        "pod fourth to fail its pull",
-        std::time::Duration::from_secs(60),
-        || {
-            let p = capstan_e2e::get_json(&s, &["pod", "fourth"])?;
-            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
-            matches!(
-                w["reason"].as_str(),
-                Some("ErrImagePull" | "ImagePullBackOff")
-            )
-            .then_some(w)
-        },
-    );
-    assert!(
-        waiting["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(&image)),
-        "{waiting}"
-    );
+    wait_for_pull_failure(&s, "fourth", &image);
     // An imported image (the node's air-gap images) runs under Always without a registry.
     capstan_e2e::apply(
         &s,
@@ -434,4 +398,27 @@ fn removing_an_image_keeps_the_layers_its_running_container_uses() {
 
 fn stdout_lossy(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for the pod's first container to show a failed pull naming `image`.
+fn wait_for_pull_failure(s: &capstan_e2e::Server, pod: &str, image: &str) {
+    let waiting = capstan_e2e::wait_for(
+        &format!("pod {pod} to fail its pull"),
+        std::time::Duration::from_secs(60),
+        || {
+            let p = capstan_e2e::get_json(s, &["pod", pod])?;
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            matches!(
+                w["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+            .then_some(w)
+        },
+    );
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(image)),
+        "{waiting}"
+    );
 }

@@ -10,6 +10,13 @@ fn pod(s: &Server, name: &str) -> Option<Value> {
     get_json(s, &["pod", name])
 }
 
+/// What `kubectl logs ARGS…` printed (empty while the pod has none).
+fn logs(s: &Server, args: &[&str]) -> String {
+    let mut all = vec!["logs"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&s.kubectl(&all).stdout).into_owned()
+}
+
 fn phase(p: &Value) -> &str {
     p["status"]["phase"].as_str().unwrap_or("")
 }
@@ -178,8 +185,8 @@ spec:
         "the env and the files in the logs",
         Duration::from_secs(60),
         || {
-            let logs = String::from_utf8_lossy(&s.kubectl(&["logs", "reader"]).stdout).into_owned();
-            (logs.contains("env=blue/s3cret/reader") && logs.contains("file=blue/s3cret"))
+            let out = logs(&s, &["reader"]);
+            (out.contains("env=blue/s3cret/reader") && out.contains("file=blue/s3cret"))
                 .then_some(())
         },
     );
@@ -204,9 +211,8 @@ spec:
         "the ConfigMap and Secret changes to reach the mounted files",
         Duration::from_secs(15),
         || {
-            let logs = String::from_utf8_lossy(&s.kubectl(&["logs", "reader", "--tail=1"]).stdout)
-                .into_owned();
-            logs.contains("file=green/n3w").then_some(())
+            let out = logs(&s, &["reader", "--tail=1"]);
+            out.contains("file=green/n3w").then_some(())
         },
     );
     eprintln!("configmap update reached the file in {:?}", t.elapsed());
@@ -905,10 +911,8 @@ spec:
         "the downwardAPI files in the logs",
         Duration::from_secs(60),
         || {
-            let logs =
-                String::from_utf8_lossy(&s.kubectl(&["logs", "downward", "--tail=1"]).stdout)
-                    .into_owned();
-            (logs.contains("name=downward mem=64 ") && logs.contains("tier=\"one\"")).then_some(())
+            let out = logs(&s, &["downward", "--tail=1"]);
+            (out.contains("name=downward mem=64 ") && out.contains("tier=\"one\"")).then_some(())
         },
     );
     s.kubectl_ok(&["label", "pod", "downward", "tier=two", "--overwrite"]);
@@ -917,10 +921,8 @@ spec:
         "the label change to reach the downwardAPI file",
         Duration::from_secs(15),
         || {
-            let logs =
-                String::from_utf8_lossy(&s.kubectl(&["logs", "downward", "--tail=1"]).stdout)
-                    .into_owned();
-            logs.contains("tier=\"two\"").then_some(())
+            let out = logs(&s, &["downward", "--tail=1"]);
+            out.contains("tier=\"two\"").then_some(())
         },
     );
 }
