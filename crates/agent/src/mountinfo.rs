@@ -33,7 +33,11 @@ fn parse_line(line: &str) -> Option<Mount> {
 
 /// Every mount point.
 pub fn mount_points() -> Vec<PathBuf> {
-    mounts().unwrap_or_default().into_iter().map(|m| m.point).collect()
+    mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.point)
+        .collect()
 }
 
 /// The lower dirs of every overlayfs mount.
