@@ -198,9 +198,13 @@ fn port_name(
     match (qtype, reply) {
         (RecordType::SRV, reply) => reply,
         // The name exists; it just holds no record of this type.
-        (_, Reply::Authoritative { code, .. }) if code == ResponseCode::NoError => {
-            Reply::answers(Vec::new())
-        }
+        (
+            _,
+            Reply::Authoritative {
+                code: ResponseCode::NoError,
+                ..
+            },
+        ) => Reply::answers(Vec::new()),
         (_, other) => other,
     }
 }
