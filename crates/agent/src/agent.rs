@@ -72,6 +72,8 @@ pub enum AgentError {
     Node(#[from] NodeError),
     #[error("pod network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error("cluster DNS: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("packet rules: {0}")]
     Netfilter(#[from] crate::netfilter::NetfilterError),
 }
@@ -101,6 +103,18 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
         }
     };
     let services = crate::services::ServiceCache::start(client.clone());
+    if network.is_some() {
+        if let Err(e) = crate::dns::start(
+            client.clone(),
+            node.name.clone(),
+            cidr.gateway(),
+            services.clone(),
+        )
+        .await
+        {
+            tracing::error!(error = %e, "no cluster DNS on this node: pods' names do not resolve");
+        }
+    }
     let netfilter = match crate::netfilter::Netfilter::open(&opts.instance, &bridge, cidr).await {
         Ok(n) => {
             let n = Arc::new(n);

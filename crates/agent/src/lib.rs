@@ -7,9 +7,11 @@
 //! workers: sync a pod's spec to containers and report status), `logs` (container log files:
 //! writing with rotation, reading for `pods/log`), `network` (bridge, veths, addresses),
 //! `netfilter` (the node's nftables table: egress NAT, hostPorts, the Service proxy), `services`
-//! (the Service cache), `storage` (the local-path provisioner: PersistentVolumes on this
+//! (the Service cache), `dns` (cluster DNS: the `cluster.local` zone from the watches,
+//! forwarding the rest), `storage` (the local-path provisioner: PersistentVolumes on this
 //! node's disk).
 
+pub mod dns;
 pub mod images;
 pub mod logs;
 pub mod mountinfo;

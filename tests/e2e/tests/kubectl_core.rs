@@ -1128,7 +1128,8 @@ fn per_type_field_selectors_select_as_upstream() {
             "-o",
             "name"
         ]),
-        "service/kubernetes"
+        // Both bootstrap Services: `kubernetes` (default), `kube-dns` (kube-system).
+        "service/kubernetes\nservice/kube-dns"
     );
     let out = s.kubectl(&["get", "pods", "--field-selector", "spec.containers=x"]);
     let (_, err) = capstan_e2e::text(&out);

@@ -339,12 +339,14 @@ pub struct ManagedFiles {
     pub resolv_conf: PathBuf,
 }
 
-/// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the pod into its dir.
+/// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf (its text rendered by
+/// `resolv_conf`) for the pod into its dir.
 pub fn write_managed_files(
     pod: &Pod,
     pod_dir: &Path,
     hostname: &str,
     pod_ip: Option<&str>,
+    resolv_conf: &str,
 ) -> std::io::Result<ManagedFiles> {
     let dir = pod_dir.join("etc");
     std::fs::create_dir_all(&dir)?;
@@ -375,9 +377,7 @@ pub fn write_managed_files(
     let hostname_file = dir.join("hostname");
     std::fs::write(&hostname_file, format!("{hostname}\n"))?;
     let resolv = dir.join("resolv.conf");
-    // No cluster DNS yet: pods resolve as the node does (dnsPolicy Default).
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(&resolv, host_resolv)?;
+    std::fs::write(&resolv, resolv_conf)?;
     Ok(ManagedFiles {
         hosts,
         hostname: hostname_file,

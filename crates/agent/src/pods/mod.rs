@@ -11,6 +11,7 @@ mod grpc_probe;
 mod probes;
 mod pull_secrets;
 mod quantity;
+mod resolv_conf;
 mod service_account_token;
 mod service_env;
 mod slot;

@@ -375,11 +375,17 @@ impl Worker {
         if self.managed.is_none() {
             let hostname = hostname_of(pod);
             let ip = self.pod_ip(pod);
+            let resolv = super::resolv_conf::render(
+                pod,
+                &crate::dns::HostResolvConf::read(),
+                self.cluster_dns().await,
+            );
             match container_spec::write_managed_files(
                 pod,
                 &sandbox.pod_dir,
                 &hostname,
                 ip.as_deref(),
+                &resolv,
             ) {
                 Ok(m) => self.managed = Some(m),
                 Err(e) => {
@@ -1249,6 +1255,23 @@ impl Worker {
             cache.get(master_ns, master_name),
         );
         Ok(service_env::vars(&chosen))
+    }
+
+    /// The kube-dns Service's ClusterIP: pods' nameserver. None (with a warning) while the
+    /// Services were never read or it has none; ClusterFirst pods then resolve as the host.
+    async fn cluster_dns(&self) -> Option<std::net::IpAddr> {
+        let cache = &self.shared.services;
+        let ip = if cache.ready(Duration::from_secs(5)).await {
+            cache
+                .get(crate::dns::KUBE_DNS_NAMESPACE, crate::dns::KUBE_DNS_SERVICE)
+                .and_then(|s| s.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok())
+        } else {
+            None
+        };
+        if ip.is_none() {
+            tracing::warn!(pod = %self.key(), "no kube-dns ClusterIP known: the pod resolves names as the node does");
+        }
+        ip
     }
 
     fn slot_index(&self, name: &str) -> Option<usize> {

@@ -76,6 +76,12 @@ impl Ranges {
         Ipv4Addr::from(self.net + 1)
     }
 
+    /// The address of the `kube-dns` Service: the range's tenth (kubeadm's and k3s's
+    /// convention: 10.96.0.10, 10.43.0.10).
+    pub fn dns(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.net + 10)
+    }
+
     /// A free address from a random start, never the network, broadcast, or the
     /// `kubernetes` one; `None` when every one is taken.
     fn pick_ip(&self, taken: &BTreeSet<String>) -> Option<Ipv4Addr> {

@@ -1,5 +1,7 @@
 //! Objects every cluster has from its first start: the system namespaces, the `kubernetes`
-//! Service in `default` (with Endpoints and an EndpointSlice naming this server), and the
+//! Service in `default` (with Endpoints and an EndpointSlice naming this server), the
+//! selector-less `kube-dns` Service in `kube-system` (each node agent adds its DNS server as an
+//! endpoint), and the
 //! two system PriorityClasses, and the default StorageClass `local-path` (the node agents'
 //! local-path provisioner, as k3s ships it).
 
@@ -49,6 +51,7 @@ pub async fn ensure_system_objects(state: &AppState, api_port: u16) -> Result<()
                "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}]}}),
     )
     .await?;
+    ensure_kube_dns(state).await;
     for (name, value, desc) in [
         ("system-cluster-critical", 2_000_000_000i64, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
         ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
@@ -75,6 +78,23 @@ pub async fn ensure_system_objects(state: &AppState, api_port: u16) -> Result<()
     )
     .await?;
     Ok(())
+}
+
+/// The cluster DNS Service at the service range's tenth address, with no selector: the agents
+/// write its EndpointSlices. A cluster whose tenth address is already some other Service's
+/// still starts (its pods then resolve as their node does), with the reason logged.
+async fn ensure_kube_dns(state: &AppState) {
+    let ip = state.service_ranges.dns().to_string();
+    let service = json!({
+        "metadata": {"name": "kube-dns",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                "kubernetes.io/name": "CoreDNS"}},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip],
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                           {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
+    if let Err(e) = ensure(state, "", "services", Some("kube-system"), service).await {
+        tracing::error!(cluster_ip = %ip, error = %e.message, reason = %e.reason, "creating the kube-dns Service failed: pods resolve names as their node does");
+    }
 }
 
 /// The provisioner name of the agents' local-path volumes (k3s's, so manifests written for
