@@ -289,7 +289,9 @@ fn a_pod_calls_the_api_with_its_projected_token() {
     // `kubernetes` Service's ClusterIP, which the node's packet rules lead to the API server.
     let script = format!(
         "ls {dir}; echo ns=$(cat {dir}/namespace); head -n 1 {dir}/ca.crt; \
-         echo host=$KUBERNETES_SERVICE_HOST; kubectl get pods -o name; kubectl auth whoami"
+         echo host=$KUBERNETES_SERVICE_HOST; kubectl get pods -o name; kubectl auth whoami; \
+         kubectl --server=https://kubernetes.default.svc --token=$(cat {dir}/token) \
+         --certificate-authority={dir}/ca.crt get namespace {ns} -o name"
     );
     apply(
         &s,
@@ -327,6 +329,9 @@ spec:
         .expect("the kubernetes Service's ClusterIP");
     assert!(logs.contains(&format!("host={cluster_ip}")), "{logs}");
     assert!(logs.contains("-----BEGIN CERTIFICATE-----"), "{logs}");
+    // By name too: the cluster DNS resolves kubernetes.default.svc (through the search path)
+    // to the ClusterIP, and the server's certificate names it.
+    assert!(logs.lines().any(|l| l == format!("namespace/{ns}")), "{logs}");
     // The pod listed itself through the API, as its service account, in its namespace.
     assert!(logs.lines().any(|l| l == "pod/caller"), "{logs}");
     assert!(
