@@ -8,7 +8,7 @@
 //! writing with rotation, reading for `pods/log`), `network` (bridge, veths, addresses),
 //! `netfilter` (the node's nftables table: egress NAT, hostPorts, Service DNAT), `services`
 //! (the Service cache), `storage` (the local-path provisioner: PersistentVolumes on this
-//! node's disk).
+//! node's disk), `streaming` (exec and port-forward sessions: SPDY and WebSocket).
 
 pub mod images;
 pub mod logs;
@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod services;
 pub mod simulate;
 pub mod storage;
+pub mod streaming;
 
 mod agent;
 mod api_retry;

@@ -114,7 +114,8 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
             .strategy
             .own_subresources()
             .contains(&sub.as_str())
-            || is_pod_log(&target);
+            || is_pod_log(&target)
+            || crate::rest::pod_connect::is_connect(&target);
         if target.rt.subresources.iter().any(|s| s == sub) && !own {
             // Exec, attach, port-forward: the node agent's work, not reachable yet.
             return Err(ApiError::new(
@@ -214,6 +215,7 @@ pub async fn handle(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     caller: Caller,
+    upgrade: crate::rest::pod_connect::ClientUpgrade,
     body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
@@ -308,6 +310,7 @@ pub async fn handle(
     let binding = target.subresource.as_deref() == Some("binding");
     let eviction = target.subresource.as_deref() == Some("eviction");
     let pod_log = is_pod_log(&target);
+    let connect = crate::rest::pod_connect::is_connect(&target);
     // `serviceaccounts/token` is the only `token` subresource.
     let token_request = target.subresource.as_deref() == Some("token");
     let review = target.rt.strategy.not_stored();
@@ -327,6 +330,18 @@ pub async fn handle(
                 crate::rest::pod_log::get(&state, &target, &query).await
             }
             (_, _) if pod_log => Err(ApiError::method_not_served()),
+            (&Method::GET | &Method::POST, true) if connect => {
+                crate::rest::pod_connect::connect(
+                    &state,
+                    &target,
+                    &method,
+                    &headers,
+                    uri.query().unwrap_or(""),
+                    upgrade,
+                )
+                .await
+            }
+            (_, _) if connect => Err(ApiError::method_not_served()),
             (&Method::POST, true) if binding => {
                 crate::rest::binding::create(&state, &target, &query, &content_type, &body).await
             }

@@ -39,7 +39,7 @@ use crate::node::NodeHandle;
 use crate::runtime::{ContainerRecord, ContainerState, Runtime};
 use crate::services::ServiceCache;
 
-pub use worker::container_id;
+pub use worker::{container_id, LABEL_ATTEMPT, LABEL_CONTAINER};
 
 /// What every pod worker shares.
 pub struct Shared {
