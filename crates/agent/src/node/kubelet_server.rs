@@ -38,7 +38,10 @@ pub fn router(state: Arc<LogsState>, streams: Option<Arc<StreamingState>>) -> Ro
             "/attach/{namespace}/{pod}/{container}",
             any(endpoints::attach),
         )
-        .route("/portforward/{namespace}/{pod}", any(endpoints::port_forward))
+        .route(
+            "/portforward/{namespace}/{pod}",
+            any(endpoints::port_forward),
+        )
         .with_state(streams);
     logs.merge(streaming)
 }

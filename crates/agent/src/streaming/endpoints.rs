@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use tokio_tungstenite::tungstenite::protocol::Message;
 
 use super::portforward::{self, Target};
 use super::remotecommand::{self, ExecOptions};
@@ -165,7 +164,10 @@ async fn running_container(
         .into_iter()
         .filter(|r| {
             r.pod_uid == uid
-                && r.labels.get(crate::pods::LABEL_CONTAINER).map(String::as_str) == Some(name)
+                && r.labels
+                    .get(crate::pods::LABEL_CONTAINER)
+                    .map(String::as_str)
+                    == Some(name)
                 && matches!(r.state, crate::runtime::ContainerState::Running { .. })
         })
         .max_by_key(|r| {
@@ -252,7 +254,9 @@ async fn run_exec(
             let ws = websocket::server(io).await;
             let (eio, tx, writer) = remotecommand::websocket_io(ws, &opts);
             remotecommand::run(&runtime, &id, &opts, eio).await;
-            let _ = tx.send(Message::Close(None)).await;
+            // A normal close (1000): kubectl reads the end of its streams from it, while a
+            // close without a status is an error to it.
+            let _ = tx.send(websocket::normal_close()).await;
             drop(tx);
             let _ = writer.await;
         }
@@ -300,7 +304,10 @@ pub async fn port_forward(
     }
     let channels = matches!(&transport, Transport::WebSocket { protocol, .. } if *protocol == PORT_FORWARD_CHANNELS);
     if channels && ports.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "query parameter \"port\" is required");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "query parameter \"port\" is required",
+        );
     }
     let uid = match pod_uid(&state, &ns, &pod).await {
         Ok(u) => u,
@@ -360,7 +367,10 @@ mod tests {
         let ws = headers(&[
             ("upgrade", "websocket"),
             ("sec-websocket-key", "k"),
-            ("sec-websocket-protocol", "base64.channel.k8s.io, v4.channel.k8s.io"),
+            (
+                "sec-websocket-protocol",
+                "base64.channel.k8s.io, v4.channel.k8s.io",
+            ),
         ]);
         assert_eq!(
             negotiate(&ws, EXEC_PROTOCOLS, EXEC_PROTOCOLS).expect("ws"),

@@ -50,8 +50,9 @@ pub async fn connect(target: &Target, port: u16) -> Result<TcpStream, String> {
                 let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
                 let stream = match std::net::TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT) {
                     Ok(s) => s,
-                    Err(e4) => std::net::TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT)
-                        .map_err(|e6| format!("IPv4: dial tcp4 {v4}: {e4} IPv6: dial tcp6 {v6}: {e6}"))?,
+                    Err(e4) => std::net::TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT).map_err(
+                        |e6| format!("IPv4: dial tcp4 {v4}: {e4} IPv6: dial tcp6 {v6}: {e6}"),
+                    )?,
                 };
                 stream.set_nonblocking(true).map_err(|e| e.to_string())?;
                 let _ = stream.set_nodelay(true);
@@ -75,32 +76,32 @@ pub async fn connect(target: &Target, port: u16) -> Result<TcpStream, String> {
 }
 
 /// Splices one forwarded connection: the client's data to the socket (its FIN becomes our
-/// write shutdown), the socket's to the client (EOF becomes FIN).
+/// write shutdown), the socket's to the client (EOF becomes FIN). It ends when the pod's side
+/// ends, as upstream's runtimes do: kubectl waits for the error stream's end before it closes
+/// the local connection, so waiting for the client's FIN too would hang both.
 async fn splice(tcp: TcpStream, mut incoming: mpsc::Receiver<Bytes>, out: StreamWriter) {
     let (mut r, mut w) = tcp.into_split();
-    let upstream = async move {
+    let upstream = tokio::spawn(async move {
         while let Some(data) = incoming.recv().await {
             if w.write_all(&data).await.is_err() {
                 return;
             }
         }
         let _ = w.shutdown().await;
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out.write(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        return;
-                    }
+    });
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if out.write(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    break;
                 }
             }
         }
-        let _ = out.close().await;
-    };
-    tokio::join!(upstream, downstream);
+    }
+    let _ = out.close().await;
+    upstream.abort();
 }
 
 /// Serves a SPDY port-forward session until the client ends it: streams come in pairs
@@ -108,13 +109,18 @@ async fn splice(tcp: TcpStream, mut incoming: mpsc::Receiver<Bytes>, out: Stream
 pub async fn serve_spdy(mut session: Session, target: Target) {
     let mut errors: HashMap<String, StreamWriter> = HashMap::new();
     while let Some(stream) = session.streams.recv().await {
-        let request = header(&stream.headers, "requestid").unwrap_or("").to_string();
+        let request = header(&stream.headers, "requestid")
+            .unwrap_or("")
+            .to_string();
         let port = header(&stream.headers, "port").unwrap_or("").to_string();
         match header(&stream.headers, "streamtype").unwrap_or("") {
             "error" => {
                 // Bounded: a client opening error streams without data streams is cut off.
                 if errors.len() >= 512 {
-                    stream.writer.reset(super::spdy::frame::RST_REFUSED_STREAM).await;
+                    stream
+                        .writer
+                        .reset(super::spdy::frame::RST_REFUSED_STREAM)
+                        .await;
                     continue;
                 }
                 errors.insert(request, stream.writer);
@@ -148,7 +154,10 @@ pub async fn serve_spdy(mut session: Session, target: Target) {
             }
             other => {
                 tracing::debug!(stream_type = other, "port-forward: unknown stream type");
-                stream.writer.reset(super::spdy::frame::RST_PROTOCOL_ERROR).await;
+                stream
+                    .writer
+                    .reset(super::spdy::frame::RST_PROTOCOL_ERROR)
+                    .await;
             }
         }
     }
@@ -230,6 +239,8 @@ pub async fn serve_websocket<IO>(
         while let Some(Ok(msg)) = stream.next().await {
             let data = match msg {
                 Message::Binary(b) => b,
+                // The Python client sends what it was given as text as a text message.
+                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -240,11 +251,9 @@ pub async fn serve_websocket<IO>(
             if channel % 2 != 0 || payload.is_empty() {
                 continue;
             }
-            if let Some(slot) = inputs.get_mut(index) {
-                if let Some(tx) = slot {
-                    if tx.send(payload).await.is_err() {
-                        *slot = None;
-                    }
+            if let Some(Some(tx)) = inputs.get(index) {
+                if tx.send(payload).await.is_err() {
+                    inputs[index] = None;
                 }
             }
         }

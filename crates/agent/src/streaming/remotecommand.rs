@@ -45,7 +45,10 @@ pub struct ExecOptions {
 }
 
 /// The query as upstream's kubelet reads it (`command` repeated; booleans `1`/`true`).
-pub fn parse_options(pairs: &[(String, String)], need_command: bool) -> Result<ExecOptions, String> {
+pub fn parse_options(
+    pairs: &[(String, String)],
+    need_command: bool,
+) -> Result<ExecOptions, String> {
     let flag = |k: &str| {
         pairs
             .iter()
@@ -133,7 +136,10 @@ pub async fn spdy_io(session: &mut Session, opts: &ExecOptions) -> Result<ExecIo
             "stderr" => io.stderr = Some(Out::Spdy(stream.writer)),
             "resize" => io.resize = Some(stream.incoming),
             other => {
-                tracing::debug!(stream_type = other, "exec: ignoring a stream of unknown type");
+                tracing::debug!(
+                    stream_type = other,
+                    "exec: ignoring a stream of unknown type"
+                );
             }
         }
     }
@@ -167,6 +173,8 @@ where
         while let Some(Ok(msg)) = stream.next().await {
             let data = match msg {
                 Message::Binary(b) => b,
+                // The Python client sends what it was given as text as a text message.
+                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -522,7 +530,10 @@ mod tests {
 
     #[test]
     fn a_non_zero_exit_is_upstreams_status() {
-        let s = status_json(&["sh".into(), "-c".into(), "exit 3".into()], &Outcome::Exited(3));
+        let s = status_json(
+            &["sh".into(), "-c".into(), "exit 3".into()],
+            &Outcome::Exited(3),
+        );
         assert_eq!(s["reason"], "NonZeroExitCode");
         assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(s["details"]["causes"][0]["message"], "3");

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 /// A message larger than this ends the connection (kubectl sends 32 KiB chunks).
@@ -114,6 +115,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ByteStream<IO> {
     }
 }
 
+/// The Close message ending a session that went as planned (status 1000).
+pub fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// A `channel.k8s.io` message: the channel byte, then the payload.
 pub fn channel_message(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
@@ -138,7 +147,7 @@ mod tests {
     fn accept_key_is_rfc_6455s_example() {
         assert_eq!(
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kxJfVzOo+xK4oo="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 

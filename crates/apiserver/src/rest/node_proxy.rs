@@ -202,7 +202,13 @@ async fn dial(
     state: &AppState,
     node: &str,
     insecure_skip_verify: bool,
-) -> Result<(hyper::client::conn::http1::SendRequest<Body>, KubeletAddress), ApiError> {
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Body>,
+        KubeletAddress,
+    ),
+    ApiError,
+> {
     let tls = state
         .kubelet_client
         .clone()
@@ -359,7 +365,12 @@ pub async fn upgrade(
         let (kubelet, client) = match tokio::join!(kubelet, client) {
             (Ok(k), Ok(c)) => (k, c),
             (k, c) => {
-                tracing::debug!(node, kubelet_ok = k.is_ok(), client_ok = c.is_ok(), "streaming upgrade failed");
+                tracing::debug!(
+                    node,
+                    kubelet_ok = k.is_ok(),
+                    client_ok = c.is_ok(),
+                    "streaming upgrade failed"
+                );
                 return;
             }
         };

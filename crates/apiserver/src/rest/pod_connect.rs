@@ -52,7 +52,12 @@ fn container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiError> {
     let init = names(pod.pointer("/spec/initContainers"));
     let ephemeral = names(pod.pointer("/spec/ephemeralContainers"));
     if !asked.is_empty() {
-        return if app.iter().chain(&init).chain(&ephemeral).any(|c| c == asked) {
+        return if app
+            .iter()
+            .chain(&init)
+            .chain(&ephemeral)
+            .any(|c| c == asked)
+        {
             Ok(asked.to_string())
         } else {
             Err(ApiError::bad_request(format!(
@@ -102,7 +107,7 @@ fn decode(v: &str) -> String {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
+                    out.push((h << 4) | l);
                     i += 2;
                 }
                 _ => out.push(b'%'),
@@ -153,7 +158,13 @@ pub async fn connect(
     } else {
         format!("{path}?{query}")
     };
-    tracing::debug!(namespace = ns, pod = name, subresource = sub, node, "proxying a streaming request");
+    tracing::debug!(
+        namespace = ns,
+        pod = name,
+        subresource = sub,
+        node,
+        "proxying a streaming request"
+    );
     node_proxy::upgrade(state, node, method, &path_and_query, headers, client).await
 }
 

@@ -389,7 +389,10 @@ mod tests {
         let mut buf = BytesMut::from(&[0x80, 0x03, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff][..]);
         assert!(matches!(
             parse(&mut buf),
-            Err(FrameError::TooLarge { kind: "control", .. })
+            Err(FrameError::TooLarge {
+                kind: "control",
+                ..
+            })
         ));
     }
 

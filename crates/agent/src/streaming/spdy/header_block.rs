@@ -213,7 +213,7 @@ impl Decompressor {
                 // No progress with room to spare: the block is truncated.
                 return Err(HeaderError::Malformed);
             }
-            out.reserve((out.capacity()).min(MAX_DECOMPRESSED));
+            out.reserve(out.capacity().min(MAX_DECOMPRESSED));
         }
         if out.len() > MAX_DECOMPRESSED {
             return Err(HeaderError::TooLarge);
@@ -282,7 +282,11 @@ mod tests {
         let mut c = Compressor::new();
         let mut d = Decompressor::new();
         let first = c
-            .compress(&[("streamType", "error"), ("port", "8080"), ("requestID", "0")])
+            .compress(&[
+                ("streamType", "error"),
+                ("port", "8080"),
+                ("requestID", "0"),
+            ])
             .expect("compress");
         let second = c
             .compress(&[("streamtype", "data"), ("multi", "a\0b")])

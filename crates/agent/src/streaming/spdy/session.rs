@@ -279,11 +279,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 open.remove(&stream_id);
             }
             Frame::Ping { id } => {
-                if out
-                    .send(Outgoing::Frame(Frame::Ping { id }))
-                    .await
-                    .is_err()
-                {
+                if out.send(Outgoing::Frame(Frame::Ping { id })).await.is_err() {
                     return;
                 }
             }
