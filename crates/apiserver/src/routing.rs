@@ -179,10 +179,12 @@ async fn off_reactor<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Who sent the request, from what authentication left in its extensions: this process's
-/// own components (which take no places in flight), and the authenticated user.
+/// own components (which take no places in flight), and the authenticated user; and the
+/// pending upgrade of its connection (absent in-process and over HTTP/2), for `pods/exec`.
 pub struct Caller {
     in_process: bool,
     user: Option<crate::serving::user_info::User>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
@@ -201,6 +203,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
                 .extensions
                 .get::<crate::serving::user_info::User>()
                 .cloned(),
+            upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         })
     }
 }
@@ -215,7 +218,6 @@ pub async fn handle(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     caller: Caller,
-    upgrade: crate::rest::pod_connect::ClientUpgrade,
     body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
@@ -315,6 +317,7 @@ pub async fn handle(
     let token_request = target.subresource.as_deref() == Some("token");
     let review = target.rt.strategy.not_stored();
     let user = caller.user;
+    let upgrade = caller.upgrade;
     let dispatch = async {
         match (&method, target.name.is_some()) {
             (&Method::POST, true) if token_request => {

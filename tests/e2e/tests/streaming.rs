@@ -355,7 +355,7 @@ async fn kube_rs_checks(s: &Server) {
         .await
         .expect("the response in time");
     assert!(
-        got.starts_with(b"HTTP/1.0 200"),
+        got.starts_with(b"HTTP/1.0 200") || got.starts_with(b"HTTP/1.1 200"),
         "{}",
         String::from_utf8_lossy(&got)
     );

@@ -37,13 +37,30 @@ pub enum Transport {
     WebSocket { protocol: &'static str, key: String },
 }
 
-fn text(code: StatusCode, message: impl Into<String>) -> Response {
-    (
+/// Why a request is not served: the kubelet's status code and plain-text message, which the
+/// API server passes on as a Status.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.message,
+        )
+            .into_response()
+    }
+}
+
+fn text(code: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
         code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message.into(),
-    )
-        .into_response()
+        message: message.into(),
+    }
 }
 
 /// Every value of a header that may repeat or hold a comma-separated list.
@@ -64,7 +81,7 @@ pub fn negotiate(
     headers: &HeaderMap,
     spdy: &[&'static str],
     ws: &[&'static str],
-) -> Result<Transport, Response> {
+) -> Result<Transport, Refusal> {
     let upgrade = list(headers, "upgrade");
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         let offered = list(headers, "sec-websocket-protocol");
@@ -130,7 +147,7 @@ fn switching(transport: &Transport) -> Response {
 }
 
 /// The pod's uid, or the kubelet's 404.
-async fn pod_uid(state: &StreamingState, ns: &str, pod: &str) -> Result<String, Response> {
+async fn pod_uid(state: &StreamingState, ns: &str, pod: &str) -> Result<String, Refusal> {
     let api: Api<Pod> = Api::namespaced(state.client.clone(), ns);
     match api.get_opt(pod).await {
         Ok(Some(p)) => p
@@ -153,7 +170,7 @@ async fn running_container(
     state: &StreamingState,
     uid: &str,
     name: &str,
-) -> Result<String, Response> {
+) -> Result<String, Refusal> {
     let records = state.runtime.list().await.map_err(|e| {
         text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,19 +228,19 @@ pub async fn exec(
 ) -> Response {
     let opts = match remotecommand::parse_options(&query, true) {
         Ok(o) => o,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        Err(message) => return text(StatusCode::BAD_REQUEST, message).into_response(),
     };
     let transport = match negotiate(req.headers(), EXEC_PROTOCOLS, EXEC_PROTOCOLS) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let uid = match pod_uid(&state, &ns, &pod).await {
         Ok(u) => u,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let id = match running_container(&state, &uid, &container).await {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     tracing::info!(namespace = %ns, pod = %pod, container = %container, tty = opts.tty, stdin = opts.stdin, ?transport, "exec");
     let runtime = state.runtime.clone();
@@ -271,6 +288,7 @@ pub async fn attach(
         StatusCode::NOT_IMPLEMENTED,
         format!("attaching to container {container:?} is not supported by this node yet"),
     )
+    .into_response()
 }
 
 /// `GET|POST /portforward/{namespace}/{pod}` (`?ports=…` for the WebSocket channel protocol).
@@ -286,7 +304,7 @@ pub async fn port_forward(
         &[PORT_FORWARD_TUNNEL, PORT_FORWARD_CHANNELS],
     ) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let mut ports = Vec::new();
     for (k, v) in &query {
@@ -298,6 +316,7 @@ pub async fn port_forward(
                         StatusCode::BAD_REQUEST,
                         format!("invalid port {v:?}: must be between 1 and 65535"),
                     )
+                    .into_response()
                 }
             }
         }
@@ -307,11 +326,12 @@ pub async fn port_forward(
         return text(
             StatusCode::BAD_REQUEST,
             "query parameter \"port\" is required",
-        );
+        )
+        .into_response();
     }
     let uid = match pod_uid(&state, &ns, &pod).await {
         Ok(u) => u,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let target = Target {
         pod: pod.clone(),
@@ -386,13 +406,13 @@ mod tests {
         assert_eq!(
             negotiate(&old, EXEC_PROTOCOLS, EXEC_PROTOCOLS)
                 .expect_err("none in common")
-                .status(),
+                .code,
             StatusCode::FORBIDDEN
         );
         assert_eq!(
             negotiate(&HeaderMap::new(), EXEC_PROTOCOLS, EXEC_PROTOCOLS)
                 .expect_err("no upgrade")
-                .status(),
+                .code,
             StatusCode::BAD_REQUEST
         );
     }

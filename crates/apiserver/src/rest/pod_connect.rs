@@ -13,21 +13,6 @@ use crate::status::ApiError;
 use crate::types::Target;
 use crate::AppState;
 
-/// The pending upgrade of the client's connection (absent in-process or over HTTP/2), taken
-/// out of the request's extensions.
-pub struct ClientUpgrade(pub Option<OnUpgrade>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientUpgrade {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientUpgrade(parts.extensions.remove::<OnUpgrade>()))
-    }
-}
-
 /// Whether the target is one of the pod subresources this module serves.
 pub fn is_connect(t: &Target) -> bool {
     t.rt.group.is_empty()
@@ -126,7 +111,7 @@ pub async fn connect(
     method: &Method,
     headers: &HeaderMap,
     query: &str,
-    client: ClientUpgrade,
+    client: Option<OnUpgrade>,
 ) -> Result<Response, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     let ns = t.namespace.as_deref().unwrap_or("");
@@ -148,7 +133,7 @@ pub async fn connect(
             "pod {name} does not have a host assigned"
         )));
     }
-    let Some(client) = client.0 else {
+    let Some(client) = client else {
         return Err(ApiError::bad_request(
             "Upgrade request required: this connection cannot be upgraded (HTTP/1.1 is needed)",
         ));
