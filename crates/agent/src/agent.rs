@@ -85,7 +85,7 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     let runtime = Arc::new(Runtime::open(RuntimeConfig::for_agent(&opts))?);
     // The Node registers first (the kubelet does within seconds of starting); importing
     // air-gap archives can take minutes and pods wait for it below.
-    let node = crate::node::start(client.clone(), &opts, images.clone()).await?;
+    let node = crate::node::start(client.clone(), &opts, images.clone(), runtime.clone()).await?;
     if let Some(dir) = &opts.images_dir {
         images.import_dir(dir).await?;
     }

@@ -9,7 +9,7 @@
 //! `netfilter` (the node's nftables table: egress NAT, hostPorts, the Service proxy), `services`
 //! (the Service cache), `dns` (cluster DNS: the `cluster.local` zone from the watches,
 //! forwarding the rest), `storage` (the local-path provisioner: PersistentVolumes on this
-//! node's disk).
+//! node's disk), `streaming` (exec and port-forward sessions: SPDY and WebSocket).
 
 pub mod dns;
 pub mod images;
@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod services;
 pub mod simulate;
 pub mod storage;
+pub mod streaming;
 
 mod agent;
 mod api_retry;

@@ -114,7 +114,8 @@ fn parse(state: &AppState, path: &str, accept: &str) -> Result<Route, ApiError> 
             .strategy
             .own_subresources()
             .contains(&sub.as_str())
-            || is_pod_log(&target);
+            || is_pod_log(&target)
+            || crate::rest::pod_connect::is_connect(&target);
         if target.rt.subresources.iter().any(|s| s == sub) && !own {
             // Exec, attach, port-forward: the node agent's work, not reachable yet.
             return Err(ApiError::new(
@@ -178,10 +179,12 @@ async fn off_reactor<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Who sent the request, from what authentication left in its extensions: this process's
-/// own components (which take no places in flight), and the authenticated user.
+/// own components (which take no places in flight), and the authenticated user; and the
+/// pending upgrade of its connection (absent in-process and over HTTP/2), for `pods/exec`.
 pub struct Caller {
     in_process: bool,
     user: Option<crate::serving::user_info::User>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
@@ -200,6 +203,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
                 .extensions
                 .get::<crate::serving::user_info::User>()
                 .cloned(),
+            upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         })
     }
 }
@@ -308,10 +312,12 @@ pub async fn handle(
     let binding = target.subresource.as_deref() == Some("binding");
     let eviction = target.subresource.as_deref() == Some("eviction");
     let pod_log = is_pod_log(&target);
+    let connect = crate::rest::pod_connect::is_connect(&target);
     // `serviceaccounts/token` is the only `token` subresource.
     let token_request = target.subresource.as_deref() == Some("token");
     let review = target.rt.strategy.not_stored();
     let user = caller.user;
+    let upgrade = caller.upgrade;
     let dispatch = async {
         match (&method, target.name.is_some()) {
             (&Method::POST, true) if token_request => {
@@ -327,6 +333,18 @@ pub async fn handle(
                 crate::rest::pod_log::get(&state, &target, &query).await
             }
             (_, _) if pod_log => Err(ApiError::method_not_served()),
+            (&Method::GET | &Method::POST, true) if connect => {
+                crate::rest::pod_connect::connect(
+                    &state,
+                    &target,
+                    &method,
+                    &headers,
+                    uri.query().unwrap_or(""),
+                    upgrade,
+                )
+                .await
+            }
+            (_, _) if connect => Err(ApiError::method_not_served()),
             (&Method::POST, true) if binding => {
                 crate::rest::binding::create(&state, &target, &query, &content_type, &body).await
             }

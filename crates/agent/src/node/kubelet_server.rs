@@ -1,10 +1,11 @@
 //! The kubelet HTTPS endpoint the API server reaches (mutual TLS with the cluster CA):
-//! `/healthz` and `/containerLogs/{namespace}/{pod}/{container}`, as upstream's paths.
+//! `/healthz`, `/containerLogs/{namespace}/{pod}/{container}` and the streaming paths
+//! (`/exec`, `/attach`, `/portforward`, upgraded connections), as upstream's paths.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -12,20 +13,37 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::container_logs::{container_logs, LogsState};
+use crate::streaming::endpoints::{self, StreamingState};
 
 /// A client must finish its TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers must arrive within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn router(state: Arc<LogsState>) -> Router {
-    Router::new()
+pub fn router(state: Arc<LogsState>, streams: Option<Arc<StreamingState>>) -> Router {
+    let logs = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .with_state(state)
+        .with_state(state);
+    let Some(streams) = streams else {
+        return logs;
+    };
+    // GET (WebSocket) and POST (SPDY), as kubectl sends them.
+    let streaming = Router::new()
+        .route("/exec/{namespace}/{pod}/{container}", any(endpoints::exec))
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            any(endpoints::attach),
+        )
+        .route(
+            "/portforward/{namespace}/{pod}",
+            any(endpoints::port_forward),
+        )
+        .with_state(streams);
+    logs.merge(streaming)
 }
 
 /// Serves until the process ends; each connection on its own task.
@@ -57,6 +75,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "kubelet endpoint: connection ended");
@@ -166,7 +185,7 @@ mod tests {
             client,
             pods_root: std::env::temp_dir(),
         });
-        let server = tokio::spawn(serve(listener, config, router(state)));
+        let server = tokio::spawn(serve(listener, config, router(state, None)));
 
         let ok = healthz(port, &cluster, Some(client_cert(&cluster)))
             .await

@@ -76,6 +76,7 @@ pub async fn start(
     client: kube::Client,
     opts: &AgentOptions,
     images: Arc<ImageStore>,
+    runtime: Arc<crate::runtime::Runtime>,
 ) -> Result<NodeHandle, NodeError> {
     let facts = HostFacts::read(&opts.root);
     let (listener, kubelet_port) = bind_endpoint(opts).await?;
@@ -118,6 +119,10 @@ pub async fn start(
     if let (Some(listener), Some(tls)) = (listener, &opts.kubelet_tls) {
         let config = kubelet_tls::server_config(tls, &id.name, &[facts.internal_ip])
             .map_err(|e| NodeError::Endpoint(e.to_string()))?;
+        let streams = Arc::new(crate::streaming::endpoints::StreamingState {
+            client: client.clone(),
+            runtime,
+        });
         let state = Arc::new(container_logs::LogsState {
             client,
             pods_root: opts.root.join("pods"),
@@ -125,7 +130,7 @@ pub async fn start(
         tokio::spawn(kubelet_server::serve(
             listener,
             config,
-            kubelet_server::router(state),
+            kubelet_server::router(state, Some(streams)),
         ));
     }
     tracing::info!(node = %id.name, internal_ip = %facts.internal_ip, kubelet_port, "node registered");

@@ -42,7 +42,7 @@ use crate::runtime::{ContainerRecord, ContainerState, Runtime};
 use crate::services::ServiceCache;
 use source_watches::SourceWatches;
 
-pub use worker::container_id;
+pub use worker::{container_id, LABEL_ATTEMPT, LABEL_CONTAINER};
 
 /// What every pod worker shares.
 pub struct Shared {

@@ -1,6 +1,6 @@
 //! `capstan container-shim exec <libcontainer root> <id> <timeout ms> <argv…>`: runs a process
 //! in a running container (its namespaces and cgroup, via libcontainer's tenant builder) with
-//! the shim's own stdout/stderr, kills it at the timeout, and exits with its exit code.
+//! the shim's own stdio, kills it at the timeout (0: none), and exits with its exit code.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -18,11 +18,13 @@ use super::process;
 pub const TIMED_OUT: i32 = 124;
 /// The exit code when the process could not be started (as a shell's "cannot execute").
 pub const CANNOT_EXEC: i32 = 126;
+/// The timeout argument meaning "none" (streaming exec: the client decides when it ends).
+pub const NO_TIMEOUT: &str = "0";
 
-pub fn main(lc_root: &Path, lc_id: &str, timeout: Duration, argv: Vec<String>) -> i32 {
+pub fn main(lc_root: &Path, lc_id: &str, timeout: Option<Duration>, argv: Vec<String>) -> i32 {
     // libcontainer takes ownership of the fds it is given: hand it copies of ours.
     let dup = |fd: i32| -> Result<OwnedFd, String> {
-        // SAFETY: BorrowedFd of stdio fds 1/2, which stay open for the process's lifetime.
+        // SAFETY: BorrowedFd of stdio fds 0/1/2, which stay open for the process's lifetime.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         borrowed
             .try_clone_to_owned()
@@ -32,6 +34,7 @@ pub fn main(lc_root: &Path, lc_id: &str, timeout: Duration, argv: Vec<String>) -
         let builder = ContainerBuilder::new(lc_id.to_string(), SyscallType::default())
             .with_root_path(lc_root)
             .map_err(|e| e.to_string())?
+            .with_stdin(dup(0)?)
             .with_stdout(dup(1)?)
             .with_stderr(dup(2)?)
             .with_executor(super::executor::ResetSignalsExecutor)
@@ -48,8 +51,8 @@ pub fn main(lc_root: &Path, lc_id: &str, timeout: Duration, argv: Vec<String>) -
             return CANNOT_EXEC;
         }
     };
-    let deadline = Instant::now() + timeout;
-    if let Ok(pidfd) = process::pidfd_open(pid) {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    if let (Some(deadline), Ok(pidfd)) = (deadline, process::pidfd_open(pid)) {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];

@@ -18,6 +18,14 @@ impl Executor for ResetSignalsExecutor {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+        // An exec with a tty gets the pty's slave as stdio: make it the controlling terminal
+        // of the new session libcontainer started, so shells get job control and ^C.
+        // SAFETY: isatty/ioctl on fd 0 with no pointers.
+        unsafe {
+            if libc::isatty(0) == 1 {
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            }
+        }
         if wants_runtime_default(spec) {
             // The last thing before exec, so the filter binds the workload, not the runtime.
             let caps: Vec<String> = spec

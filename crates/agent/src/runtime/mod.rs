@@ -723,6 +723,43 @@ impl Runtime {
         })
     }
 
+    /// The pod's network namespace file; None for a pod on the host network (or one whose
+    /// sandbox is gone).
+    pub fn pod_netns(&self, pod_uid: &str) -> Option<PathBuf> {
+        if !layout::valid_name(pod_uid) {
+            return None;
+        }
+        let path = self.layout.sandbox_dir(pod_uid).join(sandbox::NET);
+        path.exists().then_some(path)
+    }
+
+    /// Starts `argv` in a running container with the given stdio (pipes, or a pty's slave)
+    /// and no time limit: the exec shim's exit code is the process's.
+    pub async fn exec_stream(
+        &self,
+        id: &str,
+        argv: &[String],
+        (stdin, stdout, stderr): (Stdio, Stdio, Stdio),
+    ) -> Result<tokio::process::Child, RuntimeError> {
+        if argv.is_empty() {
+            return Err(RuntimeError::Other("exec: empty command".to_string()));
+        }
+        let file = self.container_file(id)?;
+        tokio::process::Command::new(&self.config.shim_binary)
+            .arg("container-shim")
+            .arg("exec")
+            .arg(&file.libcontainer_root)
+            .arg(&file.libcontainer_id)
+            .arg(exec::NO_TIMEOUT)
+            .args(argv)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| io_err(format!("running {}", self.config.shim_binary.display()), e))
+    }
+
     fn container_file(&self, id: &str) -> Result<ContainerFile, RuntimeError> {
         let dir = self.layout.container_dir(id);
         match record::read(&dir, record::CONTAINER) {
@@ -855,7 +892,7 @@ pub fn shim_main(args: Vec<String>) -> i32 {
             exec::main(
                 Path::new(root),
                 id,
-                Duration::from_millis(ms),
+                (ms > 0).then(|| Duration::from_millis(ms)),
                 argv.iter().map(|s| s.to_string()).collect(),
             )
         }

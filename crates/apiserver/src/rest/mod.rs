@@ -7,6 +7,7 @@ pub mod eviction;
 pub mod list;
 pub mod node_proxy;
 pub mod patch;
+pub mod pod_connect;
 pub mod pod_log;
 pub mod scale;
 pub mod watch;

@@ -1,7 +1,7 @@
 //! Reaching a node's kubelet endpoint: its address and port from the Node object, mutual
 //! TLS (the kubelet's certificate checked against the cluster CA, ours presented), one
-//! HTTP/1.1 request whose response body streams back. `pods/log` uses it; exec, attach and
-//! port-forward will too.
+//! HTTP/1.1 request whose response body streams back (`pods/log`), or an upgraded connection
+//! whose bytes are copied both ways (`pods/exec`, `pods/attach`, `pods/portforward`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -196,15 +196,19 @@ pub async fn node_object(state: &AppState, node: &str) -> Result<Value, ApiError
         .ok_or_else(|| ApiError::not_found("", "nodes", node))
 }
 
-/// GETs `path_and_query` from the node's kubelet. A 2xx answer's body streams through as
-/// `text/plain`; any other becomes a Status carrying the kubelet's text, as upstream's
-/// response checker does.
-pub async fn get(
+/// A TLS connection to the node's kubelet, HTTP/1.1 handshake done; the connection task is
+/// spawned (with upgrades, so a 101 answer hands the connection over).
+async fn dial(
     state: &AppState,
     node: &str,
-    path_and_query: &str,
     insecure_skip_verify: bool,
-) -> Result<Response, ApiError> {
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Body>,
+        KubeletAddress,
+    ),
+    ApiError,
+> {
     let tls = state
         .kubelet_client
         .clone()
@@ -235,37 +239,151 @@ pub async fn get(
         .await
         .map_err(|_| dial_error("timed out".into()))?
         .map_err(dial_error)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| dial_error(e.to_string()))?;
-    // Drives the connection while the body streams; ends with it (or when the client
-    // goes away and the body is dropped).
+    // Drives the connection while the body streams (or hands it over on a 101); ends with
+    // it, or when the client goes away and the body is dropped.
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "kubelet connection ended");
         }
     });
+    Ok((sender, addr))
+}
+
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Body>,
+    node: &str,
+    addr: &KubeletAddress,
+    request: Request<Body>,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let dial_error = |e: String| {
+        unavailable(format!(
+            "error dialing the kubelet of node {node:?} at {}:{}: {e}",
+            addr.ip, addr.port
+        ))
+    };
+    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| dial_error("no response in time".into()))?
+        .map_err(|e| dial_error(e.to_string()))
+}
+
+/// A non-2xx kubelet answer as a Status carrying its text.
+async fn refusal(response: Response<hyper::body::Incoming>) -> ApiError {
+    let status = response.status();
+    let body = axum::body::to_bytes(Body::new(response.into_body()), MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    kubelet_error(status, text)
+}
+
+/// GETs `path_and_query` from the node's kubelet. A 2xx answer's body streams through as
+/// `text/plain`; any other becomes a Status carrying the kubelet's text, as upstream's
+/// response checker does.
+pub async fn get(
+    state: &AppState,
+    node: &str,
+    path_and_query: &str,
+    insecure_skip_verify: bool,
+) -> Result<Response, ApiError> {
+    let (mut sender, addr) = dial(state, node, insecure_skip_verify).await?;
     let request = Request::get(path_and_query)
         .header(header::HOST, format!("{}:{}", addr.ip, addr.port))
         .body(Body::empty())
         .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
-    let response = tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
-        .await
-        .map_err(|_| dial_error("no response in time".into()))?
-        .map_err(|e| dial_error(e.to_string()))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = axum::body::to_bytes(Body::new(response.into_body()), MAX_ERROR_BODY)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(kubelet_error(status, text));
+    let response = send(&mut sender, node, &addr, request).await?;
+    if !response.status().is_success() {
+        return Err(refusal(response).await);
     }
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::new(response.into_body()))
         .unwrap_or_else(|_| Response::new(Body::empty())))
+}
+
+/// Request headers an upgrade carries to the kubelet (the handshake; not the client's
+/// credentials, which were for us).
+const UPGRADE_REQUEST_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "x-stream-protocol-version",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+];
+/// Response headers of the kubelet's 101 passed back to the client.
+const UPGRADE_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "x-stream-protocol-version",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+];
+
+/// Sends the client's upgrade request (`method`, the handshake headers) to the kubelet. On
+/// its 101 the returned response is the 101 for the client, and once the client's side is
+/// upgraded too (`client`) bytes are copied both ways until both ends close. Any other
+/// answer is a Status.
+pub async fn upgrade(
+    state: &AppState,
+    node: &str,
+    method: &axum::http::Method,
+    path_and_query: &str,
+    headers: &axum::http::HeaderMap,
+    client: hyper::upgrade::OnUpgrade,
+) -> Result<Response, ApiError> {
+    let (mut sender, addr) = dial(state, node, false).await?;
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(path_and_query)
+        .header(header::HOST, format!("{}:{}", addr.ip, addr.port));
+    for name in UPGRADE_REQUEST_HEADERS {
+        for value in headers.get_all(*name) {
+            request = request.header(*name, value.clone());
+        }
+    }
+    let request = request
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
+    let mut response = send(&mut sender, node, &addr, request).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(refusal(response).await);
+    }
+    let mut answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for name in UPGRADE_RESPONSE_HEADERS {
+        for value in response.headers().get_all(*name) {
+            answer = answer.header(*name, value.clone());
+        }
+    }
+    let kubelet = hyper::upgrade::on(&mut response);
+    let node = node.to_string();
+    tokio::spawn(async move {
+        let (kubelet, client) = match tokio::join!(kubelet, client) {
+            (Ok(k), Ok(c)) => (k, c),
+            (k, c) => {
+                tracing::debug!(
+                    node,
+                    kubelet_ok = k.is_ok(),
+                    client_ok = c.is_ok(),
+                    "streaming upgrade failed"
+                );
+                return;
+            }
+        };
+        let mut kubelet = TokioIo::new(kubelet);
+        let mut client = TokioIo::new(client);
+        match tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
+            Ok((up, down)) => tracing::debug!(node, up, down, "streaming connection ended"),
+            Err(e) => tracing::debug!(node, error = %e, "streaming connection ended"),
+        }
+    });
+    answer
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(format!("building the upgrade response: {e}")))
 }
 
 /// A kubelet's refusal as a Status of the same code.

@@ -167,7 +167,7 @@ fn pick_container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiErr
 }
 
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved characters stay).
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

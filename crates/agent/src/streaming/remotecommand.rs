@@ -1,0 +1,557 @@
+//! Exec sessions (`/exec/...`): the client's stdin/stdout/stderr/resize/error streams from
+//! either transport (SPDY streams or `channel.k8s.io` WebSocket channels) wired to a process
+//! the runtime starts in the container, with a pty for `tty`; the exit is the final Status.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+use super::spdy::header_block::get as header;
+use super::spdy::session::{Session, StreamWriter};
+use super::websocket;
+use crate::runtime::Runtime;
+
+/// The client must have opened all its streams within this (upstream's default).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the process exits, its output still in pipes gets this long to drain (a daemon it
+/// left behind may hold the pipes open for ever).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// WebSocket channels of `v4`/`v5.channel.k8s.io`.
+pub const CH_STDIN: u8 = 0;
+pub const CH_STDOUT: u8 = 1;
+pub const CH_STDERR: u8 = 2;
+pub const CH_ERROR: u8 = 3;
+pub const CH_RESIZE: u8 = 4;
+/// v5: `[255, channel]` closes a channel (the client's stdin).
+pub const CH_CLOSE: u8 = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// The query as upstream's kubelet reads it (`command` repeated; booleans `1`/`true`).
+pub fn parse_options(
+    pairs: &[(String, String)],
+    need_command: bool,
+) -> Result<ExecOptions, String> {
+    let flag = |k: &str| {
+        pairs
+            .iter()
+            .any(|(n, v)| n == k && (v == "1" || v.eq_ignore_ascii_case("true")))
+    };
+    let opts = ExecOptions {
+        command: pairs
+            .iter()
+            .filter(|(n, _)| n == "command")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        stdin: flag("stdin") || flag("input"),
+        stdout: flag("stdout") || flag("output"),
+        stderr: flag("stderr"),
+        tty: flag("tty"),
+    };
+    if !(opts.stdin || opts.stdout || opts.stderr) {
+        return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    if need_command && opts.command.is_empty() {
+        return Err("you must specify a command".into());
+    }
+    Ok(opts)
+}
+
+/// Where one of our output streams goes.
+pub enum Out {
+    Spdy(StreamWriter),
+    Ws {
+        channel: u8,
+        tx: mpsc::Sender<Message>,
+    },
+}
+
+impl Out {
+    async fn write(&self, data: Bytes) -> bool {
+        match self {
+            Out::Spdy(w) => w.write(data).await.is_ok(),
+            Out::Ws { channel, tx } => tx
+                .send(websocket::channel_message(*channel, &data))
+                .await
+                .is_ok(),
+        }
+    }
+
+    async fn close(&self) {
+        if let Out::Spdy(w) = self {
+            let _ = w.close().await;
+        }
+    }
+}
+
+/// The client's side of an exec, whatever the transport.
+#[derive(Default)]
+pub struct ExecIo {
+    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    pub stdout: Option<Out>,
+    pub stderr: Option<Out>,
+    /// JSON `{"Width":…,"Height":…}` objects, possibly several per message.
+    pub resize: Option<mpsc::Receiver<Bytes>>,
+    pub error: Option<Out>,
+}
+
+/// Waits for the streams kubectl opens for `opts` over SPDY (error, then the ones asked
+/// for, resize with a tty), each identified by its `streamType` header.
+pub async fn spdy_io(session: &mut Session, opts: &ExecOptions) -> Result<ExecIo, String> {
+    let mut io = ExecIo::default();
+    let complete = |io: &ExecIo| {
+        io.error.is_some()
+            && (!opts.stdin || io.stdin.is_some())
+            && (!opts.stdout || io.stdout.is_some())
+            && (!opts.stderr || opts.tty || io.stderr.is_some())
+            && (!opts.tty || io.resize.is_some())
+    };
+    let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+    while !complete(&io) {
+        let stream = tokio::time::timeout_at(deadline, session.streams.recv())
+            .await
+            .map_err(|_| "timed out waiting for client to create streams".to_string())?
+            .ok_or_else(|| "the client closed the connection".to_string())?;
+        match header(&stream.headers, "streamtype").unwrap_or("") {
+            "error" => io.error = Some(Out::Spdy(stream.writer)),
+            "stdin" => io.stdin = Some(stream.incoming),
+            "stdout" => io.stdout = Some(Out::Spdy(stream.writer)),
+            "stderr" => io.stderr = Some(Out::Spdy(stream.writer)),
+            "resize" => io.resize = Some(stream.incoming),
+            other => {
+                tracing::debug!(
+                    stream_type = other,
+                    "exec: ignoring a stream of unknown type"
+                );
+            }
+        }
+    }
+    Ok(io)
+}
+
+/// The channels of a `v4`/`v5.channel.k8s.io` WebSocket: a task reads the client's messages
+/// into stdin/resize; `tx` carries ours. `v5` lets the client close stdin.
+pub fn websocket_io<IO>(
+    ws: tokio_tungstenite::WebSocketStream<IO>,
+    opts: &ExecOptions,
+) -> (ExecIo, mpsc::Sender<Message>, tokio::task::JoinHandle<()>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(32);
+    let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut stdin_tx = Some(stdin_tx);
+        while let Some(Ok(msg)) = stream.next().await {
+            let data = match msg {
+                Message::Binary(b) => b,
+                // The Python client sends what it was given as text as a text message.
+                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((channel, payload)) = websocket::split_channel(&data) else {
+                continue;
+            };
+            match channel {
+                CH_STDIN => {
+                    if let Some(tx) = &stdin_tx {
+                        if tx.send(payload).await.is_err() {
+                            stdin_tx = None;
+                        }
+                    }
+                }
+                CH_RESIZE => {
+                    let _ = resize_tx.try_send(payload);
+                }
+                CH_CLOSE if payload.first() == Some(&CH_STDIN) => stdin_tx = None,
+                _ => {}
+            }
+        }
+    });
+    let out = |channel: u8| Out::Ws {
+        channel,
+        tx: tx.clone(),
+    };
+    let io = ExecIo {
+        stdin: opts.stdin.then_some(stdin_rx),
+        stdout: opts.stdout.then(|| out(CH_STDOUT)),
+        stderr: (opts.stderr && !opts.tty).then(|| out(CH_STDERR)),
+        resize: opts.tty.then_some(resize_rx),
+        error: Some(out(CH_ERROR)),
+    };
+    (io, tx, writer)
+}
+
+/// How the command ended, as the error stream reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Failed(String),
+}
+
+/// The final Status written on the error stream (upstream's wording, so kubectl prints
+/// `command terminated with exit code N` and exits with N).
+pub fn status_json(command: &[String], outcome: &Outcome) -> serde_json::Value {
+    match outcome {
+        Outcome::Exited(0) => json!({"metadata": {}, "status": "Success"}),
+        Outcome::Exited(code) => json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!(
+                "command terminated with non-zero exit code: error executing command [{}], exit code {code}",
+                command.join(" ")
+            ),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
+        }),
+        Outcome::Failed(message) => json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "InternalError",
+            "code": 500
+        }),
+    }
+}
+
+/// A pty master, non-blocking, read and written from tokio.
+struct Pty(AsyncFd<OwnedFd>);
+
+impl Pty {
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.0.readable().await?;
+            let r = guard.try_io(|fd| {
+                // SAFETY: read(2) into a buffer we own, on a descriptor we own.
+                let n = unsafe {
+                    libc::read(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(n)) => return Ok(n),
+                // The last slave descriptor closed: the process and its shim are gone.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.0.writable().await?;
+            let r = guard.try_io(|fd| {
+                // SAFETY: write(2) from a live slice, on a descriptor we own.
+                let n = unsafe {
+                    libc::write(fd.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len())
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        let size = libc::winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize we pass by reference.
+        unsafe {
+            libc::ioctl(self.0.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &size);
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TermSize {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+/// Parses the resize messages in `buf` (complete JSON objects), leaving a partial tail.
+fn sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(buf).into_iter::<TermSize>();
+    let mut used = 0;
+    loop {
+        match de.next() {
+            Some(Ok(s)) => {
+                out.push((s.width, s.height));
+                used = de.byte_offset();
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            Some(Err(_)) => {
+                // Not a size: drop what is there rather than grow for ever.
+                used = buf.len();
+                break;
+            }
+            None => {
+                used = de.byte_offset();
+                break;
+            }
+        }
+    }
+    buf.drain(..used.min(buf.len()));
+    if buf.len() > 4096 {
+        buf.clear();
+    }
+    out
+}
+
+async fn pump_out<R: AsyncRead + Unpin>(mut r: R, out: Out) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !out.write(Bytes::copy_from_slice(&buf[..n])).await {
+                    break;
+                }
+            }
+        }
+    }
+    out.close().await;
+}
+
+/// Runs `opts.command` in the container `container_id` wired to `io`; reports the outcome on
+/// the error stream and returns it.
+pub async fn run(
+    runtime: &Runtime,
+    container_id: &str,
+    opts: &ExecOptions,
+    mut io: ExecIo,
+) -> Outcome {
+    let outcome = match run_process(runtime, container_id, opts, &mut io).await {
+        Ok(code) => Outcome::Exited(code),
+        Err(message) => Outcome::Failed(message),
+    };
+    tracing::debug!(container_id, ?outcome, tty = opts.tty, "exec ended");
+    if let Some(error) = io.error.take() {
+        let body = status_json(&opts.command, &outcome).to_string();
+        let _ = error.write(Bytes::from(body)).await;
+        error.close().await;
+    }
+    outcome
+}
+
+async fn run_process(
+    runtime: &Runtime,
+    container_id: &str,
+    opts: &ExecOptions,
+    io: &mut ExecIo,
+) -> Result<i32, String> {
+    let mut tasks = Vec::new();
+    let mut drains = Vec::new();
+    let mut child = if opts.tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| format!("opening a pty: {e}"))?;
+        let slave = |fd: &OwnedFd| -> Result<Stdio, String> {
+            Ok(Stdio::from(
+                fd.try_clone().map_err(|e| format!("dup of the pty: {e}"))?,
+            ))
+        };
+        let stdio = (slave(&pty.slave)?, slave(&pty.slave)?, slave(&pty.slave)?);
+        let child = runtime
+            .exec_stream(container_id, &opts.command, stdio)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(pty.slave);
+        nix::fcntl::fcntl(
+            pty.master.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| format!("pty: {e}"))?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open (and the same
+        // descriptor) until it is dropped.
+        let registered = unsafe { AsyncFd::register(pty.master) };
+        let master = Arc::new(Pty(registered.map_err(|e| format!("pty: {e}"))?));
+        if let Some(out) = io.stdout.take() {
+            let m = master.clone();
+            drains.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = m.read(&mut buf).await {
+                    if n == 0 || !out.write(Bytes::copy_from_slice(&buf[..n])).await {
+                        break;
+                    }
+                }
+                out.close().await;
+            }));
+        }
+        if let Some(mut stdin) = io.stdin.take() {
+            let m = master.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(data) = stdin.recv().await {
+                    if m.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        if let Some(mut resize) = io.resize.take() {
+            let m = master.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(data) = resize.recv().await {
+                    pending.extend_from_slice(&data);
+                    for (w, h) in sizes(&mut pending) {
+                        m.resize(w, h);
+                    }
+                }
+            }));
+        }
+        child
+    } else {
+        let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+        let stdio = (
+            pipe(io.stdin.is_some()),
+            pipe(io.stdout.is_some()),
+            pipe(io.stderr.is_some()),
+        );
+        let mut child = runtime
+            .exec_stream(container_id, &opts.command, stdio)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let (Some(out), Some(r)) = (io.stdout.take(), child.stdout.take()) {
+            drains.push(tokio::spawn(pump_out(r, out)));
+        }
+        if let (Some(out), Some(r)) = (io.stderr.take(), child.stderr.take()) {
+            drains.push(tokio::spawn(pump_out(r, out)));
+        }
+        if let (Some(mut stdin), Some(mut w)) = (io.stdin.take(), child.stdin.take()) {
+            tasks.push(tokio::spawn(async move {
+                while let Some(data) = stdin.recv().await {
+                    if w.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping `w` is the half-close the process sees as end of input.
+                let _ = w.shutdown().await;
+            }));
+        }
+        child
+    };
+    let status = child.wait().await;
+    let drained = async {
+        for d in drains {
+            let _ = d.await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
+    for t in tasks {
+        t.abort();
+    }
+    let status = status.map_err(|e| format!("waiting for the exec process: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 255,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_are_read_as_the_kubelet_does() {
+        let o = parse_options(
+            &pairs(&[
+                ("command", "sh"),
+                ("command", "-c"),
+                ("command", "exit 3"),
+                ("stdout", "true"),
+                ("stderr", "1"),
+            ]),
+            true,
+        )
+        .expect("valid");
+        assert_eq!(o.command, vec!["sh", "-c", "exit 3"]);
+        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        assert!(parse_options(&pairs(&[("command", "true")]), true)
+            .expect_err("no streams")
+            .contains("at least 1 of stdin, stdout, stderr"));
+        assert!(parse_options(&pairs(&[("stdout", "1")]), true).is_err());
+        assert!(parse_options(&pairs(&[("stdout", "1")]), false).is_ok());
+    }
+
+    #[test]
+    fn a_non_zero_exit_is_upstreams_status() {
+        let s = status_json(
+            &["sh".into(), "-c".into(), "exit 3".into()],
+            &Outcome::Exited(3),
+        );
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+        assert_eq!(
+            status_json(&[], &Outcome::Exited(0)),
+            json!({"metadata": {}, "status": "Success"})
+        );
+    }
+
+    #[test]
+    fn resize_messages_are_split_and_garbage_dropped() {
+        let mut buf = br#"{"Width":80,"Height":24}{"Width":100,"#.to_vec();
+        assert_eq!(sizes(&mut buf), vec![(80, 24)]);
+        buf.extend_from_slice(br#""Height":40}"#);
+        assert_eq!(sizes(&mut buf), vec![(100, 40)]);
+        assert!(buf.is_empty());
+        let mut bad = b"nonsense".to_vec();
+        assert_eq!(sizes(&mut bad), vec![]);
+        assert!(bad.is_empty());
+    }
+}
