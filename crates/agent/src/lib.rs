@@ -9,7 +9,8 @@
 //! `netfilter` (the node's nftables table: egress NAT, hostPorts, the Service proxy), `services`
 //! (the Service cache), `dns` (cluster DNS: the `cluster.local` zone from the watches,
 //! forwarding the rest), `storage` (the local-path provisioner: PersistentVolumes on this
-//! node's disk), `streaming` (exec and port-forward sessions: SPDY and WebSocket).
+//! node's disk), `streaming` (exec and port-forward sessions: SPDY and WebSocket),
+//! `mountinfo` (what /proc/self/mountinfo says: mount points, overlay lower dirs).
 
 pub mod dns;
 pub mod images;

@@ -331,7 +331,10 @@ spec:
     assert!(logs.contains("-----BEGIN CERTIFICATE-----"), "{logs}");
     // By name too: the cluster DNS resolves kubernetes.default.svc (through the search path)
     // to the ClusterIP, and the server's certificate names it.
-    assert!(logs.lines().any(|l| l == format!("namespace/{ns}")), "{logs}");
+    assert!(
+        logs.lines().any(|l| l == format!("namespace/{ns}")),
+        "{logs}"
+    );
     // The pod listed itself through the API, as its service account, in its namespace.
     assert!(logs.lines().any(|l| l == "pod/caller"), "{logs}");
     assert!(
