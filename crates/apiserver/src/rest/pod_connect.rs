@@ -8,7 +8,8 @@ use hyper::upgrade::OnUpgrade;
 use serde_json::Value;
 
 use crate::rest::node_proxy;
-use crate::rest::pod_log::escape;
+// The container is picked and worded as for pods/log (upstream shares one validation too).
+use crate::rest::pod_log::{escape, pick_container as container};
 use crate::status::ApiError;
 use crate::types::Target;
 use crate::AppState;
@@ -21,54 +22,6 @@ pub fn is_connect(t: &Target) -> bool {
             t.subresource.as_deref(),
             Some("exec" | "attach" | "portforward")
         )
-}
-
-fn names(list: Option<&Value>) -> Vec<String> {
-    list.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name")?.as_str().map(String::from))
-        .collect()
-}
-
-/// The container named in the query, as upstream's `streamLocation` picks and words it.
-fn container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiError> {
-    let app = names(pod.pointer("/spec/containers"));
-    let init = names(pod.pointer("/spec/initContainers"));
-    let ephemeral = names(pod.pointer("/spec/ephemeralContainers"));
-    if !asked.is_empty() {
-        return if app
-            .iter()
-            .chain(&init)
-            .chain(&ephemeral)
-            .any(|c| c == asked)
-        {
-            Ok(asked.to_string())
-        } else {
-            Err(ApiError::bad_request(format!(
-                "container {asked} is not valid for pod {name}"
-            )))
-        };
-    }
-    match app.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => Err(ApiError::bad_request(format!(
-            "a container name must be specified for pod {name}"
-        ))),
-        many => {
-            let mut message = format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                many.join(" ")
-            );
-            if !init.is_empty() {
-                message.push_str(&format!(
-                    " or one of the init containers: [{}]",
-                    init.join(" ")
-                ));
-            }
-            Err(ApiError::bad_request(message))
-        }
-    }
 }
 
 /// The last value of `key` in a raw query (`container=a`), percent-decoded.

@@ -113,7 +113,7 @@ fn names(list: Option<&Value>) -> Vec<String> {
 
 /// The container to read: the one asked for (any kind: app, init, ephemeral), else the
 /// only app container or the default-container annotation's; worded as upstream.
-fn pick_container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiError> {
+pub(crate) fn pick_container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiError> {
     let app = names(pod.pointer("/spec/containers"));
     let init = names(pod.pointer("/spec/initContainers"));
     let ephemeral = names(pod.pointer("/spec/ephemeralContainers"));
