@@ -237,15 +237,10 @@ pub async fn serve_websocket<IO>(
     let aborts: Vec<_> = conns.iter().map(|c| c.abort_handle()).collect();
     let reader = async {
         while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                // The Python client sends what it was given as text as a text message.
-                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Some((channel, payload)) = websocket::split_channel(&data) else {
-                continue;
+            let (channel, payload) = match websocket::received(msg) {
+                websocket::Received::Channel(c, p) => (c, p),
+                websocket::Received::Close => break,
+                websocket::Received::Other => continue,
             };
             let index = usize::from(channel / 2);
             if channel % 2 != 0 || payload.is_empty() {

@@ -171,15 +171,10 @@ where
     tokio::spawn(async move {
         let mut stdin_tx = Some(stdin_tx);
         while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                // The Python client sends what it was given as text as a text message.
-                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Some((channel, payload)) = websocket::split_channel(&data) else {
-                continue;
+            let (channel, payload) = match websocket::received(msg) {
+                websocket::Received::Channel(c, p) => (c, p),
+                websocket::Received::Close => break,
+                websocket::Received::Other => continue,
             };
             match channel {
                 CH_STDIN => {

@@ -137,6 +137,28 @@ pub fn split_channel(msg: &Bytes) -> Option<(u8, Bytes)> {
     Some((channel, msg.slice(1..)))
 }
 
+/// What a received message is to a channel protocol.
+pub enum Received {
+    /// A channel's bytes (binary, or text as the Python client sends what it was given).
+    Channel(u8, Bytes),
+    Close,
+    /// Pings, pongs, empty messages: nothing for a channel.
+    Other,
+}
+
+pub fn received(msg: Message) -> Received {
+    let data = match msg {
+        Message::Binary(b) => b,
+        Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+        Message::Close(_) => return Received::Close,
+        _ => return Received::Other,
+    };
+    match split_channel(&data) {
+        Some((channel, payload)) => Received::Channel(channel, payload),
+        None => Received::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
