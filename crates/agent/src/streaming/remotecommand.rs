@@ -146,6 +146,9 @@ pub async fn spdy_io(session: &mut Session, opts: &ExecOptions) -> Result<ExecIo
     Ok(io)
 }
 
+/// How long a WebSocket exec session holds its first message (see `websocket_io`).
+const CLIENT_SETUP_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The channels of a `v4`/`v5.channel.k8s.io` WebSocket: a task reads the client's messages
 /// into stdin/resize; `tx` carries ours. `v5` lets the client close stdin.
 pub fn websocket_io<IO>(
@@ -157,8 +160,18 @@ where
 {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let opened = tokio::time::Instant::now();
     let writer = tokio::spawn(async move {
+        let mut first = true;
         while let Some(m) = rx.recv().await {
+            if first {
+                // kubectl 1.30/1.31's client starts reading before it has registered its
+                // streams and drops what arrives in between ("Unknown stream id"): a command
+                // that ends at once would lose its Status. Nothing goes out in the session's
+                // first moments (upstream's API-server stream translator adds such a hop).
+                tokio::time::sleep_until(opened + CLIENT_SETUP_GRACE).await;
+                first = false;
+            }
             let close = matches!(m, Message::Close(_));
             if sink.send(m).await.is_err() || close {
                 break;
