@@ -114,6 +114,9 @@ impl Fixture {
             hostname: sandbox.hostname.clone(),
             log_path,
             labels: BTreeMap::from([("name".to_string(), name.to_string())]),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 

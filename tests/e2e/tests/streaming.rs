@@ -1,6 +1,6 @@
 //! Into the running pod with every kubectl from 1.27 to 1.33: exec (exit codes, piped stdin,
-//! a pty), cp both ways and port-forward (HTTP, concurrent connections, a 50 MiB transfer
-//! checked by hash), through the API server's proxy to the node agent's kubelet endpoint;
+//! a pty), attach (piped stdin, the container's own terminal), cp both ways and port-forward
+//! (HTTP, concurrent connections, a 50 MiB transfer checked by hash), through the API server's proxy to the node agent's kubelet endpoint;
 //! and kube-rs's `exec` (`AttachParams`) and `portforward` on the same pods.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -250,6 +250,89 @@ fn tty_checks(k: &Kubectl, v: &str) {
     assert!(stdout.contains("stdin-is-a-tty"), "{v}: {stdout}");
 }
 
+/// A pod per kubectl version, named for it, whose container talks on its own stdio.
+fn stdio_pod(s: &Server, name: &str, tty: bool, script: &str) {
+    capstan_e2e::apply(
+        s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  \
+             containers:\n  - name: c\n    image: busybox\n    stdin: true\n    stdinOnce: true\n    \
+             tty: {tty}\n    command: [sh, -c, {script:?}]\n"
+        ),
+    );
+}
+
+fn attach_checks(k: &Kubectl, v: &str) {
+    let tag = v.replace('.', "-");
+    let s = k.server;
+    // Piped stdin to the container's own stdin; stdinOnce: the session's end is its EOF.
+    let plain = format!("attach-{tag}");
+    stdio_pod(
+        s,
+        &plain,
+        false,
+        "while read l; do echo got:$l; echo err:$l >&2; done; echo bye",
+    );
+    running(s, &plain);
+    let out = k.run_stdin(&["attach", "-i", &plain], b"hello\nworld\n");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{v}: {stdout}{stderr}");
+    assert_eq!(stdout, "got:hello\ngot:world\nbye\n", "{v}: {stderr}");
+    assert!(stderr.contains("err:hello\nerr:world"), "{v}: {stderr}");
+    // What the container printed went to its log as well.
+    wait_for(
+        &format!("{v}: {plain} to finish"),
+        Duration::from_secs(30),
+        || {
+            let p = get_json(s, &["pod", &plain])?;
+            (p["status"]["phase"] == "Succeeded").then_some(())
+        },
+    );
+    let logs = k.run(&["logs", &plain]);
+    assert!(
+        text(&logs).0.contains("got:world\nbye"),
+        "{v}: {:?}",
+        text(&logs)
+    );
+
+    // A terminal: the container's own pty, sized by kubectl, typed into through script's.
+    let term = format!("attach-tty-{tag}");
+    stdio_pod(s, &term, true, "exec sh");
+    running(s, &term);
+    let typed = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; tty; exit 7\n";
+    let cmd = format!(
+        "stty rows 45 cols 123; timeout 60 {} attach -it {term}",
+        k.bin.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(typed.as_bytes()).expect("type");
+    // Kept open until the session ends: script would pass an end of input on as ^D.
+    let out = child.wait_with_output().expect("script");
+    drop(stdin);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("size=45 123"), "{v}: {stdout}{stderr}");
+    // The container's own devpts, not a device of the host's.
+    assert!(stdout.contains("/dev/pts/0"), "{v}: {stdout}{stderr}");
+    wait_for(
+        &format!("{v}: {term} to end"),
+        Duration::from_secs(30),
+        || {
+            let p = get_json(s, &["pod", &term])?;
+            let code = &p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"];
+            (code == 7).then_some(())
+        },
+    );
+    k.run(&["delete", "pod", &plain, &term, "--wait=false"]);
+}
+
 fn port_forward_checks(k: &Kubectl, v: &str, big_sha: &str, dir: &Path, large: bool) {
     let f = Forward::start(k, "web", 8080);
     assert_eq!(f.get("/index.html"), b"hello-from-httpd\n", "{v}");
@@ -408,6 +491,7 @@ fn every_kubectl_execs_copies_and_forwards_ports_through_the_node() {
                 exec_checks(&k, v);
                 cp_checks(&k, v, dir);
                 tty_checks(&k, v);
+                attach_checks(&k, v);
                 // The large transfer once per wire protocol: SPDY and SPDY in WebSocket.
                 port_forward_checks(&k, v, big_sha, dir, *v == "1.29" || *v == "1.33");
             });

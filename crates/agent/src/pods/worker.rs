@@ -606,6 +606,9 @@ impl Worker {
                     attempt,
                 ),
                 labels,
+                stdin: c.stdin.unwrap_or(false),
+                stdin_once: c.stdin_once.unwrap_or(false),
+                tty: c.tty.unwrap_or(false),
             })
         })();
         let spec = match built {

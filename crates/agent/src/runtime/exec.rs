@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -51,19 +53,44 @@ pub fn main(lc_root: &Path, lc_id: &str, timeout: Option<Duration>, argv: Vec<St
             return CANNOT_EXEC;
         }
     };
+    // Told to end (the agent's session lost its client): the process in the container ends
+    // too. Blocked only now, after the process forked, so it keeps the default mask.
+    let mut mask = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT] {
+        mask.add(sig);
+    }
+    let signals = mask
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC))
+        .ok();
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    if let (Some(deadline), Ok(pidfd)) = (deadline, process::pidfd_open(pid)) {
+    if let Ok(pidfd) = process::pidfd_open(pid) {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let wait = match deadline {
+                Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
+            let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(s) = &signals {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
             match nix::poll::poll(&mut fds, wait) {
                 Ok(0) => {
-                    let _ = process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = process::signal(pid, Signal::SIGKILL);
                     let _ = waitpid(pid);
                     return TIMED_OUT;
                 }
-                Ok(_) => break,
+                Ok(_) => {
+                    let told_to_end = fds
+                        .get(1)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| !r.is_empty());
+                    if told_to_end {
+                        let _ = process::signal(pid, Signal::SIGKILL);
+                    }
+                    break;
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     eprintln!("exec: poll: {e}");

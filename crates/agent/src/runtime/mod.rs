@@ -5,6 +5,7 @@
 //! A pod's sandbox is its shared namespaces (net, ipc, uts) pinned by bind mounts, and its
 //! cgroup.
 
+pub mod attach;
 mod cgroups;
 mod exec;
 mod executor;
@@ -165,6 +166,10 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// Kept with the container so a restarted agent can tell what it is.
     pub labels: BTreeMap<String, String>,
+    /// `stdin`, `stdinOnce`, `tty` of the container's spec (what attach can reach).
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,6 +462,9 @@ impl Runtime {
             log_path: spec.log_path.clone(),
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
+            stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
+            tty: spec.tty,
         };
         let oci_config = oci::config(
             spec,
@@ -758,6 +766,27 @@ impl Runtime {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| io_err(format!("running {}", self.config.shim_binary.display()), e))
+    }
+
+    /// A connection to the running container's own stdio, through its shim's attach socket
+    /// (the frames of `attach`).
+    pub async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, RuntimeError> {
+        use std::os::fd::AsFd;
+        check_name("container id", id)?;
+        let dir = self.layout.container_dir(id);
+        let dir_fd = std::fs::File::open(&dir)
+            .map_err(|e| io_err(format!("opening {}", dir.display()), e))?;
+        let path = attach::short_path(dir_fd.as_fd(), attach::SOCKET);
+        // A unix connect does not block: the shim's backlog takes it at once, or it fails.
+        let stream = std::os::unix::net::UnixStream::connect(&path)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|e| {
+                io_err(
+                    format!("connecting to {}", dir.join(attach::SOCKET).display()),
+                    e,
+                )
+            })?;
+        tokio::net::UnixStream::from_std(stream).map_err(|e| io_err("attach socket", e))
     }
 
     fn container_file(&self, id: &str) -> Result<ContainerFile, RuntimeError> {

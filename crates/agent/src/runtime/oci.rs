@@ -270,7 +270,7 @@ pub fn config(
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
             "user": {"uid": sec.uid, "gid": sec.gid, "additionalGids": sec.additional_gids},
             "args": spec.argv,
             "env": env,
@@ -313,6 +313,9 @@ mod tests {
             hostname: "h".into(),
             log_path: "/tmp/x.log".into(),
             labels: Default::default(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 

@@ -36,6 +36,14 @@ pub struct ContainerFile {
     pub log_path: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// The container keeps a stdin open for attach (`stdin`), closed after the first attach
+    /// session (`stdinOnce`); `tty` gives it a terminal. Absent in records of older agents.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The detached shim's identity: its pid and start time (so a reused pid is not mistaken).

@@ -14,6 +14,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
+use std::os::unix::net::UnixListener;
+
+use super::attach;
 use super::cgroups::Hierarchy;
 use super::process;
 use super::record::{self, ContainerFile, ErrorFile, ExitFile, ShimFile, StartReport, StartedFile};
@@ -23,6 +26,10 @@ use crate::logs::writer::LogWriter;
 /// How long output still arriving after the exit is copied (processes outside the container's
 /// own PID namespace may hold its pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// The console socket's name in the container's state dir (`tty` containers).
+const CONSOLE_SOCKET: &str = "console.sock";
+/// How long the init's terminal may take to arrive after the start.
+const CONSOLE_TIMEOUT_MS: u16 = 5000;
 
 pub fn run(dir: &Path) -> i32 {
     let report = match take_report_fd() {
@@ -106,7 +113,9 @@ struct Started {
     pid: i32,
     at: SystemTime,
     stdout: OwnedFd,
-    stderr: OwnedFd,
+    /// None with a terminal: it has one output.
+    stderr: Option<OwnedFd>,
+    attach: attach::Server,
 }
 
 fn failed(reason: String) -> StartReport {
@@ -140,18 +149,37 @@ fn send_report(fd: OwnedFd, report: &StartReport) {
 
 fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
     super::rootfs::mount_overlay(&file.layers, &file.rootfs).map_err(|e| e.to_string())?;
-    let (stdout_r, stdout_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stderr_r, stderr_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     std::fs::create_dir_all(&file.libcontainer_root)
         .map_err(|e| format!("creating {}: {e}", file.libcontainer_root.display()))?;
-    let mut container = ContainerBuilder::new(file.libcontainer_id.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(file.libcontainer_id.clone(), SyscallType::default())
         .with_root_path(&file.libcontainer_root)
         .map_err(|e| e.to_string())?
-        .with_stdout(stdout_w)
-        .with_stderr(stderr_w)
-        .with_executor(super::executor::ResetSignalsExecutor)
+        .with_executor(super::executor::ResetSignalsExecutor);
+    // With `tty` the container's init opens a pty in its own devpts and sends us the master
+    // over the console socket; its stdio are the slave. Otherwise its output goes to pipes.
+    let console = if file.tty {
+        Some(console_listener(dir)?)
+    } else {
+        None
+    };
+    let mut outputs = None;
+    let mut input = attach::Input::None;
+    if let Some((_, path)) = &console {
+        builder = builder.with_console_socket(Some(path));
+    } else {
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        builder = builder.with_stdout(stdout_w).with_stderr(stderr_w);
+        if file.stdin {
+            let (stdin_r, stdin_w) = pipe()?;
+            builder = builder.with_stdin(stdin_r);
+            input = attach::Input::Pipe(stdin_w);
+        }
+        outputs = Some((stdout_r, Some(stderr_r)));
+    }
+    let mut container = builder
         .as_init(dir)
         .with_systemd(false)
         .with_detach(true)
@@ -162,12 +190,81 @@ fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
         .pid()
         .map(|p| p.as_raw())
         .ok_or_else(|| "libcontainer reported no pid for the started container".to_string())?;
+    let (stdout, stderr) = match (outputs, console) {
+        (Some(o), _) => o,
+        (None, Some((listener, _))) => {
+            let master = receive_master(&listener)?;
+            let reading = master
+                .try_clone()
+                .map_err(|e| format!("dup of the pty master: {e}"))?;
+            input = attach::Input::Pty(master);
+            (reading, None)
+        }
+        (None, None) => return Err("the container has neither pipes nor a terminal".into()),
+    };
+    // A missing attach socket costs attach, not the container.
+    let attach = match attach::listen(dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("container-shim {}: attach socket: {e}", file.id);
+            None
+        }
+    };
     Ok(Started {
         pid,
         at: SystemTime::now(),
-        stdout: stdout_r,
-        stderr: stderr_r,
+        stdout,
+        stderr,
+        attach: attach::Server::new(attach, input, file.stdin_once),
     })
+}
+
+/// The console socket libcontainer's init connects to; the path is the long one (libcontainer
+/// reaches it through a short symlink of its own), the bind goes through `/proc/self/fd`.
+fn console_listener(dir: &Path) -> Result<(UnixListener, PathBuf), String> {
+    let path = dir.join(CONSOLE_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let dir_fd = std::fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    let listener = UnixListener::bind(attach::short_path(dir_fd.as_fd(), CONSOLE_SOCKET))
+        .map_err(|e| format!("console socket: {e}"))?;
+    Ok((listener, path))
+}
+
+/// The pty master the container's init sent (it did so before `start` returned).
+fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, PollTimeout::from(CONSOLE_TIMEOUT_MS)) {
+        Ok(n) if n > 0 => {}
+        _ => return Err("the container's init sent no terminal".into()),
+    }
+    let (conn, _) = listener
+        .accept()
+        .map_err(|e| format!("console socket accept: {e}"))?;
+    let mut buf = [0u8; 512];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the pty master: {e}"))?;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| format!("receiving the pty master: {e}"))?
+    {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS installed this descriptor in our table for us alone.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("the console socket carried no descriptor".into())
 }
 
 /// libcontainer's error with its causes (the executable-not-found reason is a cause).
@@ -185,7 +282,8 @@ pub(super) fn describe(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Copies output until the container exits, then records the exit and cleans up.
+/// Copies output until the container exits (to the log and to attached clients, whose input
+/// goes to the container), then records the exit and cleans up.
 fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
     let mut log = match LogWriter::open(&file.log_path, file.log_max_size, file.log_max_files) {
         Ok(w) => Some(w),
@@ -195,9 +293,10 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
         }
     };
     let pidfd = process::pidfd_open(started.pid).ok();
+    let mut attach = started.attach;
     let mut streams: Vec<(Stream, Option<OwnedFd>)> = vec![
         (Stream::Stdout, Some(started.stdout)),
-        (Stream::Stderr, Some(started.stderr)),
+        (Stream::Stderr, started.stderr),
     ];
     let mut status: Option<WaitStatus> = None;
     let mut drain_deadline: Option<Instant> = None;
@@ -226,6 +325,13 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
         if let (true, Some(p)) = (watch_exit, pidfd.as_ref()) {
             fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
         }
+        let fixed = fds.len();
+        fds.extend(
+            attach
+                .poll_set()
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        );
         let timeout = match drain_deadline {
             Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
                 .unwrap_or(PollTimeout::ZERO),
@@ -239,11 +345,14 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
                 break;
             }
         }
-        let ready: Vec<bool> = fds
+        let revents: Vec<PollFlags> = fds
             .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
+        // First, while its slots still match what was polled (output below may drop clients).
+        attach.handle(&revents[fixed..]);
+        let ready: Vec<bool> = revents[..fixed].iter().map(|r| !r.is_empty()).collect();
         for (slot, i) in open.iter().enumerate() {
             if !ready[slot] {
                 continue;
@@ -268,12 +377,18 @@ fn supervise(dir: &Path, file: &ContainerFile, started: Started) -> i32 {
                     eprintln!("container-shim {}: {e}", file.id);
                 }
             }
+            let kind = match stream {
+                Stream::Stdout => attach::STDOUT,
+                Stream::Stderr => attach::STDERR,
+            };
+            attach.broadcast(kind, &buf[..n]);
         }
-        if watch_exit && ready.last().copied().unwrap_or(false) {
+        if watch_exit && ready.get(open.len()).copied().unwrap_or(false) {
             status = Some(wait_child(started.pid));
             drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
     }
+    attach.finish();
     if let Some(w) = log.as_mut() {
         if let Err(e) = w.flush_partial() {
             eprintln!("container-shim {}: {e}", file.id);

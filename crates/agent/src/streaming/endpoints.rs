@@ -245,32 +245,46 @@ pub async fn exec(
     tracing::info!(namespace = %ns, pod = %pod, container = %container, tty = opts.tty, stdin = opts.stdin, ?transport, "exec");
     let runtime = state.runtime.clone();
     upgrade(req, transport, move |io, transport| async move {
-        run_exec(io, transport, runtime, id, opts).await
+        run_remote_command(io, transport, &opts, Job::Exec { runtime, id }).await
     })
 }
 
-async fn run_exec(
+/// What a remote-command session drives: a new process (exec) or the container's own stdio.
+enum Job {
+    Exec { runtime: Arc<Runtime>, id: String },
+    Attach(tokio::net::UnixStream),
+}
+
+impl Job {
+    async fn run(self, opts: &ExecOptions, io: remotecommand::ExecIo) {
+        match self {
+            Job::Exec { runtime, id } => {
+                remotecommand::run(&runtime, &id, opts, io).await;
+            }
+            Job::Attach(socket) => super::attach::run(socket, opts, io).await,
+        }
+    }
+}
+
+async fn run_remote_command(
     io: TokioIo<hyper::upgrade::Upgraded>,
     transport: Transport,
-    runtime: Arc<Runtime>,
-    id: String,
-    opts: ExecOptions,
+    opts: &ExecOptions,
+    job: Job,
 ) {
     match transport {
         Transport::Spdy { .. } => {
             let mut session = Session::start(io);
-            match remotecommand::spdy_io(&mut session, &opts).await {
-                Ok(eio) => {
-                    remotecommand::run(&runtime, &id, &opts, eio).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "exec: the client's streams never came"),
+            match remotecommand::spdy_io(&mut session, opts).await {
+                Ok(eio) => job.run(opts, eio).await,
+                Err(e) => tracing::debug!(error = %e, "the client's streams never came"),
             }
             session.close().await;
         }
         Transport::WebSocket { .. } => {
             let ws = websocket::server(io).await;
-            let (eio, tx, writer) = remotecommand::websocket_io(ws, &opts);
-            remotecommand::run(&runtime, &id, &opts, eio).await;
+            let (eio, tx, writer) = remotecommand::websocket_io(ws, opts);
+            job.run(opts, eio).await;
             // A normal close (1000): kubectl reads the end of its streams from it, while a
             // close without a status is an error to it.
             let _ = tx.send(websocket::normal_close()).await;
@@ -280,15 +294,46 @@ async fn run_exec(
     }
 }
 
-/// `/attach/...`: the container's own stdio is not reachable from the agent yet.
+/// `GET|POST /attach/{namespace}/{pod}/{container}?stdin=…&stdout=…&stderr=…&tty=…`: the
+/// container's own stdio, from its shim.
 pub async fn attach(
-    UrlPath((_ns, _pod, container)): UrlPath<(String, String, String)>,
+    State(state): State<Arc<StreamingState>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    req: Request,
 ) -> Response {
-    text(
-        StatusCode::NOT_IMPLEMENTED,
-        format!("attaching to container {container:?} is not supported by this node yet"),
-    )
-    .into_response()
+    let opts = match remotecommand::parse_options(&query, false) {
+        Ok(o) => o,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    let transport = match negotiate(req.headers(), EXEC_PROTOCOLS, EXEC_PROTOCOLS) {
+        Ok(t) => t,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let uid = match pod_uid(&state, &ns, &pod).await {
+        Ok(u) => u,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let id = match running_container(&state, &uid, &container).await {
+        Ok(id) => id,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Connected before the 101, so a container that just exited is an answer, not a session
+    // that ends at once.
+    let socket = match state.runtime.attach(&id).await {
+        Ok(s) => s,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unable to attach to container {container:?}: {e}"),
+            )
+            .into_response()
+        }
+    };
+    tracing::info!(namespace = %ns, pod = %pod, container = %container, tty = opts.tty, stdin = opts.stdin, ?transport, "attach");
+    upgrade(req, transport, move |io, transport| async move {
+        run_remote_command(io, transport, &opts, Job::Attach(socket)).await
+    })
 }
 
 /// `GET|POST /portforward/{namespace}/{pod}` (`?ports=…` for the WebSocket channel protocol).

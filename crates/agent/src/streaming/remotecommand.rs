@@ -84,7 +84,7 @@ pub enum Out {
 }
 
 impl Out {
-    async fn write(&self, data: Bytes) -> bool {
+    pub(super) async fn write(&self, data: Bytes) -> bool {
         match self {
             Out::Spdy(w) => w.write(data).await.is_ok(),
             Out::Ws { channel, tx } => tx
@@ -94,7 +94,7 @@ impl Out {
         }
     }
 
-    async fn close(&self) {
+    pub(super) async fn close(&self) {
         if let Out::Spdy(w) = self {
             let _ = w.close().await;
         }
@@ -110,12 +110,17 @@ pub struct ExecIo {
     /// JSON `{"Width":…,"Height":…}` objects, possibly several per message.
     pub resize: Option<mpsc::Receiver<Bytes>>,
     pub error: Option<Out>,
+    /// Turns true when the client's connection ended.
+    pub gone: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Waits for the streams kubectl opens for `opts` over SPDY (error, then the ones asked
 /// for, resize with a tty), each identified by its `streamType` header.
 pub async fn spdy_io(session: &mut Session, opts: &ExecOptions) -> Result<ExecIo, String> {
-    let mut io = ExecIo::default();
+    let mut io = ExecIo {
+        gone: Some(session.gone.clone()),
+        ..ExecIo::default()
+    };
     let complete = |io: &ExecIo| {
         io.error.is_some()
             && (!opts.stdin || io.stdin.is_some())
@@ -181,7 +186,9 @@ where
     });
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(32);
     let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(8);
+    let (gone_tx, gone) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
+        let _gone = Gone(gone_tx);
         let mut stdin_tx = Some(stdin_tx);
         while let Some(Ok(msg)) = stream.next().await {
             let (channel, payload) = match websocket::received(msg) {
@@ -215,8 +222,30 @@ where
         stderr: (opts.stderr && !opts.tty).then(|| out(CH_STDERR)),
         resize: opts.tty.then_some(resize_rx),
         error: Some(out(CH_ERROR)),
+        gone: Some(gone),
     };
     (io, tx, writer)
+}
+
+/// Tells the session its client is gone when the reader ends, however it ends.
+struct Gone(tokio::sync::watch::Sender<bool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Resolves once the client's connection has ended (never, if nothing says).
+pub(super) async fn client_gone(gone: Option<tokio::sync::watch::Receiver<bool>>) {
+    match gone {
+        Some(mut rx) => {
+            if rx.wait_for(|g| *g).await.is_err() {
+                // The sender went away without saying: the reader ended all the same.
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// How the command ended, as the error stream reports it.
@@ -325,7 +354,7 @@ struct TermSize {
 }
 
 /// Parses the resize messages in `buf` (complete JSON objects), leaving a partial tail.
-fn sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+pub(super) fn sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     let mut out = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(buf).into_iter::<TermSize>();
     let mut used = 0;
@@ -485,7 +514,22 @@ async fn run_process(
         }
         child
     };
-    let status = child.wait().await;
+    let gone = client_gone(io.gone.take());
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = gone => {
+            // The client left: its command must not run on unseen. The exec shim kills the
+            // process in the container when told to end.
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            tracing::debug!(container_id, "exec: the client left, ending its process");
+            child.wait().await
+        }
+    };
     let drained = async {
         for d in drains {
             let _ = d.await;

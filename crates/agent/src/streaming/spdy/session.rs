@@ -94,6 +94,8 @@ impl StreamWriter {
 /// A running session: the client's streams arrive on `streams`.
 pub struct Session {
     pub streams: mpsc::Receiver<Stream>,
+    /// Turns true when the connection has ended (the client is gone).
+    pub gone: tokio::sync::watch::Receiver<bool>,
     out: mpsc::Sender<Outgoing>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -108,9 +110,15 @@ impl Session {
         let (out_tx, out_rx) = mpsc::channel(WRITE_QUEUE);
         let (streams_tx, streams_rx) = mpsc::channel(16);
         let writer = tokio::spawn(write_loop(write, out_rx));
-        let reader = tokio::spawn(read_loop(read, out_tx.clone(), streams_tx));
+        let (gone_tx, gone) = tokio::sync::watch::channel(false);
+        let reading = read_loop(read, out_tx.clone(), streams_tx);
+        let reader = tokio::spawn(async move {
+            reading.await;
+            let _ = gone_tx.send(true);
+        });
         Session {
             streams: streams_rx,
+            gone,
             out: out_tx,
             reader,
             writer,
