@@ -117,6 +117,7 @@ impl Fixture {
             stdin: false,
             stdin_once: false,
             tty: false,
+            pid_ns: None,
         }
     }
 

@@ -231,6 +231,13 @@ fn main() -> anyhow::Result<()> {
     // The shim forks containers: it must stay single-threaded, so it runs before anything
     // else starts a thread.
     if std::env::args().nth(1).as_deref() == Some("container-shim") {
+        // libcontainer says why a container's init failed only through tracing: errors go to
+        // the shim's stderr (its shim.log). The fmt subscriber starts no thread.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::ERROR)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
         std::process::exit(capstan_agent::runtime::shim_main(
             std::env::args().skip(2).collect(),
         ));

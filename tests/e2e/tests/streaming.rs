@@ -1,7 +1,8 @@
 //! Into the running pod with every kubectl from 1.27 to 1.33: exec (exit codes, piped stdin,
-//! a pty), attach (piped stdin, the container's own terminal), cp both ways and port-forward
-//! (HTTP, concurrent connections, a 50 MiB transfer checked by hash), through the API server's proxy to the node agent's kubelet endpoint;
-//! and kube-rs's `exec` (`AttachParams`) and `portforward` on the same pods.
+//! a pty, a client that leaves), attach (piped stdin, the container's own terminal), debug (an
+//! ephemeral container targeting another), cp both ways and port-forward (HTTP, concurrent
+//! connections, a 50 MiB transfer checked by hash), through the API server's proxy to the node
+//! agent's kubelet endpoint; and kube-rs's `exec` (`AttachParams`) and `portforward` on the same pods.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -207,6 +208,41 @@ fn exec_checks(k: &Kubectl, v: &str) {
     assert!(out.status.success(), "{v}: {stdout}{stderr}");
     assert_eq!(stdout.trim(), "20000", "{v}: {stderr}");
 
+    // A client that goes away takes its command with it: nothing runs on unseen.
+    let marker = format!("/tmp/left-{}", v.replace('.', "-"));
+    let mut left = k
+        .command(&[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $$ > {marker}; exec sleep 600"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl exec");
+    let pid = wait_for(
+        &format!("{v}: the long exec to start"),
+        Duration::from_secs(30),
+        || {
+            let out = k.run(&["exec", "box", "--", "cat", &marker]);
+            let pid = text(&out).0.trim().to_string();
+            (out.status.success() && !pid.is_empty()).then_some(pid)
+        },
+    );
+    let _ = left.kill();
+    let _ = left.wait();
+    wait_for(
+        &format!("{v}: the abandoned command to end"),
+        Duration::from_secs(30),
+        || {
+            let out = k.run(&["exec", "box", "--", "sh", "-c", &format!("kill -0 {pid}")]);
+            (!out.status.success()).then_some(())
+        },
+    );
+
     // Errors worded as upstream.
     let out = k.run(&["exec", "box", "-c", "nope", "--", "true"]);
     let (_, stderr) = text(&out);
@@ -288,36 +324,18 @@ fn attach_checks(k: &Kubectl, v: &str) {
             (p["status"]["phase"] == "Succeeded").then_some(())
         },
     );
-    let logs = k.run(&["logs", &plain]);
-    assert!(
-        text(&logs).0.contains("got:world\nbye"),
-        "{v}: {:?}",
-        text(&logs)
-    );
+    let logs = text(&k.run(&["logs", &plain])).0;
+    // Both streams share the log, so only each line's presence is certain, not the order.
+    for line in ["got:hello", "got:world", "err:world", "bye"] {
+        assert!(logs.lines().any(|l| l == line), "{v}: {line} in {logs:?}");
+    }
 
     // A terminal: the container's own pty, sized by kubectl, typed into through script's.
     let term = format!("attach-tty-{tag}");
     stdio_pod(s, &term, true, "exec sh");
     running(s, &term);
     let typed = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; tty; exit 7\n";
-    let cmd = format!(
-        "stty rows 45 cols 123; timeout 60 {} attach -it {term}",
-        k.bin.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("KUBECONFIG", s.kubeconfig())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(typed.as_bytes()).expect("type");
-    // Kept open until the session ends: script would pass an end of input on as ^D.
-    let out = child.wait_with_output().expect("script");
-    drop(stdin);
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = on_a_terminal(k, &format!("attach -it {term}"), typed);
     assert!(stdout.contains("size=45 123"), "{v}: {stdout}{stderr}");
     // The container's own devpts, not a device of the host's.
     assert!(stdout.contains("/dev/pts/0"), "{v}: {stdout}{stderr}");
@@ -331,6 +349,48 @@ fn attach_checks(k: &Kubectl, v: &str) {
         },
     );
     k.run(&["delete", "pod", &plain, &term, "--wait=false"]);
+}
+
+/// Types `typed` into `kubectl args…` run on script's terminal; what the terminal showed.
+fn on_a_terminal(k: &Kubectl, args: &str, typed: &str) -> (String, String) {
+    let cmd = format!(
+        "stty rows 45 cols 123; timeout 60 {} {args}",
+        k.bin.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("KUBECONFIG", k.server.kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(typed.as_bytes()).expect("type");
+    // Kept open until the session ends: script would pass an end of input on as ^D.
+    let out = child.wait_with_output().expect("script");
+    drop(stdin);
+    text(&out)
+}
+
+/// `kubectl debug -it box --target=box`: an ephemeral container that sees the target's
+/// processes, reported in `ephemeralContainerStatuses`.
+fn debug_checks(k: &Kubectl, v: &str) {
+    let (stdout, stderr) = on_a_terminal(
+        k,
+        "debug -it box --image=busybox --target=box",
+        "ps; echo debug-$((6*7)); exit 3\n",
+    );
+    assert!(stdout.contains("debug-42"), "{v}: {stdout}{stderr}");
+    assert!(stdout.contains("sleep 86400"), "{v}: {stdout}{stderr}");
+    let pod = get_json(k.server, &["pod", "box"]).expect("box");
+    let exited: Vec<i64> = pod["status"]["ephemeralContainerStatuses"]
+        .as_array()
+        .expect("ephemeral statuses")
+        .iter()
+        .filter_map(|s| s["state"]["terminated"]["exitCode"].as_i64())
+        .collect();
+    assert!(!exited.is_empty(), "{v}: {pod}");
 }
 
 fn port_forward_checks(k: &Kubectl, v: &str, big_sha: &str, dir: &Path, large: bool) {
@@ -492,6 +552,7 @@ fn every_kubectl_execs_copies_and_forwards_ports_through_the_node() {
                 cp_checks(&k, v, dir);
                 tty_checks(&k, v);
                 attach_checks(&k, v);
+                debug_checks(&k, v);
                 // The large transfer once per wire protocol: SPDY and SPDY in WebSocket.
                 port_forward_checks(&k, v, big_sha, dir, *v == "1.29" || *v == "1.33");
             });

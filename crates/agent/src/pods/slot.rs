@@ -27,6 +27,9 @@ pub enum Kind {
     Init,
     Sidecar,
     App,
+    /// Added to a running pod for debugging (`kubectl debug`): runs once, never restarts, and
+    /// counts for neither the pod's phase nor its readiness.
+    Ephemeral,
 }
 
 #[derive(Debug, Clone)]

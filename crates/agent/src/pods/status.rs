@@ -37,6 +37,7 @@ impl Phase {
 pub fn restarts(policy: &str, kind: Kind, code: i32) -> bool {
     match kind {
         Kind::Sidecar => true,
+        Kind::Ephemeral => false,
         // Init containers never restart under Never; otherwise until they succeed.
         Kind::Init => policy != "Never" && code != 0,
         Kind::App => match policy {
@@ -148,7 +149,7 @@ pub fn render(uid: &str, v: &View<'_>, tr: &mut Transitions) -> Value {
     let unready: Vec<&str> = v
         .slots
         .iter()
-        .filter(|s| s.kind != Kind::Init && !s.ready())
+        .filter(|s| matches!(s.kind, Kind::App | Kind::Sidecar) && !s.ready())
         .map(|s| s.name.as_str())
         .collect();
     let terminal_reason = match v.phase {
@@ -215,9 +216,13 @@ pub fn render(uid: &str, v: &View<'_>, tr: &mut Transitions) -> Value {
         "qosClass": v.qos,
         "containerStatuses": statuses(&|k| k == Kind::App),
     });
-    let init = statuses(&|k| k != Kind::App);
+    let init = statuses(&|k| matches!(k, Kind::Init | Kind::Sidecar));
     if !init.is_empty() {
         status["initContainerStatuses"] = json!(init);
+    }
+    let ephemeral = statuses(&|k| k == Kind::Ephemeral);
+    if !ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral);
     }
     if let Some(ip) = v.pod_ip {
         status["podIP"] = json!(ip);

@@ -100,6 +100,15 @@ impl Worker {
                     c.image.as_deref().unwrap_or(""),
                 ));
             }
+            // Here too, so a restarted agent adopts what already ran instead of starting
+            // a second one.
+            for c in spec.ephemeral_containers.iter().flatten() {
+                slots.push(Slot::new(
+                    &c.name,
+                    Kind::Ephemeral,
+                    c.image.as_deref().unwrap_or(""),
+                ));
+            }
         }
         let start_time = pod
             .status
@@ -438,6 +447,28 @@ impl Worker {
                 }
             }
         }
+        // Ephemeral containers join a pod that runs; each starts once (policy Never).
+        if initialized && !self.phase.terminal() {
+            for c in ephemeral_containers(pod) {
+                let i = match self.slot_index(&c.name) {
+                    Some(i) => i,
+                    None => {
+                        self.slots.push(Slot::new(
+                            &c.name,
+                            Kind::Ephemeral,
+                            c.image.as_deref().unwrap_or(""),
+                        ));
+                        self.slots.len() - 1
+                    }
+                };
+                if self.slots[i].kind != Kind::Ephemeral {
+                    continue;
+                }
+                if let Some(d) = self.advance(pod, &c, i, "Never").await {
+                    soon(d, &mut wake);
+                }
+            }
+        }
         self.phase = status::phase(&self.slots, initialized, self.init_failed, &policy);
         if self.phase.terminal() {
             // The pod is done: its sidecars stop too (reverse order), as upstream.
@@ -559,6 +590,15 @@ impl Worker {
             }
         };
         let attempt = self.slots[i].next_attempt();
+        // `kubectl debug --target`: the process namespace of the target's running process.
+        let target_pid_ns = ephemeral_target(pod, &c.name)
+            .and_then(|t| self.slot_index(&t))
+            .and_then(|t| match self.slots[t].state {
+                Some(ContainerState::Running { pid, .. }) => {
+                    Some(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+                }
+                _ => None,
+            });
         let termination_log = sandbox
             .pod_dir
             .join("containers")
@@ -609,6 +649,7 @@ impl Worker {
                 stdin: c.stdin.unwrap_or(false),
                 stdin_once: c.stdin_once.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),
+                pid_ns: target_pid_ns.clone(),
             })
         })();
         let spec = match built {
@@ -1287,7 +1328,8 @@ impl Worker {
 }
 
 fn all_containers(pod: &Pod) -> Vec<Container> {
-    pod.spec
+    let mut all: Vec<Container> = pod
+        .spec
         .iter()
         .flat_map(|s| {
             s.init_containers
@@ -1296,7 +1338,30 @@ fn all_containers(pod: &Pod) -> Vec<Container> {
                 .chain(s.containers.iter())
         })
         .cloned()
+        .collect();
+    all.extend(ephemeral_containers(pod));
+    all
+}
+
+/// The pod's ephemeral containers as containers (the same fields, less what they may not
+/// set; the target is read by `ephemeral_target`).
+fn ephemeral_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .filter_map(|v| serde_json::from_value::<Container>(v).ok())
         .collect()
+}
+
+/// The container whose process namespace an ephemeral container `name` joins (`kubectl
+/// debug --target`).
+fn ephemeral_target(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .find(|e| e.name == name)
+        .and_then(|e| e.target_container_name.clone())
 }
 
 /// The pod's termination grace period (30 s unless it says otherwise).

@@ -170,6 +170,8 @@ pub struct ContainerSpec {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
+    /// A process namespace to join instead of the pod's (an ephemeral container's target's).
+    pub pid_ns: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -177,11 +177,19 @@ pub fn config(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
     ];
+    // A container joining another's process namespace (`kubectl debug --target`) goes
+    // without /sys/fs/cgroup: libcontainer's cgroup v1 mount looks its own pid (numbered in
+    // the joined namespace) up in the host's /proc and fails when no host process has it.
+    if spec.pid_ns.is_none() {
+        mounts.insert(
+            5,
+            json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                   "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        );
+    }
     for m in &spec.mounts {
         let mount = match &m.kind {
             MountKind::Bind => {
@@ -213,7 +221,8 @@ pub fn config(
         Some(p) => json!({"type": kind, "path": p}),
         None => json!({"type": kind}),
     };
-    let mut namespaces = vec![json!({"type": "mount"}), ns("pid", &sandbox.pid_ns)];
+    let pid_ns = spec.pid_ns.clone().or_else(|| sandbox.pid_ns.clone());
+    let mut namespaces = vec![json!({"type": "mount"}), ns("pid", &pid_ns)];
     // No path for ipc/uts/network means the host's (hostNetwork pods): leave them out.
     for (kind, path) in [
         ("ipc", &sandbox.ipc_ns),
@@ -316,6 +325,7 @@ mod tests {
             stdin: false,
             stdin_once: false,
             tty: false,
+            pid_ns: None,
         }
     }
 

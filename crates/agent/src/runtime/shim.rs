@@ -179,13 +179,24 @@ fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
         }
         outputs = Some((stdout_r, Some(stderr_r)));
     }
+    // The container's init reports why it failed on its stderr (libcontainer's tracing),
+    // before any workload ran: that text is the reason worth showing.
+    let with_init_output = |reason: String| match &outputs {
+        Some((_, Some(stderr))) => match pending_text(stderr) {
+            Some(said) => format!("{reason}: {said}"),
+            None => reason,
+        },
+        _ => reason,
+    };
     let mut container = builder
         .as_init(dir)
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| describe(&e))?;
-    container.start().map_err(|e| describe(&e))?;
+        .map_err(|e| with_init_output(describe(&e)))?;
+    container
+        .start()
+        .map_err(|e| with_init_output(describe(&e)))?;
     let pid = container
         .pid()
         .map(|p| p.as_raw())
@@ -217,6 +228,17 @@ fn start(dir: &Path, file: &ContainerFile) -> Result<Started, String> {
         stderr,
         attach: attach::Server::new(attach, input, file.stdin_once),
     })
+}
+
+/// What is already waiting in a pipe (at most 4 KiB), without blocking.
+fn pending_text(fd: &OwnedFd) -> Option<String> {
+    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = nix::unistd::read(fd.as_raw_fd(), &mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+    (!text.is_empty()).then_some(text)
 }
 
 /// The console socket libcontainer's init connects to; the path is the long one (libcontainer

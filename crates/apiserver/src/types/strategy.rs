@@ -47,32 +47,7 @@ pub trait Strategy: Send + Sync {
         subresource: Option<&str>,
         has_status: bool,
     ) {
-        if subresource == Some("status") {
-            let status = new.get("status").cloned();
-            // Ownership travels with a status write (apply computes it before it gets here).
-            let managed = new.pointer("/metadata/managedFields").cloned();
-            *new = old.clone();
-            if let Some(m) = managed {
-                crate::object::set_meta(new, "managedFields", m);
-            }
-            match status {
-                Some(s) => new["status"] = s,
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
-        } else if has_status {
-            match old.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
-        }
+        keep_status(new, old, subresource, has_status);
     }
 
     /// Upstream's defaulting, on create (`creating`) and on every update.
@@ -159,3 +134,35 @@ pub trait Strategy: Send + Sync {
 pub struct Plain;
 
 impl Strategy for Plain {}
+
+/// What an update through `subresource` keeps from the stored object, for every kind: a
+/// `/status` write changes only status; the main endpoint of a kind with a status keeps the
+/// stored status.
+pub fn keep_status(new: &mut Value, old: &Value, subresource: Option<&str>, has_status: bool) {
+    if subresource == Some("status") {
+        let status = new.get("status").cloned();
+        // Ownership travels with a status write (apply computes it before it gets here).
+        let managed = new.pointer("/metadata/managedFields").cloned();
+        *new = old.clone();
+        if let Some(m) = managed {
+            crate::object::set_meta(new, "managedFields", m);
+        }
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    } else if has_status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+}
