@@ -149,7 +149,9 @@ pub fn for_user(
         anyhow::bail!("--user must not be empty");
     }
     // The server names its entries after the canonical path (data_dir::open).
-    let data_dir = &data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let data_dir = &data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
     let pki_dir = data_dir.join("pki");
     let ca_pem = std::fs::read_to_string(pki_dir.join("ca.crt")).with_context(|| {
         format!(

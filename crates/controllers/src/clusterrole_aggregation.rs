@@ -20,7 +20,10 @@ const MANAGER: &str = "clusterrole-aggregation-controller";
 /// aggregation treats it.
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_labels = selector.match_labels.as_ref().filter(|m| !m.is_empty());
-    let by_exprs = selector.match_expressions.as_ref().filter(|e| !e.is_empty());
+    let by_exprs = selector
+        .match_expressions
+        .as_ref()
+        .filter(|e| !e.is_empty());
     if by_labels.is_none() && by_exprs.is_none() {
         return false;
     }
@@ -103,9 +106,9 @@ pub async fn run(ctx: Arc<Context>) {
             None => return,
         }
         // Let a burst of changes (an initial list) settle into one pass.
-        while let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(50), events.next()).await
-        {}
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), events.next()).await
+        {
+        }
         match sync(&api).await {
             Ok(()) => delay = Duration::from_millis(200),
             Err(e) => {

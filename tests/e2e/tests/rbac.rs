@@ -45,7 +45,13 @@ fn a_certificate_user_bound_to_view_reads_only_what_view_gives() {
     s.kubectl_ok(&["create", "namespace", a]);
     s.kubectl_ok(&["create", "namespace", b]);
     s.kubectl_ok(&[
-        "create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n", a,
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+        "-n",
+        a,
     ]);
     let alice = user_kubeconfig(&s, "alice", &["dev", "ops"]);
 
@@ -76,10 +82,9 @@ fn a_certificate_user_bound_to_view_reads_only_what_view_gives() {
     );
 
     // Who she is, from her certificate.
-    let who: Value = serde_json::from_slice(
-        &kubectl_with(&alice, &["auth", "whoami", "-o", "json"]).stdout,
-    )
-    .expect("SelfSubjectReview JSON");
+    let who: Value =
+        serde_json::from_slice(&kubectl_with(&alice, &["auth", "whoami", "-o", "json"]).stdout)
+            .expect("SelfSubjectReview JSON");
     assert_eq!(who["status"]["userInfo"]["username"], "alice", "{who}");
     assert_eq!(
         who["status"]["userInfo"]["groups"],
@@ -93,17 +98,34 @@ fn a_certificate_user_bound_to_view_reads_only_what_view_gives() {
         .find(|l| l.split_whitespace().next() == Some("pods"))
         .unwrap_or_else(|| panic!("no pods line: {list}"));
     assert!(pods.contains("[get list watch]"), "{list}");
+    assert!(!list.lines().any(|l| l.starts_with("secrets ")), "{list}");
     assert!(
-        !list.lines().any(|l| l.starts_with("secrets ")),
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
         "{list}"
     );
-    assert!(list.contains("selfsubjectaccessreviews.authorization.k8s.io"), "{list}");
-    let out = s.kubectl(&["auth", "can-i", "create", "deployments", "--as=alice", "-n", a]);
+    let out = s.kubectl(&[
+        "auth",
+        "can-i",
+        "create",
+        "deployments",
+        "--as=alice",
+        "-n",
+        a,
+    ]);
     assert_eq!(text(&out).0.trim(), "no", "{:?}", text(&out));
     assert!(!out.status.success());
     let out = s.kubectl(&["auth", "can-i", "list", "pods", "--as=alice", "-n", a]);
     assert_eq!(text(&out).0.trim(), "yes", "{:?}", text(&out));
-    let out = s.kubectl(&["auth", "can-i", "get", "pods", "--subresource=log", "--as=alice", "-n", a]);
+    let out = s.kubectl(&[
+        "auth",
+        "can-i",
+        "get",
+        "pods",
+        "--subresource=log",
+        "--as=alice",
+        "-n",
+        a,
+    ]);
     assert_eq!(text(&out).0.trim(), "yes", "{:?}", text(&out));
     let out = s.kubectl(&["auth", "can-i", "get", "pods", "--as=alice", "-n", b]);
     assert_eq!(text(&out).0.trim(), "no", "{:?}", text(&out));
@@ -114,7 +136,10 @@ fn a_certificate_user_bound_to_view_reads_only_what_view_gives() {
     // The admin acting as her, with a group: her bindings apply.
     s.kubectl_ok(&["get", "pods", "-n", a, "--as=alice", "--as-group=dev"]);
     let err = refused(&s.kubectl(&["get", "secrets", "-n", a, "--as=alice", "--as-group=dev"]));
-    assert!(err.contains("User \"alice\" cannot list resource \"secrets\""), "{err}");
+    assert!(
+        err.contains("User \"alice\" cannot list resource \"secrets\""),
+        "{err}"
+    );
     // She may not act as anyone else.
     let err = refused(&kubectl_with(&alice, &["get", "pods", "-n", a, "--as=bob"]));
     assert!(
@@ -131,32 +156,68 @@ fn a_user_who_may_create_role_bindings_cannot_grant_more_than_he_holds() {
     let ns = "rbac-escalation";
     s.kubectl_ok(&["create", "namespace", ns]);
     s.kubectl_ok(&[
-        "create", "role", "binder", "--verb=create,get,list",
-        "--resource=rolebindings.rbac.authorization.k8s.io", "-n", ns,
+        "create",
+        "role",
+        "binder",
+        "--verb=create,get,list",
+        "--resource=rolebindings.rbac.authorization.k8s.io",
+        "-n",
+        ns,
     ]);
     s.kubectl_ok(&[
-        "create", "rolebinding", "carol-binder", "--role=binder", "--user=carol", "-n", ns,
+        "create",
+        "rolebinding",
+        "carol-binder",
+        "--role=binder",
+        "--user=carol",
+        "-n",
+        ns,
     ]);
     s.kubectl_ok(&[
-        "create", "rolebinding", "carol-view", "--clusterrole=view", "--user=carol", "-n", ns,
+        "create",
+        "rolebinding",
+        "carol-view",
+        "--clusterrole=view",
+        "--user=carol",
+        "-n",
+        ns,
     ]);
     let carol = user_kubeconfig(&s, "carol", &[]);
 
     let err = refused(&kubectl_with(
         &carol,
-        &["create", "rolebinding", "grab", "--clusterrole=cluster-admin", "--user=dave", "-n", ns],
+        &[
+            "create",
+            "rolebinding",
+            "grab",
+            "--clusterrole=cluster-admin",
+            "--user=dave",
+            "-n",
+            ns,
+        ],
     ));
     assert!(
         err.contains("rolebindings.rbac.authorization.k8s.io \"grab\" is forbidden: user \"carol\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:"),
         "{err}"
     );
-    assert!(err.contains("{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"), "{err}");
+    assert!(
+        err.contains("{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"),
+        "{err}"
+    );
     assert!(get_json(&s, &["rolebinding", "grab", "-n", ns]).is_none());
 
     // What she holds she may hand on.
     let out = kubectl_with(
         &carol,
-        &["create", "rolebinding", "dave-view", "--clusterrole=view", "--user=dave", "-n", ns],
+        &[
+            "create",
+            "rolebinding",
+            "dave-view",
+            "--clusterrole=view",
+            "--user=dave",
+            "-n",
+            ns,
+        ],
     );
     assert!(out.status.success(), "{:?}", text(&out));
     let out = s.kubectl(&["auth", "can-i", "list", "pods", "--as=dave", "-n", ns]);
@@ -165,24 +226,52 @@ fn a_user_who_may_create_role_bindings_cannot_grant_more_than_he_holds() {
     // A role granting what she lacks: she may not even create roles, and with `create` on
     // roles she still may not grant secrets.
     s.kubectl_ok(&[
-        "create", "role", "role-maker", "--verb=create",
-        "--resource=roles.rbac.authorization.k8s.io", "-n", ns,
+        "create",
+        "role",
+        "role-maker",
+        "--verb=create",
+        "--resource=roles.rbac.authorization.k8s.io",
+        "-n",
+        ns,
     ]);
     s.kubectl_ok(&[
-        "create", "rolebinding", "carol-role-maker", "--role=role-maker", "--user=carol", "-n", ns,
+        "create",
+        "rolebinding",
+        "carol-role-maker",
+        "--role=role-maker",
+        "--user=carol",
+        "-n",
+        ns,
     ]);
     let err = refused(&kubectl_with(
         &carol,
-        &["create", "role", "secret-reader", "--verb=get", "--resource=secrets", "-n", ns],
+        &[
+            "create",
+            "role",
+            "secret-reader",
+            "--verb=get",
+            "--resource=secrets",
+            "-n",
+            ns,
+        ],
     ));
     assert!(
-        err.contains("roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: user \"carol\"")
-            && err.contains("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"),
+        err.contains(
+            "roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: user \"carol\""
+        ) && err.contains("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"),
         "{err}"
     );
     let out = kubectl_with(
         &carol,
-        &["create", "role", "pod-reader", "--verb=get", "--resource=pods", "-n", ns],
+        &[
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get",
+            "--resource=pods",
+            "-n",
+            ns,
+        ],
     );
     assert!(out.status.success(), "{:?}", text(&out));
     s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
@@ -195,11 +284,22 @@ fn a_service_account_token_is_limited_to_its_role() {
     s.kubectl_ok(&["create", "namespace", ns]);
     s.kubectl_ok(&["create", "serviceaccount", "robot", "-n", ns]);
     s.kubectl_ok(&[
-        "create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps", "-n", ns,
+        "create",
+        "role",
+        "cm-reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+        "-n",
+        ns,
     ]);
     s.kubectl_ok(&[
-        "create", "rolebinding", "robot-cm", "--role=cm-reader",
-        &format!("--serviceaccount={ns}:robot"), "-n", ns,
+        "create",
+        "rolebinding",
+        "robot-cm",
+        "--role=cm-reader",
+        &format!("--serviceaccount={ns}:robot"),
+        "-n",
+        ns,
     ]);
     let token = s.kubectl_ok(&["create", "token", "robot", "-n", ns]);
     let token = format!("--token={}", token.trim());
@@ -207,7 +307,14 @@ fn a_service_account_token_is_limited_to_its_role() {
     let out = s.kubectl(&[&token, "get", "configmaps", "-n", ns]);
     assert!(out.status.success(), "{:?}", text(&out));
     let user = format!("system:serviceaccount:{ns}:robot");
-    let err = refused(&s.kubectl(&[&token, "get", "configmap", "kube-root-ca.crt", "-n", "default"]));
+    let err = refused(&s.kubectl(&[
+        &token,
+        "get",
+        "configmap",
+        "kube-root-ca.crt",
+        "-n",
+        "default",
+    ]));
     assert!(
         err.contains(&format!("configmaps \"kube-root-ca.crt\" is forbidden: User \"{user}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\"")),
         "{err}"
@@ -218,7 +325,10 @@ fn a_service_account_token_is_limited_to_its_role() {
         "{err}"
     );
     let err = refused(&s.kubectl(&[&token, "delete", "configmap", "kube-root-ca.crt", "-n", ns]));
-    assert!(err.contains("cannot delete resource \"configmaps\""), "{err}");
+    assert!(
+        err.contains("cannot delete resource \"configmaps\""),
+        "{err}"
+    );
     s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
 }
 
@@ -281,7 +391,13 @@ rules:
     // A bound user gets the new rule through view.
     s.kubectl_ok(&["create", "namespace", "rbac-agg"]);
     s.kubectl_ok(&[
-        "create", "rolebinding", "erin-view", "--clusterrole=view", "--user=erin", "-n", "rbac-agg",
+        "create",
+        "rolebinding",
+        "erin-view",
+        "--clusterrole=view",
+        "--user=erin",
+        "-n",
+        "rbac-agg",
     ]);
     // (`auth can-i` would not ask about a type discovery does not list: a review does.)
     let review = serde_json::json!({
@@ -296,17 +412,34 @@ rules:
     let answered: Value = serde_json::from_slice(&out.stdout).expect("SubjectAccessReview JSON");
     assert_eq!(answered["status"]["allowed"], true, "{answered}");
     assert!(
-        answered["status"]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("RoleBinding \"erin-view/rbac-agg\" of ClusterRole \"view\"")),
+        answered["status"]["reason"].as_str().is_some_and(
+            |r| r.contains("RoleBinding \"erin-view/rbac-agg\" of ClusterRole \"view\"")
+        ),
         "{answered}"
     );
 
     // Unlabelled, its rules leave the parent.
-    s.kubectl_ok(&["label", "clusterrole", "rbac-agg-widgets", "rbac.example.com/aggregate-to-parent-"]);
-    wait_for("the parent to drop widgets", Duration::from_secs(30), || {
-        (!rule_resources(&s, "rbac-agg-parent").iter().any(|r| r == "widgets")).then_some(())
-    });
-    s.kubectl_ok(&["delete", "clusterrole", "rbac-agg-parent", "rbac-agg-widgets"]);
+    s.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "rbac-agg-widgets",
+        "rbac.example.com/aggregate-to-parent-",
+    ]);
+    wait_for(
+        "the parent to drop widgets",
+        Duration::from_secs(30),
+        || {
+            (!rule_resources(&s, "rbac-agg-parent")
+                .iter()
+                .any(|r| r == "widgets"))
+            .then_some(())
+        },
+    );
+    s.kubectl_ok(&[
+        "delete",
+        "clusterrole",
+        "rbac-agg-parent",
+        "rbac-agg-widgets",
+    ]);
     s.kubectl_ok(&["delete", "namespace", "rbac-agg", "--wait=false"]);
 }

@@ -116,13 +116,21 @@ fn node_rules() -> Vec<Value> {
             &["persistentvolumeclaims/status"],
         ),
         r(&["create"], &[""], &["serviceaccounts/token"]),
-        r(&["get", "watch", "list"], &["storage.k8s.io"], &["csidrivers"]),
+        r(
+            &["get", "watch", "list"],
+            &["storage.k8s.io"],
+            &["csidrivers"],
+        ),
         r(
             &["get", "create", "update", "patch", "delete"],
             &["storage.k8s.io"],
             &["csinodes"],
         ),
-        r(&["get", "list", "watch"], &["node.k8s.io"], &["runtimeclasses"]),
+        r(
+            &["get", "list", "watch"],
+            &["node.k8s.io"],
+            &["runtimeclasses"],
+        ),
     ]
 }
 
@@ -140,8 +148,17 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![urls(
                 &["get"],
                 &[
-                    "/livez", "/readyz", "/healthz", "/version", "/version/", "/openapi",
-                    "/openapi/*", "/api", "/api/*", "/apis", "/apis/*",
+                    "/livez",
+                    "/readyz",
+                    "/healthz",
+                    "/version",
+                    "/version/",
+                    "/openapi",
+                    "/openapi/*",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
                 ],
             )],
         ),
@@ -327,7 +344,10 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(
                     READ,
                     &["autoscaling"],
-                    &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
                 ),
                 r(
                     READ,
@@ -372,7 +392,11 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(&["list", "watch"], &[""], &["services", "endpoints"]),
                 r(&["get", "list", "watch"], &[""], &["nodes"]),
                 events(),
-                r(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+                r(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
             ],
         ),
         role(
@@ -677,10 +701,19 @@ pub fn aggregate(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
             selectors.iter().any(|s| selector_matches(s, &labels))
         })
         .collect();
-    matching.sort_by_key(|r| r.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string));
+    matching.sort_by_key(|r| {
+        r.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     let mut rules: Vec<Value> = Vec::new();
     for r in matching {
-        for rule in r.get("rules").and_then(Value::as_array).into_iter().flatten() {
+        for rule in r
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if !rules.contains(rule) {
                 rules.push(rule.clone());
             }

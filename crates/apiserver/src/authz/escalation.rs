@@ -65,7 +65,12 @@ async fn intended(
 }
 
 /// The refusal, worded as upstream's `ConfirmNoEscalation` inside `NewForbidden`.
-fn refused(info: &RequestInfo, user: &UserInfo, missing: Vec<PolicyRule>, errors: &[String]) -> ApiError {
+fn refused(
+    info: &RequestInfo,
+    user: &UserInfo,
+    missing: Vec<PolicyRule>,
+    errors: &[String],
+) -> ApiError {
     let mut described: Vec<String> = rbac::compact(missing)
         .iter()
         .map(PolicyRule::compact_string)
@@ -144,7 +149,16 @@ pub async fn check(
     let snapshot = state.authz.snapshot();
     match info.resource.as_str() {
         "roles" | "clusterroles" => {
-            if may(state, user, "escalate", &info.resource, &info.namespace, &info.name).await {
+            if may(
+                state,
+                user,
+                "escalate",
+                &info.resource,
+                &info.namespace,
+                &info.name,
+            )
+            .await
+            {
                 return Ok(());
             }
             let has_aggregation = obj

@@ -96,13 +96,15 @@ fn asked(headers: &HeaderMap) -> Result<Vec<Asked>, ApiError> {
     let mut has_user = false;
     if let Some(user) = header_values(headers, USER).first() {
         has_user = true;
-        out.push(match user.strip_prefix(SA_PREFIX).and_then(|r| r.split_once(':')) {
-            Some((ns, name)) => Asked::ServiceAccount {
-                namespace: ns.to_string(),
-                name: name.to_string(),
+        out.push(
+            match user.strip_prefix(SA_PREFIX).and_then(|r| r.split_once(':')) {
+                Some((ns, name)) => Asked::ServiceAccount {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                },
+                None => Asked::User(user.to_string()),
             },
-            None => Asked::User(user.to_string()),
-        });
+        );
     }
     for g in header_values(headers, GROUP) {
         out.push(Asked::Group(g.to_string()));
@@ -162,12 +164,15 @@ pub async fn impersonate(
                 out.username = format!("{SA_PREFIX}{namespace}:{name}");
                 if !groups_given {
                     out.groups.push("system:serviceaccounts".into());
-                    out.groups.push(format!("system:serviceaccounts:{namespace}"));
+                    out.groups
+                        .push(format!("system:serviceaccounts:{namespace}"));
                 }
             }
             Asked::Group(g) => out.groups.push(g.clone()),
             Asked::Uid(u) => out.uid = u.clone(),
-            Asked::Extra { key, value } => extra.entry(key.clone()).or_default().push(value.clone()),
+            Asked::Extra { key, value } => {
+                extra.entry(key.clone()).or_default().push(value.clone())
+            }
         }
     }
     out.extra = extra;
@@ -206,21 +211,34 @@ mod tests {
     #[test]
     fn headers_become_identities_and_a_user_is_required() {
         let mut h = HeaderMap::new();
-        h.insert(USER, HeaderValue::from_static("system:serviceaccount:ns:robot"));
+        h.insert(
+            USER,
+            HeaderValue::from_static("system:serviceaccount:ns:robot"),
+        );
         h.append(GROUP, HeaderValue::from_static("dev"));
         h.insert("impersonate-extra-scopes", HeaderValue::from_static("view"));
         let a = asked(&h).unwrap();
-        assert!(matches!(&a[0], Asked::ServiceAccount { namespace, name } if namespace == "ns" && name == "robot"));
+        assert!(
+            matches!(&a[0], Asked::ServiceAccount { namespace, name } if namespace == "ns" && name == "robot")
+        );
         assert!(matches!(&a[1], Asked::Group(g) if g == "dev"));
         let extra = a[2].attributes();
         assert_eq!(
-            (extra.resource.as_str(), extra.subresource.as_str(), extra.name.as_str()),
+            (
+                extra.resource.as_str(),
+                extra.subresource.as_str(),
+                extra.name.as_str()
+            ),
             ("userextras", "scopes", "view")
         );
         let mut only_group = HeaderMap::new();
         only_group.insert(GROUP, HeaderValue::from_static("dev"));
         let e = asked(&only_group).unwrap_err();
         assert_eq!(e.code.as_u16(), 400);
-        assert!(e.message.ends_with("without impersonating a user"), "{}", e.message);
+        assert!(
+            e.message.ends_with("without impersonating a user"),
+            "{}",
+            e.message
+        );
     }
 }

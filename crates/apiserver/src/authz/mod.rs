@@ -33,9 +33,13 @@ pub const PRIVILEGED_GROUP: &str = "system:masters";
 /// What the authorizer says about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { reason: String },
+    Allow {
+        reason: String,
+    },
     /// No rule allows it; `reason` is RBAC's (resolution errors), often empty.
-    Deny { reason: String },
+    Deny {
+        reason: String,
+    },
 }
 
 impl Decision {

@@ -71,8 +71,7 @@ impl PolicyRule {
         if req.info.resource_request {
             any_or(&self.api_groups, &req.info.api_group)
                 && resource_matches(&self.resources, &req.combined, &req.info.subresource)
-                && (self.resource_names.is_empty()
-                    || self.resource_names.iter().any(|n| *n == req.info.name))
+                && (self.resource_names.is_empty() || self.resource_names.contains(&req.info.name))
         } else {
             self.non_resource_urls
                 .iter()
@@ -211,12 +210,10 @@ fn rule_covers(owner: &PolicyRule, wanted: &PolicyRule) -> bool {
     let groups =
         owner.api_groups.iter().any(|g| g == "*") || has_all(&owner.api_groups, &wanted.api_groups);
     let resources = resources_cover(&owner.resources, &wanted.resources);
-    let urls = wanted.non_resource_urls.iter().all(|w| {
-        owner
-            .non_resource_urls
-            .iter()
-            .any(|o| url_matches(o, w))
-    });
+    let urls = wanted
+        .non_resource_urls
+        .iter()
+        .all(|w| owner.non_resource_urls.iter().any(|o| url_matches(o, w)));
     let names = owner.resource_names.is_empty()
         || (!wanted.resource_names.is_empty()
             && has_all(&owner.resource_names, &wanted.resource_names));
@@ -295,7 +292,11 @@ mod tests {
         // A subresource needs its own grant.
         assert!(!allows(&r, "GET", "/api/v1/namespaces/a/pods/p/log"));
         let star = rule(json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}));
-        assert!(allows(&star, "DELETE", "/apis/apps/v1/namespaces/a/deployments"));
+        assert!(allows(
+            &star,
+            "DELETE",
+            "/apis/apps/v1/namespaces/a/deployments"
+        ));
         assert!(allows(&star, "GET", "/api/v1/namespaces/a/pods/p/log"));
         // Resource rules never grant paths.
         assert!(!allows(&star, "GET", "/healthz"));
@@ -308,7 +309,8 @@ mod tests {
         let i = RequestInfo::new("GET", "/api/v1/pods", &q);
         assert!(r.allows(&Request::new(&i)));
         assert!(!allows(&r, "GET", "/api/v1/pods"));
-        let d = rule(json!({"verbs": ["deletecollection"], "apiGroups": [""], "resources": ["pods"]}));
+        let d =
+            rule(json!({"verbs": ["deletecollection"], "apiGroups": [""], "resources": ["pods"]}));
         assert!(allows(&d, "DELETE", "/api/v1/namespaces/a/pods"));
         assert!(!allows(&d, "DELETE", "/api/v1/namespaces/a/pods/p"));
     }
@@ -319,14 +321,28 @@ mod tests {
         assert!(allows(&r, "GET", "/api/v1/namespaces/a/pods/p/log"));
         assert!(!allows(&r, "GET", "/api/v1/namespaces/a/pods/p"));
         let any = rule(json!({"verbs": ["update"], "apiGroups": ["*"], "resources": ["*/status"]}));
-        assert!(allows(&any, "PUT", "/apis/apps/v1/namespaces/a/deployments/d/status"));
-        assert!(!allows(&any, "PUT", "/apis/apps/v1/namespaces/a/deployments/d"));
-        assert!(!allows(&any, "PUT", "/apis/apps/v1/namespaces/a/deployments/d/scale"));
+        assert!(allows(
+            &any,
+            "PUT",
+            "/apis/apps/v1/namespaces/a/deployments/d/status"
+        ));
+        assert!(!allows(
+            &any,
+            "PUT",
+            "/apis/apps/v1/namespaces/a/deployments/d"
+        ));
+        assert!(!allows(
+            &any,
+            "PUT",
+            "/apis/apps/v1/namespaces/a/deployments/d/scale"
+        ));
     }
 
     #[test]
     fn resource_names_limit_to_named_objects() {
-        let r = rule(json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["one"]}));
+        let r = rule(
+            json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["one"]}),
+        );
         assert!(allows(&r, "GET", "/api/v1/namespaces/a/configmaps/one"));
         assert!(!allows(&r, "GET", "/api/v1/namespaces/a/configmaps/two"));
         // A list has no name, unless a field selector pins it.
@@ -356,12 +372,16 @@ mod tests {
         )];
         let (ok, _) = covers(
             &owner,
-            &[rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods", "pods/status"]}))],
+            &[rule(
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods", "pods/status"]}),
+            )],
         );
         assert!(ok);
         let (ok, missing) = covers(
             &owner,
-            &[rule(json!({"verbs": ["get", "delete", "create"], "apiGroups": [""], "resources": ["pods"]}))],
+            &[rule(
+                json!({"verbs": ["get", "delete", "create"], "apiGroups": [""], "resources": ["pods"]}),
+            )],
         );
         assert!(!ok);
         let missing = compact(missing);
@@ -374,7 +394,15 @@ mod tests {
             json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"]}),
         )];
         assert!(covers(&named, &[rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"]}))]).0);
-        assert!(!covers(&named, &[rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}))]).0);
+        assert!(
+            !covers(
+                &named,
+                &[rule(
+                    json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]})
+                )]
+            )
+            .0
+        );
         let star = rule(json!({"verbs": ["*"], "nonResourceURLs": ["*"]}));
         assert_eq!(
             star.compact_string(),

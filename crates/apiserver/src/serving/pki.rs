@@ -206,10 +206,12 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     for ca in rustls_pemfile::certs(&mut read(&ca_crt)?.as_bytes()).filter_map(|c| c.ok()) {
         roots.add(ca)?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -226,7 +228,11 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
 
 /// A client certificate for `user` in `groups` (CN and one O each), signed by the CA in
 /// `dir`, valid for a year: what `capstan kubeconfig --user` hands out.
-pub fn issue_client_cert(dir: &Path, user: &str, groups: &[String]) -> Result<ClientCert, PkiError> {
+pub fn issue_client_cert(
+    dir: &Path,
+    user: &str,
+    groups: &[String],
+) -> Result<ClientCert, PkiError> {
     issue_client_cert_with(
         &read(&dir.join("ca.crt"))?,
         &read(&dir.join("ca.key"))?,
@@ -281,9 +287,14 @@ fn pem_block(label: &str, der: &[u8]) -> String {
 pub fn test_ca() -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "test-ca");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
 }
