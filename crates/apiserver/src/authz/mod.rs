@@ -56,9 +56,14 @@ pub fn is_privileged(user: &UserInfo) -> bool {
 #[derive(Default)]
 pub struct Authorizer {
     snapshot: RwLock<Arc<Snapshot>>,
-    /// One reload at a time; concurrent refusals wait for it and use its result.
-    reloading: tokio::sync::Mutex<()>,
+    /// One reload at a time (concurrent refusals wait for it and use its result), and when
+    /// a refusal last forced one.
+    reloading: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Refusals force at most one reload per this interval: a flood of refused requests on a
+/// busy store cannot turn into a flood of full reads (each refusal may wait this long).
+const FORCED_RELOAD_EVERY: Duration = Duration::from_millis(50);
 
 impl Authorizer {
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -110,12 +115,20 @@ impl Authorizer {
         if state.store.current_revision().await? <= seen {
             return Ok(false);
         }
-        let _one = self.reloading.lock().await;
+        let mut last_forced = self.reloading.lock().await;
         if self.snapshot().revision > seen {
             // Someone else reloaded while this one waited.
             return Ok(true);
         }
+        if let Some(wait) = last_forced.and_then(|t| FORCED_RELOAD_EVERY.checked_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
+            if self.snapshot().revision > seen {
+                // The watch caught up meanwhile.
+                return Ok(true);
+            }
+        }
         self.reload(state).await?;
+        *last_forced = Some(std::time::Instant::now());
         Ok(true)
     }
 
