@@ -40,6 +40,15 @@ def test_a_requested_token_authenticates_as_the_service_account(capstan, core):
     assert issued.spec.expiration_seconds == 900
     assert issued.status.expiration_timestamp is not None
 
+    # RBAC: the account may list pods once `view` is bound to it here.
+    client.RbacAuthorizationV1Api(capstan).create_namespaced_role_binding(
+        ns,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="default-view"),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="default", namespace=ns)],
+        ),
+    )
     as_account = client_with_token(capstan, issued.status.token)
     try:
         pods = client.CoreV1Api(as_account).list_namespaced_pod(ns)

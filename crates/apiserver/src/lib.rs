@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod authn;
+pub mod authz;
 pub mod crds;
 pub mod discovery;
 pub mod encoding;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub kubelet_client: Option<rest::node_proxy::KubeletClientTls>,
     /// Issues and checks service-account tokens; None: no key (TokenRequest is refused).
     pub tokens: Option<Arc<serving::token_authenticator::TokenAuthenticator>>,
+    /// The RBAC index every request is authorized against.
+    pub authz: Arc<authz::Authorizer>,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
                     None
                 }
             },
+            authz: Arc::new(authz::Authorizer::default()),
         }
     }
 
@@ -222,6 +226,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.limiter.clone(),
             inflight::limit,
+        ))
+        // Authorization (with impersonation) runs right after authentication.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,4 +1,5 @@
-//! The admin credential and the kubeconfig that hands it, with the CA, to kubectl.
+//! The admin credential and the kubeconfig that hands it, with the CA, to kubectl; and
+//! kubeconfigs for other users, with client certificates from the cluster CA.
 
 use std::path::Path;
 
@@ -134,4 +135,65 @@ pub async fn client(path: &Path, context: Option<String>) -> anyhow::Result<kube
         .await
         .with_context(|| format!("using {}", path.display()))?;
     kube::Client::try_from(config).context("building the API client")
+}
+
+/// A kubeconfig (YAML) for `user` in `groups` with a fresh client certificate from the CA
+/// in `data_dir`; the server is `server`, else the one the admin kubeconfig names.
+pub fn for_user(
+    data_dir: &Path,
+    user: &str,
+    groups: &[String],
+    server: Option<&str>,
+) -> anyhow::Result<String> {
+    if user.is_empty() {
+        anyhow::bail!("--user must not be empty");
+    }
+    // The server names its entries after the canonical path (data_dir::open).
+    let data_dir = &data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let pki_dir = data_dir.join("pki");
+    let ca_pem = std::fs::read_to_string(pki_dir.join("ca.crt")).with_context(|| {
+        format!(
+            "reading the cluster CA in {} (has a server run with this data dir?)",
+            pki_dir.display()
+        )
+    })?;
+    let cert = capstan_apiserver::serving::pki::issue_client_cert(&pki_dir, user, groups)
+        .context("issuing the client certificate")?;
+    let name = entry_name(data_dir);
+    let server = match server {
+        Some(s) => s.to_string(),
+        None => admin_server(&data_dir.join("kubeconfig"), &name)
+            .unwrap_or_else(|| "https://127.0.0.1:6443".to_string()),
+    };
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let context = format!("{user}@{name}");
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": b64(&ca_pem)}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(&cert.cert_pem),
+            "client-key-data": b64(&cert.key_pem),
+        }}],
+        "contexts": [{"name": context, "context": {"cluster": name, "user": user, "namespace": "default"}}],
+        "current-context": context,
+    });
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(&doc, options).context("encoding the kubeconfig")
+}
+
+/// The server URL of this data dir's cluster entry in its admin kubeconfig.
+fn admin_server(path: &Path, name: &str) -> Option<String> {
+    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    doc.get("clusters")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))?
+        .pointer("/cluster/server")?
+        .as_str()
+        .map(str::to_string)
 }

@@ -163,6 +163,21 @@ enum Command {
         #[command(flatten)]
         controller_flags: controller_flags::ControllerFlags,
     },
+    /// Print a kubeconfig for a user with a client certificate (CN = the user, O = each
+    /// group) signed by the cluster CA, valid for a year; bind roles to the user to let it in.
+    Kubeconfig {
+        /// The user's name (the certificate's common name).
+        #[arg(long)]
+        user: String,
+        /// A group the user is in (repeatable; the certificate's organizations).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// The server's URL (default: the one in the data dir's admin kubeconfig).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
         /// The kubeconfig naming the server and the credentials to use.
@@ -406,6 +421,19 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Kubeconfig {
+            user,
+            groups,
+            data_dir,
+            server,
+        } => {
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            print!(
+                "{}",
+                kubeconfig::for_user(&data_dir, &user, &groups, server.as_deref())?
+            );
+            Ok(())
+        }
         Command::Bench {
             kubeconfig,
             context,
@@ -568,6 +596,11 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     bootstrap::ensure_system_objects(&state, local.port())
         .await
         .map_err(|e| anyhow::anyhow!("creating the system objects: {}", e.message))?;
+    // The default roles exist before the first request is authorized against them.
+    capstan_apiserver::authz::bootstrap_policy::ensure_bootstrap_policy(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default RBAC policy: {}", e.message))?;
+    capstan_apiserver::authz::spawn(state.clone());
     bootstrap::ensure_api_endpoints(&state, local.ip(), local.port())
         .await
         .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {}", e.message))?;

@@ -3,6 +3,7 @@
 //! holds the controller-manager Lease, so several servers sharing a store run each loop once.
 
 pub mod backoff;
+pub mod clusterrole_aggregation;
 pub mod conditions;
 pub mod context;
 pub mod cronjob;
@@ -61,6 +62,9 @@ type Loop = fn(Arc<Context>) -> BoxFuture<'static, ()>;
 fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
     let loops: Vec<(&str, Loop)> = vec![
         // ("name", |ctx| module::run(ctx).boxed()), one line each, sorted by name
+        ("clusterrole-aggregation", |ctx| {
+            clusterrole_aggregation::run(ctx).boxed()
+        }),
         ("cronjob", |ctx| cronjob::run(ctx).boxed()),
         ("daemonset", |ctx| daemonset::run(ctx).boxed()),
         ("deployment", |ctx| deployment::run(ctx).boxed()),

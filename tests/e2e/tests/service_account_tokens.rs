@@ -33,6 +33,19 @@ fn namespace_with_default_account(s: &Server, ns: &str) {
     );
 }
 
+/// Bind `view` in `ns` to its default service account.
+fn view_in_namespace(s: &Server, ns: &str) {
+    s.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        &format!("--serviceaccount={ns}:default"),
+        "-n",
+        ns,
+    ]);
+}
+
 fn create_token(s: &Server, ns: &str, extra: &[&str]) -> String {
     let mut args = vec!["create", "token", "default", "-n", ns];
     args.extend_from_slice(extra);
@@ -103,6 +116,10 @@ fn a_created_token_is_the_service_account_until_it_is_deleted() {
         serde_json::json!(["system:masters", "system:authenticated"])
     );
 
+    // RBAC: the account reads what its binding gives, nothing before.
+    let out = as_token(&s, "kubectl", &token, &["get", "pods", "-n", ns]);
+    assert!(text(&out).1.contains("Forbidden"), "{:?}", text(&out));
+    view_in_namespace(&s, ns);
     let out = as_token(&s, "kubectl", &token, &["get", "pods", "-n", ns]);
     assert!(out.status.success(), "{:?}", text(&out));
 
@@ -282,6 +299,7 @@ fn a_pod_calls_the_api_with_its_projected_token() {
         .output()
         .expect("capstan images import");
     assert!(imported.status.success(), "{:?}", text(&imported));
+    view_in_namespace(&s, ns);
     let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
     // kubectl in the pod finds no kubeconfig and so takes client-go's in-cluster config: the
     // projected token, ca.crt (the server's certificate verified against it, by the

@@ -40,9 +40,13 @@ pub async fn create(
             });
             Ok(json_response(StatusCode::CREATED, &out))
         }
-        other => Err(ApiError::internal(format!(
-            "no review is served as {other}"
-        ))),
+        // authorization.k8s.io's reviews.
+        _ => {
+            let Some(user) = user else {
+                return Err(ApiError::unauthorized());
+            };
+            crate::authz::reviews::create(state, t, user, review).await
+        }
     }
 }
 

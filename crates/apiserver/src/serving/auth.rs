@@ -1,5 +1,6 @@
-//! Authentication, as kube-apiserver's chain decides it: a bearer token (scheme matched
-//! case-insensitively) that is the admin token, or else a valid service-account JWT, passes
+//! Authentication, as kube-apiserver's chain decides it: a verified client certificate (CN
+//! user, O groups); else a bearer token (scheme matched case-insensitively) that is the
+//! admin token, or else a valid service-account JWT, passes
 //! with its `User` in the request's extensions; any other is a 401. A request with no
 //! credentials is the anonymous user, who may only read the health endpoints and `/version`
 //! (upstream's `system:public-info-viewer`); anything else is upstream's 403.
@@ -13,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use crate::serving::client_cert::ClientCertIdentity;
 use crate::serving::request_info::{decode_path, RequestInfo};
 use crate::serving::service_account_jwt::looks_like_jwt;
 use crate::serving::user_info::User;
@@ -80,6 +82,16 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         return next.run(req).await;
+    }
+    // Upstream's union authenticator tries the client certificate before bearer tokens.
+    if let Some(ClientCertIdentity(identity)) = req.extensions().get::<ClientCertIdentity>() {
+        return match identity.clone() {
+            Ok(user) => admit(req, next, user).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "client certificate refused");
+                ApiError::unauthorized().into_response()
+            }
+        };
     }
     match credential(req.headers().get(AUTHORIZATION)) {
         Credential::Bearer(token) if bool::from(token.ct_eq(state.admin_token.as_bytes())) => {

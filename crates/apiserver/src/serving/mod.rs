@@ -1,7 +1,9 @@
-//! Serving: TLS and HTTP connections, authentication (admin token, service-account JWTs),
+//! Serving: TLS, authentication (admin token, client certificates, service-account JWTs),
 //! request deadlines, the places for requests in flight, and the in-process client.
 
 pub mod auth;
+pub mod client_cert;
+pub mod client_cert_der;
 pub mod in_process;
 pub mod inflight;
 pub mod panic_guard;

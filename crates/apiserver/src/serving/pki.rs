@@ -19,6 +19,8 @@ pub enum PkiError {
     Tls(#[from] rustls::Error),
     #[error("{0} holds no usable PEM data")]
     BadPem(PathBuf),
+    #[error("verifying client certificates: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// What a client needs to trust the server, and the server's TLS configuration.
@@ -198,9 +200,21 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         .flatten()
         .ok_or_else(|| PkiError::BadPem(key.clone()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates are asked for, not required: one chained to the cluster CA
+    // authenticates its user (serving::client_cert); tokens still work without one.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut read(&ca_crt)?.as_bytes()).filter_map(|c| c.ok()) {
+        roots.add(ca)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let kubelet_client = kubelet_client_cert(dir, &ca_crt, &ca_key, fresh_ca)?;
@@ -210,4 +224,77 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         tls: Arc::new(tls),
         kubelet_client,
     })
+}
+
+/// A client certificate for `user` in `groups` (CN and one O each), signed by the CA in
+/// `dir`, valid for a year: what `capstan kubeconfig --user` hands out.
+pub fn issue_client_cert(
+    dir: &Path,
+    user: &str,
+    groups: &[String],
+) -> Result<ClientCert, PkiError> {
+    issue_client_cert_with(
+        &read(&dir.join("ca.crt"))?,
+        &read(&dir.join("ca.key"))?,
+        user,
+        groups,
+    )
+}
+
+/// `issue_client_cert` from a CA given as PEM.
+pub fn issue_client_cert_with(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    user: &str,
+    groups: &[String],
+) -> Result<ClientCert, PkiError> {
+    let ca_der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+        .find_map(|c| c.ok())
+        .ok_or_else(|| PkiError::BadPem(PathBuf::from("ca.crt")))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref())
+        .map_err(|_| PkiError::BadPem(PathBuf::from("ca.crt")))?;
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let key_pair = KeyPair::generate()?;
+    let der = crate::serving::client_cert_der::client_certificate(
+        &ca_key,
+        ca.subject().as_raw(),
+        &key_pair,
+        user,
+        groups,
+        365,
+    )?;
+    Ok(ClientCert {
+        cert_pem: pem_block("CERTIFICATE", &der),
+        key_pem: key_pair.serialize_pem(),
+    })
+}
+
+/// PEM armour, 64 columns.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A throwaway CA (certificate PEM, key PEM) for tests.
+#[cfg(test)]
+pub fn test_ca() -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
 }

@@ -2,8 +2,6 @@
 //! the decoded path, then verb, API group, namespace, resource, subresource and name. The
 //! authorizer's refusal is worded from it, so a client sees upstream's 403 message.
 
-use serde_json::{Map, Value};
-
 use crate::status::ApiError;
 
 /// Decode `%XX` escapes in a request path, as Go's `url.URL.Path` is decoded before
@@ -132,55 +130,10 @@ impl RequestInfo {
         info
     }
 
-    /// The authorizer's refusal for the anonymous user, worded as upstream's
-    /// `responsewriters.Forbidden` words it (no authorizer reason: RBAC gives none when no
-    /// rule matched).
+    /// The authorizer's refusal for the anonymous user (no authorizer reason: RBAC gives
+    /// none when no rule matched).
     pub fn anonymous_forbidden(&self) -> ApiError {
-        const USER: &str = "system:anonymous";
-        if !self.resource_request {
-            return ApiError::forbidden(format!(
-                "forbidden: User {USER:?} cannot {} path {:?}",
-                self.verb, self.path
-            ))
-            .with_details(Value::Object(Map::new()));
-        }
-        let mut resource = self.resource.clone();
-        if !self.subresource.is_empty() {
-            resource = format!("{resource}/{}", self.subresource);
-        }
-        let reason = if self.namespace.is_empty() {
-            format!(
-                "User {USER:?} cannot {} resource {resource:?} in API group {:?} at the cluster scope",
-                self.verb, self.api_group
-            )
-        } else {
-            format!(
-                "User {USER:?} cannot {} resource {resource:?} in API group {:?} in the namespace {:?}",
-                self.verb, self.api_group, self.namespace
-            )
-        };
-        // NewForbidden: the group-qualified resource (without subresource) and the name.
-        let qualified = match (self.resource.is_empty(), self.api_group.is_empty()) {
-            (true, _) => String::new(),
-            (false, true) => self.resource.clone(),
-            (false, false) => format!("{}.{}", self.resource, self.api_group),
-        };
-        let message = match (qualified.is_empty(), self.name.is_empty()) {
-            (true, _) => format!("forbidden: {reason}"),
-            (false, true) => format!("{qualified} is forbidden: {reason}"),
-            (false, false) => format!("{qualified} {:?} is forbidden: {reason}", self.name),
-        };
-        let mut details = Map::new();
-        for (k, v) in [
-            ("name", &self.name),
-            ("group", &self.api_group),
-            ("kind", &self.resource),
-        ] {
-            if !v.is_empty() {
-                details.insert(k.to_string(), Value::String(v.clone()));
-            }
-        }
-        ApiError::forbidden(message).with_details(Value::Object(details))
+        crate::authz::forbidden::forbidden(self, "system:anonymous", "")
     }
 }
 

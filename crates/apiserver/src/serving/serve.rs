@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
+use crate::serving::client_cert::{user_from_der, ClientCertIdentity};
+
 /// A TLS handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers must arrive within this (also how long an idle HTTP/1 connection is kept).
@@ -133,10 +135,21 @@ async fn serve_connection(
             return;
         }
     };
+    // The handshake verified any client certificate against the cluster CA: its user is
+    // the identity of every request on this connection.
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| ClientCertIdentity(user_from_der(leaf.as_ref())));
     let service = tower::ServiceExt::map_request(
         router,
         move |mut req: axum::http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(gate.clone());
+            if let Some(identity) = &identity {
+                req.extensions_mut().insert(identity.clone());
+            }
             req
         },
     );

@@ -2,8 +2,8 @@
 //! kind, plural, scope, short names, categories, subresources, OpenAPI schema and strategy.
 
 use k8s_openapi::api::{
-    admissionregistration, apps, authentication, autoscaling, batch, certificates, coordination,
-    core, discovery, events, networking, node, policy, rbac, scheduling, storage,
+    admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates,
+    coordination, core, discovery, events, networking, node, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 
@@ -240,6 +240,14 @@ pub fn builtin() -> Vec<ResourceType> {
         .cluster(),
         // kubectl 1.27's `auth whoami` asks v1beta1 (upstream still serves it in 1.33).
         t("authentication.k8s.io/v1beta1", "SelfSubjectReview", "selfsubjectreviews", schema_of::<authentication::v1::SelfSubjectReview>, k::authentication::Review)
+        .cluster(),
+        // authorization.k8s.io: reviews answered on create, never stored
+        t("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", schema_of::<authorization::v1::SubjectAccessReview>, k::authentication::Review)
+        .cluster(),
+        t("authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", schema_of::<authorization::v1::SelfSubjectAccessReview>, k::authentication::Review)
+        .cluster(),
+        t("authorization.k8s.io/v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", schema_of::<authorization::v1::LocalSubjectAccessReview>, k::authentication::Review),
+        t("authorization.k8s.io/v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", schema_of::<authorization::v1::SelfSubjectRulesReview>, k::authentication::Review)
         .cluster(),
         // events, leases, CRDs
         t("events.k8s.io/v1", "Event", "events", schema_of::<events::v1::Event>, k::events::event::Event)

@@ -1,0 +1,798 @@
+//! Upstream's bootstrap RBAC policy (plugin/pkg/auth/authorizer/rbac/bootstrappolicy): the
+//! default ClusterRoles and ClusterRoleBindings, created at server start when missing.
+
+use serde_json::{json, Value};
+
+use crate::rest;
+use crate::status::ApiError;
+use crate::types::Target;
+use crate::AppState;
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+const READ_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+const READ_UPDATE: &[&str] = &["get", "list", "watch", "update", "patch"];
+
+const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
+const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
+const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
+
+/// A resource rule.
+fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
+}
+
+/// A resource rule limited to names.
+fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
+}
+
+/// A non-resource rule.
+fn urls(verbs: &[&str], urls: &[&str]) -> Value {
+    json!({"verbs": verbs, "nonResourceURLs": urls})
+}
+
+/// Upstream's `eventsRule()`.
+fn events() -> Value {
+    r(
+        &["create", "update", "patch"],
+        &["", "events.k8s.io"],
+        &["events"],
+    )
+}
+
+fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+    let mut l = serde_json::Map::new();
+    l.insert("kubernetes.io/bootstrapping".into(), json!("rbac-defaults"));
+    for (k, v) in labels {
+        l.insert(k.to_string(), json!(v));
+    }
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": name,
+            "labels": l,
+            "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
+        },
+        "rules": rules,
+    })
+}
+
+fn aggregated(name: &str, labels: &[(&str, &str)], selector_label: &str) -> Value {
+    let mut v = role(name, labels, Vec::new());
+    v["aggregationRule"] =
+        json!({"clusterRoleSelectors": [{"matchLabels": {selector_label: "true"}}]});
+    v
+}
+
+fn node_rules() -> Vec<Value> {
+    vec![
+        r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        r(
+            &["create"],
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+        ),
+        r(READ, &[""], &["services"]),
+        r(&["create", "get", "list", "watch"], &[""], &["nodes"]),
+        r(&["update", "patch"], &[""], &["nodes/status"]),
+        r(&["update", "patch"], &[""], &["nodes"]),
+        r(&["create", "update", "patch"], &[""], &["events"]),
+        r(READ, &[""], &["pods"]),
+        r(&["create", "delete"], &[""], &["pods"]),
+        r(&["update", "patch"], &[""], &["pods/status"]),
+        r(&["create"], &[""], &["pods/eviction"]),
+        r(READ, &[""], &["secrets", "configmaps"]),
+        r(
+            &["get"],
+            &[""],
+            &["persistentvolumeclaims", "persistentvolumes"],
+        ),
+        r(&["get"], &[""], &["endpoints"]),
+        r(
+            &["create", "get", "list", "watch"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+        ),
+        r(
+            &["get", "create", "update", "patch", "delete"],
+            &["coordination.k8s.io"],
+            &["leases"],
+        ),
+        r(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
+        r(
+            &["get", "update", "patch"],
+            &[""],
+            &["persistentvolumeclaims/status"],
+        ),
+        r(&["create"], &[""], &["serviceaccounts/token"]),
+        r(
+            &["get", "watch", "list"],
+            &["storage.k8s.io"],
+            &["csidrivers"],
+        ),
+        r(
+            &["get", "create", "update", "patch", "delete"],
+            &["storage.k8s.io"],
+            &["csinodes"],
+        ),
+        r(
+            &["get", "list", "watch"],
+            &["node.k8s.io"],
+            &["runtimeclasses"],
+        ),
+    ]
+}
+
+/// The default ClusterRoles (aggregated ones with empty rules: see `aggregate`).
+pub fn cluster_roles() -> Vec<Value> {
+    vec![
+        role(
+            "cluster-admin",
+            &[],
+            vec![r(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+        ),
+        role(
+            "system:discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/livez",
+                    "/readyz",
+                    "/healthz",
+                    "/version",
+                    "/version/",
+                    "/openapi",
+                    "/openapi/*",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                ],
+            )],
+        ),
+        role(
+            "system:basic-user",
+            &[],
+            vec![
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                // `kubectl auth whoami` (upstream added it with SelfSubjectReview).
+                r(
+                    &["create"],
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                ),
+            ],
+        ),
+        role(
+            "system:public-info-viewer",
+            &[],
+            vec![urls(
+                &["get"],
+                &["/livez", "/readyz", "/healthz", "/version", "/version/"],
+            )],
+        ),
+        aggregated("admin", &[], AGGREGATE_TO_ADMIN),
+        aggregated("edit", &[(AGGREGATE_TO_ADMIN, "true")], AGGREGATE_TO_EDIT),
+        aggregated("view", &[(AGGREGATE_TO_EDIT, "true")], AGGREGATE_TO_VIEW),
+        role(
+            "system:aggregate-to-admin",
+            &[(AGGREGATE_TO_ADMIN, "true")],
+            vec![
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews"],
+                ),
+                r(
+                    READ_WRITE,
+                    &["rbac.authorization.k8s.io"],
+                    &["roles", "rolebindings"],
+                ),
+            ],
+        ),
+        role(
+            "system:aggregate-to-edit",
+            &[(AGGREGATE_TO_EDIT, "true")],
+            vec![
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "pods/attach",
+                        "pods/proxy",
+                        "pods/exec",
+                        "pods/portforward",
+                        "secrets",
+                        "services/proxy",
+                    ],
+                ),
+                r(&["impersonate"], &[""], &["serviceaccounts"]),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/proxy",
+                        "pods/exec",
+                        "pods/portforward",
+                    ],
+                ),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                        "persistentvolumeclaims",
+                        "configmaps",
+                        "secrets",
+                    ],
+                ),
+                r(
+                    WRITE,
+                    &["apps"],
+                    &[
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "daemonsets",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/rollback",
+                        "replicasets",
+                        "replicasets/scale",
+                    ],
+                ),
+                r(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+                r(WRITE, &["batch"], &["jobs", "cronjobs"]),
+                r(
+                    WRITE,
+                    &["extensions"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/rollback",
+                        "ingresses",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicationcontrollers/scale",
+                        "networkpolicies",
+                    ],
+                ),
+                r(WRITE, &["policy"], &["poddisruptionbudgets"]),
+                r(
+                    WRITE,
+                    &["networking.k8s.io"],
+                    &["networkpolicies", "ingresses"],
+                ),
+            ],
+        ),
+        role(
+            "system:aggregate-to-view",
+            &[(AGGREGATE_TO_VIEW, "true")],
+            vec![
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "pods",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                        "configmaps",
+                    ],
+                ),
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "limitranges",
+                        "resourcequotas",
+                        "bindings",
+                        "events",
+                        "pods/status",
+                        "resourcequotas/status",
+                        "namespaces/status",
+                        "replicationcontrollers/status",
+                        "pods/log",
+                    ],
+                ),
+                r(READ, &[""], &["namespaces"]),
+                r(
+                    READ,
+                    &["apps"],
+                    &[
+                        "controllerrevisions",
+                        "statefulsets",
+                        "statefulsets/status",
+                        "statefulsets/scale",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/status",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/status",
+                        "replicasets/scale",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["autoscaling"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["batch"],
+                    &["jobs", "cronjobs", "cronjobs/status", "jobs/status"],
+                ),
+                r(
+                    READ,
+                    &["extensions"],
+                    &[
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "ingresses",
+                        "ingresses/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "replicationcontrollers/scale",
+                        "networkpolicies",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                ),
+                r(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["networkpolicies", "ingresses", "ingresses/status"],
+                ),
+            ],
+        ),
+        role("system:node", &[], node_rules()),
+        role(
+            "system:node-proxier",
+            &[],
+            vec![
+                r(&["list", "watch"], &[""], &["services", "endpoints"]),
+                r(&["get", "list", "watch"], &[""], &["nodes"]),
+                events(),
+                r(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+            ],
+        ),
+        role(
+            "system:node-bootstrapper",
+            &[],
+            vec![r(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        role(
+            "system:auth-delegator",
+            &[],
+            vec![
+                r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+            ],
+        ),
+        role(
+            "system:kubelet-api-admin",
+            &[],
+            vec![
+                r(&["get", "list", "watch"], &[""], &["nodes"]),
+                r(&["proxy"], &[""], &["nodes"]),
+                r(
+                    &["*"],
+                    &[""],
+                    &[
+                        "nodes/proxy",
+                        "nodes/metrics",
+                        "nodes/spec",
+                        "nodes/stats",
+                        "nodes/log",
+                    ],
+                ),
+            ],
+        ),
+        role(
+            "system:kube-controller-manager",
+            &[],
+            vec![
+                events(),
+                r(&["create"], &["coordination.k8s.io"], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-controller-manager"],
+                ),
+                r(&["create"], &[""], &["secrets", "serviceaccounts"]),
+                r(&["delete"], &[""], &["secrets"]),
+                r(
+                    &["get"],
+                    &[""],
+                    &["namespaces", "secrets", "serviceaccounts", "configmaps"],
+                ),
+                r(&["update"], &[""], &["secrets", "serviceaccounts"]),
+                r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+                r(&["list", "watch"], &["*"], &["*"]),
+                r(&["create"], &[""], &["serviceaccounts/token"]),
+            ],
+        ),
+        role(
+            "system:kube-scheduler",
+            &[],
+            vec![
+                events(),
+                r(&["create"], &["coordination.k8s.io"], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-scheduler"],
+                ),
+                r(READ, &[""], &["nodes"]),
+                r(&["get", "list", "watch", "delete"], &[""], &["pods"]),
+                r(&["create"], &[""], &["pods/binding", "bindings"]),
+                r(&["patch", "update"], &[""], &["pods/status"]),
+                r(READ, &[""], &["services", "replicationcontrollers"]),
+                r(READ, &["apps", "extensions"], &["replicasets"]),
+                r(READ, &["apps"], &["statefulsets"]),
+                r(READ, &["policy"], &["poddisruptionbudgets"]),
+                r(
+                    READ,
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
+                r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+                r(READ, &["storage.k8s.io"], &["csinodes"]),
+                r(READ, &["storage.k8s.io"], &["csidrivers"]),
+                r(READ, &["storage.k8s.io"], &["csistoragecapacities"]),
+            ],
+        ),
+        role(
+            "system:volume-scheduler",
+            &[],
+            vec![
+                r(READ_UPDATE, &[""], &["persistentvolumes"]),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(READ_UPDATE, &[""], &["persistentvolumeclaims"]),
+            ],
+        ),
+        role(
+            "system:kube-dns",
+            &[],
+            vec![r(&["list", "watch"], &[""], &["endpoints", "services"])],
+        ),
+        role(
+            "system:persistent-volume-provisioner",
+            &[],
+            vec![
+                r(
+                    &["get", "list", "watch", "create", "delete"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(
+                    &["get", "list", "watch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(&["watch"], &[""], &["events"]),
+                events(),
+            ],
+        ),
+        role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client-kubelet"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kubelet-serving-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kubelet-serving"],
+            )],
+        ),
+        role(
+            "system:service-account-issuer-discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &["/.well-known/openid-configuration", "/openid/v1/jwks"],
+            )],
+        ),
+    ]
+}
+
+/// A subject of a default binding.
+enum Subject<'a> {
+    User(&'a str),
+    Group(&'a str),
+    ServiceAccount(&'a str, &'a str),
+}
+
+fn binding(role: &str, subjects: &[Subject<'_>]) -> Value {
+    let subjects: Vec<Value> = subjects
+        .iter()
+        .map(|s| match s {
+            Subject::User(n) => {
+                json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": n})
+            }
+            Subject::Group(n) => {
+                json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": n})
+            }
+            Subject::ServiceAccount(ns, n) => {
+                json!({"kind": "ServiceAccount", "namespace": ns, "name": n})
+            }
+        })
+        .collect();
+    let mut v = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {
+            "name": role,
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+    });
+    if !subjects.is_empty() {
+        v["subjects"] = json!(subjects);
+    }
+    v
+}
+
+/// The default ClusterRoleBindings.
+pub fn cluster_role_bindings() -> Vec<Value> {
+    use Subject::*;
+    vec![
+        binding("cluster-admin", &[Group("system:masters")]),
+        binding("system:discovery", &[Group("system:authenticated")]),
+        binding("system:basic-user", &[Group("system:authenticated")]),
+        binding(
+            "system:public-info-viewer",
+            &[
+                Group("system:authenticated"),
+                Group("system:unauthenticated"),
+            ],
+        ),
+        binding("system:node-proxier", &[User("system:kube-proxy")]),
+        binding(
+            "system:kube-controller-manager",
+            &[User("system:kube-controller-manager")],
+        ),
+        binding(
+            "system:kube-dns",
+            &[ServiceAccount("kube-system", "kube-dns")],
+        ),
+        binding("system:kube-scheduler", &[User("system:kube-scheduler")]),
+        binding("system:volume-scheduler", &[User("system:kube-scheduler")]),
+        // Upstream keeps it without subjects: the Node authorizer covers nodes.
+        binding("system:node", &[]),
+        binding(
+            "system:service-account-issuer-discovery",
+            &[Group("system:serviceaccounts")],
+        ),
+    ]
+}
+
+/// Whether `labels` satisfy a label selector (matchLabels and matchExpressions).
+pub fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    if let Some(m) = selector.get("matchLabels").and_then(Value::as_object) {
+        if !m.iter().all(|(k, v)| label(k) == v.as_str()) {
+            return false;
+        }
+    }
+    if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => label(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
+                "Exists" => label(key).is_some(),
+                "DoesNotExist" => label(key).is_none(),
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    // An empty selector matches nothing here, as upstream's aggregation skips it.
+    selector
+        .as_object()
+        .is_some_and(|o| o.values().any(|v| !v.is_null()))
+}
+
+/// The rules an aggregated ClusterRole gets from `all` (upstream's aggregation controller:
+/// matching roles by name, each rule once, the role itself excluded); None if `role` has no
+/// aggregation rule.
+pub fn aggregate(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
+    let selectors = role
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)?;
+    let name = role.pointer("/metadata/name").and_then(Value::as_str);
+    let mut matching: Vec<&Value> = all
+        .iter()
+        .filter(|r| r.pointer("/metadata/name").and_then(Value::as_str) != name)
+        .filter(|r| {
+            let labels = r.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            selectors.iter().any(|s| selector_matches(s, &labels))
+        })
+        .collect();
+    matching.sort_by_key(|r| {
+        r.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let mut rules: Vec<Value> = Vec::new();
+    for r in matching {
+        for rule in r
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !rules.contains(rule) {
+                rules.push(rule.clone());
+            }
+        }
+    }
+    Some(rules)
+}
+
+/// `cluster_roles()` with aggregated roles filled in (their sources may be aggregated too:
+/// admin takes edit, which takes view).
+fn aggregated_defaults() -> Vec<Value> {
+    let mut roles = cluster_roles();
+    for _ in 0..3 {
+        let snapshot = roles.clone();
+        for role in roles.iter_mut() {
+            if let Some(rules) = aggregate(role, &snapshot) {
+                role["rules"] = json!(rules);
+            }
+        }
+    }
+    roles
+}
+
+async fn ensure(state: &AppState, plural: &str, obj: Value) -> Result<(), ApiError> {
+    let rt = state
+        .registry
+        .find("rbac.authorization.k8s.io", "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not registered")))?;
+    let t = Target {
+        rt,
+        namespace: None,
+        name: None,
+        subresource: None,
+        manager: None,
+    };
+    match rest::create_object(state, &t, obj, false).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create the default roles and bindings that are missing (existing ones are left as the
+/// cluster's admins made them).
+pub async fn ensure_bootstrap_policy(state: &AppState) -> Result<(), ApiError> {
+    for role in aggregated_defaults() {
+        ensure(state, "clusterroles", role).await?;
+    }
+    for b in cluster_role_bindings() {
+        ensure(state, "clusterrolebindings", b).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_edit_and_admin_aggregate_their_parts() {
+        let roles = aggregated_defaults();
+        let find = |n: &str| {
+            roles
+                .iter()
+                .find(|r| r["metadata"]["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        let view = crate::authz::rbac::PolicyRule::list_from(&find("view"));
+        let edit = crate::authz::rbac::PolicyRule::list_from(&find("edit"));
+        let admin = crate::authz::rbac::PolicyRule::list_from(&find("admin"));
+        assert!(!view.is_empty());
+        assert!(crate::authz::rbac::covers(&edit, &view).0);
+        assert!(crate::authz::rbac::covers(&admin, &edit).0);
+        // view reads no secrets; edit does.
+        let secrets = crate::authz::rbac::PolicyRule::from_json(
+            &json!({"verbs": ["list"], "apiGroups": [""], "resources": ["secrets"]}),
+        );
+        assert!(!crate::authz::rbac::covers(&view, std::slice::from_ref(&secrets)).0);
+        assert!(crate::authz::rbac::covers(&edit, &[secrets]).0);
+    }
+}
