@@ -2,6 +2,7 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod admission;
+pub mod audit;
 pub mod authn;
 pub mod crds;
 pub mod discovery;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub kubelet_client: Option<rest::node_proxy::KubeletClientTls>,
     /// Issues and checks service-account tokens; None: no key (TokenRequest is refused).
     pub tokens: Option<Arc<serving::token_authenticator::TokenAuthenticator>>,
+    /// The audit policy and log; None: nothing is audited.
+    pub audit: Option<Arc<audit::Auditor>>,
 }
 
 impl AppState {
@@ -88,7 +91,23 @@ impl AppState {
                     None
                 }
             },
+            audit: None,
         }
+    }
+
+    /// Audit requests as `policy` says, into the log `log` describes.
+    pub fn with_audit(
+        mut self,
+        policy: audit::policy::Policy,
+        log: audit::writer::LogOptions,
+    ) -> Result<Self, audit::writer::WriterError> {
+        let writer = audit::writer::Writer::start(
+            log,
+            self.metrics.audit_events.clone(),
+            self.metrics.audit_dropped.clone(),
+        )?;
+        self.audit = Some(Arc::new(audit::Auditor { policy, writer }));
+        Ok(self)
     }
 
     /// Sign and check service-account tokens with `key` (the data dir's).
@@ -222,6 +241,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.limiter.clone(),
             inflight::limit,
+        ))
+        // Inside authentication (it needs the user), around everything that can warn.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::layer::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

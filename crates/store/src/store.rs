@@ -36,6 +36,11 @@ impl WatchStream {
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::Acquire)
     }
+
+    /// The flag behind `is_live`, for a stream that wraps this one (it stays live with it).
+    pub fn live_flag(&self) -> Arc<AtomicBool> {
+        self.live.clone()
+    }
 }
 
 impl Stream for WatchStream {

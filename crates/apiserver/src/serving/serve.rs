@@ -137,6 +137,9 @@ async fn serve_connection(
         router,
         move |mut req: axum::http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(gate.clone());
+            // The audit log's sourceIPs.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             req
         },
     );

@@ -50,20 +50,30 @@ impl CelRunner {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<Vec<Violation>, Overrun> {
+        let (obj, old) = (obj.clone(), old.cloned());
+        self.run_with(move || rules.validate(&obj, old.as_ref()))
+            .await
+    }
+
+    /// Run any CEL work (admission policies' expressions) under the same slots and deadline.
+    pub async fn run_with<T, F>(&self, work: F) -> Result<T, Overrun>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
         let start = tokio::time::Instant::now();
         let permit = tokio::time::timeout(self.deadline, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| Overrun::Busy)?
             .map_err(|_| Overrun::Busy)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (obj, old) = (obj.clone(), old.cloned());
         // A plain thread, not spawn_blocking: a runaway evaluation must not hold up the
         // runtime's shutdown, and it returns its slot only when it really ends.
         let spawned = std::thread::Builder::new()
             .name("cel".into())
             .stack_size(crate::limits::THREAD_STACK_BYTES)
             .spawn(move || {
-                let found = rules.validate(&obj, old.as_ref());
+                let found = work();
                 drop(permit);
                 let _ = tx.send(found);
             });
