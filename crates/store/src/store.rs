@@ -77,6 +77,13 @@ pub trait Store: Send + Sync + 'static {
     fn write_health(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the value of `key` read at `mod_revision` must be written again even when the
+    /// object is unchanged (stored under an encryption provider or key that is no longer the
+    /// first: upstream's "stale" read, which is how `kubectl replace` re-encrypts).
+    fn needs_rewrite(&self, _key: &[u8], _mod_revision: Revision) -> bool {
+        false
+    }
 }
 
 /// Helpers for the common single-key cases, available on every store.

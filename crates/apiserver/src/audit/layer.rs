@@ -130,7 +130,8 @@ async fn audited(
                 .into_response()
             }
         };
-        ev.request_object = parse_json(&bytes, decision.omit_managed_fields);
+        let content_type = header(&parts.headers, "content-type").unwrap_or_default();
+        ev.request_object = decode_request(&content_type, &bytes, decision.omit_managed_fields);
         req = Request::from_parts(parts, Body::from(bytes));
     }
     if !omitted(Stage::RequestReceived) {
@@ -221,6 +222,23 @@ impl Drop for Completion {
             ));
         }
     }
+}
+
+/// The request body as an object: JSON, YAML or protobuf (kubectl sends protobuf);
+/// patches are recorded as the JSON they are.
+fn decode_request(content_type: &str, bytes: &[u8], omit_managed_fields: bool) -> Option<Value> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let mut v = match ct {
+        crate::encoding::protobuf::CONTENT_TYPE => crate::encoding::protobuf::decode(bytes).ok()?,
+        "application/yaml" | "application/apply-patch+yaml" => {
+            crate::limits::parse_request_yaml(std::str::from_utf8(bytes).ok()?).ok()?
+        }
+        _ => return parse_json(bytes, omit_managed_fields),
+    };
+    if omit_managed_fields {
+        event::strip_managed_fields(&mut v);
+    }
+    Some(v)
 }
 
 fn parse_json(bytes: &[u8], omit_managed_fields: bool) -> Option<Value> {

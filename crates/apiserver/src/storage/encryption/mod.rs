@@ -5,7 +5,8 @@
 pub mod config;
 pub mod providers;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,6 +21,9 @@ pub use config::{ConfigError, Rules};
 pub struct EncryptingStore {
     inner: Arc<dyn Store>,
     rules: Arc<Rules>,
+    /// Keys last read at this revision with a provider or key other than the first: an
+    /// update must write them again even when the object did not change.
+    stale: Arc<Mutex<HashMap<Bytes, Revision>>>,
 }
 
 impl EncryptingStore {
@@ -27,7 +31,18 @@ impl EncryptingStore {
         EncryptingStore {
             inner,
             rules: Arc::new(rules),
+            stale: Arc::default(),
         }
+    }
+
+    fn decrypt(&self, kv: &mut KeyValue) -> Result<(), StoreError> {
+        if decrypt_kv(&self.rules, kv)? {
+            self.stale
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(kv.key.clone(), kv.mod_revision);
+        }
+        Ok(())
     }
 }
 
@@ -39,17 +54,21 @@ fn transform_error(key: &[u8], e: providers::CryptError) -> StoreError {
     ))
 }
 
-fn decrypt_kv(rules: &Rules, kv: &mut KeyValue) -> Result<(), StoreError> {
+/// Decrypt in place; true when the value was stored other than as the first provider
+/// would store it now (stale).
+fn decrypt_kv(rules: &Rules, kv: &mut KeyValue) -> Result<bool, StoreError> {
     // A delete event's value is empty: nothing to read.
     if kv.value.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    if let Some(providers) = rules.for_key(&kv.key) {
-        let plain = providers::decrypt(providers, &kv.value, &kv.key)
-            .map_err(|e| transform_error(&kv.key, e))?;
-        kv.value = Bytes::from(plain);
-    }
-    Ok(())
+    let Some(providers) = rules.for_key(&kv.key) else {
+        return Ok(false);
+    };
+    let stale = !providers::written_by_first(providers, &kv.value);
+    let plain = providers::decrypt(providers, &kv.value, &kv.key)
+        .map_err(|e| transform_error(&kv.key, e))?;
+    kv.value = Bytes::from(plain);
+    Ok(stale)
 }
 
 #[async_trait]
@@ -59,7 +78,7 @@ impl Store for EncryptingStore {
         let mut resp = self.inner.range(req).await?;
         if !keys_only {
             for kv in &mut resp.kvs {
-                decrypt_kv(&self.rules, kv)?;
+                self.decrypt(kv)?;
             }
         }
         Ok(resp)
@@ -67,6 +86,10 @@ impl Store for EncryptingStore {
 
     async fn txn(&self, mut txn: Txn) -> capstan_store::Result<TxnResponse> {
         for op in &mut txn.ops {
+            self.stale
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(op.key());
             if let capstan_store::Op::Put { key, value } = op {
                 if let Some(providers) = self.rules.for_key(key) {
                     let sealed = providers::encrypt(providers, value, key)
@@ -81,7 +104,7 @@ impl Store for EncryptingStore {
             TxnResponse::Failed { current, .. } => current,
         };
         for kv in kvs.iter_mut().flatten() {
-            decrypt_kv(&self.rules, kv)?;
+            self.decrypt(kv)?;
         }
         Ok(resp)
     }
@@ -124,5 +147,13 @@ impl Store for EncryptingStore {
 
     fn write_health(&self) -> capstan_store::Result<()> {
         self.inner.write_health()
+    }
+
+    fn needs_rewrite(&self, key: &[u8], mod_revision: Revision) -> bool {
+        self.stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|r| *r == mod_revision)
     }
 }

@@ -180,6 +180,17 @@ pub fn encrypt(providers: &[Provider], plain: &[u8], context: &[u8]) -> Result<V
     }
 }
 
+/// Whether `stored` is what the first provider writes: its prefix (first key), or plain
+/// data when identity is first.
+pub fn written_by_first(providers: &[Provider], stored: &[u8]) -> bool {
+    match providers.first() {
+        Some(Provider::Keyed { cipher, keys }) => keys
+            .first()
+            .is_some_and(|k| stored.starts_with(&prefix(*cipher, k))),
+        _ => !stored.starts_with(ENCRYPTED),
+    }
+}
+
 /// The plain bytes of a stored value: the provider and key its prefix names, or — for data
 /// without an encryption prefix — as it is when identity is listed.
 pub fn decrypt(providers: &[Provider], stored: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptError> {
