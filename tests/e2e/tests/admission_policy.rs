@@ -59,7 +59,14 @@ fn refused_create(s: &Server, ns: &str, prefix: &str, replicas: &str) -> String 
         n += 1;
         let name = format!("{prefix}-{n}");
         let out = s.kubectl(&[
-            "create", "deployment", &name, "--image=busybox", "--replicas", replicas, "-n", ns,
+            "create",
+            "deployment",
+            &name,
+            "--image=busybox",
+            "--replicas",
+            replicas,
+            "-n",
+            ns,
         ]);
         (!out.status.success()).then(|| text(&out).1)
     })
@@ -98,12 +105,40 @@ fn policy_denies_too_many_replicas_with_its_message() {
         "{err}"
     );
     // Within the limit, and outside the binding's namespaces, deployments are created.
-    s.kubectl_ok(&["create", "deployment", "small", "--image=busybox", "--replicas=5", "-n", "vap-test"]);
-    s.kubectl_ok(&["create", "deployment", "big", "--image=busybox", "--replicas=6", "-n", "vap-prod"]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "small",
+        "--image=busybox",
+        "--replicas=5",
+        "-n",
+        "vap-test",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "big",
+        "--image=busybox",
+        "--replicas=6",
+        "-n",
+        "vap-prod",
+    ]);
     // Scaling past the limit is an UPDATE of the deployment: refused as well.
-    let out = s.kubectl(&["patch", "deployment", "small", "-n", "vap-test", "-p", r#"{"spec":{"replicas":9}}"#]);
+    let out = s.kubectl(&[
+        "patch",
+        "deployment",
+        "small",
+        "-n",
+        "vap-test",
+        "-p",
+        r#"{"spec":{"replicas":9}}"#,
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("denied request: failed expression"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("denied request: failed expression"),
+        "{:?}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -118,12 +153,23 @@ fn warn_action_prints_the_warning_and_admits() {
             "  - expression: \"object.spec.replicas <= 2\"\n    message: \"at most two replicas, please\"\n",
         ),
     );
-    apply(&s, &binding("warn-binding", "warn-policy", "Warn", "warn", ""));
+    apply(
+        &s,
+        &binding("warn-binding", "warn-policy", "Warn", "warn", ""),
+    );
     let mut n = 0;
     let warned = wait_for("the Warn binding to warn", WITHIN, || {
         n += 1;
         let name = format!("w-{n}");
-        let out = s.kubectl(&["create", "deployment", &name, "--image=busybox", "--replicas=3", "-n", "vap-warn"]);
+        let out = s.kubectl(&[
+            "create",
+            "deployment",
+            &name,
+            "--image=busybox",
+            "--replicas=3",
+            "-n",
+            "vap-warn",
+        ]);
         assert!(out.status.success(), "{:?}", text(&out));
         let err = text(&out).1;
         err.contains("Warning:").then_some((name, err))
@@ -140,7 +186,14 @@ fn warn_action_prints_the_warning_and_admits() {
 fn params_come_from_a_configmap() {
     let s = Server::start();
     namespace(&s, "vap-params", &["environment=params"]);
-    s.kubectl_ok(&["create", "configmap", "limits", "-n", "vap-params", "--from-literal=maxReplicas=3"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "limits",
+        "-n",
+        "vap-params",
+        "--from-literal=maxReplicas=3",
+    ]);
     apply(
         &s,
         &policy(
@@ -164,15 +217,49 @@ fn params_come_from_a_configmap() {
         err.contains("ValidatingAdmissionPolicy 'param-policy' with binding 'param-binding' denied request: replicas must be at most 3"),
         "{err}"
     );
-    s.kubectl_ok(&["create", "deployment", "fits", "--image=busybox", "--replicas=3", "-n", "vap-params"]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "fits",
+        "--image=busybox",
+        "--replicas=3",
+        "-n",
+        "vap-params",
+    ]);
     // The param's new value counts at once (params are read per request).
-    s.kubectl_ok(&["patch", "configmap", "limits", "-n", "vap-params", "-p", r#"{"data":{"maxReplicas":"10"}}"#]);
-    s.kubectl_ok(&["create", "deployment", "now-fits", "--image=busybox", "--replicas=4", "-n", "vap-params"]);
+    s.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "limits",
+        "-n",
+        "vap-params",
+        "-p",
+        r#"{"data":{"maxReplicas":"10"}}"#,
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "now-fits",
+        "--image=busybox",
+        "--replicas=4",
+        "-n",
+        "vap-params",
+    ]);
     // Without its param the binding denies, as parameterNotFoundAction says.
     s.kubectl_ok(&["delete", "configmap", "limits", "-n", "vap-params"]);
-    let out = s.kubectl(&["create", "deployment", "orphan", "--image=busybox", "--replicas=1", "-n", "vap-params"]);
+    let out = s.kubectl(&[
+        "create",
+        "deployment",
+        "orphan",
+        "--image=busybox",
+        "--replicas=1",
+        "-n",
+        "vap-params",
+    ]);
     assert!(
-        text(&out).1.contains("no params found for policy binding with `Deny` parameterNotFoundAction"),
+        text(&out)
+            .1
+            .contains("no params found for policy binding with `Deny` parameterNotFoundAction"),
         "{:?}",
         text(&out)
     );
@@ -196,10 +283,18 @@ spec:
 #[test]
 fn restricted_refuses_a_privileged_pod_in_upstreams_words() {
     let s = Server::start();
-    namespace(&s, "psa-restricted", &["pod-security.kubernetes.io/enforce=restricted"]);
+    namespace(
+        &s,
+        "psa-restricted",
+        &["pod-security.kubernetes.io/enforce=restricted"],
+    );
     let out = s.kubectl_stdin(
         &["apply", "-f", "-"],
-        &pod_yaml("priv", "psa-restricted", "    securityContext:\n      privileged: true\n"),
+        &pod_yaml(
+            "priv",
+            "psa-restricted",
+            "    securityContext:\n      privileged: true\n",
+        ),
     );
     assert!(!out.status.success());
     let err = text(&out).1;
@@ -219,8 +314,15 @@ fn restricted_refuses_a_privileged_pod_in_upstreams_words() {
 #[test]
 fn baseline_allows_a_plain_pod_and_refuses_host_namespaces() {
     let s = Server::start();
-    namespace(&s, "psa-baseline", &["pod-security.kubernetes.io/enforce=baseline"]);
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("plain", "psa-baseline", ""));
+    namespace(
+        &s,
+        "psa-baseline",
+        &["pod-security.kubernetes.io/enforce=baseline"],
+    );
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("plain", "psa-baseline", ""),
+    );
     assert!(out.status.success(), "{:?}", text(&out));
     assert!(!text(&out).1.contains("Warning"), "{:?}", text(&out));
     let host = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: host\n  namespace: psa-baseline\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox\n";
@@ -231,7 +333,12 @@ fn baseline_allows_a_plain_pod_and_refuses_host_namespaces() {
         text(&out)
     );
     // A label that does not parse is refused with the field named.
-    let out = s.kubectl(&["label", "namespace", "psa-baseline", "pod-security.kubernetes.io/warn=strict"]);
+    let out = s.kubectl(&[
+        "label",
+        "namespace",
+        "psa-baseline",
+        "pod-security.kubernetes.io/warn=strict",
+    ]);
     assert!(
         text(&out).1.contains(r#"metadata.labels[pod-security.kubernetes.io/warn]: Invalid value: "strict": must be one of privileged, baseline, restricted"#),
         "{:?}",
@@ -242,7 +349,11 @@ fn baseline_allows_a_plain_pod_and_refuses_host_namespaces() {
 #[test]
 fn warn_restricted_admits_with_warnings_for_pods_and_templates() {
     let s = Server::start();
-    namespace(&s, "psa-warn", &["pod-security.kubernetes.io/warn=restricted"]);
+    namespace(
+        &s,
+        "psa-warn",
+        &["pod-security.kubernetes.io/warn=restricted"],
+    );
     let out = s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("loose", "psa-warn", ""));
     assert!(out.status.success(), "{:?}", text(&out));
     assert!(
@@ -251,23 +362,58 @@ fn warn_restricted_admits_with_warnings_for_pods_and_templates() {
         text(&out)
     );
     s.kubectl_ok(&["get", "pod", "loose", "-n", "psa-warn"]);
-    let out = s.kubectl(&["create", "deployment", "web", "--image=busybox", "-n", "psa-warn"]);
+    let out = s.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "-n",
+        "psa-warn",
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert!(text(&out).1.contains(r#"Warning: would violate PodSecurity "restricted:latest""#), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .1
+            .contains(r#"Warning: would violate PodSecurity "restricted:latest""#),
+        "{:?}",
+        text(&out)
+    );
 }
 
 #[test]
 fn enforcing_on_a_namespace_warns_about_its_pods() {
     let s = Server::start();
     namespace(&s, "psa-label", &[]);
-    apply(&s, &pod_yaml("old-1", "psa-label", "    securityContext:\n      privileged: true\n"));
-    apply(&s, &pod_yaml("old-2", "psa-label", "    securityContext:\n      privileged: true\n"));
-    let out = s.kubectl(&["label", "namespace", "psa-label", "pod-security.kubernetes.io/enforce=baseline"]);
+    apply(
+        &s,
+        &pod_yaml(
+            "old-1",
+            "psa-label",
+            "    securityContext:\n      privileged: true\n",
+        ),
+    );
+    apply(
+        &s,
+        &pod_yaml(
+            "old-2",
+            "psa-label",
+            "    securityContext:\n      privileged: true\n",
+        ),
+    );
+    let out = s.kubectl(&[
+        "label",
+        "namespace",
+        "psa-label",
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let err = text(&out).1;
     assert!(
         err.contains(r#"Warning: existing pods in namespace "psa-label" violate the new PodSecurity enforce level "baseline:latest""#),
         "{err}"
     );
-    assert!(err.contains("Warning: old-1 (and 1 other pod): privileged"), "{err}");
+    assert!(
+        err.contains("Warning: old-1 (and 1 other pod): privileged"),
+        "{err}"
+    );
 }

@@ -57,17 +57,42 @@ rules:
         log.to_str().unwrap(),
     ]);
     s.kubectl_ok(&["create", "namespace", "audited"]);
-    s.kubectl_ok(&["create", "secret", "generic", "pw", "-n", "audited", "--from-literal=password=hunter2"]);
-    s.kubectl_ok(&["create", "configmap", "settings", "-n", "audited", "--from-literal=color=blue"]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "-n",
+        "audited",
+        "--from-literal=password=hunter2",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "audited",
+        "--from-literal=color=blue",
+    ]);
     s.kubectl_ok(&["create", "serviceaccount", "quiet", "-n", "audited"]);
     let token = s.kubectl_ok(&["create", "token", "quiet", "-n", "audited"]);
-    s.kubectl_ok(&["--token", token.trim(), "create", "configmap", "from-quiet", "-n", "audited"]);
+    s.kubectl_ok(&[
+        "--token",
+        token.trim(),
+        "create",
+        "configmap",
+        "from-quiet",
+        "-n",
+        "audited",
+    ]);
     // A marker after the quiet account's request: once it is logged, so would that be.
     s.kubectl_ok(&["create", "configmap", "marker", "-n", "audited"]);
 
     let evs = wait_for("the marker's audit event", WITHIN, || {
         let evs = events(&log);
-        find(&evs, "configmaps", "marker", "create").is_some().then_some(evs)
+        find(&evs, "configmaps", "marker", "create")
+            .is_some()
+            .then_some(evs)
     });
     let secret = find(&evs, "secrets", "pw", "create").expect("the secret's create is logged");
     assert_eq!(secret["level"], "Metadata");
@@ -78,11 +103,20 @@ rules:
     assert_eq!(secret["objectRef"]["namespace"], "audited");
     assert!(secret.get("requestObject").is_none(), "{secret}");
     assert!(secret.get("responseObject").is_none(), "{secret}");
-    assert!(secret["userAgent"].as_str().unwrap_or("").starts_with("kubectl"), "{secret}");
+    assert!(
+        secret["userAgent"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("kubectl"),
+        "{secret}"
+    );
     assert_eq!(secret["sourceIPs"][0], "127.0.0.1");
     assert!(secret["auditID"].as_str().is_some_and(|id| !id.is_empty()));
     let text_log = std::fs::read_to_string(&log).unwrap();
-    assert!(!text_log.contains("aHVudGVyMg=="), "the secret's value is not logged");
+    assert!(
+        !text_log.contains("aHVudGVyMg=="),
+        "the secret's value is not logged"
+    );
 
     let cm = find(&evs, "configmaps", "settings", "create").expect("the configmap is logged");
     assert_eq!(cm["level"], "RequestResponse");
@@ -95,9 +129,14 @@ rules:
         find(&evs, "configmaps", "from-quiet", "create").is_none(),
         "the None rule leaves the quiet account out"
     );
-    assert!(evs.iter().all(|e| e["stage"] != "RequestReceived"), "omitStages");
+    assert!(
+        evs.iter().all(|e| e["stage"] != "RequestReceived"),
+        "omitStages"
+    );
     // Reads of secrets are Metadata too; namespaces match no rule and are not logged.
-    assert!(evs.iter().all(|e| e["objectRef"]["resource"] != "namespaces"));
+    assert!(evs
+        .iter()
+        .all(|e| e["objectRef"]["resource"] != "namespaces"));
 }
 
 const KEY1: &str = "c2VjcmV0IGlzIHNlY3VyZSwgb3IgaXMgaXQ/IDEyMzQ="; // 32 bytes
@@ -122,14 +161,18 @@ fn aescbc(key: &str) -> String {
 /// Whether `needle` is in any file of the data dir (the database, its WAL …).
 fn on_disk(dir: &Path, needle: &[u8]) -> bool {
     fn walk(dir: &Path, needle: &[u8]) -> bool {
-        std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, needle)
-            } else {
-                std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-            }
-        })
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, needle)
+                } else {
+                    std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+                }
+            })
     }
     walk(dir, needle)
 }
@@ -173,22 +216,59 @@ fn secrets_are_encrypted_at_rest_and_read_back() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap()
     };
-    let enc_first = write_config(conf.path(), "enc.yaml", &format!("{}    - identity: {{}}\n", aescbc(KEY1)));
-    let mut s = Server::start_with_args(data.path(), &["--encryption-provider-config", enc_first.to_str().unwrap()]);
-    s.kubectl_ok(&["create", "secret", "generic", "vault", &format!("--from-literal=token={value}")]);
+    let enc_first = write_config(
+        conf.path(),
+        "enc.yaml",
+        &format!("{}    - identity: {{}}\n", aescbc(KEY1)),
+    );
+    let mut s = Server::start_with_args(
+        data.path(),
+        &["--encryption-provider-config", enc_first.to_str().unwrap()],
+    );
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault",
+        &format!("--from-literal=token={value}"),
+    ]);
     assert_eq!(secret_value(&s), value);
-    assert!(!on_disk(data.path(), value.as_bytes()), "plain value on disk");
-    assert!(!on_disk(data.path(), encoded.as_bytes()), "base64 value on disk");
-    assert!(on_disk(data.path(), b"k8s:enc:aescbc:v1:key1:"), "upstream's prefix on disk");
+    assert!(
+        !on_disk(data.path(), value.as_bytes()),
+        "plain value on disk"
+    );
+    assert!(
+        !on_disk(data.path(), encoded.as_bytes()),
+        "base64 value on disk"
+    );
+    assert!(
+        on_disk(data.path(), b"k8s:enc:aescbc:v1:key1:"),
+        "upstream's prefix on disk"
+    );
     // Other kinds are not listed: stored as they are.
-    s.kubectl_ok(&["create", "configmap", "open", "--from-literal=note=visible-note"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "open",
+        "--from-literal=note=visible-note",
+    ]);
     assert!(on_disk(data.path(), b"visible-note"));
     s.kill();
     drop(s);
 
     // identity first, aescbc second: old data still reads; a replace writes it plain.
-    let plain_first = write_config(conf.path(), "plain.yaml", &format!("    - identity: {{}}\n{}", aescbc(KEY1)));
-    let mut s = Server::start_with_args(data.path(), &["--encryption-provider-config", plain_first.to_str().unwrap()]);
+    let plain_first = write_config(
+        conf.path(),
+        "plain.yaml",
+        &format!("    - identity: {{}}\n{}", aescbc(KEY1)),
+    );
+    let mut s = Server::start_with_args(
+        data.path(),
+        &[
+            "--encryption-provider-config",
+            plain_first.to_str().unwrap(),
+        ],
+    );
     assert_eq!(secret_value(&s), value);
     let json = s.kubectl_ok(&["get", "secret", "vault", "-o", "json"]);
     let out = s.kubectl_stdin(&["replace", "-f", "-"], &json);
@@ -200,14 +280,28 @@ fn secrets_are_encrypted_at_rest_and_read_back() {
     drop(s);
 
     // A wrong key: the secret cannot be read, and the server says why (a 500, no panic).
-    let gcm = |key: &str| format!("    - aesgcm:\n        keys:\n        - name: key1\n          secret: {key}\n");
+    let gcm = |key: &str| {
+        format!("    - aesgcm:\n        keys:\n        - name: key1\n          secret: {key}\n")
+    };
     let right = write_config(conf.path(), "gcm.yaml", &gcm(KEY1));
-    let mut s = Server::start_with_args(data.path(), &["--encryption-provider-config", right.to_str().unwrap()]);
-    s.kubectl_ok(&["create", "secret", "generic", "sealed", "--from-literal=x=y"]);
+    let mut s = Server::start_with_args(
+        data.path(),
+        &["--encryption-provider-config", right.to_str().unwrap()],
+    );
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sealed",
+        "--from-literal=x=y",
+    ]);
     s.kill();
     drop(s);
     let wrong = write_config(conf.path(), "wrong.yaml", &gcm(KEY2));
-    let s = Server::start_with_args(data.path(), &["--encryption-provider-config", wrong.to_str().unwrap()]);
+    let s = Server::start_with_args(
+        data.path(),
+        &["--encryption-provider-config", wrong.to_str().unwrap()],
+    );
     let out = s.kubectl(&["get", "secret", "sealed"]);
     assert!(!out.status.success());
     let err = text(&out).1;
@@ -218,5 +312,9 @@ fn secrets_are_encrypted_at_rest_and_read_back() {
     );
     // Data written before encryption was configured, with no identity listed: named too.
     let out = s.kubectl(&["get", "secret", "vault"]);
-    assert!(text(&out).1.contains("no matching prefix found"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("no matching prefix found"),
+        "{:?}",
+        text(&out)
+    );
 }

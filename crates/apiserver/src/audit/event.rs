@@ -106,7 +106,10 @@ impl Event {
                 e.insert("responseObject".into(), o.clone());
             }
         }
-        e.insert("requestReceivedTimestamp".into(), json!(micro(self.received)));
+        e.insert(
+            "requestReceivedTimestamp".into(),
+            json!(micro(self.received)),
+        );
         e.insert("stageTimestamp".into(), json!(micro(Utc::now())));
         if !annotations.is_empty() {
             e.insert("annotations".into(), json!(annotations));

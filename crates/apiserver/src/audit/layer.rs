@@ -22,6 +22,8 @@ use crate::serving::user_info::User;
 use crate::status::ApiError;
 use crate::AppState;
 
+/// A body must have arrived within this (upstream's request timeout, as routing waits).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Failed responses are Status objects; more than this is not read for the log.
 const STATUS_BYTES: usize = 64 * 1024;
 /// The most of a response body RequestResponse records (larger ones are logged without it).
@@ -107,11 +109,10 @@ async fn audited(
     let omitted = |s: Stage| decision.omit_stages.contains(&s);
     let empty = Default::default();
     let mut req = req;
-    if decision.level >= Level::Request && !matches!(info.verb.as_str(), "get" | "list" | "watch")
-    {
+    if decision.level >= Level::Request && !matches!(info.verb.as_str(), "get" | "list" | "watch") {
         let (parts, body) = req.into_parts();
         let bytes = match tokio::time::timeout(
-            crate::routing::BODY_TIMEOUT,
+            BODY_TIMEOUT,
             axum::body::to_bytes(body, crate::MAX_BODY),
         )
         .await

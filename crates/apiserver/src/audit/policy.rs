@@ -173,15 +173,15 @@ impl Rule {
         if !self.users.is_empty() && !self.users.iter().any(|u| u == r.user) {
             return false;
         }
-        if !self.user_groups.is_empty()
-            && !r.groups.iter().any(|g| self.user_groups.contains(g))
-        {
+        if !self.user_groups.is_empty() && !r.groups.iter().any(|g| self.user_groups.contains(g)) {
             return false;
         }
         if !self.verbs.is_empty() && !self.verbs.iter().any(|v| v == r.verb) {
             return false;
         }
-        if self.non_resource_urls.is_empty() && self.resources.is_empty() && self.namespaces.is_empty()
+        if self.non_resource_urls.is_empty()
+            && self.resources.is_empty()
+            && self.namespaces.is_empty()
         {
             return true;
         }
@@ -223,7 +223,9 @@ impl Rule {
                     || res
                         .strip_prefix("*/")
                         .is_some_and(|sub| !r.subresource.is_empty() && sub == r.subresource)
-                    || res.strip_suffix("/*").is_some_and(|base| base == r.resource)
+                    || res
+                        .strip_suffix("/*")
+                        .is_some_and(|base| base == r.resource)
             })
         })
     }
@@ -232,10 +234,12 @@ impl Rule {
         if !self.resources.is_empty() || !self.namespaces.is_empty() {
             return false;
         }
-        self.non_resource_urls.iter().any(|u| match u.strip_suffix('*') {
-            Some(prefix) => r.path.starts_with(prefix),
-            None => u == r.path,
-        })
+        self.non_resource_urls
+            .iter()
+            .any(|u| match u.strip_suffix('*') {
+                Some(prefix) => r.path.starts_with(prefix),
+                None => u == r.path,
+            })
     }
 }
 
@@ -271,7 +275,14 @@ rules:
     omitStages: ["ResponseStarted"]
 "#;
 
-    fn req<'a>(user: &'a str, groups: &'a [String], verb: &'a str, group: &'a str, ns: &'a str, resource: &'a str, sub: &'a str, name: &'a str) -> Request<'a> {
+    /// `what`: API group, namespace, resource, subresource, name.
+    fn req<'a>(
+        user: &'a str,
+        groups: &'a [String],
+        verb: &'a str,
+        what: [&'a str; 5],
+    ) -> Request<'a> {
+        let [group, ns, resource, sub, name] = what;
         Request {
             user,
             groups,
@@ -292,28 +303,88 @@ rules:
         let none: Vec<String> = vec![];
         let nodes = vec!["system:nodes".to_string()];
         let level = |r: &Request<'_>| p.decide(r).level;
-        assert_eq!(level(&req("system:kube-proxy", &none, "list", "", "a", "pods", "", "")), Level::None);
-        assert_eq!(level(&req("n", &nodes, "get", "", "a", "secrets", "", "s")), Level::None);
-        assert_eq!(level(&req("n", &nodes, "list", "", "a", "secrets", "", "")), Level::Metadata);
-        assert_eq!(level(&req("alice", &none, "create", "", "a", "secrets", "", "")), Level::Metadata);
+        assert_eq!(
+            level(&req(
+                "system:kube-proxy",
+                &none,
+                "list",
+                ["", "a", "pods", "", ""]
+            )),
+            Level::None
+        );
+        assert_eq!(
+            level(&req("n", &nodes, "get", ["", "a", "secrets", "", "s"])),
+            Level::None
+        );
+        assert_eq!(
+            level(&req("n", &nodes, "list", ["", "a", "secrets", "", ""])),
+            Level::Metadata
+        );
+        assert_eq!(
+            level(&req("alice", &none, "create", ["", "a", "secrets", "", ""])),
+            Level::Metadata
+        );
         // `secrets` does not match a subresource; `configmaps/status` matches only that one.
-        assert_eq!(level(&req("alice", &none, "get", "", "a", "configmaps", "status", "c")), Level::Metadata);
-        assert_eq!(level(&req("alice", &none, "get", "", "audited", "configmaps", "", "watched")), Level::RequestResponse);
-        assert_eq!(level(&req("alice", &none, "get", "", "audited", "configmaps", "", "other")), Level::None);
-        assert_eq!(level(&req("alice", &none, "get", "", "other", "configmaps", "", "watched")), Level::None);
-        assert_eq!(level(&req("alice", &none, "patch", "apps", "x", "deployments", "scale", "d")), Level::Request);
+        assert_eq!(
+            level(&req(
+                "alice",
+                &none,
+                "get",
+                ["", "a", "configmaps", "status", "c"]
+            )),
+            Level::Metadata
+        );
+        assert_eq!(
+            level(&req(
+                "alice",
+                &none,
+                "get",
+                ["", "audited", "configmaps", "", "watched"]
+            )),
+            Level::RequestResponse
+        );
+        assert_eq!(
+            level(&req(
+                "alice",
+                &none,
+                "get",
+                ["", "audited", "configmaps", "", "other"]
+            )),
+            Level::None
+        );
+        assert_eq!(
+            level(&req(
+                "alice",
+                &none,
+                "get",
+                ["", "other", "configmaps", "", "watched"]
+            )),
+            Level::None
+        );
+        assert_eq!(
+            level(&req(
+                "alice",
+                &none,
+                "patch",
+                ["apps", "x", "deployments", "scale", "d"]
+            )),
+            Level::Request
+        );
     }
 
     #[test]
     fn non_resource_urls_and_stages() {
         let p = Policy::parse("t", POLICY).unwrap();
         let none: Vec<String> = vec![];
-        let mut r = req("alice", &none, "get", "", "", "", "", "");
+        let mut r = req("alice", &none, "get", ["", "", "", "", ""]);
         r.resource_request = false;
         r.path = "/healthz/ready";
         let d = p.decide(&r);
         assert_eq!(d.level, Level::Metadata);
-        assert_eq!(d.omit_stages, vec![Stage::RequestReceived, Stage::ResponseStarted]);
+        assert_eq!(
+            d.omit_stages,
+            vec![Stage::RequestReceived, Stage::ResponseStarted]
+        );
         r.path = "/version";
         assert_eq!(p.decide(&r).level, Level::Metadata);
         r.path = "/versions";
@@ -323,6 +394,10 @@ rules:
     #[test]
     fn a_file_that_is_not_a_policy_is_refused() {
         assert!(Policy::parse("t", "apiVersion: v1\nkind: ConfigMap\n").is_err());
-        assert!(Policy::parse("t", "rules: [{level: Loud}]\nkind: Policy\napiVersion: audit.k8s.io/v1\n").is_err());
+        assert!(Policy::parse(
+            "t",
+            "rules: [{level: Loud}]\nkind: Policy\napiVersion: audit.k8s.io/v1\n"
+        )
+        .is_err());
     }
 }

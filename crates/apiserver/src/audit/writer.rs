@@ -39,7 +39,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(opts: LogOptions, events: Counter, dropped: Counter) -> Result<Writer, WriterError> {
+    pub fn start(
+        opts: LogOptions,
+        events: Counter,
+        dropped: Counter,
+    ) -> Result<Writer, WriterError> {
         let file = open(&opts.path)?;
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let failed = dropped.clone();

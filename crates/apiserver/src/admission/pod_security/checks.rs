@@ -31,7 +31,13 @@ impl PodView<'_> {
     fn containers(&self) -> impl Iterator<Item = &Value> {
         ["initContainers", "containers", "ephemeralContainers"]
             .into_iter()
-            .flat_map(|k| self.spec.get(k).and_then(Value::as_array).into_iter().flatten())
+            .flat_map(|k| {
+                self.spec
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
     }
 
     fn pod_sc(&self, field: &str) -> Option<&Value> {
@@ -44,7 +50,10 @@ impl PodView<'_> {
 }
 
 fn name(c: &Value) -> String {
-    c.get("name").and_then(Value::as_str).unwrap_or("").to_string()
+    c.get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 fn sc<'a>(c: &'a Value, field: &str) -> Option<&'a Value> {
@@ -500,9 +509,7 @@ pub fn sysctls(p: &PodView<'_>) -> Option<Finding> {
 }
 
 pub fn windows_host_process(p: &PodView<'_>) -> Option<Finding> {
-    let host = |v: Option<&Value>| {
-        v.and_then(|w| w.get("hostProcess")) == Some(&Value::Bool(true))
-    };
+    let host = |v: Option<&Value>| v.and_then(|w| w.get("hostProcess")) == Some(&Value::Bool(true));
     let mut setters = Vec::new();
     if host(p.pod_sc("windowsOptions")) {
         setters.push("pod".to_string());
@@ -751,7 +758,9 @@ pub fn capabilities_restricted(p: &PodView<'_>) -> Option<Finding> {
     let mut adding = Vec::new();
     let mut caps = BTreeSet::new();
     for c in p.containers() {
-        let Some(capabilities) = c.pointer("/securityContext/capabilities").filter(|v| v.is_object())
+        let Some(capabilities) = c
+            .pointer("/securityContext/capabilities")
+            .filter(|v| v.is_object())
         else {
             missing_drop.push(name(c));
             continue;
@@ -783,4 +792,238 @@ pub fn capabilities_restricted(p: &PodView<'_>) -> Option<Finding> {
     (!details.is_empty())
         .then(|| found("unrestricted capabilities", details.join("; ")))
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(check: fn(&PodView<'_>) -> Option<Finding>, meta: Value, spec: Value) -> Option<String> {
+        run_at(check, meta, spec, 33)
+    }
+
+    fn run_at(
+        check: fn(&PodView<'_>) -> Option<Finding>,
+        meta: Value,
+        spec: Value,
+        minor: u32,
+    ) -> Option<String> {
+        check(&PodView {
+            meta: &meta,
+            spec: &spec,
+            minor,
+        })
+        .map(|f| format!("{} ({})", f.reason, f.detail))
+    }
+
+    fn c(name: &str, sc: Value) -> Value {
+        json!({"name": name, "image": "busybox", "securityContext": sc})
+    }
+
+    #[test]
+    fn host_namespaces() {
+        let spec =
+            json!({"hostNetwork": true, "hostIPC": true, "hostPID": false, "containers": []});
+        assert_eq!(
+            run(super::host_namespaces, json!({}), spec).unwrap(),
+            "host namespaces (hostNetwork=true, hostIPC=true)"
+        );
+        assert_eq!(
+            run(super::host_namespaces, json!({}), json!({"hostPID": false})),
+            None
+        );
+    }
+
+    #[test]
+    fn privileged() {
+        let spec = json!({"initContainers": [c("i", json!({"privileged": true}))], "containers": [c("a", json!({"privileged": true})), c("b", json!({"privileged": false}))]});
+        assert_eq!(
+            run(super::privileged, json!({}), spec).unwrap(),
+            r#"privileged (containers "i", "a" must not set securityContext.privileged=true)"#
+        );
+    }
+
+    #[test]
+    fn capabilities_baseline() {
+        let spec = json!({"containers": [c("a", json!({"capabilities": {"add": ["NET_ADMIN", "CHOWN", "SYS_ADMIN"]}})), c("b", json!({"capabilities": {"add": ["KILL"]}}))]});
+        assert_eq!(
+            run(super::capabilities_baseline, json!({}), spec).unwrap(),
+            r#"non-default capabilities (container "a" must not include "NET_ADMIN", "SYS_ADMIN" in securityContext.capabilities.add)"#
+        );
+    }
+
+    #[test]
+    fn host_path_volumes() {
+        let spec = json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}, {"name": "e", "emptyDir": {}}]});
+        assert_eq!(
+            run(super::host_path_volumes, json!({}), spec).unwrap(),
+            r#"hostPath volumes (volume "h")"#
+        );
+    }
+
+    #[test]
+    fn host_ports() {
+        let spec = json!({"containers": [
+            {"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]},
+            {"name": "b", "ports": [{"containerPort": 443, "hostPort": 443}]}]});
+        assert_eq!(
+            run(super::host_ports, json!({}), spec).unwrap(),
+            r#"hostPort (containers "a", "b" use hostPorts 443, 8080)"#
+        );
+    }
+
+    #[test]
+    fn app_armor() {
+        let meta = json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/a": "unconfined", "container.apparmor.security.beta.kubernetes.io/b": "runtime/default"}});
+        let spec = json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}, "containers": [c("a", json!({"appArmorProfile": {"type": "Localhost", "localhostProfile": "p"}}))]});
+        assert_eq!(
+            run(super::app_armor, meta, spec).unwrap(),
+            r#"forbidden AppArmor profiles (pod and annotation must not set AppArmor profile type to "Unconfined", "container.apparmor.security.beta.kubernetes.io/a="unconfined"")"#
+        );
+        assert_eq!(
+            run(
+                super::app_armor,
+                json!({}),
+                json!({"containers": [c("a", json!({"appArmorProfile": {"type": "RuntimeDefault"}}))]})
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn se_linux_options() {
+        let spec = json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}, "containers": [c("a", json!({"seLinuxOptions": {"type": "container_t", "user": "root"}}))]});
+        assert_eq!(
+            run(super::se_linux_options, json!({}), spec).unwrap(),
+            r#"seLinuxOptions (pod and container "a" set forbidden securityContext.seLinuxOptions: type "spc_t"; user may not be set)"#
+        );
+        let engine = json!({"containers": [c("a", json!({"seLinuxOptions": {"type": "container_engine_t"}}))]});
+        assert_eq!(
+            run(super::se_linux_options, json!({}), engine.clone()),
+            None
+        );
+        assert!(run_at(super::se_linux_options, json!({}), engine, 30).is_some());
+    }
+
+    #[test]
+    fn proc_mount() {
+        let spec = json!({"containers": [c("a", json!({"procMount": "Unmasked"})), c("b", json!({"procMount": "Default"}))]});
+        assert_eq!(
+            run(super::proc_mount, json!({}), spec).unwrap(),
+            r#"procMount (container "a" must not set securityContext.procMount to "Unmasked")"#
+        );
+    }
+
+    #[test]
+    fn seccomp_baseline() {
+        let spec = json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}, "containers": [c("a", json!({}))]});
+        assert_eq!(
+            run(super::seccomp_baseline, json!({}), spec).unwrap(),
+            r#"seccompProfile (pod must not set securityContext.seccompProfile.type to "Unconfined")"#
+        );
+        let old =
+            json!({"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}});
+        assert_eq!(
+            run_at(super::seccomp_baseline, old, json!({}), 18).unwrap(),
+            r#"seccompProfile (forbidden annotation seccomp.security.alpha.kubernetes.io/pod="unconfined")"#
+        );
+    }
+
+    #[test]
+    fn sysctls() {
+        let spec = json!({"securityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}, {"name": "net.core.somaxconn", "value": "1"}, {"name": "net.ipv4.tcp_rmem", "value": "1"}]}});
+        assert_eq!(
+            run(super::sysctls, json!({}), spec.clone()).unwrap(),
+            "forbidden sysctls (net.core.somaxconn)"
+        );
+        assert_eq!(
+            run_at(super::sysctls, json!({}), spec, 31).unwrap(),
+            "forbidden sysctls (net.core.somaxconn, net.ipv4.tcp_rmem)"
+        );
+    }
+
+    #[test]
+    fn windows_host_process() {
+        let spec = json!({"securityContext": {"windowsOptions": {"hostProcess": true}}, "containers": [c("a", json!({"windowsOptions": {"hostProcess": true}}))]});
+        assert_eq!(
+            run(super::windows_host_process, json!({}), spec).unwrap(),
+            r#"hostProcess (pod and container "a" must not set securityContext.windowsOptions.hostProcess=true)"#
+        );
+    }
+
+    #[test]
+    fn restricted_volumes() {
+        let spec = json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}, {"name": "n", "nfs": {"server": "s", "path": "/"}}, {"name": "s", "secret": {"secretName": "x"}}]});
+        assert_eq!(
+            run(super::restricted_volumes, json!({}), spec).unwrap(),
+            r#"restricted volume types (volumes "h", "n" use restricted volume types "hostPath", "nfs")"#
+        );
+    }
+
+    #[test]
+    fn allow_privilege_escalation() {
+        let spec = json!({"containers": [c("a", json!({"allowPrivilegeEscalation": true})), c("b", json!({"allowPrivilegeEscalation": false})), json!({"name": "d"})]});
+        assert_eq!(
+            run(super::allow_privilege_escalation, json!({}), spec).unwrap(),
+            r#"allowPrivilegeEscalation != false (containers "a", "d" must set securityContext.allowPrivilegeEscalation=false)"#
+        );
+        let windows = json!({"os": {"name": "windows"}, "containers": [json!({"name": "a"})]});
+        assert_eq!(
+            run(super::allow_privilege_escalation, json!({}), windows),
+            None
+        );
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        let explicit = json!({"securityContext": {"runAsNonRoot": false}, "containers": [c("a", json!({"runAsNonRoot": false}))]});
+        assert_eq!(
+            run(super::run_as_non_root, json!({}), explicit).unwrap(),
+            r#"runAsNonRoot != true (pod and container "a" must not set securityContext.runAsNonRoot=false)"#
+        );
+        let implicit = json!({"containers": [json!({"name": "a"})]});
+        assert_eq!(
+            run(super::run_as_non_root, json!({}), implicit).unwrap(),
+            r#"runAsNonRoot != true (pod or container "a" must set securityContext.runAsNonRoot=true)"#
+        );
+        let pod = json!({"securityContext": {"runAsNonRoot": true}, "containers": [json!({"name": "a"})]});
+        assert_eq!(run(super::run_as_non_root, json!({}), pod), None);
+    }
+
+    #[test]
+    fn run_as_user() {
+        let spec = json!({"securityContext": {"runAsUser": 0}, "containers": [c("a", json!({"runAsUser": 0})), c("b", json!({"runAsUser": 1000}))]});
+        assert_eq!(
+            run(super::run_as_user, json!({}), spec.clone()).unwrap(),
+            r#"runAsUser=0 (pod and container "a" must not set runAsUser=0)"#
+        );
+        assert_eq!(run_at(super::run_as_user, json!({}), spec, 22), None);
+    }
+
+    #[test]
+    fn seccomp_restricted() {
+        let implicit = json!({"containers": [json!({"name": "a"})]});
+        assert_eq!(
+            run(super::seccomp_restricted, json!({}), implicit).unwrap(),
+            r#"seccompProfile (pod or container "a" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")"#
+        );
+        let explicit =
+            json!({"containers": [c("a", json!({"seccompProfile": {"type": "Unconfined"}}))]});
+        assert_eq!(
+            run(super::seccomp_restricted, json!({}), explicit).unwrap(),
+            r#"seccompProfile (container "a" must not set securityContext.seccompProfile.type to "Unconfined")"#
+        );
+        let pod = json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}, "containers": [json!({"name": "a"})]});
+        assert_eq!(run(super::seccomp_restricted, json!({}), pod), None);
+    }
+
+    #[test]
+    fn capabilities_restricted() {
+        let spec = json!({"containers": [json!({"name": "a"}), c("b", json!({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE", "NET_RAW"]}}))]});
+        assert_eq!(
+            run(super::capabilities_restricted, json!({}), spec).unwrap(),
+            r#"unrestricted capabilities (container "a" must set securityContext.capabilities.drop=["ALL"]; container "b" must not include "NET_RAW" in securityContext.capabilities.add)"#
+        );
+    }
 }

@@ -92,7 +92,11 @@ pub fn from_labels(labels: Option<&Map<String, Value>>) -> (Policy, Vec<Cause>) 
     let Some(labels) = labels else {
         return (p, causes);
     };
-    let get = |mode: &str| labels.get(&format!("{PREFIX}{mode}")).and_then(Value::as_str);
+    let get = |mode: &str| {
+        labels
+            .get(&format!("{PREFIX}{mode}"))
+            .and_then(Value::as_str)
+    };
     let mut bad = |mode: &str, value: &str, why: &str| {
         causes.push(Cause::invalid(
             format!("metadata.labels[{PREFIX}{mode}]"),
@@ -214,4 +218,61 @@ pub fn reasons(findings: &[Finding]) -> String {
         .map(|f| f.reason.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn labels_parse_as_upstream() {
+        let labels = json!({"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "v1.29"});
+        let (p, causes) = from_labels(labels.as_object());
+        assert!(causes.is_empty());
+        assert_eq!(p.enforce.to_string(), "baseline:v1.29");
+        // Warn follows a stricter enforce when not set itself.
+        assert_eq!(p.warn.to_string(), "baseline:v1.29");
+        assert_eq!(p.audit.to_string(), "privileged:latest");
+        let bad = json!({"pod-security.kubernetes.io/enforce": "strict", "pod-security.kubernetes.io/audit-version": "1.2"});
+        let (p, causes) = from_labels(bad.as_object());
+        assert_eq!(
+            p.enforce.level,
+            Level::Restricted,
+            "a bad enforce level fails closed"
+        );
+        assert_eq!(causes.len(), 2);
+    }
+
+    #[test]
+    fn restricted_runs_baseline_checks_first_and_overrides() {
+        let lv = LevelVersion {
+            level: Level::Restricted,
+            minor: None,
+        };
+        let spec = json!({"hostPID": true, "volumes": [{"name": "h", "hostPath": {"path": "/"}}], "containers": [{"name": "c", "securityContext": {"privileged": true}}]});
+        let found = evaluate(lv, &json!({}), &spec);
+        let reasons: Vec<&str> = found.iter().map(|f| f.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "host namespaces",
+                "privileged",
+                "allowPrivilegeEscalation != false",
+                "unrestricted capabilities",
+                "restricted volume types",
+                "runAsNonRoot != true",
+                "seccompProfile"
+            ]
+        );
+        let baseline = LevelVersion {
+            level: Level::Baseline,
+            minor: None,
+        };
+        let found = evaluate(baseline, &json!({}), &spec);
+        assert_eq!(
+            detail(&found),
+            r#"host namespaces (hostPID=true), hostPath volumes (volume "h"), privileged (container "c" must not set securityContext.privileged=true)"#
+        );
+    }
 }

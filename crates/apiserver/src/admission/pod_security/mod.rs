@@ -115,7 +115,12 @@ async fn namespace_policy(state: &AppState, ns: &str) -> Result<Option<Policy>, 
 }
 
 /// Check one pod (or a workload's template: `enforce` false) against its namespace's policy.
-async fn pod(attrs: &Attributes<'_>, meta: &Value, spec: &Value, enforce: bool) -> Result<(), ApiError> {
+async fn pod(
+    attrs: &Attributes<'_>,
+    meta: &Value,
+    spec: &Value,
+    enforce: bool,
+) -> Result<(), ApiError> {
     let Some(ns) = attrs.target.namespace.as_deref() else {
         return Ok(());
     };
@@ -169,7 +174,11 @@ async fn pod(attrs: &Attributes<'_>, meta: &Value, spec: &Value, enforce: bool) 
 }
 
 /// Labels must parse; a stricter enforce level warns about the pods it would refuse.
-async fn namespace(attrs: &Attributes<'_>, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+async fn namespace(
+    attrs: &Attributes<'_>,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let (new, causes) = level::from_labels(crate::object::labels(obj));
     let old_parsed = old.map(|o| level::from_labels(crate::object::labels(o)));
     let invalid = !causes.is_empty()

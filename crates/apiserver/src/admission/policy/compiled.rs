@@ -60,19 +60,22 @@ impl Policy {
         let spec = obj.get("spec").unwrap_or(&Value::Null);
         let named = |list: &str, field: &str| -> Vec<(String, Compiled)> {
             items(spec, list)
-                .map(|v| (s(v, &format!("/{field}")).to_string(), compile(s(v, "/expression"))))
+                .map(|v| {
+                    (
+                        s(v, &format!("/{field}")).to_string(),
+                        compile(s(v, "/expression")),
+                    )
+                })
                 .collect()
         };
         Policy {
             name: s(obj, "/metadata/name").to_string(),
             fail_closed: s(spec, "/failurePolicy") != "Ignore",
             constraints: Match::from_json(spec.get("matchConstraints")),
-            param_kind: spec.get("paramKind").filter(|p| p.is_object()).map(|p| {
-                (
-                    s(p, "/apiVersion").to_string(),
-                    s(p, "/kind").to_string(),
-                )
-            }),
+            param_kind: spec
+                .get("paramKind")
+                .filter(|p| p.is_object())
+                .map(|p| (s(p, "/apiVersion").to_string(), s(p, "/kind").to_string())),
             match_conditions: named("/matchConditions", "name"),
             variables: named("/variables", "name"),
             validations: items(spec, "/validations")
@@ -111,10 +114,14 @@ pub struct Actions {
 
 impl Actions {
     pub fn names(&self) -> Vec<&'static str> {
-        [(self.deny, "Deny"), (self.warn, "Warn"), (self.audit, "Audit")]
-            .into_iter()
-            .filter_map(|(on, n)| on.then_some(n))
-            .collect()
+        [
+            (self.deny, "Deny"),
+            (self.warn, "Warn"),
+            (self.audit, "Audit"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect()
     }
 }
 
@@ -142,12 +149,15 @@ impl Binding {
         Binding {
             name: s(obj, "/metadata/name").to_string(),
             policy_name: s(spec, "/policyName").to_string(),
-            param_ref: spec.get("paramRef").filter(|p| p.is_object()).map(|p| ParamRef {
-                name: s(p, "/name").to_string(),
-                namespace: s(p, "/namespace").to_string(),
-                selector: p.get("selector").filter(|x| x.is_object()).cloned(),
-                deny_if_missing: s(p, "/parameterNotFoundAction") == "Deny",
-            }),
+            param_ref: spec
+                .get("paramRef")
+                .filter(|p| p.is_object())
+                .map(|p| ParamRef {
+                    name: s(p, "/name").to_string(),
+                    namespace: s(p, "/namespace").to_string(),
+                    selector: p.get("selector").filter(|x| x.is_object()).cloned(),
+                    deny_if_missing: s(p, "/parameterNotFoundAction") == "Deny",
+                }),
             matches: spec
                 .get("matchResources")
                 .filter(|m| m.is_object())

@@ -103,12 +103,13 @@ fn evaluate(req: &Request, pair: &Pair, out: &mut Verdicts) {
         match eval(&act, &v.expression) {
             Ok(Outcome::Bool(true)) => {}
             Ok(Outcome::Bool(false)) => {
-                let from_expression = v.message_expression.as_ref().and_then(|m| {
-                    match eval(&act, m) {
-                        Ok(Outcome::String(s)) if !s.trim().is_empty() => Some(s),
-                        _ => None,
-                    }
-                });
+                let from_expression =
+                    v.message_expression
+                        .as_ref()
+                        .and_then(|m| match eval(&act, m) {
+                            Ok(Outcome::String(s)) if !s.trim().is_empty() => Some(s),
+                            _ => None,
+                        });
                 let message = from_expression.unwrap_or_else(|| {
                     if v.message.is_empty() {
                         format!("failed expression: {}", v.text)

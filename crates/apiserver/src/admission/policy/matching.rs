@@ -68,7 +68,8 @@ impl Rule {
             "Namespaced" => r.namespaced,
             _ => true,
         };
-        let names_ok = self.resource_names.is_empty() || self.resource_names.iter().any(|n| n == name);
+        let names_ok =
+            self.resource_names.is_empty() || self.resource_names.iter().any(|n| n == name);
         scope_ok
             && names_ok
             && has(&self.operations, r.operation)
@@ -118,7 +119,10 @@ impl Match {
         Match {
             rules: rules("resourceRules"),
             exclude: rules("excludeResourceRules"),
-            namespace_selector: v.get("namespaceSelector").filter(|s| s.is_object()).cloned(),
+            namespace_selector: v
+                .get("namespaceSelector")
+                .filter(|s| s.is_object())
+                .cloned(),
             object_selector: v.get("objectSelector").filter(|s| s.is_object()).cloned(),
             exact: v.get("matchPolicy").and_then(Value::as_str) == Some("Exact"),
         }
@@ -152,16 +156,18 @@ impl Match {
     pub fn selects_labels(&self, r: &RequestShape<'_>, labels: &Labels<'_>) -> bool {
         let empty = Map::new();
         if let Some(sel) = &self.namespace_selector {
-            if r.namespaced || r.is_namespace {
-                if !label_selector_matches(sel, labels.namespace.unwrap_or(&empty)) {
-                    return false;
-                }
+            if (r.namespaced || r.is_namespace)
+                && !label_selector_matches(sel, labels.namespace.unwrap_or(&empty))
+            {
+                return false;
             }
         }
         if let Some(sel) = &self.object_selector {
             // Either version of the object may match; with neither, empty labels do.
-            let present: Vec<&Map<String, Value>> =
-                [labels.object, labels.old_object].into_iter().flatten().collect();
+            let present: Vec<&Map<String, Value>> = [labels.object, labels.old_object]
+                .into_iter()
+                .flatten()
+                .collect();
             let matched = if present.is_empty() {
                 label_selector_matches(sel, &empty)
             } else {
@@ -203,7 +209,9 @@ mod tests {
         assert!(!m.selects_resource(&shape("UPDATE", "deployments", "status"), "a", false));
         assert!(m.selects_resource(&shape("UPDATE", "statefulsets", "scale"), "a", false));
         assert!(!m.selects_resource(&shape("CREATE", "deployments", ""), "skip", false));
-        let wild = Match::from_json(Some(&json!({"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"], "scope": "Cluster"}]})));
+        let wild = Match::from_json(Some(
+            &json!({"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"], "scope": "Cluster"}]}),
+        ));
         assert!(!wild.selects_resource(&shape("CREATE", "deployments", ""), "a", false));
     }
 

@@ -98,8 +98,7 @@ impl ValidatingAdmissionPolicy {
             .iter()
             .filter(|(p, b)| {
                 p.constraints.selects_resource(&shape, name, false)
-                    && b
-                        .matches
+                    && b.matches
                         .as_ref()
                         .is_none_or(|m| m.selects_resource(&shape, name, true))
             })
@@ -172,8 +171,7 @@ impl ValidatingAdmissionPolicy {
                 }
                 params::Params::Missing { deny: false } => {}
                 params::Params::Missing { deny: true } => decisions.push(fail(
-                    "no params found for policy binding with `Deny` parameterNotFoundAction"
-                        .into(),
+                    "no params found for policy binding with `Deny` parameterNotFoundAction".into(),
                 )),
                 params::Params::Misconfigured(why) if policy.fail_closed => {
                     decisions.push(fail(why))

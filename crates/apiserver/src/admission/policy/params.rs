@@ -14,7 +14,9 @@ pub enum Params {
     NotUsed,
     Found(Vec<Value>),
     /// None matched; deny per `parameterNotFoundAction: Deny`, else allow.
-    Missing { deny: bool },
+    Missing {
+        deny: bool,
+    },
     /// A configuration the request cannot be judged with (failurePolicy decides).
     Misconfigured(String),
 }
@@ -46,12 +48,10 @@ pub async fn resolve(
     let namespace = if rt.namespaced {
         match (pref.namespace.as_str(), request_namespace) {
             ("", Some(ns)) if !ns.is_empty() => Some(ns),
-            ("", _) => {
-                return Ok(Params::Misconfigured(
-                    "cannot use a namespaced paramRef without a namespace for a cluster-scoped request"
-                        .into(),
-                ))
-            }
+            ("", _) => return Ok(Params::Misconfigured(
+                "cannot use a namespaced paramRef without a namespace for a cluster-scoped request"
+                    .into(),
+            )),
             (ns, _) => Some(ns),
         }
     } else {

@@ -114,7 +114,13 @@ fn keys(cipher: Cipher, k: KeysConfig) -> Result<Provider, String> {
         }
         let secret = base64::engine::general_purpose::STANDARD
             .decode(key.secret.trim())
-            .map_err(|e| format!("{} key {:?}: secret is not base64: {e}", cipher.name(), key.name))?;
+            .map_err(|e| {
+                format!(
+                    "{} key {:?}: secret is not base64: {e}",
+                    cipher.name(),
+                    key.name
+                )
+            })?;
         if !cipher.key_sizes().contains(&secret.len()) {
             return Err(format!(
                 "{} key {:?} is {} bytes; it must be {} bytes",
@@ -144,7 +150,8 @@ impl Rules {
             why,
         };
         let f: File = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
-        if f.kind != "EncryptionConfiguration" || !f.api_version.starts_with("apiserver.config.k8s.io/")
+        if f.kind != "EncryptionConfiguration"
+            || !f.api_version.starts_with("apiserver.config.k8s.io/")
         {
             return Err(bad(format!(
                 "apiVersion/kind must be apiserver.config.k8s.io/v1 EncryptionConfiguration, not {}/{}",

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use capstan_store::{
-    KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn,
-    TxnResponse, WatchEvent, WatchStream,
+    KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse,
+    WatchEvent, WatchStream,
 };
 use futures::StreamExt;
 

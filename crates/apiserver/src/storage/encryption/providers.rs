@@ -94,8 +94,12 @@ fn seal(cipher: Cipher, key: &Key, plain: &[u8], context: &[u8]) -> Result<Vec<u
             let k = gcm_key(&key.secret).ok_or_else(fail)?;
             let mut data = plain.to_vec();
             // The storage key is the authenticated data, as upstream binds a value to it.
-            k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut data)
-                .map_err(|_| fail())?;
+            k.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context),
+                &mut data,
+            )
+            .map_err(|_| fail())?;
             out.extend_from_slice(&nonce);
             out.extend_from_slice(&data);
         }
@@ -103,9 +107,7 @@ fn seal(cipher: Cipher, key: &Key, plain: &[u8], context: &[u8]) -> Result<Vec<u
             let nonce: [u8; 24] = random()?;
             let b = crypto_secretbox::XSalsa20Poly1305::new_from_slice(&key.secret)
                 .map_err(|_| fail())?;
-            let sealed = b
-                .encrypt(&nonce.into(), plain)
-                .map_err(|_| fail())?;
+            let sealed = b.encrypt(&nonce.into(), plain).map_err(|_| fail())?;
             out.extend_from_slice(&nonce);
             out.extend_from_slice(&sealed);
         }
@@ -170,7 +172,11 @@ fn open(cipher: Cipher, key: &Key, data: &[u8], context: &[u8]) -> Result<Vec<u8
 }
 
 /// The stored bytes for `plain` under the first provider (identity stores it as it is).
-pub fn encrypt(providers: &[Provider], plain: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptError> {
+pub fn encrypt(
+    providers: &[Provider],
+    plain: &[u8],
+    context: &[u8],
+) -> Result<Vec<u8>, CryptError> {
     match providers.first() {
         Some(Provider::Keyed { cipher, keys }) => match keys.first() {
             Some(k) => seal(*cipher, k, plain, context),
@@ -193,7 +199,11 @@ pub fn written_by_first(providers: &[Provider], stored: &[u8]) -> bool {
 
 /// The plain bytes of a stored value: the provider and key its prefix names, or — for data
 /// without an encryption prefix — as it is when identity is listed.
-pub fn decrypt(providers: &[Provider], stored: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptError> {
+pub fn decrypt(
+    providers: &[Provider],
+    stored: &[u8],
+    context: &[u8],
+) -> Result<Vec<u8>, CryptError> {
     if !stored.starts_with(ENCRYPTED) {
         return if providers.iter().any(|p| matches!(p, Provider::Identity)) {
             Ok(stored.to_vec())
@@ -237,7 +247,10 @@ mod tests {
             let want = format!("k8s:enc:{}:v1:k1:", c.name());
             assert!(sealed.starts_with(want.as_bytes()));
             assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
-            assert_eq!(decrypt(&ps, &sealed, b"/registry/secrets/a/b").unwrap(), b"hunter2");
+            assert_eq!(
+                decrypt(&ps, &sealed, b"/registry/secrets/a/b").unwrap(),
+                b"hunter2"
+            );
             let wrong = [provider(c, "k1", 8)];
             assert!(matches!(
                 decrypt(&wrong, &sealed, b"/registry/secrets/a/b"),
@@ -251,10 +264,16 @@ mod tests {
         let ps = [provider(Cipher::AesCbc, "k1", 7), Provider::Identity];
         assert_eq!(decrypt(&ps, b"{}", b"k").unwrap(), b"{}");
         let only = [provider(Cipher::AesCbc, "k1", 7)];
-        assert!(matches!(decrypt(&only, b"{}", b"k"), Err(CryptError::NoMatchingPrefix)));
+        assert!(matches!(
+            decrypt(&only, b"{}", b"k"),
+            Err(CryptError::NoMatchingPrefix)
+        ));
         let other = [provider(Cipher::AesCbc, "k2", 7), Provider::Identity];
         let sealed = encrypt(&only, b"x", b"k").unwrap();
-        assert!(matches!(decrypt(&other, &sealed, b"k"), Err(CryptError::NoMatchingPrefix)));
+        assert!(matches!(
+            decrypt(&other, &sealed, b"k"),
+            Err(CryptError::NoMatchingPrefix)
+        ));
         // Identity first: new writes are plain.
         let plain_first = [Provider::Identity, provider(Cipher::AesCbc, "k1", 7)];
         assert_eq!(encrypt(&plain_first, b"x", b"k").unwrap(), b"x");
