@@ -111,26 +111,24 @@ async fn audited(
     let mut req = req;
     if decision.level >= Level::Request && !matches!(info.verb.as_str(), "get" | "list" | "watch") {
         let (parts, body) = req.into_parts();
-        let bytes = match tokio::time::timeout(
-            BODY_TIMEOUT,
-            axum::body::to_bytes(body, crate::MAX_BODY),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b,
-            // Answered as routing answers a body it cannot have.
-            _ => {
-                return ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    format!(
-                        "the request body is larger than the {} byte limit or did not arrive",
-                        crate::MAX_BODY
-                    ),
-                )
-                .into_response()
-            }
-        };
+        let bytes =
+            match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, crate::MAX_BODY))
+                .await
+            {
+                Ok(Ok(b)) => b,
+                // Answered as routing answers a body it cannot have.
+                _ => {
+                    return ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLarge",
+                        format!(
+                            "the request body is larger than the {} byte limit or did not arrive",
+                            crate::MAX_BODY
+                        ),
+                    )
+                    .into_response()
+                }
+            };
         let content_type = header(&parts.headers, "content-type").unwrap_or_default();
         ev.request_object = decode_request(&content_type, &bytes, decision.omit_managed_fields);
         req = Request::from_parts(parts, Body::from(bytes));
