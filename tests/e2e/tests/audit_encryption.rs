@@ -139,6 +139,81 @@ rules:
         .all(|e| e["objectRef"]["resource"] != "namespaces"));
 }
 
+#[test]
+fn audit_action_of_a_policy_annotates_the_event() {
+    let conf = tempfile::tempdir().unwrap();
+    let policy = conf.path().join("audit-policy.yaml");
+    let log = conf.path().join("audit.log");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n  - level: Metadata\n    resources:\n    - group: \"\"\n      resources: [\"configmaps\"]\n",
+    )
+    .unwrap();
+    let s = Server::start_args(&[
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ]);
+    capstan_e2e::apply(
+        &s,
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: no-color
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "!has(object.data) || !('color' in object.data)"
+    message: "colors are audited"
+  auditAnnotations:
+  - key: color
+    valueExpression: "has(object.data) && 'color' in object.data ? object.data['color'] : null"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: no-color-audit
+spec:
+  policyName: no-color
+  validationActions: [Audit]
+"#,
+    );
+    let mut n = 0;
+    let ev = wait_for("an audit annotation from the policy", WITHIN, || {
+        n += 1;
+        let name = format!("tinted-{n}");
+        s.kubectl_ok(&["create", "configmap", &name, "--from-literal=color=red"]);
+        let evs = wait_for("the create's event", WITHIN, || {
+            let evs = events(&log);
+            find(&evs, "configmaps", &name, "create")
+                .is_some()
+                .then_some(evs)
+        });
+        let ev = find(&evs, "configmaps", &name, "create").cloned()?;
+        ev["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
+            .is_string()
+            .then_some(ev)
+    });
+    let failure: Value = serde_json::from_str(
+        ev["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(failure[0]["message"], "colors are audited");
+    assert_eq!(failure[0]["policy"], "no-color");
+    assert_eq!(failure[0]["binding"], "no-color-audit");
+    assert_eq!(failure[0]["validationActions"][0], "Audit");
+    assert_eq!(ev["annotations"]["no-color/color"], "red");
+    assert_eq!(ev["responseStatus"]["code"], 201, "Audit does not refuse");
+}
+
 const KEY1: &str = "c2VjcmV0IGlzIHNlY3VyZSwgb3IgaXMgaXQ/IDEyMzQ="; // 32 bytes
 const KEY2: &str = "YW5vdGhlciAzMiBieXRlIGtleSBmb3IgYWVzY2JjISE="; // 32 bytes
 
