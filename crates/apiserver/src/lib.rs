@@ -2,6 +2,7 @@
 //! REST verbs over the store, watch, patch, Tables, and the `Status` error shape.
 
 pub mod admission;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod crds;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub tokens: Option<Arc<serving::token_authenticator::TokenAuthenticator>>,
     /// The RBAC index every request is authorized against.
     pub authz: Arc<authz::Authorizer>,
+    /// The audit policy and log; None: nothing is audited.
+    pub audit: Option<Arc<audit::Auditor>>,
 }
 
 impl AppState {
@@ -92,7 +95,23 @@ impl AppState {
                 }
             },
             authz: Arc::new(authz::Authorizer::default()),
+            audit: None,
         }
+    }
+
+    /// Audit requests as `policy` says, into the log `log` describes.
+    pub fn with_audit(
+        mut self,
+        policy: audit::policy::Policy,
+        log: audit::writer::LogOptions,
+    ) -> Result<Self, audit::writer::WriterError> {
+        let writer = audit::writer::Writer::start(
+            log,
+            self.metrics.audit_events.clone(),
+            self.metrics.audit_dropped.clone(),
+        )?;
+        self.audit = Some(Arc::new(audit::Auditor { policy, writer }));
+        Ok(self)
     }
 
     /// Sign and check service-account tokens with `key` (the data dir's).
@@ -227,10 +246,16 @@ pub fn router(state: AppState) -> Router {
             state.limiter.clone(),
             inflight::limit,
         ))
-        // Authorization (with impersonation) runs right after authentication.
+        // Authorization (with impersonation) runs right after authentication, inside the
+        // audit layer so refusals are audited with their user.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authz::authorize,
+        ))
+        // Inside authentication (it needs the user), around everything that can warn.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::layer::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -6,6 +6,7 @@ mod data_dir;
 mod fd_limit;
 mod heap;
 mod kubeconfig;
+mod security_flags;
 mod simulated_nodes;
 
 use std::net::SocketAddr;
@@ -95,6 +96,8 @@ enum Command {
         no_agent: bool,
         #[command(flatten)]
         agent_flags: agent_flags::AgentFlags,
+        #[command(flatten)]
+        security: security_flags::SecurityFlags,
     },
     /// Manage the node agent's image store (works while the server runs).
     Images {
@@ -289,6 +292,7 @@ fn main() -> anyhow::Result<()> {
             controller_flags,
             no_agent,
             agent_flags,
+            security,
         } => {
             let mut agent_flags = agent_flags;
             agent_flags.node_lease_duration_seconds = sim.node_lease_duration_seconds;
@@ -328,6 +332,7 @@ fn main() -> anyhow::Result<()> {
                     Some(controller_flags.options()?)
                 },
                 agent: (!no_agent).then_some(agent_flags),
+                security,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
@@ -524,6 +529,8 @@ struct ServerOptions {
     controllers: Option<capstan_controllers::Options>,
     /// The node agent's flags, unless `--no-agent`.
     agent: Option<agent_flags::AgentFlags>,
+    /// Audit log and encryption at rest.
+    security: security_flags::SecurityFlags,
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -541,6 +548,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         scheduler,
         controllers,
         agent,
+        security,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
@@ -587,7 +595,9 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         &pki.kubelet_client,
     )
     .context("preparing the kubelet client certificate")?;
-    let state = AppState::new(store.clone() as Arc<dyn Store>, &token)
+    let api_store = security.wrap_store(store.clone() as Arc<dyn Store>)?;
+    let state = security
+        .apply(AppState::new(api_store, &token))?
         .with_kubelet_client(kubelet_client)
         .with_service_account_key(service_account_key)
         .with_limits(max_inflight, max_watches)

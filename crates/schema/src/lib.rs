@@ -1,6 +1,7 @@
 //! Structural schemas (the OpenAPI v3 subset a CustomResourceDefinition carries): parsing,
 //! the structural rules a CRD must obey, value validation, pruning and defaulting.
 
+mod admission_cel;
 mod cel;
 mod format;
 mod path;
@@ -10,6 +11,7 @@ mod schema;
 mod structural;
 mod validate;
 
+pub use admission_cel::{Activation, Expression, Outcome};
 pub use cel::{cel_compile_error, check_rules, CelRules};
 pub use format::cidr as is_cidr;
 pub use path::FieldPath;

@@ -36,6 +36,11 @@ impl WatchStream {
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::Acquire)
     }
+
+    /// The flag behind `is_live`, for a stream that wraps this one (it stays live with it).
+    pub fn live_flag(&self) -> Arc<AtomicBool> {
+        self.live.clone()
+    }
 }
 
 impl Stream for WatchStream {
@@ -71,6 +76,13 @@ pub trait Store: Send + Sync + 'static {
     /// space (readiness reports this).
     fn write_health(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether the value of `key` read at `mod_revision` must be written again even when the
+    /// object is unchanged (stored under an encryption provider or key that is no longer the
+    /// first: upstream's "stale" read, which is how `kubectl replace` re-encrypts).
+    fn needs_rewrite(&self, _key: &[u8], _mod_revision: Revision) -> bool {
+        false
     }
 }
 

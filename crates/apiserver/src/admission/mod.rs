@@ -6,6 +6,8 @@ pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
+pub mod pod_security;
+pub mod policy;
 pub mod priority;
 pub mod resource_quota;
 pub mod service_account;
@@ -144,6 +146,8 @@ impl Default for Chain {
                 Box::new(priority::Priority),
                 Box::new(default_storage_class::DefaultStorageClass),
                 Box::new(service_alloc::ServiceAllocation),
+                Box::new(pod_security::PodSecurity),
+                Box::new(policy::ValidatingAdmissionPolicy::default()),
                 // Last, as upstream: it charges the quota for what the others let through.
                 Box::new(resource_quota::ResourceQuota),
             ],

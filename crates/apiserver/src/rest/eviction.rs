@@ -55,41 +55,9 @@ fn can_ignore_budget(pod: &Value) -> bool {
 /// Whether a policy/v1 selector matches `labels` (an empty selector matches every pod, a
 /// missing one none).
 fn selects(selector: Option<&Value>, labels: &serde_json::Map<String, Value>) -> bool {
-    let Some(sel) = selector.filter(|s| s.is_object()) else {
-        return false;
-    };
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        if !m.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
-    }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        let have = labels.get(key).and_then(Value::as_str);
-        let values: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-            "In" => have.is_some_and(|h| values.contains(&h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+    selector
+        .filter(|s| s.is_object())
+        .is_some_and(|s| crate::types::selector::label_selector_matches(s, labels))
 }
 
 /// The namespace's budgets whose selector matches the pod, with their revisions.

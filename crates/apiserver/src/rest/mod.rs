@@ -449,7 +449,8 @@ pub async fn update_object(
     }
     let mut old_cmp = old.clone();
     meta_mut(&mut old_cmp).remove("resourceVersion");
-    if old_cmp == new {
+    let k = key(rt, t.namespace.as_deref(), &name);
+    if old_cmp == new && !state.store.needs_rewrite(k.as_bytes(), old_rev) {
         // Nothing changed: no write, the resourceVersion stays.
         return Ok(old);
     }
@@ -457,7 +458,6 @@ pub async fn update_object(
         set_meta(&mut new, "resourceVersion", json!(old_rev.to_string()));
         return Ok(new);
     }
-    let k = key(rt, t.namespace.as_deref(), &name);
     // An object marked for deletion goes once its last finalizer is removed.
     let finishing = new.pointer("/metadata/deletionTimestamp").is_some()
         && object::finalizers(&new).is_empty()

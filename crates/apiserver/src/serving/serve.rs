@@ -150,6 +150,9 @@ async fn serve_connection(
             if let Some(identity) = &identity {
                 req.extensions_mut().insert(identity.clone());
             }
+            // The audit log's sourceIPs.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             req
         },
     );

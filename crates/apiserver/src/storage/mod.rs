@@ -1,6 +1,7 @@
 //! Storage access: keys of objects in the store, stored bytes to objects and back, and the
 //! resourceVersion spliced into stored bytes without a parse.
 
+pub mod encryption;
 pub mod raw_object;
 
 use axum::http::StatusCode;

@@ -56,6 +56,9 @@ pub struct Metrics {
     inflight: Family<KindLabels, Gauge>,
     long_running: Family<DurationLabels, Gauge>,
     revision: Gauge,
+    /// Audit events queued for the log, and those dropped (queue full or write failed).
+    pub audit_events: Counter,
+    pub audit_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -94,7 +97,21 @@ impl Default for Metrics {
             "The store's latest committed revision",
             revision.clone(),
         );
+        let audit_events = Counter::default();
+        let audit_dropped = Counter::default();
+        registry.register(
+            "apiserver_audit_event",
+            "Counter of audit events generated and sent to the audit backend",
+            audit_events.clone(),
+        );
+        registry.register(
+            "apiserver_audit_error",
+            "Counter of audit events that failed to be audited properly (the log's queue was full or the write failed)",
+            audit_dropped.clone(),
+        );
         Metrics {
+            audit_events,
+            audit_dropped,
             registry,
             requests,
             durations,

@@ -448,6 +448,38 @@ fn field_value(obj: &Value, field: &str) -> String {
     }
 }
 
+/// Whether a `LabelSelector` object (matchLabels, matchExpressions) selects `labels`; an
+/// empty selector selects everything, an unknown operator nothing.
+pub fn label_selector_matches(sel: &Value, labels: &serde_json::Map<String, Value>) -> bool {
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        if !m.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
+    }
+    sel.get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let have = labels.get(key).and_then(Value::as_str);
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => have.is_some_and(|h| values.contains(&h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,395 @@
+//! The audit log and encryption at rest, through the real kubectl: what the policy asks for
+//! is in the JSON lines, and a Secret's value is in no file of the data dir while it reads back.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use capstan_e2e::{text, wait_for, Server};
+use serde_json::Value;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+fn events(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
+        .collect()
+}
+
+fn find<'a>(evs: &'a [Value], resource: &str, name: &str, verb: &str) -> Option<&'a Value> {
+    evs.iter().find(|e| {
+        e["objectRef"]["resource"] == resource
+            && e["objectRef"]["name"] == name
+            && e["verb"] == verb
+            && e["stage"] == "ResponseComplete"
+    })
+}
+
+#[test]
+fn audit_log_records_what_the_policy_asks() {
+    let conf = tempfile::tempdir().unwrap();
+    let policy = conf.path().join("audit-policy.yaml");
+    let log = conf.path().join("audit.log");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    users: ["system:serviceaccount:audited:quiet"]
+  - level: Metadata
+    resources:
+    - group: ""
+      resources: ["secrets"]
+  - level: RequestResponse
+    resources:
+    - group: ""
+      resources: ["configmaps"]
+"#,
+    )
+    .unwrap();
+    let s = Server::start_args(&[
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ]);
+    s.kubectl_ok(&["create", "namespace", "audited"]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "-n",
+        "audited",
+        "--from-literal=password=hunter2",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "audited",
+        "--from-literal=color=blue",
+    ]);
+    s.kubectl_ok(&["create", "serviceaccount", "quiet", "-n", "audited"]);
+    let token = s.kubectl_ok(&["create", "token", "quiet", "-n", "audited"]);
+    s.kubectl_ok(&[
+        "--token",
+        token.trim(),
+        "create",
+        "configmap",
+        "from-quiet",
+        "-n",
+        "audited",
+    ]);
+    // A marker after the quiet account's request: once it is logged, so would that be.
+    s.kubectl_ok(&["create", "configmap", "marker", "-n", "audited"]);
+
+    let evs = wait_for("the marker's audit event", WITHIN, || {
+        let evs = events(&log);
+        find(&evs, "configmaps", "marker", "create")
+            .is_some()
+            .then_some(evs)
+    });
+    let secret = find(&evs, "secrets", "pw", "create").expect("the secret's create is logged");
+    assert_eq!(secret["level"], "Metadata");
+    assert_eq!(secret["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(secret["kind"], "Event");
+    assert_eq!(secret["user"]["username"], "system:admin");
+    assert_eq!(secret["responseStatus"]["code"], 201);
+    assert_eq!(secret["objectRef"]["namespace"], "audited");
+    assert!(secret.get("requestObject").is_none(), "{secret}");
+    assert!(secret.get("responseObject").is_none(), "{secret}");
+    assert!(
+        secret["userAgent"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("kubectl"),
+        "{secret}"
+    );
+    assert_eq!(secret["sourceIPs"][0], "127.0.0.1");
+    assert!(secret["auditID"].as_str().is_some_and(|id| !id.is_empty()));
+    let text_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text_log.contains("aHVudGVyMg=="),
+        "the secret's value is not logged"
+    );
+
+    let cm = find(&evs, "configmaps", "settings", "create").expect("the configmap is logged");
+    assert_eq!(cm["level"], "RequestResponse");
+    assert_eq!(cm["requestObject"]["data"]["color"], "blue");
+    assert_eq!(cm["responseObject"]["data"]["color"], "blue");
+    assert!(cm["responseObject"]["metadata"]["uid"].is_string());
+    assert!(cm["requestReceivedTimestamp"].is_string() && cm["stageTimestamp"].is_string());
+
+    assert!(
+        find(&evs, "configmaps", "from-quiet", "create").is_none(),
+        "the None rule leaves the quiet account out"
+    );
+    assert!(
+        evs.iter().all(|e| e["stage"] != "RequestReceived"),
+        "omitStages"
+    );
+    // Reads of secrets are Metadata too; namespaces match no rule and are not logged.
+    assert!(evs
+        .iter()
+        .all(|e| e["objectRef"]["resource"] != "namespaces"));
+}
+
+#[test]
+fn audit_action_of_a_policy_annotates_the_event() {
+    let conf = tempfile::tempdir().unwrap();
+    let policy = conf.path().join("audit-policy.yaml");
+    let log = conf.path().join("audit.log");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n  - level: Metadata\n    resources:\n    - group: \"\"\n      resources: [\"configmaps\"]\n",
+    )
+    .unwrap();
+    let s = Server::start_args(&[
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ]);
+    capstan_e2e::apply(
+        &s,
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: no-color
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "!has(object.data) || !('color' in object.data)"
+    message: "colors are audited"
+  auditAnnotations:
+  - key: color
+    valueExpression: "has(object.data) && 'color' in object.data ? object.data['color'] : null"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: no-color-audit
+spec:
+  policyName: no-color
+  validationActions: [Audit]
+"#,
+    );
+    let mut n = 0;
+    let ev = wait_for("an audit annotation from the policy", WITHIN, || {
+        n += 1;
+        let name = format!("tinted-{n}");
+        s.kubectl_ok(&["create", "configmap", &name, "--from-literal=color=red"]);
+        let evs = wait_for("the create's event", WITHIN, || {
+            let evs = events(&log);
+            find(&evs, "configmaps", &name, "create")
+                .is_some()
+                .then_some(evs)
+        });
+        let ev = find(&evs, "configmaps", &name, "create").cloned()?;
+        ev["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
+            .is_string()
+            .then_some(ev)
+    });
+    let failure: Value = serde_json::from_str(
+        ev["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(failure[0]["message"], "colors are audited");
+    assert_eq!(failure[0]["policy"], "no-color");
+    assert_eq!(failure[0]["binding"], "no-color-audit");
+    assert_eq!(failure[0]["validationActions"][0], "Audit");
+    assert_eq!(ev["annotations"]["no-color/color"], "red");
+    assert_eq!(ev["responseStatus"]["code"], 201, "Audit does not refuse");
+}
+
+const KEY1: &str = "c2VjcmV0IGlzIHNlY3VyZSwgb3IgaXMgaXQ/IDEyMzQ="; // 32 bytes
+const KEY2: &str = "YW5vdGhlciAzMiBieXRlIGtleSBmb3IgYWVzY2JjISE="; // 32 bytes
+
+fn write_config(dir: &Path, name: &str, providers: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [\"secrets\"]\n    providers:\n{providers}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn aescbc(key: &str) -> String {
+    format!("    - aescbc:\n        keys:\n        - name: key1\n          secret: {key}\n")
+}
+
+/// Whether `needle` is in any file of the data dir (the database, its WAL …).
+fn on_disk(dir: &Path, needle: &[u8]) -> bool {
+    fn walk(dir: &Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, needle)
+                } else {
+                    std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+                }
+            })
+    }
+    walk(dir, needle)
+}
+
+fn secret_value(s: &Server) -> String {
+    let out = s.kubectl_ok(&["get", "secret", "vault", "-o", "jsonpath={.data.token}"]);
+    String::from_utf8(base64_decode(out.trim())).unwrap()
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let out = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    out.stdout
+}
+
+#[test]
+fn secrets_are_encrypted_at_rest_and_read_back() {
+    let data = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let value = format!("plaintext-{}", std::process::id());
+    let encoded = {
+        let out = std::process::Command::new("base64")
+            .args(["-w0"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(value.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let enc_first = write_config(
+        conf.path(),
+        "enc.yaml",
+        &format!("{}    - identity: {{}}\n", aescbc(KEY1)),
+    );
+    let mut s = Server::start_with_args(
+        data.path(),
+        &["--encryption-provider-config", enc_first.to_str().unwrap()],
+    );
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault",
+        &format!("--from-literal=token={value}"),
+    ]);
+    assert_eq!(secret_value(&s), value);
+    assert!(
+        !on_disk(data.path(), value.as_bytes()),
+        "plain value on disk"
+    );
+    assert!(
+        !on_disk(data.path(), encoded.as_bytes()),
+        "base64 value on disk"
+    );
+    assert!(
+        on_disk(data.path(), b"k8s:enc:aescbc:v1:key1:"),
+        "upstream's prefix on disk"
+    );
+    // Other kinds are not listed: stored as they are.
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "open",
+        "--from-literal=note=visible-note",
+    ]);
+    assert!(on_disk(data.path(), b"visible-note"));
+    s.kill();
+    drop(s);
+
+    // identity first, aescbc second: old data still reads; a replace writes it plain.
+    let plain_first = write_config(
+        conf.path(),
+        "plain.yaml",
+        &format!("    - identity: {{}}\n{}", aescbc(KEY1)),
+    );
+    let mut s = Server::start_with_args(
+        data.path(),
+        &[
+            "--encryption-provider-config",
+            plain_first.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(secret_value(&s), value);
+    let json = s.kubectl_ok(&["get", "secret", "vault", "-o", "json"]);
+    let out = s.kubectl_stdin(&["replace", "-f", "-"], &json);
+    assert!(out.status.success(), "{:?}", text(&out));
+    wait_for("the replaced secret on disk in plain", WITHIN, || {
+        on_disk(data.path(), encoded.as_bytes()).then_some(())
+    });
+    s.kill();
+    drop(s);
+
+    // A wrong key: the secret cannot be read, and the server says why (a 500, no panic).
+    let gcm = |key: &str| {
+        format!("    - aesgcm:\n        keys:\n        - name: key1\n          secret: {key}\n")
+    };
+    let right = write_config(conf.path(), "gcm.yaml", &gcm(KEY1));
+    let mut s = Server::start_with_args(
+        data.path(),
+        &["--encryption-provider-config", right.to_str().unwrap()],
+    );
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sealed",
+        "--from-literal=x=y",
+    ]);
+    s.kill();
+    drop(s);
+    let wrong = write_config(conf.path(), "wrong.yaml", &gcm(KEY2));
+    let s = Server::start_with_args(
+        data.path(),
+        &["--encryption-provider-config", wrong.to_str().unwrap()],
+    );
+    let out = s.kubectl(&["get", "secret", "sealed"]);
+    assert!(!out.status.success());
+    let err = text(&out).1;
+    assert!(
+        err.contains("InternalError")
+            && err.contains("unable to transform key \"/registry/secrets/default/sealed\": aesgcm key \"key1\": decryption failed"),
+        "{err}"
+    );
+    // Data written before encryption was configured, with no identity listed: named too.
+    let out = s.kubectl(&["get", "secret", "vault"]);
+    assert!(
+        text(&out).1.contains("no matching prefix found"),
+        "{:?}",
+        text(&out)
+    );
+}
