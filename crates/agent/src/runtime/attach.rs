@@ -275,11 +275,7 @@ impl Server {
                         self.pending_input.extend_from_slice(&payload);
                     }
                 }
-                STDIN_CLOSE => {
-                    if self.stdin_once {
-                        self.close_input_when_drained = true;
-                    }
-                }
+                STDIN_CLOSE if self.stdin_once => self.close_input_when_drained = true,
                 RESIZE if payload.len() == 4 => {
                     if let Input::Pty(fd) = &self.input {
                         let width = u16::from_be_bytes([payload[0], payload[1]]);
