@@ -226,27 +226,35 @@ pub async fn exec(
     Query(query): Query<Vec<(String, String)>>,
     req: Request,
 ) -> Response {
-    let opts = match remotecommand::parse_options(&query, true) {
-        Ok(o) => o,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message).into_response(),
-    };
-    let transport = match negotiate(req.headers(), EXEC_PROTOCOLS, EXEC_PROTOCOLS) {
-        Ok(t) => t,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let uid = match pod_uid(&state, &ns, &pod).await {
-        Ok(u) => u,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let id = match running_container(&state, &uid, &container).await {
-        Ok(id) => id,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let (opts, transport, id) =
+        match remote_command(&state, &ns, &pod, &container, &query, req.headers(), true).await {
+            Ok(found) => found,
+            Err(refusal) => return refusal.into_response(),
+        };
     tracing::info!(namespace = %ns, pod = %pod, container = %container, tty = opts.tty, stdin = opts.stdin, ?transport, "exec");
     let runtime = state.runtime.clone();
     upgrade(req, transport, move |io, transport| async move {
         run_remote_command(io, transport, &opts, Job::Exec { runtime, id }).await
     })
+}
+
+/// What exec and attach check first, in upstream's order: the options, the protocol, the
+/// pod, its running container (whose runtime id comes back).
+async fn remote_command(
+    state: &StreamingState,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    need_command: bool,
+) -> Result<(ExecOptions, Transport, String), Refusal> {
+    let opts = remotecommand::parse_options(query, need_command)
+        .map_err(|message| text(StatusCode::BAD_REQUEST, message))?;
+    let transport = negotiate(headers, EXEC_PROTOCOLS, EXEC_PROTOCOLS)?;
+    let uid = pod_uid(state, ns, pod).await?;
+    let id = running_container(state, &uid, container).await?;
+    Ok((opts, transport, id))
 }
 
 /// What a remote-command session drives: a new process (exec) or the container's own stdio.
@@ -302,22 +310,11 @@ pub async fn attach(
     Query(query): Query<Vec<(String, String)>>,
     req: Request,
 ) -> Response {
-    let opts = match remotecommand::parse_options(&query, false) {
-        Ok(o) => o,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message).into_response(),
-    };
-    let transport = match negotiate(req.headers(), EXEC_PROTOCOLS, EXEC_PROTOCOLS) {
-        Ok(t) => t,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let uid = match pod_uid(&state, &ns, &pod).await {
-        Ok(u) => u,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let id = match running_container(&state, &uid, &container).await {
-        Ok(id) => id,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let (opts, transport, id) =
+        match remote_command(&state, &ns, &pod, &container, &query, req.headers(), false).await {
+            Ok(found) => found,
+            Err(refusal) => return refusal.into_response(),
+        };
     // Connected before the 101, so a container that just exited is an answer, not a session
     // that ends at once.
     let socket = match state.runtime.attach(&id).await {

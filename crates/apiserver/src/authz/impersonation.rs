@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
-use crate::authz::forbidden::forbidden;
+use crate::serving::forbidden::forbidden;
 use crate::serving::request_info::{decode_path, RequestInfo};
 use crate::serving::user_info::{User, UserInfo};
 use crate::status::ApiError;

@@ -4,7 +4,6 @@
 
 pub mod bootstrap_policy;
 pub mod escalation;
-pub mod forbidden;
 pub mod impersonation;
 pub mod policy_index;
 pub mod rbac;
@@ -248,7 +247,8 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         Decision::Allow { .. } => {}
         Decision::Deny { reason } => {
             tracing::debug!(user = %user.0.username, verb = %info.verb, resource = %info.resource, namespace = %info.namespace, "forbidden");
-            return forbidden::forbidden(&info, &user.0.username, &reason).into_response();
+            return crate::serving::forbidden::forbidden(&info, &user.0.username, &reason)
+                .into_response();
         }
     }
     if escalation::applies(&info) {

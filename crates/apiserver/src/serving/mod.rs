@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client_cert;
 pub mod client_cert_der;
+pub mod forbidden;
 pub mod in_process;
 pub mod inflight;
 pub mod panic_guard;

@@ -133,7 +133,7 @@ impl RequestInfo {
     /// The authorizer's refusal for the anonymous user (no authorizer reason: RBAC gives
     /// none when no rule matched).
     pub fn anonymous_forbidden(&self) -> ApiError {
-        crate::authz::forbidden::forbidden(self, "system:anonymous", "")
+        crate::serving::forbidden::forbidden(self, "system:anonymous", "")
     }
 }
 

@@ -1,5 +1,5 @@
-//! The authorizer's refusal, worded as upstream's `responsewriters.Forbidden` words it:
-//! `<resource> "<name>" is forbidden: User "u" cannot <verb> resource ... [: <reason>]`.
+//! A refusal (the authorizer's, or the anonymous user's), worded as upstream's
+//! `responsewriters.Forbidden`: `<resource> "<name>" is forbidden: User "u" cannot <verb> ...`.
 
 use serde_json::{Map, Value};
 
