@@ -208,9 +208,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     }
 }
 
-/// A request body must have arrived within this (upstream's default request timeout).
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 pub async fn handle(
     State(state): State<AppState>,
     method: Method,
@@ -224,33 +221,10 @@ pub async fn handle(
     // Read the body here, so an oversized or stalled one is a Status like every other
     // error, and before taking a place among the requests in flight: a client trickling
     // its upload must not hold a place others need.
-    let body: Bytes =
-        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, crate::MAX_BODY)).await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => {
-                return ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    format!(
-                        "the request body is larger than the {} byte limit",
-                        crate::MAX_BODY
-                    ),
-                )
-                .into_response()
-            }
-            Err(_) => {
-                return ApiError::new(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
-                    "Timeout",
-                    format!(
-                        "the request body did not arrive within {} seconds",
-                        BODY_TIMEOUT.as_secs()
-                    ),
-                )
-                .into_response()
-            }
-        };
+    let body: Bytes = match crate::serving::request_body::read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let is_watch = method == Method::GET && truthy(&query, "watch");
     // Only a real watch (a GET of a collection, below) streams; anything else saying
     // `watch=true` counts as an ordinary request.

@@ -75,6 +75,16 @@ rules:
         "--from-literal=color=blue",
     ]);
     s.kubectl_ok(&["create", "serviceaccount", "quiet", "-n", "audited"]);
+    // RBAC: the account may write in its namespace only once bound.
+    s.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "quiet-edit",
+        "--clusterrole=edit",
+        "--serviceaccount=audited:quiet",
+        "-n",
+        "audited",
+    ]);
     let token = s.kubectl_ok(&["create", "token", "quiet", "-n", "audited"]);
     s.kubectl_ok(&[
         "--token",

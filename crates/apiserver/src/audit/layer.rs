@@ -19,11 +19,8 @@ use super::policy::{Decision, Level, Stage};
 use super::Auditor;
 use crate::serving::request_info::{decode_path, RequestInfo};
 use crate::serving::user_info::User;
-use crate::status::ApiError;
 use crate::AppState;
 
-/// A body must have arrived within this (upstream's request timeout, as routing waits).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Failed responses are Status objects; more than this is not read for the log.
 const STATUS_BYTES: usize = 64 * 1024;
 /// The most of a response body RequestResponse records (larger ones are logged without it).
@@ -111,24 +108,10 @@ async fn audited(
     let mut req = req;
     if decision.level >= Level::Request && !matches!(info.verb.as_str(), "get" | "list" | "watch") {
         let (parts, body) = req.into_parts();
-        let bytes =
-            match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, crate::MAX_BODY))
-                .await
-            {
-                Ok(Ok(b)) => b,
-                // Answered as routing answers a body it cannot have.
-                _ => {
-                    return ApiError::new(
-                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "RequestEntityTooLarge",
-                        format!(
-                            "the request body is larger than the {} byte limit or did not arrive",
-                            crate::MAX_BODY
-                        ),
-                    )
-                    .into_response()
-                }
-            };
+        let bytes = match crate::serving::request_body::read_body(body).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
         let content_type = header(&parts.headers, "content-type").unwrap_or_default();
         ev.request_object = decode_request(&content_type, &bytes, decision.omit_managed_fields);
         req = Request::from_parts(parts, Body::from(bytes));

@@ -253,19 +253,10 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     }
     if escalation::applies(&info) {
         let (parts, body) = req.into_parts();
-        let body = match axum::body::to_bytes(body, crate::MAX_BODY).await {
+        // Read as routing reads it (bounded in size and time); it is handed on below.
+        let body = match crate::serving::request_body::read_body(body).await {
             Ok(b) => b,
-            Err(_) => {
-                return ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    format!(
-                        "the request body is larger than the {} byte limit",
-                        crate::MAX_BODY
-                    ),
-                )
-                .into_response()
-            }
+            Err(e) => return e.into_response(),
         };
         let content_type = parts
             .headers

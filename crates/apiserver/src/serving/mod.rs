@@ -9,6 +9,7 @@ pub mod in_process;
 pub mod inflight;
 pub mod panic_guard;
 pub mod pki;
+pub mod request_body;
 pub mod request_info;
 pub mod serve;
 pub mod service_account_jwt;
