@@ -186,8 +186,20 @@ fn a_statefulset_comes_up_in_order_with_stable_names_and_claims_and_scales_down_
     assert_eq!(revs.lines().count(), 1, "{revs}");
 
     // Scale down: the highest ordinal goes first, and the next only once it is gone.
+    // The order is read from a watch, which sees every step; polling can miss the moment
+    // between web-2 going and web-1 being marked on a busy machine.
+    let watch = s.kubectl_follow(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-w",
+        "--output-watch-events",
+        "-o",
+        "jsonpath={.type} {.object.metadata.name} {.object.metadata.deletionTimestamp}{\"\\n\"}",
+    ]);
+    watch.wait_for_line("web-2 listed", WITHIN, |l| l.contains(" web-2"));
     s.kubectl_ok(&["scale", "sts/web", "--replicas=1"]);
-    let mut saw_web2_going_first = false;
     wait_for("web-2 and web-1 gone", WITHIN, || {
         let all = get_json(&s, &["pods", "-l", "app=web"]).map(|l| items(&l))?;
         let find = |n: &str| all.iter().find(|p| name(p) == n).cloned();
@@ -201,12 +213,29 @@ fn a_statefulset_comes_up_in_order_with_stable_names_and_claims_and_scales_down_
             live(&w1) || w2.is_none(),
             "web-1 went while web-2 was still there"
         );
-        if live(&w1) && !live(&w2) {
-            saw_web2_going_first = true;
-        }
         (w1.is_none() && w2.is_none()).then_some(())
     });
-    assert!(saw_web2_going_first, "web-2 went while web-1 stayed");
+    watch.wait_for_line("web-1 deleted", WITHIN, |l| l.starts_with("DELETED web-1"));
+    let lines = watch.lines();
+    let going = |pod: &str| {
+        lines
+            .iter()
+            .position(|l| {
+                let mut f = l.split_whitespace();
+                let (ty, name, marked) = (f.next(), f.next(), f.next());
+                name == Some(pod) && (ty == Some("DELETED") || marked.is_some())
+            })
+            .unwrap_or_else(|| panic!("{pod} never went: {lines:#?}"))
+    };
+    let web2_gone = lines
+        .iter()
+        .position(|l| l.starts_with("DELETED web-2"))
+        .unwrap_or_else(|| panic!("web-2 never went: {lines:#?}"));
+    assert!(
+        web2_gone < going("web-1"),
+        "web-1 was marked before web-2 was gone: {lines:#?}"
+    );
+    assert!(going("web-2") < going("web-1"), "{lines:#?}");
     wait_for("one pod left", WITHIN, || {
         let st = sts_status(&s, "web");
         (pods(&s, "app=web").len() == 1 && st["replicas"] == 1 && st["readyReplicas"] == 1)
