@@ -411,3 +411,19 @@ pub fn apply(s: &Server, yaml: &str) {
     let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
     assert!(out.status.success(), "{:?}", text(&out));
 }
+
+/// A kubeconfig for `user` in `groups`, minted by `capstan kubeconfig` (a client certificate
+/// from the server's CA), written into the server's data dir.
+pub fn user_kubeconfig(s: &Server, user: &str, groups: &[&str]) -> PathBuf {
+    let mut cmd = Command::new(capstan_bin());
+    cmd.args(["kubeconfig", "--user", user, "--data-dir"])
+        .arg(&s.data_dir);
+    for g in groups {
+        cmd.args(["--group", g]);
+    }
+    let out = cmd.output().expect("capstan kubeconfig");
+    assert!(out.status.success(), "{:?}", text(&out));
+    let path = s.data_dir.join(format!("{user}.kubeconfig"));
+    std::fs::write(&path, &out.stdout).expect("write the user's kubeconfig");
+    path
+}

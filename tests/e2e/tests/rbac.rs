@@ -6,23 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use capstan_e2e::{get_json, text, wait_for, Server};
+use capstan_e2e::{get_json, text, user_kubeconfig, wait_for, Server};
 use serde_json::Value;
-
-/// A kubeconfig for `user` in `groups`, minted by `capstan kubeconfig`.
-fn user_kubeconfig(s: &Server, user: &str, groups: &[&str]) -> PathBuf {
-    let mut cmd = Command::new(capstan_e2e::capstan_bin());
-    cmd.args(["kubeconfig", "--user", user, "--data-dir"])
-        .arg(&s.data_dir);
-    for g in groups {
-        cmd.args(["--group", g]);
-    }
-    let out = cmd.output().expect("capstan kubeconfig");
-    assert!(out.status.success(), "{:?}", text(&out));
-    let path = s.data_dir.join(format!("{user}.kubeconfig"));
-    std::fs::write(&path, &out.stdout).expect("write the user's kubeconfig");
-    path
-}
 
 fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new("kubectl")

@@ -582,3 +582,82 @@ fn exec_into_a_pod_without_a_node_or_a_container_is_refused_as_upstream() {
         "{stderr}"
     );
 }
+
+/// RBAC decides who gets in: `edit` may exec (GET for WebSocket, POST for SPDY), `view` is
+/// refused exec and port-forward in upstream's words.
+#[test]
+fn exec_and_port_forward_need_their_subresource_permissions() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    s.kubectl_ok(&["create", "namespace", "team"]);
+    s.kubectl_ok(&[
+        "run",
+        "box",
+        "-n",
+        "team",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "86400",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "e",
+        "--clusterrole=edit",
+        "--user=alice",
+        "-n",
+        "team",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "v",
+        "--clusterrole=view",
+        "--user=bob",
+        "-n",
+        "team",
+    ]);
+    wait_for("box to run", Duration::from_secs(90), || {
+        let p = get_json(&s, &["pod", "box", "-n", "team"])?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    let alice = capstan_e2e::user_kubeconfig(&s, "alice", &[]);
+    let bob = capstan_e2e::user_kubeconfig(&s, "bob", &[]);
+    let as_user = |kc: &Path, v: &str, args: &[&str]| {
+        Command::new(kubectl_versions_dir().join(format!("kubectl.{v}")))
+            .env("KUBECONFIG", kc)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    for v in ["1.27", "1.33"] {
+        let out = as_user(
+            &alice,
+            v,
+            &["exec", "-n", "team", "box", "--", "echo", "in"],
+        );
+        assert_eq!(text(&out).0, "in\n", "{v}: {:?}", text(&out));
+        let out = as_user(&bob, v, &["exec", "-n", "team", "box", "--", "echo", "in"]);
+        assert!(!out.status.success(), "{v}");
+        assert!(
+            text(&out).1.contains(
+                "pods \"box\" is forbidden: User \"bob\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"team\""
+            ),
+            "{v}: {:?}",
+            text(&out)
+        );
+    }
+    let out = as_user(
+        &bob,
+        "1.33",
+        &["port-forward", "-n", "team", "pod/box", ":80"],
+    );
+    assert!(
+        text(&out)
+            .1
+            .contains("cannot create resource \"pods/portforward\""),
+        "{:?}",
+        text(&out)
+    );
+}
