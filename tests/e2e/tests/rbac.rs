@@ -2,7 +2,7 @@
 //! kubeconfig`, refusals in upstream's words, `auth can-i` (incl. `--list` and `--as`),
 //! `auth whoami`, escalation prevention, a service account's token, aggregated ClusterRoles.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
