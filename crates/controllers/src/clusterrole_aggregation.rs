@@ -16,32 +16,15 @@ use crate::context::Context;
 
 const MANAGER: &str = "clusterrole-aggregation-controller";
 
-/// Whether `labels` satisfy `selector`; an empty selector matches nothing, as upstream's
-/// aggregation treats it.
+/// Whether `labels` satisfy `selector` (the controllers' one LabelSelector matcher); an
+/// empty selector matches nothing, as upstream's aggregation treats it.
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector.match_labels.as_ref().filter(|m| !m.is_empty());
-    let by_exprs = selector
-        .match_expressions
-        .as_ref()
-        .filter(|e| !e.is_empty());
-    if by_labels.is_none() && by_exprs.is_none() {
-        return false;
-    }
-    let labels_ok = by_labels.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let exprs_ok = by_exprs.is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let have = labels.get(&e.key);
-            let values = e.values.as_deref().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => have.is_some_and(|v| values.contains(v)),
-                "NotIn" => have.is_none_or(|v| !values.contains(v)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
-    });
-    labels_ok && exprs_ok
+    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty());
+    !empty && capstan_scheduler::selectors::selector_matches(selector, labels)
 }
 
 /// The rules `role` aggregates from `all`: matching roles in name order, each rule once,

@@ -661,3 +661,63 @@ fn exec_and_port_forward_need_their_subresource_permissions() {
         text(&out)
     );
 }
+
+/// `pods/ephemeralcontainers` (what `kubectl debug` writes) only ever adds: a field an
+/// ephemeral container may not set, a taken name and a removal are refused with their field
+/// paths; the pod's main endpoint keeps the stored list.
+#[test]
+fn ephemeral_containers_are_only_added_and_validated_as_upstream() {
+    let s = Server::start();
+    s.kubectl_ok(&["run", "eph", "--image=busybox", "--", "sleep", "1"]);
+    let path = "/api/v1/namespaces/default/pods/eph/ephemeralcontainers";
+    let put = |containers: serde_json::Value| {
+        let mut pod = get_json(&s, &["pod", "eph"]).expect("pod");
+        pod["spec"]["ephemeralContainers"] = containers;
+        s.kubectl_stdin(&["replace", "--raw", path, "-f", "-"], &pod.to_string())
+    };
+    let out = put(serde_json::json!([
+        {"name": "eph", "image": "busybox"},
+        {"name": "dbg", "image": "busybox", "ports": [{"containerPort": 80}]},
+        {"name": "dbg2", "image": "busybox", "targetContainerName": "nope"}
+    ]));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    for want in [
+        "spec.ephemeralContainers[0].name: Duplicate value: \"eph\"",
+        "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+        "spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\"",
+    ] {
+        assert!(stderr.contains(want), "{want} in {stderr}");
+    }
+    let out = put(serde_json::json!([{"name": "dbg", "image": "busybox", "resources": {}}]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let names = s.kubectl_ok(&[
+        "get",
+        "pod",
+        "eph",
+        "-o",
+        "jsonpath={.spec.ephemeralContainers[*].name}",
+    ]);
+    assert_eq!(names, "dbg");
+    let out = put(serde_json::json!([]));
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains(
+            "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed"
+        ),
+        "{stderr}"
+    );
+    // The main endpoint keeps the stored list whatever it is sent.
+    let mut pod = get_json(&s, &["pod", "eph"]).expect("pod");
+    pod["spec"]["ephemeralContainers"] = serde_json::json!([]);
+    let out = s.kubectl_stdin(&["replace", "-f", "-"], &pod.to_string());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let names = s.kubectl_ok(&[
+        "get",
+        "pod",
+        "eph",
+        "-o",
+        "jsonpath={.spec.ephemeralContainers[*].name}",
+    ]);
+    assert_eq!(names, "dbg");
+}

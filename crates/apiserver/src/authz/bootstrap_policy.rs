@@ -651,38 +651,13 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
-/// Whether `labels` satisfy a label selector (matchLabels and matchExpressions).
-pub fn selector_matches(selector: &Value, labels: &Value) -> bool {
-    let label = |k: &str| labels.get(k).and_then(Value::as_str);
-    if let Some(m) = selector.get("matchLabels").and_then(Value::as_object) {
-        if !m.iter().all(|(k, v)| label(k) == v.as_str()) {
-            return false;
-        }
-    }
-    if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
-        for e in exprs {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-                "In" => label(key).is_some_and(|v| values.contains(&v)),
-                "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
-                "Exists" => label(key).is_some(),
-                "DoesNotExist" => label(key).is_none(),
-                _ => false,
-            };
-            if !ok {
-                return false;
-            }
-        }
-    }
-    // An empty selector matches nothing here, as upstream's aggregation skips it.
-    selector
+/// Whether an aggregation selector picks `labels`: the shared LabelSelector matcher, except
+/// that an empty selector picks nothing (upstream's aggregation skips it).
+pub fn selector_matches(selector: &Value, labels: &serde_json::Map<String, Value>) -> bool {
+    let empty = selector
         .as_object()
-        .is_some_and(|o| o.values().any(|v| !v.is_null()))
+        .is_none_or(|o| o.values().all(Value::is_null));
+    !empty && crate::types::selector::label_selector_matches(selector, labels)
 }
 
 /// The rules an aggregated ClusterRole gets from `all` (upstream's aggregation controller:
@@ -697,8 +672,12 @@ pub fn aggregate(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
         .iter()
         .filter(|r| r.pointer("/metadata/name").and_then(Value::as_str) != name)
         .filter(|r| {
-            let labels = r.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
-            selectors.iter().any(|s| selector_matches(s, &labels))
+            let empty = serde_json::Map::new();
+            let labels = r
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            selectors.iter().any(|s| selector_matches(s, labels))
         })
         .collect();
     matching.sort_by_key(|r| {

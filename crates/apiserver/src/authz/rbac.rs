@@ -15,8 +15,9 @@ pub struct PolicyRule {
     pub non_resource_urls: Vec<String>,
 }
 
-fn strings(rule: &Value, key: &str) -> Vec<String> {
-    rule.get(key)
+/// The strings of the array at `key` of `v` (none if it is missing or not an array).
+pub(super) fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()

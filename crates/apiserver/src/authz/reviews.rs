@@ -66,17 +66,6 @@ fn attributes(t: &Target, spec: &Value) -> Result<RequestInfo, ApiError> {
 
 /// The user a SubjectAccessReview's spec names.
 fn spec_user(spec: &Value) -> UserInfo {
-    let strings = |ptr: &str| -> Vec<String> {
-        spec.pointer(ptr)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let mut extra = BTreeMap::new();
     if let Some(m) = spec.get("extra").and_then(Value::as_object) {
         for (k, v) in m {
@@ -95,7 +84,7 @@ fn spec_user(spec: &Value) -> UserInfo {
     UserInfo {
         username: s(spec, "/user").into(),
         uid: s(spec, "/uid").into(),
-        groups: strings("/groups"),
+        groups: super::rbac::strings(spec, "groups"),
         extra,
     }
 }

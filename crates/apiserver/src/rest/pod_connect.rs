@@ -5,11 +5,10 @@
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
-use serde_json::Value;
 
 use crate::rest::node_proxy;
 // The container is picked and worded as for pods/log (upstream shares one validation too).
-use crate::rest::pod_log::{escape, pick_container as container};
+use crate::rest::pod_log::{escape, node_of, pick_container as container};
 use crate::status::ApiError;
 use crate::types::Target;
 use crate::AppState;
@@ -77,15 +76,7 @@ pub async fn connect(
         let c = container(&pod, name, &asked)?;
         format!("/{sub}/{}/{}/{}", escape(ns), escape(name), escape(&c))
     };
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if node.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
+    let node = node_of(&pod, name)?;
     let Some(client) = client else {
         return Err(ApiError::bad_request(
             "Upgrade request required: this connection cannot be upgraded (HTTP/1.1 is needed)",

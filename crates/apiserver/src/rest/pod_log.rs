@@ -111,6 +111,17 @@ fn names(list: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
+/// The node the pod is bound to, or upstream's 400 for a pod that has none yet (shared by
+/// pods/log and the connect subresources, as upstream's one node lookup).
+pub fn node_of<'a>(pod: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        Some(node) if !node.is_empty() => Ok(node),
+        _ => Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        ))),
+    }
+}
+
 /// The container to read: the one asked for (any kind: app, init, ephemeral), else the
 /// only app container or the default-container annotation's; worded as upstream.
 pub(crate) fn pick_container(pod: &Value, name: &str, asked: &str) -> Result<String, ApiError> {
@@ -227,15 +238,7 @@ pub async fn get(
     let q = parse(name, query)?;
     let (pod, _) = crate::rest::read_existing(state, t, name).await?;
     let container = pick_container(&pod, name, &q.container)?;
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if node.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
+    let node = node_of(&pod, name)?;
     let path = kubelet_path(ns, name, &container, &q);
     tracing::debug!(namespace = ns, pod = name, %container, node, follow = q.follow, "proxying pod logs");
     node_proxy::get(state, node, &path, q.insecure_skip_tls_verify_backend).await

@@ -141,12 +141,7 @@ impl Strategy for Plain {}
 pub fn keep_status(new: &mut Value, old: &Value, subresource: Option<&str>, has_status: bool) {
     if subresource == Some("status") {
         let status = new.get("status").cloned();
-        // Ownership travels with a status write (apply computes it before it gets here).
-        let managed = new.pointer("/metadata/managedFields").cloned();
-        *new = old.clone();
-        if let Some(m) = managed {
-            crate::object::set_meta(new, "managedFields", m);
-        }
+        reset_to_stored(new, old);
         match status {
             Some(s) => new["status"] = s,
             None => {
@@ -164,5 +159,16 @@ pub fn keep_status(new: &mut Value, old: &Value, subresource: Option<&str>, has_
                 }
             }
         }
+    }
+}
+
+/// A subresource write that changes one part: `new` becomes the stored object again, except
+/// for its ownership (apply computes managedFields before this step); the caller then puts
+/// back the part the subresource changes.
+pub fn reset_to_stored(new: &mut Value, old: &Value) {
+    let managed = new.pointer("/metadata/managedFields").cloned();
+    *new = old.clone();
+    if let Some(m) = managed {
+        crate::object::set_meta(new, "managedFields", m);
     }
 }

@@ -142,11 +142,7 @@ impl Strategy for Pod {
     ) {
         if subresource == Some(EPHEMERAL) {
             let list = new.pointer("/spec/ephemeralContainers").cloned();
-            let managed = new.pointer("/metadata/managedFields").cloned();
-            *new = old.clone();
-            if let Some(m) = managed {
-                crate::object::set_meta(new, "managedFields", m);
-            }
+            crate::types::strategy::reset_to_stored(new, old);
             set_ephemeral(new, list);
             return;
         }
