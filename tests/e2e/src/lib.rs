@@ -2,6 +2,7 @@
 //! fresh data dir and runs the real `kubectl` against it.
 
 pub mod registry;
+mod watchdog;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ pub struct Server {
     pub startup: Duration,
     /// The node agent runs (pods are cleaned up before the server is killed).
     pub with_agent: bool,
+    _watchdog: watchdog::Watchdog,
 }
 
 impl Server {
@@ -108,6 +110,7 @@ impl Server {
             "capstan should print the one line a user needs"
         );
         let port = served_port(&data_dir.join("kubeconfig"));
+        watchdog::register(child.id(), data_dir.to_path_buf(), with_agent);
         Server {
             data_dir: data_dir.to_path_buf(),
             port,
@@ -115,6 +118,13 @@ impl Server {
             _dir: None,
             startup,
             with_agent,
+            _watchdog: watchdog::Watchdog::start(
+                format!(
+                    "the test with the server on port {port} ({})",
+                    std::thread::current().name().unwrap_or("?")
+                ),
+                data_dir.join("kubeconfig"),
+            ),
         }
     }
 
@@ -192,6 +202,7 @@ impl Server {
     /// SIGKILL the server, keeping its data dir.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            watchdog::unregister(c.id());
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -271,11 +271,12 @@ fn tty_checks(k: &Kubectl, v: &str) {
     // remote shell sees a tty and kubectl's size, sent on the resize stream.
     let remote = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; [ -t 0 ] && echo stdin-is-a-tty; exit 5";
     let cmd = format!(
-        "stty rows 45 cols 123; {} exec -it box -- sh -c '{remote}'",
+        "stty rows 45 cols 123; timeout --foreground 60 {} exec -it box -- sh -c '{remote}'",
         k.bin.display()
     );
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("KUBECONFIG", k.server.kubeconfig())
         .stdin(Stdio::null())
         .output()
@@ -353,12 +354,17 @@ fn attach_checks(k: &Kubectl, v: &str) {
 
 /// Types `typed` into `kubectl args…` run on script's terminal; what the terminal showed.
 fn on_a_terminal(k: &Kubectl, args: &str, typed: &str) -> (String, String) {
+    // `--foreground`: kubectl stays in the terminal's foreground process group. Without it
+    // timeout makes a group of its own, and kubectl's switch to raw mode from a background
+    // group stops it (SIGTTOU) for ever — under dash, which does not exec the last command
+    // as bash does. script runs $SHELL: pinned, so every machine runs the same shell.
     let cmd = format!(
-        "stty rows 45 cols 123; timeout 60 {} {args}",
+        "stty rows 45 cols 123; timeout --foreground 60 {} {args}",
         k.bin.display()
     );
     let mut child = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("KUBECONFIG", k.server.kubeconfig())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -345,6 +345,34 @@ impl Pty {
     }
 }
 
+/// A new pty pair, both ends close-on-exec from the start: the agent forks shims from many
+/// threads, and a long-lived one that inherited a slave would keep this terminal open after
+/// its command exits (the master would never read EOF). The master is non-blocking.
+fn open_pty() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let master = nix::pty::posix_openpt(
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+    )?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: open(2) just returned this descriptor and nothing else owns it; PtyMaster
+    // hands its descriptor's ownership over with into_raw_fd.
+    let (master, slave) = unsafe {
+        (
+            OwnedFd::from_raw_fd(master.into_raw_fd()),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    Ok((master, slave))
+}
+
 #[derive(serde::Deserialize)]
 struct TermSize {
     #[serde(rename = "Width")]
@@ -410,7 +438,7 @@ pub async fn run(
         Ok(code) => Outcome::Exited(code),
         Err(message) => Outcome::Failed(message),
     };
-    tracing::debug!(container_id, ?outcome, tty = opts.tty, "exec ended");
+    tracing::info!(container_id, ?outcome, tty = opts.tty, "exec ended");
     if let Some(error) = io.error.take() {
         let body = status_json(&opts.command, &outcome).to_string();
         let _ = error.write(Bytes::from(body)).await;
@@ -428,26 +456,21 @@ async fn run_process(
     let mut tasks = Vec::new();
     let mut drains = Vec::new();
     let mut child = if opts.tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| format!("opening a pty: {e}"))?;
+        let (master, slave_fd) = open_pty().map_err(|e| format!("opening a pty: {e}"))?;
         let slave = |fd: &OwnedFd| -> Result<Stdio, String> {
             Ok(Stdio::from(
                 fd.try_clone().map_err(|e| format!("dup of the pty: {e}"))?,
             ))
         };
-        let stdio = (slave(&pty.slave)?, slave(&pty.slave)?, slave(&pty.slave)?);
+        let stdio = (slave(&slave_fd)?, slave(&slave_fd)?, slave(&slave_fd)?);
         let child = runtime
             .exec_stream(container_id, &opts.command, stdio)
             .await
             .map_err(|e| e.to_string())?;
-        drop(pty.slave);
-        nix::fcntl::fcntl(
-            pty.master.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(|e| format!("pty: {e}"))?;
+        drop(slave_fd);
         // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open (and the same
         // descriptor) until it is dropped.
-        let registered = unsafe { AsyncFd::register(pty.master) };
+        let registered = unsafe { AsyncFd::register(master) };
         let master = Arc::new(Pty(registered.map_err(|e| format!("pty: {e}"))?));
         if let Some(out) = io.stdout.take() {
             let m = master.clone();
@@ -530,12 +553,24 @@ async fn run_process(
             child.wait().await
         }
     };
+    let drain_handles: Vec<_> = drains.iter().map(|d| d.abort_handle()).collect();
     let drained = async {
         for d in drains {
             let _ = d.await;
         }
     };
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+        // Something else holds the output open (a daemon the command left behind, or a
+        // terminal some other process has): stop reading, or its descriptor lives for ever.
+        tracing::warn!(
+            container_id,
+            tty = opts.tty,
+            "exec: output still open after the process exited; closing it"
+        );
+    }
+    for t in drain_handles {
+        t.abort();
+    }
     for t in tasks {
         t.abort();
     }
