@@ -292,7 +292,10 @@ impl Watched {
     fn namespace_event(&mut self, event: Event<Namespace>) {
         match event {
             Event::Init => self.relisting_namespaces = Some(Vec::new()),
-            Event::InitApply(n) => self.relisting_namespaces.get_or_insert_with(Vec::new).push(n),
+            Event::InitApply(n) => self
+                .relisting_namespaces
+                .get_or_insert_with(Vec::new)
+                .push(n),
             Event::InitDone => {
                 self.objects.namespaces.clear();
                 for n in self.relisting_namespaces.take().unwrap_or_default() {

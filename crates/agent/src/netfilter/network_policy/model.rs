@@ -227,7 +227,12 @@ impl Objects {
     }
 
     /// `address . protocol . port` of every candidate pod with a container port so named.
-    fn named_port_elements(&self, port: &str, protocol: Protocol, local_only: bool) -> BTreeSet<String> {
+    fn named_port_elements(
+        &self,
+        port: &str,
+        protocol: Protocol,
+        local_only: bool,
+    ) -> BTreeSet<String> {
         self.pods
             .values()
             .flat_map(|p| p.values())
@@ -312,21 +317,23 @@ impl Objects {
         sets: &mut BTreeMap<String, SetSpec>,
     ) -> Vec<String> {
         // (peers, ports) per rule.
-        let rules: Vec<(Option<&Vec<NetworkPolicyPeer>>, Option<&Vec<NetworkPolicyPort>>)> =
-            match dir {
-                Direction::Ingress => spec
-                    .ingress
-                    .iter()
-                    .flatten()
-                    .map(|r| (r.from.as_ref(), r.ports.as_ref()))
-                    .collect(),
-                Direction::Egress => spec
-                    .egress
-                    .iter()
-                    .flatten()
-                    .map(|r| (r.to.as_ref(), r.ports.as_ref()))
-                    .collect(),
-            };
+        let rules: Vec<(
+            Option<&Vec<NetworkPolicyPeer>>,
+            Option<&Vec<NetworkPolicyPort>>,
+        )> = match dir {
+            Direction::Ingress => spec
+                .ingress
+                .iter()
+                .flatten()
+                .map(|r| (r.from.as_ref(), r.ports.as_ref()))
+                .collect(),
+            Direction::Egress => spec
+                .egress
+                .iter()
+                .flatten()
+                .map(|r| (r.to.as_ref(), r.ports.as_ref()))
+                .collect(),
+        };
         let mut out = Vec::new();
         for (ri, (peers, ports)) in rules.into_iter().enumerate() {
             let ri = ri.to_le_bytes();
@@ -338,12 +345,22 @@ impl Objects {
                     .enumerate()
                     .filter_map(|(pi, peer)| {
                         if let Some(block) = &peer.ip_block {
-                            return ip_block_match(dir.peer(), &block.cidr, block.except.as_deref());
+                            return ip_block_match(
+                                dir.peer(),
+                                &block.cidr,
+                                block.except.as_deref(),
+                            );
                         }
                         let elements = self.peer_pods(ns, peer)?;
                         let set = name(
                             "peer",
-                            &[ns.as_bytes(), pname.as_bytes(), dir.tag().as_bytes(), &ri, &pi.to_le_bytes()],
+                            &[
+                                ns.as_bytes(),
+                                pname.as_bytes(),
+                                dir.tag().as_bytes(),
+                                &ri,
+                                &pi.to_le_bytes(),
+                            ],
                         );
                         let text = format!("{} @{set} ", dir.peer());
                         sets.insert(
@@ -370,9 +387,9 @@ impl Objects {
                             Some(IntOrString::Int(n)) => {
                                 let first = u16::try_from(*n).ok().filter(|n| *n > 0)?;
                                 match port.end_port.map(u16::try_from) {
-                                    Some(Ok(last)) if last >= first => {
-                                        Some(format!("meta l4proto {proto} th dport {first}-{last} "))
-                                    }
+                                    Some(Ok(last)) if last >= first => Some(format!(
+                                        "meta l4proto {proto} th dport {first}-{last} "
+                                    )),
                                     Some(_) => None,
                                     None => Some(format!("meta l4proto {proto} th dport {first} ")),
                                 }
@@ -380,7 +397,13 @@ impl Objects {
                             Some(IntOrString::String(port_name)) => {
                                 let set = name(
                                     "np",
-                                    &[ns.as_bytes(), pname.as_bytes(), dir.tag().as_bytes(), &ri, &qi.to_le_bytes()],
+                                    &[
+                                        ns.as_bytes(),
+                                        pname.as_bytes(),
+                                        dir.tag().as_bytes(),
+                                        &ri,
+                                        &qi.to_le_bytes(),
+                                    ],
                                 );
                                 let elements = self.named_port_elements(
                                     port_name,
@@ -464,13 +487,18 @@ mod tests {
         let mut o = Objects::default();
         let ns = o.pods.entry("ns".into()).or_default();
         ns.insert("server".into(), pod("10.1.0.2", &[("app", "web")], true));
-        ns.insert("client".into(), pod("10.1.0.3", &[("role", "client")], true));
+        ns.insert(
+            "client".into(),
+            pod("10.1.0.3", &[("role", "client")], true),
+        );
         o.pods
             .entry("other".into())
             .or_default()
             .insert("far".into(), pod("10.1.0.9", &[("role", "client")], false));
-        o.namespaces
-            .insert("other".into(), [("team".to_string(), "b".to_string())].into());
+        o.namespaces.insert(
+            "other".into(),
+            [("team".to_string(), "b".to_string())].into(),
+        );
         o.policies.insert(
             ("ns".into(), "p".into()),
             serde_json::from_value(policy).expect("spec"),
@@ -484,7 +512,11 @@ mod tests {
         let isolated = &d.sets[INGRESS_ISOLATED].elements;
         assert_eq!(isolated.len(), 2, "{d:?}");
         assert!(d.sets[EGRESS_ISOLATED].elements.is_empty());
-        let chain = d.chains.keys().find(|c| c.starts_with("in-")).expect("chain");
+        let chain = d
+            .chains
+            .keys()
+            .find(|c| c.starts_with("in-"))
+            .expect("chain");
         assert!(d.chains[chain].is_empty());
         assert_eq!(d.chains[INGRESS].len(), 2);
         assert!(d.chains[INGRESS][1].ends_with("@ingress-isolated drop"));
@@ -507,11 +539,18 @@ mod tests {
             d.sets[INGRESS_ISOLATED].elements,
             ["10.1.0.2".to_string()].into()
         );
-        let chain = d.chains.keys().find(|c| c.starts_with("in-")).expect("chain");
+        let chain = d
+            .chains
+            .keys()
+            .find(|c| c.starts_with("in-"))
+            .expect("chain");
         let rules = &d.chains[chain];
         assert_eq!(rules.len(), 5, "{rules:?}");
         assert!(rules[1].contains("meta l4proto udp th dport 9000-9010 accept"));
-        assert_eq!(rules[4], "ip saddr 10.0.0.0/8 ip saddr != { 10.1.0.0/16 } accept");
+        assert_eq!(
+            rules[4],
+            "ip saddr 10.0.0.0/8 ip saddr != { 10.1.0.0/16 } accept"
+        );
         let peers: Vec<&SetSpec> = d
             .sets
             .iter()
@@ -519,12 +558,24 @@ mod tests {
             .map(|(_, s)| s)
             .collect();
         assert_eq!(peers.len(), 2);
-        assert!(peers.iter().any(|s| s.elements == ["10.1.0.3".to_string()].into()));
-        assert!(peers.iter().any(|s| s.elements == ["10.1.0.9".to_string()].into()));
-        let named = d.sets.iter().find(|(n, _)| n.starts_with("np-")).expect("np");
+        assert!(peers
+            .iter()
+            .any(|s| s.elements == ["10.1.0.3".to_string()].into()));
+        assert!(peers
+            .iter()
+            .any(|s| s.elements == ["10.1.0.9".to_string()].into()));
+        let named = d
+            .sets
+            .iter()
+            .find(|(n, _)| n.starts_with("np-"))
+            .expect("np");
         assert_eq!(
             named.1.elements,
-            ["10.1.0.2 . tcp . 8080".to_string(), "10.1.0.3 . tcp . 8080".to_string()].into()
+            [
+                "10.1.0.2 . tcp . 8080".to_string(),
+                "10.1.0.3 . tcp . 8080".to_string()
+            ]
+            .into()
         );
     }
 
@@ -532,7 +583,11 @@ mod tests {
     fn egress_is_enforced_only_when_it_has_rules_or_is_named() {
         let d = objects(serde_json::json!({"podSelector": {}, "egress": [{}]})).desired();
         assert_eq!(d.sets[EGRESS_ISOLATED].elements.len(), 2);
-        let chain = d.chains.keys().find(|c| c.starts_with("out-")).expect("chain");
+        let chain = d
+            .chains
+            .keys()
+            .find(|c| c.starts_with("out-"))
+            .expect("chain");
         assert_eq!(d.chains[chain], vec!["accept".to_string()]);
         let d = objects(serde_json::json!({"podSelector": {}, "egress": []})).desired();
         assert!(d.sets[EGRESS_ISOLATED].elements.is_empty());

@@ -79,7 +79,11 @@ pub fn script(table: &str, old: &Desired, new: &Desired) -> String {
             elements(&mut s, "delete", table, name, &gone);
         }
         let added: Vec<&str> = match before {
-            Some(before) => set.elements.difference(&before.elements).map(String::as_str).collect(),
+            Some(before) => set
+                .elements
+                .difference(&before.elements)
+                .map(String::as_str)
+                .collect(),
             None => set.elements.iter().map(String::as_str).collect(),
         };
         elements(&mut s, "add", table, name, &added);
@@ -146,7 +150,8 @@ mod tests {
                 elements: ["10.1.0.2".to_string()].into(),
             },
         );
-        old.chains.insert("in-1".into(), vec!["ip saddr @peer-1 accept".into()]);
+        old.chains
+            .insert("in-1".into(), vec!["ip saddr @peer-1 accept".into()]);
         let mut new = old.clone();
         if let Some(set) = new.sets.get_mut("peer-1") {
             set.elements.insert("10.1.0.3".into());
@@ -172,7 +177,10 @@ mod tests {
         old.chains.insert("in-1".into(), Vec::new());
         old.chains.insert(
             INGRESS.into(),
-            vec!["ip daddr @sel-1 jump in-1".into(), "ip daddr @ingress-isolated drop".into()],
+            vec![
+                "ip daddr @sel-1 jump in-1".into(),
+                "ip daddr @ingress-isolated drop".into(),
+            ],
         );
         let s = script("t", &old, &Desired::empty());
         let lines: Vec<&str> = s.lines().collect();
