@@ -99,6 +99,14 @@ pub async fn run(client: kube::Client, node_name: String, instance: String) {
         }
     };
     tracing::info!(table = %table.name(), "NetworkPolicy table created");
+    // Packets between two pods of this node are bridged: only br_netfilter shows them to
+    // the ip hooks the table filters in (`sysctl::prepare` turns it on when it can).
+    let bridged = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if bridged.map(|v| v.trim() != "1").unwrap_or(true) {
+        tracing::warn!(
+            "br_netfilter is off: NetworkPolicies do not apply between pods of this node"
+        );
+    }
     let config = watcher::Config::default;
     let mut policies = watcher::watcher(Api::<NetworkPolicy>::all(client.clone()), config())
         .default_backoff()

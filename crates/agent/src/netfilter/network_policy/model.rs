@@ -193,6 +193,12 @@ fn policy_types(spec: &NetworkPolicySpec) -> (bool, bool) {
 
 static NO_LABELS: Labels = Labels::new();
 
+/// One rule's peers and ports (either absent or empty: everything).
+type RuleParts<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 impl Objects {
     fn namespace_labels(&self, ns: &str) -> &Labels {
         self.namespaces.get(ns).unwrap_or(&NO_LABELS)
@@ -317,10 +323,7 @@ impl Objects {
         sets: &mut BTreeMap<String, SetSpec>,
     ) -> Vec<String> {
         // (peers, ports) per rule.
-        let rules: Vec<(
-            Option<&Vec<NetworkPolicyPeer>>,
-            Option<&Vec<NetworkPolicyPort>>,
-        )> = match dir {
+        let rules: Vec<RuleParts<'_>> = match dir {
             Direction::Ingress => spec
                 .ingress
                 .iter()
@@ -504,6 +507,57 @@ mod tests {
             serde_json::from_value(policy).expect("spec"),
         );
         o
+    }
+
+    #[test]
+    fn pods_without_an_address_or_on_the_host_network_are_not_seen() {
+        let pod = |extra: serde_json::Value| -> Pod {
+            let mut v = serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"containerPort": 80}
+                ]}]},
+                "status": {"phase": "Running", "podIP": "10.1.0.4"}
+            });
+            if let (Some(base), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                for (k, e) in extra {
+                    if let (Some(b), Some(e)) = (
+                        base.get_mut(k).and_then(|b| b.as_object_mut()),
+                        e.as_object(),
+                    ) {
+                        b.extend(e.clone());
+                    }
+                }
+            }
+            serde_json::from_value(v).expect("pod")
+        };
+        let info = pod_info(&pod(serde_json::json!({})), "n1").expect("seen");
+        assert!(info.local);
+        assert_eq!(
+            info.ports,
+            vec![NamedPort {
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                port: 53
+            }]
+        );
+        assert!(
+            !pod_info(&pod(serde_json::json!({})), "n2")
+                .expect("seen")
+                .local
+        );
+        assert!(pod_info(&pod(serde_json::json!({"status": {"podIP": null}})), "n1").is_none());
+        assert!(pod_info(
+            &pod(serde_json::json!({"status": {"phase": "Succeeded"}})),
+            "n1"
+        )
+        .is_none());
+        assert!(pod_info(
+            &pod(serde_json::json!({"spec": {"hostNetwork": true}})),
+            "n1"
+        )
+        .is_none());
     }
 
     #[test]
