@@ -123,6 +123,11 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
                 node.name.clone(),
                 n.clone(),
             ));
+            tokio::spawn(crate::netfilter::network_policy::run(
+                client.clone(),
+                node.name.clone(),
+                opts.instance.clone(),
+            ));
             Some(n)
         }
         Err(e) => {
@@ -192,6 +197,13 @@ pub async fn cleanup(opts: &AgentOptions) -> Result<Vec<String>, AgentError> {
         removed.push(format!(
             "nftables table {}",
             crate::netfilter::table_name(&opts.instance)
+        ));
+    }
+    if crate::netfilter::network_policy::table_exists(&opts.instance).await {
+        crate::netfilter::network_policy::remove_table(&opts.instance).await?;
+        removed.push(format!(
+            "nftables table {}",
+            crate::netfilter::network_policy::table_name(&opts.instance)
         ));
     }
     Ok(removed)

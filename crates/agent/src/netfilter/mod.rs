@@ -1,7 +1,9 @@
 //! The node's packet rules, in one nftables table per agent instance (`ip capstan-<instance>`):
 //! egress masquerade for the podCIDR, `hostPort` DNAT and the Service proxy. The table is
 //! rebuilt at start; afterwards each change is one `nft` transaction on the chains it touches.
+//! NetworkPolicies have a table of their own (`network_policy`).
 
+pub mod network_policy;
 mod nft;
 mod ruleset;
 pub mod service_proxy;
