@@ -389,14 +389,26 @@ fn debug_checks(k: &Kubectl, v: &str) {
     );
     assert!(stdout.contains("debug-42"), "{v}: {stdout}{stderr}");
     assert!(stdout.contains("sleep 86400"), "{v}: {stdout}{stderr}");
-    let pod = get_json(k.server, &["pod", "box"]).expect("box");
-    let exited: Vec<i64> = pod["status"]["ephemeralContainerStatuses"]
-        .as_array()
-        .expect("ephemeral statuses")
-        .iter()
-        .filter_map(|s| s["state"]["terminated"]["exitCode"].as_i64())
-        .collect();
-    assert!(!exited.is_empty(), "{v}: {pod}");
+    // "Defaulting debug container name to debugger-x7k2p."
+    let name = format!("{stdout}{stderr}")
+        .split("debug container name to ")
+        .nth(1)
+        .and_then(|rest| rest.split(['.', '\r', '\n']).next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{v}: no debug container name in {stdout}{stderr}"));
+    // The session ends when the process does; the status follows on the agent's next sync.
+    wait_for(
+        &format!("{v}: {name}'s exit code 3 in the pod's status"),
+        Duration::from_secs(30),
+        || {
+            let pod = get_json(k.server, &["pod", "box"])?;
+            pod["status"]["ephemeralContainerStatuses"]
+                .as_array()?
+                .iter()
+                .any(|s| s["name"] == name.as_str() && s["state"]["terminated"]["exitCode"] == 3)
+                .then_some(())
+        },
+    );
 }
 
 fn port_forward_checks(k: &Kubectl, v: &str, big_sha: &str, dir: &Path, large: bool) {
