@@ -102,7 +102,10 @@ impl ControllerFlags {
         let read = |p: &std::path::Path| {
             std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         };
-        let cluster_signing_ca = match (&self.cluster_signing_cert_file, &self.cluster_signing_key_file) {
+        let cluster_signing_ca = match (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) {
             (Some(cert), Some(key)) => Some(crate::cluster_signer::ca(&read(cert)?, &read(key)?)?),
             _ => None,
         };

@@ -63,7 +63,13 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The Secret for token `id.secret`, expiring `ttl` from now (never when zero).
-fn secret(id: &str, secret: &str, ttl: Duration, groups: &[String], description: &str) -> serde_json::Value {
+fn secret(
+    id: &str,
+    secret: &str,
+    ttl: Duration,
+    groups: &[String],
+    description: &str,
+) -> serde_json::Value {
     let mut data = json!({
         "token-id": id,
         "token-secret": secret,
@@ -89,15 +95,16 @@ pub async fn create(
     groups: &[String],
     description: &str,
 ) -> anyhow::Result<String> {
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("{} (has a server run with this data dir?)", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| {
+        format!(
+            "{} (has a server run with this data dir?)",
+            data_dir.display()
+        )
+    })?;
     let kubeconfig = data_dir.join("kubeconfig");
-    let client = crate::kubeconfig::client(
-        &kubeconfig,
-        Some(crate::kubeconfig::entry_name(&data_dir)),
-    )
-    .await?;
+    let client =
+        crate::kubeconfig::client(&kubeconfig, Some(crate::kubeconfig::entry_name(&data_dir)))
+            .await?;
     let (id, token_secret) = (random_chars(6), random_chars(16));
     let ar = ApiResource {
         group: String::new(),

@@ -68,7 +68,9 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
             clusterrole_aggregation::run(ctx).boxed()
         }),
         ("cronjob", |ctx| cronjob::run(ctx).boxed()),
-        ("csrapproving", |ctx| certificates::approving::run(ctx).boxed()),
+        ("csrapproving", |ctx| {
+            certificates::approving::run(ctx).boxed()
+        }),
         ("csrsigning", |ctx| certificates::signing::run(ctx).boxed()),
         ("daemonset", |ctx| daemonset::run(ctx).boxed()),
         ("deployment", |ctx| deployment::run(ctx).boxed()),

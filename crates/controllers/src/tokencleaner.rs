@@ -103,8 +103,17 @@ mod tests {
         };
         let at = |s: &str| s.parse::<Timestamp>().unwrap();
         let s = secret("MjAyNi0wMS0wMVQwMDowMDoxMFo=");
-        assert_eq!(time_left(&s, at("2026-01-01T00:00:04Z")), Some(Duration::from_secs(6)));
-        assert_eq!(time_left(&s, at("2026-01-01T00:00:11Z")), Some(Duration::ZERO));
-        assert_eq!(time_left(&secret("bmV2ZXI="), at("2026-01-01T00:00:00Z")), Some(Duration::ZERO));
+        assert_eq!(
+            time_left(&s, at("2026-01-01T00:00:04Z")),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            time_left(&s, at("2026-01-01T00:00:11Z")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            time_left(&secret("bmV2ZXI="), at("2026-01-01T00:00:00Z")),
+            Some(Duration::ZERO)
+        );
     }
 }

@@ -35,16 +35,33 @@ fn kubectl_stdin_with(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
 }
 
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
     assert!(out.status.success(), "openssl {args:?}: {:?}", text(&out));
 }
 
 /// A P-256 key and a certificate request for `subject` (`/CN=x/O=y`) in `dir`: (key, csr).
 fn key_and_request(dir: &Path, stem: &str, subject: &str) -> (PathBuf, PathBuf) {
-    let (key, csr) = (dir.join(format!("{stem}.key")), dir.join(format!("{stem}.csr")));
+    let (key, csr) = (
+        dir.join(format!("{stem}.key")),
+        dir.join(format!("{stem}.csr")),
+    );
     openssl(&[
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key.to_str().unwrap(), "-subj", subject, "-out", csr.to_str().unwrap(),
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-subj",
+        subject,
+        "-out",
+        csr.to_str().unwrap(),
     ]);
     (key, csr)
 }
@@ -67,7 +84,12 @@ fn csr_yaml(name: &str, csr: &Path, signer: &str, usages: &[&str], extra_spec: &
 fn condition(kubeconfig: &Path, name: &str) -> String {
     let out = kubectl_with(kubeconfig, &["get", "csr", name, "--no-headers"]);
     assert!(out.status.success(), "{:?}", text(&out));
-    text(&out).0.split_whitespace().last().unwrap_or("").to_string()
+    text(&out)
+        .0
+        .split_whitespace()
+        .last()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// A kubeconfig logging in with `cert` and `key` (PEM files) to `s`.
@@ -100,13 +122,17 @@ fn token_kubeconfig(s: &Server, name: &str, token: &str) -> PathBuf {
 
 /// Wait for the CSR's certificate and write it to a file.
 fn issued_certificate(s: &Server, name: &str, to: &Path) -> Value {
-    let csr = wait_for(&format!("csr {name} issued"), Duration::from_secs(30), || {
-        get_json(s, &["csr", name]).filter(|c| {
-            c.pointer("/status/certificate")
-                .and_then(Value::as_str)
-                .is_some_and(|c| !c.is_empty())
-        })
-    });
+    let csr = wait_for(
+        &format!("csr {name} issued"),
+        Duration::from_secs(30),
+        || {
+            get_json(s, &["csr", name]).filter(|c| {
+                c.pointer("/status/certificate")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| !c.is_empty())
+            })
+        },
+    );
     let pem = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD
@@ -150,11 +176,17 @@ fn a_user_request_is_approved_issued_and_the_certificate_logs_in() {
     let stored = get_json(&s, &["csr", "csr-carol"]).expect("csr");
     assert_eq!(stored["spec"]["username"], "system:admin");
     let table = s.kubectl_ok(&["get", "csr", "csr-carol"]);
-    assert!(table.contains("kubernetes.io/kube-apiserver-client"), "{table}");
+    assert!(
+        table.contains("kubernetes.io/kube-apiserver-client"),
+        "{table}"
+    );
     assert!(table.contains("24h"), "{table}");
 
     let out = s.kubectl_ok(&["certificate", "approve", "csr-carol"]);
-    assert!(out.contains("certificatesigningrequest.certificates.k8s.io/csr-carol approved"), "{out}");
+    assert!(
+        out.contains("certificatesigningrequest.certificates.k8s.io/csr-carol approved"),
+        "{out}"
+    );
     let cert = dir.join("carol.crt");
     let issued = issued_certificate(&s, "csr-carol", &cert);
     let approved = &issued["status"]["conditions"][0];
@@ -167,7 +199,10 @@ fn a_user_request_is_approved_issued_and_the_certificate_logs_in() {
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(!end.status.success(), "the certificate should expire within 25h");
+    assert!(
+        !end.status.success(),
+        "the certificate should expire within 25h"
+    );
 
     let carol = cert_kubeconfig(&s, "carol", &cert, &key);
     let out = kubectl_with(&carol, &["auth", "whoami"]);
@@ -202,8 +237,16 @@ fn a_user_request_is_approved_issued_and_the_certificate_logs_in() {
 
     // Another request, denied: no certificate.
     let (_, req) = key_and_request(&dir, "dan", "/CN=dan");
-    let yaml = csr_yaml("csr-dan", &req, "kubernetes.io/kube-apiserver-client", &["client auth"], "");
-    assert!(kubectl_stdin_with(&admin, &["create", "-f", "-"], &yaml).status.success());
+    let yaml = csr_yaml(
+        "csr-dan",
+        &req,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth"],
+        "",
+    );
+    assert!(kubectl_stdin_with(&admin, &["create", "-f", "-"], &yaml)
+        .status
+        .success());
     let out = s.kubectl_ok(&["certificate", "deny", "csr-dan"]);
     assert!(out.contains("csr-dan denied"), "{out}");
     assert_eq!(condition(&admin, "csr-dan"), "Denied");
@@ -228,7 +271,10 @@ fn bad_requests_are_refused_in_upstreams_words() {
     let err = text(&out).1;
     assert!(!out.status.success());
     assert!(err.contains("spec.expirationSeconds: Invalid value: 100: may not specify a duration less than 600 seconds (10 minutes)"), "{err}");
-    assert!(err.contains("spec.usages[1]: Unsupported value: \"flying\""), "{err}");
+    assert!(
+        err.contains("spec.usages[1]: Unsupported value: \"flying\""),
+        "{err}"
+    );
 
     let junk = s.data_dir.join("junk.csr");
     std::fs::write(&junk, "not a request").expect("write");
@@ -236,12 +282,24 @@ fn bad_requests_are_refused_in_upstreams_words() {
     let out = kubectl_stdin_with(&admin, &["create", "-f", "-"], &yaml);
     let err = text(&out).1;
     assert!(err.contains("spec.request: Invalid value"), "{err}");
-    assert!(err.contains("PEM block type must be CERTIFICATE REQUEST"), "{err}");
-    assert!(err.contains("spec.signerName: Invalid value: \"no-slash\""), "{err}");
+    assert!(
+        err.contains("PEM block type must be CERTIFICATE REQUEST"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.signerName: Invalid value: \"no-slash\""),
+        "{err}"
+    );
 
     // system:masters through the client signer would be cluster-admin.
     let (_, req) = key_and_request(&s.data_dir, "root", "/CN=root/O=system:masters");
-    let yaml = csr_yaml("csr-root", &req, "kubernetes.io/kube-apiserver-client", &["client auth"], "");
+    let yaml = csr_yaml(
+        "csr-root",
+        &req,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth"],
+        "",
+    );
     let out = kubectl_stdin_with(&admin, &["create", "-f", "-"], &yaml);
     assert!(!out.status.success());
     assert!(
@@ -256,17 +314,30 @@ fn approving_needs_the_approve_verb_on_the_signer() {
     let s = Server::start();
     let admin = s.kubeconfig();
     let (_, req) = key_and_request(&s.data_dir, "frank", "/CN=frank");
-    let yaml = csr_yaml("csr-frank", &req, "kubernetes.io/kube-apiserver-client", &["client auth"], "");
-    assert!(kubectl_stdin_with(&admin, &["create", "-f", "-"], &yaml).status.success());
+    let yaml = csr_yaml(
+        "csr-frank",
+        &req,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth"],
+        "",
+    );
+    assert!(kubectl_stdin_with(&admin, &["create", "-f", "-"], &yaml)
+        .status
+        .success());
     // May update approvals, but approve no signer.
     s.kubectl_ok(&[
-        "create", "clusterrole", "csr-approver-without-signer",
+        "create",
+        "clusterrole",
+        "csr-approver-without-signer",
         "--verb=get,list,watch,update",
         "--resource=certificatesigningrequests,certificatesigningrequests/approval",
     ]);
     s.kubectl_ok(&[
-        "create", "clusterrolebinding", "grace-csr",
-        "--clusterrole=csr-approver-without-signer", "--user=grace",
+        "create",
+        "clusterrolebinding",
+        "grace-csr",
+        "--clusterrole=csr-approver-without-signer",
+        "--user=grace",
     ]);
     let grace = user_kubeconfig(&s, "grace", &[]);
     let out = kubectl_with(&grace, &["certificate", "approve", "csr-frank"]);
@@ -279,8 +350,11 @@ fn approving_needs_the_approve_verb_on_the_signer() {
     assert_eq!(condition(&admin, "csr-frank"), "Pending");
     // The default approver role for that signer lets her.
     s.kubectl_ok(&[
-        "create", "clusterrolebinding", "grace-signer",
-        "--clusterrole=system:certificates.k8s.io:kube-apiserver-client-approver", "--user=grace",
+        "create",
+        "clusterrolebinding",
+        "grace-signer",
+        "--clusterrole=system:certificates.k8s.io:kube-apiserver-client-approver",
+        "--user=grace",
     ]);
     wait_for("grace may approve", Duration::from_secs(10), || {
         kubectl_with(&grace, &["certificate", "approve", "csr-frank"])
@@ -299,15 +373,26 @@ fn a_bootstrap_token_gets_a_node_client_certificate_auto_approved() {
     let admin = s.kubeconfig();
     let token = token_create(&s, "1h");
     let id = token.split('.').next().unwrap_or_default().to_string();
-    let secret = get_json(&s, &["secret", "-n", "kube-system", &format!("bootstrap-token-{id}")])
-        .expect("the token's Secret");
+    let secret = get_json(
+        &s,
+        &[
+            "secret",
+            "-n",
+            "kube-system",
+            &format!("bootstrap-token-{id}"),
+        ],
+    )
+    .expect("the token's Secret");
     assert_eq!(secret["type"], "bootstrap.kubernetes.io/token");
     let joiner = token_kubeconfig(&s, "joiner", &token);
 
     let out = kubectl_with(&joiner, &["auth", "whoami", "-o", "json"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let who: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(who["status"]["userInfo"]["username"], format!("system:bootstrap:{id}"));
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        format!("system:bootstrap:{id}")
+    );
     let groups = who["status"]["userInfo"]["groups"].to_string();
     assert!(groups.contains("system:bootstrappers"), "{groups}");
 
@@ -360,7 +445,9 @@ fn a_bootstrap_token_gets_a_node_client_certificate_auto_approved() {
         &["digital signature", "client auth"],
         "",
     );
-    assert!(kubectl_stdin_with(&joiner, &["create", "-f", "-"], &yaml).status.success());
+    assert!(kubectl_stdin_with(&joiner, &["create", "-f", "-"], &yaml)
+        .status
+        .success());
     s.kubectl_ok(&["certificate", "approve", "node-csr-bad"]);
     let failed = wait_for("node-csr-bad failed", Duration::from_secs(30), || {
         get_json(&s, &["csr", "node-csr-bad"]).filter(|c| {
@@ -369,10 +456,19 @@ fn a_bootstrap_token_gets_a_node_client_certificate_auto_approved() {
                 .is_some_and(|l| l.iter().any(|c| c["type"] == "Failed"))
         })
     });
-    let conds = failed["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let f = conds.iter().find(|c| c["type"] == "Failed").expect("Failed");
+    let conds = failed["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let f = conds
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .expect("Failed");
     assert_eq!(f["reason"], "SignerValidationFailure");
-    assert_eq!(f["message"], "subject common name does not begin with system:node:");
+    assert_eq!(
+        f["message"],
+        "subject common name does not begin with system:node:"
+    );
     assert!(failed["status"].get("certificate").is_none());
     assert_eq!(condition(&admin, "node-csr-bad"), "Approved,Failed");
 }
@@ -384,7 +480,9 @@ fn expired_unknown_and_foreign_credentials_are_401() {
     let out = kubectl_with(&unknown, &["get", "pods"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).1.contains("error: You must be logged in to the server"),
+        text(&out)
+            .1
+            .contains("error: You must be logged in to the server"),
         "{:?}",
         text(&out)
     );
@@ -400,36 +498,78 @@ fn expired_unknown_and_foreign_credentials_are_401() {
             .contains("error: You must be logged in to the server")
             .then_some(())
     });
-    wait_for("the cleaner to delete the token", Duration::from_secs(30), || {
-        get_json(&s, &["secret", "-n", "kube-system", &format!("bootstrap-token-{id}")])
+    wait_for(
+        "the cleaner to delete the token",
+        Duration::from_secs(30),
+        || {
+            get_json(
+                &s,
+                &[
+                    "secret",
+                    "-n",
+                    "kube-system",
+                    &format!("bootstrap-token-{id}"),
+                ],
+            )
             .is_none()
             .then_some(())
-    });
+        },
+    );
 
     // A client certificate from a CA the cluster does not trust: a 401 Status, not a TLS
     // failure.
     let dir = &s.data_dir;
     let (ca_key, ca_crt) = (dir.join("other-ca.key"), dir.join("other-ca.crt"));
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", ca_key.to_str().unwrap(), "-subj", "/CN=other-ca", "-days", "1",
-        "-out", ca_crt.to_str().unwrap(),
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        ca_key.to_str().unwrap(),
+        "-subj",
+        "/CN=other-ca",
+        "-days",
+        "1",
+        "-out",
+        ca_crt.to_str().unwrap(),
     ]);
     let (key, req) = key_and_request(dir, "outsider", "/CN=outsider/O=system:masters");
     let cert = dir.join("outsider.crt");
     // A v3 certificate (openssl's `x509 -req` writes v1 without extensions).
     let ext = dir.join("outsider.ext");
-    std::fs::write(&ext, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").expect("write");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write");
     openssl(&[
-        "x509", "-req", "-in", req.to_str().unwrap(), "-CA", ca_crt.to_str().unwrap(),
-        "-CAkey", ca_key.to_str().unwrap(), "-CAcreateserial", "-days", "1",
-        "-extfile", ext.to_str().unwrap(), "-out", cert.to_str().unwrap(),
+        "x509",
+        "-req",
+        "-in",
+        req.to_str().unwrap(),
+        "-CA",
+        ca_crt.to_str().unwrap(),
+        "-CAkey",
+        ca_key.to_str().unwrap(),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
     ]);
     let outsider = cert_kubeconfig(&s, "outsider", &cert, &key);
     let out = kubectl_with(&outsider, &["get", "pods"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).1.contains("error: You must be logged in to the server"),
+        text(&out)
+            .1
+            .contains("error: You must be logged in to the server"),
         "{:?}",
         text(&out)
     );

@@ -148,6 +148,7 @@ impl Default for Chain {
                 Box::new(default_storage_class::DefaultStorageClass),
                 Box::new(service_alloc::ServiceAllocation),
                 Box::new(pod_security::PodSecurity),
+                Box::new(certificates::requester::CertificateRequester),
                 Box::new(certificates::approval::CertificateApproval),
                 Box::new(certificates::signing::CertificateSigning),
                 Box::new(certificates::subject_restriction::CertificateSubjectRestriction),

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_as_upstream() {
-        assert_eq!(split("abcdef.0123456789abcdef"), Some(("abcdef", "0123456789abcdef")));
+        assert_eq!(
+            split("abcdef.0123456789abcdef"),
+            Some(("abcdef", "0123456789abcdef"))
+        );
         assert_eq!(split("ABCDEF.0123456789abcdef"), None);
         assert_eq!(split("abcdef.0123"), None);
         let now = chrono::Utc::now();
@@ -203,7 +206,12 @@ mod tests {
             Err(BootstrapTokenError::Expired(_))
         ));
         assert!(matches!(
-            check(&secret(&later, "system:masters"), "abcdef", "0123456789abcdef", now),
+            check(
+                &secret(&later, "system:masters"),
+                "abcdef",
+                "0123456789abcdef",
+                now
+            ),
             Err(BootstrapTokenError::BadGroup(_))
         ));
     }

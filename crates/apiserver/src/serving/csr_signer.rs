@@ -34,9 +34,8 @@ impl CaSigner {
             .ok_or_else(|| SignError::Ca("no certificate in the CA PEM".into()))?;
         let (_, ca) = x509_parser::parse_x509_certificate(der.as_ref())
             .map_err(|e| SignError::Ca(e.to_string()))?;
-        let ca_not_after =
-            chrono::DateTime::from_timestamp(ca.validity().not_after.timestamp(), 0)
-                .ok_or_else(|| SignError::Ca("the CA's notAfter is out of range".into()))?;
+        let ca_not_after = chrono::DateTime::from_timestamp(ca.validity().not_after.timestamp(), 0)
+            .ok_or_else(|| SignError::Ca("the CA's notAfter is out of range".into()))?;
         Ok(CaSigner {
             key: KeyPair::from_pem(ca_key_pem).map_err(|e| SignError::Ca(e.to_string()))?,
             issuer_name: ca.subject().as_raw().to_vec(),
@@ -146,7 +145,11 @@ mod tests {
         let pem = params.serialize_request(&key).unwrap().pem().unwrap();
         let usages = ["digital signature".to_string(), "client auth".to_string()];
         let cert = signer
-            .sign(pem.as_bytes(), &usages, std::time::Duration::from_secs(3600))
+            .sign(
+                pem.as_bytes(),
+                &usages,
+                std::time::Duration::from_secs(3600),
+            )
             .unwrap();
         let der = rustls_pemfile::certs(&mut cert.as_bytes())
             .next()
@@ -156,7 +159,8 @@ mod tests {
         assert_eq!(user.0.username, "system:node:n1");
         assert_eq!(user.0.groups, ["system:nodes", "system:authenticated"]);
         let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
-        let life = parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
+        let life =
+            parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
         assert_eq!(life, 3600 + 300);
         assert!(parsed.subject_alternative_name().unwrap().is_some());
         let mut roots = rustls::RootCertStore::empty();

@@ -214,7 +214,9 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     )
     .allow_unauthenticated()
     .build()?;
-    let client_certs = Arc::new(crate::serving::client_cert::LenientClientVerifier::new(verifier));
+    let client_certs = Arc::new(crate::serving::client_cert::LenientClientVerifier::new(
+        verifier,
+    ));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(client_certs.clone())

@@ -122,10 +122,14 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, st: Arc<State>) -> Resul
         return Ok(Action::await_change());
     }
     let name = csr.name_any();
-    let req = st.ca.0.inspect(&csr.spec.request.0).map_err(|why| Error::Parse {
-        name: name.clone(),
-        why,
-    })?;
+    let req = st
+        .ca
+        .0
+        .inspect(&csr.spec.request.0)
+        .map_err(|why| Error::Parse {
+            name: name.clone(),
+            why,
+        })?;
     let mut tried = Vec::new();
     for r in RECOGNIZERS {
         if !(r.recognize)(&csr, &req) {
@@ -139,12 +143,7 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, st: Arc<State>) -> Resul
         super::append_condition(&mut approved, "Approved", "AutoApproved", r.message);
         match st
             .api
-            .replace_subresource(
-                "approval",
-                &name,
-                &PostParams::default(),
-                &approved,
-            )
+            .replace_subresource("approval", &name, &PostParams::default(), &approved)
             .await
         {
             Ok(_) => {

@@ -114,9 +114,15 @@ mod tests {
     #[test]
     fn kubelet_client_requests_are_checked_as_upstream() {
         let ok = node("system:node:n1", &["system:nodes"]);
-        assert_eq!(validate_client(&ok, &u(&["digital signature", "client auth"])), Ok(()));
         assert_eq!(
-            validate_client(&ok, &u(&["key encipherment", "digital signature", "client auth"])),
+            validate_client(&ok, &u(&["digital signature", "client auth"])),
+            Ok(())
+        );
+        assert_eq!(
+            validate_client(
+                &ok,
+                &u(&["key encipherment", "digital signature", "client auth"])
+            ),
             Ok(())
         );
         assert_eq!(

@@ -30,8 +30,12 @@ pub trait CertificateAuthority: Send + Sync {
     /// Parse and verify a PEM certificate request.
     fn inspect(&self, request_pem: &[u8]) -> Result<RequestSubject, String>;
     /// A PEM certificate for the request, with `usages`, valid for `lifetime`.
-    fn sign(&self, request_pem: &[u8], usages: &[String], lifetime: Duration)
-        -> Result<String, String>;
+    fn sign(
+        &self,
+        request_pem: &[u8],
+        usages: &[String],
+        lifetime: Duration,
+    ) -> Result<String, String>;
 }
 
 /// The CA in `Options` (cloneable, printable without its secrets).

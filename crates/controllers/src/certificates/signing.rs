@@ -115,8 +115,10 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, st: Arc<State>) -> Resul
                     name: name.clone(),
                     why,
                 })?;
-            updated.status.get_or_insert_with(Default::default).certificate =
-                Some(ByteString(cert.into_bytes()));
+            updated
+                .status
+                .get_or_insert_with(Default::default)
+                .certificate = Some(ByteString(cert.into_bytes()));
             tracing::info!(csr = %name, signer, lifetime_s = life.as_secs(), "certificate issued");
         }
     }

@@ -1,7 +1,9 @@
 //! upstream's certificates admission plugins (CertificateApproval, CertificateSigning,
-//! CertificateSubjectRestriction) and the signer-name authorization they share.
+//! CertificateSubjectRestriction), the requester a new CSR records, and the signer-name
+//! authorization they share.
 
 pub mod approval;
+pub mod requester;
 pub mod signing;
 pub mod subject_restriction;
 

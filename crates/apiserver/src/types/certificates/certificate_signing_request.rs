@@ -1,6 +1,6 @@
-//! CertificateSigningRequest (certificates.k8s.io/v1): the requester recorded at create, what
-//! each endpoint may change (main: metadata; `/status`: the certificate and Failed;
-//! `/approval`: Approved/Denied), validation as upstream's, table columns, field selectors.
+//! CertificateSigningRequest (certificates.k8s.io/v1): what each endpoint may change (main:
+//! metadata; `/status`: certificate and Failed; `/approval`: Approved/Denied), validation as
+//! upstream's, table columns, field selectors.
 
 use serde_json::{json, Value};
 
@@ -86,31 +86,13 @@ impl Strategy for CertificateSigningRequest {
         &["approval"]
     }
 
-    /// The requester is whoever sends the create, never what the body claims; status starts
-    /// empty.
+    /// The requester is never what the body claims (admission's CertificateRequester sets
+    /// it from the caller); status starts empty.
     fn prepare_for_create(&self, obj: &mut Value, _has_status: bool) {
         obj["status"] = json!({});
-        if !obj.get("spec").is_some_and(Value::is_object) {
-            return;
-        }
-        let spec = &mut obj["spec"];
-        let user = crate::audit::notes::user();
-        let info = user.as_ref().map(|u| u.0.as_ref());
-        for field in ["username", "uid", "groups", "extra"] {
-            if let Some(s) = spec.as_object_mut() {
-                s.remove(field);
-            }
-        }
-        if let Some(u) = info {
-            spec["username"] = json!(u.username);
-            if !u.uid.is_empty() {
-                spec["uid"] = json!(u.uid);
-            }
-            if !u.groups.is_empty() {
-                spec["groups"] = json!(u.groups);
-            }
-            if !u.extra.is_empty() {
-                spec["extra"] = json!(u.extra);
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            for field in ["username", "uid", "groups", "extra"] {
+                spec.remove(field);
             }
         }
     }
@@ -344,7 +326,11 @@ fn status(c: &mut crate::types::shared::validating::Causes, obj: &Value) {
         }
         let st = s(cond, "/status");
         if STICKY.contains(&t) && st != "True" {
-            c.unsupported(&format!("status.conditions[{i}].status"), &json!(st), &["True"]);
+            c.unsupported(
+                &format!("status.conditions[{i}].status"),
+                &json!(st),
+                &["True"],
+            );
         } else if !["True", "False", "Unknown"].contains(&st) {
             c.unsupported(
                 &format!("status.conditions[{i}].status"),
@@ -363,9 +349,8 @@ fn status(c: &mut crate::types::shared::validating::Causes, obj: &Value) {
     let cert = s(obj, "/status/certificate");
     if !cert.is_empty() {
         let ok = request::decode_field(cert).is_some_and(|pem| {
-            x509_parser::pem::Pem::iter_from_buffer(&pem).any(|b| {
-                b.is_ok_and(|b| b.label == "CERTIFICATE" && b.parse_x509().is_ok())
-            })
+            x509_parser::pem::Pem::iter_from_buffer(&pem)
+                .any(|b| b.is_ok_and(|b| b.label == "CERTIFICATE" && b.parse_x509().is_ok()))
         });
         if !ok {
             c.invalid(

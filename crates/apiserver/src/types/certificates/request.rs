@@ -56,9 +56,8 @@ pub fn parse(pem: &[u8]) -> Result<ParsedRequest, RequestError> {
         .map_err(|_| RequestError::BadSignature)?;
     let info = &csr.certification_request_info;
     let subject = &info.subject;
-    let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
-        a.as_str().map(str::to_string).ok()
-    };
+    let text =
+        |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().map(str::to_string).ok();
     let mut out = ParsedRequest {
         common_name: subject
             .iter_common_name()
