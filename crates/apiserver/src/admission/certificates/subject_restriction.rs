@@ -10,6 +10,8 @@ use crate::types::registry::ResourceType;
 pub struct CertificateSubjectRestriction;
 
 const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+/// The group authorization always allows (cluster-admin without any binding).
+const MASTERS: &str = "system:masters";
 
 impl Plugin for CertificateSubjectRestriction {
     fn name(&self) -> &'static str {
@@ -43,11 +45,7 @@ impl Plugin for CertificateSubjectRestriction {
             let Some(parsed) = parsed else {
                 return Ok(());
             };
-            if parsed
-                .organizations
-                .iter()
-                .any(|o| o == crate::authz::PRIVILEGED_GROUP)
-            {
+            if parsed.organizations.iter().any(|o| o == MASTERS) {
                 return Err(forbidden(
                     attrs,
                     &format!("use of {signer} signer with system:masters group is not allowed"),
