@@ -46,6 +46,16 @@ pub struct ControllerFlags {
     /// server` publishes its own CA without it).
     #[arg(long)]
     pub root_ca_file: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) CertificateSigningRequests are signed with (`capstan server`
+    /// uses its own CA without it).
+    #[arg(long, requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<std::path::PathBuf>,
+    /// The key (PEM) of `--cluster-signing-cert-file`.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<std::path::PathBuf>,
+    /// The longest certificate the CSR signer issues (`8760h`: a year).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    pub cluster_signing_duration: Duration,
 }
 
 /// `50s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -89,6 +99,16 @@ impl ControllerFlags {
             ),
             None => None,
         };
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        let cluster_signing_ca = match (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) {
+            (Some(cert), Some(key)) => Some(crate::cluster_signer::ca(&read(cert)?, &read(key)?)?),
+            _ => None,
+        };
         Ok(capstan_controllers::Options {
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
@@ -105,6 +125,8 @@ impl ControllerFlags {
             node_monitor_grace_period: self.node_monitor_grace_period,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             max_endpoints_per_slice: usize::from(self.max_endpoints_per_slice),
+            cluster_signing_ca,
+            cluster_signing_duration: self.cluster_signing_duration,
             ..capstan_controllers::Options::default()
         })
     }

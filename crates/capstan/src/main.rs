@@ -1,10 +1,12 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
 mod agent_flags;
+mod cluster_signer;
 mod controller_flags;
 mod data_dir;
 mod fd_limit;
 mod heap;
+mod join_token;
 mod kubeconfig;
 mod security_flags;
 mod simulated_nodes;
@@ -33,6 +35,26 @@ use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bootstrap token (a Secret in kube-system) and print it: `<id>.<secret>`. A
+    /// node agent authenticates with it as `system:bootstrap:<id>` to request its client
+    /// certificate.
+    Create {
+        /// How long the token is valid (`24h`, `1h30m`; `0`: never expires).
+        #[arg(long, default_value = "24h", value_parser = join_token::parse_go_duration)]
+        ttl: Duration,
+        /// Extra groups (`system:bootstrappers:<name>`), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = join_token::DEFAULT_GROUP)]
+        groups: Vec<String>,
+        /// A human-readable description stored with the token.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 // Parsed once at start and matched away at once: boxing the big variants would buy nothing.
@@ -180,6 +202,11 @@ enum Command {
         /// The server's URL (default: the one in the data dir's admin kubeconfig).
         #[arg(long)]
         server: Option<String>,
+    },
+    /// Bootstrap (join) tokens, as `kubeadm token`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -439,6 +466,23 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    ttl,
+                    groups,
+                    description,
+                    data_dir,
+                },
+        } => {
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let token = rt.block_on(join_token::create(&data_dir, ttl, &groups, &description))?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Bench {
             kubeconfig,
             context,
@@ -640,6 +684,10 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     if let Some(mut opts) = controllers {
         // The root-CA publisher hands out this server's CA unless told another.
         opts.root_ca_pem.get_or_insert_with(|| pki.ca_pem.clone());
+        // CSRs are signed by this server's CA unless told another.
+        if opts.cluster_signing_ca.is_none() {
+            opts.cluster_signing_ca = Some(cluster_signer::ca(&pki.ca_pem, &pki.ca_key_pem)?);
+        }
         // The controllers are ordinary API clients over the in-process transport too.
         let client = capstan_apiserver::in_process_client(state.clone());
         tokio::spawn(capstan_controllers::run(client, opts));
@@ -666,7 +714,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
     tracing::info!(listen = %local, data_dir = %data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     tokio::select! {
-        _ = serve::serve_tls(listener, pki.tls, router(state)) => {}
+        _ = serve::serve_tls(listener, pki.tls, pki.client_certs, router(state)) => {}
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down: finishing queued writes");
         }

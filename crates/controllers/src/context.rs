@@ -49,6 +49,12 @@ pub struct Options {
     pub terminated_pod_gc_threshold: usize,
     /// Endpoints per EndpointSlice (upstream's `--max-endpoints-per-slice`, 100).
     pub max_endpoints_per_slice: usize,
+    /// The CA the CSR signer issues from and the approver parses requests with (upstream's
+    /// `--cluster-signing-cert-file`/`-key-file`); neither loop runs without it.
+    pub cluster_signing_ca: Option<crate::certificates::Ca>,
+    /// The longest certificate the signer issues (upstream's `--cluster-signing-duration`,
+    /// a year).
+    pub cluster_signing_duration: Duration,
 }
 
 impl Default for Options {
@@ -68,6 +74,8 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(50),
             terminated_pod_gc_threshold: 12500,
             max_endpoints_per_slice: 100,
+            cluster_signing_ca: None,
+            cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }

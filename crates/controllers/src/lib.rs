@@ -3,6 +3,7 @@
 //! holds the controller-manager Lease, so several servers sharing a store run each loop once.
 
 pub mod backoff;
+pub mod certificates;
 pub mod clusterrole_aggregation;
 pub mod conditions;
 pub mod context;
@@ -34,6 +35,7 @@ pub mod service_pods;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
+pub mod tokencleaner;
 pub mod ttl_after_finished;
 pub mod volume_protection;
 
@@ -66,6 +68,10 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
             clusterrole_aggregation::run(ctx).boxed()
         }),
         ("cronjob", |ctx| cronjob::run(ctx).boxed()),
+        ("csrapproving", |ctx| {
+            certificates::approving::run(ctx).boxed()
+        }),
+        ("csrsigning", |ctx| certificates::signing::run(ctx).boxed()),
         ("daemonset", |ctx| daemonset::run(ctx).boxed()),
         ("deployment", |ctx| deployment::run(ctx).boxed()),
         ("disruption", |ctx| disruption::run(ctx).boxed()),
@@ -100,6 +106,7 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("taint-eviction-controller", |ctx| {
             taint_eviction::run(ctx).boxed()
         }),
+        ("tokencleaner", |ctx| tokencleaner::run(ctx).boxed()),
         ("ttl-after-finished", |ctx| {
             ttl_after_finished::run(ctx).boxed()
         }),

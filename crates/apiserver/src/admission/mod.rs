@@ -2,6 +2,7 @@
 //! defaulted it — mutating plugins first, then (after validation) validating plugins —
 //! each declaring the operations and resources it handles. Dry-run runs the same chain.
 
+pub mod certificates;
 pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod limit_ranger;
@@ -147,6 +148,10 @@ impl Default for Chain {
                 Box::new(default_storage_class::DefaultStorageClass),
                 Box::new(service_alloc::ServiceAllocation),
                 Box::new(pod_security::PodSecurity),
+                Box::new(certificates::requester::CertificateRequester),
+                Box::new(certificates::approval::CertificateApproval),
+                Box::new(certificates::signing::CertificateSigning),
+                Box::new(certificates::subject_restriction::CertificateSubjectRestriction),
                 Box::new(policy::ValidatingAdmissionPolicy::default()),
                 // Last, as upstream: it charges the quota for what the others let through.
                 Box::new(resource_quota::ResourceQuota),

@@ -408,6 +408,56 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["certificatesigningrequests"],
             )],
         ),
+        // The CSR auto-approval roles upstream's bootstrap policy ships: who may have a
+        // kubelet client certificate approved for a new node, or renewed for itself.
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![r(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![r(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client-kubelet"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kubelet-serving-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kubelet-serving"],
+            )],
+        ),
         role(
             "system:auth-delegator",
             &[],
@@ -587,6 +637,11 @@ enum Subject<'a> {
 }
 
 fn binding(role: &str, subjects: &[Subject<'_>]) -> Value {
+    named_binding(role, role, subjects)
+}
+
+/// A default binding whose name is not its role's.
+fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) -> Value {
     let subjects: Vec<Value> = subjects
         .iter()
         .map(|s| match s {
@@ -605,7 +660,7 @@ fn binding(role: &str, subjects: &[Subject<'_>]) -> Value {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
         "metadata": {
-            "name": role,
+            "name": name,
             "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
             "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
         },
@@ -616,6 +671,9 @@ fn binding(role: &str, subjects: &[Subject<'_>]) -> Value {
     }
     v
 }
+
+/// The group every bootstrap token's user is in.
+const BOOTSTRAPPERS: &str = crate::serving::bootstrap_token::BOOTSTRAPPERS_GROUP;
 
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
@@ -647,6 +705,23 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding(
             "system:service-account-issuer-discovery",
             &[Group("system:serviceaccounts")],
+        ),
+        // What kubeadm and k3s bind for joining nodes: a bootstrap token may file CSRs and
+        // have its node client certificate auto-approved; a node may renew its own.
+        named_binding(
+            "capstan:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[Group(BOOTSTRAPPERS)],
+        ),
+        named_binding(
+            "capstan:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[Group(BOOTSTRAPPERS)],
+        ),
+        named_binding(
+            "capstan:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[Group("system:nodes")],
         ),
     ]
 }

@@ -1,6 +1,7 @@
 //! Authentication, as kube-apiserver's chain decides it: a verified client certificate (CN
 //! user, O groups); else a bearer token (scheme matched case-insensitively) that is the
-//! admin token, or else a valid service-account JWT, passes
+//! admin token, a bootstrap token its Secret vouches for, or else a valid service-account
+//! JWT, passes
 //! with its `User` in the request's extensions; any other is a 401. A request with no
 //! credentials is the anonymous user, who may only read the health endpoints and `/version`
 //! (upstream's `system:public-info-viewer`); anything else is upstream's 403.
@@ -96,6 +97,27 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     match credential(req.headers().get(AUTHORIZATION)) {
         Credential::Bearer(token) if bool::from(token.ct_eq(state.admin_token.as_bytes())) => {
             admit(req, next, User::admin()).await
+        }
+        // A join token (`<id>.<secret>`): checked against its Secret in kube-system.
+        Credential::Bearer(token)
+            if std::str::from_utf8(token)
+                .ok()
+                .and_then(crate::serving::bootstrap_token::split)
+                .is_some() =>
+        {
+            let Some((id, secret)) = std::str::from_utf8(token)
+                .ok()
+                .and_then(crate::serving::bootstrap_token::split)
+            else {
+                return ApiError::unauthorized().into_response();
+            };
+            match crate::serving::bootstrap_token::authenticate(&state, id, secret).await {
+                Ok(user) => admit(req, next, user).await,
+                Err(e) => {
+                    tracing::debug!(token_id = id, error = %e, "bootstrap token refused");
+                    ApiError::unauthorized().into_response()
+                }
+            }
         }
         // Only after the constant-time comparison failed: a service-account token.
         Credential::Bearer(token) if looks_like_jwt(token) && state.tokens.is_some() => {

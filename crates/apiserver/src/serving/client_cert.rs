@@ -1,5 +1,6 @@
-//! Client-certificate authentication, as upstream's x509 authenticator: a certificate the
-//! TLS handshake verified against the cluster CA names the user (CN) and its groups (O).
+//! Client-certificate authentication, as upstream's x509 authenticator: a certificate that
+//! chains to the cluster CA names the user (CN) and its groups (O); any other is a 401 (the
+//! handshake takes it, so the refusal is a Status rather than a TLS alert).
 
 use std::sync::Arc;
 
@@ -11,6 +12,84 @@ pub enum ClientCertError {
     Unparsable(String),
     #[error("the client certificate's common name is empty")]
     NoCommonName,
+    #[error("the client certificate is not signed by the cluster CA: {0}")]
+    Untrusted(String),
+}
+
+/// The TLS layer's client-certificate check: the handshake proves the client holds the
+/// certificate's key (the inner verifier's signature checks), but a chain the cluster CA
+/// does not sign is let through so authentication can answer it with upstream's 401;
+/// `identity` then verifies the chain with the same inner verifier.
+#[derive(Debug)]
+pub struct LenientClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+impl LenientClientVerifier {
+    pub fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
+        LenientClientVerifier { inner }
+    }
+
+    /// The identity of a connection whose client presented `chain` (leaf first).
+    pub fn identity(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
+        let (leaf, intermediates) = chain.split_first()?;
+        let verified = self
+            .inner
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| ClientCertError::Untrusted(e.to_string()));
+        Some(ClientCertIdentity(
+            verified.and_then(|_| user_from_der(leaf.as_ref())),
+        ))
+    }
+}
+
+impl ClientCertVerifier for LenientClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The identity of a connection that presented a verified client certificate; put into

@@ -1,5 +1,5 @@
-//! Client certificates written as DER by hand: rcgen keeps one value per attribute type in a
-//! subject, and a Kubernetes user's groups are several `O=` attributes.
+//! Certificates written as DER by hand: rcgen keeps one value per attribute type in a subject,
+//! and a Kubernetes user's groups are several `O=` attributes (minted users, signed CSRs).
 
 use rcgen::{KeyPair, PublicKeyData, SigningKey};
 
@@ -10,7 +10,8 @@ const ORGANIZATION: &[u64] = &[2, 5, 4, 10];
 const KEY_USAGE: &[u64] = &[2, 5, 29, 15];
 const BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
 const EXT_KEY_USAGE: &[u64] = &[2, 5, 29, 37];
-const CLIENT_AUTH: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 2];
+const SUBJECT_ALT_NAME: &[u64] = &[2, 5, 29, 17];
+pub const CLIENT_AUTH: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 2];
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -105,33 +106,96 @@ pub fn client_certificate(
     days: i64,
 ) -> Result<Vec<u8>, rcgen::Error> {
     let now = chrono::Utc::now();
-    let not_before = now - chrono::Duration::days(1);
-    let not_after = now + chrono::Duration::days(days);
-    let serial: [u8; 16] = rand::RngExt::random(&mut rand::rng());
+    let mut subject = vec![attribute(COMMON_NAME, user)];
+    subject.extend(groups.iter().map(|g| attribute(ORGANIZATION, g)));
+    // digitalSignature (bit 0) and keyEncipherment (bit 2).
+    let extensions = vec![
+        key_usage_extension(&[0, 2]).unwrap_or_default(),
+        ext_key_usage_extension(&[CLIENT_AUTH]),
+    ];
+    signed_certificate(
+        ca_key,
+        issuer_name,
+        &Issued {
+            subject_der: &seq(&subject),
+            public_key_der: &subject_key.subject_public_key_info(),
+            not_before: now - chrono::Duration::days(1),
+            not_after: now + chrono::Duration::days(days),
+            extensions,
+        },
+    )
+}
+
+/// What a certificate says about its holder.
+pub struct Issued<'a> {
+    /// The subject Name (DER).
+    pub subject_der: &'a [u8],
+    /// The holder's SubjectPublicKeyInfo (DER).
+    pub public_key_der: &'a [u8],
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+    /// Encoded extensions (see the `*_extension` builders); basicConstraints CA=false is
+    /// always added.
+    pub extensions: Vec<Vec<u8>>,
+}
+
+/// keyUsage (critical) with the given bit numbers (0 digitalSignature … 8 decipherOnly);
+/// None when no bit is set.
+pub fn key_usage_extension(bits: &[u8]) -> Option<Vec<u8>> {
+    let mut bytes = [0u8; 2];
+    for b in bits.iter().filter(|b| **b < 16) {
+        bytes[usize::from(b / 8)] |= 0x80 >> (b % 8);
+    }
+    let used = if bytes[1] != 0 { 2 } else { 1 };
+    let last = bytes[used - 1];
+    if last == 0 {
+        return None;
+    }
+    let mut content = vec![last.trailing_zeros() as u8];
+    content.extend_from_slice(&bytes[..used]);
+    Some(extension(KEY_USAGE, true, tlv(0x03, &content)))
+}
+
+/// extendedKeyUsage with the given purpose OIDs.
+pub fn ext_key_usage_extension(purposes: &[&[u64]]) -> Vec<u8> {
+    let oids: Vec<Vec<u8>> = purposes.iter().map(|p| oid(p)).collect();
+    extension(EXT_KEY_USAGE, false, seq(&oids))
+}
+
+/// subjectAltName with an already encoded value (copied from a request).
+pub fn subject_alt_name_extension(value: &[u8]) -> Vec<u8> {
+    extension(SUBJECT_ALT_NAME, false, value.to_vec())
+}
+
+/// Sign a certificate for `issued` with the CA whose subject is `issuer_name` (raw DER) and
+/// key `ca_key` (ECDSA P-256, as capstan generates it).
+pub fn signed_certificate(
+    ca_key: &KeyPair,
+    issuer_name: &[u8],
+    issued: &Issued<'_>,
+) -> Result<Vec<u8>, rcgen::Error> {
     if ca_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
         return Err(rcgen::Error::UnsupportedSignatureAlgorithm);
     }
-    let algorithm = seq(&[oid(ECDSA_WITH_SHA256)]);
-    let mut subject = vec![attribute(COMMON_NAME, user)];
-    subject.extend(groups.iter().map(|g| attribute(ORGANIZATION, g)));
-    // digitalSignature (bit 0) and keyEncipherment (bit 2): 0b1010_0000, 5 unused bits.
-    let key_usage = tlv(0x03, &[0x05, 0xa0]);
-    let extensions = seq(&[
-        extension(KEY_USAGE, true, key_usage),
-        extension(EXT_KEY_USAGE, false, seq(&[oid(CLIENT_AUTH)])),
-        extension(BASIC_CONSTRAINTS, true, seq(&[])),
-    ]);
-    let mut serial = serial;
+    let mut serial: [u8; 16] = rand::RngExt::random(&mut rand::rng());
     serial[0] &= 0x7f;
+    let algorithm = seq(&[oid(ECDSA_WITH_SHA256)]);
+    let mut extensions: Vec<Vec<u8>> = issued
+        .extensions
+        .iter()
+        .filter(|e| !e.is_empty())
+        .cloned()
+        .collect();
+    extensions.push(extension(BASIC_CONSTRAINTS, true, seq(&[])));
     let tbs = seq(&[
         tlv(0xa0, &integer(&[2])),
         integer(&serial),
         algorithm.clone(),
         issuer_name.to_vec(),
-        seq(&[time(not_before), time(not_after)]),
-        seq(&subject),
-        subject_key.subject_public_key_info(),
-        tlv(0xa3, &extensions),
+        seq(&[time(issued.not_before), time(issued.not_after)]),
+        issued.subject_der.to_vec(),
+        issued.public_key_der.to_vec(),
+        tlv(0xa3, &seq(&extensions)),
     ]);
     let signature = ca_key.sign(&tbs)?;
     let mut bits = vec![0u8];
@@ -153,5 +217,9 @@ mod tests {
         assert_eq!(tlv(0x04, &[0u8; 200])[..3], [0x04, 0x81, 200]);
         assert_eq!(integer(&[0x80]), vec![0x02, 0x02, 0x00, 0x80]);
         assert_eq!(integer(&[0, 0, 5]), vec![0x02, 0x01, 0x05]);
+        // digitalSignature + keyEncipherment: 5 unused bits, 0b1010_0000.
+        let ku = key_usage_extension(&[0, 2]).unwrap();
+        assert_eq!(ku[ku.len() - 4..], [0x03, 0x02, 0x05, 0xa0]);
+        assert_eq!(key_usage_extension(&[]), None);
     }
 }

@@ -2,8 +2,10 @@
 //! request deadlines, the places for requests in flight, and the in-process client.
 
 pub mod auth;
+pub mod bootstrap_token;
 pub mod client_cert;
 pub mod client_cert_der;
+pub mod csr_signer;
 pub mod forbidden;
 pub mod in_process;
 pub mod inflight;

@@ -29,6 +29,8 @@ pub struct Pki {
     /// The CA's key: an in-process node agent issues its kubelet serving certificate with it.
     pub ca_key_pem: String,
     pub tls: Arc<rustls::ServerConfig>,
+    /// Who a connection's client certificate names (checked against the CA per connection).
+    pub client_certs: Arc<crate::serving::client_cert::LenientClientVerifier>,
     /// The client certificate the API server presents to kubelets (`pods/log`, later exec).
     pub kubelet_client: ClientCert,
 }
@@ -212,9 +214,12 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     )
     .allow_unauthenticated()
     .build()?;
+    let client_certs = Arc::new(crate::serving::client_cert::LenientClientVerifier::new(
+        verifier,
+    ));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(client_certs.clone())
         .with_single_cert(chain, private)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let kubelet_client = kubelet_client_cert(dir, &ca_crt, &ca_key, fresh_ca)?;
@@ -222,6 +227,7 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         ca_pem: read(&ca_crt)?,
         ca_key_pem: read(&ca_key)?,
         tls: Arc::new(tls),
+        client_certs,
         kubelet_client,
     })
 }
@@ -270,7 +276,7 @@ pub fn issue_client_cert_with(
 }
 
 /// PEM armour, 64 columns.
-fn pem_block(label: &str, der: &[u8]) -> String {
+pub fn pem_block(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");

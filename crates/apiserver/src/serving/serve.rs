@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
-use crate::serving::client_cert::{user_from_der, ClientCertIdentity};
+use crate::serving::client_cert::LenientClientVerifier;
 
 /// A TLS handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +81,12 @@ impl ConnGate {
 }
 
 /// Serve `router` over TLS on `listener` until the process ends.
-pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    client_certs: Arc<LenientClientVerifier>,
+    router: Router,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let strangers = Arc::new(Strangers::default());
     loop {
@@ -97,6 +102,7 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ro
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let client_certs = client_certs.clone();
         let (id, evicted) = strangers.admit();
         let gate = ConnGate {
             strangers: strangers.clone(),
@@ -104,7 +110,7 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ro
             done: Arc::new(AtomicBool::new(false)),
         };
         tokio::spawn(async move {
-            let serve = serve_connection(tcp, peer, acceptor, router, gate.clone());
+            let serve = serve_connection(tcp, peer, acceptor, &client_certs, router, gate.clone());
             tokio::select! {
                 _ = serve => {}
                 _ = evicted.notified() => {
@@ -121,6 +127,7 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     acceptor: TlsAcceptor,
+    client_certs: &LenientClientVerifier,
     router: Router,
     gate: ConnGate,
 ) {
@@ -135,14 +142,13 @@ async fn serve_connection(
             return;
         }
     };
-    // The handshake verified any client certificate against the cluster CA: its user is
+    // A client certificate, checked against the cluster CA: its user (or its refusal) is
     // the identity of every request on this connection.
     let identity = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|leaf| ClientCertIdentity(user_from_der(leaf.as_ref())));
+        .and_then(|chain| client_certs.identity(chain));
     let service = tower::ServiceExt::map_request(
         router,
         move |mut req: axum::http::Request<hyper::body::Incoming>| {
