@@ -363,8 +363,10 @@ fn main() -> anyhow::Result<()> {
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
-            // Nothing left running may hold up the exit.
-            rt.shutdown_timeout(Duration::from_secs(2));
+            // Nothing left running may hold up the exit: the store is closed and its writes
+            // durable, so a read still on a blocking thread (waiting on SQLite's lock while
+            // the last connection checkpoints) has nobody to answer.
+            rt.shutdown_timeout(Duration::from_millis(250));
             result?
         }
         Command::Images { command } => agent_flags::images(command, default_data_dir()),

@@ -879,9 +879,10 @@ metadata: {name: gvisor}
 handler: runsc
 ---
 apiVersion: certificates.k8s.io/v1
+# A real request for CN=alice (openssl req -new -newkey ec ...): the request is parsed and its signature checked.
 kind: CertificateSigningRequest
 metadata: {name: alice}
-spec: {request: bm90IGEgcmVhbCBDU1I=, signerName: kubernetes.io/kube-apiserver-client, usages: [client auth]}
+spec: {request: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0KTUlISk1ISUNBUUF3RURFT01Bd0dBMVVFQXd3RllXeHBZMlV3V1RBVEJnY3Foa2pPUFFJQkJnZ3Foa2pPUFFNQgpCd05DQUFUck9HMDBHanYySGs4OXFUQk1nbzhQYkVOS2F3eEpqRldrbTBtUzVSRlAwbjJkdGlpZ3RXTGkwQ01yCjJvOXU2UHl0dlVOcXVNdVVqSHhReXNUVjhDNUNvQUF3Q2dZSUtvWkl6ajBFQXdJRFJ3QXdSQUlnUXN3Yno3T2YKOE9UdVF4NVVqd2RaVVNiNm9sRy82LzlBTFFaQlZoR0QzYVFDSUhKSkJ5QUdNZmZpaWpmTDNNcHFGV1NIUnFZNApCTVB5V00yM2xyY290NFlXCi0tLS0tRU5EIENFUlRJRklDQVRFIFJFUVVFU1QtLS0tLQo=, signerName: kubernetes.io/kube-apiserver-client, usages: [client auth]}
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingWebhookConfiguration

@@ -589,36 +589,6 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         role(
-            "system:certificates.k8s.io:kube-apiserver-client-approver",
-            &[],
-            vec![named(
-                &["approve"],
-                &["certificates.k8s.io"],
-                &["signers"],
-                &["kubernetes.io/kube-apiserver-client"],
-            )],
-        ),
-        role(
-            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
-            &[],
-            vec![named(
-                &["approve"],
-                &["certificates.k8s.io"],
-                &["signers"],
-                &["kubernetes.io/kube-apiserver-client-kubelet"],
-            )],
-        ),
-        role(
-            "system:certificates.k8s.io:kubelet-serving-approver",
-            &[],
-            vec![named(
-                &["approve"],
-                &["certificates.k8s.io"],
-                &["signers"],
-                &["kubernetes.io/kubelet-serving"],
-            )],
-        ),
-        role(
             "system:service-account-issuer-discovery",
             &[],
             vec![urls(
