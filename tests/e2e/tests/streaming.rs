@@ -270,17 +270,7 @@ fn tty_checks(k: &Kubectl, v: &str) {
     // A real terminal for kubectl (script's pty), sized 45x123 before kubectl starts: the
     // remote shell sees a tty and kubectl's size, sent on the resize stream.
     let remote = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; [ -t 0 ] && echo stdin-is-a-tty; exit 5";
-    let cmd = format!(
-        "stty rows 45 cols 123; timeout --foreground 60 {} exec -it box -- sh -c '{remote}'",
-        k.bin.display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env("KUBECONFIG", k.server.kubeconfig())
-        .stdin(Stdio::null())
-        .output()
-        .expect("script");
+    let out = on_a_terminal(k, &format!("exec -it box -- sh -c '{remote}'"), "");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(5), "{v}: {stdout}{stderr}");
     assert!(stdout.contains("size=45 123"), "{v}: {stdout}");
@@ -336,7 +326,7 @@ fn attach_checks(k: &Kubectl, v: &str) {
     stdio_pod(s, &term, true, "exec sh");
     running(s, &term);
     let typed = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; tty; exit 7\n";
-    let (stdout, stderr) = on_a_terminal(k, &format!("attach -it {term}"), typed);
+    let (stdout, stderr) = text(&on_a_terminal(k, &format!("attach -it {term}"), typed));
     assert!(stdout.contains("size=45 123"), "{v}: {stdout}{stderr}");
     // The container's own devpts, not a device of the host's.
     assert!(stdout.contains("/dev/pts/0"), "{v}: {stdout}{stderr}");
@@ -352,8 +342,9 @@ fn attach_checks(k: &Kubectl, v: &str) {
     k.run(&["delete", "pod", &plain, &term, "--wait=false"]);
 }
 
-/// Types `typed` into `kubectl args…` run on script's terminal; what the terminal showed.
-fn on_a_terminal(k: &Kubectl, args: &str, typed: &str) -> (String, String) {
+/// Types `typed` into `kubectl args…` run on script's terminal (45x123); what the terminal
+/// showed and how kubectl exited. Every terminal check goes through here.
+fn on_a_terminal(k: &Kubectl, args: &str, typed: &str) -> Output {
     // `--foreground`: kubectl stays in the terminal's foreground process group. Without it
     // timeout makes a group of its own, and kubectl's switch to raw mode from a background
     // group stops it (SIGTTOU) for ever — under dash, which does not exec the last command
@@ -376,17 +367,17 @@ fn on_a_terminal(k: &Kubectl, args: &str, typed: &str) -> (String, String) {
     // Kept open until the session ends: script would pass an end of input on as ^D.
     let out = child.wait_with_output().expect("script");
     drop(stdin);
-    text(&out)
+    out
 }
 
 /// `kubectl debug -it box --target=box`: an ephemeral container that sees the target's
 /// processes, reported in `ephemeralContainerStatuses`.
 fn debug_checks(k: &Kubectl, v: &str) {
-    let (stdout, stderr) = on_a_terminal(
+    let (stdout, stderr) = text(&on_a_terminal(
         k,
         "debug -it box --image=busybox --target=box",
         "ps; echo debug-$((6*7)); exit 3\n",
-    );
+    ));
     assert!(stdout.contains("debug-42"), "{v}: {stdout}{stderr}");
     assert!(stdout.contains("sleep 86400"), "{v}: {stdout}{stderr}");
     // "Defaulting debug container name to debugger-x7k2p."
