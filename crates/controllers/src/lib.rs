@@ -13,6 +13,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod endpointslice_mirroring;
 pub mod events;
 pub mod garbage_collector;
 pub mod hash;
@@ -77,6 +78,9 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("disruption", |ctx| disruption::run(ctx).boxed()),
         ("endpoints", |ctx| endpoints::run(ctx).boxed()),
         ("endpointslice", |ctx| endpointslice::run(ctx).boxed()),
+        ("endpointslicemirroring", |ctx| {
+            endpointslice_mirroring::run(ctx).boxed()
+        }),
         ("garbage-collector", |ctx| {
             garbage_collector::run(ctx).boxed()
         }),

@@ -419,6 +419,140 @@ fn slices_hold_at_most_the_maximum_endpoints() {
     assert_eq!(sizes, [1, 2, 2]);
 }
 
+const MIRRORED: &str = "kubernetes.io/service-name=ext,endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io";
+
+/// The mirrored slices of Service `ext`, once `done` holds for them.
+fn mirrored(s: &Server, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    wait_for(what, WITHIN, || {
+        let sl = get_json(s, &["endpointslices", "-l", MIRRORED])?;
+        let items = sl["items"].as_array()?.clone();
+        done(&items).then_some(items)
+    })
+}
+
+fn addresses(slice: &Value) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["addresses"][0].as_str().unwrap_or_default().to_string(),
+                e["conditions"]["ready"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+const EXT_SERVICE: &str =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  ports: [{name: http, port: 80}]\n";
+
+#[test]
+fn hand_written_endpoints_are_mirrored_to_endpoint_slices() {
+    let s = Server::start();
+    apply(&s, EXT_SERVICE);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: ext\n  labels: {team: a}\n  annotations: {note: kept}\nsubsets:\n- addresses: [{ip: 10.9.0.1, hostname: one}, {ip: 10.9.0.2}]\n  notReadyAddresses: [{ip: 10.9.0.3}]\n  ports: [{name: http, port: 8080}]\n- addresses: [{ip: 'fd00::9'}]\n  ports: [{name: http, port: 8080}]\n",
+    );
+    let slices = mirrored(&s, "an IPv4 and an IPv6 slice", |items| items.len() == 2);
+    let v4 = slices
+        .iter()
+        .find(|i| i["addressType"] == "IPv4")
+        .expect("an IPv4 slice");
+    assert_eq!(
+        addresses(v4),
+        [
+            ("10.9.0.1".to_string(), true),
+            ("10.9.0.2".to_string(), true),
+            ("10.9.0.3".to_string(), false)
+        ],
+        "{v4}"
+    );
+    assert_eq!(
+        v4["ports"],
+        json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(v4["metadata"]["labels"]["team"], "a");
+    assert_eq!(v4["metadata"]["annotations"]["note"], "kept");
+    assert!(v4["metadata"]["annotations"]
+        .get("kubectl.kubernetes.io/last-applied-configuration")
+        .is_none());
+    let owner = &v4["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Endpoints"), Some("ext"))
+    );
+    assert!(v4["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("ext-"));
+    let v6 = slices
+        .iter()
+        .find(|i| i["addressType"] == "IPv6")
+        .expect("an IPv6 slice");
+    assert_eq!(addresses(v6), [("fd00::9".to_string(), true)]);
+
+    // An address removed from the Endpoints leaves the same slice.
+    let v4_name = v4["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    s.kubectl_ok(&[
+        "patch",
+        "endpoints",
+        "ext",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/subsets/0/addresses/1"}]"#,
+    ]);
+    let slices = mirrored(&s, "10.9.0.2 gone", |items| {
+        items.iter().any(|i| {
+            i["addressType"] == "IPv4" && i["endpoints"].as_array().map_or(0, Vec::len) == 2
+        })
+    });
+    let v4 = slices
+        .iter()
+        .find(|i| i["addressType"] == "IPv4")
+        .expect("v4");
+    assert_eq!(v4["metadata"]["name"], v4_name.as_str());
+
+    // A mirrored slice deleted by hand comes back.
+    s.kubectl_ok(&["delete", "endpointslice", &v4_name]);
+    mirrored(&s, "the IPv4 slice put back", |items| {
+        items
+            .iter()
+            .any(|i| i["addressType"] == "IPv4" && i["metadata"]["name"] != v4_name.as_str())
+    });
+
+    // Opting out removes the slices; opting back in restores them.
+    s.kubectl_ok(&[
+        "label",
+        "endpoints",
+        "ext",
+        "endpointslice.kubernetes.io/skip-mirror=true",
+    ]);
+    mirrored(&s, "no slices while skip-mirror", <[Value]>::is_empty);
+    s.kubectl_ok(&[
+        "label",
+        "endpoints",
+        "ext",
+        "endpointslice.kubernetes.io/skip-mirror-",
+    ]);
+    mirrored(&s, "slices again", |items| items.len() == 2);
+
+    // Without the Service there is nothing to mirror for.
+    s.kubectl_ok(&["delete", "service", "ext"]);
+    mirrored(&s, "no slices without the service", <[Value]>::is_empty);
+    apply(&s, EXT_SERVICE);
+    mirrored(&s, "slices with the service back", |items| items.len() == 2);
+    // Deleting the Endpoints takes their slices with them.
+    s.kubectl_ok(&["delete", "endpoints", "ext"]);
+    mirrored(&s, "no slices without the endpoints", <[Value]>::is_empty);
+}
+
 #[test]
 fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
     let s = Server::start_args(&[
