@@ -329,6 +329,23 @@ ports: [{{name: web, port: 8080, protocol: TCP}}]
         || get_many(Some(&client_ns), &manual_url, 1).ok(),
     );
 
+    // Hand-written Endpoints (the older API) reach the proxy through their mirrored slice.
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: legacy}}\nspec:\n  ports: [{{port: 83}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: legacy}}\nsubsets:\n- addresses: [{{ip: \"{pod_ip}\"}}]\n  ports: [{{port: 8080}}]\n"
+        ),
+    );
+    let legacy_url = format!("http://{}:83/index.html", cluster_ip(&s, "legacy"));
+    wait_for(
+        "the mirrored endpoint to answer",
+        Duration::from_secs(30),
+        || {
+            let a = get_many(Some(&client_ns), &legacy_url, 1).ok()?;
+            (a == [only.clone()]).then_some(())
+        },
+    );
+
     // Figures: new connections per second through the ClusterIP and to the pod directly.
     let direct = rate(&client_ns, &format!("http://{pod_ip}:8080/index.html"), 500);
     let proxied = rate(&client_ns, &url, 500);
