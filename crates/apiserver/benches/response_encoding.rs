@@ -45,7 +45,9 @@ fn main() {
     let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "5000"},
         "items": (0..n).map(pod).collect::<Vec<_>>()});
     let rounds = 20;
-    let (json_t, json_b) = per_run(rounds, || serde_json::to_vec(&list).map(|v| v.len()).unwrap_or(0));
+    let (json_t, json_b) = per_run(rounds, || {
+        serde_json::to_vec(&list).map(|v| v.len()).unwrap_or(0)
+    });
     let (pb_t, pb_b) = per_run(rounds, || encode(&list).map(|v| v.len()).expect("protobuf"));
     // The server re-encodes the JSON it built: parse + encode is what a protobuf client costs.
     let bytes = serde_json::to_vec(&list).expect("json");
@@ -54,7 +56,19 @@ fn main() {
         encode(&v).map(|v| v.len()).expect("protobuf")
     });
     println!("response_encoding: PodList of {n} pods, mean of {rounds} runs");
-    println!("  json      {:>9} bytes  {:>8.2} ms", json_b, json_t.as_secs_f64() * 1e3);
-    println!("  protobuf  {:>9} bytes  {:>8.2} ms  ({:.0}% of JSON's size)", pb_b, pb_t.as_secs_f64() * 1e3, 100.0 * pb_b as f64 / json_b as f64);
-    println!("  protobuf from the JSON bytes (the server's path)  {:>8.2} ms", re_t.as_secs_f64() * 1e3);
+    println!(
+        "  json      {:>9} bytes  {:>8.2} ms",
+        json_b,
+        json_t.as_secs_f64() * 1e3
+    );
+    println!(
+        "  protobuf  {:>9} bytes  {:>8.2} ms  ({:.0}% of JSON's size)",
+        pb_b,
+        pb_t.as_secs_f64() * 1e3,
+        100.0 * pb_b as f64 / json_b as f64
+    );
+    println!(
+        "  protobuf from the JSON bytes (the server's path)  {:>8.2} ms",
+        re_t.as_secs_f64() * 1e3
+    );
 }

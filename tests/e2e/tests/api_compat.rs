@@ -619,7 +619,7 @@ async fn protobuf_responses(s: &Server, raw: &Raw) {
         .filter_map(|i| i.metadata.as_ref())
         .map(|m| m.name())
         .collect();
-    assert_eq!(names, ["pb-cm", "pb-cm2"]);
+    assert_eq!(names, ["kube-root-ca.crt", "pb-cm", "pb-cm2"]);
     let list_rv: i64 = list
         .metadata
         .unwrap()

@@ -368,12 +368,12 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let msg = format!("{}.{kind}", package(&api_version));
-    if kind.is_empty() || table().message(&msg).is_none() {
+    // meta.k8s.io kinds (DeleteOptions) travel as `v1`: message_for knows both.
+    let Some(msg) = crate::encoding::protobuf_encode::message_for(&api_version, &kind) else {
         return Err(ApiError::unsupported_media_type(&format!(
             "{CONTENT_TYPE} for {kind} ({api_version}); send application/json"
         )));
-    }
+    };
     let raw = unknown.get("raw").and_then(Value::as_str).unwrap_or("");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(raw)
