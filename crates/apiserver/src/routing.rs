@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::encoding::negotiation::{self, Output};
 use crate::rest::{list, watch};
 use crate::status::ApiError;
 use crate::types::Target;
@@ -275,6 +276,10 @@ pub async fn handle(
     if let Err(e) = crate::discovery::table::negotiate(&accept) {
         return e.into_response();
     }
+    let output = match negotiation::output(&accept, negotiation::has_protobuf(&target.rt)) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
     let span = tracing::debug_span!("request", verb = %method, resource = target.rt.plural, namespace = target.namespace.as_deref().unwrap_or(""), name = target.name.as_deref().unwrap_or(""));
     let scale = target.subresource.as_deref() == Some("scale");
     // Decoding and merging megabytes can take a core for a while: such requests run where
@@ -338,7 +343,8 @@ pub async fn handle(
             }
             (&Method::GET, false) if is_watch => {
                 let open = state.metrics.long_running(&target);
-                watch::watch(&state, &target, &query, &accept, (permit, open)).await
+                let proto = output == Output::Protobuf;
+                watch::watch(&state, &target, &query, &accept, proto, (permit, open)).await
             }
             (&Method::GET, false) => list::list(&state, &target, &query, &accept).await,
             (&Method::GET, true) => rest::get(&state, &target, &accept).await,
@@ -386,7 +392,9 @@ pub async fn handle(
     {
         resp = crate::encoding::field_validation::with_warnings(resp, &[w.to_string()]);
     }
-    if prefers_yaml(&accept) && !truthy(&query, "watch") {
+    if output == Output::Protobuf && !is_watch {
+        resp = to_protobuf(resp).await;
+    } else if prefers_yaml(&accept) && !truthy(&query, "watch") {
         resp = to_yaml(resp).await;
     }
     let apply = content_type.starts_with("application/apply-patch");
@@ -407,6 +415,44 @@ fn prefers_yaml(accept: &str) -> bool {
             .next()
             .is_some_and(|m| m.trim() == "application/yaml")
     })
+}
+
+/// Re-encode a JSON response (an object, a list, a `Status`) as protobuf. A body with no
+/// protobuf form (a Table, a subresource's own kind the table lacks) stays JSON, which
+/// every protobuf client also accepts.
+async fn to_protobuf(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("could not buffer the response").into_response();
+    };
+    let Ok(value) = crate::limits::parse_stored::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    match crate::encoding::protobuf_encode::encode(&value) {
+        Ok(pb) => {
+            parts.headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(crate::encoding::protobuf::CONTENT_TYPE),
+            );
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(pb))
+        }
+        Err(e) => {
+            let kind = value
+                .get("kind")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            tracing::debug!(kind, error = %e, "answering JSON: no protobuf form");
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
+    }
 }
 
 /// Re-encode a JSON response as YAML.

@@ -97,6 +97,49 @@ impl Raw {
     }
 }
 
+/// A client-go-shaped request: protobuf first in `Accept`; the body is kept as bytes.
+async fn proto_request(
+    raw: &Raw,
+    method: Method,
+    path: &str,
+    accept: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, String, Vec<u8>) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", raw.token))
+        .header("accept", accept);
+    if body.is_some() {
+        req = req.header("content-type", "application/vnd.kubernetes.protobuf");
+    }
+    let req = req
+        .body(kube::client::Body::from(body.unwrap_or_default()))
+        .expect("request");
+    let resp = raw.client.send(req).await.expect("send");
+    let code = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp.into_body().collect_bytes().await.expect("body");
+    (code, ct, bytes.to_vec())
+}
+
+/// The `runtime.Unknown` inside a `k8s\0` envelope, read with k8s-pb's generated types.
+fn unknown(bytes: &[u8]) -> k8s_pb::apimachinery::pkg::runtime::Unknown {
+    use prost::Message;
+    assert_eq!(
+        &bytes[..4.min(bytes.len())],
+        b"k8s\0",
+        "{}",
+        String::from_utf8_lossy(bytes)
+    );
+    k8s_pb::apimachinery::pkg::runtime::Unknown::decode(&bytes[4..]).expect("envelope")
+}
+
 /// A failure Status with this code, reason and message.
 fn assert_status(a: &Answer, code: u16, reason: &str, message: &str) {
     assert_eq!(a.code, code, "{}", a.body);
@@ -130,6 +173,7 @@ async fn upstream_answers() {
     percent_encoded_paths(&s, &raw).await;
     list_parameters(&s, &raw).await;
     authentication(&raw).await;
+    protobuf_responses(&s, &raw).await;
 }
 
 async fn namespaces(s: &Server, raw: &Raw) {
@@ -500,4 +544,279 @@ async fn authentication(raw: &Raw) {
         )
         .await;
     assert_status(&a, 401, "Unauthorized", "Unauthorized");
+}
+
+const CLIENT_GO_ACCEPT: &str = "application/vnd.kubernetes.protobuf, application/json";
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// client-go's protobuf: GET, LIST, DELETE, WATCH and errors of built-in kinds answer
+/// protobuf, decoded here with k8s-pb's generated types; custom resources answer JSON.
+async fn protobuf_responses(s: &Server, raw: &Raw) {
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use prost::Message;
+    s.kubectl_ok(&["create", "namespace", "pb"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "pb-cm",
+        "-n",
+        "pb",
+        "--from-literal=a=1",
+        "--from-literal=b=two",
+    ]);
+    let base = "/api/v1/namespaces/pb/configmaps";
+
+    let (code, ct, body) = proto_request(
+        raw,
+        Method::GET,
+        &format!("{base}/pb-cm"),
+        CLIENT_GO_ACCEPT,
+        None,
+    )
+    .await;
+    assert_eq!((code, ct.as_str()), (200, PROTOBUF));
+    let u = unknown(&body);
+    let tm = u.type_meta.clone().expect("typeMeta");
+    assert_eq!((tm.api_version(), tm.kind()), ("v1", "ConfigMap"));
+    let cm = core::ConfigMap::decode(u.raw()).expect("ConfigMap");
+    let m = cm.metadata.expect("metadata");
+    assert_eq!((m.name(), m.namespace()), ("pb-cm", "pb"));
+    assert!(
+        !m.uid().is_empty() && m.creation_timestamp.is_some(),
+        "{m:?}"
+    );
+    assert_eq!(cm.data.get("a").map(String::as_str), Some("1"));
+    assert_eq!(cm.data.get("b").map(String::as_str), Some("two"));
+
+    // JSON first in Accept is JSON.
+    let (_, ct, _) = proto_request(
+        raw,
+        Method::GET,
+        &format!("{base}/pb-cm"),
+        "application/json, application/vnd.kubernetes.protobuf",
+        None,
+    )
+    .await;
+    assert_eq!(ct, "application/json");
+
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "pb-cm2",
+        "-n",
+        "pb",
+        "--from-literal=c=3",
+    ]);
+    let (code, ct, body) = proto_request(raw, Method::GET, base, CLIENT_GO_ACCEPT, None).await;
+    assert_eq!((code, ct.as_str()), (200, PROTOBUF));
+    let u = unknown(&body);
+    assert_eq!(u.type_meta.clone().unwrap().kind(), "ConfigMapList");
+    let list = core::ConfigMapList::decode(u.raw()).expect("list");
+    let names: Vec<&str> = list
+        .items
+        .iter()
+        .filter_map(|i| i.metadata.as_ref())
+        .map(|m| m.name())
+        .collect();
+    assert_eq!(names, ["kube-root-ca.crt", "pb-cm", "pb-cm2"]);
+    let list_rv: i64 = list
+        .metadata
+        .unwrap()
+        .resource_version()
+        .parse()
+        .expect("list resourceVersion");
+
+    // A 404 is a protobuf Status.
+    let (code, ct, body) = proto_request(
+        raw,
+        Method::GET,
+        &format!("{base}/nope"),
+        CLIENT_GO_ACCEPT,
+        None,
+    )
+    .await;
+    assert_eq!((code, ct.as_str()), (404, PROTOBUF));
+    let u = unknown(&body);
+    assert_eq!(u.type_meta.clone().unwrap().kind(), "Status");
+    let st = meta::Status::decode(u.raw()).expect("Status");
+    assert_eq!(
+        (st.code(), st.reason(), st.status()),
+        (404, "NotFound", "Failure")
+    );
+    assert_eq!(st.message(), "configmaps \"nope\" not found");
+
+    // A pod (nested messages, quantities, int-or-string) reads back.
+    s.kubectl_ok(&["run", "pb-pod", "-n", "pb", "--image=busybox", "--restart=Never", "--port=8080", "--overrides={\"spec\":{\"containers\":[{\"name\":\"pb-pod\",\"image\":\"busybox\",\"resources\":{\"limits\":{\"cpu\":\"250m\"}},\"readinessProbe\":{\"httpGet\":{\"port\":\"http\"}}}]}}"]);
+    let (code, _, body) = proto_request(
+        raw,
+        Method::GET,
+        "/api/v1/namespaces/pb/pods/pb-pod",
+        PROTOBUF,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let pod = core::Pod::decode(unknown(&body).raw()).expect("Pod");
+    let c = &pod.spec.expect("spec").containers[0];
+    assert_eq!(c.resources.as_ref().unwrap().limits["cpu"].string(), "250m");
+    let probe = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .handler
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        probe
+            .http_get
+            .as_ref()
+            .unwrap()
+            .port
+            .as_ref()
+            .unwrap()
+            .str_val(),
+        "http"
+    );
+
+    // kubectl still reads what it asked protobuf for (create answers protobuf now).
+    let out = s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "pb-cm3",
+        "-n",
+        "pb",
+        "--from-literal=d=4",
+    ]);
+    assert_eq!(out.trim(), "configmap/pb-cm3 created");
+    let out = s.kubectl(&["create", "configmap", "pb-cm3", "-n", "pb"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("configmaps \"pb-cm3\" already exists"),
+        "{err}"
+    );
+
+    // DELETE with a protobuf DeleteOptions body answers a protobuf Status … or the object.
+    let opts = meta::DeleteOptions {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    let mut env = b"k8s\0".to_vec();
+    env.extend(
+        k8s_pb::apimachinery::pkg::runtime::Unknown {
+            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("DeleteOptions".into()),
+            }),
+            raw: Some(opts.encode_to_vec()),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        }
+        .encode_to_vec(),
+    );
+    let (code, ct, body) = proto_request(
+        raw,
+        Method::DELETE,
+        &format!("{base}/pb-cm2"),
+        CLIENT_GO_ACCEPT,
+        Some(env),
+    )
+    .await;
+    assert_eq!(
+        (code, ct.as_str()),
+        (200, PROTOBUF),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let u = unknown(&body);
+    // Upstream answers a deleted ConfigMap with a Success Status.
+    let kind = u.type_meta.clone().unwrap().kind().to_string();
+    match kind.as_str() {
+        "Status" => assert_eq!(meta::Status::decode(u.raw()).unwrap().status(), "Success"),
+        "ConfigMap" => assert_eq!(
+            core::ConfigMap::decode(u.raw())
+                .unwrap()
+                .metadata
+                .unwrap()
+                .name(),
+            "pb-cm2"
+        ),
+        other => panic!("DELETE answered {other}"),
+    }
+    s.kubectl_ok(&["label", "configmap", "pb-cm", "-n", "pb", "x=y"]);
+    s.kubectl_ok(&["delete", "configmap", "pb-cm", "-n", "pb"]);
+
+    // WATCH from the list's resourceVersion replays what happened since, as frames.
+    let (code, ct, body) = proto_request(
+        raw,
+        Method::GET,
+        &format!("{base}?watch=true&resourceVersion={list_rv}&timeoutSeconds=1"),
+        CLIENT_GO_ACCEPT,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, ct.as_str()),
+        (200, "application/vnd.kubernetes.protobuf;stream=watch")
+    );
+    let mut events = Vec::new();
+    let mut rest = body.as_slice();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let ev = meta::WatchEvent::decode(&rest[4..4 + len]).expect("WatchEvent");
+        let inner = unknown(ev.object.as_ref().unwrap().raw());
+        assert_eq!(inner.type_meta.clone().unwrap().kind(), "ConfigMap");
+        let cm = core::ConfigMap::decode(inner.raw()).unwrap();
+        events.push(format!("{} {}", ev.r#type(), cm.metadata.unwrap().name()));
+        rest = &rest[4 + len..];
+    }
+    assert_eq!(
+        events,
+        [
+            "ADDED pb-cm3",
+            "DELETED pb-cm2",
+            "MODIFIED pb-cm",
+            "DELETED pb-cm"
+        ],
+        "every frame is one event"
+    );
+
+    // Custom resources have no protobuf form: JSON when acceptable, else 406.
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "pbthings.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "pbthings", "singular": "pbthing", "kind": "PbThing"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    let a = raw
+        .admin_post(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            crd.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    let things = "/apis/example.com/v1/namespaces/pb/pbthings";
+    let thing =
+        json!({"apiVersion": "example.com/v1", "kind": "PbThing", "metadata": {"name": "t"}});
+    let a = raw.admin_post(things, thing.to_string().into_bytes()).await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    let (code, ct, body) = proto_request(
+        raw,
+        Method::GET,
+        &format!("{things}/t"),
+        CLIENT_GO_ACCEPT,
+        None,
+    )
+    .await;
+    assert_eq!((code, ct.as_str()), (200, "application/json"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["metadata"]["name"],
+        "t"
+    );
+    let (code, _, body) =
+        proto_request(raw, Method::GET, &format!("{things}/t"), PROTOBUF, None).await;
+    assert_eq!(code, 406, "{}", String::from_utf8_lossy(&body));
+    let st: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st["reason"], "NotAcceptable");
 }

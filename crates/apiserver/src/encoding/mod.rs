@@ -4,4 +4,6 @@
 pub mod duplicate_fields;
 pub mod field_validation;
 pub mod k8s_fields;
+pub mod negotiation;
 pub mod protobuf;
+pub mod protobuf_encode;

@@ -12,9 +12,9 @@ use crate::encoding::k8s_fields::{normalize, table};
 use crate::status::ApiError;
 
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
-const MAGIC: &[u8] = b"k8s\0";
+pub(crate) const MAGIC: &[u8] = b"k8s\0";
 /// Nesting deeper than this is refused rather than recursed into.
-const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!(
@@ -84,7 +84,7 @@ fn next_field<'a>(r: &mut Reader<'a>) -> Result<(u32, Wire<'a>), String> {
 }
 
 /// JSON names of every built-in message's fields, from the types' OpenAPI definitions.
-fn json_names() -> &'static HashMap<String, HashMap<String, String>> {
+pub(crate) fn json_names() -> &'static HashMap<String, HashMap<String, String>> {
     static NAMES: OnceLock<HashMap<String, HashMap<String, String>>> = OnceLock::new();
     NAMES.get_or_init(|| {
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
@@ -336,13 +336,17 @@ fn decode_message(msg: &str, bytes: &[u8], depth: usize) -> Result<Value, String
 }
 
 /// The protobuf package of a group/version (`apps/v1` is `api.apps.v1`).
-fn package(api_version: &str) -> String {
+pub(crate) fn package(api_version: &str) -> String {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     match group {
         "" => format!("api.core.{version}"),
         "apiextensions.k8s.io" => {
             format!("apiextensions_apiserver.pkg.apis.apiextensions.{version}")
         }
+        "apiregistration.k8s.io" => {
+            format!("kube_aggregator.pkg.apis.apiregistration.{version}")
+        }
+        "internal.apiserver.k8s.io" => format!("api.apiserverinternal.{version}"),
         g => format!("api.{}.{version}", g.split('.').next().unwrap_or(g)),
     }
 }
@@ -364,12 +368,12 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let msg = format!("{}.{kind}", package(&api_version));
-    if kind.is_empty() || table().message(&msg).is_none() {
+    // meta.k8s.io kinds (DeleteOptions) travel as `v1`: message_for knows both.
+    let Some(msg) = crate::encoding::protobuf_encode::message_for(&api_version, &kind) else {
         return Err(ApiError::unsupported_media_type(&format!(
             "{CONTENT_TYPE} for {kind} ({api_version}); send application/json"
         )));
-    }
+    };
     let raw = unknown.get("raw").and_then(Value::as_str).unwrap_or("");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(raw)

@@ -729,8 +729,13 @@ pub fn delete_options(
             })?);
     }
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let v: Value = crate::limits::parse_request_json(body, "DeleteOptions")?
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        // client-go sends DeleteOptions in protobuf (`k8s\0…`, never valid JSON).
+        let v: Value = if body.starts_with(crate::encoding::protobuf::MAGIC) {
+            crate::encoding::protobuf::decode(body)?
+        } else {
+            crate::limits::parse_request_json(body, "DeleteOptions")?
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
         if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
             opts.dry_run |= d.iter().any(|x| x == "All");
         }

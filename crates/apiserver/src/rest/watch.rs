@@ -71,6 +71,8 @@ struct Encoder {
     table_version: &'static str,
     /// No selectors and no Table: events can be spliced from stored bytes.
     raw: bool,
+    /// Length-prefixed protobuf `WatchEvent` frames instead of JSON lines.
+    proto: bool,
 }
 
 impl Encoder {
@@ -90,6 +92,22 @@ impl Encoder {
             } else {
                 obj.clone()
             };
+        if self.proto {
+            match crate::encoding::protobuf_encode::watch_frame(kind, &object) {
+                Ok(frame) => return Bytes::from(frame),
+                // Only a bug in the field table gets here: say so in the stream.
+                Err(e) => {
+                    tracing::warn!(resource = self.rt.plural, error = %e, "watch event has no protobuf form");
+                    let status = ApiError::internal(format!("encoding a watch event: {e}"));
+                    return crate::encoding::protobuf_encode::watch_frame(
+                        "ERROR",
+                        &status.to_json(),
+                    )
+                    .map(Bytes::from)
+                    .unwrap_or_default();
+                }
+            }
+        }
         let mut s = json!({"type": kind, "object": object}).to_string();
         s.push('\n');
         Bytes::from(s)
@@ -201,6 +219,7 @@ pub async fn watch(
     t: &Target,
     query: &HashMap<String, String>,
     accept: &str,
+    proto: bool,
     place: impl Send + 'static,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::from_query(t, query)?;
@@ -211,7 +230,12 @@ pub async fn watch(
         rt: t.rt.clone(),
         as_table,
         table_version: table_version.unwrap_or(table::TABLE_V1),
-        raw: !as_table && sel.label.is_empty() && sel.field.is_empty() && t.rt.custom.is_none(),
+        raw: !as_table
+            && !proto
+            && sel.label.is_empty()
+            && sel.field.is_empty()
+            && t.rt.custom.is_none(),
+        proto,
     };
     let bookmarks = query
         .get("allowWatchBookmarks")
@@ -322,7 +346,12 @@ pub async fn watch(
             .await
             .map(|(b, _permit)| (Ok::<Bytes, std::convert::Infallible>(b), rx))
     }));
-    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+    let content_type = if proto {
+        crate::encoding::protobuf_encode::WATCH_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    Ok(([(CONTENT_TYPE, content_type)], body).into_response())
 }
 
 #[cfg(test)]
