@@ -2,6 +2,7 @@
 //! over any `kube::Client` (in `capstan server`, the in-process one), run while this process
 //! holds the controller-manager Lease, so several servers sharing a store run each loop once.
 
+pub mod admission_changes;
 pub mod backoff;
 pub mod certificates;
 pub mod clusterrole_aggregation;
@@ -13,6 +14,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod event_ttl;
 pub mod events;
 pub mod garbage_collector;
 pub mod hash;
@@ -77,6 +79,7 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("disruption", |ctx| disruption::run(ctx).boxed()),
         ("endpoints", |ctx| endpoints::run(ctx).boxed()),
         ("endpointslice", |ctx| endpointslice::run(ctx).boxed()),
+        ("event-ttl", |ctx| event_ttl::run(ctx).boxed()),
         ("garbage-collector", |ctx| {
             garbage_collector::run(ctx).boxed()
         }),
