@@ -56,6 +56,10 @@ pub struct ControllerFlags {
     /// The longest certificate the CSR signer issues (`8760h`: a year).
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     pub cluster_signing_duration: Duration,
+    /// How long an Event is kept after it was last written (`1h`, `90s`, or plain seconds;
+    /// `--event-ttl-seconds` is the older name).
+    #[arg(long, alias = "event-ttl-seconds", default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
 }
 
 /// `50s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -127,6 +131,7 @@ impl ControllerFlags {
             max_endpoints_per_slice: usize::from(self.max_endpoints_per_slice),
             cluster_signing_ca,
             cluster_signing_duration: self.cluster_signing_duration,
+            event_ttl: self.event_ttl,
             ..capstan_controllers::Options::default()
         })
     }

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use capstan_apiserver::admission::service_alloc;
 use capstan_apiserver::crds::controller as crd_controller;
-use capstan_apiserver::housekeeping::{bootstrap, event_ttl};
+use capstan_apiserver::housekeeping::bootstrap;
 use capstan_apiserver::serving::{pki, serve};
 use capstan_apiserver::{router, AppState};
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
@@ -78,9 +78,6 @@ enum Command {
         /// Watches open at once; more get 429 Too Many Requests.
         #[arg(long, default_value_t = capstan_apiserver::serving::inflight::DEFAULT_MAX_WATCHES)]
         max_watches: usize,
-        /// Seconds an Event is kept after its last update (upstream's --event-ttl).
-        #[arg(long, default_value_t = 3600)]
-        event_ttl_seconds: u64,
         /// Seconds between bookmarks on watches that ask for them.
         #[arg(long, default_value_t = 60)]
         watch_bookmark_interval_seconds: u64,
@@ -307,7 +304,6 @@ fn main() -> anyhow::Result<()> {
             compaction_interval_seconds,
             max_requests_inflight,
             max_watches,
-            event_ttl_seconds,
             watch_bookmark_interval_seconds,
             service_cluster_ip_range,
             service_node_port_range,
@@ -347,7 +343,6 @@ fn main() -> anyhow::Result<()> {
                 compaction,
                 max_inflight: max_requests_inflight,
                 max_watches,
-                event_ttl: Duration::from_secs(event_ttl_seconds),
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
                 tls_san,
@@ -564,7 +559,6 @@ struct ServerOptions {
     compaction: CompactionConfig,
     max_inflight: usize,
     max_watches: usize,
-    event_ttl: Duration,
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
     tls_san: Vec<String>,
@@ -586,7 +580,6 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         compaction,
         max_inflight,
         max_watches,
-        event_ttl,
         bookmark_every,
         ranges,
         tls_san,
@@ -674,7 +667,6 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
             }
         })
     });
-    event_ttl::spawn(state.clone(), event_ttl);
     if scheduler {
         // The scheduler is an ordinary API client over the in-process transport.
         let client = capstan_apiserver::in_process_client(state.clone());

@@ -55,6 +55,8 @@ pub struct Options {
     /// The longest certificate the signer issues (upstream's `--cluster-signing-duration`,
     /// a year).
     pub cluster_signing_duration: Duration,
+    /// How long an Event is kept after it was last written (upstream's `--event-ttl`, 1 h).
+    pub event_ttl: Duration,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             max_endpoints_per_slice: 100,
             cluster_signing_ca: None,
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -115,6 +118,7 @@ pub struct Context {
     pods: OnceLock<Shared<Pod>>,
     nodes: OnceLock<Shared<Node>>,
     jobs: OnceLock<Shared<Job>>,
+    admission_changes: OnceLock<crate::admission_changes::AdmissionChanges>,
     warm: tokio::sync::OnceCell<()>,
 }
 
@@ -126,6 +130,7 @@ impl Context {
             pods: OnceLock::new(),
             nodes: OnceLock::new(),
             jobs: OnceLock::new(),
+            admission_changes: OnceLock::new(),
             warm: tokio::sync::OnceCell::new(),
         }
     }
@@ -158,6 +163,13 @@ impl Context {
     pub fn jobs(&self) -> &Shared<Job> {
         self.jobs
             .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+    }
+
+    /// Changes to quotas, limit ranges and priority classes, watched once for every loop
+    /// that holds refused creates (started on first use).
+    pub fn admission_changes(&self) -> &crate::admission_changes::AdmissionChanges {
+        self.admission_changes
+            .get_or_init(|| crate::admission_changes::AdmissionChanges::start(self.client.clone()))
     }
 
     /// An Event recorder reporting as `component` (upstream's names: `deployment-controller`,

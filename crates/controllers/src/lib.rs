@@ -2,6 +2,7 @@
 //! over any `kube::Client` (in `capstan server`, the in-process one), run while this process
 //! holds the controller-manager Lease, so several servers sharing a store run each loop once.
 
+pub mod admission_changes;
 pub mod backoff;
 pub mod certificates;
 pub mod clusterrole_aggregation;
@@ -14,6 +15,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod endpointslice_mirroring;
+pub mod event_ttl;
 pub mod events;
 pub mod garbage_collector;
 pub mod hash;
@@ -81,6 +83,7 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("endpointslicemirroring", |ctx| {
             endpointslice_mirroring::run(ctx).boxed()
         }),
+        ("event-ttl", |ctx| event_ttl::run(ctx).boxed()),
         ("garbage-collector", |ctx| {
             garbage_collector::run(ctx).boxed()
         }),

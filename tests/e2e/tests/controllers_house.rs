@@ -560,8 +560,9 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
         "2",
         "--node-lease-duration-seconds",
         "2",
+        // 2 s Leases renewed within 5 s of grace: no healthy-node flap on a loaded machine.
         "--node-monitor-grace-period",
-        "3s",
+        "5s",
     ]);
     // Tolerates unreachability for 1 s (the default admission would give 300 s).
     apply(
@@ -572,12 +573,27 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
         &s,
         "apiVersion: v1\nkind: Pod\nmetadata: {name: patient}\nspec:\n  nodeName: sim-node-0\n  containers: [{name: a, image: nginx}]\n",
     );
-    wait_for("both pods ready", WITHIN, || {
+    // A Deployment whose pods tolerate unreachability for 1 s: replaced elsewhere by its
+    // ReplicaSet once the taint manager evicts them.
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: moved}\nspec:\n  replicas: 4\n  selector: {matchLabels: {app: moved}}\n  template:\n    metadata: {labels: {app: moved}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]\n      containers: [{name: a, image: nginx}]\n",
+    );
+    wait_for("all 6 pods ready", WITHIN, || {
         let out = s.kubectl_ok(&["get", "pods", "--no-headers"]);
-        (out.lines().filter(|l| l.contains("1/1")).count() == 2).then_some(())
+        (out.lines().filter(|l| l.contains("1/1")).count() == 6).then_some(())
     });
+    let on_stopped = moved_pods(&s)
+        .iter()
+        .filter(|(node, _)| node == "sim-node-0")
+        .count();
+    assert!(
+        on_stopped > 0,
+        "no moved pod on sim-node-0: {:?}",
+        moved_pods(&s)
+    );
     // Healthy nodes stay Ready past the grace period (their Leases are renewed).
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let nodes = s.kubectl_ok(&["get", "nodes", "--no-headers"]);
     assert!(!nodes.contains("NotReady"), "{nodes}");
     s.kubectl_ok(&[
@@ -663,6 +679,19 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
         .cloned()
         .expect("Ready");
     assert_eq!(pready["status"], "False", "{patient}");
+    // The Deployment's pods from the stopped node were replaced on the other one.
+    let placed = wait_for("4 moved pods Running on sim-node-1", WITHIN, || {
+        let p = moved_pods(&s);
+        (p.len() == 4
+            && p.iter()
+                .all(|(node, phase)| node == "sim-node-1" && phase == "Running"))
+        .then_some(p)
+    });
+    assert_eq!(placed.len(), 4);
+    wait_for("the deployment available again", WITHIN, || {
+        let d = get_json(&s, &["deployment", "moved"])?;
+        (d["status"]["availableReplicas"] == 4).then_some(())
+    });
     // Back: the taints go.
     s.kubectl_ok(&["annotate", "node", "sim-node-0", "sim.capstan.io/stopped-"]);
     wait_for("the taints removed", WITHIN, || {
@@ -672,6 +701,22 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
             .is_none_or(|t| t.is_empty())
             .then_some(())
     });
+}
+
+/// (node, phase) of each `app=moved` pod that is not terminating.
+fn moved_pods(s: &Server) -> Vec<(String, String)> {
+    get_json(s, &["pods", "-l", "app=moved"])
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                p["status"]["phase"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
 }
 
 #[test]

@@ -453,7 +453,7 @@ fn a_refused_replica_set_shows_replica_failure_and_recovers() {
         "{msg}"
     );
     assert!(msg.contains("attempt 1"), "{msg}");
-    assert!(msg.contains("next retry in"), "{msg}");
+    assert!(msg.contains("next attempt in"), "{msg}");
     // Retried on its own with back-off; the attempts show.
     let rs = wait_for("a second attempt", WITHIN, || {
         get_json(&s, &["rs", "bad"]).filter(|r| {
@@ -502,6 +502,63 @@ fn a_refused_replica_set_shows_replica_failure_and_recovers() {
         })
     });
     assert_eq!(rs["status"]["observedGeneration"], 2);
+
+    // Refused by a quota: the condition carries upstream's quota message; raising the
+    // quota is noticed at once, not at the next back-off tick, with nothing done to the RS.
+    s.kubectl_ok(&["create", "namespace", "quota"]);
+    s.kubectl_ok(&["create", "quota", "q", "-n", "quota", "--hard=pods=1"]);
+    wait_for("the quota's status", WITHIN, || {
+        get_json(&s, &["quota", "q", "-n", "quota"]).filter(|q| q["status"]["hard"]["pods"] == "1")
+    });
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: capped\n  namespace: quota\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: capped}\n  template:\n    metadata:\n      labels: {app: capped}\n    spec:\n      containers:\n      - name: app\n        image: nginx\n",
+    );
+    // Wait for a back-off long enough that only the quota watch can explain a quick recovery.
+    let rs = wait_for(
+        "ReplicaFailure with a long back-off",
+        Duration::from_secs(60),
+        || {
+            get_json(&s, &["rs", "capped", "-n", "quota"]).filter(|r| {
+                condition(r, "ReplicaFailure")["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("attempt 4;"))
+            })
+        },
+    );
+    let c = condition(&rs, "ReplicaFailure");
+    assert_eq!(c["reason"], "FailedCreate");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(r#"pods "capped-" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"#),
+        "{msg}"
+    );
+    assert!(msg.contains("next attempt in 8s"), "{msg}");
+    let describe = s.kubectl_ok(&["describe", "rs", "capped", "-n", "quota"]);
+    assert!(
+        describe.contains("ReplicaFailure") && describe.contains("exceeded quota: q"),
+        "{describe}"
+    );
+    let raised = std::time::Instant::now();
+    s.kubectl_ok(&[
+        "patch",
+        "quota",
+        "q",
+        "-n",
+        "quota",
+        "-p",
+        r#"{"spec":{"hard":{"pods":"3"}}}"#,
+    ]);
+    wait_for("all 3 replicas after the quota was raised", WITHIN, || {
+        get_json(&s, &["rs", "capped", "-n", "quota"])
+            .filter(|r| r["status"]["replicas"] == 3 && condition(r, "ReplicaFailure").is_null())
+    });
+    // Well before the 8 s back-off would have retried.
+    assert!(
+        raised.elapsed() < Duration::from_secs(6),
+        "recovered only after {:?}",
+        raised.elapsed()
+    );
 }
 
 #[test]

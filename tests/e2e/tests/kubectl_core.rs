@@ -947,7 +947,7 @@ fn oversized_bodies_and_future_watches_get_clear_answers() {
 
 #[test]
 fn events_expire_after_their_ttl() {
-    let s = Server::start_args(&["--event-ttl-seconds", "3"]);
+    let s = Server::start_args(&["--event-ttl", "3s"]);
     apply(&s, NS);
     // An event counts as seen at the newest of its timestamps and its creation.
     let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: brief\n  namespace: team-a\ninvolvedObject:\n  kind: ConfigMap\n  name: x\n  namespace: team-a\nreason: R\nmessage: m\ntype: Normal\nlastTimestamp: \"2020-01-01T00:00:00Z\"\n";

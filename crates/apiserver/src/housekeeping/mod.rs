@@ -1,6 +1,5 @@
-//! The server's own background work: bootstrap objects (the system namespaces among them)
-//! and the event TTL sweep.
+//! The server's own background work: bootstrap objects (the system namespaces among them).
+//! (The event TTL sweep is a controller: `capstan_controllers::event_ttl`.)
 
 pub mod bootstrap;
-pub mod event_ttl;
 pub mod namespaces;

@@ -71,6 +71,11 @@ pub async fn run(ctx: Arc<Context>) {
     });
     let pods = ctx.pods().subscribe();
     let nodes = ctx.nodes().subscribe();
+    let gated = cx.clone();
+    let retries = crate::retry_gate::retries_on::<DaemonSet, _>(
+        ctx.admission_changes().subscribe(),
+        move |scope| gated.gate.release_in(scope),
+    );
     ctx.pods().ready().await;
     ctx.nodes().ready().await;
     let controller = Controller::new(
@@ -87,6 +92,8 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(|ds| ObjectRef::from_obj(&**ds))
                 .collect::<Vec<_>>()
         })
+        // A quota, limit range or priority class changed: held sets there retry now.
+        .reconcile_on(retries)
         .run(reconcile, error_policy, cx)
         .for_each(|_| async {})
         .await;

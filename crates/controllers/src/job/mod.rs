@@ -25,6 +25,7 @@ use kube::ResourceExt;
 use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::events::Recorder;
+use crate::retry_gate::RetryGate;
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// Who manages a Job when `spec.managedBy` is unset or names this controller.
@@ -78,6 +79,9 @@ pub struct JobLoop {
     told: Mutex<HashMap<String, u32>>,
     /// Back-off of syncs that failed (API errors), 1 s doubling to 60 s as upstream's queue.
     errors: Backoff,
+    /// Jobs whose pod creates were refused, retried at once when an admission policy of
+    /// their namespace changes (the error back-off holds them otherwise).
+    refused: RetryGate,
 }
 
 impl JobLoop {
@@ -92,6 +96,7 @@ impl JobLoop {
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
         self.errors.reset(key);
+        self.refused.release(key);
     }
 }
 
@@ -112,9 +117,17 @@ pub async fn run(ctx: Arc<Context>) {
         records: Mutex::new(HashMap::new()),
         told: Mutex::new(HashMap::new()),
         errors: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        refused: RetryGate::default(),
     });
+    let gated = state.clone();
+    let retries = crate::retry_gate::retries_on::<Job, _>(
+        ctx.admission_changes().subscribe(),
+        move |scope| gated.refused.release_in(scope),
+    );
     let controller = Controller::for_shared_stream(job_changes, jobs.store.clone())
         .owns_shared_stream(pod_changes)
+        // A quota, limit range or priority class changed: refused Jobs there retry now.
+        .reconcile_on(retries)
         // Every Job once at start (another loop may have started the informer earlier).
         .reconcile_all_on(futures::stream::once(async {}))
         .run(reconcile, error_policy, state)
@@ -135,6 +148,7 @@ async fn reconcile(job: Arc<Job>, st: Arc<JobLoop>) -> Result<Action, Error> {
     let key = crate::pods::key(&job.metadata);
     let action = sync::sync(&st, &job).await?;
     st.errors.reset(&key);
+    st.refused.release(&key);
     Ok(action)
 }
 

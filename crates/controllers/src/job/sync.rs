@@ -605,6 +605,9 @@ async fn manage(
             }
         }
         if let Some(e) = first_err {
+            // Held until the error back-off's retry, or an admission change in its namespace.
+            st.refused
+                .hold(&c.key, c.job.metadata.generation, Duration::MAX);
             c.active += created;
             return Some(e.into());
         }

@@ -7,9 +7,8 @@ mod delete_order;
 mod expectations;
 pub mod kind;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use capstan_scheduler::selectors::labels_of;
 use futures::StreamExt;
@@ -26,6 +25,7 @@ use serde_json::json;
 use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::events::{EventType, Recorder};
+use crate::retry_gate::RetryGate;
 use crate::{owners, pods};
 use expectations::Expectations;
 use kind::{Counts, Failure, ReplicaKind};
@@ -48,9 +48,10 @@ pub struct Loop<K: ReplicaKind> {
     owners: Store<K>,
     expectations: Expectations,
     backoff: Backoff,
-    /// Per key: when the next create/delete may be tried after a failure, and the
-    /// generation that failed (a spec change retries at once: the cause may be gone).
-    retry_at: Mutex<HashMap<String, (Instant, i64)>>,
+    /// Per key: when the next create/delete may be tried after a failure, for the
+    /// generation that failed (a spec change, or an admission change in its namespace,
+    /// retries at once: the cause may be gone).
+    gate: RetryGate,
     recorder: Recorder,
 }
 
@@ -76,10 +77,15 @@ async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
         owners: owners_store.clone(),
         expectations: Expectations::default(),
         backoff: Backoff::new(ctx.opts.replica_backoff_base, ctx.opts.replica_backoff_max),
-        retry_at: Mutex::new(HashMap::new()),
+        gate: RetryGate::default(),
         recorder: ctx.recorder(K::COMPONENT),
     });
     let mapper_state = state.clone();
+    let gate_state = state.clone();
+    let retries =
+        crate::retry_gate::retries_on::<K, _>(ctx.admission_changes().subscribe(), move |scope| {
+            gate_state.gate.release_in(scope)
+        });
     let kind = K::kind(&()).into_owned();
     let api_version = K::api_version(&()).into_owned();
     controller
@@ -104,6 +110,7 @@ async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
                     .collect(),
             }
         })
+        .reconcile_on(retries)
         .run(reconcile::<K>, error_policy::<K>, state)
         .for_each(|_| futures::future::ready(()))
         .await;
@@ -124,6 +131,7 @@ async fn reconcile<K: ReplicaKind>(owner: Arc<K>, state: Arc<Loop<K>>) -> Result
     if state.owners.get(&ObjectRef::from_obj(&*owner)).is_none() {
         state.expectations.forget(&key);
         state.backoff.reset(&key);
+        state.gate.release(&key);
         return Ok(Action::await_change());
     }
     let deleting = meta.deletion_timestamp.is_some();
@@ -152,41 +160,21 @@ async fn reconcile<K: ReplicaKind>(owner: Arc<K>, state: Arc<Loop<K>>) -> Result
     // back-off has not run out (for the same spec).
     let mut failure: Failure = None;
     let mut requeue: Option<Duration> = None;
-    let backing_off = {
-        let m = state.retry_at.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&key)
-            .filter(|(at, g)| *g == generation && *at > Instant::now())
-            .map(|(at, _)| *at)
-    };
-    if let Some(at) = backing_off {
+    let backing_off = state.gate.wait(&key, meta.generation);
+    if let Some(wait) = backing_off {
         // Keep showing the failure until the retry says otherwise.
         failure = current_failure(&*owner);
-        requeue = Some(at.saturating_duration_since(Instant::now()));
+        requeue = Some(wait);
     } else if !deleting && state.expectations.satisfied(&key, &ns, &state.pods) {
         if let Some((reason, message)) = manage(&*owner, &key, &claimed, &pod_api, &state).await {
             let (attempts, delay) = state.backoff.failed(&key);
-            let next = Timestamp::now()
-                .checked_add(jiff_span(delay))
-                .unwrap_or_else(|_| Timestamp::now());
-            let shown = format!(
-                "{message} (attempt {attempts}; next retry in {}s at {})",
-                delay.as_secs(),
-                next.strftime("%Y-%m-%dT%H:%M:%SZ")
-            );
-            state
-                .retry_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), (Instant::now() + delay, generation));
+            let shown = crate::retry_gate::retry_message(&message, attempts, delay);
+            state.gate.hold(&key, meta.generation, delay);
             failure = Some((reason, shown));
             requeue = Some(delay);
         } else {
             state.backoff.reset(&key);
-            state
-                .retry_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+            state.gate.release(&key);
         }
     }
 
@@ -239,10 +227,6 @@ async fn reconcile<K: ReplicaKind>(owner: Arc<K>, state: Arc<Loop<K>>) -> Result
         requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
-}
-
-fn jiff_span(d: Duration) -> k8s_openapi::jiff::SignedDuration {
-    k8s_openapi::jiff::SignedDuration::from_secs(d.as_secs() as i64)
 }
 
 /// The `ReplicaFailure` condition as stored, for keeping it while backing off.

@@ -64,12 +64,19 @@ pub async fn run(ctx: Arc<Context>) {
         ctx: ctx.clone(),
     });
     let pods = ctx.pods().subscribe();
+    let gated = cx.clone();
+    let retries = crate::retry_gate::retries_on::<StatefulSet, _>(
+        ctx.admission_changes().subscribe(),
+        move |scope| gated.gate.release_in(scope),
+    );
     ctx.pods().ready().await;
     Controller::new(
         Api::<StatefulSet>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
     .owns_shared_stream(pods)
+    // A quota, limit range or priority class changed: held sets there retry now.
+    .reconcile_on(retries)
     .run(reconcile, error_policy, cx)
     .for_each(|_| async {})
     .await;
