@@ -239,7 +239,18 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
             }
         }
     }
-    for slice in spare {
+    delete_slices(&api, &spare).await?;
+    lp.backoff.reset(&key);
+    tracing::debug!(service = %key, endpoints = included.len(), "endpoint slices synced");
+    Ok(Action::await_change())
+}
+
+/// Delete `slices`; one already gone is no error.
+pub(crate) async fn delete_slices(
+    api: &Api<EndpointSlice>,
+    slices: &[EndpointSlice],
+) -> Result<(), kube::Error> {
+    for slice in slices {
         match api
             .delete(&slice.name_any(), &DeleteParams::default())
             .await
@@ -249,7 +260,5 @@ async fn reconcile(svc: Arc<Service>, lp: Arc<Loop>) -> Result<Action, kube::Err
             Err(e) => return Err(e),
         }
     }
-    lp.backoff.reset(&key);
-    tracing::debug!(service = %key, endpoints = included.len(), "endpoint slices synced");
-    Ok(Action::await_change())
+    Ok(())
 }

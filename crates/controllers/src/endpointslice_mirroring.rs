@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -17,7 +17,7 @@ use kube::ResourceExt;
 
 use crate::backoff::Backoff;
 use crate::context::Context;
-use crate::endpointslice::MANAGED_BY_LABEL;
+use crate::endpointslice::{delete_slices, MANAGED_BY_LABEL};
 use crate::events::{EventType, Recorder};
 use crate::owners;
 use crate::service_pods::{SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
@@ -232,20 +232,6 @@ fn slice_meta(ep: &Endpoints) -> (BTreeMap<String, String>, BTreeMap<String, Str
     (labels, annotations)
 }
 
-async fn delete_all(api: &Api<EndpointSlice>, slices: &[EndpointSlice]) -> Result<(), kube::Error> {
-    for slice in slices {
-        match api
-            .delete(&slice.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 async fn reconcile(ep: Arc<Endpoints>, lp: Arc<Loop>) -> Result<Action, kube::Error> {
     let ns = ep.namespace().unwrap_or_default();
     let name = ep.name_any();
@@ -270,7 +256,7 @@ async fn reconcile(ep: Arc<Endpoints>, lp: Arc<Loop>) -> Result<Action, kube::Er
         .await?
         .items;
     if !mirror {
-        delete_all(&api, &existing).await?;
+        delete_slices(&api, &existing).await?;
         lp.forget(&ns, &name);
         lp.backoff.reset(&key);
         tracing::debug!(endpoints = %key, removed = existing.len(), "mirrored endpoint slices removed");
@@ -391,7 +377,7 @@ async fn reconcile(ep: Arc<Endpoints>, lp: Arc<Loop>) -> Result<Action, kube::Er
             },
         }
     }
-    delete_all(&api, &spare).await?;
+    delete_slices(&api, &spare).await?;
     lp.backoff.reset(&key);
     let total: usize = want.groups.values().map(|g| g.1.len()).sum();
     tracing::debug!(endpoints = %key, addresses = total, "endpoints mirrored to endpoint slices");
