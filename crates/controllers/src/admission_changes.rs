@@ -75,13 +75,11 @@ impl AdmissionChanges {
     pub fn subscribe(&self) -> impl Stream<Item = Scope> + Send + 'static {
         let rx = self.tx.subscribe();
         futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(s) => return Some((s, rx)),
-                    // Fell behind: whatever was missed, everything may be unblocked.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return Some((Scope::All, rx)),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
+            match rx.recv().await {
+                Ok(s) => Some((s, rx)),
+                // Fell behind: whatever was missed, everything may be unblocked.
+                Err(broadcast::error::RecvError::Lagged(_)) => Some((Scope::All, rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
     }
