@@ -154,6 +154,7 @@ async fn audited(
     // A create's objectRef names the object, which only its body says.
     let create = info.verb == "create";
     let wants_body = code >= 400 || decision.level >= Level::RequestResponse || create;
+    let resp_type = header(resp.headers(), "content-type").unwrap_or_default();
     let (resp, body) = if wants_body {
         let limit = if decision.level >= Level::RequestResponse || create {
             RESPONSE_BYTES
@@ -164,9 +165,10 @@ async fn audited(
     } else {
         (resp, None)
     };
+    // A client that asked for protobuf got it; the log records the same object as JSON.
     let parsed = body
         .as_ref()
-        .and_then(|b| parse_json(b, decision.omit_managed_fields));
+        .and_then(|b| decode_request(&resp_type, b, decision.omit_managed_fields));
     // A create names its object only in the body.
     if code < 300 && info.verb == "create" {
         if let Some(obj) = parsed.clone().or_else(|| ev.request_object.clone()) {
@@ -206,8 +208,8 @@ impl Drop for Completion {
     }
 }
 
-/// The request body as an object: JSON, YAML or protobuf (kubectl sends protobuf);
-/// patches are recorded as the JSON they are.
+/// A request or response body as an object: JSON, YAML or protobuf (kubectl sends and
+/// receives protobuf); patches are recorded as the JSON they are.
 fn decode_request(content_type: &str, bytes: &[u8], omit_managed_fields: bool) -> Option<Value> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let mut v = match ct {
@@ -231,13 +233,16 @@ fn parse_json(bytes: &[u8], omit_managed_fields: bool) -> Option<Value> {
     Some(v)
 }
 
-/// Read a JSON response body up to `limit` for the log; the client gets the same bytes.
+/// Read a JSON or protobuf response body up to `limit` for the log; the client gets the
+/// same bytes.
 async fn buffer(resp: Response, limit: usize) -> (Response, Option<Bytes>) {
     let json = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains("json"));
+        .is_some_and(|c| {
+            c.contains("json") || c.starts_with(crate::encoding::protobuf::CONTENT_TYPE)
+        });
     let small = resp
         .headers()
         .get("content-length")
