@@ -90,3 +90,46 @@ def test_custom_objects_crud_status_scale_and_watch(capstan):
         if ev["type"] == "DELETED":
             w.stop()
     assert seen == [("DELETED", "mail")]
+
+
+def test_apiservices_follow_the_served_group_versions(capstan):
+    """ApiregistrationV1Api: a Local, Available APIService per built-in and CRD
+    group-version (kube-aggregator's autoregistration), gone with the CRD."""
+    reg = client.ApiregistrationV1Api(capstan)
+    ext = client.ApiextensionsV1Api(capstan)
+    crd = dict(CRD, metadata={"name": "tasks.apisvc.example.com"})
+    crd["spec"] = dict(CRD["spec"], group="apisvc.example.com",
+                       names={"plural": "tasks", "singular": "task", "kind": "Task"})
+    ext.create_custom_resource_definition(crd)
+    established(ext, "tasks.apisvc.example.com")
+
+    def registered():
+        return {s.metadata.name: s for s in reg.list_api_service().items}
+
+    for _ in range(100):
+        services = registered()
+        if "v1.apisvc.example.com" in services and services["v1.apisvc.example.com"].status.conditions:
+            break
+        time.sleep(0.1)
+    core = services["v1."]
+    assert (core.spec.group, core.spec.version, core.spec.group_priority_minimum) == ("", "v1", 18000)
+    mine = services["v1.apisvc.example.com"]
+    assert mine.spec.service is None
+    assert (mine.spec.group_priority_minimum, mine.spec.version_priority) == (1000, 100)
+    available = [c for c in mine.status.conditions if c.type == "Available"]
+    assert [(c.status, c.reason) for c in available] == [("True", "Local")]
+
+    with pytest.raises(ApiException) as bad:
+        reg.create_api_service({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                                "metadata": {"name": "v1.other.example.com"},
+                                "spec": {"group": "example.com", "version": "v1",
+                                         "groupPriorityMinimum": 100, "versionPriority": 100}})
+    assert bad.value.status == 422
+    assert "metadata.name" in bad.value.body
+
+    ext.delete_custom_resource_definition("tasks.apisvc.example.com")
+    for _ in range(200):
+        if "v1.apisvc.example.com" not in registered():
+            break
+        time.sleep(0.1)
+    assert "v1.apisvc.example.com" not in registered()

@@ -658,6 +658,8 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {}", e.message))?;
     crd_controller::spawn(state.clone());
+    // kube-aggregator's autoregistration: a Local APIService per served group-version.
+    capstan_apiserver::housekeeping::apiservices::spawn(state.clone());
     // Simulated nodes are ordinary API clients over the in-process transport.
     let simulator = simulation.map(|config| {
         let client = capstan_apiserver::in_process_client(state.clone());

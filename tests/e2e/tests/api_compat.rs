@@ -747,6 +747,72 @@ async fn protobuf_responses(s: &Server, raw: &Raw) {
     s.kubectl_ok(&["label", "configmap", "pb-cm", "-n", "pb", "x=y"]);
     s.kubectl_ok(&["delete", "configmap", "pb-cm", "-n", "pb"]);
 
+    // A protobuf create keeps the empty messages that mean something: `emptyDir: {}` is the
+    // volume's type (as client-go sends a Pod with a scratch volume).
+    let pod = core::Pod {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("pb-scratch".into()),
+            ..Default::default()
+        }),
+        spec: Some(core::PodSpec {
+            containers: vec![core::Container {
+                name: Some("c".into()),
+                image: Some("busybox".into()),
+                volume_mounts: vec![core::VolumeMount {
+                    name: Some("scratch".into()),
+                    mount_path: Some("/scratch".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            volumes: vec![core::Volume {
+                name: Some("scratch".into()),
+                volume_source: Some(core::VolumeSource {
+                    empty_dir: Some(core::EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let mut env = b"k8s\0".to_vec();
+    env.extend(
+        k8s_pb::apimachinery::pkg::runtime::Unknown {
+            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+            }),
+            raw: Some(pod.encode_to_vec()),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        }
+        .encode_to_vec(),
+    );
+    let (code, _, body) = proto_request(
+        raw,
+        Method::POST,
+        "/api/v1/namespaces/pb/pods",
+        CLIENT_GO_ACCEPT,
+        Some(env),
+    )
+    .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let volume = s.kubectl_ok(&[
+        "get",
+        "pod",
+        "pb-scratch",
+        "-n",
+        "pb",
+        "-o",
+        "jsonpath={.spec.volumes[0]}",
+    ]);
+    let volume: serde_json::Value = serde_json::from_str(volume.trim()).expect("volume JSON");
+    assert_eq!(
+        volume,
+        serde_json::json!({"name": "scratch", "emptyDir": {}})
+    );
+
     // WATCH from the list's resourceVersion replays what happened since, as frames.
     let (code, ct, body) = proto_request(
         raw,

@@ -733,3 +733,157 @@ fn a_crd_deleted_after_a_server_side_re_apply_takes_its_objects_with_it() {
         "objects of the deleted CRD came back: {left}"
     );
 }
+
+/// The `kubectl get apiservices` line of `name`, once it shows `want` in AVAILABLE.
+fn apiservice_line(s: &Server, name: &str, want: &str) -> String {
+    capstan_e2e::wait_for(
+        &format!("APIService {name} {want}"),
+        Duration::from_secs(20),
+        || {
+            let out = s.kubectl(&["get", "apiservices"]);
+            let (o, _) = text(&out);
+            o.lines()
+                .find(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.first() == Some(&name) && l.contains(want)
+                })
+                .map(str::to_string)
+        },
+    )
+}
+
+#[test]
+fn apiservices_register_every_served_group_version() {
+    let s = Server::start();
+    // Built-in group-versions: Local and Available, as kube-aggregator registers them.
+    for name in [
+        "v1.",
+        "v1.apps",
+        "v2.autoscaling",
+        "v1.apiextensions.k8s.io",
+        "v1.apiregistration.k8s.io",
+    ] {
+        let line = apiservice_line(&s, name, "True");
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[1..3], ["Local", "True"], "{line}");
+    }
+    let apps = capstan_e2e::get_json(&s, &["apiservice", "v1.apps"]).expect("v1.apps");
+    assert_eq!(apps["spec"]["groupPriorityMinimum"], 17800, "{apps}");
+    assert_eq!(apps["spec"]["versionPriority"], 15, "{apps}");
+    assert_eq!(
+        apps["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"],
+        "onstart"
+    );
+    let cond = &apps["status"]["conditions"][0];
+    assert_eq!(
+        (&cond["type"], &cond["status"], &cond["reason"]),
+        (&"Available".into(), &"True".into(), &"Local".into()),
+        "{apps}"
+    );
+
+    // Every served version of a CRD gets one, removed with the CRD.
+    let crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/generated-crd.yaml"
+    );
+    s.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+    for name in [
+        "v1.monitoring.capstan.test",
+        "v1alpha1.monitoring.capstan.test",
+    ] {
+        apiservice_line(&s, name, "True");
+    }
+    let mine = s.kubectl_ok(&[
+        "get",
+        "apiservice",
+        "v1.monitoring.capstan.test",
+        "-o",
+        "jsonpath={.spec.groupPriorityMinimum}/{.spec.versionPriority}/{.metadata.labels.kube-aggregator\\.kubernetes\\.io/automanaged}",
+    ]);
+    assert_eq!(mine.trim(), "1000/100/true");
+
+    // A user's edit of an automanaged registration is put back; a deleted one comes back.
+    s.kubectl_ok(&[
+        "patch",
+        "apiservice",
+        "v1.apps",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"versionPriority":1}}"#,
+    ]);
+    capstan_e2e::wait_for("v1.apps restored", Duration::from_secs(20), || {
+        let p = s.kubectl_ok(&[
+            "get",
+            "apiservice",
+            "v1.apps",
+            "-o",
+            "jsonpath={.spec.versionPriority}",
+        ]);
+        (p.trim() == "15").then_some(())
+    });
+    s.kubectl_ok(&["delete", "apiservice", "v1.batch"]);
+    apiservice_line(&s, "v1.batch", "True");
+
+    // An aggregated API's registration is stored, and says why it is not available.
+    let aggregated = "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\nspec:\n  group: metrics.k8s.io\n  version: v1beta1\n  groupPriorityMinimum: 100\n  versionPriority: 100\n  insecureSkipTLSVerify: true\n  service: {namespace: kube-system, name: metrics-server}\n";
+    let (ok, o, e) = apply(&s, aggregated);
+    assert!(ok, "{o}{e}");
+    let line = apiservice_line(&s, "v1beta1.metrics.k8s.io", "False (ServiceNotFound)");
+    assert!(line.contains("kube-system/metrics-server"), "{line}");
+    s.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "metrics-server",
+        "-n",
+        "kube-system",
+        "--tcp=443",
+    ]);
+    apiservice_line(&s, "v1beta1.metrics.k8s.io", "False (FailedDiscoveryCheck)");
+    let port = s.kubectl_ok(&[
+        "get",
+        "apiservice",
+        "v1beta1.metrics.k8s.io",
+        "-o",
+        "jsonpath={.spec.service.port}",
+    ]);
+    assert_eq!(port.trim(), "443", "the service port defaults as upstream");
+
+    // Bad input is refused naming the field.
+    let bad = "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1.wrong.example.com}\nspec: {group: example.com, version: v1, groupPriorityMinimum: 0, versionPriority: 10, caBundle: AAAA}\n";
+    let (ok, o, e) = apply(&s, bad);
+    assert!(!ok, "{o}");
+    assert!(
+        e.contains(r#"metadata.name: Invalid value: "v1.wrong.example.com": must be `spec.version+"."+spec.group`: "v1.example.com""#),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "spec.groupPriorityMinimum: Invalid value: 0: must be positive and less than 20000"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            r#"spec.caBundle: Invalid value: "3 bytes": local APIServices may not have a caBundle"#
+        ),
+        "{e}"
+    );
+
+    // The CRD's registrations go with it.
+    s.kubectl_ok(&[
+        "delete",
+        "crd",
+        "scrapers.monitoring.capstan.test",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    capstan_e2e::wait_for(
+        "the CRD's APIServices removed",
+        Duration::from_secs(20),
+        || {
+            let o = s.kubectl_ok(&["get", "apiservices", "-o", "name"]);
+            (!o.contains("monitoring.capstan.test")).then_some(())
+        },
+    );
+}

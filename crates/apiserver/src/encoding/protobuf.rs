@@ -317,8 +317,13 @@ const ZERO_MEANS_SOMETHING: &[&str] = &[
     "ttlSecondsAfterFinished",
 ];
 
+/// Whether a decoded field belongs in the JSON object. An empty object can only come from a
+/// message field present on the wire, which Go sends for a non-nil pointer (`emptyDir: {}`
+/// selects the volume type) or a struct value (which its JSON never omits): kept.
 fn keep(name: &str, v: &Value) -> bool {
-    !is_empty(v) || (v.is_number() && ZERO_MEANS_SOMETHING.contains(&name))
+    matches!(v, Value::Object(_))
+        || !is_empty(v)
+        || (v.is_number() && ZERO_MEANS_SOMETHING.contains(&name))
 }
 
 /// Decode one message to JSON, dropping the zero values Go's `omitempty` leaves out.

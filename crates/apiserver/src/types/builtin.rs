@@ -6,6 +6,7 @@ use k8s_openapi::api::{
     coordination, core, discovery, events, networking, node, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration;
 
 use crate::types as k;
 use crate::types::crd::ScalePaths;
@@ -256,6 +257,12 @@ pub fn builtin() -> Vec<ResourceType> {
         t("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", schema_of::<apiext::CustomResourceDefinition>, k::apiextensions::custom_resource_definition::CustomResourceDefinition)
         .cluster()
         .short(&["crd", "crds"])
+        .status()
+        .categories(&["api-extensions"]),
+        // kube-aggregator's group: the Local APIService of every served group-version
+        // (housekeeping::apiservices); aggregated API servers are not proxied.
+        t("apiregistration.k8s.io/v1", "APIService", "apiservices", schema_of::<apiregistration::v1::APIService>, k::apiregistration::api_service::ApiService)
+        .cluster()
         .status()
         .categories(&["api-extensions"]),
     ];

@@ -142,6 +142,8 @@ pub(crate) fn rt(
 pub struct Registry {
     builtin: Arc<Vec<Arc<ResourceType>>>,
     types: Arc<RwLock<Arc<Vec<Arc<ResourceType>>>>>,
+    /// Bumped whenever the served custom types are replaced, for loops that follow them.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Registry {
@@ -150,7 +152,18 @@ impl Registry {
         Registry {
             types: Arc::new(RwLock::new(builtin.clone())),
             builtin,
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+    /// Wakes when the served types change (CRDs established, versions added or removed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+    /// Whether a built-in type is served at `group`/`version` (not only a CRD).
+    pub fn is_builtin_group_version(&self, group: &str, version: &str) -> bool {
+        self.builtin
+            .iter()
+            .any(|t| t.group == group && t.version == version)
     }
     pub fn all(&self) -> Arc<Vec<Arc<ResourceType>>> {
         self.types.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -188,6 +201,7 @@ impl Registry {
         let mut all: Vec<Arc<ResourceType>> = self.builtin.iter().cloned().collect();
         all.extend(custom.into_iter().map(Arc::new));
         *self.types.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(all);
+        self.changes.send_modify(|generation| *generation += 1);
     }
 }
 
