@@ -273,9 +273,6 @@ pub async fn handle(
         Err(e) => return e.into_response(),
     };
     // Output negotiation before any work: a conversion the server cannot make is a 406.
-    if let Err(e) = crate::discovery::table::negotiate(&accept) {
-        return e.into_response();
-    }
     let output = match negotiation::output(&accept, negotiation::has_protobuf(&target.rt)) {
         Ok(o) => o,
         Err(e) => return e.into_response(),

@@ -1,93 +1,13 @@
 //! `meta.k8s.io/v1` Tables: the server-side printing `kubectl get` asks for, with the same
 //! columns kube-apiserver prints for each type.
 
-use std::collections::HashMap;
-
-use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::object;
-use crate::status::ApiError;
 use crate::types::registry::ResourceType;
 use crate::types::shared::printing::described_col;
 
-pub const TABLE_V1: &str = "meta.k8s.io/v1";
-pub const TABLE_V1BETA1: &str = "meta.k8s.io/v1beta1";
-
-/// What one Accept entry asks for.
-#[derive(Debug, PartialEq)]
-enum Wanted {
-    /// The object itself (JSON, YAML, protobuf, a wildcard).
-    Plain,
-    /// A Table of this apiVersion.
-    Table(&'static str),
-    /// A conversion (`as=`) this server cannot make, or a media type it does not write.
-    Unservable { transform: bool },
-}
-
-fn read_entry(entry: &str) -> Wanted {
-    let mut parts = entry.split(';').map(str::trim);
-    let media = parts.next().unwrap_or("").to_ascii_lowercase();
-    let mut params = HashMap::new();
-    for p in parts {
-        if let Some((k, v)) = p.split_once('=') {
-            params.insert(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    let plain_media = matches!(
-        media.as_str(),
-        "" | "*/*"
-            | "application/*"
-            | "application/json"
-            | "application/yaml"
-            | crate::encoding::protobuf::CONTENT_TYPE
-    );
-    let Some(as_kind) = params.get("as") else {
-        return if plain_media {
-            Wanted::Plain
-        } else {
-            Wanted::Unservable { transform: false }
-        };
-    };
-    let g = params.get("g").map(String::as_str).unwrap_or("");
-    let v = params.get("v").map(String::as_str).unwrap_or("");
-    match (as_kind.as_str(), g, v) {
-        ("Table", "meta.k8s.io", "v1") if plain_media => Wanted::Table(TABLE_V1),
-        ("Table", "meta.k8s.io", "v1beta1") if plain_media => Wanted::Table(TABLE_V1BETA1),
-        // Metadata-only conversions are served as the whole object (clients read the
-        // metadata out of it), as this server always has.
-        ("PartialObjectMetadata" | "PartialObjectMetadataList", "meta.k8s.io", _) => Wanted::Plain,
-        _ => Wanted::Unservable { transform: true },
-    }
-}
-
-/// Upstream's output negotiation: the first Accept entry the server can serve decides.
-/// `Ok(Some(apiVersion))` is a Table, `Ok(None)` the object itself; a client that asked
-/// for a conversion this server cannot make, and nothing it can, gets 406 NotAcceptable.
-pub fn negotiate(accept: &str) -> Result<Option<&'static str>, ApiError> {
-    let mut asked_transform = false;
-    for entry in accept.split(',') {
-        match read_entry(entry) {
-            Wanted::Plain => return Ok(None),
-            Wanted::Table(v) => return Ok(Some(v)),
-            Wanted::Unservable { transform } => asked_transform |= transform,
-        }
-    }
-    if asked_transform {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "NotAcceptable",
-            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
-        ));
-    }
-    // Only media types this server does not write (`text/html`): JSON, as always.
-    Ok(None)
-}
-
-/// The Table apiVersion the Accept header asks for, if it asks for a Table.
-pub fn table_version(accept: &str) -> Option<&'static str> {
-    negotiate(accept).ok().flatten()
-}
+pub use crate::encoding::negotiation::{table_version, TABLE_V1, TABLE_V1BETA1};
 
 /// Whether the Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {

@@ -1,5 +1,7 @@
-//! Which encoding a response is written in: upstream's negotiation over `Accept` — the
-//! first entry the server can serve decides; protobuf only for built-in kinds.
+//! Which encoding and form a response is written in: upstream's negotiation over `Accept`
+//! (the first entry the server can serve decides; protobuf only for built-in kinds; Tables).
+
+use std::collections::HashMap;
 
 use axum::http::StatusCode;
 
@@ -13,32 +15,102 @@ pub enum Output {
     Protobuf,
 }
 
+/// The outcome of negotiation: the encoding, and the Table apiVersion when a Table was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    pub output: Output,
+    pub table: Option<&'static str>,
+}
+
+pub const TABLE_V1: &str = "meta.k8s.io/v1";
+pub const TABLE_V1BETA1: &str = "meta.k8s.io/v1beta1";
+
+/// What one Accept entry asks for.
+#[derive(Debug, PartialEq)]
+enum Wanted {
+    /// The object itself: JSON, YAML or a wildcard, or protobuf.
+    Plain { protobuf: bool },
+    /// A metadata-only conversion, served as the whole object in JSON (clients read the
+    /// metadata out of it), as this server always has.
+    Metadata,
+    /// A Table of this apiVersion (written as JSON).
+    Table(&'static str),
+    /// A conversion (`as=`) this server cannot make, or a media type it does not write.
+    Unservable { transform: bool },
+}
+
+fn read_entry(entry: &str) -> Wanted {
+    let mut parts = entry.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("").to_ascii_lowercase();
+    let mut params = HashMap::new();
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=') {
+            params.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    let protobuf = media == crate::encoding::protobuf::CONTENT_TYPE;
+    let plain_media = protobuf
+        || matches!(
+            media.as_str(),
+            "" | "*/*" | "application/*" | "application/json" | "application/yaml"
+        );
+    let Some(as_kind) = params.get("as") else {
+        return if plain_media {
+            Wanted::Plain { protobuf }
+        } else {
+            Wanted::Unservable { transform: false }
+        };
+    };
+    let g = params.get("g").map(String::as_str).unwrap_or("");
+    let v = params.get("v").map(String::as_str).unwrap_or("");
+    match (as_kind.as_str(), g, v) {
+        ("Table", "meta.k8s.io", "v1") if plain_media => Wanted::Table(TABLE_V1),
+        ("Table", "meta.k8s.io", "v1beta1") if plain_media => Wanted::Table(TABLE_V1BETA1),
+        ("PartialObjectMetadata" | "PartialObjectMetadataList", "meta.k8s.io", _) => {
+            Wanted::Metadata
+        }
+        _ => Wanted::Unservable { transform: true },
+    }
+}
+
 /// Whether a kind has a protobuf form: built-in kinds do, custom resources never.
 pub fn has_protobuf(rt: &ResourceType) -> bool {
     rt.custom.is_none()
         && crate::encoding::protobuf_encode::message_for(&rt.api_version(), &rt.kind).is_some()
 }
 
-/// The encoding for a response to `accept`. A client that accepts only protobuf for a kind
-/// without one (a custom resource) gets 406, as upstream's CRD handler answers.
-pub fn output(accept: &str, protobuf_ok: bool) -> Result<Output, ApiError> {
-    let mut asked_protobuf = false;
+/// Upstream's output negotiation, once per request: the first Accept entry the server can
+/// serve decides (protobuf only when `protobuf_ok`, i.e. for built-in kinds). A client that
+/// asked only for conversions this server cannot make gets 406, as does one that accepts only
+/// protobuf for a kind without it (a custom resource), as upstream's CRD handler answers.
+pub fn negotiate(accept: &str, protobuf_ok: bool) -> Result<Negotiated, ApiError> {
+    let json = |table| {
+        Ok(Negotiated {
+            output: Output::Json,
+            table,
+        })
+    };
+    let (mut asked_transform, mut asked_protobuf) = (false, false);
     for entry in accept.split(',') {
-        let mut parts = entry.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("").to_ascii_lowercase();
-        // Conversions (`as=Table`, `as=PartialObjectMetadata`) are written as JSON; the
-        // Table negotiation decides whether they can be served at all.
-        if parts.any(|p| p.starts_with("as=")) {
-            return Ok(Output::Json);
-        }
-        match media.as_str() {
-            crate::encoding::protobuf::CONTENT_TYPE if protobuf_ok => return Ok(Output::Protobuf),
-            crate::encoding::protobuf::CONTENT_TYPE => asked_protobuf = true,
-            "" | "*/*" | "application/*" | "application/json" | "application/yaml" => {
-                return Ok(Output::Json)
+        match read_entry(entry) {
+            Wanted::Plain { protobuf: true } if protobuf_ok => {
+                return Ok(Negotiated {
+                    output: Output::Protobuf,
+                    table: None,
+                })
             }
-            _ => {}
+            Wanted::Plain { protobuf: true } => asked_protobuf = true,
+            Wanted::Plain { protobuf: false } | Wanted::Metadata => return json(None),
+            Wanted::Table(v) => return json(Some(v)),
+            Wanted::Unservable { transform } => asked_transform |= transform,
         }
+    }
+    if asked_transform {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        ));
     }
     if asked_protobuf {
         return Err(ApiError::new(
@@ -47,7 +119,18 @@ pub fn output(accept: &str, protobuf_ok: bool) -> Result<Output, ApiError> {
             "only the following media types are accepted: application/json, application/yaml",
         ));
     }
-    Ok(Output::Json)
+    // Only media types this server does not write (`text/html`): JSON, as always.
+    json(None)
+}
+
+/// The encoding for a response to `accept` (see [`negotiate`]).
+pub fn output(accept: &str, protobuf_ok: bool) -> Result<Output, ApiError> {
+    negotiate(accept, protobuf_ok).map(|n| n.output)
+}
+
+/// The Table apiVersion the Accept header asks for, if it asks for a Table.
+pub fn table_version(accept: &str) -> Option<&'static str> {
+    negotiate(accept, true).ok().and_then(|n| n.table)
 }
 
 #[cfg(test)]
@@ -86,6 +169,20 @@ mod tests {
             output("application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json", true).unwrap(),
             Output::Json
         );
+    }
+
+    #[test]
+    fn an_unservable_conversion_gives_way_to_the_next_entry() {
+        let n = negotiate(
+            "application/json;as=Foo;g=x.io;v=v1, application/vnd.kubernetes.protobuf",
+            true,
+        )
+        .unwrap();
+        assert_eq!(n.output, Output::Protobuf);
+        let n = negotiate("application/json;as=Table;v=v1;g=meta.k8s.io", true).unwrap();
+        assert_eq!((n.output, n.table), (Output::Json, Some(TABLE_V1)));
+        let e = negotiate("application/json;as=Foo;g=x.io;v=v1", true).unwrap_err();
+        assert_eq!(e.code, StatusCode::NOT_ACCEPTABLE);
     }
 
     #[test]
