@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
@@ -64,11 +64,15 @@ where
         let (tx, _) = broadcast::channel(FAN_OUT_BUFFER);
         let feed = tx.clone();
         let task = tokio::spawn(async move {
-            let mut changes =
-                reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                    .default_backoff()
-                    .touched_objects()
-                    .boxed();
+            // managedFields are never read by a loop (a write that omits them keeps the
+            // stored ones), and deserialised they are most of a pod's memory (upstream's
+            // informers drop them with a transform for the same reason).
+            let events = watcher(api, watcher::Config::default())
+                .map_ok(|ev| ev.modify(|o| o.meta_mut().managed_fields = None));
+            let mut changes = reflector::reflector(writer, events)
+                .default_backoff()
+                .touched_objects()
+                .boxed();
             while let Some(change) = changes.next().await {
                 match change {
                     Ok(obj) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::plugins::inter_pod_affinity::PodTerms;
 use crate::resources::{self, Resources};
 
 /// A host port a pod occupies: ip ("0.0.0.0" when unset), protocol, port.
@@ -36,6 +37,8 @@ pub struct PodInfo {
     pub host_ports: Vec<HostPort>,
     pub has_affinity: bool,
     pub has_required_anti_affinity: bool,
+    /// Its inter-pod (anti-)affinity terms, parsed once (empty without affinity).
+    pub terms: PodTerms,
 }
 
 pub fn pod_key(pod: &Pod) -> String {
@@ -77,14 +80,15 @@ impl PodInfo {
             }
         }
         let aff = spec.affinity.as_ref();
+        let has_affinity =
+            aff.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
         PodInfo {
             uid: pod_key(&pod),
             requests: resources::pod_requests(&spec),
             non_zero: resources::pod_non_zero_requests(&spec),
             priority: pod_priority(&pod),
             host_ports,
-            has_affinity: aff
-                .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some()),
+            has_affinity,
             has_required_anti_affinity: aff
                 .and_then(|a| a.pod_anti_affinity.as_ref())
                 .and_then(|a| {
@@ -92,6 +96,11 @@ impl PodInfo {
                         .as_ref()
                 })
                 .is_some_and(|t| !t.is_empty()),
+            terms: if has_affinity {
+                PodTerms::of(&pod)
+            } else {
+                PodTerms::default()
+            },
             pod,
         }
     }

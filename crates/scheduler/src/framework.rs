@@ -29,7 +29,6 @@ pub type Nominated = (usize, Resources);
 pub struct Cycle {
     pub pod: Arc<PodInfo>,
     spec: PodSpec,
-    affinity_terms: inter_pod_affinity::PodTerms,
     affinity: inter_pod_affinity::FilterState,
     spread: topology_spread::FilterState,
     /// Node selectors of the volumes the pod's bound claims name (usually none).
@@ -39,13 +38,11 @@ pub struct Cycle {
 impl Cycle {
     pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> Cycle {
         let spec = pod.pod.spec.clone().unwrap_or_default();
-        let affinity_terms = inter_pod_affinity::PodTerms::of(&pod.pod);
-        let affinity = inter_pod_affinity::prefilter(&pod, &affinity_terms, cache);
+        let affinity = inter_pod_affinity::prefilter(&pod, &pod.terms, cache);
         let spread = topology_spread::prefilter(&pod, &spec, cache);
         Cycle {
             pod,
             spec,
-            affinity_terms,
             affinity,
             spread,
             volume_affinity: Vec::new(),
@@ -121,7 +118,7 @@ impl Cycle {
             })
             .collect();
         default_normalize(&mut tt, true);
-        let ipa = match inter_pod_affinity::prescore(&self.pod, &self.affinity_terms, cache) {
+        let ipa = match inter_pod_affinity::prescore(&self.pod, &self.pod.terms, cache) {
             Some(pairs) => {
                 let mut s: Vec<i64> = feasible
                     .iter()

@@ -34,7 +34,9 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<
     let mut stopped = node.stopped.subscribe();
     let mut sim: Option<PodSim> = None;
     let mut ip_guard: Option<IpGuard> = None;
-    let mut written: Option<Value> = None;
+    // A digest of the last status written, not the body: a rendered status as a JSON value
+    // is kilobytes, held by each of tens of thousands of pod tasks.
+    let mut written: Option<u64> = None;
     let mut reported_exit_error = false;
     loop {
         let view = rx.borrow_and_update().clone();
@@ -95,13 +97,14 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<
                     drop(ip_guard.take());
                 }
                 let body = render(&view, s, node.internal_ip, now);
-                if written.as_ref() != Some(&body) {
+                let digest = digest(&body);
+                if written != Some(digest) {
                     match patch_status(&fleet, &view, &body).await {
-                        Ok(()) => written = Some(body),
+                        Ok(()) => written = Some(digest),
                         Err(e) if is_not_found(&e) => return,
                         Err(e) => {
                             tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %e, "pod status refused");
-                            written = Some(body);
+                            written = Some(digest);
                         }
                     }
                 }
@@ -119,6 +122,15 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<
             _ = sleep => {}
         }
     }
+}
+
+/// A 64-bit digest of the rendered status: equal values serialise equally (serde_json's
+/// maps are sorted by key here), so equal digests mean nothing new to write.
+fn digest(body: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.to_string().hash(&mut h);
+    h.finish()
 }
 
 async fn patch_status(fleet: &Fleet, view: &PodView, body: &Value) -> Result<(), kube::Error> {

@@ -90,6 +90,7 @@ fn terms(list: Option<&Vec<PodAffinityTerm>>, owner: &Pod) -> Vec<Term> {
         .collect()
 }
 
+#[derive(Debug, Clone)]
 struct Weighted {
     term: Term,
     weight: i64,
@@ -108,7 +109,10 @@ fn weighted(
         .collect()
 }
 
-/// The terms a pod declares.
+/// The terms a pod declares, parsed once per pod (`PodInfo::terms`): every scheduling cycle
+/// reads the terms of every existing pod with affinity, so parsing them per cycle cost
+/// O(pods) allocations per decision.
+#[derive(Debug, Clone, Default)]
 pub struct PodTerms {
     pub required_affinity: Vec<Term>,
     pub required_anti: Vec<Term>,
@@ -180,7 +184,7 @@ pub fn prefilter(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> FilterState 
     // Existing pods' required anti-affinity against the incoming pod.
     for node in cache.nodes() {
         for existing in &node.pods_with_required_anti_affinity {
-            for t in PodTerms::of(&existing.pod).required_anti {
+            for t in &existing.terms.required_anti {
                 if t.matches(pod, ns) {
                     if let Some(p) = pair(node, &t.topology_key) {
                         *s.existing_anti.entry(p).or_default() += 1;
@@ -314,7 +318,7 @@ pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<HashMa
                 }
             }
             if existing.has_affinity {
-                let theirs = PodTerms::of(&existing.pod);
+                let theirs = &existing.terms;
                 for t in &theirs.required_affinity {
                     if t.matches(pod, ns) {
                         add(node, t, HARD_POD_AFFINITY_WEIGHT);

@@ -101,6 +101,10 @@ fn has_all_keys(cs: &[Constraint], node: &NodeInfo) -> bool {
 pub struct FilterState {
     constraints: Vec<Constraint>,
     counts: Vec<HashMap<String, i64>>,
+    /// Per constraint, the global minimum the skew is measured against (0 with fewer
+    /// domains than minDomains), computed once here rather than per filtered node: with
+    /// hostname as the key there is a domain per node, so a per-node minimum cost O(nodes²).
+    mins: Vec<i64>,
     self_match: Vec<bool>,
 }
 
@@ -131,9 +135,21 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
                 .is_some_and(|s| selector_matches(s, pod.labels()))
         })
         .collect();
+    let mins = cs
+        .iter()
+        .zip(&counts)
+        .map(|(c, domains)| {
+            if (domains.len() as i64) < c.min_domains {
+                0
+            } else {
+                domains.values().copied().min().unwrap_or(0)
+            }
+        })
+        .collect();
     FilterState {
         constraints: cs,
         counts,
+        mins,
         self_match,
     }
 }
@@ -147,15 +163,8 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
                 REASON_LABEL,
             ));
         };
-        let domains = &s.counts[i];
-        // Fewer eligible domains than minDomains: the global minimum is taken as 0.
-        let min = if (domains.len() as i64) < c.min_domains {
-            0
-        } else {
-            domains.values().copied().min().unwrap_or(0)
-        };
-        let here = domains.get(value).copied().unwrap_or(0);
-        let skew = here + s.self_match[i] as i64 - min;
+        let here = s.counts[i].get(value).copied().unwrap_or(0);
+        let skew = here + s.self_match[i] as i64 - s.mins[i];
         if skew > c.max_skew {
             return Err(Rejection::new(
                 Plugin::PodTopologySpread,
