@@ -179,6 +179,19 @@ async fn off_reactor<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Run synchronous work over a response body of `len` bytes: above `HEAVY_BODY_BYTES` after
+/// handing this thread's other tasks to the rest of the runtime, as `off_reactor` does.
+fn cpu_bound<T>(len: usize, f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if len > HEAVY_BODY_BYTES && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// Who sent the request, from what authentication left in its extensions: this process's
 /// own components (which take no places in flight), and the authenticated user; and the
 /// pending upgrade of its connection (absent in-process and over HTTP/2), for `pods/exec`.
@@ -429,10 +442,16 @@ async fn to_protobuf(resp: Response) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal("could not buffer the response").into_response();
     };
-    let Ok(value) = crate::limits::parse_stored::<serde_json::Value>(&bytes) else {
+    // A large list (thousands of pods) takes a while to re-encode.
+    let encoded = cpu_bound(bytes.len(), || {
+        crate::limits::parse_stored::<serde_json::Value>(&bytes)
+            .ok()
+            .map(|value| (crate::encoding::protobuf_encode::encode(&value), value))
+    });
+    let Some((encoded, value)) = encoded else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
-    match crate::encoding::protobuf_encode::encode(&value) {
+    match encoded {
         Ok(pb) => {
             parts.headers.insert(
                 axum::http::header::CONTENT_TYPE,
@@ -458,10 +477,15 @@ async fn to_yaml(resp: Response) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal("could not buffer the response").into_response();
     };
-    let Ok(value) = crate::limits::parse_stored::<serde_json::Value>(&bytes) else {
+    let encoded = cpu_bound(bytes.len(), || {
+        crate::limits::parse_stored::<serde_json::Value>(&bytes)
+            .ok()
+            .map(|value| serde_saphyr::to_string(&value))
+    });
+    let Some(encoded) = encoded else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
-    match serde_saphyr::to_string(&value) {
+    match encoded {
         Ok(y) => {
             parts.headers.insert(
                 axum::http::header::CONTENT_TYPE,
