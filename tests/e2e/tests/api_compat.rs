@@ -128,6 +128,25 @@ async fn proto_request(
     (code, ct, bytes.to_vec())
 }
 
+/// A core/v1 message in the `k8s\0` + `runtime.Unknown` envelope client-go sends.
+fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
+    use prost::Message;
+    let mut env = b"k8s\0".to_vec();
+    env.extend(
+        k8s_pb::apimachinery::pkg::runtime::Unknown {
+            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some(kind.into()),
+            }),
+            raw: Some(raw),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        }
+        .encode_to_vec(),
+    );
+    env
+}
+
 /// The `runtime.Unknown` inside a `k8s\0` envelope, read with k8s-pb's generated types.
 fn unknown(bytes: &[u8]) -> k8s_pb::apimachinery::pkg::runtime::Unknown {
     use prost::Message;
@@ -702,19 +721,7 @@ async fn protobuf_responses(s: &Server, raw: &Raw) {
         grace_period_seconds: Some(0),
         ..Default::default()
     };
-    let mut env = b"k8s\0".to_vec();
-    env.extend(
-        k8s_pb::apimachinery::pkg::runtime::Unknown {
-            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
-                api_version: Some("v1".into()),
-                kind: Some("DeleteOptions".into()),
-            }),
-            raw: Some(opts.encode_to_vec()),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        }
-        .encode_to_vec(),
-    );
+    let env = envelope("DeleteOptions", opts.encode_to_vec());
     let (code, ct, body) = proto_request(
         raw,
         Method::DELETE,
@@ -776,19 +783,7 @@ async fn protobuf_responses(s: &Server, raw: &Raw) {
         }),
         status: None,
     };
-    let mut env = b"k8s\0".to_vec();
-    env.extend(
-        k8s_pb::apimachinery::pkg::runtime::Unknown {
-            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-            }),
-            raw: Some(pod.encode_to_vec()),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        }
-        .encode_to_vec(),
-    );
+    let env = envelope("Pod", pod.encode_to_vec());
     let (code, _, body) = proto_request(
         raw,
         Method::POST,
