@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 pub struct Field {
     /// prost's snake_case name; compare with JSON names through `normalize`.
     pub name: &'static str,
+    /// `normalize(name)`, made once with the table (the encoders look fields up per object).
+    pub norm: String,
     pub tag: u32,
     /// `string`, `int32`, `message`, `map:string,string`, …
     pub kind: &'static str,
@@ -47,6 +49,7 @@ pub fn table() -> &'static Table {
             }
             let mut f = Field {
                 name: cols[1],
+                norm: normalize(cols[1]),
                 tag: cols[2].parse().unwrap_or(0),
                 kind: cols[3],
                 card: cols[4].bytes().next().unwrap_or(b'o'),
@@ -68,6 +71,10 @@ pub fn table() -> &'static Table {
             }
             messages.entry(normalize(cols[0])).or_default().push(f);
         }
+        // In tag order, as Go's generated marshallers write fields.
+        for fields in messages.values_mut() {
+            fields.sort_by_key(|f| f.tag);
+        }
         Table { messages }
     })
 }
@@ -87,7 +94,7 @@ impl Table {
     /// A message's field by its JSON name.
     pub fn field<'a>(fields: &'a [Field], json_name: &str) -> Option<&'a Field> {
         let n = normalize(json_name);
-        fields.iter().find(|f| normalize(f.name) == n)
+        fields.iter().find(|f| f.norm == n)
     }
 }
 

@@ -223,7 +223,7 @@ fn decode_fields(msg: &str, bytes: &[u8], depth: usize) -> Result<Map<String, Va
         let Some(f) = fields.iter().find(|f| f.tag == tag) else {
             continue;
         };
-        let known = names.and_then(|n| n.get(&normalize(f.name))).cloned();
+        let known = names.and_then(|n| n.get(f.norm.as_str())).cloned();
         // Go's embedded structs (`VolumeSource` in a Volume, `ProbeHandler` in a Probe …)
         // are a field in protobuf but inline in JSON: their fields join the parent's.
         if known.is_none()

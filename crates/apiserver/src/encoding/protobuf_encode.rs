@@ -5,7 +5,7 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::encoding::k8s_fields::{normalize, table, Field};
+use crate::encoding::k8s_fields::{normalize, table};
 use crate::encoding::protobuf::{json_names, package, MAGIC, MAX_DEPTH};
 
 /// The content type of a protobuf watch stream.
@@ -224,23 +224,22 @@ fn fields(
     if depth > MAX_DEPTH {
         return Err(EncodeError::TooDeep);
     }
+    // The table keeps each message's fields in tag order with their normalized names.
     let known = table()
         .message(msg)
         .ok_or_else(|| EncodeError::NoMessage(msg.to_string()))?;
-    let mut sorted: Vec<&Field> = known.iter().collect();
-    sorted.sort_by_key(|f| f.tag);
     let names = json_names().get(&normalize(msg));
     let by_name: std::collections::HashMap<String, (&String, &Value)> =
         obj.iter().map(|(k, v)| (normalize(k), (k, v))).collect();
     let mut out = Vec::new();
     let mut matched = false;
-    for f in sorted {
-        let Some((key, v)) = by_name.get(&normalize(f.name)) else {
+    for f in known {
+        let Some((key, v)) = by_name.get(f.norm.as_str()) else {
             // Go's embedded structs (a Volume's VolumeSource) are inline in JSON: their
             // fields are the parent's keys.
             let embedded = f.kind == "message"
                 && f.card == b'o'
-                && names.is_some_and(|n| !n.is_empty() && !n.contains_key(&normalize(f.name)));
+                && names.is_some_and(|n| !n.is_empty() && !n.contains_key(f.norm.as_str()));
             if embedded {
                 let (b, any) = fields(f.target, name, obj, depth + 1)?;
                 if any {
