@@ -5,13 +5,15 @@
 that spend their time waiting on a server and kubectl, so on 2 cores two or three of them
 side by side finish in about half the time. Each binary still runs its own tests in
 parallel as cargo would, from its package's directory. Output is printed per binary, whole,
-as each finishes (the `test result:` lines scripts/test sums), then a list of failures.
+as each finishes (the `test result:` lines scripts/test sums), then each failed binary's
+`failures:` section again and a list of them.
 
 Usage: scripts/parallel-tests.py [--jobs N] [-- cargo test args…]   ($CAPSTAN_PROFILE: the
 cargo profile to build the tests in, release by default; $TEST_JOBS: binaries at once)
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -65,6 +67,22 @@ def run(b):
     return b, p.returncode, p.stdout, time.monotonic() - start
 
 
+# A server's log line (`2026-…Z  INFO target: …`): noise in a failure summary.
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z +(TRACE|DEBUG|INFO|WARN|ERROR) ")
+
+
+def failure_summary(output, limit=120):
+    """The libtest `failures:` section (panic messages, assertion values) without server
+    logs, so the end of a long CI log still says which test failed and why."""
+    at = output.find("\nfailures:\n\n---- ")
+    if at < 0:
+        at = output.find("\nfailures:\n")
+    if at < 0:
+        return output.splitlines()[-limit:]
+    kept = [l for l in output[at + 1:].splitlines() if not LOG_LINE.match(l)]
+    return kept[:limit]
+
+
 def main():
     args = sys.argv[1:]
     jobs = int(os.environ.get("TEST_JOBS", "3"))
@@ -82,7 +100,7 @@ def main():
         print(f"     Running {rel} ({os.path.basename(b['exe'])}) [{secs:.1f} s]")
         print(output, flush=True)
         if code != 0:
-            failed.append(f"{b['name']} ({rel}, exit {code})")
+            failed.append((f"{b['name']} ({rel}, exit {code})", output))
 
     for b in [b for b in bins if b["name"] in ALONE]:
         report(run(b))
@@ -91,7 +109,10 @@ def main():
         for fut in as_completed([pool.submit(run, b) for b in rest]):
             report(fut.result())
     if failed:
-        print("failed test binaries:\n  " + "\n  ".join(failed))
+        for name, output in failed:
+            print(f"\n==== {name}")
+            print("\n".join(failure_summary(output)))
+        print("failed test binaries:\n  " + "\n  ".join(n for n, _ in failed))
         return 1
     return 0
 
