@@ -36,8 +36,9 @@ pub struct AgentOptions {
     /// Container log rotation: bytes per file and files kept (kubelet: 10Mi, 5).
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
-    /// The node's pod network (its `spec.podCIDR`); pods get addresses from it.
-    pub pod_cidr: String,
+    /// The node's pod network (its `spec.podCIDR`); pods get addresses from it. None: the
+    /// one the cluster's node-ipam loop gives the Node.
+    pub pod_cidr: Option<String>,
     /// The agent runs inside the API server: its Node is labelled a control-plane node.
     pub control_plane: bool,
 }
@@ -56,7 +57,7 @@ impl AgentOptions {
             instance,
             container_log_max_size: 10 * 1024 * 1024,
             container_log_max_files: 5,
-            pod_cidr: "10.42.0.0/24".into(),
+            pod_cidr: Some("10.42.0.0/24".into()),
             control_plane: false,
         }
     }
@@ -89,8 +90,8 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     if let Some(dir) = &opts.images_dir {
         images.import_dir(dir).await?;
     }
-    let cidr = crate::network::Cidr::parse(&opts.pod_cidr)?;
-    record_pod_cidr(&client, &node.name, cidr).await;
+    let cidr =
+        crate::network::pod_cidr::resolve(&client, &node.name, opts.pod_cidr.as_deref()).await?;
     // The bridge is named for this agent's instance: two agents on one machine (tests) keep
     // theirs apart.
     let bridge = bridge_name(&opts.instance);
@@ -135,6 +136,13 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
             None
         }
     };
+    // Other nodes' pods: routes to their podCIDRs, and no masquerade on the way there.
+    tokio::spawn(crate::network::node_routes::run(
+        client.clone(),
+        node.name.clone(),
+        cidr,
+        netfilter.clone(),
+    ));
     let networking = crate::pods::Networking {
         network,
         netfilter,
@@ -146,22 +154,6 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
     let pods = crate::pods::run(client, opts, node, images, runtime, networking);
     tokio::join!(storage, pods);
     Ok(())
-}
-
-/// The Node's `spec.podCIDR(s)` name the network its pods get addresses from (immutable once
-/// set: a different `--pod-cidr` later is refused by the API and logged).
-async fn record_pod_cidr(client: &kube::Client, node: &str, cidr: crate::network::Cidr) {
-    use k8s_openapi::api::core::v1::Node;
-    use kube::api::{Api, Patch, PatchParams};
-    let api: Api<Node> = Api::all(client.clone());
-    let body =
-        serde_json::json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
-    if let Err(e) = api
-        .patch(node, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-    {
-        tracing::warn!(node, error = %e, "recording the node's podCIDR failed");
-    }
 }
 
 /// The node's pod bridge: one per agent instance, so test servers on one machine never share.

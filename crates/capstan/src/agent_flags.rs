@@ -35,9 +35,9 @@ pub struct AgentFlags {
     #[arg(long, default_value_t = 5)]
     pub container_log_max_files: u32,
     /// The node's pod network (IPv4, /16 to /30): a bridge takes its first address, pods the
-    /// others.
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pub pod_cidr: String,
+    /// others. Default: the block the cluster's node-ipam loop gives the Node.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
 }
 
 impl AgentFlags {

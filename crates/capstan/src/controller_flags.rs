@@ -60,6 +60,16 @@ pub struct ControllerFlags {
     /// `--event-ttl-seconds` is the older name).
     #[arg(long, alias = "event-ttl-seconds", default_value = "1h", value_parser = parse_duration)]
     pub event_ttl: Duration,
+    /// Give every Node without one a `spec.podCIDR` from `--cluster-cidr` (the node-ipam
+    /// loop; k3s's default, upstream's flag defaults to false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+    /// The pods' network across all nodes (IPv4), cut into one block per node.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The prefix length of each node's block of `--cluster-cidr`.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
 }
 
 /// `50s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -113,7 +123,29 @@ impl ControllerFlags {
             (Some(cert), Some(key)) => Some(crate::cluster_signer::ca(&read(cert)?, &read(key)?)?),
             _ => None,
         };
+        let node_cidrs = if self.allocate_node_cidrs {
+            let cluster = capstan_controllers::nodeipam::Block::parse(&self.cluster_cidr)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--cluster-cidr {:?}: want an IPv4 a.b.c.d/n, n from 8 to 30",
+                        self.cluster_cidr
+                    )
+                })?;
+            Some(
+                capstan_controllers::nodeipam::Allocator::new(cluster, self.node_cidr_mask_size)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--node-cidr-mask-size {}: must be from {} (the cluster CIDR's) to 30",
+                            self.node_cidr_mask_size,
+                            cluster.prefix
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(capstan_controllers::Options {
+            node_cidrs,
             lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(2)),
             disabled,
             concurrent_gc_syncs: self.concurrent_gc_syncs.max(1),

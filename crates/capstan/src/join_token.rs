@@ -1,5 +1,6 @@
 //! `capstan token create`, as `kubeadm token create`: a bootstrap token Secret in kube-system
-//! written through the API with the data dir's admin kubeconfig; the token is printed.
+//! written through the API with the data dir's admin kubeconfig; the token is printed, or
+//! with `--print-join-command` the whole `capstan agent` command a node joins with.
 
 use std::path::Path;
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub async fn create(
     ttl: Duration,
     groups: &[String],
     description: &str,
+    print_join_command: bool,
 ) -> anyhow::Result<String> {
     let data_dir = data_dir.canonicalize().with_context(|| {
         format!(
@@ -116,11 +118,38 @@ pub async fn create(
     let obj = DynamicObject::new(&format!("bootstrap-token-{id}"), &ar)
         .within("kube-system")
         .data(secret(&id, &token_secret, ttl, groups, description));
-    Api::<DynamicObject>::namespaced_with(client, "kube-system", &ar)
+    Api::<DynamicObject>::namespaced_with(client.clone(), "kube-system", &ar)
         .create(&PostParams::default(), &obj)
         .await
         .context("creating the bootstrap token Secret")?;
-    Ok(format!("{id}.{token_secret}"))
+    let token = format!("{id}.{token_secret}");
+    if !print_join_command {
+        return Ok(token);
+    }
+    // The URL and CA a joining node discovers (kube-public/cluster-info), so the command
+    // names the advertised address, not the one this machine's kubeconfig uses.
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "kube-public")
+        .get("cluster-info")
+        .await
+        .context("reading kube-public/cluster-info")?;
+    let doc = kube::config::Kubeconfig::from_yaml(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("kubeconfig"))
+            .context("cluster-info holds no kubeconfig")?,
+    )?;
+    let cluster = doc
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .context("cluster-info names no cluster")?;
+    let server = cluster.server.context("cluster-info names no server")?;
+    let ca_pem = std::fs::read_to_string(data_dir.join("pki").join("ca.crt"))
+        .context("reading the cluster CA")?;
+    let hash = capstan_apiserver::serving::pki::ca_cert_hash(&ca_pem)?;
+    Ok(format!(
+        "capstan agent --server {server} --token {token} --ca-cert-hash {hash}"
+    ))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `capstan` binary: command line, configuration and wiring of the server's parts.
 
 mod agent_flags;
+mod agent_join;
 mod cluster_signer;
 mod controller_flags;
 mod data_dir;
@@ -25,6 +26,9 @@ use capstan_apiserver::housekeeping::bootstrap;
 use capstan_apiserver::serving::{pki, serve};
 use capstan_apiserver::{router, AppState};
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
+
+/// The first node block of the default `--cluster-cidr` (k3s's server node gets the same).
+const DEFAULT_POD_CIDR: &str = "10.42.0.0/24";
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +56,10 @@ enum TokenCommand {
         /// A human-readable description stored with the token.
         #[arg(long, default_value = "")]
         description: String,
+        /// Print the `capstan agent --server … --token … --ca-cert-hash …` command a node
+        /// joins with, not just the token.
+        #[arg(long)]
+        print_join_command: bool,
         #[arg(long, env = "CAPSTAN_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
@@ -90,6 +98,11 @@ enum Command {
         /// Where Service NodePorts come from.
         #[arg(long, default_value = "30000-32767")]
         service_node_port_range: String,
+        /// The address other nodes and pods reach this server at (the `kubernetes` Service's
+        /// endpoint, the URL in `kube-public/cluster-info`, a name in the serving
+        /// certificate). Default: the --listen address (127.0.0.1 when that is 0.0.0.0).
+        #[arg(long)]
+        advertise_address: Option<std::net::IpAddr>,
         /// Another name or address clients may reach the server by (repeatable); the
         /// serving certificate is re-issued from the same CA when the set changes.
         #[arg(long = "tls-san", value_name = "NAME")]
@@ -147,12 +160,24 @@ enum Command {
         /// it (and without a --node-group) this machine joins as a real node.
         #[arg(long, default_value_t = 0)]
         simulate: usize,
-        /// The kubeconfig naming the server and the credentials to use.
-        #[arg(long, env = "KUBECONFIG")]
-        kubeconfig: PathBuf,
+        /// The kubeconfig naming the server and the credentials to use (or join with
+        /// --server and --token instead).
+        #[arg(long, env = "KUBECONFIG", required_unless_present = "server")]
+        kubeconfig: Option<PathBuf>,
         /// Context to use instead of the kubeconfig's current one.
         #[arg(long)]
         context: Option<String>,
+        /// Join the cluster at this URL (`https://host:6443`) as a real node: with --token
+        /// the first time, later with the credentials kept in the data dir.
+        #[arg(long, conflicts_with = "kubeconfig")]
+        server: Option<String>,
+        /// A bootstrap token (`capstan token create`) to join with.
+        #[arg(long, requires = "server")]
+        token: Option<String>,
+        /// The cluster CA's public key hash (`sha256:<hex>`, as kubeadm's
+        /// --discovery-token-ca-cert-hash) that the joining node trusts.
+        #[arg(long, requires = "token")]
+        ca_cert_hash: Option<String>,
         #[command(flatten)]
         sim: simulated_nodes::SimFlags,
         /// Where the real agent keeps images, containers and pod volumes.
@@ -307,6 +332,7 @@ fn main() -> anyhow::Result<()> {
             watch_bookmark_interval_seconds,
             service_cluster_ip_range,
             service_node_port_range,
+            advertise_address,
             tls_san,
             simulated_nodes,
             sim,
@@ -345,6 +371,7 @@ fn main() -> anyhow::Result<()> {
                 max_watches,
                 bookmark_every: Duration::from_secs(watch_bookmark_interval_seconds),
                 ranges,
+                advertise_address,
                 tls_san,
                 simulation,
                 scheduler: !disable_scheduler,
@@ -373,6 +400,9 @@ fn main() -> anyhow::Result<()> {
             simulate,
             kubeconfig,
             context,
+            server,
+            token,
+            ca_cert_hash,
             sim,
             data_dir,
             agent_flags,
@@ -386,6 +416,21 @@ fn main() -> anyhow::Result<()> {
                     .enable_all()
                     .build()?;
                 return rt.block_on(async {
+                    let (kubeconfig, context) = match (kubeconfig, server) {
+                        (Some(k), _) => (k, context),
+                        (None, Some(server)) => {
+                            let path = agent_join::credentials(
+                                &data_dir,
+                                &server,
+                                token.as_deref(),
+                                ca_cert_hash.as_deref(),
+                                &opts.node_name,
+                            )
+                            .await?;
+                            (path, None)
+                        }
+                        (None, None) => anyhow::bail!("--kubeconfig or --server is needed"),
+                    };
                     let client = kubeconfig::client(&kubeconfig, context).await?;
                     tokio::select! {
                         r = capstan_agent::run(client, opts) => r.map_err(anyhow::Error::from),
@@ -400,6 +445,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let kubeconfig = kubeconfig.context("simulated nodes need --kubeconfig")?;
             rt.block_on(async {
                 let client =
                     kubeconfig::client(&kubeconfig, context).await?;
@@ -469,6 +515,7 @@ fn main() -> anyhow::Result<()> {
                     ttl,
                     groups,
                     description,
+                    print_join_command,
                     data_dir,
                 },
         } => {
@@ -476,7 +523,13 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let token = rt.block_on(join_token::create(&data_dir, ttl, &groups, &description))?;
+            let token = rt.block_on(join_token::create(
+                &data_dir,
+                ttl,
+                &groups,
+                &description,
+                print_join_command,
+            ))?;
             println!("{token}");
             Ok(())
         }
@@ -561,6 +614,7 @@ struct ServerOptions {
     max_watches: usize,
     bookmark_every: Duration,
     ranges: service_alloc::Ranges,
+    advertise_address: Option<std::net::IpAddr>,
     tls_san: Vec<String>,
     /// Simulated nodes run inside the server, if asked for.
     simulation: Option<capstan_agent::simulate::SimConfig>,
@@ -582,6 +636,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         max_watches,
         bookmark_every,
         ranges,
+        advertise_address,
         tls_san,
         simulation,
         scheduler,
@@ -604,6 +659,10 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         ranges.first().to_string(),
         "kubernetes.default.svc.cluster.local".to_string(),
     ];
+    if listen.ip().is_unspecified() {
+        hosts.push("127.0.0.1".to_string());
+    }
+    hosts.extend(advertise_address.map(|a| a.to_string()));
     hosts.extend(tls_san);
     let pki =
         pki::load_or_create(&data_dir.join("pki"), &hosts).context("preparing certificates")?;
@@ -617,13 +676,20 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
+    // Listening on every address, this machine's own clients use loopback (as k3s's
+    // kubeconfig does).
+    let local_url = if local.ip().is_unspecified() {
+        format!("https://127.0.0.1:{}", local.port())
+    } else {
+        format!("https://{local}")
+    };
     let kubeconfig_path = data_dir.join("kubeconfig");
     // Serving matters more than this convenience file: on a full disk the server still
     // starts (the kubeconfig is unchanged when it listens where it did before).
     if let Err(e) = kubeconfig::write(
         &kubeconfig_path,
         &kubeconfig::entry_name(&data_dir),
-        &format!("https://{local}"),
+        &local_url,
         &pki.ca_pem,
         &token,
     ) {
@@ -650,9 +716,18 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the default RBAC policy: {}", e.message))?;
     capstan_apiserver::authz::spawn(state.clone());
-    bootstrap::ensure_api_endpoints(&state, local.ip(), local.port())
+    let advertise = match advertise_address {
+        Some(a) => a,
+        None if local.ip().is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        None => local.ip(),
+    };
+    bootstrap::ensure_api_endpoints(&state, advertise, local.port())
         .await
         .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {}", e.message))?;
+    let url = format!("https://{}", SocketAddr::new(advertise, local.port()));
+    bootstrap::ensure_cluster_info(&state, &url, &pki.ca_pem)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing kube-public/cluster-info: {}", e.message))?;
     // Custom resource APIs are served from the first request on.
     crd_controller::sync(&state)
         .await
@@ -677,6 +752,11 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
             capstan_scheduler::Options::default(),
         ));
     }
+    // Without the node-ipam loop here, this server's own node takes the cluster's first
+    // block itself (the loop would have given it that one).
+    let ipam_here = controllers
+        .as_ref()
+        .is_some_and(|o| o.node_cidrs.is_some() && o.enabled("node-ipam-controller"));
     if let Some(mut opts) = controllers {
         // The root-CA publisher hands out this server's CA unless told another.
         opts.root_ca_pem.get_or_insert_with(|| pki.ca_pem.clone());
@@ -692,6 +772,9 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         // The node agent is an ordinary API client over the in-process transport; it runs
         // the pods bound to this machine.
         let mut opts = flags.options(&data_dir)?;
+        if opts.pod_cidr.is_none() && !ipam_here {
+            opts.pod_cidr = Some(DEFAULT_POD_CIDR.into());
+        }
         // In-process, the agent's node is this control plane's, and it issues its kubelet
         // certificate from this server's CA.
         opts.control_plane = true;

@@ -13,12 +13,13 @@ pub struct SimFlags {
     /// Simulated nodes of one shape (repeatable), in addition to the N default ones.
     #[arg(long = "node-group", value_name = "SPEC", value_parser = parse_group, long_help = simulate::NODE_GROUP_SYNTAX)]
     pub node_groups: Vec<NodeGroup>,
-    /// Where simulated nodes' podCIDRs come from (node i gets the i-th block).
+    /// Where simulated nodes' podCIDRs come from (node i gets the i-th block; apart from
+    /// `--cluster-cidr`, which real nodes' come from).
     #[arg(long, default_value = simulate::DEFAULT_CLUSTER_CIDR)]
-    pub cluster_cidr: String,
+    pub simulated_cluster_cidr: String,
     /// Size of each simulated node's podCIDR.
     #[arg(long, default_value_t = 24)]
-    pub node_cidr_mask_size: u8,
+    pub simulated_node_cidr_mask_size: u8,
     /// Lease duration of this node and of simulated nodes (renewed every quarter of it, as
     /// the kubelet).
     #[arg(long, default_value_t = 40)]
@@ -40,8 +41,8 @@ impl SimFlags {
         );
         let mut c = SimConfig::new(count, self.node_groups.clone());
         c.prefix = self.node_prefix.clone();
-        c.cluster_cidr = self.cluster_cidr.clone();
-        c.node_cidr_mask = self.node_cidr_mask_size;
+        c.cluster_cidr = self.simulated_cluster_cidr.clone();
+        c.node_cidr_mask = self.simulated_node_cidr_mask_size;
         c.lease_duration_seconds = self.node_lease_duration_seconds;
         c.status_report_interval = Duration::from_secs(self.node_status_report_seconds.max(1));
         Ok(c)

@@ -57,6 +57,9 @@ pub struct Options {
     pub cluster_signing_duration: Duration,
     /// How long an Event is kept after it was last written (upstream's `--event-ttl`, 1 h).
     pub event_ttl: Duration,
+    /// Where Nodes' pod CIDRs come from (upstream's `--allocate-node-cidrs` with
+    /// `--cluster-cidr` and `--node-cidr-mask-size`); None: the node-ipam loop is idle.
+    pub node_cidrs: Option<crate::nodeipam::Allocator>,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             cluster_signing_ca: None,
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
             event_ttl: Duration::from_secs(3600),
+            node_cidrs: None,
         }
     }
 }

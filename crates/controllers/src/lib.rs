@@ -25,6 +25,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod nodeipam;
 pub mod owners;
 pub mod persistentvolume;
 pub mod podgc;
@@ -89,6 +90,7 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         }),
         ("job", |ctx| job::run(ctx).boxed()),
         ("namespace", |ctx| namespace::run(ctx).boxed()),
+        ("node-ipam-controller", |ctx| nodeipam::run(ctx).boxed()),
         ("node-lifecycle", |ctx| node_lifecycle::run(ctx).boxed()),
         ("persistentvolume-binder", |ctx| {
             persistentvolume::run(ctx).boxed()

@@ -77,6 +77,10 @@ impl Server {
     /// this harness, not a flag): most suites need no real node, and agents of parallel
     /// tests would all run pods on this machine.
     fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Server::spawn(data_dir, &format!("127.0.0.1:{port}"), extra)
+    }
+
+    fn spawn(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let started = Instant::now();
         let with_agent = extra.contains(&"--with-agent");
         let extra: Vec<&str> = extra
@@ -87,7 +91,7 @@ impl Server {
         let mut child = Command::new(capstan_bin())
             .args(["server", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", listen])
             .args((!with_agent).then_some("--no-agent"))
             .args(extra)
             .stdout(Stdio::piped())
@@ -267,6 +271,12 @@ impl Server {
     /// A server that is also a node: the agent runs, and the busybox test image is in the
     /// images folder it imports at start (`busybox` to pods).
     pub fn start_node(extra: &[&str]) -> Server {
+        Server::start_node_on("127.0.0.1:0", extra)
+    }
+
+    /// `start_node` listening on `listen` (`0.0.0.0:0`: reachable from other network
+    /// namespaces; kubectl still uses loopback).
+    pub fn start_node_on(listen: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_path_buf();
         let images = data_dir.join("agent").join("images");
@@ -281,7 +291,7 @@ impl Server {
         let cidr = unique_pod_cidr();
         let mut args = vec!["--with-agent", "--pod-cidr", &cidr];
         args.extend_from_slice(extra);
-        let mut s = Server::start_with(&data_dir, 0, &args);
+        let mut s = Server::spawn(&data_dir, listen, &args);
         s._dir = Some(dir);
         s
     }

@@ -106,6 +106,12 @@ impl Netfilter {
         })
     }
 
+    /// Pod traffic to these podCIDRs (other nodes') is routed with its pod source address,
+    /// not masqueraded.
+    pub async fn set_pod_cidrs(&self, own: Cidr, others: &[Cidr]) -> Result<(), NetfilterError> {
+        nft::apply(&ruleset::pod_cidrs(&self.table, own, others)).await
+    }
+
     /// The pod's hostPort rules become exactly `ports` (none: removed).
     pub async fn set_host_ports(
         &self,

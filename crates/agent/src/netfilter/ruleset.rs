@@ -20,6 +20,9 @@ pub const EXTERNAL: &str = "external";
 pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 /// Rejects a connection (a Service without endpoints).
 pub const REJECT: &str = "reject-chain";
+/// Every node's podCIDR (this one's from the start, the others' as the route loop learns
+/// them): pod traffic to another node's pods keeps its source address.
+pub const POD_CIDRS: &str = "pod-cidrs";
 /// The packet mark bit asking for masquerade (kube-proxy's).
 const MASQUERADE_MARK: &str = "0x4000";
 
@@ -79,6 +82,7 @@ table {FAMILY} {table} {{
   map service-nodeports {{ {port_map} }}
   map no-endpoint-services {{ {addr_map} }}
   map no-endpoint-nodeports {{ {port_map} }}
+  set {POD_CIDRS} {{ type ipv4_addr; flags interval; elements = {{ {cidr} }} }}
   chain {MARK_FOR_MASQUERADE} {{
     meta mark set meta mark | {MASQUERADE_MARK}
   }}
@@ -110,7 +114,7 @@ table {FAMILY} {table} {{
     type nat hook postrouting priority srcnat; policy accept;
     meta mark & {MASQUERADE_MARK} == {MASQUERADE_MARK} masquerade
     ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade
-    ip saddr {cidr} ip daddr != {cidr} oifname != \"{bridge}\" masquerade
+    ip saddr {cidr} ip daddr != @{POD_CIDRS} oifname != \"{bridge}\" masquerade
   }}
   chain endpoints-check {{
     ip daddr . meta l4proto . th dport vmap @no-endpoint-services
@@ -131,6 +135,19 @@ table {FAMILY} {table} {{
 }}
 "
     )
+}
+
+/// The `pod-cidrs` set becomes exactly `own` and `others`.
+pub fn pod_cidrs(table: &str, own: Cidr, others: &[Cidr]) -> String {
+    let mut script = format!("flush set {FAMILY} {table} {POD_CIDRS}\n");
+    let mut elements = vec![own.to_string()];
+    elements.extend(others.iter().filter(|c| **c != own).map(Cidr::to_string));
+    let _ = writeln!(
+        script,
+        "add element {FAMILY} {table} {POD_CIDRS} {{ {} }}",
+        elements.join(", ")
+    );
+    script
 }
 
 /// Deletes the table if it exists (`add` first makes the `delete` never fail).

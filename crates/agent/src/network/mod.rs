@@ -5,6 +5,8 @@
 //! runs on a short-lived thread that entered it.
 
 mod ipam;
+pub mod node_routes;
+pub mod pod_cidr;
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;

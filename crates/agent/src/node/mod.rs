@@ -85,6 +85,7 @@ pub async fn start(
         max_pods: opts.max_pods,
         kubelet_port,
         control_plane: opts.control_plane,
+        pod_cidr: opts.pod_cidr.clone(),
     };
     let (problem_tx, problem_rx) = watch::channel(runtime_problem(opts));
     let initial = pressure::Pressure::read(&opts.root).conditions(problem_tx.borrow().as_deref());

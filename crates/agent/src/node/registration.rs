@@ -21,6 +21,9 @@ pub struct NodeIdentity {
     pub kubelet_port: u16,
     /// The agent runs inside the API server's process.
     pub control_plane: bool,
+    /// The `--pod-cidr` given: the Node is born with it, so the node-ipam loop never hands
+    /// it another block first.
+    pub pod_cidr: Option<String>,
 }
 
 fn labels(id: &NodeIdentity, facts: &HostFacts) -> serde_json::Map<String, Value> {
@@ -86,6 +89,10 @@ pub async fn register(
                 "node.alpha.kubernetes.io/ttl": "0",
                 "volumes.kubernetes.io/controller-managed-attach-detach": "true",
             },
+        },
+        "spec": match &id.pod_cidr {
+            Some(c) => json!({"podCIDR": c, "podCIDRs": [c]}),
+            None => json!({}),
         },
         "status": status,
     }))

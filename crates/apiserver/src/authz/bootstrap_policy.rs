@@ -399,6 +399,38 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // What capstan's node agent does beyond a kubelet's `system:node`: it is also the
+        // node's Service proxy (`system:node-proxier`), NetworkPolicy enforcer, cluster DNS
+        // (its own kube-dns EndpointSlice) and local-path provisioner.
+        role(
+            NODE_AGENT_ROLE,
+            &[],
+            vec![
+                r(READ, &["networking.k8s.io"], &["networkpolicies"]),
+                r(READ, &[""], &["namespaces", "endpoints"]),
+                r(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+                r(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                events(),
+            ],
+        ),
         role(
             "system:node-bootstrapper",
             &[],
@@ -642,6 +674,11 @@ fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) -> Value {
     v
 }
 
+/// The group of every node's identity (`system:node:<name>`).
+const NODES_GROUP: &str = "system:nodes";
+/// The node agent's extra rules (see `cluster_roles`).
+const NODE_AGENT_ROLE: &str = "capstan:node-agent";
+
 /// The group every bootstrap token's user is in.
 const BOOTSTRAPPERS: &str = crate::serving::bootstrap_token::BOOTSTRAPPERS_GROUP;
 
@@ -675,6 +712,20 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding(
             "system:service-account-issuer-discovery",
             &[Group("system:serviceaccounts")],
+        ),
+        // Joined nodes (`system:node:<name>` in `system:nodes`) run the agent: until there is
+        // a Node authorizer, the group holds the roles every node needs, as kubeadm bound
+        // `system:node` before the Node authorizer existed.
+        named_binding("capstan:nodes", "system:node", &[Group(NODES_GROUP)]),
+        named_binding(
+            "capstan:nodes-proxier",
+            "system:node-proxier",
+            &[Group(NODES_GROUP)],
+        ),
+        named_binding(
+            "capstan:nodes-agent",
+            NODE_AGENT_ROLE,
+            &[Group(NODES_GROUP)],
         ),
         // What kubeadm and k3s bind for joining nodes: a bootstrap token may file CSRs and
         // have its node client certificate auto-approved; a node may renew its own.
@@ -761,14 +812,39 @@ fn aggregated_defaults() -> Vec<Value> {
     roles
 }
 
+/// kubeadm's Role and RoleBinding letting anyone read the `kube-public/cluster-info`
+/// discovery ConfigMap (see `housekeeping::bootstrap::ensure_cluster_info`).
+fn cluster_info_policy() -> (Value, Value) {
+    const NAME: &str = "kubeadm:bootstrap-signer-clusterinfo";
+    let role = json!({
+        "metadata": {"name": NAME, "namespace": "kube-public"},
+        "rules": [named(&["get"], &[""], &["configmaps"], &["cluster-info"])],
+    });
+    let binding = json!({
+        "metadata": {"name": NAME, "namespace": "kube-public"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "system:anonymous"}],
+    });
+    (role, binding)
+}
+
 async fn ensure(state: &AppState, plural: &str, obj: Value) -> Result<(), ApiError> {
+    ensure_in(state, plural, None, obj).await
+}
+
+async fn ensure_in(
+    state: &AppState,
+    plural: &str,
+    namespace: Option<&str>,
+    obj: Value,
+) -> Result<(), ApiError> {
     let rt = state
         .registry
         .find("rbac.authorization.k8s.io", "v1", plural)
         .ok_or_else(|| ApiError::internal(format!("{plural} are not registered")))?;
     let t = Target {
         rt,
-        namespace: None,
+        namespace: namespace.map(String::from),
         name: None,
         subresource: None,
         manager: None,
@@ -789,6 +865,9 @@ pub async fn ensure_bootstrap_policy(state: &AppState) -> Result<(), ApiError> {
     for b in cluster_role_bindings() {
         ensure(state, "clusterrolebindings", b).await?;
     }
+    let (role, binding) = cluster_info_policy();
+    ensure_in(state, "roles", Some("kube-public"), role).await?;
+    ensure_in(state, "rolebindings", Some("kube-public"), binding).await?;
     Ok(())
 }
 

@@ -101,6 +101,58 @@ async fn ensure_kube_dns(state: &AppState) {
 /// k3s work unchanged).
 pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
 
+/// kubeadm's discovery document: `kube-public/cluster-info` holds a kubeconfig naming this
+/// server's URL and CA (no credentials), readable without any (the bootstrap policy's
+/// `kubeadm:bootstrap-signer-clusterinfo` Role), so a joining node can find and pin the CA.
+pub async fn ensure_cluster_info(
+    state: &AppState,
+    server_url: &str,
+    ca_pem: &str,
+) -> Result<(), ApiError> {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let kubeconfig = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server_url}\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {{}}\nusers: null\n"
+    );
+    let rt = state
+        .registry
+        .find("", "v1", "configmaps")
+        .ok_or_else(|| ApiError::internal("configmaps are not registered"))?;
+    let t = Target {
+        rt: rt.clone(),
+        namespace: Some(CLUSTER_INFO_NAMESPACE.into()),
+        name: Some(CLUSTER_INFO.into()),
+        subresource: None,
+        manager: None,
+    };
+    match crate::storage::read(state, &rt, Some(CLUSTER_INFO_NAMESPACE), CLUSTER_INFO).await? {
+        None => {
+            let obj =
+                json!({"metadata": {"name": CLUSTER_INFO}, "data": {"kubeconfig": kubeconfig}});
+            match rest::create_object(state, &t, obj, false).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.reason == "AlreadyExists" => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Some((old, rev)) => {
+            if old.pointer("/data/kubeconfig").and_then(|v| v.as_str()) == Some(kubeconfig.as_str())
+            {
+                return Ok(());
+            }
+            let mut new = old.clone();
+            new["data"]["kubeconfig"] = json!(kubeconfig);
+            rest::update_object(state, &t, old, rev, new, rev, false)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// Where kubeadm keeps its discovery document.
+pub const CLUSTER_INFO_NAMESPACE: &str = "kube-public";
+pub const CLUSTER_INFO: &str = "cluster-info";
+
 /// The `kubernetes` Service's Endpoints and EndpointSlice name this server (upstream's
 /// endpoint reconciler), rewritten when the address or port changed since the last start.
 pub async fn ensure_api_endpoints(

@@ -61,6 +61,9 @@ fn credential(header: Option<&HeaderValue>) -> Credential<'_> {
     Credential::Bearer(token)
 }
 
+/// The one object anonymous requests may reach past the public endpoints.
+const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
 fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
         .map(|q| q.0)
@@ -137,6 +140,15 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         }
         // A credential that fails is never taken for anonymous (upstream's FailOnError).
         Credential::Bearer(_) => ApiError::unauthorized().into_response(),
+        // kubeadm's discovery: a joining node reads the cluster-info ConfigMap before it has
+        // any trust; RBAC (the bootstrap policy's Role) decides, as upstream's anonymous user.
+        Credential::None { .. }
+            if req.method() == axum::http::Method::GET && path == CLUSTER_INFO_PATH =>
+        {
+            let mut req = req;
+            req.extensions_mut().insert(User::anonymous());
+            next.run(req).await
+        }
         Credential::None { extra_space } => {
             let decoded = match decode_path(path) {
                 Ok(p) => p,

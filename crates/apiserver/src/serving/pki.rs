@@ -275,6 +275,35 @@ pub fn issue_client_cert_with(
     })
 }
 
+/// kubeadm's `--discovery-token-ca-cert-hash` of a CA (PEM): `sha256:` and the hex SHA-256 of
+/// its SubjectPublicKeyInfo, so a joining node can pin the CA a token's discovery hands it.
+pub fn ca_cert_hash(ca_pem: &str) -> Result<String, PkiError> {
+    let bad = || PkiError::BadPem(PathBuf::from("the CA certificate"));
+    let der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+        .find_map(|c| c.ok())
+        .ok_or_else(bad)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| bad())?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
+/// A new key (ECDSA P-256) and a PEM certificate request for `user` in `groups` (CN and one
+/// O each), as a kubelet files for its client certificate: (request PEM, key PEM).
+pub fn client_csr(user: &str, groups: &[String]) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for g in groups {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, g.as_str());
+    }
+    params.distinguished_name.push(DnType::CommonName, user);
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
 /// PEM armour, 64 columns.
 pub fn pem_block(label: &str, der: &[u8]) -> String {
     use base64::Engine;

@@ -46,8 +46,22 @@ static ADMIN: LazyLock<User> = LazyLock::new(|| {
     }))
 });
 
+/// Upstream's anonymous user: what a request without credentials is, where it is let in.
+static ANONYMOUS: LazyLock<User> = LazyLock::new(|| {
+    User(Arc::new(UserInfo {
+        username: "system:anonymous".into(),
+        uid: String::new(),
+        groups: vec!["system:unauthenticated".into()],
+        extra: BTreeMap::new(),
+    }))
+});
+
 impl User {
     pub fn admin() -> User {
         ADMIN.clone()
+    }
+
+    pub fn anonymous() -> User {
+        ANONYMOUS.clone()
     }
 }

@@ -47,6 +47,35 @@ impl Strategy for Node {
         c.0
     }
 
+    /// Upstream's ValidateNodeUpdate: a pod CIDR may be set once (by the node-ipam loop or
+    /// the node's agent), never changed.
+    fn validate_update(&self, old: &Value, new: &Value) -> Vec<Cause> {
+        let cidrs = |o: &Value| -> Vec<Value> {
+            let list = o
+                .pointer("/spec/podCIDRs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if list.is_empty() {
+                o.pointer("/spec/podCIDR")
+                    .and_then(Value::as_str)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| vec![json!(c)])
+                    .unwrap_or_default()
+            } else {
+                list
+            }
+        };
+        let before = cidrs(old);
+        if !before.is_empty() && before != cidrs(new) {
+            return vec![Cause::forbidden(
+                "spec.podCIDRs",
+                "node updates may not change podCIDR except from \"\" to valid",
+            )];
+        }
+        Vec::new()
+    }
+
     fn columns(&self) -> Option<Vec<Value>> {
         use crate::types::shared::printing::*;
         let c = |spec: &[(&str, &str, i64)]| {
