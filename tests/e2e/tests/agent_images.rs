@@ -235,7 +235,7 @@ fn a_pod_runs_an_image_pulled_from_a_registry_with_its_pull_secret() {
         capstan_e2e::apply(
             &s,
             &format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never{secrets}\n  containers:\n  - {{name: c, image: \"{image}\", command: [echo, pulled]}}\n"
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never{secrets}\n  containers:\n  - {{name: c, image: \"{image}\", imagePullPolicy: Always, command: [echo, pulled]}}\n"
             ),
         );
     };
@@ -265,7 +265,8 @@ fn a_pod_runs_an_image_pulled_from_a_registry_with_its_pull_secret() {
     ]);
     assert!(events.contains("Pulling"), "{events}");
     assert!(events.contains("Successfully pulled image"), "{events}");
-    // Without the secret the registry refuses: the pull fails and backs off.
+    // Without the secret the registry refuses: the pull fails and backs off (`Always`: with
+    // `IfNotPresent` the image the first pod pulled would run, as upstream's kubelet does).
     wait_for_pull_failure(&s, "refused", &image);
 }
 

@@ -14,9 +14,11 @@ fn cm(name: &str, value: &str) -> String {
 
 /// Output lines without the `kube-root-ca.crt` ConfigMap the root-CA publisher puts in every
 /// namespace (as upstream's does).
+/// Lines of `out` but the ConfigMaps every cluster has: each namespace's
+/// `kube-root-ca.crt` and kubeadm's `kube-public/cluster-info`.
 fn without_root_ca(out: &str) -> Vec<&str> {
     out.lines()
-        .filter(|l| !l.contains("kube-root-ca.crt"))
+        .filter(|l| !l.contains("kube-root-ca.crt") && l.trim() != "configmap/cluster-info")
         .collect()
 }
 

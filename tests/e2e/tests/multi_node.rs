@@ -254,8 +254,19 @@ spec:
       - name: web
         image: busybox
         command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        envFrom: [{secretRef: {name: web-secret}}]
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {httpGet: {path: /index.html, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secret}
+stringData: {GREETING: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated}
+stringData: {KEY: not for nodes}
 ---
 apiVersion: v1
 kind: Service
@@ -391,6 +402,34 @@ fn an_agent_joins_from_another_host_and_pods_reach_each_other_across_nodes() {
         let on_b = p.iter().filter(|(_, n, _)| n == "mn-b").count();
         (p.len() == 4 && on_b == 2).then_some(p)
     });
+    // The Node authorizer: the joined node reads the Secret its pods use, not another one,
+    // and lists none (upstream's words).
+    let as_node = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(other.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = as_node(&["get", "secret", "web-secret", "-o", "name"]);
+    assert!(ok && text.trim() == "secret/web-secret", "{text}");
+    let (ok, text) = as_node(&["get", "secret", "unrelated"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"secrets "unrelated" is forbidden: User "system:node:mn-b" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'mn-b' and this object"#),
+        "{text}"
+    );
+    let (ok, text) = as_node(&["get", "secrets"]);
+    assert!(!ok && text.contains("forbidden"), "{text}");
     let svc = get_json(&s, &["service", "web"]).expect("service");
     let ip = svc["spec"]["clusterIP"]
         .as_str()

@@ -403,6 +403,29 @@ pub fn cluster_roles() -> Vec<Value> {
         // node's Service proxy (`system:node-proxier`), NetworkPolicy enforcer, cluster DNS
         // (its own kube-dns EndpointSlice) and local-path provisioner.
         role(
+            NODE_ROLE,
+            &[],
+            node_rules()
+                .into_iter()
+                .filter_map(|mut rule| {
+                    let resources = rule["resources"].as_array()?.clone();
+                    let kept: Vec<Value> = resources
+                        .into_iter()
+                        .filter(|r| {
+                            !matches!(
+                                r.as_str(),
+                                Some("secrets" | "configmaps" | "serviceaccounts/token")
+                            )
+                        })
+                        .collect();
+                    (!kept.is_empty()).then(|| {
+                        rule["resources"] = Value::Array(kept);
+                        rule
+                    })
+                })
+                .collect(),
+        ),
+        role(
             NODE_AGENT_ROLE,
             &[],
             vec![
@@ -676,6 +699,8 @@ fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) -> Value {
 
 /// The group of every node's identity (`system:node:<name>`).
 const NODES_GROUP: &str = "system:nodes";
+/// `system:node`'s rules but those the Node authorizer decides per object.
+const NODE_ROLE: &str = "capstan:node";
 /// The node agent's extra rules (see `cluster_roles`).
 const NODE_AGENT_ROLE: &str = "capstan:node-agent";
 
@@ -713,10 +738,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:service-account-issuer-discovery",
             &[Group("system:serviceaccounts")],
         ),
-        // Joined nodes (`system:node:<name>` in `system:nodes`) run the agent: until there is
-        // a Node authorizer, the group holds the roles every node needs, as kubeadm bound
-        // `system:node` before the Node authorizer existed.
-        named_binding("capstan:nodes", "system:node", &[Group(NODES_GROUP)]),
+        // Joined nodes (`system:node:<name>` in `system:nodes`) run the agent: the group holds
+        // `system:node` without Secrets, ConfigMaps and tokens, which the Node authorizer
+        // grants per object (upstream leaves `system:node` unbound and has the authorizer
+        // decide the rest too).
+        named_binding("capstan:nodes", NODE_ROLE, &[Group(NODES_GROUP)]),
         named_binding(
             "capstan:nodes-proxier",
             "system:node-proxier",

@@ -1,10 +1,12 @@
-//! Authorization, as kube-apiserver's `--authorization-mode=RBAC` decides it: after
-//! authentication (and impersonation), every request is allowed for `system:masters` or by
-//! an RBAC rule bound to the user, else refused with upstream's 403.
+//! Authorization, as kube-apiserver's `--authorization-mode=Node,RBAC` decides it: after
+//! authentication (and impersonation), every request is allowed for `system:masters`, by the
+//! Node authorizer (a node's reads of what its pods use), or by an RBAC rule bound to the
+//! user, else refused with upstream's 403.
 
 pub mod bootstrap_policy;
 pub mod escalation;
 pub mod impersonation;
+pub mod node_authorizer;
 pub mod policy_index;
 pub mod rbac;
 pub mod reviews;
@@ -243,9 +245,20 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
+    // Upstream's order: the Node authorizer, then RBAC.
+    let node_reason = match node_authorizer::decide(&state, &user.0, &info).await {
+        Ok(node_authorizer::Verdict::Allow) => return next.run(req).await,
+        Ok(node_authorizer::Verdict::NotMine) => None,
+        Ok(node_authorizer::Verdict::NoOpinion(why)) => Some(why),
+        Err(e) => return e.into_response(),
+    };
     match state.authz.decide_current(&state, &user.0, &info).await {
         Decision::Allow { .. } => {}
         Decision::Deny { reason } => {
+            let reason = match node_reason {
+                Some(why) if reason.is_empty() => why,
+                _ => reason,
+            };
             tracing::debug!(user = %user.0.username, verb = %info.verb, resource = %info.resource, namespace = %info.namespace, "forbidden");
             return crate::serving::forbidden::forbidden(&info, &user.0.username, &reason)
                 .into_response();
