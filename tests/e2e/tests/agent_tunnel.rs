@@ -1,6 +1,7 @@
 //! A stand-alone agent with no kubelet serving certificate (`capstan agent --kubeconfig` as
 //! `system:node:N`) reached through the tunnel it opened: kubectl logs, exec and port-forward
-//! reach its pod; only the node itself may open its tunnel; a killed agent fails fast.
+//! reach its pod; only the node itself may open its tunnel; the tunnel comes back after a
+//! server restart; a killed agent's pods fail fast.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -146,11 +147,25 @@ fn a_tunnelled_agent_serves_logs_exec_and_port_forward() {
         "{stderr}"
     );
 
+    // The server restarts on its port: the agent reconnects by itself, and the first request
+    // waits for it (the Node reports no port of its own).
+    let mut s = s;
+    s.kill();
+    let s = Server::start_in(&s.data_dir.clone(), s.port);
+    let started = Instant::now();
+    let logs = s.kubectl_ok(&["logs", "tun"]);
+    assert!(logs.contains("hello-through-the-tunnel"), "{logs}");
+    eprintln!(
+        "logs right after a server restart took {:?}",
+        started.elapsed()
+    );
+
     // A killed agent: its connections close, and the next request fails within seconds.
     agent.kill();
     let started = Instant::now();
     let out = s.kubectl(&["logs", "tun"]);
     let elapsed = started.elapsed();
+    eprintln!("logs of a killed agent's pod failed after {elapsed:?}");
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
