@@ -59,6 +59,8 @@ pub struct AppState {
     pub admission: Arc<admission::Chain>,
     /// How this server connects to kubelets (`pods/log`); None: it cannot.
     pub kubelet_client: Option<rest::node_proxy::KubeletClientTls>,
+    /// Connections node agents opened to be reached through (agents without an endpoint).
+    pub tunnels: Arc<rest::node_tunnel::TunnelPool>,
     /// Issues and checks service-account tokens; None: no key (TokenRequest is refused).
     pub tokens: Option<Arc<serving::token_authenticator::TokenAuthenticator>>,
     /// The RBAC index every request is authorized against.
@@ -84,6 +86,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             admission: Arc::new(admission::Chain::default()),
             kubelet_client: None,
+            tunnels: Arc::default(),
             // A process-lifetime key until the server hands it the data dir's.
             tokens: match serving::service_account_key::SigningKey::generate() {
                 Ok(key) => Some(Arc::new(
@@ -229,6 +232,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v2", get(discovery::openapi_v2::serve))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
+        .route(
+            "/capstan.io/v1/nodes/{name}/tunnel",
+            get(rest::node_tunnel::accept),
+        )
         // `/api/` and `/apis/` are the same documents as without the slash (a wildcard
         // does not match the empty tail, so they are routed explicitly).
         .route("/api", any(routing::handle))

@@ -448,3 +448,75 @@ pub fn user_kubeconfig(s: &Server, user: &str, groups: &[&str]) -> PathBuf {
     std::fs::write(&path, &out.stdout).expect("write the user's kubeconfig");
     path
 }
+
+/// A stand-alone `capstan agent --kubeconfig` (a real node of its own data dir), killed and
+/// cleaned up (`capstan cleanup`) when dropped.
+pub struct Agent {
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts an agent for node `node_name` with `kubeconfig`'s credentials; the busybox test
+    /// image is in the images folder it imports at start.
+    pub fn start(kubeconfig: &Path, node_name: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let images = data_dir.join("agent").join("images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        std::fs::copy(
+            test_images_dir().join("busybox.tar"),
+            images.join("busybox.tar"),
+        )
+        .expect("copy the busybox image");
+        let child = Command::new(capstan_bin())
+            .args(["agent", "--kubeconfig"])
+            .arg(kubeconfig)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--node-name", node_name])
+            .args(["--kubelet-listen", "127.0.0.1:0"])
+            .args(["--pod-cidr", &unique_pod_cidr()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn capstan agent");
+        watchdog::register(child.id(), data_dir.clone(), true);
+        Agent {
+            data_dir,
+            node_name: node_name.to_string(),
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL the agent (its containers keep running until `cleanup`).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            watchdog::unregister(c.id());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        let out = Command::new(capstan_bin())
+            .args(["cleanup", "--data-dir"])
+            .arg(&self.data_dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "capstan cleanup of {}: {:?}",
+                self.data_dir.display(),
+                text(&o)
+            ),
+            Err(e) => eprintln!("capstan cleanup of {}: {e}", self.data_dir.display()),
+        }
+    }
+}

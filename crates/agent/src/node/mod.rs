@@ -1,7 +1,8 @@
 //! The agent's Node: registration with what the host really has (capacity, nodeInfo,
 //! addresses), the Lease renewed every quarter of its duration, conditions computed from the
 //! host (Ready, MemoryPressure, DiskPressure, PIDPressure), `status.images`, and the kubelet
-//! HTTPS endpoint the API server reaches for `pods/log`.
+//! endpoint the API server reaches for logs, exec and port-forward: a TLS listener, or (with
+//! no serving certificate) tunnel connections the agent opens to the server.
 
 mod container_logs;
 mod host;
@@ -14,6 +15,7 @@ mod lease_loop;
 mod pressure;
 mod registration;
 mod status_loop;
+mod tunnel_client;
 
 use std::sync::Arc;
 
@@ -117,22 +119,24 @@ pub async fn start(
         node_uid,
     };
     tokio::spawn(status.run(stored));
-    if let (Some(listener), Some(tls)) = (listener, &opts.kubelet_tls) {
-        let config = kubelet_tls::server_config(tls, &id.name, &[facts.internal_ip])
-            .map_err(|e| NodeError::Endpoint(e.to_string()))?;
-        let streams = Arc::new(crate::streaming::endpoints::StreamingState {
-            client: client.clone(),
-            runtime,
-        });
-        let state = Arc::new(container_logs::LogsState {
-            client,
-            pods_root: opts.root.join("pods"),
-        });
-        tokio::spawn(kubelet_server::serve(
-            listener,
-            config,
-            kubelet_server::router(state, Some(streams)),
-        ));
+    let streams = Arc::new(crate::streaming::endpoints::StreamingState {
+        client: client.clone(),
+        runtime,
+    });
+    let state = Arc::new(container_logs::LogsState {
+        client: client.clone(),
+        pods_root: opts.root.join("pods"),
+    });
+    let app = kubelet_server::router(state, Some(streams));
+    match (listener, &opts.kubelet_tls) {
+        (Some(listener), Some(tls)) => {
+            let config = kubelet_tls::server_config(tls, &id.name, &[facts.internal_ip])
+                .map_err(|e| NodeError::Endpoint(e.to_string()))?;
+            tokio::spawn(kubelet_server::serve(listener, config, app));
+        }
+        // No serving certificate: the API server reaches this node over connections the
+        // agent opens to it (behind NAT or a firewall too).
+        _ => tunnel_client::start(client, id.name.clone(), app),
     }
     tracing::info!(node = %id.name, internal_ip = %facts.internal_ip, kubelet_port, "node registered");
     Ok(NodeHandle {
@@ -144,13 +148,14 @@ pub async fn start(
 }
 
 /// The kubelet endpoint's socket, bound before registering so the Node names its real port.
-/// Without certificates (a stand-alone agent given none) there is no endpoint.
+/// Without certificates (a stand-alone agent given none) there is no listener: port 0, and
+/// the agent is reached through its tunnel.
 async fn bind_endpoint(
     opts: &AgentOptions,
 ) -> Result<(Option<tokio::net::TcpListener>, u16), NodeError> {
     if opts.kubelet_tls.is_none() {
-        tracing::warn!(
-            "no cluster CA for the kubelet endpoint: container logs are not served from this node"
+        tracing::info!(
+            "no kubelet serving certificate: the API server reaches this node through the agent's tunnel"
         );
         return Ok((None, 0));
     }

@@ -6,6 +6,7 @@ pub mod binding;
 pub mod eviction;
 pub mod list;
 pub mod node_proxy;
+pub mod node_tunnel;
 pub mod patch;
 pub mod pod_connect;
 pub mod pod_log;

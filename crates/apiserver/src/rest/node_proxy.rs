@@ -1,5 +1,6 @@
-//! Reaching a node's kubelet endpoint: its address and port from the Node object, mutual
-//! TLS (the kubelet's certificate checked against the cluster CA, ours presented), one
+//! Reaching a node's kubelet endpoint: through a tunnel its agent opened (`node_tunnel`), or
+//! at the address and port of the Node object over mutual TLS (the kubelet's certificate
+//! checked against the cluster CA, ours presented); then one
 //! HTTP/1.1 request whose response body streams back (`pods/log`), or an upgraded connection
 //! whose bytes are copied both ways (`pods/exec`, `pods/attach`, `pods/portforward`).
 
@@ -196,24 +197,52 @@ pub async fn node_object(state: &AppState, node: &str) -> Result<Value, ApiError
         .ok_or_else(|| ApiError::not_found("", "nodes", node))
 }
 
-/// A TLS connection to the node's kubelet, HTTP/1.1 handshake done; the connection task is
-/// spawned (with upgrades, so a 101 answer hands the connection over).
+/// A connection to a node's kubelet, HTTP/1.1 handshake done, and how requests on it name
+/// the kubelet (`Host`) and where it is (for error messages).
+struct Kubelet {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    host: String,
+    /// `at 10.0.0.7:10250`, or `through its tunnel`.
+    via: String,
+}
+
+impl Kubelet {
+    fn error(&self, node: &str, e: impl std::fmt::Display) -> ApiError {
+        unavailable(format!(
+            "error dialing the kubelet of node {node:?} {}: {e}",
+            self.via
+        ))
+    }
+}
+
+/// Whether the Node names a kubelet endpoint port: an agent without an endpoint of its own
+/// reports 0 and is reached only through its tunnel.
+fn reports_kubelet_port(node: &Value) -> bool {
+    node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .is_some_and(|p| p > 0)
+}
+
+/// A connection to the node's kubelet: a parked tunnel connection its agent opened when it
+/// has any (or when the Node reports no endpoint, waiting for the agent to reconnect), else
+/// a TLS connection to the address its Node reports.
 async fn dial(
     state: &AppState,
     node: &str,
     insecure_skip_verify: bool,
-) -> Result<
-    (
-        hyper::client::conn::http1::SendRequest<Body>,
-        KubeletAddress,
-    ),
-    ApiError,
-> {
+) -> Result<Kubelet, ApiError> {
+    if state.tunnels.has_tunnels(node) {
+        return through_tunnel(state, node).await;
+    }
+    let object = node_object(state, node).await?;
+    if !reports_kubelet_port(&object) {
+        return through_tunnel(state, node).await;
+    }
     let tls = state
         .kubelet_client
         .clone()
         .ok_or_else(|| unavailable("this server has no client certificate for kubelets".into()))?;
-    let addr = kubelet_address(&node_object(state, node).await?)?;
+    let addr = kubelet_address(&object)?;
     let config = if insecure_skip_verify {
         tls.unverified
     } else {
@@ -239,35 +268,63 @@ async fn dial(
         .await
         .map_err(|_| dial_error("timed out".into()))?
         .map_err(dial_error)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let kubelet = handshake(TokioIo::new(stream), node)
         .await
         .map_err(|e| dial_error(e.to_string()))?;
+    Ok(Kubelet {
+        sender: kubelet,
+        host: format!("{}:{}", addr.ip, addr.port),
+        via: format!("at {}:{}", addr.ip, addr.port),
+    })
+}
+
+/// A parked tunnel connection of `node` (waiting up to the connect timeout for one), as an
+/// HTTP/1.1 client connection: the outer TLS already authenticated both ends.
+async fn through_tunnel(state: &AppState, node: &str) -> Result<Kubelet, ApiError> {
+    let stream = state.tunnels.take(node, CONNECT_TIMEOUT).await?;
+    let sender = handshake(stream, node).await.map_err(|e| {
+        unavailable(format!(
+            "error dialing the kubelet of node {node:?} through its tunnel: {e}"
+        ))
+    })?;
+    Ok(Kubelet {
+        sender,
+        host: node.to_string(),
+        via: "through its tunnel".into(),
+    })
+}
+
+/// The HTTP/1.1 handshake; the connection task is spawned (with upgrades, so a 101 answer
+/// hands the connection over).
+async fn handshake<T>(
+    io: T,
+    node: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     // Drives the connection while the body streams (or hands it over on a 101); ends with
     // it, or when the client goes away and the body is dropped.
+    let node = node.to_string();
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "kubelet connection ended");
+            tracing::debug!(node, error = %e, "kubelet connection ended");
         }
     });
-    Ok((sender, addr))
+    Ok(sender)
 }
 
 async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<Body>,
+    kubelet: &mut Kubelet,
     node: &str,
-    addr: &KubeletAddress,
     request: Request<Body>,
 ) -> Result<Response<hyper::body::Incoming>, ApiError> {
-    let dial_error = |e: String| {
-        unavailable(format!(
-            "error dialing the kubelet of node {node:?} at {}:{}: {e}",
-            addr.ip, addr.port
-        ))
-    };
-    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
-        .await
-        .map_err(|_| dial_error("no response in time".into()))?
-        .map_err(|e| dial_error(e.to_string()))
+    match tokio::time::timeout(RESPONSE_TIMEOUT, kubelet.sender.send_request(request)).await {
+        Err(_) => Err(kubelet.error(node, "no response in time")),
+        Ok(Err(e)) => Err(kubelet.error(node, e)),
+        Ok(Ok(r)) => Ok(r),
+    }
 }
 
 /// A non-2xx kubelet answer as a Status carrying its text.
@@ -289,12 +346,12 @@ pub async fn get(
     path_and_query: &str,
     insecure_skip_verify: bool,
 ) -> Result<Response, ApiError> {
-    let (mut sender, addr) = dial(state, node, insecure_skip_verify).await?;
+    let mut kubelet = dial(state, node, insecure_skip_verify).await?;
     let request = Request::get(path_and_query)
-        .header(header::HOST, format!("{}:{}", addr.ip, addr.port))
+        .header(header::HOST, kubelet.host.clone())
         .body(Body::empty())
         .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
-    let response = send(&mut sender, node, &addr, request).await?;
+    let response = send(&mut kubelet, node, request).await?;
     if !response.status().is_success() {
         return Err(refusal(response).await);
     }
@@ -336,11 +393,11 @@ pub async fn upgrade(
     headers: &axum::http::HeaderMap,
     client: hyper::upgrade::OnUpgrade,
 ) -> Result<Response, ApiError> {
-    let (mut sender, addr) = dial(state, node, false).await?;
+    let mut kubelet = dial(state, node, false).await?;
     let mut request = Request::builder()
         .method(method.clone())
         .uri(path_and_query)
-        .header(header::HOST, format!("{}:{}", addr.ip, addr.port));
+        .header(header::HOST, kubelet.host.clone());
     for name in UPGRADE_REQUEST_HEADERS {
         for value in headers.get_all(*name) {
             request = request.header(*name, value.clone());
@@ -349,7 +406,7 @@ pub async fn upgrade(
     let request = request
         .body(Body::empty())
         .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
-    let mut response = send(&mut sender, node, &addr, request).await?;
+    let mut response = send(&mut kubelet, node, request).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(refusal(response).await);
     }

@@ -27,6 +27,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection whose client takes no response data for this long is closed.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle time before TCP keep-alive probes, and between them.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Connections open at once that have not yet sent an authenticated request; past this
 /// the oldest of them is closed, so idle or handshaking strangers can neither use up
 /// descriptors nor lock out a real client that connects during a flood.
@@ -100,6 +102,12 @@ pub async fn serve_tls(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // TCP keep-alive as Go's server sets it (kube-apiserver: 15 s): a dead peer's
+        // connection ends, and a NAT between an agent and us keeps its parked tunnel open.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE)
+            .with_interval(TCP_KEEPALIVE);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let client_certs = client_certs.clone();
