@@ -460,6 +460,21 @@ fn an_agent_joins_from_another_host_and_pods_reach_each_other_across_nodes() {
         );
         assert!(seen.is_subset(&all), "{seen:?} not among {all:?}");
     }
+    // The server reaches the joined node's pods over the tunnel the agent opened.
+    let (name_b, _, _) = pods
+        .iter()
+        .find(|(_, n, _)| n == "mn-b")
+        .expect("a pod on mn-b")
+        .clone();
+    let out = s.kubectl_ok(&[
+        "exec",
+        &name_b,
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING from $(hostname)",
+    ]);
+    assert_eq!(out.trim(), format!("hello from {name_b}"));
     // Routed pod networks (host-gw): this host sends the joined node's pod CIDR to it.
     let routes = Command::new("ip")
         .args(["route", "show", &cidr_b])
