@@ -174,29 +174,58 @@ pub async fn cleanup(opts: &AgentOptions) -> Result<Vec<String>, AgentError> {
     let config = crate::runtime::RuntimeConfig::for_agent(opts);
     // Opening the runtime makes its state dir: only one that was there counts as removed.
     let had_state = config.state_root.exists();
-    let runtime = Runtime::open(config)?;
-    let mut removed = runtime.remove_everything().await?;
-    if !had_state {
-        removed.retain(|r| !r.starts_with("dir "));
+    // Every step runs even when an earlier one failed (a container slow to die keeps its
+    // cgroup busy, say): the bridge and the tables go regardless, and the first error is
+    // returned after.
+    let mut first_error: Option<AgentError> = None;
+    let mut removed = Vec::new();
+    match Runtime::open(config) {
+        Ok(runtime) => match runtime.remove_everything().await {
+            Ok(mut r) => {
+                if !had_state {
+                    r.retain(|r| !r.starts_with("dir "));
+                }
+                removed.extend(r);
+            }
+            Err(e) => first_error = Some(e.into()),
+        },
+        Err(e) => first_error = Some(e.into()),
     }
-    for link in
-        crate::network::remove_bridge(&bridge_name(&opts.instance), &ips_dir(&opts.root)).await?
-    {
-        removed.push(format!("link {link}"));
+    match crate::network::remove_bridge(&bridge_name(&opts.instance), &ips_dir(&opts.root)).await {
+        Ok(links) => removed.extend(links.into_iter().map(|l| format!("link {l}"))),
+        Err(e) => {
+            first_error.get_or_insert(e.into());
+        }
     }
     if crate::netfilter::table_exists(&opts.instance).await {
-        crate::netfilter::remove_table(&opts.instance).await?;
-        removed.push(format!(
-            "nftables table {}",
-            crate::netfilter::table_name(&opts.instance)
-        ));
+        match crate::netfilter::remove_table(&opts.instance).await {
+            Ok(()) => removed.push(format!(
+                "nftables table {}",
+                crate::netfilter::table_name(&opts.instance)
+            )),
+            Err(e) => {
+                first_error.get_or_insert(e.into());
+            }
+        }
     }
     if crate::netfilter::network_policy::table_exists(&opts.instance).await {
-        crate::netfilter::network_policy::remove_table(&opts.instance).await?;
-        removed.push(format!(
-            "nftables table {}",
-            crate::netfilter::network_policy::table_name(&opts.instance)
-        ));
+        match crate::netfilter::network_policy::remove_table(&opts.instance).await {
+            Ok(()) => removed.push(format!(
+                "nftables table {}",
+                crate::netfilter::network_policy::table_name(&opts.instance)
+            )),
+            Err(e) => {
+                first_error.get_or_insert(e.into());
+            }
+        }
     }
-    Ok(removed)
+    match first_error {
+        Some(e) => {
+            for what in &removed {
+                tracing::info!("removed {what}");
+            }
+            Err(e)
+        }
+        None => Ok(removed),
+    }
 }

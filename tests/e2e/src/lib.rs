@@ -224,7 +224,11 @@ impl Drop for Server {
         if agent_ran {
             // Containers outlive the server (as they outlive a restarted agent): the cleanup
             // stops them and removes the mounts, cgroups and links the agent holds.
-            if let Err(e) = self.cleanup() {
+            // A container still dying can keep a step from finishing: one more pass.
+            if let Err(e) = self.cleanup().or_else(|_| {
+                std::thread::sleep(Duration::from_secs(1));
+                self.cleanup()
+            }) {
                 eprintln!("capstan cleanup of {}: {e}", self.data_dir.display());
             }
         }
