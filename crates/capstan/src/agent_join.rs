@@ -67,21 +67,37 @@ async fn discover_ca(url: &http::Uri, want_hash: &str) -> anyhow::Result<String>
     let mut config = kube::Config::new(url.clone());
     config.accept_invalid_certs = true;
     let client = kube::Client::try_from(config).context("building the discovery client")?;
+    let (_, ca_pem) = cluster_info(client)
+        .await
+        .with_context(|| format!("discovery at {url}"))?;
+    let got = capstan_apiserver::serving::pki::ca_cert_hash(&ca_pem)?;
+    if !got.eq_ignore_ascii_case(want_hash.trim()) {
+        bail!("the server's CA hashes to {got}, not to the --ca-cert-hash given: refusing to join");
+    }
+    Ok(ca_pem)
+}
+
+/// kubeadm's discovery document: the server URL and CA (PEM) that `kube-public/cluster-info`
+/// names (read by a joining node, and by `capstan token create --print-join-command`).
+pub async fn cluster_info(client: kube::Client) -> anyhow::Result<(String, String)> {
     let cm = Api::<ConfigMap>::namespaced(client, "kube-public")
         .get("cluster-info")
         .await
-        .with_context(|| format!("reading kube-public/cluster-info from {url}"))?;
+        .context("reading kube-public/cluster-info")?;
     let text = cm
         .data
         .as_ref()
         .and_then(|d| d.get("kubeconfig"))
         .context("cluster-info holds no kubeconfig")?;
     let doc = kube::config::Kubeconfig::from_yaml(text).context("cluster-info's kubeconfig")?;
-    let ca_b64 = doc
+    let cluster = doc
         .clusters
         .first()
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.certificate_authority_data.clone())
+        .and_then(|c| c.cluster.clone())
+        .context("cluster-info names no cluster")?;
+    let server = cluster.server.context("cluster-info names no server")?;
+    let ca_b64 = cluster
+        .certificate_authority_data
         .context("cluster-info names no CA")?;
     let ca_pem = String::from_utf8(
         base64::engine::general_purpose::STANDARD
@@ -89,11 +105,7 @@ async fn discover_ca(url: &http::Uri, want_hash: &str) -> anyhow::Result<String>
             .context("cluster-info's CA is not base64")?,
     )
     .context("cluster-info's CA is not PEM text")?;
-    let got = capstan_apiserver::serving::pki::ca_cert_hash(&ca_pem)?;
-    if !got.eq_ignore_ascii_case(want_hash.trim()) {
-        bail!("the server's CA hashes to {got}, not to the --ca-cert-hash given: refusing to join");
-    }
-    Ok(ca_pem)
+    Ok((server, ca_pem))
 }
 
 /// Files the node's CSR with the bootstrap token and waits for its certificate.
@@ -104,7 +116,7 @@ async fn request_certificate(
     node_name: &str,
 ) -> anyhow::Result<(String, String)> {
     let mut config = kube::Config::new(url.clone());
-    config.root_cert = Some(vec![pem_der(ca_pem)?]);
+    config.root_cert = Some(capstan_apiserver::serving::pki::pem_certs(ca_pem)?);
     config.auth_info.token = Some(token.to_string().into());
     let client = kube::Client::try_from(config).context("building the bootstrap client")?;
     let user = format!("system:node:{node_name}");
@@ -155,18 +167,6 @@ async fn request_certificate(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .context("the CA is not PEM")
 }
 
 fn write_kubeconfig(

@@ -128,24 +128,7 @@ pub async fn create(
     }
     // The URL and CA a joining node discovers (kube-public/cluster-info), so the command
     // names the advertised address, not the one this machine's kubeconfig uses.
-    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "kube-public")
-        .get("cluster-info")
-        .await
-        .context("reading kube-public/cluster-info")?;
-    let doc = kube::config::Kubeconfig::from_yaml(
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get("kubeconfig"))
-            .context("cluster-info holds no kubeconfig")?,
-    )?;
-    let cluster = doc
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .context("cluster-info names no cluster")?;
-    let server = cluster.server.context("cluster-info names no server")?;
-    let ca_pem = std::fs::read_to_string(data_dir.join("pki").join("ca.crt"))
-        .context("reading the cluster CA")?;
+    let (server, ca_pem) = crate::agent_join::cluster_info(client).await?;
     let hash = capstan_apiserver::serving::pki::ca_cert_hash(&ca_pem)?;
     Ok(format!(
         "capstan agent --server {server} --token {token} --ca-cert-hash {hash}"

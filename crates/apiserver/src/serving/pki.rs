@@ -279,13 +279,24 @@ pub fn issue_client_cert_with(
 /// its SubjectPublicKeyInfo, so a joining node can pin the CA a token's discovery hands it.
 pub fn ca_cert_hash(ca_pem: &str) -> Result<String, PkiError> {
     let bad = || PkiError::BadPem(PathBuf::from("the CA certificate"));
-    let der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
-        .find_map(|c| c.ok())
-        .ok_or_else(bad)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| bad())?;
+    let der = pem_certs(ca_pem)?.into_iter().next().ok_or_else(bad)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| bad())?;
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!("sha256:{hex}"))
+}
+
+/// The DER certificates in a PEM bundle (none is an error).
+pub fn pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, PkiError> {
+    let bad = || PkiError::BadPem(PathBuf::from("the certificate bundle"));
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+        .map(|c| c.map(|d| d.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad())?;
+    if certs.is_empty() {
+        return Err(bad());
+    }
+    Ok(certs)
 }
 
 /// A new key (ECDSA P-256) and a PEM certificate request for `user` in `groups` (CN and one
