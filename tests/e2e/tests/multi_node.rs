@@ -395,6 +395,21 @@ fn an_agent_joins_from_another_host_and_pods_reach_each_other_across_nodes() {
         .unwrap_or_default()
         .to_string();
     assert!(cidr_b.starts_with("10.199."), "{node_b}");
+    // Once set it stays (upstream's ValidateNodeUpdate): a 422 naming the field.
+    let changed = s.kubectl(&[
+        "patch",
+        "node",
+        "mn-b",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podCIDR":"10.199.77.0/24","podCIDRs":["10.199.77.0/24"]}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&changed.stderr);
+    assert!(!changed.status.success(), "{err}");
+    assert!(
+        err.contains(r#"The Node "mn-b" is invalid: spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "" to valid"#),
+        "{err}"
+    );
 
     apply(&s, WORKLOAD);
     let pods = wait_or_show(&s, "4 web pods Ready, 2 on each node", || {
