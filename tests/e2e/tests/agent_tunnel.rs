@@ -1,5 +1,5 @@
 //! A stand-alone agent with no kubelet serving certificate (`capstan agent --kubeconfig` as
-//! `system:node:N`) reached through the tunnel it opened: kubectl logs, exec and port-forward
+//! `system:node:N`) reached through the tunnel it opened: kubectl logs (-f), exec and port-forward
 //! reach its pod; only the node itself may open its tunnel; the tunnel comes back after a
 //! server restart; a killed agent's pods fail fast.
 
@@ -75,6 +75,27 @@ fn a_tunnelled_agent_serves_logs_exec_and_port_forward() {
             let (stdout, _) = text(&out);
             (out.status.success() && stdout.contains("hello-through-the-tunnel")).then_some(())
         },
+    );
+    // `logs -f` follows through the tunnel: lines written after it started arrive, and it
+    // returns when the container ends.
+    s.kubectl_ok(&[
+        "run",
+        "ticks",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick-$i; sleep 1; done",
+    ]);
+    wait_for("pod ticks to start", Duration::from_secs(60), || {
+        let p = get_json(&s, &["pod", "ticks"])?;
+        (p["status"]["phase"] != "Pending").then_some(())
+    });
+    assert_eq!(
+        // Bounded: a follow that never ends fails here instead of hanging the suite.
+        s.kubectl_ok(&["logs", "-f", "ticks", "--request-timeout=60s"]),
+        "tick-1\ntick-2\ntick-3\n"
     );
     assert_eq!(s.kubectl_ok(&["exec", "tun", "--", "echo", "hi"]), "hi\n");
     let out = s.kubectl(&["exec", "tun", "--", "sh", "-c", "exit 3"]);

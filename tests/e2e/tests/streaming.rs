@@ -269,12 +269,15 @@ fn cp_checks(k: &Kubectl, v: &str, dir: &Path) {
 fn tty_checks(k: &Kubectl, v: &str) {
     // A real terminal for kubectl (script's pty), sized 45x123 before kubectl starts: the
     // remote shell sees a tty and kubectl's size, sent on the resize stream.
-    let remote = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; [ -t 0 ] && echo stdin-is-a-tty; exit 5";
+    let remote = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"45 123\" ] && break; usleep 50000; done; echo size=$s; [ -t 0 ] && echo stdin-is-a-tty; echo tty=$(tty); exit 5";
     let out = on_a_terminal(k, &format!("exec -it box -- sh -c '{remote}'"), "");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(5), "{v}: {stdout}{stderr}");
     assert!(stdout.contains("size=45 123"), "{v}: {stdout}");
     assert!(stdout.contains("stdin-is-a-tty"), "{v}: {stdout}");
+    // The pty is the container's own devpts (its /dev/pts holds it), not the host's: `tty`
+    // names it instead of saying "not a tty".
+    assert!(stdout.contains("tty=/dev/pts/"), "{v}: {stdout}");
 }
 
 /// A pod per kubectl version, named for it, whose container talks on its own stdio.
@@ -481,6 +484,31 @@ async fn kube_rs_checks(s: &Server) {
             .any(|c| c.reason.as_deref() == Some("ExitCode") && c.message.as_deref() == Some("4")),
         "{causes:?}"
     );
+
+    // Attach to a container's own stdio (its stdin kept open for attach).
+    stdio_pod(s, "kube-rs-attach", false, "read x; echo got-$x; exit 6");
+    running(s, "kube-rs-attach");
+    let mut a = pods
+        .attach(
+            "kube-rs-attach",
+            &AttachParams::default().stdin(true).stderr(false),
+        )
+        .await
+        .expect("kube-rs attach");
+    let mut stdin = a.stdin().expect("stdin");
+    let mut stdout = a.stdout().expect("stdout");
+    stdin.write_all(b"xyz\n").await.expect("stdin");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_to_string(&mut out))
+        .await
+        .expect("the attached output in time")
+        .expect("stdout");
+    assert_eq!(out, "got-xyz\n");
+    wait_for("kube-rs-attach to end", Duration::from_secs(30), || {
+        let p = get_json(s, &["pod", "kube-rs-attach"])?;
+        let code = &p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"];
+        (code == 6).then_some(())
+    });
 
     let mut pf = pods
         .portforward("web", &[8080])

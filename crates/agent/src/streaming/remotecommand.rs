@@ -348,7 +348,50 @@ impl Pty {
 /// A new pty pair, both ends close-on-exec from the start: the agent forks shims from many
 /// threads, and a long-lived one that inherited a slave would keep this terminal open after
 /// its command exits (the master would never read EOF). The master is non-blocking.
-fn open_pty() -> nix::Result<(OwnedFd, OwnedFd)> {
+/// A pty for an exec session: from the container's own devpts when its init is known (so
+/// `tty` in the container names a device it can see, as with runc's console), else the host's.
+fn open_pty(container_pid: Option<u32>) -> nix::Result<(OwnedFd, OwnedFd)> {
+    if let Some(pid) = container_pid {
+        match container_pty(pid) {
+            Ok(pair) => return Ok(pair),
+            // A container without its own devpts (e.g. the host's /dev mounted in): the
+            // host's pty still gives a working terminal.
+            Err(e) => tracing::debug!(pid, error = %e, "exec: no pty from the container's devpts"),
+        }
+    }
+    host_pty()
+}
+
+/// Opens the `ptmx` of the devpts instance mounted in the container (through its init's root,
+/// so the agent needs no setns) and takes the peer with TIOCGPTPEER, which needs no path that
+/// only exists inside the container.
+fn container_pty(pid: u32) -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::FromRawFd;
+    let ptmx = format!("/proc/{pid}/root/dev/pts/ptmx");
+    let master = nix::fcntl::open(
+        ptmx.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which outlives the call.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } < 0 {
+        return Err(nix::Error::last());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes its flags by value and returns a new descriptor or -1.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if slave < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the ioctl just returned this descriptor and nothing else owns it.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+fn host_pty() -> nix::Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::OFlag;
     use std::os::fd::{FromRawFd, IntoRawFd};
     let master = nix::pty::posix_openpt(
@@ -456,7 +499,11 @@ async fn run_process(
     let mut tasks = Vec::new();
     let mut drains = Vec::new();
     let mut child = if opts.tty {
-        let (master, slave_fd) = open_pty().map_err(|e| format!("opening a pty: {e}"))?;
+        let init_pid = match runtime.state(container_id).await {
+            Ok(crate::runtime::ContainerState::Running { pid, .. }) => Some(pid),
+            _ => None,
+        };
+        let (master, slave_fd) = open_pty(init_pid).map_err(|e| format!("opening a pty: {e}"))?;
         let slave = |fd: &OwnedFd| -> Result<Stdio, String> {
             Ok(Stdio::from(
                 fd.try_clone().map_err(|e| format!("dup of the pty: {e}"))?,
