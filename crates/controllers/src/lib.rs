@@ -35,6 +35,7 @@ pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod retry_gate;
 pub mod root_ca_publisher;
+pub mod service_lb;
 pub mod service_pods;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -110,6 +111,7 @@ fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
         ("root-ca-cert-publisher", |ctx| {
             root_ca_publisher::run(ctx).boxed()
         }),
+        ("service-lb-controller", |ctx| service_lb::run(ctx).boxed()),
         ("serviceaccount", |ctx| serviceaccount::run(ctx).boxed()),
         ("statefulset", |ctx| statefulset::run(ctx).boxed()),
         ("taint-eviction-controller", |ctx| {

@@ -1,6 +1,7 @@
 //! Services lead somewhere: a Deployment behind a Service answers by ClusterIP from a pod
-//! and by NodePort from the host, spread over its pods; affinity, scaling, deletion and
-//! hairpin follow upstream kube-proxy, and a Service without endpoints refuses connections.
+//! and by NodePort (and a LoadBalancer's node address) from the host, spread over its pods;
+//! affinity, scaling, deletion and hairpin follow upstream kube-proxy, and a Service without
+//! endpoints refuses connections.
 //! Pods are reached by running the host's curl in their network namespace (their address,
 //! their route), as `agent_network.rs` does.
 
@@ -197,6 +198,76 @@ fn a_deployment_behind_services_is_reached_spread_sticky_and_follows_its_pods() 
         );
         assert!(all.contains(&answer[0]), "{url}: {answer:?}");
     }
+
+    // ServiceLB: a LoadBalancer Service gets the node's address as its EXTERNAL-IP, and that
+    // address's port leads to the pods, from the host and from a pod.
+    let ip = node_ip(&s);
+    let lb = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  \
+             selector: {{app: web}}\n  ports: [{{port: 8090, targetPort: http}}]\n"
+        )
+    };
+    // kubectl's columns: NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE.
+    let external_ip = |name: &str| {
+        let out = s.kubectl_ok(&["get", "service", name, "--no-headers"]);
+        out.split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_string()
+    };
+    apply(&s, &lb("web-lb"));
+    wait_for("web-lb's EXTERNAL-IP", Duration::from_secs(30), || {
+        (external_ip("web-lb") == ip).then_some(())
+    });
+    let lb_url = format!("http://{ip}:8090/index.html");
+    for netns in [None, Some(client_ns.as_path())] {
+        let answer = wait_for(
+            &format!("the load balancer {lb_url} to answer from {netns:?}"),
+            Duration::from_secs(30),
+            || get_many(netns, &lb_url, 1).ok(),
+        );
+        assert!(all.contains(&answer[0]), "{lb_url}: {answer:?}");
+    }
+    // A second one on the same port stays pending, with an Event saying why, until the port is
+    // free; a Service that stops being a LoadBalancer loses its address.
+    apply(&s, &lb("web-lb2"));
+    let events = |name: &str| {
+        s.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=PortInUse"),
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+    };
+    wait_for("web-lb2's PortInUse event", Duration::from_secs(30), || {
+        events("web-lb2")
+            .contains(
+                "port 8090/TCP is already used by the load balancer of Service default/web-lb",
+            )
+            .then_some(())
+    });
+    assert_eq!(external_ip("web-lb2"), "<pending>");
+    s.kubectl_ok(&["delete", "service", "web-lb"]);
+    wait_for(
+        "web-lb2 to take the address",
+        Duration::from_secs(30),
+        || (external_ip("web-lb2") == ip).then_some(()),
+    );
+    s.kubectl_ok(&[
+        "patch",
+        "service",
+        "web-lb2",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    wait_for(
+        "web-lb2 to lose its address",
+        Duration::from_secs(30),
+        || (external_ip("web-lb2") == "<none>").then_some(()),
+    );
 
     // No endpoints: refused at once, not a timeout.
     let started = Instant::now();
