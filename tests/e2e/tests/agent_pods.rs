@@ -113,8 +113,19 @@ fn a_crashing_container_backs_off_with_growing_delays() {
     assert!(c["restartCount"].as_i64().unwrap_or(0) >= 2, "{c}");
     assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
     assert_eq!(c["lastState"]["terminated"]["reason"], "Error", "{c}");
-    let table = s.kubectl_ok(&["get", "pod", "crash"]);
+    let table = s.kubectl_ok(&["get", "pod", "crash", "--no-headers"]);
     assert!(table.contains("CrashLoopBackOff"), "{table}");
+    // RESTARTS says when the last one was, as upstream's printer: `2 (8s ago)`.
+    let restarts = table
+        .split_whitespace()
+        .skip(3)
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        restarts.starts_with(&format!("{} (", c["restartCount"])) && restarts.ends_with("ago)"),
+        "{table}"
+    );
     assert_eq!(s.kubectl_ok(&["logs", "crash", "--previous"]), "boom\n");
 }
 
@@ -625,10 +636,68 @@ spec:
   - {name: work, emptyDir: {}}
 "#,
     );
+    // What `kubectl get pods` prints for pods part-way (upstream's printPod): an init
+    // container still running, and one app container done beside a running one.
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stuck-in-init}
+spec:
+  terminationGracePeriodSeconds: 0
+  initContainers:
+  - {name: wait, image: busybox, command: ["sleep", "3600"]}
+  containers:
+  - {name: app, image: busybox, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: half-done}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {name: quick, image: busybox, command: ["true"]}
+  - {name: slow, image: busybox, command: ["sleep", "3600"]}
+"#,
+    );
+    // NAME READY STATUS RESTARTS AGE
+    let row = |name: &str| -> Option<Vec<String>> {
+        let out = s.kubectl(&["get", "pod", name, "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Some(text.split_whitespace().map(str::to_string).collect())
+    };
+    wait_for(
+        "stuck-in-init to print Init:0/1",
+        Duration::from_secs(60),
+        || {
+            let r = row("stuck-in-init")?;
+            (r.get(1..3)? == ["0/1", "Init:0/1"]).then_some(())
+        },
+    );
+    wait_for(
+        "half-done to print NotReady 1/2",
+        Duration::from_secs(60),
+        || {
+            let r = row("half-done")?;
+            (r.get(1..3)? == ["1/2", "NotReady"]).then_some(())
+        },
+    );
+    s.kubectl_ok(&[
+        "delete",
+        "pod",
+        "stuck-in-init",
+        "half-done",
+        "--wait=false",
+    ]);
     let p = wait_for("ordered to succeed", Duration::from_secs(60), || {
         let p = pod(&s, "ordered")?;
         (phase(&p) == "Succeeded").then_some(p)
     });
+    let done = s.kubectl_ok(&["get", "pod", "ordered", "--no-headers"]);
+    let done: Vec<&str> = done.split_whitespace().collect();
+    assert_eq!(done[1..4], ["0/1", "Completed", "0"], "{done:?}");
     assert_eq!(
         s.kubectl_ok(&["logs", "ordered", "-c", "app"]),
         "one\ntwo\n"

@@ -75,48 +75,167 @@ pub(crate) fn col(name: &str, ty: &str, priority: i64) -> Value {
     json!({"name": name, "type": ty, "format": if name == "Name" { "name" } else { "" }, "description": "", "priority": priority})
 }
 
-pub(crate) fn pod_cells(o: &Value) -> Vec<Value> {
-    let statuses = arr(o, "/status/containerStatuses");
-    let total = arr(o, "/spec/containers").len();
-    let ready = statuses
-        .iter()
-        .filter(|c| c.get("ready") == Some(&json!(true)))
-        .count();
-    let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
-    let mut status = s(o, "/status/phase").to_string();
-    if status.is_empty() {
-        status = "Pending".into();
-    }
-    let reason = s(o, "/status/reason");
+/// An init container that keeps running beside the app containers (a sidecar).
+fn restartable_init(c: Option<&Value>) -> bool {
+    c.is_some_and(|c| s(c, "/restartPolicy") == "Always")
+}
+
+/// `reason`, else `Signal:N` / `ExitCode:N` of a terminated state (upstream's wording).
+fn terminated_reason(t: &Value, prefix: &str) -> String {
+    let reason = s(t, "/reason");
     if !reason.is_empty() {
-        status = reason.to_string();
+        return format!("{prefix}{reason}");
     }
-    for c in statuses {
+    match i(t, "/signal") {
+        0 => format!("{prefix}ExitCode:{}", i(t, "/exitCode")),
+        sig => format!("{prefix}Signal:{sig}"),
+    }
+}
+
+fn condition_true(o: &Value, ty: &str) -> bool {
+    arr(o, "/status/conditions")
+        .iter()
+        .find(|c| s(c, "/type") == ty)
+        .is_some_and(|c| s(c, "/status") == "True")
+}
+
+/// The later of two RFC 3339 times (both as the API writes them, so they compare as text).
+fn later<'a>(a: &'a str, b: &'a str) -> &'a str {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// kube-apiserver's printPod: READY counts ready running containers (and started sidecars),
+/// STATUS is the phase refined by init progress (`Init:1/2`, `Init:CrashLoopBackOff`), the
+/// last container's waiting/terminated reason, `NotReady`/`Running` for a pod with some
+/// containers done and some running, `Terminating`/`Unknown` when deleted; RESTARTS says how
+/// long ago the last one was.
+pub(crate) fn pod_cells(o: &Value) -> Vec<Value> {
+    let init_specs = arr(o, "/spec/initContainers");
+    let by_name = |name: &str| init_specs.iter().find(|c| s(c, "/name") == name);
+    let total = arr(o, "/spec/containers").len()
+        + init_specs
+            .iter()
+            .filter(|c| restartable_init(Some(c)))
+            .count();
+    let phase = s(o, "/status/phase");
+    let mut reason = match s(o, "/status/reason") {
+        "" => phase.to_string(),
+        r => r.to_string(),
+    };
+    if arr(o, "/status/conditions")
+        .iter()
+        .any(|c| s(c, "/type") == "PodScheduled" && s(c, "/reason") == "SchedulingGated")
+    {
+        reason = "SchedulingGated".into();
+    }
+    let mut ready = 0;
+    let mut restarts: i64 = 0;
+    let mut sidecar_restarts: i64 = 0;
+    let mut last_restart = "";
+    let mut last_sidecar_restart = "";
+    let mut initializing = false;
+    let init_statuses = arr(o, "/status/initContainerStatuses");
+    for (idx, c) in init_statuses.iter().enumerate() {
+        let sidecar = restartable_init(by_name(s(c, "/name")));
+        let finished = s(c, "/lastState/terminated/finishedAt");
+        restarts += i(c, "/restartCount");
+        last_restart = later(last_restart, finished);
+        if sidecar {
+            sidecar_restarts += i(c, "/restartCount");
+            last_sidecar_restart = later(last_sidecar_restart, finished);
+        }
+        let terminated = c.pointer("/state/terminated");
         let waiting = s(c, "/state/waiting/reason");
-        let terminated = s(c, "/state/terminated/reason");
-        if !waiting.is_empty() {
-            status = waiting.to_string();
-        } else if !terminated.is_empty() {
-            status = terminated.to_string();
+        if terminated.is_some_and(|t| i(t, "/exitCode") == 0) {
+            continue;
+        }
+        if sidecar && c.get("started") == Some(&json!(true)) {
+            if c.get("ready") == Some(&json!(true)) {
+                ready += 1;
+            }
+            continue;
+        }
+        reason = match terminated {
+            Some(t) => terminated_reason(t, "Init:"),
+            None if !waiting.is_empty() && waiting != "PodInitializing" => {
+                format!("Init:{waiting}")
+            }
+            None => format!("Init:{idx}/{}", init_specs.len()),
+        };
+        initializing = true;
+        break;
+    }
+    if !initializing || condition_true(o, "Initialized") {
+        restarts = sidecar_restarts;
+        last_restart = last_sidecar_restart;
+        let mut has_running = false;
+        for c in arr(o, "/status/containerStatuses").iter().rev() {
+            restarts += i(c, "/restartCount");
+            last_restart = later(last_restart, s(c, "/lastState/terminated/finishedAt"));
+            let waiting = s(c, "/state/waiting/reason");
+            if !waiting.is_empty() {
+                reason = waiting.to_string();
+            } else if let Some(t) = c.pointer("/state/terminated") {
+                reason = terminated_reason(t, "");
+            } else if c.get("ready") == Some(&json!(true)) && c.pointer("/state/running").is_some()
+            {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = if condition_true(o, "Ready") {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
     if o.pointer("/metadata/deletionTimestamp").is_some() {
-        status = "Terminating".into();
+        if s(o, "/status/reason") == "NodeLost" {
+            reason = "Unknown".into();
+        } else if phase != "Succeeded" && phase != "Failed" {
+            reason = "Terminating".into();
+        }
     }
+    if reason.is_empty() {
+        // No phase yet (a pod as first written): upstream prints the empty phase; kubectl
+        // users know it as Pending.
+        reason = "Pending".into();
+    }
+    let restarts_cell = if restarts != 0 && !last_restart.is_empty() {
+        format!("{restarts} ({} ago)", duration_since(last_restart))
+    } else {
+        restarts.to_string()
+    };
     let gates = arr(o, "/spec/readinessGates");
+    let gates_cell = if gates.is_empty() {
+        json!("<none>")
+    } else {
+        let met = gates
+            .iter()
+            .filter(|g| condition_true(o, s(g, "/conditionType")))
+            .count();
+        json!(format!("{met}/{}", gates.len()))
+    };
+    let pod_ip = arr(o, "/status/podIPs")
+        .first()
+        .map(|p| s(p, "/ip"))
+        .filter(|ip| !ip.is_empty())
+        .unwrap_or_else(|| s(o, "/status/podIP"));
     vec![
         json!(format!("{ready}/{total}")),
-        json!(status),
-        json!(restarts.to_string()),
+        json!(reason),
+        json!(restarts_cell),
         age(o),
-        or_none(s(o, "/status/podIP").to_string()),
+        or_none(pod_ip.to_string()),
         or_none(s(o, "/spec/nodeName").to_string()),
         or_none(s(o, "/status/nominatedNodeName").to_string()),
-        if gates.is_empty() {
-            json!("<none>")
-        } else {
-            json!(format!("0/{}", gates.len()))
-        },
+        gates_cell,
     ]
 }
 
@@ -132,22 +251,34 @@ pub(crate) fn service_cells(o: &Value) -> Vec<Value> {
             }
         })
         .collect();
-    let mut external: Vec<String> = arr(o, "/spec/externalIPs")
+    // kube-apiserver's getServiceExternalIP (tables are always built wide there, so the
+    // load balancer list is not clipped): spec.externalIPs for ClusterIP and NodePort; for a
+    // LoadBalancer its ingress addresses (sorted, once each) then spec.externalIPs.
+    let spec_ips: Vec<&str> = arr(o, "/spec/externalIPs")
         .iter()
-        .filter_map(|v| v.as_str().map(String::from))
+        .filter_map(Value::as_str)
         .collect();
-    external.extend(arr(o, "/status/loadBalancer/ingress").iter().map(|x| {
-        x.get("ip")
-            .or(x.get("hostname"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    }));
     let ext = match ty {
+        "ClusterIP" | "NodePort" | "" if spec_ips.is_empty() => "<none>".to_string(),
+        "ClusterIP" | "NodePort" | "" => spec_ips.join(","),
+        "LoadBalancer" => {
+            let lb: std::collections::BTreeSet<&str> = arr(o, "/status/loadBalancer/ingress")
+                .iter()
+                .filter_map(|x| {
+                    [s(x, "/ip"), s(x, "/hostname")]
+                        .into_iter()
+                        .find(|v| !v.is_empty())
+                })
+                .collect();
+            let all: Vec<&str> = lb.into_iter().chain(spec_ips).collect();
+            if all.is_empty() {
+                "<pending>".to_string()
+            } else {
+                all.join(",")
+            }
+        }
         "ExternalName" => s(o, "/spec/externalName").to_string(),
-        "LoadBalancer" if external.is_empty() => "<pending>".into(),
-        _ if external.is_empty() => "<none>".into(),
-        _ => external.join(","),
+        _ => "<unknown>".to_string(),
     };
     let cluster_ip = s(o, "/spec/clusterIP");
     vec![
@@ -219,6 +350,85 @@ pub(crate) fn created_at_cells(o: &Value, out: &mut Vec<Value>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// READY, STATUS and RESTARTS of a pod with `status` (and `spec`).
+    fn printed(spec: Value, status: Value, deleted: bool) -> (String, String, String) {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": spec, "status": status});
+        if deleted {
+            pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        let cells = pod_cells(&pod);
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        (text(&cells[0]), text(&cells[1]), text(&cells[2]))
+    }
+
+    #[test]
+    fn pods_print_as_upstreams_print_pod() {
+        let two = json!({"containers": [{"name": "a"}, {"name": "b"}]});
+        let running = json!({"running": {}});
+        let done = json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
+        // One container done beside a running one: NotReady, or Running once the pod is Ready.
+        let status = |ready: &str| {
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": ready}],
+                "containerStatuses": [{"name": "a", "state": done, "ready": false},
+                                      {"name": "b", "state": running, "ready": true}]})
+        };
+        assert_eq!(printed(two.clone(), status("False"), false).1, "NotReady");
+        assert_eq!(printed(two.clone(), status("True"), false).1, "Running");
+        assert_eq!(printed(two.clone(), status("True"), false).0, "1/2");
+        // A killed container without a reason: its signal; deleted: Terminating; lost: Unknown.
+        let killed = json!({"phase": "Running", "containerStatuses": [
+            {"name": "a", "state": {"terminated": {"exitCode": 137, "signal": 9}}}]});
+        assert_eq!(printed(two.clone(), killed.clone(), false).1, "Signal:9");
+        assert_eq!(printed(two.clone(), killed, true).1, "Terminating");
+        let lost = json!({"phase": "Running", "reason": "NodeLost"});
+        assert_eq!(printed(two.clone(), lost, true).1, "Unknown");
+        // Init progress, failures and back-off; a started sidecar counts as a container.
+        let inits = json!({"initContainers": [{"name": "i1"}, {"name": "side", "restartPolicy": "Always"},
+            {"name": "i2"}], "containers": [{"name": "a"}]});
+        let init_status = |second: Value| {
+            json!({"phase": "Pending", "initContainerStatuses": [
+                {"name": "i1", "state": done},
+                {"name": "side", "state": running, "started": true, "ready": true},
+                second]})
+        };
+        let (ready, reason, _) = printed(
+            inits.clone(),
+            init_status(json!({"name": "i2", "state": running})),
+            false,
+        );
+        assert_eq!((ready.as_str(), reason.as_str()), ("1/2", "Init:2/3"));
+        let failed = json!({"name": "i2", "state": {"terminated": {"exitCode": 2}}});
+        assert_eq!(
+            printed(inits.clone(), init_status(failed), false).1,
+            "Init:ExitCode:2"
+        );
+        let backoff = json!({"name": "i2", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "restartCount": 3, "lastState": {"terminated": {"finishedAt": "2026-01-01T00:00:00Z"}}});
+        let (_, reason, restarts) = printed(inits, init_status(backoff), false);
+        assert_eq!(reason, "Init:CrashLoopBackOff");
+        assert!(
+            restarts.starts_with("3 (") && restarts.ends_with(" ago)"),
+            "{restarts}"
+        );
+        // Scheduling gates win over the phase.
+        let gated = json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]});
+        assert_eq!(printed(two.clone(), gated, false).1, "SchedulingGated");
+        // A LoadBalancer lists its ingress (sorted, once) then spec.externalIPs; a NodePort
+        // only spec.externalIPs.
+        let svc = |ty: &str| {
+            json!({"metadata": {"name": "s"}, "spec": {"type": ty, "externalIPs": ["192.0.2.9"]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}, {"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}}})
+        };
+        assert_eq!(
+            service_cells(&svc("LoadBalancer"))[2],
+            json!("10.0.0.1,10.0.0.2,192.0.2.9")
+        );
+        assert_eq!(service_cells(&svc("NodePort"))[2], json!("192.0.2.9"));
+        let pending = json!({"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer"}});
+        assert_eq!(service_cells(&pending)[2], json!("<pending>"));
+    }
 
     #[test]
     fn every_printer_has_as_many_cells_as_columns() {
