@@ -1,6 +1,7 @@
 //! Cluster DNS: pods resolve Services by name through the node agent's DNS server (reached at
 //! the `kube-dns` ClusterIP through the Service proxy), per their resolv.conf's search path;
-//! headless names give the pods' addresses, missing names are NXDOMAIN, and dnsPolicy None
+//! headless names give the pods' addresses (a StatefulSet's pods by their stable names),
+//! missing names are NXDOMAIN, and dnsPolicy None
 //! writes only the pod's dnsConfig. Each check runs in a real busybox pod and reads its log.
 
 use std::time::Duration;
@@ -40,6 +41,28 @@ spec:
   clusterIP: None
   selector: {app: web}
   ports: [{name: www, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: db, image: busybox, command: ["sleep", "3600"]}
 "#;
 
 /// Each section starts with `== NAME` and ends with `rc=N` (the command's exit code). No wget
@@ -64,6 +87,8 @@ spec:
       echo "== short"; nslookup web; echo "rc=$?"
       echo "== headless"; nslookup web-headless.default.svc.cluster.local; echo "rc=$?"
       echo "== missing"; nslookup nope.default.svc.cluster.local; echo "rc=$?"
+      echo "== db-0"; nslookup db-0.db.default.svc.cluster.local; echo "rc=$?"
+      echo "== db-1"; nslookup db-1.db.default.svc.cluster.local; echo "rc=$?"
 ---
 apiVersion: v1
 kind: Pod
@@ -190,6 +215,9 @@ fn pods_resolve_services_through_the_cluster_dns() {
         .expect("clusterIP")
         .to_string();
     let pod_ips = ready_pod_ips(&s, "app=web", 2);
+    // The StatefulSet's pods are ready (so their slice endpoints carry their hostnames)
+    // before the client asks for their stable names.
+    ready_pod_ips(&s, "app=db", 2);
     apply(&s, CLIENT);
 
     let log = finished_log(&s, "dns-client");
@@ -225,6 +253,16 @@ fn pods_resolve_services_through_the_cluster_dns() {
         "{log}"
     );
 
+    // A headless StatefulSet's pods by their stable names: `<pod>.<serviceName>.<ns>.svc…`.
+    for name in ["db-0", "db-1"] {
+        let ip = get_json(&s, &["pod", name]).expect("the set's pod")["status"]["podIP"]
+            .as_str()
+            .expect("podIP")
+            .to_string();
+        let (answer, rc) = section(&log, name);
+        assert_eq!((rc, answered(&answer)), (0, vec![ip]), "{log}");
+    }
+
     let none = finished_log(&s, "dns-none");
     assert_eq!(
         none,
@@ -235,5 +273,6 @@ fn pods_resolve_services_through_the_cluster_dns() {
         s.kubectl_ok(&["delete", "pod", pod, "--wait=false"]);
     }
     s.kubectl_ok(&["delete", "deployment", "web", "--wait=false"]);
-    s.kubectl_ok(&["delete", "service", "web", "web-headless"]);
+    s.kubectl_ok(&["delete", "statefulset", "db", "--wait=false"]);
+    s.kubectl_ok(&["delete", "service", "web", "web-headless", "db"]);
 }
