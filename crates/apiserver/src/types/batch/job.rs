@@ -87,12 +87,17 @@ impl Strategy for Job {
                 .iter()
                 .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
         };
+        // upstream's printJob: the conditions decide, a deleted Job is Terminating.
         let status = if has("Complete") {
             "Complete"
         } else if has("Failed") {
             "Failed"
-        } else if o.pointer("/spec/suspend") == Some(&json!(true)) {
+        } else if o.pointer("/metadata/deletionTimestamp").is_some() {
+            "Terminating"
+        } else if has("Suspended") {
             "Suspended"
+        } else if has("FailureTarget") {
+            "FailureTarget"
         } else {
             "Running"
         };
@@ -117,7 +122,10 @@ impl Strategy for Job {
             json!(status),
             json!(match completions {
                 Some(c) => format!("{done}/{c}"),
-                None => format!("{done}/1 of {}", i(o, "/spec/parallelism").max(1)),
+                None => match i(o, "/spec/parallelism") {
+                    p if p > 1 => format!("{done}/1 of {p}"),
+                    _ => format!("{done}/1"),
+                },
             }),
             json!(duration),
             age(o),
@@ -130,5 +138,41 @@ impl Strategy for Job {
 
     fn field_selectors(&self) -> &'static [&'static str] {
         &["status.successful"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_and_completions(job: Value) -> (Value, Value) {
+        let cells = Job.cells(&job).expect("cells");
+        (cells[1].clone(), cells[2].clone())
+    }
+
+    #[test]
+    fn jobs_print_as_upstreams_print_job() {
+        let one = json!({"metadata": {"name": "j"}, "spec": {"parallelism": 1}, "status": {}});
+        assert_eq!(
+            status_and_completions(one),
+            (json!("Running"), json!("0/1"))
+        );
+        let wide = json!({"metadata": {"name": "j"}, "spec": {"parallelism": 3},
+            "status": {"succeeded": 1}});
+        assert_eq!(status_and_completions(wide).1, json!("1/1 of 3"));
+        let deleted = json!({"metadata": {"name": "j", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"completions": 2}, "status": {"conditions": [
+                {"type": "FailureTarget", "status": "True"}]}});
+        assert_eq!(
+            status_and_completions(deleted),
+            (json!("Terminating"), json!("0/2"))
+        );
+        let failing = json!({"metadata": {"name": "j"}, "spec": {"completions": 2},
+            "status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}});
+        assert_eq!(status_and_completions(failing).0, json!("FailureTarget"));
+        // Suspension is what the controller reports, not the spec's wish.
+        let asked = json!({"metadata": {"name": "j"}, "spec": {"completions": 1, "suspend": true},
+            "status": {}});
+        assert_eq!(status_and_completions(asked).0, json!("Running"));
     }
 }
