@@ -87,6 +87,17 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     {
         return next.run(req).await;
     }
+    // This process's own components (`in_process::client_as`): the user they act as is set
+    // by the client, which only in-process code can build (extensions never cross a socket).
+    if req
+        .extensions()
+        .get::<crate::serving::in_process::InProcess>()
+        .is_some()
+    {
+        if let Some(user) = req.extensions().get::<User>().cloned() {
+            return admit(req, next, user).await;
+        }
+    }
     // Upstream's union authenticator tries the client certificate before bearer tokens.
     if let Some(ClientCertIdentity(identity)) = req.extensions().get::<ClientCertIdentity>() {
         return match identity.clone() {
