@@ -22,6 +22,11 @@ const READ_WRITE: &[&str] = &[
 ];
 const READ_UPDATE: &[&str] = &["get", "list", "watch", "update", "patch"];
 
+/// Upstream's mark of a default role or binding the server may reconcile.
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+/// The key capstan wrote before it used upstream's (older data dirs carry it).
+const OLD_AUTOUPDATE: &str = "rbac.authorization.k8s.io/autoupdate";
+
 const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
 const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
@@ -62,7 +67,7 @@ pub(super) fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Va
         "metadata": {
             "name": name,
             "labels": l,
-            "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
+            "annotations": {AUTOUPDATE: "true"},
         },
         "rules": rules,
     })
@@ -689,7 +694,7 @@ pub(super) fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) ->
         "metadata": {
             "name": name,
             "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
-            "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
+            "annotations": {AUTOUPDATE: "true"},
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
     });
@@ -906,9 +911,9 @@ async fn reconcile_rules(
     want: &Value,
 ) -> Result<(), ApiError> {
     let (old, rev) = rest::read_existing(state, t, name).await?;
-    if old.pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
-        != Some(&json!("true"))
-    {
+    let annotations = old.pointer("/metadata/annotations");
+    let marked = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
+    if marked(AUTOUPDATE).or(marked(OLD_AUTOUPDATE)) != Some("true") {
         return Ok(());
     }
     let have = old
@@ -942,6 +947,13 @@ async fn reconcile_rules(
     );
     let mut new = old.clone();
     new["rules"] = Value::Array(have.into_iter().chain(missing).collect());
+    if let Some(a) = new
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        a.remove(OLD_AUTOUPDATE);
+        a.insert(AUTOUPDATE.into(), json!("true"));
+    }
     let t = Target {
         name: Some(name.to_string()),
         ..t.clone()

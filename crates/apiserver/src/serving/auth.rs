@@ -4,7 +4,8 @@
 //! JWT, passes
 //! with its `User` in the request's extensions; any other is a 401. A request with no
 //! credentials is the anonymous user, who may only read the health endpoints and `/version`
-//! (upstream's `system:public-info-viewer`); anything else is upstream's 403.
+//! (upstream's `system:public-info-viewer`); anything else is upstream's 403. This process's
+//! own components come with their `User` already set (`in_process::client_as`).
 
 use std::collections::HashMap;
 
