@@ -28,6 +28,7 @@ use axum::Router;
 use capstan_store::Store;
 
 pub use serving::in_process::client as in_process_client;
+pub use serving::in_process::client_as as in_process_client_as;
 
 use admission::service_alloc;
 use discovery::openapi;

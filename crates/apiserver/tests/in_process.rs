@@ -387,3 +387,49 @@ async fn a_runaway_cel_rule_is_cut_off_not_waited_for() {
     let (code, body) = send(&app, "GET", &format!("{tags}/big"), "", "").await;
     assert_eq!(code, 404, "nothing was stored: {body}");
 }
+
+/// `client_as` acts as its user under RBAC (upstream's roles), and a `User` extension without
+/// the in-process marker is no credential at all.
+#[tokio::test]
+async fn client_as_acts_as_its_user_and_only_in_process() {
+    use capstan_apiserver::serving::user_info::User;
+    use k8s_openapi::api::core::v1::Node;
+    let dir = tempfile::tempdir().unwrap();
+    let state = fresh_state(dir.path()).await;
+    capstan_apiserver::authz::bootstrap_policy::ensure_bootstrap_policy(&state)
+        .await
+        .unwrap();
+    let scheduler = capstan_apiserver::in_process_client_as(
+        state.clone(),
+        User::named("system:kube-scheduler", "", &[]),
+    );
+    Api::<Node>::all(scheduler.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("the scheduler lists nodes");
+    let err = Api::<Secret>::namespaced(scheduler, "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message
+                    .contains("User \"system:kube-scheduler\" cannot list resource \"secrets\""),
+                "{}",
+                s.message
+            );
+        }
+        e => panic!("{e}"),
+    }
+    // A request that carries a User but not the in-process marker is anonymous.
+    use tower::ServiceExt;
+    let mut req = http::Request::builder()
+        .uri("/api/v1/namespaces/default/secrets")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(User::admin());
+    let resp = router(state).oneshot(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403, "anonymous, not the admin");
+}

@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 use capstan_apiserver::admission::service_alloc;
 use capstan_apiserver::crds::controller as crd_controller;
 use capstan_apiserver::housekeeping::bootstrap;
+use capstan_apiserver::serving::user_info::User;
 use capstan_apiserver::serving::{pki, serve};
 use capstan_apiserver::{router, AppState};
 use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
@@ -490,7 +491,8 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let client = kubeconfig::client(&kubeconfig, context).await?;
                 tokio::select! {
-                    _ = capstan_controllers::run(client, opts) => {}
+                    // The kubeconfig's one identity for every loop (see README: identities).
+                    _ = capstan_controllers::run(client, capstan_controllers::Credentials::Shared, opts) => {}
                     signal = shutdown_signal() => tracing::info!(signal, "controllers stopping"),
                 }
                 anyhow::Ok(())
@@ -745,8 +747,12 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         })
     });
     if scheduler {
-        // The scheduler is an ordinary API client over the in-process transport.
-        let client = capstan_apiserver::in_process_client(state.clone());
+        // The scheduler is an ordinary API client over the in-process transport, as
+        // upstream's `system:kube-scheduler`.
+        let client = capstan_apiserver::in_process_client_as(
+            state.clone(),
+            User::named("system:kube-scheduler", "", &[]),
+        );
         tokio::spawn(capstan_scheduler::run(
             client,
             capstan_scheduler::Options::default(),
@@ -764,9 +770,32 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         if opts.cluster_signing_ca.is_none() {
             opts.cluster_signing_ca = Some(cluster_signer::ca(&pki.ca_pem, &pki.ca_key_pem)?);
         }
-        // The controllers are ordinary API clients over the in-process transport too.
-        let client = capstan_apiserver::in_process_client(state.clone());
-        tokio::spawn(capstan_controllers::run(client, opts));
+        // The controllers are ordinary API clients over the in-process transport too, as
+        // kube-controller-manager with `--use-service-account-credentials`: leader election and
+        // shared informers as `system:kube-controller-manager`, each loop as its
+        // ServiceAccount in kube-system (event-ttl, the API server's work upstream, as its
+        // loopback user).
+        let client = capstan_apiserver::in_process_client_as(
+            state.clone(),
+            User::named("system:kube-controller-manager", "", &[]),
+        );
+        let per_loop = state.clone();
+        let credentials = capstan_controllers::Credentials::PerLoop(Arc::new(
+            move |who: capstan_controllers::LoopUser| {
+                let user = match who {
+                    capstan_controllers::LoopUser::ServiceAccount { name, uid } => {
+                        User::service_account(
+                            capstan_controllers::context::SERVICE_ACCOUNT_NAMESPACE,
+                            &name,
+                            &uid,
+                        )
+                    }
+                    capstan_controllers::LoopUser::ApiServer => User::loopback(),
+                };
+                capstan_apiserver::in_process_client_as(per_loop.clone(), user)
+            },
+        ));
+        tokio::spawn(capstan_controllers::run(client, credentials, opts));
     }
     if let Some(flags) = agent {
         // The node agent is an ordinary API client over the in-process transport; it runs
@@ -782,7 +811,9 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
             ca_cert_pem: pki.ca_pem.clone(),
             ca_key_pem: pki.ca_key_pem.clone(),
         });
-        let client = capstan_apiserver::in_process_client(state.clone());
+        // As its node (`system:node:<name>` in `system:nodes`), with a joined agent's rights.
+        let client =
+            capstan_apiserver::in_process_client_as(state.clone(), User::node(&opts.node_name));
         tokio::spawn(async move {
             if let Err(e) = capstan_agent::run(client, opts).await {
                 tracing::error!(error = %e, "node agent stopped");

@@ -1,12 +1,13 @@
-//! What every loop receives: the client, the options, and an Event recorder per controller
-//! name.
+//! What every loop receives: its own client (its identity), the options, the informers its
+//! leadership term shares, and an Event recorder per controller name.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::api::PostParams;
 use kube::{Api, Client};
 
 use crate::events::Recorder;
@@ -114,10 +115,45 @@ impl Options {
     }
 }
 
+/// Whom a loop's own requests are made as (upstream's `--use-service-account-credentials`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The ServiceAccount `kube-system/<name>` bound to `system:controller:<name>`.
+    ServiceAccount(&'static str),
+    /// A loop upstream runs inside kube-apiserver (its loopback identity).
+    ApiServer,
+}
+
+/// Who a per-loop client acts as: an identity, and for a ServiceAccount its uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopUser {
+    ServiceAccount { name: String, uid: String },
+    ApiServer,
+}
+
+/// Makes a client acting as a `LoopUser`.
+pub type ClientFor = Arc<dyn Fn(LoopUser) -> Client + Send + Sync>;
+
+/// How the loops get their clients.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// Every loop uses the controller-manager's own client (a kubeconfig's one identity).
+    #[default]
+    Shared,
+    /// A client per loop identity; the ServiceAccounts are created in kube-system with the
+    /// controller-manager's client first, as upstream's client builder does.
+    PerLoop(ClientFor),
+}
+
+/// Where the controller-manager creates its loops' ServiceAccounts.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str = "kube-system";
+
 /// Shared by the loops of one leadership term (dropped, with its informers, when the
-/// term ends).
-pub struct Context {
-    pub client: Client,
+/// term ends): the controller-manager's client, which the shared informers watch with (as
+/// upstream's shared informers use the controller-manager's own credentials).
+pub struct Term {
+    client: Client,
+    credentials: Credentials,
     pub opts: Options,
     pods: OnceLock<Shared<Pod>>,
     nodes: OnceLock<Shared<Node>>,
@@ -126,10 +162,11 @@ pub struct Context {
     warm: tokio::sync::OnceCell<()>,
 }
 
-impl Context {
-    pub fn new(client: Client, opts: Options) -> Self {
-        Context {
+impl Term {
+    pub fn new(client: Client, credentials: Credentials, opts: Options) -> Self {
+        Term {
             client,
+            credentials,
             opts,
             pods: OnceLock::new(),
             nodes: OnceLock::new(),
@@ -139,21 +176,77 @@ impl Context {
         }
     }
 
-    /// Every pod in the cluster, watched once for all loops (started on first use).
-    pub fn pods(&self) -> &Shared<Pod> {
+    /// The context of a loop acting as `identity`: its ServiceAccount made first if missing
+    /// (retried with back-off until the API answers; the loop cannot work without it).
+    pub async fn context_for(self: &Arc<Self>, identity: Identity) -> Context {
+        let client = match (&self.credentials, identity) {
+            (Credentials::Shared, _) => self.client.clone(),
+            (Credentials::PerLoop(make), Identity::ApiServer) => make(LoopUser::ApiServer),
+            (Credentials::PerLoop(make), Identity::ServiceAccount(name)) => {
+                let uid = self.ensure_service_account(name).await;
+                make(LoopUser::ServiceAccount {
+                    name: name.to_string(),
+                    uid,
+                })
+            }
+        };
+        Context {
+            client,
+            opts: self.opts.clone(),
+            term: self.clone(),
+        }
+    }
+
+    /// The uid of `kube-system/<name>`, created if missing.
+    async fn ensure_service_account(&self, name: &str) -> String {
+        let api: Api<ServiceAccount> =
+            Api::namespaced(self.client.clone(), SERVICE_ACCOUNT_NAMESPACE);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let found = match api.get_opt(name).await {
+                Ok(Some(sa)) => Ok(sa),
+                Ok(None) => {
+                    let sa = ServiceAccount {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(name.to_string()),
+                            namespace: Some(SERVICE_ACCOUNT_NAMESPACE.to_string()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    };
+                    api.create(&PostParams::default(), &sa).await
+                }
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(sa) => return sa.metadata.uid.unwrap_or_default(),
+                // Another loop of the same account created it meanwhile: read it.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => {
+                    tracing::warn!(verb = "create", resource = "serviceaccounts", namespace = SERVICE_ACCOUNT_NAMESPACE, name, error = %e, "controller service account unavailable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn pods(&self) -> &Shared<Pod> {
         self.pods
             .get_or_init(|| Shared::start(Api::all(self.client.clone())))
     }
 
-    /// Every node, watched once for all loops (started on first use).
-    pub fn nodes(&self) -> &Shared<Node> {
+    fn nodes(&self) -> &Shared<Node> {
         self.nodes
             .get_or_init(|| Shared::start(Api::all(self.client.clone())))
     }
 
-    /// Start the shared informers and wait for their first lists, once per term; every loop
-    /// awaits this before it starts (see `lib.rs::spawn_loops`).
-    pub async fn warm(&self) {
+    fn jobs(&self) -> &Shared<Job> {
+        self.jobs
+            .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+    }
+
+    async fn warm(&self) {
         self.warm
             .get_or_init(|| async {
                 self.pods().ready().await;
@@ -162,22 +255,54 @@ impl Context {
             })
             .await;
     }
+}
+
+/// What one loop receives: `client` acts as the loop's own identity (its requests and its
+/// own watches); the shared informers belong to the term.
+pub struct Context {
+    pub client: Client,
+    pub opts: Options,
+    term: Arc<Term>,
+}
+
+impl Context {
+    /// The controller-manager's own client (`system:kube-controller-manager` in-process): what
+    /// upstream's shared informers list and watch with, for watches beyond a loop's role.
+    pub fn informer_client(&self) -> Client {
+        self.term.client.clone()
+    }
+
+    /// Every pod in the cluster, watched once for all loops (started on first use).
+    pub fn pods(&self) -> &Shared<Pod> {
+        self.term.pods()
+    }
+
+    /// Every node, watched once for all loops (started on first use).
+    pub fn nodes(&self) -> &Shared<Node> {
+        self.term.nodes()
+    }
+
+    /// Start the shared informers and wait for their first lists, once per term; every loop
+    /// awaits this before it starts (see `lib.rs::spawn_loops`).
+    pub async fn warm(&self) {
+        self.term.warm().await
+    }
 
     /// Every Job, watched once for the job, cronjob and ttl-after-finished loops.
     pub fn jobs(&self) -> &Shared<Job> {
-        self.jobs
-            .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+        self.term.jobs()
     }
 
     /// Changes to quotas, limit ranges and priority classes, watched once for every loop
     /// that holds refused creates (started on first use).
     pub fn admission_changes(&self) -> &crate::admission_changes::AdmissionChanges {
-        self.admission_changes
-            .get_or_init(|| crate::admission_changes::AdmissionChanges::start(self.client.clone()))
+        self.term.admission_changes.get_or_init(|| {
+            crate::admission_changes::AdmissionChanges::start(self.term.client.clone())
+        })
     }
 
     /// An Event recorder reporting as `component` (upstream's names: `deployment-controller`,
-    /// `job-controller` …).
+    /// `job-controller` …), writing with the loop's own client.
     pub fn recorder(&self, component: &'static str) -> Recorder {
         Recorder::new(self.client.clone(), component)
     }

@@ -8,7 +8,7 @@ use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::task::JoinHandle;
 
-use crate::context::{Context, Options};
+use crate::context::{Credentials, Options, Term};
 
 pub const LEASE_NAME: &str = "kube-controller-manager";
 pub const LEASE_NAMESPACE: &str = "kube-system";
@@ -16,8 +16,9 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 /// Hold the Lease; while held, run what `start` spawns; when lost, abort it and wait again.
 pub async fn run_while_leading(
     client: Client,
+    credentials: Credentials,
     opts: Options,
-    start: fn(Arc<Context>) -> Vec<JoinHandle<()>>,
+    start: fn(Arc<Term>) -> Vec<JoinHandle<()>>,
 ) {
     let duration = opts.lease_duration.as_secs().max(2);
     // Renew a third of the way before expiry, as upstream's renew deadline (10 s of 15 s).
@@ -47,7 +48,11 @@ pub async fn run_while_leading(
         let is_leader = *leading.borrow_and_update();
         if is_leader && running.is_empty() {
             tracing::info!(identity = %opts.identity, "leading: controllers started");
-            running = start(Arc::new(Context::new(client.clone(), opts.clone())));
+            running = start(Arc::new(Term::new(
+                client.clone(),
+                credentials.clone(),
+                opts.clone(),
+            )));
         } else if !is_leader && !running.is_empty() {
             tracing::warn!(identity = %opts.identity, "lease lost: controllers stopped");
             for t in running.drain(..) {

@@ -51,84 +51,144 @@ use futures::FutureExt;
 use kube::Client;
 use tokio::task::JoinHandle;
 
-pub use context::{Context, Options};
+pub use context::{ClientFor, Context, Credentials, Identity, LoopUser, Options, Term};
 
-/// Run the controllers until the task is dropped: wait to lead, run every enabled loop while
-/// leading, stop them all if the lease is lost, and try again.
-pub async fn run(client: Client, opts: Options) {
-    leader::run_while_leading(client, opts, spawn_loops).await
+/// Run the controllers until the task is dropped: wait to lead (with `client`, the
+/// controller-manager's own identity, which also runs the shared informers), run every enabled
+/// loop while leading — each with the client `credentials` give its identity —, stop them all
+/// if the lease is lost, and try again.
+pub async fn run(client: Client, credentials: Credentials, opts: Options) {
+    leader::run_while_leading(client, credentials, opts, spawn_loops).await
 }
 
-/// A loop: it gets the term's context and runs until aborted.
+/// A loop: it gets its context and runs until aborted.
 type Loop = fn(Arc<Context>) -> BoxFuture<'static, ()>;
+
+use Identity::{ApiServer, ServiceAccount as Sa};
 
 /// Start every enabled loop (one module each; upstream's controller names). Each first waits
 /// for the shared informers' first lists (`Context::warm`): kube's `Store::wait_until_ready`
 /// wakes only one of several concurrent waiters, and several loops' Controllers wait on the
 /// same shared store, so no loop may start waiting before the store is ready.
-fn spawn_loops(ctx: Arc<Context>) -> Vec<JoinHandle<()>> {
-    let loops: Vec<(&str, Loop)> = vec![
-        // ("name", |ctx| module::run(ctx).boxed()), one line each, sorted by name
-        ("clusterrole-aggregation", |ctx| {
-            clusterrole_aggregation::run(ctx).boxed()
+///
+/// Each loop acts as upstream's ServiceAccount for it (cmd/kube-controller-manager's
+/// `ClientBuilder.ClientOrDie(<name>)`); `event-ttl` is the API server's own work upstream
+/// (etcd leases expire Events), so it keeps the loopback identity.
+fn spawn_loops(term: Arc<Term>) -> Vec<JoinHandle<()>> {
+    let loops: Vec<(&str, Identity, Loop)> = vec![
+        // ("name", identity, |ctx| module::run(ctx).boxed()), one line each, sorted by name
+        (
+            "clusterrole-aggregation",
+            Sa("clusterrole-aggregation-controller"),
+            |ctx| clusterrole_aggregation::run(ctx).boxed(),
+        ),
+        ("cronjob", Sa("cronjob-controller"), |ctx| {
+            cronjob::run(ctx).boxed()
         }),
-        ("cronjob", |ctx| cronjob::run(ctx).boxed()),
-        ("csrapproving", |ctx| {
+        ("csrapproving", Sa("certificate-controller"), |ctx| {
             certificates::approving::run(ctx).boxed()
         }),
-        ("csrsigning", |ctx| certificates::signing::run(ctx).boxed()),
-        ("daemonset", |ctx| daemonset::run(ctx).boxed()),
-        ("deployment", |ctx| deployment::run(ctx).boxed()),
-        ("disruption", |ctx| disruption::run(ctx).boxed()),
-        ("endpoints", |ctx| endpoints::run(ctx).boxed()),
-        ("endpointslice", |ctx| endpointslice::run(ctx).boxed()),
-        ("endpointslicemirroring", |ctx| {
-            endpointslice_mirroring::run(ctx).boxed()
+        ("csrsigning", Sa("certificate-controller"), |ctx| {
+            certificates::signing::run(ctx).boxed()
         }),
-        ("event-ttl", |ctx| event_ttl::run(ctx).boxed()),
-        ("garbage-collector", |ctx| {
-            garbage_collector::run(ctx).boxed()
+        ("daemonset", Sa("daemon-set-controller"), |ctx| {
+            daemonset::run(ctx).boxed()
         }),
-        ("job", |ctx| job::run(ctx).boxed()),
-        ("namespace", |ctx| namespace::run(ctx).boxed()),
-        ("node-ipam-controller", |ctx| nodeipam::run(ctx).boxed()),
-        ("node-lifecycle", |ctx| node_lifecycle::run(ctx).boxed()),
-        ("persistentvolume-binder", |ctx| {
-            persistentvolume::run(ctx).boxed()
+        ("deployment", Sa("deployment-controller"), |ctx| {
+            deployment::run(ctx).boxed()
         }),
-        ("pod-garbage-collector", |ctx| podgc::run(ctx).boxed()),
-        ("pv-protection", |ctx| {
+        ("disruption", Sa("disruption-controller"), |ctx| {
+            disruption::run(ctx).boxed()
+        }),
+        ("endpoints", Sa("endpoint-controller"), |ctx| {
+            endpoints::run(ctx).boxed()
+        }),
+        ("endpointslice", Sa("endpointslice-controller"), |ctx| {
+            endpointslice::run(ctx).boxed()
+        }),
+        (
+            "endpointslicemirroring",
+            Sa("endpointslicemirroring-controller"),
+            |ctx| endpointslice_mirroring::run(ctx).boxed(),
+        ),
+        ("event-ttl", ApiServer, |ctx| event_ttl::run(ctx).boxed()),
+        (
+            "garbage-collector",
+            Sa("generic-garbage-collector"),
+            |ctx| garbage_collector::run(ctx).boxed(),
+        ),
+        ("job", Sa("job-controller"), |ctx| job::run(ctx).boxed()),
+        ("namespace", Sa("namespace-controller"), |ctx| {
+            namespace::run(ctx).boxed()
+        }),
+        ("node-ipam-controller", Sa("node-controller"), |ctx| {
+            nodeipam::run(ctx).boxed()
+        }),
+        ("node-lifecycle", Sa("node-controller"), |ctx| {
+            node_lifecycle::run(ctx).boxed()
+        }),
+        (
+            "persistentvolume-binder",
+            Sa("persistent-volume-binder"),
+            |ctx| persistentvolume::run(ctx).boxed(),
+        ),
+        (
+            "pod-garbage-collector",
+            Sa("pod-garbage-collector"),
+            |ctx| podgc::run(ctx).boxed(),
+        ),
+        ("pv-protection", Sa("pv-protection-controller"), |ctx| {
             volume_protection::run_pv(ctx).boxed()
         }),
-        ("pvc-protection", |ctx| {
+        ("pvc-protection", Sa("pvc-protection-controller"), |ctx| {
             volume_protection::run_pvc(ctx).boxed()
         }),
-        ("replicaset", |ctx| replicaset::run(ctx).boxed()),
-        ("replicationcontroller", |ctx| {
-            replicationcontroller::run(ctx).boxed()
+        ("replicaset", Sa("replicaset-controller"), |ctx| {
+            replicaset::run(ctx).boxed()
         }),
-        ("resourcequota", |ctx| resourcequota::run(ctx).boxed()),
-        ("root-ca-cert-publisher", |ctx| {
-            root_ca_publisher::run(ctx).boxed()
+        (
+            "replicationcontroller",
+            Sa("replication-controller"),
+            |ctx| replicationcontroller::run(ctx).boxed(),
+        ),
+        ("resourcequota", Sa("resourcequota-controller"), |ctx| {
+            resourcequota::run(ctx).boxed()
         }),
-        ("service-lb-controller", |ctx| service_lb::run(ctx).boxed()),
-        ("serviceaccount", |ctx| serviceaccount::run(ctx).boxed()),
-        ("statefulset", |ctx| statefulset::run(ctx).boxed()),
-        ("taint-eviction-controller", |ctx| {
+        (
+            "root-ca-cert-publisher",
+            Sa("root-ca-cert-publisher"),
+            |ctx| root_ca_publisher::run(ctx).boxed(),
+        ),
+        // k3s's ServiceLB does what a cloud's service controller does upstream.
+        ("service-lb-controller", Sa("service-controller"), |ctx| {
+            service_lb::run(ctx).boxed()
+        }),
+        ("serviceaccount", Sa("service-account-controller"), |ctx| {
+            serviceaccount::run(ctx).boxed()
+        }),
+        ("statefulset", Sa("statefulset-controller"), |ctx| {
+            statefulset::run(ctx).boxed()
+        }),
+        ("taint-eviction-controller", Sa("node-controller"), |ctx| {
             taint_eviction::run(ctx).boxed()
         }),
-        ("tokencleaner", |ctx| tokencleaner::run(ctx).boxed()),
-        ("ttl-after-finished", |ctx| {
-            ttl_after_finished::run(ctx).boxed()
+        ("tokencleaner", Sa("token-cleaner"), |ctx| {
+            tokencleaner::run(ctx).boxed()
         }),
+        (
+            "ttl-after-finished",
+            Sa("ttl-after-finished-controller"),
+            |ctx| ttl_after_finished::run(ctx).boxed(),
+        ),
     ];
     loops
         .into_iter()
-        .filter(|(name, _)| ctx.opts.enabled(name))
-        .map(|(name, run)| {
-            tracing::debug!(controller = name, "starting");
-            let ctx = ctx.clone();
+        .filter(|(name, _, _)| term.opts.enabled(name))
+        .map(|(name, identity, run)| {
+            tracing::debug!(controller = name, ?identity, "starting");
+            let term = term.clone();
             tokio::spawn(async move {
+                let ctx = Arc::new(term.context_for(identity).await);
                 ctx.warm().await;
                 run(ctx).await
             })

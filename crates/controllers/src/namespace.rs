@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use serde_json::json;
 
 use crate::backoff::Backoff;
 use crate::conditions;
@@ -278,12 +277,13 @@ async fn write_conditions(
         phase: Some("Terminating".into()),
         conditions: Some(conds),
     };
+    // An update of `/status` (upstream's role allows `update`, not `patch`), on the copy the
+    // sweep decided from: a conflict is retried with a fresh one.
+    let mut next = ns.clone();
+    next.status = Some(status);
+    next.metadata.managed_fields = None;
     match api
-        .patch_status(
-            &ns.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
+        .replace_status(&ns.name_any(), &PostParams::default(), &next)
         .await
     {
         Ok(_) => Ok(()),

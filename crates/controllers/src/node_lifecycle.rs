@@ -31,14 +31,21 @@ struct Loop {
     /// Nodes get the whole grace period from the controller's start, as upstream.
     started: Timestamp,
     recorder: crate::events::Recorder,
+    /// Node Leases, watched with the controller-manager's client as upstream's Lease
+    /// informer (`node-controller` may not read Leases itself).
+    leases: crate::informers::Shared<Lease>,
 }
 
 pub async fn run(ctx: Arc<Context>) {
+    let leases =
+        crate::informers::Shared::start(Api::namespaced(ctx.informer_client(), LEASE_NAMESPACE));
+    leases.ready().await;
     let lp = Arc::new(Loop {
         ctx: ctx.clone(),
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
         started: Timestamp::now(),
         recorder: ctx.recorder("node-controller"),
+        leases,
     });
     let nodes = ctx.nodes();
     Controller::for_shared_stream(nodes.subscribe(), nodes.store.clone())
@@ -71,11 +78,11 @@ async fn reconcile(node: Arc<Node>, lp: Arc<Loop>) -> Result<Action, kube::Error
     let now = Timestamp::now();
     let grace =
         i64::try_from(lp.ctx.opts.node_monitor_grace_period.as_millis()).unwrap_or(i64::MAX);
-    let leases: Api<Lease> = Api::namespaced(lp.ctx.client.clone(), LEASE_NAMESPACE);
-    let renewed = leases
-        .get_opt(&name)
-        .await?
-        .and_then(|l| l.spec?.renew_time.map(|t| t.0));
+    let renewed = lp
+        .leases
+        .store
+        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(LEASE_NAMESPACE))
+        .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
     let heartbeat = condition(&node, "Ready")
         .and_then(|c| c.last_heartbeat_time.as_ref())
         .map(|t| t.0);

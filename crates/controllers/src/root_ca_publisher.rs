@@ -36,9 +36,11 @@ pub async fn run(ctx: Arc<Context>) {
         ca,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
-    let maps: Api<ConfigMap> = Api::all(ctx.client.clone());
+    // Watched (and read) with the controller-manager's client, as upstream's shared informers:
+    // the loop's own role only creates and updates ConfigMaps.
+    let maps: Api<ConfigMap> = Api::all(ctx.informer_client());
     Controller::new(
-        Api::<Namespace>::all(ctx.client.clone()),
+        Api::<Namespace>::all(ctx.informer_client()),
         watcher::Config::default(),
     )
     .watches(
@@ -64,7 +66,8 @@ async fn reconcile(ns: Arc<Namespace>, lp: Arc<Loop>) -> Result<Action, kube::Er
     }
     let api: Api<ConfigMap> = Api::namespaced(lp.ctx.client.clone(), &name);
     let data = BTreeMap::from([("ca.crt".to_string(), lp.ca.clone())]);
-    let result = match api.get_opt(NAME).await? {
+    let read: Api<ConfigMap> = Api::namespaced(lp.ctx.informer_client(), &name);
+    let result = match read.get_opt(NAME).await? {
         None => {
             let cm = ConfigMap {
                 metadata: ObjectMeta {

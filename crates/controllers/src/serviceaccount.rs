@@ -28,9 +28,11 @@ pub async fn run(ctx: Arc<Context>) {
         ctx: ctx.clone(),
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
-    let accounts: Api<ServiceAccount> = Api::all(ctx.client.clone());
+    // Watched (and read) with the controller-manager's client, as upstream's shared informers:
+    // the loop's own role only creates accounts.
+    let accounts: Api<ServiceAccount> = Api::all(ctx.informer_client());
     Controller::new(
-        Api::<Namespace>::all(ctx.client.clone()),
+        Api::<Namespace>::all(ctx.informer_client()),
         watcher::Config::default(),
     )
     .watches(
@@ -55,7 +57,8 @@ async fn reconcile(ns: Arc<Namespace>, lp: Arc<Loop>) -> Result<Action, kube::Er
         return Ok(Action::await_change());
     }
     let api: Api<ServiceAccount> = Api::namespaced(lp.ctx.client.clone(), &name);
-    if api.get_opt(DEFAULT).await?.is_none() {
+    let read: Api<ServiceAccount> = Api::namespaced(lp.ctx.informer_client(), &name);
+    if read.get_opt(DEFAULT).await?.is_none() {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
                 name: Some(DEFAULT.into()),

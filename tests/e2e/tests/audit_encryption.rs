@@ -403,3 +403,176 @@ fn secrets_are_encrypted_at_rest_and_read_back() {
         text(&out)
     );
 }
+
+/// The built-in components act as upstream's identities, not as the admin: the audit log
+/// names the ReplicaSet controller's ServiceAccount for the pod it creates, the scheduler for
+/// the binding and the node for the pod's status; their roles are upstream's (`auth can-i`).
+#[test]
+fn built_in_components_act_as_their_own_identities() {
+    let conf = tempfile::tempdir().unwrap();
+    let policy = conf.path().join("audit-policy.yaml");
+    let log = conf.path().join("audit.log");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n  - level: Metadata\n    resources:\n    - group: \"\"\n      resources: [\"pods\", \"pods/binding\", \"pods/status\"]\n",
+    )
+    .unwrap();
+    let s = Server::start_node(&[
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ]);
+    capstan_e2e::node_ready(&s);
+    let node = s.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let ns = "identities";
+    s.kubectl_ok(&["create", "namespace", ns]);
+    capstan_e2e::apply(
+        &s,
+        r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: sleeper
+  namespace: identities
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: sleeper}
+  template:
+    metadata:
+      labels: {app: sleeper}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: main
+        image: busybox
+        imagePullPolicy: Never
+        command: ["sleep", "3600"]
+"#,
+    );
+    let user_of = |evs: &[Value], verb: &[&str], subresource: Option<&str>| -> Option<String> {
+        evs.iter()
+            .find(|e| {
+                e["objectRef"]["namespace"] == ns
+                    && e["objectRef"]["resource"] == "pods"
+                    && e["objectRef"]["subresource"].as_str() == subresource
+                    && verb.contains(&e["verb"].as_str().unwrap_or_default())
+                    && e["stage"] == "ResponseComplete"
+                    && e["responseStatus"]["code"]
+                        .as_u64()
+                        .is_some_and(|c| c < 300)
+            })
+            .map(|e| {
+                e["user"]["username"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+    };
+    let evs = wait_for(
+        "the pod's creation, binding and status in the audit log",
+        WITHIN,
+        || {
+            let evs = events(&log);
+            (user_of(&evs, &["create"], None).is_some()
+                && user_of(&evs, &["create"], Some("binding")).is_some()
+                && user_of(&evs, &["update", "patch"], Some("status")).is_some())
+            .then_some(evs)
+        },
+    );
+    assert_eq!(
+        user_of(&evs, &["create"], None).unwrap(),
+        "system:serviceaccount:kube-system:replicaset-controller"
+    );
+    assert_eq!(
+        user_of(&evs, &["create"], Some("binding")).unwrap(),
+        "system:kube-scheduler"
+    );
+    assert_eq!(
+        user_of(&evs, &["update", "patch"], Some("status")).unwrap(),
+        format!("system:node:{node}")
+    );
+    let create = evs
+        .iter()
+        .find(|e| {
+            e["objectRef"]["namespace"] == ns
+                && e["verb"] == "create"
+                && e["objectRef"]["subresource"].is_null()
+        })
+        .unwrap();
+    assert_eq!(
+        create["user"]["groups"],
+        serde_json::json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:kube-system",
+            "system:authenticated"
+        ])
+    );
+
+    // The controller-manager made its loops' ServiceAccounts, as upstream's does.
+    let accounts = s.kubectl_ok(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    for sa in [
+        "deployment-controller",
+        "replicaset-controller",
+        "generic-garbage-collector",
+        "namespace-controller",
+        "node-controller",
+    ] {
+        assert!(
+            accounts.contains(&format!("serviceaccount/{sa}\n")),
+            "{sa} in {accounts}"
+        );
+    }
+    // Their rules are upstream's.
+    let list = s.kubectl_ok(&[
+        "auth",
+        "can-i",
+        "--list",
+        "--as=system:serviceaccount:kube-system:deployment-controller",
+    ]);
+    let line = |resource: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(resource))
+            .unwrap_or_else(|| panic!("no {resource} in {list}"))
+            .to_string()
+    };
+    assert!(
+        line("replicasets.apps").contains("[get list watch create update patch delete]"),
+        "{list}"
+    );
+    assert!(
+        line("deployments.apps/status").contains("update]"),
+        "{list}"
+    );
+    assert!(line("pods").contains("[get list watch update]"), "{list}");
+    assert!(!list.contains("secrets"), "{list}");
+    let (out, _) = text(&s.kubectl(&[
+        "auth",
+        "can-i",
+        "get",
+        "secrets",
+        "--as=system:kube-scheduler",
+    ]));
+    assert_eq!(out.trim(), "no");
+    let (out, _) = text(&s.kubectl(&[
+        "auth",
+        "can-i",
+        "create",
+        "pods/binding",
+        "--as=system:kube-scheduler",
+    ]));
+    assert_eq!(out.trim(), "yes");
+    let (out, _) = text(&s.kubectl(&[
+        "auth",
+        "can-i",
+        "delete",
+        "widgets.example.com",
+        "--as=system:serviceaccount:kube-system:generic-garbage-collector",
+    ]));
+    assert_eq!(
+        out.trim(),
+        "yes",
+        "the garbage collector may delete any kind"
+    );
+    s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+}

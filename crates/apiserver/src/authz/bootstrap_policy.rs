@@ -8,7 +8,7 @@ use crate::status::ApiError;
 use crate::types::Target;
 use crate::AppState;
 
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 const READ_WRITE: &[&str] = &[
     "get",
@@ -22,17 +22,22 @@ const READ_WRITE: &[&str] = &[
 ];
 const READ_UPDATE: &[&str] = &["get", "list", "watch", "update", "patch"];
 
+/// Upstream's mark of a default role or binding the server may reconcile.
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+/// The key capstan wrote before it used upstream's (older data dirs carry it).
+const OLD_AUTOUPDATE: &str = "rbac.authorization.k8s.io/autoupdate";
+
 const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
 const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
 
 /// A resource rule.
-fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+pub(super) fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
 /// A resource rule limited to names.
-fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+pub(super) fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
 }
 
@@ -42,7 +47,7 @@ fn urls(verbs: &[&str], urls: &[&str]) -> Value {
 }
 
 /// Upstream's `eventsRule()`.
-fn events() -> Value {
+pub(super) fn events() -> Value {
     r(
         &["create", "update", "patch"],
         &["", "events.k8s.io"],
@@ -50,7 +55,7 @@ fn events() -> Value {
     )
 }
 
-fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+pub(super) fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
     let mut l = serde_json::Map::new();
     l.insert("kubernetes.io/bootstrapping".into(), json!("rbac-defaults"));
     for (k, v) in labels {
@@ -62,7 +67,7 @@ fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
         "metadata": {
             "name": name,
             "labels": l,
-            "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
+            "annotations": {AUTOUPDATE: "true"},
         },
         "rules": rules,
     })
@@ -606,6 +611,8 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["subjectaccessreviews"],
                 ),
                 r(READ, &["storage.k8s.io"], &["csinodes"]),
+                // The namespaces inter-pod affinity's namespaceSelector picks.
+                r(READ, &[""], &["namespaces"]),
                 r(READ, &["storage.k8s.io"], &["csidrivers"]),
                 r(READ, &["storage.k8s.io"], &["csistoragecapacities"]),
             ],
@@ -655,18 +662,18 @@ pub fn cluster_roles() -> Vec<Value> {
 }
 
 /// A subject of a default binding.
-enum Subject<'a> {
+pub(super) enum Subject<'a> {
     User(&'a str),
     Group(&'a str),
     ServiceAccount(&'a str, &'a str),
 }
 
-fn binding(role: &str, subjects: &[Subject<'_>]) -> Value {
+pub(super) fn binding(role: &str, subjects: &[Subject<'_>]) -> Value {
     named_binding(role, role, subjects)
 }
 
 /// A default binding whose name is not its role's.
-fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) -> Value {
+pub(super) fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) -> Value {
     let subjects: Vec<Value> = subjects
         .iter()
         .map(|s| match s {
@@ -687,7 +694,7 @@ fn named_binding(name: &str, role: &str, subjects: &[Subject<'_>]) -> Value {
         "metadata": {
             "name": name,
             "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
-            "annotations": {"rbac.authorization.k8s.io/autoupdate": "true"},
+            "annotations": {AUTOUPDATE: "true"},
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
     });
@@ -875,9 +882,86 @@ async fn ensure_in(
         subresource: None,
         manager: None,
     };
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let rules = obj.get("rules").cloned();
     match rest::create_object(state, &t, obj, false).await {
         Ok(_) => Ok(()),
-        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) if e.reason == "AlreadyExists" => match rules {
+            Some(rules) if plural == "clusterroles" => {
+                reconcile_rules(state, &t, &name, &rules).await
+            }
+            _ => Ok(()),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Upstream's reconciliation of a default role (non-tightening): when the stored one is still
+/// marked `rbac.authorization.kubernetes.io/autoupdate: "true"`, the default rules it lacks
+/// are added (a newer version's additions reach an older data dir); rules an admin added stay,
+/// and a role whose annotation is `"false"` is left as it is.
+async fn reconcile_rules(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    want: &Value,
+) -> Result<(), ApiError> {
+    let (old, rev) = rest::read_existing(state, t, name).await?;
+    let annotations = old.pointer("/metadata/annotations");
+    let marked = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
+    if marked(AUTOUPDATE).or(marked(OLD_AUTOUPDATE)) != Some("true") {
+        return Ok(());
+    }
+    let have = old
+        .get("rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let have_rules: Vec<_> = have
+        .iter()
+        .map(crate::authz::rbac::PolicyRule::from_json)
+        .collect();
+    let missing: Vec<Value> = want
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| {
+            let rule = crate::authz::rbac::PolicyRule::from_json(w);
+            !crate::authz::rbac::covers(&have_rules, std::slice::from_ref(&rule)).0
+        })
+        .cloned()
+        .collect();
+    if missing.is_empty() || old.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+        return Ok(());
+    }
+    tracing::info!(
+        verb = "update",
+        resource = "clusterroles",
+        name,
+        added = missing.len(),
+        "default role reconciled"
+    );
+    let mut new = old.clone();
+    new["rules"] = Value::Array(have.into_iter().chain(missing).collect());
+    if let Some(a) = new
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        a.remove(OLD_AUTOUPDATE);
+        a.insert(AUTOUPDATE.into(), json!("true"));
+    }
+    let t = Target {
+        name: Some(name.to_string()),
+        ..t.clone()
+    };
+    match rest::update_object(state, &t, old, rev, new, rev, false).await {
+        Ok(_) => Ok(()),
+        // Another server reconciled it meanwhile.
+        Err(e) if e.reason == "Conflict" => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -885,11 +969,25 @@ async fn ensure_in(
 /// Create the default roles and bindings that are missing (existing ones are left as the
 /// cluster's admins made them).
 pub async fn ensure_bootstrap_policy(state: &AppState) -> Result<(), ApiError> {
-    for role in aggregated_defaults() {
+    for role in aggregated_defaults()
+        .into_iter()
+        .chain(super::controller_policy::cluster_roles())
+    {
         ensure(state, "clusterroles", role).await?;
     }
-    for b in cluster_role_bindings() {
+    for b in cluster_role_bindings()
+        .into_iter()
+        .chain(super::controller_policy::cluster_role_bindings())
+    {
         ensure(state, "clusterrolebindings", b).await?;
+    }
+    for (namespace, roles, bindings) in super::controller_policy::namespaced_policy() {
+        for role in roles {
+            ensure_in(state, "roles", Some(namespace), role).await?;
+        }
+        for b in bindings {
+            ensure_in(state, "rolebindings", Some(namespace), b).await?;
+        }
     }
     let (role, binding) = cluster_info_policy();
     ensure_in(state, "roles", Some("kube-public"), role).await?;

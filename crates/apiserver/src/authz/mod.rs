@@ -4,6 +4,7 @@
 //! user, else refused with upstream's 403.
 
 pub mod bootstrap_policy;
+pub mod controller_policy;
 pub mod escalation;
 pub mod impersonation;
 pub mod node_authorizer;
@@ -251,6 +252,10 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         Err(e) => return e.into_response(),
     };
     // Upstream's order: the Node authorizer, then RBAC.
+    let in_process = req
+        .extensions()
+        .get::<crate::serving::in_process::InProcess>()
+        .is_some();
     let node_reason = match node_authorizer::decide(&state, &user.0, &info).await {
         Ok(node_authorizer::Verdict::Allow) => return next.run(req).await,
         Ok(node_authorizer::Verdict::NotMine) => None,
@@ -264,7 +269,12 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
                 Some(why) if reason.is_empty() => why,
                 _ => reason,
             };
-            tracing::debug!(user = %user.0.username, verb = %info.verb, resource = %info.resource, namespace = %info.namespace, "forbidden");
+            if in_process {
+                // A built-in component lacks a right its role should give: a bug to see.
+                tracing::warn!(user = %user.0.username, verb = %info.verb, resource = %info.resource, subresource = %info.subresource, namespace = %info.namespace, name = %info.name, "built-in component forbidden");
+            } else {
+                tracing::debug!(user = %user.0.username, verb = %info.verb, resource = %info.resource, namespace = %info.namespace, "forbidden");
+            }
             return crate::serving::forbidden::forbidden(&info, &user.0.username, &reason)
                 .into_response();
         }

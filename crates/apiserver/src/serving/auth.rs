@@ -4,7 +4,8 @@
 //! JWT, passes
 //! with its `User` in the request's extensions; any other is a 401. A request with no
 //! credentials is the anonymous user, who may only read the health endpoints and `/version`
-//! (upstream's `system:public-info-viewer`); anything else is upstream's 403.
+//! (upstream's `system:public-info-viewer`); anything else is upstream's 403. This process's
+//! own components come with their `User` already set (`in_process::client_as`).
 
 use std::collections::HashMap;
 
@@ -86,6 +87,17 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         return next.run(req).await;
+    }
+    // This process's own components (`in_process::client_as`): the user they act as is set
+    // by the client, which only in-process code can build (extensions never cross a socket).
+    if req
+        .extensions()
+        .get::<crate::serving::in_process::InProcess>()
+        .is_some()
+    {
+        if let Some(user) = req.extensions().get::<User>().cloned() {
+            return admit(req, next, user).await;
+        }
     }
     // Upstream's union authenticator tries the client certificate before bearer tokens.
     if let Some(ClientCertIdentity(identity)) = req.extensions().get::<ClientCertIdentity>() {

@@ -3,10 +3,12 @@
 
 use axum::http::{header::AUTHORIZATION, HeaderValue, Request};
 
+use crate::serving::user_info::User;
 use crate::{router, AppState};
 
-/// Marks a request as coming from this process's own components. Only `client` below can
-/// set it (it is a request extension, not a header), so no remote client can claim it.
+/// Marks a request as coming from this process's own components. Only the clients below can
+/// set it (it is a request extension, not a header), so no remote client can claim it; with it,
+/// authentication takes the `User` extension the client set (`client_as`).
 #[derive(Clone, Copy, Debug)]
 pub struct InProcess;
 
@@ -22,6 +24,24 @@ pub fn client(state: AppState) -> kube::Client {
         .map_request(move |mut req: Request<kube::client::Body>| {
             req.headers_mut().insert(AUTHORIZATION, bearer.clone());
             req.extensions_mut().insert(InProcess);
+            req
+        })
+        .service(router(state));
+    kube::Client::new(svc, "default")
+}
+
+/// A `kube::Client` like `client`'s whose requests are `user`'s: the user rides along as a
+/// request extension (no token), so RBAC and audit see the component's own identity (the
+/// scheduler as `system:kube-scheduler`, each controller as its service account, the node
+/// agent as its node), as upstream's components authenticate with their own credentials.
+pub fn client_as(state: AppState, user: User) -> kube::Client {
+    let svc = tower::ServiceBuilder::new()
+        .map_request(move |mut req: Request<kube::client::Body>| {
+            // A header could not claim a user, but drop any Authorization a caller set so
+            // the extension is the only credential.
+            req.headers_mut().remove(AUTHORIZATION);
+            req.extensions_mut().insert(InProcess);
+            req.extensions_mut().insert(user.clone());
             req
         })
         .service(router(state));

@@ -64,4 +64,39 @@ impl User {
     pub fn anonymous() -> User {
         ANONYMOUS.clone()
     }
+
+    /// Upstream's loopback identity: the API server's own requests to itself (`system:apiserver`
+    /// in `system:masters`), here the loops upstream runs inside kube-apiserver.
+    pub fn loopback() -> User {
+        User::named("system:apiserver", "", &["system:masters"])
+    }
+
+    /// A user with `system:authenticated` added to `groups`, as every authenticator does.
+    pub fn named(username: &str, uid: &str, groups: &[&str]) -> User {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        groups.push("system:authenticated".into());
+        User(Arc::new(UserInfo {
+            username: username.into(),
+            uid: uid.into(),
+            groups,
+            extra: BTreeMap::new(),
+        }))
+    }
+
+    /// A service account's user as its token would authenticate it (without a token's extra).
+    pub fn service_account(namespace: &str, name: &str, uid: &str) -> User {
+        User::named(
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            uid,
+            &[
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{namespace}"),
+            ],
+        )
+    }
+
+    /// A node's user (`system:node:<name>` in `system:nodes`), as its client certificate is.
+    pub fn node(name: &str) -> User {
+        User::named(&format!("system:node:{name}"), "", &["system:nodes"])
+    }
 }
