@@ -558,7 +558,8 @@ spec:
         "auth",
         "can-i",
         "create",
-        "pods/binding",
+        "pods",
+        "--subresource=binding",
         "--as=system:kube-scheduler",
     ]));
     assert_eq!(out.trim(), "yes");
