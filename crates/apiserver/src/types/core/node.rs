@@ -103,23 +103,35 @@ impl Strategy for Node {
         let ready = arr(o, "/status/conditions")
             .iter()
             .find(|c| s(c, "/type") == "Ready");
+        // upstream's printNode: Ready/NotReady from the Ready condition, Unknown without one.
         let mut status = match ready.map(|c| s(c, "/status")) {
             Some("True") => "Ready".to_string(),
-            _ => "NotReady".to_string(),
+            Some(_) => "NotReady".to_string(),
+            None => "Unknown".to_string(),
         };
         if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
             status.push_str(",SchedulingDisabled");
         }
-        let roles: Vec<String> = o
+        // findNodeRoles: `node-role.kubernetes.io/<role>` keys and the legacy
+        // `kubernetes.io/role` value, sorted, once each.
+        let mut roles = std::collections::BTreeSet::new();
+        for (k, v) in o
             .pointer("/metadata/labels")
             .and_then(Value::as_object)
-            .map(|l| {
-                l.keys()
-                    .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+        {
+            if let Some(role) = k.strip_prefix("node-role.kubernetes.io/") {
+                if !role.is_empty() {
+                    roles.insert(role.to_string());
+                }
+            } else if k == "kubernetes.io/role" {
+                if let Some(role) = v.as_str().filter(|r| !r.is_empty()) {
+                    roles.insert(role.to_string());
+                }
+            }
+        }
+        let roles: Vec<String> = roles.into_iter().collect();
         let addr = |t: &str| {
             arr(o, "/status/addresses")
                 .iter()
@@ -143,5 +155,21 @@ impl Strategy for Node {
 
     fn field_selectors(&self) -> &'static [&'static str] {
         &["spec.unschedulable"]
+    }
+}
+
+#[cfg(test)]
+mod printer_tests {
+    use super::*;
+
+    #[test]
+    fn nodes_print_as_upstreams_print_node() {
+        let node = json!({"metadata": {"name": "n", "labels": {
+            "node-role.kubernetes.io/worker": "", "node-role.kubernetes.io/control-plane": "",
+            "kubernetes.io/role": "edge", "node-role.kubernetes.io/": "x"}},
+            "spec": {"unschedulable": true}, "status": {}});
+        let cells = Node.cells(&node).expect("cells");
+        assert_eq!(cells[1], json!("Unknown,SchedulingDisabled"));
+        assert_eq!(cells[2], json!("control-plane,edge,worker"));
     }
 }
