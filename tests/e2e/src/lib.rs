@@ -524,3 +524,10 @@ impl Drop for Agent {
         }
     }
 }
+
+/// The attempt count in a controller's failure message (`… (attempt 3; next attempt in 1s at
+/// …)`). Tests compare it with `>=`: under load a poll can miss an attempt's short window.
+pub fn attempt_in(message: &str) -> Option<u32> {
+    let rest = message.rsplit_once("(attempt ")?.1;
+    rest.split(';').next()?.trim().parse().ok()
+}

@@ -1077,7 +1077,7 @@ fn every_other_built_in_type_is_stored_defaulted_and_printed() {
     assert!(
         nodes
             .lines()
-            .any(|l| l.starts_with("node-a") && l.contains("NotReady") && l.contains("worker")),
+            .any(|l| l.starts_with("node-a") && l.contains("Unknown") && l.contains("worker")),
         "{nodes}"
     );
     let pdb = s.kubectl_ok(&["get", "pdb"]);
