@@ -745,6 +745,19 @@ impl Runtime {
 
     /// Starts `argv` in a running container with the given stdio (pipes, or a pty's slave)
     /// and no time limit: the exec shim's exit code is the process's.
+    /// The running container's init pid and its cgroup (relative to each hierarchy's root),
+    /// for work in its namespaces by path (`/proc/<pid>/root/…`): the cgroup lets the caller
+    /// check afterwards that the pid was not reused by another process meanwhile.
+    pub async fn running_init(&self, id: &str) -> Option<(u32, String)> {
+        match self.state(id).await {
+            Ok(ContainerState::Running { pid, .. }) => {
+                let file = self.container_file(id).ok()?;
+                Some((pid, file.cgroup_path))
+            }
+            _ => None,
+        }
+    }
+
     pub async fn exec_stream(
         &self,
         id: &str,

@@ -350,10 +350,13 @@ impl Pty {
 /// its command exits (the master would never read EOF). The master is non-blocking.
 /// A pty for an exec session: from the container's own devpts when its init is known (so
 /// `tty` in the container names a device it can see, as with runc's console), else the host's.
-fn open_pty(container_pid: Option<u32>) -> nix::Result<(OwnedFd, OwnedFd)> {
-    if let Some(pid) = container_pid {
+fn open_pty(container_init: Option<(u32, String)>) -> nix::Result<(OwnedFd, OwnedFd)> {
+    if let Some((pid, cgroup)) = container_init {
         match container_pty(pid) {
-            Ok(pair) => return Ok(pair),
+            // Opened through the pid's root: the pid must still be the container's (in its
+            // cgroup), not a process that took the number after the container ended.
+            Ok(pair) if in_cgroup(pid, &cgroup) => return Ok(pair),
+            Ok(_) => tracing::debug!(pid, "exec: the container's init is gone; the host's pty"),
             // A container without its own devpts (e.g. the host's /dev mounted in): the
             // host's pty still gives a working terminal.
             Err(e) => tracing::debug!(pid, error = %e, "exec: no pty from the container's devpts"),
@@ -389,6 +392,17 @@ fn container_pty(pid: u32) -> nix::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: the ioctl just returned this descriptor and nothing else owns it.
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+/// Whether `pid` is in the cgroup `rel` (relative to a hierarchy's root) by its
+/// `/proc/<pid>/cgroup` lines (`N:controllers:/path`, v1 and v2 alike).
+fn in_cgroup(pid: u32, rel: &str) -> bool {
+    let want = format!("/{}", rel.trim_start_matches('/'));
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| {
+        text.lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|path| path == want || path.ends_with(&want))
+    })
 }
 
 fn host_pty() -> nix::Result<(OwnedFd, OwnedFd)> {
@@ -499,11 +513,8 @@ async fn run_process(
     let mut tasks = Vec::new();
     let mut drains = Vec::new();
     let mut child = if opts.tty {
-        let init_pid = match runtime.state(container_id).await {
-            Ok(crate::runtime::ContainerState::Running { pid, .. }) => Some(pid),
-            _ => None,
-        };
-        let (master, slave_fd) = open_pty(init_pid).map_err(|e| format!("opening a pty: {e}"))?;
+        let init = runtime.running_init(container_id).await;
+        let (master, slave_fd) = open_pty(init).map_err(|e| format!("opening a pty: {e}"))?;
         let slave = |fd: &OwnedFd| -> Result<Stdio, String> {
             Ok(Stdio::from(
                 fd.try_clone().map_err(|e| format!("dup of the pty: {e}"))?,

@@ -1,7 +1,7 @@
 //! A kube-rs client over the in-process router (no socket, no TLS): how the built-in
 //! scheduler, controllers and simulated nodes talk to this server, as ordinary API clients.
 
-use axum::http::{header::AUTHORIZATION, HeaderValue, Request};
+use axum::http::{header::AUTHORIZATION, Request};
 
 use crate::serving::user_info::User;
 use crate::{router, AppState};
@@ -13,24 +13,16 @@ use crate::{router, AppState};
 pub struct InProcess;
 
 /// A `kube::Client` whose requests enter the same router, middleware and admission as a
-/// remote client's, authenticated as the admin (the token never leaves the process). Its
+/// remote client's, as the admin (`system:admin` in `system:masters`: the API server's own
+/// loops and simulated nodes), through `client_as` like every other component. Its
 /// requests and watches take no places among clients' (`--max-requests-inflight`,
 /// `--max-watches`), as upstream exempts its own privileged components: the controllers'
 /// watches must not crowd out users, nor a crowd of users stop the controllers.
 pub fn client(state: AppState) -> kube::Client {
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", state.admin_token))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
-    let svc = tower::ServiceBuilder::new()
-        .map_request(move |mut req: Request<kube::client::Body>| {
-            req.headers_mut().insert(AUTHORIZATION, bearer.clone());
-            req.extensions_mut().insert(InProcess);
-            req
-        })
-        .service(router(state));
-    kube::Client::new(svc, "default")
+    client_as(state, User::admin())
 }
 
-/// A `kube::Client` like `client`'s whose requests are `user`'s: the user rides along as a
+/// A `kube::Client` over the router whose requests are `user`'s: the user rides along as a
 /// request extension (no token), so RBAC and audit see the component's own identity (the
 /// scheduler as `system:kube-scheduler`, each controller as its service account, the node
 /// agent as its node), as upstream's components authenticate with their own credentials.
