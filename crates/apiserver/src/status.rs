@@ -282,7 +282,7 @@ impl From<capstan_store::StoreError> for ApiError {
                 "Timeout",
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
-            E::Closed => ApiError::new(
+            E::Closed | E::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 e.to_string(),

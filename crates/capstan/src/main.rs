@@ -2,9 +2,11 @@
 
 mod agent_flags;
 mod agent_join;
+mod backup;
 mod cluster_signer;
 mod controller_flags;
 mod data_dir;
+mod datastore;
 mod fd_limit;
 mod heap;
 mod join_token;
@@ -26,7 +28,7 @@ use capstan_apiserver::housekeeping::bootstrap;
 use capstan_apiserver::serving::user_info::User;
 use capstan_apiserver::serving::{pki, serve};
 use capstan_apiserver::{router, AppState};
-use capstan_store::{CompactionConfig, SqliteConfig, SqliteStore, Store};
+use capstan_store::CompactionConfig;
 
 /// The first node block of the default `--cluster-cidr` (k3s's server node gets the same).
 const DEFAULT_POD_CIDR: &str = "10.42.0.0/24";
@@ -70,7 +72,8 @@ enum TokenCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run a single-node cluster: API server on an embedded SQLite store.
+    /// Run a cluster: API server (on an embedded SQLite store, or on etcd shared with other
+    /// servers), scheduler, controllers and this machine as a node.
     Server {
         /// Where the database, certificates, token and kubeconfig live.
         #[arg(long, env = "CAPSTAN_DATA_DIR")]
@@ -131,6 +134,8 @@ enum Command {
         agent_flags: agent_flags::AgentFlags,
         #[command(flatten)]
         security: security_flags::SecurityFlags,
+        #[command(flatten)]
+        datastore: datastore::DatastoreFlags,
     },
     /// Manage the node agent's image store (works while the server runs).
     Images {
@@ -230,6 +235,25 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write a consistent snapshot of the cluster's store (every key at one revision) to
+    /// FILE, while the server runs: the data dir's SQLite file, or the etcd datastore.
+    Backup {
+        file: PathBuf,
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        datastore: datastore::DatastoreFlags,
+    },
+    /// Make a new store from a snapshot, every object at its resourceVersion: a new data
+    /// dir's SQLite file, or an empty etcd datastore (so a cluster moves between the two).
+    /// Copy the old data dir's pki/ and admin-token beside it to keep the same identity.
+    Restore {
+        file: PathBuf,
+        #[arg(long, env = "CAPSTAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        datastore: datastore::DatastoreFlags,
     },
     /// Measure a Kubernetes API server (capstan or any other) named by a kubeconfig.
     Bench {
@@ -343,6 +367,7 @@ fn main() -> anyhow::Result<()> {
             no_agent,
             agent_flags,
             security,
+            datastore,
         } => {
             let mut agent_flags = agent_flags;
             agent_flags.node_lease_duration_seconds = sim.node_lease_duration_seconds;
@@ -383,6 +408,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 agent: (!no_agent).then_some(agent_flags),
                 security,
+                datastore,
             }));
             // The server runs on a worker (big stack), not on this main thread.
             let result = rt.block_on(server);
@@ -473,7 +499,7 @@ fn main() -> anyhow::Result<()> {
                     max_concurrent_binds,
                 };
                 tokio::select! {
-                    _ = capstan_scheduler::run(client, opts) => {}
+                    _ = schedule_while_leading(client, opts, Duration::from_secs(15)) => {}
                     signal = shutdown_signal() => tracing::info!(signal, "scheduler stopping"),
                 }
                 anyhow::Ok(())
@@ -535,6 +561,30 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Backup {
+            file,
+            data_dir,
+            datastore,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(backup::backup(
+                &file,
+                &data_dir.unwrap_or_else(default_data_dir),
+                &datastore,
+            )),
+        Command::Restore {
+            file,
+            data_dir,
+            datastore,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(backup::restore(
+                &file,
+                &data_dir.unwrap_or_else(default_data_dir),
+                &datastore,
+            )),
         Command::Bench {
             kubeconfig,
             context,
@@ -607,6 +657,34 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Run the scheduler only while holding the `kube-scheduler` Lease (upstream's
+/// `--leader-elect`), so servers sharing a store schedule each pod once and another server
+/// takes over within the lease duration when the holder dies.
+async fn schedule_while_leading(
+    client: kube::Client,
+    opts: capstan_scheduler::Options,
+    lease_duration: Duration,
+) {
+    let run_client = client.clone();
+    capstan_controllers::leader::lead(
+        client,
+        capstan_controllers::leader::Leadership {
+            lease: "kube-scheduler",
+            identity: capstan_controllers::context::default_identity(),
+            duration: lease_duration,
+            field_manager: "capstan-scheduler",
+            what: "scheduler",
+        },
+        move || {
+            vec![tokio::spawn(capstan_scheduler::run(
+                run_client.clone(),
+                opts.clone(),
+            ))]
+        },
+    )
+    .await
+}
+
 /// Everything `capstan server` is configured with.
 struct ServerOptions {
     data_dir: PathBuf,
@@ -627,6 +705,8 @@ struct ServerOptions {
     agent: Option<agent_flags::AgentFlags>,
     /// Audit log and encryption at rest.
     security: security_flags::SecurityFlags,
+    /// SQLite in the data dir, or etcd.
+    datastore: datastore::DatastoreFlags,
 }
 
 async fn server(opts: ServerOptions) -> anyhow::Result<()> {
@@ -645,15 +725,14 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         controllers,
         agent,
         security,
+        datastore,
     } = opts;
     let started = Instant::now();
     data_dir::private_umask();
     // One server per data dir: a second one would corrupt the first's writes.
     let dir = data_dir::open(&data_dir)?;
     let data_dir = dir.path.clone();
-    let mut store_config = SqliteConfig::new(data_dir.join("store.db"));
-    store_config.compaction = Some(compaction);
-    let store = SqliteStore::open(store_config).context("opening the store")?;
+    let store = datastore::open(&datastore, &data_dir, compaction).await?;
     // In-cluster clients verify the server by the `kubernetes` Service's ClusterIP and DNS
     // names (KUBERNETES_SERVICE_HOST), as upstream's serving certificate names them.
     let mut hosts = vec![
@@ -702,7 +781,7 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         &pki.kubelet_client,
     )
     .context("preparing the kubelet client certificate")?;
-    let api_store = security.wrap_store(store.clone() as Arc<dyn Store>)?;
+    let api_store = security.wrap_store(store.store())?;
     let state = security
         .apply(AppState::new(api_store, &token))?
         .with_kubelet_client(kubelet_client)
@@ -753,9 +832,13 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
             state.clone(),
             User::named("system:kube-scheduler", "", &[]),
         );
-        tokio::spawn(capstan_scheduler::run(
+        let lease_duration = controllers
+            .as_ref()
+            .map_or(Duration::from_secs(15), |o| o.lease_duration);
+        tokio::spawn(schedule_while_leading(
             client,
             capstan_scheduler::Options::default(),
+            lease_duration,
         ));
     }
     // Without the node-ipam loop here, this server's own node takes the cluster's first

@@ -89,7 +89,7 @@ impl Default for Options {
 }
 
 /// Upstream's `<hostname>_<uuid>`: unique across machines and restarts.
-fn default_identity() -> String {
+pub fn default_identity() -> String {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())

@@ -39,12 +39,20 @@ impl Default for Options {
 /// loop decides, binds run concurrently.
 pub async fn run(client: Client, opts: Options) {
     let shared = Arc::new(state::Shared::default());
-    let watches = informers::spawn(&client, &shared);
+    // Ended with the scheduler, also when its task is aborted (leadership lost).
+    let _watches = AbortOnDrop(informers::spawn(&client, &shared));
     tracing::info!(binds = opts.max_concurrent_binds, "scheduler started");
     scheduler::Loop::new(client, shared, opts.max_concurrent_binds)
         .run()
         .await;
-    for w in watches {
-        w.abort();
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for w in &self.0 {
+            w.abort();
+        }
     }
 }

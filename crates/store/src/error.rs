@@ -38,6 +38,11 @@ pub enum StoreError {
     /// The backend (SQLite, etcd) failed; the message carries its words.
     #[error("storage backend failure: {0}")]
     Backend(String),
+    /// The backend cannot be reached or did not answer in time (an etcd cluster without a
+    /// quorum, a request timeout). A write that failed this way may or may not have been
+    /// applied; it was never acknowledged.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     /// The disk (or the backend's quota) is full: nothing was written; writes work again
     /// once space is freed.
     #[error("the store is out of space: {0}")]

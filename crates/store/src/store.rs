@@ -2,7 +2,7 @@
 //! plus convenience helpers built only on the trait's operations.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,27 +19,66 @@ use crate::types::{
 /// is cut off (lagged, compacted, closed); events already yielded stay valid.
 pub struct WatchStream {
     inner: Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>>> + Send>>,
+    progress: WatchProgress,
+}
+
+/// How far a stream has got, for Kubernetes bookmarks. Shared by a stream and any stream
+/// that wraps it (the encryption layer), so the wrapper reports what the inner one knows.
+#[derive(Clone)]
+pub struct WatchProgress {
     live: Arc<AtomicBool>,
+    /// Set by backends whose watches do not see the store's revision move (etcd): the
+    /// revision up to which every change in range has been queued to the stream.
+    reported: Option<Arc<AtomicI64>>,
+}
+
+impl WatchProgress {
+    /// A stream that is live once `live` is set: from then on, whenever it has nothing
+    /// ready, it has yielded every change up to the store's current revision.
+    pub fn after_replay(live: Arc<AtomicBool>) -> Self {
+        WatchProgress {
+            live,
+            reported: None,
+        }
+    }
+
+    /// A stream that reports its own progress revision (always live).
+    pub fn reported(revision: Arc<AtomicI64>) -> Self {
+        WatchProgress {
+            live: Arc::new(AtomicBool::new(true)),
+            reported: Some(revision),
+        }
+    }
 }
 
 impl WatchStream {
     pub fn new(
         inner: Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>>> + Send>>,
-        live: Arc<AtomicBool>,
+        progress: WatchProgress,
     ) -> Self {
-        WatchStream { inner, live }
+        WatchStream { inner, progress }
     }
 
     /// True once history replay is over. From then on, whenever the stream has nothing
-    /// ready, every change up to the store's current revision has been yielded: a watch
-    /// can report that revision as its progress (a Kubernetes bookmark).
+    /// ready, every change up to `progress_revision` (when the stream reports one) or else
+    /// up to the store's current revision has been yielded: a watch can report that
+    /// revision as its progress (a Kubernetes bookmark).
     pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire)
+        self.progress.live.load(Ordering::Acquire)
     }
 
-    /// The flag behind `is_live`, for a stream that wraps this one (it stays live with it).
-    pub fn live_flag(&self) -> Arc<AtomicBool> {
-        self.live.clone()
+    /// The revision this stream vouches for, when its backend reports one (read it before
+    /// draining what is ready, then report it only if the stream is live).
+    pub fn progress_revision(&self) -> Option<Revision> {
+        self.progress
+            .reported
+            .as_ref()
+            .map(|r| r.load(Ordering::Acquire))
+    }
+
+    /// What this stream knows of its progress, for a stream that wraps it.
+    pub fn progress(&self) -> WatchProgress {
+        self.progress.clone()
     }
 }
 

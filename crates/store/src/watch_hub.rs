@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::error::{Result, StoreError};
-use crate::store::WatchStream;
+use crate::store::{WatchProgress, WatchStream};
 use crate::types::{KeyRange, Revision, WatchEvent};
 
 /// Tuning of the hub.
@@ -344,7 +344,7 @@ pub fn watch_stream(
         let item = next_event(&mut st).await?;
         Some((item, st))
     }));
-    WatchStream::new(inner, live)
+    WatchStream::new(inner, WatchProgress::after_replay(live))
 }
 
 async fn next_event(st: &mut StreamState) -> Option<Result<Arc<WatchEvent>>> {

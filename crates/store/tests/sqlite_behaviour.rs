@@ -186,8 +186,11 @@ async fn churn_with_compaction_keeps_files_bounded() {
         store.compacted_revision().await.unwrap() > 0,
         "compaction never ran"
     );
+    // Bounded, not flat: under load the compactor can fall a round or two behind and the
+    // file keeps that high-water mark (CI saw +26% at round 35, then flat). Without
+    // compaction it would grow by ~1 MiB every round, 10x by the end.
     assert!(
-        late <= warm + warm / 4,
+        late <= warm * 2,
         "the database kept growing: {warm} bytes early, {late} bytes late"
     );
     assert!(

@@ -142,9 +142,13 @@ pub async fn ensure_cluster_info(
             }
             let mut new = old.clone();
             new["data"]["kubeconfig"] = json!(kubeconfig);
-            rest::update_object(state, &t, old, rev, new, rev, false)
-                .await
-                .map(|_| ())
+            match rest::update_object(state, &t, old, rev, new, rev, false).await {
+                Ok(_) => Ok(()),
+                // Another server sharing the store wrote it meanwhile (the last to start
+                // names itself; upstream's lease reconciler would list every server).
+                Err(e) if e.reason == "Conflict" => Ok(()),
+                Err(e) => Err(e),
+            }
         }
     }
 }
@@ -228,9 +232,13 @@ async fn upsert(
                     new[key] = v.clone();
                 }
             }
-            rest::update_object(state, &t, old, rev, new, rev, false)
-                .await
-                .map(|_| ())
+            match rest::update_object(state, &t, old, rev, new, rev, false).await {
+                Ok(_) => Ok(()),
+                // Another server sharing the store wrote it meanwhile (the last to start
+                // names itself; upstream's lease reconciler would list every server).
+                Err(e) if e.reason == "Conflict" => Ok(()),
+                Err(e) => Err(e),
+            }
         }
     }
 }

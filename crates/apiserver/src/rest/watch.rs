@@ -323,7 +323,10 @@ pub async fn watch(
                     // Progress, not just the last event: read the store's revision, hand
                     // over everything already queued, and if the stream is live and idle
                     // every change up to that revision has been seen.
-                    let target = store.current_revision().await.unwrap_or(last);
+                    let target = match stream.progress_revision() {
+                        Some(reported) => reported,
+                        None => store.current_revision().await.unwrap_or(last),
+                    };
                     while let Some(item) = stream.next().now_or_never() {
                         if !deliver(item, &tx, &enc, &sel, &mut last).await {
                             return;

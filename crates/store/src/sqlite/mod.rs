@@ -182,6 +182,20 @@ impl SqliteStore {
     }
 }
 
+/// A consistent copy of every key at the database's current revision, read in one
+/// transaction over a read-only connection: it works while a server has the file open.
+pub fn snapshot_file(path: &Path) -> Result<crate::snapshot::Snapshot> {
+    let mut conn = schema::open_reader(path)?;
+    let all = reader::range(
+        &mut conn,
+        &RangeRequest::new(KeyRange::prefix(Bytes::new())),
+    )?;
+    Ok(crate::snapshot::Snapshot {
+        revision: all.revision,
+        kvs: all.kvs,
+    })
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();

@@ -115,7 +115,7 @@ impl Store for EncryptingStore {
         start_revision: Revision,
     ) -> capstan_store::Result<WatchStream> {
         let inner = self.inner.watch(range, start_revision).await?;
-        let live = inner.live_flag();
+        let progress = inner.progress();
         let rules = self.rules.clone();
         let stream = inner.map(move |item| {
             let ev = item?;
@@ -130,7 +130,7 @@ impl Store for EncryptingStore {
             }
             Ok(Arc::new(ev))
         });
-        Ok(WatchStream::new(Box::pin(stream), live))
+        Ok(WatchStream::new(Box::pin(stream), progress))
     }
 
     async fn compact(&self, revision: Revision) -> capstan_store::Result<()> {
