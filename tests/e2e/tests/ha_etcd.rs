@@ -120,16 +120,7 @@ async fn three_servers_on_etcd_survive_a_killed_server_and_member() {
 
     // kubectl writes through A and watches through B: B's watch is fed by etcd, not by A.
     a.kubectl_ok(&["create", "namespace", "ha"]);
-    let follow = b.kubectl_follow(&[
-        "-n",
-        "ha",
-        "get",
-        "configmaps",
-        "--watch",
-        "--output-watch-events",
-        "-o",
-        "name",
-    ]);
+    let follow = b.kubectl_follow(&["-n", "ha", "get", "configmaps", "--watch", "-o", "name"]);
     a.kubectl_ok(&[
         "-n",
         "ha",
@@ -139,7 +130,7 @@ async fn three_servers_on_etcd_survive_a_killed_server_and_member() {
         "--from-literal=k=v",
     ]);
     follow.wait_for_line("the watch through B", Duration::from_secs(20), |l| {
-        l.contains("ADDED") && l.contains("configmap/through-a")
+        l.trim() == "configmap/through-a"
     });
     // Served types follow etcd too: a CRD made through C is served by A.
     let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -425,12 +416,13 @@ async fn a_backup_under_load_restores_to_sqlite_and_to_etcd() {
             i
         }));
     }
-    wait_for("writes under way", Duration::from_secs(30), || {
+    // Every ConfigMap made, updates under way.
+    wait_for("writes under way", Duration::from_secs(60), || {
         original
             .kubectl_ok(&["-n", "load", "get", "configmaps", "-o", "name"])
             .lines()
             .count()
-            .ge(&300)
+            .ge(&600)
             .then_some(())
     });
     let file = original_dir.path().join("backup.snap");
@@ -440,10 +432,6 @@ async fn a_backup_under_load_restores_to_sqlite_and_to_etcd() {
         "--data-dir",
         original_dir.path().to_str().unwrap(),
     ]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        assert!(w.await.unwrap() > 200, "the writers were still writing");
-    }
     // "snapshot of N keys at revision R"
     let revision = printed
         .split_whitespace()
@@ -451,8 +439,21 @@ async fn a_backup_under_load_restores_to_sqlite_and_to_etcd() {
         .expect("the snapshot's revision")
         .to_string();
     let at_backup = config_maps(&c, "load", Some(&revision)).await;
-    assert!(at_backup.len() >= 300);
-    let now = config_maps(&c, "load", None).await;
+    assert!(at_backup.len() >= 600);
+    // The writers went on past the backup's revision before they stop.
+    let rev: u64 = revision.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let now = loop {
+        let now = config_maps(&c, "load", None).await;
+        if now.values().any(|v| v.parse::<u64>().unwrap() > rev + 100) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no writes after the backup");
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        assert!(w.await.unwrap() > 200, "the writers were updating");
+    }
     assert_ne!(now, at_backup, "writes went on after the backup");
 
     // Into a new SQLite data dir (with the cluster's CA and token), served as it was.

@@ -634,6 +634,8 @@ fn ns_binding(namespace: &str, name: &str, role: &str, subjects: &[Subject<'_>])
 /// The Role kube-lease-manager's patches of the controller-manager Lease need beyond
 /// upstream's `get`/`update` (client-go's leader election updates; this crate patches).
 pub const KCM_LEASE_PATCH_ROLE: &str = "capstan:leader-locking-kube-controller-manager";
+/// The same for the scheduler's `kube-scheduler` Lease (capstan's leader election patches).
+pub const SCHED_LEASE_PATCH_ROLE: &str = "capstan:leader-locking-kube-scheduler";
 
 /// Upstream's namespaced Roles and RoleBindings (kube-system, kube-public), plus capstan's one
 /// for the controller-manager's Lease patches: (namespace, Roles, RoleBindings).
@@ -711,6 +713,16 @@ pub fn namespaced_policy() -> Vec<(&'static str, Vec<Value>, Vec<Value>)> {
                         &["kube-controller-manager"],
                     )],
                 ),
+                ns_role(
+                    SYS,
+                    SCHED_LEASE_PATCH_ROLE,
+                    vec![named(
+                        &["patch"],
+                        &["coordination.k8s.io"],
+                        &["leases"],
+                        &["kube-scheduler"],
+                    )],
+                ),
             ],
             vec![
                 ns_binding(
@@ -752,6 +764,12 @@ pub fn namespaced_policy() -> Vec<(&'static str, Vec<Value>, Vec<Value>)> {
                     KCM_LEASE_PATCH_ROLE,
                     KCM_LEASE_PATCH_ROLE,
                     &[User(KCM)],
+                ),
+                ns_binding(
+                    SYS,
+                    SCHED_LEASE_PATCH_ROLE,
+                    SCHED_LEASE_PATCH_ROLE,
+                    &[User(SCHED)],
                 ),
             ],
         ),

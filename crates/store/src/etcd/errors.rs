@@ -72,6 +72,22 @@ fn from_status(status: &tonic::Status, what: Context) -> StoreError {
     }
 }
 
+/// Whether the request failed before it reached etcd (no connection to the member the
+/// channel picked): a write that failed so was not applied and may be sent again.
+pub fn never_sent(e: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return matches!(e, etcd_client::Error::TransportError(_));
+    };
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// etcd's words for "no quorum now, try again" that some versions send with code Unknown.
 fn is_availability(message: &str) -> bool {
     [
@@ -82,6 +98,8 @@ fn is_availability(message: &str) -> bool {
         "not capable",
         "transport is closing",
         "error reading from server",
+        // tonic's word for a connection that broke under a request (a member killed).
+        "transport error",
         "connection refused",
     ]
     .iter()

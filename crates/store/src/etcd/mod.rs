@@ -23,7 +23,7 @@ use crate::store::{Store, WatchStream};
 use crate::types::{
     prefix_end, KeyRange, KeyValue, Op, RangeRequest, RangeResponse, Revision, Txn, TxnResponse,
 };
-use errors::{from_etcd, Context};
+use errors::{from_etcd, never_sent, Context};
 
 /// Client certificate, key and CA for an etcd that requires TLS (PEM).
 #[derive(Debug, Clone)]
@@ -231,6 +231,32 @@ impl EtcdStore {
         e
     }
 
+    /// A transaction, sent again only when it never reached etcd (the balanced channel
+    /// picked a member that is down): anything else may have been applied, and is the
+    /// caller's error.
+    async fn send_txn(&self, request: etcd_client::Txn) -> Result<etcd_client::TxnResponse> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let mut kv = self.kv();
+            let left = self.timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, kv.txn(request.clone())).await {
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) if never_sent(&e) && started.elapsed() + pause < self.timeout => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => return Err(self.learn(from_etcd(e, Context::Write))),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd did not answer within {:?}",
+                        self.timeout
+                    )))
+                }
+            }
+        }
+    }
+
     /// A read, retried on a transport failure (a member that just went away) while the
     /// deadline allows: reads are safe to repeat, writes are not.
     async fn get(
@@ -373,8 +399,7 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(ops)
             .or_else(reads);
-        let mut kv = self.kv();
-        let resp = self.deadline(Context::Write, kv.txn(request)).await?;
+        let resp = self.send_txn(request).await?;
         let revision = header_revision(resp.header())?;
         let prefix_len = self.prefix.len();
         let answers = resp.op_responses();
@@ -459,8 +484,7 @@ impl Store for EtcdStore {
                 mod_revision,
             )])
             .and_then(vec![TxnOp::put(key, revision.to_string(), None)]);
-        let mut kv = self.kv();
-        let claimed = self.deadline(Context::Write, kv.txn(claim)).await?;
+        let claimed = self.send_txn(claim).await?;
         if !claimed.succeeded() {
             return Ok(());
         }

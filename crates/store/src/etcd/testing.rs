@@ -25,6 +25,28 @@ pub struct EtcdCluster {
     token: String,
 }
 
+const DIR_PREFIX: &str = "capstan-etcd-";
+
+/// A cluster kept in a static for a whole test binary is never dropped: its members die
+/// with the process, its directory stays. Remove those of processes that are gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next() else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     // Held together so no two are the same; released just before etcd binds them.
     let listeners = (0..n)
@@ -66,8 +88,9 @@ impl EtcdCluster {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
+        remove_stale_dirs();
         let token = format!(
-            "capstan-{}-{}-{nanos}",
+            "{DIR_PREFIX}{}-{}-{nanos}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
