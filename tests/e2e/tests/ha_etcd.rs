@@ -176,6 +176,38 @@ async fn three_servers_on_etcd_survive_a_killed_server_and_member() {
         via_a.clone(),
     ));
 
+    // Service addresses stay unique when three servers allocate at once (the allocation
+    // keys go into each Service's etcd transaction).
+    let mut makers = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let c = c.clone();
+        makers.push(tokio::spawn(async move {
+            let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c, "ha");
+            let mut made = Vec::new();
+            for j in 0..10 {
+                let svc = serde_json::from_value(json!({"metadata": {"name": format!("s{i}-{j}")},
+                    "spec": {"type": "NodePort", "ports": [{"port": 80}]}}))
+                .unwrap();
+                let s = api.create(&PostParams::default(), &svc).await.unwrap();
+                let spec = s.spec.unwrap();
+                made.push((
+                    spec.cluster_ip.unwrap(),
+                    spec.ports.unwrap()[0].node_port.unwrap(),
+                ));
+            }
+            made
+        }));
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    let mut node_ports = std::collections::BTreeSet::new();
+    for m in makers {
+        for (ip, port) in m.await.unwrap() {
+            assert!(ips.insert(ip.clone()), "ClusterIP {ip} given twice");
+            assert!(node_ports.insert(port), "NodePort {port} given twice");
+        }
+    }
+    assert_eq!((ips.len(), node_ports.len()), (30, 30));
+
     // Concurrent writers through all three servers; only what was acknowledged counts.
     const WRITERS: usize = 4;
     const EACH: usize = 150;

@@ -136,10 +136,10 @@ impl EtcdStore {
             compactor: Mutex::new(None),
         });
         // The first request proves a quorum answers, and loads the compacted revision.
-        store
-            .compacted_revision()
-            .await
-            .map_err(|e| unreachable_at_start(endpoints, &e.to_string()))?;
+        store.compacted_revision().await.map_err(|e| match e {
+            StoreError::Unavailable(why) => unreachable_at_start(endpoints, &why),
+            other => unreachable_at_start(endpoints, &other.to_string()),
+        })?;
         if let Some(cc) = config.compaction {
             let handle = compactor::spawn(Arc::downgrade(&(store.clone() as Arc<dyn Store>)), cc);
             *store.compactor.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
