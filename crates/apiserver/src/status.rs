@@ -287,6 +287,11 @@ impl From<capstan_store::StoreError> for ApiError {
                 "ServiceUnavailable",
                 e.to_string(),
             ),
+            E::TooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                e.to_string(),
+            ),
             E::NoSpace(_) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "InternalError",
@@ -308,6 +313,29 @@ mod tests {
 
     fn body(e: &ApiError) -> String {
         String::from_utf8(status_body(e)).unwrap()
+    }
+
+    #[test]
+    fn store_failures_are_statuses_with_their_codes() {
+        use capstan_store::StoreError as E;
+        let code = |e: E| ApiError::from(e).code;
+        assert_eq!(
+            code(E::Unavailable("etcd: no leader".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            code(E::TooLarge("etcd: request is too large".into())),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            code(E::NoSpace("full".into())),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        let gone = ApiError::from(E::Compacted {
+            requested: 5,
+            oldest_available: 9,
+        });
+        assert_eq!((gone.code, gone.reason), (StatusCode::GONE, "Expired"));
     }
 
     #[test]

@@ -565,26 +565,18 @@ fn main() -> anyhow::Result<()> {
             file,
             data_dir,
             datastore,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(backup::backup(
-                &file,
-                &data_dir.unwrap_or_else(default_data_dir),
-                &datastore,
-            )),
+        } => {
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            runtime()?.block_on(backup::backup(&file, &data_dir, &datastore))
+        }
         Command::Restore {
             file,
             data_dir,
             datastore,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(backup::restore(
-                &file,
-                &data_dir.unwrap_or_else(default_data_dir),
-                &datastore,
-            )),
+        } => {
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            runtime()?.block_on(backup::restore(&file, &data_dir, &datastore))
+        }
         Command::Bench {
             kubeconfig,
             context,
@@ -655,6 +647,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The runtime of a one-shot command (backup, restore).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Run the scheduler only while holding the `kube-scheduler` Lease (upstream's

@@ -2,7 +2,7 @@
 //! (5 minutes by default) so watchers can resume, and drop everything older.
 
 use std::collections::VecDeque;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
@@ -70,4 +70,30 @@ pub fn spawn(store: Weak<dyn Store>, config: CompactionConfig) -> tokio::task::J
             }
         }
     })
+}
+
+/// A store's running compactor (none until started): both backends hold one and stop it
+/// when they close.
+#[derive(Default)]
+pub struct Compactor(Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl Compactor {
+    /// Start compacting `store`; it stops by itself when the store is dropped.
+    pub fn start(&self, store: &Arc<dyn Store>, config: CompactionConfig) {
+        let handle = spawn(Arc::downgrade(store), config);
+        if let Some(old) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(handle)
+        {
+            old.abort();
+        }
+    }
+
+    pub fn stop(&self) {
+        if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            c.abort();
+        }
+    }
 }

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// applied; it was never acknowledged.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The backend refused the write for its size (etcd's `--max-request-bytes`, 1.5 MiB
+    /// by default, below capstan's own 6 MiB bound on a stored object).
+    #[error("the write is larger than the store accepts: {0}")]
+    TooLarge(String),
     /// The disk (or the backend's quota) is full: nothing was written; writes work again
     /// once space is freed.
     #[error("the store is out of space: {0}")]

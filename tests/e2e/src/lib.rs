@@ -136,6 +136,15 @@ impl Server {
         self.data_dir.join("kubeconfig")
     }
 
+    /// A kube-rs client for this server, from the kubeconfig it wrote (the admin).
+    pub async fn kube_client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kubeconfig");
+        kube::Client::try_from(config).expect("client")
+    }
+
     /// Run kubectl against this server.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new("kubectl")
@@ -420,6 +429,11 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
 }
 
 /// `kubectl get ARGS -o json`, or None if kubectl failed.
+/// `Server::kube_client` as a function, for suites that pass it around.
+pub async fn kube_client(s: &Server) -> kube::Client {
+    s.kube_client().await
+}
+
 pub fn get_json(s: &Server, args: &[&str]) -> Option<serde_json::Value> {
     let mut all = vec!["get"];
     all.extend_from_slice(args);

@@ -4,15 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+use capstan_e2e::kube_client as client;
 use capstan_e2e::Server;
 use capstan_e2e::{apply, get_json, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -839,14 +839,6 @@ fn limit_range_defaults_and_bounds_apply_to_new_pods() {
         ),
         "{err}"
     );
-}
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
 }
 
 fn ready_endpoints(slice: &EndpointSlice) -> usize {

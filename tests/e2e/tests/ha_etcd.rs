@@ -9,22 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use capstan_e2e::kube_client as client;
 use capstan_e2e::{get_json, wait_for, Server};
 use capstan_store::etcd::testing::EtcdCluster;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::json;
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
-}
 
 /// A second (third) server of the same cluster: the first one's CA, service-account key
 /// and admin token copied into a data dir of its own, as the README says.
@@ -539,5 +531,21 @@ async fn a_backup_under_load_restores_to_sqlite_and_to_etcd() {
     // A backup of the etcd datastore holds the same objects.
     let again = etcd_dir.path().join("again.snap");
     capstan(&["backup", again.to_str().unwrap(), "--datastore", &datastore]);
-    assert!(std::fs::metadata(&again).unwrap().len() > 0);
+    let snap = capstan_store::snapshot::read(&again).expect("read the etcd backup");
+    let prefix = "/registry/configmaps/load/";
+    let in_backup: BTreeMap<String, String> = snap
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            let key = std::str::from_utf8(&kv.key).ok()?;
+            Some((
+                key.strip_prefix(prefix)?.to_string(),
+                kv.mod_revision.to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        in_backup, after,
+        "the etcd backup holds what the server serves"
+    );
 }

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_e2e::kube_client as client;
 use capstan_e2e::Server;
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Api, Client, CustomResource, CustomResourceExt, ResourceExt};
+use kube::{Api, CustomResource, CustomResourceExt, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -65,14 +65,6 @@ async fn reconcile(echo: Arc<Echo>, api: Arc<Api<Echo>>) -> Result<Action, Recon
 
 fn error_policy(_: Arc<Echo>, _: &ReconcileError, _: Arc<Api<Echo>>) -> Action {
     Action::requeue(Duration::from_millis(200))
-}
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
 }
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {

@@ -5,14 +5,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use capstan_e2e::kube_client as client;
 use capstan_e2e::Server;
 use capstan_e2e::{apply, get_json, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -499,14 +499,6 @@ fn the_stand_alone_agent_simulates_nodes_against_a_server_from_its_kubeconfig() 
             .starts_with("10.128.1."),
         "{pod}"
     );
-}
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,9 @@ fn from_status(status: &tonic::Status, what: Context) -> StoreError {
             current: 0,
         };
     }
+    if message.contains("request is too large") || message.contains("message larger than max") {
+        return StoreError::TooLarge(format!("etcd: {message}"));
+    }
     if message.contains("database space exceeded") {
         return StoreError::NoSpace(format!("etcd: {message}"));
     }
@@ -149,6 +152,11 @@ mod tests {
         let big = tonic::Status::new(Code::InvalidArgument, "etcdserver: request is too large");
         assert!(matches!(
             from_status(&big, Context::Write),
+            StoreError::TooLarge(_)
+        ));
+        let bad = tonic::Status::new(Code::InvalidArgument, "etcdserver: key is not provided");
+        assert!(matches!(
+            from_status(&bad, Context::Write),
             StoreError::InvalidRequest(_)
         ));
     }

@@ -7,7 +7,7 @@ pub mod testing;
 mod watch;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use etcd_client::{
     TlsOptions, TxnOp, TxnOpResponse,
 };
 
-use crate::compactor::{self, CompactionConfig};
+use crate::compactor::{CompactionConfig, Compactor};
 use crate::error::{Result, StoreError};
 use crate::store::{Store, WatchStream};
 use crate::types::{
@@ -100,7 +100,7 @@ pub struct EtcdStore {
     /// The newest compacted revision this server knows of (ours, the compaction key's, or
     /// what etcd said when it refused a revision).
     compacted: Arc<AtomicI64>,
-    compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    compactor: Compactor,
 }
 
 impl EtcdStore {
@@ -133,7 +133,7 @@ impl EtcdStore {
             prefix: config.prefix.clone(),
             timeout: config.request_timeout,
             compacted: Arc::new(AtomicI64::new(0)),
-            compactor: Mutex::new(None),
+            compactor: Compactor::default(),
         });
         // The first request proves a quorum answers, and loads the compacted revision.
         store.compacted_revision().await.map_err(|e| match e {
@@ -141,22 +141,16 @@ impl EtcdStore {
             other => unreachable_at_start(endpoints, &other.to_string()),
         })?;
         if let Some(cc) = config.compaction {
-            let handle = compactor::spawn(Arc::downgrade(&(store.clone() as Arc<dyn Store>)), cc);
-            *store.compactor.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            store
+                .compactor
+                .start(&(store.clone() as Arc<dyn Store>), cc);
         }
         Ok(store)
     }
 
     /// Stop the compactor; requests in flight finish, watches end when dropped.
     pub fn close(&self) {
-        if let Some(c) = self
-            .compactor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            c.abort();
-        }
+        self.compactor.stop();
     }
 
     fn kv(&self) -> KvClient {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::compactor::{self, CompactionConfig};
+use crate::compactor::{CompactionConfig, Compactor};
 use crate::error::{Result, StoreError};
 use crate::store::{Store, WatchStream};
 use crate::types::{KeyRange, RangeRequest, RangeResponse, Revision, Txn, TxnResponse};
@@ -87,7 +87,7 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     latest: Arc<Latest>,
     hub: Arc<WatchHub>,
-    compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    compactor: Compactor,
     /// Set by the writer while the disk is full.
     no_space: Arc<Mutex<Option<String>>>,
 }
@@ -129,12 +129,13 @@ impl SqliteStore {
             }),
             latest,
             hub,
-            compactor: Mutex::new(None),
+            compactor: Compactor::default(),
             no_space,
         });
         if let Some(cc) = config.compaction {
-            let handle = compactor::spawn(Arc::downgrade(&(store.clone() as Arc<dyn Store>)), cc);
-            *store.compactor.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            store
+                .compactor
+                .start(&(store.clone() as Arc<dyn Store>), cc);
         }
         Ok(store)
     }
@@ -149,14 +150,7 @@ impl SqliteStore {
 
     /// Stop accepting writes, finish queued ones, end watchers and wait for the writer.
     pub fn close(&self) {
-        if let Some(c) = self
-            .compactor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            c.abort();
-        }
+        self.compactor.stop();
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
