@@ -39,8 +39,6 @@ pub struct AgentOptions {
     /// The node's pod network (its `spec.podCIDR`); pods get addresses from it. None: the
     /// one the cluster's node-ipam loop gives the Node.
     pub pod_cidr: Option<String>,
-    /// The agent runs inside the API server: its Node is labelled a control-plane node.
-    pub control_plane: bool,
 }
 
 impl AgentOptions {
@@ -58,7 +56,6 @@ impl AgentOptions {
             container_log_max_size: 10 * 1024 * 1024,
             container_log_max_files: 5,
             pod_cidr: Some("10.42.0.0/24".into()),
-            control_plane: false,
         }
     }
 }
@@ -142,6 +139,7 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<(), AgentEr
         node.name.clone(),
         cidr,
         netfilter.clone(),
+        routes_record(&opts.root),
     ));
     let networking = crate::pods::Networking {
         network,
@@ -163,6 +161,10 @@ fn bridge_name(instance: &str) -> String {
 
 fn ips_dir(root: &std::path::Path) -> PathBuf {
     root.join("network").join("ips")
+}
+
+fn routes_record(root: &std::path::Path) -> PathBuf {
+    root.join("network").join("routes")
 }
 
 /// `capstan cleanup`: stops every container of this agent instance and removes what it holds
@@ -191,6 +193,7 @@ pub async fn cleanup(opts: &AgentOptions) -> Result<Vec<String>, AgentError> {
         },
         Err(e) => first_error = Some(e.into()),
     }
+    removed.extend(crate::network::node_routes::remove_recorded(&routes_record(&opts.root)).await);
     match crate::network::remove_bridge(&bridge_name(&opts.instance), &ips_dir(&opts.root)).await {
         Ok(links) => removed.extend(links.into_iter().map(|l| format!("link {l}"))),
         Err(e) => {

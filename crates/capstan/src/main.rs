@@ -11,6 +11,7 @@ mod fd_limit;
 mod heap;
 mod join_token;
 mod kubeconfig;
+mod node_role;
 mod security_flags;
 mod simulated_nodes;
 
@@ -886,9 +887,13 @@ async fn server(opts: ServerOptions) -> anyhow::Result<()> {
         if opts.pod_cidr.is_none() && !ipam_here {
             opts.pod_cidr = Some(DEFAULT_POD_CIDR.into());
         }
-        // In-process, the agent's node is this control plane's, and it issues its kubelet
-        // certificate from this server's CA.
-        opts.control_plane = true;
+        // In-process, the agent's node is this control plane's (the server labels it: a node
+        // may not give itself a role), and it issues its kubelet certificate from this
+        // server's CA.
+        tokio::spawn(node_role::label_control_plane(
+            capstan_apiserver::in_process_client_as(state.clone(), User::admin()),
+            opts.node_name.clone(),
+        ));
         opts.kubelet_tls = Some(capstan_agent::node::KubeletTls {
             ca_cert_pem: pki.ca_pem.clone(),
             ca_key_pem: pki.ca_key_pem.clone(),

@@ -462,7 +462,10 @@ pub fn user_kubeconfig(s: &Server, user: &str, groups: &[&str]) -> PathBuf {
     }
     let out = cmd.output().expect("capstan kubeconfig");
     assert!(out.status.success(), "{:?}", text(&out));
-    let path = s.data_dir.join(format!("{user}.kubeconfig"));
+    // KUBECONFIG is a ':'-separated list: `system:node:x` must not name the file.
+    let path = s
+        .data_dir
+        .join(format!("{}.kubeconfig", user.replace(':', "-")));
     std::fs::write(&path, &out.stdout).expect("write the user's kubeconfig");
     path
 }

@@ -425,3 +425,121 @@ ports: [{{name: web, port: 8080, protocol: TCP}}]
     s.kubectl_ok(&["delete", "deployment", "web", "--wait=false"]);
     s.kubectl_ok(&["delete", "pods", "--all", "--grace-period=0", "--force"]);
 }
+
+/// A DNS query for `kubernetes.default.svc.cluster.local` (A, recursion desired) with `id`.
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["kubernetes", "default", "svc", "cluster", "local"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Whether one query over `sock` (always the same source port) is answered within 300 ms.
+fn answered(sock: &std::net::UdpSocket, id: &mut u16) -> bool {
+    *id = id.wrapping_add(1);
+    if sock.send(&dns_query(*id)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 1500];
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        match sock.recv(&mut buf) {
+            Ok(n) if n >= 2 && buf[..2] == id.to_be_bytes() => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// UDP clients keep their 5-tuple, so a Service's UDP flow must be cleared when its
+/// endpoint goes (kube-proxy's conntrack cleanup): one socket, never re-bound, follows the
+/// Service from a live endpoint (the node's DNS) to a dead address and back.
+#[test]
+fn a_udp_client_follows_its_service_when_the_endpoint_changes() {
+    let s = Server::start_node(&[]);
+    node_ready(&s);
+    let node = get_json(&s, &["nodes"]).expect("nodes")["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("node name")
+        .to_string();
+    // The node's DNS listens on its bridge gateway (the kube-dns slice names it).
+    let dns = wait_for("the node's kube-dns slice", Duration::from_secs(60), || {
+        let slice = get_json(
+            &s,
+            &[
+                "endpointslice",
+                &format!("kube-dns-{node}"),
+                "-n",
+                "kube-system",
+            ],
+        )?;
+        slice["endpoints"][0]["addresses"][0]
+            .as_str()
+            .map(str::to_string)
+    });
+    // An address in the node's pod range that nothing holds: packets there are lost.
+    let dead = {
+        let mut octets: Vec<&str> = dns.split('.').collect();
+        octets[3] = "250";
+        octets.join(".")
+    };
+    let udp = |address: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: udp-dns}}
+spec:
+  ports: [{{name: dns, port: 5353, protocol: UDP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: udp-dns-1
+  labels: {{kubernetes.io/service-name: udp-dns}}
+addressType: IPv4
+endpoints: [{{addresses: ["{address}"], conditions: {{ready: true}}}}]
+ports: [{{name: dns, port: 53, protocol: UDP}}]
+"#
+        )
+    };
+    apply(&s, &udp(&dns));
+    let vip = cluster_ip(&s, "udp-dns");
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("read timeout");
+    sock.connect(format!("{vip}:5353")).expect("connect");
+    let mut id = 0u16;
+    wait_for(
+        "the Service to answer over UDP",
+        Duration::from_secs(30),
+        || answered(&sock, &mut id).then_some(()),
+    );
+
+    // The endpoint moves to a dead address: the same socket's queries go there at once
+    // (with the old flow kept they would still be answered by the DNS).
+    apply(&s, &udp(&dead));
+    let moved = Instant::now();
+    wait_for(
+        "queries from the same socket to stop being answered",
+        Duration::from_secs(10),
+        || (!answered(&sock, &mut id) && !answered(&sock, &mut id)).then_some(()),
+    );
+    // And back: the flow to the dead address, refreshed by every query, is cleared too.
+    apply(&s, &udp(&dns));
+    wait_for(
+        "queries from the same socket to be answered again",
+        Duration::from_secs(10),
+        || answered(&sock, &mut id).then_some(()),
+    );
+    eprintln!(
+        "UDP flow followed the endpoint away and back in {:?}",
+        moved.elapsed()
+    );
+}

@@ -282,7 +282,7 @@ fn an_agent_joins_from_another_host_and_pods_reach_each_other_across_nodes() {
     let n = 1 + std::process::id() % 250;
     let mut other = Host::new(n);
     let here = format!("10.250.{n}.1");
-    let s = Server::start_node_on(
+    let mut s = Server::start_node_on(
         "0.0.0.0:0",
         &[
             "--advertise-address",
@@ -508,4 +508,47 @@ fn an_agent_joins_from_another_host_and_pods_reach_each_other_across_nodes() {
         (p.len() == 4 && p.iter().all(|(_, n, _)| n != "mn-b")).then_some(p)
     });
     assert_eq!(moved.len(), 4);
+
+    // A Node deleted while this host's agent is down: the agent, started again, removes the
+    // route it had made to that node's pods (it keeps a record of the routes it made).
+    let route_b = || {
+        let out = Command::new("ip")
+            .args(["route", "show", &cidr_b])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let nodes = get_json(&s, &["nodes"]).expect("nodes");
+    let own_cidr = nodes["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|n| n["metadata"]["name"] != "mn-b")
+        .and_then(|n| n["spec"]["podCIDR"].as_str())
+        .expect("the server node's podCIDR")
+        .to_string();
+    s.kill();
+    let data_dir = s.data_dir.clone();
+    let mut offline = Server::start_with_args(&data_dir, &["--cluster-cidr", "10.199.0.0/16"]);
+    offline.kubectl_ok(&["delete", "node", "mn-b"]);
+    offline.kill();
+    assert!(
+        route_b().contains("via"),
+        "the route stays while no agent runs"
+    );
+    let _back = Server::start_with_args(
+        &data_dir,
+        &[
+            "--with-agent",
+            "--pod-cidr",
+            &own_cidr,
+            "--advertise-address",
+            &here,
+            "--cluster-cidr",
+            "10.199.0.0/16",
+        ],
+    );
+    wait_for("the deleted node's route to go", WITHIN, || {
+        route_b().is_empty().then_some(())
+    });
 }

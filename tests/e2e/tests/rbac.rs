@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use capstan_e2e::{get_json, text, user_kubeconfig, wait_for, Server};
+use capstan_e2e::{apply, get_json, text, user_kubeconfig, wait_for, Server};
 use serde_json::Value;
 
 fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -427,4 +427,274 @@ rules:
         "rbac-agg-widgets",
     ]);
     s.kubectl_ok(&["delete", "namespace", "rbac-agg", "--wait=false"]);
+}
+
+/// NodeRestriction: a node's credential (`system:node:<name>` in `system:nodes`) writes only
+/// its own Node, Lease and pods' status, and takes tokens only for its own pods — each
+/// refusal as kubectl prints upstream's.
+#[test]
+fn a_node_writes_only_its_own_objects() {
+    let s = Server::start();
+    let ns = "nr-pods";
+    s.kubectl_ok(&["create", "namespace", ns]);
+    s.kubectl_ok(&["create", "serviceaccount", "runner", "-n", ns]);
+    for node in ["nr-a", "nr-b"] {
+        apply(
+            &s,
+            &format!("{{\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {{\"name\": \"{node}\"}}}}"),
+        );
+        apply(
+            &s,
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "on-{node}", "namespace": "{ns}", "labels": {{"app": "x"}}}},
+                "spec": {{"nodeName": "{node}", "serviceAccountName": "runner", "containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
+            ),
+        );
+    }
+    let a = user_kubeconfig(&s, "system:node:nr-a", &["system:nodes"]);
+    let as_a = |args: &[&str]| kubectl_with(&a, args);
+
+    // Its own Node: an ordinary label and its status, yes; another node, its own taints or
+    // a role label, no.
+    let out = as_a(&["label", "node", "nr-a", "example.com/rack=r1"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let err = refused(&as_a(&["label", "node", "nr-b", "example.com/rack=r1"]));
+    assert!(
+        err.contains(
+            "nodes \"nr-b\" is forbidden: node \"nr-a\" is not allowed to modify node \"nr-b\""
+        ),
+        "{err}"
+    );
+    let err = refused(&as_a(&["taint", "node", "nr-a", "dedicated=me:NoSchedule"]));
+    assert!(
+        err.contains("nodes \"nr-a\" is forbidden: node \"nr-a\" is not allowed to modify taints"),
+        "{err}"
+    );
+    let err = refused(&as_a(&[
+        "label",
+        "node",
+        "nr-a",
+        "node-role.kubernetes.io/worker=",
+    ]));
+    assert!(
+        err.contains("nodes \"nr-a\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/worker"),
+        "{err}"
+    );
+    // Pods: status of its own, not another node's; no relabelling through status (PUT of
+    // the status subresource: a node may not GET it, so `kubectl patch` cannot); no
+    // ordinary pods made or changed; deleting only its own.
+    let put_status = |pod: &str, change: &dyn Fn(&mut Value)| {
+        let mut obj = get_json(&s, &["pod", pod, "-n", ns]).expect("pod");
+        change(&mut obj);
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", &a)
+            .args([
+                "replace",
+                "--raw",
+                &format!("/api/v1/namespaces/{ns}/pods/{pod}/status"),
+                "-f",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(obj.to_string().as_bytes())
+            .expect("write the pod");
+        child.wait_with_output().expect("kubectl ends")
+    };
+    let running = |p: &mut Value| p["status"]["phase"] = "Running".into();
+    let out = put_status("on-nr-a", &running);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let err = refused(&put_status("on-nr-b", &running));
+    assert!(
+        err.contains("pods \"on-nr-b\" is forbidden: node \"nr-a\" can only update pod status for pods with spec.nodeName set to itself"),
+        "{err}"
+    );
+    // Relabelling through status does not happen: the status endpoint keeps the stored
+    // metadata (NodeRestriction's own label check stands behind it).
+    let out = put_status("on-nr-a", &|p: &mut Value| {
+        p["metadata"]["labels"]["app"] = "stolen".into()
+    });
+    assert!(out.status.success(), "{:?}", text(&out));
+    let pod = get_json(&s, &["pod", "on-nr-a", "-n", ns]).expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["app"], "x", "{pod}");
+    let err = refused(&as_a(&[
+        "label",
+        "pod",
+        "on-nr-a",
+        "-n",
+        ns,
+        "app=y",
+        "--overwrite",
+    ]));
+    assert!(
+        // The node roles give no pod updates at all (NodeRestriction would refuse one too).
+        err.contains(
+            "User \"system:node:nr-a\" cannot patch resource \"pods\" in API group \"\" in the namespace \"nr-pods\""
+        ),
+        "{err}"
+    );
+    let err = refused(&kubectl_with(
+        &a,
+        &[
+            "run",
+            "sneaky",
+            "-n",
+            ns,
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"nodeName":"nr-a"}}"#,
+        ],
+    ));
+    assert!(
+        err.contains("pod does not have \"kubernetes.io/config.mirror\" annotation, node \"nr-a\" can only create mirror pods"),
+        "{err}"
+    );
+    let err = refused(&as_a(&[
+        "delete",
+        "pod",
+        "on-nr-b",
+        "-n",
+        ns,
+        "--wait=false",
+    ]));
+    assert!(
+        err.contains("node \"nr-a\" can only delete pods with spec.nodeName set to itself"),
+        "{err}"
+    );
+
+    // Tokens only for its own pods (the Node authorizer lets it ask for the service
+    // account on-nr-a runs as; binding the token to on-nr-b is refused here).
+    let uid = |pod: &str| {
+        s.kubectl_ok(&[
+            "get",
+            "pod",
+            pod,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+    };
+    let token = |pod: &str, uid: &str| {
+        as_a(&[
+            "create",
+            "token",
+            "runner",
+            "-n",
+            ns,
+            "--bound-object-kind=Pod",
+            &format!("--bound-object-name={pod}"),
+            &format!("--bound-object-uid={uid}"),
+        ])
+    };
+    let out = token("on-nr-a", &uid("on-nr-a"));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let err = refused(&token("on-nr-b", &uid("on-nr-b")));
+    assert!(
+        err.contains("serviceaccounts \"runner\" is forbidden: node requested token bound to a pod scheduled on a different node"),
+        "{err}"
+    );
+    let err = refused(&as_a(&["create", "token", "runner", "-n", ns]));
+    assert!(
+        err.contains("node requested token not bound to a pod"),
+        "{err}"
+    );
+
+    // Its Lease, in kube-node-lease only.
+    let lease = |name: &str, lease_ns: &str| {
+        format!(
+            r#"{{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {{"name": "{name}", "namespace": "{lease_ns}"}}, "spec": {{"holderIdentity": "{name}"}}}}"#
+        )
+    };
+    let create = |body: String| {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", &a)
+            .args(["create", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body.as_bytes())
+            .expect("write the lease");
+        child.wait_with_output().expect("kubectl ends")
+    };
+    let out = create(lease("nr-a", "kube-node-lease"));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let err = refused(&create(lease("nr-b", "kube-node-lease")));
+    assert!(
+        err.contains("can only access node lease with the same name as the requesting node"),
+        "{err}"
+    );
+
+    // Nothing of this touched what the admin sees of the other node.
+    let b: Value = get_json(&s, &["node", "nr-b"]).expect("node nr-b");
+    assert!(
+        b["metadata"]["labels"].get("example.com/rack").is_none(),
+        "{b}"
+    );
+    assert!(get_json(&s, &["pod", "on-nr-b", "-n", ns]).is_some());
+    s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+/// Default roles and bindings marked `rbac.authorization.kubernetes.io/autoupdate: "true"`
+/// get back what they lack at the next start (upstream's reconciliation, which never takes
+/// away); one an admin marked `"false"` is left as it is.
+#[test]
+fn default_roles_and_bindings_are_reconciled_at_start_unless_opted_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = Server::start_with_args(dir.path(), &[]);
+    // An admin empties two default bindings and trims a default role; one binding opts out.
+    s.kubectl_ok(&[
+        "patch", "clusterrolebinding", "system:basic-user", "--type=json",
+        "-p", r#"[{"op": "replace", "path": "/subjects", "value": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "extra-admin-choice"}]}]"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch", "clusterrolebinding", "system:discovery", "--type=json",
+        "-p", r#"[{"op": "remove", "path": "/subjects"}, {"op": "replace", "path": "/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate", "value": "false"}]"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch",
+        "clusterrole",
+        "system:basic-user",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/rules", "value": []}]"#,
+    ]);
+    s.kill();
+    let s = Server::start_with_args(dir.path(), &[]);
+    let subjects = |name: &str| -> Vec<String> {
+        let b = get_json(&s, &["clusterrolebinding", name]).expect("binding");
+        b["subjects"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The default subject is back beside the admin's own.
+    assert_eq!(
+        subjects("system:basic-user"),
+        ["extra-admin-choice", "system:authenticated"]
+    );
+    // Opted out: left empty.
+    assert!(subjects("system:discovery").is_empty());
+    let role = get_json(&s, &["clusterrole", "system:basic-user"]).expect("role");
+    let rules = role["rules"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(rules > 0, "the default rules are back: {role}");
 }

@@ -4,11 +4,14 @@
 //!
 //! Routes need the other node on this node's link (as host-gw does); one that is not gets no
 //! route here (logged once) and its pods are reached along the default route, which works
-//! when the default gateway is that node or routes its podCIDR. Routes are kept in memory:
-//! a Node deleted takes its route with it; a restarted agent replaces what it finds.
+//! when the default gateway is that node or routes its podCIDR. A Node deleted takes its
+//! route with it. The routes made are also listed in a file (`<root>/network/routes`), so
+//! an agent that was down while a Node went removes its route at start, and `capstan
+//! cleanup` removes them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,7 +63,13 @@ pub fn peers<'a>(nodes: impl Iterator<Item = &'a Node>, me: &str, own: Cidr) -> 
 
 /// Watches the Nodes and keeps routes and the no-masquerade set equal to their podCIDRs, until
 /// dropped.
-pub async fn run(client: kube::Client, me: String, own: Cidr, netfilter: Option<Arc<Netfilter>>) {
+pub async fn run(
+    client: kube::Client,
+    me: String,
+    own: Cidr,
+    netfilter: Option<Arc<Netfilter>>,
+    record: PathBuf,
+) {
     let handle = match super::connect() {
         Ok(h) => h,
         Err(e) => {
@@ -76,6 +85,8 @@ pub async fn run(client: kube::Client, me: String, own: Cidr, netfilter: Option<
         .applied_objects();
     futures::pin_mut!(changes);
     let mut installed: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> = BTreeMap::new();
+    // Routes an earlier run made: those the Nodes no longer call for go at the first sync.
+    let mut leftover = read_record(&record);
     let mut unreachable: BTreeSet<Peer> = BTreeSet::new();
     let mut last_cidrs: Option<Vec<Cidr>> = None;
     while changes.next().await.is_some() {
@@ -84,7 +95,19 @@ pub async fn run(client: kube::Client, me: String, own: Cidr, netfilter: Option<
             tokio::time::timeout(BATCH, async { while changes.next().await.is_some() {} }).await;
         let nodes = store.state();
         let want = peers(nodes.iter().map(|n| n.as_ref()), &me, own);
+        for (cidr, via) in std::mem::take(&mut leftover) {
+            if !want
+                .iter()
+                .any(|p| (p.cidr_base, p.prefix) == cidr && p.via == via)
+            {
+                delete_route(&handle, cidr, via).await;
+            }
+        }
+        let before = installed.clone();
         sync_routes(&handle, &want, &mut installed, &mut unreachable).await;
+        if installed != before || !record.exists() {
+            write_record(&record, &installed);
+        }
         let cidrs: Vec<Cidr> = want
             .iter()
             .map(|p| Cidr {
@@ -120,16 +143,9 @@ async fn sync_routes(
         .filter(|(k, v)| wanted.get(k) != Some(v))
         .map(|(k, v)| (*k, *v))
         .collect();
-    for ((base, prefix), via) in gone {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(base, prefix)
-            .gateway(via)
-            .build();
-        if let Err(e) = handle.route().del(route).execute().await {
-            tracing::debug!(cidr = %format!("{base}/{prefix}"), error = %e, "removing a pod route failed");
-        }
-        installed.remove(&(base, prefix));
-        tracing::info!(cidr = %format!("{base}/{prefix}"), %via, "pod route removed");
+    for (cidr, via) in gone {
+        delete_route(handle, cidr, via).await;
+        installed.remove(&cidr);
     }
     for peer in want {
         let key = (peer.cidr_base, peer.prefix);
@@ -156,6 +172,67 @@ async fn sync_routes(
     }
 }
 
+async fn delete_route(handle: &Handle, (base, prefix): (Ipv4Addr, u8), via: Ipv4Addr) {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(base, prefix)
+        .gateway(via)
+        .build();
+    if let Err(e) = handle.route().del(route).execute().await {
+        tracing::debug!(cidr = %format!("{base}/{prefix}"), error = %e, "removing a pod route failed");
+    }
+    tracing::info!(cidr = %format!("{base}/{prefix}"), %via, "pod route removed");
+}
+
+type Routes = BTreeMap<(Ipv4Addr, u8), Ipv4Addr>;
+
+/// The routes file: one `base/prefix via` per line; a missing or damaged file is empty.
+fn read_record(path: &Path) -> Routes {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (cidr, via) = line.split_once(' ')?;
+            let (base, prefix) = cidr.split_once('/')?;
+            Some((
+                (base.parse().ok()?, prefix.parse().ok()?),
+                via.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn write_record(path: &Path, routes: &Routes) {
+    let text: String = routes
+        .iter()
+        .map(|((base, prefix), via)| format!("{base}/{prefix} {via}\n"))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&tmp, text))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "recording the pod routes failed");
+    }
+}
+
+/// `capstan cleanup`: removes the routes the record lists, and the record.
+pub async fn remove_recorded(path: &Path) -> Vec<String> {
+    let routes = read_record(path);
+    let mut removed = Vec::new();
+    if !routes.is_empty() {
+        if let Ok(handle) = super::connect() {
+            for (cidr, via) in &routes {
+                delete_route(&handle, *cidr, *via).await;
+                removed.push(format!("route {}/{} via {via}", cidr.0, cidr.1));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +244,29 @@ mod tests {
             "status": {"addresses": [{"type": "Hostname", "address": name}, {"type": "InternalIP", "address": ip}]},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_routes_record_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network").join("routes");
+        assert!(read_record(&path).is_empty());
+        let routes: Routes = [
+            (
+                ("10.42.1.0".parse().unwrap(), 24),
+                "192.0.2.2".parse().unwrap(),
+            ),
+            (
+                ("10.42.2.0".parse().unwrap(), 24),
+                "192.0.2.3".parse().unwrap(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        write_record(&path, &routes);
+        assert_eq!(read_record(&path), routes);
+        std::fs::write(&path, "garbage\n10.42.3.0/24 192.0.2.4\n").unwrap();
+        assert_eq!(read_record(&path).len(), 1);
     }
 
     #[test]

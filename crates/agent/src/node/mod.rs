@@ -25,7 +25,7 @@ use crate::api_retry::Writer;
 use crate::clock::now_ms;
 
 pub use host::HostFacts;
-pub use registration::{CONTROL_PLANE_LABEL, RUNTIME_VERSION};
+pub use registration::RUNTIME_VERSION;
 pub use status_loop::STATUS_PERIOD;
 
 use crate::agent::AgentOptions;
@@ -86,7 +86,6 @@ pub async fn start(
         name: opts.node_name.clone(),
         max_pods: opts.max_pods,
         kubelet_port,
-        control_plane: opts.control_plane,
         pod_cidr: opts.pod_cidr.clone(),
     };
     let (problem_tx, problem_rx) = watch::channel(runtime_problem(opts));

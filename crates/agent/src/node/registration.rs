@@ -11,7 +11,6 @@ use crate::clock::Millis;
 use crate::node_heartbeat::{conditions_json, standard_labels, Condition, KUBELET_VERSION};
 
 pub const RUNTIME_VERSION: &str = concat!("capstan://", env!("CARGO_PKG_VERSION"));
-pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 
 /// What the Node says about this agent, beyond the host facts.
 #[derive(Debug, Clone)]
@@ -19,19 +18,13 @@ pub struct NodeIdentity {
     pub name: String,
     pub max_pods: u32,
     pub kubelet_port: u16,
-    /// The agent runs inside the API server's process.
-    pub control_plane: bool,
     /// The `--pod-cidr` given: the Node is born with it, so the node-ipam loop never hands
     /// it another block first.
     pub pod_cidr: Option<String>,
 }
 
 fn labels(id: &NodeIdentity, facts: &HostFacts) -> serde_json::Map<String, Value> {
-    let mut labels = standard_labels(&id.name, facts.architecture);
-    if id.control_plane {
-        labels.insert(CONTROL_PLANE_LABEL.into(), json!("true"));
-    }
-    labels
+    standard_labels(&id.name, facts.architecture)
 }
 
 /// `status` without conditions and images: what does not change while the agent runs.

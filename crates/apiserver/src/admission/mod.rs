@@ -7,6 +7,7 @@ pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
+pub mod node_restriction;
 pub mod pod_security;
 pub mod policy;
 pub mod priority;
@@ -143,6 +144,7 @@ impl Default for Chain {
                 Box::new(namespace_lifecycle::NamespaceLifecycle),
                 Box::new(limit_ranger::LimitRanger),
                 Box::new(service_account::ServiceAccount),
+                Box::new(node_restriction::NodeRestriction),
                 Box::new(default_tolerations::DefaultTolerationSeconds),
                 Box::new(priority::Priority),
                 Box::new(default_storage_class::DefaultStorageClass),

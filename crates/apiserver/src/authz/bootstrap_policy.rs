@@ -887,15 +887,86 @@ async fn ensure_in(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let rules = obj.get("rules").cloned();
+    let want = obj.clone();
     match rest::create_object(state, &t, obj, false).await {
         Ok(_) => Ok(()),
-        Err(e) if e.reason == "AlreadyExists" => match rules {
+        Err(e) if e.reason == "AlreadyExists" => match want.get("rules") {
             Some(rules) if plural == "clusterroles" => {
-                reconcile_rules(state, &t, &name, &rules).await
+                reconcile_rules(state, &t, &name, rules).await
             }
+            _ if plural.ends_with("bindings") => reconcile_binding(state, &t, &name, want).await,
             _ => Ok(()),
         },
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a stored default object is still marked for reconciliation.
+fn autoupdate(obj: &Value) -> bool {
+    let annotations = obj.pointer("/metadata/annotations");
+    let marked = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
+    marked(AUTOUPDATE).or(marked(OLD_AUTOUPDATE)) == Some("true")
+}
+
+/// Upstream's reconciliation of a default binding (non-tightening): while it is marked
+/// `autoupdate: "true"`, the default subjects it lacks are added (subjects an admin added
+/// stay), and one whose roleRef differs — which cannot be changed — is made again.
+async fn reconcile_binding(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    want: Value,
+) -> Result<(), ApiError> {
+    let (old, rev) = rest::read_existing(state, t, name).await?;
+    if !autoupdate(&old) {
+        return Ok(());
+    }
+    let t = Target {
+        name: Some(name.to_string()),
+        ..t.clone()
+    };
+    if old.get("roleRef") != want.get("roleRef") {
+        tracing::info!(verb = "delete", resource = %t.rt.plural, name, "default binding's roleRef differs: made again");
+        let opts = rest::DeleteOptions {
+            resource_version: Some(rev.to_string()),
+            ..rest::DeleteOptions::default()
+        };
+        return match rest::delete_object(state, &t, name, &opts).await {
+            Ok(_) => rest::create_object(state, &Target { name: None, ..t }, want, false)
+                .await
+                .map(|_| ()),
+            // Another server got there first.
+            Err(e) if e.reason == "Conflict" || e.reason == "NotFound" => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    let have: Vec<Value> = old
+        .get("subjects")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // Subjects compare by kind, group, namespace and name (apiGroup defaults differ by kind).
+    let key = |s: &Value| {
+        let f = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        (f("kind"), f("namespace"), f("name"))
+    };
+    let missing: Vec<Value> = want
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|w| !have.iter().any(|h| key(h) == key(w)))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(verb = "update", resource = %t.rt.plural, name, added = missing.len(), "default binding reconciled");
+    let mut new = old.clone();
+    new["subjects"] = Value::Array(have.into_iter().chain(missing).collect());
+    match rest::update_object(state, &t, old, rev, new, rev, false).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == "Conflict" => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -911,9 +982,7 @@ async fn reconcile_rules(
     want: &Value,
 ) -> Result<(), ApiError> {
     let (old, rev) = rest::read_existing(state, t, name).await?;
-    let annotations = old.pointer("/metadata/annotations");
-    let marked = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
-    if marked(AUTOUPDATE).or(marked(OLD_AUTOUPDATE)) != Some("true") {
+    if !autoupdate(&old) {
         return Ok(());
     }
     let have = old
@@ -966,8 +1035,8 @@ async fn reconcile_rules(
     }
 }
 
-/// Create the default roles and bindings that are missing (existing ones are left as the
-/// cluster's admins made them).
+/// Create the default roles and bindings that are missing, and reconcile those still marked
+/// `autoupdate` (default rules and subjects added, never removed).
 pub async fn ensure_bootstrap_policy(state: &AppState) -> Result<(), ApiError> {
     for role in aggregated_defaults()
         .into_iter()

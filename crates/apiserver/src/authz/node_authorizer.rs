@@ -122,73 +122,89 @@ async fn pods_on(state: &AppState, ns: &str, node: &str) -> Result<Vec<Value>, A
 /// Whether `pod` refers to the object `name` of kind `kind`: volumes (projected sources
 /// too), env and envFrom of every container, image pull secrets, its service account.
 fn refers(pod: &Value, kind: Guarded, name: &str) -> bool {
-    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
-    let spec = &pod["spec"];
     if kind == Guarded::ServiceAccountToken {
-        let sa = spec
-            .get("serviceAccountName")
+        let sa = pod
+            .pointer("/spec/serviceAccountName")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .unwrap_or("default");
         return sa == name;
     }
-    let arr = |v: &Value, key: &str| {
-        v.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let (vol_key, vol_name, env_ref, from_ref) = match kind {
-        Guarded::Secret => ("secret", "/secretName", "secretKeyRef", "secretRef"),
-        _ => ("configMap", "/name", "configMapKeyRef", "configMapRef"),
-    };
-    for vol in arr(spec, "volumes") {
-        if vol.get(vol_key).is_some_and(|v| is(v.pointer(vol_name))) {
-            return true;
+    referenced(pod, kind).contains(&name)
+}
+
+/// Whether a pod names any Secret (volumes, env, pull secrets, plugin secret refs).
+pub fn refers_to_secrets(pod: &Value) -> bool {
+    !referenced(pod, Guarded::Secret).is_empty()
+}
+
+/// Whether a pod names any ConfigMap (volumes, env).
+pub fn refers_to_config_maps(pod: &Value) -> bool {
+    !referenced(pod, Guarded::ConfigMap).is_empty()
+}
+
+fn list<'v>(v: &'v Value, key: &str) -> &'v [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The names of the Secrets or ConfigMaps a pod refers to (upstream's
+/// VisitPodSecretNames / VisitPodConfigmapNames over every container).
+fn referenced<'p>(pod: &'p Value, kind: Guarded) -> Vec<&'p str> {
+    let spec = &pod["spec"];
+    let mut out = Vec::new();
+    let mut push = |v: Option<&'p Value>| {
+        if let Some(n) = v.and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            out.push(n);
         }
+    };
+    let secrets = kind == Guarded::Secret;
+    let (vol_key, vol_name, env_ref, from_ref) = if secrets {
+        ("secret", "/secretName", "secretKeyRef", "secretRef")
+    } else {
+        ("configMap", "/name", "configMapKeyRef", "configMapRef")
+    };
+    for vol in list(spec, "volumes") {
+        push(vol.get(vol_key).and_then(|v| v.pointer(vol_name)));
         for src in vol
             .pointer("/projected/sources")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {
-            if src.get(vol_key).is_some_and(|v| is(v.get("name"))) {
-                return true;
-            }
+            push(src.get(vol_key).and_then(|v| v.get("name")));
         }
         // CSI and other plugins' secret references.
-        if kind == Guarded::Secret
-            && vol
-                .as_object()
-                .into_iter()
-                .flat_map(|o| o.values())
-                .any(|plugin| {
-                    ["secretRef", "nodePublishSecretRef"]
-                        .iter()
-                        .any(|k| is(plugin.get(*k).and_then(|r| r.get("name"))))
-                })
-        {
-            return true;
+        if secrets {
+            for plugin in vol.as_object().into_iter().flat_map(|o| o.values()) {
+                for k in ["secretRef", "nodePublishSecretRef"] {
+                    push(plugin.get(k).and_then(|r| r.get("name")));
+                }
+            }
         }
     }
-    if kind == Guarded::Secret
-        && arr(spec, "imagePullSecrets")
-            .iter()
-            .any(|s| is(s.get("name")))
-    {
-        return true;
+    if secrets {
+        for s in list(spec, "imagePullSecrets") {
+            push(s.get("name"));
+        }
     }
-    ["initContainers", "containers", "ephemeralContainers"]
-        .iter()
-        .flat_map(|k| arr(spec, k))
-        .any(|c| {
-            arr(&c, "env")
-                .iter()
-                .any(|e| is(e.pointer(&format!("/valueFrom/{env_ref}/name"))))
-                || arr(&c, "envFrom")
-                    .iter()
-                    .any(|e| is(e.pointer(&format!("/{from_ref}/name"))))
-        })
+    for key in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in list(spec, key) {
+            for e in list(c, "env") {
+                push(
+                    e.get("valueFrom")
+                        .and_then(|f| f.get(env_ref))
+                        .and_then(|r| r.get("name")),
+                );
+            }
+            for e in list(c, "envFrom") {
+                push(e.get(from_ref).and_then(|r| r.get("name")));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -110,6 +110,16 @@ pub(crate) fn json_names() -> &'static HashMap<String, HashMap<String, String>> 
     })
 }
 
+/// The JSON name of a field of a message no served type's schema describes (TokenRequest
+/// and the other request-only kinds): prost's name in lower camel case, except where prost
+/// split a Go initialism (`UID` → `u_id`, JSON `uid`).
+fn json_name(snake: &str) -> String {
+    match snake {
+        "u_id" => "uid".to_string(),
+        _ => lower_camel(snake),
+    }
+}
+
 fn lower_camel(snake: &str) -> String {
     let mut out = String::new();
     let mut up = false;
@@ -238,7 +248,7 @@ fn decode_fields(msg: &str, bytes: &[u8], depth: usize) -> Result<Map<String, Va
             }
             continue;
         }
-        let name = known.unwrap_or_else(|| lower_camel(f.name));
+        let name = known.unwrap_or_else(|| json_name(f.name));
         match f.card {
             b'm' => {
                 let Wire::Bytes(entry) = w else { continue };
@@ -415,6 +425,30 @@ mod tests {
         let mut out = MAGIC.to_vec();
         out.extend(u.encode_to_vec());
         out
+    }
+
+    #[test]
+    fn a_token_requests_bound_object_keeps_its_uid() {
+        use k8s_pb::api::authentication::v1 as authn;
+        let req = authn::TokenRequest {
+            spec: Some(authn::TokenRequestSpec {
+                bound_object_ref: Some(authn::BoundObjectReference {
+                    kind: Some("Pod".into()),
+                    api_version: Some("v1".into()),
+                    name: Some("p".into()),
+                    u_id: Some("1234".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = envelope(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            req.encode_to_vec(),
+        );
+        let v = decode(&body).unwrap();
+        assert_eq!(v["spec"]["boundObjectRef"]["uid"], "1234", "{v}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and after a few quiet milliseconds programs what changed since the last batch — only the
 //! touched Services' chains, sets and map elements — in one `nft` transaction.
 
+mod conntrack;
 mod model;
 mod rules;
 mod transaction;
@@ -116,6 +117,8 @@ struct Proxy {
     element_owner: HashMap<(rules::MapName, rules::ElementKey), PortKey>,
     /// The last transaction failed: the next one starts from a cleared slate.
     resync: bool,
+    /// UDP ports' frontends and endpoints as programmed: what a change leaves stale.
+    udp_flows: BTreeMap<PortKey, conntrack::UdpFlow>,
 }
 
 impl Proxy {
@@ -136,6 +139,7 @@ impl Proxy {
             ports_of: HashMap::new(),
             element_owner: HashMap::new(),
             resync: false,
+            udp_flows: BTreeMap::new(),
         }
     }
 
@@ -266,6 +270,7 @@ impl Proxy {
         };
         // The desired rules of every port of the changed Services.
         let mut desired: BTreeMap<PortKey, PortRules> = BTreeMap::new();
+        let mut flows: BTreeMap<PortKey, conntrack::UdpFlow> = BTreeMap::new();
         let mut owners = self.element_owner.clone();
         let mut released: Vec<(rules::MapName, rules::ElementKey)> = Vec::new();
         for key in &keys {
@@ -303,6 +308,9 @@ impl Proxy {
                         true
                     }
                 });
+                if let Some(flow) = conntrack::UdpFlow::of(&port) {
+                    flows.insert(port.key.clone(), flow);
+                }
                 desired.insert(port.key, r);
             }
         }
@@ -340,7 +348,22 @@ impl Proxy {
                 return Err(e);
             }
         }
-        // The kernel now holds `desired` for these Services.
+        // The kernel now holds `desired` for these Services; UDP flows still led to
+        // endpoints that left are cleared after it (a packet before would re-create them).
+        let stale: Vec<Vec<String>> = old_ports
+            .iter()
+            .chain(desired.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .flat_map(|port| conntrack::stale(self.udp_flows.get(port), flows.get(port)))
+            .collect();
+        for port in &old_ports {
+            self.udp_flows.remove(port);
+        }
+        self.udp_flows.extend(flows);
+        if !stale.is_empty() {
+            tokio::spawn(conntrack::clear(stale));
+        }
         if self.resync {
             self.programmed.clear();
             self.ports_of.clear();
