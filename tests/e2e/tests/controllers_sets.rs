@@ -132,8 +132,29 @@ fn a_statefulset_comes_up_in_order_with_stable_names_and_claims_and_scales_down_
         }
         (ps.len() == 3 && ps.iter().all(ready)).then_some(())
     });
-    assert!(seen_partial, "pods came up one at a time");
+    // Polls can miss the partial states on a fast run; the record cannot: each pod was
+    // made no earlier than its predecessor became Ready (RFC 3339 in UTC sorts as time).
     let ps = pods(&s, "app=web");
+    let ready_at = |p: &Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    for i in 1..ps.len() {
+        let created = ps[i]["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            created >= ready_at(&ps[i - 1]).as_str(),
+            "{} was made at {created}, before {} was Ready at {} (seen partial states: {seen_partial})",
+            name(&ps[i]),
+            name(&ps[i - 1]),
+            ready_at(&ps[i - 1])
+        );
+    }
     for (i, p) in ps.iter().enumerate() {
         let n = format!("web-{i}");
         assert_eq!(

@@ -9,9 +9,9 @@
 use serde_json::Value;
 
 use crate::admission::{forbidden, Attributes, Operation, Plugin, Verdict};
-use crate::authz::node_authorizer;
 use crate::serving::user_info::UserInfo;
 use crate::status::ApiError;
+use crate::types::core::pod_references;
 use crate::types::registry::ResourceType;
 use crate::AppState;
 
@@ -58,7 +58,7 @@ fn node_of_requester(user: &UserInfo) -> Option<Result<String, String>> {
     if !user.groups.iter().any(|g| g == "system:nodes") {
         return None;
     }
-    match node_authorizer::node_name(user) {
+    match user.node_name() {
         Some(name) => Some(Ok(name.to_string())),
         None => Some(Err(format!(
             "could not determine node from user {:?}",
@@ -236,12 +236,12 @@ async fn mirror_pod(state: &AppState, node: &str, pod: &Value) -> Result<Option<
             "node {node:?} can not create pods that reference a service account"
         )));
     }
-    if node_authorizer::refers_to_secrets(pod) {
+    if pod_references::refers_to_secrets(pod) {
         return Ok(Some(format!(
             "node {node:?} can not create pods that reference secrets"
         )));
     }
-    if node_authorizer::refers_to_config_maps(pod) {
+    if pod_references::refers_to_config_maps(pod) {
         return Ok(Some(format!(
             "node {node:?} can not create pods that reference configmaps"
         )));

@@ -14,10 +14,8 @@ use serde_json::Value;
 use crate::serving::request_info::RequestInfo;
 use crate::serving::user_info::UserInfo;
 use crate::status::ApiError;
+use crate::types::core::pod_references::{self, Referenced};
 use crate::AppState;
-
-const NODES_GROUP: &str = "system:nodes";
-const NODE_PREFIX: &str = "system:node:";
 
 /// What the authorizer says about a node's request.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,8 +29,7 @@ pub enum Verdict {
 
 /// The node's name when `user` is a node identity.
 pub fn node_name(user: &UserInfo) -> Option<&str> {
-    let name = user.username.strip_prefix(NODE_PREFIX)?;
-    (!name.is_empty() && user.groups.iter().any(|g| g == NODES_GROUP)).then_some(name)
+    user.node_name()
 }
 
 /// Which kind of reference a guarded request needs.
@@ -130,81 +127,11 @@ fn refers(pod: &Value, kind: Guarded, name: &str) -> bool {
             .unwrap_or("default");
         return sa == name;
     }
-    referenced(pod, kind).contains(&name)
-}
-
-/// Whether a pod names any Secret (volumes, env, pull secrets, plugin secret refs).
-pub fn refers_to_secrets(pod: &Value) -> bool {
-    !referenced(pod, Guarded::Secret).is_empty()
-}
-
-/// Whether a pod names any ConfigMap (volumes, env).
-pub fn refers_to_config_maps(pod: &Value) -> bool {
-    !referenced(pod, Guarded::ConfigMap).is_empty()
-}
-
-fn list<'v>(v: &'v Value, key: &str) -> &'v [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-/// The names of the Secrets or ConfigMaps a pod refers to (upstream's
-/// VisitPodSecretNames / VisitPodConfigmapNames over every container).
-fn referenced<'p>(pod: &'p Value, kind: Guarded) -> Vec<&'p str> {
-    let spec = &pod["spec"];
-    let mut out = Vec::new();
-    let mut push = |v: Option<&'p Value>| {
-        if let Some(n) = v.and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            out.push(n);
-        }
+    let kind = match kind {
+        Guarded::Secret => Referenced::Secret,
+        _ => Referenced::ConfigMap,
     };
-    let secrets = kind == Guarded::Secret;
-    let (vol_key, vol_name, env_ref, from_ref) = if secrets {
-        ("secret", "/secretName", "secretKeyRef", "secretRef")
-    } else {
-        ("configMap", "/name", "configMapKeyRef", "configMapRef")
-    };
-    for vol in list(spec, "volumes") {
-        push(vol.get(vol_key).and_then(|v| v.pointer(vol_name)));
-        for src in vol
-            .pointer("/projected/sources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            push(src.get(vol_key).and_then(|v| v.get("name")));
-        }
-        // CSI and other plugins' secret references.
-        if secrets {
-            for plugin in vol.as_object().into_iter().flat_map(|o| o.values()) {
-                for k in ["secretRef", "nodePublishSecretRef"] {
-                    push(plugin.get(k).and_then(|r| r.get("name")));
-                }
-            }
-        }
-    }
-    if secrets {
-        for s in list(spec, "imagePullSecrets") {
-            push(s.get("name"));
-        }
-    }
-    for key in ["initContainers", "containers", "ephemeralContainers"] {
-        for c in list(spec, key) {
-            for e in list(c, "env") {
-                push(
-                    e.get("valueFrom")
-                        .and_then(|f| f.get(env_ref))
-                        .and_then(|r| r.get("name")),
-                );
-            }
-            for e in list(c, "envFrom") {
-                push(e.get(from_ref).and_then(|r| r.get("name")));
-            }
-        }
-    }
-    out
+    pod_references::names(pod, kind).contains(&name)
 }
 
 #[cfg(test)]

@@ -16,6 +16,13 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
+    /// The node's name when this is a node identity (`system:node:<name>` in
+    /// `system:nodes`, upstream's NodeIdentifier).
+    pub fn node_name(&self) -> Option<&str> {
+        let name = self.username.strip_prefix("system:node:")?;
+        (!name.is_empty() && self.groups.iter().any(|g| g == "system:nodes")).then_some(name)
+    }
+
     /// The `authentication.k8s.io` `UserInfo` object (empty fields omitted, as upstream).
     pub fn to_json(&self) -> Value {
         let mut v = json!({"username": self.username});

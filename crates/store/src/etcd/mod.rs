@@ -422,6 +422,14 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, range: KeyRange, start_revision: Revision) -> Result<WatchStream> {
+        // "From now" is from after a linearizable read's revision: an etcd watch opened
+        // with revision 0 starts at the revision of the member it reaches, and a follower
+        // that has not applied a write this store already acknowledged would replay it.
+        let start_revision = if start_revision == 0 {
+            self.current_revision().await? + 1
+        } else {
+            start_revision
+        };
         if start_revision > 0 {
             let compacted = self.compacted.load(Ordering::Acquire);
             if start_revision <= compacted {

@@ -11,6 +11,7 @@ pub mod persistent_volume;
 pub mod persistent_volume_claim;
 pub mod pod;
 pub mod pod_graceful_delete;
+pub mod pod_references;
 pub mod pod_template;
 pub mod replication_controller;
 pub mod resource_quota;
