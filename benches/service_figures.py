@@ -8,7 +8,8 @@ so each change is exactly one API write. Then prints:
   from sending that write until a new connection to the ClusterIP is answered by that pod
   (connections tried back to back): min/p50/p99/max;
 - requests/s, one HTTP/1.0 request per new connection, sequential and from --clients
-  threads at once: to one pod's IP, and to the ClusterIP with all 3 pods behind it.
+  threads at once: to one pod's IP, to the ClusterIP with that pod its one endpoint, and to
+  the ClusterIP with all 3 pods behind it.
 The client is this Python process: its own cost is in every figure.
 
     CAPSTAN_BIN=target/release/capstan python3 benches/service_figures.py [--changes 50] [--seconds 5] [--clients 4]
@@ -158,7 +159,15 @@ def main():
               f"min {min(latencies):.1f} ms, p50 {pct(latencies, 50):.1f} ms, "
               f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms")
 
-        # All three pods behind the Service for the throughput runs.
+        # The same pod directly and as the Service's one endpoint, then all three behind it.
+        discovery.replace_namespaced_endpoint_slice("bench-web-manual", NS, slice_body(ips[PODS[0]], PODS[0]))
+        while get(vip, 80) != PODS[0]:
+            time.sleep(0.01)
+        for clients in (1, args.clients):
+            direct, direct_failed = rate((ips[PODS[0]], 8080), args.seconds, clients)
+            through, through_failed = rate((vip, 80), args.seconds, clients)
+            print(f"requests/s, new connection each, {clients} client(s), one pod: pod IP {direct:,.0f} "
+                  f"({direct_failed} failed), ClusterIP {through:,.0f} ({through_failed} failed)")
         body = slice_body(ips[PODS[0]], PODS[0])
         body["endpoints"] = [{"addresses": [ips[p]], "conditions": {"ready": True}} for p in PODS]
         discovery.replace_namespaced_endpoint_slice("bench-web-manual", NS, body)
@@ -169,10 +178,9 @@ def main():
             seen.add(get(vip, 80))
             seen.discard(None)
         for clients in (1, args.clients):
-            direct, direct_failed = rate((ips[PODS[0]], 8080), args.seconds, clients)
             through, through_failed = rate((vip, 80), args.seconds, clients)
-            print(f"requests/s, new connection each, {clients} client(s): pod IP {direct:,.0f} "
-                  f"({direct_failed} failed), ClusterIP {through:,.0f} ({through_failed} failed)")
+            print(f"requests/s, new connection each, {clients} client(s), ClusterIP over 3 pods: "
+                  f"{through:,.0f} ({through_failed} failed)")
     finally:
         if server is not None:
             server.kill()

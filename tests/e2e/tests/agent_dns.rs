@@ -65,9 +65,10 @@ spec:
       - {name: db, image: busybox, command: ["sleep", "3600"]}
 "#;
 
-/// Each section starts with `== NAME` and ends with `rc=N` (the command's exit code). No wget
-/// through the name: the image's static busybox wget crashes in glibc's resolver (no NSS in
-/// the image); that the ClusterIP answers is `agent_services.rs`'s part.
+/// Each section starts with `== NAME` and ends with `rc=N` (the command's exit code). The
+/// HTTP request goes by `nc` to the address `nslookup` resolved the name to: the image's
+/// static busybox wget crashes in glibc's resolver (no NSS in the image), even for an
+/// address.
 const CLIENT: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -89,6 +90,7 @@ spec:
       echo "== missing"; nslookup nope.default.svc.cluster.local; echo "rc=$?"
       echo "== db-0"; nslookup db-0.db.default.svc.cluster.local; echo "rc=$?"
       echo "== db-1"; nslookup db-1.db.default.svc.cluster.local; echo "rc=$?"
+      echo "== http"; ip=$(nslookup web.default.svc.cluster.local | awk '/^Address/ {a=$NF} END {print a}'); printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc -w 5 "$ip" 80 | tail -n 1; echo "rc=$?"
 ---
 apiVersion: v1
 kind: Pod
@@ -244,6 +246,13 @@ fn pods_resolve_services_through_the_cluster_dns() {
     assert_eq!(answered(&short), vec![web_ip.clone()], "{log}");
     let (headless, rc) = section(&log, "headless");
     assert_eq!((rc, answered(&headless)), (0, pod_ips.clone()), "{log}");
+    // The web Deployment answers HTTP by its Service's name, from a pod.
+    let (http, rc) = section(&log, "http");
+    assert_eq!(
+        (rc, http.clone()),
+        (0, vec!["served-by-web".to_string()]),
+        "{log}"
+    );
     let (missing, rc) = section(&log, "missing");
     assert_ne!(rc, 0, "{log}");
     assert!(

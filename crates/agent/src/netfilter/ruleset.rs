@@ -112,9 +112,9 @@ table {FAMILY} {table} {{
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    meta mark & {MASQUERADE_MARK} == {MASQUERADE_MARK} masquerade
-    ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade
-    ip saddr {cidr} ip daddr != @{POD_CIDRS} oifname != \"{bridge}\" masquerade
+    meta mark & {MASQUERADE_MARK} == {MASQUERADE_MARK} masquerade fully-random
+    ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade fully-random
+    ip saddr {cidr} ip daddr != @{POD_CIDRS} oifname != \"{bridge}\" masquerade fully-random
   }}
   chain endpoints-check {{
     ip daddr . meta l4proto . th dport vmap @no-endpoint-services

@@ -50,21 +50,19 @@ fn spelled(op: Operation) -> &'static str {
     }
 }
 
-/// Who the request comes from, when that is a node: `Ok(None)` for anyone else, the
-/// node's name otherwise. `system:node:` with no name in `system:nodes` is refused, as
-/// upstream (no request may be matched to "some node").
+/// Who the request comes from, when that is a node: None for anyone else, the node's name
+/// otherwise — or why not, for `system:node:` with no name in `system:nodes`, which is
+/// refused as upstream refuses it (no request may be matched to "some node").
 fn node_of_requester(user: &UserInfo) -> Option<Result<String, String>> {
-    let rest = user.username.strip_prefix("system:node:")?;
-    if !user.groups.iter().any(|g| g == "system:nodes") {
+    let in_nodes = user.groups.iter().any(|g| g == "system:nodes");
+    if !in_nodes || !user.username.starts_with("system:node:") {
         return None;
     }
-    match user.node_name() {
-        Some(name) => Some(Ok(name.to_string())),
-        None => Some(Err(format!(
-            "could not determine node from user {:?}",
-            format!("system:node:{rest}")
-        ))),
-    }
+    Some(
+        user.node_name()
+            .map(str::to_string)
+            .ok_or_else(|| format!("could not determine node from user {:?}", user.username)),
+    )
 }
 
 fn requester() -> Option<UserInfo> {
