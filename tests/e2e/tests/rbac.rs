@@ -17,6 +17,27 @@ fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("run kubectl")
 }
 
+/// kubectl as `kubeconfig`'s user with `input` on its standard input.
+fn kubectl_stdin_with(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write kubectl's input");
+    child.wait_with_output().expect("kubectl ends")
+}
+
 /// kubectl's stderr for a refused command (which must fail).
 fn refused(out: &Output) -> String {
     assert!(!out.status.success(), "expected a refusal: {:?}", text(out));
@@ -486,28 +507,12 @@ fn a_node_writes_only_its_own_objects() {
     let put_status = |pod: &str, change: &dyn Fn(&mut Value)| {
         let mut obj = get_json(&s, &["pod", pod, "-n", ns]).expect("pod");
         change(&mut obj);
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", &a)
-            .args([
-                "replace",
-                "--raw",
-                &format!("/api/v1/namespaces/{ns}/pods/{pod}/status"),
-                "-f",
-                "-",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(obj.to_string().as_bytes())
-            .expect("write the pod");
-        child.wait_with_output().expect("kubectl ends")
+        let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/status");
+        kubectl_stdin_with(
+            &a,
+            &["replace", "--raw", &path, "-f", "-"],
+            &obj.to_string(),
+        )
     };
     let running = |p: &mut Value| p["status"]["phase"] = "Running".into();
     let out = put_status("on-nr-a", &running);
@@ -614,24 +619,7 @@ fn a_node_writes_only_its_own_objects() {
             r#"{{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {{"name": "{name}", "namespace": "{lease_ns}"}}, "spec": {{"holderIdentity": "{name}"}}}}"#
         )
     };
-    let create = |body: String| {
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", &a)
-            .args(["create", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_bytes())
-            .expect("write the lease");
-        child.wait_with_output().expect("kubectl ends")
-    };
+    let create = |body: String| kubectl_stdin_with(&a, &["create", "-f", "-"], &body);
     let out = create(lease("nr-a", "kube-node-lease"));
     assert!(out.status.success(), "{:?}", text(&out));
     let err = refused(&create(lease("nr-b", "kube-node-lease")));
