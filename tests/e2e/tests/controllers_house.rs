@@ -813,6 +813,51 @@ fn a_quota_refuses_the_pod_beyond_it_and_describe_shows_usage() {
     assert!(err.contains("exceeded quota: cm, requested: configmaps=1, used: configmaps=2, limited: configmaps=2"), "{err}");
 }
 
+/// Quota holds updates too: one that grows what an object uses (a Service turned into a
+/// NodePort claims its ports) is charged, and refused past `hard` in upstream's words.
+#[test]
+fn quota_holds_an_update_that_grows_usage() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "quota", "np", "--hard=services.nodeports=1"]);
+    wait_for("the np quota's status", WITHIN, || {
+        let q = get_json(&s, &["quota", "np"])?;
+        q["status"]["used"]["services.nodeports"]
+            .as_str()
+            .map(|_| ())
+    });
+    s.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "two",
+        "--tcp=80:8080,443:8443",
+    ]);
+    s.kubectl_ok(&["create", "service", "clusterip", "one", "--tcp=80:8080"]);
+    let out = s.kubectl(&[
+        "patch",
+        "service",
+        "two",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(
+        err.contains("services \"two\" is forbidden: exceeded quota: np, requested: services.nodeports=2, used: services.nodeports=0, limited: services.nodeports=1"),
+        "{err}"
+    );
+    s.kubectl_ok(&[
+        "patch",
+        "service",
+        "one",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    let q = get_json(&s, &["quota", "np"]).expect("quota");
+    assert_eq!(q["status"]["used"]["services.nodeports"], "1", "{q}");
+    // A change that adds nothing (a label) needs no room.
+    s.kubectl_ok(&["label", "service", "one", "tier=web"]);
+}
+
 #[test]
 fn limit_range_defaults_and_bounds_apply_to_new_pods() {
     let s = Server::start();
@@ -839,6 +884,39 @@ fn limit_range_defaults_and_bounds_apply_to_new_pods() {
         ),
         "{err}"
     );
+
+    // A claim's storage request is held to PersistentVolumeClaim min and max (resizes too,
+    // but only a bound claim may be resized, which needs a volume).
+    apply(
+        &s,
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: storage}\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    min: {storage: 1Gi}\n    max: {storage: 2Gi}\n",
+    );
+    let claim = |name: &str, size: &str| {
+        format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n")
+    };
+    for (name, size, why) in [
+        (
+            "small",
+            "500Mi",
+            "minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi",
+        ),
+        (
+            "large",
+            "5Gi",
+            "maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi",
+        ),
+    ] {
+        let out = s.kubectl_stdin(&["create", "-f", "-"], &claim(name, size));
+        let (_, err) = capstan_e2e::text(&out);
+        assert!(
+            err.contains(&format!(
+                "persistentvolumeclaims \"{name}\" is forbidden: {why}"
+            )),
+            "{err}"
+        );
+    }
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &claim("fits", "1Gi"));
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
 }
 
 fn ready_endpoints(slice: &EndpointSlice) -> usize {

@@ -1,7 +1,9 @@
 //! The LimitRanger admission plugin (upstream's plugin/pkg/admission/limitranger): a new
 //! pod's containers get their namespace's LimitRange defaults (`default` limits,
 //! `defaultRequest` requests), then Container and Pod `min`, `max` and
-//! `maxLimitRequestRatio` are enforced with upstream's 403 messages.
+//! `maxLimitRequestRatio` are enforced with upstream's 403 messages; a PVC's storage
+//! request (on create and on update, where it may grow) is held to PersistentVolumeClaim
+//! `min` and `max`.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +27,7 @@ impl Plugin for LimitRanger {
     }
 
     fn handles(&self, operation: Operation, rt: &ResourceType) -> bool {
-        creates_pod(operation, rt)
+        creates_pod(operation, rt) || (is_claim(rt) && operation != Operation::Delete)
     }
 
     fn mutate<'a>(
@@ -35,6 +37,9 @@ impl Plugin for LimitRanger {
         _old: Option<&'a Value>,
     ) -> Verdict<'a> {
         Box::pin(async move {
+            if is_claim(&attrs.target.rt) {
+                return Ok(());
+            }
             let ns = crate::object::namespace(pod).to_string();
             for item in items(attrs, &ns, "Container").await? {
                 apply_defaults(pod, &item);
@@ -52,6 +57,16 @@ impl Plugin for LimitRanger {
         Box::pin(async move {
             let ns = crate::object::namespace(pod);
             let mut errs = Vec::new();
+            if is_claim(&attrs.target.rt) {
+                // Only the claim itself: its status is not the user's request.
+                if attrs.target.subresource.is_none() {
+                    let req = list_of(pod.get("spec").unwrap_or(&Value::Null), "requests");
+                    for item in items(attrs, ns, "PersistentVolumeClaim").await? {
+                        errs.extend(claim_constraints(&item, &req));
+                    }
+                }
+                return refuse(attrs, errs);
+            }
             for item in items(attrs, ns, "Container").await? {
                 for list in ["containers", "initContainers"] {
                     for c in pod
@@ -70,13 +85,63 @@ impl Plugin for LimitRanger {
                 let (req, lim) = pod_totals(pod);
                 errs.extend(constraints(&item, "Pod", &req, &lim));
             }
-            match errs.len() {
-                0 => Ok(()),
-                1 => Err(forbidden(attrs, &errs[0])),
-                _ => Err(forbidden(attrs, &format!("[{}]", errs.join(", ")))),
-            }
+            refuse(attrs, errs)
         })
     }
+}
+
+fn is_claim(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "persistentvolumeclaims"
+}
+
+/// upstream's aggregate of the violations: one as it is, several in brackets.
+fn refuse(attrs: &Attributes<'_>, errs: Vec<String>) -> Result<(), ApiError> {
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(forbidden(attrs, &errs[0])),
+        _ => Err(forbidden(attrs, &format!("[{}]", errs.join(", ")))),
+    }
+}
+
+/// upstream's PersistentVolumeClaimValidateLimitFunc: `min` and `max` against the claim's
+/// requests (a claim's limits are not the user's input here).
+fn claim_constraints(item: &Value, req: &List) -> Vec<String> {
+    const KIND: &str = "PersistentVolumeClaim";
+    let mut errs = Vec::new();
+    let bound = |key: &str| -> Vec<(String, String, i128)> {
+        item.get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let q = Quantity::parse(v.as_str()?)?;
+                Some((k.clone(), q.canonical(), q.milli()))
+            })
+            .collect()
+    };
+    for (res, text, min) in bound("min") {
+        match req.get(&res) {
+            None => errs.push(format!(
+                "minimum {res} usage per {KIND} is {text}.  No request is specified"
+            )),
+            Some((r, rn)) if *rn < min => errs.push(format!(
+                "minimum {res} usage per {KIND} is {text}, but request is {r}"
+            )),
+            _ => {}
+        }
+    }
+    for (res, text, max) in bound("max") {
+        match req.get(&res) {
+            None => errs.push(format!(
+                "maximum {res} usage per {KIND} is {text}.  No request is specified"
+            )),
+            Some((r, rn)) if *rn > max => errs.push(format!(
+                "maximum {res} usage per {KIND} is {text}, but request is {r}"
+            )),
+            _ => {}
+        }
+    }
+    errs
 }
 
 /// The `limits` items of `type_` of every LimitRange in the namespace.
@@ -294,6 +359,29 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("LimitRanger plugin set: cpu request for container a"));
+    }
+
+    #[test]
+    fn a_claims_request_is_held_to_min_and_max() {
+        let item = json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}});
+        let claim = |size: &str| {
+            list_of(
+                &json!({"resources": {"requests": {"storage": size}}}),
+                "requests",
+            )
+        };
+        assert!(claim_constraints(&item, &claim("1536Mi")).is_empty());
+        assert_eq!(
+            claim_constraints(&item, &claim("500Mi")),
+            ["minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"]
+        );
+        assert_eq!(
+            claim_constraints(&item, &List::new()),
+            [
+                "minimum storage usage per PersistentVolumeClaim is 1Gi.  No request is specified",
+                "maximum storage usage per PersistentVolumeClaim is 2Gi.  No request is specified"
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The ResourceQuota admission plugin (upstream's plugin/pkg/admission/resourcequota): a
-//! create that would take a namespace's usage past a quota's `status.hard` is refused (403
-//! `exceeded quota: …`); one that fits is charged to the quota's `status.used` first
-//! (compare-and-swap on the quota, re-read on a clash). The controller keeps `used` true.
+//! create — or an update that grows what the object uses (a claim resized, a Service made
+//! a NodePort) — that would take a namespace's usage past a quota's `status.hard` is
+//! refused (403 `exceeded quota: …`); one that fits is charged to the quota's `status.used`
+//! first (compare-and-swap on the quota, re-read on a clash). The controller keeps `used`
+//! true.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,20 +28,38 @@ impl Plugin for ResourceQuota {
     }
 
     fn handles(&self, operation: Operation, rt: &ResourceType) -> bool {
-        operation == Operation::Create && rt.namespaced
+        operation != Operation::Delete && rt.namespaced
     }
 
     fn validate<'a>(
         &'a self,
         attrs: &'a Attributes<'a>,
         obj: &'a Value,
-        _old: Option<&'a Value>,
+        old: Option<&'a Value>,
     ) -> Verdict<'a> {
         Box::pin(async move {
             if attrs.target.subresource.is_some() {
                 return Ok(());
             }
-            check_and_charge(attrs, obj).await
+            let rt = &attrs.target.rt;
+            let delta = match (attrs.operation, old) {
+                (Operation::Update, Some(old)) => {
+                    // What the update changes, as upstream's evaluators: zero changes need
+                    // no quota, shrinking ones are given back by the controller's count.
+                    let before = usage_of(rt, old);
+                    let mut d = usage_of(rt, obj);
+                    for (k, n) in &before {
+                        *d.entry(k.clone()).or_default() -= n;
+                    }
+                    d.retain(|_, n| *n > 0);
+                    if d.is_empty() {
+                        return Ok(());
+                    }
+                    d
+                }
+                _ => usage_of(rt, obj),
+            };
+            check_and_charge(attrs, obj, &delta).await
         })
     }
 }
@@ -287,13 +307,17 @@ async fn quotas(
         .collect()
 }
 
-async fn check_and_charge(attrs: &Attributes<'_>, obj: &Value) -> Result<(), ApiError> {
+async fn check_and_charge(
+    attrs: &Attributes<'_>,
+    obj: &Value,
+    delta: &Usage,
+) -> Result<(), ApiError> {
     let state = attrs.state;
     let Some(quota_rt) = state.registry.find("", "v1", "resourcequotas") else {
         return Ok(());
     };
     let ns = crate::object::namespace(obj).to_string();
-    let delta = usage_of(&attrs.target.rt, obj);
+    let creating = attrs.operation == Operation::Create;
     let mut pending = quotas(attrs, &quota_rt, &ns).await?;
     let mut attempts = 0;
     while let Some((quota, rev)) = pending.pop() {
@@ -302,13 +326,16 @@ async fn check_and_charge(attrs: &Attributes<'_>, obj: &Value) -> Result<(), Api
         // Only what this quota limits and this object uses (upstream's MatchingResources).
         let restricted: BTreeSet<String> = hard
             .keys()
-            .filter(|k| delta.contains_key(*k) || is_compute_of(k, &attrs.target.rt))
+            .filter(|k| delta.contains_key(*k) || (creating && is_compute_of(k, &attrs.target.rt)))
             .cloned()
             .collect();
         if restricted.is_empty() {
             continue;
         }
-        if let Some(why) = missing_constraints(&attrs.target.rt, obj, &restricted) {
+        if let Some(why) = creating
+            .then(|| missing_constraints(&attrs.target.rt, obj, &restricted))
+            .flatten()
+        {
             return Err(forbidden(attrs, &format!("failed quota: {name}: {why}")));
         }
         let used = usage_map(&quota, "used");
@@ -341,7 +368,7 @@ async fn check_and_charge(attrs: &Attributes<'_>, obj: &Value) -> Result<(), Api
                 attrs,
                 &format!(
                     "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
-                    pretty(&delta, &exceeded),
+                    pretty(delta, &exceeded),
                     pretty(&used, &exceeded),
                     pretty(&hard, &exceeded)
                 ),
