@@ -103,22 +103,26 @@ fn refuse(attrs: &Attributes<'_>, errs: Vec<String>) -> Result<(), ApiError> {
     }
 }
 
+/// A LimitRange item's `key` (`min`, `max`, …): resource, the quantity as upstream prints
+/// it, milli-units.
+fn bounds(item: &Value, key: &str) -> Vec<(String, String, i128)> {
+    item.get(key)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let q = Quantity::parse(v.as_str()?)?;
+            Some((k.clone(), q.canonical(), q.milli()))
+        })
+        .collect()
+}
+
 /// upstream's PersistentVolumeClaimValidateLimitFunc: `min` and `max` against the claim's
 /// requests (a claim's limits are not the user's input here).
 fn claim_constraints(item: &Value, req: &List) -> Vec<String> {
     const KIND: &str = "PersistentVolumeClaim";
     let mut errs = Vec::new();
-    let bound = |key: &str| -> Vec<(String, String, i128)> {
-        item.get(key)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| {
-                let q = Quantity::parse(v.as_str()?)?;
-                Some((k.clone(), q.canonical(), q.milli()))
-            })
-            .collect()
-    };
+    let bound = |key: &str| bounds(item, key);
     for (res, text, min) in bound("min") {
         match req.get(&res) {
             None => errs.push(format!(
@@ -272,17 +276,7 @@ fn container_word(list: &str) -> &'static str {
 /// upstream's minConstraint, maxConstraint and limitRequestRatioConstraint, in its words.
 fn constraints(item: &Value, kind: &str, req: &List, lim: &List) -> Vec<String> {
     let mut errs = Vec::new();
-    let bound = |key: &str| -> Vec<(String, String, i128)> {
-        item.get(key)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| {
-                let q = Quantity::parse(v.as_str()?)?;
-                Some((k.clone(), q.canonical(), q.milli()))
-            })
-            .collect()
-    };
+    let bound = |key: &str| bounds(item, key);
     for (res, text, min) in bound("min") {
         match (req.get(&res), lim.get(&res)) {
             (None, _) => errs.push(format!(
