@@ -168,21 +168,7 @@ impl Server {
 
     /// Run kubectl with `input` on stdin.
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .expect("write kubectl stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
+        kubectl_stdin_as(&self.kubeconfig(), args, input)
     }
 
     /// Start a long-running kubectl (e.g. `get -w`) whose output is read after `stop`.
@@ -443,6 +429,26 @@ pub fn get_json(s: &Server, args: &[&str]) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// kubectl as `kubeconfig`'s user (an admin's or one from `user_kubeconfig`) with `input`
+/// on its standard input.
+pub fn kubectl_stdin_as(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
 }
 
 /// `kubectl apply -f -` of `yaml`, which must succeed.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use capstan_e2e::{apply, get_json, text, user_kubeconfig, wait_for, Server};
+use capstan_e2e::{apply, get_json, kubectl_stdin_as, text, user_kubeconfig, wait_for, Server};
 use serde_json::Value;
 
 fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -15,27 +15,6 @@ fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run kubectl")
-}
-
-/// kubectl as `kubeconfig`'s user with `input` on its standard input.
-fn kubectl_stdin_with(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write kubectl's input");
-    child.wait_with_output().expect("kubectl ends")
 }
 
 /// kubectl's stderr for a refused command (which must fail).
@@ -508,7 +487,7 @@ fn a_node_writes_only_its_own_objects() {
         let mut obj = get_json(&s, &["pod", pod, "-n", ns]).expect("pod");
         change(&mut obj);
         let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/status");
-        kubectl_stdin_with(
+        kubectl_stdin_as(
             &a,
             &["replace", "--raw", &path, "-f", "-"],
             &obj.to_string(),
@@ -619,12 +598,26 @@ fn a_node_writes_only_its_own_objects() {
             r#"{{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {{"name": "{name}", "namespace": "{lease_ns}"}}, "spec": {{"holderIdentity": "{name}"}}}}"#
         )
     };
-    let create = |body: String| kubectl_stdin_with(&a, &["create", "-f", "-"], &body);
+    let create = |body: String| kubectl_stdin_as(&a, &["create", "-f", "-"], &body);
     let out = create(lease("nr-a", "kube-node-lease"));
     assert!(out.status.success(), "{:?}", text(&out));
     let err = refused(&create(lease("nr-b", "kube-node-lease")));
     assert!(
         err.contains("can only access node lease with the same name as the requesting node"),
+        "{err}"
+    );
+
+    // Evictions only of its own pods.
+    let evict = |pod: &str| {
+        let body = format!(
+            r#"{{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {{"name": "{pod}", "namespace": "{ns}"}}}}"#
+        );
+        let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction");
+        kubectl_stdin_as(&a, &["create", "--raw", &path, "-f", "-"], &body)
+    };
+    let err = refused(&evict("on-nr-b"));
+    assert!(
+        err.contains("pods \"on-nr-b\" is forbidden: node nr-a can only evict pods with spec.nodeName set to itself"),
         "{err}"
     );
 

@@ -13,6 +13,7 @@ use crate::serving::user_info::UserInfo;
 use crate::status::ApiError;
 use crate::types::core::pod_references;
 use crate::types::registry::ResourceType;
+use crate::types::Target;
 use crate::AppState;
 
 const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -474,22 +475,30 @@ fn lease(attrs: &Attributes<'_>, node: &str) -> Option<String> {
         .then(|| "can only access node lease with the same name as the requesting node".into())
 }
 
-/// `serviceaccounts/token` from a node: bound to a pod, by uid, that runs on the node.
+/// A request that skips the write chain (a token request, an eviction), as the chain's
+/// attributes: the refusals read as the chain's do.
+fn create_attrs<'a>(state: &'a AppState, target: &'a Target, name: &'a str) -> Attributes<'a> {
+    Attributes {
+        state,
+        operation: Operation::Create,
+        target,
+        name,
+        dry_run: false,
+    }
+}
+
+/// `serviceaccounts/token` from a node (`target` names the service account): bound to a
+/// pod, by uid, that runs on the node.
 pub async fn admit_token(
     state: &AppState,
-    namespace: &str,
-    service_account: &str,
+    target: &Target,
     bound: Option<&Value>,
 ) -> Result<(), ApiError> {
     let Some(node) = requester().and_then(|u| node_of_requester(&u)) else {
         return Ok(());
     };
-    let refused = |why: &str| {
-        ApiError::forbidden(format!(
-            "serviceaccounts {service_account:?} is forbidden: {why}"
-        ))
-        .with_details(serde_json::json!({"name": service_account, "kind": "serviceaccounts"}))
-    };
+    let attrs = create_attrs(state, target, target.name.as_deref().unwrap_or(""));
+    let refused = |why: &str| forbidden(&attrs, why);
     let node = node.map_err(|why| refused(&why))?;
     let text = |f: &str| {
         bound
@@ -509,8 +518,8 @@ pub async fn admit_token(
         .registry
         .find("", "v1", "pods")
         .ok_or_else(|| ApiError::internal("pods are not served"))?;
-    let Some((pod, _)) = crate::storage::read(state, &pods, Some(namespace), text("name")).await?
-    else {
+    let namespace = target.namespace.as_deref();
+    let Some((pod, _)) = crate::storage::read(state, &pods, namespace, text("name")).await? else {
         return Err(ApiError::not_found("", "pods", text("name")));
     };
     if crate::object::meta_str(&pod, "uid") != Some(text("uid")) {
@@ -527,20 +536,19 @@ pub async fn admit_token(
     Ok(())
 }
 
-/// `pods/eviction` from a node: only of a pod bound to it.
-pub fn admit_eviction(pod: &Value, name: &str) -> Result<(), ApiError> {
+/// `pods/eviction` from a node (`target` names the pod, read as `pod`): only of a pod bound
+/// to it.
+pub fn admit_eviction(state: &AppState, target: &Target, pod: &Value) -> Result<(), ApiError> {
     let Some(node) = requester().and_then(|u| node_of_requester(&u)) else {
         return Ok(());
     };
-    let refused = |why: &str| {
-        ApiError::forbidden(format!("pods {name:?} is forbidden: {why}"))
-            .with_details(serde_json::json!({"name": name, "kind": "pods"}))
-    };
-    let node = node.map_err(|why| refused(&why))?;
+    let attrs = create_attrs(state, target, target.name.as_deref().unwrap_or(""));
+    let node = node.map_err(|why| forbidden(&attrs, &why))?;
     if node_name_of(pod) != node {
-        return Err(refused(&format!(
-            "node {node} can only evict pods with spec.nodeName set to itself"
-        )));
+        return Err(forbidden(
+            &attrs,
+            &format!("node {node} can only evict pods with spec.nodeName set to itself"),
+        ));
     }
     Ok(())
 }

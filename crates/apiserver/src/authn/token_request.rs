@@ -205,8 +205,7 @@ pub async fn create(
     let req = rest::decode_body(content_type, body)?;
     let spec = spec_of(&req)?;
     let sa = read(state, "serviceaccounts", Some(ns), sa_name).await?;
-    crate::admission::node_restriction::admit_token(state, ns, sa_name, spec.bound.as_ref())
-        .await?;
+    crate::admission::node_restriction::admit_token(state, t, spec.bound.as_ref()).await?;
     let binding = binding(state, ns, sa_name, spec.bound.as_ref()).await?;
     let audiences = if spec.audiences.is_empty() {
         tokens.api_audiences.clone()

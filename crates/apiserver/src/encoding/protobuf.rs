@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::encoding::k8s_fields::{normalize, table};
 use crate::status::ApiError;
+use crate::types::registry::schema_of;
 
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 pub(crate) const MAGIC: &[u8] = b"k8s\0";
@@ -93,6 +94,15 @@ pub(crate) fn json_names() -> &'static HashMap<String, HashMap<String, String>> 
                 let _ = f(&mut generator);
             }
         }
+        // Kinds clients send to subresources but no served type is made of: without their
+        // definitions a field's JSON name would be guessed from prost's (`UID` is `u_id`).
+        use k8s_openapi::api;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+        let _ = schema_of::<api::authentication::v1::TokenRequest>(&mut generator);
+        let _ = schema_of::<api::policy::v1::Eviction>(&mut generator);
+        let _ = schema_of::<api::core::v1::Binding>(&mut generator);
+        let _ = schema_of::<api::autoscaling::v1::Scale>(&mut generator);
+        let _ = schema_of::<meta::DeleteOptions>(&mut generator);
         let mut out = HashMap::new();
         for (name, schema) in generator.take_definitions(true) {
             let schema = serde_json::to_value(schema).unwrap_or(Value::Null);
@@ -108,16 +118,6 @@ pub(crate) fn json_names() -> &'static HashMap<String, HashMap<String, String>> 
         }
         out
     })
-}
-
-/// The JSON name of a field of a message no served type's schema describes (TokenRequest
-/// and the other request-only kinds): prost's name in lower camel case, except where prost
-/// split a Go initialism (`UID` → `u_id`, JSON `uid`).
-fn json_name(snake: &str) -> String {
-    match snake {
-        "u_id" => "uid".to_string(),
-        _ => lower_camel(snake),
-    }
 }
 
 fn lower_camel(snake: &str) -> String {
@@ -248,7 +248,7 @@ fn decode_fields(msg: &str, bytes: &[u8], depth: usize) -> Result<Map<String, Va
             }
             continue;
         }
-        let name = known.unwrap_or_else(|| json_name(f.name));
+        let name = known.unwrap_or_else(|| lower_camel(f.name));
         match f.card {
             b'm' => {
                 let Wire::Bytes(entry) = w else { continue };

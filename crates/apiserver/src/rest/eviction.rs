@@ -115,7 +115,7 @@ pub async fn create(
     }
     // A node may evict only its own pods (NodeRestriction; evictions skip the write chain).
     let (pod, _) = rest::read_existing(state, t, &pod_name).await?;
-    crate::admission::node_restriction::admit_eviction(&pod, &pod_name)?;
+    crate::admission::node_restriction::admit_eviction(state, t, &pod)?;
     let delete_body = match eviction.get("deleteOptions") {
         Some(d) if d.is_object() => serde_json::to_vec(d).unwrap_or_default(),
         _ => Vec::new(),
