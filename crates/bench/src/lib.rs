@@ -56,6 +56,9 @@ pub struct Options {
     pub startup_runs: usize,
     /// Pods the `schedule` scenario creates.
     pub pods: usize,
+    /// `schedule` creates only plain pods (no spread, no anti-affinity): the ceiling of the
+    /// create → bind → Running pipeline itself.
+    pub plain_pods: bool,
     /// Replicas of the `deployment` scenario's Deployment.
     pub deployment_replicas: usize,
     /// The server's process id, when it runs on this machine: its RSS is reported.
@@ -81,6 +84,7 @@ impl Options {
             event_interval_ms: 20,
             startup_runs: 5,
             pods: 30_000,
+            plain_pods: false,
             deployment_replicas: 1000,
             server_pid: None,
             capstan_binary: None,

@@ -289,6 +289,10 @@ enum Command {
         /// Pods the schedule scenario creates (default 30000; 300 with --quick).
         #[arg(long)]
         pods: Option<usize>,
+        /// The schedule scenario's pods are all plain (default: a third plain, a third with
+        /// topology spread, a third with required anti-affinity).
+        #[arg(long)]
+        plain_pods: bool,
         /// Replicas of the deployment scenario's Deployment (default 1000; 50 with --quick).
         #[arg(long)]
         deployment_replicas: Option<usize>,
@@ -589,6 +593,7 @@ fn main() -> anyhow::Result<()> {
             contention_clients,
             updates,
             pods,
+            plain_pods,
             deployment_replicas,
             server_pid,
             quick,
@@ -610,6 +615,7 @@ fn main() -> anyhow::Result<()> {
             opts.contention_clients = contention_clients.unwrap_or(opts.contention_clients);
             opts.updates = updates.unwrap_or(opts.updates);
             opts.pods = pods.unwrap_or(opts.pods);
+            opts.plain_pods = plain_pods;
             opts.deployment_replicas = deployment_replicas.unwrap_or(opts.deployment_replicas);
             opts.server_pid = server_pid;
             let before = match &compare {

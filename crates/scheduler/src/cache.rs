@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::plugins::inter_pod_affinity::PodTerms;
 use crate::resources::{self, Resources};
@@ -52,13 +53,20 @@ pub fn pod_key(pod: &Pod) -> String {
     }
 }
 
+/// A pod's spec, or the empty one (read without copying: a spec is many allocations).
+pub fn spec_of(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
+    static EMPTY: std::sync::LazyLock<k8s_openapi::api::core::v1::PodSpec> =
+        std::sync::LazyLock::new(Default::default);
+    pod.spec.as_ref().unwrap_or(&EMPTY)
+}
+
 pub fn pod_priority(pod: &Pod) -> i32 {
     pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = spec_of(&pod);
         let mut host_ports = Vec::new();
         for c in spec
             .containers
@@ -84,8 +92,8 @@ impl PodInfo {
             aff.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
         PodInfo {
             uid: pod_key(&pod),
-            requests: resources::pod_requests(&spec),
-            non_zero: resources::pod_non_zero_requests(&spec),
+            requests: resources::pod_requests(spec),
+            non_zero: resources::pod_non_zero_requests(spec),
             priority: pod_priority(&pod),
             host_ports,
             has_affinity,
@@ -129,6 +137,17 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     pub pods_with_affinity: usize,
     pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
+    /// How many of the pods carry each label: key → value → namespace → counts. Spread
+    /// and affinity count the pods a selector matches on every node for every pod they
+    /// place; a selector of one label (most are) is answered here without a scan.
+    pod_labels: HashMap<String, HashMap<String, HashMap<String, LabelCount>>>,
+}
+
+/// Pods with one label in one namespace, and how many of them are terminating.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LabelCount {
+    pub all: u32,
+    pub terminating: u32,
 }
 
 impl NodeInfo {
@@ -160,13 +179,97 @@ impl NodeInfo {
         if p.has_required_anti_affinity {
             self.pods_with_required_anti_affinity.push(p.clone());
         }
+        self.count_labels(&p, true);
         self.pods.push(p);
     }
 
-    fn remove_pod(&mut self, uid: &str) -> bool {
-        let Some(i) = self.pods.iter().position(|p| p.uid == uid) else {
-            return false;
+    fn count_labels(&mut self, p: &PodInfo, add: bool) {
+        let terminating = p.pod.metadata.deletion_timestamp.is_some() as u32;
+        let ns = p.namespace();
+        for (k, v) in p.labels() {
+            let values = match self.pod_labels.get_mut(k.as_str()) {
+                Some(m) => m,
+                None if add => self.pod_labels.entry(k.clone()).or_default(),
+                None => continue,
+            };
+            let namespaces = match values.get_mut(v.as_str()) {
+                Some(m) => m,
+                None if add => values.entry(v.clone()).or_default(),
+                None => continue,
+            };
+            let c = match namespaces.get_mut(ns) {
+                Some(c) => c,
+                None if add => namespaces.entry(ns.to_string()).or_default(),
+                None => continue,
+            };
+            if add {
+                c.all += 1;
+                c.terminating += terminating;
+            } else {
+                c.all = c.all.saturating_sub(1);
+                c.terminating = c.terminating.saturating_sub(terminating);
+                if c.all == 0 {
+                    namespaces.remove(ns);
+                    if namespaces.is_empty() {
+                        values.remove(v.as_str());
+                        if values.is_empty() {
+                            self.pod_labels.remove(k.as_str());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pods `sel` matches in the namespaces `ns` accepts (without terminating pods
+    /// when `live_only`), from the label counts; None when the selector needs a scan.
+    /// A selector of several labels is 0 at once when one of them is on no pod.
+    pub fn count_selected(
+        &self,
+        sel: &LabelSelector,
+        ns: impl Fn(&str) -> bool,
+        live_only: bool,
+    ) -> Option<i64> {
+        if sel
+            .match_expressions
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+        {
+            return None;
+        }
+        let labels = sel.match_labels.as_ref()?;
+        let count = |k: &str, v: &str| -> i64 {
+            self.pod_labels
+                .get(k)
+                .and_then(|m| m.get(v))
+                .map(|m| {
+                    m.iter()
+                        .filter(|(n, _)| ns(n))
+                        .map(|(_, c)| {
+                            (if live_only {
+                                c.all.saturating_sub(c.terminating)
+                            } else {
+                                c.all
+                            }) as i64
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
         };
+        let mut it = labels.iter();
+        let (k, v) = it.next()?;
+        let first = count(k, v);
+        if labels.len() == 1 || first == 0 {
+            return Some(first);
+        }
+        if it.any(|(k, v)| count(k, v) == 0) {
+            return Some(0);
+        }
+        None
+    }
+
+    fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
+        let i = self.pods.iter().position(|p| p.uid == uid)?;
         let p = self.pods.swap_remove(i);
         self.requested.sub(&p.requests);
         self.non_zero.0 -= p.non_zero.0;
@@ -181,7 +284,8 @@ impl NodeInfo {
         }
         self.pods_with_required_anti_affinity
             .retain(|q| q.uid != uid);
-        true
+        self.count_labels(&p, false);
+        Some(p)
     }
 
     pub fn name(&self) -> &str {
@@ -231,6 +335,77 @@ pub struct Cache {
     pods: HashMap<String, PodEntry>,
     /// Namespace labels, for affinity terms' `namespaceSelector`.
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    anti_terms: AntiTerms,
+}
+
+/// One required anti-affinity term of a placed pod: `pod.terms.required_anti[term]`.
+#[derive(Debug, Clone)]
+pub struct AntiTerm {
+    pub pod: Arc<PodInfo>,
+    pub term: usize,
+    pub node: String,
+}
+
+/// The required anti-affinity terms of placed pods, each filed under one label its selector
+/// requires (key → value), or with the rest when it requires none. Every pod placed is
+/// checked against the terms of every such pod; its own labels find the few that can
+/// match it instead.
+#[derive(Debug, Default)]
+struct AntiTerms {
+    by_label: HashMap<String, HashMap<String, Vec<AntiTerm>>>,
+    other: Vec<AntiTerm>,
+}
+
+impl AntiTerms {
+    fn slot(&mut self, label: Option<(&str, &str)>) -> &mut Vec<AntiTerm> {
+        match label {
+            Some((k, v)) => self
+                .by_label
+                .entry(k.to_string())
+                .or_default()
+                .entry(v.to_string())
+                .or_default(),
+            None => &mut self.other,
+        }
+    }
+
+    fn add(&mut self, info: &Arc<PodInfo>, node: &str) {
+        for (i, t) in info.terms.required_anti.iter().enumerate() {
+            let Some(label) = t.filing_label() else {
+                continue;
+            };
+            self.slot(label).push(AntiTerm {
+                pod: info.clone(),
+                term: i,
+                node: node.to_string(),
+            });
+        }
+    }
+
+    fn remove(&mut self, info: &PodInfo) {
+        for t in &info.terms.required_anti {
+            let Some(label) = t.filing_label() else {
+                continue;
+            };
+            if let Some((k, v)) = label {
+                let Some(values) = self.by_label.get_mut(k) else {
+                    continue;
+                };
+                let Some(list) = values.get_mut(v) else {
+                    continue;
+                };
+                list.retain(|a| a.pod.uid != info.uid);
+                if list.is_empty() {
+                    values.remove(v);
+                    if values.is_empty() {
+                        self.by_label.remove(k);
+                    }
+                }
+            } else {
+                self.other.retain(|a| a.pod.uid != info.uid);
+            }
+        }
+    }
 }
 
 impl Cache {
@@ -249,6 +424,16 @@ impl Cache {
 
     pub fn node_count(&self) -> usize {
         self.order.len()
+    }
+
+    /// The required anti-affinity terms of placed pods that may match `pod` (a superset:
+    /// each must still be matched), each once.
+    pub fn anti_terms_for<'a>(&'a self, pod: &'a PodInfo) -> impl Iterator<Item = &'a AntiTerm> {
+        pod.labels()
+            .iter()
+            .filter_map(|(k, v)| self.anti_terms.by_label.get(k)?.get(v))
+            .flatten()
+            .chain(&self.anti_terms.other)
     }
 
     /// Add or replace a node; says what changed that could let a waiting pod fit.
@@ -367,6 +552,9 @@ impl Cache {
     }
 
     fn attach(&mut self, info: Arc<PodInfo>, node: &str) {
+        if info.has_required_anti_affinity {
+            self.anti_terms.add(&info, node);
+        }
         self.nodes
             .entry(node.to_string())
             .or_default()
@@ -375,7 +563,11 @@ impl Cache {
 
     fn detach(&mut self, uid: &str, node: &str) {
         if let Some(n) = self.nodes.get_mut(node) {
-            n.remove_pod(uid);
+            if let Some(p) = n.remove_pod(uid) {
+                if p.has_required_anti_affinity {
+                    self.anti_terms.remove(&p);
+                }
+            }
             if n.node.is_none() && n.pods.is_empty() {
                 self.nodes.remove(node);
             }
@@ -442,5 +634,47 @@ mod tests {
         c.upsert_node(node("later"));
         assert_eq!(c.node("later").unwrap().requested.milli_cpu, 1000);
         assert_eq!(c.node_names(), &["later".to_string(), "n1".to_string()]);
+    }
+
+    #[test]
+    fn label_counts_answer_one_label_selectors_and_follow_removal() {
+        let labelled = |name: &str, ns: &str, labels: serde_json::Value, deleting: bool| {
+            let mut v = json!({"metadata": {"name": name, "uid": name, "namespace": ns, "labels": labels},
+                "spec": {"containers": []}});
+            if deleting {
+                v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            Arc::new(PodInfo::new(Arc::new(serde_json::from_value(v).unwrap())))
+        };
+        let mut c = Cache::default();
+        c.upsert_node(node("n1"));
+        c.assume(
+            labelled("a", "d", json!({"app": "web", "tier": "x"}), false),
+            "n1",
+        );
+        c.assume(labelled("b", "d", json!({"app": "web"}), true), "n1");
+        c.assume(labelled("c", "e", json!({"app": "web"}), false), "n1");
+        let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        let n = c.node("n1").unwrap();
+        let web = sel(json!({"matchLabels": {"app": "web"}}));
+        assert_eq!(n.count_selected(&web, |ns| ns == "d", false), Some(2));
+        assert_eq!(n.count_selected(&web, |ns| ns == "d", true), Some(1));
+        assert_eq!(n.count_selected(&web, |_| true, false), Some(3));
+        // Several labels: 0 at once when one is on no pod, else a scan is needed.
+        let two = sel(json!({"matchLabels": {"app": "web", "tier": "y"}}));
+        assert_eq!(n.count_selected(&two, |_| true, false), Some(0));
+        let both = sel(json!({"matchLabels": {"app": "web", "tier": "x"}}));
+        assert_eq!(n.count_selected(&both, |_| true, false), None);
+        let expr = sel(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}));
+        assert_eq!(n.count_selected(&expr, |_| true, false), None);
+        c.forget("a");
+        c.forget("b");
+        let n = c.node("n1").unwrap();
+        assert_eq!(n.count_selected(&web, |ns| ns == "d", false), Some(0));
+        assert_eq!(n.count_selected(&web, |_| true, true), Some(1));
+        assert!(
+            !n.pod_labels.contains_key("tier"),
+            "emptied counts are dropped"
+        );
     }
 }

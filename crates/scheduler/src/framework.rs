@@ -28,7 +28,6 @@ pub type Nominated = (usize, Resources);
 /// What is computed once per pod per cycle (upstream's CycleState after PreFilter).
 pub struct Cycle {
     pub pod: Arc<PodInfo>,
-    spec: PodSpec,
     affinity: inter_pod_affinity::FilterState,
     spread: topology_spread::FilterState,
     /// Node selectors of the volumes the pod's bound claims name (usually none).
@@ -37,12 +36,10 @@ pub struct Cycle {
 
 impl Cycle {
     pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> Cycle {
-        let spec = pod.pod.spec.clone().unwrap_or_default();
         let affinity = inter_pod_affinity::prefilter(&pod, &pod.terms, cache);
-        let spread = topology_spread::prefilter(&pod, &spec, cache);
+        let spread = topology_spread::prefilter(&pod, crate::cache::spec_of(&pod.pod), cache);
         Cycle {
             pod,
-            spec,
             affinity,
             spread,
             volume_affinity: Vec::new(),
@@ -58,8 +55,12 @@ impl Cycle {
         self
     }
 
+    fn spec(&self) -> &PodSpec {
+        crate::cache::spec_of(&self.pod.pod)
+    }
+
     fn tolerations(&self) -> &[Toleration] {
-        self.spec.tolerations.as_deref().unwrap_or(&[])
+        self.spec().tolerations.as_deref().unwrap_or(&[])
     }
 
     /// The filter plugins in upstream's order; the first refusal is the node's reason.
@@ -71,15 +72,15 @@ impl Cycle {
                 "node(s) not found",
             ));
         };
-        node_basics::node_unschedulable(&self.spec, n)?;
-        node_basics::node_name(&self.spec, n)?;
+        node_basics::node_unschedulable(self.spec(), n)?;
+        node_basics::node_name(self.spec(), n)?;
         let node_taints = n
             .spec
             .as_ref()
             .and_then(|s| s.taints.as_deref())
             .unwrap_or(&[]);
         taints::filter(node_taints, self.tolerations())?;
-        node_affinity::filter(&self.spec, n)?;
+        node_affinity::filter(self.spec(), n)?;
         node_basics::node_ports(&self.pod.host_ports, node)?;
         resources_fit::filter(&self.pod, node, nominated)?;
         if !self.volume_affinity.is_empty() {
@@ -103,7 +104,7 @@ impl Cycle {
             *t += WEIGHT_BALANCED * resources_fit::balanced_allocation(&self.pod, n).unwrap_or(0);
         }
         let mut aff: Vec<i64> = nodes()
-            .map(|n| node_affinity::score(&self.spec, n))
+            .map(|n| node_affinity::score(self.spec(), n))
             .collect();
         default_normalize(&mut aff, false);
         let mut tt: Vec<i64> = nodes()
@@ -129,7 +130,7 @@ impl Cycle {
             }
             None => vec![0; feasible.len()],
         };
-        let spread = match topology_spread::prescore(&self.pod, &self.spec, cache, feasible) {
+        let spread = match topology_spread::prescore(&self.pod, self.spec(), cache, feasible) {
             Some(state) => {
                 let raw: Vec<Option<i64>> = feasible
                     .iter()

@@ -78,9 +78,9 @@ fn observe(line: &[u8]) -> Result<Option<(usize, bool, bool)>, String> {
 }
 
 /// The pod body for index `i`: plain, spread over hostnames, or anti-affine within a group
-/// of at most `nodes` pods (so every group fits, one pod per node).
-fn pod_body(i: usize, nodes: usize) -> String {
-    let (labels, extra) = match i % 3 {
+/// of at most `nodes` pods (so every group fits, one pod per node); only plain with `plain`.
+fn pod_body(i: usize, nodes: usize, plain: bool) -> String {
+    let (labels, extra) = match if plain { 0 } else { i % 3 } {
         0 => (r#""bench":"schedule","kind":"plain""#.to_string(), String::new()),
         1 => (
             r#""bench":"schedule","kind":"spread""#.to_string(),
@@ -187,6 +187,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
     };
 
     let next = Arc::new(AtomicUsize::new(0));
+    let plain = ctx.opts.plain_pods;
     let path: Arc<str> = collection.clone().into();
     let (create_took, _) = with_clients(&ctx.ep, ctx.opts.clients, |_, mut conn| {
         let (next, path, created) = (next.clone(), path.clone(), created.clone());
@@ -198,7 +199,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
                 }
                 created[i].store(base.elapsed().as_nanos().max(1) as u64, Ordering::Release);
                 let reply = conn
-                    .send_json(Method::POST, &path, Bytes::from(pod_body(i, nodes)))
+                    .send_json(Method::POST, &path, Bytes::from(pod_body(i, nodes, plain)))
                     .await?;
                 if reply.status != StatusCode::CREATED {
                     return Err(reply.unexpected(&Method::POST, &path));
@@ -245,7 +246,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<(), BenchError> {
     let last_bound = bound.iter().copied().max().unwrap_or(0);
     let last_running = running.iter().copied().max().unwrap_or(0);
     let secs = |ns: u64| (ns as f64 / 1e9).max(1e-9);
-    let case = format!("pods={p} nodes={nodes} c={}", ctx.opts.clients);
+    let case = format!(
+        "pods={p}{} nodes={nodes} c={}",
+        if plain { " plain" } else { "" },
+        ctx.opts.clients
+    );
     ctx.record(
         CaseResult::new("schedule", &format!("created→bound {case}"), bound_n as u64)
             .rate(bound_n as f64 / secs(last_bound.saturating_sub(first)))
@@ -302,12 +307,15 @@ mod tests {
     #[test]
     fn pod_bodies_are_valid_json_of_three_kinds() {
         for i in 0..6 {
-            let v: serde_json::Value = serde_json::from_str(&pod_body(i, 2)).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&pod_body(i, 2, false)).unwrap();
             assert_eq!(v["metadata"]["name"], format!("sched-{i:06}"));
         }
-        let anti: serde_json::Value = serde_json::from_str(&pod_body(8, 2)).unwrap();
+        let anti: serde_json::Value = serde_json::from_str(&pod_body(8, 2, false)).unwrap();
         assert_eq!(anti["metadata"]["labels"]["group"], "g1");
-        let spread: serde_json::Value = serde_json::from_str(&pod_body(1, 2)).unwrap();
+        let spread: serde_json::Value = serde_json::from_str(&pod_body(1, 2, false)).unwrap();
         assert_eq!(spread["spec"]["topologySpreadConstraints"][0]["maxSkew"], 1);
+        let plain: serde_json::Value = serde_json::from_str(&pod_body(1, 2, true)).unwrap();
+        assert_eq!(plain["metadata"]["labels"]["kind"], "plain");
+        assert!(plain["spec"].get("topologySpreadConstraints").is_none());
     }
 }

@@ -18,7 +18,40 @@ pub const REASON_EXISTING_ANTI: &str = "node(s) didn't satisfy existing pods ant
 /// upstream's `HardPodAffinityWeight` default.
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
-type Pair = (String, String);
+/// Counts (or weights) per topology pair, as key → value → n: filters and scores look a
+/// node's labels up by reference, with no key built per node.
+#[derive(Debug, Default)]
+pub struct PairCounts(HashMap<String, HashMap<String, i64>>);
+
+impl PairCounts {
+    fn add(&mut self, node: &NodeInfo, key: &str, n: i64) {
+        let Some(value) = node.labels().get(key) else {
+            return;
+        };
+        let values = match self.0.get_mut(key) {
+            Some(v) => v,
+            None => self.0.entry(key.to_string()).or_default(),
+        };
+        match values.get_mut(value) {
+            Some(c) => *c += n,
+            None => {
+                values.insert(value.clone(), n);
+            }
+        }
+    }
+
+    fn get(&self, key: &str, value: &str) -> i64 {
+        self.0
+            .get(key)
+            .and_then(|v| v.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// A term with its namespaces resolved (upstream `framework.AffinityTerm`).
 #[derive(Debug, Clone)]
@@ -68,14 +101,41 @@ impl Term {
         }
     }
 
-    pub fn matches(&self, pod: &PodInfo, ns_labels: &HashMap<String, Labels>) -> bool {
-        let ns = pod.namespace();
-        let ns_ok = self.namespaces.contains(ns)
+    /// Where an index files the term: under one label its selector requires, `Some(None)`
+    /// when it requires none (it may match any pod), `None` when it matches no pod.
+    pub fn filing_label(&self) -> Option<Option<(&str, &str)>> {
+        let sel = self.selector.as_ref()?;
+        Some(
+            sel.match_labels
+                .iter()
+                .flatten()
+                .next()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    fn namespace_ok(&self, ns: &str, ns_labels: &HashMap<String, Labels>) -> bool {
+        self.namespaces.contains(ns)
             || self.namespace_selector.as_ref().is_some_and(|s| {
                 static EMPTY: Labels = Labels::new();
                 selector_matches(s, ns_labels.get(ns).unwrap_or(&EMPTY))
-            });
-        ns_ok
+            })
+    }
+
+    /// The pods on `node` the term matches (from the node's label counts when it can).
+    fn count_on(&self, node: &NodeInfo, ns_labels: &HashMap<String, Labels>) -> i64 {
+        let Some(sel) = &self.selector else { return 0 };
+        node.count_selected(sel, |ns| self.namespace_ok(ns, ns_labels), false)
+            .unwrap_or_else(|| {
+                node.pods
+                    .iter()
+                    .filter(|p| self.matches(p, ns_labels))
+                    .count() as i64
+            })
+    }
+
+    pub fn matches(&self, pod: &PodInfo, ns_labels: &HashMap<String, Labels>) -> bool {
+        self.namespace_ok(pod.namespace(), ns_labels)
             && self
                 .selector
                 .as_ref()
@@ -165,50 +225,39 @@ impl PodTerms {
 /// upstream's PreFilter state: counts of matching pods per topology pair.
 #[derive(Default)]
 pub struct FilterState {
-    existing_anti: HashMap<Pair, i64>,
-    affinity: HashMap<Pair, i64>,
-    anti: HashMap<Pair, i64>,
+    existing_anti: PairCounts,
+    affinity: PairCounts,
+    anti: PairCounts,
     required_affinity: Vec<Term>,
     required_anti: Vec<Term>,
     /// The pod matches all its own affinity terms (the first of a group may go anywhere).
     self_match: bool,
 }
 
-fn pair(node: &NodeInfo, key: &str) -> Option<Pair> {
-    node.labels().get(key).map(|v| (key.to_string(), v.clone()))
-}
-
 pub fn prefilter(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> FilterState {
     let mut s = FilterState::default();
     let ns = &cache.namespaces;
     // Existing pods' required anti-affinity against the incoming pod.
-    for node in cache.nodes() {
-        for existing in &node.pods_with_required_anti_affinity {
-            for t in &existing.terms.required_anti {
-                if t.matches(pod, ns) {
-                    if let Some(p) = pair(node, &t.topology_key) {
-                        *s.existing_anti.entry(p).or_default() += 1;
-                    }
-                }
+    for a in cache.anti_terms_for(pod) {
+        let t = &a.pod.terms.required_anti[a.term];
+        if t.matches(pod, ns) {
+            if let Some(node) = cache.node(&a.node) {
+                s.existing_anti.add(node, &t.topology_key, 1);
             }
         }
     }
     if !terms.required_affinity.is_empty() || !terms.required_anti.is_empty() {
         for node in cache.nodes() {
-            for existing in &node.pods {
-                for t in &terms.required_affinity {
-                    if t.matches(existing, ns) {
-                        if let Some(p) = pair(node, &t.topology_key) {
-                            *s.affinity.entry(p).or_default() += 1;
-                        }
-                    }
+            for t in &terms.required_affinity {
+                let n = t.count_on(node, ns);
+                if n > 0 {
+                    s.affinity.add(node, &t.topology_key, n);
                 }
-                for t in &terms.required_anti {
-                    if t.matches(existing, ns) {
-                        if let Some(p) = pair(node, &t.topology_key) {
-                            *s.anti.entry(p).or_default() += 1;
-                        }
-                    }
+            }
+            for t in &terms.required_anti {
+                let n = t.count_on(node, ns);
+                if n > 0 {
+                    s.anti.add(node, &t.topology_key, n);
                 }
             }
         }
@@ -233,12 +282,7 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
                 ))
             }
             Some(v) => {
-                if s.affinity
-                    .get(&(t.topology_key.clone(), v.clone()))
-                    .copied()
-                    .unwrap_or(0)
-                    <= 0
-                {
+                if s.affinity.get(&t.topology_key, v) <= 0 {
                     pods_exist = false;
                 }
             }
@@ -255,12 +299,7 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
     }
     for t in &s.required_anti {
         if let Some(v) = labels.get(&t.topology_key) {
-            if s.anti
-                .get(&(t.topology_key.clone(), v.clone()))
-                .copied()
-                .unwrap_or(0)
-                > 0
-            {
+            if s.anti.get(&t.topology_key, v) > 0 {
                 return Err(Rejection::new(
                     Plugin::InterPodAffinity,
                     Code::Unschedulable,
@@ -269,14 +308,10 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
             }
         }
     }
-    if !s.existing_anti.is_empty() {
-        for (k, v) in labels {
-            if s.existing_anti
-                .get(&(k.clone(), v.clone()))
-                .copied()
-                .unwrap_or(0)
-                > 0
-            {
+    // Few topology keys, many labels: look the node's value up for each counted key.
+    for (key, counts) in &s.existing_anti.0 {
+        if let Some(v) = labels.get(key) {
+            if counts.get(v).copied().unwrap_or(0) > 0 {
                 return Err(Rejection::new(
                     Plugin::InterPodAffinity,
                     Code::Unschedulable,
@@ -290,18 +325,14 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
 
 /// upstream PreScore: weights per topology pair, from both the incoming pod's preferred
 /// terms and existing pods' terms that match it. None when nothing could score.
-pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<HashMap<Pair, i64>> {
+pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<PairCounts> {
     let any_existing = cache.nodes().any(|n| n.pods_with_affinity > 0);
     if !terms.has_preferred() && !any_existing {
         return None;
     }
     let ns = &cache.namespaces;
-    let mut scores: HashMap<Pair, i64> = HashMap::new();
-    let mut add = |node: &NodeInfo, t: &Term, w: i64| {
-        if let Some(p) = pair(node, &t.topology_key) {
-            *scores.entry(p).or_default() += w;
-        }
-    };
+    let mut scores = PairCounts::default();
+    let mut add = |node: &NodeInfo, t: &Term, w: i64| scores.add(node, &t.topology_key, w);
     for node in cache.nodes() {
         if !terms.has_preferred() && node.pods_with_affinity == 0 {
             continue;
@@ -340,12 +371,12 @@ pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<HashMa
     Some(scores)
 }
 
-pub fn score(pairs: &HashMap<Pair, i64>, node: &NodeInfo) -> i64 {
+pub fn score(pairs: &PairCounts, node: &NodeInfo) -> i64 {
     let labels: &BTreeMap<String, String> = node.labels();
     pairs
+        .0
         .iter()
-        .filter(|((k, v), _)| labels.get(k) == Some(v))
-        .map(|(_, s)| *s)
+        .filter_map(|(k, values)| labels.get(k).and_then(|v| values.get(v)))
         .sum()
 }
 
@@ -438,6 +469,64 @@ mod tests {
         );
         assert_eq!(r[1].as_ref().unwrap_err().reasons, vec![REASON_ANTI]);
         assert!(r[2].is_ok());
+    }
+
+    #[test]
+    fn existing_anti_terms_of_every_selector_shape_are_found_and_released() {
+        let mut c = three_zones();
+        let anti = |name: &str, sel: serde_json::Value| {
+            info(
+                json!({"metadata": {"name": name, "uid": name, "namespace": "d"},
+                "spec": {"containers": [], "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": sel, "topologyKey": "kubernetes.io/hostname"}]}}}}),
+            )
+        };
+        // Filed under its first label, the second must match too.
+        c.assume(
+            anti(
+                "two",
+                json!({"matchLabels": {"app": "web", "tier": "front"}}),
+            ),
+            "n1",
+        );
+        // No label to file it under: checked for every pod.
+        c.assume(
+            anti(
+                "expr",
+                json!({"matchExpressions": [{"key": "team", "operator": "Exists"}]}),
+            ),
+            "n2",
+        );
+        // An empty selector matches every pod in the namespace.
+        c.assume(anti("all", json!({})), "n3");
+        let incoming = |labels: serde_json::Value| json!({"metadata": {"name": "p", "uid": "p", "namespace": "d", "labels": labels}, "spec": {"containers": []}});
+        let refused =
+            |r: Vec<Result<(), Rejection>>| -> Vec<bool> { r.iter().map(Result::is_err).collect() };
+        assert_eq!(
+            refused(run(&c, incoming(json!({"app": "web"})))),
+            vec![false, false, true]
+        );
+        assert_eq!(
+            refused(run(
+                &c,
+                incoming(json!({"app": "web", "tier": "front", "team": "a"}))
+            )),
+            vec![true, true, true]
+        );
+        c.forget("all");
+        c.forget("two");
+        assert_eq!(
+            refused(run(
+                &c,
+                incoming(json!({"app": "web", "tier": "front", "team": "a"}))
+            )),
+            vec![false, true, false]
+        );
+        c.forget("expr");
+        assert!(c
+            .anti_terms_for(&info(incoming(json!({"team": "a"}))))
+            .next()
+            .is_none());
     }
 
     #[test]

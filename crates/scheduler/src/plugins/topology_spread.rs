@@ -62,6 +62,9 @@ fn constraints(pod: &PodInfo, spec: &PodSpec, action: &str) -> Vec<Constraint> {
 
 fn count_matching(node: &NodeInfo, sel: Option<&LabelSelector>, ns: &str) -> i64 {
     let Some(sel) = sel else { return 0 };
+    if let Some(n) = node.count_selected(sel, |n| n == ns, true) {
+        return n;
+    }
     node.pods
         .iter()
         .filter(|p| {
