@@ -1,7 +1,7 @@
 //! The scheduler's view of the cluster: nodes with per-node aggregates (requested resources,
 //! host ports, pods with affinity) kept up to date as pods are placed, assumed or removed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -26,6 +26,12 @@ impl HostPort {
             && (self.ip == o.ip || self.ip == "0.0.0.0" || o.ip == "0.0.0.0")
     }
 }
+
+/// The scheduler's maps and sets: looked up several times per node in every decision, with
+/// keys of a few bytes (node names, label keys and values, namespaces), where SipHash cost
+/// more than the lookups themselves. foldhash is seeded per process.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// A pod with what the scheduler computes from it once.
 #[derive(Debug)]
@@ -135,12 +141,14 @@ pub struct NodeInfo {
     pub non_zero: (i64, i64),
     pub pods: Vec<Arc<PodInfo>>,
     pub used_ports: Vec<HostPort>,
-    pub pods_with_affinity: usize,
     pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
+    /// Pods whose terms score others (required affinity, preferred terms): the ones
+    /// InterPodAffinity's PreScore reads on every decision.
+    pub pods_scoring_others: Vec<Arc<PodInfo>>,
     /// How many of the pods carry each label: key → value → namespace → counts. Spread
     /// and affinity count the pods a selector matches on every node for every pod they
     /// place; a selector of one label (most are) is answered here without a scan.
-    pod_labels: HashMap<String, HashMap<String, HashMap<String, LabelCount>>>,
+    pod_labels: Map<String, Map<String, Map<String, LabelCount>>>,
 }
 
 /// Pods with one label in one namespace, and how many of them are terminating.
@@ -173,11 +181,11 @@ impl NodeInfo {
         self.non_zero.0 += p.non_zero.0;
         self.non_zero.1 += p.non_zero.1;
         self.used_ports.extend(p.host_ports.iter().cloned());
-        if p.has_affinity {
-            self.pods_with_affinity += 1;
-        }
         if p.has_required_anti_affinity {
             self.pods_with_required_anti_affinity.push(p.clone());
+        }
+        if p.terms.scores_others() {
+            self.pods_scoring_others.push(p.clone());
         }
         self.count_labels(&p, true);
         self.pods.push(p);
@@ -279,11 +287,11 @@ impl NodeInfo {
                 self.used_ports.swap_remove(j);
             }
         }
-        if p.has_affinity {
-            self.pods_with_affinity -= 1;
-        }
         self.pods_with_required_anti_affinity
             .retain(|q| q.uid != uid);
+        if p.terms.scores_others() {
+            self.pods_scoring_others.retain(|q| q.uid != uid);
+        }
         self.count_labels(&p, false);
         Some(p)
     }
@@ -329,13 +337,15 @@ impl NodeChange {
 
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
+    nodes: Map<String, NodeInfo>,
     /// Names of the nodes that exist (have a Node object), sorted: the iteration order.
     order: Vec<String>,
-    pods: HashMap<String, PodEntry>,
+    pods: Map<String, PodEntry>,
     /// Namespace labels, for affinity terms' `namespaceSelector`.
-    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub namespaces: Map<String, BTreeMap<String, String>>,
     anti_terms: AntiTerms,
+    /// Placed pods whose terms score others (see `NodeInfo::pods_scoring_others`).
+    pods_scoring_others: usize,
 }
 
 /// One required anti-affinity term of a placed pod: `pod.terms.required_anti[term]`.
@@ -352,7 +362,7 @@ pub struct AntiTerm {
 /// match it instead.
 #[derive(Debug, Default)]
 struct AntiTerms {
-    by_label: HashMap<String, HashMap<String, Vec<AntiTerm>>>,
+    by_label: Map<String, Map<String, Vec<AntiTerm>>>,
     other: Vec<AntiTerm>,
 }
 
@@ -420,6 +430,11 @@ impl Cache {
     /// Nodes in iteration order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.order.iter().filter_map(|n| self.nodes.get(n))
+    }
+
+    /// Whether any placed pod has terms that score others.
+    pub fn any_pod_scores_others(&self) -> bool {
+        self.pods_scoring_others > 0
     }
 
     pub fn node_count(&self) -> usize {
@@ -552,6 +567,9 @@ impl Cache {
     }
 
     fn attach(&mut self, info: Arc<PodInfo>, node: &str) {
+        if info.terms.scores_others() {
+            self.pods_scoring_others += 1;
+        }
         if info.has_required_anti_affinity {
             self.anti_terms.add(&info, node);
         }
@@ -564,6 +582,9 @@ impl Cache {
     fn detach(&mut self, uid: &str, node: &str) {
         if let Some(n) = self.nodes.get_mut(node) {
             if let Some(p) = n.remove_pod(uid) {
+                if p.terms.scores_others() {
+                    self.pods_scoring_others -= 1;
+                }
                 if p.has_required_anti_affinity {
                     self.anti_terms.remove(&p);
                 }

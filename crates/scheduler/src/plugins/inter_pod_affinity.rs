@@ -2,13 +2,13 @@
 //! pods' required anti-affinity, by topology domain (filter); preferred terms of both sides
 //! and existing pods' required affinity (weight 1) score.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::{Code, Plugin, Rejection};
-use crate::cache::{Cache, NodeInfo, PodInfo};
+use crate::cache::{Cache, Map, NodeInfo, PodInfo, Set};
 use crate::selectors::{labels_of, selector_matches, Labels};
 
 pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
@@ -21,7 +21,7 @@ const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 /// Counts (or weights) per topology pair, as key → value → n: filters and scores look a
 /// node's labels up by reference, with no key built per node.
 #[derive(Debug, Default)]
-pub struct PairCounts(HashMap<String, HashMap<String, i64>>);
+pub struct PairCounts(Map<String, Map<String, i64>>);
 
 impl PairCounts {
     fn add(&mut self, node: &NodeInfo, key: &str, n: i64) {
@@ -56,7 +56,7 @@ impl PairCounts {
 /// A term with its namespaces resolved (upstream `framework.AffinityTerm`).
 #[derive(Debug, Clone)]
 pub struct Term {
-    namespaces: HashSet<String>,
+    namespaces: Set<String>,
     namespace_selector: Option<LabelSelector>,
     selector: Option<LabelSelector>,
     pub topology_key: String,
@@ -67,7 +67,7 @@ impl Term {
     /// labels fill `matchLabelKeys`/`mismatchLabelKeys`.
     pub fn new(t: &PodAffinityTerm, owner: &Pod) -> Term {
         let ns = owner.metadata.namespace.clone().unwrap_or_default();
-        let mut namespaces: HashSet<String> = t.namespaces.iter().flatten().cloned().collect();
+        let mut namespaces: Set<String> = t.namespaces.iter().flatten().cloned().collect();
         if namespaces.is_empty() && t.namespace_selector.is_none() {
             namespaces.insert(ns);
         }
@@ -114,7 +114,7 @@ impl Term {
         )
     }
 
-    fn namespace_ok(&self, ns: &str, ns_labels: &HashMap<String, Labels>) -> bool {
+    fn namespace_ok(&self, ns: &str, ns_labels: &Map<String, Labels>) -> bool {
         self.namespaces.contains(ns)
             || self.namespace_selector.as_ref().is_some_and(|s| {
                 static EMPTY: Labels = Labels::new();
@@ -123,7 +123,7 @@ impl Term {
     }
 
     /// The pods on `node` the term matches (from the node's label counts when it can).
-    fn count_on(&self, node: &NodeInfo, ns_labels: &HashMap<String, Labels>) -> i64 {
+    fn count_on(&self, node: &NodeInfo, ns_labels: &Map<String, Labels>) -> i64 {
         let Some(sel) = &self.selector else { return 0 };
         node.count_selected(sel, |ns| self.namespace_ok(ns, ns_labels), false)
             .unwrap_or_else(|| {
@@ -134,7 +134,7 @@ impl Term {
             })
     }
 
-    pub fn matches(&self, pod: &PodInfo, ns_labels: &HashMap<String, Labels>) -> bool {
+    pub fn matches(&self, pod: &PodInfo, ns_labels: &Map<String, Labels>) -> bool {
         self.namespace_ok(pod.namespace(), ns_labels)
             && self
                 .selector
@@ -219,6 +219,11 @@ impl PodTerms {
 
     fn has_preferred(&self) -> bool {
         !self.preferred_affinity.is_empty() || !self.preferred_anti.is_empty()
+    }
+
+    /// Terms that give other pods' placements a score (required anti-affinity only filters).
+    pub fn scores_others(&self) -> bool {
+        !self.required_affinity.is_empty() || self.has_preferred()
     }
 }
 
@@ -326,44 +331,45 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
 /// upstream PreScore: weights per topology pair, from both the incoming pod's preferred
 /// terms and existing pods' terms that match it. None when nothing could score.
 pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<PairCounts> {
-    let any_existing = cache.nodes().any(|n| n.pods_with_affinity > 0);
-    if !terms.has_preferred() && !any_existing {
+    let own = terms.has_preferred();
+    if !own && !cache.any_pod_scores_others() {
         return None;
     }
     let ns = &cache.namespaces;
     let mut scores = PairCounts::default();
     let mut add = |node: &NodeInfo, t: &Term, w: i64| scores.add(node, &t.topology_key, w);
     for node in cache.nodes() {
-        if !terms.has_preferred() && node.pods_with_affinity == 0 {
-            continue;
-        }
-        for existing in &node.pods {
-            for w in &terms.preferred_affinity {
-                if w.term.matches(existing, ns) {
-                    add(node, &w.term, w.weight);
-                }
-            }
-            for w in &terms.preferred_anti {
-                if w.term.matches(existing, ns) {
-                    add(node, &w.term, -w.weight);
-                }
-            }
-            if existing.has_affinity {
-                let theirs = &existing.terms;
-                for t in &theirs.required_affinity {
-                    if t.matches(pod, ns) {
-                        add(node, t, HARD_POD_AFFINITY_WEIGHT);
-                    }
-                }
-                for w in &theirs.preferred_affinity {
-                    if w.term.matches(pod, ns) {
+        if own {
+            for existing in &node.pods {
+                for w in &terms.preferred_affinity {
+                    if w.term.matches(existing, ns) {
                         add(node, &w.term, w.weight);
                     }
                 }
-                for w in &theirs.preferred_anti {
-                    if w.term.matches(pod, ns) {
+                for w in &terms.preferred_anti {
+                    if w.term.matches(existing, ns) {
                         add(node, &w.term, -w.weight);
                     }
+                }
+            }
+        }
+        // Only pods whose terms score others: with 30,000 pods placed, walking every pod for
+        // the few that have such terms was most of a decision.
+        for existing in &node.pods_scoring_others {
+            let theirs = &existing.terms;
+            for t in &theirs.required_affinity {
+                if t.matches(pod, ns) {
+                    add(node, t, HARD_POD_AFFINITY_WEIGHT);
+                }
+            }
+            for w in &theirs.preferred_affinity {
+                if w.term.matches(pod, ns) {
+                    add(node, &w.term, w.weight);
+                }
+            }
+            for w in &theirs.preferred_anti {
+                if w.term.matches(pod, ns) {
+                    add(node, &w.term, -w.weight);
                 }
             }
         }

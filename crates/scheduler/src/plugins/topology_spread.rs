@@ -2,13 +2,11 @@
 //! eligible domain (honouring minDomains and the node inclusion policies); `ScheduleAnyway`
 //! constraints score, normalised as upstream.
 
-use std::collections::{HashMap, HashSet};
-
 use k8s_openapi::api::core::v1::{PodSpec, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::{node_affinity, taints, Code, Plugin, Rejection, MAX_NODE_SCORE};
-use crate::cache::{Cache, NodeInfo, PodInfo};
+use crate::cache::{Cache, Map, NodeInfo, PodInfo, Set};
 use crate::selectors::selector_matches;
 
 pub const REASON_SKEW: &str = "node(s) didn't match pod topology spread constraints";
@@ -103,7 +101,7 @@ fn has_all_keys(cs: &[Constraint], node: &NodeInfo) -> bool {
 #[derive(Default)]
 pub struct FilterState {
     constraints: Vec<Constraint>,
-    counts: Vec<HashMap<String, i64>>,
+    counts: Vec<Map<String, i64>>,
     /// Per constraint, the global minimum the skew is measured against (0 with fewer
     /// domains than minDomains), computed once here rather than per filtered node: with
     /// hostname as the key there is a domain per node, so a per-node minimum cost O(nodes²).
@@ -117,7 +115,7 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
         return FilterState::default();
     }
     let ns = pod.namespace();
-    let mut counts = vec![HashMap::new(); cs.len()];
+    let mut counts = vec![Map::default(); cs.len()];
     for node in cache.nodes() {
         if !has_all_keys(&cs, node) {
             continue;
@@ -182,9 +180,9 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
 /// upstream PreScore for ScheduleAnyway constraints over the feasible nodes.
 pub struct ScoreState {
     constraints: Vec<Constraint>,
-    pair_counts: HashMap<(usize, String), i64>,
+    pair_counts: Map<(usize, String), i64>,
     weights: Vec<f64>,
-    ignored: HashSet<String>,
+    ignored: Set<String>,
     namespace: String,
 }
 
@@ -198,9 +196,9 @@ pub fn prescore(
     if cs.is_empty() {
         return None;
     }
-    let mut ignored = HashSet::new();
-    let mut pair_counts = HashMap::new();
-    let mut domains: Vec<HashSet<String>> = vec![HashSet::new(); cs.len()];
+    let mut ignored = Set::default();
+    let mut pair_counts = Map::default();
+    let mut domains: Vec<Set<String>> = vec![Set::default(); cs.len()];
     for n in feasible {
         if !has_all_keys(&cs, n) {
             ignored.insert(n.name().to_string());
