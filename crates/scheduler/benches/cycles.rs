@@ -3,7 +3,7 @@
 //! hostnames, a third anti-affine in groups of 1,000). Prints the CPU time of a decision —
 //! prefilter, filters, scores, pick, assume — per block of pods, so a cost that grows
 //! with the pods already placed shows as a rising figure.
-//! Run: `cargo bench -p capstan-scheduler --bench cycles [-- PODS]`.
+//! Run: `cargo bench --workspace --bench cycles [-- PODS]` (scripts/test: 9,000 pods).
 
 use std::collections::HashMap;
 use std::sync::Arc;
