@@ -221,6 +221,25 @@ impl PodTerms {
         !self.preferred_affinity.is_empty() || !self.preferred_anti.is_empty()
     }
 
+    /// Each preferred term that matches `other`: its weight, negative for anti-affinity.
+    fn weigh_preferred(
+        &self,
+        other: &PodInfo,
+        ns: &Map<String, Labels>,
+        mut add: impl FnMut(&Term, i64),
+    ) {
+        for w in &self.preferred_affinity {
+            if w.term.matches(other, ns) {
+                add(&w.term, w.weight);
+            }
+        }
+        for w in &self.preferred_anti {
+            if w.term.matches(other, ns) {
+                add(&w.term, -w.weight);
+            }
+        }
+    }
+
     /// Terms that give other pods' placements a score (required anti-affinity only filters).
     pub fn scores_others(&self) -> bool {
         !self.required_affinity.is_empty() || self.has_preferred()
@@ -341,16 +360,7 @@ pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<PairCo
     for node in cache.nodes() {
         if own {
             for existing in &node.pods {
-                for w in &terms.preferred_affinity {
-                    if w.term.matches(existing, ns) {
-                        add(node, &w.term, w.weight);
-                    }
-                }
-                for w in &terms.preferred_anti {
-                    if w.term.matches(existing, ns) {
-                        add(node, &w.term, -w.weight);
-                    }
-                }
+                terms.weigh_preferred(existing, ns, |t, w| add(node, t, w));
             }
         }
         // Only pods whose terms score others: with 30,000 pods placed, walking every pod for
@@ -362,16 +372,7 @@ pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<PairCo
                     add(node, t, HARD_POD_AFFINITY_WEIGHT);
                 }
             }
-            for w in &theirs.preferred_affinity {
-                if w.term.matches(pod, ns) {
-                    add(node, &w.term, w.weight);
-                }
-            }
-            for w in &theirs.preferred_anti {
-                if w.term.matches(pod, ns) {
-                    add(node, &w.term, -w.weight);
-                }
-            }
+            theirs.weigh_preferred(pod, ns, |t, w| add(node, t, w));
         }
     }
     Some(scores)
@@ -549,5 +550,32 @@ mod tests {
         assert_eq!(s, vec![0, 0, 50]);
         normalize(&mut s);
         assert_eq!(s, vec![0, 0, 100]);
+    }
+
+    #[test]
+    fn existing_pods_terms_score_an_incoming_pod_with_none_of_its_own() {
+        let mut c = three_zones();
+        let w = info(
+            json!({"metadata": {"name": "w", "uid": "w", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": []}}),
+        );
+        // Required anti-affinity only filters: nothing to score.
+        c.assume(info(json!({"metadata": {"name": "a", "uid": "a", "namespace": "d"}, "spec": {"containers": [], "affinity": {
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}}}})), "n1");
+        assert!(prescore(&w, &PodTerms::of(&w.pod), &c).is_none());
+        // A placed pod's required affinity (hard weight 1) and preferred anti-affinity (-20).
+        c.assume(info(json!({"metadata": {"name": "b", "uid": "b", "namespace": "d"}, "spec": {"containers": [], "affinity": {
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 20,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}}]}}}})), "n2");
+        let pairs = prescore(&w, &PodTerms::of(&w.pod), &c).expect("scores");
+        let s: Vec<i64> = c.nodes().map(|n| score(&pairs, n)).collect();
+        // By domain: n1 and n2 share zone a.
+        assert_eq!(s, vec![-19, -19, 0]);
+        // Gone again: nothing scores.
+        c.remove_pod("b");
+        assert!(prescore(&w, &PodTerms::of(&w.pod), &c).is_none());
     }
 }
