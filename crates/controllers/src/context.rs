@@ -232,8 +232,9 @@ impl Term {
     }
 
     fn pods(&self) -> &Shared<Pod> {
-        self.pods
-            .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+        self.pods.get_or_init(|| {
+            Shared::start_trimmed(Api::all(self.client.clone()), crate::pods::trim_for_cache)
+        })
     }
 
     fn nodes(&self) -> &Shared<Node> {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{reflector, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
@@ -36,13 +37,24 @@ pub async fn run(ctx: Arc<Context>) {
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
     });
     futures::future::join(
-        run_kind::<k8s_openapi::api::core::v1::Event>(lp.clone()),
-        run_kind::<k8s_openapi::api::events::v1::Event>(lp),
+        run_kind::<k8s_openapi::api::core::v1::Event>(lp.clone(), |e| {
+            e.message = None;
+            e.involved_object = Default::default();
+            e.related = None;
+            e.source = None;
+        }),
+        run_kind::<k8s_openapi::api::events::v1::Event>(lp, |e| {
+            e.note = None;
+            e.regarding = None;
+            e.related = None;
+        }),
     )
     .await;
 }
 
-async fn run_kind<K>(lp: Arc<Loop>)
+/// Each Event is held until it expires (one per pod scheduled, started, killed…): the
+/// store keeps its name, versions and times, not what it says or its managedFields.
+async fn run_kind<K>(lp: Arc<Loop>, trim: fn(&mut K))
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -53,7 +65,18 @@ where
         + Sync
         + 'static,
 {
-    Controller::new(Api::<K>::all(lp.client.clone()), watcher::Config::default())
+    let (store, writer) = reflector::store();
+    let events =
+        watcher(Api::<K>::all(lp.client.clone()), watcher::Config::default()).map_ok(move |ev| {
+            ev.modify(|o| {
+                o.meta_mut().managed_fields = None;
+                trim(o);
+            })
+        });
+    let changes = reflector::reflector(writer, events)
+        .default_backoff()
+        .applied_objects();
+    Controller::for_stream(changes, store)
         .run(reconcile::<K>, error_policy::<K>, lp)
         .for_each(|_| async {})
         .await;

@@ -60,6 +60,12 @@ where
 {
     /// Watch every `K` the api reaches, into a store, fanned out to subscribers.
     pub fn start(api: Api<K>) -> Self {
+        Self::start_trimmed(api, |_| {})
+    }
+
+    /// As `start`, with `trim` applied to every object before it is stored: fields no loop
+    /// reads need not be held once per object for as long as it exists.
+    pub fn start_trimmed(api: Api<K>, trim: fn(&mut K)) -> Self {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(FAN_OUT_BUFFER);
         let feed = tx.clone();
@@ -67,8 +73,12 @@ where
             // managedFields are never read by a loop (a write that omits them keeps the
             // stored ones), and deserialised they are most of a pod's memory (upstream's
             // informers drop them with a transform for the same reason).
-            let events = watcher(api, watcher::Config::default())
-                .map_ok(|ev| ev.modify(|o| o.meta_mut().managed_fields = None));
+            let events = watcher(api, watcher::Config::default()).map_ok(move |ev| {
+                ev.modify(|o| {
+                    o.meta_mut().managed_fields = None;
+                    trim(o);
+                })
+            });
             let mut changes = reflector::reflector(writer, events)
                 .default_backoff()
                 .touched_objects()

@@ -6,6 +6,51 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 
+/// The annotation `kubectl apply` writes: a copy of the whole manifest, read by no loop.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A pod as the shared informer holds it: without what no loop reads. Volumes other than
+/// claims go (a k8s-openapi `Volume` is 3.2 KB inline, and admission gives every pod a
+/// projected token volume), and so do what containers run with (command, environment,
+/// mounts, probes); kept: names, images, ports, resources, restart policies, statuses,
+/// labels, annotations, owners, tolerations, affinity. Loops write pods by patch, never
+/// by sending a cached pod back.
+pub fn trim_for_cache(pod: &mut Pod) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    if let Some(v) = spec.volumes.as_mut() {
+        v.retain(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some());
+        v.shrink_to_fit();
+    }
+    if spec.volumes.as_ref().is_some_and(Vec::is_empty) {
+        spec.volumes = None;
+    }
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        c.command = None;
+        c.args = None;
+        c.env = None;
+        c.env_from = None;
+        c.volume_mounts = None;
+        c.volume_devices = None;
+        c.liveness_probe = None;
+        c.readiness_probe = None;
+        c.startup_probe = None;
+        c.lifecycle = None;
+        c.security_context = None;
+        c.working_dir = None;
+        c.termination_message_path = None;
+    }
+    spec.ephemeral_containers = None;
+}
+
 /// `namespace/name`, the key loops use for back-off and expectations.
 pub fn key(meta: &ObjectMeta) -> String {
     format!(

@@ -346,7 +346,14 @@ pub struct Cache {
     anti_terms: AntiTerms,
     /// Placed pods whose terms score others (see `NodeInfo::pods_scoring_others`).
     pods_scoring_others: usize,
+    /// Where the placed pods carrying each label are: key → value → namespace → node →
+    /// pods. A required (anti-)affinity term of one label counts the nodes holding
+    /// matching pods from here instead of asking each of the cluster's nodes.
+    placed_by_label: Map<String, Map<String, Map<String, NodeCounts>>>,
 }
+
+/// Pods with one label in one namespace, per node name.
+type NodeCounts = Map<String, LabelCount>;
 
 /// One required anti-affinity term of a placed pod: `pod.terms.required_anti[term]`.
 #[derive(Debug, Clone)]
@@ -449,6 +456,82 @@ impl Cache {
             .filter_map(|(k, v)| self.anti_terms.by_label.get(k)?.get(v))
             .flatten()
             .chain(&self.anti_terms.other)
+    }
+
+    /// The nodes holding placed pods with label `key=value` in a namespace `ns_ok`
+    /// accepts, and how many such pods each holds (without terminating ones when
+    /// `live_only`). Nodes without a Node object may be named: callers look them up.
+    pub fn placed_with_label(
+        &self,
+        key: &str,
+        value: &str,
+        ns_ok: impl Fn(&str) -> bool,
+        live_only: bool,
+    ) -> Vec<(&str, i64)> {
+        let Some(namespaces) = self.placed_by_label.get(key).and_then(|m| m.get(value)) else {
+            return Vec::new();
+        };
+        namespaces
+            .iter()
+            .filter(|(ns, _)| ns_ok(ns))
+            .flat_map(|(_, nodes)| {
+                nodes.iter().filter_map(move |(n, c)| {
+                    let count = if live_only {
+                        c.all.saturating_sub(c.terminating)
+                    } else {
+                        c.all
+                    };
+                    (count > 0).then_some((n.as_str(), count as i64))
+                })
+            })
+            .collect()
+    }
+
+    fn index_labels(&mut self, p: &PodInfo, node: &str, add: bool) {
+        let ns = p.namespace();
+        let terminating = p.pod.metadata.deletion_timestamp.is_some() as u32;
+        for (k, v) in p.labels() {
+            let values = match self.placed_by_label.get_mut(k.as_str()) {
+                Some(m) => m,
+                None if add => self.placed_by_label.entry(k.clone()).or_default(),
+                None => continue,
+            };
+            let namespaces = match values.get_mut(v.as_str()) {
+                Some(m) => m,
+                None if add => values.entry(v.clone()).or_default(),
+                None => continue,
+            };
+            let nodes = match namespaces.get_mut(ns) {
+                Some(m) => m,
+                None if add => namespaces.entry(ns.to_string()).or_default(),
+                None => continue,
+            };
+            if add {
+                let c = match nodes.get_mut(node) {
+                    Some(c) => c,
+                    None => nodes.entry(node.to_string()).or_default(),
+                };
+                c.all += 1;
+                c.terminating += terminating;
+                continue;
+            }
+            if let Some(c) = nodes.get_mut(node) {
+                c.all = c.all.saturating_sub(1);
+                c.terminating = c.terminating.saturating_sub(terminating);
+                if c.all == 0 {
+                    nodes.remove(node);
+                }
+            }
+            if nodes.is_empty() {
+                namespaces.remove(ns);
+                if namespaces.is_empty() {
+                    values.remove(v.as_str());
+                    if values.is_empty() {
+                        self.placed_by_label.remove(k.as_str());
+                    }
+                }
+            }
+        }
     }
 
     /// Add or replace a node; says what changed that could let a waiting pod fit.
@@ -573,6 +656,7 @@ impl Cache {
         if info.has_required_anti_affinity {
             self.anti_terms.add(&info, node);
         }
+        self.index_labels(&info, node, true);
         self.nodes
             .entry(node.to_string())
             .or_default()
@@ -580,18 +664,21 @@ impl Cache {
     }
 
     fn detach(&mut self, uid: &str, node: &str) {
-        if let Some(n) = self.nodes.get_mut(node) {
-            if let Some(p) = n.remove_pod(uid) {
-                if p.terms.scores_others() {
-                    self.pods_scoring_others -= 1;
-                }
-                if p.has_required_anti_affinity {
-                    self.anti_terms.remove(&p);
-                }
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let removed = n.remove_pod(uid);
+        if n.node.is_none() && n.pods.is_empty() {
+            self.nodes.remove(node);
+        }
+        if let Some(p) = removed {
+            if p.terms.scores_others() {
+                self.pods_scoring_others -= 1;
             }
-            if n.node.is_none() && n.pods.is_empty() {
-                self.nodes.remove(node);
+            if p.has_required_anti_affinity {
+                self.anti_terms.remove(&p);
             }
+            self.index_labels(&p, node, false);
         }
     }
 
@@ -697,5 +784,62 @@ mod tests {
             !n.pod_labels.contains_key("tier"),
             "emptied counts are dropped"
         );
+    }
+
+    #[test]
+    fn the_cluster_wide_label_index_follows_placement_moves_and_removal() {
+        let labelled = |name: &str, ns: &str, app: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": name, "uid": name, "namespace": ns, "labels": {"app": app}},
+                    "spec": {"containers": []}
+                }))
+                .unwrap(),
+            )))
+        };
+        // A node is named once per namespace that has matching pods there: sum per node.
+        let sorted = |v: Vec<(&str, i64)>| {
+            let mut per_node = BTreeMap::<String, i64>::new();
+            for (n, c) in v {
+                *per_node.entry(n.to_string()).or_default() += c;
+            }
+            per_node.into_iter().collect::<Vec<_>>()
+        };
+        let mut c = Cache::default();
+        c.upsert_node(node("n1"));
+        c.upsert_node(node("n2"));
+        c.assume(labelled("a", "d", "web"), "n1");
+        c.assume(labelled("b", "d", "web"), "n1");
+        c.assume(labelled("c", "d", "web"), "n2");
+        c.assume(labelled("x", "e", "web"), "n2");
+        c.assume(labelled("y", "d", "db"), "n2");
+        let d_web = c.placed_with_label("app", "web", |ns| ns == "d", false);
+        assert_eq!(
+            sorted(d_web),
+            [("n1".to_string(), 2), ("n2".to_string(), 1)]
+        );
+        assert_eq!(
+            sorted(c.placed_with_label("app", "web", |_| true, false)),
+            [("n1".to_string(), 2), ("n2".to_string(), 2)]
+        );
+        // The watch confirms "a" on another node than assumed: it moves.
+        c.add_or_update_bound(labelled("a", "d", "web").pod.clone(), "n2");
+        assert_eq!(
+            sorted(c.placed_with_label("app", "web", |ns| ns == "d", false)),
+            [("n1".to_string(), 1), ("n2".to_string(), 2)]
+        );
+        c.remove_pod("b");
+        c.forget("c");
+        c.remove_pod("a");
+        c.remove_pod("x");
+        assert!(c
+            .placed_with_label("app", "web", |_| true, false)
+            .is_empty());
+        assert_eq!(
+            c.placed_with_label("app", "db", |_| true, true),
+            [("n2", 1)]
+        );
+        c.remove_pod("y");
+        assert!(c.placed_by_label.is_empty(), "emptied entries are dropped");
     }
 }

@@ -94,16 +94,41 @@ fn trim_pod(p: &mut Pod) {
         spec.dns_config = None;
         spec.readiness_gates = None;
         // Only claims matter (the PVC check); projected tokens, config maps etc. do not.
+        // A k8s-openapi `Volume` is 3.2 KB inline whatever it holds, and admission gives
+        // every pod a projected token volume: a retained-but-empty Vec would keep that.
         if let Some(v) = spec.volumes.as_mut() {
             v.retain(|v| v.persistent_volume_claim.is_some());
+            v.shrink_to_fit();
+        }
+        if spec.volumes.as_ref().is_some_and(Vec::is_empty) {
+            spec.volumes = None;
         }
     }
+    let bound = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     if let Some(s) = p.status.as_mut() {
         s.container_statuses = None;
         s.init_container_statuses = None;
         s.ephemeral_container_statuses = None;
         s.pod_ips = None;
         s.host_ips = None;
+        s.pod_ip = None;
+        s.host_ip = None;
+        s.qos_class = None;
+        s.message = None;
+        s.reason = None;
+        // Only a pending pod's PodScheduled condition is read (to skip rewriting the same
+        // Unschedulable message); a placed pod's conditions are never looked at.
+        match s.conditions.as_mut() {
+            Some(c) if !bound => {
+                c.retain(|c| c.type_ == "PodScheduled");
+                c.shrink_to_fit();
+            }
+            _ => s.conditions = None,
+        }
     }
 }
 

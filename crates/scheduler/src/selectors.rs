@@ -91,6 +91,23 @@ pub fn terms_match(terms: &[NodeSelectorTerm], node: &Node) -> bool {
     terms.iter().any(|t| term_matches(t, name, labels))
 }
 
+/// The one label `sel` requires, when that is all it requires (most selectors): counts of
+/// such a selector come from label indexes instead of a scan.
+pub fn single_label(sel: &LabelSelector) -> Option<(&str, &str)> {
+    if sel
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return None;
+    }
+    let labels = sel.match_labels.as_ref()?;
+    if labels.len() != 1 {
+        return None;
+    }
+    labels.iter().next().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,6 +122,11 @@ impl Term {
             })
     }
 
+    /// The one label the selector requires, when that is all it requires.
+    fn single_label(&self) -> Option<(&str, &str)> {
+        crate::selectors::single_label(self.selector.as_ref()?)
+    }
+
     /// The pods on `node` the term matches (from the node's label counts when it can).
     fn count_on(&self, node: &NodeInfo, ns_labels: &Map<String, Labels>) -> i64 {
         let Some(sel) = &self.selector else { return 0 };
@@ -270,26 +275,36 @@ pub fn prefilter(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> FilterState 
             }
         }
     }
-    if !terms.required_affinity.is_empty() || !terms.required_anti.is_empty() {
-        for node in cache.nodes() {
-            for t in &terms.required_affinity {
-                let n = t.count_on(node, ns);
-                if n > 0 {
-                    s.affinity.add(node, &t.topology_key, n);
-                }
-            }
-            for t in &terms.required_anti {
-                let n = t.count_on(node, ns);
-                if n > 0 {
-                    s.anti.add(node, &t.topology_key, n);
-                }
-            }
-        }
+    for t in &terms.required_affinity {
+        count_term(t, cache, &mut s.affinity);
+    }
+    for t in &terms.required_anti {
+        count_term(t, cache, &mut s.anti);
     }
     s.self_match = terms.required_affinity.iter().all(|t| t.matches(pod, ns));
     s.required_affinity = terms.required_affinity.clone();
     s.required_anti = terms.required_anti.clone();
     s
+}
+
+/// The pods `t` matches, per value of its topology key. A selector of one label (most
+/// are) reads the cache's index of where such pods are placed; others ask every node.
+fn count_term(t: &Term, cache: &Cache, out: &mut PairCounts) {
+    let ns = &cache.namespaces;
+    if let Some((k, v)) = t.single_label() {
+        for (name, n) in cache.placed_with_label(k, v, |n| t.namespace_ok(n, ns), false) {
+            if let Some(node) = cache.node(name) {
+                out.add(node, &t.topology_key, n);
+            }
+        }
+        return;
+    }
+    for node in cache.nodes() {
+        let n = t.count_on(node, ns);
+        if n > 0 {
+            out.add(node, &t.topology_key, n);
+        }
+    }
 }
 
 pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {

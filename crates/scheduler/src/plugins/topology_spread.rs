@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 
 use super::{node_affinity, taints, Code, Plugin, Rejection, MAX_NODE_SCORE};
 use crate::cache::{Cache, Map, NodeInfo, PodInfo, Set};
-use crate::selectors::selector_matches;
+use crate::selectors::{selector_matches, single_label};
 
 pub const REASON_SKEW: &str = "node(s) didn't match pod topology spread constraints";
 pub const REASON_LABEL: &str =
@@ -115,7 +115,13 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
         return FilterState::default();
     }
     let ns = pod.namespace();
-    let mut counts = vec![Map::default(); cs.len()];
+    let mut counts: Vec<Map<String, i64>> = vec![Map::default(); cs.len()];
+    // A selector of one label is counted from the cache's index of where such pods are
+    // (below): the pass over every node then only lists the eligible domains.
+    let indexed: Vec<Option<(&str, &str)>> = cs
+        .iter()
+        .map(|c| c.selector.as_ref().and_then(single_label))
+        .collect();
     for node in cache.nodes() {
         if !has_all_keys(&cs, node) {
             continue;
@@ -124,8 +130,31 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
             if !eligible(c, spec, node) {
                 continue;
             }
-            let v = node.labels()[&c.topology_key].clone();
-            *counts[i].entry(v).or_insert(0) += count_matching(node, c.selector.as_ref(), ns);
+            let n = match indexed[i] {
+                Some(_) => 0,
+                None => count_matching(node, c.selector.as_ref(), ns),
+            };
+            let v = &node.labels()[&c.topology_key];
+            match counts[i].get_mut(v) {
+                Some(total) => *total += n,
+                None => {
+                    counts[i].insert(v.clone(), n);
+                }
+            }
+        }
+    }
+    for (i, c) in cs.iter().enumerate() {
+        let Some((k, v)) = indexed[i] else { continue };
+        for (name, n) in cache.placed_with_label(k, v, |x| x == ns, true) {
+            let Some(node) = cache.node(name) else {
+                continue;
+            };
+            if !has_all_keys(&cs, node) || !eligible(c, spec, node) {
+                continue;
+            }
+            if let Some(total) = counts[i].get_mut(&node.labels()[&c.topology_key]) {
+                *total += n;
+            }
         }
     }
     let self_match = cs
