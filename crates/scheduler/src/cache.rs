@@ -119,6 +119,33 @@ impl PodInfo {
         }
     }
 
+    /// A pod the watch shows placed: what placement reads of it is computed here, then its
+    /// spec keeps only what is still looked at (node name, priority, scheduler name). A
+    /// placed pod is never a decision's subject again, and its containers alone are 2 KB
+    /// each inline; tens of thousands are held.
+    pub fn placed(pod: Arc<Pod>) -> PodInfo {
+        let mut info = PodInfo::new(pod);
+        let pod = std::mem::take(&mut info.pod);
+        info.pod = match Arc::try_unwrap(pod) {
+            Ok(mut p) => {
+                if let Some(spec) = p.spec.as_mut() {
+                    *spec = k8s_openapi::api::core::v1::PodSpec {
+                        node_name: spec.node_name.take(),
+                        priority: spec.priority,
+                        priority_class_name: spec.priority_class_name.take(),
+                        preemption_policy: spec.preemption_policy.take(),
+                        scheduler_name: spec.scheduler_name.take(),
+                        ..Default::default()
+                    };
+                }
+                Arc::new(p)
+            }
+            // Shared with someone else: stripping would copy it.
+            Err(shared) => shared,
+        };
+        info
+    }
+
     pub fn namespace(&self) -> &str {
         self.pod.metadata.namespace.as_deref().unwrap_or("")
     }
@@ -595,7 +622,7 @@ impl Cache {
     /// A pod seen bound to `node` by the watch: add, replace, or confirm an assumption.
     /// Returns whether its labels or placement are new (affinity/spread may now match).
     pub fn add_or_update_bound(&mut self, pod: Arc<Pod>, node: &str) -> bool {
-        let info = Arc::new(PodInfo::new(pod));
+        let info = Arc::new(PodInfo::placed(pod));
         let uid = info.uid.clone();
         let mut changed = true;
         if let Some(old) = self.pods.remove(&uid) {
@@ -723,6 +750,11 @@ mod tests {
         c.add_or_update_bound(pod("a", "500m"), "n1");
         assert!(!c.is_assumed("a"));
         assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 500);
+        // The placed pod is held without its containers; what they ask is still counted.
+        let placed = &c.node("n1").unwrap().pods[0];
+        assert!(spec_of(&placed.pod).containers.is_empty());
+        assert_eq!(placed.requests.milli_cpu, 500);
+        assert_eq!(placed.host_ports.len(), 1);
         // forget only undoes assumptions.
         c.forget("a");
         assert_eq!(c.node("n1").unwrap().pods.len(), 1);
