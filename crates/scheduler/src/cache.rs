@@ -265,14 +265,7 @@ impl NodeInfo {
         ns: impl Fn(&str) -> bool,
         live_only: bool,
     ) -> Option<i64> {
-        if sel
-            .match_expressions
-            .as_ref()
-            .is_some_and(|e| !e.is_empty())
-        {
-            return None;
-        }
-        let labels = sel.match_labels.as_ref()?;
+        let labels = crate::selectors::labels_only(sel)?;
         let count = |k: &str, v: &str| -> i64 {
             self.pod_labels
                 .get(k)

@@ -91,9 +91,8 @@ pub fn terms_match(terms: &[NodeSelectorTerm], node: &Node) -> bool {
     terms.iter().any(|t| term_matches(t, name, labels))
 }
 
-/// The one label `sel` requires, when that is all it requires (most selectors): counts of
-/// such a selector come from label indexes instead of a scan.
-pub fn single_label(sel: &LabelSelector) -> Option<(&str, &str)> {
+/// The labels `sel` requires, when it requires nothing else (no expressions).
+pub fn labels_only(sel: &LabelSelector) -> Option<&BTreeMap<String, String>> {
     if sel
         .match_expressions
         .as_ref()
@@ -101,7 +100,13 @@ pub fn single_label(sel: &LabelSelector) -> Option<(&str, &str)> {
     {
         return None;
     }
-    let labels = sel.match_labels.as_ref()?;
+    sel.match_labels.as_ref()
+}
+
+/// The one label `sel` requires, when that is all it requires (most selectors): counts of
+/// such a selector come from label indexes instead of a scan.
+pub fn single_label(sel: &LabelSelector) -> Option<(&str, &str)> {
+    let labels = labels_only(sel)?;
     if labels.len() != 1 {
         return None;
     }
