@@ -245,3 +245,97 @@ async fn watcher_sees_a_pod_scheduled() {
         "{cond:?}"
     );
 }
+
+/// kube-rs's metadata API (what metadata informers, such as a garbage collector's, use):
+/// get, list and watch answer PartialObjectMetadata, with the metadata and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_get_list_and_watch() {
+    let s = Server::start();
+    let c = client(&s).await;
+    make_ns(&c, "meta").await;
+    let api: Api<ConfigMap> = Api::namespaced(c, "meta");
+    api.create(&PostParams::default(), &cm("m0", "0"))
+        .await
+        .unwrap();
+    let one = api.get_metadata("m0").await.unwrap();
+    let types = one.types.as_ref().expect("get: kind and apiVersion");
+    assert_eq!(
+        (types.kind.as_str(), types.api_version.as_str()),
+        ("PartialObjectMetadata", "meta.k8s.io/v1")
+    );
+    assert_eq!(one.metadata.name.as_deref(), Some("m0"));
+    assert_eq!(
+        one.metadata.labels.as_ref().and_then(|l| l.get("app")),
+        Some(&"demo".to_string())
+    );
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+    assert_eq!(list.types.api_version, "meta.k8s.io/v1");
+    assert!(list.metadata.resource_version.is_some());
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    assert!(names.contains(&"m0".to_string()), "{names:?}");
+    assert!(list
+        .items
+        .iter()
+        .all(|o| o.types.as_ref().map(|t| t.kind.as_str()) == Some("PartialObjectMetadata")));
+    // A watch from that list's version sees the next write as PartialObjectMetadata.
+    let rv = list.metadata.resource_version.clone().unwrap_or_default();
+    let mut events = Box::pin(
+        api.watch_metadata(&kube::api::WatchParams::default().timeout(20), &rv)
+            .await
+            .unwrap(),
+    );
+    api.create(&PostParams::default(), &cm("m1", "1"))
+        .await
+        .unwrap();
+    // Other writes may come first (the root-CA publisher fills the new namespace).
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = events.try_next().await.unwrap() {
+            match ev {
+                kube::api::WatchEvent::Added(o) | kube::api::WatchEvent::Modified(o) => {
+                    assert_eq!(
+                        o.types.as_ref().map(|t| t.kind.as_str()),
+                        Some("PartialObjectMetadata"),
+                        "{o:?}"
+                    );
+                    if o.metadata.name.as_deref() == Some("m1") {
+                        return true;
+                    }
+                }
+                kube::api::WatchEvent::Bookmark(_) => {}
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        false
+    })
+    .await
+    .expect("ADDED m1 within 20 s");
+    assert!(seen, "the watch ended before m1 was added");
+    // On the wire: only metadata crosses (kube-rs would drop other fields when decoding).
+    let c = client(&s).await;
+    let ask = |accept: &str| {
+        http::Request::get("/api/v1/namespaces/meta/configmaps/m1")
+            .header("Accept", accept)
+            .body(Vec::new())
+            .unwrap()
+    };
+    let meta = c
+        .request_text(ask(
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        meta.contains("\"PartialObjectMetadata\"") && !meta.contains("\"data\""),
+        "{meta}"
+    );
+    let whole = c.request_text(ask("application/json")).await.unwrap();
+    assert!(
+        whole.contains("\"data\""),
+        "a plain get has the object: {whole}"
+    );
+}

@@ -30,8 +30,7 @@ pub const TABLE_V1BETA1: &str = "meta.k8s.io/v1beta1";
 enum Wanted {
     /// The object itself: JSON, YAML or a wildcard, or protobuf.
     Plain { protobuf: bool },
-    /// A metadata-only conversion, served as the whole object in JSON (clients read the
-    /// metadata out of it), as this server always has.
+    /// A metadata-only conversion: PartialObjectMetadata(List) in JSON.
     Metadata,
     /// A Table of this apiVersion (written as JSON).
     Table(&'static str),
@@ -128,6 +127,26 @@ pub fn output(accept: &str, protobuf_ok: bool) -> Result<Output, ApiError> {
     negotiate(accept, protobuf_ok).map(|n| n.output)
 }
 
+/// Whether the entry that decides (the first servable one) asks for metadata only
+/// (`as=PartialObjectMetadata`, what metadata informers such as the garbage collector's
+/// send): the object is then answered as PartialObjectMetadata, a list as its List.
+pub fn metadata_only(accept: &str) -> bool {
+    accept
+        .split(',')
+        .map(read_entry)
+        .find(|w| !matches!(w, Wanted::Unservable { .. }))
+        .is_some_and(|w| w == Wanted::Metadata)
+}
+
+/// `obj` as PartialObjectMetadata: its metadata under meta.k8s.io/v1's kind.
+pub fn partial_metadata(obj: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+    })
+}
+
 /// The Table apiVersion the Accept header asks for, if it asks for a Table.
 pub fn table_version(accept: &str) -> Option<&'static str> {
     negotiate(accept, true).ok().and_then(|n| n.table)
@@ -138,6 +157,26 @@ mod tests {
     use super::*;
 
     const CLIENT_GO: &str = "application/vnd.kubernetes.protobuf, application/json";
+
+    #[test]
+    fn metadata_only_when_the_deciding_entry_asks_for_it() {
+        let meta = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+        assert!(metadata_only(meta));
+        assert!(metadata_only(
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        ));
+        assert!(!metadata_only(CLIENT_GO));
+        assert!(!metadata_only(
+            "application/json, application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+        ));
+        let obj = serde_json::json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "a", "uid": "u"}, "spec": {"containers": []}});
+        assert_eq!(
+            partial_metadata(&obj),
+            serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"name": "a", "uid": "u"}})
+        );
+    }
 
     #[test]
     fn the_first_servable_entry_decides() {

@@ -449,7 +449,12 @@ pub async fn list(
             e
         }
     };
-    if !table::wants_table(accept) && sel.field.is_empty() && t.rt.custom.is_none() {
+    let metadata_only = crate::encoding::negotiation::metadata_only(accept);
+    if !table::wants_table(accept)
+        && !metadata_only
+        && sel.field.is_empty()
+        && t.rt.custom.is_none()
+    {
         // The common case (informers, kubectl -o json/yaml): stored bytes straight through.
         let page = read_page_with(state, &prefix, limit, start, at, |kv| raw_item(kv, &sel))
             .await
@@ -495,6 +500,17 @@ pub async fn list(
         return Ok(json_response(StatusCode::OK, &tbl));
     }
     let meta = list_meta(page.revision, page.continue_token.as_deref(), remaining);
+    if metadata_only {
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(crate::encoding::negotiation::partial_metadata)
+            .collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        ));
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(), "metadata": meta, "items": page.items}),

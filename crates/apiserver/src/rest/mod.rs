@@ -107,7 +107,7 @@ pub fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// Render one object, as a one-row Table if the client asked for one.
+/// Render one object, as a one-row Table or as PartialObjectMetadata if the client asked.
 pub fn object_response(rt: &ResourceType, code: StatusCode, obj: &Value, accept: &str) -> Response {
     if let Some(version) = table::table_version(accept) {
         let rv = object::meta_str(obj, "resourceVersion")
@@ -117,6 +117,9 @@ pub fn object_response(rt: &ResourceType, code: StatusCode, obj: &Value, accept:
             code,
             &table::table(rt, std::slice::from_ref(obj), &rv, None, version),
         );
+    }
+    if crate::encoding::negotiation::metadata_only(accept) {
+        return json_response(code, &crate::encoding::negotiation::partial_metadata(obj));
     }
     json_response(code, obj)
 }

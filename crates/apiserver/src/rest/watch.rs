@@ -67,6 +67,8 @@ impl Sink {
 struct Encoder {
     rt: std::sync::Arc<ResourceType>,
     as_table: bool,
+    /// Objects as PartialObjectMetadata (a metadata informer's watch).
+    as_metadata: bool,
     /// The Table apiVersion asked for.
     table_version: &'static str,
     /// No selectors and no Table: events can be spliced from stored bytes.
@@ -77,21 +79,24 @@ struct Encoder {
 
 impl Encoder {
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let object =
-            if self.as_table && (kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED") {
-                let rv = crate::object::meta_str(obj, "resourceVersion")
-                    .unwrap_or("")
-                    .to_string();
-                table::table(
-                    &self.rt,
-                    std::slice::from_ref(obj),
-                    &rv,
-                    None,
-                    self.table_version,
-                )
-            } else {
-                obj.clone()
-            };
+        let object = if self.as_table
+            && (kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED")
+        {
+            let rv = crate::object::meta_str(obj, "resourceVersion")
+                .unwrap_or("")
+                .to_string();
+            table::table(
+                &self.rt,
+                std::slice::from_ref(obj),
+                &rv,
+                None,
+                self.table_version,
+            )
+        } else if self.as_metadata && (kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED") {
+            crate::encoding::negotiation::partial_metadata(obj)
+        } else {
+            obj.clone()
+        };
         if self.proto {
             match crate::encoding::protobuf_encode::watch_frame(kind, &object) {
                 Ok(frame) => return Bytes::from(frame),
@@ -226,11 +231,14 @@ pub async fn watch(
     let prefix = collection_prefix(t);
     let table_version = table::table_version(accept);
     let as_table = table_version.is_some();
+    let as_metadata = !as_table && crate::encoding::negotiation::metadata_only(accept);
     let enc = Encoder {
         rt: t.rt.clone(),
         as_table,
+        as_metadata,
         table_version: table_version.unwrap_or(table::TABLE_V1),
         raw: !as_table
+            && !as_metadata
             && !proto
             && sel.label.is_empty()
             && sel.field.is_empty()
