@@ -124,8 +124,10 @@ impl PodInfo {
     /// placed pod is never a decision's subject again, and its containers alone are 2 KB
     /// each inline; tens of thousands are held.
     pub fn placed(pod: Arc<Pod>) -> PodInfo {
+        // A shared placeholder while the pod is taken out: no allocation per watch event.
+        static HOLE: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Default::default);
         let mut info = PodInfo::new(pod);
-        let pod = std::mem::take(&mut info.pod);
+        let pod = std::mem::replace(&mut info.pod, HOLE.clone());
         info.pod = match Arc::try_unwrap(pod) {
             Ok(mut p) => {
                 if let Some(spec) = p.spec.as_mut() {
@@ -175,7 +177,7 @@ pub struct NodeInfo {
     /// How many of the pods carry each label: key → value → namespace → counts. Spread
     /// and affinity count the pods a selector matches on every node for every pod they
     /// place; a selector of one label (most are) is answered here without a scan.
-    pod_labels: Map<String, Map<String, Map<String, LabelCount>>>,
+    pod_labels: LabelIndex<LabelCount>,
 }
 
 /// Pods with one label in one namespace, and how many of them are terminating.
@@ -183,6 +185,58 @@ pub struct NodeInfo {
 pub struct LabelCount {
     pub all: u32,
     pub terminating: u32,
+}
+
+impl LabelCount {
+    fn count(&mut self, terminating: bool, add: bool) {
+        let t = terminating as u32;
+        if add {
+            self.all += 1;
+            self.terminating += t;
+        } else {
+            self.all = self.all.saturating_sub(1);
+            self.terminating = self.terminating.saturating_sub(t);
+        }
+    }
+}
+
+/// Label key → value → namespace → `T`: the cache's per-node and cluster-wide label counts.
+type LabelIndex<T> = Map<String, Map<String, Map<String, T>>>;
+
+/// Apply `change` to `index[key][value][namespace]` (created first when `add`; untouched
+/// and absent otherwise), then drop it, and every level it leaves empty, when `empty`.
+fn update_label_slot<T: Default>(
+    index: &mut LabelIndex<T>,
+    (k, v, ns): (&String, &String, &str),
+    add: bool,
+    change: impl FnOnce(&mut T),
+    empty: impl Fn(&T) -> bool,
+) {
+    let values = match index.get_mut(k.as_str()) {
+        Some(m) => m,
+        None if add => index.entry(k.clone()).or_default(),
+        None => return,
+    };
+    let namespaces = match values.get_mut(v.as_str()) {
+        Some(m) => m,
+        None if add => values.entry(v.clone()).or_default(),
+        None => return,
+    };
+    let slot = match namespaces.get_mut(ns) {
+        Some(c) => c,
+        None if add => namespaces.entry(ns.to_string()).or_default(),
+        None => return,
+    };
+    change(slot);
+    if empty(slot) {
+        namespaces.remove(ns);
+        if namespaces.is_empty() {
+            values.remove(v.as_str());
+            if values.is_empty() {
+                index.remove(k.as_str());
+            }
+        }
+    }
 }
 
 impl NodeInfo {
@@ -219,40 +273,16 @@ impl NodeInfo {
     }
 
     fn count_labels(&mut self, p: &PodInfo, add: bool) {
-        let terminating = p.pod.metadata.deletion_timestamp.is_some() as u32;
+        let terminating = p.pod.metadata.deletion_timestamp.is_some();
         let ns = p.namespace();
         for (k, v) in p.labels() {
-            let values = match self.pod_labels.get_mut(k.as_str()) {
-                Some(m) => m,
-                None if add => self.pod_labels.entry(k.clone()).or_default(),
-                None => continue,
-            };
-            let namespaces = match values.get_mut(v.as_str()) {
-                Some(m) => m,
-                None if add => values.entry(v.clone()).or_default(),
-                None => continue,
-            };
-            let c = match namespaces.get_mut(ns) {
-                Some(c) => c,
-                None if add => namespaces.entry(ns.to_string()).or_default(),
-                None => continue,
-            };
-            if add {
-                c.all += 1;
-                c.terminating += terminating;
-            } else {
-                c.all = c.all.saturating_sub(1);
-                c.terminating = c.terminating.saturating_sub(terminating);
-                if c.all == 0 {
-                    namespaces.remove(ns);
-                    if namespaces.is_empty() {
-                        values.remove(v.as_str());
-                        if values.is_empty() {
-                            self.pod_labels.remove(k.as_str());
-                        }
-                    }
-                }
-            }
+            update_label_slot(
+                &mut self.pod_labels,
+                (k, v, ns),
+                add,
+                |c| c.count(terminating, add),
+                |c| c.all == 0,
+            );
         }
     }
 
@@ -369,7 +399,7 @@ pub struct Cache {
     /// Where the placed pods carrying each label are: key → value → namespace → node →
     /// pods. A required (anti-)affinity term of one label counts the nodes holding
     /// matching pods from here instead of asking each of the cluster's nodes.
-    placed_by_label: Map<String, Map<String, Map<String, NodeCounts>>>,
+    placed_by_label: LabelIndex<NodeCounts>,
 }
 
 /// Pods with one label in one namespace, per node name.
@@ -509,48 +539,25 @@ impl Cache {
 
     fn index_labels(&mut self, p: &PodInfo, node: &str, add: bool) {
         let ns = p.namespace();
-        let terminating = p.pod.metadata.deletion_timestamp.is_some() as u32;
+        let terminating = p.pod.metadata.deletion_timestamp.is_some();
         for (k, v) in p.labels() {
-            let values = match self.placed_by_label.get_mut(k.as_str()) {
-                Some(m) => m,
-                None if add => self.placed_by_label.entry(k.clone()).or_default(),
-                None => continue,
-            };
-            let namespaces = match values.get_mut(v.as_str()) {
-                Some(m) => m,
-                None if add => values.entry(v.clone()).or_default(),
-                None => continue,
-            };
-            let nodes = match namespaces.get_mut(ns) {
-                Some(m) => m,
-                None if add => namespaces.entry(ns.to_string()).or_default(),
-                None => continue,
-            };
-            if add {
-                let c = match nodes.get_mut(node) {
-                    Some(c) => c,
-                    None => nodes.entry(node.to_string()).or_default(),
-                };
-                c.all += 1;
-                c.terminating += terminating;
-                continue;
-            }
-            if let Some(c) = nodes.get_mut(node) {
-                c.all = c.all.saturating_sub(1);
-                c.terminating = c.terminating.saturating_sub(terminating);
-                if c.all == 0 {
-                    nodes.remove(node);
-                }
-            }
-            if nodes.is_empty() {
-                namespaces.remove(ns);
-                if namespaces.is_empty() {
-                    values.remove(v.as_str());
-                    if values.is_empty() {
-                        self.placed_by_label.remove(k.as_str());
+            update_label_slot(
+                &mut self.placed_by_label,
+                (k, v, ns),
+                add,
+                |nodes| {
+                    let c = match nodes.get_mut(node) {
+                        Some(c) => c,
+                        None if add => nodes.entry(node.to_string()).or_default(),
+                        None => return,
+                    };
+                    c.count(terminating, add);
+                    if c.all == 0 {
+                        nodes.remove(node);
                     }
-                }
-            }
+                },
+                |nodes| nodes.is_empty(),
+            );
         }
     }
 

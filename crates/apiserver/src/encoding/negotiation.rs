@@ -15,11 +15,13 @@ pub enum Output {
     Protobuf,
 }
 
-/// The outcome of negotiation: the encoding, and the Table apiVersion when a Table was asked.
+/// The outcome of negotiation: the encoding, the Table apiVersion when a Table was asked,
+/// and whether only metadata was (PartialObjectMetadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
     pub output: Output,
     pub table: Option<&'static str>,
+    pub metadata: bool,
 }
 
 pub const TABLE_V1: &str = "meta.k8s.io/v1";
@@ -83,10 +85,11 @@ pub fn has_protobuf(rt: &ResourceType) -> bool {
 /// asked only for conversions this server cannot make gets 406, as does one that accepts only
 /// protobuf for a kind without it (a custom resource), as upstream's CRD handler answers.
 pub fn negotiate(accept: &str, protobuf_ok: bool) -> Result<Negotiated, ApiError> {
-    let json = |table| {
+    let json = |table, metadata| {
         Ok(Negotiated {
             output: Output::Json,
             table,
+            metadata,
         })
     };
     let (mut asked_transform, mut asked_protobuf) = (false, false);
@@ -96,11 +99,13 @@ pub fn negotiate(accept: &str, protobuf_ok: bool) -> Result<Negotiated, ApiError
                 return Ok(Negotiated {
                     output: Output::Protobuf,
                     table: None,
+                    metadata: false,
                 })
             }
             Wanted::Plain { protobuf: true } => asked_protobuf = true,
-            Wanted::Plain { protobuf: false } | Wanted::Metadata => return json(None),
-            Wanted::Table(v) => return json(Some(v)),
+            Wanted::Plain { protobuf: false } => return json(None, false),
+            Wanted::Metadata => return json(None, true),
+            Wanted::Table(v) => return json(Some(v), false),
             Wanted::Unservable { transform } => asked_transform |= transform,
         }
     }
@@ -119,7 +124,7 @@ pub fn negotiate(accept: &str, protobuf_ok: bool) -> Result<Negotiated, ApiError
         ));
     }
     // Only media types this server does not write (`text/html`): JSON, as always.
-    json(None)
+    json(None, false)
 }
 
 /// The encoding for a response to `accept` (see [`negotiate`]).
@@ -131,11 +136,7 @@ pub fn output(accept: &str, protobuf_ok: bool) -> Result<Output, ApiError> {
 /// (`as=PartialObjectMetadata`, what metadata informers such as the garbage collector's
 /// send): the object is then answered as PartialObjectMetadata, a list as its List.
 pub fn metadata_only(accept: &str) -> bool {
-    accept
-        .split(',')
-        .map(read_entry)
-        .find(|w| !matches!(w, Wanted::Unservable { .. }))
-        .is_some_and(|w| w == Wanted::Metadata)
+    negotiate(accept, true).is_ok_and(|n| n.metadata)
 }
 
 /// `obj` as PartialObjectMetadata: its metadata under meta.k8s.io/v1's kind.

@@ -79,9 +79,8 @@ struct Encoder {
 
 impl Encoder {
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let object = if self.as_table
-            && (kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED")
-        {
+        let of_object = kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED";
+        let object = if self.as_table && of_object {
             let rv = crate::object::meta_str(obj, "resourceVersion")
                 .unwrap_or("")
                 .to_string();
@@ -92,7 +91,7 @@ impl Encoder {
                 None,
                 self.table_version,
             )
-        } else if self.as_metadata && (kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED") {
+        } else if self.as_metadata && of_object {
             crate::encoding::negotiation::partial_metadata(obj)
         } else {
             obj.clone()
