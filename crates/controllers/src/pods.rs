@@ -134,6 +134,65 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_cached_pod_keeps_what_loops_read() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "d", "labels": {"app": "a"},
+                "annotations": {LAST_APPLIED: "{...}", "controller.kubernetes.io/pod-deletion-cost": "5"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u"}]},
+            "spec": {
+                "containers": [{"name": "c", "image": "busybox", "command": ["sh"], "env": [{"name": "X", "value": "1"}],
+                    "ports": [{"name": "http", "containerPort": 80}],
+                    "resources": {"requests": {"cpu": "100m"}},
+                    "volumeMounts": [{"name": "token", "mountPath": "/t"}],
+                    "readinessProbe": {"exec": {"command": ["true"]}}}],
+                "volumes": [
+                    {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}
+                ],
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "nodeName": "n1"
+            },
+            "status": {"phase": "Running", "containerStatuses": [{"name": "c", "ready": true,
+                "restartCount": 0, "image": "busybox", "imageID": ""}]}
+        }))
+        .unwrap();
+        trim_for_cache(&mut pod);
+        let annotations = pod.metadata.annotations.as_ref().unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert!(annotations.contains_key("controller.kubernetes.io/pod-deletion-cost"));
+        assert!(pod.metadata.owner_references.is_some() && pod.metadata.labels.is_some());
+        let spec = pod.spec.as_ref().unwrap();
+        let names: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["data", "scratch"],
+            "claims and ephemeral claims stay"
+        );
+        let c = &spec.containers[0];
+        assert_eq!(
+            (c.name.as_str(), c.image.as_deref()),
+            ("c", Some("busybox"))
+        );
+        assert!(c.ports.is_some() && c.resources.is_some());
+        assert!(c.command.is_none() && c.env.is_none() && c.volume_mounts.is_none());
+        assert!(c.readiness_probe.is_none());
+        assert!(spec.tolerations.is_some() && spec.node_name.is_some());
+        assert!(pod.status.as_ref().unwrap().container_statuses.is_some());
+        // Without claims the volumes go entirely (no empty Vec kept).
+        let mut plain: Pod = serde_json::from_value(json!({"spec": {"containers": [],
+            "volumes": [{"name": "t", "emptyDir": {}}]}}))
+        .unwrap();
+        trim_for_cache(&mut plain);
+        assert!(plain.spec.unwrap().volumes.is_none());
+    }
+
+    #[test]
     fn availability_waits_for_min_ready_seconds() {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p"},
