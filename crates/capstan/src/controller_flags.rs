@@ -36,6 +36,21 @@ pub struct ControllerFlags {
     /// tainted unreachable (`50s`, `500ms`, `2m`).
     #[arg(long, default_value = "50s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
+    /// Nodes a second, per zone, that may get the NoExecute taints evicting their pods
+    /// once they stop (0: none).
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f64,
+    /// That rate in a zone of more than `--large-cluster-size-threshold` nodes where at
+    /// least `--unhealthy-zone-threshold` of them (and more than 2) are not Ready; smaller
+    /// zones stop tainting then.
+    #[arg(long, default_value_t = 0.01)]
+    pub secondary_node_eviction_rate: f64,
+    /// The share of a zone's nodes not Ready that makes it unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    pub unhealthy_zone_threshold: f64,
+    /// Zones larger than this keep tainting, slower, when unhealthy.
+    #[arg(long, default_value_t = 50)]
+    pub large_cluster_size_threshold: usize,
     /// Terminated pods kept before the oldest are deleted (0: keep them all).
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
@@ -43,7 +58,8 @@ pub struct ControllerFlags {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_endpoints_per_slice: u16,
     /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (`capstan
-    /// server` publishes its own CA without it).
+    /// server` publishes its own CA without it, `capstan controller-manager` the CA its
+    /// kubeconfig trusts).
     #[arg(long)]
     pub root_ca_file: Option<std::path::PathBuf>,
     /// The CA certificate (PEM) CertificateSigningRequests are signed with (`capstan server`
@@ -159,6 +175,18 @@ impl ControllerFlags {
             },
             root_ca_pem,
             node_monitor_grace_period: self.node_monitor_grace_period,
+            node_eviction: capstan_controllers::node_lifecycle::EvictionLimits {
+                rate: non_negative("--node-eviction-rate", self.node_eviction_rate)?,
+                secondary_rate: non_negative(
+                    "--secondary-node-eviction-rate",
+                    self.secondary_node_eviction_rate,
+                )?,
+                unhealthy_threshold: match self.unhealthy_zone_threshold {
+                    t if (0.0..=1.0).contains(&t) => t,
+                    t => anyhow::bail!("--unhealthy-zone-threshold {t}: must be from 0 to 1"),
+                },
+                large_cluster: self.large_cluster_size_threshold,
+            },
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             max_endpoints_per_slice: usize::from(self.max_endpoints_per_slice),
             cluster_signing_ca,
@@ -166,5 +194,14 @@ impl ControllerFlags {
             event_ttl: self.event_ttl,
             ..capstan_controllers::Options::default()
         })
+    }
+}
+
+/// A rate flag's value, refused when negative or not a number.
+fn non_negative(flag: &str, v: f64) -> anyhow::Result<f64> {
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        anyhow::bail!("{flag} {v}: must be a number from 0 up")
     }
 }

@@ -125,6 +125,16 @@ pub fn entry_name(data_dir: &Path) -> String {
 }
 /// A kube-rs client for the server a kubeconfig names (the stand-alone scheduler, agent).
 pub async fn client(path: &Path, context: Option<String>) -> anyhow::Result<kube::Client> {
+    Ok(client_and_ca(path, context).await?.0)
+}
+
+/// As `client`, with the CA the kubeconfig trusts for the server (PEM), if it names one:
+/// what upstream's controller-manager publishes as `kube-root-ca.crt` without
+/// `--root-ca-file`.
+pub async fn client_and_ca(
+    path: &Path,
+    context: Option<String>,
+) -> anyhow::Result<(kube::Client, Option<String>)> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading {}", path.display()))?;
     let options = kube::config::KubeConfigOptions {
@@ -134,7 +144,25 @@ pub async fn client(path: &Path, context: Option<String>) -> anyhow::Result<kube
     let config = kube::Config::from_custom_kubeconfig(kc, &options)
         .await
         .with_context(|| format!("using {}", path.display()))?;
-    kube::Client::try_from(config).context("building the API client")
+    let ca = config.root_cert.as_deref().map(pem_certificates);
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    Ok((client, ca))
+}
+
+/// DER certificates as one PEM bundle (64 base64 characters a line, as openssl writes).
+fn pem_certificates(ders: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for der in ders {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            // base64 output is ASCII.
+            out.push_str(std::str::from_utf8(line).unwrap_or_default());
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
 }
 
 /// A kubeconfig (YAML) for `user` in `groups` with a fresh client certificate from the CA

@@ -515,12 +515,16 @@ fn main() -> anyhow::Result<()> {
             context,
             controller_flags,
         } => {
-            let opts = controller_flags.options()?;
+            let mut opts = controller_flags.options()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let client = kubeconfig::client(&kubeconfig, context).await?;
+                let (client, ca) = kubeconfig::client_and_ca(&kubeconfig, context).await?;
+                // Without --root-ca-file, the CA the kubeconfig trusts (as upstream).
+                if opts.root_ca_pem.is_none() {
+                    opts.root_ca_pem = ca;
+                }
                 tokio::select! {
                     // The kubeconfig's one identity for every loop (see README: identities).
                     _ = capstan_controllers::run(client, capstan_controllers::Credentials::Shared, opts) => {}

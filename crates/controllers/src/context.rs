@@ -40,11 +40,15 @@ pub struct Options {
     pub replica_backoff_base: Duration,
     pub replica_backoff_max: Duration,
     /// The cluster CA (PEM) the root-CA publisher writes into every namespace as
-    /// `kube-root-ca.crt` (upstream's `--root-ca-file`); nothing is published without it.
+    /// `kube-root-ca.crt` (upstream's `--root-ca-file`, else the CA of the controller-manager's kubeconfig);
+    /// nothing is published without one.
     pub root_ca_pem: Option<String>,
     /// How long a node's Lease may go unrenewed before it is Ready=Unknown (upstream's
     /// `--node-monitor-grace-period`, 50 s).
     pub node_monitor_grace_period: Duration,
+    /// How fast NoExecute taints go on nodes that stopped, per zone (upstream's
+    /// `--node-eviction-rate` and its zone-disruption flags).
+    pub node_eviction: crate::node_lifecycle::EvictionLimits,
     /// Terminated pods kept before the oldest are deleted (upstream's
     /// `--terminated-pod-gc-threshold`, 12500; 0 keeps them all).
     pub terminated_pod_gc_threshold: usize,
@@ -78,6 +82,7 @@ impl Default for Options {
             replica_backoff_max: Duration::from_secs(1000),
             root_ca_pem: None,
             node_monitor_grace_period: Duration::from_secs(50),
+            node_eviction: Default::default(),
             terminated_pod_gc_threshold: 12500,
             max_endpoints_per_slice: 100,
             cluster_signing_ca: None,

@@ -38,6 +38,7 @@ pub mod root_ca_publisher;
 pub mod service_lb;
 pub mod service_pods;
 pub mod serviceaccount;
+pub mod slow_start;
 pub mod statefulset;
 pub mod taint_eviction;
 pub mod tokencleaner;

@@ -28,7 +28,7 @@ struct Loop {
 
 pub async fn run(ctx: Arc<Context>) {
     let Some(ca) = ctx.opts.root_ca_pem.clone() else {
-        tracing::warn!("root-ca-cert-publisher: no CA given (--root-ca-file); nothing to publish");
+        tracing::warn!("root-ca-cert-publisher: no CA known (--root-ca-file, or one the kubeconfig trusts); nothing to publish");
         return;
     };
     let lp = Arc::new(Loop {

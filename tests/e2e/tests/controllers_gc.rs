@@ -160,6 +160,43 @@ fn foreground_delete_waits_for_blocking_dependents() {
     assert!(gone(&s, "default", "cm/owner") && gone(&s, "default", "cm/held"));
 }
 
+/// Two objects owning each other, both blocking: a foreground delete of either would wait
+/// forever; as upstream, the collector unblocks the dependent's references and both go.
+#[test]
+fn a_foreground_delete_through_an_ownership_cycle_completes() {
+    let s = Server::start();
+    apply(&s, &configmap("default", "ring-a", &[], &[]));
+    let a = uid(&s, "default", "cm/ring-a");
+    apply(
+        &s,
+        &configmap("default", "ring-b", &[cm_ref("ring-a", &a, true)], &[]),
+    );
+    let b = uid(&s, "default", "cm/ring-b");
+    apply(
+        &s,
+        &configmap("default", "ring-a", &[cm_ref("ring-b", &b, true)], &[]),
+    );
+    assert_eq!(
+        uid(&s, "default", "cm/ring-a"),
+        a,
+        "the same object, now owned"
+    );
+    // kubectl waits until ring-a is really gone.
+    let out = s.kubectl(&[
+        "delete",
+        "cm",
+        "ring-a",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert_eq!(o.trim(), "configmap \"ring-a\" deleted");
+    wait_until("the cycle is collected", || {
+        gone(&s, "default", "cm/ring-a") && gone(&s, "default", "cm/ring-b")
+    });
+}
+
 #[test]
 fn orphan_delete_leaves_dependents_without_the_reference() {
     let s = Server::start();

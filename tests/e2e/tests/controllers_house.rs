@@ -225,6 +225,62 @@ fn a_namespace_with_a_lingering_pod_reports_what_remains() {
     });
 }
 
+/// `capstan controller-manager` against a server running no loops of its own: with no
+/// `--root-ca-file` it publishes the CA its kubeconfig trusts, as upstream's does.
+#[test]
+fn the_stand_alone_controller_manager_publishes_its_kubeconfigs_ca() {
+    let s = Server::start_args(&["--disable-controllers"]);
+    let mut cm = std::process::Command::new(capstan_e2e::capstan_bin())
+        .args(["controller-manager", "--kubeconfig"])
+        .arg(s.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn capstan controller-manager");
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reap = Reap(&mut cm);
+    s.kubectl_ok(&["create", "namespace", "solo"]);
+    let published = wait_for(
+        "kube-root-ca.crt from the stand-alone loops",
+        WITHIN,
+        || {
+            let out = s.kubectl(&[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-n",
+                "solo",
+                "-o",
+                r"jsonpath={.data.ca\.crt}",
+            ]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    let server_ca = std::fs::read_to_string(s.data_dir.join("pki").join("ca.crt")).expect("ca.crt");
+    let body = |pem: &str| -> String {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    };
+    assert!(
+        published.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{published}"
+    );
+    assert_eq!(
+        body(&published),
+        body(&server_ca),
+        "published CA differs from the server's"
+    );
+}
+
 #[test]
 fn without_controllers_a_deleted_namespace_stays_terminating() {
     let s = Server::start_args(&["--disable-controllers"]);
@@ -714,6 +770,101 @@ fn a_stopped_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
             .is_none_or(|t| t.is_empty())
             .then_some(())
     });
+}
+
+/// The keys of a node's taints with `effect`.
+fn taint_keys(s: &Server, node: &str, effect: &str) -> Vec<String> {
+    get_json(s, &["node", node])
+        .and_then(|n| n["spec"]["taints"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t["effect"] == effect)
+        .filter_map(|t| t["key"].as_str().map(String::from))
+        .collect()
+}
+
+fn ready_status(s: &Server, node: &str) -> String {
+    get_json(s, &["node", node])
+        .and_then(|n| {
+            n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .and_then(|c| c["status"].as_str().map(String::from))
+        })
+        .unwrap_or_default()
+}
+
+/// Upstream's disruption handling: with every node down the fault is likelier the control
+/// plane's, so no node gets the NoExecute taint that evicts; with most of a small zone down
+/// none either; with one of four down it is tainted again.
+#[test]
+fn no_evicting_taints_while_every_node_or_most_of_a_small_zone_is_down() {
+    let s = Server::start_args(&[
+        "--simulated-nodes",
+        "4",
+        "--node-lease-duration-seconds",
+        "2",
+        "--node-monitor-grace-period",
+        "5s",
+        // Fast enough that a wrongly admitted taint would show within the looks below.
+        "--node-eviction-rate",
+        "10",
+    ]);
+    let nodes: Vec<String> = (0..4).map(|i| format!("sim-node-{i}")).collect();
+    wait_for("4 Ready nodes", WITHIN, || {
+        nodes
+            .iter()
+            .all(|n| ready_status(&s, n) == "True")
+            .then_some(())
+    });
+    s.kubectl_ok(&["annotate", "nodes", "--all", "sim.capstan.io/stopped=true"]);
+    wait_for("every node Unknown and NoSchedule-tainted", WITHIN, || {
+        nodes
+            .iter()
+            .all(|n| {
+                ready_status(&s, n) == "Unknown"
+                    && taint_keys(&s, n, "NoSchedule") == ["node.kubernetes.io/unreachable"]
+            })
+            .then_some(())
+    });
+    // A node that went first may have been tainted before the last went; none keeps it.
+    wait_for("no NoExecute taint with every node down", WITHIN, || {
+        nodes
+            .iter()
+            .all(|n| taint_keys(&s, n, "NoExecute").is_empty())
+            .then_some(())
+    });
+    let look = |what: &str, down: &[String]| {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            for n in down {
+                assert!(
+                    taint_keys(&s, n, "NoExecute").is_empty(),
+                    "{n} got a NoExecute taint {what}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    look("with every node down", &nodes);
+    // One back: 3 of 4 down is a partial disruption of a small zone, which stops tainting.
+    s.kubectl_ok(&["annotate", "node", "sim-node-0", "sim.capstan.io/stopped-"]);
+    wait_for("sim-node-0 Ready", WITHIN, || {
+        (ready_status(&s, "sim-node-0") == "True").then_some(())
+    });
+    look("with 3 of 4 down", &nodes[1..]);
+    // Two more back: one of four down is normal; the last gets its NoExecute taint.
+    s.kubectl_ok(&["annotate", "node", "sim-node-1", "sim.capstan.io/stopped-"]);
+    s.kubectl_ok(&["annotate", "node", "sim-node-2", "sim.capstan.io/stopped-"]);
+    wait_for("sim-node-3 tainted NoExecute", WITHIN, || {
+        (taint_keys(&s, "sim-node-3", "NoExecute") == ["node.kubernetes.io/unreachable"])
+            .then_some(())
+    });
+    for n in &nodes[..3] {
+        assert_eq!(ready_status(&s, n), "True", "{n}");
+        assert!(taint_keys(&s, n, "NoExecute").is_empty(), "{n}");
+    }
 }
 
 /// (node, phase) of each `app=moved` pod that is not terminating.

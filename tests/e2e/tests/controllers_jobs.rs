@@ -270,6 +270,59 @@ fn failing_pods_back_off_then_the_job_fails() {
     assert!(table.contains("Failed") && table.contains("0/1"), "{table}");
 }
 
+/// A pod with no controller that a Job's (manual) selector picks is adopted, with the
+/// tracking finalizer, and its end counts: the Job completes without making a pod of its own.
+#[test]
+fn a_job_adopts_an_orphan_pod_its_selector_picks_and_counts_it() {
+    let s = server(&[]);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stray-worker\n  labels: {app: adoptive}\n  annotations: {sim.capstan.io/exit-after: \"5s\", sim.capstan.io/exit-code: \"0\"}\nspec:\n  restartPolicy: Never\n  containers: [{name: main, image: busybox}]\n",
+    );
+    wait_for("the orphan running", WITHIN, || {
+        get_json(&s, &["pod", "stray-worker"]).filter(|p| p["status"]["phase"] == "Running")
+    });
+    apply(
+        &s,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: adoptive}\nspec:\n  manualSelector: true\n  selector: {matchLabels: {app: adoptive}}\n  completions: 1\n  parallelism: 1\n  template:\n    metadata: {labels: {app: adoptive}}\n    spec:\n      restartPolicy: Never\n      containers: [{name: main, image: busybox}]\n",
+    );
+    let uid = job(&s, "adoptive")["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let adopted = wait_for("the orphan adopted", WITHIN, || {
+        get_json(&s, &["pod", "stray-worker"])
+            .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid.as_str())
+    });
+    assert_eq!(adopted["metadata"]["ownerReferences"][0]["kind"], "Job");
+    assert_eq!(
+        adopted["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    let finalizers = adopted["metadata"]["finalizers"].to_string();
+    assert!(
+        finalizers.contains("batch.kubernetes.io/job-tracking"),
+        "{finalizers}"
+    );
+    let done = wait_condition(&s, "adoptive", "Complete", WITHIN);
+    assert_eq!(done["status"]["succeeded"], 1, "{done}");
+    let names: Vec<String> = get_json(&s, &["pods", "-l", "app=adoptive"])
+        .and_then(|l| l["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(names, ["stray-worker"], "the Job made no pod of its own");
+    // Counted, the pod no longer holds the finalizer.
+    wait_for("the finalizer released", WITHIN, || {
+        get_json(&s, &["pod", "stray-worker"]).filter(|p| {
+            !p["metadata"]["finalizers"]
+                .to_string()
+                .contains("job-tracking")
+        })
+    });
+}
+
 #[test]
 fn active_deadline_fails_the_job_and_removes_its_pods() {
     let s = server(&[]);

@@ -435,6 +435,41 @@ fn a_replica_set_adopts_orphans_and_releases_relabelled_pods() {
     wait_running(&s, "app=orph", 1);
 }
 
+/// A ReplicaSet made by hand that a settled Deployment's selector picks is adopted as soon as
+/// it appears (upstream's addReplicaSet), not at the Deployment's next change, and as an old
+/// ReplicaSet it is scaled down.
+#[test]
+fn a_deployment_adopts_an_orphan_replica_set_when_it_appears() {
+    let s = server();
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: adopter\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: adopter}\n  template:\n    metadata:\n      labels: {app: adopter}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: app\n        image: nginx:1.27\n",
+    );
+    rollout_status(&s, "deployment/adopter");
+    let uid = get_json(&s, &["deployment", "adopter"]).expect("deployment")["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: stray-rs\n  labels: {app: adopter}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: adopter, stray: \"yes\"}\n  template:\n    metadata:\n      labels: {app: adopter, stray: \"yes\"}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: app\n        image: nginx:1.26\n",
+    );
+    let rs = wait_for(
+        "the orphan ReplicaSet adopted and scaled down",
+        WITHIN,
+        || {
+            get_json(&s, &["rs", "stray-rs"]).filter(|r| {
+                r["metadata"]["ownerReferences"][0]["uid"] == uid.as_str()
+                    && r["spec"]["replicas"] == 0
+            })
+        },
+    );
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["controller"], true);
+    // The Deployment's own pod is untouched.
+    wait_running(&s, "app=adopter,stray!=yes", 1);
+}
+
 #[test]
 fn a_refused_replica_set_shows_replica_failure_and_recovers() {
     let s = server();

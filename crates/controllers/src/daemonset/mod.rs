@@ -449,7 +449,7 @@ fn new_pod(ds: &DaemonSet, owner: &OwnerReference, hash: &str, node: &str) -> Po
     pod
 }
 
-/// Create the pods, a few at a time (upstream creates in slow-start batches).
+/// Create the pods in slow-start batches (1, 2, 4 …), as upstream; a failing batch ends it.
 async fn create_pods(
     cx: &Cx,
     ds: &DaemonSet,
@@ -461,35 +461,34 @@ async fn create_pods(
     let key = pods::key(&ds.metadata);
     let api: Api<Pod> = Api::namespaced(cx.ctx.client.clone(), &ns);
     let mut failures = Vec::new();
-    for chunk in nodes.chunks(16) {
-        let results = futures::future::join_all(chunk.iter().map(|node| {
-            let pod = new_pod(ds, owner, hash, node);
-            let api = api.clone();
-            async move { (node, api.create(&PostParams::default(), &pod).await) }
-        }))
-        .await;
-        for (node, r) in results {
-            match r {
-                Ok(p) => {
-                    cx.expect
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .created
-                        .insert((key.clone(), node.clone()), Instant::now());
-                    cx.recorder
-                        .record(
-                            ds,
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            &format!("Created pod: {}", p.metadata.name.as_deref().unwrap_or("")),
-                        )
-                        .await;
-                }
-                Err(e) => failures.push(format!("node {node}: {e}")),
-            }
+    let results = crate::slow_start::batches(nodes, |node| {
+        let pod = new_pod(ds, owner, hash, node);
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &pod)
+                .await
+                .map_err(|e| format!("node {node}: {e}"))
         }
-        if !failures.is_empty() {
-            break;
+    })
+    .await;
+    for (node, r) in nodes.iter().zip(results) {
+        match r {
+            Ok(p) => {
+                cx.expect
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .created
+                    .insert((key.clone(), node.clone()), Instant::now());
+                cx.recorder
+                    .record(
+                        ds,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", p.metadata.name.as_deref().unwrap_or("")),
+                    )
+                    .await;
+            }
+            Err(e) => failures.push(e),
         }
     }
     if failures.is_empty() {

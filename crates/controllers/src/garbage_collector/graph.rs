@@ -309,6 +309,16 @@ impl Graph {
         self.dependents.get(uid).is_some_and(|d| !d.is_empty())
     }
 
+    /// Whether something referring to `uid` as its owner is itself waiting for its own
+    /// dependents (upstream's cycle check before a Foreground delete of `uid`).
+    pub fn has_dependent_deleting_dependents(&self, uid: &str) -> bool {
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .any(|d| self.nodes.get(d).is_some_and(|n| n.deleting_dependents))
+    }
+
     /// The objects referring to `uid` (for orphaning).
     pub fn dependents(&self, uid: &str) -> Vec<Ident> {
         self.dependents
@@ -439,6 +449,48 @@ mod tests {
             json!({"name": "n", "uid": "n1", "ownerReferences": [owner("o1", "o", false)]}),
         );
         assert_eq!(uids(&fx.attempt_delete), ["n1"]);
+    }
+
+    #[test]
+    fn a_cycle_of_blocking_owners_is_seen_from_either_end() {
+        let cm = res("ConfigMap", "configmaps", true);
+        let mut g = Graph::default();
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "b", "namespace": "n", "uid": "b1", "ownerReferences": [owner("a1", "a", true)]}),
+        );
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "a", "namespace": "n", "uid": "a1", "ownerReferences": [owner("b1", "b", true)]}),
+        );
+        assert!(!g.has_dependent_deleting_dependents("b1"));
+        // a is deleted in the foreground: it waits for b, b's dependent (a) waits too.
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "a", "namespace": "n", "uid": "a1", "deletionTimestamp": "2026-01-01T00:00:00Z",
+                   "finalizers": ["foregroundDeletion"], "ownerReferences": [owner("b1", "b", true)]}),
+        );
+        assert!(g.has_dependent_deleting_dependents("b1"));
+        assert!(!g.has_dependent_deleting_dependents("a1"));
+        match g.work("a1") {
+            Work::DeletingDependents { blocking, .. } => {
+                assert_eq!(blocking, vec![(Arc::from("b1"), false)])
+            }
+            w => panic!("{w:?}"),
+        }
+        // b's reference unblocked: a waits for nothing.
+        add(
+            &mut g,
+            &cm,
+            json!({"name": "b", "namespace": "n", "uid": "b1", "ownerReferences": [owner("a1", "a", false)]}),
+        );
+        match g.work("a1") {
+            Work::DeletingDependents { blocking, .. } => assert!(blocking.is_empty()),
+            w => panic!("{w:?}"),
+        }
     }
 
     #[test]

@@ -116,9 +116,17 @@ async fn check_owners(gc: &Gc, ident: &Ident) -> Result<(), Error> {
         )
         .await;
     }
+    let mut rv = rv;
     let policy = if waiting && gc.graph().has_dependents(&ident.uid) {
         // An owner waits in the foreground and this object has dependents of its own: it
         // goes in the foreground too, so the owner waits for the whole subtree.
+        if gc.graph().has_dependent_deleting_dependents(&ident.uid) {
+            // A dependent waits for its dependents too: perhaps a cycle (this object owns
+            // what owns it), where each would wait for the other forever. As upstream, its
+            // references stop blocking their owners first (a check with false positives:
+            // they then only stop waiting for this object).
+            rv = unblock_owners(&api, ident, &owners, rv).await?;
+        }
         PropagationPolicy::Foreground
     } else if has_finalizer(&meta, ORPHAN) {
         PropagationPolicy::Orphan
@@ -141,6 +149,35 @@ async fn check_owners(gc: &Gc, ident: &Ident) -> Result<(), Error> {
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Set `blockOwnerDeletion: false` on every blocking reference of `ident` (upstream's
+/// unblockOwnerReferences), pinned to `rv`; the resourceVersion after the patch.
+async fn unblock_owners(
+    api: &Api<PartialObjectMeta<DynamicObject>>,
+    ident: &Ident,
+    owners: &[OwnerReference],
+    rv: String,
+) -> Result<String, Error> {
+    if !owners.iter().any(|r| r.block_owner_deletion == Some(true)) {
+        return Ok(rv);
+    }
+    let unblocked: Vec<OwnerReference> = owners
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            if r.block_owner_deletion == Some(true) {
+                r.block_owner_deletion = Some(false);
+            }
+            r
+        })
+        .collect();
+    tracing::info!(namespace = ?ident.namespace, name = %ident.name, kind = %ident.res.ar.kind, "an owner and a dependent both wait for their dependents: its references no longer block, to break a possible cycle");
+    let patch = json!({"metadata": {"ownerReferences": unblocked, "resourceVersion": rv}});
+    let patched = api
+        .patch(&ident.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(patched.metadata.resource_version.unwrap_or_default())
 }
 
 /// Upstream's classifyReferences for one reference, the graph first; absence is verified

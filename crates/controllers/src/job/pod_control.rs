@@ -14,6 +14,74 @@ use crate::{owners, pods};
 
 const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 
+/// Whether `job`'s selector picks a pod with `labels` (a missing or empty selector picks
+/// nothing here, as upstream's GetPodJobs: a Job must not claim a whole namespace).
+pub fn selects(job: &Job, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|sel| {
+            sel.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                || sel
+                    .match_expressions
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty())
+        })
+        .is_some_and(|sel| capstan_scheduler::selectors::selector_matches(sel, labels))
+}
+
+/// Upstream's ClaimPods for a Job: of `candidates` (its namespace's pods that it controls or
+/// that have no controller), the ones it controls after adopting the orphans its selector
+/// picks (with the tracking finalizer, so their end is counted) and releasing owned pods it
+/// no longer picks. A Job being deleted does neither. A failed patch leaves that pod out; the
+/// pod's next change or the next sync tries again.
+pub async fn claim(
+    api: &Api<Pod>,
+    job: &Job,
+    candidates: Vec<std::sync::Arc<Pod>>,
+) -> Vec<std::sync::Arc<Pod>> {
+    let uid = job.metadata.uid.as_deref().unwrap_or_default();
+    let deleting = job.metadata.deletion_timestamp.is_some();
+    let mut out = Vec::with_capacity(candidates.len());
+    for pod in candidates {
+        let picked = selects(job, pod.labels());
+        match owners::controller_of(&pod.metadata) {
+            Some(r) if r.uid != uid => {}
+            Some(_) if picked || deleting => out.push(pod),
+            Some(_) => {
+                if let Err(e) = owners::release(api, &*pod, uid).await {
+                    tracing::debug!(pod = %pod.name_any(), error = %e, "job: release failed");
+                }
+            }
+            None if deleting || !picked || pod.metadata.deletion_timestamp.is_some() => {}
+            None => {
+                let patch = json!({"metadata": {
+                    "ownerReferences": [owners::controller_ref(job)],
+                    "finalizers": [TRACKING_FINALIZER],
+                    "uid": pod.metadata.uid,
+                }});
+                match api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Strategic(patch),
+                    )
+                    .await
+                {
+                    Ok(adopted) => {
+                        tracing::info!(job = %job.name_any(), pod = %adopted.name_any(), "job adopted an orphan pod");
+                        out.push(std::sync::Arc::new(adopted));
+                    }
+                    Err(e) => {
+                        tracing::debug!(pod = %pod.name_any(), error = %e, "job: adoption failed")
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The pod `job` makes (for `index`, with the index's failures so far when
 /// `backoffLimitPerIndex` is set).
 pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {

@@ -133,6 +133,22 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
                 && crate::owners::is_controlled_by(&p.metadata, &job_uid)
         })
         .collect();
+    // Orphans the selector picks, for adoption below (a finished Job adopts nothing).
+    let orphans: Vec<Arc<Pod>> = if super::is_finished(&job) {
+        Vec::new()
+    } else {
+        st.ctx
+            .pods()
+            .store
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && crate::owners::controller_of(&p.metadata).is_none()
+                    && pod_control::selects(&job, p.labels())
+            })
+            .collect()
+    };
     let pod_api: Api<Pod> = Api::namespaced(st.ctx.client.clone(), &ns);
     if super::is_finished(&job) {
         // Pods left with our finalizer (e.g. after a restart) are let go (syncOrphanPod).
@@ -145,6 +161,9 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
     if job.spec.is_none() {
         return Ok(Action::await_change());
     }
+    let mut candidates = pods;
+    candidates.extend(orphans);
+    let pods = pod_control::claim(&pod_api, &job, candidates).await;
     let spec = job.spec.clone().unwrap_or_default();
     // The sync reads this copy; `job` takes the stored versions of its status writes.
     let snapshot = job.clone();
@@ -565,55 +584,47 @@ async fn manage(
         slots = (0..diff).map(|_| (None, None)).collect();
     }
     // Slow start, as upstream: batches of 1, 2, 4 … stop at the first batch with an error.
-    let mut batch = 1usize;
-    let mut rest = &slots[..];
+    let results = crate::slow_start::batches(&slots, |(ix, failures)| {
+        let pod = pod_control::pod_for(c.job, *ix, *failures);
+        async move { pod_control::create(pod_api, &pod).await }
+    })
+    .await;
     let mut created = 0;
-    while !rest.is_empty() {
-        let (now_batch, later) = rest.split_at(batch.min(rest.len()));
-        rest = later;
-        let results = join_all(now_batch.iter().map(|(ix, failures)| {
-            let pod = pod_control::pod_for(c.job, *ix, *failures);
-            async move { pod_control::create(pod_api, &pod).await }
-        }))
-        .await;
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok(p) => {
-                    created += 1;
-                    st.expectations.created(&c.key, &p.name_any());
-                    st.recorder
-                        .record(
-                            c.job,
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            &format!("Created pod: {}", p.name_any()),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    st.recorder
-                        .record(
-                            c.job,
-                            EventType::Warning,
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                        )
-                        .await;
-                    first_err.get_or_insert(e);
-                }
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(p) => {
+                created += 1;
+                st.expectations.created(&c.key, &p.name_any());
+                st.recorder
+                    .record(
+                        c.job,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", p.name_any()),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                st.recorder
+                    .record(
+                        c.job,
+                        EventType::Warning,
+                        "FailedCreate",
+                        &format!("Error creating: {e}"),
+                    )
+                    .await;
+                first_err.get_or_insert(e);
             }
         }
-        if let Some(e) = first_err {
-            // Held until the error back-off's retry, or an admission change in its namespace.
-            st.refused
-                .hold(&c.key, c.job.metadata.generation, Duration::MAX);
-            c.active += created;
-            return Some(e.into());
-        }
-        batch *= 2;
     }
     c.active += created;
+    if let Some(e) = first_err {
+        // Held until the error back-off's retry, or an admission change in its namespace.
+        st.refused
+            .hold(&c.key, c.job.metadata.generation, Duration::MAX);
+        return Some(e.into());
+    }
     None
 }
 

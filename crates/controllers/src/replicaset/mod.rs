@@ -32,8 +32,6 @@ use kind::{Counts, Failure, ReplicaKind};
 
 /// Most pods created or deleted by one sync (upstream's BurstReplicas).
 const BURST_REPLICAS: usize = 500;
-/// Slow start begins with this many creates, doubling while they succeed.
-const SLOW_START_INITIAL: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -258,48 +256,42 @@ async fn manage<K: ReplicaKind>(
         let template = owner.template()?;
         let pod = pods::from_template(template, owners::controller_ref(owner), &owner.name_any());
         let pp = PostParams::default();
-        let mut batch = SLOW_START_INITIAL;
-        let mut done = 0;
-        // Slow start: 1, 2, 4 … creates at a time; stop at the first failing batch so a
-        // quota or validation refusal costs one request, not hundreds.
-        while done < want {
-            let size = batch.min(want - done);
-            let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
-            let mut err: Option<kube::Error> = None;
-            for r in results {
-                match r {
-                    Ok(created) => {
-                        let name = created.name_any();
-                        state.expectations.expect_add(key, &name);
-                        state
-                            .recorder
-                            .record(
-                                owner,
-                                EventType::Normal,
-                                "SuccessfulCreate",
-                                &format!("Created pod: {name}"),
-                            )
-                            .await;
-                    }
-                    Err(e) => err = Some(e),
+        // Slow start: stop at the first failing batch so a quota or validation refusal
+        // costs a few requests, not hundreds.
+        let slots = vec![(); want];
+        let results = crate::slow_start::batches(&slots, |_| api.create(&pp, &pod)).await;
+        let mut err: Option<kube::Error> = None;
+        for r in results {
+            match r {
+                Ok(created) => {
+                    let name = created.name_any();
+                    state.expectations.expect_add(key, &name);
+                    state
+                        .recorder
+                        .record(
+                            owner,
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            &format!("Created pod: {name}"),
+                        )
+                        .await;
                 }
+                Err(e) => err = Some(e),
             }
-            if let Some(e) = err {
-                let msg = generated_name_as_prefix(&api_message(&e), &pod);
-                tracing::info!(%key, error = %msg, "pod create refused");
-                state
-                    .recorder
-                    .record(
-                        owner,
-                        EventType::Warning,
-                        "FailedCreate",
-                        &format!("Error creating: {msg}"),
-                    )
-                    .await;
-                return Some(("FailedCreate".into(), msg));
-            }
-            done += size;
-            batch *= 2;
+        }
+        if let Some(e) = err {
+            let msg = generated_name_as_prefix(&api_message(&e), &pod);
+            tracing::info!(%key, error = %msg, "pod create refused");
+            state
+                .recorder
+                .record(
+                    owner,
+                    EventType::Warning,
+                    "FailedCreate",
+                    &format!("Error creating: {msg}"),
+                )
+                .await;
+            return Some(("FailedCreate".into(), msg));
         }
         None
     } else if diff > 0 {

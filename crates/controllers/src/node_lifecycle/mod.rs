@@ -1,9 +1,12 @@
 //! The node lifecycle controller (upstream's pkg/controller/nodelifecycle): a node whose
 //! Lease goes unrenewed past the grace period is Ready=Unknown, its pods not Ready, and
-//! every node carries the unreachable / not-ready taints its Ready condition calls for.
+//! every node carries the unreachable / not-ready taints its Ready condition calls for —
+//! the NoExecute ones (which evict) paced per zone, and none while every node is down.
+
+mod zones;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -24,6 +27,10 @@ pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The conditions a kubelet posts, all Unknown when it stops (upstream's list).
 const KUBELET_CONDITIONS: &[&str] = &["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
+/// How soon a node whose zone does not taint now looks again (upstream's monitor period).
+const MONITOR_PERIOD: Duration = Duration::from_secs(5);
+
+pub use zones::Limits as EvictionLimits;
 
 struct Loop {
     ctx: Arc<Context>,
@@ -34,21 +41,28 @@ struct Loop {
     /// Node Leases, watched with the controller-manager's client as upstream's Lease
     /// informer (`node-controller` may not read Leases itself).
     leases: crate::informers::Shared<Lease>,
+    zones: zones::Zones,
+    /// Every node again: the cluster entered or left "every node down".
+    resync: futures::channel::mpsc::UnboundedSender<()>,
 }
 
 pub async fn run(ctx: Arc<Context>) {
     let leases =
         crate::informers::Shared::start(Api::namespaced(ctx.informer_client(), LEASE_NAMESPACE));
     leases.ready().await;
+    let (resync, resyncs) = futures::channel::mpsc::unbounded();
     let lp = Arc::new(Loop {
         ctx: ctx.clone(),
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
         started: Timestamp::now(),
         recorder: ctx.recorder("node-controller"),
         leases,
+        zones: zones::Zones::new(ctx.opts.node_eviction),
+        resync,
     });
     let nodes = ctx.nodes();
     Controller::for_shared_stream(nodes.subscribe(), nodes.store.clone())
+        .reconcile_all_on(resyncs)
         .run(reconcile, error_policy, lp)
         .for_each(|_| async {})
         .await;
@@ -86,8 +100,10 @@ async fn reconcile(node: Arc<Node>, lp: Arc<Loop>) -> Result<Action, kube::Error
     let heartbeat = condition(&node, "Ready")
         .and_then(|c| c.last_heartbeat_time.as_ref())
         .map(|t| t.0);
-    // The last sign of life (never in the future, never before we started watching).
-    let seen = [renewed, heartbeat, Some(lp.started)]
+    // The last sign of life (never in the future, never before we started watching or
+    // the cluster had a Ready node again after every node was down).
+    let recovered = lp.zones.disruption().recovered_at;
+    let seen = [renewed, heartbeat, Some(lp.started), recovered]
         .into_iter()
         .flatten()
         .map(|t| millis(t).min(millis(now)))
@@ -110,7 +126,38 @@ async fn reconcile(node: Arc<Node>, lp: Arc<Loop>) -> Result<Action, kube::Error
                 .await;
         }
     }
-    sync_taints(&lp, &node, now).await?;
+    let (disruption, changed) =
+        lp.zones
+            .observe(&lp.ctx.nodes().store.state(), &node, Instant::now());
+    if changed {
+        let _ = lp.resync.unbounded_send(());
+    }
+    let want = wanted_taints(&node);
+    let mut taint_retry = None;
+    let no_execute = match want {
+        None => false,
+        Some(_) if disruption.all_down => false,
+        // One NoExecute key for another (Unknown ↔ False) swaps at once, as upstream.
+        Some(_)
+            if taints_of(&node)
+                .iter()
+                .any(|t| ours(t) && t.effect == "NoExecute") =>
+        {
+            true
+        }
+        Some(_) => match lp.zones.admit(&zones::zone_of(&node), Instant::now()) {
+            zones::Admit::Now => true,
+            zones::Admit::After(wait) => {
+                taint_retry = Some(wait);
+                false
+            }
+            zones::Admit::Stopped => {
+                taint_retry = Some(MONITOR_PERIOD);
+                false
+            }
+        },
+    };
+    sync_taints(&lp, &node, want, no_execute, now).await?;
     lp.backoff.reset(&name);
     // Look again when the grace period would run out (a renewal pushes that later).
     let wait = if millis(now) >= deadline {
@@ -118,9 +165,11 @@ async fn reconcile(node: Arc<Node>, lp: Arc<Loop>) -> Result<Action, kube::Error
     } else {
         deadline - millis(now) + 50
     };
-    Ok(Action::requeue(Duration::from_millis(
-        u64::try_from(wait.max(100)).unwrap_or(u64::MAX),
-    )))
+    let wait = Duration::from_millis(u64::try_from(wait.max(100)).unwrap_or(u64::MAX));
+    Ok(Action::requeue(match taint_retry {
+        Some(t) => wait.min(t.max(Duration::from_millis(50))),
+        None => wait,
+    }))
 }
 
 /// Every kubelet condition Unknown, heartbeat times kept (upstream's tryUpdateNodeHealth).
@@ -199,15 +248,23 @@ fn wanted_taints(node: &Node) -> Option<&'static str> {
     }
 }
 
-/// `current` with our taints made what `want` says.
-fn compose(current: &[Taint], want: Option<&str>, now: Timestamp) -> Vec<Taint> {
-    let ours = |t: &Taint| {
-        (t.key == UNREACHABLE || t.key == NOT_READY)
-            && (t.effect == "NoExecute" || t.effect == "NoSchedule")
-    };
+/// One of the taints this loop owns.
+fn ours(t: &Taint) -> bool {
+    (t.key == UNREACHABLE || t.key == NOT_READY)
+        && (t.effect == "NoExecute" || t.effect == "NoSchedule")
+}
+
+/// `current` with our taints made what `want` says: its NoSchedule taint, and its NoExecute
+/// one when `no_execute` (admitted by the zone's pace).
+fn compose(current: &[Taint], want: Option<&str>, no_execute: bool, now: Timestamp) -> Vec<Taint> {
     let mut next: Vec<Taint> = current.iter().filter(|t| !ours(t)).cloned().collect();
     if let Some(key) = want {
-        for effect in ["NoSchedule", "NoExecute"] {
+        let effects: &[&str] = if no_execute {
+            &["NoSchedule", "NoExecute"]
+        } else {
+            &["NoSchedule"]
+        };
+        for &effect in effects {
             // Keep a taint already there as it is (its timeAdded counts tolerations down).
             match current.iter().find(|t| t.key == key && t.effect == effect) {
                 Some(t) => next.push(t.clone()),
@@ -239,21 +296,26 @@ fn taints_of(node: &Node) -> Vec<Taint> {
         .unwrap_or_default()
 }
 
-async fn sync_taints(lp: &Loop, node: &Node, now: Timestamp) -> Result<(), kube::Error> {
-    let want = wanted_taints(node);
+async fn sync_taints(
+    lp: &Loop,
+    node: &Node,
+    want: Option<&str>,
+    no_execute: bool,
+    now: Timestamp,
+) -> Result<(), kube::Error> {
     let current = taints_of(node);
-    if same_taints(&current, &compose(&current, want, now)) {
+    if same_taints(&current, &compose(&current, want, no_execute, now)) {
         return Ok(());
     }
     let api: Api<Node> = Api::all(lp.ctx.client.clone());
     // The freshest copy (a status write may have moved it); a conflict is retried.
     let mut fresh = api.get(&node.name_any()).await?;
-    let next = compose(&taints_of(&fresh), want, now);
+    let next = compose(&taints_of(&fresh), want, no_execute, now);
     let spec = fresh.spec.get_or_insert_with(Default::default);
     spec.taints = (!next.is_empty()).then_some(next);
     api.replace(&node.name_any(), &PostParams::default(), &fresh)
         .await?;
-    tracing::info!(node = %node.name_any(), taint = ?want, "node taints updated");
+    tracing::info!(node = %node.name_any(), taint = ?want, no_execute, "node taints updated");
     Ok(())
 }
 
@@ -269,14 +331,25 @@ mod tests {
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        let t = compose(std::slice::from_ref(&other), Some(UNREACHABLE), now);
+        let t = compose(std::slice::from_ref(&other), Some(UNREACHABLE), true, now);
         assert_eq!(t.len(), 3);
         assert!(t
             .iter()
             .any(|t| t.key == UNREACHABLE && t.effect == "NoExecute" && t.time_added.is_some()));
-        let back = compose(&t, None, now);
-        assert!(same_taints(&back, &[other]));
+        let back = compose(&t, None, true, now);
+        assert!(same_taints(&back, std::slice::from_ref(&other)));
         // Kept as they are while the condition stays.
-        assert_eq!(compose(&t, Some(UNREACHABLE), Timestamp::now()), t);
+        assert_eq!(compose(&t, Some(UNREACHABLE), true, Timestamp::now()), t);
+        // Not admitted (or every node down): NoSchedule only, an earlier NoExecute goes.
+        let held = compose(&t, Some(UNREACHABLE), false, now);
+        assert_eq!(held.len(), 2);
+        assert!(held.iter().all(|t| t.effect == "NoSchedule"));
+        // Unknown → False swaps the NoExecute key, with a new time.
+        let later = Timestamp::now();
+        let swapped = compose(&t, Some(NOT_READY), true, later);
+        assert!(swapped.iter().any(|t| t.key == NOT_READY
+            && t.effect == "NoExecute"
+            && t.time_added == Some(Time(later))));
+        assert!(!swapped.iter().any(|t| t.key == UNREACHABLE));
     }
 }
