@@ -237,11 +237,126 @@ fn amount(r: &Resources, name: &str) -> String {
     }
 }
 
-/// The namespace's usage of each resource `hard` names.
+/// A quota's scopes as selector requirements (scope, operator, values): `spec.scopes` each
+/// `Exists`, then `spec.scopeSelector`'s expressions.
+type Requirement = (String, String, Vec<String>);
+
+fn scope_requirements(q: &ResourceQuota) -> Vec<Requirement> {
+    let Some(spec) = q.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<Requirement> = spec
+        .scopes
+        .iter()
+        .flatten()
+        .map(|s| (s.clone(), "Exists".to_string(), Vec::new()))
+        .collect();
+    for e in spec
+        .scope_selector
+        .iter()
+        .flat_map(|s| s.match_expressions.iter().flatten())
+    {
+        out.push((
+            e.scope_name.clone(),
+            e.operator.clone(),
+            e.values.clone().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// A requirement over the one value a scope reads (upstream's label set always holds the
+/// key, so `DoesNotExist` never matches; `Exists` means "not empty").
+fn requirement_matches(op: &str, values: &[String], value: &str) -> bool {
+    match op {
+        "Exists" => !value.is_empty(),
+        "In" => values.iter().any(|v| v == value),
+        "NotIn" => !values.iter().any(|v| v == value),
+        _ => false,
+    }
+}
+
+/// Whether every scope of the quota matches `pod` (upstream's podMatchesScopeFunc); the API
+/// server's quota admission reads the same scopes from the pod's JSON.
+fn pod_in_scope(requirements: &[Requirement], pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let terminating = spec
+        .and_then(|s| s.active_deadline_seconds)
+        .is_some_and(|s| s >= 0);
+    let best_effort = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.qos_class.as_deref())
+        .is_some_and(|q| q == "BestEffort");
+    let class = spec
+        .and_then(|s| s.priority_class_name.as_deref())
+        .unwrap_or("");
+    requirements
+        .iter()
+        .all(|(scope, op, values)| match scope.as_str() {
+            "Terminating" => terminating,
+            "NotTerminating" => !terminating,
+            "BestEffort" => best_effort,
+            "NotBestEffort" => !best_effort,
+            "PriorityClass" => requirement_matches(op, values, class),
+            "CrossNamespacePodAffinity" => spec.is_some_and(cross_namespace_affinity),
+            _ => false,
+        })
+}
+
+/// upstream's usesCrossNamespacePodAffinity.
+fn cross_namespace_affinity(spec: &PodSpec) -> bool {
+    let Some(a) = spec.affinity.as_ref() else {
+        return false;
+    };
+    let cross = |t: &k8s_openapi::api::core::v1::PodAffinityTerm| {
+        t.namespaces.as_ref().is_some_and(|n| !n.is_empty()) || t.namespace_selector.is_some()
+    };
+    let terms =
+        |req: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>,
+         pref: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+            req.into_iter().flatten().any(cross)
+                || pref
+                    .into_iter()
+                    .flatten()
+                    .any(|w| cross(&w.pod_affinity_term))
+        };
+    a.pod_affinity.as_ref().is_some_and(|p| {
+        terms(
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            p.preferred_during_scheduling_ignored_during_execution
+                .as_ref(),
+        )
+    }) || a.pod_anti_affinity.as_ref().is_some_and(|p| {
+        terms(
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            p.preferred_during_scheduling_ignored_during_execution
+                .as_ref(),
+        )
+    })
+}
+
+/// Whether every scope matches a PersistentVolumeClaim (only `VolumeAttributesClass` can).
+fn claim_in_scope(requirements: &[Requirement], claim: &DynamicObject) -> bool {
+    let class = claim
+        .data
+        .pointer("/spec/volumeAttributesClassName")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    requirements.iter().all(|(scope, op, values)| {
+        scope == "VolumeAttributesClass" && requirement_matches(op, values, class)
+    })
+}
+
+/// The namespace's usage of each resource `hard` names, counting only what the quota's
+/// scopes match.
 async fn usage(
     lp: &Loop,
     ns: &str,
     hard: &BTreeMap<String, Quantity>,
+    scopes: &[Requirement],
 ) -> Result<BTreeMap<String, Quantity>, kube::Error> {
     let pods: Vec<Arc<Pod>> = lp
         .ctx
@@ -250,7 +365,9 @@ async fn usage(
         .state()
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && !pods::is_terminal(p))
+        .filter(|p| pod_in_scope(scopes, p))
         .collect();
+    let scoped = !scopes.is_empty();
     let (mut req, mut lim) = (Resources::default(), Resources::default());
     for p in &pods {
         if let Some(spec) = &p.spec {
@@ -269,8 +386,41 @@ async fn usage(
             "limits.cpu" => amount(&lim, "cpu"),
             "limits.memory" => amount(&lim, "memory"),
             "limits.ephemeral-storage" => amount(&lim, "ephemeral-storage"),
+            // Claims' storage, all or of one storage class (before the pods' `requests.*`).
+            n if n == "requests.storage" || storage_class_key(n).is_some() => {
+                let class = storage_class_key(n);
+                let pvcs = list(lp, ns, "persistentvolumeclaims", &mut lists).await?;
+                let claims = pvcs
+                    .iter()
+                    .filter(|p| !scoped || claim_in_scope(scopes, p))
+                    .filter(|p| {
+                        class.is_none_or(|(sc, _)| {
+                            p.data
+                                .pointer("/spec/storageClassName")
+                                .and_then(|v| v.as_str())
+                                == Some(sc)
+                        })
+                    });
+                match class {
+                    Some((_, "persistentvolumeclaims")) => claims.count().to_string(),
+                    _ => {
+                        let total: i64 = claims
+                            .filter_map(|p| {
+                                p.data.pointer("/spec/resources/requests/storage")?.as_str()
+                            })
+                            .map(quantity::value)
+                            .sum();
+                        bytes(i128::from(total))
+                    }
+                }
+            }
             n if n.starts_with("requests.") => amount(&req, &n["requests.".len()..]),
             n if n.starts_with("limits.") => amount(&lim, &n["limits.".len()..]),
+            // Scopes match pods and claims only: a scoped quota counts no other kind.
+            n if scoped && counted(n).is_some_and(|c| c.3 != "persistentvolumeclaims") => {
+                "0".into()
+            }
+            "services.loadbalancers" | "services.nodeports" if scoped => "0".into(),
             "services.loadbalancers" | "services.nodeports" => {
                 let svcs = list(lp, ns, "services", &mut lists).await?;
                 let mut n = 0usize;
@@ -292,17 +442,13 @@ async fn usage(
                 }
                 n.to_string()
             }
-            "requests.storage" => {
-                let pvcs = list(lp, ns, "persistentvolumeclaims", &mut lists).await?;
-                let total: i64 = pvcs
-                    .iter()
-                    .filter_map(|p| p.data.pointer("/spec/resources/requests/storage")?.as_str())
-                    .map(quantity::value)
-                    .sum();
-                bytes(i128::from(total))
-            }
             other => match counted(other) {
-                Some((_, _, _, _)) => list(lp, ns, other, &mut lists).await?.len().to_string(),
+                Some(_) => list(lp, ns, other, &mut lists)
+                    .await?
+                    .iter()
+                    .filter(|o| !scoped || claim_in_scope(scopes, o))
+                    .count()
+                    .to_string(),
                 // Not something capstan counts yet: report what is known (nothing used).
                 None => "0".into(),
             },
@@ -310,6 +456,13 @@ async fn usage(
         used.insert(name.clone(), Quantity(value));
     }
     Ok(used)
+}
+
+/// `<class>.storageclass.storage.k8s.io/<requests.storage|persistentvolumeclaims>`: the
+/// class and which of the two.
+fn storage_class_key(resource: &str) -> Option<(&str, &str)> {
+    let (class, what) = resource.split_once(".storageclass.storage.k8s.io/")?;
+    matches!(what, "requests.storage" | "persistentvolumeclaims").then_some((class, what))
 }
 
 /// The namespace's objects a resource name counts (listed once per pass).
@@ -340,7 +493,7 @@ async fn reconcile(q: Arc<ResourceQuota>, lp: Arc<Loop>) -> Result<Action, Error
         .as_ref()
         .and_then(|s| s.hard.clone())
         .unwrap_or_default();
-    let used = usage(&lp, &ns, &hard).await?;
+    let used = usage(&lp, &ns, &hard, &scope_requirements(&q)).await?;
     let status = ResourceQuotaStatus {
         hard: Some(hard),
         used: Some(used),
@@ -380,6 +533,49 @@ fn normalized(s: &ResourceQuotaStatus) -> Vec<(String, String, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_quotas_count_the_pods_they_match() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let best_effort = pod(
+            serde_json::json!({"spec": {"containers": []}, "status": {"qosClass": "BestEffort"}}),
+        );
+        let high = pod(
+            serde_json::json!({"spec": {"containers": [], "priorityClassName": "high",
+            "activeDeadlineSeconds": 10}, "status": {"qosClass": "Burstable"}}),
+        );
+        let req = |s: &str, op: &str, v: &[&str]| {
+            (
+                s.to_string(),
+                op.to_string(),
+                v.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert!(pod_in_scope(&[], &best_effort));
+        assert!(pod_in_scope(
+            &[req("BestEffort", "Exists", &[])],
+            &best_effort
+        ));
+        assert!(!pod_in_scope(&[req("BestEffort", "Exists", &[])], &high));
+        let both = [
+            req("Terminating", "Exists", &[]),
+            req("PriorityClass", "In", &["high"]),
+        ];
+        assert!(pod_in_scope(&both, &high) && !pod_in_scope(&both, &best_effort));
+        assert!(pod_in_scope(
+            &[req("PriorityClass", "NotIn", &["high"])],
+            &best_effort
+        ));
+        assert!(!pod_in_scope(
+            &[req("PriorityClass", "DoesNotExist", &[])],
+            &best_effort
+        ));
+        // No pod has a volume attributes class.
+        assert!(!pod_in_scope(
+            &[req("VolumeAttributesClass", "Exists", &[])],
+            &high
+        ));
+    }
 
     #[test]
     fn amounts_print_in_their_units() {

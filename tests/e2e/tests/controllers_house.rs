@@ -964,6 +964,136 @@ fn a_quota_refuses_the_pod_beyond_it_and_describe_shows_usage() {
     assert!(err.contains("exceeded quota: cm, requested: configmaps=1, used: configmaps=2, limited: configmaps=2"), "{err}");
 }
 
+/// Scoped quotas (`--scopes`, `scopeSelector`) count and hold only the pods their scopes
+/// match, in admission and in the controller's count; a scope the quota's resources do not
+/// allow is refused at the door; claims' storage is counted by the controller too.
+#[test]
+fn scoped_quotas_count_only_what_their_scopes_match() {
+    let s = Server::start();
+    let sized = |name: &str, class: &str| {
+        let class = if class.is_empty() {
+            String::new()
+        } else {
+            format!(r#""priorityClassName":"{class}","#)
+        };
+        vec![
+            "run".to_string(),
+            name.to_string(),
+            "--image=nginx".to_string(),
+            format!(
+                r#"--overrides={{"spec":{{{class}"containers":[{{"name":"c","image":"nginx","resources":{{"requests":{{"cpu":"100m"}}}}}}]}}}}"#
+            ),
+        ]
+    };
+    let run = |args: &[String]| s.kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    s.kubectl_ok(&[
+        "create",
+        "quota",
+        "be",
+        "--hard=pods=1",
+        "--scopes=BestEffort",
+    ]);
+    wait_for("the be quota's status", WITHIN, || {
+        let q = get_json(&s, &["quota", "be"])?;
+        (q["status"]["used"]["pods"] == "0").then_some(())
+    });
+    s.kubectl_ok(&["run", "free1", "--image=nginx"]);
+    let out = s.kubectl(&["run", "free2", "--image=nginx"]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(r#"pods "free2" is forbidden: exceeded quota: be, requested: pods=1, used: pods=1, limited: pods=1"#),
+        "{err}"
+    );
+    // A pod that asks for cpu is not best-effort: this quota neither holds nor counts it.
+    let out = run(&sized("sized", ""));
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    s.kubectl_ok(&[
+        "patch",
+        "quota",
+        "be",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hard":{"pods":"5"}}}"#,
+    ]);
+    wait_for(
+        "the controller's count: one best-effort pod of 5",
+        WITHIN,
+        || {
+            let d = s.kubectl_ok(&["describe", "quota", "be"]);
+            d.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["pods", "1", "5"])
+                .then_some(())
+        },
+    );
+    // Only pods can be counted in a best-effort scope.
+    let out = s.kubectl(&[
+        "create",
+        "quota",
+        "bad",
+        "--hard=requests.cpu=1",
+        "--scopes=BestEffort",
+    ]);
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort"}: unsupported scope applied to resource"#),
+        "{err}"
+    );
+    // A PriorityClass scope selector.
+    s.kubectl_ok(&["create", "priorityclass", "high", "--value=1000"]);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: high}\nspec:\n  hard: {pods: \"1\", requests.cpu: \"1\"}\n  scopeSelector:\n    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]\n",
+    );
+    wait_for("the high quota's status", WITHIN, || {
+        let q = get_json(&s, &["quota", "high"])?;
+        (q["status"]["used"]["pods"] == "0" && q["status"]["used"]["requests.cpu"] == "0")
+            .then_some(())
+    });
+    let out = run(&sized("vip1", "high"));
+    assert!(out.status.success(), "{:?}", capstan_e2e::text(&out));
+    let out = run(&sized("vip2", "high"));
+    let (_, err) = capstan_e2e::text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("exceeded quota: high, requested: pods=1, used: pods=1, limited: pods=1"),
+        "{err}"
+    );
+    run(&sized("plain", ""));
+    wait_for("high counts vip1 alone", WITHIN, || {
+        let q = get_json(&s, &["quota", "high"])?;
+        (q["status"]["used"]["pods"] == "1" && q["status"]["used"]["requests.cpu"] == "100m")
+            .then_some(())
+    });
+    // Claims' storage, kept by the controller's count (not only admission's charge).
+    s.kubectl_ok(&[
+        "create",
+        "quota",
+        "st",
+        "--hard=requests.storage=2Gi,persistentvolumeclaims=2",
+    ]);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    s.kubectl_ok(&[
+        "patch",
+        "quota",
+        "st",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hard":{"requests.storage":"3Gi"}}}"#,
+    ]);
+    wait_for("the controller's count of claims", WITHIN, || {
+        let q = get_json(&s, &["quota", "st"])?;
+        (q["status"]["hard"]["requests.storage"] == "3Gi"
+            && q["status"]["used"]["requests.storage"] == "1Gi"
+            && q["status"]["used"]["persistentvolumeclaims"] == "1")
+            .then_some(())
+    });
+}
+
 /// Quota holds updates too: one that grows what an object uses (a Service turned into a
 /// NodePort claims its ports) is charged, and refused past `hard` in upstream's words.
 #[test]

@@ -322,6 +322,10 @@ async fn check_and_charge(
     let mut attempts = 0;
     while let Some((quota, rev)) = pending.pop() {
         let name = crate::object::name(&quota).to_string();
+        // A scoped quota counts only the objects all its scopes match.
+        if !crate::types::core::resource_quota::scopes_match(&quota, &attrs.target.rt, obj) {
+            continue;
+        }
         let hard = usage_map(&quota, "hard");
         // Only what this quota limits and this object uses (upstream's MatchingResources).
         let restricted: BTreeSet<String> = hard
