@@ -9,10 +9,12 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
+use kube::discovery::Scope;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -31,8 +33,12 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("found no controller ref for pod {0:?}")]
     NoController(String),
-    #[error("{kind} {name} does not implement the scale subresource capstan knows")]
-    UnknownController { kind: String, name: String },
+    #[error("found no controllers for pod {0:?}")]
+    NoControllers(String),
+    #[error("{0} does not implement the scale subresource")]
+    NoScale(String),
+    #[error("discovery of {0}: {1}")]
+    Discovery(String, kube::Error),
 }
 
 struct Cx {
@@ -143,10 +149,8 @@ async fn expected_scale(cx: &Cx, ns: &str, pods: &[Arc<Pod>]) -> Result<i32, Err
                 (r.uid.clone(), s.spec.and_then(|s| s.replicas).unwrap_or(1))
             }
             _ => {
-                return Err(Error::UnknownController {
-                    kind: r.kind.clone(),
-                    name: r.name.clone(),
-                })
+                let pod = p.metadata.name.clone().unwrap_or_default();
+                (r.uid.clone(), scale_of(cx, ns, r, &pod).await?)
             }
         };
         seen.insert(r.uid.clone(), scale);
@@ -155,6 +159,44 @@ async fn expected_scale(cx: &Cx, ns: &str, pods: &[Arc<Pod>]) -> Result<i32, Err
         }
     }
     Ok(seen.values().sum())
+}
+
+/// Any other controller through its `scale` subresource (upstream's getScaleController): its
+/// resource from discovery, the Scale's replicas if the Scale is the owner the reference
+/// names (a custom resource with `subresources.scale`, say).
+async fn scale_of(cx: &Cx, ns: &str, r: &OwnerReference, pod: &str) -> Result<i32, Error> {
+    let (group, version) = match r.api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", r.api_version.as_str()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, &r.kind);
+    let (ar, caps) = kube::discovery::pinned_kind(&cx.ctx.client, &gvk)
+        .await
+        .map_err(|e| Error::Discovery(format!("{}/{}", r.api_version, r.kind), e))?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(cx.ctx.client.clone(), ns, &ar),
+        Scope::Cluster => Api::all_with(cx.ctx.client.clone(), &ar),
+    };
+    match api.get_scale(&r.name).await {
+        Ok(scale) if scale.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
+            Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+        }
+        Ok(_) => Err(Error::NoControllers(pod.to_string())),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            if caps
+                .subresources
+                .iter()
+                .any(|(sub, _)| sub.plural == "scale")
+            {
+                Err(Error::NoControllers(pod.to_string()))
+            } else if group.is_empty() {
+                Err(Error::NoScale(ar.plural))
+            } else {
+                Err(Error::NoScale(format!("{}.{group}", ar.plural)))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Set the DisruptionAllowed condition (lastTransitionTime moves with its status).

@@ -607,6 +607,99 @@ async fn client(s: &Server) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// A CRD kind with (or, `scaled` false, without) the scale subresource.
+fn crd_yaml(plural: &str, kind: &str, scaled: bool) -> String {
+    let sub = if scaled {
+        "    subresources:\n      status: {}\n      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.example.com}}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {{plural: {plural}, singular: {kind_l}, kind: {kind}}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n{sub}    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
+        kind_l = kind.to_lowercase()
+    )
+}
+
+/// A pod on a simulated node controlled by `kind`/`name` (uid `uid`) of example.com/v1.
+fn owned_pod(pod: &str, app: &str, kind: &str, name: &str, uid: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  labels: {{app: {app}}}\n  ownerReferences: [{{apiVersion: example.com/v1, kind: {kind}, name: {name}, uid: {uid}, controller: true}}]\nspec:\n  containers: [{{name: c, image: nginx}}]\n"
+    )
+}
+
+/// Upstream's getScaleController: pods controlled by a custom resource count by its
+/// `/scale` replicas; a kind without the subresource makes the budget fail safe.
+#[test]
+fn a_budget_over_a_custom_resource_reads_its_scale() {
+    let s = Server::start_args(&["--simulated-nodes", "2"]);
+    apply(&s, &crd_yaml("widgets", "Widget", true));
+    apply(&s, &crd_yaml("gadgets", "Gadget", false));
+    wait_for("the CRDs served", WITHIN, || {
+        (s.kubectl(&["get", "widgets"]).status.success()
+            && s.kubectl(&["get", "gadgets"]).status.success())
+        .then_some(())
+    });
+    apply(
+        &s,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {replicas: 4}\n",
+    );
+    let uid = get_json(&s, &["widget", "w"]).expect("widget")["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for i in 0..3 {
+        apply(
+            &s,
+            &owned_pod(&format!("w-{i}"), "widget", "Widget", "w", &uid),
+        );
+    }
+    apply(
+        &s,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: widgets}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: widget}}\n",
+    );
+    // Expected from the Widget's scale (4), not from the 3 pods: 3 healthy of 3 desired.
+    let st = wait_for("the budget to count 3 healthy", WITHIN, || {
+        let st = pdb_status(&s, "widgets");
+        (st["currentHealthy"] == 3).then_some(st)
+    });
+    assert_eq!(st["expectedPods"], 4, "{st}");
+    assert_eq!(st["desiredHealthy"], 3, "{st}");
+    assert_eq!(st["disruptionsAllowed"], 0, "{st}");
+    // Scaled through /scale: the next sync (here the next pod change, as an operator
+    // acting on the scale would make) reads it again.
+    s.kubectl_ok(&["scale", "widget", "w", "--replicas=3"]);
+    s.kubectl_ok(&["label", "pod", "w-0", "seen=again"]);
+    let st = wait_for("the budget to follow the scale", WITHIN, || {
+        let st = pdb_status(&s, "widgets");
+        (st["expectedPods"] == 3).then_some(st)
+    });
+    assert_eq!(st["disruptionsAllowed"], 1, "{st}");
+
+    apply(
+        &s,
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\nspec: {replicas: 1}\n",
+    );
+    let guid = get_json(&s, &["gadget", "g"]).expect("gadget")["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    apply(&s, &owned_pod("g-0", "gadget", "Gadget", "g", &guid));
+    apply(
+        &s,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: gadgets}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: gadget}}\n",
+    );
+    let cond = wait_for("SyncFailed on the gadget budget", WITHIN, || {
+        let st = pdb_status(&s, "gadgets");
+        let c = st["conditions"][0].clone();
+        (c["reason"] == "SyncFailed").then_some(c)
+    });
+    assert_eq!(cond["status"], "False");
+    assert_eq!(
+        cond["message"],
+        "gadgets.example.com does not implement the scale subresource"
+    );
+}
+
 #[test]
 fn a_disruption_budget_reports_and_guards_evictions_and_drain() {
     let s = Server::start_args(&["--simulated-nodes", "3"]);
