@@ -238,7 +238,7 @@ impl Term {
 
     fn pods(&self) -> &Shared<Pod> {
         self.pods.get_or_init(|| {
-            Shared::start_trimmed(Api::all(self.client.clone()), crate::pods::trim_for_cache)
+            Shared::start_indexed(Api::all(self.client.clone()), crate::pods::trim_for_cache)
         })
     }
 

@@ -127,7 +127,12 @@ pub async fn claimed(
         ),
         None => false,
     };
-    let mut revs = owners::claim(api, owner, owner_deleting, all, matches).await;
+    let all = all.into_iter().map(std::sync::Arc::new).collect();
+    let mut revs: Vec<ControllerRevision> = owners::claim(api, owner, owner_deleting, all, matches)
+        .await
+        .into_iter()
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect();
     sort(&mut revs);
     Ok(revs)
 }

@@ -3,7 +3,7 @@
 //! every pod rather than N (upstream's SharedInformerFactory).
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::runtime::reflector::{self, Store};
@@ -12,6 +12,8 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+
+use crate::owner_index::OwnerIndex;
 
 /// Changes held for a loop that has not taken them yet; one that falls further behind
 /// misses changes (logged) and relies on its own periodic resync.
@@ -23,6 +25,8 @@ pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
     tx: broadcast::Sender<Arc<K>>,
     task: JoinHandle<()>,
     ready: Ready,
+    /// Objects by controller, when asked for (`start_indexed`).
+    owners: Option<Arc<RwLock<OwnerIndex<K>>>>,
 }
 
 /// "The store has its first list", awaitable by any number of tasks at once. kube's
@@ -66,19 +70,40 @@ where
     /// As `start`, with `trim` applied to every object before it is stored: fields no loop
     /// reads need not be held once per object for as long as it exists.
     pub fn start_trimmed(api: Api<K>, trim: fn(&mut K)) -> Self {
+        Self::start_with(api, trim, false)
+    }
+
+    /// As `start_trimmed`, with an index by controller (`controlled_by`, `orphans_in`).
+    pub fn start_indexed(api: Api<K>, trim: fn(&mut K)) -> Self {
+        Self::start_with(api, trim, true)
+    }
+
+    fn start_with(api: Api<K>, trim: fn(&mut K), indexed: bool) -> Self {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(FAN_OUT_BUFFER);
         let feed = tx.clone();
+        let owners = indexed.then(|| Arc::new(RwLock::new(OwnerIndex::default())));
+        let (index, before) = (owners.clone(), store.clone());
         let task = tokio::spawn(async move {
             // managedFields are never read by a loop (a write that omits them keeps the
             // stored ones), and deserialised they are most of a pod's memory (upstream's
             // informers drop them with a transform for the same reason).
-            let events = watcher(api, watcher::Config::default()).map_ok(move |ev| {
-                ev.modify(|o| {
-                    o.meta_mut().managed_fields = None;
-                    trim(o);
+            let events = watcher(api, watcher::Config::default())
+                .map_ok(move |ev| {
+                    ev.modify(|o| {
+                        o.meta_mut().managed_fields = None;
+                        trim(o);
+                    })
                 })
-            });
+                // The index sees each event before the store applies it (so it still finds
+                // an object's previous controller there).
+                .inspect_ok(move |ev| {
+                    if let Some(ix) = &index {
+                        ix.write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .observe(ev, &before);
+                    }
+                });
             let mut changes = reflector::reflector(writer, events)
                 .default_backoff()
                 .touched_objects()
@@ -100,7 +125,41 @@ where
             tx,
             task,
             ready,
+            owners,
         }
+    }
+
+    /// The objects of `ns` whose controller has `uid` (a scan of the store without the index).
+    pub fn controlled_by(&self, ns: &str, uid: &str) -> Vec<Arc<K>> {
+        match &self.owners {
+            Some(ix) => {
+                let refs = ix
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .controlled_by(ns, uid);
+                refs.iter().filter_map(|r| self.store.get(r)).collect()
+            }
+            None => self.scan(ns, |o| crate::owners::is_controlled_by(o.meta(), uid)),
+        }
+    }
+
+    /// The objects of `ns` that no controller owns.
+    pub fn orphans_in(&self, ns: &str) -> Vec<Arc<K>> {
+        match &self.owners {
+            Some(ix) => {
+                let refs = ix.read().unwrap_or_else(|p| p.into_inner()).orphans_in(ns);
+                refs.iter().filter_map(|r| self.store.get(r)).collect()
+            }
+            None => self.scan(ns, |o| crate::owners::controller_of(o.meta()).is_none()),
+        }
+    }
+
+    fn scan(&self, ns: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|o| o.meta().namespace.as_deref().unwrap_or("") == ns && keep(o))
+            .collect()
     }
 
     /// Every change from now on (created, updated, deleted objects), for a Controller's

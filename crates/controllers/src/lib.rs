@@ -26,6 +26,7 @@ pub mod leader;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod nodeipam;
+pub mod owner_index;
 pub mod owners;
 pub mod persistentvolume;
 pub mod podgc;

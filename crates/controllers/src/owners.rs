@@ -2,6 +2,7 @@
 //! adopting orphans its selector matches and releasing owned ones it no longer matches.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -74,14 +75,15 @@ where
 /// Upstream's ClaimObjects: of `candidates` (objects in the owner's namespace), those the
 /// owner controls after adopting orphans `matches` accepts and releasing owned ones it
 /// does not. An owner being deleted adopts nothing and releases nothing. Errors adopting or
-/// releasing one object leave it out (it is retried on the next pass).
+/// releasing one object leave it out (it is retried on the next pass). Cached objects are
+/// shared, not copied: only adopted ones are new.
 pub async fn claim<K>(
     api: &Api<K>,
     owner: &OwnerReference,
     owner_deleting: bool,
-    candidates: Vec<K>,
+    candidates: Vec<Arc<K>>,
     matches: impl Fn(&K) -> bool,
-) -> Vec<K>
+) -> Vec<Arc<K>>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
@@ -94,7 +96,7 @@ where
                 if matches(&obj) {
                     claimed.push(obj);
                 } else if !owner_deleting {
-                    if let Err(e) = release(api, &obj, &owner.uid).await {
+                    if let Err(e) = release(api, &*obj, &owner.uid).await {
                         tracing::debug!(error = %e, "release failed");
                     }
                 }
@@ -103,8 +105,8 @@ where
                 if owner_deleting || meta.deletion_timestamp.is_some() || !matches(&obj) {
                     continue;
                 }
-                match adopt(api, &obj, owner).await {
-                    Ok(adopted) => claimed.push(adopted),
+                match adopt(api, &*obj, owner).await {
+                    Ok(adopted) => claimed.push(Arc::new(adopted)),
                     Err(e) => tracing::debug!(error = %e, "adoption failed"),
                 }
             }

@@ -166,24 +166,26 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
     let hash = history::hash_label(&cur).to_string();
 
     // The set's pods, claimed by selector.
-    let candidates: Vec<Pod> = cx
-        .ctx
-        .pods()
-        .store
-        .state()
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
-        .filter(|p| owners::controller_of(&p.metadata).is_none_or(|r| r.uid == uid))
-        .map(|p| (**p).clone())
-        .collect();
+    // (Orphans the selector does not pick are left out before claiming, as claim would.)
     let selector = spec.selector.clone();
-    let claimed = owners::claim(&pod_api, &owner, false, candidates, |p: &Pod| {
+    let picks = |p: &Pod| {
         capstan_scheduler::selectors::selector_matches(
             &selector,
             capstan_scheduler::selectors::labels_of(&p.metadata),
         )
-    })
-    .await;
+    };
+    let shared = cx.ctx.pods();
+    let orphans = shared.orphans_in(&ns);
+    let candidates: Vec<Arc<Pod>> = shared
+        .controlled_by(&ns, &uid)
+        .into_iter()
+        .chain(orphans.into_iter().filter(|p| picks(p)))
+        .collect();
+    let claimed: Vec<Pod> = owners::claim(&pod_api, &owner, false, candidates, picks)
+        .await
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
 
     // The pod spec daemons run with (tolerations added), to judge nodes by.
     let mut judge = spec.template.spec.clone().unwrap_or_default();

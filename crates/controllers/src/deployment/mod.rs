@@ -13,7 +13,6 @@ use std::time::Duration;
 use capstan_scheduler::selectors::{labels_of, selector_matches};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -44,10 +43,10 @@ pub enum Error {
 /// The loop's state, shared by its reconciles.
 pub struct Loop {
     client: kube::Client,
+    ctx: Arc<Context>,
     rss: Store<ReplicaSet>,
     /// Set once `rss` has its first list (see `informers::Ready`).
     rss_ready: crate::informers::Ready,
-    pods: Store<Pod>,
     recorder: Recorder,
     backoff: Backoff,
 }
@@ -68,9 +67,9 @@ pub async fn run(ctx: Arc<Context>) {
     .touched_objects();
     let state = Arc::new(Loop {
         client: ctx.client.clone(),
+        ctx: ctx.clone(),
         rss_ready: crate::informers::Ready::of(&rss),
         rss,
-        pods: shared.store.clone(),
         recorder: ctx.recorder("deployment-controller"),
         backoff: Backoff::new(ctx.opts.replica_backoff_base, ctx.opts.replica_backoff_max),
     });

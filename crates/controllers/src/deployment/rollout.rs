@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::sync::Sync;
 use super::util::*;
 use super::Error;
-use crate::{owners, pods};
+use crate::pods;
 
 impl Sync<'_> {
     pub async fn rollout_rolling(&mut self) -> Result<Option<Duration>, Error> {
@@ -120,12 +120,16 @@ impl Sync<'_> {
         if old.iter().map(|r| rs_status(r).0).sum::<i32>() > 0 {
             return true;
         }
-        let uids: Vec<String> = old.iter().filter_map(|r| r.metadata.uid.clone()).collect();
-        let ns = self.d.namespace();
-        self.st.pods.state().iter().any(|p| {
-            p.metadata.namespace == ns
-                && owners::controller_of(&p.metadata).is_some_and(|r| uids.contains(&r.uid))
-                && !pods::is_terminal(p)
-        })
+        let ns = self.d.namespace().unwrap_or_default();
+        old.iter()
+            .filter_map(|r| r.metadata.uid.as_deref())
+            .any(|uid| {
+                self.st
+                    .ctx
+                    .pods()
+                    .controlled_by(&ns, uid)
+                    .iter()
+                    .any(|p| !pods::is_terminal(p))
+            })
     }
 }

@@ -39,16 +39,15 @@ impl<'a> Sync<'a> {
             .as_ref()
             .map(|s| s.selector.clone())
             .unwrap_or_default();
-        let candidates: Vec<ReplicaSet> = st
+        let candidates: Vec<std::sync::Arc<ReplicaSet>> = st
             .rss
             .state()
-            .iter()
+            .into_iter()
             .filter(|r| r.metadata.namespace.as_deref() == Some(&ns))
             .filter(|r| match owners::controller_of(&r.metadata) {
                 Some(o) => o.uid == uid,
                 None => selector_matches(&selector, labels_of(&r.metadata)),
             })
-            .map(|r| (**r).clone())
             .collect();
         let rs_api: Api<ReplicaSet> = Api::namespaced(st.client.clone(), &ns);
         let rss = owners::claim(
@@ -58,7 +57,10 @@ impl<'a> Sync<'a> {
             candidates,
             |r| selector_matches(&selector, labels_of(&r.metadata)),
         )
-        .await;
+        .await
+        .into_iter()
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect();
         let status = d.status.clone().unwrap_or_default();
         Ok(Sync {
             d: d.clone(),

@@ -63,16 +63,7 @@ pub async fn release(
                 if !gone {
                     continue;
                 }
-                let pods: Vec<Arc<Pod>> = ctx
-                    .pods()
-                    .store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.metadata.namespace.as_deref() == Some(ns.as_str())
-                            && crate::owners::is_controlled_by(&p.metadata, &uid)
-                    })
-                    .collect();
+                let pods: Vec<Arc<Pod>> = ctx.pods().controlled_by(&ns, &uid);
                 for p in pods {
                     release_if_orphaned(&ctx, &p).await;
                 }

@@ -122,31 +122,16 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let job_uid = job.uid().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = st
-        .ctx
-        .pods()
-        .store
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.metadata.namespace.as_deref() == Some(ns.as_str())
-                && crate::owners::is_controlled_by(&p.metadata, &job_uid)
-        })
-        .collect();
+    let pods: Vec<Arc<Pod>> = st.ctx.pods().controlled_by(&ns, &job_uid);
     // Orphans the selector picks, for adoption below (a finished Job adopts nothing).
     let orphans: Vec<Arc<Pod>> = if super::is_finished(&job) {
         Vec::new()
     } else {
         st.ctx
             .pods()
-            .store
-            .state()
+            .orphans_in(&ns)
             .into_iter()
-            .filter(|p| {
-                p.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && crate::owners::controller_of(&p.metadata).is_none()
-                    && pod_control::selects(&job, p.labels())
-            })
+            .filter(|p| pod_control::selects(&job, p.labels()))
             .collect()
     };
     let pod_api: Api<Pod> = Api::namespaced(st.ctx.client.clone(), &ns);

@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -46,7 +47,7 @@ fn restarts(p: &Pod) -> i32 {
 
 /// `pods` ordered most-deletable first; `related` are all active pods of the owner (for the
 /// doubled-up rank: how many of them share the pod's node).
-pub fn order_for_deletion(mut candidates: Vec<Pod>, related: &[Pod]) -> Vec<Pod> {
+pub fn order_for_deletion(mut candidates: Vec<Arc<Pod>>, related: &[Arc<Pod>]) -> Vec<Arc<Pod>> {
     let mut per_node: HashMap<&str, i32> = HashMap::new();
     for p in related {
         if !node(p).is_empty() {
@@ -101,17 +102,20 @@ mod tests {
     fn upstream_order() {
         let t0 = "2026-01-01T00:00:00Z";
         let t1 = "2026-01-01T00:01:00Z";
-        let pods = vec![
+        let pods: Vec<Arc<Pod>> = [
             pod("ready-old", "n1", "Running", Some(t0), t0),
             pod("ready-new", "n2", "Running", Some(t1), t0),
             pod("running-unready", "n3", "Running", None, t0),
             pod("pending", "n4", "Pending", None, t0),
             pod("unassigned", "", "Pending", None, t0),
             pod("newer-unready", "n5", "Running", None, t1),
-        ];
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
         let names: Vec<String> = order_for_deletion(pods.clone(), &pods)
             .into_iter()
-            .filter_map(|p| p.metadata.name)
+            .filter_map(|p| p.metadata.name.clone())
             .collect();
         assert_eq!(
             names,

@@ -42,6 +42,7 @@ pub enum Error {
 /// The loop's state, shared by its reconciles.
 pub struct Loop<K: ReplicaKind> {
     client: kube::Client,
+    ctx: Arc<Context>,
     pods: Store<Pod>,
     owners: Store<K>,
     expectations: Expectations,
@@ -71,6 +72,7 @@ async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
     let owners_store = controller.store();
     let state = Arc::new(Loop {
         client: ctx.client.clone(),
+        ctx: ctx.clone(),
         pods: shared.store.clone(),
         owners: owners_store.clone(),
         expectations: Expectations::default(),
@@ -136,16 +138,17 @@ async fn reconcile<K: ReplicaKind>(owner: Arc<K>, state: Arc<Loop<K>>) -> Result
     let generation = meta.generation.unwrap_or(0);
 
     // Candidates: active pods of the namespace this owner controls or may adopt.
-    let candidates: Vec<Pod> = state
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns) && pods::is_active(p))
-        .filter(|p| match owners::controller_of(&p.metadata) {
-            Some(r) => r.uid == uid,
-            None => owner.selects(labels_of(&p.metadata)),
-        })
-        .map(|p| (**p).clone())
+    let shared = state.ctx.pods();
+    let orphans = shared.orphans_in(&ns);
+    let candidates: Vec<Arc<Pod>> = shared
+        .controlled_by(&ns, &uid)
+        .into_iter()
+        .chain(
+            orphans
+                .into_iter()
+                .filter(|p| owner.selects(labels_of(&p.metadata))),
+        )
+        .filter(|p| pods::is_active(p))
         .collect();
     let pod_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
     let oref = owners::controller_ref(&*owner);
@@ -246,7 +249,7 @@ fn current_failure<K: ReplicaKind>(owner: &K) -> Failure {
 async fn manage<K: ReplicaKind>(
     owner: &K,
     key: &str,
-    claimed: &[Pod],
+    claimed: &[Arc<Pod>],
     api: &Api<Pod>,
     state: &Loop<K>,
 ) -> Option<(String, String)> {
@@ -296,7 +299,7 @@ async fn manage<K: ReplicaKind>(
         None
     } else if diff > 0 {
         let n = (diff as usize).min(BURST_REPLICAS);
-        let victims: Vec<Pod> = delete_order::order_for_deletion(claimed.to_vec(), claimed)
+        let victims: Vec<Arc<Pod>> = delete_order::order_for_deletion(claimed.to_vec(), claimed)
             .into_iter()
             .take(n)
             .collect();

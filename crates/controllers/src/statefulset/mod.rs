@@ -163,24 +163,26 @@ async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> 
     let update_name = update.metadata.name.clone().unwrap_or_default();
 
     // The set's pods: owned ones and orphans its selector matches whose names are its own.
-    let candidates: Vec<Pod> = cx
-        .ctx
-        .pods()
-        .store
-        .state()
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
-        .filter(|p| owners::controller_of(&p.metadata).is_none_or(|r| r.uid == uid))
-        .map(|p| (**p).clone())
-        .collect();
+    // (Orphans it would not adopt are left out before claiming, as claim would.)
     let selector = spec.selector.clone();
-    let claimed = owners::claim(&pod_api, &owner, false, candidates, |p: &Pod| {
+    let picks = |p: &Pod| {
         capstan_scheduler::selectors::selector_matches(
             &selector,
             capstan_scheduler::selectors::labels_of(&p.metadata),
         ) && ordinal_of(&name, p.metadata.name.as_deref().unwrap_or("")).is_some()
-    })
-    .await;
+    };
+    let shared = cx.ctx.pods();
+    let orphans = shared.orphans_in(&ns);
+    let candidates: Vec<Arc<Pod>> = shared
+        .controlled_by(&ns, &uid)
+        .into_iter()
+        .chain(orphans.into_iter().filter(|p| picks(p)))
+        .collect();
+    let claimed: Vec<Pod> = owners::claim(&pod_api, &owner, false, candidates, picks)
+        .await
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
 
     let start = identity::start_ordinal(&set);
     let replicas = spec.replicas.unwrap_or(1).max(0);
