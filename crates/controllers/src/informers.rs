@@ -96,15 +96,25 @@ where
                     })
                 })
                 // The index sees each event before the store applies it (so it still finds
-                // an object's previous controller there).
+                // an object's previous controller there) and after (to hold the stored one).
+                .inspect_ok({
+                    let (index, store) = (index.clone(), before.clone());
+                    move |ev| {
+                        if let Some(ix) = &index {
+                            ix.write()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .before(ev, &store);
+                        }
+                    }
+                });
+            let mut changes = reflector::reflector(writer, events)
                 .inspect_ok(move |ev| {
                     if let Some(ix) = &index {
                         ix.write()
                             .unwrap_or_else(|p| p.into_inner())
-                            .observe(ev, &before);
+                            .after(ev, &before);
                     }
-                });
-            let mut changes = reflector::reflector(writer, events)
+                })
                 .default_backoff()
                 .touched_objects()
                 .boxed();
@@ -132,25 +142,24 @@ where
     /// The objects of `ns` whose controller has `uid` (a scan of the store without the index).
     pub fn controlled_by(&self, ns: &str, uid: &str) -> Vec<Arc<K>> {
         match &self.owners {
-            Some(ix) => {
-                let refs = ix
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .controlled_by(ns, uid);
-                refs.iter().filter_map(|r| self.store.get(r)).collect()
-            }
+            Some(ix) => ix
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .controlled_by(ns, uid),
             None => self.scan(ns, |o| crate::owners::is_controlled_by(o.meta(), uid)),
         }
     }
 
-    /// The objects of `ns` that no controller owns.
-    pub fn orphans_in(&self, ns: &str) -> Vec<Arc<K>> {
+    /// The objects of `ns` that no controller owns and `keep` accepts (a selector, say).
+    pub fn orphans_in(&self, ns: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
         match &self.owners {
-            Some(ix) => {
-                let refs = ix.read().unwrap_or_else(|p| p.into_inner()).orphans_in(ns);
-                refs.iter().filter_map(|r| self.store.get(r)).collect()
-            }
-            None => self.scan(ns, |o| crate::owners::controller_of(o.meta()).is_none()),
+            Some(ix) => ix
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .orphans_in(ns, keep),
+            None => self.scan(ns, |o| {
+                crate::owners::controller_of(o.meta()).is_none() && keep(o)
+            }),
         }
     }
 

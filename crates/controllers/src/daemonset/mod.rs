@@ -175,11 +175,11 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
         )
     };
     let shared = cx.ctx.pods();
-    let orphans = shared.orphans_in(&ns);
+    let orphans = shared.orphans_in(&ns, picks);
     let candidates: Vec<Arc<Pod>> = shared
         .controlled_by(&ns, &uid)
         .into_iter()
-        .chain(orphans.into_iter().filter(|p| picks(p)))
+        .chain(orphans)
         .collect();
     let claimed: Vec<Pod> = owners::claim(&pod_api, &owner, false, candidates, picks)
         .await

@@ -129,10 +129,7 @@ pub async fn sync(st: &JobLoop, cached: &Job) -> Result<Action, Error> {
     } else {
         st.ctx
             .pods()
-            .orphans_in(&ns)
-            .into_iter()
-            .filter(|p| pod_control::selects(&job, p.labels()))
-            .collect()
+            .orphans_in(&ns, |p| pod_control::selects(&job, p.labels()))
     };
     let pod_api: Api<Pod> = Api::namespaced(st.ctx.client.clone(), &ns);
     if super::is_finished(&job) {
