@@ -323,6 +323,74 @@ fn a_job_adopts_an_orphan_pod_its_selector_picks_and_counts_it() {
     });
 }
 
+/// `backoffLimitPerIndex`: each index is retried on its own (the replacement carries the
+/// index's failure count), a spent index is listed in `failedIndexes`, and the Job fails
+/// with `FailedIndexes` once every index is done; past `maxFailedIndexes` it fails at once.
+#[test]
+fn backoff_limit_per_index_fails_indexes_one_by_one() {
+    let s = server(&["--job-pod-failure-backoff-ms", "200"]);
+    apply(
+        &s,
+        &job_yaml(
+            "perix",
+            "  completions: 2\n  parallelism: 2\n  completionMode: Indexed\n  backoffLimitPerIndex: 1\n",
+            "200ms",
+            1,
+            "",
+        ),
+    );
+    let j = wait_condition(&s, "perix", "Failed", WITHIN);
+    assert_eq!(condition(&j, "Failed")["reason"], "FailedIndexes", "{j}");
+    assert_eq!(condition(&j, "Failed")["message"], "Job has failed indexes");
+    assert_eq!(condition(&j, "FailureTarget")["reason"], "FailedIndexes");
+    assert_eq!(j["status"]["failedIndexes"], "0,1", "{j}");
+    assert_eq!(j["status"]["failed"], 4, "{j}");
+    // Two pods an index: the first, then its replacement that knows of one failure.
+    let mut counts: Vec<(String, String)> = pods_of(&s, "perix")
+        .iter()
+        .map(|p| {
+            let a = &p["metadata"]["annotations"];
+            (
+                a["batch.kubernetes.io/job-completion-index"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                a["batch.kubernetes.io/job-index-failure-count"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    counts.sort();
+    let want: Vec<(String, String)> = [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(counts, want);
+
+    apply(
+        &s,
+        &job_yaml(
+            "maxfail",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  backoffLimitPerIndex: 0\n  maxFailedIndexes: 0\n",
+            "200ms",
+            1,
+            "",
+        ),
+    );
+    let j = wait_condition(&s, "maxfail", "Failed", WITHIN);
+    assert_eq!(
+        condition(&j, "Failed")["reason"],
+        "MaxFailedIndexesExceeded",
+        "{j}"
+    );
+    assert_eq!(
+        condition(&j, "Failed")["message"],
+        "Job has exceeded the specified maximal number of failed indexes"
+    );
+}
+
 #[test]
 fn active_deadline_fails_the_job_and_removes_its_pods() {
     let s = server(&[]);

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 pub const FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-failure-count";
+pub const IGNORED_FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
 
 /// A pod's completion index, if it carries a valid one below `completions`.
 pub fn of(pod: &Pod, completions: i32) -> Option<i32> {
@@ -20,14 +21,23 @@ pub fn of(pod: &Pod, completions: i32) -> Option<i32> {
     (ix >= 0 && ix < completions).then_some(ix)
 }
 
-/// How many times this index failed before the pod was made (its annotation).
-pub fn failure_count(pod: &Pod) -> i32 {
+fn count_annotation(pod: &Pod, key: &str) -> i32 {
     pod.metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(FAILURE_COUNT_KEY))
+        .and_then(|a| a.get(key))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// How many times this index failed before the pod was made (its annotation).
+pub fn failure_count(pod: &Pod) -> i32 {
+    count_annotation(pod, FAILURE_COUNT_KEY)
+}
+
+/// How many failures of this index the pod failure policy ignored before the pod was made.
+pub fn ignored_failure_count(pod: &Pod) -> i32 {
+    count_annotation(pod, IGNORED_FAILURE_COUNT_KEY)
 }
 
 /// Parse `1,3-5,7` into indexes below `completions` (malformed parts are skipped, as
@@ -66,9 +76,13 @@ pub fn format(set: &BTreeSet<i32>) -> String {
     parts.join(",")
 }
 
+/// One run as upstream's orderedIntervals writes it: two neighbours are `a,b`, longer runs
+/// `a-b`.
 fn interval(a: i32, b: i32) -> String {
     if a == b {
         a.to_string()
+    } else if b == a + 1 {
+        format!("{a},{b}")
     } else {
         format!("{a}-{b}")
     }
@@ -85,5 +99,7 @@ mod tests {
         assert_eq!(format(&s), "0,2-4,7,9");
         assert_eq!(format(&parse("0-20", 3)), "0-2");
         assert_eq!(format(&BTreeSet::new()), "");
+        // Two neighbours are listed, not a range (upstream's orderedIntervals.String).
+        assert_eq!(format(&parse("0-1,3,5-6", 10)), "0,1,3,5,6");
     }
 }

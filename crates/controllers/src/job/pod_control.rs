@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::indexes::{FAILURE_COUNT_KEY, INDEX_KEY};
+use super::indexes::{FAILURE_COUNT_KEY, IGNORED_FAILURE_COUNT_KEY, INDEX_KEY};
 use super::TRACKING_FINALIZER;
 use crate::{owners, pods};
 
@@ -82,9 +82,9 @@ pub async fn claim(
     out
 }
 
-/// The pod `job` makes (for `index`, with the index's failures so far when
-/// `backoffLimitPerIndex` is set).
-pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {
+/// The pod `job` makes (for `index`, with the index's failures so far — counted, and
+/// ignored by the pod failure policy — when `backoffLimitPerIndex` is set).
+pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<(i32, i32)>) -> Pod {
     let name = job.name_any();
     let template = job
         .spec
@@ -105,9 +105,14 @@ pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {
             .insert(INDEX_KEY.to_string(), i.to_string());
         pod.labels_mut()
             .insert(INDEX_KEY.to_string(), i.to_string());
-        if let Some(f) = failures {
+        if let Some((counted, ignored)) = failures {
             pod.annotations_mut()
-                .insert(FAILURE_COUNT_KEY.to_string(), f.to_string());
+                .insert(FAILURE_COUNT_KEY.to_string(), counted.to_string());
+            // Written once an ignored failure happened, as upstream.
+            if ignored > 0 {
+                pod.annotations_mut()
+                    .insert(IGNORED_FAILURE_COUNT_KEY.to_string(), ignored.to_string());
+            }
         }
         if let Some(spec) = pod.spec.as_mut() {
             if spec.hostname.as_deref().unwrap_or("").is_empty() {

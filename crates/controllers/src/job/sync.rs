@@ -411,19 +411,30 @@ fn past_backoff_limit_on_failure(spec: &JobSpec, pods: &[Arc<Pod>]) -> bool {
     }
 }
 
-/// Failures of an index so far: its pods' failure-count annotations plus their own counted
-/// failure.
-fn index_failures(c: &Ctx, ix: i32) -> (i32, Option<Timestamp>) {
-    let mut count = 0;
+/// Failures of an index so far, (counted, ignored by the pod failure policy), as the pod
+/// replacing its newest failed pod carries them (upstream's getNewIndexFailureCounts: that
+/// pod's annotations plus its own failure), and when the newest counted failure ended.
+fn index_failures(c: &Ctx, ix: i32) -> ((i32, i32), Option<Timestamp>) {
+    let mut counts = (0, 0);
     let mut last = None;
     for p in c.pods.iter().filter(|p| c.index(p) == Some(ix)) {
-        if failure_policy::is_failed(p, c.job) && c.policy_counts(p) {
-            count = count.max(indexes::failure_count(p) + 1);
+        if !failure_policy::is_failed(p, c.job) {
+            continue;
+        }
+        let (counted, ignored) = (indexes::failure_count(p), indexes::ignored_failure_count(p));
+        let next = if c.policy_counts(p) {
             let at = super::backoff_record::finished_at(p);
             last = Some(last.map_or(at, |l: Timestamp| l.max(at)));
+            (counted + 1, ignored)
+        } else {
+            (counted, ignored + 1)
+        };
+        // The newest failure carries the most of both.
+        if next.0 + next.1 > counts.0 + counts.1 {
+            counts = next;
         }
     }
-    (count, last)
+    (counts, last)
 }
 
 /// Indexes that used up `backoffLimitPerIndex` (or hit a FailIndex rule).
@@ -479,6 +490,10 @@ fn success_policy_met(
     None
 }
 
+/// A pod to make: its completion index (Indexed Jobs) and the index's failures so far
+/// (counted, ignored) when `backoffLimitPerIndex` is set.
+type Slot = (Option<i32>, Option<(i32, i32)>);
+
 /// Make or remove pods to match the spec (upstream's manageJob); adjusts `c.active`.
 async fn manage(
     st: &JobLoop,
@@ -528,7 +543,7 @@ async fn manage(
             return None;
         }
     }
-    let mut slots: Vec<(Option<i32>, Option<i32>)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     if c.indexed {
         let mut busy: BTreeSet<i32> = c.succeeded_ix.clone();
         busy.extend(active_pods.iter().filter_map(|p| c.index(p)));
@@ -549,7 +564,7 @@ async fn manage(
             }
             if per_index {
                 let (failures, last) = index_failures(c, ix);
-                let delay = Record::delay(failures as u32, base, POD_FAILURE_BACKOFF_CAP);
+                let delay = Record::delay(failures.0 as u32, base, POD_FAILURE_BACKOFF_CAP);
                 let elapsed = last
                     .map(|l| Duration::try_from(now.duration_since(l)).unwrap_or_default())
                     .unwrap_or(delay);
@@ -652,8 +667,11 @@ fn pods_to_remove(c: &Ctx, active: &[Arc<Pod>], at_least: i32) -> Vec<Arc<Pod>> 
         let mut seen = HashSet::new();
         let mut sorted: Vec<Arc<Pod>> = active.to_vec();
         sorted.sort_by_key(|p| std::cmp::Reverse(is_ready(p)));
+        let failed = c.failed_ix.clone().unwrap_or_default();
         for p in sorted {
             match c.index(&p) {
+                // An index that failed (backoffLimitPerIndex) runs no more pods.
+                Some(ix) if failed.contains(&ix) => out.push(p),
                 Some(ix) if seen.insert(ix) => rest.push(p),
                 _ => out.push(p),
             }
