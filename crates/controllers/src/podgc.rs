@@ -62,7 +62,17 @@ async fn gc_terminated(ctx: &Context, all: &[Arc<Pod>]) {
     if done.len() <= threshold {
         return;
     }
-    done.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    // Upstream's byEvictionAndCreationTimestamp: evicted pods first, then the oldest (by
+    // name within one second).
+    done.sort_by_key(|p| {
+        let evicted = pods::phase(p) == "Failed"
+            && p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted");
+        (
+            !evicted,
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.metadata.name.clone(),
+        )
+    });
     let excess = done.len() - threshold;
     tracing::info!(
         terminated = done.len(),

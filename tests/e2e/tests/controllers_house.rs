@@ -295,6 +295,39 @@ fn without_controllers_a_deleted_namespace_stays_terminating() {
     }
 }
 
+/// Terminated pods beyond `--terminated-pod-gc-threshold` go, oldest first.
+#[test]
+fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
+    let s = Server::start_args(&[
+        "--simulated-nodes",
+        "1",
+        "--terminated-pod-gc-threshold",
+        "2",
+    ]);
+    for i in 0..4 {
+        apply(
+            &s,
+            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: done-{i}\n  annotations: {{sim.capstan.io/exit-after: \"100ms\", sim.capstan.io/exit-code: \"0\"}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: c, image: busybox}}]\n"),
+        );
+    }
+    // A pass runs every 20 s (upstream's period): within two of them.
+    let left = wait_for("two terminated pods left", Duration::from_secs(60), || {
+        let out = s.kubectl_ok(&[
+            "get",
+            "pods",
+            "--no-headers",
+            "-o",
+            "custom-columns=N:.metadata.name,P:.status.phase",
+        ]);
+        let rows: Vec<String> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        (rows.len() == 2 && rows.iter().all(|r| r.ends_with("Succeeded"))).then_some(rows)
+    });
+    assert_eq!(left, ["done-2 Succeeded", "done-3 Succeeded"]);
+}
+
 /// `kubectl get endpoints web` ENDPOINTS column.
 fn endpoints_column(s: &Server) -> String {
     let out = s.kubectl_ok(&["get", "endpoints", "web", "--no-headers"]);
