@@ -323,6 +323,30 @@ fn a_job_adopts_an_orphan_pod_its_selector_picks_and_counts_it() {
     });
 }
 
+/// `successPolicy`: an Indexed Job whose rule is met completes early, as upstream says it.
+#[test]
+fn success_policy_completes_an_indexed_job_early() {
+    let s = server(&[]);
+    apply(
+        &s,
+        &job_yaml(
+            "early",
+            "  completions: 3\n  parallelism: 1\n  completionMode: Indexed\n  successPolicy:\n    rules: [{succeededCount: 1}]\n",
+            "200ms",
+            0,
+            "",
+        ),
+    );
+    let j = wait_condition(&s, "early", "Complete", WITHIN);
+    for ty in ["SuccessCriteriaMet", "Complete"] {
+        assert_eq!(condition(&j, ty)["reason"], "SuccessPolicy", "{j}");
+        assert_eq!(condition(&j, ty)["message"], "Matched rules at index 0");
+    }
+    assert_eq!(j["status"]["completedIndexes"], "0", "{j}");
+    assert_eq!(j["status"]["succeeded"], 1, "{j}");
+    assert_eq!(pods_of(&s, "early").len(), 1, "no other index started");
+}
+
 /// `backoffLimitPerIndex`: each index is retried on its own (the replacement carries the
 /// index's failure count), a spent index is listed in `failedIndexes`, and the Job fails
 /// with `FailedIndexes` once every index is done; past `maxFailedIndexes` it fails at once.

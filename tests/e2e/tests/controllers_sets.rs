@@ -607,6 +607,72 @@ async fn client(s: &Server) -> Client {
     Client::try_from(config).expect("client")
 }
 
+fn claims(s: &Server) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .kubectl_ok(&["get", "pvc", "-o", "name"])
+        .lines()
+        .map(|l| l.trim_start_matches("persistentvolumeclaim/").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `persistentVolumeClaimRetentionPolicy`: whenScaled Delete removes the claims of the
+/// ordinals scaled away, whenDeleted Retain keeps the rest after the set; whenDeleted
+/// Delete takes them with it.
+#[test]
+fn claim_retention_policy_on_scale_down_and_deletion() {
+    let s = Server::start_args(&["--simulated-nodes", "2"]);
+    apply_sts(
+        &s,
+        &sts_yaml(
+            "keep",
+            2,
+            "nginx:1.27",
+            "  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Retain}\n",
+        ),
+    );
+    wait_for("two ready pods", WITHIN, || {
+        (sts_status(&s, "keep")["readyReplicas"] == 2).then_some(())
+    });
+    assert_eq!(claims(&s), ["www-keep-0", "www-keep-1"]);
+    s.kubectl_ok(&["scale", "sts", "keep", "--replicas=1"]);
+    wait_for("the scaled-away ordinal's claim gone", WITHIN, || {
+        (claims(&s) == ["www-keep-0"]).then_some(())
+    });
+    s.kubectl_ok(&["delete", "sts", "keep"]);
+    wait_for("the set's pods gone", WITHIN, || {
+        pods(&s, "app=keep").is_empty().then_some(())
+    });
+    assert_eq!(claims(&s), ["www-keep-0"], "whenDeleted: Retain");
+
+    apply(
+        &s,
+        &sts_yaml(
+            "drop",
+            2,
+            "nginx:1.27",
+            "  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy: {whenScaled: Retain, whenDeleted: Delete}\n",
+        ),
+    );
+    wait_for("two ready drop pods", WITHIN, || {
+        (sts_status(&s, "drop")["readyReplicas"] == 2).then_some(())
+    });
+    s.kubectl_ok(&["scale", "sts", "drop", "--replicas=1"]);
+    wait_for("one drop pod", WITHIN, || {
+        (pods(&s, "app=drop").len() == 1).then_some(())
+    });
+    assert_eq!(
+        claims(&s),
+        ["www-drop-0", "www-drop-1", "www-keep-0"],
+        "whenScaled: Retain"
+    );
+    s.kubectl_ok(&["delete", "sts", "drop"]);
+    wait_for("the set's claims gone with it", WITHIN, || {
+        (claims(&s) == ["www-keep-0"]).then_some(())
+    });
+}
+
 /// A CRD kind with (or, `scaled` false, without) the scale subresource.
 fn crd_yaml(plural: &str, kind: &str, scaled: bool) -> String {
     let sub = if scaled {
