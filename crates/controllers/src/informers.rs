@@ -163,6 +163,14 @@ where
         }
     }
 
+    /// What a controller with `uid` may claim in `ns`: the objects it controls and the
+    /// orphans `keep` (its selector) accepts.
+    pub fn claimable(&self, ns: &str, uid: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        let mut out = self.controlled_by(ns, uid);
+        out.extend(self.orphans_in(ns, keep));
+        out
+    }
+
     fn scan(&self, ns: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
         self.store
             .state()

@@ -38,15 +38,24 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
 }
 
 /// Make `owner` the controller of `obj` (a strategic merge keyed by uid, with the object's
-/// uid as a precondition, as upstream's adoption patch).
-pub async fn adopt<K>(api: &Api<K>, obj: &K, owner: &OwnerReference) -> Result<K, kube::Error>
+/// uid as a precondition, as upstream's adoption patch), adding `finalizer` if given (the
+/// Job controller's tracking finalizer, as its ControllerRefManager does).
+async fn adopt<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner: &OwnerReference,
+    finalizer: Option<&str>,
+) -> Result<K, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let patch = json!({"metadata": {
+    let mut patch = json!({"metadata": {
         "ownerReferences": [owner],
         "uid": obj.meta().uid,
     }});
+    if let Some(f) = finalizer {
+        patch["metadata"]["finalizers"] = json!([f]);
+    }
     api.patch(
         obj.meta().name.as_deref().unwrap_or(""),
         &PatchParams::default(),
@@ -87,6 +96,21 @@ pub async fn claim<K>(
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
+    claim_with(api, owner, owner_deleting, candidates, matches, None).await
+}
+
+/// As `claim`, adding `finalizer` to the objects it adopts.
+pub async fn claim_with<K>(
+    api: &Api<K>,
+    owner: &OwnerReference,
+    owner_deleting: bool,
+    candidates: Vec<Arc<K>>,
+    matches: impl Fn(&K) -> bool,
+    finalizer: Option<&str>,
+) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
     let mut claimed = Vec::new();
     for obj in candidates {
         let meta = obj.meta();
@@ -105,7 +129,7 @@ where
                 if owner_deleting || meta.deletion_timestamp.is_some() || !matches(&obj) {
                     continue;
                 }
-                match adopt(api, &*obj, owner).await {
+                match adopt(api, &*obj, owner, finalizer).await {
                     Ok(adopted) => claimed.push(Arc::new(adopted)),
                     Err(e) => tracing::debug!(error = %e, "adoption failed"),
                 }

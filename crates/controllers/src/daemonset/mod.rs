@@ -174,13 +174,7 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
             capstan_scheduler::selectors::labels_of(&p.metadata),
         )
     };
-    let shared = cx.ctx.pods();
-    let orphans = shared.orphans_in(&ns, picks);
-    let candidates: Vec<Arc<Pod>> = shared
-        .controlled_by(&ns, &uid)
-        .into_iter()
-        .chain(orphans)
-        .collect();
+    let candidates = cx.ctx.pods().claimable(&ns, &uid, picks);
     let claimed: Vec<Pod> = owners::claim(&pod_api, &owner, false, candidates, picks)
         .await
         .into_iter()

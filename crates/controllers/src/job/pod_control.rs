@@ -33,53 +33,21 @@ pub fn selects(job: &Job, labels: &std::collections::BTreeMap<String, String>) -
 /// Upstream's ClaimPods for a Job: of `candidates` (its namespace's pods that it controls or
 /// that have no controller), the ones it controls after adopting the orphans its selector
 /// picks (with the tracking finalizer, so their end is counted) and releasing owned pods it
-/// no longer picks. A Job being deleted does neither. A failed patch leaves that pod out; the
-/// pod's next change or the next sync tries again.
+/// no longer picks. A Job being deleted does neither.
 pub async fn claim(
     api: &Api<Pod>,
     job: &Job,
     candidates: Vec<std::sync::Arc<Pod>>,
 ) -> Vec<std::sync::Arc<Pod>> {
-    let uid = job.metadata.uid.as_deref().unwrap_or_default();
-    let deleting = job.metadata.deletion_timestamp.is_some();
-    let mut out = Vec::with_capacity(candidates.len());
-    for pod in candidates {
-        let picked = selects(job, pod.labels());
-        match owners::controller_of(&pod.metadata) {
-            Some(r) if r.uid != uid => {}
-            Some(_) if picked || deleting => out.push(pod),
-            Some(_) => {
-                if let Err(e) = owners::release(api, &*pod, uid).await {
-                    tracing::debug!(pod = %pod.name_any(), error = %e, "job: release failed");
-                }
-            }
-            None if deleting || !picked || pod.metadata.deletion_timestamp.is_some() => {}
-            None => {
-                let patch = json!({"metadata": {
-                    "ownerReferences": [owners::controller_ref(job)],
-                    "finalizers": [TRACKING_FINALIZER],
-                    "uid": pod.metadata.uid,
-                }});
-                match api
-                    .patch(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Strategic(patch),
-                    )
-                    .await
-                {
-                    Ok(adopted) => {
-                        tracing::info!(job = %job.name_any(), pod = %adopted.name_any(), "job adopted an orphan pod");
-                        out.push(std::sync::Arc::new(adopted));
-                    }
-                    Err(e) => {
-                        tracing::debug!(pod = %pod.name_any(), error = %e, "job: adoption failed")
-                    }
-                }
-            }
-        }
-    }
-    out
+    owners::claim_with(
+        api,
+        &owners::controller_ref(job),
+        job.metadata.deletion_timestamp.is_some(),
+        candidates,
+        |p| selects(job, p.labels()),
+        Some(TRACKING_FINALIZER),
+    )
+    .await
 }
 
 /// The pod `job` makes (for `index`, with the index's failures so far — counted, and

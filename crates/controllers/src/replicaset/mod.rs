@@ -138,12 +138,11 @@ async fn reconcile<K: ReplicaKind>(owner: Arc<K>, state: Arc<Loop<K>>) -> Result
     let generation = meta.generation.unwrap_or(0);
 
     // Candidates: active pods of the namespace this owner controls or may adopt.
-    let shared = state.ctx.pods();
-    let orphans = shared.orphans_in(&ns, |p| owner.selects(labels_of(&p.metadata)));
-    let candidates: Vec<Arc<Pod>> = shared
-        .controlled_by(&ns, &uid)
+    let candidates: Vec<Arc<Pod>> = state
+        .ctx
+        .pods()
+        .claimable(&ns, &uid, |p| owner.selects(labels_of(&p.metadata)))
         .into_iter()
-        .chain(orphans)
         .filter(|p| pods::is_active(p))
         .collect();
     let pod_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
