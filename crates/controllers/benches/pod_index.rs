@@ -106,7 +106,7 @@ fn main() {
         let (index, b) = time(|| by_index(&ix, ns, &selector));
         assert_eq!(a.len(), b.len(), "both find the same pods");
         println!(
-            "  {case}: {} candidates; scan and copy {:>8.1} µs, index {:>8.1} µs ({:.0}x)",
+            "  {case}: {} candidates; scan and copy {:>8.1} µs, index {:>8.1} µs ({:.1}x)",
             a.len(),
             scan.as_secs_f64() * 1e6,
             index.as_secs_f64() * 1e6,
