@@ -197,3 +197,25 @@ def test_error_bodies_are_upstreams_bytes(core):
     assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
                     '"message":"configmaps \\"foo\\" not found","reason":"NotFound",'
                     '"details":{"name":"foo","kind":"configmaps"},"code":404}\n')
+
+
+def test_delete_collection_pages_through_and_lists_what_it_deleted(core):
+    # More than one of the server's internal pages (500), and a selector that keeps some.
+    ns = make_ns(core, "py-dc")
+    for i in range(1200):
+        core.create_namespaced_config_map(
+            ns,
+            client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=f"cm-{i:04}", labels={"keep": "yes" if i % 100 == 0 else "no"}),
+                data={"i": str(i)},
+            ),
+        )
+    resp = core.delete_collection_namespaced_config_map(ns, label_selector="keep=no", _preload_content=False)
+    body = json.loads(resp.data)
+    assert body["kind"] == "ConfigMapList" and body["apiVersion"] == "v1"
+    assert body["metadata"]["resourceVersion"]
+    names = [i["metadata"]["name"] for i in body["items"]]
+    assert len(names) == 1188 and len(set(names)) == 1188
+    assert all(i["data"]["i"] for i in body["items"])
+    left = sorted(c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector="keep").items)
+    assert left == [f"cm-{i:04}" for i in range(0, 1200, 100)]
