@@ -199,6 +199,40 @@ fn invalid_go(field: &str, go_value: &str, detail: &str) -> Cause {
     }
 }
 
+/// A JSON list of strings as Go's `%#v` prints a `[]string` (`[]string(nil)` when absent).
+fn go_strings(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_array) {
+        None => "[]string(nil)".to_string(),
+        Some(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|s| format!("{:?}", s.as_str().unwrap_or("")))
+                .collect();
+            format!("[]string{{{}}}", items.join(", "))
+        }
+    }
+}
+
+/// `spec.scopeSelector` as upstream's field errors print it (`%#v` of core.ScopeSelector).
+fn go_scope_selector(exprs: &[Value]) -> String {
+    let reqs: Vec<String> = exprs
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+            format!(
+                "core.ScopedResourceSelectorRequirement{{ScopeName:{:?}, Operator:{:?}, Values:{}}}",
+                text("scopeName"),
+                text("operator"),
+                go_strings(e.get("values"))
+            )
+        })
+        .collect();
+    format!(
+        "core.ScopeSelector{{MatchExpressions:[]core.ScopedResourceSelectorRequirement{{{}}}}}",
+        reqs.join(", ")
+    )
+}
+
 /// upstream's validateResourceQuotaScopes and validateScopedResourceSelectorRequirement.
 fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
     let hard: Vec<String> = obj
@@ -206,9 +240,11 @@ fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
+    // One cause per hard resource the scope cannot count, as upstream appends them.
     let unsupported_for_hard = |scope: &str| {
         hard.iter()
-            .any(|k| is_standard_resource(k) && !scope_allows(scope, k))
+            .filter(|k| is_standard_resource(k) && !scope_allows(scope, k))
+            .count()
     };
     let conflicting = |set: &BTreeSet<String>| {
         [
@@ -239,7 +275,7 @@ fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
             if !SCOPES.contains(&s.as_str()) {
                 causes.push(invalid_go("spec.scopes", &go, "unsupported scope"));
             }
-            if unsupported_for_hard(s) {
+            for _ in 0..unsupported_for_hard(s) {
                 causes.push(invalid_go(
                     "spec.scopes",
                     &go,
@@ -259,7 +295,7 @@ fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
         return;
     };
     let path = "spec.scopeSelector.matchExpressions";
-    let selector_go = "&core.ScopeSelector{...}";
+    let selector_go = go_scope_selector(exprs);
     let mut set = BTreeSet::new();
     for e in exprs {
         let scope = e.get("scopeName").and_then(Value::as_str).unwrap_or("");
@@ -275,10 +311,10 @@ fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
                 "unsupported scope",
             ));
         }
-        if unsupported_for_hard(scope) {
+        for _ in 0..unsupported_for_hard(scope) {
             causes.push(invalid_go(
                 path,
-                selector_go,
+                &selector_go,
                 "unsupported scope applied to resource",
             ));
         }
@@ -292,7 +328,7 @@ fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
             )),
             "Exists" | "DoesNotExist" if n_values > 0 => causes.push(invalid_go(
                 &format!("{path}.values"),
-                &e.get("values").map(Value::to_string).unwrap_or_default(),
+                &go_strings(e.get("values")),
                 "must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
             )),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
@@ -305,7 +341,7 @@ fn validate_scopes(obj: &Value, causes: &mut Vec<Cause>) {
         set.insert(scope.to_string());
     }
     if conflicting(&set) {
-        causes.push(invalid_go(path, selector_go, "conflicting scopes"));
+        causes.push(invalid_go(path, &selector_go, "conflicting scopes"));
     }
 }
 
@@ -444,10 +480,29 @@ mod tests {
     }
 
     #[test]
+    fn selector_values_print_as_upstreams_go_values() {
+        let c = ResourceQuota.validate(
+            &json!({"spec": {"hard": {"cpu": "1"}, "scopeSelector": {"matchExpressions": [
+            {"scopeName": "BestEffort", "operator": "Exists", "values": ["x"]}]}}}),
+        );
+        let messages: Vec<&str> = c.iter().map(|c| c.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Invalid value: core.ScopeSelector{MatchExpressions:[]core.ScopedResourceSelectorRequirement{core.ScopedResourceSelectorRequirement{ScopeName:\"BestEffort\", Operator:\"Exists\", Values:[]string{\"x\"}}}}: unsupported scope applied to resource",
+                "Invalid value: []string{\"x\"}: must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
+            ]
+        );
+    }
+
+    #[test]
     fn scopes_are_validated_as_upstream() {
         let causes = |spec: Value| ResourceQuota.validate(&json!({"spec": spec}));
         let c = causes(json!({"hard": {"cpu": "1", "pods": "2"}, "scopes": ["BestEffort"]}));
         assert_eq!(c.len(), 1, "{c:?}");
+        // One cause per resource the scope cannot count.
+        let two = causes(json!({"hard": {"cpu": "1", "memory": "1Gi"}, "scopes": ["BestEffort"]}));
+        assert_eq!(two.len(), 2, "{two:?}");
         assert_eq!(c[0].field, "spec.scopes");
         assert_eq!(
             c[0].message,
@@ -468,6 +523,10 @@ mod tests {
             json!({"hard": {"pods": "2"}, "scopeSelector": {"matchExpressions": [
             {"scopeName": "BestEffort", "operator": "In", "values": ["x"]},
             {"scopeName": "PriorityClass", "operator": "In"}]}}),
+        );
+        assert_eq!(
+            c[0].message,
+            "Invalid value: \"In\": must be 'Exist' when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort, ResourceQuotaScopeNotBestEffort or ResourceQuotaScopeCrossNamespacePodAffinity"
         );
         let fields: Vec<&str> = c.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(
