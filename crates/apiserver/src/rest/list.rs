@@ -533,7 +533,9 @@ pub async fn delete_collection(
     let prefix = collection_prefix(t);
     // A page at a time, each deleted object written out as JSON at once: held as values, a
     // namespace's 30,000 pods took the server past a gigabyte (the list read whole, then
-    // every deleted object kept for the response); as bytes they cost their JSON.
+    // every deleted object kept for the response); as bytes they cost their JSON. Each page
+    // is read at the latest revision after the last key done (no old revision to outlive a
+    // compaction), so an object created meanwhile further along is deleted too.
     let mut items: Vec<u8> = Vec::new();
     let mut start = prefix.as_bytes().to_vec();
     let mut revision = None;
@@ -576,17 +578,15 @@ pub async fn delete_collection(
             None => break,
         }
     }
-    let head = json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version()});
-    let meta = json!({"resourceVersion": revision.unwrap_or_default().to_string()});
-    let mut out = Vec::with_capacity(items.len() + 256);
     // {"kind":…,"apiVersion":…,"metadata":{…},"items":[…]}, upstream's field order.
-    out.extend_from_slice(br#"{"kind":"#);
-    out.extend_from_slice(head["kind"].to_string().as_bytes());
-    out.extend_from_slice(br#","apiVersion":"#);
-    out.extend_from_slice(head["apiVersion"].to_string().as_bytes());
-    out.extend_from_slice(br#","metadata":"#);
-    out.extend_from_slice(meta.to_string().as_bytes());
-    out.extend_from_slice(br#","items":["#);
+    let head = format!(
+        r#"{{"kind":{},"apiVersion":{},"metadata":{{"resourceVersion":"{}"}},"items":["#,
+        Value::from(t.rt.list_kind()),
+        Value::from(t.rt.api_version()),
+        revision.unwrap_or_default()
+    );
+    let mut out = Vec::with_capacity(head.len() + items.len() + 2);
+    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(&items);
     out.extend_from_slice(b"]}");
     Ok(rest::raw_json_response(StatusCode::OK, out))
