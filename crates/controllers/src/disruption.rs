@@ -45,6 +45,17 @@ struct Cx {
     ctx: Arc<Context>,
     recorder: Recorder,
     backoff: Backoff,
+    /// Owner kinds found through discovery (`apiVersion/kind` → resource, namespaced, has
+    /// `/scale`), as upstream's cached REST mapper: a budget syncs on every change of its
+    /// pods, and discovery is two requests. A failed lookup drops the entry.
+    kinds: std::sync::Mutex<HashMap<String, Kind>>,
+}
+
+#[derive(Clone)]
+struct Kind {
+    resource: kube::api::ApiResource,
+    namespaced: bool,
+    scalable: bool,
 }
 
 /// Run the loop until aborted.
@@ -53,6 +64,7 @@ pub async fn run(ctx: Arc<Context>) {
         recorder: ctx.recorder("controllermanager"),
         backoff: Backoff::new(ctx.opts.sets_backoff_base, Duration::from_secs(300)),
         ctx: ctx.clone(),
+        kinds: Default::default(),
     });
     let pods = ctx.pods().subscribe();
     ctx.pods().ready().await;
@@ -169,30 +181,60 @@ async fn scale_of(cx: &Cx, ns: &str, r: &OwnerReference, pod: &str) -> Result<i3
         Some((g, v)) => (g, v),
         None => ("", r.api_version.as_str()),
     };
-    let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-    let (ar, caps) = kube::discovery::pinned_kind(&cx.ctx.client, &gvk)
-        .await
-        .map_err(|e| Error::Discovery(format!("{}/{}", r.api_version, r.kind), e))?;
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => Api::namespaced_with(cx.ctx.client.clone(), ns, &ar),
-        Scope::Cluster => Api::all_with(cx.ctx.client.clone(), &ar),
+    let key = format!("{}/{}", r.api_version, r.kind);
+    let cached = cx
+        .kinds
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let kind = match cached {
+        Some(k) => k,
+        None => {
+            let gvk = GroupVersionKind::gvk(group, version, &r.kind);
+            let (resource, caps) = kube::discovery::pinned_kind(&cx.ctx.client, &gvk)
+                .await
+                .map_err(|e| Error::Discovery(key.clone(), e))?;
+            let k = Kind {
+                resource,
+                namespaced: caps.scope == Scope::Namespaced,
+                scalable: caps
+                    .subresources
+                    .iter()
+                    .any(|(sub, _)| sub.plural == "scale"),
+            };
+            cx.kinds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), k.clone());
+            k
+        }
     };
-    match api.get_scale(&r.name).await {
+    let api: Api<DynamicObject> = if kind.namespaced {
+        Api::namespaced_with(cx.ctx.client.clone(), ns, &kind.resource)
+    } else {
+        Api::all_with(cx.ctx.client.clone(), &kind.resource)
+    };
+    let result = api.get_scale(&r.name).await;
+    if result.is_err() {
+        // The kind may have changed (a CRD re-created without /scale): ask discovery again.
+        cx.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+    match result {
         Ok(scale) if scale.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
             Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
         }
         Ok(_) => Err(Error::NoControllers(pod.to_string())),
         Err(kube::Error::Api(s)) if s.code == 404 => {
-            if caps
-                .subresources
-                .iter()
-                .any(|(sub, _)| sub.plural == "scale")
-            {
+            if kind.scalable {
                 Err(Error::NoControllers(pod.to_string()))
             } else if group.is_empty() {
-                Err(Error::NoScale(ar.plural))
+                Err(Error::NoScale(kind.resource.plural))
             } else {
-                Err(Error::NoScale(format!("{}.{group}", ar.plural)))
+                Err(Error::NoScale(format!("{}.{group}", kind.resource.plural)))
             }
         }
         Err(e) => Err(e.into()),
