@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +23,33 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
 /// Whether `meta` is controlled by the object with `uid`.
 pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     controller_of(meta).is_some_and(|r| r.uid == uid)
+}
+
+/// The owners of kind `K` a changed object concerns (upstream's add/update handlers): its
+/// controller if that is a `K`; for an orphan not being deleted, every `K` of its namespace
+/// `picks` accepts (each may adopt it); none otherwise.
+pub fn concerned<K>(
+    meta: &ObjectMeta,
+    owners: &Store<K>,
+    picks: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = meta.namespace.as_deref().unwrap_or("");
+    match controller_of(meta) {
+        Some(r) if r.kind == K::kind(&()) && r.api_version == K::api_version(&()) => {
+            vec![ObjectRef::new(&r.name).within(ns)]
+        }
+        Some(_) => vec![],
+        None if meta.deletion_timestamp.is_some() => vec![],
+        None => owners
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(ns) && picks(o))
+            .map(|o| ObjectRef::from_obj(&**o))
+            .collect(),
+    }
 }
 
 /// A controller reference to `owner` (controller and blockOwnerDeletion true, as upstream's

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::Resource;
 
@@ -79,38 +79,18 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let deployments = controller.store();
     controller
+        // An orphan ReplicaSet wakes every Deployment whose selector picks it, so it is
+        // adopted at once rather than at the Deployment's next change.
         .watches_stream(rs_changes, move |rs: ReplicaSet| {
-            deployments_for(&deployments, &rs)
-        })
-        .run(reconcile, error_policy, state)
-        .for_each(|_| futures::future::ready(()))
-        .await;
-}
-
-/// The Deployments a changed ReplicaSet concerns (upstream's addReplicaSet/updateReplicaSet):
-/// its controller; or, for an orphan, every Deployment of its namespace whose selector picks
-/// it, so it is adopted at once rather than at the next sync of its Deployment.
-fn deployments_for(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    match crate::owners::controller_of(&rs.metadata) {
-        Some(r) if r.kind == "Deployment" && r.api_version == "apps/v1" => {
-            vec![ObjectRef::new(&r.name).within(&ns)]
-        }
-        Some(_) => vec![],
-        // Being deleted: nothing to adopt (upstream skips it too).
-        None if rs.metadata.deletion_timestamp.is_some() => vec![],
-        None => deployments
-            .state()
-            .iter()
-            .filter(|d| d.metadata.namespace.as_deref() == Some(&ns))
-            .filter(|d| {
+            crate::owners::concerned(&rs.metadata, &deployments, |d: &Deployment| {
                 d.spec
                     .as_ref()
                     .is_some_and(|s| selector_matches(&s.selector, labels_of(&rs.metadata)))
             })
-            .map(|d| ObjectRef::from_obj(&**d))
-            .collect(),
-    }
+        })
+        .run(reconcile, error_policy, state)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(d: Arc<Deployment>, err: &Error, state: Arc<Loop>) -> Action {

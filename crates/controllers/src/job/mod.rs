@@ -19,7 +19,6 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
 use kube::ResourceExt;
 
@@ -128,7 +127,10 @@ pub async fn run(ctx: Arc<Context>) {
     let job_store = jobs.store.clone();
     let controller = Controller::for_shared_stream(job_changes, jobs.store.clone())
         .watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
-            jobs_for_pod(&job_store, &pod)
+            // An orphan pod wakes the running Jobs whose selector picks it (they may adopt it).
+            crate::owners::concerned(&pod.metadata, &job_store, |j: &Job| {
+                !is_finished(j) && pod_control::selects(j, pod.labels())
+            })
         })
         // A quota, limit range or priority class changed: refused Jobs there retry now.
         .reconcile_on(retries)
@@ -146,26 +148,6 @@ pub async fn run(ctx: Arc<Context>) {
         orphans::release(ctx.clone(), orphan_pods, orphan_jobs),
     )
     .await;
-}
-
-/// The Jobs a pod's change concerns: its controller; or, for an orphan, every running Job of
-/// its namespace whose selector picks it (upstream's addPod/updatePod), to adopt it.
-fn jobs_for_pod(jobs: &Store<Job>, pod: &Pod) -> Vec<ObjectRef<Job>> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    match crate::owners::controller_of(&pod.metadata) {
-        Some(r) if r.kind == "Job" && r.api_version == "batch/v1" => {
-            vec![ObjectRef::new(&r.name).within(&ns)]
-        }
-        Some(_) => vec![],
-        None if pod.metadata.deletion_timestamp.is_some() => vec![],
-        None => jobs
-            .state()
-            .iter()
-            .filter(|j| j.metadata.namespace.as_deref() == Some(&ns) && !is_finished(j))
-            .filter(|j| pod_control::selects(j, pod.labels()))
-            .map(|j| ObjectRef::from_obj(&**j))
-            .collect(),
-    }
 }
 
 async fn reconcile(job: Arc<Job>, st: Arc<JobLoop>) -> Result<Action, Error> {

@@ -86,29 +86,21 @@ async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
         crate::retry_gate::retries_on::<K, _>(ctx.admission_changes().subscribe(), move |scope| {
             gate_state.gate.release_in(scope)
         });
-    let kind = K::kind(&()).into_owned();
-    let api_version = K::api_version(&()).into_owned();
     controller
         .watches_shared_stream(shared.subscribe(), move |pod: Arc<Pod>| {
-            let ns = pod.namespace().unwrap_or_default();
-            match owners::controller_of(&pod.metadata) {
-                Some(r) if r.kind == kind && r.api_version == api_version => {
+            let owners = owners::concerned(&pod.metadata, &mapper_state.owners, |o: &K| {
+                o.selects(labels_of(&pod.metadata))
+            });
+            // One of its own pods seen: an expectation met.
+            if owners::controller_of(&pod.metadata).is_some_and(|r| r.kind == K::kind(&())) {
+                let ns = pod.namespace().unwrap_or_default();
+                for o in &owners {
                     mapper_state
                         .expectations
-                        .observed(&format!("{ns}/{}", r.name), &pod.name_any());
-                    vec![ObjectRef::new(&r.name).within(&ns)]
+                        .observed(&format!("{ns}/{}", o.name), &pod.name_any());
                 }
-                Some(_) => vec![],
-                // An orphan: every owner whose selector picks it may adopt it.
-                None => mapper_state
-                    .owners
-                    .state()
-                    .iter()
-                    .filter(|o| o.namespace().as_deref() == Some(&ns))
-                    .filter(|o| o.selects(labels_of(&pod.metadata)))
-                    .map(|o| ObjectRef::from_obj(&**o))
-                    .collect(),
             }
+            owners
         })
         .reconcile_on(retries)
         .run(reconcile::<K>, error_policy::<K>, state)
