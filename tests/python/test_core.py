@@ -104,6 +104,48 @@ def test_namespace_deletion_cascades(core):
     assert core.list_secret_for_all_namespaces(field_selector="metadata.namespace=gone").items == []
 
 
+def test_namespace_deletion_counts_what_remains_past_one_page(core):
+    # 1,100 ConfigMaps held by a finalizer: the namespace controller deletes them as a
+    # collection and counts what remains a page (500) at a time; every one must be counted,
+    # and the namespace must go once the finalizers do.
+    ns = make_ns(core, "py-held")
+    for i in range(1100):
+        core.create_namespaced_config_map(
+            ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"h-{i:04}", finalizers=["example.com/hold"]))
+        )
+    core.delete_namespace(ns)
+    want = "configmaps has 1100 resource instances"
+    conds = {}
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        conds = {c.type: c for c in core.read_namespace(ns).status.conditions or []}
+        remaining = conds.get("NamespaceContentRemaining")
+        if remaining is not None and want in (remaining.message or ""):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no count of 1100 remaining: {conds}")
+    assert remaining.status == "True" and remaining.reason == "SomeResourcesRemain"
+    held = conds["NamespaceFinalizersRemaining"]
+    assert held.status == "True"
+    assert "example.com/hold in 1100 resource instances" in held.message
+    # Every ConfigMap is being deleted (the collection delete reached all three pages).
+    items = core.list_namespaced_config_map(ns).items
+    assert len(items) == 1100 and all(c.metadata.deletion_timestamp for c in items)
+    for c in items:
+        core.patch_namespaced_config_map(c.metadata.name, ns, {"metadata": {"finalizers": None}})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            core.read_namespace(ns)
+        except ApiException as e:
+            assert e.status == 404
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("namespace was not removed after its finalizers went")
+
+
 def raw(api, method, path, headers, body=None):
     """One request through the client's own transport (TLS, token), with our headers."""
     m, url, h, b, _ = api.param_serialize(
