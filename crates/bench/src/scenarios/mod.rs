@@ -20,6 +20,7 @@ use crate::client::Conn;
 use crate::error::BenchError;
 use crate::kubeconfig::Endpoint;
 use crate::report::{case_line, CaseResult, Check};
+use crate::stats::rss_kib;
 use crate::Options;
 
 pub struct Ctx {
@@ -96,16 +97,51 @@ impl Ctx {
         Ok(())
     }
 
-    pub async fn delete_namespace(&self) {
+    pub async fn delete_namespace(&mut self) {
         let path = format!("/api/v1/namespaces/{}", self.ns);
-        match Conn::open(&self.ep).await {
-            Ok(mut conn) => {
-                if let Err(e) = conn.request(Method::DELETE, &path, None).await {
-                    eprintln!("capstan bench: deleting namespace {}: {e}", self.ns);
+        let mut conn = match Conn::open(&self.ep).await {
+            Ok(conn) => conn,
+            Err(e) => return eprintln!("capstan bench: deleting namespace {}: {e}", self.ns),
+        };
+        let started = Instant::now();
+        if let Err(e) = conn.request(Method::DELETE, &path, None).await {
+            return eprintln!("capstan bench: deleting namespace {}: {e}", self.ns);
+        }
+        // With the server's pid known, the deletion is measured too: until the namespace is
+        // gone (everything in it deleted by the server's controllers), with the server's
+        // largest RSS on the way — emptying a big namespace is where memory peaks.
+        let Some(pid) = self.opts.server_pid else {
+            return;
+        };
+        let mut peak = rss_kib(pid).unwrap_or(0);
+        let deadline = started + Duration::from_secs(120);
+        let gone = loop {
+            match conn.request(Method::GET, &path, None).await {
+                Ok(r) if r.status == hyper::StatusCode::NOT_FOUND => break true,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("capstan bench: reading namespace {}: {e}", self.ns);
+                    break false;
                 }
             }
-            Err(e) => eprintln!("capstan bench: deleting namespace {}: {e}", self.ns),
-        }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(pid).unwrap_or(0));
+        };
+        let took = started.elapsed();
+        self.record(
+            CaseResult::new("cleanup", "namespace deleted", 1)
+                .figure("seconds", (took.as_secs_f64() * 100.0).round() / 100.0)
+                .figure("server_peak_rss_kib", peak as f64),
+        );
+        self.check(
+            "cleanup",
+            "namespace deleted",
+            gone,
+            format!("within {:.1} s", took.as_secs_f64()),
+        );
     }
 
     /// Make sure `bench-*` objects exist for the read scenarios when `create` did not run.
