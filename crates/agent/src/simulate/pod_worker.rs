@@ -62,7 +62,7 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<
             let over =
                 now >= at || finished_before || sim.as_ref().is_some_and(PodSim::is_terminal);
             if over {
-                delete(&fleet, &view).await;
+                Box::pin(delete(&fleet, &view)).await;
                 return;
             }
             wake = Some(at);
@@ -99,7 +99,10 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>, mut rx: watch::Receiver<
                 let body = render(&view, s, node.internal_ip, now);
                 let digest = digest(&body);
                 if written != Some(digest) {
-                    match patch_status(&fleet, &view, &body).await {
+                    // Boxed: a worker rests between writes for most of its life, and its
+                    // future is as large as its largest await — inline, the request's
+                    // future made every one of 30,000 idle workers ~2.3 KB.
+                    match Box::pin(patch_status(&fleet, &view, &body)).await {
                         Ok(()) => written = Some(digest),
                         Err(e) if is_not_found(&e) => return,
                         Err(e) => {
