@@ -128,7 +128,7 @@ async fn reconcile(node: Arc<Node>, lp: Arc<Loop>) -> Result<Action, kube::Error
     }
     let (disruption, changed) =
         lp.zones
-            .observe(&lp.ctx.nodes().store.state(), &node, Instant::now());
+            .observe(|| lp.ctx.nodes().store.state(), &node, Instant::now());
     if changed {
         let _ = lp.resync.unbounded_send(());
     }
