@@ -54,13 +54,21 @@ pub fn observe(node: &SimNode, n: &Node) {
     *lock(&node.conditions) = conds;
 }
 
+/// Renewal slots per interval (a quarter of a second each at the default 10 s).
+const RENEW_SLOTS: usize = 40;
+
 /// One node's heartbeat loop; runs until the process ends.
 pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>) {
     let renew = fleet.config.lease_renew_interval();
     let report = fleet.config.status_report_interval;
-    // Spread the fleet's renewals over the interval rather than in one burst.
-    let n = fleet.ordered.len().max(1);
-    tokio::time::sleep(renew.mul_f64((node.index % n) as f64 / n as f64)).await;
+    // Spread the fleet's renewals over the interval rather than in one burst, in a few
+    // dozen slots: the nodes of a slot renew together, so the server commits their Leases
+    // in one transaction (one fsync) instead of each alone. With 1,000 nodes evenly spread
+    // every renewal was its own commit, 100 a second.
+    let slots = fleet.ordered.len().clamp(1, RENEW_SLOTS);
+    let mut next =
+        tokio::time::Instant::now() + renew.mul_f64((node.index % slots) as f64 / slots as f64);
+    tokio::time::sleep_until(next).await;
     let mut stopped = node.stopped.subscribe();
     let mut last_status = Instant::now();
     let mut status_due = false;
@@ -88,8 +96,13 @@ pub async fn run(fleet: Arc<Fleet>, node: Arc<SimNode>) {
                 }
             }
         }
+        // On the slot's own clock (a slow renewal must not move the node to another slot).
+        let now = tokio::time::Instant::now();
+        while next <= now {
+            next += renew;
+        }
         tokio::select! {
-            _ = tokio::time::sleep(renew) => {}
+            _ = tokio::time::sleep_until(next) => {}
             r = stopped.changed() => if r.is_err() { return },
         }
     }
