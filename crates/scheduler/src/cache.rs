@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
 use crate::plugins::inter_pod_affinity::PodTerms;
 use crate::resources::{self, Resources};
@@ -36,7 +36,12 @@ pub type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 /// A pod with what the scheduler computes from it once.
 #[derive(Debug)]
 pub struct PodInfo {
+    /// The whole pod while it is a decision's subject (pending, assumed); once the watch
+    /// shows it placed, a shared empty pod: `meta` and `start_time` are what is read of it.
     pub pod: Arc<Pod>,
+    /// Its name, namespace, uid, labels, versions and deletion mark.
+    pub meta: ObjectMeta,
+    pub start_time: Option<Time>,
     pub uid: String,
     pub requests: Resources,
     pub non_zero: (i64, i64),
@@ -96,7 +101,19 @@ impl PodInfo {
         let aff = spec.affinity.as_ref();
         let has_affinity =
             aff.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
+        let m = &pod.metadata;
         PodInfo {
+            meta: ObjectMeta {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                labels: m.labels.clone(),
+                resource_version: m.resource_version.clone(),
+                creation_timestamp: m.creation_timestamp.clone(),
+                deletion_timestamp: m.deletion_timestamp.clone(),
+                ..ObjectMeta::default()
+            },
+            start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()),
             uid: pod_key(&pod),
             requests: resources::pod_requests(spec),
             non_zero: resources::pod_non_zero_requests(spec),
@@ -119,45 +136,28 @@ impl PodInfo {
         }
     }
 
-    /// A pod the watch shows placed: what placement reads of it is computed here, then its
-    /// spec keeps only what is still looked at (node name, priority, scheduler name). A
-    /// placed pod is never a decision's subject again, and its containers alone are 2 KB
-    /// each inline; tens of thousands are held.
+    /// A pod the watch shows placed: what placement reads of it is computed here and its
+    /// metadata kept; the pod itself goes. A placed pod is never a decision's subject
+    /// again, and a k8s-openapi `Pod` is 2.2 KB inline before any field is set (its
+    /// containers 2.1 KB each more); tens of thousands are held.
     pub fn placed(pod: Arc<Pod>) -> PodInfo {
-        // A shared placeholder while the pod is taken out: no allocation per watch event.
+        // A shared placeholder: no allocation per placed pod.
         static HOLE: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Default::default);
         let mut info = PodInfo::new(pod);
-        let pod = std::mem::replace(&mut info.pod, HOLE.clone());
-        info.pod = match Arc::try_unwrap(pod) {
-            Ok(mut p) => {
-                if let Some(spec) = p.spec.as_mut() {
-                    *spec = k8s_openapi::api::core::v1::PodSpec {
-                        node_name: spec.node_name.take(),
-                        priority: spec.priority,
-                        priority_class_name: spec.priority_class_name.take(),
-                        preemption_policy: spec.preemption_policy.take(),
-                        scheduler_name: spec.scheduler_name.take(),
-                        ..Default::default()
-                    };
-                }
-                Arc::new(p)
-            }
-            // Shared with someone else: stripping would copy it.
-            Err(shared) => shared,
-        };
+        info.pod = HOLE.clone();
         info
     }
 
     pub fn namespace(&self) -> &str {
-        self.pod.metadata.namespace.as_deref().unwrap_or("")
+        self.meta.namespace.as_deref().unwrap_or("")
     }
 
     pub fn name(&self) -> &str {
-        self.pod.metadata.name.as_deref().unwrap_or("")
+        self.meta.name.as_deref().unwrap_or("")
     }
 
     pub fn labels(&self) -> &BTreeMap<String, String> {
-        crate::selectors::labels_of(&self.pod.metadata)
+        crate::selectors::labels_of(&self.meta)
     }
 }
 
@@ -273,7 +273,7 @@ impl NodeInfo {
     }
 
     fn count_labels(&mut self, p: &PodInfo, add: bool) {
-        let terminating = p.pod.metadata.deletion_timestamp.is_some();
+        let terminating = p.meta.deletion_timestamp.is_some();
         let ns = p.namespace();
         for (k, v) in p.labels() {
             update_label_slot(
@@ -539,7 +539,7 @@ impl Cache {
 
     fn index_labels(&mut self, p: &PodInfo, node: &str, add: bool) {
         let ns = p.namespace();
-        let terminating = p.pod.metadata.deletion_timestamp.is_some();
+        let terminating = p.meta.deletion_timestamp.is_some();
         for (k, v) in p.labels() {
             update_label_slot(
                 &mut self.placed_by_label,
@@ -750,9 +750,11 @@ mod tests {
         c.add_or_update_bound(pod("a", "500m"), "n1");
         assert!(!c.is_assumed("a"));
         assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 500);
-        // The placed pod is held without its containers; what they ask is still counted.
+        // The placed pod is held as its metadata; what its containers ask is still counted.
         let placed = &c.node("n1").unwrap().pods[0];
         assert!(spec_of(&placed.pod).containers.is_empty());
+        assert!(placed.pod.metadata.name.is_none());
+        assert_eq!((placed.name(), placed.uid.as_str()), ("a", "a"));
         assert_eq!(placed.requests.milli_cpu, 500);
         assert_eq!(placed.host_ports.len(), 1);
         // forget only undoes assumptions.

@@ -33,9 +33,11 @@ pub fn eligible(cycle: &Cycle, cache: &Cache) -> Result<(), String> {
         .and_then(|s| s.nominated_node_name.as_deref())
     {
         if let Some(node) = cache.node(nn) {
-            if node.pods.iter().any(|p| {
-                p.pod.metadata.deletion_timestamp.is_some() && p.priority < cycle.pod.priority
-            }) {
+            if node
+                .pods
+                .iter()
+                .any(|p| p.meta.deletion_timestamp.is_some() && p.priority < cycle.pod.priority)
+            {
                 return Err(
                     "preemption: not eligible due to a terminating pod on the nominated node."
                         .into(),
@@ -117,13 +119,7 @@ fn victims_on(
     // More important first: higher priority, then the one that started earlier.
     potential.sort_by(|a, b| {
         b.priority.cmp(&a.priority).then_with(|| {
-            let t = |p: &PodInfo| {
-                p.pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.start_time.as_ref())
-                    .map(|t| t.0)
-            };
+            let t = |p: &PodInfo| p.start_time.as_ref().map(|t| t.0);
             t(a).cmp(&t(b))
         })
     });

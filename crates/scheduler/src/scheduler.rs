@@ -236,7 +236,16 @@ fn decide(
                 pod,
                 message,
                 nominate: Some(plan.node),
-                evict: plan.victims.iter().map(|v| v.pod.clone()).collect(),
+                evict: plan
+                    .victims
+                    .iter()
+                    .map(|v| {
+                        Arc::new(Pod {
+                            metadata: v.meta.clone(),
+                            ..Pod::default()
+                        })
+                    })
+                    .collect(),
                 clear,
             }
         }

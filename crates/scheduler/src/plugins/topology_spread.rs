@@ -66,7 +66,7 @@ fn count_matching(node: &NodeInfo, sel: Option<&LabelSelector>, ns: &str) -> i64
     node.pods
         .iter()
         .filter(|p| {
-            p.pod.metadata.deletion_timestamp.is_none()
+            p.meta.deletion_timestamp.is_none()
                 && p.namespace() == ns
                 && selector_matches(sel, p.labels())
         })
