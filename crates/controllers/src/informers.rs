@@ -179,11 +179,17 @@ where
             .collect()
     }
 
-    /// Every change from now on (created, updated, deleted objects), for a Controller's
-    /// `owns_shared_stream` / `watches_shared_stream`.
+    /// Every object the store holds now, then every change (created, updated, deleted
+    /// objects), for a Controller's `for_shared_stream` / `watches_shared_stream`. As
+    /// upstream's informers hand a new handler each object they hold as an add: a loop
+    /// started after the first list must still see what exists (a node whose kubelet was
+    /// gone across a restart stayed Ready, no loop having looked at it). Subscribing
+    /// before reading the store means an object changed meanwhile may come twice, never
+    /// not at all.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let rx = self.tx.subscribe();
-        futures::stream::unfold(rx, |mut rx| async move {
+        let existing = futures::stream::iter(self.store.state());
+        existing.chain(futures::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
                     Ok(obj) => return Some((obj, rx)),
@@ -193,7 +199,7 @@ where
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
-        })
+        }))
     }
 
     /// Wait until the first list is in the store (any number of tasks may wait at once).

@@ -828,6 +828,34 @@ fn ready_status(s: &Server, node: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Loops on the shared informers look at what exists when they start, not only at what
+/// changes afterwards: nodes whose (simulated) kubelets are gone across a restart go Unknown
+/// after the grace period — before, no loop looked at them and they stayed Ready.
+#[test]
+fn after_a_restart_nodes_without_a_kubelet_go_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = Server::start_with_args(dir.path(), &["--simulated-nodes", "2"]);
+    let nodes = ["sim-node-0", "sim-node-1"];
+    wait_for("2 Ready nodes", WITHIN, || {
+        nodes
+            .iter()
+            .all(|n| ready_status(&s, n) == "True")
+            .then_some(())
+    });
+    s.kill();
+    let s = Server::start_with_args(dir.path(), &["--node-monitor-grace-period", "3s"]);
+    assert!(nodes.iter().all(|n| ready_status(&s, n) == "True"));
+    wait_for("both nodes Unknown and tainted unreachable", WITHIN, || {
+        nodes
+            .iter()
+            .all(|n| {
+                ready_status(&s, n) == "Unknown"
+                    && taint_keys(&s, n, "NoSchedule") == ["node.kubernetes.io/unreachable"]
+            })
+            .then_some(())
+    });
+}
+
 /// Upstream's disruption handling: with every node down the fault is likelier the control
 /// plane's, so no node gets the NoExecute taint that evicts; with most of a small zone down
 /// none either; with one of four down it is tainted again.
