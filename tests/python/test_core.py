@@ -83,6 +83,18 @@ def test_watch_stream_sees_changes(core):
     assert seen == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"), ("DELETED", "w", "2")]
 
 
+def wait_namespace_gone(core, ns, seconds, why):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            core.read_namespace(ns)
+        except ApiException as e:
+            assert e.status == 404
+            return
+        time.sleep(0.2)
+    pytest.fail(why)
+
+
 def test_namespace_deletion_cascades(core):
     ns = make_ns(core, "gone")
     core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="s"), string_data={"p": "x"}))
@@ -91,16 +103,7 @@ def test_namespace_deletion_cascades(core):
     # declared return type is V1Status, so it hands back the raw dict).
     deleting = core.delete_namespace(ns)
     assert deleting["status"]["phase"] == "Terminating"
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            core.read_namespace(ns)
-        except ApiException as e:
-            assert e.status == 404
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("namespace was not removed")
+    wait_namespace_gone(core, ns, 20, "namespace was not removed")
     assert core.list_secret_for_all_namespaces(field_selector="metadata.namespace=gone").items == []
 
 
@@ -134,16 +137,7 @@ def test_namespace_deletion_counts_what_remains_past_one_page(core):
     assert len(items) == 1100 and all(c.metadata.deletion_timestamp for c in items)
     for c in items:
         core.patch_namespaced_config_map(c.metadata.name, ns, {"metadata": {"finalizers": None}})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            core.read_namespace(ns)
-        except ApiException as e:
-            assert e.status == 404
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("namespace was not removed after its finalizers went")
+    wait_namespace_gone(core, ns, 30, "namespace was not removed after its finalizers went")
 
 
 def raw(api, method, path, headers, body=None):

@@ -816,6 +816,14 @@ fn taint_keys(s: &Server, node: &str, effect: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every node Ready=Unknown with the node controller's unreachable NoSchedule taint.
+fn all_unreachable(s: &Server, nodes: &[impl AsRef<str>]) -> bool {
+    nodes.iter().map(AsRef::as_ref).all(|n| {
+        ready_status(s, n) == "Unknown"
+            && taint_keys(s, n, "NoSchedule") == ["node.kubernetes.io/unreachable"]
+    })
+}
+
 fn ready_status(s: &Server, node: &str) -> String {
     get_json(s, &["node", node])
         .and_then(|n| {
@@ -846,13 +854,7 @@ fn after_a_restart_nodes_without_a_kubelet_go_unknown() {
     let s = Server::start_with_args(dir.path(), &["--node-monitor-grace-period", "3s"]);
     assert!(nodes.iter().all(|n| ready_status(&s, n) == "True"));
     wait_for("both nodes Unknown and tainted unreachable", WITHIN, || {
-        nodes
-            .iter()
-            .all(|n| {
-                ready_status(&s, n) == "Unknown"
-                    && taint_keys(&s, n, "NoSchedule") == ["node.kubernetes.io/unreachable"]
-            })
-            .then_some(())
+        all_unreachable(&s, &nodes).then_some(())
     });
 }
 
@@ -881,13 +883,7 @@ fn no_evicting_taints_while_every_node_or_most_of_a_small_zone_is_down() {
     });
     s.kubectl_ok(&["annotate", "nodes", "--all", "sim.capstan.io/stopped=true"]);
     wait_for("every node Unknown and NoSchedule-tainted", WITHIN, || {
-        nodes
-            .iter()
-            .all(|n| {
-                ready_status(&s, n) == "Unknown"
-                    && taint_keys(&s, n, "NoSchedule") == ["node.kubernetes.io/unreachable"]
-            })
-            .then_some(())
+        all_unreachable(&s, &nodes).then_some(())
     });
     // A node that went first may have been tainted before the last went; none keeps it.
     wait_for("no NoExecute taint with every node down", WITHIN, || {
