@@ -15,7 +15,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::ResourceExt;
 use tokio::sync::Mutex;
 
@@ -117,13 +116,13 @@ pub async fn run(ctx: Arc<Context>) {
         pending: Mutex::new(BTreeSet::new()),
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
-    Controller::new(
-        Api::<Node>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .run(reconcile, error_policy, lp)
-    .for_each(|_| async {})
-    .await;
+    // The shared Node informer (the loop reads it for blocks in use anyway): its own watch
+    // was a second copy of every Node (18 MB at 1,000 simulated nodes).
+    let nodes = ctx.nodes();
+    Controller::for_shared_stream(nodes.subscribe(), nodes.store.clone())
+        .run(reconcile, error_policy, lp)
+        .for_each(|_| async {})
+        .await;
 }
 
 fn error_policy(node: Arc<Node>, err: &Error, lp: Arc<Loop>) -> Action {
