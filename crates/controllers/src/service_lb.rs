@@ -60,7 +60,10 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-/// A `()` each time `compute` (read after an informer change) gives something new.
+/// A `()` each time `compute` (read after informer changes) gives something new. Changes
+/// already waiting are taken together and `compute` (a pass over the store) runs once for
+/// them: a subscription starts with every object held, and one pass each made a start
+/// with N nodes cost N passes.
 fn changes_of<K, T>(
     events: impl Stream<Item = Arc<K>> + Send + 'static,
     compute: impl Fn() -> T + Send + 'static,
@@ -69,7 +72,7 @@ where
     T: PartialEq + Send + 'static,
 {
     let mut last: Option<T> = None;
-    events.filter_map(move |_| {
+    events.ready_chunks(4096).filter_map(move |_| {
         let now = compute();
         let changed = last.as_ref() != Some(&now);
         last = Some(now);
@@ -309,5 +312,21 @@ mod tests {
             "creationTimestamp": "2026-01-03T00:00:00Z"},
             "spec": {"type": "LoadBalancer", "ports": [{"port": 53, "protocol": "TCP"}]}}));
         assert_eq!(port_holder(&dns, std::slice::from_ref(&older)), None);
+    }
+
+    #[tokio::test]
+    async fn waiting_changes_cost_one_pass_and_only_news_is_told() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let passes = Arc::new(AtomicUsize::new(0));
+        let counted = passes.clone();
+        let burst = futures::stream::iter((0..1000).map(|i| Arc::new(i.to_string())));
+        let told: Vec<()> = changes_of(burst, move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            "pool"
+        })
+        .collect()
+        .await;
+        assert_eq!(passes.load(Ordering::Relaxed), 1);
+        assert_eq!(told.len(), 1);
     }
 }
