@@ -147,8 +147,7 @@ impl Server {
 
     /// Run kubectl against this server.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
+        kubectl_command(&self.kubeconfig())
             .args(args)
             .output()
             .expect("run kubectl")
@@ -173,8 +172,7 @@ impl Server {
 
     /// Start a long-running kubectl (e.g. `get -w`) whose output is read after `stop`.
     pub fn kubectl_spawn(&self, args: &[&str]) -> Child {
-        Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
+        kubectl_command(&self.kubeconfig())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -431,12 +429,24 @@ pub fn get_json(s: &Server, args: &[&str]) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// kubectl with `kubeconfig` and a discovery cache of that server's own. kubectl caches
+/// discovery under ~/.kube/cache by host and port; servers of earlier tests had the same
+/// loopback ports, so a stale cache once named another server's CRD (`kubectl get all`:
+/// "the server doesn't have a resource type webapps").
+pub fn kubectl_command(kubeconfig: &Path) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", kubeconfig);
+    if let Some(dir) = kubeconfig.parent() {
+        cmd.env("KUBECACHEDIR", dir.join("kubectl-cache"));
+    }
+    cmd
+}
+
 /// kubectl as `kubeconfig`'s user (an admin's or one from `user_kubeconfig`) with `input`
 /// on its standard input.
 pub fn kubectl_stdin_as(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
     use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
+    let mut child = kubectl_command(kubeconfig)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
