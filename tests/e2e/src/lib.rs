@@ -435,11 +435,18 @@ pub fn get_json(s: &Server, args: &[&str]) -> Option<serde_json::Value> {
 /// "the server doesn't have a resource type webapps").
 pub fn kubectl_command(kubeconfig: &Path) -> Command {
     let mut cmd = Command::new("kubectl");
-    cmd.env("KUBECONFIG", kubeconfig);
-    if let Some(dir) = kubeconfig.parent() {
-        cmd.env("KUBECACHEDIR", dir.join("kubectl-cache"));
-    }
+    cmd.env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", kubectl_cache_dir(kubeconfig));
     cmd
+}
+
+/// The discovery cache of the server `kubeconfig` reaches, for kubectl runs the harness
+/// does not start itself (`KUBECACHEDIR`).
+pub fn kubectl_cache_dir(kubeconfig: &Path) -> PathBuf {
+    kubeconfig
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("kubectl-cache")
 }
 
 /// kubectl as `kubeconfig`'s user (an admin's or one from `user_kubeconfig`) with `input`

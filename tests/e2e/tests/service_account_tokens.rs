@@ -18,6 +18,10 @@ fn kubectl_127() -> PathBuf {
 fn as_token(s: &Server, bin: &str, token: &str, args: &[&str]) -> Output {
     Command::new(bin)
         .env("KUBECONFIG", s.kubeconfig())
+        .env(
+            "KUBECACHEDIR",
+            capstan_e2e::kubectl_cache_dir(&s.kubeconfig()),
+        )
         .arg(format!("--token={token}"))
         .args(args)
         .output()
