@@ -50,8 +50,8 @@ struct User {
     client_certificate_data: Option<String>,
     client_key: Option<String>,
     client_key_data: Option<String>,
-    exec: Option<serde_yaml::Value>,
-    auth_provider: Option<serde_yaml::Value>,
+    exec: Option<serde_json::Value>,
+    auth_provider: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -78,7 +78,7 @@ impl Endpoint {
     pub fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, BenchError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| BenchError::Config(format!("reading {}: {e}", path.display())))?;
-        let kc: Kubeconfig = serde_yaml::from_str(&text)
+        let kc: Kubeconfig = serde_saphyr::from_str(&text)
             .map_err(|e| BenchError::Config(format!("parsing {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let ctx_name = context.unwrap_or(&kc.current_context);

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capstan_controllers::cached_pod::Pod;
 use capstan_controllers::owner_index::OwnerIndex;
 use capstan_controllers::{owners, pods};
 use capstan_scheduler::selectors::{labels_of, selector_matches};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;

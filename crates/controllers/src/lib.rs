@@ -4,6 +4,7 @@
 
 pub mod admission_changes;
 pub mod backoff;
+pub mod cached_pod;
 pub mod certificates;
 pub mod clusterrole_aggregation;
 pub mod conditions;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus, Pod};
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::controller::{Action, Controller};
@@ -15,6 +15,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::conditions;
 use crate::context::Context;
 

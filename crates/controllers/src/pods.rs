@@ -1,20 +1,19 @@
 //! What several loops ask of a pod (active, ready, available since when) and the pod a
 //! workload's template makes, as upstream's controller helpers define them.
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 
+use crate::cached_pod::Pod;
+
 /// The annotation `kubectl apply` writes: a copy of the whole manifest, read by no loop.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A pod as the shared informer holds it: without what no loop reads. Volumes other than
-/// claims go (a k8s-openapi `Volume` is 3.2 KB inline, and admission gives every pod a
-/// projected token volume), and so do what containers run with (command, environment,
-/// mounts, probes); kept: names, images, ports, resources, restart policies, statuses,
-/// labels, annotations, owners, tolerations, affinity. Loops write pods by patch, never
-/// by sending a cached pod back.
+/// What the shared informer drops from a pod beyond what `cached_pod` never reads: the
+/// last-applied annotation (a copy of the whole manifest), and volumes other than claims
+/// (admission gives every pod a projected token volume, which no loop reads).
 pub fn trim_for_cache(pod: &mut Pod) {
     if let Some(a) = pod.metadata.annotations.as_mut() {
         a.remove(LAST_APPLIED);
@@ -29,26 +28,36 @@ pub fn trim_for_cache(pod: &mut Pod) {
     if spec.volumes.as_ref().is_some_and(Vec::is_empty) {
         spec.volumes = None;
     }
-    for c in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        c.command = None;
-        c.args = None;
-        c.env = None;
-        c.env_from = None;
-        c.volume_mounts = None;
-        c.volume_devices = None;
-        c.liveness_probe = None;
-        c.readiness_probe = None;
-        c.startup_probe = None;
-        c.lifecycle = None;
-        c.security_context = None;
-        c.working_dir = None;
-        c.termination_message_path = None;
-    }
-    spec.ephemeral_containers = None;
+}
+
+/// A whole pod, as a loop makes one to create it (the cache's `Pod` is slim and read-only).
+pub type NewPod = k8s_openapi::api::core::v1::Pod;
+
+/// Create `pod` in `ns` and read the answer as the cache holds pods (kube's typed
+/// `Api::create` would send and answer the same type).
+pub async fn create(
+    client: &kube::Client,
+    ns: &str,
+    pp: &kube::api::PostParams,
+    pod: &NewPod,
+) -> Result<Pod, kube::Error> {
+    let body = serde_json::to_vec(pod).map_err(kube::Error::SerdeError)?;
+    let url = <Pod as kube::Resource>::url_path(&(), Some(ns));
+    let mut req = kube::core::Request::new(url)
+        .create(pp, body)
+        .map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("create");
+    client.request::<Pod>(req).await
+}
+
+/// The cache's view of a pod a loop made (for bookkeeping until the informer has it).
+pub fn as_cached(pod: &NewPod) -> Pod {
+    serde_json::to_value(pod)
+        .and_then(serde_json::from_value)
+        .unwrap_or_else(|_| Pod {
+            metadata: pod.metadata.clone(),
+            ..Default::default()
+        })
 }
 
 /// `namespace/name`, the key loops use for back-off and expectations.
@@ -112,9 +121,9 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
 
 /// A pod made from `template` for the owner `owner` (upstream's GetPodFromTemplate): the
 /// template's labels, annotations, finalizers and spec, `generateName` `<prefix>-`.
-pub fn from_template(template: &PodTemplateSpec, owner: OwnerReference, prefix: &str) -> Pod {
+pub fn from_template(template: &PodTemplateSpec, owner: OwnerReference, prefix: &str) -> NewPod {
     let tmeta = template.metadata.clone().unwrap_or_default();
-    Pod {
+    NewPod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{prefix}-")),
             labels: tmeta.labels,
@@ -175,13 +184,15 @@ mod tests {
             "claims and ephemeral claims stay"
         );
         let c = &spec.containers[0];
-        assert_eq!(
-            (c.name.as_str(), c.image.as_deref()),
-            ("c", Some("busybox"))
-        );
+        assert_eq!(c.name, "c");
         assert!(c.ports.is_some() && c.resources.is_some());
-        assert!(c.command.is_none() && c.env.is_none() && c.volume_mounts.is_none());
-        assert!(c.readiness_probe.is_none());
+        // What containers run with is never built: it is not in the cached pod at all.
+        let held = serde_json::to_value(&pod).unwrap();
+        let container = held["spec"]["containers"][0].as_object().unwrap();
+        for gone in ["command", "env", "volumeMounts", "readinessProbe"] {
+            assert!(!container.contains_key(gone), "{gone} held: {container:?}");
+        }
+        assert!(held["spec"]["volumes"][0].get("projected").is_none());
         assert!(spec.tolerations.is_some() && spec.node_name.is_some());
         assert!(pod.status.as_ref().unwrap().container_statuses.is_some());
         // Without claims the volumes go entirely (no empty Vec kept).

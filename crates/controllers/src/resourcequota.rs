@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Pod, PodSpec, ReplicationController, ResourceQuota,
-    ResourceQuotaStatus, Secret, Service,
+    ConfigMap, PersistentVolumeClaim, ReplicationController, ResourceQuota, ResourceQuotaStatus,
+    Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
@@ -19,9 +19,10 @@ use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use capstan_scheduler::quantity;
-use capstan_scheduler::resources::{pod_requests, Resources};
+use capstan_scheduler::resources::{pod_limits, pod_requests, Resources};
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::context::Context;
 use crate::pods;
 
@@ -209,24 +210,6 @@ fn bytes(n: i128) -> String {
     format!("{v}{unit}")
 }
 
-/// A pod's limits as upstream's PodLimits sums them (containers, init maximum, overhead).
-fn pod_limits(spec: &PodSpec) -> Resources {
-    let lim = |c: &k8s_openapi::api::core::v1::Container| {
-        Resources::from_list(c.resources.as_ref().and_then(|r| r.limits.as_ref()))
-    };
-    let mut sum = Resources::default();
-    for c in &spec.containers {
-        sum.add(&lim(c));
-    }
-    for c in spec.init_containers.iter().flatten() {
-        sum.max_with(&lim(c));
-    }
-    if let Some(o) = &spec.overhead {
-        sum.add(&Resources::from_list(Some(o)));
-    }
-    sum
-}
-
 /// One compute resource (`cpu`, `memory`, `ephemeral-storage`, extended) of a vector.
 fn amount(r: &Resources, name: &str) -> String {
     match name {
@@ -305,7 +288,7 @@ fn pod_in_scope(requirements: &[Requirement], pod: &Pod) -> bool {
 }
 
 /// upstream's usesCrossNamespacePodAffinity.
-fn cross_namespace_affinity(spec: &PodSpec) -> bool {
+fn cross_namespace_affinity(spec: &crate::cached_pod::PodSpec) -> bool {
     let Some(a) = spec.affinity.as_ref() else {
         return false;
     };

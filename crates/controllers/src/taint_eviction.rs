@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::context::Context;
 use crate::events::{EventType, Recorder};
 

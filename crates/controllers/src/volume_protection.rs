@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -16,6 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::context::Context;
 
 pub const PVC_FINALIZER: &str = "kubernetes.io/pvc-protection";

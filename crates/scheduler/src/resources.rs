@@ -81,23 +81,64 @@ impl Resources {
     }
 }
 
-fn container_requests(c: &Container) -> Resources {
-    Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
+/// The parts of a pod spec that resource arithmetic reads, so the same upstream rules serve
+/// k8s-openapi's `PodSpec` and the controllers' slim cached pods.
+pub trait PodResources {
+    type Container: ContainerResources;
+    fn containers(&self) -> &[Self::Container];
+    fn init_containers(&self) -> &[Self::Container];
+    fn overhead(&self) -> Option<&BTreeMap<String, Quantity>>;
+}
+
+/// A container's requests, limits and restart policy (`Always` marks a sidecar).
+pub trait ContainerResources {
+    fn requests(&self) -> Option<&BTreeMap<String, Quantity>>;
+    fn limits(&self) -> Option<&BTreeMap<String, Quantity>>;
+    fn restart_policy(&self) -> Option<&str>;
+}
+
+impl PodResources for PodSpec {
+    type Container = Container;
+    fn containers(&self) -> &[Container] {
+        &self.containers
+    }
+    fn init_containers(&self) -> &[Container] {
+        self.init_containers.as_deref().unwrap_or_default()
+    }
+    fn overhead(&self) -> Option<&BTreeMap<String, Quantity>> {
+        self.overhead.as_ref()
+    }
+}
+
+impl ContainerResources for Container {
+    fn requests(&self) -> Option<&BTreeMap<String, Quantity>> {
+        self.resources.as_ref().and_then(|r| r.requests.as_ref())
+    }
+    fn limits(&self) -> Option<&BTreeMap<String, Quantity>> {
+        self.resources.as_ref().and_then(|r| r.limits.as_ref())
+    }
+    fn restart_policy(&self) -> Option<&str> {
+        self.restart_policy.as_deref()
+    }
+}
+
+fn container_requests(c: &impl ContainerResources) -> Resources {
+    Resources::from_list(c.requests())
 }
 
 /// upstream `resourcehelper.PodRequests`: containers summed; each init container runs
 /// alongside the restartable (sidecar) init containers started before it; the pod needs the
 /// larger of the two phases; overhead is added.
-pub fn pod_requests(spec: &PodSpec) -> Resources {
+pub fn pod_requests(spec: &impl PodResources) -> Resources {
     let mut reqs = Resources::default();
-    for c in &spec.containers {
+    for c in spec.containers() {
         reqs.add(&container_requests(c));
     }
     let mut restartable = Resources::default();
     let mut init_max = Resources::default();
-    for c in spec.init_containers.iter().flatten() {
+    for c in spec.init_containers() {
         let r = container_requests(c);
-        let phase = if c.restart_policy.as_deref() == Some("Always") {
+        let phase = if c.restart_policy() == Some("Always") {
             reqs.add(&r);
             restartable.add(&r);
             restartable.clone()
@@ -109,10 +150,25 @@ pub fn pod_requests(spec: &PodSpec) -> Resources {
         init_max.max_with(&phase);
     }
     reqs.max_with(&init_max);
-    if let Some(o) = &spec.overhead {
+    if let Some(o) = spec.overhead() {
         reqs.add(&Resources::from_list(Some(o)));
     }
     reqs
+}
+
+/// A pod's limits as upstream's PodLimits sums them (containers, init maximum, overhead).
+pub fn pod_limits(spec: &impl PodResources) -> Resources {
+    let mut sum = Resources::default();
+    for c in spec.containers() {
+        sum.add(&Resources::from_list(c.limits()));
+    }
+    for c in spec.init_containers() {
+        sum.max_with(&Resources::from_list(c.limits()));
+    }
+    if let Some(o) = spec.overhead() {
+        sum.add(&Resources::from_list(Some(o)));
+    }
+    sum
 }
 
 /// The cpu/memory used in scoring: as `pod_requests`, but a container with no cpu (memory)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -21,6 +21,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::events::{EventType, Recorder};
 use crate::retry_gate::RetryGate;
 use crate::{conditions, history, owners, pods, Context};
@@ -425,7 +426,7 @@ async fn failed(cx: &Cx, ds: &DaemonSet, e: Error) -> Result<Action, Error> {
 }
 
 /// The daemon pod for `node` (upstream's NewPod + the revision labels).
-fn new_pod(ds: &DaemonSet, owner: &OwnerReference, hash: &str, node: &str) -> Pod {
+fn new_pod(ds: &DaemonSet, owner: &OwnerReference, hash: &str, node: &str) -> pods::NewPod {
     let spec = ds.spec.clone().unwrap_or_default();
     let mut pod = pods::from_template(
         &spec.template,
@@ -455,13 +456,12 @@ async fn create_pods(
 ) -> Result<(), Error> {
     let ns = ds.metadata.namespace.clone().unwrap_or_default();
     let key = pods::key(&ds.metadata);
-    let api: Api<Pod> = Api::namespaced(cx.ctx.client.clone(), &ns);
     let mut failures = Vec::new();
     let results = crate::slow_start::batches(nodes, |node| {
         let pod = new_pod(ds, owner, hash, node);
-        let api = api.clone();
+        let (client, ns) = (&cx.ctx.client, &ns);
         async move {
-            api.create(&PostParams::default(), &pod)
+            pods::create(client, ns, &PostParams::default(), &pod)
                 .await
                 .map_err(|e| format!("node {node}: {e}"))
         }

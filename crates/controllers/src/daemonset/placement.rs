@@ -2,11 +2,13 @@
 //! it makes for a node: the tolerations upstream adds and a required affinity to the node.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, Toleration,
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec,
+    Toleration,
 };
 
 use capstan_scheduler::plugins::{node_affinity, taints};
+
+use crate::cached_pod::Pod;
 
 /// Upstream's AddOrUpdateDaemonPodTolerations: a daemon pod survives its node being
 /// not-ready or unreachable, and ignores pressure and unschedulable taints.
@@ -138,10 +140,10 @@ mod tests {
         assert_eq!(should_run(&spec, &evicting), (false, false));
 
         pin_to_node(&mut spec, "a");
-        let pod = Pod {
+        let pod = crate::pods::as_cached(&crate::pods::NewPod {
             spec: Some(spec),
             ..Default::default()
-        };
+        });
         assert_eq!(target_node(&pod).as_deref(), Some("a"));
     }
 }

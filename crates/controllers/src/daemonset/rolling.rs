@@ -6,11 +6,11 @@
 use std::collections::HashSet;
 
 use k8s_openapi::api::apps::v1::RollingUpdateDaemonSet;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{label, NodeView, HASH_LABEL};
+use crate::cached_pod::Pod;
 use crate::pods;
 
 /// An int-or-percent against `total`, percentages rounded up (GetScaledValueFromIntOrPercent).

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+
+use crate::cached_pod::Pod;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record {

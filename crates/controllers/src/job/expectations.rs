@@ -7,9 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-
 use super::has_tracking_finalizer;
+use crate::cached_pod::Pod;
 
 /// Expectations older than this are dropped (upstream's ExpectationsTimeout), so a pod
 /// that vanished before anyone saw it cannot block its Job for ever.

@@ -2,8 +2,8 @@
 //! conditions) and what follows — fail the Job, fail the index, ignore or count the failure.
 
 use k8s_openapi::api::batch::v1::{Job, PodFailurePolicy, PodFailurePolicyRule};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
+use crate::cached_pod::{ContainerStatus, Pod};
 use crate::pods::phase;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::cached_pod::Pod;
 
 pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 pub const FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-failure-count";

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
 use super::{has_tracking_finalizer, is_finished, pod_control};
+use crate::cached_pod::Pod;
 use crate::context::Context;
 use crate::owners::controller_of;
 

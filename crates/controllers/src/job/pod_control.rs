@@ -3,13 +3,14 @@
 //! removes them (the finalizer first unless the pod's end must still be counted).
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::indexes::{FAILURE_COUNT_KEY, IGNORED_FAILURE_COUNT_KEY, INDEX_KEY};
 use super::TRACKING_FINALIZER;
+use crate::cached_pod::Pod;
 use crate::{owners, pods};
 
 const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
@@ -52,7 +53,7 @@ pub async fn claim(
 
 /// The pod `job` makes (for `index`, with the index's failures so far — counted, and
 /// ignored by the pod failure policy — when `backoffLimitPerIndex` is set).
-pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<(i32, i32)>) -> Pod {
+pub fn pod_for(job: &Job, index: Option<i32>, failures: Option<(i32, i32)>) -> pods::NewPod {
     let name = job.name_any();
     let template = job
         .spec
@@ -116,8 +117,12 @@ fn add_index_env(c: &mut Container) {
     });
 }
 
-pub async fn create(api: &Api<Pod>, pod: &Pod) -> Result<Pod, kube::Error> {
-    api.create(&PostParams::default(), pod).await
+pub async fn create(
+    client: &kube::Client,
+    ns: &str,
+    pod: &pods::NewPod,
+) -> Result<Pod, kube::Error> {
+    pods::create(client, ns, &PostParams::default(), pod).await
 }
 
 /// Remove the tracking finalizer (a JSON patch testing the list it replaces would race

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
@@ -18,6 +17,7 @@ use kube::ResourceExt;
 use super::backoff_record::Record;
 use super::failure_policy::{self, Outcome};
 use super::{indexes, pod_control, Error, JobLoop, MANAGED_BY, POD_FAILURE_BACKOFF_CAP};
+use crate::cached_pod::Pod;
 use crate::conditions;
 use crate::events::EventType;
 use crate::pods::{is_ready, is_terminal, phase};
@@ -581,9 +581,11 @@ async fn manage(
         slots = (0..diff).map(|_| (None, None)).collect();
     }
     // Slow start, as upstream: batches of 1, 2, 4 … stop at the first batch with an error.
+    let ns = c.job.namespace().unwrap_or_default();
     let results = crate::slow_start::batches(&slots, |(ix, failures)| {
         let pod = pod_control::pod_for(c.job, *ix, *failures);
-        async move { pod_control::create(pod_api, &pod).await }
+        let (client, ns) = (&st.ctx.client, &ns);
+        async move { pod_control::create(client, ns, &pod).await }
     })
     .await;
     let mut created = 0;

@@ -6,8 +6,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
-
+use crate::cached_pod::Pod;
 use crate::pods;
 
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";

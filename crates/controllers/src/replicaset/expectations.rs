@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::cached_pod::Pod;
 
 /// Expectations older than this are dropped (upstream's ExpectationsTimeout), so a lost
 /// watch event cannot stall a controller forever.

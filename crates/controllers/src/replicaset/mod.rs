@@ -13,7 +13,7 @@ use std::time::Duration;
 use capstan_scheduler::selectors::labels_of;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::ReplicationController;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -23,6 +23,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::context::Context;
 use crate::events::{EventType, Recorder};
 use crate::retry_gate::RetryGate;
@@ -249,7 +250,10 @@ async fn manage<K: ReplicaKind>(
         // Slow start: stop at the first failing batch so a quota or validation refusal
         // costs a few requests, not hundreds.
         let slots = vec![(); want];
-        let results = crate::slow_start::batches(&slots, |_| api.create(&pp, &pod)).await;
+        let ns = owner.namespace().unwrap_or_default();
+        let results =
+            crate::slow_start::batches(&slots, |_| pods::create(&state.client, &ns, &pp, &pod))
+                .await;
         let mut err: Option<kube::Error> = None;
         for r in results {
             match r {
@@ -340,7 +344,7 @@ async fn manage<K: ReplicaKind>(
 /// Upstream's admission errors name a pod being created by its `generateName` (the name
 /// is generated after admission); capstan's API server names the generated pod. Word it
 /// as upstream does, so repeats of one refusal read the same and aggregate into one Event.
-fn generated_name_as_prefix(msg: &str, pod: &Pod) -> String {
+fn generated_name_as_prefix(msg: &str, pod: &pods::NewPod) -> String {
     let Some(prefix) = pod.metadata.generate_name.as_deref() else {
         return msg.to_string();
     };
@@ -372,7 +376,7 @@ mod tests {
 
     #[test]
     fn refusals_name_the_generate_name_as_upstream() {
-        let pod: Pod =
+        let pod: pods::NewPod =
             serde_json::from_value(json!({"metadata": {"generateName": "bad-"}})).unwrap();
         assert_eq!(
             generated_name_as_prefix(r#"pods "bad-x7k2p" is forbidden: exceeded quota"#, &pod),

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 
+use crate::cached_pod::Pod;
 use crate::pods;
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -82,7 +83,7 @@ pub fn new_pod(
     owner: OwnerReference,
     ordinal: i32,
     revision: &str,
-) -> Pod {
+) -> pods::NewPod {
     let set_name = set.metadata.name.as_deref().unwrap_or("");
     let name = pod_name(set_name, ordinal);
     let mut pod = pods::from_template(template, owner, set_name);
@@ -191,7 +192,13 @@ mod tests {
         assert_eq!(c[0].metadata.name.as_deref(), Some("www-web-2"));
         assert_eq!(c[0].metadata.labels.as_ref().unwrap()["app"], "w");
         let template = set.spec.as_ref().unwrap().template.clone();
-        let pod = new_pod(&set, &template, OwnerReference::default(), 2, "web-abc");
+        let pod = crate::pods::as_cached(&new_pod(
+            &set,
+            &template,
+            OwnerReference::default(),
+            2,
+            "web-abc",
+        ));
         assert_eq!(pod.metadata.name.as_deref(), Some("web-2"));
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("web-2"));

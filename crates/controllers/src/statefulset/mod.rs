@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -20,6 +20,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::backoff::Backoff;
+use crate::cached_pod::Pod;
 use crate::events::{EventType, Recorder};
 use crate::retry_gate::RetryGate;
 use crate::{conditions, history, owners, pods, Context};
@@ -487,7 +488,7 @@ async fn create_pod(
     cx: &Cx,
     set: &StatefulSet,
     owner: &OwnerReference,
-    pod: Pod,
+    pod: pods::NewPod,
     ordinal: i32,
 ) -> Result<Pod, Error> {
     let ns = set.metadata.namespace.clone().unwrap_or_default();
@@ -535,8 +536,7 @@ async fn create_pod(
             }
         }
     }
-    let pod_api: Api<Pod> = Api::namespaced(cx.ctx.client.clone(), &ns);
-    match pod_api.create(&PostParams::default(), &pod).await {
+    match pods::create(&cx.ctx.client, &ns, &PostParams::default(), &pod).await {
         Ok(made) => {
             tracing::debug!(statefulset = %format!("{ns}/{set_name}"), pod = %pod_name, "created");
             cx.recorder
@@ -550,7 +550,7 @@ async fn create_pod(
             Ok(made)
         }
         // Already there (the informer had not seen it yet): wait for it.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(marked_deleted(pod)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(marked_deleted(pods::as_cached(&pod))),
         Err(source) => {
             let e = Error::CreatePod {
                 pod: pod_name,
