@@ -1,147 +1,204 @@
 //! Event expiry (upstream's `--event-ttl`, 1 hour): an Event not written for the TTL is
-//! deleted. Each Event is requeued for the moment it expires, so between expiries nothing runs.
+//! deleted. A sweep over a store of every Event's name and times, not a reconcile per Event.
+//!
+//! Upstream puts each Event under an etcd lease, and the API server shares one lease among the
+//! Events written within a minute (`--lease-reuse-duration-seconds`), so expiry is already that
+//! coarse there. A sweep every `ttl / 10` (1 s to 30 s) matches it, holds only names and times
+//! (one pod makes several Events: 30,000 pods were ~65 MB of held Events and their per-Event
+//! requeue timers), and does no work per Event written.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
-use kube::runtime::{reflector, WatchStreamExt};
+use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use crate::backoff::Backoff;
 use crate::Context;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("deleting expired event {key}: {source}")]
-    Delete { key: String, source: kube::Error },
+/// An Event as the sweep holds it: metadata (less managedFields) and the times it was
+/// written or observed, under either API version's names.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldEvent<V> {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub last_timestamp: Option<String>,
+    pub event_time: Option<String>,
+    pub series: Option<Series>,
+    pub deprecated_last_timestamp: Option<String>,
+    #[serde(skip)]
+    version: PhantomData<V>,
 }
 
-struct Loop {
-    ttl: Duration,
-    client: kube::Client,
-    backoff: Backoff,
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Series {
+    pub last_observed_time: Option<String>,
 }
 
-/// Run the loop until aborted: core/v1 and events.k8s.io/v1 Events are stored apart, so
-/// each is swept.
+/// core/v1 Events.
+#[derive(Clone, Debug, Default)]
+pub struct CoreV1;
+/// events.k8s.io/v1 Events (stored apart from core/v1's, so each is swept).
+#[derive(Clone, Debug, Default)]
+pub struct EventsV1;
+
+macro_rules! held_event_resource {
+    ($marker:ty, $k8s:ty) => {
+        impl k8s_openapi::Resource for HeldEvent<$marker> {
+            const API_VERSION: &'static str = <$k8s as k8s_openapi::Resource>::API_VERSION;
+            const GROUP: &'static str = <$k8s as k8s_openapi::Resource>::GROUP;
+            const KIND: &'static str = <$k8s as k8s_openapi::Resource>::KIND;
+            const VERSION: &'static str = <$k8s as k8s_openapi::Resource>::VERSION;
+            const URL_PATH_SEGMENT: &'static str =
+                <$k8s as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::Metadata for HeldEvent<$marker> {
+            type Ty = ObjectMeta;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+held_event_resource!(CoreV1, k8s_openapi::api::core::v1::Event);
+held_event_resource!(EventsV1, k8s_openapi::api::events::v1::Event);
+
+impl<V> HeldEvent<V> {
+    /// The newest time the event was written or observed.
+    fn last_seen(&self) -> Option<DateTime<Utc>> {
+        [
+            self.last_timestamp.as_deref(),
+            self.event_time.as_deref(),
+            self.series
+                .as_ref()
+                .and_then(|s| s.last_observed_time.as_deref()),
+            self.deprecated_last_timestamp.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .chain(
+            self.metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+        )
+        .max()
+        // Timestamps have whole seconds: count from the end of the second, never early.
+        .map(|t| t + chrono::Duration::seconds(1))
+    }
+
+    /// Whether the event has gone `ttl` unwritten at `now` (one with no time at all has:
+    /// upstream's lease would have run out too).
+    fn expired(&self, ttl: Duration, now: DateTime<Utc>) -> bool {
+        let Some(seen) = self.last_seen() else {
+            return true;
+        };
+        match chrono::Duration::from_std(ttl) {
+            Ok(ttl) => seen + ttl <= now,
+            Err(_) => false,
+        }
+    }
+}
+
+/// How often the store is swept for `ttl`.
+fn sweep_period(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Run the loop until aborted: core/v1 and events.k8s.io/v1 Events each swept.
 pub async fn run(ctx: Arc<Context>) {
-    let lp = Arc::new(Loop {
-        ttl: ctx.opts.event_ttl,
-        client: ctx.client.clone(),
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-    });
+    let ttl = ctx.opts.event_ttl;
     futures::future::join(
-        run_kind::<k8s_openapi::api::core::v1::Event>(lp.clone(), |e| {
-            e.message = None;
-            e.involved_object = Default::default();
-            e.related = None;
-            e.source = None;
-        }),
-        run_kind::<k8s_openapi::api::events::v1::Event>(lp, |e| {
-            e.note = None;
-            e.regarding = None;
-            e.related = None;
-        }),
+        run_kind::<CoreV1>(ctx.client.clone(), ttl),
+        run_kind::<EventsV1>(ctx.client.clone(), ttl),
     )
     .await;
 }
 
-/// Each Event is held until it expires (one per pod scheduled, started, killed…): the
-/// store keeps its name, versions and times, not what it says or its managedFields.
-async fn run_kind<K>(lp: Arc<Loop>, trim: fn(&mut K))
+async fn run_kind<V>(client: kube::Client, ttl: Duration)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    V: Clone + std::fmt::Debug + Default + Send + Sync + 'static,
+    HeldEvent<V>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource,
 {
     let (store, writer) = reflector::store();
-    let events =
-        watcher(Api::<K>::all(lp.client.clone()), watcher::Config::default()).map_ok(move |ev| {
-            ev.modify(|o| {
-                o.meta_mut().managed_fields = None;
-                trim(o);
-            })
-        });
-    let changes = reflector::reflector(writer, events)
+    let events = watcher(
+        Api::<HeldEvent<V>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .map_ok(|ev| ev.modify(|o| o.meta_mut().managed_fields = None));
+    let feed = reflector::reflector(writer, events)
         .default_backoff()
-        .applied_objects();
-    Controller::for_stream(changes, store)
-        .run(reconcile::<K>, error_policy::<K>, lp)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "event TTL watch error");
+            }
+        });
+    futures::future::join(feed, sweep_forever(client, store, ttl)).await;
 }
 
-fn error_policy<K: Resource>(ev: Arc<K>, err: &Error, lp: Arc<Loop>) -> Action {
-    let key = crate::pods::key(ev.meta());
-    let (attempts, delay) = lp.backoff.failed(&key);
-    tracing::warn!(event = %key, attempts, error = %err, "event expiry failed; retrying");
-    Action::requeue(delay)
-}
-
-async fn reconcile<K>(ev: Arc<K>, lp: Arc<Loop>) -> Result<Action, Error>
+async fn sweep_forever<V>(client: kube::Client, store: Store<HeldEvent<V>>, ttl: Duration)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    V: Clone + std::fmt::Debug + Default + Send + Sync + 'static,
+    HeldEvent<V>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource,
 {
-    let key = crate::pods::key(ev.meta());
-    let obj = serde_json::to_value(&*ev).unwrap_or(Value::Null);
-    if let Some(left) = time_left(&obj, lp.ttl, Utc::now()) {
-        return Ok(Action::requeue(left));
+    if store.wait_until_ready().await.is_err() {
+        return;
     }
-    let api: Api<K> = Api::namespaced(lp.client.clone(), &ev.namespace().unwrap_or_default());
-    // Only the version looked at: a newer write restarts its TTL.
+    let mut tick = tokio::time::interval(sweep_period(ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Utc::now();
+        for ev in store.state() {
+            if ev.expired(ttl, now) {
+                delete(&client, &ev).await;
+            }
+        }
+    }
+}
+
+/// Delete the version looked at only: a newer write restarts its TTL. A failure is retried
+/// by the next sweep.
+async fn delete<V>(client: &kube::Client, ev: &HeldEvent<V>)
+where
+    V: Clone + std::fmt::Debug + Default + Send + Sync + 'static,
+    HeldEvent<V>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource,
+{
+    let key = crate::pods::key(&ev.metadata);
+    let api: Api<HeldEvent<V>> =
+        Api::namespaced(client.clone(), &ev.namespace().unwrap_or_default());
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
-            resource_version: ev.meta().resource_version.clone(),
-            uid: ev.meta().uid.clone(),
+            resource_version: ev.metadata.resource_version.clone(),
+            uid: ev.metadata.uid.clone(),
         }),
         ..DeleteParams::default()
     };
     match api.delete(&ev.name_any(), &dp).await {
         Ok(_) => tracing::debug!(verb = "delete", resource = "events", event = %key, "expired"),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(source) => return Err(Error::Delete { key, source }),
+        Err(e) => tracing::warn!(event = %key, error = %e, "event expiry failed; retrying"),
     }
-    lp.backoff.reset(&key);
-    Ok(Action::await_change())
-}
-
-/// How long until the event expires, or None if it has.
-fn time_left(obj: &Value, ttl: Duration, now: DateTime<Utc>) -> Option<Duration> {
-    let expires = last_seen(obj)? + chrono::Duration::from_std(ttl).ok()?;
-    (expires > now).then(|| (expires - now).to_std().unwrap_or_default())
-}
-
-/// The newest time the event was written or observed (either API version's fields).
-fn last_seen(obj: &Value) -> Option<DateTime<Utc>> {
-    [
-        "/lastTimestamp",
-        "/eventTime",
-        "/series/lastObservedTime",
-        "/deprecatedLastTimestamp",
-        "/metadata/creationTimestamp",
-    ]
-    .iter()
-    .filter_map(|p| obj.pointer(p).and_then(Value::as_str))
-    .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
-    .map(|t| t.with_timezone(&Utc))
-    .max()
-    // Timestamps have whole seconds: count from the end of the second, never early.
-    .map(|t| t + chrono::Duration::seconds(1))
 }
 
 #[cfg(test)]
@@ -152,17 +209,49 @@ mod tests {
     #[test]
     fn the_newest_timestamp_starts_the_ttl() {
         let now: DateTime<Utc> = "2026-01-01T00:01:00Z".parse().unwrap();
-        let ev = json!({
-            "metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
+        let ev: HeldEvent<CoreV1> = serde_json::from_value(json!({
+            "metadata": {"name": "e", "creationTimestamp": "2026-01-01T00:00:00Z"},
             "lastTimestamp": "2020-01-01T00:00:00Z",
             "series": {"lastObservedTime": "2026-01-01T00:00:30.000000Z"},
-        });
-        assert_eq!(
-            time_left(&ev, Duration::from_secs(60), now),
-            Some(Duration::from_secs(31))
-        );
-        assert_eq!(time_left(&ev, Duration::from_secs(10), now), None);
+            "message": "not held", "involvedObject": {"kind": "Pod", "name": "p"},
+        }))
+        .unwrap();
+        // Seen at 00:00:30 (+1 s, whole seconds): with a 30 s TTL it lives until 00:01:01.
+        assert!(!ev.expired(Duration::from_secs(30), now));
+        assert!(ev.expired(Duration::from_secs(29), now));
+        assert!(ev.expired(Duration::from_secs(10), now));
+        // Only creation to go by.
+        let created: HeldEvent<EventsV1> = serde_json::from_value(json!({
+            "metadata": {"name": "e", "creationTimestamp": "2026-01-01T00:00:50Z"}}))
+        .unwrap();
+        assert!(!created.expired(Duration::from_secs(10), now));
+        assert!(created.expired(Duration::from_secs(9), now));
         // Nothing to go by: expired (upstream's lease would have run out too).
-        assert_eq!(time_left(&json!({}), Duration::from_secs(10), now), None);
+        assert!(HeldEvent::<CoreV1>::default().expired(Duration::from_secs(10), now));
+    }
+
+    #[test]
+    fn sweeps_are_a_tenth_of_the_ttl_within_bounds() {
+        assert_eq!(
+            sweep_period(Duration::from_secs(3600)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_secs(100)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(sweep_period(Duration::from_secs(3)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn addresses_each_kind_where_it_is_served() {
+        assert_eq!(
+            HeldEvent::<CoreV1>::url_path(&(), Some("d")),
+            "/api/v1/namespaces/d/events"
+        );
+        assert_eq!(
+            HeldEvent::<EventsV1>::url_path(&(), Some("d")),
+            "/apis/events.k8s.io/v1/namespaces/d/events"
+        );
     }
 }
