@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use capstan_scheduler::resources::{ContainerResources, PodResources};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -109,30 +108,7 @@ pub struct ContainerStatus {
     pub state: Option<core::ContainerState>,
 }
 
-impl PodResources for PodSpec {
-    type Container = Container;
-    fn containers(&self) -> &[Container] {
-        &self.containers
-    }
-    fn init_containers(&self) -> &[Container] {
-        self.init_containers.as_deref().unwrap_or_default()
-    }
-    fn overhead(&self) -> Option<&BTreeMap<String, Quantity>> {
-        self.overhead.as_ref()
-    }
-}
-
-impl ContainerResources for Container {
-    fn requests(&self) -> Option<&BTreeMap<String, Quantity>> {
-        self.resources.as_ref().and_then(|r| r.requests.as_ref())
-    }
-    fn limits(&self) -> Option<&BTreeMap<String, Quantity>> {
-        self.resources.as_ref().and_then(|r| r.limits.as_ref())
-    }
-    fn restart_policy(&self) -> Option<&str> {
-        self.restart_policy.as_deref()
-    }
-}
+capstan_scheduler::pod_resources_for!(PodSpec, Container);
 
 #[cfg(test)]
 mod tests {

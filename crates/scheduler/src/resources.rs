@@ -97,30 +97,42 @@ pub trait ContainerResources {
     fn restart_policy(&self) -> Option<&str>;
 }
 
-impl PodResources for PodSpec {
-    type Container = Container;
-    fn containers(&self) -> &[Container] {
-        &self.containers
-    }
-    fn init_containers(&self) -> &[Container] {
-        self.init_containers.as_deref().unwrap_or_default()
-    }
-    fn overhead(&self) -> Option<&BTreeMap<String, Quantity>> {
-        self.overhead.as_ref()
-    }
+/// A resource name → quantity map, as k8s-openapi spells requests, limits and overhead.
+pub type ResourceList = BTreeMap<String, Quantity>;
+
+/// Implements `PodResources` and `ContainerResources` for a pod spec and container type with
+/// k8s-openapi's field names (k8s-openapi's own, and the controllers' slim cached pod).
+#[macro_export]
+macro_rules! pod_resources_for {
+    ($spec:ty, $container:ty) => {
+        impl $crate::resources::PodResources for $spec {
+            type Container = $container;
+            fn containers(&self) -> &[$container] {
+                &self.containers
+            }
+            fn init_containers(&self) -> &[$container] {
+                self.init_containers.as_deref().unwrap_or_default()
+            }
+            fn overhead(&self) -> Option<&$crate::resources::ResourceList> {
+                self.overhead.as_ref()
+            }
+        }
+
+        impl $crate::resources::ContainerResources for $container {
+            fn requests(&self) -> Option<&$crate::resources::ResourceList> {
+                self.resources.as_ref().and_then(|r| r.requests.as_ref())
+            }
+            fn limits(&self) -> Option<&$crate::resources::ResourceList> {
+                self.resources.as_ref().and_then(|r| r.limits.as_ref())
+            }
+            fn restart_policy(&self) -> Option<&str> {
+                self.restart_policy.as_deref()
+            }
+        }
+    };
 }
 
-impl ContainerResources for Container {
-    fn requests(&self) -> Option<&BTreeMap<String, Quantity>> {
-        self.resources.as_ref().and_then(|r| r.requests.as_ref())
-    }
-    fn limits(&self) -> Option<&BTreeMap<String, Quantity>> {
-        self.resources.as_ref().and_then(|r| r.limits.as_ref())
-    }
-    fn restart_policy(&self) -> Option<&str> {
-        self.restart_policy.as_deref()
-    }
-}
+pod_resources_for!(PodSpec, Container);
 
 fn container_requests(c: &impl ContainerResources) -> Resources {
     Resources::from_list(c.requests())
