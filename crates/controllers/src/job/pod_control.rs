@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -115,14 +115,6 @@ fn add_index_env(c: &mut Container) {
             ..Default::default()
         }),
     });
-}
-
-pub async fn create(
-    client: &kube::Client,
-    ns: &str,
-    pod: &pods::NewPod,
-) -> Result<Pod, kube::Error> {
-    pods::create(client, ns, &PostParams::default(), pod).await
 }
 
 /// Remove the tracking finalizer (a JSON patch testing the list it replaces would race

@@ -585,7 +585,7 @@ async fn manage(
     let results = crate::slow_start::batches(&slots, |(ix, failures)| {
         let pod = pod_control::pod_for(c.job, *ix, *failures);
         let (client, ns) = (&st.ctx.client, &ns);
-        async move { pod_control::create(client, ns, &pod).await }
+        async move { crate::pods::create(client, ns, &PostParams::default(), &pod).await }
     })
     .await;
     let mut created = 0;
