@@ -30,6 +30,9 @@ pub fn collection_prefix(t: &Target) -> String {
 pub struct Selectors {
     pub label: LabelSelector,
     pub field: FieldSelector,
+    /// What the selectors read of an object, so stored bytes can be judged from a parse
+    /// of those fields alone (`matches_stored`).
+    view: raw_object::Paths,
 }
 
 impl Selectors {
@@ -43,18 +46,40 @@ impl Selectors {
             query.get("fieldSelector").map(String::as_str).unwrap_or(""),
         )
         .map_err(ApiError::bad_request)?;
-        Ok(Selectors { label, field })
+        Ok(Selectors::new(label, field))
     }
+
+    pub(crate) fn new(label: LabelSelector, field: FieldSelector) -> Self {
+        let mut view = raw_object::Paths::default();
+        if !label.is_empty() {
+            view.add(&["metadata", "labels"]);
+        }
+        for path in field.paths() {
+            view.add(&path);
+        }
+        Selectors { label, field, view }
+    }
+
     /// Matches every object (for internal sweeps).
     pub fn everything() -> Self {
-        Selectors {
-            label: LabelSelector::default(),
-            field: FieldSelector::default(),
-        }
+        Selectors::new(LabelSelector::default(), FieldSelector::default())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.label.is_empty() && self.field.is_empty()
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
         self.label.matches(obj) && self.field.matches(obj)
+    }
+
+    /// `matches` for an object as stored (a built-in type's bytes, whose fields read as
+    /// served), parsing only the fields the selectors read. None if the bytes do not parse.
+    pub fn matches_stored(&self, stored: &[u8]) -> Option<bool> {
+        if self.view.is_empty() {
+            return Some(true);
+        }
+        raw_object::parse_paths(stored, &self.view).map(|v| self.matches(&v))
     }
 }
 

@@ -71,8 +71,9 @@ struct Encoder {
     as_metadata: bool,
     /// The Table apiVersion asked for.
     table_version: &'static str,
-    /// No selectors and no Table: events can be spliced from stored bytes.
-    raw: bool,
+    /// A built-in type as JSON, whole or as metadata, no Table: event lines are spliced
+    /// from stored bytes (selectors judged from a parse of the fields they read).
+    splice: bool,
     /// Length-prefixed protobuf `WatchEvent` frames instead of JSON lines.
     proto: bool,
 }
@@ -161,23 +162,44 @@ fn translate(
     }
 }
 
-/// Without selectors or Tables, an event line is spliced from the stored bytes: no parse,
-/// no tree, no clone — the cost that dominates when one write fans out to many watchers.
-fn raw_line(ev: &WatchEvent) -> Option<Bytes> {
+/// An event line spliced from the stored bytes, for watchers `Encoder::splice` allows: no
+/// tree, no clone — the cost that dominates when one write fans out to many watchers.
+/// Selectors read a parse of only their fields. `Some(None)`: this watcher does not see
+/// the event; None: the bytes were not as expected (take the slow path).
+fn spliced_line(ev: &WatchEvent, sel: &Selectors, as_metadata: bool) -> Option<Option<Bytes>> {
+    let was = match &ev.prev_kv {
+        Some(p) => sel.matches_stored(&p.value)?,
+        None => false,
+    };
     let (kind, stored) = match ev.kind {
-        EventKind::Put if ev.prev_kv.is_some() => ("MODIFIED", &ev.kv.value),
-        EventKind::Put => ("ADDED", &ev.kv.value),
-        EventKind::Delete => ("DELETED", &ev.prev_kv.as_ref()?.value),
+        EventKind::Put => match (was, sel.matches_stored(&ev.kv.value)?) {
+            (true, true) => ("MODIFIED", &ev.kv.value),
+            (false, true) => ("ADDED", &ev.kv.value),
+            // Out of the selection: the watcher sees it leave, as it is now.
+            (true, false) => ("DELETED", &ev.kv.value),
+            (false, false) => return Some(None),
+        },
+        EventKind::Delete => match &ev.prev_kv {
+            Some(p) if was => ("DELETED", &p.value),
+            _ => return Some(None),
+        },
     };
     let mut out = Vec::with_capacity(stored.len() + 64);
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
-    if !raw_object::append_with_resource_version(stored, ev.kv.mod_revision, &mut out) {
+    // A deletion shows the last state with the deletion's revision, as upstream does.
+    let rv = ev.kv.mod_revision;
+    let spliced = if as_metadata {
+        raw_object::append_partial_metadata(stored, rv, &mut out)
+    } else {
+        raw_object::append_with_resource_version(stored, rv, &mut out)
+    };
+    if !spliced {
         return None;
     }
     out.extend_from_slice(b"}\n");
-    Some(Bytes::from(out))
+    Some(Some(Bytes::from(out)))
 }
 
 /// Send one store item to the client; false when the watch is over.
@@ -191,9 +213,11 @@ async fn deliver(
     match item {
         Some(Ok(ev)) => {
             *last = ev.revision();
-            if enc.raw {
-                if let Some(line) = raw_line(&ev) {
-                    return tx.send(line).await;
+            if enc.splice {
+                match spliced_line(&ev, sel, enc.as_metadata) {
+                    Some(Some(line)) => return tx.send(line).await,
+                    Some(None) => return true,
+                    None => {}
                 }
             }
             match translate(&enc.rt, &ev, sel) {
@@ -236,12 +260,7 @@ pub async fn watch(
         as_table,
         as_metadata,
         table_version: table_version.unwrap_or(table::TABLE_V1),
-        raw: !as_table
-            && !as_metadata
-            && !proto
-            && sel.label.is_empty()
-            && sel.field.is_empty()
-            && t.rt.custom.is_none(),
+        splice: !as_table && !proto && t.rt.custom.is_none(),
         proto,
     };
     let bookmarks = query
@@ -379,6 +398,12 @@ mod tests {
         }
     }
 
+    fn line(ev: &WatchEvent) -> Bytes {
+        spliced_line(ev, &Selectors::everything(), false)
+            .expect("spliceable")
+            .expect("seen")
+    }
+
     fn parse(line: Bytes) -> Value {
         assert!(line.ends_with(b"\n"));
         serde_json::from_slice(&line).unwrap()
@@ -392,7 +417,7 @@ mod tests {
             kv: kv(stored, 2),
             prev_kv: None,
         };
-        let v = parse(raw_line(&added).unwrap());
+        let v = parse(line(&added));
         assert_eq!(v["type"], "ADDED");
         assert_eq!(v["object"]["metadata"]["resourceVersion"], "2");
         let modified = WatchEvent {
@@ -400,16 +425,58 @@ mod tests {
             kv: kv(stored, 3),
             prev_kv: Some(kv(stored, 2)),
         };
-        assert_eq!(parse(raw_line(&modified).unwrap())["type"], "MODIFIED");
+        assert_eq!(parse(line(&modified))["type"], "MODIFIED");
         // A delete shows the last state with the deletion's revision, as upstream does.
         let deleted = WatchEvent {
             kind: EventKind::Delete,
             kv: kv("", 4),
             prev_kv: Some(kv(stored, 3)),
         };
-        let v = parse(raw_line(&deleted).unwrap());
+        let v = parse(line(&deleted));
         assert_eq!(v["type"], "DELETED");
         assert_eq!(v["object"]["metadata"]["name"], "a");
         assert_eq!(v["object"]["metadata"]["resourceVersion"], "4");
+    }
+
+    #[test]
+    fn spliced_lines_follow_objects_into_and_out_of_a_selection() {
+        let sel = Selectors::new(
+            crate::types::selector::LabelSelector::parse("app=a").unwrap(),
+            Default::default(),
+        );
+        let a =
+            r#"{"kind":"ConfigMap","metadata":{"name":"x","labels":{"app":"a"}},"data":{"k":"v"}}"#;
+        let b = r#"{"kind":"ConfigMap","metadata":{"name":"x","labels":{"app":"b"}}}"#;
+        let put = |new: &str, old: Option<&str>| WatchEvent {
+            kind: EventKind::Put,
+            kv: kv(new, 5),
+            prev_kv: old.map(|o| kv(o, 4)),
+        };
+        let seen = |ev: &WatchEvent, meta: bool| {
+            spliced_line(ev, &sel, meta).expect("spliceable").map(parse)
+        };
+        assert_eq!(seen(&put(a, None), false).unwrap()["type"], "ADDED");
+        assert!(seen(&put(b, None), false).is_none());
+        assert!(seen(&put(b, Some(b)), false).is_none());
+        let left = seen(&put(b, Some(a)), false).unwrap();
+        assert_eq!(left["type"], "DELETED");
+        assert_eq!(left["object"]["metadata"]["labels"]["app"], "b");
+        let joined = seen(&put(a, Some(b)), true).unwrap();
+        assert_eq!(joined["type"], "ADDED");
+        assert_eq!(joined["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(joined["object"]["metadata"]["resourceVersion"], "5");
+        assert!(joined["object"].get("data").is_none());
+        let deleted = WatchEvent {
+            kind: EventKind::Delete,
+            kv: kv("", 6),
+            prev_kv: Some(kv(a, 5)),
+        };
+        let gone = seen(&deleted, false).unwrap();
+        assert_eq!(gone["type"], "DELETED");
+        assert_eq!(gone["object"]["data"]["k"], "v");
+        assert_eq!(gone["object"]["metadata"]["resourceVersion"], "6");
+        // Bytes that are not an object with metadata take the slow path.
+        let odd = put(r#"{"kind":"X"}"#, None);
+        assert!(spliced_line(&odd, &Selectors::everything(), false).is_none());
     }
 }

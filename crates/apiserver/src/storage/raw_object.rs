@@ -41,23 +41,168 @@ pub fn append_with_resource_version(stored: &[u8], rv: i64, out: &mut Vec<u8>) -
     let Some((at, meta)) = metadata(stored) else {
         return false;
     };
-    let empty = meta[1..].trim_start().starts_with('}');
     out.reserve(stored.len() + 48);
-    out.extend_from_slice(&stored[..at + 1]);
-    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(&stored[..at]);
+    push_metadata(meta, rv, out);
+    out.extend_from_slice(&stored[at + meta.len()..]);
+    true
+}
+
+/// Append the stored object as a PartialObjectMetadata (its metadata, with
+/// `resourceVersion` set to `rv`, under meta.k8s.io/v1's kind), as a metadata informer
+/// reads it. False (nothing appended) as for `append_with_resource_version`.
+pub fn append_partial_metadata(stored: &[u8], rv: i64, out: &mut Vec<u8>) -> bool {
+    let Some((_, meta)) = metadata(stored) else {
+        return false;
+    };
+    out.reserve(meta.len() + 128);
+    out.extend_from_slice(
+        br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
+    );
+    push_metadata(meta, rv, out);
+    out.push(b'}');
+    true
+}
+
+/// `meta` (an object's text) with `resourceVersion` first.
+fn push_metadata(meta: &str, rv: i64, out: &mut Vec<u8>) {
+    let empty = meta[1..].trim_start().starts_with('}');
+    out.extend_from_slice(b"{\"resourceVersion\":\"");
     out.extend_from_slice(rv.to_string().as_bytes());
     out.push(b'"');
     if !empty {
         out.push(b',');
     }
-    out.extend_from_slice(&stored[at + 1..]);
-    true
+    out.extend_from_slice(&meta.as_bytes()[1..]);
 }
 
 /// The stored object's metadata, parsed alone (for label selectors), without the rest.
 pub fn parse_metadata(stored: &[u8]) -> Option<Value> {
     let (_, meta) = metadata(stored)?;
     serde_json::from_str(meta).ok()
+}
+
+/// The fields of a stored object some reader needs (a selector's), as a tree of keys: a
+/// leaf keeps its whole value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Paths {
+    whole: bool,
+    keys: Vec<(String, Paths)>,
+}
+
+impl Paths {
+    /// Keep the value at `path` (its segments from the object's top).
+    pub fn add(&mut self, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else {
+            self.whole = true;
+            self.keys.clear();
+            return;
+        };
+        if self.whole {
+            return;
+        }
+        let i = match self.keys.iter().position(|(k, _)| k == first) {
+            Some(i) => i,
+            None => {
+                self.keys.push(((*first).to_string(), Paths::default()));
+                self.keys.len() - 1
+            }
+        };
+        self.keys[i].1.add(rest);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.whole && self.keys.is_empty()
+    }
+}
+
+/// The stored object with only `paths` in it: what evaluating a selector needs, without
+/// building the rest (a pod's containers, status…) as a tree. None if it is not JSON.
+pub fn parse_paths(stored: &[u8], paths: &Paths) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_slice(stored);
+    let v = serde::de::DeserializeSeed::deserialize(Pruned(paths), &mut de).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+struct Pruned<'a>(&'a Paths);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.whole {
+            return serde::Deserialize::deserialize(d);
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pruned<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(i) = map.next_key_seed(KeyIndex(&self.0.keys))? {
+            match i {
+                Some(i) => {
+                    let (name, sub) = &self.0.keys[i];
+                    let v = map.next_value_seed(Pruned(sub))?;
+                    out.insert(name.clone(), v);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+    // A path through an array or a scalar selects nothing below it; scalars are kept so
+    // that reading the path finds no object there, as with the whole value.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Value::Array(Vec::new()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// A map key as its index among the wanted keys (None: skip its value), without
+/// allocating the key.
+struct KeyIndex<'a>(&'a [(String, Paths)]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIndex<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIndex<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|(k, _)| k == v))
+    }
 }
 
 #[cfg(test)]
@@ -103,5 +248,45 @@ mod tests {
     fn metadata_parses_alone() {
         let m = parse_metadata(br#"{"data":{"a":"b"},"metadata":{"labels":{"x":"y"}}}"#).unwrap();
         assert_eq!(m["labels"]["x"], "y");
+    }
+
+    #[test]
+    fn partial_metadata_is_the_metadata_with_its_resource_version() {
+        let mut out = Vec::new();
+        assert!(append_partial_metadata(
+            br#"{"kind":"Pod","metadata":{"name":"a"},"spec":{"x":1}}"#,
+            9,
+            &mut out
+        ));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"name": "a", "resourceVersion": "9"}})
+        );
+        assert!(!append_partial_metadata(br#"{"kind":"X"}"#, 1, &mut out));
+    }
+
+    #[test]
+    fn a_pruned_parse_keeps_only_the_paths_asked_for() {
+        let mut paths = Paths::default();
+        paths.add(&["metadata", "labels"]);
+        paths.add(&["spec", "nodeName"]);
+        paths.add(&["status", "phase", "deeper"]);
+        let stored = br#"{"metadata":{"name":"a","labels":{"x":"y","z":"w"}},
+            "spec":{"containers":[{"name":"c"}],"nodeName":"n1","n\u0061me":"esc"},
+            "status":{"phase":"Running"},"extra":{"metadata":{}}}"#;
+        let v = parse_paths(stored, &paths).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"metadata": {"labels": {"x": "y", "z": "w"}},
+                "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})
+        );
+        // A shorter path keeps the whole subtree, whatever was asked below it.
+        paths.add(&["spec"]);
+        let v = parse_paths(stored, &paths).unwrap();
+        assert_eq!(v["spec"]["containers"][0]["name"], "c");
+        assert!(parse_paths(b"{\"metadata\":", &paths).is_none());
+        assert!(Paths::default().is_empty());
     }
 }

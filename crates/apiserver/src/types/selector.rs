@@ -417,6 +417,14 @@ impl FieldSelector {
             .map(|(_, _, v)| v.as_str())
     }
 
+    /// The object paths `matches` reads (for a parse of only those).
+    pub fn paths(&self) -> impl Iterator<Item = Vec<&str>> {
+        self.0.iter().map(|(field, _, _)| match field.as_str() {
+            "source" => vec!["source", "component"],
+            f => f.split('.').collect(),
+        })
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(field, eq, want)| {
             let got = field_value(obj, field);
