@@ -164,6 +164,7 @@ impl PodInfo {
 /// One node and the pods placed (or assumed) on it, with their sums.
 #[derive(Debug, Default)]
 pub struct NodeInfo {
+    pub name: String,
     pub node: Option<Arc<Node>>,
     pub allocatable: Resources,
     pub requested: Resources,
@@ -387,9 +388,14 @@ impl NodeChange {
 
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: Map<String, NodeInfo>,
-    /// Names of the nodes that exist (have a Node object), sorted: the iteration order.
-    order: Vec<String>,
+    /// Every node known, sorted by name: those that exist (have a Node object) and those
+    /// gone with pods still bound there. A cycle walks them all several times (prefilters,
+    /// filters); a walk of a vector, not a lookup per name, keeps that off the profile.
+    nodes: Vec<NodeInfo>,
+    /// Each name's position in `nodes`.
+    positions: Map<String, usize>,
+    /// How many of `nodes` exist.
+    existing: usize,
     pods: Map<String, PodEntry>,
     /// Namespace labels, for affinity terms' `namespaceSelector`.
     pub namespaces: Map<String, BTreeMap<String, String>>,
@@ -476,17 +482,61 @@ impl AntiTerms {
 }
 
 impl Cache {
-    pub fn node_names(&self) -> &[String] {
-        &self.order
+    /// Every node known, sorted by name, including those gone with pods still bound (`node`
+    /// is None): a cycle walks this from a rotating start.
+    pub fn node_slots(&self) -> &[NodeInfo] {
+        &self.nodes
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.get(name).filter(|n| n.node.is_some())
+        self.positions
+            .get(name)
+            .map(|&i| &self.nodes[i])
+            .filter(|n| n.node.is_some())
     }
 
-    /// Nodes in iteration order.
+    /// The nodes that exist, sorted by name.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.order.iter().filter_map(|n| self.nodes.get(n))
+        self.nodes.iter().filter(|n| n.node.is_some())
+    }
+
+    /// The entry for `name`, made (in name order) if there is none.
+    fn slot(&mut self, name: &str) -> &mut NodeInfo {
+        if let Some(&i) = self.positions.get(name) {
+            return &mut self.nodes[i];
+        }
+        let at = self.nodes.partition_point(|n| n.name.as_str() < name);
+        self.nodes.insert(
+            at,
+            NodeInfo {
+                name: name.to_string(),
+                ..NodeInfo::default()
+            },
+        );
+        self.positions.insert(name.to_string(), at);
+        self.renumber(at + 1);
+        &mut self.nodes[at]
+    }
+
+    fn slot_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
+        let i = *self.positions.get(name)?;
+        Some(&mut self.nodes[i])
+    }
+
+    fn remove_slot(&mut self, name: &str) {
+        if let Some(i) = self.positions.remove(name) {
+            self.nodes.remove(i);
+            self.renumber(i);
+        }
+    }
+
+    /// Positions from `from` on moved (nodes come and go rarely; most arrive in name order).
+    fn renumber(&mut self, from: usize) {
+        for (i, n) in self.nodes.iter().enumerate().skip(from) {
+            if let Some(p) = self.positions.get_mut(n.name.as_str()) {
+                *p = i;
+            }
+        }
     }
 
     /// Whether any placed pod has terms that score others.
@@ -495,7 +545,7 @@ impl Cache {
     }
 
     pub fn node_count(&self) -> usize {
-        self.order.len()
+        self.existing
     }
 
     /// The required anti-affinity terms of placed pods that may match `pod` (a superset:
@@ -564,7 +614,7 @@ impl Cache {
     /// Add or replace a node; says what changed that could let a waiting pod fit.
     pub fn upsert_node(&mut self, node: Arc<Node>) -> NodeChange {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let info = self.nodes.entry(name.clone()).or_default();
+        let info = self.slot(&name);
         let change = match &info.node {
             None => NodeChange {
                 added: true,
@@ -587,23 +637,22 @@ impl Cache {
         let was_new = info.node.is_none();
         info.node = Some(node);
         if was_new {
-            if let Err(i) = self.order.binary_search(&name) {
-                self.order.insert(i, name);
-            }
+            self.existing += 1;
         }
         change
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        if let Some(info) = self.nodes.get_mut(name) {
-            info.node = None;
-            // Pods still bound there keep their entry until they are deleted (as upstream).
-            if info.pods.is_empty() {
-                self.nodes.remove(name);
-            }
+        let Some(info) = self.slot_mut(name) else {
+            return;
+        };
+        let (existed, unused) = (info.node.take().is_some(), info.pods.is_empty());
+        if existed {
+            self.existing -= 1;
         }
-        if let Ok(i) = self.order.binary_search_by(|n| n.as_str().cmp(name)) {
-            self.order.remove(i);
+        // Pods still bound there keep their entry until they are deleted (as upstream).
+        if unused {
+            self.remove_slot(name);
         }
     }
 
@@ -684,19 +733,16 @@ impl Cache {
             self.anti_terms.add(&info, node);
         }
         self.index_labels(&info, node, true);
-        self.nodes
-            .entry(node.to_string())
-            .or_default()
-            .add_pod(info);
+        self.slot(node).add_pod(info);
     }
 
     fn detach(&mut self, uid: &str, node: &str) {
-        let Some(n) = self.nodes.get_mut(node) else {
+        let Some(n) = self.slot_mut(node) else {
             return;
         };
         let removed = n.remove_pod(uid);
         if n.node.is_none() && n.pods.is_empty() {
-            self.nodes.remove(node);
+            self.remove_slot(node);
         }
         if let Some(p) = removed {
             if p.terms.scores_others() {
@@ -775,7 +821,14 @@ mod tests {
         assert!(c.node("later").is_none());
         c.upsert_node(node("later"));
         assert_eq!(c.node("later").unwrap().requested.milli_cpu, 1000);
-        assert_eq!(c.node_names(), &["later".to_string(), "n1".to_string()]);
+        let names: Vec<&str> = c.nodes().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["later", "n1"]);
+        c.remove_node("later");
+        assert!(c.node("later").is_none());
+        assert_eq!(c.node("n1").unwrap().name, "n1");
+        assert_eq!(c.node_count(), 1);
+        // Its pod still counts there until it goes.
+        assert_eq!(c.node_slots().len(), 2);
     }
 
     #[test]

@@ -174,9 +174,9 @@ pub fn find_feasible<'c>(
     start: usize,
     nominated: &HashMap<String, Nominated>,
 ) -> Filtered<'c> {
-    let names = cache.node_names();
-    let all = names.len();
-    let want = num_feasible_nodes_to_find(all);
+    let slots = cache.node_slots();
+    let all = slots.len();
+    let want = num_feasible_nodes_to_find(cache.node_count());
     let mut out = Filtered {
         feasible: Vec::new(),
         rejected: Vec::new(),
@@ -186,14 +186,14 @@ pub fn find_feasible<'c>(
         if out.feasible.len() >= want {
             break;
         }
-        let name = &names[(start + i) % all];
-        let Some(node) = cache.node(name) else {
+        let node = &slots[(start + i) % all];
+        if node.node.is_none() {
             continue;
-        };
+        }
         out.processed += 1;
-        match cycle.filter(node, nominated.get(name)) {
+        match cycle.filter(node, nominated.get(&node.name)) {
             Ok(()) => out.feasible.push(node),
-            Err(r) => out.rejected.push((name.clone(), r)),
+            Err(r) => out.rejected.push((node.name.clone(), r)),
         }
     }
     out

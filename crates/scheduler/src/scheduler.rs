@@ -197,7 +197,7 @@ fn decide(
     }
     let start = st.next_start;
     let filtered = find_feasible(&cycle, &st.cache, start, &nominated);
-    st.next_start = (start + filtered.processed) % all.max(1);
+    st.next_start = (start + filtered.processed) % st.cache.node_slots().len().max(1);
     if filtered.feasible.len() == 1 {
         let node = filtered.feasible[0].name().to_string();
         return assume(st, info, pod, node);
