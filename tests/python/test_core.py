@@ -83,6 +83,51 @@ def test_watch_stream_sees_changes(core):
     assert seen == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"), ("DELETED", "w", "2")]
 
 
+def test_selected_watches_and_lists_follow_objects_in_and_out(core):
+    ns = make_ns(core, "py-selected")
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+
+    def cm(name, app):
+        return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels={"app": app}), data={"n": name})
+
+    core.create_namespaced_config_map(ns, cm("x", "a"))
+    core.patch_namespaced_config_map("x", ns, {"metadata": {"labels": {"app": "b"}}})
+    core.patch_namespaced_config_map("x", ns, {"metadata": {"labels": {"app": "a"}}})
+    core.create_namespaced_config_map(ns, cm("y", "b"))
+    # A field selector lists by the same parse of the selected fields.
+    by_name = core.list_namespaced_config_map(ns, field_selector="metadata.name=y")
+    assert [(i.metadata.name, i.data) for i in by_name.items] == [("y", {"n": "y"})]
+    assert int(by_name.items[0].metadata.resource_version) > int(rv)
+    both = core.list_namespaced_config_map(ns, field_selector="metadata.name!=kube-root-ca.crt", label_selector="app=a")
+    assert [i.metadata.name for i in both.items] == ["x"]
+    core.delete_namespaced_config_map("x", ns)
+
+    def events(**selectors):
+        seen = []
+        w = watch.Watch()
+        # Everything above happened after rv: the watch replays it, then times out.
+        for event in w.stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=3, **selectors):
+            o = event["object"]
+            seen.append((event["type"], o.metadata.name, (o.metadata.labels or {}).get("app")))
+            assert o.data == {"n": o.metadata.name}
+        return seen
+
+    # Leaving the selection is a DELETED of the object as it now is; coming back an ADDED.
+    assert events(label_selector="app=a") == [
+        ("ADDED", "x", "a"),
+        ("DELETED", "x", "b"),
+        ("ADDED", "x", "a"),
+        ("DELETED", "x", "a"),
+    ]
+    assert events(field_selector="metadata.name=x") == [
+        ("ADDED", "x", "a"),
+        ("MODIFIED", "x", "b"),
+        ("MODIFIED", "x", "a"),
+        ("DELETED", "x", "a"),
+    ]
+    assert events(label_selector="app=b") == [("ADDED", "x", "b"), ("DELETED", "x", "a"), ("ADDED", "y", "b")]
+
+
 def wait_namespace_gone(core, ns, seconds, why):
     deadline = time.time() + seconds
     while time.time() < deadline:

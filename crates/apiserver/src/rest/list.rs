@@ -346,19 +346,23 @@ async fn read_page_with<T>(
 }
 
 /// One list item as JSON bytes with its resourceVersion, if the selectors keep it. Stored
-/// bytes are spliced, not parsed, unless the object has an unexpected shape.
+/// bytes are spliced, not parsed (the selectors read a parse of only their fields), unless
+/// the object has an unexpected shape.
 fn raw_item(kv: &KeyValue, sel: &Selectors) -> Result<Option<Vec<u8>>, ApiError> {
-    if !sel.label.is_empty() {
-        let meta = raw_object::parse_metadata(&kv.value).unwrap_or(Value::Null);
-        if !sel.label.matches(&json!({ "metadata": meta })) {
-            return Ok(None);
+    match sel.matches_stored(&kv.value) {
+        Some(false) => return Ok(None),
+        Some(true) => {
+            let mut out = Vec::new();
+            if raw_object::append_with_resource_version(&kv.value, kv.mod_revision, &mut out) {
+                return Ok(Some(out));
+            }
         }
-    }
-    let mut out = Vec::new();
-    if raw_object::append_with_resource_version(&kv.value, kv.mod_revision, &mut out) {
-        return Ok(Some(out));
+        None => {}
     }
     let obj = decode_stored(kv)?;
+    if !sel.matches(&obj) {
+        return Ok(None);
+    }
     serde_json::to_vec(&obj)
         .map(Some)
         .map_err(|e| ApiError::internal(e.to_string()))
@@ -475,11 +479,7 @@ pub async fn list(
         }
     };
     let metadata_only = crate::encoding::negotiation::metadata_only(accept);
-    if !table::wants_table(accept)
-        && !metadata_only
-        && sel.field.is_empty()
-        && t.rt.custom.is_none()
-    {
+    if !table::wants_table(accept) && !metadata_only && t.rt.custom.is_none() {
         // The common case (informers, kubectl -o json/yaml): stored bytes straight through.
         let page = read_page_with(state, &prefix, limit, start, at, |kv| raw_item(kv, &sel))
             .await

@@ -76,12 +76,6 @@ fn push_metadata(meta: &str, rv: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&meta.as_bytes()[1..]);
 }
 
-/// The stored object's metadata, parsed alone (for label selectors), without the rest.
-pub fn parse_metadata(stored: &[u8]) -> Option<Value> {
-    let (_, meta) = metadata(stored)?;
-    serde_json::from_str(meta).ok()
-}
-
 /// The fields of a stored object some reader needs (a selector's), as a tree of keys: a
 /// leaf keeps its whole value.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -246,8 +240,15 @@ mod tests {
 
     #[test]
     fn metadata_parses_alone() {
-        let m = parse_metadata(br#"{"data":{"a":"b"},"metadata":{"labels":{"x":"y"}}}"#).unwrap();
-        assert_eq!(m["labels"]["x"], "y");
+        let mut labels = Paths::default();
+        labels.add(&["metadata", "labels"]);
+        let m = parse_paths(
+            br#"{"data":{"a":"b"},"metadata":{"labels":{"x":"y"}}}"#,
+            &labels,
+        )
+        .unwrap();
+        assert_eq!(m["metadata"]["labels"]["x"], "y");
+        assert!(m.get("data").is_none());
     }
 
     #[test]
