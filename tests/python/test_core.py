@@ -1,7 +1,6 @@
 """The official Python kubernetes client against capstan: CRUD, selectors, conflicts,
 errors and the watch.Watch stream."""
 import json
-import threading
 import time
 
 import pytest
@@ -62,15 +61,10 @@ def test_watch_stream_sees_changes(core):
     ns = make_ns(core)
     rv = core.list_namespaced_config_map(ns).metadata.resource_version
     seen = []
-
-    def changes():
-        time.sleep(0.3)
-        core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"), data={"n": "1"}))
-        core.patch_namespaced_config_map("w", ns, {"data": {"n": "2"}})
-        core.delete_namespaced_config_map("w", ns)
-
-    t = threading.Thread(target=changes)
-    t.start()
+    # Made before the watch starts: a watch from rv replays every change after it.
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"), data={"n": "1"}))
+    core.patch_namespaced_config_map("w", ns, {"data": {"n": "2"}})
+    core.delete_namespaced_config_map("w", ns)
     w = watch.Watch()
     for event in w.stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=10):
         # The root-CA publisher's kube-root-ca.crt appears in every new namespace too.
@@ -79,7 +73,6 @@ def test_watch_stream_sees_changes(core):
         seen.append((event["type"], event["object"].metadata.name, (event["object"].data or {}).get("n")))
         if event["type"] == "DELETED":
             w.stop()
-    t.join()
     assert seen == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"), ("DELETED", "w", "2")]
 
 
