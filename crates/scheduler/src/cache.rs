@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use crate::plugins::inter_pod_affinity::PodTerms;
 use crate::resources::{self, Resources};
+use crate::selectors::Labels;
 
 /// A host port a pod occupies: ip ("0.0.0.0" when unset), protocol, port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,8 +40,14 @@ pub struct PodInfo {
     /// The whole pod while it is a decision's subject (pending, assumed); once the watch
     /// shows it placed, a shared empty pod: `meta` and `start_time` are what is read of it.
     pub pod: Arc<Pod>,
-    /// Its name, namespace, uid, labels, versions and deletion mark.
-    pub meta: ObjectMeta,
+    pub name: Box<str>,
+    pub namespace: Box<str>,
+    pub resource_version: Option<Box<str>>,
+    /// It has a deletionTimestamp.
+    pub terminating: bool,
+    /// Shared with every pod whose labels are the same (a workload's replicas): a label map
+    /// is ~600 B per pod even with one label, and the cache holds every placed pod.
+    labels: Arc<Labels>,
     pub start_time: Option<Time>,
     pub uid: String,
     pub requests: Resources,
@@ -103,16 +110,11 @@ impl PodInfo {
             aff.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
         let m = &pod.metadata;
         PodInfo {
-            meta: ObjectMeta {
-                name: m.name.clone(),
-                namespace: m.namespace.clone(),
-                uid: m.uid.clone(),
-                labels: m.labels.clone(),
-                resource_version: m.resource_version.clone(),
-                creation_timestamp: m.creation_timestamp.clone(),
-                deletion_timestamp: m.deletion_timestamp.clone(),
-                ..ObjectMeta::default()
-            },
+            name: m.name.as_deref().unwrap_or("").into(),
+            namespace: m.namespace.as_deref().unwrap_or("").into(),
+            resource_version: m.resource_version.as_deref().map(Into::into),
+            terminating: m.deletion_timestamp.is_some(),
+            labels: intern_labels(m.labels.as_ref()),
             start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()),
             uid: pod_key(&pod),
             requests: resources::pod_requests(spec),
@@ -149,16 +151,58 @@ impl PodInfo {
     }
 
     pub fn namespace(&self) -> &str {
-        self.meta.namespace.as_deref().unwrap_or("")
+        &self.namespace
     }
 
     pub fn name(&self) -> &str {
-        self.meta.name.as_deref().unwrap_or("")
+        &self.name
     }
 
     pub fn labels(&self) -> &BTreeMap<String, String> {
-        crate::selectors::labels_of(&self.meta)
+        &self.labels
     }
+
+    /// What addresses the pod in a write (an eviction): name, namespace, uid, version.
+    pub fn object_meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.name.to_string()),
+            namespace: Some(self.namespace.to_string()),
+            // `uid` is the namespace/name when the pod had none (tests' pods).
+            uid: (!self.uid.contains('/')).then(|| self.uid.clone()),
+            resource_version: self.resource_version.as_deref().map(String::from),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// The one shared copy of a label map. Entries no pod holds any more are dropped whenever
+/// the table has doubled since the last such sweep, so it stays within twice what is used.
+fn intern_labels(labels: Option<&Labels>) -> Arc<Labels> {
+    struct Table {
+        maps: HashSet<Arc<Labels>>,
+        sweep_at: usize,
+    }
+    static EMPTY: std::sync::LazyLock<Arc<Labels>> = std::sync::LazyLock::new(Default::default);
+    static TABLE: std::sync::LazyLock<std::sync::Mutex<Table>> = std::sync::LazyLock::new(|| {
+        std::sync::Mutex::new(Table {
+            maps: Default::default(),
+            sweep_at: 1024,
+        })
+    });
+    let Some(labels) = labels.filter(|l| !l.is_empty()) else {
+        return EMPTY.clone();
+    };
+    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(shared) = t.maps.get(labels) {
+        return shared.clone();
+    }
+    if t.maps.len() >= t.sweep_at {
+        t.maps.retain(|m| Arc::strong_count(m) > 1);
+        t.sweep_at = (t.maps.len() * 2).max(1024);
+    }
+    let shared = Arc::new(labels.clone());
+    t.maps.insert(shared.clone());
+    shared
 }
 
 /// One node and the pods placed (or assumed) on it, with their sums.
@@ -274,7 +318,7 @@ impl NodeInfo {
     }
 
     fn count_labels(&mut self, p: &PodInfo, add: bool) {
-        let terminating = p.meta.deletion_timestamp.is_some();
+        let terminating = p.terminating;
         let ns = p.namespace();
         for (k, v) in p.labels() {
             update_label_slot(
@@ -589,7 +633,7 @@ impl Cache {
 
     fn index_labels(&mut self, p: &PodInfo, node: &str, add: bool) {
         let ns = p.namespace();
-        let terminating = p.meta.deletion_timestamp.is_some();
+        let terminating = p.terminating;
         for (k, v) in p.labels() {
             update_label_slot(
                 &mut self.placed_by_label,

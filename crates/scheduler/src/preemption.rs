@@ -36,7 +36,7 @@ pub fn eligible(cycle: &Cycle, cache: &Cache) -> Result<(), String> {
             if node
                 .pods
                 .iter()
-                .any(|p| p.meta.deletion_timestamp.is_some() && p.priority < cycle.pod.priority)
+                .any(|p| p.terminating && p.priority < cycle.pod.priority)
             {
                 return Err(
                     "preemption: not eligible due to a terminating pod on the nominated node."

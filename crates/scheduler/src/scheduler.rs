@@ -241,7 +241,7 @@ fn decide(
                     .iter()
                     .map(|v| {
                         Arc::new(Pod {
-                            metadata: v.meta.clone(),
+                            metadata: v.object_meta(),
                             ..Pod::default()
                         })
                     })

@@ -236,6 +236,44 @@ fn leases_renew_and_a_stopped_node_stops_until_resumed() {
     );
 }
 
+/// A pod at rest (Running, ready, nothing timed ahead) has no worker task of its own: the
+/// simulator keeps its state and starts one again on a change. A node that resumes must
+/// still report such pods afresh, as a kubelet that comes back does, so what the node
+/// lifecycle controller wrote meanwhile (Ready=False) is put right.
+#[test]
+fn a_resumed_node_reports_its_resting_pods_afresh() {
+    let s = Server::start_args(&["--simulated-nodes", "1"]);
+    apply(&s, &pod_yaml("resting", "sim-node-0", "", "", ""));
+    wait_phase(&s, "resting", "Running");
+    wait_for("the pod Ready", WITHIN, || {
+        get_json(&s, &["pod", "resting"]).filter(|p| condition(p, "Ready")["status"] == "True")
+    });
+    s.kubectl_ok(&[
+        "annotate",
+        "node",
+        "sim-node-0",
+        "sim.capstan.io/stopped=true",
+    ]);
+    // What the node lifecycle controller writes for the pods of a node gone silent.
+    s.kubectl_ok(&[
+        "patch",
+        "pod",
+        "resting",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"NodeNotReady"}]}}"#,
+    ]);
+    let pod = get_json(&s, &["pod", "resting"]).expect("pod");
+    assert_eq!(condition(&pod, "Ready")["status"], "False", "{pod}");
+    s.kubectl_ok(&["annotate", "node", "sim-node-0", "sim.capstan.io/stopped-"]);
+    let pod = wait_for("the resumed node to report the pod Ready", WITHIN, || {
+        get_json(&s, &["pod", "resting"]).filter(|p| condition(p, "Ready")["status"] == "True")
+    });
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    assert!(condition(&pod, "Ready")["reason"].is_null(), "{pod}");
+}
+
 #[test]
 fn a_bound_pod_runs_with_an_ip_from_its_nodes_cidr_and_is_ready_after_its_delay() {
     let s = Server::start_args(&["--simulated-nodes", "2"]);

@@ -89,9 +89,39 @@ pub struct Fleet {
     pub nodes: HashMap<String, Arc<SimNode>>,
     /// In registration order.
     pub ordered: Vec<Arc<SimNode>>,
+    /// Names of nodes that resumed (sent by the node watch, taken by the pod watch: its
+    /// parked pods on that node report afresh).
+    pub resumed: tokio::sync::mpsc::UnboundedSender<String>,
+    resumed_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 impl Fleet {
+    pub fn new(
+        client: kube::Client,
+        config: SimConfig,
+        writer: Writer,
+        ordered: Vec<Arc<SimNode>>,
+    ) -> Fleet {
+        let (resumed, rx) = tokio::sync::mpsc::unbounded_channel();
+        Fleet {
+            client,
+            config,
+            writer,
+            nodes: ordered
+                .iter()
+                .map(|n| (n.name.clone(), n.clone()))
+                .collect(),
+            ordered,
+            resumed,
+            resumed_rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// The receiver of `resumed`, once.
+    pub fn take_resumed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        lock(&self.resumed_rx).take()
+    }
+
     pub fn node(&self, name: &str) -> Option<&Arc<SimNode>> {
         self.nodes.get(name)
     }

@@ -18,7 +18,6 @@ mod pod_view;
 mod pod_watch;
 mod pod_worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,16 +126,8 @@ fn plan(config: &SimConfig) -> Result<Vec<Arc<SimNode>>, SimError> {
 pub async fn run(client: kube::Client, config: SimConfig) -> Result<(), SimError> {
     let ordered = plan(&config)?;
     let started = Instant::now();
-    let fleet = Arc::new(Fleet {
-        client,
-        writer: crate::api_retry::Writer::new(config.max_concurrent_writes),
-        nodes: ordered
-            .iter()
-            .map(|n| (n.name.clone(), n.clone()))
-            .collect::<HashMap<_, _>>(),
-        ordered,
-        config,
-    });
+    let writer = crate::api_retry::Writer::new(config.max_concurrent_writes);
+    let fleet = Arc::new(Fleet::new(client, config, writer, ordered));
     let concurrency = fleet.config.max_concurrent_writes.max(1);
     let mut registered = futures::stream::iter(fleet.ordered.clone())
         .map(|n| {

@@ -32,11 +32,15 @@ pub async fn run(fleet: Arc<Fleet>) {
                     .as_ref()
                     .and_then(|a| a.get(ANNOTATION_STOPPED))
                     .is_some_and(|v| v == "true");
-                node.stopped.send_if_modified(|s| {
+                let resumed = node.stopped.send_if_modified(|s| {
                     let changed = *s != stop;
                     *s = stop;
                     changed
-                });
+                }) && !stop;
+                if resumed {
+                    // Err: the pod watch is gone (the simulator is stopping).
+                    let _ = fleet.resumed.send(node.name.clone());
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "node watch failed; retrying with back-off"),

@@ -65,11 +65,7 @@ fn count_matching(node: &NodeInfo, sel: Option<&LabelSelector>, ns: &str) -> i64
     }
     node.pods
         .iter()
-        .filter(|p| {
-            p.meta.deletion_timestamp.is_none()
-                && p.namespace() == ns
-                && selector_matches(sel, p.labels())
-        })
+        .filter(|p| !p.terminating && p.namespace() == ns && selector_matches(sel, p.labels()))
         .count() as i64
 }
 
