@@ -26,16 +26,16 @@ const WEIGHT_TAINTS: i64 = 3;
 pub type Nominated = (usize, Resources);
 
 /// What is computed once per pod per cycle (upstream's CycleState after PreFilter).
-pub struct Cycle {
+pub struct Cycle<'c> {
     pub pod: Arc<PodInfo>,
-    affinity: inter_pod_affinity::FilterState,
-    spread: topology_spread::FilterState,
+    affinity: inter_pod_affinity::FilterState<'c>,
+    spread: topology_spread::FilterState<'c>,
     /// Node selectors of the volumes the pod's bound claims name (usually none).
     volume_affinity: Vec<k8s_openapi::api::core::v1::NodeSelector>,
 }
 
-impl Cycle {
-    pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> Cycle {
+impl<'c> Cycle<'c> {
+    pub fn new(pod: Arc<PodInfo>, cache: &'c Cache) -> Cycle<'c> {
         let affinity = inter_pod_affinity::prefilter(&pod, &pod.terms, cache);
         let spread = topology_spread::prefilter(&pod, crate::cache::spec_of(&pod.pod), cache);
         Cycle {
@@ -50,7 +50,7 @@ impl Cycle {
     pub fn with_volume_affinity(
         mut self,
         affinity: Vec<k8s_openapi::api::core::v1::NodeSelector>,
-    ) -> Cycle {
+    ) -> Cycle<'c> {
         self.volume_affinity = affinity;
         self
     }
@@ -169,7 +169,7 @@ pub struct Filtered<'c> {
 
 /// Filter from `start` round the node list until enough feasible nodes are found.
 pub fn find_feasible<'c>(
-    cycle: &Cycle,
+    cycle: &Cycle<'_>,
     cache: &'c Cache,
     start: usize,
     nominated: &HashMap<String, Nominated>,

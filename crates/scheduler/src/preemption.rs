@@ -20,7 +20,7 @@ pub struct Plan {
 }
 
 /// upstream `PodEligibleToPreemptOthers`; Err is the PostFilter message.
-pub fn eligible(cycle: &Cycle, cache: &Cache) -> Result<(), String> {
+pub fn eligible(cycle: &Cycle<'_>, cache: &Cache) -> Result<(), String> {
     let pod = &cycle.pod.pod;
     let spec = pod.spec.as_ref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
@@ -95,7 +95,7 @@ struct Candidate {
 /// upstream `SelectVictimsOnNode`: remove every lower-priority pod; if the pod then fits,
 /// add back as many as possible, most important first, PDB-protected ones before others.
 fn victims_on(
-    cycle: &Cycle,
+    cycle: &Cycle<'_>,
     cache: &Cache,
     name: &str,
     pdbs: &[Arc<PodDisruptionBudget>],
@@ -151,7 +151,7 @@ fn victims_on(
 
 /// Pick a node and victims, or say (in upstream's words) why preemption cannot help.
 pub fn plan(
-    cycle: &Cycle,
+    cycle: &Cycle<'_>,
     cache: &Cache,
     rejected: &[(String, Rejection)],
     pdbs: &[Arc<PodDisruptionBudget>],

@@ -19,12 +19,13 @@ pub const REASON_EXISTING_ANTI: &str = "node(s) didn't satisfy existing pods ant
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
 /// Counts (or weights) per topology pair, as key → value → n: filters and scores look a
-/// node's labels up by reference, with no key built per node.
+/// node's labels up by reference, with no key built per node. Values are the cache's own
+/// label values, borrowed (with hostname as the key, one per node the term's pods are on).
 #[derive(Debug, Default)]
-pub struct PairCounts(Map<String, Map<String, i64>>);
+pub struct PairCounts<'c>(Map<String, Map<&'c str, i64>>);
 
-impl PairCounts {
-    fn add(&mut self, node: &NodeInfo, key: &str, n: i64) {
+impl<'c> PairCounts<'c> {
+    fn add(&mut self, node: &'c NodeInfo, key: &str, n: i64) {
         let Some(value) = node.labels().get(key) else {
             return;
         };
@@ -32,12 +33,7 @@ impl PairCounts {
             Some(v) => v,
             None => self.0.entry(key.to_string()).or_default(),
         };
-        match values.get_mut(value) {
-            Some(c) => *c += n,
-            None => {
-                values.insert(value.clone(), n);
-            }
-        }
+        *values.entry(value.as_str()).or_insert(0) += n;
     }
 
     fn get(&self, key: &str, value: &str) -> i64 {
@@ -253,17 +249,17 @@ impl PodTerms {
 
 /// upstream's PreFilter state: counts of matching pods per topology pair.
 #[derive(Default)]
-pub struct FilterState {
-    existing_anti: PairCounts,
-    affinity: PairCounts,
-    anti: PairCounts,
+pub struct FilterState<'c> {
+    existing_anti: PairCounts<'c>,
+    affinity: PairCounts<'c>,
+    anti: PairCounts<'c>,
     required_affinity: Vec<Term>,
     required_anti: Vec<Term>,
     /// The pod matches all its own affinity terms (the first of a group may go anywhere).
     self_match: bool,
 }
 
-pub fn prefilter(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> FilterState {
+pub fn prefilter<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> FilterState<'c> {
     let mut s = FilterState::default();
     let ns = &cache.namespaces;
     // Existing pods' required anti-affinity against the incoming pod.
@@ -289,7 +285,7 @@ pub fn prefilter(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> FilterState 
 
 /// The pods `t` matches, per value of its topology key. A selector of one label (most
 /// are) reads the cache's index of where such pods are placed; others ask every node.
-fn count_term(t: &Term, cache: &Cache, out: &mut PairCounts) {
+fn count_term<'c>(t: &Term, cache: &'c Cache, out: &mut PairCounts<'c>) {
     let ns = &cache.namespaces;
     if let Some((k, v)) = t.single_label() {
         for (name, n) in cache.placed_with_label(k, v, |n| t.namespace_ok(n, ns), false) {
@@ -307,7 +303,7 @@ fn count_term(t: &Term, cache: &Cache, out: &mut PairCounts) {
     }
 }
 
-pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
+pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
     let labels = node.labels();
     // Affinity: every term's topology label on the node, and a matching pod in its domain.
     let mut pods_exist = true;
@@ -350,7 +346,7 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
     // Few topology keys, many labels: look the node's value up for each counted key.
     for (key, counts) in &s.existing_anti.0 {
         if let Some(v) = labels.get(key) {
-            if counts.get(v).copied().unwrap_or(0) > 0 {
+            if counts.get(v.as_str()).copied().unwrap_or(0) > 0 {
                 return Err(Rejection::new(
                     Plugin::InterPodAffinity,
                     Code::Unschedulable,
@@ -364,14 +360,14 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
 
 /// upstream PreScore: weights per topology pair, from both the incoming pod's preferred
 /// terms and existing pods' terms that match it. None when nothing could score.
-pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<PairCounts> {
+pub fn prescore<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> Option<PairCounts<'c>> {
     let own = terms.has_preferred();
     if !own && !cache.any_pod_scores_others() {
         return None;
     }
     let ns = &cache.namespaces;
     let mut scores = PairCounts::default();
-    let mut add = |node: &NodeInfo, t: &Term, w: i64| scores.add(node, &t.topology_key, w);
+    let mut add = |node: &'c NodeInfo, t: &Term, w: i64| scores.add(node, &t.topology_key, w);
     for node in cache.nodes() {
         if own {
             for existing in &node.pods {
@@ -393,12 +389,12 @@ pub fn prescore(pod: &PodInfo, terms: &PodTerms, cache: &Cache) -> Option<PairCo
     Some(scores)
 }
 
-pub fn score(pairs: &PairCounts, node: &NodeInfo) -> i64 {
+pub fn score(pairs: &PairCounts<'_>, node: &NodeInfo) -> i64 {
     let labels: &BTreeMap<String, String> = node.labels();
     pairs
         .0
         .iter()
-        .filter_map(|(k, values)| labels.get(k).and_then(|v| values.get(v)))
+        .filter_map(|(k, values)| labels.get(k).and_then(|v| values.get(v.as_str())))
         .sum()
 }
 

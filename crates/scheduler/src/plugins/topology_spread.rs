@@ -93,11 +93,13 @@ fn has_all_keys(cs: &[Constraint], node: &NodeInfo) -> bool {
         .all(|c| node.labels().contains_key(&c.topology_key))
 }
 
-/// upstream PreFilter state: matching pods per domain, per constraint.
+/// upstream PreFilter state: matching pods per domain, per constraint. Domains are the
+/// cache's own label values, borrowed: with hostname as the key there is a domain per node,
+/// and an owned copy of each was a thousand allocations per pod placed.
 #[derive(Default)]
-pub struct FilterState {
+pub struct FilterState<'c> {
     constraints: Vec<Constraint>,
-    counts: Vec<Map<String, i64>>,
+    counts: Vec<Map<&'c str, i64>>,
     /// Per constraint, the global minimum the skew is measured against (0 with fewer
     /// domains than minDomains), computed once here rather than per filtered node: with
     /// hostname as the key there is a domain per node, so a per-node minimum cost O(nodes²).
@@ -105,13 +107,13 @@ pub struct FilterState {
     self_match: Vec<bool>,
 }
 
-pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
+pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterState<'c> {
     let cs = constraints(pod, spec, "DoNotSchedule");
     if cs.is_empty() {
         return FilterState::default();
     }
     let ns = pod.namespace();
-    let mut counts: Vec<Map<String, i64>> = vec![Map::default(); cs.len()];
+    let mut counts: Vec<Map<&'c str, i64>> = vec![Map::default(); cs.len()];
     // A selector of one label is counted from the cache's index of where such pods are
     // (below): the pass over every node then only lists the eligible domains.
     let indexed: Vec<Option<(&str, &str)>> = cs
@@ -130,13 +132,9 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
                 Some(_) => 0,
                 None => count_matching(node, c.selector.as_ref(), ns),
             };
-            let v = &node.labels()[&c.topology_key];
-            match counts[i].get_mut(v) {
-                Some(total) => *total += n,
-                None => {
-                    counts[i].insert(v.clone(), n);
-                }
-            }
+            *counts[i]
+                .entry(node.labels()[&c.topology_key].as_str())
+                .or_insert(0) += n;
         }
     }
     for (i, c) in cs.iter().enumerate() {
@@ -148,7 +146,7 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
             if !has_all_keys(&cs, node) || !eligible(c, spec, node) {
                 continue;
             }
-            if let Some(total) = counts[i].get_mut(&node.labels()[&c.topology_key]) {
+            if let Some(total) = counts[i].get_mut(node.labels()[&c.topology_key].as_str()) {
                 *total += n;
             }
         }
@@ -180,7 +178,7 @@ pub fn prefilter(pod: &PodInfo, spec: &PodSpec, cache: &Cache) -> FilterState {
     }
 }
 
-pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
+pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
     for (i, c) in s.constraints.iter().enumerate() {
         let Some(value) = node.labels().get(&c.topology_key) else {
             return Err(Rejection::new(
@@ -189,7 +187,7 @@ pub fn filter(s: &FilterState, node: &NodeInfo) -> Result<(), Rejection> {
                 REASON_LABEL,
             ));
         };
-        let here = s.counts[i].get(value).copied().unwrap_or(0);
+        let here = s.counts[i].get(value.as_str()).copied().unwrap_or(0);
         let skew = here + s.self_match[i] as i64 - s.mins[i];
         if skew > c.max_skew {
             return Err(Rejection::new(
