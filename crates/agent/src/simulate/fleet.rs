@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,6 +29,9 @@ pub struct SimNode {
     pub conditions: Mutex<Option<serde_json::Value>>,
     /// True while the node is stopped: no heartbeats, no pod status.
     pub stopped: watch::Sender<bool>,
+    /// How many times the node resumed: a pod worker that parked before a resume it did not
+    /// see reports afresh when it is taken back (the resume and the parking race).
+    pub resumes: AtomicU64,
 }
 
 impl SimNode {
@@ -43,6 +47,7 @@ impl SimNode {
             lease: tokio::sync::Mutex::new(None),
             conditions: Mutex::new(None),
             stopped: watch::Sender::new(false),
+            resumes: AtomicU64::new(0),
         }
     }
 

@@ -38,6 +38,8 @@ pub async fn run(fleet: Arc<Fleet>) {
                     changed
                 }) && !stop;
                 if resumed {
+                    node.resumes
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     // Err: the pod watch is gone (the simulator is stopping).
                     let _ = fleet.resumed.send(node.name.clone());
                 }

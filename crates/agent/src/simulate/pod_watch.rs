@@ -3,6 +3,7 @@
 //! a worker with nothing timed ahead parks its state here until the pod changes again.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -130,6 +131,10 @@ fn take_parked(
         Worker::Live { tx, .. } => {
             let newest = tx.borrow().clone();
             match fleet.node(&newest.node) {
+                // The node resumed after the worker last saw it running: report afresh.
+                Some(node) if node.resumes.load(Ordering::SeqCst) != p.resumes_seen => {
+                    spawn(fleet, node.clone(), park, newest, p.state.resumed())
+                }
                 Some(node) if !Arc::ptr_eq(&newest, &p.view) => {
                     spawn(fleet, node.clone(), park, newest, p.state)
                 }

@@ -58,6 +58,8 @@ impl WorkerState {
 pub struct Parked {
     pub view: Arc<PodView>,
     pub state: WorkerState,
+    /// `SimNode::resumes` when the worker last saw its node running.
+    pub resumes_seen: u64,
 }
 
 pub type ParkSender = tokio::sync::mpsc::UnboundedSender<(String, Parked)>;
@@ -78,6 +80,7 @@ pub async fn run(
     } = st;
     loop {
         let view = rx.borrow_and_update().clone();
+        let resumes_seen = node.resumes.load(std::sync::atomic::Ordering::SeqCst);
         if *stopped.borrow_and_update() {
             // A stopped node's kubelet is gone: nothing moves until it resumes.
             tokio::select! {
@@ -160,7 +163,12 @@ pub async fn run(
                 reported_exit_error,
             };
             // Err: the watch is gone, and the state with it (its address released).
-            let _ = park.send((view.uid.clone(), Parked { view, state }));
+            let parked = Parked {
+                view,
+                state,
+                resumes_seen,
+            };
+            let _ = park.send((parked.view.uid.clone(), parked));
             return;
         }
         let sleep = async {

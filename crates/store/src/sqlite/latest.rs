@@ -66,7 +66,8 @@ struct Dicts {
 }
 
 /// The kind of a key: its first three segments (`/registry/pods/`, `/registry/apps/`). A
-/// grouped kind shares its group's dictionary, which costs only compression.
+/// grouped kind shares its group's dictionary, which costs only compression. Keys of fewer
+/// segments (not the API server's) share one kind, so their number bounds nothing here.
 fn kind_of(key: &[u8]) -> &[u8] {
     let mut slashes = 0;
     for (i, b) in key.iter().enumerate() {
@@ -77,7 +78,7 @@ fn kind_of(key: &[u8]) -> &[u8] {
             }
         }
     }
-    key
+    &[]
 }
 
 impl Dicts {
@@ -394,7 +395,8 @@ mod tests {
             kind_of(b"/registry/apps/deployments/ns/d"),
             b"/registry/apps/"
         );
-        assert_eq!(kind_of(b"/registry/nodes"), b"/registry/nodes");
+        assert_eq!(kind_of(b"/registry/nodes"), b"");
+        assert_eq!(kind_of(b"a"), b"");
         assert_eq!(kind_of(b""), b"");
     }
 }
