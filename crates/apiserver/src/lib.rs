@@ -36,9 +36,23 @@ use serving::{auth, inflight, panic_guard, request_info};
 use telemetry::{health, metrics};
 use types::{builtin as builtin_types, cel_runner, registry};
 
-/// What every handler can reach.
+/// What every handler can reach: one allocation every request shares. A clone is one
+/// reference count; cloning the fields themselves (about twenty `Arc`s) happened several
+/// times per request (each middleware layer and extractor takes its own copy).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<ServerState>);
+
+impl std::ops::Deref for AppState {
+    type Target = ServerState;
+
+    fn deref(&self) -> &ServerState {
+        &self.0
+    }
+}
+
+/// The fields of `AppState`.
+#[derive(Clone)]
+pub struct ServerState {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
     pub registry: registry::Registry,
@@ -71,10 +85,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The fields to set while building (`with_*`): a state not yet shared is changed in
+    /// place; one already shared is copied first, as the builders' by-value API promises.
+    fn fields(&mut self) -> &mut ServerState {
+        Arc::make_mut(&mut self.0)
+    }
+
     pub fn new(store: Arc<dyn Store>, admin_token: &str) -> Self {
         let registry = registry::Registry::new(builtin_types::builtin());
         let openapi = Arc::new(std::sync::RwLock::new(None));
-        AppState {
+        AppState(Arc::new(ServerState {
             store,
             admin_token: admin_token.into(),
             registry,
@@ -100,7 +120,7 @@ impl AppState {
             },
             authz: Arc::new(authz::Authorizer::default()),
             audit: None,
-        }
+        }))
     }
 
     /// Audit requests as `policy` says, into the log `log` describes.
@@ -114,7 +134,7 @@ impl AppState {
             self.metrics.audit_events.clone(),
             self.metrics.audit_dropped.clone(),
         )?;
-        self.audit = Some(Arc::new(audit::Auditor { policy, writer }));
+        self.fields().audit = Some(Arc::new(audit::Auditor { policy, writer }));
         Ok(self)
     }
 
@@ -123,7 +143,7 @@ impl AppState {
         mut self,
         key: serving::service_account_key::SigningKey,
     ) -> Self {
-        self.tokens = Some(Arc::new(
+        self.fields().tokens = Some(Arc::new(
             serving::token_authenticator::TokenAuthenticator::new(key),
         ));
         self
@@ -131,7 +151,7 @@ impl AppState {
 
     /// Lets `pods/log` reach kubelets with this TLS client configuration.
     pub fn with_kubelet_client(mut self, tls: rest::node_proxy::KubeletClientTls) -> Self {
-        self.kubelet_client = Some(tls);
+        self.fields().kubelet_client = Some(tls);
         self
     }
 
@@ -156,29 +176,29 @@ impl AppState {
     }
 
     pub fn with_service_ranges(mut self, ranges: service_alloc::Ranges) -> Self {
-        self.service_ranges = Arc::new(ranges);
+        self.fields().service_ranges = Arc::new(ranges);
         self
     }
 
     pub fn with_bookmark_interval(mut self, every: std::time::Duration) -> Self {
-        self.bookmark_every = every.max(std::time::Duration::from_millis(100));
+        self.fields().bookmark_every = every.max(std::time::Duration::from_millis(100));
         self
     }
 
     pub fn with_cel_runner(mut self, runner: cel_runner::CelRunner) -> Self {
-        self.cel = runner;
+        self.fields().cel = runner;
         self
     }
 
     /// Cap on requests in flight (watches excluded); more get 429.
     pub fn with_max_inflight(mut self, n: usize) -> Self {
-        self.limiter = inflight::Limiter::new(n);
+        self.fields().limiter = inflight::Limiter::new(n);
         self
     }
 
     /// Caps on requests in flight and, separately, on open watches; more get 429.
     pub fn with_limits(mut self, max_inflight: usize, max_watches: usize) -> Self {
-        self.limiter = inflight::Limiter::with_watches(max_inflight, max_watches);
+        self.fields().limiter = inflight::Limiter::with_watches(max_inflight, max_watches);
         self
     }
 }
