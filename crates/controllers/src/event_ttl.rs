@@ -180,8 +180,8 @@ struct EventName {
 /// ~1.1 KB (30,000 pods' Scheduled Events held 35 MB as metadata).
 #[derive(Debug, Clone)]
 struct Expiry {
-    uid: Box<str>,
-    resource_version: Box<str>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
     last_seen: Option<DateTime<Utc>>,
 }
 
@@ -203,8 +203,8 @@ impl Held {
                     name: e.metadata.name.as_deref().unwrap_or("").into(),
                 },
                 Expiry {
-                    uid: e.metadata.uid.as_deref().unwrap_or("").into(),
-                    resource_version: e.metadata.resource_version.as_deref().unwrap_or("").into(),
+                    uid: e.metadata.uid.as_deref().map(Into::into),
+                    resource_version: e.metadata.resource_version.as_deref().map(Into::into),
                     last_seen: e.last_seen(),
                 },
             )
@@ -282,8 +282,8 @@ where
     let api: Api<HeldEvent<V>> = Api::namespaced(client.clone(), &name.namespace);
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
-            resource_version: Some(expiry.resource_version.to_string()),
-            uid: Some(expiry.uid.to_string()),
+            resource_version: expiry.resource_version.as_deref().map(String::from),
+            uid: expiry.uid.as_deref().map(String::from),
         }),
         ..DeleteParams::default()
     };
@@ -351,7 +351,10 @@ mod tests {
                 .map(|(n, x)| {
                     format!(
                         "{}/{} {} {}",
-                        n.namespace, n.name, x.uid, x.resource_version
+                        n.namespace,
+                        n.name,
+                        x.uid.as_deref().unwrap_or_default(),
+                        x.resource_version.as_deref().unwrap_or_default()
                     )
                 })
                 .collect();

@@ -23,7 +23,8 @@ use super::pod_worker::{self, ParkSender, Parked, WorkerState};
 enum Worker {
     Live {
         tx: watch::Sender<Arc<PodView>>,
-        task: AbortOnDrop,
+        /// Held for its drop: the task ends with the entry.
+        _task: AbortOnDrop,
     },
     Parked(Parked),
 }
@@ -110,7 +111,7 @@ fn spawn(
     ));
     Worker::Live {
         tx,
-        task: AbortOnDrop(task),
+        _task: AbortOnDrop(task),
     }
 }
 
@@ -177,19 +178,23 @@ fn dispatch(
 ) -> Option<String> {
     let view = PodView::from_pod(pod)?;
     let node = fleet.node(&view.node)?.clone();
+    // Most events reach a running worker: hand it the view in place.
+    if let Some(Worker::Live { tx, .. }) = workers.get(&view.uid) {
+        let uid = view.uid.clone();
+        tx.send_if_modified(|cur| {
+            let changed = **cur != view;
+            if changed {
+                *cur = Arc::new(view);
+            }
+            changed
+        });
+        return Some(uid);
+    }
     let (uid, next) = match workers.remove_entry(&view.uid) {
-        Some((uid, Worker::Live { tx, task })) => {
-            tx.send_if_modified(|cur| {
-                let changed = **cur != view;
-                if changed {
-                    *cur = Arc::new(view);
-                }
-                changed
-            });
-            (uid, Worker::Live { tx, task })
-        }
         Some((uid, Worker::Parked(p))) if *p.view == view => (uid, Worker::Parked(p)),
         Some((uid, Worker::Parked(p))) => (uid, spawn(fleet, node, park, Arc::new(view), p.state)),
+        // A running worker was answered above.
+        Some((uid, live)) => (uid, live),
         None => (
             view.uid.clone(),
             spawn(fleet, node, park, Arc::new(view), WorkerState::default()),
