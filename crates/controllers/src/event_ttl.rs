@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::watcher::{self, watcher};
+use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 use serde::{Deserialize, Serialize};
@@ -148,8 +148,8 @@ where
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let feed = {
         let held = held.clone();
-        watcher(
-            Api::<HeldEvent<V>>::all(client.clone()),
+        capstan_slim::watch(
+            Api::<capstan_slim::Slim<HeldEvent<V>>>::all(client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+use capstan_slim::Slim;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
@@ -63,22 +64,22 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Watch every `K` the api reaches, into a store, fanned out to subscribers.
-    pub fn start(api: Api<K>) -> Self {
+    pub fn start(api: Api<Slim<K>>) -> Self {
         Self::start_trimmed(api, |_| {})
     }
 
     /// As `start`, with `trim` applied to every object before it is stored: fields no loop
     /// reads need not be held once per object for as long as it exists.
-    pub fn start_trimmed(api: Api<K>, trim: fn(&mut K)) -> Self {
+    pub fn start_trimmed(api: Api<Slim<K>>, trim: fn(&mut K)) -> Self {
         Self::start_with(api, trim, false)
     }
 
     /// As `start_trimmed`, with an index by controller (`controlled_by`, `orphans_in`).
-    pub fn start_indexed(api: Api<K>, trim: fn(&mut K)) -> Self {
+    pub fn start_indexed(api: Api<Slim<K>>, trim: fn(&mut K)) -> Self {
         Self::start_with(api, trim, true)
     }
 
-    fn start_with(api: Api<K>, trim: fn(&mut K), indexed: bool) -> Self {
+    fn start_with(api: Api<Slim<K>>, trim: fn(&mut K), indexed: bool) -> Self {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(FAN_OUT_BUFFER);
         let feed = tx.clone();
@@ -86,15 +87,10 @@ where
         let (index, before) = (owners.clone(), store.clone());
         let task = tokio::spawn(async move {
             // managedFields are never read by a loop (a write that omits them keeps the
-            // stored ones), and deserialised they are most of a pod's memory (upstream's
-            // informers drop them with a transform for the same reason).
-            let events = watcher(api, watcher::Config::default())
-                .map_ok(move |ev| {
-                    ev.modify(|o| {
-                        o.meta_mut().managed_fields = None;
-                        trim(o);
-                    })
-                })
+            // stored ones): `Slim` skips them while decoding (upstream's informers drop them
+            // with a transform, after decoding, for the same reason).
+            let events = capstan_slim::watch(api, watcher::Config::default())
+                .map_ok(move |ev| ev.modify(trim))
                 // The index sees each event before the store applies it (so it still finds
                 // an object's previous controller there) and after (to hold the stored one).
                 .inspect_ok({

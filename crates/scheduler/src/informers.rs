@@ -10,6 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::{self, Event as WEvent};
+use capstan_slim::Slim;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -21,7 +22,7 @@ use crate::writes::SCHEDULER_NAME;
 /// Runs one watch for ever, handing each object to `apply`/`delete` and, after a relist,
 /// the names it saw to `resync`.
 async fn watch<K>(
-    api: Api<K>,
+    api: Api<Slim<K>>,
     shared: Arc<Shared>,
     apply: fn(&mut State, Arc<K>),
     delete: fn(&mut State, Arc<K>),
@@ -29,6 +30,7 @@ async fn watch<K>(
     trim: fn(&mut K),
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let key = |o: &K| {
         let m = o.meta();
@@ -36,7 +38,7 @@ async fn watch<K>(
             .clone()
             .unwrap_or_else(|| m.name.clone().unwrap_or_default())
     };
-    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut stream = capstan_slim::watch(api, watcher::Config::default()).boxed();
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         match ev {
@@ -305,7 +307,7 @@ fn delete_pdb(st: &mut State, p: Arc<PodDisruptionBudget>) {
 pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(watch(
-            Api::<Node>::all(client.clone()),
+            Api::<Slim<Node>>::all(client.clone()),
             shared.clone(),
             apply_node,
             delete_node,
@@ -313,7 +315,7 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
             trim_meta,
         )),
         tokio::spawn(watch(
-            Api::<Pod>::all(client.clone()),
+            Api::<Slim<Pod>>::all(client.clone()),
             shared.clone(),
             apply_pod,
             delete_pod,
@@ -321,7 +323,7 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
             trim_pod,
         )),
         tokio::spawn(watch(
-            Api::<Namespace>::all(client.clone()),
+            Api::<Slim<Namespace>>::all(client.clone()),
             shared.clone(),
             apply_namespace,
             delete_namespace,
@@ -329,7 +331,7 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
             trim_meta,
         )),
         tokio::spawn(watch(
-            Api::<PodDisruptionBudget>::all(client.clone()),
+            Api::<Slim<PodDisruptionBudget>>::all(client.clone()),
             shared.clone(),
             apply_pdb,
             delete_pdb,

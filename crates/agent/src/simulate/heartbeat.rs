@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams, PostParams};
+use capstan_slim::Slim;
 use kube::Api;
 use serde_json::{json, Value};
 
@@ -137,7 +138,7 @@ async fn renew_lease(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
 
 /// Post the node's conditions (strategic merge by type, so others' conditions stay).
 pub async fn post_status(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
-    let api: Api<Node> = Api::all(fleet.client.clone());
+    let api: Api<Slim<Node>> = Api::all(fleet.client.clone());
     let result = fleet
         .writer
         .write("post node status", || async {
@@ -150,7 +151,7 @@ pub async fn post_status(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Erro
         .await;
     match result {
         Ok(n) => {
-            observe(node, &n);
+            observe(node, &n.0);
             Ok(())
         }
         Err(e) if is_not_found(&e) => {

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use capstan_slim::Slim;
 use kube::Api;
 
 use super::fleet::Fleet;
@@ -14,8 +15,8 @@ use super::heartbeat::observe;
 use super::ANNOTATION_STOPPED;
 
 pub async fn run(fleet: Arc<Fleet>) {
-    let api: Api<Node> = Api::all(fleet.client.clone());
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let api: Api<Slim<Node>> = Api::all(fleet.client.clone());
+    let mut events = capstan_slim::watch(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {

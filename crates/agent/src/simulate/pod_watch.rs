@@ -10,6 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use capstan_slim::Slim;
 use kube::Api;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,9 +39,9 @@ impl Drop for AbortOnDrop {
 }
 
 pub async fn run(fleet: Arc<Fleet>) {
-    let api: Api<Pod> = Api::all(fleet.client.clone());
+    let api: Api<Slim<Pod>> = Api::all(fleet.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = capstan_slim::watch(api, config).default_backoff().boxed();
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let (park, mut parked) = tokio::sync::mpsc::unbounded_channel();

@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use capstan_slim::Slim;
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -195,7 +196,9 @@ fn digest(body: &Value) -> u64 {
 }
 
 async fn patch_status(fleet: &Fleet, view: &PodView, body: &Value) -> Result<(), kube::Error> {
-    let api: Api<Pod> = Api::namespaced(fleet.client.clone(), &view.namespace);
+    // The patched pod the server answers with is not read: decode only its metadata.
+    let api: Api<Slim<PartialObjectMeta<Pod>>> =
+        Api::namespaced(fleet.client.clone(), &view.namespace);
     fleet
         .writer
         .write("pod status", || async {

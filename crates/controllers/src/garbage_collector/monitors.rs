@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PartialObjectMeta;
+use kube::api::{DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -122,10 +122,13 @@ async fn watch_crds(gc: Arc<Gc>, changed: mpsc::Sender<()>) {
 /// Watch one resource's metadata into the graph. `first` fires after the first list (or
 /// the first failure to list: one resource that cannot be listed must not stop the GC).
 async fn monitor(gc: Arc<Gc>, res: Arc<Res>, first: oneshot::Sender<()>) {
-    let api = res.api(&gc.client, None);
+    let api = Api::<capstan_slim::Slim<PartialObjectMeta<DynamicObject>>>::all_with(
+        gc.client.clone(),
+        &res.ar,
+    );
     let mut first = Some(first);
     let mut listing: Option<HashSet<Uid>> = None;
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let mut events = capstan_slim::watch(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     let key = res.key();
