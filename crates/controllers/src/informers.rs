@@ -5,10 +5,10 @@
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
+use capstan_slim::Slim;
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use capstan_slim::Slim;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};

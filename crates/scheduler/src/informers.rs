@@ -6,11 +6,11 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Instant;
 
+use capstan_slim::Slim;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::{self, Event as WEvent};
-use capstan_slim::Slim;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 

@@ -424,7 +424,10 @@ mod tests {
         let meta: Slim<PartialObjectMeta<DynamicObject>> = serde_json::from_slice(&text).unwrap();
         assert_eq!(meta.0.metadata.managed_fields, None);
         assert_eq!(meta.0.metadata.uid.as_deref(), Some("u1"));
-        assert_eq!(meta.0.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            meta.0.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
         let dynamic: Slim<DynamicObject> = serde_json::from_slice(&text).unwrap();
         assert_eq!(dynamic.0.metadata.managed_fields, None);
         assert_eq!(dynamic.0.data["status"]["podIP"], "10.0.0.1");

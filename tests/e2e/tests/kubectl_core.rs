@@ -582,6 +582,100 @@ fn explain_and_unknown_fields_follow_field_validation() {
         "jsonpath={.extra}|{.metadata.bogus}|{.data.a}",
     ]);
     assert_eq!(stored, "||1");
+
+    // Patches are held to the same rule (the server checks a clean patch alone, and the
+    // patched object when the patch is not clean). `kubectl patch` sends no fieldValidation:
+    // Warn, so the known fields are applied and the unknown ones named, strategic and merge.
+    let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: q\n  namespace: team-a\nspec:\n  hard:\n    cpu: \"2\"\n";
+    let made = s.kubectl_stdin(&["apply", "-f", "-"], quota);
+    assert!(made.status.success(), "{:?}", text(&made));
+    for (kind, body, field) in [
+        (
+            "strategic",
+            r#"{"spec":{"hard":{"cpu":"0.5"},"bogus":1}}"#,
+            "spec.bogus",
+        ),
+        (
+            "merge",
+            r#"{"metadata":{"bogus":{"x":1}},"spec":{"hard":{"memory":"1Gi"}}}"#,
+            "metadata.bogus",
+        ),
+    ] {
+        let out = s.kubectl(&[
+            "patch", "quota", "q", "-n", "team-a", "--type", kind, "-p", body,
+        ]);
+        let (o, err) = text(&out);
+        assert!(out.status.success(), "{kind}: {o}{err}");
+        assert!(
+            err.contains(&format!("Warning: unknown field \"{field}\"")),
+            "{kind}: {err}"
+        );
+    }
+    // Quantities are stored canonical; the unknown fields are dropped.
+    let hard = s.kubectl_ok(&[
+        "get",
+        "quota",
+        "q",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.spec.hard.cpu} {.spec.hard.memory}|{.spec.bogus}{.metadata.bogus}",
+    ]);
+    assert_eq!(hard.trim(), "500m 1Gi|");
+    // A clean patch: no warning.
+    let clean = s.kubectl(&[
+        "patch",
+        "quota",
+        "q",
+        "-n",
+        "team-a",
+        "-p",
+        r#"{"spec":{"hard":{"cpu":"1"}}}"#,
+    ]);
+    assert!(
+        clean.status.success() && !text(&clean).1.contains("Warning"),
+        "{:?}",
+        text(&clean)
+    );
+    // A wrong type is a 400 whatever the mode.
+    let wrong = s.kubectl(&[
+        "patch",
+        "quota",
+        "q",
+        "-n",
+        "team-a",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"hard":"x"}}"#,
+    ]);
+    assert!(
+        !wrong.status.success()
+            && text(&wrong)
+                .1
+                .contains("cannot unmarshal string into field spec.hard of type object"),
+        "{:?}",
+        text(&wrong)
+    );
+    // An unknown field inside a list item is named by its index in the patched object.
+    s.kubectl_ok(&["delete", "quota", "q", "-n", "team-a"]);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pv\n  namespace: team-a\nspec:\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox}\n";
+    let made = s.kubectl_stdin(&["apply", "-f", "-"], pod);
+    assert!(made.status.success(), "{:?}", text(&made));
+    let out = s.kubectl(&[
+        "patch",
+        "pod",
+        "pv",
+        "-n",
+        "team-a",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"b","bogus":1}]}}"#,
+    ]);
+    let err = text(&out).1;
+    assert!(
+        err.contains(r#"Warning: unknown field "spec.containers[1].bogus""#),
+        "{err}"
+    );
 }
 
 #[test]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use capstan_slim::Slim;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams, PostParams};
-use capstan_slim::Slim;
 use kube::Api;
 use serde_json::{json, Value};
 

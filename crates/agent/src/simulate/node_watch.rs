@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use capstan_slim::Slim;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use capstan_slim::Slim;
 use kube::Api;
 
 use super::fleet::Fleet;

@@ -6,11 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use capstan_slim::Slim;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use capstan_slim::Slim;
 use kube::Api;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -8,8 +8,8 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use capstan_slim::Slim;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::Value;

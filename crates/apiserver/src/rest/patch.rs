@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::object;
-use crate::patch::merge::{apply_parsed, decode, kind};
+use crate::patch::merge::{apply_parsed, decode, kind, Kind};
 use crate::patch::strategic_merge;
 use crate::rest::{self, is_dry_run, json_response};
 use crate::status::ApiError;
@@ -32,7 +32,25 @@ pub async fn patch(
     let mode = crate::encoding::field_validation::mode(query)?;
     let duplicate_warnings =
         crate::encoding::field_validation::duplicates(body, content_type, mode)?;
-    let patch = decode(body)?;
+    let mut patch = decode(body)?;
+    // A clean merge patch makes a clean object: walk the patch once, not the whole object
+    // on every write (a pod status update walked the pod's every field).
+    let clean = match kind {
+        Kind::Json => false,
+        Kind::Merge | Kind::Strategic => {
+            let mut probe = patch.clone();
+            let clean = crate::encoding::field_validation::patch_is_clean(
+                state,
+                &t.rt,
+                &mut probe,
+                matches!(kind, Kind::Strategic),
+            );
+            if clean {
+                patch = probe;
+            }
+            clean
+        }
+    };
     // Retry on conflict unless the patch itself pins a resourceVersion.
     for _ in 0..8 {
         let (old, old_rev) = rest::read_existing(state, t, &name).await?;
@@ -44,9 +62,11 @@ pub async fn patch(
         apply_parsed(&mut doc, &kind, &patch, schema)?;
         rest::check_shape(&doc)?;
         let mut warnings = duplicate_warnings.clone();
-        warnings.extend(crate::encoding::field_validation::check(
-            state, &t.rt, &mut doc, mode,
-        )?);
+        if !clean {
+            warnings.extend(crate::encoding::field_validation::check(
+                state, &t.rt, &mut doc, mode,
+            )?);
+        }
         let pinned = object::meta_str(&doc, "resourceVersion")
             .filter(|rv| *rv != old_rev.to_string())
             .map(String::from);
