@@ -163,6 +163,121 @@ fn walk_field(child: &Value, prop: Option<(Cursor, &Value)>, path: &mut Path, ou
     }
 }
 
+/// `to_fields_v1(&fields_of(obj, schema))`, built directly: the same walk, each leaf put
+/// in place in the FieldsV1 tree rather than listed as a path first (a create records every
+/// field of the object, and the paths were most of its cost).
+pub fn fields_v1_of(obj: &Value, schema: Option<Cursor>) -> Value {
+    let mut root = Value::Object(Map::new());
+    let Value::Object(m) = obj else { return root };
+    for (k, child) in m {
+        if k == "apiVersion" || k == "kind" {
+            continue;
+        }
+        let prop = schema.and_then(|s| s.property(k));
+        let key = format!("f:{k}");
+        match child {
+            // Metadata's own children are filtered by `ignored` (an empty one is a leaf).
+            Value::Object(meta) if k == "metadata" && !meta.is_empty() => {
+                let cursor = prop.map(|(c, _)| c);
+                let mut node = Value::Object(Map::new());
+                for (mk, mv) in meta {
+                    let sub = format!("f:{mk}");
+                    if ignored(&["f:metadata".to_string(), sub.clone()]) {
+                        continue;
+                    }
+                    if let Some(t) = tree_field(mv, cursor.and_then(|c| c.property(mk))) {
+                        insert_child(&mut node, &sub, t);
+                    }
+                }
+                if node.as_object().is_some_and(|m| !m.is_empty()) {
+                    insert_child(&mut root, &key, node);
+                }
+            }
+            _ => {
+                if let Some(t) = tree_field(child, prop) {
+                    insert_child(&mut root, &key, t);
+                }
+            }
+        }
+    }
+    root
+}
+
+/// Put `child` under `key` in `node`, merged with a tree already there (list items with
+/// the same key, as the path set holds them once).
+fn insert_child(node: &mut Value, key: &str, child: Value) {
+    let Value::Object(m) = node else { return };
+    match m.get_mut(key) {
+        Some(existing @ Value::Object(_)) => {
+            if let Value::Object(c) = child {
+                for (k, v) in c {
+                    insert_child(existing, &k, v);
+                }
+            }
+        }
+        _ => {
+            m.insert(key.to_string(), child);
+        }
+    }
+}
+
+/// `walk_field` as a FieldsV1 tree: `{}` for a leaf, None when the field has no leaves
+/// (an empty set or map list).
+fn tree_field(child: &Value, prop: Option<(Cursor, &Value)>) -> Option<Value> {
+    let leaf = || Value::Object(Map::new());
+    match child {
+        Value::Object(_) if atomic_map(prop.map(|(_, raw)| raw)) => Some(leaf()),
+        Value::Object(m) => tree_object(m, prop.map(|(c, _)| c)),
+        Value::Array(items) => {
+            let kind = prop
+                .map(|(_, raw)| list_kind(raw))
+                .unwrap_or(ListKind::Atomic);
+            let item_schema = prop.and_then(|(c, _)| c.items());
+            let mut node = leaf();
+            match kind {
+                ListKind::Atomic => return Some(leaf()),
+                ListKind::Set => {
+                    for item in items {
+                        insert_child(&mut node, &format!("v:{item}"), leaf());
+                    }
+                }
+                ListKind::Map(keys) => {
+                    for item in items {
+                        let mut sub = json!({".": {}});
+                        if let Value::Object(im) = item {
+                            if let Some(Value::Object(t)) = tree_object(im, item_schema) {
+                                for (k, v) in t {
+                                    insert_child(&mut sub, &k, v);
+                                }
+                            }
+                        }
+                        insert_child(&mut node, &item_key(item, &keys), sub);
+                    }
+                }
+            }
+            (!items.is_empty()).then_some(node)
+        }
+        _ => Some(leaf()),
+    }
+}
+
+/// `walk` of an object as a FieldsV1 tree: an empty object is a leaf, one whose fields
+/// have no leaves is nothing.
+fn tree_object(m: &Map<String, Value>, schema: Option<Cursor>) -> Option<Value> {
+    let mut node = Value::Object(Map::new());
+    if m.is_empty() {
+        return Some(node);
+    }
+    for (k, v) in m {
+        if let Some(t) = tree_field(v, schema.and_then(|c| c.property(k))) {
+            insert_child(&mut node, &format!("f:{k}"), t);
+        }
+    }
+    node.as_object()
+        .is_some_and(|n| !n.is_empty())
+        .then_some(node)
+}
+
 /// A field set as FieldsV1 JSON.
 pub fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
@@ -522,11 +637,32 @@ pub fn record_update(
             return;
         }
     }
-    let mut entries = old.map(read_entries).unwrap_or_default();
-    let (set, gone) = match old {
-        Some(o) => changed(o, new, schema),
-        None => (fields_of(new, schema), FieldSet::new()),
+    let Some(old) = old else {
+        // A create: the writer owns every field, written straight as FieldsV1.
+        let fields = fields_v1_of(new, schema);
+        if fields.as_object().is_some_and(|m| !m.is_empty()) {
+            let entry = json!({
+                "manager": manager,
+                "operation": "Update",
+                "apiVersion": api_version,
+                "time": crate::object::now_rfc3339(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields,
+            });
+            let mut entry = entry;
+            if !subresource.is_empty() {
+                entry["subresource"] = json!(subresource);
+            }
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.insert("managedFields".into(), Value::Array(vec![entry]));
+            }
+        } else if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        return;
     };
+    let mut entries = read_entries(old);
+    let (set, gone) = changed(old, new, schema);
     for e in entries.iter_mut() {
         e.fields.retain(|p| !set.contains(p) && !gone.contains(p));
     }
@@ -646,6 +782,36 @@ mod tests {
             json!({"$ref": "#/components/schemas/Obj"}),
             defs.as_object().unwrap().clone(),
         )
+    }
+
+    #[test]
+    fn fields_v1_built_directly_match_the_path_set() {
+        let (root, d) = defs();
+        let c = Cursor::new(&root, &d);
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Obj",
+                "metadata": {"name": "x", "namespace": "n", "labels": {"a": "b", "c": ""},
+                    "annotations": {}, "uid": "u", "generation": 1, "finalizers": ["z"]},
+                "spec": {
+                    "containers": [{"name": "web", "image": "i", "ports": [{"containerPort": 80}],
+                        "env": []}, {"name": "side", "resources": {}}, {"name": "web", "tty": true}],
+                    "finalizers": ["f", "g", "f"], "args": ["1"], "selector": {"k": "v"}, "empty": {}},
+                "status": {"phase": "Pending", "conditions": [{"type": "Ready"}], "n": null}}),
+            json!({"metadata": {"name": "only-ignored", "uid": "u"}, "spec": {"containers": [], "finalizers": []}}),
+            json!({"metadata": {}, "spec": {"containers": ["not-an-object"], "finalizers": [1, {"a": 1}]}}),
+            json!({"metadata": "scalar", "data": 5}),
+            json!({}),
+            json!("not an object"),
+        ];
+        for obj in &objects {
+            for schema in [Some(c), None] {
+                assert_eq!(
+                    fields_v1_of(obj, schema),
+                    to_fields_v1(&fields_of(obj, schema)),
+                    "{obj}"
+                );
+            }
+        }
     }
 
     #[test]
