@@ -88,6 +88,25 @@ fn eligible(c: &Constraint, spec: &PodSpec, node: &NodeInfo) -> bool {
     true
 }
 
+/// Per constraint, whether every existing node counts for it (true: `eligible` need not be
+/// asked): the affinity policy applies only when the pod has a node selector or required
+/// node affinity, the taints policy whenever it is `Honor`.
+fn counts_every_node(cs: &[Constraint], spec: &PodSpec) -> Vec<bool> {
+    let affinity = spec.node_selector.as_ref().is_some_and(|s| !s.is_empty())
+        || spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_some();
+    cs.iter()
+        .map(|c| !(c.honor_taints || (c.honor_affinity && affinity)))
+        .collect()
+}
+
 fn has_all_keys(cs: &[Constraint], node: &NodeInfo) -> bool {
     cs.iter()
         .all(|c| node.labels().contains_key(&c.topology_key))
@@ -120,12 +139,32 @@ pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterS
         .iter()
         .map(|c| c.selector.as_ref().and_then(single_label))
         .collect();
+    // Whether a constraint counts every node with its key: nothing of the node to check
+    // when neither policy applies (the common case). This pass is over every node per pod.
+    let every = counts_every_node(&cs, spec);
     for node in cache.nodes() {
+        let labels = node.labels();
+        if let [c] = cs.as_slice() {
+            // One constraint: one lookup finds both whether the node has the key and its
+            // domain.
+            let Some(domain) = labels.get(&c.topology_key) else {
+                continue;
+            };
+            if !every[0] && !eligible(c, spec, node) {
+                continue;
+            }
+            let n = match indexed[0] {
+                Some(_) => 0,
+                None => count_matching(node, c.selector.as_ref(), ns),
+            };
+            *counts[0].entry(domain.as_str()).or_insert(0) += n;
+            continue;
+        }
         if !has_all_keys(&cs, node) {
             continue;
         }
         for (i, c) in cs.iter().enumerate() {
-            if !eligible(c, spec, node) {
+            if !every[i] && !eligible(c, spec, node) {
                 continue;
             }
             let n = match indexed[i] {
@@ -133,20 +172,28 @@ pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterS
                 None => count_matching(node, c.selector.as_ref(), ns),
             };
             *counts[i]
-                .entry(node.labels()[&c.topology_key].as_str())
+                .entry(labels[&c.topology_key].as_str())
                 .or_insert(0) += n;
         }
     }
     for (i, c) in cs.iter().enumerate() {
         let Some((k, v)) = indexed[i] else { continue };
         for (name, n) in cache.placed_with_label(k, v, |x| x == ns, true) {
+            if n == 0 {
+                continue;
+            }
             let Some(node) = cache.node(name) else {
                 continue;
             };
-            if !has_all_keys(&cs, node) || !eligible(c, spec, node) {
+            // Only nodes the pass above would count: with every key, and eligible.
+            let Some(domain) = node.labels().get(&c.topology_key) else {
+                continue;
+            };
+            if (cs.len() > 1 && !has_all_keys(&cs, node)) || (!every[i] && !eligible(c, spec, node))
+            {
                 continue;
             }
-            if let Some(total) = counts[i].get_mut(node.labels()[&c.topology_key].as_str()) {
+            if let Some(total) = counts[i].get_mut(domain.as_str()) {
                 *total += n;
             }
         }
@@ -360,6 +407,27 @@ mod tests {
         assert_eq!(r[3].as_ref().unwrap_err().reasons, vec![REASON_LABEL]);
         // maxSkew 2 allows it.
         assert!(run(&c, &spread(json!({"maxSkew": 2})))[0].is_ok());
+    }
+
+    #[test]
+    fn with_two_constraints_only_nodes_with_both_keys_count() {
+        let mut c = zones();
+        for (w, n) in [("w1", "n1"), ("w2", "n2"), ("w3", "n3")] {
+            c.assume(web(w), n);
+        }
+        let two = info(
+            json!({"metadata": {"name": "new", "uid": "new", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": [], "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": {"app": "web"}}},
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": {"app": "web"}}}]}}),
+        );
+        // `nolabel` has no zone: it is no hostname domain either, so the hostname minimum
+        // is 1 (not its 0) and n1..n3 keep both skews at 1.
+        let r = run(&c, &two);
+        assert!(r[..3].iter().all(Result::is_ok), "{r:?}");
+        assert_eq!(r[3].as_ref().unwrap_err().reasons, vec![REASON_LABEL]);
     }
 
     #[test]
