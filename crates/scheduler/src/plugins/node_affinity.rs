@@ -16,17 +16,21 @@ pub fn matches_required(spec: &PodSpec, node: &Node) -> bool {
             return false;
         }
     }
-    match spec
-        .affinity
+    match required(spec) {
+        Some(req) => terms_match(&req.node_selector_terms, node),
+        None => true,
+    }
+}
+
+/// The pod's required node affinity, if it has one.
+pub fn required(spec: &PodSpec) -> Option<&k8s_openapi::api::core::v1::NodeSelector> {
+    spec.affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
         .and_then(|na| {
             na.required_during_scheduling_ignored_during_execution
                 .as_ref()
-        }) {
-        Some(req) => terms_match(&req.node_selector_terms, node),
-        None => true,
-    }
+        })
 }
 
 pub fn filter(spec: &PodSpec, node: &Node) -> Result<(), Rejection> {

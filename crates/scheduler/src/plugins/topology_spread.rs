@@ -93,15 +93,7 @@ fn eligible(c: &Constraint, spec: &PodSpec, node: &NodeInfo) -> bool {
 /// node affinity, the taints policy whenever it is `Honor`.
 fn counts_every_node(cs: &[Constraint], spec: &PodSpec) -> Vec<bool> {
     let affinity = spec.node_selector.as_ref().is_some_and(|s| !s.is_empty())
-        || spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| {
-                na.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .is_some();
+        || node_affinity::required(spec).is_some();
     cs.iter()
         .map(|c| !(c.honor_taints || (c.honor_affinity && affinity)))
         .collect()
