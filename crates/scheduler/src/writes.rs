@@ -136,13 +136,20 @@ pub async fn event(
         reporting_instance: Some(SCHEDULER_NAME.into()),
         ..Default::default()
     };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &ev)
-        .await
-    {
+    if let Err(e) = create_unread(client, ns, &ev).await {
         // Events are best effort, as upstream's recorder: the condition carries the news.
         tracing::debug!(error = %e, pod = name, reason, "could not record an event");
     }
+}
+
+/// POST an Event, not decoding the Event the server answers with (nothing reads it, and a
+/// Scheduled Event is written for every pod placed).
+async fn create_unread(client: &Client, ns: &str, ev: &Event) -> Result<(), kube::Error> {
+    let body = serde_json::to_vec(ev).map_err(kube::Error::SerdeError)?;
+    let req = kube::core::Request::new(format!("/api/v1/namespaces/{ns}/events"))
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request_text(req).await.map(|_| ())
 }
 
 /// Evict a preemption victim as upstream: mark DisruptionTarget, then DELETE with the pod's
