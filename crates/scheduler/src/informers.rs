@@ -30,7 +30,6 @@ async fn watch<K>(
     trim: fn(&mut K),
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let key = |o: &K| {
         let m = o.meta();
@@ -65,11 +64,10 @@ async fn watch<K>(
 }
 
 /// Drop what the scheduler never reads before caching an object: with 30,000 pods,
-/// managedFields, annotations and container statuses would be most of its memory.
+/// annotations and container statuses would be most of its memory (managedFields are never
+/// decoded: the watch is of `Slim` objects).
 fn trim_meta<K: Resource>(o: &mut K) {
-    let m = o.meta_mut();
-    m.managed_fields = None;
-    m.annotations = None;
+    o.meta_mut().annotations = None;
 }
 
 /// A container reduced to what placement reads: requests, host ports, restart policy.

@@ -18,7 +18,7 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess,
     Visitor,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// `K`, decoded with `metadata.managedFields` skipped (the field is left empty).
 #[derive(Clone, Debug, PartialEq)]
@@ -37,13 +37,6 @@ impl<'de, K: Deserialize<'de>> Deserialize<'de> for Slim<K> {
             level: Level::Object,
         })
         .map(Slim)
-    }
-}
-
-/// Written as `K` is (watch caches and tests may serialise what they hold).
-impl<K: Serialize> Serialize for Slim<K> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
     }
 }
 

@@ -641,7 +641,7 @@ pub fn record_update(
         // A create: the writer owns every field, written straight as FieldsV1.
         let fields = fields_v1_of(new, schema);
         if fields.as_object().is_some_and(|m| !m.is_empty()) {
-            let entry = json!({
+            let mut entry = json!({
                 "manager": manager,
                 "operation": "Update",
                 "apiVersion": api_version,
@@ -649,7 +649,6 @@ pub fn record_update(
                 "fieldsType": "FieldsV1",
                 "fieldsV1": fields,
             });
-            let mut entry = entry;
             if !subresource.is_empty() {
                 entry["subresource"] = json!(subresource);
             }
