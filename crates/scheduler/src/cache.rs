@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
-use crate::plugins::inter_pod_affinity::PodTerms;
+use crate::plugins::inter_pod_affinity::{PodTerms, Term};
 use crate::resources::{self, Resources};
 use crate::selectors::Labels;
 
@@ -444,6 +444,10 @@ pub struct Cache {
     /// Namespace labels, for affinity terms' `namespaceSelector`.
     pub namespaces: Map<String, BTreeMap<String, String>>,
     anti_terms: AntiTerms,
+    /// Bumped whenever a node slot moves or a node's labels (or existence) change: the
+    /// domain tables of an older generation are rebuilt when next asked for.
+    generation: u64,
+    domain_tables: std::sync::Mutex<DomainTables>,
     /// Placed pods whose terms score others (see `NodeInfo::pods_scoring_others`).
     pods_scoring_others: usize,
     /// Where the placed pods carrying each label are: key → value → namespace → node →
@@ -455,26 +459,53 @@ pub struct Cache {
 /// Pods with one label in one namespace, per node name.
 type NodeCounts = Map<String, LabelCount>;
 
-/// One required anti-affinity term of a placed pod: `pod.terms.required_anti[term]`.
-#[derive(Debug, Clone)]
-pub struct AntiTerm {
-    pub pod: Arc<PodInfo>,
-    pub term: usize,
-    pub node: String,
+/// The placed pods declaring one distinct required anti-affinity term (the pods of a
+/// workload declare the same one): how many on each node, and in each domain of the
+/// term's topology key among the nodes that exist. An incoming pod asks each distinct term
+/// once whether it matches and refuses a node by one lookup of its domain, where a pass
+/// over every pod declaring the term cost a thousand steps per decision for a group that
+/// size.
+#[derive(Debug)]
+pub struct AntiGroup {
+    pub term: Term,
+    nodes: Map<String, u32>,
+    domains: Map<String, u32>,
 }
 
-/// The required anti-affinity terms of placed pods, each filed under one label its selector
-/// requires (key → value), or with the rest when it requires none. Every pod placed is
-/// checked against the terms of every such pod; its own labels find the few that can
-/// match it instead.
+impl AntiGroup {
+    /// Pods declaring the term in the domain `value` of its topology key.
+    pub fn in_domain(&self, value: &str) -> u32 {
+        self.domains.get(value).copied().unwrap_or(0)
+    }
+}
+
+fn count_in(map: &mut Map<String, u32>, key: &str, n: u32, add: bool) {
+    if add {
+        match map.get_mut(key) {
+            Some(c) => *c += n,
+            None => {
+                map.insert(key.to_string(), n);
+            }
+        }
+    } else if let Some(c) = map.get_mut(key) {
+        *c = c.saturating_sub(n);
+        if *c == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// The distinct required anti-affinity terms of placed pods, each filed under one label
+/// its selector requires (key → value), or with the rest when it requires none. Every pod
+/// placed is checked against these terms; its own labels find the few that can match it.
 #[derive(Debug, Default)]
 struct AntiTerms {
-    by_label: Map<String, Map<String, Vec<AntiTerm>>>,
-    other: Vec<AntiTerm>,
+    by_label: Map<String, Map<String, Vec<AntiGroup>>>,
+    other: Vec<AntiGroup>,
 }
 
 impl AntiTerms {
-    fn slot(&mut self, label: Option<(&str, &str)>) -> &mut Vec<AntiTerm> {
+    fn slot(&mut self, label: Option<(&str, &str)>) -> &mut Vec<AntiGroup> {
         match label {
             Some((k, v)) => self
                 .by_label
@@ -486,43 +517,125 @@ impl AntiTerms {
         }
     }
 
-    fn add(&mut self, info: &Arc<PodInfo>, node: &str) {
-        for (i, t) in info.terms.required_anti.iter().enumerate() {
-            let Some(label) = t.filing_label() else {
-                continue;
-            };
-            self.slot(label).push(AntiTerm {
-                pod: info.clone(),
-                term: i,
-                node: node.to_string(),
-            });
-        }
-    }
-
-    fn remove(&mut self, info: &PodInfo) {
+    /// Count (or uncount) `info`'s terms on `node`, whose labels are `labels` when it exists.
+    fn count(&mut self, info: &PodInfo, node: &str, labels: Option<&Labels>, add: bool) {
         for t in &info.terms.required_anti {
             let Some(label) = t.filing_label() else {
                 continue;
             };
-            if let Some((k, v)) = label {
-                let Some(values) = self.by_label.get_mut(k) else {
-                    continue;
-                };
-                let Some(list) = values.get_mut(v) else {
-                    continue;
-                };
-                list.retain(|a| a.pod.uid != info.uid);
-                if list.is_empty() {
-                    values.remove(v);
-                    if values.is_empty() {
-                        self.by_label.remove(k);
+            let groups = if add {
+                self.slot(label)
+            } else {
+                match label {
+                    Some((k, v)) => match self.by_label.get_mut(k).and_then(|m| m.get_mut(v)) {
+                        Some(g) => g,
+                        None => continue,
+                    },
+                    None => &mut self.other,
+                }
+            };
+            let i = match groups.iter().position(|g| g.term == *t) {
+                Some(i) => i,
+                None if add => {
+                    groups.push(AntiGroup {
+                        term: t.clone(),
+                        nodes: Map::default(),
+                        domains: Map::default(),
+                    });
+                    groups.len() - 1
+                }
+                None => continue,
+            };
+            let g = &mut groups[i];
+            count_in(&mut g.nodes, node, 1, add);
+            if let Some(v) = labels.and_then(|l| l.get(&t.topology_key)) {
+                count_in(&mut g.domains, v, 1, add);
+            }
+            if g.nodes.is_empty() {
+                groups.swap_remove(i);
+                if let (true, Some((k, v))) = (groups.is_empty(), label) {
+                    if let Some(values) = self.by_label.get_mut(k) {
+                        values.remove(v);
+                        if values.is_empty() {
+                            self.by_label.remove(k);
+                        }
                     }
                 }
-            } else {
-                self.other.retain(|a| a.pod.uid != info.uid);
             }
         }
     }
+
+    /// A node appeared, went, or changed labels: its pods move between domains.
+    fn relabel(&mut self, node: &str, old: Option<&Labels>, new: Option<&Labels>) {
+        let groups = self
+            .by_label
+            .values_mut()
+            .flat_map(|m| m.values_mut())
+            .flatten()
+            .chain(self.other.iter_mut());
+        for g in groups {
+            let Some(&n) = g.nodes.get(node) else {
+                continue;
+            };
+            if let Some(v) = old.and_then(|l| l.get(&g.term.topology_key)) {
+                count_in(&mut g.domains, v, n, false);
+            }
+            if let Some(v) = new.and_then(|l| l.get(&g.term.topology_key)) {
+                count_in(&mut g.domains, v, n, true);
+            }
+        }
+    }
+}
+
+/// The labels of node `name` if it exists (`Cache::node`, borrowing only what it reads).
+fn existing_labels<'a>(
+    positions: &Map<String, usize>,
+    nodes: &'a [NodeInfo],
+    name: &str,
+) -> Option<&'a Labels> {
+    let n = nodes.get(*positions.get(name)?)?;
+    n.node.as_ref().map(|_| n.labels())
+}
+
+/// The domains of one topology key, numbered: each node slot's domain, so that a spread
+/// constraint counts into a vector indexed by domain instead of hashing a label value per
+/// node per decision.
+#[derive(Debug, Default)]
+pub struct KeyDomains {
+    /// Per slot of `Cache::node_slots`: the domain of the node there, or `NO_DOMAIN` (no
+    /// such label, or no Node object).
+    slot_domain: Vec<u32>,
+    by_value: Map<String, u32>,
+}
+
+pub const NO_DOMAIN: u32 = u32::MAX;
+
+impl KeyDomains {
+    /// How many distinct values the existing nodes have.
+    pub fn len(&self) -> usize {
+        self.by_value.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_value.is_empty()
+    }
+
+    /// The domain of the node in slot `slot`.
+    pub fn of_slot(&self, slot: usize) -> u32 {
+        self.slot_domain.get(slot).copied().unwrap_or(NO_DOMAIN)
+    }
+
+    /// The domain numbered for `value`.
+    pub fn of_value(&self, value: &str) -> Option<u32> {
+        self.by_value.get(value).copied()
+    }
+}
+
+/// Domain tables built on demand, valid while `generation` is the cache's.
+#[derive(Debug, Default)]
+struct DomainTables {
+    generation: u64,
+    by_key: Map<String, Arc<KeyDomains>>,
 }
 
 impl Cache {
@@ -559,6 +672,7 @@ impl Cache {
         );
         self.positions.insert(name.to_string(), at);
         self.renumber(at + 1);
+        self.generation += 1;
         &mut self.nodes[at]
     }
 
@@ -571,6 +685,7 @@ impl Cache {
         if let Some(i) = self.positions.remove(name) {
             self.nodes.remove(i);
             self.renumber(i);
+            self.generation += 1;
         }
     }
 
@@ -592,14 +707,53 @@ impl Cache {
         self.existing
     }
 
-    /// The required anti-affinity terms of placed pods that may match `pod` (a superset:
-    /// each must still be matched), each once.
-    pub fn anti_terms_for<'a>(&'a self, pod: &'a PodInfo) -> impl Iterator<Item = &'a AntiTerm> {
+    /// The distinct required anti-affinity terms of placed pods that may match `pod` (a
+    /// superset: each must still be matched), each once.
+    pub fn anti_terms_for<'a>(&'a self, pod: &PodInfo) -> Vec<&'a AntiGroup> {
         pod.labels()
             .iter()
             .filter_map(|(k, v)| self.anti_terms.by_label.get(k)?.get(v))
             .flatten()
             .chain(&self.anti_terms.other)
+            .collect()
+    }
+
+    /// The position of node `name` in `node_slots`.
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        self.positions.get(name).copied()
+    }
+
+    /// The domains of topology key `key` over the existing nodes, numbered (built when
+    /// first asked for after a node came, went, moved or changed labels).
+    pub fn domains(&self, key: &str) -> Arc<KeyDomains> {
+        let mut tables = self
+            .domain_tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tables.generation != self.generation {
+            tables.generation = self.generation;
+            tables.by_key.clear();
+        }
+        if let Some(d) = tables.by_key.get(key) {
+            return d.clone();
+        }
+        let mut d = KeyDomains {
+            slot_domain: Vec::with_capacity(self.nodes.len()),
+            by_value: Map::default(),
+        };
+        for n in &self.nodes {
+            let id = match n.node.as_ref().and_then(|_| n.labels().get(key)) {
+                Some(v) => {
+                    let next = d.by_value.len() as u32;
+                    *d.by_value.entry(v.clone()).or_insert(next)
+                }
+                None => NO_DOMAIN,
+            };
+            d.slot_domain.push(id);
+        }
+        let d = Arc::new(d);
+        tables.by_key.insert(key.to_string(), d.clone());
+        d
     }
 
     /// The nodes holding placed pods with label `key=value` in a namespace `ns_ok`
@@ -679,9 +833,18 @@ impl Cache {
         };
         info.allocatable = resources::node_allocatable(&node);
         let was_new = info.node.is_none();
-        info.node = Some(node);
+        let old = info.node.replace(node.clone());
         if was_new {
             self.existing += 1;
+        }
+        if change.added || change.labels {
+            self.generation += 1;
+            self.anti_terms.relabel(
+                &name,
+                old.as_ref()
+                    .map(|n| crate::selectors::labels_of(&n.metadata)),
+                Some(crate::selectors::labels_of(&node.metadata)),
+            );
         }
         change
     }
@@ -690,9 +853,12 @@ impl Cache {
         let Some(info) = self.slot_mut(name) else {
             return;
         };
-        let (existed, unused) = (info.node.take().is_some(), info.pods.is_empty());
-        if existed {
+        let (old, unused) = (info.node.take(), info.pods.is_empty());
+        if let Some(old) = old {
             self.existing -= 1;
+            self.generation += 1;
+            self.anti_terms
+                .relabel(name, Some(crate::selectors::labels_of(&old.metadata)), None);
         }
         // Pods still bound there keep their entry until they are deleted (as upstream).
         if unused {
@@ -774,7 +940,8 @@ impl Cache {
             self.pods_scoring_others += 1;
         }
         if info.has_required_anti_affinity {
-            self.anti_terms.add(&info, node);
+            let labels = existing_labels(&self.positions, &self.nodes, node);
+            self.anti_terms.count(&info, node, labels, true);
         }
         self.index_labels(&info, node, true);
         self.slot(node).add_pod(info);
@@ -793,7 +960,8 @@ impl Cache {
                 self.pods_scoring_others -= 1;
             }
             if p.has_required_anti_affinity {
-                self.anti_terms.remove(&p);
+                let labels = existing_labels(&self.positions, &self.nodes, node);
+                self.anti_terms.count(&p, node, labels, false);
             }
             self.index_labels(&p, node, false);
         }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::{Code, Plugin, Rejection};
-use crate::cache::{Cache, Map, NodeInfo, PodInfo, Set};
+use crate::cache::{AntiGroup, Cache, Map, NodeInfo, PodInfo, Set};
 use crate::selectors::{labels_of, selector_matches, Labels};
 
 pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
@@ -36,6 +36,11 @@ impl<'c> PairCounts<'c> {
         *values.entry(value.as_str()).or_insert(0) += n;
     }
 
+    /// The counts of one key's values, for adding many at once.
+    fn values_mut(&mut self, key: &str) -> &mut Map<&'c str, i64> {
+        self.0.entry(key.to_string()).or_default()
+    }
+
     fn get(&self, key: &str, value: &str) -> i64 {
         self.0
             .get(key)
@@ -44,13 +49,15 @@ impl<'c> PairCounts<'c> {
             .unwrap_or(0)
     }
 
+    /// No pair counted (a key's map may be there, empty).
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.values().all(Map::is_empty)
     }
 }
 
-/// A term with its namespaces resolved (upstream `framework.AffinityTerm`).
-#[derive(Debug, Clone)]
+/// A term with its namespaces resolved (upstream `framework.AffinityTerm`). Equal terms
+/// (the pods of one workload declare the same) are counted together by the cache.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Term {
     namespaces: Set<String>,
     namespace_selector: Option<LabelSelector>,
@@ -250,7 +257,8 @@ impl PodTerms {
 /// upstream's PreFilter state: counts of matching pods per topology pair.
 #[derive(Default)]
 pub struct FilterState<'c> {
-    existing_anti: PairCounts<'c>,
+    /// Placed pods' distinct anti-affinity terms that match the incoming pod.
+    existing_anti: Vec<&'c AntiGroup>,
     affinity: PairCounts<'c>,
     anti: PairCounts<'c>,
     required_affinity: Vec<Term>,
@@ -262,15 +270,10 @@ pub struct FilterState<'c> {
 pub fn prefilter<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> FilterState<'c> {
     let mut s = FilterState::default();
     let ns = &cache.namespaces;
-    // Existing pods' required anti-affinity against the incoming pod.
-    for a in cache.anti_terms_for(pod) {
-        let t = &a.pod.terms.required_anti[a.term];
-        if t.matches(pod, ns) {
-            if let Some(node) = cache.node(&a.node) {
-                s.existing_anti.add(node, &t.topology_key, 1);
-            }
-        }
-    }
+    // Existing pods' required anti-affinity against the incoming pod: each distinct term
+    // once; the filter looks up the node's domain in it.
+    s.existing_anti = cache.anti_terms_for(pod);
+    s.existing_anti.retain(|g| g.term.matches(pod, ns));
     for t in &terms.required_affinity {
         count_term(t, cache, &mut s.affinity);
     }
@@ -288,9 +291,15 @@ pub fn prefilter<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> Filte
 fn count_term<'c>(t: &Term, cache: &'c Cache, out: &mut PairCounts<'c>) {
     let ns = &cache.namespaces;
     if let Some((k, v)) = t.single_label() {
-        for (name, n) in cache.placed_with_label(k, v, |n| t.namespace_ok(n, ns), false) {
-            if let Some(node) = cache.node(name) {
-                out.add(node, &t.topology_key, n);
+        let placed = cache.placed_with_label(k, v, |n| t.namespace_ok(n, ns), false);
+        let values = out.values_mut(&t.topology_key);
+        values.reserve(placed.len());
+        for (name, n) in placed {
+            if let Some(v) = cache
+                .node(name)
+                .and_then(|node| node.labels().get(&t.topology_key))
+            {
+                *values.entry(v.as_str()).or_insert(0) += n;
             }
         }
         return;
@@ -343,10 +352,9 @@ pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
             }
         }
     }
-    // Few topology keys, many labels: look the node's value up for each counted key.
-    for (key, counts) in &s.existing_anti.0 {
-        if let Some(v) = labels.get(key) {
-            if counts.get(v.as_str()).copied().unwrap_or(0) > 0 {
+    for g in &s.existing_anti {
+        if let Some(v) = labels.get(&g.term.topology_key) {
+            if g.in_domain(v) > 0 {
                 return Err(Rejection::new(
                     Plugin::InterPodAffinity,
                     Code::Unschedulable,
@@ -490,6 +498,38 @@ mod tests {
     }
 
     #[test]
+    fn existing_anti_terms_follow_node_labels_and_count_each_pod() {
+        let mut c = three_zones();
+        let anti = |name: &str| {
+            info(
+                json!({"metadata": {"name": name, "uid": name, "namespace": "d", "labels": {"app": "db"}},
+                "spec": {"containers": [], "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}}}}),
+            )
+        };
+        let web = json!({"metadata": {"name": "p", "uid": "p", "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}});
+        let refused =
+            |r: Vec<Result<(), Rejection>>| -> Vec<bool> { r.iter().map(Result::is_err).collect() };
+        // Two pods with the same term on n1 (zone a): one counted group, two pods.
+        c.assume(anti("d1"), "n1");
+        c.assume(anti("d2"), "n1");
+        assert_eq!(c.anti_terms_for(&info(web.clone())).len(), 1);
+        assert_eq!(refused(run(&c, web.clone())), vec![true, true, false]);
+        // n1 moves to zone b: the pods' domain moves with it.
+        c.upsert_node(crate::plugins::testing::node(json!({"metadata": {"name": "n1", "labels": {"zone": "b", "kubernetes.io/hostname": "n1"}},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})));
+        assert_eq!(refused(run(&c, web.clone())), vec![true, false, true]);
+        // One of the two leaves: the other still refuses zone b.
+        c.forget("d1");
+        assert_eq!(refused(run(&c, web.clone())), vec![true, false, true]);
+        // The node goes (its pod stays bound there): it is in no domain.
+        c.remove_node("n1");
+        assert_eq!(refused(run(&c, web.clone())), vec![false, false]);
+        c.forget("d2");
+        assert!(c.anti_terms_for(&info(web)).is_empty());
+    }
+
+    #[test]
     fn existing_anti_terms_of_every_selector_shape_are_found_and_released() {
         let mut c = three_zones();
         let anti = |name: &str, sel: serde_json::Value| {
@@ -543,8 +583,7 @@ mod tests {
         c.forget("expr");
         assert!(c
             .anti_terms_for(&info(incoming(json!({"team": "a"}))))
-            .next()
-            .is_none());
+            .is_empty());
     }
 
     #[test]

@@ -6,7 +6,10 @@ use k8s_openapi::api::core::v1::{PodSpec, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::{node_affinity, taints, Code, Plugin, Rejection, MAX_NODE_SCORE};
-use crate::cache::{Cache, Map, NodeInfo, PodInfo, Set};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::cache::{Cache, KeyDomains, Map, NodeInfo, PodInfo, Set, NO_DOMAIN};
 use crate::selectors::{selector_matches, single_label};
 
 pub const REASON_SKEW: &str = "node(s) didn't match pod topology spread constraints";
@@ -104,18 +107,22 @@ fn has_all_keys(cs: &[Constraint], node: &NodeInfo) -> bool {
         .all(|c| node.labels().contains_key(&c.topology_key))
 }
 
-/// upstream PreFilter state: matching pods per domain, per constraint. Domains are the
-/// cache's own label values, borrowed: with hostname as the key there is a domain per node,
-/// and an owned copy of each was a thousand allocations per pod placed.
+/// upstream PreFilter state: matching pods per domain, per constraint. Domains are
+/// numbered per topology key by the cache (`KeyDomains`): with hostname as the key there
+/// is a domain per node, and counting into a vector by number costs a few instructions per
+/// node where hashing each node's value into a map made this pass most of a decision.
 #[derive(Default)]
 pub struct FilterState<'c> {
     constraints: Vec<Constraint>,
-    counts: Vec<Map<&'c str, i64>>,
+    domains: Vec<Arc<KeyDomains>>,
+    /// Per constraint, per domain number: matching pods on the nodes that count.
+    counts: Vec<Vec<i64>>,
     /// Per constraint, the global minimum the skew is measured against (0 with fewer
     /// domains than minDomains), computed once here rather than per filtered node: with
     /// hostname as the key there is a domain per node, so a per-node minimum cost O(nodes²).
     mins: Vec<i64>,
     self_match: Vec<bool>,
+    _cache: PhantomData<&'c Cache>,
 }
 
 pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterState<'c> {
@@ -124,70 +131,60 @@ pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterS
         return FilterState::default();
     }
     let ns = pod.namespace();
-    let mut counts: Vec<Map<&'c str, i64>> = vec![Map::default(); cs.len()];
+    let domains: Vec<Arc<KeyDomains>> = cs.iter().map(|c| cache.domains(&c.topology_key)).collect();
+    let mut counts: Vec<Vec<i64>> = domains.iter().map(|d| vec![0; d.len()]).collect();
     // A selector of one label is counted from the cache's index of where such pods are
-    // (below): the pass over every node then only lists the eligible domains.
+    // (below): the pass over the nodes then only finds the eligible domains.
     let indexed: Vec<Option<(&str, &str)>> = cs
         .iter()
         .map(|c| c.selector.as_ref().and_then(single_label))
         .collect();
     // Whether a constraint counts every node with its key: nothing of the node to check
-    // when neither policy applies (the common case). This pass is over every node per pod.
+    // when neither policy applies (the common case).
     let every = counts_every_node(&cs, spec);
-    for node in cache.nodes() {
-        let labels = node.labels();
-        if let [c] = cs.as_slice() {
-            // One constraint: one lookup finds both whether the node has the key and its
-            // domain.
-            let Some(domain) = labels.get(&c.topology_key) else {
-                continue;
-            };
-            if !every[0] && !eligible(c, spec, node) {
-                continue;
-            }
-            let n = match indexed[0] {
-                Some(_) => 0,
-                None => count_matching(node, c.selector.as_ref(), ns),
-            };
-            *counts[0].entry(domain.as_str()).or_insert(0) += n;
-            continue;
-        }
-        if !has_all_keys(&cs, node) {
-            continue;
-        }
-        for (i, c) in cs.iter().enumerate() {
-            if !every[i] && !eligible(c, spec, node) {
+    let slots = cache.node_slots();
+    // Per constraint: which node slots count, and which domains have such a node. One
+    // constraint counting every node with its key needs no pass: every domain has one.
+    let (counted, present): (Vec<Vec<bool>>, Vec<Vec<bool>>) = if cs.len() == 1 && every[0] {
+        let d = &domains[0];
+        let counted = (0..slots.len())
+            .map(|i| d.of_slot(i) != NO_DOMAIN)
+            .collect();
+        (vec![counted], vec![vec![true; d.len()]])
+    } else {
+        let mut counted = vec![vec![false; slots.len()]; cs.len()];
+        let mut present: Vec<Vec<bool>> = domains.iter().map(|d| vec![false; d.len()]).collect();
+        for (i, node) in slots.iter().enumerate() {
+            // A node counts only with every constraint's key (and only if it exists: a
+            // slot without a Node object has no domain).
+            if domains.iter().any(|d| d.of_slot(i) == NO_DOMAIN) {
                 continue;
             }
-            let n = match indexed[i] {
-                Some(_) => 0,
-                None => count_matching(node, c.selector.as_ref(), ns),
-            };
-            *counts[i]
-                .entry(labels[&c.topology_key].as_str())
-                .or_insert(0) += n;
+            for (j, c) in cs.iter().enumerate() {
+                if !every[j] && !eligible(c, spec, node) {
+                    continue;
+                }
+                let d = domains[j].of_slot(i) as usize;
+                counted[j][i] = true;
+                present[j][d] = true;
+                if indexed[j].is_none() {
+                    counts[j][d] += count_matching(node, c.selector.as_ref(), ns);
+                }
+            }
         }
-    }
-    for (i, c) in cs.iter().enumerate() {
-        let Some((k, v)) = indexed[i] else { continue };
+        (counted, present)
+    };
+    for (j, label) in indexed.iter().enumerate() {
+        let Some((k, v)) = *label else { continue };
         for (name, n) in cache.placed_with_label(k, v, |x| x == ns, true) {
-            if n == 0 {
-                continue;
-            }
-            let Some(node) = cache.node(name) else {
+            // Only nodes the pass above counts (with every key, existing, eligible).
+            let Some(slot) = cache.slot_of(name) else {
                 continue;
             };
-            // Only nodes the pass above would count: with every key, and eligible.
-            let Some(domain) = node.labels().get(&c.topology_key) else {
-                continue;
-            };
-            if (cs.len() > 1 && !has_all_keys(&cs, node)) || (!every[i] && !eligible(c, spec, node))
-            {
+            if !counted[j].get(slot).copied().unwrap_or(false) {
                 continue;
             }
-            if let Some(total) = counts[i].get_mut(domain.as_str()) {
-                *total += n;
-            }
+            counts[j][domains[j].of_slot(slot) as usize] += n;
         }
     }
     let self_match = cs
@@ -200,20 +197,28 @@ pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterS
         .collect();
     let mins = cs
         .iter()
-        .zip(&counts)
-        .map(|(c, domains)| {
-            if (domains.len() as i64) < c.min_domains {
+        .enumerate()
+        .map(|(j, c)| {
+            let mut eligible = counts[j]
+                .iter()
+                .zip(&present[j])
+                .filter(|(_, p)| **p)
+                .map(|(n, _)| *n);
+            let domains = present[j].iter().filter(|p| **p).count() as i64;
+            if domains < c.min_domains {
                 0
             } else {
-                domains.values().copied().min().unwrap_or(0)
+                eligible.by_ref().min().unwrap_or(0)
             }
         })
         .collect();
     FilterState {
         constraints: cs,
+        domains,
         counts,
         mins,
         self_match,
+        _cache: PhantomData,
     }
 }
 
@@ -226,7 +231,11 @@ pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
                 REASON_LABEL,
             ));
         };
-        let here = s.counts[i].get(value.as_str()).copied().unwrap_or(0);
+        let here = s.domains[i]
+            .of_value(value)
+            .and_then(|d| s.counts[i].get(d as usize))
+            .copied()
+            .unwrap_or(0);
         let skew = here + s.self_match[i] as i64 - s.mins[i];
         if skew > c.max_skew {
             return Err(Rejection::new(
@@ -399,6 +408,60 @@ mod tests {
         assert_eq!(r[3].as_ref().unwrap_err().reasons, vec![REASON_LABEL]);
         // maxSkew 2 allows it.
         assert!(run(&c, &spread(json!({"maxSkew": 2})))[0].is_ok());
+    }
+
+    #[test]
+    fn domains_follow_nodes_that_come_go_and_change_labels() {
+        let mut c = zones();
+        c.assume(web("w1"), "n1");
+        c.assume(web("w2"), "n2");
+        c.assume(web("w3"), "n3");
+        // a=1, b=1, c=1: anywhere with a zone.
+        assert!(run(&c, &spread(json!({})))[..3].iter().all(Result::is_ok));
+        // A new zone with no pod: only it is within the skew.
+        let relabel = |c: &mut Cache, name: &str, labels: serde_json::Value| {
+            c.upsert_node(crate::plugins::testing::node(json!({
+                "metadata": {"name": name, "labels": labels},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+            })));
+        };
+        relabel(
+            &mut c,
+            "n0",
+            json!({"zone": "d", "kubernetes.io/hostname": "n0"}),
+        );
+        let ok = |r: Vec<Result<(), Rejection>>| r.iter().map(Result::is_ok).collect::<Vec<_>>();
+        // Nodes in name order: n0, n1, n2, n3, nolabel.
+        assert_eq!(
+            ok(run(&c, &spread(json!({})))),
+            vec![true, false, false, false, false]
+        );
+        // n0 joins zone a (n1's pod counts for it), d is gone: every zone at 1.
+        relabel(
+            &mut c,
+            "n0",
+            json!({"zone": "a", "kubernetes.io/hostname": "n0"}),
+        );
+        assert_eq!(
+            ok(run(&c, &spread(json!({})))),
+            vec![true, true, true, true, false]
+        );
+        // `nolabel` gets a zone of its own: the emptiest again.
+        relabel(
+            &mut c,
+            "nolabel",
+            json!({"zone": "e", "kubernetes.io/hostname": "nolabel"}),
+        );
+        assert_eq!(
+            ok(run(&c, &spread(json!({})))),
+            vec![false, false, false, false, true]
+        );
+        // And goes: back to every zone at 1.
+        c.remove_node("nolabel");
+        assert_eq!(
+            ok(run(&c, &spread(json!({})))),
+            vec![true, true, true, true]
+        );
     }
 
     #[test]
