@@ -471,45 +471,45 @@ pub struct Entry {
     pub fields: FieldSet,
 }
 
+fn read_entry(e: &Value) -> Entry {
+    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    Entry {
+        manager: s("manager"),
+        operation: s("operation"),
+        api_version: s("apiVersion"),
+        time: s("time"),
+        subresource: s("subresource"),
+        fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+    }
+}
+
 pub fn read_entries(obj: &Value) -> Vec<Entry> {
     obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    Entry {
-                        manager: s("manager"),
-                        operation: s("operation"),
-                        api_version: s("apiVersion"),
-                        time: s("time"),
-                        subresource: s("subresource"),
-                        fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
-                    }
-                })
-                .collect()
-        })
+        .map(|a| a.iter().map(read_entry).collect())
         .unwrap_or_default()
+}
+
+fn entry_json(e: &Entry) -> Value {
+    let mut v = json!({
+        "manager": e.manager,
+        "operation": e.operation,
+        "apiVersion": e.api_version,
+        "time": e.time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&e.fields),
+    });
+    if !e.subresource.is_empty() {
+        v["subresource"] = json!(e.subresource);
+    }
+    v
 }
 
 pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
     let list: Vec<Value> = entries
         .iter()
         .filter(|e| !e.fields.is_empty())
-        .map(|e| {
-            let mut v = json!({
-                "manager": e.manager,
-                "operation": e.operation,
-                "apiVersion": e.api_version,
-                "time": e.time,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": to_fields_v1(&e.fields),
-            });
-            if !e.subresource.is_empty() {
-                v["subresource"] = json!(e.subresource);
-            }
-            v
-        })
+        .map(entry_json)
         .collect();
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if list.is_empty() {
@@ -660,8 +660,24 @@ pub fn record_update(
         }
         return;
     };
-    let mut entries = read_entries(old);
     let (set, gone) = changed(old, new, schema);
+    if !record_in_place(old, new, &set, &gone, manager, api_version, subresource) {
+        record_by_sets(old, new, set, gone, manager, api_version, subresource);
+    }
+}
+
+/// `record_update` over every entry read into a field set and written back (and the
+/// oldest Update entries merged past the cap).
+fn record_by_sets(
+    old: &Value,
+    new: &mut Value,
+    set: FieldSet,
+    gone: FieldSet,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+) {
+    let mut entries = read_entries(old);
     for e in entries.iter_mut() {
         e.fields.retain(|p| !set.contains(p) && !gone.contains(p));
     }
@@ -690,6 +706,110 @@ pub fn record_update(
     entries.retain(|e| !e.fields.is_empty());
     cap_update_managers(&mut entries, MAX_UPDATE_MANAGERS);
     write_entries(new, &entries);
+}
+
+/// `record_update`'s common case, done on the entries' JSON: only the entries the change
+/// touches (and the writer's own) are read into field sets and written back; the others
+/// keep their JSON as it is. A status update by one writer used to convert every entry of
+/// the object both ways. False (nothing done) when the change would push the number of
+/// Update entries past the cap: the caller then takes the whole path.
+fn record_in_place(
+    old: &Value,
+    new: &mut Value,
+    set: &FieldSet,
+    gone: &FieldSet,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+) -> bool {
+    let is_own = |e: &Value| {
+        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+        s("manager") == manager
+            && s("operation") == "Update"
+            && s("apiVersion") == api_version
+            && s("subresource") == subresource
+    };
+    let stored: &[Value] = old
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let updaters = stored
+        .iter()
+        .filter(|e| e.get("operation").and_then(Value::as_str) != Some("Apply"))
+        .count();
+    let adds_entry = !set.is_empty() && !stored.iter().any(is_own);
+    if updaters + adds_entry as usize > MAX_UPDATE_MANAGERS {
+        return false;
+    }
+    // The object as written carries the stored entries (a patch keeps them; `record_update`
+    // returned already if the client sent others), or none (an update that left them out).
+    let mut list = match new
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("managedFields"))
+    {
+        Some(Value::Array(list)) => list,
+        _ => stored.to_vec(),
+    };
+    let mut own_found = false;
+    for e in list.iter_mut() {
+        let own = is_own(e);
+        own_found |= own;
+        let fields = e.get("fieldsV1");
+        let nonempty = fields
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty());
+        let touched =
+            !nonempty || fields.is_some_and(|f| set.iter().chain(gone).any(|p| has_leaf(f, p)));
+        let grows = own && !set.is_empty();
+        if !touched && !grows {
+            continue;
+        }
+        let mut entry = read_entry(e);
+        entry
+            .fields
+            .retain(|p| !set.contains(p) && !gone.contains(p));
+        if grows {
+            entry.fields.extend(set.iter().cloned());
+            entry.time = crate::object::now_rfc3339();
+        }
+        *e = if entry.fields.is_empty() {
+            Value::Null
+        } else {
+            entry_json(&entry)
+        };
+    }
+    list.retain(|e| !e.is_null());
+    if !own_found && !set.is_empty() {
+        list.push(entry_json(&Entry {
+            manager: manager.to_string(),
+            operation: "Update".into(),
+            api_version: api_version.to_string(),
+            time: crate::object::now_rfc3339(),
+            subresource: subresource.to_string(),
+            fields: set.clone(),
+        }));
+    }
+    if let (Some(m), false) = (
+        new.get_mut("metadata").and_then(Value::as_object_mut),
+        list.is_empty(),
+    ) {
+        m.insert("managedFields".into(), Value::Array(list));
+    }
+    true
+}
+
+/// Whether `path` is one of the fields a FieldsV1 tree holds (a leaf: an empty object).
+fn has_leaf(tree: &Value, path: &[String]) -> bool {
+    let mut node = tree;
+    for seg in path {
+        match node.get(seg.as_str()) {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    !path.is_empty() && node.as_object().is_none_or(|m| m.is_empty())
 }
 
 /// Upstream keeps at most this many Update entries; older ones merge into buckets.
@@ -910,6 +1030,103 @@ mod tests {
             changed(&base, &base, Some(c)),
             (FieldSet::new(), FieldSet::new())
         );
+    }
+
+    #[test]
+    fn entries_updated_in_place_equal_entries_rebuilt_from_sets() {
+        let (root, d) = defs();
+        let c = Cursor::new(&root, &d);
+        let base = json!({"apiVersion": "v1", "metadata": {"name": "x", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "web", "image": "i"}], "args": ["1"]},
+            "status": {"phase": "Pending"}});
+        // Entries: a creator owning metadata and spec, a status writer, an Apply entry, a
+        // client-written entry with an empty field set (dropped), and one with extra keys.
+        let mut stored = base.clone();
+        record_update(None, &mut stored, "creator", "v1", "", Some(c));
+        let mut with_status = stored.clone();
+        with_status["status"]["phase"] = json!("Running");
+        record_update(
+            Some(&stored),
+            &mut with_status,
+            "kubelet",
+            "v1",
+            "status",
+            Some(c),
+        );
+        let mut entries = with_status["metadata"]["managedFields"].clone();
+        entries.as_array_mut().unwrap().extend([
+            json!({"manager": "applier", "operation": "Apply", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {"f:a": {}}}}}),
+            json!({"manager": "empty", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {}}),
+        ]);
+        with_status["metadata"]["managedFields"] = entries;
+        let writes = [
+            // The status writer again (its own entry grows), another status writer (a new
+            // entry; the first loses the field), labels changed (Apply entry loses it),
+            // a field removed (every owner loses it), nothing changed.
+            (
+                "kubelet",
+                "status",
+                json!({"status": {"phase": "Succeeded"}}),
+            ),
+            (
+                "other",
+                "status",
+                json!({"status": {"phase": "Failed", "podIP": "10.0.0.1"}}),
+            ),
+            (
+                "editor",
+                "",
+                json!({"metadata": {"name": "x", "labels": {"a": "c"}}}),
+            ),
+            (
+                "editor",
+                "",
+                json!({"spec": {"containers": [{"name": "web", "image": "i"}]}}),
+            ),
+            ("creator", "", json!({})),
+        ];
+        for (manager, sub, change) in writes {
+            let mut new = with_status.clone();
+            for (k, v) in change.as_object().unwrap() {
+                new[k] = v.clone();
+            }
+            let (set, gone) = changed(&with_status, &new, Some(c));
+            let mut by_sets = new.clone();
+            record_by_sets(
+                &with_status,
+                &mut by_sets,
+                set.clone(),
+                gone.clone(),
+                manager,
+                "v1",
+                sub,
+            );
+            let mut in_place = new.clone();
+            assert!(record_in_place(
+                &with_status,
+                &mut in_place,
+                &set,
+                &gone,
+                manager,
+                "v1",
+                sub
+            ));
+            // The times written are now's; the rest must be equal.
+            let strip = |v: &mut Value| {
+                for e in v["metadata"]["managedFields"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
+                    e["time"] = json!("t");
+                }
+            };
+            strip(&mut by_sets);
+            strip(&mut in_place);
+            assert_eq!(in_place, by_sets, "{manager} {sub} {change}");
+        }
     }
 
     #[test]

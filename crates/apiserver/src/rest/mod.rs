@@ -401,7 +401,7 @@ pub async fn update_object(
     rt.strategy
         .prepare_for_update(&mut new, &old, t.subresource.as_deref(), rt.has_status);
     // Server-owned metadata comes from the stored object.
-    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let old_meta = old.get("metadata");
     {
         let m = meta_mut(&mut new);
         for f in [
@@ -411,7 +411,7 @@ pub async fn update_object(
             "deletionGracePeriodSeconds",
             "generation",
         ] {
-            match old_meta.get(f) {
+            match old_meta.and_then(|o| o.get(f)) {
                 Some(v) => {
                     m.insert(f.into(), v.clone());
                 }
@@ -451,10 +451,8 @@ pub async fn update_object(
     if let Some(manager) = &t.manager {
         record_fields(state, t, Some(&old), &mut new, manager);
     }
-    let mut old_cmp = old.clone();
-    meta_mut(&mut old_cmp).remove("resourceVersion");
     let k = key(rt, t.namespace.as_deref(), &name);
-    if old_cmp == new && !state.store.needs_rewrite(k.as_bytes(), old_rev) {
+    if same_but_resource_version(&old, &new) && !state.store.needs_rewrite(k.as_bytes(), old_rev) {
         // Nothing changed: no write, the resourceVersion stays.
         return Ok(old);
     }
@@ -619,18 +617,36 @@ async fn create_claiming(
     ))
 }
 
-fn spec_changed(old: &Value, new: &Value, status_separate: bool) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("metadata");
-            if status_separate {
-                o.remove("status");
-            }
+/// Whether `old` and `new` differ outside the keys `skip` names (compared in place: an
+/// update compares whole objects several times, and copies to compare cost more than the
+/// comparing).
+fn differ_outside(old: &Value, new: &Value, skip: impl Fn(&str) -> bool) -> bool {
+    match (old.as_object(), new.as_object()) {
+        (Some(o), Some(n)) => {
+            let kept =
+                |m: &'_ serde_json::Map<String, Value>| m.keys().filter(|k| !skip(k)).count();
+            kept(o) != kept(n)
+                || o.iter()
+                    .filter(|(k, _)| !skip(k))
+                    .any(|(k, v)| n.get(k) != Some(v))
         }
-        v
-    };
-    strip(old) != strip(new)
+        _ => old != new,
+    }
+}
+
+fn spec_changed(old: &Value, new: &Value, status_separate: bool) -> bool {
+    differ_outside(old, new, |k| {
+        k == "metadata" || (status_separate && k == "status")
+    })
+}
+
+/// `old` (as stored, with its resourceVersion) and `new` (without one) are the same object.
+fn same_but_resource_version(old: &Value, new: &Value) -> bool {
+    !differ_outside(old, new, |k| k == "metadata")
+        && match (old.get("metadata"), new.get("metadata")) {
+            (Some(o), Some(n)) => !differ_outside(o, n, |k| k == "resourceVersion"),
+            (o, n) => o == n,
+        }
 }
 
 /// DeleteOptions from the body (JSON) with query parameters as fallback.
@@ -913,4 +929,42 @@ pub async fn delete_object(
         name,
         "the object kept changing while being deleted; try again",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparisons_in_place_ignore_only_what_they_name() {
+        let old = json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "generation": 1},
+            "spec": {"a": [1, 2]}, "status": {"phase": "Pending"}});
+        let mut new = old.clone();
+        new["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(same_but_resource_version(&old, &new));
+        assert!(!spec_changed(&old, &new, true));
+        new["status"]["phase"] = json!("Running");
+        assert!(!same_but_resource_version(&old, &new));
+        assert!(!spec_changed(&old, &new, true));
+        assert!(spec_changed(&old, &new, false));
+        new["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!spec_changed(&old, &new, true));
+        new["spec"]["a"] = json!([2, 1]);
+        assert!(spec_changed(&old, &new, true));
+        // A key added or removed outside is a change.
+        let mut more = old.clone();
+        more["data"] = json!(null);
+        assert!(spec_changed(&old, &more, true));
+        assert!(spec_changed(&more, &old, true));
+        let mut less = old.clone();
+        less["metadata"]["annotations"] = json!({});
+        less["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(!same_but_resource_version(&old, &less));
+    }
 }

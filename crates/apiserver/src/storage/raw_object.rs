@@ -7,8 +7,112 @@ use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// The stored object's `metadata` value, as a slice of `stored`, with its offset.
+/// The stored object's `metadata` value, as a slice of `stored`, with its offset. Every
+/// watcher of a kind splices every event, so the bytes are first scanned for the
+/// top-level keys (`scan_metadata`); what that scan does not expect is parsed.
 fn metadata(stored: &[u8]) -> Option<(usize, &str)> {
+    match scan_metadata(stored) {
+        Some((at, end)) => Some((at, std::str::from_utf8(&stored[at..end]).ok()?)),
+        None => parse_metadata(stored),
+    }
+}
+
+/// The span of the top-level `metadata` object in `b`, found by skipping over the other
+/// values byte by byte (strings with `memchr`) rather than parsing them. None for
+/// anything unexpected — a key with escapes, no `metadata`, trailing bytes, unbalanced
+/// brackets — and the caller parses instead.
+fn scan_metadata(b: &[u8]) -> Option<(usize, usize)> {
+    let ws = |mut i: usize| {
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    };
+    // The index just past the string whose opening quote is at `i`.
+    let string_end = |mut i: usize| -> Option<usize> {
+        i += 1;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+            if b[i] == b'"' {
+                return Some(i + 1);
+            }
+            i += 2;
+        }
+    };
+    let value_end = |mut i: usize| -> Option<usize> {
+        match b.get(i)? {
+            b'"' => string_end(i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match b.get(i)? {
+                        b'"' => {
+                            i = string_end(i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                while !matches!(
+                    b.get(i),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    i += 1;
+                }
+                Some(i)
+            }
+        }
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    let mut found = None;
+    if b.get(i) == Some(&b'}') {
+        return None;
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(i)?;
+        let key = &b[i + 1..key_end - 1];
+        if key.contains(&b'\\') {
+            return None;
+        }
+        i = ws(key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(i + 1);
+        let end = value_end(i)?;
+        if key == b"metadata" {
+            found = (b.get(i) == Some(&b'{')).then_some((i, end));
+        }
+        i = ws(end);
+        match b.get(i) {
+            Some(b',') => i = ws(i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    (ws(i + 1) == b.len()).then_some(())?;
+    found
+}
+
+/// `metadata` by parsing (serde_json validates every value on the way).
+fn parse_metadata(stored: &[u8]) -> Option<(usize, &str)> {
     struct Finder;
     impl<'de> Visitor<'de> for Finder {
         type Value = Option<&'de RawValue>;
@@ -222,6 +326,34 @@ mod tests {
         assert!(v["data"]["metadata"].get("resourceVersion").is_none());
         let v = splice(r#"{ "metadata" : { } , "kind":"X"}"#, 7).unwrap();
         assert_eq!(v["metadata"], serde_json::json!({"resourceVersion": "7"}));
+    }
+
+    #[test]
+    fn the_scan_finds_what_the_parse_finds() {
+        for doc in [
+            r#"{"apiVersion":"v1","data":{"metadata":{"x":"}"}},"kind":"ConfigMap","metadata":{"name":"a","labels":{"k":"v"}}}"#,
+            r#"{ "metadata" : { } , "kind":"X"}"#,
+            r#"{"a":[1,{"b":"\"]}"},true,null,-1.5e3],"metadata":{"n":"\\","q":"\"{"},"z":{}}"#,
+            r#"{"metadata":{"a":1},"metadata":{"b":2}}"#,
+            "{\n\t\"metadata\"\r:{\"a\":[]}\n}\n",
+        ] {
+            let scanned = scan_metadata(doc.as_bytes()).map(|(a, e)| (a, &doc[a..e]));
+            assert!(scanned.is_some(), "{doc}");
+            assert_eq!(scanned, parse_metadata(doc.as_bytes()), "{doc}");
+        }
+        // What the scan does not take, the parse decides.
+        for odd in [
+            r#"{"kind":"X"}"#,
+            r#"{"metadata":"x"}"#,
+            r#"{"meta\u0064ata":{}}"#,
+            r#"{"metadata":{}} trailing"#,
+            r#"{"metadata":{"a":[}}"#,
+            r#"{"metadata":{"#,
+            r#"[1,2]"#,
+            "",
+        ] {
+            assert_eq!(scan_metadata(odd.as_bytes()), None, "{odd}");
+        }
     }
 
     #[test]
