@@ -209,6 +209,9 @@ fn intern_labels(labels: Option<&Labels>) -> Arc<Labels> {
 #[derive(Debug, Default)]
 pub struct NodeInfo {
     pub name: String,
+    /// Its position in `Cache::node_slots` (a what-if copy keeps the original's): domain
+    /// tables are indexed by it.
+    pub slot: usize,
     pub node: Option<Arc<Node>>,
     pub allocatable: Resources,
     pub requested: Resources,
@@ -288,6 +291,7 @@ impl NodeInfo {
     /// A copy of `node` holding only the pods `keep` accepts (preemption's what-if).
     pub fn with_pods_where(&self, keep: impl Fn(&PodInfo) -> bool) -> NodeInfo {
         let mut n = NodeInfo {
+            slot: self.slot,
             node: self.node.clone(),
             allocatable: self.allocatable.clone(),
             ..NodeInfo::default()
@@ -667,6 +671,7 @@ impl Cache {
             at,
             NodeInfo {
                 name: name.to_string(),
+                slot: at,
                 ..NodeInfo::default()
             },
         );
@@ -691,7 +696,8 @@ impl Cache {
 
     /// Positions from `from` on moved (nodes come and go rarely; most arrive in name order).
     fn renumber(&mut self, from: usize) {
-        for (i, n) in self.nodes.iter().enumerate().skip(from) {
+        for (i, n) in self.nodes.iter_mut().enumerate().skip(from) {
+            n.slot = i;
             if let Some(p) = self.positions.get_mut(n.name.as_str()) {
                 *p = i;
             }

@@ -163,7 +163,7 @@ pub fn num_feasible_nodes_to_find(all: usize) -> usize {
 /// The outcome of filtering: feasible nodes and each refused node's reason.
 pub struct Filtered<'c> {
     pub feasible: Vec<&'c NodeInfo>,
-    pub rejected: Vec<(String, Rejection)>,
+    pub rejected: Vec<(&'c str, Rejection)>,
     pub processed: usize,
 }
 
@@ -193,7 +193,7 @@ pub fn find_feasible<'c>(
         out.processed += 1;
         match cycle.filter(node, nominated.get(&node.name)) {
             Ok(()) => out.feasible.push(node),
-            Err(r) => out.rejected.push((node.name.clone(), r)),
+            Err(r) => out.rejected.push((node.name.as_str(), r)),
         }
     }
     out
@@ -256,7 +256,7 @@ mod tests {
             vec!["a", "b"]
         );
         assert_eq!(
-            f.rejected[0].1.reasons,
+            f.rejected[0].1.reason_list(),
             vec!["node(s) had untolerated taint {k: v}"]
         );
         let scores = cycle.score(&c, &f.feasible);

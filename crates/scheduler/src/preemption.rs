@@ -153,7 +153,7 @@ fn victims_on(
 pub fn plan(
     cycle: &Cycle<'_>,
     cache: &Cache,
-    rejected: &[(String, Rejection)],
+    rejected: &[(&str, Rejection)],
     pdbs: &[Arc<PodDisruptionBudget>],
     nominated: &HashMap<String, Nominated>,
 ) -> Result<Plan, String> {
@@ -164,7 +164,7 @@ pub fn plan(
             reasons.push(PREEMPTION_NOT_HELPFUL);
             continue;
         }
-        match victims_on(cycle, cache, name, pdbs, nominated.get(name)) {
+        match victims_on(cycle, cache, name, pdbs, nominated.get(*name)) {
             Some(c) if !c.victims.is_empty() => candidates.push(c),
             _ => reasons.push(NO_VICTIMS),
         }

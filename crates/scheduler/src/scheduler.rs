@@ -211,7 +211,7 @@ fn decide(
     let reasons: Vec<&str> = filtered
         .rejected
         .iter()
-        .flat_map(|(_, r)| r.reasons.iter().map(String::as_str))
+        .flat_map(|(_, r)| r.reasons())
         .collect();
     let plugins: HashSet<Plugin> = filtered.rejected.iter().map(|(_, r)| r.plugin).collect();
     let pdbs: Vec<_> = st.pdbs.values().cloned().collect();

@@ -160,7 +160,7 @@ mod tests {
         };
         assert!(filter(std::slice::from_ref(&sel), &node("a")).is_ok());
         let r = filter(&[sel], &node("b")).unwrap_err();
-        assert_eq!(r.reasons, [CONFLICT]);
+        assert_eq!(r.reason_list(), [CONFLICT]);
         assert!(filter(&[], &node("b")).is_ok());
     }
 }

@@ -2,13 +2,13 @@
 //! pods' required anti-affinity, by topology domain (filter); preferred terms of both sides
 //! and existing pods' required affinity (weight 1) score.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::{Code, Plugin, Rejection};
-use crate::cache::{AntiGroup, Cache, Map, NodeInfo, PodInfo, Set};
+use crate::cache::{AntiGroup, Cache, KeyDomains, Map, NodeInfo, PodInfo, Set};
 use crate::selectors::{labels_of, selector_matches, Labels};
 
 pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
@@ -18,40 +18,64 @@ pub const REASON_EXISTING_ANTI: &str = "node(s) didn't satisfy existing pods ant
 /// upstream's `HardPodAffinityWeight` default.
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
-/// Counts (or weights) per topology pair, as key → value → n: filters and scores look a
-/// node's labels up by reference, with no key built per node. Values are the cache's own
-/// label values, borrowed (with hostname as the key, one per node the term's pods are on).
+/// Counts (or weights) per topology pair: per topology key, a count per domain, numbered
+/// by the cache's domain table of that key (`KeyDomains`), so that counting a node and
+/// reading a node's count are vector steps by its slot, not a label lookup and a hash of
+/// its value.
 #[derive(Debug, Default)]
-pub struct PairCounts<'c>(Map<String, Map<&'c str, i64>>);
+pub struct PairCounts<'c> {
+    cache: Option<&'c Cache>,
+    /// Few keys per pod: searched in order.
+    keys: Vec<(String, Arc<KeyDomains>, Vec<i64>)>,
+}
 
 impl<'c> PairCounts<'c> {
-    fn add(&mut self, node: &'c NodeInfo, key: &str, n: i64) {
-        let Some(value) = node.labels().get(key) else {
-            return;
-        };
-        let values = match self.0.get_mut(key) {
-            Some(v) => v,
-            None => self.0.entry(key.to_string()).or_default(),
-        };
-        *values.entry(value.as_str()).or_insert(0) += n;
+    fn new(cache: &'c Cache) -> Self {
+        PairCounts {
+            cache: Some(cache),
+            keys: Vec::new(),
+        }
     }
 
-    /// The counts of one key's values, for adding many at once.
-    fn values_mut(&mut self, key: &str) -> &mut Map<&'c str, i64> {
-        self.0.entry(key.to_string()).or_default()
+    fn key_index(&mut self, key: &str) -> Option<usize> {
+        if let Some(i) = self.keys.iter().position(|(k, _, _)| k == key) {
+            return Some(i);
+        }
+        let domains = self.cache?.domains(key);
+        let counts = vec![0; domains.len()];
+        self.keys.push((key.to_string(), domains, counts));
+        Some(self.keys.len() - 1)
     }
 
-    fn get(&self, key: &str, value: &str) -> i64 {
-        self.0
-            .get(key)
-            .and_then(|v| v.get(value))
+    /// Add `n` to the domain of the node in `slot` (nothing if it has no such label).
+    fn add_at(&mut self, key: usize, slot: usize, n: i64) {
+        let (_, domains, counts) = &mut self.keys[key];
+        if let Some(c) = counts.get_mut(domains.of_slot(slot) as usize) {
+            *c += n;
+        }
+    }
+
+    fn add(&mut self, node: &NodeInfo, key: &str, n: i64) {
+        if let Some(i) = self.key_index(key) {
+            self.add_at(i, node.slot, n);
+        }
+    }
+
+    /// The count of `node`'s domain of `key`.
+    fn get(&self, key: &str, node: &NodeInfo) -> i64 {
+        self.keys
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .and_then(|(_, domains, counts)| counts.get(domains.of_slot(node.slot) as usize))
             .copied()
             .unwrap_or(0)
     }
 
-    /// No pair counted (a key's map may be there, empty).
+    /// No pair counted.
     fn is_empty(&self) -> bool {
-        self.0.values().all(Map::is_empty)
+        self.keys
+            .iter()
+            .all(|(_, _, counts)| counts.iter().all(|c| *c == 0))
     }
 }
 
@@ -265,10 +289,16 @@ pub struct FilterState<'c> {
     required_anti: Vec<Term>,
     /// The pod matches all its own affinity terms (the first of a group may go anywhere).
     self_match: bool,
+    /// No pod matches any of its affinity terms anywhere.
+    no_affinity_pods: bool,
 }
 
 pub fn prefilter<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> FilterState<'c> {
-    let mut s = FilterState::default();
+    let mut s = FilterState {
+        affinity: PairCounts::new(cache),
+        anti: PairCounts::new(cache),
+        ..FilterState::default()
+    };
     let ns = &cache.namespaces;
     // Existing pods' required anti-affinity against the incoming pod: each distinct term
     // once; the filter looks up the node's domain in it.
@@ -281,6 +311,7 @@ pub fn prefilter<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> Filte
         count_term(t, cache, &mut s.anti);
     }
     s.self_match = terms.required_affinity.iter().all(|t| t.matches(pod, ns));
+    s.no_affinity_pods = s.affinity.is_empty();
     s.required_affinity = terms.required_affinity.clone();
     s.required_anti = terms.required_anti.clone();
     s
@@ -290,16 +321,14 @@ pub fn prefilter<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> Filte
 /// are) reads the cache's index of where such pods are placed; others ask every node.
 fn count_term<'c>(t: &Term, cache: &'c Cache, out: &mut PairCounts<'c>) {
     let ns = &cache.namespaces;
+    let Some(key) = out.key_index(&t.topology_key) else {
+        return;
+    };
     if let Some((k, v)) = t.single_label() {
-        let placed = cache.placed_with_label(k, v, |n| t.namespace_ok(n, ns), false);
-        let values = out.values_mut(&t.topology_key);
-        values.reserve(placed.len());
-        for (name, n) in placed {
-            if let Some(v) = cache
-                .node(name)
-                .and_then(|node| node.labels().get(&t.topology_key))
-            {
-                *values.entry(v.as_str()).or_insert(0) += n;
+        for (name, n) in cache.placed_with_label(k, v, |n| t.namespace_ok(n, ns), false) {
+            // A slot without a Node object has no domain: it adds nothing.
+            if let Some(slot) = cache.slot_of(name) {
+                out.add_at(key, slot, n);
             }
         }
         return;
@@ -307,7 +336,7 @@ fn count_term<'c>(t: &Term, cache: &'c Cache, out: &mut PairCounts<'c>) {
     for node in cache.nodes() {
         let n = t.count_on(node, ns);
         if n > 0 {
-            out.add(node, &t.topology_key, n);
+            out.add_at(key, node.slot, n);
         }
     }
 }
@@ -325,15 +354,15 @@ pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
                     REASON_AFFINITY,
                 ))
             }
-            Some(v) => {
-                if s.affinity.get(&t.topology_key, v) <= 0 {
+            Some(_) => {
+                if s.affinity.get(&t.topology_key, node) <= 0 {
                     pods_exist = false;
                 }
             }
         }
     }
     // The first pod of a group whose affinity names itself may go anywhere it fits.
-    let first_of_group = s.affinity.is_empty() && s.self_match;
+    let first_of_group = s.no_affinity_pods && s.self_match;
     if !(pods_exist || first_of_group) {
         return Err(Rejection::new(
             Plugin::InterPodAffinity,
@@ -341,9 +370,10 @@ pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
             REASON_AFFINITY,
         ));
     }
+    // A node without the key has no domain, so no count.
     for t in &s.required_anti {
-        if let Some(v) = labels.get(&t.topology_key) {
-            if s.anti.get(&t.topology_key, v) > 0 {
+        {
+            if s.anti.get(&t.topology_key, node) > 0 {
                 return Err(Rejection::new(
                     Plugin::InterPodAffinity,
                     Code::Unschedulable,
@@ -374,8 +404,8 @@ pub fn prescore<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> Option
         return None;
     }
     let ns = &cache.namespaces;
-    let mut scores = PairCounts::default();
-    let mut add = |node: &'c NodeInfo, t: &Term, w: i64| scores.add(node, &t.topology_key, w);
+    let mut scores = PairCounts::new(cache);
+    let mut add = |node: &NodeInfo, t: &Term, w: i64| scores.add(node, &t.topology_key, w);
     for node in cache.nodes() {
         if own {
             for existing in &node.pods {
@@ -398,11 +428,10 @@ pub fn prescore<'c>(pod: &PodInfo, terms: &PodTerms, cache: &'c Cache) -> Option
 }
 
 pub fn score(pairs: &PairCounts<'_>, node: &NodeInfo) -> i64 {
-    let labels: &BTreeMap<String, String> = node.labels();
     pairs
-        .0
+        .keys
         .iter()
-        .filter_map(|(k, values)| labels.get(k).and_then(|v| values.get(v.as_str())))
+        .filter_map(|(_, domains, counts)| counts.get(domains.of_slot(node.slot) as usize))
         .sum()
 }
 
@@ -452,7 +481,7 @@ mod tests {
         // No db pod anywhere, and the pod is not a db itself: nowhere.
         assert!(run(&c, aff.clone())
             .iter()
-            .all(|r| r.as_ref().unwrap_err().reasons == vec![REASON_AFFINITY]));
+            .all(|r| r.as_ref().unwrap_err().reason_list() == vec![REASON_AFFINITY]));
         c.assume(info(json!({"metadata": {"name": "db", "uid": "db", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}})), "n3");
         let r = run(&c, aff);
         assert!(r[0].is_err() && r[1].is_err() && r[2].is_ok());
@@ -476,7 +505,7 @@ mod tests {
             json!({"metadata": {"name": "b", "uid": "b", "namespace": "d", "labels": {"app": "web"}}, "spec": {"containers": []}}),
         );
         assert_eq!(
-            r[0].as_ref().unwrap_err().reasons,
+            r[0].as_ref().unwrap_err().reason_list(),
             vec![REASON_EXISTING_ANTI]
         );
         assert!(r[1].is_ok() && r[2].is_ok());
@@ -493,7 +522,7 @@ mod tests {
             "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone", "namespaceSelector": {}}]}}}}),
         );
-        assert_eq!(r[1].as_ref().unwrap_err().reasons, vec![REASON_ANTI]);
+        assert_eq!(r[1].as_ref().unwrap_err().reason_list(), vec![REASON_ANTI]);
         assert!(r[2].is_ok());
     }
 

@@ -1,6 +1,8 @@
 //! upstream's default filter and score plugins, as pure functions over typed objects and
 //! the cache; `Plugin` names them (for messages and for which events may help a pod).
 
+use std::borrow::Cow;
+
 pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_basics;
@@ -35,16 +37,44 @@ pub enum Code {
 pub struct Rejection {
     pub plugin: Plugin,
     pub code: Code,
-    pub reasons: Vec<String>,
+    /// The reasons (most often one, and a constant): a decision rejects most nodes of a
+    /// cluster for a spread pod, and is usually followed by a placement that reads none.
+    first: Cow<'static, str>,
+    more: Vec<String>,
 }
 
 impl Rejection {
-    pub fn new(plugin: Plugin, code: Code, reason: &str) -> Rejection {
+    pub fn new(plugin: Plugin, code: Code, reason: impl Into<Cow<'static, str>>) -> Rejection {
         Rejection {
             plugin,
             code,
-            reasons: vec![reason.to_string()],
+            first: reason.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// A rejection for several reasons (at least one).
+    pub fn with_reasons(plugin: Plugin, code: Code, mut reasons: Vec<String>) -> Rejection {
+        let first = if reasons.is_empty() {
+            Cow::Borrowed("")
+        } else {
+            Cow::Owned(reasons.remove(0))
+        };
+        Rejection {
+            plugin,
+            code,
+            first,
+            more: reasons,
+        }
+    }
+
+    pub fn reasons(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.first.as_ref()).chain(self.more.iter().map(String::as_str))
+    }
+
+    #[cfg(test)]
+    pub fn reason_list(&self) -> Vec<&str> {
+        self.reasons().collect()
     }
 }
 

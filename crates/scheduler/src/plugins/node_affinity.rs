@@ -86,7 +86,7 @@ mod tests {
                 "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}));
         assert!(filter(&s, &node("n", json!({"disk": "ssd", "zone": "a"}))).is_ok());
         let e = filter(&s, &node("n", json!({"disk": "ssd", "zone": "b"}))).unwrap_err();
-        assert_eq!(e.reasons, vec![REASON]);
+        assert_eq!(e.reason_list(), vec![REASON]);
         assert!(filter(&s, &node("n", json!({"zone": "a"}))).is_err());
     }
 

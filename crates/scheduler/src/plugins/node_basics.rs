@@ -72,7 +72,7 @@ mod tests {
         .unwrap();
         let plain: PodSpec = serde_json::from_value(json!({"containers": []})).unwrap();
         assert_eq!(
-            node_unschedulable(&plain, &n).unwrap_err().reasons,
+            node_unschedulable(&plain, &n).unwrap_err().reason_list(),
             vec!["node(s) were unschedulable"]
         );
         let tol: PodSpec = serde_json::from_value(json!({"containers": [], "tolerations": [

@@ -53,15 +53,15 @@ pub fn filter(
     if reasons.is_empty() {
         return Ok(());
     }
-    Err(Rejection {
-        plugin: Plugin::NodeResourcesFit,
-        code: if unresolvable {
+    Err(Rejection::with_reasons(
+        Plugin::NodeResourcesFit,
+        if unresolvable {
             Code::Unresolvable
         } else {
             Code::Unschedulable
         },
         reasons,
-    })
+    ))
 }
 
 fn least_requested(requested: i64, capacity: i64) -> i64 {
@@ -148,7 +148,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            e.reasons,
+            e.reason_list(),
             vec![
                 "Insufficient cpu",
                 "Insufficient memory",
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(
             filter(&p("b", json!({})), c.node("n").unwrap(), None)
                 .unwrap_err()
-                .reasons,
+                .reason_list(),
             vec!["Too many pods"]
         );
     }

@@ -41,7 +41,7 @@ pub fn filter(taints: &[Taint], tolerations: &[Toleration]) -> Result<(), Reject
         Some(t) => Err(Rejection::new(
             Plugin::TaintToleration,
             Code::Unresolvable,
-            &format!(
+            format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 t.key,
                 t.value.as_deref().unwrap_or("")
@@ -85,7 +85,7 @@ mod tests {
         let t = taints(json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]));
         let err = filter(&t, &[]).unwrap_err();
         assert_eq!(
-            err.reasons,
+            err.reason_list(),
             vec!["node(s) had untolerated taint {dedicated: gpu}"]
         );
         assert_eq!(err.code, Code::Unresolvable);

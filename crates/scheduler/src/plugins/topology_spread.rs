@@ -224,18 +224,20 @@ pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterS
 
 pub fn filter(s: &FilterState<'_>, node: &NodeInfo) -> Result<(), Rejection> {
     for (i, c) in s.constraints.iter().enumerate() {
-        let Some(value) = node.labels().get(&c.topology_key) else {
-            return Err(Rejection::new(
-                Plugin::PodTopologySpread,
-                Code::Unresolvable,
-                REASON_LABEL,
-            ));
-        };
-        let here = s.domains[i]
-            .of_value(value)
-            .and_then(|d| s.counts[i].get(d as usize))
-            .copied()
-            .unwrap_or(0);
+        // The node's domain by its slot; by its label when the slot has none (it lacks
+        // the key).
+        let mut domain = s.domains[i].of_slot(node.slot);
+        if domain == NO_DOMAIN {
+            let Some(value) = node.labels().get(&c.topology_key) else {
+                return Err(Rejection::new(
+                    Plugin::PodTopologySpread,
+                    Code::Unresolvable,
+                    REASON_LABEL,
+                ));
+            };
+            domain = s.domains[i].of_value(value).unwrap_or(NO_DOMAIN);
+        }
+        let here = s.counts[i].get(domain as usize).copied().unwrap_or(0);
         let skew = here + s.self_match[i] as i64 - s.mins[i];
         if skew > c.max_skew {
             return Err(Rejection::new(
@@ -402,10 +404,10 @@ mod tests {
         c.assume(web("w2"), "n2");
         let r = run(&c, &spread(json!({})));
         // a=1, b=1, c=0: a or b would make skew 2.
-        assert_eq!(r[0].as_ref().unwrap_err().reasons, vec![REASON_SKEW]);
+        assert_eq!(r[0].as_ref().unwrap_err().reason_list(), vec![REASON_SKEW]);
         assert!(r[1].is_err());
         assert!(r[2].is_ok());
-        assert_eq!(r[3].as_ref().unwrap_err().reasons, vec![REASON_LABEL]);
+        assert_eq!(r[3].as_ref().unwrap_err().reason_list(), vec![REASON_LABEL]);
         // maxSkew 2 allows it.
         assert!(run(&c, &spread(json!({"maxSkew": 2})))[0].is_ok());
     }
@@ -482,7 +484,7 @@ mod tests {
         // is 1 (not its 0) and n1..n3 keep both skews at 1.
         let r = run(&c, &two);
         assert!(r[..3].iter().all(Result::is_ok), "{r:?}");
-        assert_eq!(r[3].as_ref().unwrap_err().reasons, vec![REASON_LABEL]);
+        assert_eq!(r[3].as_ref().unwrap_err().reason_list(), vec![REASON_LABEL]);
     }
 
     #[test]
