@@ -8,11 +8,10 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use capstan_slim::Slim;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use super::fleet::{Fleet, SimNode};
@@ -138,7 +137,8 @@ pub async fn run(
                     // The sandbox is gone; its address may be handed out again.
                     drop(ip_guard.take());
                 }
-                let body = render(&view, s, node.internal_ip, now);
+                // Serialised once: hashed to compare, and sent as it is.
+                let body = render(&view, s, node.internal_ip, now).to_string();
                 let digest = digest(&body);
                 if written != Some(digest) {
                     // Boxed: a worker rests between writes for most of its life, and its
@@ -188,23 +188,30 @@ pub async fn run(
 
 /// A 64-bit digest of the rendered status: equal values serialise equally (serde_json's
 /// maps are sorted by key here), so equal digests mean nothing new to write.
-fn digest(body: &Value) -> u64 {
+fn digest(body: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.to_string().hash(&mut h);
+    body.hash(&mut h);
     h.finish()
 }
 
-async fn patch_status(fleet: &Fleet, view: &PodView, body: &Value) -> Result<(), kube::Error> {
-    // The patched pod the server answers with is not read: decode only its metadata.
-    let api: Api<Slim<PartialObjectMeta<Pod>>> =
-        Api::namespaced(fleet.client.clone(), &view.namespace);
+/// PATCH `pods/status` with the serialised body. The patched pod the server answers with
+/// is not read, so not decoded (a status is written for every pod that starts).
+async fn patch_status(fleet: &Fleet, view: &PodView, body: &str) -> Result<(), kube::Error> {
+    let raw = RawValue::from_string(body.to_string()).map_err(kube::Error::SerdeError)?;
     fleet
         .writer
         .write("pod status", || async {
-            api.patch_status(&view.name, &PatchParams::default(), &Patch::Strategic(body))
-                .await
-                .map(|_| ())
+            let req =
+                kube::core::Request::new(format!("/api/v1/namespaces/{}/pods", view.namespace))
+                    .patch_subresource(
+                        "status",
+                        &view.name,
+                        &PatchParams::default(),
+                        &Patch::Strategic(&*raw),
+                    )
+                    .map_err(kube::Error::BuildRequest)?;
+            fleet.client.request_text(req).await.map(|_| ())
         })
         .await
 }
