@@ -41,6 +41,8 @@ pub enum Error {
 /// What the monitors and workers share.
 pub struct Gc {
     pub client: kube::Client,
+    /// `client` asking for PartialObjectMetadata: the monitors' lists and watches.
+    metadata_client: kube::Client,
     graph: Mutex<Graph>,
     resources: RwLock<Arc<Resources>>,
     delete_q: Arc<Queue<Uid>>,
@@ -54,6 +56,7 @@ impl Gc {
     fn new(ctx: &Context) -> Self {
         Gc {
             client: ctx.client.clone(),
+            metadata_client: monitors::metadata_client(ctx.client.clone()),
             graph: Mutex::new(Graph::default()),
             resources: RwLock::new(Arc::new(Resources::default())),
             delete_q: Arc::new(Queue::new()),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use http::header::{HeaderValue, ACCEPT};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
@@ -121,9 +122,35 @@ async fn watch_crds(gc: Arc<Gc>, changed: mpsc::Sender<()>) {
 
 /// Watch one resource's metadata into the graph. `first` fires after the first list (or
 /// the first failure to list: one resource that cannot be listed must not stop the GC).
+/// A client whose lists and watches ask for PartialObjectMetadata (as upstream's GC
+/// metadata informers do): the server sends each object's metadata alone, spliced from the
+/// stored bytes, instead of whole objects the monitor would read past — every pod and
+/// Event written reaches the GC's monitors.
+pub fn metadata_client(client: kube::Client) -> kube::Client {
+    const LIST: HeaderValue = HeaderValue::from_static(
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    );
+    const ONE: HeaderValue =
+        HeaderValue::from_static("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1");
+    let namespace = client.default_namespace().to_string();
+    let svc = tower::service_fn(move |mut req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        async move {
+            let watch = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+            req.headers_mut()
+                .insert(ACCEPT, if watch { ONE } else { LIST });
+            client.send(req).await
+        }
+    });
+    kube::Client::new(svc, namespace)
+}
+
 async fn monitor(gc: Arc<Gc>, res: Arc<Res>, first: oneshot::Sender<()>) {
     let api = Api::<capstan_slim::Slim<PartialObjectMeta<DynamicObject>>>::all_with(
-        gc.client.clone(),
+        gc.metadata_client.clone(),
         &res.ar,
     );
     let mut first = Some(first);
