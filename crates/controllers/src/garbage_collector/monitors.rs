@@ -194,3 +194,67 @@ async fn monitor(gc: Arc<Gc>, res: Arc<Res>, first: oneshot::Sender<()>) {
         gc.enqueue(fx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// The monitors' client asks for PartialObjectMetadataList on a list and for
+    /// PartialObjectMetadata on a watch, and what such a list holds reaches the monitor
+    /// decoded (owners included).
+    #[tokio::test]
+    async fn monitor_requests_ask_for_metadata_only() {
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let record = seen.clone();
+        let server = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let accept = req
+                .headers()
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            record.lock().unwrap().push((query, accept));
+            async move {
+                let body = serde_json::json!({
+                    "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": {"resourceVersion": "5"},
+                    "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": {"name": "p", "namespace": "d", "uid": "u1",
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                "name": "rs", "uid": "u0"}]}}]
+                });
+                Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::from(
+                    serde_json::to_vec(&body).unwrap(),
+                )))
+            }
+        });
+        let client = metadata_client(kube::Client::new(server, "default"));
+        let ar = kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&());
+        let api =
+            Api::<capstan_slim::Slim<PartialObjectMeta<DynamicObject>>>::all_with(client, &ar);
+        let list = api.list(&Default::default()).await.expect("list");
+        let pod = &list.items[0].0;
+        assert_eq!(pod.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
+        // A watch request (its answer is not a watch stream here: only the header counts).
+        let _ = api.watch(&Default::default(), "5").await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(!seen[0].0.contains("watch=true"));
+        assert_eq!(
+            seen[0].1,
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        );
+        assert!(seen[1].0.split('&').any(|p| p == "watch=true"), "{seen:?}");
+        assert_eq!(
+            seen[1].1,
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+        );
+    }
+}

@@ -2,13 +2,13 @@
 //! eligible domain (honouring minDomains and the node inclusion policies); `ScheduleAnyway`
 //! constraints score, normalised as upstream.
 
+use std::marker::PhantomData;
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{PodSpec, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::{node_affinity, taints, Code, Plugin, Rejection, MAX_NODE_SCORE};
-use std::marker::PhantomData;
-use std::sync::Arc;
-
 use crate::cache::{Cache, KeyDomains, Map, NodeInfo, PodInfo, Set, NO_DOMAIN};
 use crate::selectors::{selector_matches, single_label};
 
@@ -199,16 +199,12 @@ pub fn prefilter<'c>(pod: &PodInfo, spec: &PodSpec, cache: &'c Cache) -> FilterS
         .iter()
         .enumerate()
         .map(|(j, c)| {
-            let mut eligible = counts[j]
-                .iter()
-                .zip(&present[j])
-                .filter(|(_, p)| **p)
-                .map(|(n, _)| *n);
-            let domains = present[j].iter().filter(|p| **p).count() as i64;
-            if domains < c.min_domains {
+            // Over the domains that have a node that counts.
+            let in_play = || counts[j].iter().zip(&present[j]).filter(|(_, p)| **p);
+            if (in_play().count() as i64) < c.min_domains {
                 0
             } else {
-                eligible.by_ref().min().unwrap_or(0)
+                in_play().map(|(n, _)| *n).min().unwrap_or(0)
             }
         })
         .collect();
