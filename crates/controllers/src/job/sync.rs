@@ -535,10 +535,12 @@ async fn manage(
     }
     let base = st.ctx.opts.job_pod_failure_backoff;
     let per_index = spec.backoff_limit_per_index.is_some();
-    if !per_index {
+    if !per_index && c.record.failures_after_last_success > 0 {
+        // Told even when the wait has already passed (the failure was seen late, as under
+        // load): each step of the back-off is reported once, before its replacement pod.
+        tell_backoff(st, c).await;
         let wait = c.record.remaining(now, base, POD_FAILURE_BACKOFF_CAP);
         if !wait.is_zero() {
-            tell_backoff(st, c, wait).await;
             c.wait_for(wait);
             return None;
         }
@@ -628,7 +630,7 @@ async fn manage(
 }
 
 /// One Event per back-off step: what failed, how often, when the next pod is due.
-async fn tell_backoff(st: &JobLoop, c: &Ctx<'_>, wait: Duration) {
+async fn tell_backoff(st: &JobLoop, c: &Ctx<'_>) {
     let failures = c.record.failures_after_last_success;
     {
         let mut told = st.told.lock().unwrap_or_else(|p| p.into_inner());
@@ -642,8 +644,12 @@ async fn tell_backoff(st: &JobLoop, c: &Ctx<'_>, wait: Duration) {
         st.ctx.opts.job_pod_failure_backoff,
         POD_FAILURE_BACKOFF_CAP,
     );
-    let at = Timestamp::now()
-        .checked_add(wait)
+    // Due at the last failure plus the delay, whenever the failure was seen.
+    let at = c
+        .record
+        .last_failure
+        .unwrap_or_else(Timestamp::now)
+        .checked_add(delay)
         .map(|t| {
             t.round(k8s_openapi::jiff::Unit::Second)
                 .unwrap_or(t)
