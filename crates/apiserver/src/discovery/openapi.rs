@@ -1,5 +1,5 @@
-//! OpenAPI v3: one document per group-version, generated from k8s-openapi's schemas
-//! (schemars) on first use, carrying `x-kubernetes-group-version-kind`, the `fieldValidation`
+//! OpenAPI v3: one document per group-version, made from k8s-openapi's schemas (the embedded
+//! definitions) on first use, carrying `x-kubernetes-group-version-kind`, the `fieldValidation`
 //! parameter and the patch content types kubectl looks for before it validates or applies.
 
 use std::borrow::Cow;
@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Map, Value};
 
+use crate::discovery::definitions::{Definitions, REF_PREFIX};
 use crate::types::registry::{Registry, ResourceType};
+
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
 pub struct OpenApi {
     /// "api/v1" or "apis/{group}/{version}" -> its document (built on first use)
@@ -141,19 +144,24 @@ fn paths_for(rt: &ResourceType, schema_ref: &Value, paths: &mut Map<String, Valu
 }
 
 fn build_doc(types: &[&ResourceType]) -> Value {
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
     let mut kinds: Vec<(String, Value, bool)> = Vec::new();
     let mut custom_schemas: Vec<(String, Value)> = Vec::new();
+    // The definitions this document holds: its kinds' and what they refer to.
+    let mut roots: Vec<String> = Vec::new();
     for rt in types {
         let schema_ref = match (rt.schema, &rt.custom) {
-            (Some(schema_fn), _) => {
-                serde_json::to_value(schema_fn(&mut generator)).unwrap_or(json!({}))
+            (Some(def), _) => {
+                let name = def.name();
+                let r = json!({ "$ref": format!("{REF_PREFIX}{name}") });
+                roots.push(name);
+                r
             }
             (None, Some(custom)) => {
                 let name = custom_schema_name(rt);
-                custom_schemas.push((name.clone(), custom_schema(rt, custom, &mut generator)));
-                json!({ "$ref": format!("#/components/schemas/{name}") })
+                custom_schemas.push((name.clone(), custom_schema(custom)));
+                roots.push(OBJECT_META.to_string());
+                json!({ "$ref": format!("{REF_PREFIX}{name}") })
             }
             (None, None) => continue,
         };
@@ -166,11 +174,7 @@ fn build_doc(types: &[&ResourceType]) -> Value {
         }
         paths_for(rt, &schema_ref, &mut paths);
     }
-    let mut schemas: Map<String, Value> = generator
-        .take_definitions(true)
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(json!({}))))
-        .collect();
+    let mut schemas = Definitions::shared().closure(roots);
     annotate_lists(&mut schemas);
     schemas.extend(custom_schemas);
     for (name, gvk, review) in kinds {
@@ -240,15 +244,8 @@ fn custom_schema_name(rt: &ResourceType) -> String {
 
 /// A custom kind's schema: the CRD's `openAPIV3Schema` with the standard `apiVersion`,
 /// `kind` and `metadata` (a reference to ObjectMeta) put in, as upstream publishes it.
-fn custom_schema(
-    rt: &ResourceType,
-    custom: &crate::types::crd::CustomVersion,
-    generator: &mut schemars::SchemaGenerator,
-) -> Value {
-    let meta_ref = serde_json::to_value(
-        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
-    )
-    .unwrap_or(json!({"type": "object"}));
+fn custom_schema(custom: &crate::types::crd::CustomVersion) -> Value {
+    let meta_ref = json!({ "$ref": format!("{REF_PREFIX}{OBJECT_META}") });
     let mut schema = custom
         .schema_value()
         .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
@@ -262,7 +259,6 @@ fn custom_schema(
     props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
     props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
     props["metadata"] = json!({"allOf": [meta_ref], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
-    let _ = rt;
     schema
 }
 
@@ -426,6 +422,8 @@ impl OpenApi {
     pub fn v2(&self) -> Arc<crate::discovery::openapi_v2::SpecV2> {
         self.v2
             .get_or_init(|| {
+                // Held across every document built for it: the definitions are read once.
+                let _definitions = Definitions::shared();
                 Arc::new(crate::discovery::openapi_v2::SpecV2::build(
                     self.docs.values().map(|gv| gv.doc_or_transient()),
                 ))

@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 
 use crate::encoding::k8s_fields::{normalize, table};
 use crate::status::ApiError;
-use crate::types::registry::schema_of;
 
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 pub(crate) const MAGIC: &[u8] = b"k8s\0";
@@ -88,31 +87,19 @@ fn next_field<'a>(r: &mut Reader<'a>) -> Result<(u32, Wire<'a>), String> {
 pub(crate) fn json_names() -> &'static HashMap<String, HashMap<String, String>> {
     static NAMES: OnceLock<HashMap<String, HashMap<String, String>>> = OnceLock::new();
     NAMES.get_or_init(|| {
-        let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-        for rt in crate::types::builtin::builtin() {
-            if let Some(f) = rt.schema {
-                let _ = f(&mut generator);
-            }
-        }
-        // Kinds clients send to subresources but no served type is made of: without their
-        // definitions a field's JSON name would be guessed from prost's (`UID` is `u_id`).
-        use k8s_openapi::api;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-        let _ = schema_of::<api::authentication::v1::TokenRequest>(&mut generator);
-        let _ = schema_of::<api::policy::v1::Eviction>(&mut generator);
-        let _ = schema_of::<api::core::v1::Binding>(&mut generator);
-        let _ = schema_of::<api::autoscaling::v1::Scale>(&mut generator);
-        let _ = schema_of::<meta::DeleteOptions>(&mut generator);
+        // Every built-in kind's definitions, and those of the kinds clients send to
+        // subresources (without them a field's JSON name would be guessed from prost's).
+        let defs = crate::discovery::definitions::Definitions::shared();
         let mut out = HashMap::new();
-        for (name, schema) in generator.take_definitions(true) {
-            let schema = serde_json::to_value(schema).unwrap_or(Value::Null);
+        for name in defs.names() {
+            let schema = defs.get(name).unwrap_or(Value::Null);
             let props: HashMap<String, String> = schema
                 .get("properties")
                 .and_then(Value::as_object)
                 .map(|p| p.keys().map(|k| (normalize(k), k.clone())).collect())
                 .unwrap_or_default();
             out.insert(
-                normalize(name.strip_prefix("io.k8s.").unwrap_or(&name)),
+                normalize(name.strip_prefix("io.k8s.").unwrap_or(name)),
                 props,
             );
         }

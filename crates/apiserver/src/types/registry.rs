@@ -7,13 +7,52 @@ use std::sync::{Arc, RwLock};
 use crate::types::crd::CustomVersion;
 use crate::types::strategy::Strategy;
 
-/// Produces a type's OpenAPI schema (a `$ref` into the generator's definitions).
-pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+/// Names a built-in kind's OpenAPI definition (k8s-openapi's type path gives the name); in
+/// unit tests it also carries the schemars generator the embedded definitions come from.
+#[derive(Clone, Copy)]
+pub struct SchemaDef {
+    type_name: fn() -> &'static str,
+    #[cfg(test)]
+    pub(crate) generate: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+}
 
-pub(crate) fn schema_of<T: schemars::JsonSchema>(
-    g: &mut schemars::SchemaGenerator,
-) -> schemars::Schema {
-    g.subschema_for::<T>()
+impl SchemaDef {
+    /// The definition's name from the type's path, without k8s-openapi's version module and
+    /// the per-type module: `k8s_openapi::v1_33::api::core::v1::pod::Pod` is
+    /// `io.k8s.api.core.v1.Pod`, `…::kube_aggregator::…` is `io.k8s.kube-aggregator.…` (the
+    /// unit test of the embedded definitions checks every kind's against schemars').
+    pub fn name(&self) -> String {
+        let path = (self.type_name)();
+        let path = path.strip_prefix("k8s_openapi::").unwrap_or(path);
+        let mut segs: Vec<&str> = path.split("::").collect();
+        if segs.first().is_some_and(|s| s.starts_with("v1_")) {
+            segs.remove(0);
+        }
+        if segs.len() >= 2 {
+            segs.remove(segs.len() - 2);
+        }
+        let mut out = String::from("io.k8s");
+        for seg in segs {
+            out.push('.');
+            out.push_str(&seg.replace('_', "-"));
+        }
+        out
+    }
+}
+
+#[cfg(not(test))]
+pub(crate) fn schema_of<T>() -> SchemaDef {
+    SchemaDef {
+        type_name: std::any::type_name::<T>,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn schema_of<T: schemars::JsonSchema>() -> SchemaDef {
+    SchemaDef {
+        type_name: std::any::type_name::<T>,
+        generate: |g| g.subschema_for::<T>(),
+    }
 }
 
 #[derive(Clone)]
@@ -28,7 +67,7 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     /// Whether the type has a `/status` subresource (and so spec/status separation).
     pub has_status: bool,
-    pub schema: Option<SchemaFn>,
+    pub schema: Option<SchemaDef>,
     /// The `scale` subresource, when the type has one.
     pub scale: Option<crate::types::crd::ScalePaths>,
     /// Further subresources served by the node agent (`log`, `exec`, …), for discovery.
@@ -115,7 +154,7 @@ pub(crate) fn rt(
     namespaced: bool,
     short_names: &[&str],
     has_status: bool,
-    schema: SchemaFn,
+    schema: SchemaDef,
     strategy: Arc<dyn Strategy>,
 ) -> ResourceType {
     ResourceType {
