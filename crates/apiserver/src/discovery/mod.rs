@@ -5,7 +5,6 @@
 pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "33";
 
-pub mod definitions;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod openapi_v2_proto;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Map, Value};
 
-use crate::discovery::definitions::{Definitions, REF_PREFIX};
+use crate::types::definitions::{Definitions, REF_PREFIX};
 use crate::types::registry::{Registry, ResourceType};
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";

@@ -89,7 +89,7 @@ pub(crate) fn json_names() -> &'static HashMap<String, HashMap<String, String>> 
     NAMES.get_or_init(|| {
         // Every built-in kind's definitions, and those of the kinds clients send to
         // subresources (without them a field's JSON name would be guessed from prost's).
-        let defs = crate::discovery::definitions::Definitions::shared();
+        let defs = crate::types::definitions::Definitions::shared();
         let mut out = HashMap::new();
         for name in defs.names() {
             let schema = defs.get(name).unwrap_or(Value::Null);

@@ -16,6 +16,7 @@ pub mod core;
 pub mod crd;
 pub mod custom;
 pub mod defaults;
+pub mod definitions;
 pub mod discovery;
 pub mod events;
 pub mod jsonpath;

@@ -164,10 +164,7 @@ mod tests {
                 text.push_str(&format!("{}: {v}{sep}\n", Value::String(k.clone())));
             }
             text.push_str("}\n");
-            let path = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/src/discovery/definitions.json.gz"
-            );
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/types/definitions.json.gz");
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .write(Vec::new(), flate2::Compression::best());
