@@ -270,6 +270,24 @@ fn failing_pods_back_off_then_the_job_fails() {
     assert!(table.contains("Failed") && table.contains("0/1"), "{table}");
 }
 
+/// A back-off step whose wait has already passed when the failure is seen (here a 1 ms base:
+/// any real observation is later, and `finishedAt` has one-second resolution) is still told
+/// before the replacement pod — CI once missed the first step of the 1 s test above this way.
+#[test]
+fn a_back_off_step_seen_after_its_wait_is_still_told() {
+    let s = server(&["--job-pod-failure-backoff-ms", "1"]);
+    apply(&s, &job_yaml("late", "  backoffLimit: 1\n", "200ms", 1, ""));
+    let j = wait_condition(&s, "late", "Failed", WITHIN);
+    assert_eq!(j["status"]["failed"], 2, "{j}");
+    let events = events_of(&s, "late");
+    let want = "1 pod failure(s) since the last success (backoffLimit 1): next pod after a 0.001s back-off, at ";
+    let told: Vec<_> = events
+        .iter()
+        .filter(|(t, r, m)| t == "Warning" && r == "BackoffPodCreation" && m.starts_with(want))
+        .collect();
+    assert_eq!(told.len(), 1, "{want} once in {events:?}");
+}
+
 /// A pod with no controller that a Job's (manual) selector picks is adopted, with the
 /// tracking finalizer, and its end counts: the Job completes without making a pod of its own.
 #[test]
