@@ -27,7 +27,7 @@ impl ServiceCache {
         let api: Api<Service> = Api::all(client);
         let stream = reflector::reflector(
             writer,
-            watcher::watcher(api, watcher::Config::default()).default_backoff(),
+            capstan_slim::watcher(api, watcher::Config::default()).default_backoff(),
         );
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);

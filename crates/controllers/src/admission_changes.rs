@@ -107,7 +107,7 @@ where
     K::DynamicType: Default,
 {
     let mut lists = 0u32;
-    watcher(api, watcher::Config::default())
+    capstan_slim::watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |ev| {
             let change = match ev {

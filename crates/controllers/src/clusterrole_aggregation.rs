@@ -76,7 +76,7 @@ async fn sync(api: &Api<ClusterRole>) -> Result<(), kube::Error> {
 
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<ClusterRole> = Api::all(ctx.client.clone());
-    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut events = capstan_slim::watcher(api.clone(), watcher::Config::default()).boxed();
     let mut delay = Duration::from_millis(200);
     loop {
         // Every change can affect any aggregated role: recompute them all (they are few).

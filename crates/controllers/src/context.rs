@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 
 use crate::cached_pod::Pod;
+use capstan_slim::WatchApi;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -240,18 +241,21 @@ impl Term {
 
     fn pods(&self) -> &Shared<Pod> {
         self.pods.get_or_init(|| {
-            Shared::start_indexed(Api::all(self.client.clone()), crate::pods::trim_for_cache)
+            Shared::start_indexed(
+                WatchApi::all(self.client.clone()),
+                crate::pods::trim_for_cache,
+            )
         })
     }
 
     fn nodes(&self) -> &Shared<Node> {
         self.nodes
-            .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+            .get_or_init(|| Shared::start(WatchApi::all(self.client.clone())))
     }
 
     fn jobs(&self) -> &Shared<Job> {
         self.jobs
-            .get_or_init(|| Shared::start(Api::all(self.client.clone())))
+            .get_or_init(|| Shared::start(WatchApi::all(self.client.clone())))
     }
 
     async fn warm(&self) {

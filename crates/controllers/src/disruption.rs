@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::Scope;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
@@ -69,7 +69,7 @@ pub async fn run(ctx: Arc<Context>) {
     });
     let pods = ctx.pods().subscribe();
     ctx.pods().ready().await;
-    let controller = Controller::new(
+    let controller = capstan_slim::controller(
         Api::<PodDisruptionBudget>::all(ctx.client.clone()),
         watcher::Config::default(),
     );

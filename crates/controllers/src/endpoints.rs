@@ -42,7 +42,7 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let events = reflector::reflector(
         writer,
-        watcher(
+        capstan_slim::watcher(
             Api::<Service>::all(ctx.client.clone()),
             watcher::Config::default(),
         ),

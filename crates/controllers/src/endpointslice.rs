@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -36,7 +36,7 @@ pub async fn run(ctx: Arc<Context>) {
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(60)),
         members: Arc::new(Membership::default()),
     });
-    let controller = Controller::new(
+    let controller = capstan_slim::controller(
         Api::<Service>::all(ctx.client.clone()),
         watcher::Config::default(),
     );
@@ -46,10 +46,10 @@ pub async fn run(ctx: Arc<Context>) {
         .watches_shared_stream(ctx.pods().subscribe(), move |pod: Arc<Pod>| {
             members.services_for(&services, &pod)
         })
-        .owns(
+        .owns_stream(capstan_slim::touched(
             Api::<EndpointSlice>::all(ctx.client.clone()),
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-        )
+        ))
         .run(reconcile, error_policy, lp)
         .for_each(|_| async {})
         .await;

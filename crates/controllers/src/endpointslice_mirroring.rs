@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
@@ -51,7 +51,7 @@ pub async fn run(ctx: Arc<Context>) {
     let noted = lp.clone();
     // Our slices, remembered by their Endpoints, so that one deleted or edited by hand is put
     // back and ones left from before a restart are found.
-    let slices = watcher(
+    let slices = capstan_slim::watcher(
         Api::<EndpointSlice>::all(ctx.client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
@@ -64,15 +64,19 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     });
-    Controller::new(
+    capstan_slim::controller(
         Api::<Endpoints>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
     // A Service gaining or losing its selector (or going) changes what its Endpoints mean.
-    .watches(
-        Api::<Service>::all(ctx.client.clone()),
-        watcher::Config::default(),
-        |svc| Some(ObjectRef::new(&svc.name_any()).within(&svc.namespace().unwrap_or_default())),
+    .watches_stream(
+        capstan_slim::touched(
+            Api::<Service>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
+        |svc: Service| {
+            Some(ObjectRef::new(&svc.name_any()).within(&svc.namespace().unwrap_or_default()))
+        },
     )
     .owns_stream(slices)
     .run(reconcile, error_policy, lp)

@@ -149,7 +149,7 @@ where
     let feed = {
         let held = held.clone();
         capstan_slim::watch(
-            Api::<capstan_slim::Slim<HeldEvent<V>>>::all(client.clone()),
+            capstan_slim::WatchApi::<HeldEvent<V>>::all(client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()

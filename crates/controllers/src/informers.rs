@@ -5,11 +5,11 @@
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
-use capstan_slim::Slim;
+use capstan_slim::WatchApi;
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource};
+use kube::Resource;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -64,22 +64,22 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Watch every `K` the api reaches, into a store, fanned out to subscribers.
-    pub fn start(api: Api<Slim<K>>) -> Self {
+    pub fn start(api: WatchApi<K>) -> Self {
         Self::start_trimmed(api, |_| {})
     }
 
     /// As `start`, with `trim` applied to every object before it is stored: fields no loop
     /// reads need not be held once per object for as long as it exists.
-    pub fn start_trimmed(api: Api<Slim<K>>, trim: fn(&mut K)) -> Self {
+    pub fn start_trimmed(api: WatchApi<K>, trim: fn(&mut K)) -> Self {
         Self::start_with(api, trim, false)
     }
 
     /// As `start_trimmed`, with an index by controller (`controlled_by`, `orphans_in`).
-    pub fn start_indexed(api: Api<Slim<K>>, trim: fn(&mut K)) -> Self {
+    pub fn start_indexed(api: WatchApi<K>, trim: fn(&mut K)) -> Self {
         Self::start_with(api, trim, true)
     }
 
-    fn start_with(api: Api<Slim<K>>, trim: fn(&mut K), indexed: bool) -> Self {
+    fn start_with(api: WatchApi<K>, trim: fn(&mut K), indexed: bool) -> Self {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(FAN_OUT_BUFFER);
         let feed = tx.clone();

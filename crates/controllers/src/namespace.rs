@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -45,7 +45,7 @@ pub async fn run(ctx: Arc<Context>) {
     });
     // A pod finishing its graceful deletion may be the last thing a namespace waits for.
     let pods = ctx.pods().subscribe();
-    Controller::new(api, watcher::Config::default())
+    capstan_slim::controller(api, watcher::Config::default())
         .watches_shared_stream(pods, |pod: Arc<Pod>| {
             pod.metadata
                 .deletion_timestamp

@@ -58,7 +58,7 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    watcher(api, watcher::Config::default())
+    capstan_slim::watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(|ev| async move {
             match ev {
@@ -80,7 +80,7 @@ pub async fn run(ctx: Arc<Context>) {
     let (store, writer) = reflector::store();
     let quotas = reflector::reflector(
         writer,
-        watcher(
+        capstan_slim::watcher(
             Api::<ResourceQuota>::all(c.clone()),
             watcher::Config::default(),
         ),

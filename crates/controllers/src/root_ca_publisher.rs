@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -39,13 +39,15 @@ pub async fn run(ctx: Arc<Context>) {
     // Watched (and read) with the controller-manager's client, as upstream's shared informers:
     // the loop's own role only creates and updates ConfigMaps.
     let maps: Api<ConfigMap> = Api::all(ctx.informer_client());
-    Controller::new(
+    capstan_slim::controller(
         Api::<Namespace>::all(ctx.informer_client()),
         watcher::Config::default(),
     )
-    .watches(
-        maps,
-        watcher::Config::default().fields(&format!("metadata.name={NAME}")),
+    .watches_stream(
+        capstan_slim::touched(
+            maps,
+            watcher::Config::default().fields(&format!("metadata.name={NAME}")),
+        ),
         |cm: ConfigMap| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
     )
     .run(reconcile, error_policy, lp)

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_slim::WatchApi;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -34,7 +35,7 @@ struct Loop {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let services = Shared::<Service>::start(Api::all(ctx.client.clone()));
+    let services = Shared::<Service>::start(WatchApi::all(ctx.client.clone()));
     let nodes = ctx.nodes();
     // Every Service is looked at again when the node pool changes (not on every heartbeat)
     // or when the ports LoadBalancer Services hold change (one freed may unblock another).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -31,13 +31,15 @@ pub async fn run(ctx: Arc<Context>) {
     // Watched (and read) with the controller-manager's client, as upstream's shared informers:
     // the loop's own role only creates accounts.
     let accounts: Api<ServiceAccount> = Api::all(ctx.informer_client());
-    Controller::new(
+    capstan_slim::controller(
         Api::<Namespace>::all(ctx.informer_client()),
         watcher::Config::default(),
     )
-    .watches(
-        accounts,
-        watcher::Config::default().fields(&format!("metadata.name={DEFAULT}")),
+    .watches_stream(
+        capstan_slim::touched(
+            accounts,
+            watcher::Config::default().fields(&format!("metadata.name={DEFAULT}")),
+        ),
         |sa: ServiceAccount| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
     )
     .run(reconcile, error_policy, lp)

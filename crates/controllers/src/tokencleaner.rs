@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::backoff::Backoff;
@@ -35,7 +35,7 @@ pub async fn run(ctx: Arc<Context>) {
         errors: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
     });
     let config = watcher::Config::default().fields(&format!("type={SECRET_TYPE}"));
-    Controller::new(api, config)
+    capstan_slim::controller(api, config)
         .run(reconcile, error_policy, st)
         .for_each(|_| async {})
         .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -66,7 +66,7 @@ pub async fn run_pvc(ctx: Arc<Context>) {
     });
     // A pod going away may be what a terminating claim waits for.
     let pods = ctx.pods().subscribe();
-    Controller::new(
+    capstan_slim::controller(
         Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
@@ -81,7 +81,7 @@ pub async fn run_pv(ctx: Arc<Context>) {
         ctx: ctx.clone(),
         errors: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
     });
-    Controller::new(
+    capstan_slim::controller(
         Api::<PersistentVolume>::all(ctx.client.clone()),
         watcher::Config::default(),
     )

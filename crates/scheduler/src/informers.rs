@@ -6,12 +6,12 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Instant;
 
-use capstan_slim::Slim;
+use capstan_slim::WatchApi;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::{self, Event as WEvent};
-use kube::{Api, Client, Resource};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::cache::{pod_key, PodInfo};
@@ -22,7 +22,7 @@ use crate::writes::SCHEDULER_NAME;
 /// Runs one watch for ever, handing each object to `apply`/`delete` and, after a relist,
 /// the names it saw to `resync`.
 async fn watch<K>(
-    api: Api<Slim<K>>,
+    api: WatchApi<K>,
     shared: Arc<Shared>,
     apply: fn(&mut State, Arc<K>),
     delete: fn(&mut State, Arc<K>),
@@ -305,7 +305,7 @@ fn delete_pdb(st: &mut State, p: Arc<PodDisruptionBudget>) {
 pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(watch(
-            Api::<Slim<Node>>::all(client.clone()),
+            WatchApi::<Node>::all(client.clone()),
             shared.clone(),
             apply_node,
             delete_node,
@@ -313,7 +313,7 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
             trim_meta,
         )),
         tokio::spawn(watch(
-            Api::<Slim<Pod>>::all(client.clone()),
+            WatchApi::<Pod>::all(client.clone()),
             shared.clone(),
             apply_pod,
             delete_pod,
@@ -321,7 +321,7 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
             trim_pod,
         )),
         tokio::spawn(watch(
-            Api::<Slim<Namespace>>::all(client.clone()),
+            WatchApi::<Namespace>::all(client.clone()),
             shared.clone(),
             apply_namespace,
             delete_namespace,
@@ -329,7 +329,7 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
             trim_meta,
         )),
         tokio::spawn(watch(
-            Api::<Slim<PodDisruptionBudget>>::all(client.clone()),
+            WatchApi::<PodDisruptionBudget>::all(client.clone()),
             shared.clone(),
             apply_pdb,
             delete_pdb,

@@ -11,14 +11,15 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use futures::{Stream, TryStreamExt};
-use kube::api::{Api, ObjectMeta};
-use kube::runtime::watcher::{self, Event};
+use kube::api::ObjectMeta;
 use serde::de::{
     self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess,
     Visitor,
 };
 use serde::Deserialize;
+
+mod watch;
+pub use watch::{controller, touched, watch, watcher, RawObject, WatchApi};
 
 /// `K`, decoded with `metadata.managedFields` skipped (the field is left empty).
 #[derive(Clone, Debug, PartialEq)]
@@ -61,29 +62,6 @@ impl<K: kube::Resource> kube::Resource for Slim<K> {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         self.0.meta_mut()
-    }
-}
-
-/// kube-runtime's watcher, decoding `Slim<K>` and handing out the `K`s.
-pub fn watch<K>(
-    api: Api<Slim<K>>,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
-where
-    K: kube::Resource + Clone + fmt::Debug + Send + 'static,
-    K: for<'de> Deserialize<'de>,
-{
-    watcher::watcher(api, config).map_ok(unslim)
-}
-
-/// A watch event of `Slim<K>` as one of `K`.
-pub fn unslim<K>(e: Event<Slim<K>>) -> Event<K> {
-    match e {
-        Event::Init => Event::Init,
-        Event::InitApply(o) => Event::InitApply(o.0),
-        Event::InitDone => Event::InitDone,
-        Event::Apply(o) => Event::Apply(o.0),
-        Event::Delete(o) => Event::Delete(o.0),
     }
 }
 

@@ -116,7 +116,7 @@ fn watch_slices(client: kube::Client) -> Store<EndpointSlice> {
     let api: Api<EndpointSlice> = Api::all(client);
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(api, watcher::Config::default().labels(SERVICE_NAME_LABEL))
+        capstan_slim::watcher(api, watcher::Config::default().labels(SERVICE_NAME_LABEL))
             .default_backoff(),
     );
     tokio::spawn(async move {

@@ -79,7 +79,7 @@ pub async fn run(
     };
     let (store, writer) = reflector::store();
     let api: Api<Node> = Api::all(client);
-    let changes = watcher::watcher(api, watcher::Config::default())
+    let changes = capstan_slim::watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects();

@@ -68,7 +68,7 @@ fn node_cidr(node: &Node) -> Option<String> {
 async fn wait_for_change(api: &Api<Node>, node: &str) {
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let changed = async {
-        let stream = watcher::watcher(api.clone(), config);
+        let stream = capstan_slim::watcher(api.clone(), config);
         futures::pin_mut!(stream);
         let mut seen = 0;
         while let Ok(Some(ev)) = stream.try_next().await {

@@ -111,7 +111,7 @@ pub async fn run(
     }
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", node.name));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = capstan_slim::watcher(api, config).default_backoff().boxed();
     let mut workers: HashMap<String, Handle> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut first_list = true;

@@ -180,10 +180,10 @@ async fn watch_object(client: kube::Client, key: SourceKey, registry: Arc<Mutex<
 
 async fn watch_typed<K>(api: Api<K>, key: &SourceKey, registry: &Mutex<Registry>)
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = capstan_slim::watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             // Every (re)list ends in InitDone: what changed while not watching is caught then.

@@ -3,19 +3,17 @@
 
 use std::sync::Arc;
 
-use capstan_slim::Slim;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::Api;
 
 use super::fleet::Fleet;
 use super::heartbeat::observe;
 use super::ANNOTATION_STOPPED;
 
 pub async fn run(fleet: Arc<Fleet>) {
-    let api: Api<Slim<Node>> = Api::all(fleet.client.clone());
+    let api = capstan_slim::WatchApi::<Node>::all(fleet.client.clone());
     let mut events = capstan_slim::watch(api, watcher::Config::default())
         .default_backoff()
         .boxed();

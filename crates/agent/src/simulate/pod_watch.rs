@@ -6,12 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use capstan_slim::Slim;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::Api;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -39,7 +37,7 @@ impl Drop for AbortOnDrop {
 }
 
 pub async fn run(fleet: Arc<Fleet>) {
-    let api: Api<Slim<Pod>> = Api::all(fleet.client.clone());
+    let api = capstan_slim::WatchApi::<Pod>::all(fleet.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
     let mut events = capstan_slim::watch(api, config).default_backoff().boxed();
     let mut workers: HashMap<String, Worker> = HashMap::new();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use capstan_events::Recorder;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::Api;
 
@@ -59,13 +59,13 @@ pub async fn run(client: kube::Client, node: String, root: PathBuf) {
         root,
         recorder,
     });
-    let claims = Controller::new(
+    let claims = capstan_slim::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     )
     .run(provision::reconcile, on_claim_error, p.clone())
     .for_each(|_| async {});
-    let volumes = Controller::new(
+    let volumes = capstan_slim::controller(
         Api::<PersistentVolume>::all(client),
         watcher::Config::default(),
     )

@@ -12,7 +12,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use super::{kubelet_requests, Ca, RequestSubject};
@@ -77,7 +77,7 @@ pub async fn run(ctx: Arc<Context>) {
         ca,
         errors: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
-    Controller::new(api, watcher::Config::default())
+    capstan_slim::controller(api, watcher::Config::default())
         .run(reconcile, error_policy, st)
         .for_each(|_| async {})
         .await;

@@ -10,7 +10,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::{kubelet_requests, Ca};
@@ -47,7 +47,7 @@ pub async fn run(ctx: Arc<Context>) {
         max_lifetime: ctx.opts.cluster_signing_duration,
         errors: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
     });
-    Controller::new(api, watcher::Config::default())
+    capstan_slim::controller(api, watcher::Config::default())
         .run(reconcile, error_policy, st)
         .for_each(|_| async {})
         .await;

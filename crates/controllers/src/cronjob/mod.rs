@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::CronJob;
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::Api;
 
 use crate::backoff::Backoff;
@@ -49,7 +49,7 @@ pub async fn run(ctx: Arc<Context>) {
         errors: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
     });
     let api: Api<CronJob> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+    capstan_slim::controller(api, watcher::Config::default())
         .owns_shared_stream(job_changes)
         .run(reconcile, error_policy, st)
         .for_each(|_| async {})

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
@@ -79,7 +79,7 @@ pub async fn run(ctx: Arc<Context>) {
     );
     ctx.pods().ready().await;
     ctx.nodes().ready().await;
-    let controller = Controller::new(
+    let controller = capstan_slim::controller(
         Api::<DaemonSet>::all(ctx.client.clone()),
         watcher::Config::default(),
     );

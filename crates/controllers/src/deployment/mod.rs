@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 
 use crate::backoff::Backoff;
@@ -58,7 +58,7 @@ pub async fn run(ctx: Arc<Context>) {
     let (rss, writer) = reflector::store();
     let rs_changes = reflector::reflector(
         writer,
-        watcher(
+        capstan_slim::watcher(
             Api::<ReplicaSet>::all(ctx.client.clone()),
             watcher::Config::default(),
         ),
@@ -73,7 +73,7 @@ pub async fn run(ctx: Arc<Context>) {
         recorder: ctx.recorder("deployment-controller"),
         backoff: Backoff::new(ctx.opts.replica_backoff_base, ctx.opts.replica_backoff_max),
     });
-    let controller = Controller::new(
+    let controller = capstan_slim::controller(
         Api::<Deployment>::all(ctx.client.clone()),
         watcher::Config::default(),
     );

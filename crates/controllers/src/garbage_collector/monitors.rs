@@ -106,6 +106,8 @@ pub async fn run(gc: Arc<Gc>, synced: oneshot::Sender<()>) {
 /// Signal `changed` whenever a CRD is created, changed or deleted.
 async fn watch_crds(gc: Arc<Gc>, changed: mpsc::Sender<()>) {
     let api: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(gc.client.clone());
+    // kube's own watcher: a metadata-only Api asks the server for PartialObjectMetadata,
+    // which the shared raw watcher would not.
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -149,7 +151,7 @@ pub fn metadata_client(client: kube::Client) -> kube::Client {
 }
 
 async fn monitor(gc: Arc<Gc>, res: Arc<Res>, first: oneshot::Sender<()>) {
-    let api = Api::<capstan_slim::Slim<PartialObjectMeta<DynamicObject>>>::all_with(
+    let api = capstan_slim::WatchApi::<PartialObjectMeta<DynamicObject>>::all_with(
         gc.metadata_client.clone(),
         &res.ar,
     );

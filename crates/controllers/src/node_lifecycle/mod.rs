@@ -48,8 +48,10 @@ struct Loop {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let leases =
-        crate::informers::Shared::start(Api::namespaced(ctx.informer_client(), LEASE_NAMESPACE));
+    let leases = crate::informers::Shared::start(capstan_slim::WatchApi::namespaced(
+        ctx.informer_client(),
+        LEASE_NAMESPACE,
+    ));
     leases.ready().await;
     let (resync, resyncs) = futures::channel::mpsc::unbounded();
     let lp = Arc::new(Loop {

@@ -14,12 +14,12 @@ mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_slim::WatchApi;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Api;
 
 use crate::backoff::Backoff;
 use crate::context::Context;
@@ -56,9 +56,9 @@ impl State {
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let volumes = Shared::<PersistentVolume>::start(Api::all(client.clone()));
-    let claims = Shared::<PersistentVolumeClaim>::start(Api::all(client.clone()));
-    let classes = Shared::<StorageClass>::start(Api::all(client.clone()));
+    let volumes = Shared::<PersistentVolume>::start(WatchApi::all(client.clone()));
+    let claims = Shared::<PersistentVolumeClaim>::start(WatchApi::all(client.clone()));
+    let classes = Shared::<StorageClass>::start(WatchApi::all(client.clone()));
     volumes.ready().await;
     claims.ready().await;
     classes.ready().await;

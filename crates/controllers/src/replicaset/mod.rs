@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -66,7 +66,7 @@ pub async fn run_rc(ctx: Arc<Context>) {
 async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
     let shared = ctx.pods();
     shared.ready().await;
-    let controller = Controller::new(
+    let controller = capstan_slim::controller(
         Api::<K>::all(ctx.client.clone()),
         watcher::Config::default(),
     );

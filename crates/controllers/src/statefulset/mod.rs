@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -71,7 +71,7 @@ pub async fn run(ctx: Arc<Context>) {
         move |scope| gated.gate.release_in(scope),
     );
     ctx.pods().ready().await;
-    Controller::new(
+    capstan_slim::controller(
         Api::<StatefulSet>::all(ctx.client.clone()),
         watcher::Config::default(),
     )

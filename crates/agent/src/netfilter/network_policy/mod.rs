@@ -108,13 +108,13 @@ pub async fn run(client: kube::Client, node_name: String, instance: String) {
         );
     }
     let config = watcher::Config::default;
-    let mut policies = watcher::watcher(Api::<NetworkPolicy>::all(client.clone()), config())
+    let mut policies = capstan_slim::watcher(Api::<NetworkPolicy>::all(client.clone()), config())
         .default_backoff()
         .boxed();
-    let mut pods = watcher::watcher(Api::<Pod>::all(client.clone()), config())
+    let mut pods = capstan_slim::watcher(Api::<Pod>::all(client.clone()), config())
         .default_backoff()
         .boxed();
-    let mut namespaces = watcher::watcher(Api::<Namespace>::all(client), config())
+    let mut namespaces = capstan_slim::watcher(Api::<Namespace>::all(client), config())
         .default_backoff()
         .boxed();
     let mut state = Watched::new(node_name);

@@ -40,10 +40,10 @@ pub async fn run(client: kube::Client, node_name: String, netfilter: Arc<Netfilt
     // changed, the cache only says that one did.
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client);
-    let mut services = watcher::watcher(services, watcher::Config::default())
+    let mut services = capstan_slim::watcher(services, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut slices = watcher::watcher(
+    let mut slices = capstan_slim::watcher(
         slices,
         watcher::Config::default().labels(SERVICE_NAME_LABEL),
     )
