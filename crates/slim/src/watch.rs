@@ -20,7 +20,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{reflector, Controller, WatchStreamExt};
 use kube::{Client, Resource};
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -53,9 +55,8 @@ impl<'de> Deserialize<'de> for RawObject {
     /// value and written out again: correct, only slower.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let json = d.deserialize_newtype_struct(RAW_VALUE_TOKEN, TextVisitor)?;
-        let head: Head = serde_json::from_str(json.get()).map_err(de::Error::custom)?;
         let metadata = ObjectMeta {
-            resource_version: head.metadata.and_then(|m| m.resource_version),
+            resource_version: resource_version(json.get()).map_err(de::Error::custom)?,
             ..ObjectMeta::default()
         };
         Ok(RawObject { metadata, json })
@@ -87,17 +88,67 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 }
 
-/// The part of an object the watcher needs; every other field is skipped unread.
-#[derive(Deserialize)]
-struct Head {
-    #[serde(default)]
-    metadata: Option<HeadMeta>,
+/// The object's `metadata.resourceVersion`, read from the start of its text and no further:
+/// keys before `metadata` and before `resourceVersion` within it are skipped unread, and
+/// the reading stops there (servers write `metadata` before `spec` and `status`, so most of
+/// an object is not looked at twice).
+fn resource_version(text: &str) -> Result<Option<String>, serde_json::Error> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    match de.deserialize_map(Find {
+        path: &["metadata", "resourceVersion"],
+        found: &mut found,
+    }) {
+        Ok(()) => Ok(None),
+        // Stopping early ends the decoding with an error of its own making.
+        Err(_) if found.is_some() => Ok(found.flatten()),
+        Err(e) => Err(e),
+    }
 }
 
-#[derive(Deserialize)]
-struct HeadMeta {
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<String>,
+/// Reads the string at `path` in a map into `found` and then stops the decoding; `found`
+/// is set (to `None` if the string is absent or null) once the first key of the path is.
+struct Find<'p, 'f> {
+    path: &'p [&'p str],
+    found: &'f mut Option<Option<String>>,
+}
+
+impl<'de> Visitor<'de> for Find<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.path.split_first() else {
+            return Ok(());
+        };
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key != *first {
+                map.next_value::<IgnoredAny>()?;
+            } else if rest.is_empty() {
+                *self.found = Some(map.next_value::<Option<String>>()?);
+                return Err(de::Error::custom("found"));
+            } else {
+                map.next_value_seed(Find {
+                    path: rest,
+                    found: &mut *self.found,
+                })?;
+                // Not in there: the answer is still known.
+                *self.found = Some(None);
+                return Err(de::Error::custom("absent"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Find<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
 }
 
 impl Resource for RawObject {
@@ -292,6 +343,26 @@ mod tests {
         assert_eq!(raw.meta().resource_version.as_deref(), Some("7"));
         let p: Pod = raw.decode().expect("a pod");
         assert_eq!(p.metadata.name.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn the_resource_version_is_read_wherever_it_is() {
+        let rv = |t: &str| resource_version(t).expect(t);
+        assert_eq!(
+            rv(r#"{"metadata":{"resourceVersion":"3"},"spec":{}}"#).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            rv(r#"{"spec":{"metadata":{"resourceVersion":"9"}},"kind":"X","metadata":{"name":"n","managedFields":[{"a":{"resourceVersion":"8"}}],"resourceVersion":"4"}}"#).as_deref(),
+            Some("4")
+        );
+        assert_eq!(rv(r#"{"metadata":{"name":"n"},"spec":{}}"#), None);
+        assert_eq!(rv(r#"{"metadata":{"resourceVersion":null}}"#), None);
+        assert_eq!(rv(r#"{"kind":"X"}"#), None);
+        // Stopping early is not a licence for what came before to be wrong.
+        assert!(resource_version(r#"{"metadata":{"resourceVersion":5}}"#).is_err());
+        assert!(resource_version(r#"{"metadata":5}"#).is_err());
+        assert!(resource_version("[1]").is_err());
     }
 
     #[test]
