@@ -283,7 +283,7 @@ impl Runtime {
         let complete = kinds.iter().all(|k| pinned.contains(&dir.join(k)));
         if !complete {
             // A half-made sandbox (an agent crash mid-way) is made again from scratch.
-            kill_pause(&dir);
+            kill_pause(&dir).await;
             rootfs::unmount_all_under(&dir).map_err(|e| io_err("unmounting a stale sandbox", e))?;
             remove_dir_if_exists(&dir)?;
             let output = tokio::process::Command::new(&self.config.shim_binary)
@@ -327,7 +327,7 @@ impl Runtime {
     pub async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
         check_name("pod uid", pod_uid)?;
         let dir = self.layout.sandbox_dir(pod_uid);
-        kill_pause(&dir);
+        kill_pause(&dir).await;
         rootfs::unmount_all_under(&dir).map_err(|e| io_err("unmounting sandbox namespaces", e))?;
         remove_dir_if_exists(&dir)?;
         let cgroup = self.pod_cgroup(pod_uid);
@@ -877,17 +877,32 @@ fn read_state(dir: &Path) -> Result<ContainerState, RuntimeError> {
 
 /// SIGKILLs the sandbox's shared-PID-namespace init, if it has one (ending every process
 /// left in that namespace).
-fn kill_pause(dir: &Path) {
+/// Kills a sandbox's pause process and waits (bounded) until it is gone: a removed sandbox
+/// leaves nothing running, as upstream's StopPodSandbox (SIGKILL is delivered
+/// asynchronously; on a loaded host the process was still there when removal returned).
+async fn kill_pause(dir: &Path) {
     match record::read::<ShimFile>(dir, sandbox::PAUSE) {
         Ok(Some(p)) if process::is_alive(p.pid, p.start_ticks) => {
             if let Err(e) = process::signal(p.pid, Signal::SIGKILL) {
                 tracing::warn!(pid = p.pid, error = %e, "killing a sandbox's pause process");
+                return;
+            }
+            let gone = process::wait_exit(p.pid, p.start_ticks);
+            match tokio::time::timeout(PAUSE_EXIT_WAIT, gone).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(pid = p.pid, error = %e, "waiting for a pause process to exit")
+                }
+                Err(_) => tracing::warn!(pid = p.pid, "a killed pause process has not exited"),
             }
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "reading pause.json"),
     }
 }
+
+/// How long sandbox removal waits for a killed pause process to exit.
+const PAUSE_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
     if layout::valid_name(name) {
