@@ -317,12 +317,16 @@ mod tests {
 
     #[test]
     fn a_watch_event_holds_the_text_and_the_resource_version() {
-        let line = json!({"type": "MODIFIED", "object": pod("42")}).to_string();
+        // As servers write it: `type` first, then the object, whose text is kept byte for
+        // byte (captured, not rebuilt from a value: the keys here are not in sorted order).
+        let object = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"ns","resourceVersion":"42","managedFields":[{"manager":"m","operation":"Update","apiVersion":"v1","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{}}}]},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        let line = format!(r#"{{"type":"MODIFIED","object":{object}}}"#);
         let WatchEvent::Modified(raw) =
             serde_json::from_str::<WatchEvent<RawObject>>(&line).expect("decodes")
         else {
             panic!("not MODIFIED")
         };
+        assert_eq!(raw.json(), object);
         assert_eq!(raw.meta().resource_version.as_deref(), Some("42"));
         let p: Pod = raw.decode().expect("a pod");
         assert_eq!(p.metadata.name.as_deref(), Some("p"));

@@ -887,3 +887,47 @@ fn apiservices_register_every_served_group_version() {
         },
     );
 }
+
+/// Every JSON watch event line starts `{"type":"<T>","object":`, as upstream writes it, for
+/// custom resources too (whose lines are built, not spliced from stored bytes); clients that
+/// capture an event's object as text while decoding, as capstan's own watchers do, rely on
+/// `type` coming first.
+#[test]
+fn a_custom_resource_watch_writes_each_events_type_first() {
+    let s = Server::start();
+    install(&s);
+    let base = "/apis/apps.example.com/v1/namespaces/default/webapps";
+    let list: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "--raw", base])).expect("list JSON");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("list resourceVersion")
+        .to_string();
+    let (ok, o, e) = apply(&s, APP);
+    assert!(ok, "{o}{e}");
+    s.kubectl_ok(&["annotate", "webapp", "shop", "team=web"]);
+    s.kubectl_ok(&["delete", "webapp", "shop"]);
+    let watch = s.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+    ]);
+    let mut seen = Vec::new();
+    for line in watch.lines().filter(|l| !l.is_empty()) {
+        let ev: serde_json::Value = serde_json::from_str(line).expect("event JSON");
+        let kind = ev["type"].as_str().expect("type").to_string();
+        assert!(
+            line.starts_with(&format!("{{\"type\":\"{kind}\",\"object\":{{")),
+            "{line}"
+        );
+        seen.push(format!(
+            "{kind} {}",
+            ev["object"]["metadata"]["name"].as_str().unwrap_or("")
+        ));
+    }
+    assert_eq!(
+        seen,
+        ["ADDED shop", "MODIFIED shop", "DELETED shop"],
+        "{watch}"
+    );
+}

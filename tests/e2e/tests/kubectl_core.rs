@@ -936,6 +936,11 @@ fn compacted_resource_versions_get_410_expired() {
         "--raw",
         "/api/v1/namespaces/team-a/configmaps?watch=true&resourceVersion=3&timeoutSeconds=5",
     ]);
+    // `type` first, as upstream writes every event (this line is built, not spliced).
+    assert!(
+        watch.starts_with("{\"type\":\"ERROR\",\"object\":{"),
+        "{watch}"
+    );
     assert!(
         watch.contains("\"type\":\"ERROR\"")
             && watch.contains("\"code\":410")

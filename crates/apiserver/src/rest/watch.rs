@@ -79,7 +79,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn line(&self, kind: &str, obj: &Value) -> Bytes {
+    fn line(&self, kind: &'static str, obj: &Value) -> Bytes {
         let of_object = kind == "ADDED" || kind == "MODIFIED" || kind == "DELETED";
         let object = if self.as_table && of_object {
             let rv = crate::object::meta_str(obj, "resourceVersion")
@@ -113,9 +113,14 @@ impl Encoder {
                 }
             }
         }
-        let mut s = json!({"type": kind, "object": object}).to_string();
-        s.push('\n');
-        Bytes::from(s)
+        let mut out = Vec::with_capacity(256);
+        event_head(kind, &mut out);
+        if serde_json::to_writer(&mut out, &object).is_err() {
+            // A Value always serialises; were it not to, the line would not be JSON.
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(b"}\n");
+        Bytes::from(out)
     }
     fn bookmark(&self, rev: i64) -> Bytes {
         let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
@@ -185,9 +190,7 @@ fn spliced_line(ev: &WatchEvent, sel: &Selectors, as_metadata: bool) -> Option<O
         },
     };
     let mut out = Vec::with_capacity(stored.len() + 64);
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"object\":");
+    event_head(kind, &mut out);
     // A deletion shows the last state with the deletion's revision, as upstream does.
     let rv = ev.kv.mod_revision;
     let spliced = if as_metadata {
@@ -200,6 +203,15 @@ fn spliced_line(ev: &WatchEvent, sel: &Selectors, as_metadata: bool) -> Option<O
     }
     out.extend_from_slice(b"}\n");
     Some(Some(Bytes::from(out)))
+}
+
+/// The start of a JSON watch event line, `{"type":"<kind>","object":`: `type` first, as
+/// upstream writes it (Go's field order) and as clients that capture the object's text while
+/// decoding (capstan's own shared watcher) read it without buffering the object.
+fn event_head(kind: &'static str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
 }
 
 /// Send one store item to the client; false when the watch is over.
