@@ -78,7 +78,11 @@ impl Endpoint {
     pub fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, BenchError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| BenchError::Config(format!("reading {}: {e}", path.display())))?;
-        let kc: Kubeconfig = serde_saphyr::from_str(&text)
+        // YAML into JSON, then the typed config, as kubectl reads it (and one YAML decoder in
+        // the binary, into a value, rather than one per type).
+        let kc: Kubeconfig = serde_saphyr::from_str::<serde_json::Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
             .map_err(|e| BenchError::Config(format!("parsing {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let ctx_name = context.unwrap_or(&kc.current_context);

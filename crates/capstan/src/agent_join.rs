@@ -89,7 +89,8 @@ pub async fn cluster_info(client: kube::Client) -> anyhow::Result<(String, Strin
         .as_ref()
         .and_then(|d| d.get("kubeconfig"))
         .context("cluster-info holds no kubeconfig")?;
-    let doc = kube::config::Kubeconfig::from_yaml(text).context("cluster-info's kubeconfig")?;
+    let doc: kube::config::Kubeconfig = capstan_apiserver::limits::parse_config_yaml(text)
+        .map_err(|why| anyhow::anyhow!("cluster-info's kubeconfig: {why}"))?;
     let cluster = doc
         .clusters
         .first()

@@ -35,7 +35,7 @@ pub fn write(
 ) -> anyhow::Result<()> {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let mut doc: Value = match std::fs::read_to_string(path) {
-        Ok(text) => match serde_saphyr::from_str::<Value>(&text) {
+        Ok(text) => match capstan_apiserver::limits::parse_request_yaml(&text) {
             Ok(v) if v.is_object() => v,
             _ => {
                 tracing::warn!(path = %path.display(), "the kubeconfig could not be read; writing a new one");
@@ -123,6 +123,44 @@ pub fn entry_name(data_dir: &Path) -> String {
     }
     format!("capstan-{:08x}", h as u32)
 }
+/// A kubeconfig file, read as kubectl reads one (YAML into JSON, then the typed config) and
+/// not with kube-rs's `Kubeconfig::read_from` (a YAML decoder of its own for every type in
+/// it, ~0.3 MB of the binary). As there, the files it names are relative to its directory.
+fn read(path: &Path) -> anyhow::Result<kube::config::Kubeconfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut kc: kube::config::Kubeconfig = capstan_apiserver::limits::parse_config_yaml(&text)
+        .map_err(|why| anyhow::anyhow!("reading {}: {why}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let absolute = |file: &mut Option<String>| {
+        if let Some(f) = file.as_deref().filter(|f| Path::new(f).is_relative()) {
+            if let Some(joined) = dir.join(f).to_str() {
+                *file = Some(joined.to_string());
+            }
+        }
+    };
+    for cluster in kc.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+        absolute(&mut cluster.certificate_authority);
+    }
+    for user in kc
+        .auth_infos
+        .iter_mut()
+        .filter_map(|u| u.auth_info.as_mut())
+    {
+        absolute(&mut user.client_certificate);
+        absolute(&mut user.client_key);
+        absolute(&mut user.token_file);
+        // An exec plugin named by a path (not a bare command looked up on PATH), as
+        // client-go resolves it.
+        if let Some(exec) = user.exec.as_mut() {
+            if exec.command.as_deref().is_some_and(|c| c.contains('/')) {
+                absolute(&mut exec.command);
+            }
+        }
+    }
+    Ok(kc)
+}
+
 /// A kube-rs client for the server a kubeconfig names (the stand-alone scheduler, agent).
 pub async fn client(path: &Path, context: Option<String>) -> anyhow::Result<kube::Client> {
     Ok(client_and_ca(path, context).await?.0)
@@ -135,8 +173,7 @@ pub async fn client_and_ca(
     path: &Path,
     context: Option<String>,
 ) -> anyhow::Result<(kube::Client, Option<String>)> {
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let kc = read(path)?;
     let options = kube::config::KubeConfigOptions {
         context,
         ..Default::default()
@@ -216,7 +253,8 @@ pub fn for_user(
 
 /// The server URL of this data dir's cluster entry in its admin kubeconfig.
 fn admin_server(path: &Path, name: &str) -> Option<String> {
-    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let doc =
+        capstan_apiserver::limits::parse_request_yaml(&std::fs::read_to_string(path).ok()?).ok()?;
     doc.get("clusters")?
         .as_array()?
         .iter()
@@ -224,4 +262,46 @@ fn admin_server(path: &Path, name: &str) -> Option<String> {
         .pointer("/cluster/server")?
         .as_str()
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubeconfigs_files_are_relative_to_its_directory() {
+        let dir = std::env::temp_dir().join(format!("capstan-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: '7'\n\
+             clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443', certificate-authority: ca.crt}\n\
+             users:\n- name: u\n  user:\n    client-certificate: certs/u.crt\n    client-key: /abs/u.key\n    tokenFile: tok\n\
+             \x20   exec: {apiVersion: client.authentication.k8s.io/v1, command: bin/plugin}\n\
+             - name: v\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}\n\
+             contexts:\n- name: '7'\n  context: {cluster: c, user: u}\n",
+        )
+        .unwrap();
+        let kc = read(&path).unwrap();
+        let at = |f: &str| Some(dir.join(f).to_str().unwrap().to_string());
+        let cluster = kc.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.certificate_authority, at("ca.crt"));
+        assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
+        let user = kc.auth_infos[0].auth_info.as_ref().unwrap();
+        assert_eq!(user.client_certificate, at("certs/u.crt"));
+        assert_eq!(user.client_key.as_deref(), Some("/abs/u.key"));
+        assert_eq!(user.token_file, at("tok"));
+        assert_eq!(user.exec.as_ref().unwrap().command, at("bin/plugin"));
+        // A bare command is looked up on PATH, as client-go leaves it.
+        let bare = kc.auth_infos[1].auth_info.as_ref().unwrap();
+        assert_eq!(bare.exec.as_ref().unwrap().command.as_deref(), Some("aws"));
+        assert_eq!(kc.current_context.as_deref(), Some("7"));
+
+        // YAML is read into JSON first, as kubectl reads it: an unquoted number is not a name.
+        std::fs::write(&path, "apiVersion: v1\nkind: Config\ncurrent-context: 7\n").unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("invalid type: integer"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -37,7 +37,27 @@ fn nl(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkErr
     let context = context.into();
     move |e| NetworkError::Netlink {
         context,
-        reason: e.to_string(),
+        reason: netlink_reason(&e),
+    }
+}
+
+/// Why a netlink request failed, in words. Not `rtnetlink::Error`'s own `Display`: for an
+/// unexpected message it prints the whole message with `Debug`, which links the `Debug` code of
+/// every netlink message type (~180 KB of the binary) for a case the kernel does not produce.
+pub(crate) fn netlink_reason(e: &rtnetlink::Error) -> String {
+    use rtnetlink::Error as E;
+    match e {
+        E::NetlinkError(msg) => msg.to_io().to_string(),
+        E::UnexpectedMessage(msg) => format!(
+            "unexpected netlink message (type {})",
+            msg.header.message_type
+        ),
+        E::RequestFailed => "the netlink request failed".to_string(),
+        E::NamespaceError(why) => format!("namespace error: {why}"),
+        E::InvalidHardwareAddress(_) => "invalid hardware address in a link message".to_string(),
+        E::InvalidIp(_) => "invalid IP address in a netlink message".to_string(),
+        E::InvalidAddress(_, _) => "invalid network address in a netlink message".to_string(),
+        E::InvalidNla(nla) => format!("invalid netlink attribute: {nla}"),
     }
 }
 

@@ -164,7 +164,7 @@ async fn sync_routes(
             }
             Err(e) => {
                 if unreachable.insert(*peer) {
-                    tracing::warn!(cidr = %format!("{}/{}", peer.cidr_base, peer.prefix), via = %peer.via, error = %e,
+                    tracing::warn!(cidr = %format!("{}/{}", peer.cidr_base, peer.prefix), via = %peer.via, error = %super::netlink_reason(&e),
                         "no route to another node's pods (not on this node's link?): they are reached along the default route");
                 }
             }
@@ -178,7 +178,7 @@ async fn delete_route(handle: &Handle, (base, prefix): (Ipv4Addr, u8), via: Ipv4
         .gateway(via)
         .build();
     if let Err(e) = handle.route().del(route).execute().await {
-        tracing::debug!(cidr = %format!("{base}/{prefix}"), error = %e, "removing a pod route failed");
+        tracing::debug!(cidr = %format!("{base}/{prefix}"), error = %super::netlink_reason(&e), "removing a pod route failed");
     }
     tracing::info!(cidr = %format!("{base}/{prefix}"), %via, "pod route removed");
 }

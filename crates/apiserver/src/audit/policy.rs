@@ -130,7 +130,7 @@ impl Policy {
             path: path.to_string(),
             why,
         };
-        let p: Policy = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let p: Policy = crate::limits::parse_config_yaml(text).map_err(bad)?;
         if p.kind != "Policy" || !p.api_version.starts_with("audit.k8s.io/") {
             return Err(bad(format!(
                 "apiVersion/kind must be audit.k8s.io/v1 Policy, not {}/{}",

@@ -149,7 +149,7 @@ impl Rules {
             path: path.to_string(),
             why,
         };
-        let f: File = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let f: File = crate::limits::parse_config_yaml(text).map_err(bad)?;
         if f.kind != "EncryptionConfiguration"
             || !f.api_version.starts_with("apiserver.config.k8s.io/")
         {
