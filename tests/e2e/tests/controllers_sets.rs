@@ -577,7 +577,20 @@ spec:
         let readies = ps.iter().filter(|p| ready(p)).count();
         max_pods = max_pods.max(ps.len());
         // Never fewer than 2 ready daemons (maxUnavailable 0), at most one extra.
-        assert!(ps.len() <= 3, "more than maxSurge extra pods: {}", ps.len());
+        assert!(
+            ps.len() <= 3,
+            "more than maxSurge extra pods: {}: {:?}",
+            ps.len(),
+            ps.iter()
+                .map(|p| (
+                    name(p),
+                    p["spec"]["nodeName"].clone(),
+                    image(p),
+                    ready(p),
+                    p["metadata"]["creationTimestamp"].clone()
+                ))
+                .collect::<Vec<_>>()
+        );
         assert!(
             readies >= 2,
             "a node was left without a ready daemon: {ps:?}"

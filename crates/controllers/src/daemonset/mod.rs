@@ -47,8 +47,8 @@ pub enum Error {
 /// Creates and deletes made but not yet seen by the informer.
 #[derive(Default)]
 struct Expectations {
-    /// (daemon set key, node) → when its pod was created.
-    created: HashMap<(String, String), Instant>,
+    /// (daemon set key, node) → when its pod was created, and that pod's uid.
+    created: HashMap<(String, String), (Instant, String)>,
     /// pod uid → when it was deleted.
     deleted: HashMap<String, Instant>,
 }
@@ -192,7 +192,7 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
         e.deleted
             .retain(|_, t| now_i.duration_since(*t) < EXPECT_FOR);
         e.created
-            .retain(|_, t| now_i.duration_since(*t) < EXPECT_FOR);
+            .retain(|_, (t, _)| now_i.duration_since(*t) < EXPECT_FOR);
         (e.deleted.keys().cloned().collect(), Vec::new())
     };
     let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
@@ -210,6 +210,17 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
         if let Some(n) = placement::target_node(&p) {
             by_node.entry(n).or_default().push(p);
         }
+    }
+    // A creation is in flight until the informer shows the pod it made (by uid), not
+    // merely some pod on its node: a surge pod beside an old one was otherwise made again
+    // by a pass that ran before the informer had it.
+    {
+        let seen: HashSet<&str> = all_claimed
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        let mut e = cx.expect.lock().unwrap_or_else(|p| p.into_inner());
+        e.created.retain(|_, (_, uid)| !seen.contains(uid.as_str()));
     }
     let node_list: Vec<Arc<Node>> = cx.ctx.nodes().store.state();
     let mut views: Vec<NodeView> = node_list
@@ -269,25 +280,17 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
                 if !pending_for(&v.name) {
                     create_on.push(v.name.clone());
                 }
-            } else {
-                // Seen: the creation is no longer in flight.
-                cx.expect
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .created
-                    .remove(&(key.clone(), v.name.clone()));
-                if v.pods.len() > 1 {
-                    let keep = rolling::keep_on_node(&v.pods, &hash, max_surge > 0, min_ready, now);
-                    let mut kept = Vec::new();
-                    for (i, p) in v.pods.drain(..).enumerate() {
-                        if keep.contains(&i) {
-                            kept.push(p);
-                        } else {
-                            to_delete.push(p);
-                        }
+            } else if v.pods.len() > 1 {
+                let keep = rolling::keep_on_node(&v.pods, &hash, max_surge > 0, min_ready, now);
+                let mut kept = Vec::new();
+                for (i, p) in v.pods.drain(..).enumerate() {
+                    if keep.contains(&i) {
+                        kept.push(p);
+                    } else {
+                        to_delete.push(p);
                     }
-                    v.pods = kept;
                 }
+                v.pods = kept;
             }
         } else if !v.should_continue {
             to_delete.append(&mut v.pods);
@@ -314,11 +317,14 @@ async fn reconcile(ds: Arc<DaemonSet>, cx: Arc<Cx>) -> Result<Action, Error> {
         create_on.extend(plan.surge_on);
     }
 
-    if let Err(e) = create_pods(&cx, &ds, &owner, &hash, &create_on).await {
-        return failed(&cx, &ds, e).await;
-    }
+    // Deletions first: an old pod goes because its node's new pod is available, so removing
+    // it first never leaves a node without a daemon, while creating a surge pod on the next
+    // node first showed one pod more than maxSurge allows until the deletion followed.
     for p in &to_delete {
         delete_pod(&cx, &ds, &pod_api, p).await?;
+    }
+    if let Err(e) = create_pods(&cx, &ds, &owner, &hash, &create_on).await {
+        return failed(&cx, &ds, e).await;
     }
 
     // Status (upstream's updateDaemonSetStatus), counting each eligible node's newest pod.
@@ -474,7 +480,10 @@ async fn create_pods(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .created
-                    .insert((key.clone(), node.clone()), Instant::now());
+                    .insert(
+                        (key.clone(), node.clone()),
+                        (Instant::now(), p.metadata.uid.clone().unwrap_or_default()),
+                    );
                 cx.recorder
                     .record(
                         ds,
