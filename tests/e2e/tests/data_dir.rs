@@ -191,3 +191,57 @@ fn sigterm_stops_the_server_quickly_keeping_its_writes_and_freeing_the_data_dir(
     let out = again.kubectl_ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"]);
     assert_eq!(out, "v");
 }
+
+/// SIGTERM is an expected stop, not a failure: the in-process loops' reads that the shutdown
+/// cancels are the store closing (503), and nothing is logged as ERROR (every watch's
+/// pending read was an ERROR 500 before).
+#[test]
+fn sigterm_with_loops_watching_logs_no_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = Command::new(capstan_bin())
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-agent",
+            "--simulated-nodes",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let kubeconfig = data.join("kubeconfig");
+    capstan_e2e::wait_for(
+        "2 Ready simulated nodes",
+        std::time::Duration::from_secs(30),
+        || {
+            if !kubeconfig.exists() {
+                return None;
+            }
+            let out = capstan_e2e::kubectl_command(&kubeconfig)
+                .args(["get", "nodes", "--no-headers"])
+                .output()
+                .unwrap();
+            let (stdout, _) = text(&out);
+            (stdout.lines().filter(|l| l.contains(" Ready ")).count() == 2).then_some(())
+        },
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "{} ERROR lines: {errors:#?}",
+        errors.len()
+    );
+}

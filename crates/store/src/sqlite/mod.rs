@@ -89,7 +89,19 @@ impl ReadPool {
             out
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        .map_err(read_task_failure)?
+    }
+}
+
+/// A read that never ran because the runtime is shutting down (tokio cancels blocking tasks
+/// not yet started) is the store closing, a 503 and not the server's fault; only a read that
+/// panicked is a backend failure. At SIGTERM every watch's pending read used to be logged as
+/// an ERROR 500.
+fn read_task_failure(e: tokio::task::JoinError) -> StoreError {
+    if e.is_cancelled() {
+        StoreError::Closed
+    } else {
+        StoreError::Backend(format!("read task failed: {e}"))
     }
 }
 
@@ -257,6 +269,26 @@ impl Store for SqliteStore {
         match &*self.no_space.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(why) => Err(StoreError::NoSpace(why.clone())),
             None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_cancelled_by_shutdown_is_the_store_closing_and_a_panic_a_failure() {
+        let cancelled = tokio::spawn(std::future::pending::<()>());
+        cancelled.abort();
+        let e = cancelled.await.unwrap_err();
+        assert!(matches!(read_task_failure(e), StoreError::Closed));
+
+        let panicked = tokio::spawn(async { panic!("boom") });
+        let e = panicked.await.unwrap_err();
+        match read_task_failure(e) {
+            StoreError::Backend(m) => assert!(m.starts_with("read task failed"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 }
