@@ -166,9 +166,16 @@ fn parse_unbounded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::E
 /// JSON, read as upstream reads them (sigs.k8s.io/yaml): into a JSON value first, then into
 /// its type, so an unquoted `123` is a number and not a string. One YAML decoder (into a
 /// value) serves every file type: a typed YAML decoder per type cost ~20-40 KB of the binary
-/// for each struct it reached.
+/// for each struct it reached. A value of the wrong shape is named by its path in the file
+/// (`rules[0].level: unknown variant ...`), which the typed YAML decoder gave as a line.
 pub fn parse_config_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_json::from_value(parse_request_yaml(text)?).map_err(|e| e.to_string())
+    serde_path_to_error::deserialize(parse_request_yaml(text)?).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => e.into_inner().to_string(),
+            _ => format!("{path}: {}", e.into_inner()),
+        }
+    })
 }
 
 /// YAML a client sent, with goyaml's depth bound and bounds on aliases and node counts so
@@ -291,6 +298,31 @@ mod tests {
         assert!(parse_request_yaml(&laughs).is_err());
         let ok: Value = parse_request_yaml("a: [1, {b: c}]\nd: '2'\n").unwrap();
         assert_eq!(ok, serde_json::json!({"a": [1, {"b": "c"}], "d": "2"}));
+    }
+
+    #[test]
+    fn a_config_files_wrong_value_is_named_by_its_path() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Rule {
+            #[allow(dead_code)]
+            level: u8,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        struct File {
+            #[allow(dead_code)]
+            rules: Vec<Rule>,
+        }
+        let ok: File = parse_config_yaml("rules:\n- level: 1\n").unwrap();
+        assert_eq!(ok.rules.len(), 1);
+        let err = parse_config_yaml::<File>("rules:\n- level: 1\n- level: high\n").unwrap_err();
+        assert!(
+            err.starts_with("rules[1].level: invalid type: string"),
+            "{err}"
+        );
+        // A wrong root has no path to name.
+        let err = parse_config_yaml::<File>("7\n").unwrap_err();
+        assert!(err.starts_with("invalid type: integer `7`"), "{err}");
+        assert!(parse_config_yaml::<File>("a: [").is_err());
     }
 
     #[test]

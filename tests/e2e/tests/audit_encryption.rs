@@ -577,3 +577,56 @@ spec:
     );
     s.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
 }
+
+/// A policy or encryption file with a wrong value stops the server at once, naming the file
+/// and the value's path in it (both are read YAML into JSON, then typed, as upstream reads
+/// them).
+#[test]
+fn a_wrong_value_in_a_config_file_is_refused_by_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n- level: Loud\n",
+    )
+    .unwrap();
+    let encryption = dir.path().join("encryption.yaml");
+    std::fs::write(
+        &encryption,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
+         - resources: [secrets]\n  providers:\n  - aescbc:\n      keys: {name: k}\n",
+    )
+    .unwrap();
+    let log = dir.path().join("audit.log");
+    let cases: [(Vec<&str>, &str); 2] = [
+        (
+            vec![
+                "--audit-policy-file",
+                policy.to_str().unwrap(),
+                "--audit-log-path",
+                log.to_str().unwrap(),
+            ],
+            "rules[1].level: unknown variant `Loud`",
+        ),
+        (
+            vec!["--encryption-provider-config", encryption.to_str().unwrap()],
+            "resources[0].providers[0].aescbc.keys: invalid type: map, expected a sequence",
+        ),
+    ];
+    for (i, (flags, want)) in cases.iter().enumerate() {
+        // Bounded: a server that started anyway would otherwise run on.
+        let out = std::process::Command::new("timeout")
+            .arg("20")
+            .arg(capstan_e2e::capstan_bin())
+            .args(["server", "--data-dir"])
+            .arg(dir.path().join(format!("data-{i}")))
+            .args(["--listen", "127.0.0.1:0", "--no-agent"])
+            .args(flags)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stderr.contains(want), "want {want:?} in: {stderr}");
+    }
+}
