@@ -445,14 +445,19 @@ async fn delete_options_are_validated_and_replication_controllers_orphan_by_defa
         .create(&PostParams::default(), &rc)
         .await
         .expect("create rc");
-    cms.create(
-        &PostParams::default(),
-        &cm(serde_json::json!({"metadata": {"name": "of-rc",
-        "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController", "name": "rc",
-            "uid": rc.metadata.uid, "blockOwnerDeletion": true}]}})),
-    )
-    .await
-    .expect("of-rc");
+    // Dependents created just before the delete: the GC may see them only after the RC is
+    // gone, and must orphan them then rather than delete them as dangling.
+    let names: Vec<String> = (0..8).map(|i| format!("of-rc-{i}")).collect();
+    for name in &names {
+        cms.create(
+            &PostParams::default(),
+            &cm(serde_json::json!({"metadata": {"name": name,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController", "name": "rc",
+                "uid": rc.metadata.uid, "blockOwnerDeletion": true}]}})),
+        )
+        .await
+        .expect("of-rc");
+    }
     let marked = rcs
         .delete("rc", &DeleteParams::default())
         .await
@@ -464,8 +469,27 @@ async fn delete_options_are_validated_and_replication_controllers_orphan_by_defa
         assert!(Instant::now() < end, "the RC never went");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dep = cms.get("of-rc").await.expect("the dependent stays");
-    assert_eq!(dep.metadata.owner_references, None);
+    for name in &names {
+        // Orphaning a dependent the GC saw late may follow the RC's removal: wait for it.
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let dep = cms.get(name).await.expect("the dependent stays");
+            if dep.metadata.owner_references.is_none() {
+                break;
+            }
+            assert!(Instant::now() < end, "{name} kept its reference: {dep:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // And none is deleted afterwards as dangling.
+    let listed = cms.list(&Default::default()).await.expect("list");
+    let left: Vec<_> = listed
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .filter(|n| n.starts_with("of-rc-"))
+        .collect();
+    assert_eq!(left.len(), names.len(), "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,10 @@ pub struct Gc {
     delete_q: Arc<Queue<Uid>>,
     orphan_q: Arc<Queue<Uid>>,
     absent: Mutex<HashSet<String>>,
+    /// Owners this GC orphaned. A dependent it sees only after its owner went (created just
+    /// before the owner's deletion, its watch event behind the owner's) was orphaned too:
+    /// it loses the reference rather than being deleted as dangling.
+    orphaned: Mutex<HashSet<Uid>>,
     backoff: Backoff,
     recorder: Recorder,
 }
@@ -62,6 +66,7 @@ impl Gc {
             delete_q: Arc::new(Queue::new()),
             orphan_q: Arc::new(Queue::new()),
             absent: Mutex::new(HashSet::new()),
+            orphaned: Mutex::new(HashSet::new()),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             recorder: ctx.recorder("garbage-collector-controller"),
         }
@@ -112,6 +117,21 @@ impl Gc {
             a.clear();
         }
         a.insert(key);
+    }
+
+    fn was_orphaned(&self, uid: &str) -> bool {
+        self.orphaned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+    }
+
+    fn note_orphaned(&self, uid: Uid) {
+        let mut o = self.orphaned.lock().unwrap_or_else(|p| p.into_inner());
+        if o.len() >= ABSENT_REMEMBERED {
+            o.clear();
+        }
+        o.insert(uid);
     }
 }
 

@@ -87,6 +87,25 @@ async fn check_owners(gc: &Gc, ident: &Ident) -> Result<(), Error> {
     if owners.is_empty() {
         return Ok(());
     }
+    if owners.iter().any(|r| gc.was_orphaned(&r.uid)) {
+        // Its owner was deleted with the orphan policy before this object reached the graph
+        // (created just before, its watch event behind the owner's): it is orphaned now, as
+        // it would have been then, and what remains of its owners is checked again.
+        let remaining: Vec<&OwnerReference> =
+            owners.iter().filter(|r| !gc.was_orphaned(&r.uid)).collect();
+        tracing::info!(namespace = ?ident.namespace, name = %ident.name, kind = %ident.res.ar.kind, "orphaning a dependent seen after its owner went");
+        let rv = meta.resource_version.clone().unwrap_or_default();
+        patch_meta(
+            &api,
+            ident,
+            json!({"ownerReferences": remaining, "resourceVersion": rv}),
+        )
+        .await?;
+        if !remaining.is_empty() {
+            gc.delete_q.add(ident.uid.clone());
+        }
+        return Ok(());
+    }
     let (mut solid, mut gone) = (0, Vec::new());
     let mut waiting = false;
     for r in &owners {
@@ -312,6 +331,7 @@ pub async fn attempt_to_orphan(gc: &Gc, uid: &Uid) -> Result<(), Error> {
         return Err(e);
     }
     tracing::info!(namespace = ?owner.namespace, name = %owner.name, kind = %owner.res.ar.kind, "dependents orphaned: removing the orphan finalizer");
+    gc.note_orphaned(uid.clone());
     remove_finalizer(gc, &owner, ORPHAN).await
 }
 
