@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_slim::{Action, Controller};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service,
 };
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
@@ -62,7 +62,6 @@ pub async fn run(ctx: Arc<Context>) {
             members.services_for(&store, &pod)
         })
         .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -6,11 +6,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capstan_slim::Action;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
@@ -80,7 +80,6 @@ pub async fn run(ctx: Arc<Context>) {
     )
     .owns_stream(slices)
     .run(reconcile, error_policy, lp)
-    .for_each(|_| async {})
     .await;
 }
 

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -54,7 +53,6 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(|ns| ObjectRef::<Namespace>::new(&ns))
         })
         .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
         .await;
 }
 

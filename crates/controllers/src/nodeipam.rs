@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::EventType;
-use futures::StreamExt;
+use capstan_slim::{Action, Controller};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::ResourceExt;
 use tokio::sync::Mutex;
 
@@ -121,7 +120,6 @@ pub async fn run(ctx: Arc<Context>) {
     let nodes = ctx.nodes();
     Controller::for_shared_stream(nodes.subscribe(), nodes.store.clone())
         .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_slim::WatchApi;
+use capstan_slim::{Action, Controller};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use serde_json::json;
@@ -57,7 +57,6 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::for_shared_stream(services.subscribe(), services.store.clone())
         .reconcile_all_on(futures::stream::select(pool, claims))
         .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
         .await;
 }
 

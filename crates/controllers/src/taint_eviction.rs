@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::{Action, Controller};
 use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use serde_json::json;
@@ -44,7 +43,6 @@ pub async fn run(ctx: Arc<Context>) {
             tainted.then_some(r)
         })
         .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
         .await;
 }
 

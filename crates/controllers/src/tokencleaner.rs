@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
@@ -37,7 +36,6 @@ pub async fn run(ctx: Arc<Context>) {
     let config = watcher::Config::default().fields(&format!("type={SECRET_TYPE}"));
     capstan_slim::controller(api, config)
         .run(reconcile, error_policy, st)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
+use capstan_slim::Controller;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
-use kube::runtime::controller::Action;
-use kube::runtime::Controller;
 use kube::ResourceExt;
 
 use crate::backoff::Backoff;
@@ -38,7 +37,6 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::for_shared_stream(changes, jobs.store.clone())
         .reconcile_all_on(futures::stream::once(async {}))
         .run(reconcile, error_policy, st)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -72,7 +71,6 @@ pub async fn run_pvc(ctx: Arc<Context>) {
     )
     .watches_shared_stream(pods, |pod: Arc<Pod>| claims_of(&pod))
     .run(reconcile_pvc, error_policy, lp)
-    .for_each(|_| async {})
     .await;
 }
 
@@ -86,7 +84,6 @@ pub async fn run_pv(ctx: Arc<Context>) {
         watcher::Config::default(),
     )
     .run(reconcile_pv, error_policy, lp)
-    .for_each(|_| async {})
     .await;
 }
 

@@ -18,7 +18,9 @@ use serde::de::{
 };
 use serde::Deserialize;
 
+mod controller;
 mod watch;
+pub use controller::{Action, Controller};
 pub use watch::{controller, touched, watch, watcher, RawObject, WatchApi};
 
 /// `K`, decoded with `metadata.managedFields` skipped (the field is left empty).

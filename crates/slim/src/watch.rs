@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use kube::api::{Api, ApiResource, ObjectMeta};
 use kube::core::DynamicResourceScope;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{reflector, Controller, WatchStreamExt};
+use kube::runtime::{reflector, WatchStreamExt};
 use kube::{Client, Resource};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{
@@ -270,16 +270,16 @@ where
     watcher(api, config).touched_objects()
 }
 
-/// `Controller::new` of kube-runtime, fed by `watch`: the controller's own store and
-/// trigger, with the shared watcher underneath.
-pub fn controller<K>(api: Api<K>, config: watcher::Config) -> Controller<K>
+/// `Controller::new` of kube-runtime, fed by `watch`: the loop's own store and trigger,
+/// with the shared watcher underneath.
+pub fn controller<K>(api: Api<K>, config: watcher::Config) -> crate::Controller<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Debug + Clone + Eq + Hash + Unpin,
+    K::DynamicType: Default + Debug + Clone + Eq + Hash + Unpin + Send + Sync,
 {
     let (reader, writer) = reflector::store();
     let trigger = reflector::reflector(writer, watch(api.into(), config)).applied_objects();
-    Controller::for_stream(trigger, reader)
+    crate::Controller::for_stream(trigger, reader)
 }
 
 fn decode_event<K: DeserializeOwned>(e: Event<RawObject>) -> Result<Event<K>, watcher::Error> {

@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_events::Recorder;
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::Api;
 
@@ -63,14 +62,12 @@ pub async fn run(client: kube::Client, node: String, root: PathBuf) {
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     )
-    .run(provision::reconcile, on_claim_error, p.clone())
-    .for_each(|_| async {});
+    .run(provision::reconcile, on_claim_error, p.clone());
     let volumes = capstan_slim::controller(
         Api::<PersistentVolume>::all(client),
         watcher::Config::default(),
     )
-    .run(reclaim::reconcile, on_volume_error, p)
-    .for_each(|_| async {});
+    .run(reclaim::reconcile, on_volume_error, p);
     futures::join!(claims, volumes);
 }
 

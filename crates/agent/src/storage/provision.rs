@@ -9,7 +9,7 @@ use capstan_events::EventType;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
-use kube::runtime::controller::Action;
+use capstan_slim::Action;
 use kube::Api;
 use serde_json::json;
 

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::controller::Action;
 use kube::Api;
 
 use super::{annotation, Provisioner, StorageError, ANN_NODE, ANN_PROVISIONED_BY, PROVISIONER};

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -79,7 +78,6 @@ pub async fn run(ctx: Arc<Context>) {
     });
     capstan_slim::controller(api, watcher::Config::default())
         .run(reconcile, error_policy, st)
-        .for_each(|_| async {})
         .await;
 }
 

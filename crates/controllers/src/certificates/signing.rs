@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
@@ -49,7 +48,6 @@ pub async fn run(ctx: Arc<Context>) {
     });
     capstan_slim::controller(api, watcher::Config::default())
         .run(reconcile, error_policy, st)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -10,9 +10,8 @@ mod sync;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::batch::v1::CronJob;
-use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::Api;
 
@@ -52,7 +51,6 @@ pub async fn run(ctx: Arc<Context>) {
     capstan_slim::controller(api, watcher::Config::default())
         .owns_shared_stream(job_changes)
         .run(reconcile, error_policy, st)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -6,13 +6,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use capstan_slim::Action;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, PropagationPolicy};
-use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
 use super::schedule::{self, Missed, Schedule};

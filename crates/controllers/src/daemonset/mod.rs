@@ -9,13 +9,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
@@ -96,7 +95,6 @@ pub async fn run(ctx: Arc<Context>) {
         // A quota, limit range or priority class changed: held sets there retry now.
         .reconcile_on(retries)
         .run(reconcile, error_policy, cx)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_scheduler::selectors::{labels_of, selector_matches};
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
@@ -89,7 +88,6 @@ pub async fn run(ctx: Arc<Context>) {
             })
         })
         .run(reconcile, error_policy, state)
-        .for_each(|_| futures::future::ready(()))
         .await;
 }
 

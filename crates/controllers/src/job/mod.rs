@@ -15,10 +15,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
+use capstan_slim::Controller;
 use k8s_openapi::api::batch::v1::Job;
-use kube::runtime::controller::Action;
-use kube::runtime::Controller;
 use kube::ResourceExt;
 
 use crate::backoff::Backoff;
@@ -136,12 +135,7 @@ pub async fn run(ctx: Arc<Context>) {
         .reconcile_on(retries)
         // Every Job once at start (another loop may have started the informer earlier).
         .reconcile_all_on(futures::stream::once(async {}))
-        .run(reconcile, error_policy, state)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        });
+        .run(reconcile, error_policy, state);
     // Both end together when the loop is stopped (the task holding them is aborted).
     futures::future::join(
         controller,

@@ -8,13 +8,12 @@ mod zones;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use capstan_slim::{Action, Controller};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -67,7 +66,6 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::for_shared_stream(nodes.subscribe(), nodes.store.clone())
         .reconcile_all_on(resyncs)
         .run(reconcile, error_policy, lp)
-        .for_each(|_| async {})
         .await;
 }
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use capstan_events::EventType;
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::Api;
 

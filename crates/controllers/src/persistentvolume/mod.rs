@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_slim::WatchApi;
-use futures::StreamExt;
+use capstan_slim::{Action, Controller};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::backoff::Backoff;
@@ -95,8 +94,7 @@ pub async fn run(ctx: Arc<Context>) {
                 }
             })
             .reconcile_all_on(tick())
-            .run(claim_sync::reconcile, claim_error, st.clone())
-            .for_each(|_| async {});
+            .run(claim_sync::reconcile, claim_error, st.clone());
 
     let volume_loop = Controller::for_shared_stream(volumes.subscribe(), volumes.store.clone())
         .watches_shared_stream(claims.subscribe(), |c: Arc<PersistentVolumeClaim>| {
@@ -107,8 +105,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(ObjectRef::<PersistentVolume>::new)
         })
         .reconcile_all_on(tick())
-        .run(volume_sync::reconcile, volume_error, st.clone())
-        .for_each(|_| async {});
+        .run(volume_sync::reconcile, volume_error, st.clone());
     futures::join!(claim_loop, volume_loop);
     // The informers live until both loops end.
     drop((volumes, claims, classes));

@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_scheduler::selectors::labels_of;
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::ReplicationController;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -105,7 +104,6 @@ async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
         })
         .reconcile_on(retries)
         .run(reconcile::<K>, error_policy::<K>, state)
-        .for_each(|_| futures::future::ready(()))
         .await;
 }
 

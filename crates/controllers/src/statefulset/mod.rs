@@ -8,14 +8,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use capstan_slim::Action;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -79,7 +78,6 @@ pub async fn run(ctx: Arc<Context>) {
     // A quota, limit range or priority class changed: held sets there retry now.
     .reconcile_on(retries)
     .run(reconcile, error_policy, cx)
-    .for_each(|_| async {})
     .await;
 }
 
