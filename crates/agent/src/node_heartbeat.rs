@@ -218,8 +218,8 @@ pub async fn renew_lease(
                 .and_then(|o| o.first())
                 .map(|o| o.uid.as_str());
             if let Some(uid) = node_uid.filter(|uid| owned_by != Some(*uid)) {
-                lease.metadata.owner_references = serde_json::from_value(
-                    json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]),
+                lease.metadata.owner_references = capstan_slim::from_json(
+                    &json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]),
                 )
                 .ok();
             }
@@ -227,7 +227,7 @@ pub async fn renew_lease(
         }
         None => {
             let fresh: Lease =
-                serde_json::from_value(lease_manifest(node, node_uid, duration_seconds, now))
+                capstan_slim::from_json(&lease_manifest(node, node_uid, duration_seconds, now))
                     .map_err(kube::Error::SerdeError)?;
             api.create(&PostParams::default(), &fresh).await?
         }

@@ -52,12 +52,10 @@ pub async fn create(
 
 /// The cache's view of a pod a loop made (for bookkeeping until the informer has it).
 pub fn as_cached(pod: &NewPod) -> Pod {
-    serde_json::to_value(pod)
-        .and_then(serde_json::from_value)
-        .unwrap_or_else(|_| Pod {
-            metadata: pod.metadata.clone(),
-            ..Default::default()
-        })
+    capstan_slim::from_json(pod).unwrap_or_else(|_| Pod {
+        metadata: pod.metadata.clone(),
+        ..Default::default()
+    })
 }
 
 /// `namespace/name`, the key loops use for back-off and expectations.

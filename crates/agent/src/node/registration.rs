@@ -72,7 +72,7 @@ pub async fn register(
     let api: Api<Node> = Api::all(client.clone());
     let mut status = static_status(id, facts);
     status["conditions"] = conditions_json(initial, None, now);
-    let manifest: Node = serde_json::from_value(json!({
+    let manifest: Node = capstan_slim::from_json(&json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {

@@ -1349,8 +1349,7 @@ fn ephemeral_containers(pod: &Pod) -> Vec<Container> {
     pod.spec
         .iter()
         .flat_map(|s| s.ephemeral_containers.iter().flatten())
-        .filter_map(|e| serde_json::to_value(e).ok())
-        .filter_map(|v| serde_json::from_value::<Container>(v).ok())
+        .filter_map(|e| capstan_slim::from_json::<Container>(e).ok())
         .collect()
 }
 

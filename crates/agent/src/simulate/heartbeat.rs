@@ -21,7 +21,7 @@ use crate::node_heartbeat::{conditions_differ, conditions_json, renew_lease as r
 pub async fn register(fleet: &Fleet, node: &SimNode) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(fleet.client.clone());
     let manifest: Node =
-        serde_json::from_value(node_manifest(node, now_ms())).map_err(kube::Error::SerdeError)?;
+        capstan_slim::from_json(&node_manifest(node, now_ms())).map_err(kube::Error::SerdeError)?;
     let (stored, existed) = fleet
         .writer
         .write("register node", || async {

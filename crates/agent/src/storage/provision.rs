@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use capstan_events::EventType;
+use capstan_slim::Action;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
-use capstan_slim::Action;
 use kube::Api;
 use serde_json::json;
 
@@ -80,7 +80,7 @@ async fn provision(claim: &PersistentVolumeClaim, p: &Provisioner) -> Result<(),
         .and_then(|r| r.get("storage"))
         .map(|q| q.0.clone())
         .ok_or_else(|| StorageError::Refused("the claim requests no storage".into()))?;
-    let pv: PersistentVolume = serde_json::from_value(json!({
+    let pv: PersistentVolume = capstan_slim::from_json(&json!({
         "metadata": {"name": pv_name, "annotations": {
             ANN_PROVISIONED_BY: PROVISIONER, ANN_NODE: p.node}},
         "spec": {

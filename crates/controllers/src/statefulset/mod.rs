@@ -156,7 +156,7 @@ async fn reconcile(set: Arc<StatefulSet>, cx: Arc<Cx>) -> Result<Action, Error> 
     let revs = revisions::sync(&rev_api, &set, &owner, &mut collision).await?;
     let (current, update) = (revs.current.clone(), revs.update.clone());
     let current_template: PodTemplateSpec = history::template_of(&current)
-        .and_then(|t| serde_json::from_value(t).ok())
+        .and_then(|t| capstan_slim::from_json(&t).ok())
         .ok_or_else(|| Error::BadRevision(current.metadata.name.clone().unwrap_or_default()))?;
     let current_name = current.metadata.name.clone().unwrap_or_default();
     let update_name = update.metadata.name.clone().unwrap_or_default();
