@@ -1,11 +1,11 @@
-//! `Slim<K>`: an object decoded without `metadata.managedFields`, for watchers that never
-//! read it (the scheduler, the simulator, the garbage collector, the controllers' caches).
+//! Objects as in-process watchers decode them: without `metadata.managedFields`, which none
+//! of them reads (the scheduler, the simulator, the garbage collector, the controllers).
 //!
 //! Why: every write to a pod adds to its managedFields, and k8s-openapi decodes each entry's
 //! `fieldsV1` into a tree of `serde_json::Value`s — in the 30,000-pod bench that was 5.6 % of
-//! the server's CPU, spent by in-process watchers on a field none of them reads. `Slim`
-//! wraps the JSON decoder so the entries are skipped (as unknown fields are), never built;
-//! everything else decodes exactly as `K` does.
+//! the server's CPU. The shared watcher (`watch`) cuts the entries out of an object's text;
+//! `Slim<K>`, for typed `Api<Slim<K>>` watches, wraps the JSON decoder so they are skipped
+//! (as unknown fields are), never built. Everything else decodes exactly as `K` does.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -372,13 +372,13 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for MetaSeed<S> {
 }
 
 /// A map key, borrowed from the input when it can be (JSON keys without escapes are).
-enum Key<'de> {
+pub(crate) enum Key<'de> {
     Borrowed(&'de str),
     Owned(String),
 }
 
 impl<'de> Key<'de> {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Key::Borrowed(k) => k,
             Key::Owned(k) => k,

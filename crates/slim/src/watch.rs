@@ -5,13 +5,14 @@
 //! watches carried its own copy of the watcher's state machine and of the decoders reached
 //! through it (a watch event is an adjacently tagged enum, whose derive also decodes every
 //! `K` from serde's buffered `Content`, a path servers never take). Here that code exists
-//! once; what stays per kind is `K`'s own decoder (`Slim<K>` from the text), which a kind
-//! needs anyway.
+//! once; what stays per kind is `K`'s own decoder (from the text, with `managedFields` cut
+//! out of it first), which a kind needs anyway.
 
 use std::borrow::Cow;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use futures::{Stream, StreamExt};
 use kube::api::{Api, ApiResource, ObjectMeta};
@@ -25,8 +26,6 @@ use serde::de::{
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-use crate::Slim;
 
 /// An object as the shared watcher holds it: its JSON text, and the resourceVersion the
 /// watcher resumes from (the only field it reads).
@@ -42,9 +41,20 @@ impl RawObject {
         self.json.get()
     }
 
-    /// The object decoded as `K`, without `metadata.managedFields`.
+    /// The object decoded as `K`, without `metadata.managedFields`: the entries are cut
+    /// from the text, and the rest decodes through `K`'s plain decoder, the one the
+    /// client's responses use (decoding through `Slim<K>` compiled another per kind).
     pub fn decode<K: DeserializeOwned>(&self) -> Result<K, serde_json::Error> {
-        serde_json::from_str::<Slim<K>>(self.json.get()).map(Slim::into_inner)
+        let text = self.json.get();
+        match managed_fields(text) {
+            Some(cut) => {
+                let mut rest = String::with_capacity(text.len() - cut.len());
+                rest.push_str(&text[..cut.start]);
+                rest.push_str(&text[cut.end..]);
+                serde_json::from_str(&rest)
+            }
+            None => serde_json::from_str(text),
+        }
     }
 }
 
@@ -144,6 +154,94 @@ impl<'de> Visitor<'de> for Find<'_, '_> {
 }
 
 impl<'de> DeserializeSeed<'de> for Find<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// Where `metadata.managedFields` is in `text`, with one comma beside it: the span whose
+/// removal leaves valid JSON without it. `None` if it is absent, if its key is escaped (no
+/// server writes it so) or if the text is not an object: the object then decodes whole.
+/// Only the text up to the entry's end is read (servers write `metadata` first).
+fn managed_fields(text: &str) -> Option<Range<usize>> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    // The search ends early with an error of its own making, or at the text's end.
+    let _ = de.deserialize_map(FindManaged {
+        text,
+        in_meta: false,
+        found: &mut found,
+    });
+    let (key, end) = found?;
+    let before = text[..key].trim_end();
+    if let Some(comma) = before.strip_suffix(',') {
+        return Some(comma.len()..end);
+    }
+    // The first key of `metadata`: the comma after it goes instead.
+    let after = &text[end..];
+    let gap = after.len() - after.trim_start().len();
+    Some(match after[gap..].starts_with(',') {
+        true => key..end + gap + 1,
+        false => key..end,
+    })
+}
+
+/// Walks the object to `metadata.managedFields` and records where its key starts and its
+/// value ends (byte offsets in `text`).
+struct FindManaged<'t, 'f> {
+    text: &'t str,
+    in_meta: bool,
+    found: &'f mut Option<(usize, usize)>,
+}
+
+impl<'t> FindManaged<'t, '_> {
+    fn offset(&self, part: &str) -> usize {
+        part.as_ptr() as usize - self.text.as_ptr() as usize
+    }
+}
+
+impl<'de> Visitor<'de> for FindManaged<'de, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let wanted = if self.in_meta {
+            "managedFields"
+        } else {
+            "metadata"
+        };
+        while let Some(key) = map.next_key::<crate::Key<'de>>()? {
+            if key.as_str() != wanted {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if !self.in_meta {
+                map.next_value_seed(FindManaged {
+                    text: self.text,
+                    in_meta: true,
+                    found: &mut *self.found,
+                })?;
+                return Err(de::Error::custom("metadata read"));
+            }
+            let crate::Key::Borrowed(key) = key else {
+                return Err(de::Error::custom("escaped key"));
+            };
+            let value: &'de RawValue = map.next_value()?;
+            // The key's text starts one byte (its quote) before its content.
+            let start = self.offset(key) - 1;
+            let end = self.offset(value.get()) + value.get().len();
+            *self.found = Some((start, end));
+            return Err(de::Error::custom("found"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FindManaged<'de, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -334,6 +432,76 @@ mod tests {
         let mut full: Pod = serde_json::from_value(pod("42")).unwrap();
         full.metadata.managed_fields = None;
         assert_eq!(p, full);
+    }
+
+    #[test]
+    fn managed_fields_are_cut_wherever_they_are_in_metadata_and_nowhere_else() {
+        let cut = |t: &str| -> String {
+            match managed_fields(t) {
+                Some(r) => format!("{}{}", &t[..r.start], &t[r.end..]),
+                None => t.to_string(),
+            }
+        };
+        let mf = r#"[{"manager":"m","fieldsV1":{"f:a":{}}}]"#;
+        // Last, first, between, alone, with spaces; the rest byte for byte.
+        for (text, want) in [
+            (
+                format!(r#"{{"metadata":{{"name":"p","managedFields":{mf}}},"spec":{{}}}}"#),
+                r#"{"metadata":{"name":"p"},"spec":{}}"#,
+            ),
+            (
+                format!(r#"{{"metadata":{{"managedFields":{mf},"name":"p"}}}}"#),
+                r#"{"metadata":{"name":"p"}}"#,
+            ),
+            (
+                format!(r#"{{"kind":"X","metadata":{{"a":1,"managedFields":{mf},"b":2}}}}"#),
+                r#"{"kind":"X","metadata":{"a":1,"b":2}}"#,
+            ),
+            (
+                format!(r#"{{"metadata":{{"managedFields":{mf}}}}}"#),
+                r#"{"metadata":{}}"#,
+            ),
+            (
+                format!(r#"{{ "metadata" : {{ "name" : "p" , "managedFields" : {mf} }} }}"#),
+                r#"{ "metadata" : { "name" : "p"  } }"#,
+            ),
+            (
+                format!(r#"{{ "metadata" : {{ "managedFields" : {mf} , "name" : "p" }} }}"#),
+                r#"{ "metadata" : {  "name" : "p" } }"#,
+            ),
+            (
+                r#"{"metadata":{"name":"p","managedFields":null}}"#.to_string(),
+                r#"{"metadata":{"name":"p"}}"#,
+            ),
+        ] {
+            assert_eq!(cut(&text), want, "{text}");
+            serde_json::from_str::<serde_json::Value>(want).expect("still JSON");
+        }
+        // Outside metadata, escaped, absent, not an object: left as it is.
+        for text in [
+            format!(r#"{{"spec":{{"managedFields":{mf}}},"metadata":{{"name":"p"}}}}"#),
+            format!(r#"{{"metadata":{{"managed\u0046ields":{mf}}}}}"#),
+            r#"{"metadata":{"name":"p"}}"#.to_string(),
+            "[1,2]".to_string(),
+            "{\"metadata\":".to_string(),
+        ] {
+            assert_eq!(cut(&text), text);
+        }
+    }
+
+    #[test]
+    fn a_kind_decodes_as_it_would_whole_less_its_managed_fields() {
+        let text = pod("9").to_string();
+        let raw: RawObject = serde_json::from_str(&text).expect("decodes");
+        let p: Pod = raw.decode().expect("a pod");
+        let mut full: Pod = serde_json::from_str(&text).unwrap();
+        assert!(full.metadata.managed_fields.is_some());
+        full.metadata.managed_fields = None;
+        assert_eq!(p, full);
+        // A wrong type still fails, as the whole object would.
+        let bad = r#"{"metadata":{"name":"p","managedFields":[]},"spec":{"containers":5}}"#;
+        let raw: RawObject = serde_json::from_str(bad).expect("captured");
+        assert!(raw.decode::<Pod>().is_err());
     }
 
     #[test]
