@@ -24,8 +24,8 @@ use monitors::Task;
 use queue::Queue;
 use resources::Resources;
 
-/// Absent owners remembered (upstream's absentOwnerCache holds 500); a uid never comes back.
-const ABSENT_REMEMBERED: usize = 4096;
+/// Absent and orphaned owners remembered (upstream's absentOwnerCache holds 500).
+const REMEMBERED: usize = 4096;
 /// Retry of a failed item: upstream's controller rate limiter (5 ms doubling to 1000 s).
 const RETRY_BASE: Duration = Duration::from_millis(5);
 const RETRY_CAP: Duration = Duration::from_secs(1000);
@@ -47,11 +47,11 @@ pub struct Gc {
     resources: RwLock<Arc<Resources>>,
     delete_q: Arc<Queue<Uid>>,
     orphan_q: Arc<Queue<Uid>>,
-    absent: Mutex<HashSet<String>>,
+    absent: Remembered,
     /// Owners this GC orphaned. A dependent it sees only after its owner went (created just
     /// before the owner's deletion, its watch event behind the owner's) was orphaned too:
     /// it loses the reference rather than being deleted as dangling.
-    orphaned: Mutex<HashSet<Uid>>,
+    orphaned: Remembered,
     backoff: Backoff,
     recorder: Recorder,
 }
@@ -65,8 +65,8 @@ impl Gc {
             resources: RwLock::new(Arc::new(Resources::default())),
             delete_q: Arc::new(Queue::new()),
             orphan_q: Arc::new(Queue::new()),
-            absent: Mutex::new(HashSet::new()),
-            orphaned: Mutex::new(HashSet::new()),
+            absent: Remembered::default(),
+            orphaned: Remembered::default(),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             recorder: ctx.recorder("garbage-collector-controller"),
         }
@@ -105,33 +105,41 @@ impl Gc {
     }
 
     fn is_absent(&self, key: &str) -> bool {
-        self.absent
+        self.absent.contains(key)
+    }
+
+    fn note_absent(&self, key: String) {
+        self.absent.insert(key);
+    }
+
+    fn was_orphaned(&self, uid: &str) -> bool {
+        self.orphaned.contains(uid)
+    }
+
+    fn note_orphaned(&self, uid: &str) {
+        self.orphaned.insert(uid.to_string());
+    }
+}
+
+/// Keys remembered up to `REMEMBERED`, then all forgotten at once: what they record never
+/// changes (a uid never comes back), and forgetting costs only a check with the server.
+#[derive(Default)]
+struct Remembered(Mutex<HashSet<String>>);
+
+impl Remembered {
+    fn contains(&self, key: &str) -> bool {
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(key)
     }
 
-    fn note_absent(&self, key: String) {
-        let mut a = self.absent.lock().unwrap_or_else(|p| p.into_inner());
-        if a.len() >= ABSENT_REMEMBERED {
-            a.clear();
+    fn insert(&self, key: String) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= REMEMBERED {
+            set.clear();
         }
-        a.insert(key);
-    }
-
-    fn was_orphaned(&self, uid: &str) -> bool {
-        self.orphaned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(uid)
-    }
-
-    fn note_orphaned(&self, uid: Uid) {
-        let mut o = self.orphaned.lock().unwrap_or_else(|p| p.into_inner());
-        if o.len() >= ABSENT_REMEMBERED {
-            o.clear();
-        }
-        o.insert(uid);
+        set.insert(key);
     }
 }
 

@@ -331,7 +331,7 @@ pub async fn attempt_to_orphan(gc: &Gc, uid: &Uid) -> Result<(), Error> {
         return Err(e);
     }
     tracing::info!(namespace = ?owner.namespace, name = %owner.name, kind = %owner.res.ar.kind, "dependents orphaned: removing the orphan finalizer");
-    gc.note_orphaned(uid.clone());
+    gc.note_orphaned(uid);
     remove_finalizer(gc, &owner, ORPHAN).await
 }
 
