@@ -56,6 +56,9 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
+/// How soon a namespace whose content is still going is swept again.
+const CONTENT_RECHECK: Duration = Duration::from_secs(1);
+
 fn error_policy(ns: Arc<Namespace>, err: &Error, lp: Arc<Loop>) -> Action {
     let (attempts, delay) = lp.backoff.failed(&ns.name_any());
     tracing::warn!(namespace = %ns.name_any(), attempts, error = %err, "namespace deletion failed; retrying");
@@ -150,11 +153,12 @@ async fn reconcile(ns: Arc<Namespace>, lp: Arc<Loop>) -> Result<Action, Error> {
         return Err(Error::Content(sweep.errors.join(", ")));
     }
     if !sweep.remaining.is_empty() {
-        // Content is going (graceful pod deletion, finalizers): look again soon, less often
-        // the longer it takes; pods being deleted also wake the loop.
-        let (attempts, delay) = lp.backoff.failed(&name);
-        tracing::debug!(namespace = %name, attempts, ?delay, "namespace content remaining");
-        return Ok(Action::requeue(delay));
+        // Content is going (graceful pod deletion, finalizers): look again in a second, as
+        // upstream does for content held by finalizers (its estimate 0 gives 0/2 + 1 s);
+        // pods being deleted also wake the loop. A growing delay here (it was a back-off to
+        // 30 s) left a namespace up to 30 s behind its last finalizer's removal.
+        tracing::debug!(namespace = %name, "namespace content remaining");
+        return Ok(Action::requeue(CONTENT_RECHECK));
     }
     finalize(&lp, &ns).await?;
     lp.backoff.reset(&name);
