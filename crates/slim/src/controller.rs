@@ -327,7 +327,9 @@ async fn drive(
                 Some(key) => queue.schedule(key, Instant::now()),
                 None => triggers_done = true,
             },
-            _ = tokio::time::sleep_until(wake), if is_ready && next.is_some() => {}
+            // Once the triggers have ended nothing new starts: waking for due keys would
+            // only spin until the runs in flight end.
+            _ = tokio::time::sleep_until(wake), if is_ready && !triggers_done && next.is_some() => {}
         }
         if !is_ready || triggers_done {
             continue;
@@ -481,6 +483,41 @@ mod tests {
             .unwrap();
         let a_end = log.iter().position(|e| *e == ("a".into(), "end")).unwrap();
         assert!(b_start < a_end, "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_triggers_end_the_runs_in_flight_finish_and_nothing_spins() {
+        // "a" ends at once asking to run again in 10 ms; "b" runs for 200 ms. The triggers
+        // end meanwhile: "a" falls due while "b" still runs, and must not be waited on in a
+        // loop that never yields (paused time would then never advance to end "b").
+        let ran: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = ran.clone();
+        let start: Start = Arc::new(move |k: &Key| {
+            let (log, name) = (log.clone(), k.name.clone());
+            Some(
+                async move {
+                    let slow = name == "b";
+                    log.lock().unwrap().push(name);
+                    if slow {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return Action::await_change();
+                    }
+                    Action::requeue(Duration::from_millis(10))
+                }
+                .boxed(),
+            )
+        });
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let run = tokio::spawn(drive("Thing".into(), rx.boxed(), async {}.boxed(), start));
+        tx.unbounded_send(key("a")).unwrap();
+        tx.unbounded_send(key("b")).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the loop ends once the runs in flight do")
+            .unwrap();
+        assert_eq!(*ran.lock().unwrap(), ["a", "b"]);
     }
 
     #[tokio::test(start_paused = true)]
